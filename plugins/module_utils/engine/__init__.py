@@ -1,0 +1,3 @@
+"""btrfs.backup engine: incremental, atomic btrfs backups (stdlib only, Python >= 3.8)."""
+
+__version__ = "1.0.0"

@@ -1,0 +1,223 @@
+"""The `btrfs-backup` command line: btrfs-backup 0.3's flags and @argfiles over the engine."""
+
+import argparse
+import json
+import logging
+import signal
+import sys
+
+from . import __version__
+from .argfiles import expand_argfiles
+from .errors import BackupError, ConfigError
+from .job import JobConfig, run_job
+
+LOG = logging.getLogger("btrfs_backup")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_TERMINATED = 0, 1, 2, 3, 143
+
+DESCRIPTION = """\
+Incremental, atomic backups of a btrfs subvolume: take a read-only snapshot, send it with
+btrfs send/receive to local folders, to ssh:// hosts or into a shell:// command, and keep
+only what the retention settings say. A destination is tracked by subvolume UUIDs, so every
+destination continues incrementally on its own; a failed transfer is recorded in
+.outstanding_transfers and cleaned up and retried by the next run."""
+
+EPILOG = """\
+Argument files: any argument written @FILE is replaced by the arguments in FILE, one flag,
+'--option value' pair or argument per line (values are not escaped). Lines starting with '#'
+are comments; blank lines and indentation are ignored; files may include other files
+(relative to the including file); include loops are reported.
+
+Exit status: 0 success, 1 a destination or step failed (the others still ran),
+2 bad input (nothing was changed), 3 another run of the same job is in progress,
+143 terminated (locks record the unfinished transfer; the next run cleans up)."""
+
+
+class Terminated(BaseException):
+    """Raised from the SIGTERM handler so that cleanup code runs (like KeyboardInterrupt)."""
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="btrfs-backup", description=DESCRIPTION, epilog=EPILOG, add_help=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    show = parser.add_argument_group("Display settings")
+    show.add_argument("-h", "--help", action="help", help="Show this help message and exit.")
+    show.add_argument("--version", action="version", version="btrfs-backup (btrfs.backup) " + __version__)
+    show.add_argument("-v", "--verbosity", default="info",
+                      choices=["debug", "info", "warning", "error"],
+                      help="Set verbosity level. Default is 'info'.")
+    show.add_argument("-q", "--quiet", action="store_true",
+                      help="Shortcut for '--no-progress --verbosity warning'.")
+    show.add_argument("-d", "--btrfs-debug", action="store_true",
+                      help="Enable debugging on btrfs send / receive.")
+    show.add_argument("-P", "--no-progress", action="store_true",
+                      help="Don't display progress (pv) during transfers.")
+    show.add_argument("--json", action="store_true",
+                      help="Print the run's result as JSON on standard output.")
+
+    keep = parser.add_argument_group("Retention settings")
+    keep.add_argument("-N", "--num-snapshots", type=_whole, default=0, metavar="N",
+                      help="Only keep the latest N snapshots at the source (0: all).")
+    keep.add_argument("-n", "--num-backups", type=_whole, default=0, metavar="N",
+                      help="Only keep the latest N backups at each destination (0: all).")
+    keep.add_argument("--preserve-snapshots", default="", metavar="POLICY",
+                      help="Also keep the first snapshot of each of the last periods, "
+                           "e.g. '24h 7d 4w 12m *y' (h/d/w/m/y; * = all periods).")
+    keep.add_argument("--preserve-backups", default="", metavar="POLICY",
+                      help="The same time-bucket policy for the backups at each destination.")
+    keep.add_argument("--latest-only", action="store_true",
+                      help="Deprecated: shortcut for '--num-snapshots 1'.")
+
+    snap = parser.add_argument_group("Snapshot creation settings")
+    snap.add_argument("-S", "--no-snapshot", action="store_true",
+                      help="Don't take a new snapshot, just transfer existing ones.")
+    snap.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
+                      help="Snapshot folder, absolute or relative to the source. Default 'snapshot'.")
+    snap.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
+                      help="Prefix for snapshot names. Default is ''.")
+
+    move = parser.add_argument_group("Transfer related options")
+    move.add_argument("-T", "--no-transfer", action="store_true", help="Don't transfer any snapshot.")
+    move.add_argument("-I", "--no-incremental", action="store_true",
+                      help="Always send full streams (e.g. when piping to files).")
+    move.add_argument("--check", action="store_true",
+                      help="Dry run: change nothing, print what would be done.")
+
+    ssh = parser.add_argument_group("SSH related options")
+    ssh.add_argument("--ssh-opt", action="append", default=[], metavar="OPTION",
+                     help="Pass an ssh_config option to ssh(1), e.g. --ssh-opt IdentityFile=/root/id.")
+    ssh.add_argument("--ssh-sudo", action="store_true",
+                     help="Run btrfs with 'sudo -n' on the remote host.")
+
+    misc = parser.add_argument_group("Miscellaneous options")
+    misc.add_argument("-s", "--sync", action="store_true",
+                      help="Run 'btrfs subvolume sync' after deleting subvolumes.")
+    misc.add_argument("-w", "--convert-rw", action="store_true",
+                      help="Make read-only snapshots writable before deleting them "
+                           "(for user_subvol_rm_allowed).")
+    misc.add_argument("--remove-locks", action="store_true",
+                      help="Remove the locks of all given destinations. Only use this when no "
+                           "partial backup is left at those destinations.")
+    misc.add_argument("--skip-fs-checks", action="store_true",
+                      help="Accepted for compatibility; the checks are part of the one listing "
+                           "each run makes, so they are always done.")
+
+    where = parser.add_argument_group("Source and destination")
+    where.add_argument("--locked-dests", action="store_true",
+                       help="Add every destination for which locks exist.")
+    where.add_argument("source", help="Subvolume to back up: /path or ssh://[user@]host[:port]/path.")
+    where.add_argument("dest", nargs="*", default=[],
+                       help="Destinations: /path, ssh://[user@]host[:port]/path or "
+                            "'shell://cat > some-file'. Any number, or none.")
+    return parser
+
+
+def _whole(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
+    if value < 0:
+        raise argparse.ArgumentTypeError("%r must not be negative" % text)
+    return value
+
+
+def config_from_args(options):
+    return JobConfig(
+        source=options.source,
+        destinations=options.dest,
+        snapshot_folder=options.snapshot_folder,
+        prefix=options.snapshot_prefix,
+        num_snapshots=1 if options.latest_only and not options.num_snapshots else options.num_snapshots,
+        num_backups=options.num_backups,
+        preserve_snapshots=options.preserve_snapshots,
+        preserve_backups=options.preserve_backups,
+        no_snapshot=options.no_snapshot,
+        no_transfer=options.no_transfer,
+        no_incremental=options.no_incremental,
+        locked_dests=options.locked_dests,
+        remove_locks=options.remove_locks,
+        ssh_options=options.ssh_opt,
+        ssh_sudo=options.ssh_sudo,
+        convert_rw=options.convert_rw,
+        sync=options.sync,
+        btrfs_debug=options.btrfs_debug,
+        progress=not (options.no_progress or options.quiet or options.json),
+        check_mode=options.check,
+    )
+
+
+def _setup_logging(options):
+    level = "warning" if options.quiet and options.verbosity == "info" else options.verbosity
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("btrfs-backup: %(levelname)s: %(message)s"))
+    LOG.handlers[:] = [handler]
+    LOG.setLevel(getattr(logging, level.upper()))
+    LOG.propagate = False
+
+
+def _summary(result):
+    lines = []
+    if result.snapshot:
+        lines.append("snapshot: %s" % result.snapshot["path"])
+    for dest in result.destinations:
+        sent = ["%s (%s%s)" % (t["snapshot"], t["mode"],
+                               ", %s bytes" % t["bytes"] if t.get("bytes") is not None else "")
+                for t in dest.transfers if t["status"] in ("done", "planned")]
+        lines.append("%s: %s%s" % (dest.id, dest.status, ", sent " + ", ".join(sent) if sent else
+                                   ", up to date" if dest.status == "ok" else ""))
+    for section in result.retention:
+        for item in section.deleted:
+            lines.append("deleted %s at %s: %s" % (item["name"], section.where, item["reason"]))
+    for step in result.plan:
+        lines.append("would %s" % step if result.check_mode else step)
+    return lines
+
+
+def _exit_status(result):
+    kinds = set(result.error_types)
+    if "JobBusyError" in kinds:
+        return EXIT_BUSY
+    if "ConfigError" in kinds and not result.changed:
+        return EXIT_USAGE
+    return EXIT_FAILED if result.failed else EXIT_OK
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def main(argv=None):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        argv = expand_argfiles(argv)
+    except ConfigError as err:
+        parser.error(str(err))
+    options = parser.parse_args(argv)
+    _setup_logging(options)
+    if options.skip_fs_checks:
+        LOG.info("--skip-fs-checks has no effect: the checks cost nothing extra")
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        result = run_job(config_from_args(options))
+    except (KeyboardInterrupt, Terminated):
+        LOG.error("terminated: unfinished transfers stay locked in .outstanding_transfers; "
+                  "the next run removes their partial backups and sends them again")
+        return EXIT_TERMINATED
+    for warning in result.warnings:
+        LOG.warning("%s", warning)
+    for error in result.errors:
+        LOG.error("%s", error)
+    if options.json:
+        json.dump(result.as_dict(), sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        for line in _summary(result):
+            LOG.info("%s", line)
+    return _exit_status(result)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

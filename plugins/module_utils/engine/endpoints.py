@@ -1,0 +1,243 @@
+"""Where commands run: a local path, `ssh://[user@]host[:port]/path`, or a `shell://` stream sink."""
+
+import os
+import posixpath
+import re
+import shlex
+import uuid
+
+from .errors import ConfigError, EndpointError
+from .runner import CommandResult
+
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|\[[0-9A-Fa-f:.%A-Za-z]+\])$")
+_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+_SSH_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*[= ]")
+
+# Bounded waits for hosts that refuse, never answer, or vanish mid-stream; user options come
+# first on the command line, and ssh keeps the first value it sees, so users can override these.
+DEFAULT_SSH_OPTIONS = (
+    "ConnectTimeout=20",
+    "ServerAliveInterval=15",
+    "ServerAliveCountMax=4",
+)
+
+
+def check_path(path, what):
+    """A usable filesystem path: no NUL/newline, no '..' component; returned normalised."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError("%s: a path is required" % what)
+    if "\x00" in path or "\n" in path:
+        raise ConfigError("%s %r: control characters are not allowed in paths" % (what, path))
+    if ".." in path.split("/"):
+        raise ConfigError("%s %r: '..' is not allowed in paths; give an absolute path" % (what, path))
+    return posixpath.normpath(path)
+
+
+class Endpoint(object):
+    """Common interface: `command()` wraps an argv to run at the endpoint."""
+
+    kind = None
+    can_list = True
+
+    def __init__(self, path):
+        self.path = path
+
+    @property
+    def id(self):
+        raise NotImplementedError
+
+    def command(self, argv, privileged=True):
+        raise NotImplementedError
+
+    def run_batch(self, runner, commands):
+        """Run several argv lists at the endpoint, returning one CommandResult each."""
+        return [runner.run(self.command(argv, privileged)) for argv, privileged in commands]
+
+    def join(self, *parts):
+        return posixpath.join(self.path, *parts)
+
+    def __str__(self):
+        return self.id
+
+
+class LocalEndpoint(Endpoint):
+    """A path on this machine."""
+
+    kind = "local"
+
+    def __init__(self, path):
+        path = check_path(path, "local path")
+        super().__init__(os.path.abspath(path))
+
+    @property
+    def id(self):
+        # btrfs-backup 0.3 used the absolute path; a symlinked path is resolved so that
+        # two spellings of one folder share their locks.
+        return os.path.realpath(self.path)
+
+    @property
+    def id_aliases(self):
+        return {self.path, self.id}
+
+    def command(self, argv, privileged=True):
+        return list(argv)
+
+    def with_path(self, path):
+        return LocalEndpoint(path)
+
+
+class SshEndpoint(Endpoint):
+    """A path on a remote host, reached with ssh(1); `sudo -n` before btrfs when asked."""
+
+    kind = "ssh"
+
+    def __init__(self, host, path, user=None, port=None, ssh_options=(), sudo=False,
+                 ssh_binary="ssh"):
+        if not _HOST_RE.match(host or ""):
+            raise ConfigError("ssh host %r is not a valid host name or address" % (host,))
+        if user is not None and not _USER_RE.match(user):
+            raise ConfigError("ssh user %r is not a valid user name" % (user,))
+        if port is not None and not (isinstance(port, int) and 0 < port < 65536):
+            raise ConfigError("ssh port %r is not a port number (1-65535)" % (port,))
+        path = check_path(path, "remote path")
+        if not path.startswith("/"):
+            raise ConfigError("remote path %r must be absolute" % (path,))
+        for option in ssh_options:
+            validate_ssh_option(option)
+        super().__init__(path)
+        self.host = host
+        self.user = user
+        self.port = port
+        self.ssh_options = list(ssh_options)
+        self.sudo = sudo
+        self.ssh_binary = ssh_binary
+
+    @property
+    def id(self):
+        # Same shape as btrfs-backup 0.3, so its lock entries keep matching.
+        target = self.host
+        if self.user:
+            target = "%s@%s" % (self.user, target)
+        if self.port:
+            target = "%s:%s" % (target, self.port)
+        return "ssh://%s%s" % (target, self.path)
+
+    @property
+    def id_aliases(self):
+        return {self.id}
+
+    def ssh_argv(self):
+        argv = [self.ssh_binary]
+        for option in list(self.ssh_options) + list(DEFAULT_SSH_OPTIONS):
+            argv += ["-o", option]
+        if self.port:
+            argv += ["-p", str(self.port)]
+        host = self.host[1:-1] if self.host.startswith("[") else self.host
+        argv.append("%s@%s" % (self.user, host) if self.user else host)
+        return argv
+
+    def remote_line(self, argv, privileged=True):
+        """A remote command line with every word quoted (the remote login shell parses it)."""
+        words = (["sudo", "-n"] if (privileged and self.sudo) else []) + list(argv)
+        return " ".join(shlex.quote(w) for w in words)
+
+    def command(self, argv, privileged=True):
+        return self.ssh_argv() + ["--", self.remote_line(argv, privileged)]
+
+    def run_batch(self, runner, commands):
+        """One ssh connection for all commands; each one's exit status is echoed after a marker."""
+        marker = "__btrfs_backup_%s__" % uuid.uuid4().hex
+        parts = []
+        for argv, privileged in commands:
+            parts.append("%s; printf '\\n%s %%d\\n' $?" % (self.remote_line(argv, privileged), marker))
+        result = runner.run(self.ssh_argv() + ["--", "; ".join(parts)])
+        return split_batch_output(result, marker, [argv for argv, _ in commands])
+
+    def with_path(self, path):
+        return SshEndpoint(self.host, path, self.user, self.port, self.ssh_options, self.sudo,
+                           self.ssh_binary)
+
+
+class ShellEndpoint(Endpoint):
+    """`shell://COMMAND`: the send stream is piped into the user's own shell command."""
+
+    kind = "shell"
+    can_list = False
+
+    def __init__(self, shell_command):
+        if not shell_command.strip():
+            raise ConfigError("shell:// destination needs a command, e.g. 'shell://cat > /backup/file'")
+        super().__init__(None)
+        self.shell_command = shell_command
+
+    @property
+    def id(self):
+        return "shell://%s" % self.shell_command
+
+    @property
+    def id_aliases(self):
+        return {self.id}
+
+    def command(self, argv, privileged=True):
+        raise EndpointError("shell:// destinations only receive a stream")
+
+    def receive_argv(self):
+        # The user wrote a shell command on purpose; it is the one place a shell is used.
+        return ["sh", "-c", self.shell_command]
+
+
+def split_batch_output(result, marker, argvs):
+    """Split a batched remote run's stdout at the markers into one CommandResult per command."""
+    if result.returncode == 255 and marker not in result.stdout:
+        raise EndpointError("cannot reach ssh host: %s" % (result.stderr.strip().splitlines() or ["ssh failed"])[-1])
+    results = []
+    rest = result.stdout
+    for argv in argvs:
+        head, sep, tail = rest.partition("\n%s " % marker)
+        if not sep:
+            raise EndpointError("remote commands ended early: %s" % (result.stderr.strip() or "no output"))
+        code, _, rest = tail.partition("\n")
+        try:
+            returncode = int(code)
+        except ValueError:
+            raise EndpointError("unexpected output from remote host: %r" % code)
+        results.append(CommandResult(argv, returncode, head, result.stderr))
+    return results
+
+
+def validate_ssh_option(option):
+    """An ssh_config option as 'Key=value' (passed to ssh as -o, one argv item)."""
+    if not isinstance(option, str) or not _SSH_OPTION_RE.match(option) or "\n" in option:
+        raise ConfigError("ssh option %r must look like 'Key=value' (an ssh_config option)" % (option,))
+    return option
+
+
+_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SSH_URL_RE = re.compile(
+    r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@]+)(?::(?P<port>[^/]*))?(?P<path>/.*)$"
+)
+
+
+def parse_location(spec, ssh_options=(), ssh_sudo=False, allow_shell=True):
+    """Turn a command-line location (path, ssh:// URL, shell:// command) into an Endpoint."""
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError("empty location")
+    if spec.startswith("shell://"):
+        if not allow_shell:
+            raise ConfigError("%r: a shell:// command can only be a destination" % spec)
+        return ShellEndpoint(spec[len("shell://"):])
+    if spec.startswith("ssh://"):
+        match = _SSH_URL_RE.match(spec)
+        if not match:
+            raise ConfigError(
+                "%r is not a valid ssh URL: expected ssh://[user@]host[:port]/absolute/path" % spec)
+        port = match.group("port")
+        if port is not None:
+            if not port.isdigit():
+                raise ConfigError("%r: port %r is not a number" % (spec, port))
+            port = int(port)
+        return SshEndpoint(match.group("host"), match.group("path"), user=match.group("user"),
+                           port=port, ssh_options=ssh_options, sudo=ssh_sudo)
+    if _SCHEME_RE.match(spec):
+        raise ConfigError("%r: unknown scheme (use a path, ssh:// or shell://)" % spec)
+    return LocalEndpoint(spec)

@@ -1,0 +1,46 @@
+"""Exceptions the engine raises; each message is meant to be shown to a user as is."""
+
+
+class BackupError(Exception):
+    """Base class of every error the engine reports to its caller."""
+
+
+class ConfigError(BackupError):
+    """Bad input: a path, URL, name or number that cannot be used (nothing was changed)."""
+
+
+class EndpointError(BackupError):
+    """An endpoint could not be reached or is not usable (not btrfs, not a subvolume, ...)."""
+
+
+class MissingPathError(EndpointError):
+    """One or more paths do not exist at an endpoint."""
+
+    def __init__(self, paths):
+        super().__init__("%s does not exist" % " and ".join(paths))
+        self.paths = list(paths)
+
+
+class CommandError(BackupError):
+    """A command failed; carries its argv, exit status and stderr."""
+
+    def __init__(self, message, argv=None, returncode=None, stderr=""):
+        detail = (stderr or "").strip()
+        if detail:
+            message = "%s: %s" % (message, detail.splitlines()[-1])
+        super().__init__(message)
+        self.argv = list(argv or [])
+        self.returncode = returncode
+        self.stderr = stderr or ""
+
+
+class LockFileError(BackupError):
+    """The .outstanding_transfers file is unreadable or corrupt (never silently reset)."""
+
+
+class JobBusyError(BackupError):
+    """Another run of the same job holds the job lock."""
+
+
+class TransferError(BackupError):
+    """A send/receive pipeline failed or its result did not verify."""

@@ -1,0 +1,97 @@
+"""Learn every subvolume in a folder with one listing round per endpoint (never a process per snapshot)."""
+
+import collections
+import posixpath
+
+from . import btrfs
+from .errors import EndpointError, MissingPathError
+
+
+class Subvolume(collections.namedtuple(
+        "Subvolume", "name path id uuid parent_uuid received_uuid readonly")):
+    """A subvolume directly inside a listed folder."""
+
+    __slots__ = ()
+
+    @property
+    def complete(self):
+        """A finished receive: read-only with received_uuid set (invariant 2)."""
+        return bool(self.readonly and self.received_uuid)
+
+
+class FolderListing(object):
+    """The subvolumes directly inside `folder`, plus facts about the extra paths asked for."""
+
+    def __init__(self, folder, children, subvolume_paths):
+        self.folder = folder
+        self.children = children  # name -> Subvolume
+        self._subvolume_paths = subvolume_paths
+
+    def is_subvolume(self, resolved_path):
+        return resolved_path in self._subvolume_paths
+
+
+def listing_commands(folder, extra_paths=()):
+    """The commands that one listing round runs, as (argv, needs_privileges) pairs."""
+    resolves = [(["readlink", "-e", "--", path], False) for path in [folder] + list(extra_paths)]
+    return resolves + [
+        (["cat", "/proc/self/mountinfo"], False),
+        (btrfs.list_argv(folder), True),
+        (btrfs.list_argv(folder, readonly_only=True), True),
+    ]
+
+
+def build_listing(folder, extra_paths, results):
+    """Pure: turn the listing round's results into a FolderListing, or raise EndpointError."""
+    wanted = [folder] + list(extra_paths)
+    resolves, (mountinfo, all_list, ro_list) = results[:len(wanted)], results[len(wanted):]
+    missing = [path for path, result in zip(wanted, resolves) if not result.ok]
+    if missing:
+        raise MissingPathError(missing)
+    resolved = [result.stdout.strip("\n") for result in resolves]
+    mounts = btrfs.parse_mountinfo(mountinfo.stdout)
+    locations = []
+    for original, real in zip(wanted, resolved):
+        mount = btrfs.mount_of(mounts, real)
+        if mount is None or mount.fstype != "btrfs":
+            raise EndpointError("%s is not on a btrfs filesystem (it is on %s)" % (
+                original, mount.fstype if mount else "an unknown filesystem"))
+        locations.append((mount, btrfs.path_in_filesystem(mount, real)))
+    if len({m.source for m, _ in locations}) > 1:
+        raise EndpointError("%s must be on the same btrfs filesystem" % " and ".join(wanted))
+    for result in (all_list, ro_list):
+        if not result.ok:
+            raise EndpointError("cannot list subvolumes of %s: %s" % (
+                folder, (result.stderr.strip().splitlines() or ["btrfs failed"])[-1]))
+    try:
+        entries = btrfs.parse_subvolume_list(all_list.stdout)
+        readonly_ids = {e.id for e in btrfs.parse_subvolume_list(ro_list.stdout)}
+    except ValueError as err:
+        raise EndpointError(str(err))
+    folder_rel = locations[0][1]
+    children = {}
+    for entry in entries:
+        parent, name = posixpath.split(entry.path)
+        if parent == folder_rel:
+            children[name] = Subvolume(
+                name=name,
+                path=posixpath.join(folder, name),
+                id=entry.id,
+                uuid=entry.uuid,
+                parent_uuid=entry.parent_uuid,
+                received_uuid=entry.received_uuid,
+                readonly=entry.id in readonly_ids,
+            )
+    subvolume_rel_paths = {e.path for e in entries} | {""}
+    subvolume_paths = {
+        original for original, (_, rel) in zip(wanted, locations) if rel in subvolume_rel_paths
+    }
+    return FolderListing(folder, children, subvolume_paths)
+
+
+def list_folder(endpoint, runner, folder=None, extra_paths=()):
+    """Run one listing round at `endpoint` for `folder` (default: the endpoint's path)."""
+    folder = folder or endpoint.path
+    commands = listing_commands(folder, extra_paths)
+    results = endpoint.run_batch(runner, commands)
+    return build_listing(folder, extra_paths, results)

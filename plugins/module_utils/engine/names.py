@@ -1,0 +1,64 @@
+"""Snapshot names: `<prefix>%Y%m%d-%H%M%S`, the btrfs-backup 0.3 scheme, and the safe-name rules."""
+
+import datetime
+import re
+
+from .errors import ConfigError
+
+TIMESTAMP_FORMAT = "%Y%m%d-%H%M%S"
+_TIMESTAMP_RE = re.compile(r"^(\d{8}-\d{6})$")
+# Prefixes end up in paths and remote command lines: keep them to a fixed alphabet.
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@-]*$")
+# Any subvolume name the engine creates or deletes must match this.
+_SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@:-]*$")
+
+
+def validate_prefix(prefix):
+    """Return the prefix if it is safe to use in a subvolume name, else raise ConfigError."""
+    if prefix == "":
+        return prefix
+    if len(prefix) > 200 or not _PREFIX_RE.match(prefix):
+        raise ConfigError(
+            "snapshot prefix %r is not allowed: use letters, digits and . _ + @ - "
+            "(not starting with . or -)" % (prefix,)
+        )
+    return prefix
+
+
+def validate_name(name):
+    """Return a subvolume name if it is safe (one path component from the fixed alphabet)."""
+    if not isinstance(name, str) or len(name) > 255 or not _SAFE_NAME_RE.match(name):
+        raise ConfigError(
+            "snapshot name %r is not allowed: use letters, digits and . _ + @ : - "
+            "(one path component, not starting with . or -)" % (name,)
+        )
+    return name
+
+
+def format_name(prefix, when):
+    """The snapshot name for a prefix and a datetime."""
+    return prefix + when.strftime(TIMESTAMP_FORMAT)
+
+
+def parse_time(prefix, name):
+    """The datetime encoded in `name` if it is `<prefix><timestamp>`, else None."""
+    if not name.startswith(prefix):
+        return None
+    match = _TIMESTAMP_RE.match(name[len(prefix):])
+    if not match:
+        return None
+    try:
+        return datetime.datetime.strptime(match.group(1), TIMESTAMP_FORMAT)
+    except ValueError:
+        return None
+
+
+def is_snapshot_name(prefix, name):
+    """True when `name` follows the naming scheme for `prefix`."""
+    return parse_time(prefix, name) is not None
+
+
+def sort_key(prefix, name):
+    """Order snapshot names by their timestamp (names from one prefix sort by time)."""
+    when = parse_time(prefix, name)
+    return (when or datetime.datetime.min, name)

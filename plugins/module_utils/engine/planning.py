@@ -1,0 +1,127 @@
+"""Pure planning: which snapshot goes to which destination with which parent, and what is garbage."""
+
+import collections
+
+Transfer = collections.namedtuple("Transfer", "snapshot parent")
+Transfer.__doc__ = "Send `snapshot` (a source Subvolume), incremental from `parent` (or None: full)."
+
+Conflict = collections.namedtuple("Conflict", "name reason")
+
+
+class DestinationPlan(object):
+    """What one run does at one destination, before anything is carried out."""
+
+    def __init__(self, garbage, conflicts, transfers, present):
+        self.garbage = garbage          # partial subvolumes from failed runs, to delete first
+        self.conflicts = conflicts      # names taken by subvolumes that are not our backups
+        self.transfers = transfers      # Transfer list, oldest first
+        self.present = present          # source snapshot name -> its complete backup there
+
+    def as_dict(self):
+        return {
+            "delete_partial": [s.path for s in self.garbage],
+            "conflicts": [{"name": c.name, "reason": c.reason} for c in self.conflicts],
+            "transfers": [{"snapshot": t.snapshot.name,
+                           "parent": t.parent.name if t.parent else None,
+                           "mode": "incremental" if t.parent else "full"}
+                          for t in self.transfers],
+        }
+
+
+def counterpart(snapshot, backups):
+    """The complete backup of `snapshot` among `backups`, matched by UUID (invariant 1), or None."""
+    for backup in backups:
+        if not backup.complete:
+            continue
+        if backup.received_uuid == snapshot.uuid:
+            return backup
+        if snapshot.received_uuid and backup.received_uuid == snapshot.received_uuid:
+            return backup
+    return None
+
+
+def present_backups(snapshots, backups):
+    """Map each source snapshot name to its complete backup at a destination, where there is one."""
+    complete = [b for b in backups if b.complete]
+    present = {}
+    for snapshot in snapshots:
+        match = counterpart(snapshot, complete)
+        if match is not None:
+            present[snapshot.name] = match
+    return present
+
+
+def find_garbage(snapshots, backups_by_name, locked_names):
+    """Partial receives to delete: a locked snapshot's name at the destination without a complete backup.
+
+    Only a subvolume that is not complete (writable, or no received_uuid) counts as our partial;
+    a complete subvolume under that name is somebody else's and is left alone.
+    """
+    garbage = []
+    for snapshot in snapshots:
+        if snapshot.name not in locked_names:
+            continue
+        found = backups_by_name.get(snapshot.name)
+        if found is None or found.complete:
+            continue
+        if found.received_uuid not in (None, snapshot.uuid, snapshot.received_uuid):
+            continue
+        garbage.append(found)
+    return garbage
+
+
+def plan_destination(snapshots, backups_by_name, locked_names=(), incremental=True,
+                     keep_backups=0, only=None):
+    """Plan one destination.
+
+    snapshots:       source snapshots (Subvolume), oldest first, all read-only.
+    backups_by_name: the destination folder's subvolumes by name.
+    locked_names:    snapshots with an unfinished transfer to this destination.
+    keep_backups:    the destination keeps this many (0: all); older ones are not sent.
+    only:            if given, the names that may be sent (stream sinks get just these).
+
+    A snapshot is sent when it is newer than the newest one the destination already holds
+    (older ones were deleted there on purpose or by retention); each one is sent incrementally
+    from the newest older snapshot whose backup is complete there, counting those sent before it.
+    """
+    locked_names = set(locked_names)
+    backups = list(backups_by_name.values())
+    present = present_backups(snapshots, backups)
+    garbage = find_garbage(snapshots, backups_by_name, locked_names)
+    garbage_names = {g.name for g in garbage}
+
+    newest_present = max((i for i, s in enumerate(snapshots) if s.name in present), default=-1)
+    candidates = [s for s in snapshots[newest_present + 1:] if s.name not in present]
+    if keep_backups:
+        allowed = {s.name for s in snapshots[-keep_backups:]}
+        candidates = [s for s in candidates if s.name in allowed]
+    if only is not None:
+        candidates = [s for s in candidates if s.name in set(only)]
+
+    position = {s.name: i for i, s in enumerate(snapshots)}
+    conflicts, transfers = [], []
+    available = [s for s in snapshots if s.name in present]
+    for snapshot in candidates:
+        taken = backups_by_name.get(snapshot.name)
+        if taken is not None and snapshot.name not in garbage_names:
+            conflicts.append(Conflict(snapshot.name, describe_foreign(taken, snapshot)))
+            break  # later snapshots would need this one as a parent: stop this chain here
+        parent = None
+        if incremental:
+            older = [s for s in available if position[s.name] < position[snapshot.name]]
+            parent = max(older, key=lambda s: position[s.name]) if older else None
+        transfers.append(Transfer(snapshot, parent))
+        available.append(snapshot)
+    return DestinationPlan(garbage, conflicts, transfers, present)
+
+
+def describe_foreign(subvolume, snapshot):
+    """Why a subvolume that carries our snapshot's name is not our backup."""
+    if not subvolume.readonly and not subvolume.received_uuid:
+        return ("%s exists and is a writable subvolume without received_uuid that no unfinished "
+                "transfer of ours explains; it is left alone" % subvolume.path)
+    if subvolume.received_uuid and subvolume.received_uuid != snapshot.uuid:
+        return ("%s exists but was received from another subvolume (received_uuid %s, "
+                "snapshot uuid %s); it is left alone" % (subvolume.path, subvolume.received_uuid,
+                                                           snapshot.uuid))
+    return "%s exists and is not a complete backup of this snapshot; it is left alone" % subvolume.path

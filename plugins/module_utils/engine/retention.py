@@ -1,0 +1,129 @@
+"""Pure retention: which snapshots or backups may be deleted, and why each survivor is kept."""
+
+import collections
+import datetime
+import re
+
+from .errors import ConfigError
+
+Decision = collections.namedtuple("Decision", "name keep reasons")
+
+_UNITS = collections.OrderedDict([
+    ("h", "hourly"), ("d", "daily"), ("w", "weekly"), ("m", "monthly"), ("y", "yearly"),
+])
+_TERM_RE = re.compile(r"^(\d+|\*)([hdwmy])$")
+
+
+class Policy(object):
+    """Keep the newest `count` (0: no count limit) plus time buckets (btrbk-style, e.g. '24h 7d 4w')."""
+
+    def __init__(self, count=0, buckets=None):
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            raise ConfigError("retention count %r must be a whole number >= 0 (0 keeps all)" % (count,))
+        self.count = count
+        self.buckets = dict(buckets or {})  # unit -> number of periods, None for all
+        for unit, periods in self.buckets.items():
+            if unit not in _UNITS:
+                raise ConfigError("unknown retention unit %r (use h, d, w, m, y)" % unit)
+            if periods is not None and (not isinstance(periods, int) or periods < 0):
+                raise ConfigError("retention %s count %r must be a whole number >= 0" % (
+                    _UNITS[unit], periods))
+
+    @property
+    def keeps_everything(self):
+        return self.count == 0 and not self.buckets
+
+    def describe(self):
+        parts = []
+        if self.count:
+            parts.append("newest %d" % self.count)
+        for unit in _UNITS:
+            if unit in self.buckets:
+                n = self.buckets[unit]
+                parts.append("%s %s" % (_UNITS[unit], "all" if n is None else n))
+        return ", ".join(parts) or "keep all"
+
+
+def parse_buckets(text):
+    """Parse '24h 7d 4w 12m *y' into {unit: periods}; '*' keeps every period of that unit."""
+    buckets = {}
+    for term in (text or "").replace(",", " ").split():
+        match = _TERM_RE.match(term)
+        if not match:
+            raise ConfigError(
+                "retention term %r is not valid: use <number><unit> or *<unit> with unit "
+                "h (hourly), d (daily), w (weekly), m (monthly), y (yearly), e.g. '24h 7d 4w'" % term)
+        number, unit = match.groups()
+        if unit in buckets:
+            raise ConfigError("retention unit %r given twice in %r" % (unit, text))
+        buckets[unit] = None if number == "*" else int(number)
+    return buckets
+
+
+def period_of(when, unit):
+    """The period (hour, day, ISO week, month, year) a time falls in, as a sortable tuple."""
+    if unit == "h":
+        return (when.year, when.month, when.day, when.hour)
+    if unit == "d":
+        return (when.year, when.month, when.day)
+    if unit == "w":
+        iso = when.isocalendar()
+        return (iso[0], iso[1])
+    if unit == "m":
+        return (when.year, when.month)
+    return (when.year,)
+
+
+def _period_start(now, unit, back):
+    """The period `back` periods before the one `now` is in."""
+    if unit == "h":
+        return period_of(now - datetime.timedelta(hours=back), unit)
+    if unit == "d":
+        return period_of(now - datetime.timedelta(days=back), unit)
+    if unit == "w":
+        return period_of(now - datetime.timedelta(weeks=back), unit)
+    if unit == "m":
+        month = now.year * 12 + (now.month - 1) - back
+        return (month // 12, month % 12 + 1)
+    return (now.year - back,)
+
+
+def plan_retention(items, policy, protected=None, now=None):
+    """Decide for each item whether it is kept.
+
+    items:     (name, datetime) pairs, any order.
+    protected: name -> list of reasons that forbid deletion (locks, chain parents).
+    now:       reference time for the time buckets.
+    Returns Decisions oldest first. The newest item is always kept.
+    """
+    protected = protected or {}
+    ordered = sorted(items, key=lambda item: (item[1], item[0]))
+    reasons = collections.OrderedDict((name, list(protected.get(name, ()))) for name, _ in ordered)
+    if not ordered:
+        return []
+    if policy.keeps_everything:
+        for name in reasons:
+            reasons[name].append("retention keeps everything (no policy set)")
+    if policy.count:
+        for name, _ in ordered[-policy.count:]:
+            reasons[name].append("one of the newest %d" % policy.count)
+    now = now or datetime.datetime.now()
+    for unit, periods in policy.buckets.items():
+        oldest_period = None if periods is None else _period_start(now, unit, periods - 1)
+        first_in_period = {}
+        for name, when in ordered:
+            first_in_period.setdefault(period_of(when, unit), name)
+        for period, name in first_in_period.items():
+            if periods is None or (periods > 0 and period >= oldest_period):
+                reasons[name].append("first of its %s period %s" % (_UNITS[unit], _format_period(period, unit)))
+    newest = ordered[-1][0]
+    if not reasons[newest]:
+        reasons[newest].append("newest")
+    return [Decision(name, bool(why), why) for name, why in reasons.items()]
+
+
+def _format_period(period, unit):
+    if unit == "w":
+        return "%04d-W%02d" % period
+    text = "-".join("%02d" % p for p in period)
+    return text + ":00" if unit == "h" else text

@@ -1,0 +1,55 @@
+"""The one seam through which the engine starts processes (replaced by a fake in unit tests)."""
+
+import logging
+import os
+import subprocess
+
+LOG = logging.getLogger("btrfs_backup")
+
+# btrfs output is parsed: force the C locale for every command.
+_ENV = dict(os.environ, LC_ALL="C")
+
+
+class CommandResult(object):
+    """Exit status and output of a finished command."""
+
+    __slots__ = ("argv", "returncode", "stdout", "stderr")
+
+    def __init__(self, argv, returncode, stdout, stderr):
+        self.argv = argv
+        self.returncode = returncode
+        self.stdout = stdout
+        self.stderr = stderr
+
+    @property
+    def ok(self):
+        return self.returncode == 0
+
+
+class CommandRunner(object):
+    """Runs argv lists (never through a shell); `popen` is used for streaming pipelines."""
+
+    def __init__(self, timeout=None):
+        self.timeout = timeout
+
+    def run(self, argv, input_text=None):
+        LOG.debug("running: %s", argv)
+        try:
+            proc = subprocess.run(
+                argv,
+                input=input_text,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                universal_newlines=True,
+                env=_ENV,
+                timeout=self.timeout,
+            )
+        except FileNotFoundError:
+            return CommandResult(argv, 127, "", "%s: command not found" % argv[0])
+        except subprocess.TimeoutExpired:
+            return CommandResult(argv, 124, "", "%s: timed out after %ss" % (argv[0], self.timeout))
+        return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
+
+    def popen(self, argv, stdin=None, stdout=None, stderr=None):
+        LOG.debug("starting: %s", argv)
+        return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=_ENV)

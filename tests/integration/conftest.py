@@ -1,0 +1,108 @@
+"""Fixtures for integration tests against real btrfs (loop devices on tmpfs) and real sshd on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+# Also done by tests/conftest.py; repeated so this directory works when collected on its own.
+_TESTS_DIR = str(Path(__file__).resolve().parents[1])
+if _TESTS_DIR not in sys.path:
+    sys.path.insert(0, _TESTS_DIR)
+
+from support import btrfs_loop, sshd as sshd_support  # noqa: E402
+from support.btrfs_loop import BtrfsPool  # noqa: E402
+from support.sshd import Sshd  # noqa: E402
+
+_HERE = Path(__file__).resolve().parent
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "integration: runs against real btrfs loop filesystems and/or a real local sshd (needs root)"
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    # Everything under tests/integration is an integration test; mark it so `-m "not integration"` works.
+    for item in items:
+        if _HERE in Path(item.path).resolve().parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _require(tools, what):
+    """Skip unless we are root and every tool in *tools* is installed."""
+    if os.geteuid() != 0:
+        pytest.skip(f"{what} tests need root (loop devices, mount, sshd)")
+    missing = [tool for tool in tools if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{what} tools not installed: {', '.join(missing)}")
+
+
+@pytest.fixture(scope="session")
+def btrfs_pool():
+    """One tmpfs for the whole session holding all loop images (RAM is used only as data is written)."""
+    _require(btrfs_loop.REQUIRED_TOOLS, "btrfs")
+    with BtrfsPool(tmpfs_size="8G") as pool:
+        yield pool
+
+
+@pytest.fixture
+def make_fs(btrfs_pool):
+    """Factory: ``make_fs("dest", size="512M")`` -> Path of a fresh mounted btrfs, unmounted after the test."""
+    made = []
+
+    def factory(name: str = "fs", size: str = "512M", **kwargs) -> Path:
+        path = btrfs_pool.filesystem(name, size=size, **kwargs)
+        made.append(path)
+        return path
+
+    yield factory
+    errors = []
+    for path in reversed(made):
+        if path not in btrfs_pool.filesystems:
+            continue  # the test released it itself
+        try:
+            btrfs_pool.release(path)
+        except Exception as e:  # keep releasing the others
+            errors.append(f"{path}: {e}")
+    if errors:
+        raise btrfs_loop.CleanupError("; ".join(errors))
+
+
+@pytest.fixture
+def require_btrfs():
+    """Skip the test unless root with btrfs-progs and util-linux (for tests that manage their own pool)."""
+    _require(btrfs_loop.REQUIRED_TOOLS, "btrfs")
+
+
+@pytest.fixture
+def subvolume(require_btrfs):
+    """``subvolume(path)`` creates a btrfs subvolume and returns its Path."""
+    return btrfs_loop.create_subvolume
+
+
+@pytest.fixture
+def snapshot(require_btrfs):
+    """``snapshot(src, dest, readonly=True)`` snapshots a subvolume and returns dest."""
+    return btrfs_loop.snapshot
+
+
+@pytest.fixture(scope="session")
+def sshd():
+    """A private sshd as root on 127.0.0.2 (free port), with its own keys."""
+    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    with Sshd(host="127.0.0.2") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def sshd2():
+    """A second, independent sshd on 127.0.0.3: another "host"."""
+    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    with Sshd(host="127.0.0.3") as server:
+        yield server
