@@ -23,7 +23,8 @@ _HERE = Path(__file__).resolve().parent
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "integration: runs against real btrfs loop filesystems and/or a real local sshd (needs root)"
+        "markers",
+        "integration: runs against real btrfs loop filesystems and/or a real local sshd (needs root)",
     )
 
 
@@ -45,7 +46,7 @@ def _require(tools, what):
 
 @pytest.fixture(scope="session")
 def btrfs_pool():
-    """One tmpfs for the whole session holding all loop images (RAM is used only as data is written)."""
+    """One tmpfs for the whole session holding all loop images (uses RAM only as data is written)."""
     _require(btrfs_loop.REQUIRED_TOOLS, "btrfs")
     with BtrfsPool(tmpfs_size="8G") as pool:
         yield pool
@@ -53,7 +54,7 @@ def btrfs_pool():
 
 @pytest.fixture
 def make_fs(btrfs_pool):
-    """Factory: ``make_fs("dest", size="512M")`` -> Path of a fresh mounted btrfs, unmounted after the test."""
+    """Factory: ``make_fs("dest", size="512M")`` -> Path of a fresh mounted btrfs, gone after the test."""
     made = []
 
     def factory(name: str = "fs", size: str = "512M", **kwargs) -> Path:

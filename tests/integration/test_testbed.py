@@ -136,7 +136,9 @@ def _remove_empty_file(root):
     return "special/empty-file"
 
 
-@pytest.mark.parametrize("mutate", [_flip_byte, _chmod, _retarget_symlink, _add_empty_dir, _remove_empty_file])
+@pytest.mark.parametrize(
+    "mutate", [_flip_byte, _chmod, _retarget_symlink, _add_empty_dir, _remove_empty_file]
+)
 def test_assert_same_tree_detects_changes(tmp_path, mutate):
     a, b = tmp_path / "a", tmp_path / "b"
     write_mixed_tree(a, n_small=20, small_size=1000, large_files=[MiB + 1], seed=4)

@@ -41,7 +41,9 @@ def run(argv: Sequence[PathLike], check: bool = True, **kwargs) -> subprocess.Co
     return proc
 
 
-def pipeline(*argvs: Sequence[PathLike], check: bool = True, timeout: float = 600) -> List[subprocess.CompletedProcess]:
+def pipeline(
+    *argvs: Sequence[PathLike], check: bool = True, timeout: float = 600
+) -> List[subprocess.CompletedProcess]:
     """Run ``argv1 | argv2 | ...`` without a shell, e.g. ``btrfs send`` into ``ssh ... btrfs receive``.
 
     Returns one CompletedProcess per stage (text stderr; stdout only for the
@@ -59,7 +61,8 @@ def pipeline(*argvs: Sequence[PathLike], check: bool = True, timeout: float = 60
         for i, argv in enumerate(argvs):
             last = i == len(argvs) - 1
             stdin = procs[-1].stdout if procs else subprocess.DEVNULL
-            procs.append(subprocess.Popen(argv, stdin=stdin, stdout=out if last else subprocess.PIPE, stderr=logs[i]))
+            stdout = out if last else subprocess.PIPE
+            procs.append(subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=logs[i]))
             if i:
                 # Only the consumer keeps the read end, so the producer gets EPIPE if it dies.
                 procs[-2].stdout.close()
@@ -73,7 +76,8 @@ def pipeline(*argvs: Sequence[PathLike], check: bool = True, timeout: float = 60
             if i == len(procs) - 1:
                 out.seek(0)
                 stdout = out.read().decode(errors="replace")
-            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, log.read().decode(errors="replace")))
+            stderr = log.read().decode(errors="replace")
+            results.append(subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr))
     except BaseException:
         for proc in procs:
             if proc.poll() is None:

@@ -14,7 +14,11 @@ from typing import List, Optional, Sequence, Union
 
 SSHD = "/usr/sbin/sshd"
 REQUIRED_TOOLS = (SSHD, "ssh", "ssh-keygen")
-SFTP_SERVERS = ("/usr/lib/openssh/sftp-server", "/usr/libexec/openssh/sftp-server", "/usr/libexec/sftp-server")
+SFTP_SERVERS = (
+    "/usr/lib/openssh/sftp-server",
+    "/usr/libexec/openssh/sftp-server",
+    "/usr/libexec/sftp-server",
+)
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -96,7 +100,7 @@ class Sshd:
     # -- client side helpers --------------------------------------------
 
     def ssh_options(self) -> List[str]:
-        """``-o`` values (without the ``-o``) that make a plain ``ssh`` reach this server non-interactively."""
+        """``-o`` values (without the ``-o``) that let a plain ``ssh`` reach this server non-interactively."""
         return [
             f"IdentityFile={self.identity_file}",
             f"UserKnownHostsFile={self.known_hosts_file}",
@@ -272,9 +276,8 @@ class Sshd:
                     return
                 last = f"ssh true failed: {probe.stderr.strip()}"
             time.sleep(0.1)
-        raise SshdError(
-            f"sshd on {self.host}:{self.port} not ready after {self.start_timeout}s ({last}):\n{self.log_tail()}"
-        )
+        where = f"{self.host}:{self.port}"
+        raise SshdError(f"sshd on {where} not ready after {self.start_timeout}s ({last}):\n{self.log_tail()}")
 
     def _port_open(self) -> bool:
         try:

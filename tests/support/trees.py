@@ -7,8 +7,9 @@ import itertools
 import os
 import random
 import stat
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Dict, List, Mapping, NamedTuple, Sequence, Union
+from typing import Dict, List, NamedTuple, Sequence, Union
 
 PathLike = Union[str, "os.PathLike[str]"]
 

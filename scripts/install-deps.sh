@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Install what the demo, the tests and the benchmarks need (Debian/Ubuntu, as root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(btrfs-progs openssh-server openssh-client pv zstd mbuffer btrbk
+              python3 python3-venv python3-pip util-linux coreutils)
+
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "install-deps: installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# sshd needs host keys and its privilege-separation directory; tests start their own sshd.
+ssh-keygen -A >/dev/null
+mkdir -p /run/sshd
+
+if [ ! -x .venv/bin/python ] || ! cmp -s requirements-test.txt .venv/.requirements; then
+    echo "install-deps: creating .venv from requirements-test.txt"
+    python3 -m venv .venv
+    .venv/bin/python -m pip install -q --upgrade pip
+    .venv/bin/python -m pip install -q -r requirements-test.txt
+    cp requirements-test.txt .venv/.requirements
+fi
