@@ -126,9 +126,18 @@ def _raise(error: OSError) -> None:
     raise error
 
 
+def _walk(root: PathLike):
+    """os.walk that stays inside one subvolume: nested subvolumes (a snapshot folder with its
+    read-only snapshots, say) have their own st_dev on btrfs and are not descended into."""
+    device = os.lstat(root).st_dev
+    for dirpath, dirs, names in os.walk(root, onerror=_raise):
+        dirs[:] = [d for d in dirs if os.lstat(os.path.join(dirpath, d)).st_dev == device]
+        yield dirpath, dirs, names
+
+
 def _regular_files(root: Path) -> List[str]:
     found = []
-    for dirpath, _dirs, names in os.walk(root, onerror=_raise):
+    for dirpath, _dirs, names in _walk(root):
         for name in names:
             p = os.path.join(dirpath, name)
             if stat.S_ISREG(os.lstat(p).st_mode):
@@ -228,7 +237,7 @@ def checksum_tree(root: PathLike, owner: bool = True, mtime: bool = False) -> Di
     """
     root = os.fspath(root)
     result = {}
-    for dirpath, dirs, names in os.walk(root, onerror=_raise):
+    for dirpath, dirs, names in _walk(root):
         for name in dirs + names:
             p = os.path.join(dirpath, name)
             result[os.path.relpath(p, root)] = _describe(p, owner, mtime)
