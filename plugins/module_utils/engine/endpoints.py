@@ -4,6 +4,8 @@ import os
 import posixpath
 import re
 import shlex
+import shutil
+import tempfile
 import uuid
 
 from .errors import ConfigError, EndpointError
@@ -111,6 +113,7 @@ class SshEndpoint(Endpoint):
         self.ssh_options = list(ssh_options)
         self.sudo = sudo
         self.ssh_binary = ssh_binary
+        self.control_path = None  # set by SshConnections to share one connection per run
 
     @property
     def id(self):
@@ -128,13 +131,18 @@ class SshEndpoint(Endpoint):
 
     def ssh_argv(self):
         argv = [self.ssh_binary]
-        for option in list(self.ssh_options) + list(DEFAULT_SSH_OPTIONS):
+        for option in list(self.ssh_options) + list(DEFAULT_SSH_OPTIONS) + self._multiplexing():
             argv += ["-o", option]
         if self.port:
             argv += ["-p", str(self.port)]
         host = self.host[1:-1] if self.host.startswith("[") else self.host
         argv.append("%s@%s" % (self.user, host) if self.user else host)
         return argv
+
+    def _multiplexing(self):
+        if not self.control_path:
+            return []
+        return ["ControlMaster=auto", "ControlPath=%s" % self.control_path, "ControlPersist=60"]
 
     def remote_line(self, argv, privileged=True):
         """A remote command line with every word quoted (the remote login shell parses it)."""
@@ -156,6 +164,33 @@ class SshEndpoint(Endpoint):
     def with_path(self, path):
         return SshEndpoint(self.host, path, self.user, self.port, self.ssh_options, self.sudo,
                            self.ssh_binary)
+
+
+class SshConnections(object):
+    """One multiplexed ssh connection per host for a whole run: a run makes several short
+    calls (listing, send, verify, retention) and should not pay a handshake for each."""
+
+    def __init__(self):
+        self._dir = None
+        self._endpoints = []
+
+    def attach(self, endpoint):
+        if not isinstance(endpoint, SshEndpoint):
+            return endpoint
+        if self._dir is None:
+            self._dir = tempfile.mkdtemp(prefix="btrfs-backup-ssh-")
+        # %C is a hash of host, port and user: short enough for a socket path.
+        endpoint.control_path = os.path.join(self._dir, "%C")
+        self._endpoints.append(endpoint)
+        return endpoint
+
+    def close(self, runner):
+        for endpoint in self._endpoints:
+            runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        self._endpoints = []
 
 
 class ShellEndpoint(Endpoint):

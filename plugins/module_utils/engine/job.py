@@ -9,7 +9,7 @@ import sys
 import time
 
 from . import btrfs, names
-from .endpoints import LocalEndpoint, ShellEndpoint, check_path, parse_location
+from .endpoints import LocalEndpoint, ShellEndpoint, SshConnections, check_path, parse_location
 from .errors import BackupError, ConfigError, EndpointError, LockFileError, MissingPathError, TransferError
 from .joblock import JOB_LOCK_NAME, JobLock, lock_path_for_remote
 from .listing import Subvolume, list_folder
@@ -124,13 +124,19 @@ class _Job(object):
     # -- source side -------------------------------------------------------------------------
 
     def run(self):
-        listing = self._list_source()
-        if self.check:
-            self._run_locked(listing)
-            return
-        with self._job_lock():
-            # Re-list under the lock: another run may have finished just before we got it.
-            self._run_locked(self._list_source())
+        self.connections = SshConnections()
+        for endpoint in [self.source] + self.p.destinations:
+            self.connections.attach(endpoint)
+        try:
+            listing = self._list_source()
+            if self.check:
+                self._run_locked(listing)
+                return
+            with self._job_lock():
+                # Re-list under the lock: another run may have finished just before we got it.
+                self._run_locked(self._list_source())
+        finally:
+            self.connections.close(self.runner)
 
     def _job_lock(self):
         if isinstance(self.source, LocalEndpoint):
@@ -181,8 +187,8 @@ class _Job(object):
             for dest_id in locks.destinations():
                 if dest_id not in known:
                     try:
-                        destinations.append(parse_location(
-                            dest_id, self.config.ssh_options, self.config.ssh_sudo))
+                        destinations.append(self.connections.attach(parse_location(
+                            dest_id, self.config.ssh_options, self.config.ssh_sudo)))
                         known.add(dest_id)
                     except ConfigError as err:
                         self.result.warn("locked destination %r cannot be used: %s" % (dest_id, err))
