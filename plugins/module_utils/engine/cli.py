@@ -8,7 +8,7 @@ import sys
 
 from . import __version__
 from .argfiles import expand_argfiles
-from .errors import BackupError, ConfigError
+from .errors import ConfigError
 from .job import JobConfig, run_job
 
 LOG = logging.getLogger("btrfs_backup")

@@ -10,12 +10,12 @@ import time
 
 from . import btrfs, names
 from .endpoints import LocalEndpoint, ShellEndpoint, SshConnections, check_path, parse_location
-from .errors import BackupError, ConfigError, EndpointError, LockFileError, MissingPathError, TransferError
+from .errors import BackupError, ConfigError, EndpointError, MissingPathError, TransferError
 from .joblock import JOB_LOCK_NAME, JobLock, lock_path_for_remote
 from .listing import Subvolume, list_folder
 from .locks import LocalLockStore, LockTable, RemoteLockStore
 from .pipeline import Stage, run_pipeline
-from .planning import plan_destination
+from .planning import plan_destination, present_backups
 from .result import DestinationResult, JobResult
 from .retention import Policy, parse_buckets, plan_retention
 from .runner import CommandRunner
@@ -207,8 +207,10 @@ class _Job(object):
             snapshots = snapshots + [new_snapshot]
 
         present_by_dest = {}
-        if not self.config.no_transfer:
-            for dest in destinations:
+        for dest in destinations:
+            if self.config.no_transfer:
+                present_by_dest[dest.id] = self._survey_destination(dest, snapshots)
+            else:
                 present_by_dest[dest.id] = self._sync_destination(dest, snapshots, new_snapshot)
 
         self._apply_source_retention(snapshots, present_by_dest, destinations)
@@ -229,19 +231,24 @@ class _Job(object):
 
     def _take_snapshot(self, listing, snapshots):
         taken = set(listing.children) if listing is not None else set()
-        when = self.now
-        name = names.format_name(self.config.prefix, when)
+        prefix = self.config.prefix
+        when = self.now.replace(microsecond=0)
+        newest = names.parse_time(prefix, snapshots[-1].name) if snapshots else None
+        if newest is not None and newest > when + datetime.timedelta(seconds=2):
+            # A new snapshot must sort after the old ones, or it would never be sent.
+            raise BackupError("the newest snapshot %s is later than the clock (%s); "
+                              "not taking an out-of-order snapshot: check the system time"
+                              % (snapshots[-1].name, when))
+        name = names.format_name(prefix, when)
         # Names have one-second resolution: wait for the next second rather than
         # invent a suffix that btrfs-backup 0.3 would not recognise.
-        while name in taken or (snapshots and name <= snapshots[-1].name
-                                and names.parse_time(self.config.prefix, name) <=
-                                names.parse_time(self.config.prefix, snapshots[-1].name)):
+        while name in taken or (newest is not None and when <= newest):
             if self.config.now is None and not self.check:
-                time.sleep(max(0.0, 1.0 - datetime.datetime.now().microsecond / 1e6) + 0.01)
-                when = datetime.datetime.now()
+                time.sleep(1.0 - datetime.datetime.now().microsecond / 1e6 + 0.01)
+                when = datetime.datetime.now().replace(microsecond=0)
             else:
-                when = when + datetime.timedelta(seconds=1)
-            name = names.format_name(self.config.prefix, when)
+                when += datetime.timedelta(seconds=1)
+            name = names.format_name(prefix, when)
         path = posixpath.join(self.p.folder, name)
         self.now = when
         if self.check:
@@ -267,33 +274,44 @@ class _Job(object):
         self.result.destinations.append(outcome)
         try:
             if isinstance(dest, ShellEndpoint):
-                return self._sync_stream_sink(dest, snapshots, new_snapshot, outcome)
-            return self._sync_subvolume_destination(dest, snapshots, outcome)
+                self._sync_stream_sink(dest, snapshots, new_snapshot, outcome)
+            else:
+                self._sync_subvolume_destination(dest, snapshots, outcome)
         except BackupError as err:
             outcome.fail(err)
             self.result.errors.append("%s: %s" % (dest.id, err))
             LOG.error("%s: %s", dest.id, err)
-            return {}
+        return outcome.present
 
-    def _locked_names(self, dest, snapshots):
-        return {s.name for s in snapshots if self.locks.locked(s.name, dest.id_aliases)}
+    def _survey_destination(self, dest, snapshots):
+        """What a destination holds, without sending (-T): retention still has to protect it."""
+        if isinstance(dest, ShellEndpoint):
+            return {}
+        try:
+            return present_backups(snapshots, list_folder(dest, self.runner).children.values())
+        except BackupError as err:
+            self.result.warn("%s could not be checked: %s" % (dest.id, err))
+            return None
+
+    def _locked_names(self, dest):
+        return {name for name in self.locks.locks if self.locks.locked(name, dest.id_aliases)}
 
     def _sync_stream_sink(self, dest, snapshots, new_snapshot, outcome):
         # A shell:// sink cannot be listed: it gets this run's snapshot and retries of failed ones.
-        wanted = self._locked_names(dest, snapshots)
+        wanted = self._locked_names(dest)
         if new_snapshot is not None:
             wanted.add(new_snapshot.name)
         plan = plan_destination(snapshots, {}, (), incremental=False, only=wanted)
         outcome.plan = plan.as_dict()
+        outcome.present = {}
         for transfer in plan.transfers:
             self._transfer(dest, transfer, outcome, verify=False)
         self._clear_locks(dest, [t.snapshot.name for t in plan.transfers], outcome)
-        return {}
 
     def _sync_subvolume_destination(self, dest, snapshots, outcome):
         listing = self._list_destination(dest)
         children = listing.children if listing is not None else {}
-        locked = self._locked_names(dest, snapshots)
+        locked = self._locked_names(dest)
         plan = plan_destination(
             snapshots, children, locked,
             incremental=not self.config.no_incremental,
@@ -315,22 +333,18 @@ class _Job(object):
                 self.result.changed = True
             outcome.partials_deleted.extend(paths)
         # Partials are gone (or never existed): the old locks of this destination are settled.
-        stale = sorted(n for n in snapshots_names(snapshots) if self.locks.locked(n, dest.id_aliases) or
-                       self.locks.locked(n, dest.id_aliases, "parent_locks"))
-        self._clear_locks(dest, stale, outcome)
+        self._clear_locks(dest, sorted(self.locks.locks), outcome)
 
-        present = dict(plan.present)
+        # Known from here on, also if a transfer fails: source retention must protect it.
+        outcome.present = present = dict(plan.present)
         for transfer in plan.transfers:
-            backup = self._transfer(dest, transfer, outcome, verify=True)
-            if backup is None:
-                break  # later transfers would have used this one as their parent
-            present[transfer.snapshot.name] = backup
+            # A failure raises and ends this destination's chain: later ones need it as parent.
+            present[transfer.snapshot.name] = self._transfer(dest, transfer, outcome, verify=True)
         if plan.conflicts:
             outcome.fail(ConfigError("; ".join(c.reason for c in plan.conflicts)))
             self.result.errors.append("%s: %s" % (dest.id, outcome.error))
         if outcome.status != "failed":
             self._apply_destination_retention(dest, snapshots, present, outcome)
-        return present
 
     def _list_destination(self, dest):
         try:
@@ -456,6 +470,11 @@ class _Job(object):
     # -- retention ---------------------------------------------------------------------------
 
     def _apply_source_retention(self, snapshots, present_by_dest, destinations):
+        unknown = [d.id for d in destinations if present_by_dest.get(d.id) is None]
+        if unknown and not self.p.snapshot_policy.keeps_everything:
+            # Without knowing what a destination holds, its next incremental parent is unknown.
+            self.result.warn("source retention skipped: could not check %s" % ", ".join(unknown))
+            return
         protected = {s.name: self.locks.reasons(s.name) for s in snapshots}
         for dest in destinations:
             present = present_by_dest.get(dest.id) or {}
@@ -535,10 +554,6 @@ class _Job(object):
     def _save_locks(self):
         if not self.check:
             self.store.write(self.locks)
-
-
-def snapshots_names(snapshots):
-    return [s.name for s in snapshots]
 
 
 def _not_subvolume(path):

@@ -52,20 +52,21 @@ def present_backups(snapshots, backups):
 
 
 def find_garbage(snapshots, backups_by_name, locked_names):
-    """Partial receives to delete: a locked snapshot's name at the destination without a complete backup.
+    """Partial receives to delete: a locked name at the destination without a complete backup.
 
     Only a subvolume that is not complete (writable, or no received_uuid) counts as our partial;
-    a complete subvolume under that name is somebody else's and is left alone.
+    a complete subvolume under that name is somebody else's and is left alone. A locked name
+    whose snapshot is gone from the source still identifies its partial by the lock.
     """
+    by_name = {s.name: s for s in snapshots}
     garbage = []
-    for snapshot in snapshots:
-        if snapshot.name not in locked_names:
-            continue
-        found = backups_by_name.get(snapshot.name)
+    for name in sorted(locked_names):
+        found = backups_by_name.get(name)
         if found is None or found.complete:
             continue
-        if found.received_uuid not in (None, snapshot.uuid, snapshot.received_uuid):
-            continue
+        snapshot = by_name.get(name)
+        if snapshot is not None and found.received_uuid not in (None, snapshot.uuid):
+            continue  # received from something else: not a partial of ours
         garbage.append(found)
     return garbage
 

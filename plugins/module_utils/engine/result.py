@@ -13,6 +13,7 @@ class DestinationResult(object):
         self.partials_deleted = []
         self.locks_cleared = []
         self.conflicts = []
+        self.present = None  # source snapshot name -> backup, once the destination was listed
 
     def fail(self, err):
         self.status = "failed"
