@@ -24,6 +24,15 @@ DEFAULT_SSH_OPTIONS = (
 )
 
 
+# OpenSSH's built-in cipher order. When ssh -G shows it unchanged (nobody configured Ciphers),
+# the same ciphers are offered with AES-GCM first: with AES-NI it moves bulk data markedly
+# faster than chacha20-poly1305, and every server that accepted the default still agrees.
+OPENSSH_DEFAULT_CIPHERS = ("chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,"
+                           "aes128-gcm@openssh.com,aes256-gcm@openssh.com")
+BULK_CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+                "aes128-ctr,aes192-ctr,aes256-ctr")
+
+
 def check_path(path, what):
     """A usable filesystem path: no NUL/newline, no '..' component; returned normalised."""
     if not isinstance(path, str) or not path:
@@ -114,6 +123,7 @@ class SshEndpoint(Endpoint):
         self.sudo = sudo
         self.ssh_binary = ssh_binary
         self.control_path = None  # set by SshConnections to share one connection per run
+        self.bulk_ciphers = False  # set by SshConnections when ssh_config leaves Ciphers alone
 
     @property
     def id(self):
@@ -140,9 +150,20 @@ class SshEndpoint(Endpoint):
         return argv
 
     def _multiplexing(self):
-        if not self.control_path:
-            return []
-        return ["ControlMaster=auto", "ControlPath=%s" % self.control_path, "ControlPersist=60"]
+        options = ["Ciphers=%s" % BULK_CIPHERS] if self.bulk_ciphers else []
+        if self.control_path:
+            options += ["ControlMaster=auto", "ControlPath=%s" % self.control_path,
+                        "ControlPersist=60"]
+        return options
+
+    def configured_ciphers(self, runner):
+        """The cipher list ssh would use for this host (ssh -G: reads config, no connection)."""
+        argv = self.ssh_argv()
+        result = runner.run(argv[:-1] + ["-G", argv[-1]])
+        for line in result.stdout.splitlines() if result.ok else ():
+            if line.startswith("ciphers "):
+                return line.split(None, 1)[1].strip()
+        return None
 
     def remote_line(self, argv, privileged=True):
         """A remote command line with every word quoted (the remote login shell parses it)."""
@@ -170,13 +191,15 @@ class SshConnections(object):
     """One multiplexed ssh connection per host for a whole run: a run makes several short
     calls (listing, send, verify, retention) and should not pay a handshake for each."""
 
-    def __init__(self):
+    def __init__(self, runner):
+        self.runner = runner
         self._dir = None
         self._endpoints = []
 
     def attach(self, endpoint):
         if not isinstance(endpoint, SshEndpoint):
             return endpoint
+        endpoint.bulk_ciphers = endpoint.configured_ciphers(self.runner) == OPENSSH_DEFAULT_CIPHERS
         if self._dir is None:
             self._dir = tempfile.mkdtemp(prefix="btrfs-backup-ssh-")
         # %C is a hash of host, port and user: short enough for a socket path.
@@ -184,9 +207,9 @@ class SshConnections(object):
         self._endpoints.append(endpoint)
         return endpoint
 
-    def close(self, runner):
+    def close(self):
         for endpoint in self._endpoints:
-            runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
+            self.runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None

@@ -124,7 +124,7 @@ class _Job(object):
     # -- source side -------------------------------------------------------------------------
 
     def run(self):
-        self.connections = SshConnections()
+        self.connections = SshConnections(self.runner)
         for endpoint in [self.source] + self.p.destinations:
             self.connections.attach(endpoint)
         try:
@@ -136,7 +136,7 @@ class _Job(object):
                 # Re-list under the lock: another run may have finished just before we got it.
                 self._run_locked(self._list_source())
         finally:
-            self.connections.close(self.runner)
+            self.connections.close()
 
     def _job_lock(self):
         if isinstance(self.source, LocalEndpoint):
