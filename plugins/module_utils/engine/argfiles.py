@@ -39,6 +39,8 @@ def expand_argfiles(args, read_text=_read_text, _chain=()):
             text = read_text(path)
         except OSError as err:
             raise ConfigError("cannot read argument file %s: %s" % (path, err.strerror or err))
+        except UnicodeDecodeError:
+            raise ConfigError("argument file %s is not a text file" % path)
         nested = []
         for line in text.splitlines():
             for item in split_line(line):

@@ -11,8 +11,8 @@ import uuid
 from .errors import ConfigError, EndpointError
 from .runner import CommandResult
 
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|\[[0-9A-Fa-f:.%A-Za-z]+\])$")
-_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}$")
+_HOST_RE = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|\[[0-9A-Fa-f:.%A-Za-z]+\])\Z")
+_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
 _SSH_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*[= ]")
 
 # Bounded waits for hosts that refuse, never answer, or vanish mid-stream; user options come
@@ -41,7 +41,9 @@ def check_path(path, what):
         raise ConfigError("%s %r: control characters are not allowed in paths" % (what, path))
     if ".." in path.split("/"):
         raise ConfigError("%s %r: '..' is not allowed in paths; give an absolute path" % (what, path))
-    return posixpath.normpath(path)
+    path = posixpath.normpath(path)
+    # POSIX keeps a leading '//' apart; Linux does not, and one folder must have one id.
+    return "/" + path.lstrip("/") if path.startswith("//") else path
 
 
 class Endpoint(object):
@@ -291,7 +293,7 @@ def parse_location(spec, ssh_options=(), ssh_sudo=False, allow_shell=True):
                 "%r is not a valid ssh URL: expected ssh://[user@]host[:port]/absolute/path" % spec)
         port = match.group("port")
         if port is not None:
-            if not port.isdigit():
+            if not re.match(r"^[0-9]{1,5}\Z", port):
                 raise ConfigError("%r: port %r is not a number" % (spec, port))
             port = int(port)
         return SshEndpoint(match.group("host"), match.group("path"), user=match.group("user"),

@@ -17,7 +17,8 @@ class MissingPathError(EndpointError):
     """One or more paths do not exist at an endpoint."""
 
     def __init__(self, paths):
-        super().__init__("%s does not exist" % " and ".join(paths))
+        verb = "does not exist" if len(paths) == 1 else "do not exist"
+        super().__init__("%s %s" % (" and ".join(paths), verb))
         self.paths = list(paths)
 
 

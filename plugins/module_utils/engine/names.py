@@ -6,11 +6,11 @@ import re
 from .errors import ConfigError
 
 TIMESTAMP_FORMAT = "%Y%m%d-%H%M%S"
-_TIMESTAMP_RE = re.compile(r"^(\d{8}-\d{6})$")
+_TIMESTAMP_RE = re.compile(r"^([0-9]{8}-[0-9]{6})\Z")
 # Prefixes end up in paths and remote command lines: keep them to a fixed alphabet.
-_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@-]*$")
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@-]*\Z")
 # Any subvolume name the engine creates or deletes must match this.
-_SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@:-]*$")
+_SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@:-]*\Z")
 
 
 def validate_prefix(prefix):

@@ -25,7 +25,8 @@ class Policy(object):
         for unit, periods in self.buckets.items():
             if unit not in _UNITS:
                 raise ConfigError("unknown retention unit %r (use h, d, w, m, y)" % unit)
-            if periods is not None and (not isinstance(periods, int) or periods < 0):
+            if periods is not None and (not isinstance(periods, int) or isinstance(periods, bool)
+                                        or periods < 0):
                 raise ConfigError("retention %s count %r must be a whole number >= 0" % (
                     _UNITS[unit], periods))
 
