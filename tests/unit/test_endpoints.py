@@ -7,7 +7,8 @@ import subprocess
 import pytest
 
 from engine import btrfs
-from engine.endpoints import (DEFAULT_SSH_OPTIONS, LocalEndpoint, ShellEndpoint, SshEndpoint,
+from engine.endpoints import (BULK_CIPHERS, DEFAULT_SSH_OPTIONS, OPENSSH_DEFAULT_CIPHERS,
+                              LocalEndpoint, ShellEndpoint, SshConnections, SshEndpoint,
                               parse_location, split_batch_output)
 from engine.errors import ConfigError, EndpointError
 from engine.runner import CommandResult
@@ -265,3 +266,42 @@ def test_run_batch_uses_one_connection_and_splits_real_shell_output():
     assert len(runner.argvs) == 1  # one ssh process for the whole batch
     assert [(r.returncode, r.stdout) for r in results] == [
         (0, NASTY_PATH), (0, "two\nlines\n"), (3, "")]
+
+
+class _SshG(object):
+    """Answers `ssh -G` like OpenSSH would for a given Ciphers setting."""
+
+    def __init__(self, ciphers):
+        self.ciphers = ciphers
+        self.calls = []
+
+    def run(self, argv, input_text=None):
+        self.calls.append(argv)
+        return CommandResult(argv, 0, "user root\nciphers %s\nport 22\n" % self.ciphers, "")
+
+
+@pytest.mark.parametrize("configured, offered", [
+    pytest.param(OPENSSH_DEFAULT_CIPHERS, BULK_CIPHERS, id="default-order-gets-aes-gcm-first"),
+    pytest.param("aes256-ctr", None, id="a-configured-order-is-left-alone"),
+])
+def test_bulk_ciphers_only_replace_the_openssh_default(configured, offered):
+    endpoint = SshEndpoint("nas", "/b")
+    connections = SshConnections(_SshG(configured))
+    connections.attach(endpoint)
+    try:
+        options = [a for a in endpoint.ssh_argv() if a.startswith("Ciphers=")]
+        assert options == (["Ciphers=" + offered] if offered else [])
+        # Every cipher of the default set is still offered: no server that worked stops working.
+        if offered:
+            assert sorted(offered.split(",")) == sorted(OPENSSH_DEFAULT_CIPHERS.split(","))
+        assert any(a.startswith("ControlPath=") for a in endpoint.ssh_argv())
+    finally:
+        connections.close()
+
+
+def test_user_cipher_option_wins_over_the_bulk_order():
+    endpoint = SshEndpoint("nas", "/b", ssh_options=["Ciphers=aes256-ctr"])
+    endpoint.bulk_ciphers = True
+    argv = endpoint.ssh_argv()
+    # ssh keeps the first value it sees for an option: the user's comes first.
+    assert argv.index("Ciphers=aes256-ctr") < argv.index("Ciphers=" + BULK_CIPHERS)

@@ -98,6 +98,9 @@ CASES = [
     pytest.param(case(["s1", "s2"], [B("s1", "uuid-of-s1", False)], transfers=[],
                       conflicts=["s1"]),
                  id="unlocked-unfinished-receive-blocks-the-chain"),
+    pytest.param(case(["s2"], [backup_of("s2"), B("s1", None, False)], locked=["s1"],
+                      garbage=["s1"], present=["s2"]),
+                 id="partial-of-a-snapshot-gone-from-the-source-is-found-by-its-lock"),
 ]
 
 
