@@ -232,23 +232,18 @@ class _Job(object):
     def _take_snapshot(self, listing, snapshots):
         taken = set(listing.children) if listing is not None else set()
         prefix = self.config.prefix
-        when = self.now.replace(microsecond=0)
         newest = names.parse_time(prefix, snapshots[-1].name) if snapshots else None
-        if newest is not None and newest > when + datetime.timedelta(seconds=2):
-            # A new snapshot must sort after the old ones, or it would never be sent.
-            raise BackupError("the newest snapshot %s is later than the clock (%s); "
-                              "not taking an out-of-order snapshot: check the system time"
-                              % (snapshots[-1].name, when))
+        try:
+            when = names.next_snapshot_time(prefix, self.now, taken, newest)
+        except ValueError as err:
+            raise BackupError("not taking a snapshot: %s" % err)
+        # Names have one-second resolution: wait for the chosen second rather than invent a
+        # suffix that btrfs-backup 0.3 would not recognise.
+        if self.config.now is None and not self.check:
+            wait = (when - datetime.datetime.now()).total_seconds()
+            if wait > 0:
+                time.sleep(wait + 0.01)
         name = names.format_name(prefix, when)
-        # Names have one-second resolution: wait for the next second rather than
-        # invent a suffix that btrfs-backup 0.3 would not recognise.
-        while name in taken or (newest is not None and when <= newest):
-            if self.config.now is None and not self.check:
-                time.sleep(1.0 - datetime.datetime.now().microsecond / 1e6 + 0.01)
-                when = datetime.datetime.now().replace(microsecond=0)
-            else:
-                when += datetime.timedelta(seconds=1)
-            name = names.format_name(prefix, when)
         path = posixpath.join(self.p.folder, name)
         self.now = when
         if self.check:

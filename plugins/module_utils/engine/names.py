@@ -62,3 +62,17 @@ def sort_key(prefix, name):
     """Order snapshot names by their timestamp (names from one prefix sort by time)."""
     when = parse_time(prefix, name)
     return (when or datetime.datetime.min, name)
+
+
+def next_snapshot_time(prefix, now, taken, newest=None, max_skew_seconds=2):
+    """The time to name a new snapshot after: `now` (whole seconds), or the first later second
+    whose name is free and sorts after `newest`. A newest snapshot further in the future than
+    `max_skew_seconds` means the clock went back: a ValueError, since an out-of-order snapshot
+    would never be sent."""
+    when = now.replace(microsecond=0)
+    if newest is not None and newest > when + datetime.timedelta(seconds=max_skew_seconds):
+        raise ValueError("the newest snapshot is from %s, later than the clock (%s): "
+                         "check the system time" % (newest, when))
+    while format_name(prefix, when) in taken or (newest is not None and when <= newest):
+        when += datetime.timedelta(seconds=1)
+    return when

@@ -1,0 +1,40 @@
+"""Effects at an endpoint that more than one operation needs: run-or-raise, snapshot, delete."""
+
+import posixpath
+
+from . import btrfs, names
+from .errors import BackupError, EndpointError
+
+
+def run_or_raise(endpoint, runner, argv, what, privileged=True):
+    """Run `argv` at `endpoint`; a failure raises with the command's last stderr line."""
+    result = runner.run(endpoint.command(argv, privileged))
+    if not result.ok:
+        if result.returncode == 255 and endpoint.kind == "ssh":
+            raise EndpointError("cannot reach %s: %s" % (endpoint.id, result.stderr.strip()))
+        raise BackupError("cannot %s: %s" % (what, (result.stderr.strip().splitlines()
+                                                   or ["exit status %d" % result.returncode])[-1]))
+    return result
+
+
+def make_folder(endpoint, runner, path, parents=False):
+    argv = ["mkdir"] + (["-p"] if parents else []) + ["--", path]
+    run_or_raise(endpoint, runner, argv, "create folder %s" % path)
+
+
+def take_snapshot(endpoint, runner, source_path, snapshot_path):
+    names.validate_name(posixpath.basename(snapshot_path))
+    run_or_raise(endpoint, runner, btrfs.snapshot_argv(source_path, snapshot_path),
+                 "snapshot %s" % source_path)
+
+
+def delete_subvolumes(endpoint, runner, paths, folder, convert_rw=False, sync=False):
+    """Delete subvolumes in one btrfs call; -w makes them writable first, -s waits for the cleaner."""
+    for path in paths:
+        names.validate_name(posixpath.basename(path))
+    if convert_rw:
+        for path in paths:
+            run_or_raise(endpoint, runner, btrfs.set_writable_argv(path), "make %s writable" % path)
+    run_or_raise(endpoint, runner, btrfs.delete_argv(paths), "delete %s" % ", ".join(paths))
+    if sync:
+        run_or_raise(endpoint, runner, btrfs.sync_argv(folder), "sync %s" % folder)
