@@ -8,7 +8,7 @@ import shutil
 import sys
 import time
 
-from . import btrfs, names
+from . import actions, btrfs, names
 from .endpoints import LocalEndpoint, ShellEndpoint, SshConnections, check_path, parse_location
 from .errors import BackupError, ConfigError, EndpointError, MissingPathError, TransferError
 from .joblock import JOB_LOCK_NAME, JobLock, lock_path_for_remote
@@ -166,8 +166,7 @@ class _Job(object):
 
     def _make_folder(self, path, parents):
         LOG.info("creating folder %s", path)
-        argv = ["mkdir"] + (["-p"] if parents else []) + ["--", path]
-        self._run(self.source, argv, "create folder %s" % path, privileged=True)
+        actions.make_folder(self.source, self.runner, path, parents)
 
     def _lock_store(self):
         if isinstance(self.source, LocalEndpoint):
@@ -252,8 +251,7 @@ class _Job(object):
             self.result.changed = True
             return Subvolume(name, path, None, None, None, None, True)
         LOG.info("snapshot %s -> %s", self.source.path, path)
-        self._run(self.source, btrfs.snapshot_argv(self.source.path, path),
-                  "snapshot %s" % self.source.path)
+        actions.take_snapshot(self.source, self.runner, self.source.path, path)
         self.result.changed = True
         fresh = list_folder(self.source, self.runner, self.p.folder)
         created = fresh.children.get(name)
@@ -355,7 +353,7 @@ class _Job(object):
                 self.result.plan.append("create destination folder %s" % dest.id)
                 return None
             LOG.info("creating destination folder %s", dest.id)
-            self._run(dest, ["mkdir", "--", dest.path], "create %s" % dest.id)
+            actions.make_folder(dest, self.runner, dest.path)
             return list_folder(dest, self.runner)
 
     def _transfer(self, dest, transfer, outcome, verify):
@@ -528,23 +526,8 @@ class _Job(object):
     # -- effects -----------------------------------------------------------------------------
 
     def _delete_subvolumes(self, endpoint, paths, folder):
-        for path in paths:
-            names.validate_name(posixpath.basename(path))
-        if self.config.convert_rw:
-            for path in paths:
-                self._run(endpoint, btrfs.set_writable_argv(path), "make %s writable" % path)
-        self._run(endpoint, btrfs.delete_argv(paths), "delete %s" % ", ".join(paths))
-        if self.config.sync:
-            self._run(endpoint, btrfs.sync_argv(folder), "sync %s" % folder)
-
-    def _run(self, endpoint, argv, what, privileged=True):
-        result = self.runner.run(endpoint.command(argv, privileged))
-        if not result.ok:
-            if result.returncode == 255 and endpoint.kind == "ssh":
-                raise EndpointError("cannot reach %s: %s" % (endpoint.id, result.stderr.strip()))
-            raise BackupError("cannot %s: %s" % (what, (result.stderr.strip().splitlines()
-                                                       or ["exit status %d" % result.returncode])[-1]))
-        return result
+        actions.delete_subvolumes(endpoint, self.runner, paths, folder,
+                                  convert_rw=self.config.convert_rw, sync=self.config.sync)
 
     def _save_locks(self):
         if not self.check:
