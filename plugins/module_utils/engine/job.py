@@ -128,18 +128,19 @@ class _Job(object):
         for endpoint in [self.source] + self.p.destinations:
             self.connections.attach(endpoint)
         try:
-            listing = self._list_source()
             if self.check:
-                self._run_locked(listing)
+                self._run_locked(self._list_source())
                 return
             with self._job_lock():
-                # Re-list under the lock: another run may have finished just before we got it.
+                # Listed under the lock, so no other run of this job changes it meanwhile.
                 self._run_locked(self._list_source())
         finally:
             self.connections.close()
 
     def _job_lock(self):
         if isinstance(self.source, LocalEndpoint):
+            if not os.path.isdir(self.p.folder):
+                self._list_source()  # checks the source, then creates the snapshot folder
             return JobLock(os.path.join(self.p.folder, JOB_LOCK_NAME))
         return JobLock(lock_path_for_remote(self.source.id, self.p.folder))
 
