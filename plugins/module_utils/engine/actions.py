@@ -34,7 +34,21 @@ def delete_subvolumes(endpoint, runner, paths, folder, convert_rw=False, sync=Fa
         names.validate_name(posixpath.basename(path))
     if convert_rw:
         for path in paths:
-            run_or_raise(endpoint, runner, btrfs.set_writable_argv(path), "make %s writable" % path)
+            make_writable(endpoint, runner, path)
     run_or_raise(endpoint, runner, btrfs.delete_argv(paths), "delete %s" % ", ".join(paths))
     if sync:
         run_or_raise(endpoint, runner, btrfs.sync_argv(folder), "sync %s" % folder)
+
+
+def make_writable(endpoint, runner, path):
+    """`ro false` before a delete (-w). btrfs-progs >= 5.14 refuses it for a received backup
+    unless forced, and older releases do not know -f: so force only when refused."""
+    what = "make %s writable" % path
+    try:
+        run_or_raise(endpoint, runner, btrfs.set_writable_argv(path), what)
+    except EndpointError:
+        raise
+    except BackupError as err:
+        if "received_uuid" not in str(err):
+            raise
+        run_or_raise(endpoint, runner, btrfs.set_writable_argv(path, force=True), what)

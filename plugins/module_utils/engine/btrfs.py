@@ -19,8 +19,9 @@ def delete_argv(paths):
     return [BTRFS, "subvolume", "delete", "--"] + list(paths)
 
 
-def set_writable_argv(path):
-    return [BTRFS, "property", "set", "-ts", path, "ro", "false"]
+def set_writable_argv(path, force=False):
+    # -f (btrfs-progs >= 5.14) is needed to make a received subvolume writable.
+    return [BTRFS, "property", "set"] + (["-f"] if force else []) + ["-ts", path, "ro", "false"]
 
 
 def sync_argv(folder):

@@ -8,7 +8,7 @@ import sys
 
 from . import __version__
 from .argfiles import expand_argfiles
-from .errors import ConfigError
+from .errors import BackupError, ConfigError
 from .job import JobConfig, run_job
 
 LOG = logging.getLogger("btrfs_backup")
@@ -188,8 +188,105 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def build_restore_parser():
+    parser = argparse.ArgumentParser(
+        prog="btrfs-backup restore",
+        description="Bring a backup back: receive it from a backup folder (local or ssh://) "
+                    "and place it at TARGET on a btrfs filesystem, read-only as received or "
+                    "writable (-W). An existing TARGET is never overwritten; with --force it is "
+                    "renamed aside to TARGET.before-restore-<timestamp>.")
+    parser.add_argument("backups", help="Backup folder: /path or ssh://[user@]host[:port]/path.")
+    parser.add_argument("target", help="Absolute path of the restored subvolume (must not exist).")
+    parser.add_argument("--snapshot", metavar="NAME", help="Which backup (default: the newest).")
+    parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX")
+    parser.add_argument("-W", "--writable", action="store_true",
+                        help="Make the restored subvolume writable, ready to use.")
+    parser.add_argument("--force", action="store_true", help="Rename an existing TARGET aside.")
+    _add_common(parser)
+    return parser
+
+
+def build_verify_parser():
+    parser = argparse.ArgumentParser(
+        prog="btrfs-backup verify",
+        description="Check a backup against its source snapshot: the UUID chain (the backup's "
+                    "received_uuid is the snapshot's uuid, read-only, its incremental parent) "
+                    "and, unless --no-content, every entry's type, mode, owner, size, link "
+                    "target and sha256.")
+    parser.add_argument("source", help="The backed-up subvolume: /path or ssh:// URL.")
+    parser.add_argument("backups", help="Backup folder: /path or ssh:// URL.")
+    parser.add_argument("--snapshot", metavar="NAME",
+                        help="Which snapshot (default: the newest the destination holds).")
+    parser.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER")
+    parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX")
+    parser.add_argument("--no-content", action="store_true", help="Only check the UUID chain.")
+    _add_common(parser)
+    return parser
+
+
+def _add_common(parser):
+    parser.add_argument("--ssh-opt", action="append", default=[], metavar="OPTION")
+    parser.add_argument("--ssh-sudo", action="store_true")
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--check", action="store_true")
+    parser.add_argument("-v", "--verbosity", default="info",
+                        choices=["debug", "info", "warning", "error"])
+    parser.add_argument("-q", "--quiet", action="store_true")
+
+
+def _run_subcommand(command, argv):
+    """`restore` and `verify`: one operation each, JSON or a short summary."""
+    from .restore import restore
+    from .verify import verify
+    parser = build_restore_parser() if command == "restore" else build_verify_parser()
+    options = parser.parse_args(expand_argfiles(argv))
+    _setup_logging(options)
+    try:
+        if command == "restore":
+            result = restore(options.backups, options.target, name=options.snapshot,
+                             prefix=options.snapshot_prefix, writable=options.writable,
+                             force=options.force, check_mode=options.check,
+                             ssh_options=options.ssh_opt, ssh_sudo=options.ssh_sudo)
+            ok = True
+        else:
+            result = verify(options.source, options.backups, options.snapshot_folder,
+                            options.snapshot_prefix, options.snapshot,
+                            content=not options.no_content, ssh_options=options.ssh_opt,
+                            ssh_sudo=options.ssh_sudo)
+            ok = result["ok"]
+    except ConfigError as err:
+        LOG.error("%s", err)
+        return EXIT_USAGE
+    except BackupError as err:
+        LOG.error("%s", err)
+        return EXIT_FAILED
+    if options.json:
+        json.dump(result, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    elif command == "restore":
+        LOG.info("%s %s from %s at %s%s", "would restore" if options.check else "restored",
+                 result["snapshot"], result["source"], result["target"],
+                 " (previous %s renamed to %s)" % (result["target"], result["moved_aside"])
+                 if result["moved_aside"] else "")
+    else:
+        LOG.info("%s: backup of %s at %s %s", "OK" if ok else "PROBLEM", result["snapshot"],
+                 result["destination"], "verified" if ok else "has problems:")
+        for problem in result["problems"]:
+            LOG.error("  %s", problem)
+    return EXIT_OK if ok else EXIT_FAILED
+
+
+SUBCOMMANDS = ("restore", "verify")
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in SUBCOMMANDS:
+        try:
+            return _run_subcommand(argv[0], argv[1:])
+        except ConfigError as err:
+            sys.stderr.write("btrfs-backup %s: error: %s\n" % (argv[0], err))
+            return EXIT_USAGE
     parser = build_parser()
     try:
         argv = expand_argfiles(argv)

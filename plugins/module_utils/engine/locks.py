@@ -112,7 +112,8 @@ class LocalLockStore(object):
 
     def read(self):
         try:
-            with open(self.path, "r") as handle:
+            # As bytes: json.loads decodes them, so undecodable content is "corrupt", not a crash.
+            with open(self.path, "rb") as handle:
                 text = handle.read()
         except FileNotFoundError:
             return LockTable()

@@ -1,0 +1,119 @@
+"""Restore: bring a backup back onto a btrfs filesystem, read-only as received or writable.
+
+The stream goes `btrfs send` at the backup's endpoint -> `btrfs receive` in a staging folder
+beside the target; only a verified receive becomes the target, so a failed restore leaves
+nothing behind, and an existing target is never overwritten (with `force`, it is renamed aside).
+"""
+
+import datetime
+import posixpath
+import uuid
+
+from . import actions, btrfs, names
+from .endpoints import LocalEndpoint, SshConnections, check_path, parse_location
+from .errors import BackupError, ConfigError, EndpointError, MissingPathError
+from .listing import list_folder
+from .pipeline import Stage, run_pipeline
+from .runner import CommandRunner
+
+STAGING_PREFIX = ".btrfs-backup-restore-"
+
+
+def choose_backup(children, prefix="", name=None):
+    """Pure: the backup to restore: `name`, or the newest complete `<prefix><timestamp>` one."""
+    if name is not None:
+        names.validate_name(name)
+        found = children.get(name)
+        if found is None:
+            raise ConfigError("no backup named %s here (have: %s)" % (
+                name, ", ".join(sorted(children)) or "none"))
+        if not found.complete:
+            raise BackupError("%s is not a complete backup (read-only: %s, received_uuid: %s)" % (
+                found.path, found.readonly, found.received_uuid))
+        return found
+    ours = [s for n, s in children.items() if s.complete and names.is_snapshot_name(prefix, n)]
+    if not ours:
+        raise BackupError("no complete backup with prefix %r here" % prefix)
+    return max(ours, key=lambda s: names.sort_key(prefix, s.name))
+
+
+def restore(backups, target, name=None, prefix="", writable=False, force=False,
+            check_mode=False, ssh_options=(), ssh_sudo=False, runner=None, now=None):
+    """Restore a backup from the folder `backups` (path or ssh:// URL) to the local path `target`."""
+    runner = runner or CommandRunner()
+    names.validate_prefix(prefix)
+    origin = parse_location(backups, ssh_options, ssh_sudo, allow_shell=False)
+    target = check_path(target, "restore target")
+    if not target.startswith("/"):
+        raise ConfigError("restore target %r must be an absolute path" % target)
+    here = LocalEndpoint(posixpath.dirname(target))
+    connections = SshConnections(runner)
+    connections.attach(origin)
+    try:
+        backup = choose_backup(list_folder(origin, runner).children, prefix, name)
+        try:
+            at_target = list_folder(here, runner)
+        except MissingPathError:
+            raise EndpointError("the folder %s for the restore target does not exist" % here.path)
+        result = {"changed": False, "backup": backup.path, "source": origin.id,
+                  "snapshot": backup.name, "target": target, "writable": writable,
+                  "moved_aside": None, "plan": []}
+        del at_target  # listed for its checks: the folder exists and is on btrfs
+        existing = _exists(here, runner, target)
+        if existing:
+            if not force:
+                raise BackupError("%s already exists; not overwriting it (force renames it aside)"
+                                  % target)
+            aside = "%s.before-restore-%s" % (target, (now or datetime.datetime.now())
+                                               .strftime(names.TIMESTAMP_FORMAT))
+            result["moved_aside"] = aside
+            result["plan"].append("rename %s to %s" % (target, aside))
+        staging = posixpath.join(here.path, STAGING_PREFIX + uuid.uuid4().hex[:12])
+        result["plan"].append("receive %s from %s into %s" % (backup.name, origin.id, staging))
+        result["plan"].append("%s snapshot of it at %s" % (
+            "writable" if writable else "read-only", target))
+        if check_mode:
+            result["changed"] = True
+            return result
+        actions.make_folder(here, runner, staging)
+        try:
+            _receive(origin, here, runner, backup, staging)
+            if existing:
+                actions.run_or_raise(here, runner, ["mv", "-T", "--", target, aside],
+                                     "rename %s aside" % target)
+            staged = posixpath.join(staging, backup.name)
+            argv = btrfs.snapshot_argv(staged, target)
+            if writable:
+                argv.remove("-r")
+            actions.run_or_raise(here, runner, argv, "create %s" % target)
+        finally:
+            _remove_staging(here, runner, staging)
+        restored = list_folder(here, runner).children.get(posixpath.basename(target))
+        result.update(changed=True, uuid=restored.uuid if restored else None)
+        return result
+    finally:
+        connections.close()
+
+
+def _exists(endpoint, runner, path):
+    return runner.run(endpoint.command(["test", "-e", path])).ok
+
+
+def _receive(origin, here, runner, backup, staging):
+    send = origin.command(btrfs.send_argv(backup.path))
+    receive = here.command(btrfs.receive_argv(staging))
+    run_pipeline(runner, [Stage("btrfs send at %s" % origin.id, send), Stage("btrfs receive", receive)])
+    staged = list_folder(here, runner, staging).children.get(backup.name)
+    if staged is None or not staged.complete or staged.received_uuid != backup.received_uuid:
+        raise BackupError("the restored copy of %s did not verify" % backup.name)
+
+
+def _remove_staging(here, runner, staging):
+    """Delete whatever the receive left in the staging folder, then the folder itself."""
+    try:
+        leftovers = list_folder(here, runner, staging).children
+    except BackupError:
+        return
+    if leftovers:
+        actions.delete_subvolumes(here, runner, [s.path for s in leftovers.values()], staging)
+    actions.run_or_raise(here, runner, ["rmdir", "--", staging], "remove %s" % staging)
