@@ -12,8 +12,8 @@ def run_or_raise(endpoint, runner, argv, what, privileged=True):
     if not result.ok:
         if result.returncode == 255 and endpoint.kind == "ssh":
             raise EndpointError("cannot reach %s: %s" % (endpoint.id, result.stderr.strip()))
-        raise BackupError("cannot %s: %s" % (what, (result.stderr.strip().splitlines()
-                                                   or ["exit status %d" % result.returncode])[-1]))
+        detail = (result.stderr.strip().splitlines() or ["exit status %d" % result.returncode])[-1]
+        raise BackupError("cannot %s: %s" % (what, detail))
     return result
 
 
@@ -35,7 +35,8 @@ def delete_subvolumes(endpoint, runner, paths, folder, convert_rw=False, sync=Fa
     if convert_rw:
         for path in paths:
             make_writable(endpoint, runner, path)
-    run_or_raise(endpoint, runner, btrfs.delete_argv(paths), "delete %s" % ", ".join(paths))
+    run_or_raise(endpoint, runner, btrfs.delete_argv(paths, commit=sync),
+                 "delete %s" % ", ".join(paths))
     if sync:
         run_or_raise(endpoint, runner, btrfs.sync_argv(folder), "sync %s" % folder)
 

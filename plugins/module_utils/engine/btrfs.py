@@ -15,8 +15,9 @@ def snapshot_argv(source, target):
     return [BTRFS, "subvolume", "snapshot", "-r", source, target]
 
 
-def delete_argv(paths):
-    return [BTRFS, "subvolume", "delete", "--"] + list(paths)
+def delete_argv(paths, commit=False):
+    # -c commits at once: without it, 'btrfs subvolume sync' waits for the next commit (~30 s).
+    return [BTRFS, "subvolume", "delete"] + (["-c"] if commit else []) + ["--"] + list(paths)
 
 
 def set_writable_argv(path, force=False):

@@ -182,7 +182,7 @@ class SshEndpoint(Endpoint):
         for argv, privileged in commands:
             parts.append("%s; printf '\\n%s %%d\\n' $?" % (self.remote_line(argv, privileged), marker))
         result = runner.run(self.ssh_argv() + ["--", "; ".join(parts)])
-        return split_batch_output(result, marker, [argv for argv, _ in commands])
+        return split_batch_output(result, marker, [argv for argv, _privileged in commands])
 
     def with_path(self, path):
         return SshEndpoint(self.host, path, self.user, self.port, self.ssh_options, self.sudo,
@@ -256,7 +256,7 @@ def split_batch_output(result, marker, argvs):
         head, sep, tail = rest.partition("\n%s " % marker)
         if not sep:
             raise EndpointError("remote commands ended early: %s" % (result.stderr.strip() or "no output"))
-        code, _, rest = tail.partition("\n")
+        code, _newline, rest = tail.partition("\n")
         try:
             returncode = int(code)
         except ValueError:

@@ -120,6 +120,7 @@ class _Job(object):
         self.result = result
         self.now = config.now or datetime.datetime.now()
         self.check = config.check_mode
+        self.destinations_checked = False
 
     # -- source side -------------------------------------------------------------------------
 
@@ -157,9 +158,12 @@ class _Job(object):
             if not probe.is_subvolume(source_path):
                 raise EndpointError(_not_subvolume(self.source.id))
             if self.check:
+                self.result.changed = True  # a new folder is a change; in check mode a predicted one
                 self.result.plan.append("create snapshot folder %s" % self.p.folder)
                 return None
+            self._require_a_usable_destination(self.p.destinations)
             self._make_folder(self.p.folder, parents=True)
+            self.result.changed = True
             listing = list_folder(self.source, self.runner, self.p.folder, [source_path])
         if not listing.is_subvolume(source_path):
             raise EndpointError(_not_subvolume(self.source.id))
@@ -199,10 +203,12 @@ class _Job(object):
                 for name in touched:
                     self.result.locks_removed.append({"snapshot": name, "destination": dest.id})
             if self.result.locks_removed:
+                self.result.changed = True
                 self._save_locks()
 
         new_snapshot = None
         if not self.config.no_snapshot:
+            self._require_a_usable_destination(destinations)
             new_snapshot = self._take_snapshot(listing, snapshots)
             snapshots = snapshots + [new_snapshot]
 
@@ -340,7 +346,26 @@ class _Job(object):
         if outcome.status != "failed":
             self._apply_destination_retention(dest, snapshots, present, outcome)
 
-    def _list_destination(self, dest):
+    def _require_a_usable_destination(self, destinations):
+        """Invariant 7: if no destination can take a backup (a mistyped path, a disk that is not
+        mounted), create nothing, not even the snapshot folder. One usable one is enough."""
+        if self.config.no_snapshot or self.config.no_transfer or self.destinations_checked:
+            return
+        self.destinations_checked = True
+        problems = []
+        for dest in destinations:
+            if not dest.can_list:
+                return  # a shell:// sink is only known by trying
+            try:
+                self._list_destination(dest, create=False)
+                return
+            except BackupError as err:
+                problems.append("%s: %s" % (dest.id, err))
+        if problems:
+            raise EndpointError("no snapshot taken, as no destination can take it: %s"
+                                % "; ".join(problems))
+
+    def _list_destination(self, dest, create=True):
         try:
             return list_folder(dest, self.runner)
         except MissingPathError:
@@ -350,6 +375,9 @@ class _Job(object):
             except MissingPathError:
                 raise EndpointError("destination %s does not exist, nor does its parent folder %s"
                                     % (dest.id, parent))
+            if not create:
+                return None
+            self.result.changed = True
             if self.check:
                 self.result.plan.append("create destination folder %s" % dest.id)
                 return None
@@ -455,6 +483,8 @@ class _Job(object):
                     self.locks.discard(name, dest.id_aliases)
                     self.locks.discard(name, dest.id_aliases, "parent_locks")
         if touched:
+            # Rewriting the lock file is a change too (idempotence: a rerun finds nothing to clear).
+            self.result.changed = True
             outcome.locks_cleared.extend(touched)
             if self.check:
                 self.result.plan.append("clear locks of %s for %s" % (", ".join(touched), dest.id))

@@ -57,7 +57,7 @@ def build_listing(folder, extra_paths, results):
             raise EndpointError("%s is not on a btrfs filesystem (it is on %s)" % (
                 original, mount.fstype if mount else "an unknown filesystem"))
         locations.append((mount, btrfs.path_in_filesystem(mount, real)))
-    if len({m.source for m, _ in locations}) > 1:
+    if len({mount.source for mount, _rel in locations}) > 1:
         raise EndpointError("%s must be on the same btrfs filesystem" % " and ".join(wanted))
     for result in (all_list, ro_list):
         if not result.ok:
@@ -84,7 +84,7 @@ def build_listing(folder, extra_paths, results):
             )
     subvolume_rel_paths = {e.path for e in entries} | {""}
     subvolume_paths = {
-        original for original, (_, rel) in zip(wanted, locations) if rel in subvolume_rel_paths
+        original for original, (_mount, rel) in zip(wanted, locations) if rel in subvolume_rel_paths
     }
     return FolderListing(folder, children, subvolume_paths)
 

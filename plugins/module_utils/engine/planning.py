@@ -123,6 +123,6 @@ def describe_foreign(subvolume, snapshot):
                 "transfer of ours explains; it is left alone" % subvolume.path)
     if subvolume.received_uuid and subvolume.received_uuid != snapshot.uuid:
         return ("%s exists but was received from another subvolume (received_uuid %s, "
-                "snapshot uuid %s); it is left alone" % (subvolume.path, subvolume.received_uuid,
-                                                           snapshot.uuid))
+                "snapshot uuid %s); it is left alone"
+                % (subvolume.path, subvolume.received_uuid, snapshot.uuid))
     return "%s exists and is not a complete backup of this snapshot; it is left alone" % subvolume.path

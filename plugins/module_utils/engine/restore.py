@@ -64,8 +64,8 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
             if not force:
                 raise BackupError("%s already exists; not overwriting it (force renames it aside)"
                                   % target)
-            aside = "%s.before-restore-%s" % (target, (now or datetime.datetime.now())
-                                               .strftime(names.TIMESTAMP_FORMAT))
+            stamp = (now or datetime.datetime.now()).strftime(names.TIMESTAMP_FORMAT)
+            aside = "%s.before-restore-%s" % (target, stamp)
             result["moved_aside"] = aside
             result["plan"].append("rename %s to %s" % (target, aside))
         staging = posixpath.join(here.path, STAGING_PREFIX + uuid.uuid4().hex[:12])

@@ -99,14 +99,14 @@ def plan_retention(items, policy, protected=None, now=None):
     """
     protected = protected or {}
     ordered = sorted(items, key=lambda item: (item[1], item[0]))
-    reasons = collections.OrderedDict((name, list(protected.get(name, ()))) for name, _ in ordered)
+    reasons = collections.OrderedDict((name, list(protected.get(name, ()))) for name, _when in ordered)
     if not ordered:
         return []
     if policy.keeps_everything:
         for name in reasons:
             reasons[name].append("retention keeps everything (no policy set)")
     if policy.count:
-        for name, _ in ordered[-policy.count:]:
+        for name, _when in ordered[-policy.count:]:
             reasons[name].append("one of the newest %d" % policy.count)
     now = now or datetime.datetime.now()
     for unit, periods in policy.buckets.items():

@@ -43,6 +43,7 @@ class CommandRunner(object):
                 universal_newlines=True,
                 env=_ENV,
                 timeout=self.timeout,
+                check=False,  # the caller judges the exit status
             )
         except FileNotFoundError:
             return CommandResult(argv, 127, "", "%s: command not found" % argv[0])

@@ -42,7 +42,7 @@ def parse_manifest(find_output, sums_output):
     for item in sums_output.split("\0"):
         if not item:
             continue
-        digest, _, path = item.partition("  ")
+        digest, _blank, path = item.partition("  ")
         path = path[2:] if path.startswith("./") else path
         if path in entries:
             entries[path] += " sha256=%s" % digest
