@@ -303,10 +303,6 @@ def main(argv=None):
         LOG.error("terminated: unfinished transfers stay locked in .outstanding_transfers; "
                   "the next run removes their partial backups and sends them again")
         return EXIT_TERMINATED
-    for warning in result.warnings:
-        LOG.warning("%s", warning)
-    for error in result.errors:
-        LOG.error("%s", error)
     if options.json:
         json.dump(result.as_dict(), sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")

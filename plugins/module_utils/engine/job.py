@@ -279,8 +279,7 @@ class _Job(object):
                 self._sync_subvolume_destination(dest, snapshots, outcome)
         except BackupError as err:
             outcome.fail(err)
-            self.result.errors.append("%s: %s" % (dest.id, err))
-            LOG.error("%s: %s", dest.id, err)
+            self.result.fail(err, where=dest.id)
         return outcome.present
 
     def _survey_destination(self, dest, snapshots):
@@ -341,8 +340,9 @@ class _Job(object):
             # A failure raises and ends this destination's chain: later ones need it as parent.
             present[transfer.snapshot.name] = self._transfer(dest, transfer, outcome, verify=True)
         if plan.conflicts:
-            outcome.fail(ConfigError("; ".join(c.reason for c in plan.conflicts)))
-            self.result.errors.append("%s: %s" % (dest.id, outcome.error))
+            conflict = BackupError("; ".join(c.reason for c in plan.conflicts))
+            outcome.fail(conflict)
+            self.result.fail(conflict, where=dest.id)
         if outcome.status != "failed":
             self._apply_destination_retention(dest, snapshots, present, outcome)
 
@@ -550,7 +550,7 @@ class _Job(object):
         try:
             self._delete_subvolumes(endpoint, paths, folder)
         except BackupError as err:
-            self.result.errors.append("retention at %s: %s" % (label, err))
+            self.result.fail(err, where="retention at %s" % label)
             return
         self.result.changed = True
 

@@ -1,5 +1,9 @@
 """The structured result of a run: what was created, sent, deleted and why, and what went wrong."""
 
+import logging
+
+LOG = logging.getLogger("btrfs_backup")
+
 
 class DestinationResult(object):
     """Everything that happened at one destination."""
@@ -75,12 +79,16 @@ class JobResult(object):
     def failed(self):
         return bool(self.errors)
 
-    def fail(self, err):
-        self.errors.append(str(err))
+    def fail(self, err, where=None):
+        """Record an error and report it at once (long runs should not keep it to the end)."""
+        message = "%s: %s" % (where, err) if where else str(err)
+        self.errors.append(message)
         self.error_types.append(type(err).__name__)
+        LOG.error("%s", message)
 
     def warn(self, message):
         self.warnings.append(message)
+        LOG.warning("%s", message)
 
     def retention_section(self, where, policy):
         section = RetentionSection(where, policy)
