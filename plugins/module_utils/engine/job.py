@@ -320,6 +320,14 @@ class _Job(object):
         for conflict in plan.conflicts:
             outcome.conflicts.append(conflict.reason)
             self.result.warn("%s: %s" % (dest.id, conflict.reason))
+        ours = [n for n, s in children.items()
+                if s.complete and names.is_snapshot_name(self.config.prefix, n)]
+        if plan.transfers and plan.transfers[0].parent is None and ours \
+                and not self.config.no_incremental:
+            # The chain is broken (common snapshot deleted on one side): say why this is full.
+            self.result.warn("%s holds backups (%s) but none of a snapshot still at the source; "
+                             "sending %s in full" % (dest.id, ", ".join(sorted(ours)[-3:]),
+                                                     plan.transfers[0].snapshot.name))
 
         if plan.garbage:
             paths = [g.path for g in plan.garbage]

@@ -1,0 +1,115 @@
+# -*- coding: utf-8 -*-
+# Copyright: btrfs.backup maintainers
+# MIT License (see https://opensource.org/licenses/MIT)
+"""Module parameters -> engine arguments: the shared ssh options, and each value checked by the engine."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+from ansible_collections.btrfs.backup.plugins.module_utils.engine import names
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.endpoints import (
+    SshEndpoint,
+    check_path,
+    parse_location,
+    validate_ssh_option,
+)
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.errors import ConfigError
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.retention import parse_buckets
+
+# Documented once in plugins/doc_fragments/ssh.py; every module that reaches hosts takes these.
+SSH_ARGUMENT_SPEC = dict(
+    ssh_user=dict(type="str"),
+    ssh_port=dict(type="int"),
+    ssh_identity_file=dict(type="path"),
+    ssh_options=dict(type="list", elements="str", default=[]),
+    ssh_sudo=dict(type="bool", default=False),
+)
+
+
+class BadParameter(Exception):
+    """A parameter value the engine refuses; the message names the parameter (nothing has run yet)."""
+
+    def __init__(self, parameter, problem):
+        super(BadParameter, self).__init__("parameter %s: %s" % (parameter, problem))
+        self.parameter = parameter
+
+
+def checked(parameter, check, value):
+    """Run one engine check on one parameter's value, turning its ConfigError into BadParameter."""
+    try:
+        return check(value)
+    except ConfigError as err:
+        raise BadParameter(parameter, str(err))
+
+
+def ssh_options(params):
+    """`ssh_identity_file` and `ssh_options` as the engine's list of `Key=value` ssh options."""
+    ssh_port(params)  # checked even when no location is an ssh:// URL: a typo should not wait
+    options = []
+    identity = params.get("ssh_identity_file")
+    if identity:
+        checked("ssh_identity_file", lambda p: check_path(p, "identity file"), identity)
+        # ssh_config splits values at blanks unless they are quoted.
+        options.append('IdentityFile="%s"' % identity if any(c.isspace() for c in identity)
+                       else "IdentityFile=%s" % identity)
+    for option in params.get("ssh_options") or []:
+        options.append(checked("ssh_options", validate_ssh_option, option))
+    return options
+
+
+def ssh_port(params):
+    port = params.get("ssh_port")
+    if port is not None and not 0 < port < 65536:
+        raise BadParameter("ssh_port", "%d is not a port number (1-65535)" % port)
+    return port
+
+
+def location(params, parameter, value, allow_shell=False):
+    """A source or destination as the engine takes it; an ssh:// URL without a user or port
+    gets `ssh_user` / `ssh_port` written into it, so that it names the same destination id
+    (ssh://user@host:port/path, the key in .outstanding_transfers) as a URL written in full."""
+    endpoint = checked(parameter, lambda spec: parse_location(spec, allow_shell=allow_shell), value)
+    if not isinstance(endpoint, SshEndpoint):
+        return value
+    user = endpoint.user or params.get("ssh_user")
+    port = endpoint.port or ssh_port(params)
+    completed = checked("ssh_user" if user != endpoint.user else parameter,
+                        lambda u: SshEndpoint(endpoint.host, endpoint.path, user=u, port=port), user)
+    return completed.id
+
+
+def locations(params, parameter, values, allow_shell=True):
+    return [location(params, parameter, value, allow_shell) for value in values or []]
+
+
+def snapshot_folder(params, parameter="snapshot_folder"):
+    return checked(parameter, lambda p: check_path(p, "snapshot folder"), params[parameter])
+
+
+def prefix(params, parameter="snapshot_prefix"):
+    return checked(parameter, names.validate_prefix, params[parameter] or "")
+
+
+def snapshot_name(params, parameter="name"):
+    value = params.get(parameter)
+    return None if value is None else checked(parameter, names.validate_name, value)
+
+
+def snapshot_names(params, parameter):
+    return [checked(parameter, names.validate_name, value) for value in params.get(parameter) or []]
+
+
+def whole_number(params, parameter):
+    """Counts: 0 means no limit; a negative count is refused rather than read as 'all'."""
+    value = params[parameter]
+    if value < 0:
+        raise BadParameter(parameter, "must be a whole number >= 0 (0 keeps all), not %d" % value)
+    return value
+
+
+def retention_terms(params, parameter):
+    """A time-bucket policy such as '24h 7d 4w 12m *y', checked now so a typo changes nothing."""
+    value = params[parameter] or ""
+    checked(parameter, parse_buckets, value)
+    return value

@@ -1,0 +1,460 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: btrfs.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Module btrfs_send_backup: one whole backup job (snapshot, send to every destination, retention)."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: btrfs_send_backup
+short_description: Incremental, atomic btrfs backups with snapshots and btrfs send/receive
+version_added: 1.0.0
+description:
+  - Runs one backup job, as the C(btrfs-backup) command line does, with the same engine.
+  - Takes a read-only snapshot of O(source) (unless O(snapshot=false)), sends every snapshot that a
+    destination is missing with C(btrfs send | btrfs receive), each incrementally from the newest older
+    snapshot whose complete backup the destination holds, and then applies retention at the source and
+    at each destination.
+  - Backups are recognised by UUID (C(received_uuid)), not by name. Only a read-only received subvolume
+    with the right C(received_uuid) counts as a backup.
+  - A transfer is recorded in C(.outstanding_transfers) in the snapshot folder before the first byte is
+    sent. A transfer that fails or is interrupted leaves that lock behind; the next run deletes the
+    partial receive it left at the destination and sends the snapshot again.
+  - Retention never deletes a locked snapshot, nor the newest snapshot that a destination still holds
+    (its next incremental parent).
+  - Only one run of a job (a source and snapshot folder) at a time; a second one fails at once.
+author:
+  - btrfs.backup maintainers (!UNKNOWN)
+options:
+  source:
+    description:
+      - The subvolume to back up, as a path or C(ssh://[user@]host[:port]/path) (pull from another host).
+    type: str
+    required: true
+  dest:
+    description:
+      - Destinations, any number, each one of
+      - a local folder on btrfs (C(/backups/web1));
+      - C(ssh://[user@]host[:port]/path), a folder on btrfs on another host, which needs only btrfs-progs;
+      - C(shell://COMMAND), a shell command that receives the stream on its standard input
+        (for example C(shell://cat > /mnt/usb/home.btrfs-stream)); it cannot be listed, so it gets this
+        run's snapshot as a full stream, plus a retry of any stream that failed before.
+      - Written as one string, several destinations may be separated by commas; give a list when a
+        C(shell://) command contains a comma.
+      - A missing destination folder is created if its parent folder exists.
+    type: list
+    elements: str
+    default: []
+  snapshot:
+    description:
+      - Take a new snapshot of O(source). With V(false), only existing snapshots are sent (btrfs-backup's C(-S)).
+    type: bool
+    default: true
+  transfer:
+    description:
+      - Send snapshots to the destinations. With V(false), nothing is sent, but destinations are still
+        listed, so that retention at the source protects their incremental parents (btrfs-backup's C(-T)).
+    type: bool
+    default: true
+  incremental:
+    description:
+      - Send incrementally where a parent is available. V(false) always sends full streams (C(-I)),
+        for example into files.
+    type: bool
+    default: true
+  num_snapshots:
+    description:
+      - Keep only the newest N snapshots at the source (C(-N)); V(0) keeps all.
+      - Snapshots that a lock or a destination's incremental chain needs are kept in any case.
+    type: int
+    default: 0
+  num_backups:
+    description:
+      - Keep only the newest N backups at each destination (C(-n)); V(0) keeps all.
+      - Does not apply to C(shell://) destinations.
+    type: int
+    default: 0
+  preserve_snapshots:
+    description:
+      - Time-bucket retention at the source, btrbk-style, for example C(24h 7d 4w 12m *y); each term keeps
+        the first snapshot of each of the last N hours, days, ISO weeks, months or years (C(*) for all).
+      - A snapshot stays if O(num_snapshots) or any term keeps it.
+    type: str
+    default: ''
+  preserve_backups:
+    description:
+      - The same time-bucket retention for the backups at each destination.
+    type: str
+    default: ''
+  locked_dests:
+    description:
+      - Also send to every destination that has a lock in C(.outstanding_transfers) (C(--locked-dests)),
+        so that a destination dropped from O(dest) still gets its unfinished transfers completed.
+    type: bool
+    default: false
+  remove_locks:
+    description:
+      - Remove the locks of the given destinations (C(--remove-locks)) before anything else.
+      - Only for when no partial backup is left at those destinations, because the lock is how a later run
+        finds and deletes one.
+    type: bool
+    default: false
+  convert_rw:
+    description:
+      - Make read-only snapshots and backups writable before deleting them (C(-w)), for filesystems where
+        only C(user_subvol_rm_allowed) permits the deletion.
+    type: bool
+    default: false
+  sync:
+    description:
+      - Wait with C(btrfs subvolume sync) after deleting subvolumes (C(-s)), so their space is free when the
+        task ends.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - btrfs.backup.attributes
+  - btrfs.backup.snapshot_folder
+  - btrfs.backup.ssh
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details: The diff lists what was (or would be) created, sent and deleted, and the lock file before and after.
+  idempotent:
+    support: partial
+    details: >-
+      With O(snapshot=false), a second run finds every snapshot at every destination and reports C(changed=false);
+      with O(snapshot=true), every run takes (and sends) a new snapshot.
+notes:
+  - Source and destinations must be on btrfs. Use another filesystem for the destination than for the source.
+  - The C(btrfs-backup) command line runs the same job from a timer on hosts without Ansible;
+    both use the same snapshot names, lock file and destination ids as btrfs-backup 0.3.
+  - If the module is terminated during a transfer, the lock stays, and the next run cleans up and sends again.
+seealso:
+  - module: btrfs.backup.btrfs_snapshot
+  - module: btrfs.backup.btrfs_retention
+  - module: btrfs.backup.btrfs_backup_locks
+"""
+
+EXAMPLES = r"""
+- name: Back up /home to a local disk and a NAS, keeping 3 snapshots and 10 backups
+  btrfs.backup.btrfs_send_backup:
+    source: /home
+    dest:
+      - /mnt/backup/home
+      - ssh://nas/srv/backups/web1/home
+    num_snapshots: 3
+    num_backups: 10
+    ssh_user: backup
+    ssh_identity_file: /root/.ssh/backup_ed25519
+    ssh_sudo: true
+
+- name: Time-bucket retention at the destination
+  btrfs.backup.btrfs_send_backup:
+    source: /home
+    dest: /mnt/backup/home
+    num_snapshots: 5
+    preserve_snapshots: 24h 7d
+    preserve_backups: 14d 8w 12m *y
+
+- name: Pull from a server into local backups
+  btrfs.backup.btrfs_send_backup:
+    source: ssh://root@server/srv/data
+    dest: /mnt/backups/server-data
+
+- name: Only catch up on existing snapshots (changed=false when every destination has them)
+  btrfs.backup.btrfs_send_backup:
+    source: /home
+    dest: ssh://backup@nas:2222/srv/backups/web1
+    snapshot: false
+
+- name: A full stream into a file on a USB disk
+  btrfs.backup.btrfs_send_backup:
+    source: /home
+    dest: "shell://cat > /mnt/usb/home.btrfs-stream"
+    incremental: false
+
+- name: What would happen? (check mode returns the plan)
+  btrfs.backup.btrfs_send_backup:
+    source: /home
+    dest: /mnt/backup/home
+    num_snapshots: 3
+  check_mode: true
+  register: backup_plan
+"""
+
+RETURN = r"""
+source:
+  description: The source's id (its real path, or its C(ssh://) URL).
+  returned: always
+  type: str
+  sample: /home
+snapshot_folder:
+  description: The snapshot folder's path on the source host.
+  returned: always
+  type: str
+  sample: /home/snapshot
+snapshot:
+  description: The snapshot this run took (in check mode, would take); V(null) when none was taken.
+  returned: always
+  type: dict
+  contains:
+    name:
+      description: Its name.
+      type: str
+      sample: "20261124-120000"
+    path:
+      description: Its path on the source host.
+      type: str
+      sample: /home/snapshot/20261124-120000
+    uuid:
+      description: Its btrfs UUID (V(null) in check mode).
+      type: str
+      sample: 0f8a12d7-516c-5140-a220-f623ad8b9d4f
+destinations:
+  description: One entry per destination.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    id:
+      description: The destination id, as recorded in C(.outstanding_transfers).
+      type: str
+      sample: ssh://backup@nas:22/srv/backups/web1
+    status:
+      description: V(ok) or V(failed).
+      type: str
+      sample: ok
+    error:
+      description: Why the destination failed, or V(null).
+      type: str
+      sample: null
+    transfers:
+      description: The snapshots sent (in check mode, to be sent), oldest first.
+      type: list
+      elements: dict
+      contains:
+        snapshot:
+          description: The snapshot's name.
+          type: str
+        parent:
+          description: The incremental parent's name, or V(null) for a full send.
+          type: str
+        mode:
+          description: V(full) or V(incremental).
+          type: str
+        bytes:
+          description: Bytes sent (V(null) in check mode).
+          type: int
+        seconds:
+          description: Duration of the transfer (V(null) in check mode).
+          type: float
+        status:
+          description: V(planned) (check mode), V(done), V(failed) or V(interrupted).
+          type: str
+      sample:
+        - {snapshot: "20261124-120000", parent: "20261123-120000", mode: incremental, bytes: 52428,
+           seconds: 0.41, status: done}
+    partials_deleted:
+      description: Partial receives of earlier failed transfers that were deleted before the retry.
+      type: list
+      elements: str
+    locks_cleared:
+      description: Snapshots whose locks for this destination were settled.
+      type: list
+      elements: str
+    conflicts:
+      description: Subvolumes that carry a snapshot's name but are not its backup; they are left alone.
+      type: list
+      elements: str
+retention:
+  description: Retention at the source (V(where=source)) and at each destination that has a policy.
+  returned: always
+  type: list
+  elements: dict
+  contains:
+    where:
+      description: V(source) or the destination id.
+      type: str
+    policy:
+      description: The policy, in words.
+      type: str
+      sample: newest 3, daily 7
+    kept:
+      description: Every snapshot or backup kept, with the reasons.
+      type: list
+      elements: dict
+      sample: [{name: "20261124-120000", reasons: ["one of the newest 3"]}]
+    deleted:
+      description: Every snapshot or backup deleted (in check mode, to be deleted), with the reason.
+      type: list
+      elements: dict
+      sample: [{name: "20261120-120000", reason: "not kept by retention policy (newest 3)"}]
+locks:
+  description: "C(.outstanding_transfers) after the run: C({snapshot: {locks: [dest_id], parent_locks: [dest_id]}})."
+  returned: always
+  type: dict
+  sample: {}
+locks_removed:
+  description: The locks that O(remove_locks) removed, as C({snapshot, destination}) items.
+  returned: always
+  type: list
+  elements: dict
+plan:
+  description: In check mode, every step the run would take, in order; empty otherwise.
+  returned: always
+  type: list
+  elements: str
+  sample:
+    - create snapshot /home/snapshot/20261124-120000 of /home
+    - send 20261124-120000 to /mnt/backup/home (incremental from 20261123-120000)
+    - delete /home/snapshot/20261120-120000 at source (retention)
+check_mode:
+  description: Whether this was a check mode run.
+  returned: always
+  type: bool
+errors:
+  description: What went wrong, one item per failed destination or step (the task then fails).
+  returned: always
+  type: list
+  elements: str
+"""
+
+import signal
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.btrfs.backup.plugins.module_utils import module_params
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.job import JobConfig, run_job
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.locks import serialize_locks
+from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
+from ansible_collections.btrfs.backup.plugins.module_utils.module_runner import ModuleCommandRunner
+
+
+class Terminated(BaseException):
+    """Raised from the SIGTERM handler, so that the engine stops its transfer processes."""
+
+
+def argument_spec():
+    spec = dict(
+        source=dict(type="str", required=True),
+        dest=dict(type="list", elements="str", default=[]),
+        snapshot_folder=dict(type="str", default="snapshot"),
+        snapshot_prefix=dict(type="str", default=""),
+        snapshot=dict(type="bool", default=True),
+        transfer=dict(type="bool", default=True),
+        incremental=dict(type="bool", default=True),
+        num_snapshots=dict(type="int", default=0),
+        num_backups=dict(type="int", default=0),
+        preserve_snapshots=dict(type="str", default=""),
+        preserve_backups=dict(type="str", default=""),
+        locked_dests=dict(type="bool", default=False),
+        remove_locks=dict(type="bool", default=False),
+        convert_rw=dict(type="bool", default=False),
+        sync=dict(type="bool", default=False),
+    )
+    spec.update(module_params.SSH_ARGUMENT_SPEC)
+    return spec
+
+
+def job_config(params, check_mode):
+    """The engine's JobConfig, the same one the CLI builds from its flags; BadParameter names a bad value."""
+    return JobConfig(
+        source=module_params.location(params, "source", params["source"]),
+        destinations=module_params.locations(params, "dest", params["dest"], allow_shell=True),
+        snapshot_folder=module_params.snapshot_folder(params),
+        prefix=module_params.prefix(params),
+        num_snapshots=module_params.whole_number(params, "num_snapshots"),
+        num_backups=module_params.whole_number(params, "num_backups"),
+        preserve_snapshots=module_params.retention_terms(params, "preserve_snapshots"),
+        preserve_backups=module_params.retention_terms(params, "preserve_backups"),
+        no_snapshot=not params["snapshot"],
+        no_transfer=not params["transfer"],
+        no_incremental=not params["incremental"],
+        locked_dests=params["locked_dests"],
+        remove_locks=params["remove_locks"],
+        ssh_options=module_params.ssh_options(params),
+        ssh_sudo=params["ssh_sudo"],
+        convert_rw=params["convert_rw"],
+        sync=params["sync"],
+        progress=False,  # nobody watches a module's stderr
+        check_mode=check_mode,
+    )
+
+
+def module_result(job_result):
+    """The engine's JobResult.as_dict(), minus the keys Ansible sets itself (failed, warnings)."""
+    shaped = job_result.as_dict()
+    shaped.pop("failed")
+    shaped.pop("warnings")
+    return shaped
+
+
+def change_summary(shaped):
+    """What was (or would be) created, sent and deleted, one line each, for --diff."""
+    lines = []
+    if shaped["snapshot"]:
+        lines.append("+ snapshot %s" % shaped["snapshot"]["path"])
+    for dest in shaped["destinations"]:
+        for path in dest["partials_deleted"]:
+            lines.append("- partial backup %s at %s (left by a failed transfer)" % (path, dest["id"]))
+        for transfer in dest["transfers"]:
+            if transfer["status"] in ("done", "planned"):
+                lines.append("+ %s at %s (%s)" % (transfer["snapshot"], dest["id"], (
+                    "incremental from %s" % transfer["parent"] if transfer["parent"] else "full")))
+    for section in shaped["retention"]:
+        for item in section["deleted"]:
+            lines.append("- %s at %s (%s)" % (item["name"], section["where"], item["reason"]))
+    return "".join(line + "\n" for line in lines)
+
+
+def job_diff(job_result, shaped):
+    """Two diffs: the changes as a list, and the lock file before and after."""
+    return [
+        {"prepared": change_summary(shaped)},
+        {"before_header": ".outstanding_transfers (before)",
+         "after_header": ".outstanding_transfers (after)",
+         "before": serialize_locks(job_result.locks_before),
+         "after": serialize_locks(job_result.locks_after)},
+    ]
+
+
+def failure_message(job_result):
+    failed = [d.id for d in job_result.destinations if d.status == "failed"]
+    if failed:
+        return "backup failed at %s: %s" % (", ".join(failed), "; ".join(job_result.errors))
+    return "; ".join(job_result.errors)
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        config = job_config(module.params, module.check_mode)
+    except BadParameter as err:
+        module.fail_json(msg=str(err))
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        job_result = run_job(config, runner=ModuleCommandRunner(module))
+    except Terminated:
+        module.fail_json(msg="terminated: unfinished transfers stay locked in .outstanding_transfers; "
+                             "the next run removes their partial backups and sends them again")
+    shaped = module_result(job_result)
+    if module._diff:
+        shaped["diff"] = job_diff(job_result, shaped)
+    for warning in job_result.warnings:
+        module.warn(warning)
+    if job_result.failed:
+        module.fail_json(msg=failure_message(job_result), **shaped)
+    module.exit_json(**shaped)
+
+
+if __name__ == "__main__":
+    main()
