@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Install what is needed, then run every test: unit tests, then integration tests on real
-# loop-backed btrfs and a private sshd on loopback (as root).
+# Install what is needed, then run every test: the engine's unit tests; the collection's checks
+# (ansible-test sanity and units, ansible-lint); then integration tests on real loop-backed btrfs
+# and a private sshd on loopback, the CLI's and the modules' (as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 export PYTHONDONTWRITEBYTECODE=1
 .venv/bin/python -m pytest -p no:cacheprovider tests/unit "$@"
+./scripts/check-collection.sh
 .venv/bin/python -m pytest -p no:cacheprovider tests/integration "$@"

@@ -25,7 +25,7 @@ def make_folder(endpoint, runner, path, parents=False):
 def take_snapshot(endpoint, runner, source_path, snapshot_path):
     names.validate_name(posixpath.basename(snapshot_path))
     run_or_raise(endpoint, runner, btrfs.snapshot_argv(source_path, snapshot_path),
-                 "snapshot %s" % source_path)
+                 "snapshot %s to %s" % (source_path, snapshot_path))
 
 
 def delete_subvolumes(endpoint, runner, paths, folder, convert_rw=False, sync=False):

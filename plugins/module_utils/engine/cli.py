@@ -241,6 +241,9 @@ def _run_subcommand(command, argv):
     parser = build_restore_parser() if command == "restore" else build_verify_parser()
     options = parser.parse_args(expand_argfiles(argv))
     _setup_logging(options)
+    # As for a backup run: SIGTERM unwinds, so a restore stops its pipeline and removes its
+    # staging folder instead of dying with them left behind.
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if command == "restore":
             result = restore(options.backups, options.target, name=options.snapshot,
@@ -260,6 +263,9 @@ def _run_subcommand(command, argv):
     except BackupError as err:
         LOG.error("%s", err)
         return EXIT_FAILED
+    except (KeyboardInterrupt, Terminated):
+        LOG.error("%s terminated", command)
+        return EXIT_TERMINATED
     if options.json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
@@ -279,8 +285,25 @@ def _run_subcommand(command, argv):
 SUBCOMMANDS = ("restore", "verify")
 
 
+def build_serve_parser():
+    parser = argparse.ArgumentParser(
+        prog="btrfs-backup serve",
+        description="The forced command of a source host's ssh key on a backup server "
+                    "(authorized_keys: restrict,command=\"btrfs-backup serve --root DIR\"). "
+                    "Runs the command in SSH_ORIGINAL_COMMAND only if it is one that a push "
+                    "backup sends, with every path inside DIR; refuses anything else.")
+    parser.add_argument("--root", required=True, help="The only folder this key may use.")
+    parser.add_argument("--btrfs", default="btrfs", metavar="PATH",
+                        help="The btrfs program (run with sudo -n unless already root).")
+    return parser
+
+
 def main(argv=None):
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "serve":
+        from . import serve
+        options = build_serve_parser().parse_args(argv[1:])
+        return serve.main(options.root, options.btrfs)
     if argv and argv[0] in SUBCOMMANDS:
         try:
             return _run_subcommand(argv[0], argv[1:])

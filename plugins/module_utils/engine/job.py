@@ -15,7 +15,7 @@ from .joblock import JOB_LOCK_NAME, JobLock, lock_path_for_remote
 from .listing import Subvolume, list_folder
 from .locks import LocalLockStore, LockTable, RemoteLockStore
 from .pipeline import Stage, run_pipeline
-from .planning import plan_destination, present_backups
+from .planning import counterpart, describe_foreign, plan_destination, present_backups
 from .result import DestinationResult, JobResult
 from .retention import Policy, parse_buckets, plan_retention
 from .runner import CommandRunner
@@ -121,6 +121,9 @@ class _Job(object):
         self.now = config.now or datetime.datetime.now()
         self.check = config.check_mode
         self.destinations_checked = False
+        # Destinations that failed the check before the snapshot: a host that never answers
+        # costs a ConnectTimeout, so it is not asked again in the same run.
+        self.unusable = {}
 
     # -- source side -------------------------------------------------------------------------
 
@@ -368,12 +371,15 @@ class _Job(object):
                 self._list_destination(dest, create=False)
                 return
             except BackupError as err:
+                self.unusable[dest.id] = err
                 problems.append("%s: %s" % (dest.id, err))
         if problems:
             raise EndpointError("no snapshot taken, as no destination can take it: %s"
                                 % "; ".join(problems))
 
     def _list_destination(self, dest, create=True):
+        if dest.id in self.unusable:
+            raise self.unusable[dest.id]
         try:
             return list_folder(dest, self.runner)
         except MissingPathError:
@@ -532,8 +538,16 @@ class _Job(object):
             backups = dict(present)
         else:
             listing = list_folder(dest, self.runner)
-            backups = {n: s for n, s in listing.children.items()
-                       if s.complete and names.is_snapshot_name(self.config.prefix, n)}
+            by_name = {s.name: s for s in snapshots}
+            backups = {}
+            for name, sub in listing.children.items():
+                if not (sub.complete and names.is_snapshot_name(self.config.prefix, name)):
+                    continue
+                if name in by_name and counterpart(by_name[name], [sub]) is None:
+                    # It carries a snapshot's name but is not its backup: never counted or deleted.
+                    self.result.warn("%s: %s" % (dest.id, describe_foreign(sub, by_name[name])))
+                    continue
+                backups[name] = sub
         protected = {name: [] for name in backups}
         common = [s.name for s in snapshots if s.name in present]
         if common:

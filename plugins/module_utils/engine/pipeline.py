@@ -103,6 +103,8 @@ def _describe_failure(failed):
     parts = []
     for stage, code, err in failed:
         status = "killed by signal %d" % -code if code < 0 else "exit status %d" % code
+        if code == 255 and os.path.basename(stage.argv[0]) == "ssh":
+            status += ": the ssh connection failed or was lost"
         lines = [line for line in err.strip().splitlines() if line.strip()]
         detail = ": " + " / ".join(lines[-3:]) if lines else ""
         parts.append("%s failed (%s)%s" % (stage.name, status, detail))

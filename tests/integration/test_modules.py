@@ -1,0 +1,329 @@
+"""The modules through real ansible-playbook and ansible, on real loop-backed btrfs and a real sshd on loopback.
+
+Each module runs twice and must report `changed`, then not; check mode must change nothing and
+report its plan; an interrupted transfer must leave a lock that the next run settles by sending again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+
+import pytest
+
+from ansible_helpers import (
+    LOCK_FILE,
+    Ansible,
+    assert_is_backup_of,
+    install_collection,
+    key_values,
+    read_locks,
+    subvolume_facts,
+    subvolume_names,
+)
+from support.btrfs_loop import pipeline, run
+from support.sshd import Sshd
+from support.trees import MiB, assert_same_tree, modify_tree, write_mixed_tree
+
+
+@pytest.fixture(scope="session")
+def collections_path(tmp_path_factory):
+    return install_collection(tmp_path_factory.mktemp("collections"))
+
+
+@pytest.fixture(scope="module")
+def sshd(sshd):
+    """This file's own sshd, on 127.0.0.5: other suites inject faults into the shared one.
+    (It asks for the shared fixture only for its check that root and the ssh tools are there.)"""
+    with Sshd(host="127.0.0.5") as server:
+        yield server
+
+
+@pytest.fixture
+def ansible(collections_path, tmp_path):
+    return Ansible(collections_path, tmp_path)
+
+
+@pytest.fixture
+def src(make_fs, subvolume):
+    """A source subvolume with some data (a 2 MiB file, so that a stream is cut mid-way below)."""
+    vol = subvolume(make_fs("src") / "data")
+    write_mixed_tree(vol, n_small=30, small_size=2048, large_files=[2 * MiB], seed=3)
+    return vol
+
+
+@pytest.fixture
+def dst(make_fs):
+    return make_fs("dst")
+
+
+def snapshot_with(ansible, src, name):
+    done = ansible.task("btrfs_snapshot", {"source": str(src), "name": name})
+    assert done.code == 0, done.explain()
+    return src / "snapshot" / name
+
+
+# -- btrfs_snapshot --------------------------------------------------------------------------
+
+
+def test_snapshot_present_then_absent_each_twice(ansible, src):
+    args = {"source": str(src), "name": "before-upgrade"}
+    planned = ansible.task("btrfs_snapshot", args, check=True)
+    assert planned.code == 0, planned.explain()
+    assert planned.result["changed"] and planned.result["snapshot"]["uuid"] is None
+    assert planned.result["plan"][-1].startswith("create read-only snapshot ")
+    assert not (src / "snapshot").exists()
+
+    first, second = (ansible.task("btrfs_snapshot", args) for _round in range(2))
+    assert first.code == 0 and second.code == 0, first.explain() + second.explain()
+    assert first.result["changed"] and not second.result["changed"]
+    path = src / "snapshot" / "before-upgrade"
+    facts = subvolume_facts(path)
+    assert facts.readonly and first.result["snapshot"]["uuid"] == facts.uuid
+    assert second.result["snapshot"]["path"] == str(path)
+
+    args["state"] = "absent"
+    planned = ansible.task("btrfs_snapshot", args, check=True, diff=True)
+    assert planned.result["changed"] and path.exists()
+    assert planned.result["diff"] == {"before": {"path": str(path), "state": "present"},
+                                      "after": {"path": str(path), "state": "absent"}}
+    first, second = (ansible.task("btrfs_snapshot", args) for _round in range(2))
+    assert first.result["changed"] and not second.result["changed"], first.explain() + second.explain()
+    assert not path.exists()
+
+
+def test_snapshot_without_a_name_follows_the_scheme(ansible, src):
+    done = ansible.task("btrfs_snapshot", {"source": str(src), "snapshot_prefix": "data-"})
+    assert done.code == 0 and done.result["changed"], done.explain()
+    name = done.result["snapshot"]["name"]
+    assert name.startswith("data-") and len(name) == len("data-YYYYMMDD-HHMMSS")
+    assert subvolume_names(src / "snapshot") == [name]
+
+
+def test_bad_parameters_fail_naming_the_parameter_and_change_nothing(ansible, src, dst):
+    failed = ansible.task("btrfs_send_backup", {"source": str(src), "dest": [str(dst)], "num_snapshots": -2})
+    assert failed.code != 0 and failed.result["failed"]
+    assert failed.result["msg"].startswith("parameter num_snapshots:"), failed.explain()
+    failed = ansible.task("btrfs_send_backup", {"source": str(src), "dest": [str(dst)],
+                                                "preserve_backups": "7 days"})
+    assert failed.result["msg"].startswith("parameter preserve_backups:"), failed.explain()
+    assert not (src / "snapshot").exists() and os.listdir(dst) == []
+
+
+# -- btrfs_send_backup -----------------------------------------------------------------------
+
+
+def test_send_backup_to_local_and_ssh_then_nothing_to_do(ansible, src, dst, make_fs, sshd):
+    remote_fs = make_fs("remote")
+    one = snapshot_with(ansible, src, "20260101-000000")
+    two = snapshot_with(ansible, src, "20260102-000000")
+    local, remote = dst / "backups", remote_fs / "web1"
+    args = {"source": str(src), "dest": [str(local), sshd.url(remote)], "snapshot": False}
+    # The ssh options come from module_defaults for the whole group, as a playbook would set them.
+    defaults = {"group/btrfs.backup.btrfs": {"ssh_options": sshd.ssh_options()}}
+    task = {"name": "backup", "btrfs.backup.btrfs_send_backup": args}
+
+    planned = ansible.play([task], check=True, module_defaults=defaults)
+    assert planned.code == 0, planned.explain()
+    plan = planned.result
+    assert plan["changed"] and plan["check_mode"]
+    for dest in plan["destinations"]:
+        assert [(t["snapshot"], t["parent"], t["status"]) for t in dest["transfers"]] == [
+            ("20260101-000000", None, "planned"), ("20260102-000000", "20260101-000000", "planned")]
+    assert "send 20260102-000000 to %s (incremental from 20260101-000000)" % sshd.url(remote) in plan["plan"]
+    assert not local.exists() and not remote.exists()
+
+    first = ansible.play([task], module_defaults=defaults, diff=True)
+    assert first.code == 0 and first.result["changed"], first.explain()
+    assert first.result["diff"][0]["prepared"].splitlines()[-1] == (
+        "+ 20260102-000000 at %s (incremental from 20260101-000000)" % sshd.url(remote))
+    for folder in (local, remote):
+        assert subvolume_names(folder) == ["20260101-000000", "20260102-000000"]
+        assert_is_backup_of(folder / "20260101-000000", one)
+        assert_is_backup_of(folder / "20260102-000000", two)
+        assert subvolume_facts(folder / "20260102-000000").readonly
+
+    second = ansible.play([task], module_defaults=defaults)
+    assert second.code == 0 and not second.result["changed"], second.explain()
+    assert all(d["transfers"] == [] for d in second.result["destinations"])
+    assert read_locks(src / "snapshot") in (None, {})
+
+
+def test_send_backup_pulls_from_an_ssh_source(ansible, make_fs, subvolume, sshd):
+    remote_src = subvolume(make_fs("server") / "data")
+    write_mixed_tree(remote_src, n_small=10, small_size=1024, large_files=[], seed=5)
+    local = make_fs("pull") / "server-data"
+    args = {"source": sshd.url(remote_src), "dest": [str(local)], "ssh_options": sshd.ssh_options(),
+            "num_snapshots": 1}
+    first = ansible.task("btrfs_send_backup", args)
+    assert first.code == 0 and first.result["changed"], first.explain()
+    name = first.result["snapshot"]["name"]
+    assert_is_backup_of(local / name, remote_src / "snapshot" / name)
+    args["snapshot"] = False
+    second = ansible.task("btrfs_send_backup", args)
+    assert second.code == 0 and not second.result["changed"], second.explain()
+
+
+def test_send_backup_check_mode_with_retention_changes_nothing(ansible, src, dst):
+    for name in ("20260101-000000", "20260102-000000", "20260103-000000"):
+        snapshot_with(ansible, src, name)
+    dest = dst / "backups"
+    args = {"source": str(src), "dest": [str(dest)], "snapshot": False}
+    assert ansible.task("btrfs_send_backup", args).result["changed"]
+    snapshots_before, backups_before = subvolume_names(src / "snapshot"), subvolume_names(dest)
+
+    args.update(snapshot=True, num_snapshots=1, num_backups=2)
+    planned = ansible.task("btrfs_send_backup", args, check=True, diff=True)
+    assert planned.code == 0 and planned.result["changed"], planned.explain()
+    result = planned.result
+    new = result["snapshot"]["name"]
+    assert result["destinations"][0]["transfers"] == [
+        {"snapshot": new, "parent": "20260103-000000", "mode": "incremental", "bytes": None,
+         "seconds": None, "status": "planned"}]
+    source_retention = {r["where"]: r for r in result["retention"]}["source"]
+    assert [d["name"] for d in source_retention["deleted"]] == [
+        "20260101-000000", "20260102-000000", "20260103-000000"]
+    assert "delete %s at source (retention)" % (src / "snapshot" / "20260101-000000") in result["plan"]
+    assert "- 20260101-000000 at source (not kept by retention policy (newest 1))" in result["diff"][0]["prepared"]
+    assert subvolume_names(src / "snapshot") == snapshots_before
+    assert subvolume_names(dest) == backups_before
+
+
+# -- an interrupted transfer -------------------------------------------------------------------
+
+
+CRASHING_BTRFS = """#!/bin/sh
+# Test stand-in for btrfs: 'receive' gets only the first 256 KiB of the stream, then the module
+# process that started it is killed, as by a crash or an OOM kill. Everything else is the real btrfs.
+if [ "$1" = receive ]; then
+    head -c 262144 | {real} "$@"
+    kill -KILL "$PPID"
+    exit 1
+fi
+exec {real} "$@"
+"""
+
+
+def test_an_interrupted_transfer_leaves_a_lock_that_the_next_run_settles(ansible, src, dst, make_fs, tmp_path):
+    snapshot = snapshot_with(ansible, src, "20260101-000000")
+    dest = dst / "backups"
+    wrapper_dir = tmp_path / "crashing-bin"
+    wrapper_dir.mkdir()
+    wrapper = wrapper_dir / "btrfs"
+    wrapper.write_text(CRASHING_BTRFS.format(real=shutil.which("btrfs")))
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    args = {"source": str(src), "dest": [str(dest)], "snapshot": False}
+
+    crashed = ansible.task("btrfs_send_backup", args,
+                           environment={"PATH": "%s:%s" % (wrapper_dir, os.environ["PATH"])})
+    assert crashed.code != 0 and crashed.result["failed"], crashed.explain()
+    assert read_locks(src / "snapshot") == {"20260101-000000": {"locks": [os.path.realpath(dest)]}}
+    # What the crash left: a partial receive, writable and without received_uuid.
+    partial = subvolume_facts(dest / "20260101-000000")
+    assert not partial.readonly and partial.received_uuid is None
+
+    retried = ansible.task("btrfs_send_backup", args)
+    assert retried.code == 0 and retried.result["changed"], retried.explain()
+    outcome = retried.result["destinations"][0]
+    assert outcome["partials_deleted"] == [str(dest / "20260101-000000")]
+    assert outcome["locks_cleared"] == ["20260101-000000"]
+    assert [(t["snapshot"], t["mode"], t["status"]) for t in outcome["transfers"]] == [
+        ("20260101-000000", "full", "done")]
+    assert read_locks(src / "snapshot") == {}
+    assert_is_backup_of(dest / "20260101-000000", snapshot)
+
+    restore_fs = make_fs("restore")
+    pipeline(["btrfs", "send", str(dest / "20260101-000000")], ["btrfs", "receive", str(restore_fs)])
+    assert_same_tree(snapshot, restore_fs / "20260101-000000")
+
+    again = ansible.task("btrfs_send_backup", args)
+    assert again.code == 0 and not again.result["changed"], again.explain()
+
+
+# -- btrfs_retention ---------------------------------------------------------------------------
+
+
+def test_retention_deletes_with_reasons_once_and_check_mode_keeps_all(ansible, src):
+    names = ["20260101-000000", "20260102-000000", "20260103-000000", "20260104-000000"]
+    for name in names:
+        snapshot_with(ansible, src, name)
+    folder = src / "snapshot"
+    (folder / LOCK_FILE).write_text(json.dumps({names[0]: {"locks": ["/elsewhere"]}}))
+    args = {"path": str(folder), "count": 1}
+
+    planned = ansible.task("btrfs_retention", args, check=True, diff=True)
+    assert planned.code == 0 and planned.result["changed"], planned.explain()
+    assert planned.result["diff"]["after"] == {"items": [names[0], names[3]]}
+    assert subvolume_names(folder) == names
+
+    first, second = (ansible.task("btrfs_retention", args) for _round in range(2))
+    assert first.code == 0 and first.result["changed"] and not second.result["changed"], first.explain()
+    assert [d["name"] for d in first.result["deleted"]] == names[1:3]
+    kept = {k["name"]: k["reasons"] for k in first.result["kept"]}
+    assert kept == {names[0]: ["transfer to /elsewhere is unfinished (locked)"],
+                    names[3]: ["one of the newest 1"]}
+    assert subvolume_names(folder) == [names[0], names[3]]
+
+
+def test_retention_on_an_ssh_destination(ansible, make_fs, subvolume, sshd):
+    folder = make_fs("nas") / "backups"
+    folder.mkdir()
+    base = subvolume(folder.parent / "base")
+    for day in range(1, 4):
+        run(["btrfs", "subvolume", "snapshot", "-r", str(base), str(folder / ("2026010%d-000000" % day))])
+    args = {"path": sshd.url(folder), "count": 2, "ssh_options": sshd.ssh_options()}
+    first, second = (ansible.task("btrfs_retention", args) for _round in range(2))
+    assert first.code == 0 and first.result["changed"] and not second.result["changed"], first.explain()
+    assert subvolume_names(folder) == ["20260102-000000", "20260103-000000"]
+
+
+# -- btrfs_backup_locks ------------------------------------------------------------------------
+
+
+def test_locks_add_query_remove_each_twice(ansible, src, dst):
+    snapshot_with(ansible, src, "20260101-000000")
+    folder = src / "snapshot"
+    add = {"source": str(src), "state": "present", "snapshots": ["20260101-000000"], "destinations": [str(dst)]}
+
+    planned = ansible.task("btrfs_backup_locks", add, check=True, diff=True)
+    assert planned.code == 0 and planned.result["changed"], planned.explain()
+    assert planned.result["diff"]["after"] == {"20260101-000000": {"locks": [str(dst)], "parent_locks": []}}
+    assert read_locks(folder) is None
+
+    first, second = (ansible.task("btrfs_backup_locks", add) for _round in range(2))
+    assert first.result["changed"] and not second.result["changed"], first.explain()
+    assert read_locks(folder) == {"20260101-000000": {"locks": [str(dst)]}}
+
+    query = ansible.adhoc("btrfs_backup_locks", key_values({"source": str(src)}))
+    assert query.code == 0 and not query.result["changed"], query.explain()
+    assert query.result["locked_destinations"] == [str(dst)]
+    assert query.result["entries"] == [{"snapshot": "20260101-000000", "destination": str(dst), "kind": "locks"}]
+
+    remove = {"source": str(src), "state": "absent", "destinations": [str(dst)]}
+    first, second = (ansible.task("btrfs_backup_locks", remove) for _round in range(2))
+    assert first.result["changed"] and not second.result["changed"], first.explain()
+    assert read_locks(folder) == {}
+
+
+# -- ad hoc --------------------------------------------------------------------------------------
+
+
+def test_ad_hoc_send_backup(ansible, src, dst):
+    dest = dst / "backups"
+    args = key_values({"source": src, "dest": dest, "num_snapshots": 2})
+    first = ansible.adhoc("btrfs_send_backup", args)
+    assert first.code == 0 and first.result["changed"], first.explain()
+    name = first.result["snapshot"]["name"]
+    assert_is_backup_of(dest / name, src / "snapshot" / name)
+
+    modify_tree(src / "small", 64 * 1024, seed=9)
+    second = ansible.adhoc("btrfs_send_backup", args)
+    assert second.code == 0, second.explain()
+    newer = second.result["snapshot"]["name"]
+    assert [(t["snapshot"], t["parent"]) for t in second.result["destinations"][0]["transfers"]] == [(newer, name)]
+    assert_same_tree(src / "snapshot" / newer, dest / newer)
+
+    idle = ansible.adhoc("btrfs_send_backup", key_values({"source": src, "dest": dest, "snapshot": "false"}))
+    assert idle.code == 0 and not idle.result["changed"], idle.explain()

@@ -1,0 +1,138 @@
+# -*- coding: utf-8 -*-
+# Copyright: btrfs.backup maintainers
+# MIT License (see https://opensource.org/licenses/MIT)
+"""A fake btrfs host for module unit tests: answers the engine's commands from an in-memory subvolume table."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+import shlex
+import shutil
+import uuid
+
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.runner import CommandResult
+
+
+class FakeHost(object):
+    """Stands in for the module's command runner (run/popen), over a real temp dir as the btrfs mount.
+
+    Folders are real directories, so the engine's lock file and job lock work as on a real host;
+    which of them are subvolumes, their uuids and read-only flags live in `subvolumes`.
+    Every argv the engine runs is kept in `commands`; `answers` forces the result of a command
+    (matched by its first words) for error cases.
+    """
+
+    def __init__(self, root):
+        self.root = os.path.realpath(str(root))
+        self.subvolumes = {}  # absolute path -> dict(id, uuid, parent_uuid, received_uuid, readonly)
+        self.commands = []
+        self.answers = []
+        self._next_id = 256
+
+    # -- building the scene --------------------------------------------------------------
+
+    def path(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    def subvolume(self, path, readonly=False, parent_uuid=None, received_uuid=None):
+        os.makedirs(path)
+        self.subvolumes[path] = dict(id=self._next_id, uuid=str(uuid.uuid4()), parent_uuid=parent_uuid,
+                                     received_uuid=received_uuid, readonly=readonly)
+        self._next_id += 1
+        return path
+
+    def snapshot(self, source, target):
+        return self.subvolume(target, readonly=True, parent_uuid=self.subvolumes[source]["uuid"])
+
+    def answer(self, prefix, returncode, stdout="", stderr=""):
+        """Make every command starting with the words `prefix` end with this result."""
+        self.answers.append((list(prefix), CommandResult(list(prefix), returncode, stdout, stderr)))
+
+    def ran(self, *words):
+        """The commands that started with these words."""
+        return [argv for argv in self.commands if argv[:len(words)] == list(words)]
+
+    # -- the runner interface --------------------------------------------------------------
+
+    def run(self, argv, input_text=None):
+        argv = list(argv)
+        self.commands.append(argv)
+        for prefix, result in self.answers:
+            if argv[:len(prefix)] == prefix:
+                return CommandResult(argv, result.returncode, result.stdout, result.stderr)
+        handler = self._handlers().get(tuple(argv[:3])) or self._handlers().get(tuple(argv[:2])) \
+            or self._handlers().get(tuple(argv[:1]))
+        if handler is None:
+            raise AssertionError("the fake host does not know %s" % shlex.join(argv))
+        return handler(argv)
+
+    def popen(self, argv, stdin=None, stdout=None, stderr=None):
+        raise AssertionError("unit tests do not stream: %s" % shlex.join(argv))
+
+    def _handlers(self):
+        return {
+            ("readlink",): self._readlink,
+            ("cat", "/proc/self/mountinfo"): self._mountinfo,
+            ("btrfs", "subvolume", "list"): self._list,
+            ("btrfs", "subvolume", "snapshot"): self._snapshot,
+            ("btrfs", "subvolume", "delete"): self._delete,
+            ("btrfs", "subvolume", "sync"): self._ok,
+            ("btrfs", "property", "set"): self._set_writable,
+            ("mkdir",): self._mkdir,
+        }
+
+    # -- commands --------------------------------------------------------------------------
+
+    def _ok(self, argv, stdout=""):
+        return CommandResult(argv, 0, stdout, "")
+
+    def _fail(self, argv, stderr, returncode=1):
+        return CommandResult(argv, returncode, "", stderr)
+
+    def _readlink(self, argv):
+        path = argv[-1]
+        if not os.path.exists(path):
+            return self._fail(argv, "")
+        return self._ok(argv, os.path.realpath(path) + "\n")
+
+    def _mountinfo(self, argv):
+        return self._ok(argv, "22 1 254:1 / / rw - ext4 /dev/vda1 rw\n"
+                              "50 22 0:99 / %s rw - btrfs /dev/fake0 rw,subvol=/\n" % self.root)
+
+    def _list(self, argv):
+        readonly_only = "-r" in argv
+        lines = []
+        for path, sub in sorted(self.subvolumes.items(), key=lambda item: item[1]["id"]):
+            if readonly_only and not sub["readonly"]:
+                continue
+            lines.append("ID %d gen 10 top level 5 parent_uuid %s received_uuid %s uuid %s path %s\n" % (
+                sub["id"], sub["parent_uuid"] or "-", sub["received_uuid"] or "-", sub["uuid"],
+                os.path.relpath(path, self.root)))
+        return self._ok(argv, "".join(lines))
+
+    def _snapshot(self, argv):
+        source, target = argv[-2], argv[-1]
+        if source not in self.subvolumes:
+            return self._fail(argv, "ERROR: not a subvolume: %s" % source)
+        if os.path.exists(target):
+            return self._fail(argv, "ERROR: target path already exists: %s" % target)
+        self.snapshot(source, target)
+        return self._ok(argv, "Create a readonly snapshot of '%s' in '%s'\n" % (source, target))
+
+    def _delete(self, argv):
+        for path in argv[argv.index("--") + 1:]:
+            if path not in self.subvolumes:
+                return self._fail(argv, "ERROR: Not a Btrfs subvolume: %s" % path)
+            del self.subvolumes[path]
+            shutil.rmtree(path)
+        return self._ok(argv)
+
+    def _set_writable(self, argv):
+        self.subvolumes[argv[-3]]["readonly"] = False
+        return self._ok(argv)
+
+    def _mkdir(self, argv):
+        os.makedirs(argv[-1], exist_ok="-p" in argv)
+        return self._ok(argv)
