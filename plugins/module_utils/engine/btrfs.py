@@ -25,6 +25,10 @@ def set_writable_argv(path, force=False):
     return [BTRFS, "property", "set"] + (["-f"] if force else []) + ["-ts", path, "ro", "false"]
 
 
+def set_readonly_argv(path):
+    return [BTRFS, "property", "set", "-ts", path, "ro", "true"]
+
+
 def sync_argv(folder):
     return [BTRFS, "subvolume", "sync", folder]
 

@@ -269,6 +269,9 @@ def _run_subcommand(command, argv):
     if options.json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
+    elif command == "restore" and not result["changed"]:
+        LOG.info("%s already holds %s from %s: nothing to do", result["target"],
+                 result["snapshot"], result["source"])
     elif command == "restore":
         LOG.info("%s %s from %s at %s%s", "would restore" if options.check else "restored",
                  result["snapshot"], result["source"], result["target"],

@@ -6,6 +6,7 @@ nothing behind, and an existing target is never overwritten (with `force`, it is
 """
 
 import datetime
+import os
 import posixpath
 import uuid
 
@@ -17,6 +18,8 @@ from .pipeline import Stage, run_pipeline
 from .runner import CommandRunner
 
 STAGING_PREFIX = ".btrfs-backup-restore-"
+# On the restored subvolume's top folder: which backup it is, so that a rerun changes nothing.
+ORIGIN_XATTR = "user.btrfs-backup.restored-from"
 
 
 def choose_backup(children, prefix="", name=None):
@@ -60,6 +63,8 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
                   "moved_aside": None, "plan": []}
         del at_target  # listed for its checks: the folder exists and is on btrfs
         existing = _exists(here, runner, target)
+        if existing and restored_from(target) == marker(backup, writable):
+            return result  # this backup was restored there already, in this mode: nothing to do
         if existing:
             if not force:
                 raise BackupError("%s already exists; not overwriting it (force renames it aside)"
@@ -83,9 +88,12 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
                                      "rename %s aside" % target)
             staged = posixpath.join(staging, backup.name)
             argv = btrfs.snapshot_argv(staged, target)
-            if writable:
-                argv.remove("-r")
+            argv.remove("-r")  # writable first, to record where it came from
             actions.run_or_raise(here, runner, argv, "create %s" % target)
+            _record_origin(target, marker(backup, writable))
+            if not writable:
+                actions.run_or_raise(here, runner, btrfs.set_readonly_argv(target),
+                                     "make %s read-only" % target)
         finally:
             _remove_staging(here, runner, staging)
         restored = list_folder(here, runner).children.get(posixpath.basename(target))
@@ -93,6 +101,26 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
         return result
     finally:
         connections.close()
+
+
+def marker(backup, writable):
+    """What a restored subvolume records about its origin, so a rerun can recognise it."""
+    return "%s %s %s" % (backup.received_uuid, backup.name, "writable" if writable else "read-only")
+
+
+def restored_from(target):
+    """The origin marker of an earlier restore at `target`, or None."""
+    try:
+        return os.getxattr(target, ORIGIN_XATTR).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _record_origin(target, value):
+    try:
+        os.setxattr(target, ORIGIN_XATTR, value.encode("utf-8"))
+    except OSError:
+        pass  # only idempotence on reruns is lost; the restore itself is complete
 
 
 def _exists(endpoint, runner, path):
