@@ -327,3 +327,44 @@ def test_ad_hoc_send_backup(ansible, src, dst):
 
     idle = ansible.adhoc("btrfs_send_backup", key_values({"source": src, "dest": dest, "snapshot": "false"}))
     assert idle.code == 0 and not idle.result["changed"], idle.explain()
+
+
+# -- btrfs_restore ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("writable", [False, True], ids=["read-only", "writable"])
+def test_restore_from_ssh_twice_then_force_renames_aside(ansible, src, make_fs, sshd, writable):
+    backups_fs, target_fs = make_fs("backups"), make_fs("restore")
+    snapshot = snapshot_with(ansible, src, "20260101-000000")
+    sent = ansible.task("btrfs_send_backup", {"source": str(src), "dest": [sshd.url(backups_fs / "b")],
+                                              "snapshot": False, "ssh_options": sshd.ssh_options()})
+    assert sent.code == 0, sent.explain()
+    target = target_fs / "home"
+    args = {"backups": sshd.url(backups_fs / "b"), "target": str(target), "writable": writable,
+            "ssh_options": sshd.ssh_options()}
+
+    planned = ansible.task("btrfs_restore", args, check=True)
+    assert planned.code == 0 and planned.result["changed"], planned.explain()
+    assert not target.exists() and os.listdir(target_fs) == []
+
+    first = ansible.task("btrfs_restore", args)
+    assert first.code == 0 and first.result["changed"], first.explain()
+    assert first.result["snapshot"] == "20260101-000000"
+    assert_same_tree(snapshot, target)
+    assert subvolume_facts(target).readonly is (not writable)
+    # Nothing of the staging folder is left beside the target.
+    assert sorted(os.listdir(target_fs)) == ["home"]
+
+    second = ansible.task("btrfs_restore", args)
+    assert second.code == 0 and not second.result["changed"], second.explain()
+
+    # Another mode at the same target is refused unless forced; force renames, deletes nothing.
+    other = dict(args, writable=not writable)
+    refused = ansible.task("btrfs_restore", other)
+    assert refused.code != 0 and "already exists" in refused.explain()
+    forced = ansible.task("btrfs_restore", dict(other, force=True))
+    assert forced.code == 0 and forced.result["changed"], forced.explain()
+    aside = forced.result["moved_aside"]
+    assert os.path.basename(aside).startswith("home.before-restore-")
+    assert_same_tree(snapshot, aside)
+    assert_same_tree(snapshot, target)

@@ -1,0 +1,172 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: btrfs.backup maintainers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Module btrfs_restore: bring a backup back onto a btrfs filesystem."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+DOCUMENTATION = r"""
+module: btrfs_restore
+short_description: Restore a btrfs backup as a read-only or writable subvolume
+version_added: 1.0.0
+description:
+  - Receives a backup from a backup folder (local, or C(ssh://[user@]host[:port]/path)) into a staging
+    folder beside O(target), checks it (read-only, the right C(received_uuid)), and only then places it
+    at O(target) as a read-only subvolume or, with O(writable=true), a writable one ready to use.
+  - A failed restore leaves neither the staging folder nor a partial subvolume behind.
+  - An existing O(target) is never overwritten. With O(force=true) it is renamed aside to
+    C(TARGET.before-restore-YYYYMMDD-HHMMSS); nothing is deleted.
+  - The restored subvolume records which backup it came from (extended attribute
+    C(user.btrfs-backup.restored-from)), so running the task again changes nothing.
+author:
+  - btrfs.backup maintainers (!UNKNOWN)
+options:
+  backups:
+    description:
+      - The backup folder, as a path or C(ssh://[user@]host[:port]/path).
+    type: str
+    required: true
+  target:
+    description:
+      - Absolute path of the restored subvolume, on a btrfs filesystem of the host the module runs on.
+        Its parent folder must exist.
+    type: path
+    required: true
+  snapshot:
+    description:
+      - Name of the backup to restore. Without it, the newest complete backup named
+        C(<snapshot_prefix>YYYYMMDD-HHMMSS) is restored.
+    type: str
+  snapshot_prefix:
+    description:
+      - Prefix of the backup names, to pick the newest when O(snapshot) is not given.
+    type: str
+    default: ""
+  writable:
+    description:
+      - Make the restored subvolume writable (ready to use) instead of read-only.
+    type: bool
+    default: false
+  force:
+    description:
+      - Rename an existing O(target) aside instead of failing.
+    type: bool
+    default: false
+extends_documentation_fragment:
+  - btrfs.backup.attributes
+  - btrfs.backup.ssh
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+  idempotent:
+    support: full
+"""
+
+EXAMPLES = r"""
+- name: Bring back the newest backup of /home, writable, beside the live one
+  btrfs.backup.btrfs_restore:
+    backups: ssh://nas/srv/backups/web1
+    ssh_user: backup
+    ssh_sudo: true
+    target: /home-restored
+    writable: true
+
+- name: Restore one chosen backup read-only from a local disk
+  btrfs.backup.btrfs_restore:
+    backups: /mnt/backup/home
+    snapshot: "20261124-120000"
+    target: /srv/restore/home-20261124
+"""
+
+RETURN = r"""
+snapshot:
+  description: Name of the restored backup.
+  returned: success
+  type: str
+  sample: "20261124-120000"
+backup:
+  description: Path of the backup at its folder.
+  returned: success
+  type: str
+source:
+  description: The backup folder's id (a path, or C(ssh://user@host:port/path)).
+  returned: success
+  type: str
+target:
+  description: Where the backup was (or, in check mode, would be) restored.
+  returned: success
+  type: str
+writable:
+  description: Whether the restored subvolume is writable.
+  returned: success
+  type: bool
+moved_aside:
+  description: Where an existing O(target) was renamed to (with O(force=true)), or null.
+  returned: success
+  type: str
+uuid:
+  description: UUID of the restored subvolume.
+  returned: when a restore was carried out
+  type: str
+plan:
+  description: The steps, as they are (or in check mode would be) carried out; empty when nothing is to do.
+  returned: always
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.btrfs.backup.plugins.module_utils import module_params
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.errors import BackupError
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.restore import restore
+from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
+from ansible_collections.btrfs.backup.plugins.module_utils.module_runner import ModuleCommandRunner
+
+
+def argument_spec():
+    spec = dict(
+        backups=dict(type="str", required=True),
+        target=dict(type="path", required=True),
+        snapshot=dict(type="str"),
+        snapshot_prefix=dict(type="str", default=""),
+        writable=dict(type="bool", default=False),
+        force=dict(type="bool", default=False),
+    )
+    spec.update(module_params.SSH_ARGUMENT_SPEC)
+    return spec
+
+
+def engine_arguments(params):
+    return dict(
+        backups=module_params.location(params, "backups", params["backups"]),
+        target=params["target"],
+        name=module_params.snapshot_name(params, "snapshot"),
+        prefix=module_params.prefix(params),
+        writable=params["writable"],
+        force=params["force"],
+        ssh_options=module_params.ssh_options(params),
+        ssh_sudo=params["ssh_sudo"],
+    )
+
+
+def main():
+    module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
+    try:
+        arguments = engine_arguments(module.params)
+    except BadParameter as err:
+        module.fail_json(msg=str(err))
+    try:
+        outcome = restore(check_mode=module.check_mode, runner=ModuleCommandRunner(module), **arguments)
+    except BackupError as err:
+        module.fail_json(msg=str(err), plan=[])
+    module.exit_json(**outcome)
+
+
+if __name__ == "__main__":
+    main()
