@@ -1,0 +1,379 @@
+"""The backup server's end of a restricted ssh key: accept only the commands a push backup sends.
+
+A source host's key on the backup server is installed as
+
+    restrict,command="btrfs-backup serve --root /srv/backups/web1" ssh-ed25519 AAAA...
+
+sshd then runs `serve` instead of whatever the client asked for, and puts the client's command
+line in SSH_ORIGINAL_COMMAND. `parse_request` (pure) accepts exactly the shapes that the
+engine's SshEndpoint sends to a push destination - one command, or the listing batch joined
+with `; printf '\\n<marker> %d\\n' $?` - with every path inside the key's root. `serve` runs the
+accepted commands itself, without a shell: btrfs as an argv list (through `sudo -n` unless
+already root), the rest (readlink -e, test -e, mkdir, the mount table) in Python.
+
+What the key can do: list its own folder, create folders in it, receive into it, delete
+subvolumes in it. What it cannot: read anything back (no `btrfs send`, no `cat`), touch a path
+outside its root (other hosts' folders, `..`, symlinks), run any other program, or see other
+hosts' subvolumes (listings are filtered to the root). `btrfs receive` runs with --chroot so a
+stream cannot write through a symlink it created.
+"""
+
+import fcntl
+import os
+import posixpath
+import re
+import shlex
+import subprocess
+import sys
+
+from . import btrfs
+
+EXIT_REFUSED = 126
+SERVE_ENV = dict(os.environ, LC_ALL="C", PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+
+# One path component below the root: the engine's folder and snapshot names use this alphabet.
+_COMPONENT_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@:-]{0,254}\Z")
+_MARKER_FORMAT_RE = re.compile(r"^\\n(__btrfs_backup_[0-9a-f]{32}__) %d\\n\Z")
+_LIST_FLAGS = ["-a", "-u", "-q", "-R"]
+
+
+class Refused(Exception):
+    """The command line is not one a backup sends, or names a path outside the root."""
+
+
+class Operation(object):
+    """One accepted command: what it does (`op`), its paths, and its flags."""
+
+    __slots__ = ("op", "paths", "flags")
+
+    def __init__(self, op, paths=(), flags=()):
+        self.op = op
+        self.paths = list(paths)
+        self.flags = list(flags)
+
+    def __eq__(self, other):
+        return isinstance(other, Operation) and (self.op, self.paths, self.flags) == (
+            other.op, other.paths, other.flags)
+
+    def __repr__(self):
+        return "Operation(%r, %r, %r)" % (self.op, self.paths, self.flags)
+
+
+class Request(object):
+    """A parsed SSH_ORIGINAL_COMMAND: the operations in order, and the batch marker if any."""
+
+    def __init__(self, operations, marker=None):
+        self.operations = operations
+        self.marker = marker
+
+
+def check_root(root):
+    if not isinstance(root, str) or not root.startswith("/") or root != posixpath.normpath(root) \
+            or root == "/" or _has_control(root):
+        raise Refused("the serve root must be an absolute, normalised folder other than /, not %r"
+                      % (root,))
+    return root
+
+
+def _has_control(text):
+    return any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def confine(path, root, below=False):
+    """Lexical check: `path` is `root` or inside it, spelled plainly (no '.', '..', '//', odd
+    names). With `below`, the root itself is refused (it must not be deleted or received over)."""
+    if not path.startswith("/"):
+        raise Refused("%r is not an absolute path" % (path,))
+    if path != "/" and path.endswith("/"):
+        path = path.rstrip("/")
+    if path == root:
+        if below:
+            raise Refused("%s is the root of this key; only what is inside it may be changed" % path)
+        return path
+    if not path.startswith(root + "/"):
+        raise Refused("%s is outside %s" % (path, root))
+    for component in path[len(root) + 1:].split("/"):
+        if not _COMPONENT_RE.match(component):
+            raise Refused("%r: path component %r is not allowed" % (path, component))
+    return path
+
+
+def _tokens(line):
+    if not isinstance(line, str) or not line.strip():
+        raise Refused("no command given (this key only runs backups)")
+    if _has_control(line):
+        raise Refused("control characters (newlines, ...) are not allowed")
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    try:
+        return list(lexer)
+    except ValueError as err:
+        raise Refused("cannot parse the command line: %s" % err)
+
+
+def _segments(tokens):
+    segments, current = [], []
+    for token in tokens:
+        if token == ";":
+            segments.append(current)
+            current = []
+        elif token and all(c in "();<>|&" for c in token):
+            raise Refused("shell operator %r is not allowed" % token)
+        else:
+            current.append(token)
+    segments.append(current)
+    if any(not segment for segment in segments):
+        raise Refused("empty command")
+    return segments
+
+
+def parse_request(line, root):
+    """Pure: the operations an SSH_ORIGINAL_COMMAND asks for, or Refused (nothing may run)."""
+    root = check_root(root)
+    segments = _segments(_tokens(line))
+    if len(segments) == 1:
+        operation = parse_command(segments[0], root)
+        return Request([operation])
+    # The listing batch: CMD; printf '\n<marker> %d\n' $?; CMD; printf ... $?
+    if len(segments) % 2:
+        raise Refused("a batch must end with its status marker")
+    marker = None
+    operations = []
+    for command, status in zip(segments[0::2], segments[1::2]):
+        if len(status) != 3 or status[0] != "printf" or status[2] != "$?":
+            raise Refused("batch commands must be separated by the status marker")
+        match = _MARKER_FORMAT_RE.match(status[1])
+        if not match or (marker is not None and match.group(1) != marker):
+            raise Refused("malformed status marker %r" % status[1])
+        marker = match.group(1)
+        operation = parse_command(command, root)
+        if operation.op == "receive":
+            raise Refused("btrfs receive cannot be part of a batch")
+        operations.append(operation)
+    return Request(operations, marker)
+
+
+def parse_command(words, root):
+    """Pure: one command's argv as an Operation, if it is one the engine sends to a destination."""
+    if words[:2] == ["sudo", "-n"]:
+        words = words[2:]  # serve decides itself what runs privileged
+    for word in words:
+        if "$" in word or "`" in word or _has_control(word):
+            raise Refused("%r: expansions are not allowed" % word)
+    if not words:
+        raise Refused("empty command")
+    name, args = words[0], words[1:]
+    if name == "readlink" and len(args) == 3 and args[:2] == ["-e", "--"]:
+        return Operation("readlink", [confine(args[2], root)])
+    if name == "test" and len(args) == 2 and args[0] == "-e":
+        return Operation("test", [confine(args[1], root)])
+    if name == "cat" and args == ["/proc/self/mountinfo"]:
+        return Operation("mountinfo")
+    if name == "mkdir" and args[:-1] in (["--"], ["-p", "--"]) and args:
+        return Operation("mkdir", [confine(args[-1], root, below=True)], args[:-2])
+    if name == "btrfs":
+        return _parse_btrfs(args, root)
+    raise Refused("%r is not a command that a backup sends" % " ".join(words))
+
+
+def _parse_btrfs(args, root):
+    if args[:1] == ["receive"]:
+        rest = args[1:]
+        flags = rest[:-1]
+        if len(rest) >= 1 and flags in ([], ["-vv"]):
+            return Operation("receive", [confine(rest[-1], root)], flags)
+    elif args[:2] == ["subvolume", "list"]:
+        rest = args[2:]
+        if rest[:4] == _LIST_FLAGS and len(rest) in (5, 6) and rest[4:-1] in ([], ["-r"]):
+            return Operation("list", [confine(rest[-1], root)], rest[4:-1])
+    elif args[:2] == ["subvolume", "delete"]:
+        rest = args[2:]
+        flags = ["-c"] if rest[:1] == ["-c"] else []
+        rest = rest[len(flags):]
+        if rest[:1] == ["--"] and len(rest) > 1:
+            return Operation("delete", [confine(p, root, below=True) for p in rest[1:]], flags)
+    elif args[:2] == ["subvolume", "sync"] and len(args) == 3:
+        return Operation("sync", [confine(args[2], root)])
+    elif args[:2] == ["property", "set"]:
+        rest = args[2:]
+        flags = ["-f"] if rest[:1] == ["-f"] else []
+        rest = rest[len(flags):]
+        if len(rest) == 4 and rest[0] == "-ts" and rest[2:] == ["ro", "false"]:
+            return Operation("writable", [confine(rest[1], root, below=True)], flags)
+    raise Refused("%r is not a btrfs command that a backup sends" % " ".join(["btrfs"] + args))
+
+
+# -- the executor ---------------------------------------------------------------------------
+
+class Server(object):
+    """Runs accepted operations for one root, checking each path again on disk (symlinks)."""
+
+    def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
+                 use_sudo=None):
+        self.root = check_root(root)
+        self.btrfs_path = btrfs_path
+        self.use_sudo = os.geteuid() != 0 if use_sudo is None else use_sudo
+        self.stdin = stdin if stdin is not None else sys.stdin.buffer
+        self.stdout = stdout if stdout is not None else sys.stdout.buffer
+        self.stderr = stderr if stderr is not None else sys.stderr.buffer
+        self.real_root = os.path.realpath(self.root)
+
+    def serve(self, line):
+        """Check the whole request first, then run it; returns the exit status for ssh."""
+        try:
+            request = parse_request(line, self.root)
+        except Refused as err:
+            self._say("btrfs-backup serve: refused: %s" % err)
+            return EXIT_REFUSED
+        try:
+            root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as err:
+            self._say("btrfs-backup serve: cannot open %s: %s" % (self.root, err.strerror))
+            return 1
+        try:
+            # One command at a time per root: nothing can swap a checked path for a symlink
+            # (e.g. from inside a concurrent receive) between the check and the command.
+            fcntl.flock(root_fd, fcntl.LOCK_EX)
+            status = 0
+            for operation in request.operations:
+                status = self._run(operation)
+                if request.marker is not None:
+                    self.stdout.write(("\n%s %d\n" % (request.marker, status)).encode())
+                    self.stdout.flush()
+            return status
+        finally:
+            os.close(root_fd)
+
+    def _say(self, text):
+        self.stderr.write((text + "\n").encode("utf-8", "replace"))
+        self.stderr.flush()
+
+    def _on_disk(self, path):
+        """The path as the kernel would resolve it must be the path as written (no symlinks
+        below the root), so what was checked is what the command touches."""
+        rel = posixpath.relpath(path, self.root)
+        expected = self.real_root if rel == "." else posixpath.join(self.real_root, rel)
+        if os.path.realpath(path) != expected:
+            raise Refused("%s leads outside %s (symbolic link)" % (path, self.root))
+        return expected
+
+    def _run(self, operation):
+        try:
+            paths = [self._on_disk(p) for p in operation.paths]
+            return getattr(self, "_op_" + operation.op)(paths, operation.flags)
+        except Refused as err:
+            self._say("btrfs-backup serve: refused: %s" % err)
+            return EXIT_REFUSED
+
+    # Local operations, done in Python (no process, nothing to inject into).
+
+    def _op_readlink(self, paths, flags):
+        if not os.path.exists(paths[0]):
+            self._say("readlink: %s: No such file or directory" % paths[0])
+            return 1
+        self.stdout.write((paths[0] + "\n").encode())
+        return 0
+
+    def _op_test(self, paths, flags):
+        return 0 if os.path.lexists(paths[0]) else 1
+
+    def _op_mountinfo(self, paths, flags):
+        """Only the mounts on the way to the root and inside it: enough for the engine to see
+        that the root is on btrfs, nothing about the rest of the server."""
+        with open("/proc/self/mountinfo", "rb") as handle:
+            lines = handle.read().decode("utf-8", "surrogateescape").splitlines()
+        for line in lines:
+            mounts = btrfs.parse_mountinfo(line)
+            if mounts and self._relevant_mount(mounts[0].mount_point):
+                self.stdout.write((line + "\n").encode("utf-8", "surrogateescape"))
+        return 0
+
+    def _relevant_mount(self, mount_point):
+        root = self.real_root
+        return (mount_point == "/" or root == mount_point or root.startswith(mount_point + "/")
+                or mount_point.startswith(root + "/"))
+
+    def _op_mkdir(self, paths, flags):
+        try:
+            if flags == ["-p"]:
+                os.makedirs(paths[0], 0o755, exist_ok=True)
+            else:
+                os.mkdir(paths[0], 0o755)
+        except OSError as err:
+            self._say("mkdir: cannot create directory '%s': %s" % (paths[0], err.strerror))
+            return 1
+        return 0
+
+    # btrfs operations: an argv list, privileged.
+
+    def _btrfs(self, args, stdin=subprocess.DEVNULL, capture=False):
+        argv = [self.btrfs_path] + args
+        if self.use_sudo:
+            argv = ["sudo", "-n"] + argv
+        self.stdout.flush()
+        try:
+            proc = subprocess.run(argv, stdin=stdin,
+                                  stdout=subprocess.PIPE if capture else self.stdout,
+                                  stderr=self.stderr, env=SERVE_ENV, check=False)
+        except OSError as err:
+            self._say("btrfs-backup serve: cannot run %s: %s" % (argv[0], err.strerror))
+            return 127, b""
+        return proc.returncode, proc.stdout if capture else b""
+
+    def _op_receive(self, paths, flags):
+        # --chroot: the stream's own paths cannot leave the folder through symlinks it makes.
+        status, _out = self._btrfs(["receive", "--chroot"] + flags + paths, stdin=self.stdin)
+        return status
+
+    def _op_list(self, paths, flags):
+        status, out = self._btrfs(["subvolume", "list"] + _LIST_FLAGS + flags + paths,
+                                  capture=True)
+        if status != 0:
+            return status
+        self.stdout.write(filter_listing(out.decode("utf-8", "surrogateescape"),
+                                         self._root_in_filesystem()).encode("utf-8", "surrogateescape"))
+        return 0
+
+    def _root_in_filesystem(self):
+        with open("/proc/self/mountinfo", "rb") as handle:
+            mounts = btrfs.parse_mountinfo(handle.read().decode("utf-8", "surrogateescape"))
+        mount = btrfs.mount_of(mounts, self.real_root)
+        if mount is None:
+            raise Refused("cannot tell which filesystem holds %s" % self.root)
+        return btrfs.path_in_filesystem(mount, self.real_root)
+
+    def _op_delete(self, paths, flags):
+        return self._btrfs(["subvolume", "delete"] + flags + ["--"] + paths)[0]
+
+    def _op_sync(self, paths, flags):
+        return self._btrfs(["subvolume", "sync"] + paths)[0]
+
+    def _op_writable(self, paths, flags):
+        return self._btrfs(["property", "set"] + flags + ["-ts", paths[0], "ro", "false"])[0]
+
+
+def filter_listing(text, root_in_fs):
+    """Pure: keep the `btrfs subvolume list` lines of subvolumes at or below `root_in_fs` (the
+    root's path from the filesystem's top level), so a host never learns another's UUIDs."""
+    kept = []
+    for line in text.splitlines():
+        if not line.startswith("ID "):
+            continue
+        path = line.partition(" path ")[2]
+        if path.startswith("<FS_TREE>/"):
+            path = path[len("<FS_TREE>/"):]
+        path = path.strip("/")
+        if not root_in_fs or path == root_in_fs or path.startswith(root_in_fs + "/"):
+            kept.append(line)
+    return "".join(line + "\n" for line in kept)
+
+
+def main(root, btrfs_path="btrfs", environ=None):
+    """`btrfs-backup serve --root DIR`: the forced command of a source host's key."""
+    environ = os.environ if environ is None else environ
+    try:
+        server = Server(root, btrfs_path)
+    except Refused as err:
+        sys.stderr.write("btrfs-backup serve: %s\n" % err)
+        return 2
+    return server.serve(environ.get("SSH_ORIGINAL_COMMAND", ""))

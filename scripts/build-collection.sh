@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Build the collection tarball the way a user does from a clean clone: `ansible-galaxy
+# collection build` over the files git knows (tracked, plus new files not ignored), so local
+# clutter (.venv, caches, test output) never ends up in it. Prints the tarball's path.
+#   scripts/build-collection.sh OUTPUT_DIR
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out="$(mkdir -p "${1:?usage: build-collection.sh OUTPUT_DIR}" && cd "$1" && pwd)"
+galaxy="${ANSIBLE_GALAXY:-ansible-galaxy}"
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+# --ignore-failed-read: a tracked file deleted in the work tree is simply left out.
+git ls-files -z --cached --others --exclude-standard \
+    | tar --create --null --ignore-failed-read --files-from=- 2>/dev/null \
+    | tar --extract --directory "$stage"
+"$galaxy" collection build --force --output-path "$out" "$stage" >/dev/null
+ls -t "$out"/btrfs-backup-*.tar.gz | head -n 1
