@@ -4,9 +4,6 @@ import os
 import posixpath
 import re
 import shlex
-import shutil
-import tempfile
-import uuid
 
 from .errors import ConfigError, EndpointError
 from .runner import CommandResult
@@ -177,7 +174,7 @@ class SshEndpoint(Endpoint):
 
     def run_batch(self, runner, commands):
         """One ssh connection for all commands; each one's exit status is echoed after a marker."""
-        marker = "__btrfs_backup_%s__" % uuid.uuid4().hex
+        marker = "__btrfs_backup_%s__" % os.urandom(16).hex()
         parts = []
         for argv, privileged in commands:
             parts.append("%s; printf '\\n%s %%d\\n' $?" % (self.remote_line(argv, privileged), marker))
@@ -203,6 +200,7 @@ class SshConnections(object):
             return endpoint
         endpoint.bulk_ciphers = endpoint.configured_ciphers(self.runner) == OPENSSH_DEFAULT_CIPHERS
         if self._dir is None:
+            import tempfile  # only runs with ssh endpoints pay for it
             self._dir = tempfile.mkdtemp(prefix="btrfs-backup-ssh-")
         # %C is a hash of host, port and user: short enough for a socket path.
         endpoint.control_path = os.path.join(self._dir, "%C")
@@ -213,6 +211,7 @@ class SshConnections(object):
         for endpoint in self._endpoints:
             self.runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
         if self._dir is not None:
+            import shutil
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
         self._endpoints = []

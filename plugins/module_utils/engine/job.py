@@ -4,7 +4,6 @@ import datetime
 import logging
 import os
 import posixpath
-import shutil
 import sys
 import time
 
@@ -451,6 +450,7 @@ class _Job(object):
         send = self.source.command(btrfs.send_argv(snapshot.path, parent.path if parent else None, debug))
         stages = [Stage("btrfs send" if isinstance(self.source, LocalEndpoint) else
                         "btrfs send on %s" % self.source.host, send)]
+        import shutil  # transfers only
         if self.config.progress and shutil.which("pv") and sys.stderr.isatty():
             stages.append(Stage("pv", ["pv"], capture_stderr=False))
         if isinstance(dest, ShellEndpoint):

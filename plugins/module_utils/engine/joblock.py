@@ -1,9 +1,7 @@
 """One run at a time per job: an flock(2) held for the whole run (invariant 5)."""
 
 import fcntl
-import hashlib
 import os
-import tempfile
 
 from .errors import BackupError, JobBusyError
 
@@ -12,6 +10,8 @@ JOB_LOCK_NAME = ".btrfs-backup.lock"
 
 def lock_path_for_remote(source_id, folder):
     """A local lock file for a job whose snapshot folder is on another host (pull mode)."""
+    import hashlib  # pull jobs only; every run pays for module-level imports
+    import tempfile
     base = "/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()
     digest = hashlib.sha256(("%s\0%s" % (source_id, folder)).encode("utf-8")).hexdigest()[:16]
     return os.path.join(base, "btrfs-backup-%s.lock" % digest)

@@ -1,10 +1,12 @@
 """Learn every subvolume in a folder with one listing round per endpoint (never a process per snapshot)."""
 
 import collections
+import os
 import posixpath
 
 from . import btrfs
 from .errors import EndpointError, MissingPathError
+from .subvol_info import is_subvolume_root, subvolume_info
 
 
 class Subvolume(collections.namedtuple(
@@ -92,6 +94,39 @@ def build_listing(folder, extra_paths, results):
 def list_folder(endpoint, runner, folder=None, extra_paths=()):
     """Run one listing round at `endpoint` for `folder` (default: the endpoint's path)."""
     folder = folder or endpoint.path
-    commands = listing_commands(folder, extra_paths)
-    results = endpoint.run_batch(runner, commands)
+    if endpoint.kind == "local":
+        try:
+            return list_folder_here(folder, extra_paths)
+        except OSError:
+            pass  # the kernel cannot answer (older than 4.18): ask btrfs, as for remote hosts
+    results = endpoint.run_batch(runner, listing_commands(folder, extra_paths))
     return build_listing(folder, extra_paths, results)
+
+
+def list_folder_here(folder, extra_paths=()):
+    """The same listing on this machine from the kernel: no process at all (see subvol_info)."""
+    wanted = [folder] + list(extra_paths)
+    missing = [path for path in wanted if not os.path.exists(path)]
+    if missing:
+        raise MissingPathError(missing)
+    with open("/proc/self/mountinfo") as handle:
+        mounts = btrfs.parse_mountinfo(handle.read())
+    sources = set()
+    for path in wanted:
+        mount = btrfs.mount_of(mounts, os.path.realpath(path))
+        if mount is None or mount.fstype != "btrfs":
+            raise EndpointError("%s is not on a btrfs filesystem (it is on %s)" % (
+                path, mount.fstype if mount else "an unknown filesystem"))
+        sources.add(mount.source)
+    if len(sources) > 1:
+        raise EndpointError("%s must be on the same btrfs filesystem" % " and ".join(wanted))
+    children = {}
+    for entry in os.scandir(folder):
+        path = posixpath.join(folder, entry.name)
+        if not entry.is_dir(follow_symlinks=False) or not is_subvolume_root(path):
+            continue
+        sub_id, sub_uuid, parent_uuid, received_uuid, readonly = subvolume_info(path)
+        children[entry.name] = Subvolume(entry.name, path, sub_id, sub_uuid, parent_uuid,
+                                         received_uuid, readonly)
+    subvolume_paths = {path for path in wanted if is_subvolume_root(path)}
+    return FolderListing(folder, children, subvolume_paths)

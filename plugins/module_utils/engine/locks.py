@@ -2,7 +2,6 @@
 
 import json
 import os
-import tempfile
 
 from .errors import LockFileError
 
@@ -125,6 +124,7 @@ class LocalLockStore(object):
         text = serialize_locks(table.locks)
         folder = os.path.dirname(self.path)
         try:
+            import tempfile  # only runs that change locks need it
             fd, tmp = tempfile.mkstemp(prefix=LOCK_FILE_NAME + ".", dir=folder)
         except OSError as err:
             raise LockFileError("cannot write %s: %s" % (self.path, err.strerror))

@@ -44,11 +44,13 @@ def parse_time(prefix, name):
     """The datetime encoded in `name` if it is `<prefix><timestamp>`, else None."""
     if not name.startswith(prefix):
         return None
-    match = _TIMESTAMP_RE.match(name[len(prefix):])
-    if not match:
+    stamp = name[len(prefix):]
+    if not _TIMESTAMP_RE.match(stamp):
         return None
     try:
-        return datetime.datetime.strptime(match.group(1), TIMESTAMP_FORMAT)
+        # Slicing instead of strptime: runs see hundreds of names, strptime is slow.
+        return datetime.datetime(int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]),
+                                 int(stamp[9:11]), int(stamp[11:13]), int(stamp[13:15]))
     except ValueError:
         return None
 

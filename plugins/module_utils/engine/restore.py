@@ -61,9 +61,13 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
         result = {"changed": False, "backup": backup.path, "source": origin.id,
                   "snapshot": backup.name, "target": target, "writable": writable,
                   "moved_aside": None, "plan": []}
-        del at_target  # listed for its checks: the folder exists and is on btrfs
+        present = at_target.children.get(posixpath.basename(target))
         existing = _exists(here, runner, target)
-        if existing and restored_from(target) == marker(backup, writable):
+        # A read-only restore is the backup as received (its received_uuid says which one); a
+        # writable one loses the received_uuid, so it carries the origin marker instead.
+        same = present is not None and present.complete and \
+            present.received_uuid == backup.received_uuid
+        if existing and (same if not writable else restored_from(target) == marker(backup, writable)):
             return result  # this backup was restored there already, in this mode: nothing to do
         if existing:
             if not force:
@@ -88,12 +92,12 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
                                      "rename %s aside" % target)
             staged = posixpath.join(staging, backup.name)
             argv = btrfs.snapshot_argv(staged, target)
-            argv.remove("-r")  # writable first, to record where it came from
+            if writable:
+                argv.remove("-r")
+            # A read-only snapshot of the received copy keeps its received_uuid.
             actions.run_or_raise(here, runner, argv, "create %s" % target)
-            _record_origin(target, marker(backup, writable))
-            if not writable:
-                actions.run_or_raise(here, runner, btrfs.set_readonly_argv(target),
-                                     "make %s read-only" % target)
+            if writable:
+                _record_origin(target, marker(backup, writable))
         finally:
             _remove_staging(here, runner, staging)
         restored = list_folder(here, runner).children.get(posixpath.basename(target))
