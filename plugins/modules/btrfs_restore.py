@@ -19,8 +19,9 @@ description:
   - A failed restore leaves neither the staging folder nor a partial subvolume behind.
   - An existing O(target) is never overwritten. With O(force=true) it is renamed aside to
     C(TARGET.before-restore-YYYYMMDD-HHMMSS); nothing is deleted.
-  - The restored subvolume records which backup it came from (extended attribute
-    C(user.btrfs-backup.restored-from)), so running the task again changes nothing.
+  - Running the task again changes nothing. A read-only restore is recognised by its C(received_uuid),
+    which it keeps. A writable one records the backup it came from in the extended attribute
+    C(user.btrfs-backup.restored-from).
 author:
   - btrfs.backup maintainers (!UNKNOWN)
 options:

@@ -317,3 +317,19 @@ def assert_restores(backup_path, original, into):
     """Restoring `backup_path` into the filesystem `into` gives back exactly the tree `original`."""
     assert_same_tree(original, restore(backup_path, into))
 
+
+
+# -- the restore and verify subcommands --------------------------------------------------------
+
+
+def run_subcommand(command: str, *args, env: Optional[dict] = None, timeout: float = 180) -> CliRun:
+    """`btrfs-backup COMMAND --json ARGS...` (restore, verify): exit status, result, stderr."""
+    proc = run_raw(command, "--json", *args, env=env, timeout=timeout)
+    result = None
+    if proc.stdout.strip():
+        try:
+            result = json.loads(proc.stdout)
+        except ValueError:
+            raise AssertionError("--json printed something that is not JSON:\n%s\n--- stderr ---\n%s"
+                                 % (proc.stdout[:3000], proc.stderr))
+    return CliRun(proc.returncode, result, proc.stderr)
