@@ -24,6 +24,8 @@ class ModuleCommandRunner(object):
     starts those processes itself (argv lists, never a shell).
     """
 
+    kernel_listing = True  # the real machine, as with the engine's runner
+
     def __init__(self, module):
         self.module = module
 

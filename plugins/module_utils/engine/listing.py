@@ -94,7 +94,7 @@ def build_listing(folder, extra_paths, results):
 def list_folder(endpoint, runner, folder=None, extra_paths=()):
     """Run one listing round at `endpoint` for `folder` (default: the endpoint's path)."""
     folder = folder or endpoint.path
-    if endpoint.kind == "local":
+    if endpoint.kind == "local" and getattr(runner, "kernel_listing", False):
         try:
             return list_folder_here(folder, extra_paths)
         except OSError:

@@ -29,6 +29,10 @@ class CommandResult(object):
 class CommandRunner(object):
     """Runs argv lists (never through a shell); `popen` is used for streaming pipelines."""
 
+    # This runner stands for the real machine, so local listings may ask its kernel directly
+    # (listing.list_folder); a fake runner leaves this out and is asked through commands.
+    kernel_listing = True
+
     def __init__(self, timeout=None):
         self.timeout = timeout
 
