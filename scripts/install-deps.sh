@@ -3,7 +3,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(btrfs-progs openssh-server openssh-client pv zstd mbuffer btrbk
+# sudo: the --ssh-sudo tests; btrbk and strace: the benchmarks (btrbk is compared, strace counts processes).
+APT_PACKAGES=(btrfs-progs openssh-server openssh-client pv zstd mbuffer sudo btrbk strace
               python3 python3-venv python3-pip util-linux coreutils)
 
 missing=()
@@ -24,7 +25,9 @@ mkdir -p /run/sshd
 if [ ! -x .venv/bin/python ] || ! cmp -s requirements-test.txt .venv/.requirements; then
     echo "install-deps: creating .venv from requirements-test.txt"
     python3 -m venv .venv
-    .venv/bin/python -m pip install -q --upgrade pip
-    .venv/bin/python -m pip install -q -r requirements-test.txt
+    # A pip configured with find-links folders that do not exist warns once per package: drop that noise.
+    quiet_pip() { .venv/bin/python -m pip "$@" 2> >(grep -v "^WARNING: Location 'file:" >&2); }
+    quiet_pip install -q --upgrade pip
+    quiet_pip install -q -r requirements-test.txt
     cp requirements-test.txt .venv/.requirements
 fi

@@ -6,7 +6,6 @@ so a test can check with `btrfs` directly what arrived on the "remote" side.
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import pytest
@@ -99,7 +98,6 @@ def test_ssh_source_to_ssh_destination(src, dst, sshd, sshd2, restore_fs):
     assert_restores(dest / two, snaps / two, restore_fs)
 
 
-@pytest.mark.skipif(shutil.which("sudo") is None, reason="sudo is not installed")
 def test_ssh_sudo_runs_btrfs_through_sudo(src, dst, sshd, restore_fs):
     dest, snaps = dst / "backups", src / "snapshot"
     url = sshd.url(dest)

@@ -6,6 +6,8 @@ the same source and destination.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from cli_helpers import (
@@ -27,7 +29,9 @@ from cli_helpers import (
 )
 from support.trees import MiB, modify_tree, write_mixed_tree
 
-pytestmark = pytest.mark.skipif(not OLD_CLI.exists(), reason="btrfs-backup 0.3.1 is not in .venv")
+# Outside CI a checkout without .venv's btrfs-backup 0.3.1 skips these; in CI they run and fail loudly.
+pytestmark = pytest.mark.skipif(not OLD_CLI.exists() and not os.environ.get("CI"),
+                                reason="btrfs-backup 0.3.1 is not in .venv")
 
 
 @pytest.fixture
