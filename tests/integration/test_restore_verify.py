@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
+import shutil
 import signal
 
 import pytest
@@ -153,6 +155,40 @@ def test_restore_force_renames_the_existing_target_aside(src, backups, target_fs
     assert_same_tree(src / "snapshot" / one, aside)
     assert_same_tree(src / "snapshot" / two, target)
     assert_nothing_left(target_fs, ["home", os.path.basename(aside)])
+
+
+def failing_snapshot_env(workdir, target):
+    """PATH with a stand-in `btrfs` that refuses `btrfs subvolume snapshot ... TARGET` (as a
+    full or read-only-remounted filesystem would) and runs the real btrfs for everything else."""
+    bindir = workdir / "failing-snapshot-bin"
+    bindir.mkdir()
+    (bindir / "btrfs").write_text(
+        "#!/bin/sh\n"
+        'for last; do :; done\n'
+        'if [ "$1 $2" = "subvolume snapshot" ] && [ "$last" = %s ]; then\n'
+        '    echo "ERROR: cannot snapshot: No space left on device" >&2\n'
+        "    exit 1\n"
+        "fi\n"
+        'exec %s "$@"\n' % (shlex.quote(str(target)), shlex.quote(shutil.which("btrfs"))))
+    (bindir / "btrfs").chmod(0o755)
+    return {"PATH": "%s:%s" % (bindir, os.environ["PATH"])}
+
+
+def test_restore_force_puts_the_old_target_back_when_the_new_one_cannot_be_made(
+        src, backups, target_fs, tmp_path):
+    folder, (one, two) = backups
+    target = target_fs / "home"
+    target.mkdir()
+    (target / "precious.txt").write_text("do not lose\n")
+    before = checksum_tree(target)
+
+    done = restore("--force", folder, target, env=failing_snapshot_env(tmp_path, target))
+
+    assert done.code == 1, done.explain()
+    assert "No space left on device" in done.stderr and "%s is unchanged" % target in done.stderr, done.stderr
+    assert checksum_tree(target) == before
+    assert_nothing_left(target_fs)
+    assert sorted(os.listdir(target_fs)) == ["home"]
 
 
 def test_restore_check_mode_changes_nothing(src, backups, target_fs):

@@ -95,7 +95,12 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
             if writable:
                 argv.remove("-r")
             # A read-only snapshot of the received copy keeps its received_uuid.
-            actions.run_or_raise(here, runner, argv, "create %s" % target)
+            try:
+                actions.run_or_raise(here, runner, argv, "create %s" % target)
+            except BackupError as err:
+                if existing:
+                    raise _put_back(here, runner, aside, target, err)
+                raise
             if writable:
                 _record_origin(target, marker(backup, writable))
         finally:
@@ -125,6 +130,16 @@ def _record_origin(target, value):
         os.setxattr(target, ORIGIN_XATTR, value.encode("utf-8"))
     except OSError:
         pass  # only idempotence on reruns is lost; the restore itself is complete
+
+
+def _put_back(here, runner, aside, target, err):
+    """After the new target could not be made: the old one goes back under its name.
+    Returns the error to raise, which says where the old target is if that failed too."""
+    back = runner.run(here.command(["mv", "-T", "--", aside, target]))
+    if back.ok:
+        return BackupError("%s; %s is unchanged" % (err, target))
+    return BackupError("%s; the earlier %s is kept at %s (moving it back failed: %s)" % (
+        err, target, aside, (back.stderr.strip().splitlines() or ["mv failed"])[-1]))
 
 
 def _exists(endpoint, runner, path):
