@@ -160,3 +160,14 @@ def test_unparsable_btrfs_list_is_an_endpoint_error():
         build_listing("/mnt/pool/backup", [],
                       _results(["/mnt/pool/backup"], all_list="ID 5 gen oops path x\n"))
     assert "unexpected 'btrfs subvolume list' line" in str(err.value)
+
+
+@pytest.mark.parametrize("raw, text", [
+    (bytes(16), None),  # the kernel's "no uuid" (no parent, never received)
+    (bytes.fromhex("21c882a48187a44e832d9bba2d371c27"), U_DATA),
+    (bytes.fromhex("ffffffffffffffffffffffffffffffff"), "ffffffff-ffff-ffff-ffff-ffffffffffff"),
+    (bytearray.fromhex("00000000000000000000000000000001"), "00000000-0000-0000-0000-000000000001"),
+])
+def test_kernel_uuids_read_as_btrfs_prints_them(raw, text):
+    from engine.subvol_info import _uuid
+    assert _uuid(raw) == text

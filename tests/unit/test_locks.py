@@ -134,16 +134,17 @@ def test_missing_lock_file_reads_as_empty(tmp_path):
     assert LocalLockStore(str(tmp_path)).read().as_dict() == {}
 
 
-def test_write_is_atomic_and_leaves_no_temp_files(tmp_path):
+@pytest.mark.parametrize("durable", [True, False], ids=["durable", "not waiting for the disk"])
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path, durable):
     store = LocalLockStore(str(tmp_path))
     table = _table()
-    store.write(table)
-    store.write(table)  # replacing an existing file works the same
+    store.write(table, durable)
+    store.write(table, durable)  # replacing an existing file works the same
     assert os.listdir(str(tmp_path)) == [LOCK_FILE_NAME]
     lock_file = tmp_path / LOCK_FILE_NAME
     assert parse_locks(lock_file.read_text()) == {k: v for k, v in table.locks.items()}
     assert LocalLockStore(str(tmp_path)).read().as_dict() == table.as_dict()
-    # Readable like the file btrfs-backup 0.3 wrote (mkstemp alone would make it 0600).
+    # Readable like the file btrfs-backup 0.3 wrote, whatever the umask.
     assert stat.S_IMODE(lock_file.stat().st_mode) == 0o644
 
 

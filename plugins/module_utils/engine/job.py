@@ -11,7 +11,7 @@ from . import actions, btrfs, names
 from .endpoints import LocalEndpoint, ShellEndpoint, SshConnections, check_path, parse_location
 from .errors import BackupError, ConfigError, EndpointError, MissingPathError, TransferError
 from .joblock import JOB_LOCK_NAME, JobLock, lock_path_for_remote
-from .listing import Subvolume, list_folder
+from .listing import Subvolume, find_subvolume, list_folder
 from .locks import LocalLockStore, LockTable, RemoteLockStore
 from .pipeline import Stage, run_pipeline
 from .planning import counterpart, describe_foreign, plan_destination, present_backups
@@ -262,8 +262,7 @@ class _Job(object):
         LOG.info("snapshot %s -> %s", self.source.path, path)
         actions.take_snapshot(self.source, self.runner, self.source.path, path)
         self.result.changed = True
-        fresh = list_folder(self.source, self.runner, self.p.folder)
-        created = fresh.children.get(name)
+        created = find_subvolume(self.source, self.runner, self.p.folder, name)
         if created is None or not created.readonly:
             raise BackupError("snapshot %s was not created read-only" % path)
         self.result.snapshot = {"name": name, "path": path, "uuid": created.uuid}
@@ -440,7 +439,7 @@ class _Job(object):
         self.locks.discard(snapshot.name, dest.id_aliases)
         if parent is not None:
             self.locks.discard(parent.name, dest.id_aliases, "parent_locks")
-        self._save_locks()
+        self._save_locks(durable=False)  # the backup is verified: losing this write is harmless
         LOG.info("%s: %s arrived (%s bytes in %.1fs)", dest.id, snapshot.name,
                  record["bytes"], record["seconds"])
         return backup
@@ -450,9 +449,10 @@ class _Job(object):
         send = self.source.command(btrfs.send_argv(snapshot.path, parent.path if parent else None, debug))
         stages = [Stage("btrfs send" if isinstance(self.source, LocalEndpoint) else
                         "btrfs send on %s" % self.source.host, send)]
-        import shutil  # transfers only
-        if self.config.progress and shutil.which("pv") and sys.stderr.isatty():
-            stages.append(Stage("pv", ["pv"], capture_stderr=False))
+        if self.config.progress and sys.stderr.isatty():
+            import shutil  # only here: start-up time of every run
+            if shutil.which("pv"):
+                stages.append(Stage("pv", ["pv"], capture_stderr=False))
         if isinstance(dest, ShellEndpoint):
             stages.append(Stage("shell command %r" % dest.shell_command, dest.receive_argv()))
         else:
@@ -463,8 +463,7 @@ class _Job(object):
 
     def _verify(self, dest, snapshot):
         """Invariant 2: the received subvolume must be read-only with received_uuid = snapshot uuid."""
-        listing = list_folder(dest, self.runner)
-        backup = listing.children.get(snapshot.name)
+        backup = find_subvolume(dest, self.runner, dest.path, snapshot.name)
         if backup is None:
             raise TransferError("%s did not appear at %s after the receive" % (snapshot.name, dest.id))
         if not backup.complete or backup.received_uuid != snapshot.uuid:
@@ -582,9 +581,9 @@ class _Job(object):
         actions.delete_subvolumes(endpoint, self.runner, paths, folder,
                                   convert_rw=self.config.convert_rw, sync=self.config.sync)
 
-    def _save_locks(self):
+    def _save_locks(self, durable=True):
         if not self.check:
-            self.store.write(self.locks)
+            self.store.write(self.locks, durable)
 
 
 def _not_subvolume(path):

@@ -3,10 +3,11 @@
 import collections
 import os
 import posixpath
+import stat
 
 from . import btrfs
 from .errors import EndpointError, MissingPathError
-from .subvol_info import is_subvolume_root, subvolume_info
+from .subvol_info import SUBVOLUME_ROOT_INODE, is_subvolume_root, subvolume_info
 
 
 class Subvolume(collections.namedtuple(
@@ -101,6 +102,23 @@ def list_folder(endpoint, runner, folder=None, extra_paths=()):
             pass  # the kernel cannot answer (older than 4.18): ask btrfs, as for remote hosts
     results = endpoint.run_batch(runner, listing_commands(folder, extra_paths))
     return build_listing(folder, extra_paths, results)
+
+
+def find_subvolume(endpoint, runner, folder, name):
+    """The subvolume `name` directly inside `folder`, or None. Locally that is one ioctl, not a
+    listing of the whole folder (which may hold hundreds of snapshots); elsewhere one listing round."""
+    if endpoint.kind == "local" and getattr(runner, "kernel_listing", False):
+        path = posixpath.join(folder, name)
+        try:
+            st = os.lstat(path)
+            if not stat.S_ISDIR(st.st_mode) or st.st_ino != SUBVOLUME_ROOT_INODE:
+                return None
+            return Subvolume(name, path, *subvolume_info(path))
+        except FileNotFoundError:
+            return None
+        except OSError:
+            pass  # the kernel cannot answer: list the folder as below
+    return list_folder(endpoint, runner, folder).children.get(name)
 
 
 def list_folder_here(folder, extra_paths=()):

@@ -120,26 +120,31 @@ class LocalLockStore(object):
             raise LockFileError("cannot read %s: %s" % (self.path, err.strerror))
         return LockTable(parse_locks(text, self.path))
 
-    def write(self, table):
+    def write(self, table, durable=True):
+        """Replace the file atomically (temp file + rename). `durable` also waits until the new
+        content is on disk: a lock must survive a crash, while a lost removal only makes the
+        next run check once more that the backup is complete."""
         text = serialize_locks(table.locks)
         folder = os.path.dirname(self.path)
+        tmp = os.path.join(folder, "%s.%d.%s" % (LOCK_FILE_NAME, os.getpid(), os.urandom(4).hex()))
         try:
-            import tempfile  # only runs that change locks need it
-            fd, tmp = tempfile.mkstemp(prefix=LOCK_FILE_NAME + ".", dir=folder)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as err:
             raise LockFileError("cannot write %s: %s" % (self.path, err.strerror))
         try:
             with os.fdopen(fd, "w") as handle:
                 handle.write(text)
                 handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(tmp, 0o644)
+                if durable:
+                    os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)  # whatever the umask
             os.replace(tmp, self.path)
-            dir_fd = os.open(folder, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            if durable:
+                dir_fd = os.open(folder, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
         except OSError as err:
             if os.path.exists(tmp):
                 os.unlink(tmp)
@@ -164,9 +169,10 @@ class RemoteLockStore(object):
             raise LockFileError("cannot read %s: %s" % (self.label, content.stderr.strip()))
         return LockTable(parse_locks(content.stdout, self.label))
 
-    def write(self, table):
+    def write(self, table, durable=True):
         tmp = self.path + ".tmp"
-        script = 'cat > "$1" && { sync -- "$1" 2>/dev/null; mv -f -- "$1" "$2"; }'
+        sync = 'sync -- "$1" 2>/dev/null; ' if durable else ""
+        script = 'cat > "$1" && { %smv -f -- "$1" "$2"; }' % sync
         argv = self.endpoint.command(["sh", "-c", script, "sh", tmp, self.path])
         result = self.runner.run(argv, input_text=serialize_locks(table.locks))
         if not result.ok:

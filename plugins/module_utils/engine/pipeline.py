@@ -2,8 +2,6 @@
 
 import os
 import signal
-import subprocess
-import tempfile
 import time
 
 from .errors import TransferError
@@ -22,6 +20,14 @@ class PipelineResult(object):
     def __init__(self, bytes_sent, seconds):
         self.bytes_sent = bytes_sent
         self.seconds = seconds
+
+
+def _stderr_log():
+    """A nameless in-memory file for one stage's stderr (read back when the stage has ended)."""
+    if hasattr(os, "memfd_create"):
+        return os.fdopen(os.memfd_create("btrfs-backup-stderr", os.MFD_CLOEXEC), "w+b")
+    import tempfile  # no memfd (not Linux): an unlinked temp file does the same
+    return tempfile.TemporaryFile()
 
 
 def _written_bytes(pid):
@@ -56,13 +62,15 @@ def run_pipeline(runner, stages):
     Raises TransferError naming the failing stage(s) with their stderr; on any exception
     (including KeyboardInterrupt/SIGTERM) every stage still running is stopped.
     """
+    import subprocess  # here, not at the top: runs with nothing to send never need it (start-up time)
+
     procs, logs = [], []
     started = time.monotonic()
     try:
         previous_stdout = subprocess.DEVNULL
         for index, stage in enumerate(stages):
             last = index == len(stages) - 1
-            log = tempfile.TemporaryFile() if stage.capture_stderr else None
+            log = _stderr_log() if stage.capture_stderr else None
             logs.append(log)
             try:
                 proc = runner.popen(
@@ -112,6 +120,8 @@ def _describe_failure(failed):
 
 
 def _stop(procs):
+    import subprocess
+
     for proc in procs:
         if proc.poll() is None:
             try:

@@ -2,7 +2,6 @@
 
 import logging
 import os
-import subprocess
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -37,6 +36,8 @@ class CommandRunner(object):
         self.timeout = timeout
 
     def run(self, argv, input_text=None):
+        import subprocess  # here: a run with nothing to do starts no process (start-up time)
+
         LOG.debug("running: %s", argv)
         try:
             proc = subprocess.run(
@@ -56,5 +57,7 @@ class CommandRunner(object):
         return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
 
     def popen(self, argv, stdin=None, stdout=None, stderr=None):
+        import subprocess
+
         LOG.debug("starting: %s", argv)
         return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=_ENV)
