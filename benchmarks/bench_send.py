@@ -42,6 +42,7 @@ import collections
 import contextlib
 import ctypes
 import datetime
+import json
 import os
 import platform
 import re
@@ -228,9 +229,10 @@ class Gate:
 
 
 def timed(stages: Sequence[Sequence[str]], env: Optional[dict] = None, label: str = "",
-          gate: bool = False) -> Measurement:
+          gate: bool = False, stdout=None) -> Measurement:
     """Run `stage1 | stage2 | ...` (no shell), wait for all, return wall and CPU time; raise on failure.
-    With `gate`, first wait for a quiet machine (see Gate)."""
+    With `gate`, first wait for a quiet machine (see Gate). The last stage writes to `stdout`
+    (an open file) if given, else nowhere."""
     stages = [[os.fspath(a) for a in argv] for argv in stages]
     if gate:
         Gate.wait(label)
@@ -246,7 +248,7 @@ def timed(stages: Sequence[Sequence[str]], env: Optional[dict] = None, label: st
             proc = subprocess.Popen(
                 argv,
                 stdin=procs[-1].stdout if procs else subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL if last else subprocess.PIPE,
+                stdout=(stdout or subprocess.DEVNULL) if last else subprocess.PIPE,
                 stderr=logs[i],
                 env=env,
                 start_new_session=True,
@@ -399,6 +401,9 @@ class Bench:
         self.chain_last: Dict[str, str] = {}  # chain key -> UUID of its newest backup at the destination
         self.info: List[str] = []
         self.diagnosis: List[str] = []
+        # Full sends of ours: wall time outside its send | receive pipeline (start-up, listing,
+        # locks, verification), from the pipeline time in its --json result.
+        self.own_time: Dict[str, List[float]] = collections.defaultdict(list)
 
     # -- setup ----------------------------------------------------------------------------------
 
@@ -648,7 +653,9 @@ class Bench:
             receive = self._ssh_argv("btrfs", "receive", folder, flags=flags) if remote else ["btrfs", "receive", folder]
             stages, env = [["btrfs", "send", "-q", snap], receive], None
         elif tool == "ours":
-            stages = [self._ours("-S", "-P", "-q", "-f", snap.parent, *self._ssh_opt_args(remote), self.data, dest)]
+            # --json: its result says how long the send | receive pipeline took inside the run.
+            stages = [self._ours("-S", "-P", "-q", "--json", "-f", snap.parent, *self._ssh_opt_args(remote),
+                                 self.data, dest)]
             env = self.py_env
         elif tool == "0.3.1":
             stages = [[OLD_SCRIPT, "-S", "-q", "-f", snap.parent, *self._ssh_opt_args(remote), self.data, dest]]
@@ -661,7 +668,13 @@ class Bench:
                                       extra=["incremental no"])
             stages, env = [[BTRBK, "-q", "-c", conf, "resume"]], self.btrbk_env
         syncfs(self.src, fs)
-        m = timed([list(wrap) + stages[0]] + stages[1:], env=env, label="%s %s" % (scenario, tool), gate=not wrap)
+        with tempfile.TemporaryFile() as out:
+            m = timed([list(wrap) + stages[0]] + stages[1:], env=env, label="%s %s" % (scenario, tool),
+                      gate=not wrap, stdout=out)
+            if tool == "ours":
+                out.seek(0)
+                transfers = json.loads(out.read().decode())["destinations"][0]["transfers"]
+                self.own_time[scenario].append(m.seconds - transfers[0]["seconds"])
         # Check: exactly the snapshot arrived, complete and in full (a full receive has no parent).
         got = subvolumes_in(folder)
         if got != [snap.name]:
@@ -925,6 +938,17 @@ class Bench:
                          "Environment): %s / %s s; ours / raw-gcm = %.3f; raw-gcm / raw = %.3f." % (
                              GCM, fmt_s(med_ref), fmt_s(min(m.seconds for m in ref)), med_ours / med_ref,
                              med_ref / statistics.median(m.seconds for m in self.results["full-ssh"]["raw"])))
+        for scenario in ("full-local", "full-ssh"):
+            own = self.own_time.get(scenario)
+            if own:
+                whole = statistics.median(m.seconds for m in self.results[scenario]["ours"])
+                lines.append("")
+                lines.append("Ours outside the send | receive pipeline, %s (its own start-up, listing, locks and "
+                             "verification; wall time minus the pipeline time in its --json result): median %.3f s, "
+                             "max %.3f s, %.1f%% of its median run. The rest is the same pipeline raw runs%s." % (
+                                 scenario, statistics.median(own), max(own), 100 * statistics.median(own) / whole,
+                                 " (over ssh this part also opens the connection, which raw does inside its pipeline)"
+                                 if scenario == "full-ssh" else ""))
         for scenario, base in (("full-local", "raw"), ("full-ssh", "raw"), ("full-ssh", "raw-gcm")):
             pairs = list(zip(self.results[scenario].get(base, []), self.results[scenario]["ours"]))
             if len(pairs) > 1:
