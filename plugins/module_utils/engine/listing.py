@@ -3,11 +3,10 @@
 import collections
 import os
 import posixpath
-import stat
 
 from . import btrfs
 from .errors import EndpointError, MissingPathError
-from .subvol_info import SUBVOLUME_ROOT_INODE, is_subvolume_root, subvolume_info
+from .subvol_info import is_subvolume_root, subvolume_info
 
 
 class Subvolume(collections.namedtuple(
@@ -95,7 +94,7 @@ def build_listing(folder, extra_paths, results):
 def list_folder(endpoint, runner, folder=None, extra_paths=()):
     """Run one listing round at `endpoint` for `folder` (default: the endpoint's path)."""
     folder = folder or endpoint.path
-    if endpoint.kind == "local" and getattr(runner, "kernel_listing", False):
+    if _kernel_can_answer(endpoint, runner):
         try:
             return list_folder_here(folder, extra_paths)
         except OSError:
@@ -107,18 +106,20 @@ def list_folder(endpoint, runner, folder=None, extra_paths=()):
 def find_subvolume(endpoint, runner, folder, name):
     """The subvolume `name` directly inside `folder`, or None. Locally that is one ioctl, not a
     listing of the whole folder (which may hold hundreds of snapshots); elsewhere one listing round."""
-    if endpoint.kind == "local" and getattr(runner, "kernel_listing", False):
+    if _kernel_can_answer(endpoint, runner):
         path = posixpath.join(folder, name)
+        if not is_subvolume_root(path):
+            return None  # missing, or a plain folder or file
         try:
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode) or st.st_ino != SUBVOLUME_ROOT_INODE:
-                return None
             return Subvolume(name, path, *subvolume_info(path))
-        except FileNotFoundError:
-            return None
         except OSError:
             pass  # the kernel cannot answer: list the folder as below
     return list_folder(endpoint, runner, folder).children.get(name)
+
+
+def _kernel_can_answer(endpoint, runner):
+    """Local facts may come straight from this machine's kernel, unless the runner is a fake."""
+    return endpoint.kind == "local" and getattr(runner, "kernel_listing", False)
 
 
 def list_folder_here(folder, extra_paths=()):
