@@ -58,7 +58,11 @@ def run_raw(*args, env: Optional[dict] = None, timeout: float = 180, program: Pa
 
 def run_cli(*args, env: Optional[dict] = None, timeout: float = 180, cwd=None) -> CliRun:
     """`btrfs-backup --json ARGS...`: (exit status, parsed result, stderr)."""
-    proc = run_raw("--json", *args, env=env, timeout=timeout, cwd=cwd)
+    return _parsed(run_raw("--json", *args, env=env, timeout=timeout, cwd=cwd))
+
+
+def _parsed(proc: subprocess.CompletedProcess) -> CliRun:
+    """A --json run as CliRun; output that is not JSON fails the test, showing both streams."""
     result = None
     if proc.stdout.strip():
         try:
@@ -324,12 +328,4 @@ def assert_restores(backup_path, original, into):
 
 def run_subcommand(command: str, *args, env: Optional[dict] = None, timeout: float = 180) -> CliRun:
     """`btrfs-backup COMMAND --json ARGS...` (restore, verify): exit status, result, stderr."""
-    proc = run_raw(command, "--json", *args, env=env, timeout=timeout)
-    result = None
-    if proc.stdout.strip():
-        try:
-            result = json.loads(proc.stdout)
-        except ValueError:
-            raise AssertionError("--json printed something that is not JSON:\n%s\n--- stderr ---\n%s"
-                                 % (proc.stdout[:3000], proc.stderr))
-    return CliRun(proc.returncode, result, proc.stderr)
+    return _parsed(run_raw(command, "--json", *args, env=env, timeout=timeout))
