@@ -903,6 +903,10 @@ class Bench:
 
     # -- report -------------------------------------------------------------------------------
 
+    def _median(self, scenario, tool, field="seconds"):
+        """Median of one Measurement field over a tool's runs in a scenario."""
+        return statistics.median(getattr(m, field) for m in self.results[scenario][tool])
+
     def report(self):
         titles = {
             "full-local": "full send, local",
@@ -919,8 +923,7 @@ class Bench:
         lines.append("| scenario | raw | ours | btrfs-backup 0.3.1 | btrbk | ours/raw | 0.3.1/raw | btrbk/raw |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|---:|")
         for scenario in SCENARIOS:
-            med = {t: statistics.median(m.seconds for m in self.results[scenario][t])
-                   for t in TOOLS if self.results[scenario][t]}
+            med = {t: self._median(scenario, t) for t in TOOLS if self.results[scenario][t]}
             mins = {t: min(m.seconds for m in self.results[scenario][t]) for t in med}
             if not med:
                 continue
@@ -931,17 +934,17 @@ class Bench:
             lines.append("| %s | %s |" % (name, " | ".join(cells + ratios)))
         ref = self.results["full-ssh"].get("raw-gcm")
         if ref:
-            med_ref = statistics.median(m.seconds for m in ref)
-            med_ours = statistics.median(m.seconds for m in self.results["full-ssh"]["ours"])
+            med_ref = self._median("full-ssh", "raw-gcm")
+            med_ours = self._median("full-ssh", "ours")
             lines.append("")
             lines.append("Reference, full send over ssh: raw with `-c %s` (the cipher ours negotiates, see "
                          "Environment): %s / %s s; ours / raw-gcm = %.3f; raw-gcm / raw = %.3f." % (
                              GCM, fmt_s(med_ref), fmt_s(min(m.seconds for m in ref)), med_ours / med_ref,
-                             med_ref / statistics.median(m.seconds for m in self.results["full-ssh"]["raw"])))
+                             med_ref / self._median("full-ssh", "raw")))
         for scenario in ("full-local", "full-ssh"):
             own = self.own_time.get(scenario)
             if own:
-                whole = statistics.median(m.seconds for m in self.results[scenario]["ours"])
+                whole = self._median(scenario, "ours")
                 lines.append("")
                 lines.append("Ours outside the send | receive pipeline, %s (its own start-up, listing, locks and "
                              "verification; wall time minus the pipeline time in its --json result): median %.3f s, "
@@ -969,14 +972,12 @@ class Bench:
         lines.append("| scenario | raw | ours | btrfs-backup 0.3.1 | btrbk | MB/s raw | MB/s ours |")
         lines.append("|---|---:|---:|---:|---:|---:|---:|")
         for scenario in SCENARIOS:
-            cpu = {t: statistics.median(m.cpu for m in self.results[scenario][t])
-                   for t in TOOLS if self.results[scenario][t]}
+            cpu = {t: self._median(scenario, t, "cpu") for t in TOOLS if self.results[scenario][t]}
             if not cpu:
                 continue
             rates = ["-", "-"]
             if scenario.startswith("full"):
-                rates = ["%.0f" % (self.data_bytes / 1e6 / statistics.median(
-                    m.seconds for m in self.results[scenario][t])) for t in ("raw", "ours")]
+                rates = ["%.0f" % (self.data_bytes / 1e6 / self._median(scenario, t)) for t in ("raw", "ours")]
             lines.append("| %s | %s | %s |" % (scenario, " | ".join(
                 "%.2f" % cpu[t] if t in cpu else "-" for t in TOOLS), " | ".join(rates)))
         lines.append("")

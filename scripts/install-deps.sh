@@ -7,16 +7,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(btrfs-progs openssh-server openssh-client pv zstd mbuffer sudo btrbk strace
               python3 python3-venv python3-pip util-linux coreutils)
 
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "install-deps: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+./scripts/apt-install-missing.sh install-deps "${APT_PACKAGES[@]}"
 
 # sshd needs host keys and its privilege-separation directory; tests start their own sshd.
 ssh-keygen -A >/dev/null

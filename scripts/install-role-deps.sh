@@ -7,16 +7,7 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 
 APT_PACKAGES=(debootstrap systemd-container btrfs-progs openssh-client tar util-linux)
-missing=()
-for pkg in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-    echo "install-role-deps: installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+./scripts/apt-install-missing.sh install-role-deps "${APT_PACKAGES[@]}"
 
 if ! cmp -s requirements-role.txt .venv/.requirements-role; then
     echo "install-role-deps: installing requirements-role.txt into .venv"
