@@ -270,8 +270,19 @@ def down(state_dir):
         while _pid_alive(pid) and time.monotonic() < deadline:
             time.sleep(0.2)
         if _pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-            time.sleep(0.5)
+            # No orderly poweroff in time. Killing systemd-nspawn alone would leave the container
+            # running (its init is re-parented), and with it the mount namespace that keeps the
+            # host's btrfs and loop device busy. Killing that init ends its whole PID namespace.
+            log("%s: no poweroff after 30 s; killing the container (pid %d and its init)" % (host["name"], pid))
+            inits = _children(pid)
+            for child in inits + [pid]:
+                try:
+                    os.kill(child, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            deadline = time.monotonic() + 10
+            while any(_exists(p) for p in inits + [pid]) and time.monotonic() < deadline:
+                time.sleep(0.2)
         host.pop("pid", None)
         fleet.save()
     for host in hosts:
@@ -292,10 +303,16 @@ def down(state_dir):
         fleet.save()
     tmpfs = fleet.data.get("tmpfs")
     if tmpfs and not problems:
-        if _is_mounted(tmpfs):
+        # A loop device detached while its btrfs was still going away is released a moment later.
+        deadline = time.monotonic() + 10
+        while _is_mounted(tmpfs):
             proc = run(["umount", tmpfs], check=False)
-            if proc.returncode != 0:
+            if proc.returncode == 0:
+                break
+            if time.monotonic() > deadline:
                 problems.append("umount %s: %s" % (tmpfs, proc.stderr.strip()))
+                break
+            time.sleep(0.5)
         if not _is_mounted(tmpfs) and os.path.isdir(tmpfs):
             shutil.rmtree(tmpfs, ignore_errors=True)
     if problems:
@@ -303,6 +320,32 @@ def down(state_dir):
         raise RuntimeError("; ".join(problems))
     if os.path.exists(fleet.path):
         os.unlink(fleet.path)
+
+
+def _children(pid):
+    """PIDs whose parent is `pid` (from /proc/PID/stat)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _exists(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def _is_mounted(path):
