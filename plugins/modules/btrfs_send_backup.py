@@ -89,6 +89,14 @@ options:
       - The same time-bucket retention for the backups at each destination.
     type: str
     default: ''
+  require_destination:
+    description:
+      - Take no snapshot unless at least one destination can take it now (C(--require-destination)).
+      - By default a snapshot is taken also while every destination is unreachable (an ssh host that
+        refuses or does not answer), and sent when the destination is back; a destination that is
+        missing or not on btrfs still stops the run before anything is created.
+    type: bool
+    default: false
   locked_dests:
     description:
       - Also send to every destination that has a lock in C(.outstanding_transfers) (C(--locked-dests)),
@@ -353,6 +361,7 @@ def argument_spec():
         preserve_snapshots=dict(type="str", default=""),
         preserve_backups=dict(type="str", default=""),
         locked_dests=dict(type="bool", default=False),
+        require_destination=dict(type="bool", default=False),
         remove_locks=dict(type="bool", default=False),
         convert_rw=dict(type="bool", default=False),
         sync=dict(type="bool", default=False),
@@ -376,6 +385,7 @@ def job_config(params, check_mode):
         no_transfer=not params["transfer"],
         no_incremental=not params["incremental"],
         locked_dests=params["locked_dests"],
+        require_destination=params["require_destination"],
         remove_locks=params["remove_locks"],
         ssh_options=module_params.ssh_options(params),
         ssh_sudo=params["ssh_sudo"],

@@ -342,7 +342,8 @@ def test_ssh_options_with_shell_syntax_are_passed_to_ssh_as_one_word(world, tmp_
     bad value for ssh, never a command."""
     marker = "btrfs-backup-pwned-%s" % tmp_path.name
     before = state(world)
-    done = run_cli("--ssh-opt", "IdentityFile=/nonexistent/$(touch %s)" % marker,
+    done = run_cli("--require-destination",
+                   "--ssh-opt", "IdentityFile=/nonexistent/$(touch %s)" % marker,
                    "--ssh-opt", "BatchMode=yes", "--ssh-opt", "ConnectTimeout=5",
                    world.src, world.url("/srv/`touch %s`" % marker), cwd=tmp_path)
     assert [p for p in marker_places(tmp_path) if (p / marker).exists()] == []

@@ -31,6 +31,7 @@ from cli_helpers import (
     read_locks,
     run_cli,
     sent,
+    snapshot_names,
     ssh_args,
     subvolumes,
     wait_next_second,
@@ -49,7 +50,7 @@ from faults import (
     wait_signal_pending,
 )
 from support.btrfs_loop import pipeline, run
-from support.sshd import Sshd
+from support.sshd import Sshd, free_port
 from support.trees import write_file, write_mixed_tree
 
 #: Enough that the stream is well under way when the receiver is frozen (at 8 MiB) and broken.
@@ -370,23 +371,65 @@ def test_destination_fills_up(src, dst, restore_fs):
 #  test_an_unreachable_destination_fails_fast_and_the_local_one_still_gets_its_backup.)
 
 
-def test_a_host_that_never_answers_is_given_up_after_the_default_connect_timeout(src):
+@pytest.mark.parametrize("require_destination", [False, True])
+def test_a_host_that_never_answers_is_given_up_after_the_default_connect_timeout(
+        src, require_destination):
     """A host that accepts the TCP connection but never sends the SSH banner, with no ssh
-    option given: ConnectTimeout=20 covers the banner, the host is asked once, and since no
-    destination can take a backup, no snapshot is taken."""
+    option given: ConnectTimeout=20 covers the banner and the host is asked once. The snapshot
+    is taken all the same (an outage of the server does not stop the local restore points),
+    unless --require-destination asks for a destination that can take it now."""
     before = folder_state(src)
+    flags = ["--require-destination"] if require_destination else []
     with BlackHole(kind="silent") as hole:
         started = time.monotonic()
-        done = run_cli("--ssh-opt", "BatchMode=yes", src, hole.url("/srv/backups"), timeout=120)
+        done = run_cli(*flags, "--ssh-opt", "BatchMode=yes", src, hole.url("/srv/backups"),
+                       timeout=120)
         elapsed = time.monotonic() - started
         attempts = len(hole.accepted)
 
     assert 15 < elapsed < 40, "the run took %.1fs" % elapsed
     assert attempts == 1, "the silent host was contacted %d times" % attempts
     assert done.code == 1, done.explain()
-    assert "no snapshot taken" in done.stderr and "timed out" in done.stderr, done.stderr
-    assert hole.url("/srv/backups") in done.stderr
-    assert folder_state(src) == before and not (src / "snapshot").exists()
+    assert "timed out" in done.stderr and hole.url("/srv/backups") in done.stderr, done.stderr
+    if require_destination:
+        assert "no snapshot taken" in done.stderr, done.stderr
+        assert folder_state(src) == before and not (src / "snapshot").exists()
+    else:
+        assert "taking the snapshot anyway" in done.stderr, done.stderr
+        taken = done.result["snapshot"]["name"]
+        assert snapshot_names(src / "snapshot") == [taken]
+        assert done.result["destinations"][0]["status"] == "failed"
+
+
+def test_snapshots_taken_while_the_server_is_down_are_sent_when_it_is_back(src, dst, sshd):
+    """Invariants 1 and 4 through an outage: runs while the server refuses connections still
+    take their snapshots, source retention deletes none while it cannot see the server, and
+    the first run after the outage sends every missed snapshot, incrementally, in order."""
+    remote = dst / "backups"
+    remote.mkdir()
+    url = sshd.url(remote)
+    snaps = src / "snapshot"
+    first = ok(*ssh_args(sshd), "-N", "2", src, url).result["snapshot"]["name"]
+    # The same folder behind a port nobody listens on: the server is "down".
+    down = "ssh://root@127.0.0.2:%d%s" % (free_port("127.0.0.2"), remote)
+    missed = []
+    for n in range(3):
+        write_file(src / ("outage-%d.bin" % n), 4096, seed=n)
+        wait_next_second()
+        done = run_cli(*ssh_args(sshd), "-N", "2", src, down)
+        assert done.code == 1, done.explain()
+        assert "taking the snapshot anyway" in done.stderr, done.stderr
+        assert destination(done.result, down)["status"] == "failed"
+        missed.append(done.result["snapshot"]["name"])
+    assert snapshot_names(snaps) == [first] + missed
+
+    wait_next_second()
+    back = ok(*ssh_args(sshd), "-N", "2", src, url).result
+    latest = back["snapshot"]["name"]
+    chain = [first] + missed + [latest]
+    assert sent(back, url) == [(b, "incremental", a) for a, b in zip(chain, chain[1:])]
+    assert_backup(remote, snaps / latest, parent_name=missed[-1])
+    assert snapshot_names(snaps) == chain[-2:]
 
 
 @pytest.mark.parametrize("kind", ["silent", "backlog full"])

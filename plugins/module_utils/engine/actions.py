@@ -3,7 +3,7 @@
 import posixpath
 
 from . import btrfs, names
-from .errors import BackupError, EndpointError
+from .errors import BackupError, EndpointError, UnreachableError
 
 
 def run_or_raise(endpoint, runner, argv, what, privileged=True):
@@ -11,7 +11,7 @@ def run_or_raise(endpoint, runner, argv, what, privileged=True):
     result = runner.run(endpoint.command(argv, privileged))
     if not result.ok:
         if result.returncode == 255 and endpoint.kind == "ssh":
-            raise EndpointError("cannot reach %s: %s" % (endpoint.id, result.stderr.strip()))
+            raise UnreachableError("cannot reach %s: %s" % (endpoint.id, result.stderr.strip()))
         detail = (result.stderr.strip().splitlines() or ["exit status %d" % result.returncode])[-1]
         raise BackupError("cannot %s: %s" % (what, detail))
     return result

@@ -72,6 +72,10 @@ def build_parser():
     snap = parser.add_argument_group("Snapshot creation settings")
     snap.add_argument("-S", "--no-snapshot", action="store_true",
                       help="Don't take a new snapshot, just transfer existing ones.")
+    snap.add_argument("--require-destination", action="store_true",
+                      help="Take no snapshot unless a destination can take it now. By default "
+                           "the snapshot is taken while every destination is unreachable, and "
+                           "sent when one is back.")
     snap.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
                       help="Snapshot folder, absolute or relative to the source. Default 'snapshot'.")
     snap.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
@@ -137,6 +141,7 @@ def config_from_args(options):
         no_transfer=options.no_transfer,
         no_incremental=options.no_incremental,
         locked_dests=options.locked_dests,
+        require_destination=options.require_destination,
         remove_locks=options.remove_locks,
         ssh_options=options.ssh_opt,
         ssh_sudo=options.ssh_sudo,

@@ -5,7 +5,7 @@ import posixpath
 import re
 import shlex
 
-from .errors import ConfigError, EndpointError
+from .errors import ConfigError, EndpointError, UnreachableError
 from .runner import CommandResult
 
 _HOST_RE = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|\[[0-9A-Fa-f:.%A-Za-z]+\])\Z")
@@ -248,7 +248,7 @@ class ShellEndpoint(Endpoint):
 def split_batch_output(result, marker, argvs):
     """Split a batched remote run's stdout at the markers into one CommandResult per command."""
     if result.returncode == 255 and marker not in result.stdout:
-        raise EndpointError("cannot reach ssh host: %s" % (result.stderr.strip().splitlines() or ["ssh failed"])[-1])
+        raise UnreachableError("cannot reach ssh host: %s" % (result.stderr.strip().splitlines() or ["ssh failed"])[-1])
     results = []
     rest = result.stdout
     for argv in argvs:

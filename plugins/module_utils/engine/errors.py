@@ -13,6 +13,11 @@ class EndpointError(BackupError):
     """An endpoint could not be reached or is not usable (not btrfs, not a subvolume, ...)."""
 
 
+class UnreachableError(EndpointError):
+    """An ssh host could not be reached (refused, silent, no route, authentication): it may
+    come back, unlike a path that is missing or not on btrfs."""
+
+
 class MissingPathError(EndpointError):
     """One or more paths do not exist at an endpoint."""
 

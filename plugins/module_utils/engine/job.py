@@ -9,7 +9,8 @@ import time
 
 from . import actions, btrfs, names
 from .endpoints import LocalEndpoint, ShellEndpoint, SshConnections, check_path, parse_location
-from .errors import BackupError, ConfigError, EndpointError, MissingPathError, TransferError
+from .errors import (BackupError, ConfigError, EndpointError, MissingPathError, TransferError,
+                     UnreachableError)
 from .joblock import JOB_LOCK_NAME, JobLock, lock_path_for_remote
 from .listing import Subvolume, find_subvolume, list_folder
 from .locks import LocalLockStore, LockTable, RemoteLockStore
@@ -28,7 +29,7 @@ class JobConfig(object):
     def __init__(self, source, destinations=(), snapshot_folder="snapshot", prefix="",
                  num_snapshots=0, num_backups=0, preserve_snapshots="", preserve_backups="",
                  no_snapshot=False, no_transfer=False, no_incremental=False,
-                 locked_dests=False, remove_locks=False, ssh_options=(), ssh_sudo=False,
+                 locked_dests=False, remove_locks=False, require_destination=False, ssh_options=(), ssh_sudo=False,
                  convert_rw=False, sync=False, btrfs_debug=False, progress=False,
                  check_mode=False, now=None):
         self.source = source
@@ -44,6 +45,9 @@ class JobConfig(object):
         self.no_incremental = no_incremental
         self.locked_dests = locked_dests
         self.remove_locks = remove_locks
+        # Take no snapshot unless a destination can take it now (btrfs-backup 0.3 and btrbk
+        # always take it: an outage of the server should not also stop the local restore points).
+        self.require_destination = require_destination
         self.ssh_options = list(ssh_options)
         self.ssh_sudo = ssh_sudo
         self.convert_rw = convert_rw
@@ -357,7 +361,9 @@ class _Job(object):
 
     def _require_a_usable_destination(self, destinations):
         """Invariant 7: if no destination can take a backup (a mistyped path, a disk that is not
-        mounted), create nothing, not even the snapshot folder. One usable one is enough."""
+        mounted), create nothing, not even the snapshot folder. One usable one is enough, and so
+        is one that is only unreachable now: its snapshot is sent when it is back (catch-up),
+        unless the job requires a destination that can take it now."""
         if self.config.no_snapshot or self.config.no_transfer or self.destinations_checked:
             return
         self.destinations_checked = True
@@ -371,9 +377,17 @@ class _Job(object):
             except BackupError as err:
                 self.unusable[dest.id] = err
                 problems.append("%s: %s" % (dest.id, err))
-        if problems:
-            raise EndpointError("no snapshot taken, as no destination can take it: %s"
-                                % "; ".join(problems))
+        if not problems:
+            return
+        unreachable = [d.id for d in destinations
+                       if isinstance(self.unusable.get(d.id), UnreachableError)]
+        if unreachable and not self.config.require_destination:
+            self.result.warn("no destination can take a backup now (%s); taking the snapshot "
+                             "anyway, it is sent when %s can be reached again"
+                             % ("; ".join(problems), " and ".join(unreachable)))
+            return
+        raise EndpointError("no snapshot taken, as no destination can take it: %s"
+                            % "; ".join(problems))
 
     def _list_destination(self, dest, create=True):
         if dest.id in self.unusable:
