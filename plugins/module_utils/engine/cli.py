@@ -3,6 +3,7 @@
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -229,6 +230,47 @@ def build_verify_parser():
     return parser
 
 
+def build_prune_parser():
+    parser = argparse.ArgumentParser(
+        prog="btrfs-backup prune",
+        description="Retention on a backup server (the other half of 'serve --append-only'): "
+                    "delete the backups in each FOLDER that the policy does not keep. The newest "
+                    "backup always stays (the next incremental parent), and nothing younger "
+                    "than --min-age is deleted.")
+    parser.add_argument("folders", nargs="+", metavar="FOLDER", help="A folder of backups.")
+    parser.add_argument("-n", "--num-backups", type=_whole, default=0, metavar="N",
+                        help="Keep the newest N backups (0: all).")
+    parser.add_argument("--preserve-backups", default="", metavar="POLICY",
+                        help="Also keep the first backup of each of the last periods, "
+                             "e.g. '24h 7d 4w 12m *y'.")
+    parser.add_argument("--min-age", default="", metavar="AGE",
+                        help="Delete nothing younger than AGE (e.g. '7d', '36h', '2w').")
+    parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX")
+    _add_common(parser)
+    return parser
+
+
+def _prune(options):
+    """`prune`: folder retention on each folder; a missing folder is skipped with a warning
+    (a job whose first backup has not arrived yet)."""
+    from .operations import apply_retention
+    results = []
+    for folder in options.folders:
+        if not os.path.isdir(folder):
+            LOG.warning("%s does not exist yet: nothing to prune", folder)
+            continue
+        result = apply_retention(folder, prefix=options.snapshot_prefix, count=options.num_backups,
+                                 preserve=options.preserve_backups, min_age=options.min_age,
+                                 check_mode=options.check)
+        result["folder"] = folder
+        results.append(result)
+        verb = "would delete" if options.check else "deleted"
+        LOG.info("%s: %s %s; kept %d (%s)", folder, verb,
+                 ", ".join(d["name"] for d in result["deleted"]) or "nothing",
+                 len(result["kept"]), result["policy"])
+    return {"folders": results, "changed": any(r["changed"] for r in results)}
+
+
 def _add_common(parser):
     parser.add_argument("--ssh-opt", action="append", default=[], metavar="OPTION")
     parser.add_argument("--ssh-sudo", action="store_true")
@@ -240,17 +282,20 @@ def _add_common(parser):
 
 
 def _run_subcommand(command, argv):
-    """`restore` and `verify`: one operation each, JSON or a short summary."""
+    """`restore`, `verify` and `prune`: one operation each, JSON or a short summary."""
     from .restore import restore
     from .verify import verify
-    parser = build_restore_parser() if command == "restore" else build_verify_parser()
+    parser = {"restore": build_restore_parser, "verify": build_verify_parser,
+              "prune": build_prune_parser}[command]()
     options = parser.parse_args(expand_argfiles(argv))
     _setup_logging(options)
     # As for a backup run: SIGTERM unwinds, so a restore stops its pipeline and removes its
     # staging folder instead of dying with them left behind.
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        if command == "restore":
+        if command == "prune":
+            result, ok = _prune(options), True
+        elif command == "restore":
             result = restore(options.backups, options.target, name=options.snapshot,
                              prefix=options.snapshot_prefix, writable=options.writable,
                              force=options.force, check_mode=options.check,
@@ -274,6 +319,8 @@ def _run_subcommand(command, argv):
     if options.json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
+    elif command == "prune":
+        pass  # each folder was reported as it was pruned
     elif command == "restore" and not result["changed"]:
         LOG.info("%s already holds %s from %s: nothing to do", result["target"],
                  result["snapshot"], result["source"])
@@ -290,7 +337,7 @@ def _run_subcommand(command, argv):
     return EXIT_OK if ok else EXIT_FAILED
 
 
-SUBCOMMANDS = ("restore", "verify")
+SUBCOMMANDS = ("restore", "verify", "prune")
 
 
 def build_serve_parser():
@@ -303,6 +350,10 @@ def build_serve_parser():
     parser.add_argument("--root", required=True, help="The only folder this key may use.")
     parser.add_argument("--btrfs", default="btrfs", metavar="PATH",
                         help="The btrfs program (run with sudo -n unless already root).")
+    parser.add_argument("--append-only", action="store_true",
+                        help="Never delete a complete backup nor make one writable: only partial "
+                             "receives may be deleted; 'btrfs-backup prune' on the server "
+                             "applies retention.")
     return parser
 
 
@@ -311,7 +362,7 @@ def main(argv=None):
     if argv and argv[0] == "serve":
         from . import serve
         options = build_serve_parser().parse_args(argv[1:])
-        return serve.main(options.root, options.btrfs)
+        return serve.main(options.root, options.btrfs, append_only=options.append_only)
     if argv and argv[0] in SUBCOMMANDS:
         try:
             return _run_subcommand(argv[0], argv[1:])
