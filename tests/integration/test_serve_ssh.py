@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shlex
 import subprocess
-import sys
 
 import pytest
 
@@ -29,7 +28,7 @@ def backup_server(require_btrfs, make_fs):
     (fs / "web1").mkdir()
     (fs / "web2" / "data").mkdir(parents=True)
     with Sshd(host="127.0.0.4") as server:
-        forced = "%s %s serve --root %s" % (sys.executable, CLI, fs / "web1")
+        forced = "%s serve --root %s" % (CLI, fs / "web1")
         key = (server.workdir / "id_ed25519.pub").read_text().strip()
         (server.workdir / "authorized_keys").write_text(
             'restrict,command="%s" %s\n' % (forced, key))

@@ -6,7 +6,7 @@ import logging
 import signal
 import sys
 
-from . import __version__
+from .version import __version__
 from .argfiles import expand_argfiles
 from .errors import BackupError, ConfigError
 from .job import JobConfig, run_job
@@ -343,5 +343,20 @@ def main(argv=None):
     return _exit_status(result)
 
 
+def run():
+    """Run main() on sys.argv and leave the process with its exit status."""
+    import os
+    status = main() or 0
+    # Leave without the interpreter's teardown of every module (~4 ms, a tenth of a run with
+    # nothing to send): main() has closed what it opened, so only buffered output is left.
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        status = status or 1  # the output could not be written, as sys.exit would have reported
+    logging.shutdown()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    raise SystemExit(main())
+    run()

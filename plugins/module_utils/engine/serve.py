@@ -312,7 +312,8 @@ class Server(object):
             argv = ["sudo", "-n"] + argv
         self.stdout.flush()
         try:
-            proc = subprocess.run(argv, stdin=stdin,
+            # serve runs on a backup server without Ansible; btrfs receive reads the ssh stream.
+            proc = subprocess.run(argv, stdin=stdin,  # pylint: disable=ansible-bad-function
                                   stdout=subprocess.PIPE if capture else self.stdout,
                                   stderr=self.stderr, env=SERVE_ENV, check=False)
         except OSError as err:
