@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """The `btrfs-backup` command line: btrfs-backup 0.3's flags and @argfiles over the engine."""
 
 import argparse

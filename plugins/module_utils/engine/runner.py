@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """The one seam through which the engine starts processes (replaced by a fake in unit tests)."""
 
 import logging

@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """The backup server's end of a restricted ssh key: accept only the commands a push backup sends.
 
 A source host's key on the backup server is installed as
