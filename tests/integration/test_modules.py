@@ -12,7 +12,6 @@ import shutil
 import stat
 
 import pytest
-from ansible.plugins.loader import init_plugin_loader
 
 from ansible_helpers import (
     LOCK_FILE,
@@ -31,7 +30,8 @@ from support.trees import MiB, assert_same_tree, modify_tree, write_mixed_tree
 
 
 pytestmark = [
-    # The collection finder is set up by collections_path below; pytest-ansible's own call finds it done.
+    # pytest-ansible, started in a checkout with galaxy.yml, sets up the collection finder with the
+    # checkout (linked under collections/, git-ignored) when it loads; its later calls find it done.
     pytest.mark.filterwarnings("ignore:AnsibleCollectionFinder has already been configured:UserWarning"),
     # pytest-ansible marks its ad hoc host manager deprecated without naming a successor yet.
     pytest.mark.filterwarnings("ignore:Host management is deprecated:DeprecationWarning"),
@@ -40,11 +40,7 @@ pytestmark = [
 
 @pytest.fixture(scope="session")
 def collections_path(tmp_path_factory):
-    path = install_collection(tmp_path_factory.mktemp("collections"))
-    # pytest-ansible runs modules inside this process: its collection finder, set up once per
-    # process, must know the installed copy before the first module runs.
-    init_plugin_loader([str(path)])
-    return path
+    return install_collection(tmp_path_factory.mktemp("collections"))
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +60,8 @@ def ansible(collections_path, tmp_path):
 
 @pytest.fixture
 def module(ansible_adhoc, ansible):
-    """Run btrfs.backup.NAME with ARGS on localhost through pytest-ansible; the result as an AnsibleRun."""
+    """Run btrfs.backup.NAME with ARGS on localhost through pytest-ansible (in this process, the
+    collection from the checkout); the result as an AnsibleRun."""
     hosts = ansible_adhoc(inventory=str(ansible.inventory), host_pattern="localhost")
 
     def run(name, args):
