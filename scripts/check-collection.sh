@@ -75,11 +75,12 @@ check_core() {
             found="$(scripts/find-python.sh "3.$minor" 2>/dev/null)" && ln -sf "$found" "$targets/python3.$minor"
         done
     fi
-    local tag="ansible-core $version on Python $python"
+    local tag="ansible-core $version on Python $python" status=0
     PATH="$targets:$bin:$PATH" check "sanity $tag" "$collection" \
-        ansible-test sanity --venv "${sanity_python[@]}" --color no
+        ansible-test sanity --venv "${sanity_python[@]}" --color no || status=1
     PATH="$bin:$PATH" check "units $tag" "$collection" \
-        ansible-test units --venv --python "$python" --color no tests/unit/plugins/
+        ansible-test units --venv --python "$python" --color no tests/unit/plugins/ || status=1
+    return "$status"
 }
 
 # The matrix, JOBS versions at a time; every version runs to its end, then any failure fails the check.

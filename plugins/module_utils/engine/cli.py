@@ -26,6 +26,12 @@ destination continues incrementally on its own; a failed transfer is recorded in
 .outstanding_transfers and cleaned up and retried by the next run."""
 
 EPILOG = """\
+Commands (each has its own --help):
+  btrfs-backup restore BACKUPS TARGET   bring a backup back as a subvolume (read-only or -W writable)
+  btrfs-backup verify SOURCE BACKUPS    check a backup's UUID chain and content against its snapshot
+  btrfs-backup serve --root DIR         the forced command of a source's ssh key on a backup server
+Without a command, btrfs-backup backs up SOURCE to each DEST, as below.
+
 Argument files: any argument written @FILE is replaced by the arguments in FILE, one flag,
 '--option value' pair or argument per line (values are not escaped). Lines starting with '#'
 are comments; blank lines and indentation are ignored; files may include other files
@@ -43,6 +49,7 @@ class Terminated(BaseException):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="btrfs-backup", description=DESCRIPTION, epilog=EPILOG, add_help=False,
+        usage="%(prog)s [options] SOURCE [DEST ...]\n       %(prog)s {restore,verify,serve} [options] ...",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     show = parser.add_argument_group("Display settings")
     show.add_argument("-h", "--help", action="help", help="Show this help message and exit.")
@@ -206,7 +213,8 @@ def build_restore_parser():
     parser.add_argument("backups", help="Backup folder: /path or ssh://[user@]host[:port]/path.")
     parser.add_argument("target", help="Absolute path of the restored subvolume (must not exist).")
     parser.add_argument("--snapshot", metavar="NAME", help="Which backup (default: the newest).")
-    parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX")
+    parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
+                        help="Prefix of the snapshot names. Default is ''.")
     parser.add_argument("-W", "--writable", action="store_true",
                         help="Make the restored subvolume writable, ready to use.")
     parser.add_argument("--force", action="store_true", help="Rename an existing TARGET aside.")
@@ -225,21 +233,24 @@ def build_verify_parser():
     parser.add_argument("backups", help="Backup folder: /path or ssh:// URL.")
     parser.add_argument("--snapshot", metavar="NAME",
                         help="Which snapshot (default: the newest the destination holds).")
-    parser.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER")
-    parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX")
+    parser.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
+                        help="Snapshot folder, absolute or relative to the source. Default 'snapshot'.")
+    parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
+                        help="Prefix of the snapshot names. Default is ''.")
     parser.add_argument("--no-content", action="store_true", help="Only check the UUID chain.")
     _add_common(parser)
     return parser
 
 
 def _add_common(parser):
-    parser.add_argument("--ssh-opt", action="append", default=[], metavar="OPTION")
-    parser.add_argument("--ssh-sudo", action="store_true")
-    parser.add_argument("--json", action="store_true")
-    parser.add_argument("--check", action="store_true")
+    parser.add_argument("--ssh-opt", action="append", default=[], metavar="OPTION",
+                        help="Pass an ssh_config option to ssh(1), e.g. --ssh-opt IdentityFile=/root/id.")
+    parser.add_argument("--ssh-sudo", action="store_true", help="Run btrfs with 'sudo -n' on the remote host.")
+    parser.add_argument("--json", action="store_true", help="Print the result as JSON on standard output.")
+    parser.add_argument("--check", action="store_true", help="Dry run: change nothing, say what would be done.")
     parser.add_argument("-v", "--verbosity", default="info",
-                        choices=["debug", "info", "warning", "error"])
-    parser.add_argument("-q", "--quiet", action="store_true")
+                        choices=["debug", "info", "warning", "error"], help="Set verbosity level. Default is 'info'.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="Only warnings and errors.")
 
 
 def _run_subcommand(command, argv):
