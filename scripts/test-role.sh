@@ -36,7 +36,7 @@ ANSIBLE_COLLECTIONS_PATH="$lint_collections" \
 
 started=$SECONDS
 summary=()
-for step in create prepare syntax converge idempotence verify; do
+for step in create prepare side-effect syntax converge idempotence verify; do
     t0=$SECONDS
     if ! molecule "$step" -s default >"$MOLECULE_EPHEMERAL_DIRECTORY/$step.log" 2>&1; then
         echo "test-role: molecule $step FAILED after $((SECONDS - t0)) s; its output:" >&2

@@ -17,11 +17,15 @@ description:
   - A snapshot folder's C(.outstanding_transfers) file records, per snapshot, the destinations to which a
     transfer is unfinished (C(locks)) and those for which the snapshot is the parent of an unfinished
     incremental transfer (C(parent_locks)), in btrfs-backup 0.3's JSON shape.
-  - A lock makes the next M(btrfs.backup.btrfs_send_backup) run delete the partial receive at that
-    destination and send the snapshot again, and keeps retention from deleting the snapshot.
+  - A lock makes the next M(btrfs.backup.btrfs_send_backup) run to that destination look for a partial
+    receive of the snapshot there and delete it; the run then clears the lock. A complete backup of the
+    snapshot (recognised by UUID) is kept and not sent again; a snapshot missing at the destination is
+    sent by that run anyway. Until then the lock keeps retention from deleting the snapshot.
   - V(query) returns the locks (what btrfs-backup's C(--locked-dests) would add as destinations);
     V(absent) removes locks (btrfs-backup's C(--remove-locks), but without running a backup);
-    V(present) adds locks, for example to have a snapshot sent again to a destination.
+    V(present) adds locks, for example to mark a transfer that was cut by hand as unfinished, so that the
+    next run cleans up after it. To have a complete backup sent again, delete it at the destination; a
+    lock alone does not do that.
   - The file is rewritten atomically; a corrupt file is an error, never silently reset.
 author:
   - btrfs.backup maintainers (!UNKNOWN)
@@ -94,7 +98,7 @@ EXAMPLES = r"""
     destinations:
       - ssh://backup@old-nas:22/srv/backups/web1
 
-- name: Have a snapshot sent again to a destination on the next run
+- name: Mark a transfer that was stopped by hand as unfinished, so the next run cleans up after it
   btrfs.backup.btrfs_backup_locks:
     source: /home
     state: present

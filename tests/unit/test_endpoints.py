@@ -10,7 +10,7 @@ from engine import btrfs
 from engine.endpoints import (BULK_CIPHERS, DEFAULT_SSH_OPTIONS, OPENSSH_DEFAULT_CIPHERS,
                               LocalEndpoint, ShellEndpoint, SshConnections, SshEndpoint,
                               parse_location, split_batch_output)
-from engine.errors import ConfigError, EndpointError
+from engine.errors import ConfigError, EndpointError, UnreachableError
 from engine.runner import CommandResult
 
 
@@ -226,6 +226,14 @@ def test_split_batch_output_ssh_unreachable():
         split_batch_output(result, MARK, [["true"]])
     assert "cannot reach ssh host" in str(err.value)
     assert "Connection refused" in str(err.value)
+
+
+def test_split_batch_output_names_a_refused_key():
+    result = _batch("", 255, "btrfs-backup@nas: Permission denied (publickey).\n")
+    with pytest.raises(UnreachableError) as err:
+        split_batch_output(result, MARK, [["true"]])
+    assert "the server refused this host's key" in str(err.value)
+    assert "revoked" in str(err.value) and "Permission denied (publickey)" in str(err.value)
 
 
 def test_split_batch_output_connection_lost_midway():

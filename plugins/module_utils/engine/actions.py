@@ -6,7 +6,8 @@
 import posixpath
 
 from . import btrfs, names
-from .errors import BackupError, EndpointError, UnreachableError
+from .endpoints import unreachable
+from .errors import BackupError, EndpointError
 
 
 def run_or_raise(endpoint, runner, argv, what, privileged=True):
@@ -14,7 +15,7 @@ def run_or_raise(endpoint, runner, argv, what, privileged=True):
     result = runner.run(endpoint.command(argv, privileged))
     if not result.ok:
         if result.returncode == 255 and endpoint.kind == "ssh":
-            raise UnreachableError("cannot reach %s: %s" % (endpoint.id, result.stderr.strip()))
+            raise unreachable(endpoint.id, result.stderr)
         detail = (result.stderr.strip().splitlines() or ["exit status %d" % result.returncode])[-1]
         raise BackupError("cannot %s: %s" % (what, detail))
     return result

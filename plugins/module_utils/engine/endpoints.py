@@ -248,10 +248,20 @@ class ShellEndpoint(Endpoint):
         return ["sh", "-c", self.shell_command]
 
 
+def unreachable(where, stderr):
+    """The error for an ssh that failed before running anything; a refused key is named as such."""
+    detail = (stderr.strip().splitlines() or ["ssh failed"])[-1]
+    if "Permission denied" in detail:
+        return UnreachableError(
+            "cannot reach %s: the server refused this host's key (%s); the key is not "
+            "authorised there, or this host was revoked" % (where, detail))
+    return UnreachableError("cannot reach %s: %s" % (where, detail))
+
+
 def split_batch_output(result, marker, argvs):
     """Split a batched remote run's stdout at the markers into one CommandResult per command."""
     if result.returncode == 255 and marker not in result.stdout:
-        raise UnreachableError("cannot reach ssh host: %s" % (result.stderr.strip().splitlines() or ["ssh failed"])[-1])
+        raise unreachable("ssh host", result.stderr)
     results = []
     rest = result.stdout
     for argv in argvs:
