@@ -45,18 +45,19 @@ summary() {
     local log="$logs/$1.log"
     case "$1" in
         sanity*) echo ": $(grep -c '^Running sanity test' "$log") test runs ($(grep -o '^Running sanity test "[a-z0-9-]*"' "$log" | sort -u | wc -l) tests$(
-                    grep -o 'on Python [0-9.]*' "$log" | sort -uV | awk '{v = v sep $3; sep = ", "} END {if (v) print "; Python " v}'))" ;;
+                    grep -o '^Running sanity test .* on Python [0-9.]*' "$log" | grep -o 'Python [0-9.]*' | sort -uV | awk '{v = v sep $2; sep = ", "} END {if (v) print "; Python " v}'))" ;;
         # ansible-test runs pytest once per kind of plugin (modules, module_utils): add them up.
         units*) echo ": $(grep -E '^=+ .* in [0-9.]+s' "$log" | grep -oE '[0-9]+ (passed|failed)' |
                           awk '{n[$2] += $1} END {printf "%d passed, %d failed", n["passed"], n["failed"]}')" ;;
         lint) echo ": $(grep -E '^(Passed|Failed)' "$log" | sed 's/\x1b\[[0-9;]*m//g' | tail -n 1)" ;;
-        docs) echo ": $(grep -v "^WARNING: Location" "$log" | tail -n 1)" ;;
+        docs) echo ": $(grep -v "^WARNING: Location" "$log" | grep -c . || true) findings" ;;
         changelog) echo ": no findings" ;;
     esac
 }
 
 # check_core PIN PYTHON SCOPE: ansible-test sanity and units with one ansible-core, in its own install.
 check_core() {
+    trap - EXIT  # run in the background: the folders are the main script's to remove
     local version="${1#ansible-core==}" python="$2" scope="$3"
     local bin="$REPO/.venvs/ansible-core-$version/bin" root="$work/core-$version" targets="$work/core-$version-pythons"
     local collection sanity_python=(--python "$python")

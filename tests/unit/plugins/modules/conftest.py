@@ -11,9 +11,9 @@ __metaclass__ = type
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.btrfs.backup.tests.unit.plugins.fake_host import FakeHost
+from ansible_collections.btrfs.backup.tests.unit.plugins.module_args import patch_module_args
 
 
 class ModuleExit(Exception):
