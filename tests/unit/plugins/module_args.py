@@ -9,7 +9,9 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 try:
-    from ansible.module_utils.testing import patch_module_args  # noqa: F401 - re-exported
+    from ansible.module_utils import testing as _testing
+
+    patch_module_args = _testing.patch_module_args
 except ImportError:  # ansible-core < 2.19
     import contextlib
     import json
