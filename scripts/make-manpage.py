@@ -67,7 +67,7 @@ def page():
     lines += [".SH OPTIONS"] + option_items(main)
     lines.append(".SH COMMANDS")
     for name, build in (("restore", cli.build_restore_parser), ("verify", cli.build_verify_parser),
-                        ("serve", cli.build_serve_parser)):
+                        ("serve", cli.build_serve_parser), ("prune", cli.build_prune_parser)):
         parser = build()
         usage = " ".join(parser.format_usage().replace("usage: ", "").split())
         lines += [".SS %s" % roff(name), roff(usage), ".PP", roff(" ".join(parser.description.split()))]

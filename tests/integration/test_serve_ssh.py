@@ -12,7 +12,10 @@ import subprocess
 
 import pytest
 
-from cli_helpers import CLI, ok, run_cli, sent, ssh_args
+from cli_helpers import (CLI, assert_restores, destination, is_subvolume, leave_partial_receive,
+                         live_locks, ok, run_cli, sent, ssh_args, subvolumes, take_snapshot,
+                         wait_next_second, write_locks_03)
+from support.btrfs_loop import pipeline
 from support.sshd import Sshd
 from support.trees import MiB, write_mixed_tree
 
@@ -83,3 +86,106 @@ def test_other_commands_are_refused(backup_server, command):
     done = server.run(command.format(fs=shlex.quote(str(fs))), check=False, stdin=subprocess.DEVNULL)
     assert done.returncode == 126 and "refused" in done.stderr, done
     assert not (fs / "web1" / "x").exists() and (fs / "web2" / "data").is_dir()
+
+
+# -- append-only serving (invariant 10): a compromised source cannot destroy its own history ------
+
+@pytest.fixture
+def append_only_server(require_btrfs, make_fs):
+    """As backup_server, with the key confined by `serve --append-only`."""
+    from conftest import _require  # noqa: PLC0415 - the integration suite's own prerequisite check
+    from support import sshd as sshd_support
+    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    fs = make_fs("server")
+    (fs / "web1").mkdir()
+    (fs / "web2" / "data").mkdir(parents=True)
+    with Sshd(host="127.0.0.5") as server:
+        forced = "%s serve --append-only --root %s" % (CLI, fs / "web1")
+        key = (server.workdir / "id_ed25519.pub").read_text().strip()
+        (server.workdir / "authorized_keys").write_text(
+            'restrict,command="%s" %s\n' % (forced, key))
+        yield server, fs
+
+
+def names_after(name):
+    """A snapshot name one second after `name` (names have one-second resolution)."""
+    import datetime  # noqa: PLC0415
+    when = datetime.datetime.strptime(name, "%Y%m%d-%H%M%S") + datetime.timedelta(seconds=1)
+    return when.strftime("%Y%m%d-%H%M%S")
+
+
+def complete_backups(folder):
+    return {n: (s.uuid, s.received_uuid) for n, s in subvolumes(folder).items() if s.complete_backup}
+
+
+def test_an_append_only_key_cannot_destroy_complete_backups(append_only_server, make_fs, subvolume):
+    """Every attack a source's root could try with its key: refused, the backups' UUIDs and
+    content unchanged, and another host's backups out of reach."""
+    server, fs = append_only_server
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=20, small_size=2048, seed=4)
+    url = server.url(fs / "web1" / "data")
+    one = ok(*ssh_args(server), source, url).result["snapshot"]["name"]
+    (source / "more.txt").write_text("more\n")
+    two = ok(*ssh_args(server), source, url).result["snapshot"]["name"]
+    # Another host's complete backup on the same server.
+    pipeline(["btrfs", "send", "-q", source / "snapshot" / one], ["btrfs", "receive", fs / "web2" / "data"])
+    other = fs / "web2" / "data" / one
+    before = complete_backups(fs / "web1" / "data")
+    assert sorted(before) == [one, two]
+    backup = fs / "web1" / "data" / one
+
+    q = shlex.quote
+    attacks = {
+        "delete": "btrfs subvolume delete -- %s" % q(str(backup)),
+        "delete with commit": "btrfs subvolume delete -c -- %s" % q(str(backup)),
+        "delete both": "btrfs subvolume delete -- %s %s" % (q(str(backup)), q(str(fs / "web1" / "data" / two))),
+        "make writable": "btrfs property set -ts %s ro false" % q(str(backup)),
+        "make writable, forced": "btrfs property set -f -ts %s ro false" % q(str(backup)),
+        "rename": "mv %s %s" % (q(str(backup)), q(str(fs / "web1" / "data" / "renamed"))),
+        "snapshot over": "btrfs subvolume snapshot %s %s" % (q(str(backup)), q(str(backup) + "x")),
+        "delete another host's": "btrfs subvolume delete -- %s" % q(str(other)),
+        "delete the folder": "btrfs subvolume delete -- %s" % q(str(fs / "web1" / "data")),
+    }
+    for what, line in attacks.items():
+        done = server.run(line, check=False, stdin=subprocess.DEVNULL)
+        assert done.returncode == 126 and "refused" in done.stderr, (what, done)
+
+    # A stream whose subvolume has the name of a complete backup: receive will not replace it.
+    stream = subprocess.run(["btrfs", "send", "-q", str(source / "snapshot" / one)],
+                            stdout=subprocess.PIPE, check=True).stdout
+    over = server.run("btrfs receive %s" % q(str(fs / "web1" / "data")), check=False, input=stream,
+                      text=False)
+    assert over.returncode != 0, over
+
+    assert complete_backups(fs / "web1" / "data") == before
+    assert is_subvolume(other)
+    assert_restores(fs / "web1" / "data" / two, source / "snapshot" / two, make_fs("restore"))
+
+
+def test_with_an_append_only_server_partials_are_cleaned_and_retention_is_left_to_it(
+        append_only_server, make_fs, subvolume):
+    """A receive cut short is still deleted by the next run (it is a partial, not a backup),
+    and a job with destination retention does not fail: it says that the server prunes."""
+    server, fs = append_only_server
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=20, small_size=2048, large_files=[MiB], seed=5)
+    dest = fs / "web1" / "data"
+    url = server.url(dest)
+    args = ssh_args(server) + ["-n", "1"]
+    one = ok(*args, source, url).result["snapshot"]["name"]
+    (source / "more.txt").write_text("more\n")
+    wait_next_second()
+    two = take_snapshot(source, source / "snapshot", names_after(one))
+    # The transfer of `two` died mid-stream: a partial receive and its lock, as a crash leaves them.
+    partial = leave_partial_receive(two, dest)
+    write_locks_03(source / "snapshot", {two.name: {"locks": [url]}, one: {"parent_locks": [url]}})
+
+    done = run_cli(*args, "-S", source, url)
+    assert done.code == 0, done.explain() + "\n--- sshd ---\n" + server.log_tail(40)
+    outcome = destination(done.result, url)
+    assert outcome["partials_deleted"] == [str(partial.path)], outcome
+    assert sent(done.result, url) == [(two.name, "incremental", one)]
+    assert sorted(complete_backups(dest)) == [one, two.name], "the server kept both backups"
+    assert "append-only" in done.stderr and done.stderr.count("append-only") == 1, done.stderr
+    assert live_locks(source / "snapshot") == {}

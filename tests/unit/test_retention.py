@@ -5,7 +5,7 @@ import datetime
 import pytest
 
 from engine.errors import ConfigError
-from engine.retention import Policy, parse_buckets, plan_retention
+from engine.retention import Policy, parse_buckets, parse_min_age, plan_retention, protect_young
 
 T0 = datetime.datetime(2026, 3, 1, 8, 0)
 
@@ -193,3 +193,37 @@ def test_count_and_buckets_combine():
 
 def test_describe():
     assert Policy(count=3, buckets=parse_buckets("7d *y")).describe() == "newest 3, daily 7, yearly all"
+
+
+# -- the minimum age of the server's own retention (invariant 10) ---------------------------------
+
+@pytest.mark.parametrize("text, expected", [
+    ("", None), ("0", None), (" 7d ", datetime.timedelta(days=7)), ("36h", datetime.timedelta(hours=36)),
+    ("2w", datetime.timedelta(weeks=2)),
+])
+def test_minimum_ages(text, expected):
+    assert parse_min_age(text) == expected
+
+
+@pytest.mark.parametrize("text", ["7", "d", "-1d", "1.5d", "7m", "7 d", "1y", "1d2h"])
+def test_bad_minimum_ages_are_refused(text):
+    with pytest.raises(ConfigError, match="minimum age"):
+        parse_min_age(text)
+
+
+NOW = datetime.datetime(2026, 11, 30, 12, 0, 0)
+
+
+@pytest.mark.parametrize("ages_in_hours, min_age, young", [
+    ([1, 30, 200], "", []),
+    ([1, 30, 200], "1d", ["a1"]),
+    ([1, 30, 200], "36h", ["a1", "a30"]),
+    ([1, 30, 167, 168, 169], "1w", ["a1", "a167", "a30"]),
+])
+def test_nothing_younger_than_the_minimum_age_may_go(ages_in_hours, min_age, young):
+    items = [("a%d" % h, NOW - datetime.timedelta(hours=h)) for h in ages_in_hours]
+    protected = protect_young(items, parse_min_age(min_age), NOW)
+    assert sorted(protected) == young
+    decisions = plan_retention(items, Policy(count=1), {n: [r] for n, r in protected.items()}, NOW)
+    kept = sorted(d.name for d in decisions if d.keep)
+    assert kept == sorted(set(young) | {"a1"})

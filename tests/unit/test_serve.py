@@ -9,7 +9,8 @@ import pytest
 from engine import btrfs
 from engine.endpoints import SshEndpoint
 from engine.listing import listing_commands
-from engine.serve import (EXIT_REFUSED, Operation, Refused, Server, filter_listing,
+from engine.serve import (APPEND_ONLY, EXIT_REFUSED, Operation, Refused, Server,
+                          append_only_refusal, complete_backup_refusal, filter_listing,
                           parse_request)
 
 ROOT = "/srv/backups/web1"
@@ -283,3 +284,123 @@ def test_the_mount_table_shows_only_mounts_on_the_way_to_the_root(server_root):
     assert shown and all(real == m or real.startswith(m.rstrip("/") + "/") or m == "/"
                          or m.startswith(real + "/") for m in shown)
     assert "/proc" not in shown
+
+
+# -- append-only serving (invariant 10) -----------------------------------------------------------
+
+COMPLETE = ("readonly", "5f0c2a44-8c7e-4b5e-9a55-6f1f3c1e2d10")
+PARTIAL_WRITABLE = ("-", "-")
+PARTIAL_READONLY = ("readonly", "-")  # read-only, but the receive never set its received UUID
+WRITABLE_WITH_UUID = ("-", "5f0c2a44-8c7e-4b5e-9a55-6f1f3c1e2d10")  # made writable: not a backup
+
+
+@pytest.mark.parametrize("flags, received_uuid, refused", [
+    pytest.param("readonly", "5f0c2a44-8c7e-4b5e-9a55-6f1f3c1e2d10", True, id="complete-backup"),
+    pytest.param("-", None, False, id="partial-writable"),
+    pytest.param("readonly", None, False, id="partial-without-received-uuid"),
+    pytest.param("-", "5f0c2a44-8c7e-4b5e-9a55-6f1f3c1e2d10", False, id="writable-with-uuid"),
+])
+def test_only_a_complete_backup_is_kept_from_deletion(flags, received_uuid, refused):
+    reason = complete_backup_refusal(ROOT + "/root/x", flags == "readonly", received_uuid)
+    assert bool(reason) == refused
+    if refused:
+        assert reason.startswith(APPEND_ONLY) and ROOT + "/root/x" in reason
+
+
+@pytest.mark.parametrize("line, refused", [
+    pytest.param("btrfs property set -ts {root}/root/x ro false", True, id="make-writable"),
+    pytest.param("btrfs property set -f -ts {root}/root/x ro false", True, id="make-writable-forced"),
+    pytest.param("btrfs subvolume delete -- {root}/root/x", False, id="delete-judged-on-disk"),
+    pytest.param("btrfs receive {root}/root", False, id="receive"),
+    pytest.param("mkdir -p -- {root}/root", False, id="mkdir"),
+])
+def test_append_only_refuses_making_a_backup_writable(line, refused):
+    operation = parse_request(line.format(root=ROOT), ROOT).operations[0]
+    assert bool(append_only_refusal(operation)) == refused
+
+
+@pytest.mark.parametrize("line", [
+    "mv {root}/root/x {root}/root/y",
+    "btrfs subvolume snapshot {root}/root/x {root}/root/y",
+    "btrfs property set -ts {root}/root/x ro true",
+    "btrfs property set {root}/root/x ro false",
+    "btrfs subvolume delete {root}/root/x",
+    "btrfs subvolume delete -C -- {root}/root/x",
+    "btrfs subvolume delete -- {root}",
+    "btrfs receive -f /tmp/stream {root}/root",
+    "btrfs receive --force-decompress {root}/root",
+    "rm -rf {root}/root/x",
+])
+def test_renames_and_other_delete_shapes_are_refused_in_any_mode(line):
+    with pytest.raises(Refused):
+        parse_request(line.format(root=ROOT), ROOT)
+
+
+@pytest.fixture
+def append_only_root(tmp_path):
+    """A root whose stand-in btrfs answers `subvolume show P` from P/.show and logs the rest."""
+    root = tmp_path / "backups" / "web1"
+    (root / "root").mkdir(parents=True)
+    fake = tmp_path / "btrfs"
+    fake.write_text('#!/bin/sh\nif [ "$1 $2" = "subvolume show" ]; then cat "$3/.show"; exit; fi\n'
+                    'echo "btrfs $*" >> %s\n' % (tmp_path / "btrfs.log"))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return root
+
+
+def subvolume_here(root, name, flags, received_uuid):
+    path = root / "root" / name
+    path.mkdir()
+    (path / ".show").write_text(
+        "%s\n\tName: \t\t\t%s\n\tUUID: \t\t\t0b4b1b0e-0000-4000-8000-000000000001\n"
+        "\tReceived UUID: \t\t%s\n\tFlags: \t\t\t%s\n" % (name, name, received_uuid, flags))
+    return str(path)
+
+
+def serve_append_only(root, line):
+    logged = []
+    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, \
+            tempfile.TemporaryFile() as err:
+        server = Server(str(root), btrfs_path=str(root.parents[1] / "btrfs"), stdin=stdin,
+                        stdout=out, stderr=err, use_sudo=False, append_only=True,
+                        log=logged.append)
+        status = server.serve(line)
+        err.seek(0)
+        return status, err.read().decode(), logged
+
+
+@pytest.mark.parametrize("subvolumes, line, allowed", [
+    pytest.param([("x", *COMPLETE)], "btrfs subvolume delete -- {x}", False, id="complete"),
+    pytest.param([("x", *COMPLETE)], "btrfs subvolume delete -c -- {x}", False, id="complete-commit"),
+    pytest.param([("x", *PARTIAL_WRITABLE)], "btrfs subvolume delete -- {x}", True, id="partial"),
+    pytest.param([("x", *PARTIAL_READONLY)], "btrfs subvolume delete -- {x}", True,
+                 id="partial-readonly"),
+    pytest.param([("x", *WRITABLE_WITH_UUID)], "btrfs subvolume delete -- {x}", True,
+                 id="writable-with-uuid"),
+    pytest.param([("x", *PARTIAL_WRITABLE), ("y", *COMPLETE)], "btrfs subvolume delete -- {x} {y}",
+                 False, id="partial-beside-complete"),
+    pytest.param([("x", *PARTIAL_WRITABLE)], "btrfs property set -ts {x} ro false", False,
+                 id="make-partial-writable"),
+    pytest.param([("x", *COMPLETE)], "btrfs property set -f -ts {x} ro false", False,
+                 id="make-complete-writable"),
+])
+def test_append_only_runs_only_what_leaves_complete_backups_alone(append_only_root, subvolumes,
+                                                                   line, allowed):
+    paths = {name: subvolume_here(append_only_root, name, flags, uuid)
+             for name, flags, uuid in subvolumes}
+    status, err, logged = serve_append_only(append_only_root, line.format(**paths))
+    if allowed:
+        assert status == 0, err
+        assert btrfs_calls(append_only_root) == ["btrfs " + line.format(**paths).split("btrfs ", 1)[1]]
+        assert logged == []
+    else:
+        assert status == EXIT_REFUSED and "refused: append-only" in err, err
+        assert btrfs_calls(append_only_root) == []
+        assert len(logged) == 1 and str(append_only_root) in logged[0] and "command:" in logged[0]
+
+
+def test_every_refusal_is_logged_with_the_root_and_the_command(append_only_root):
+    status, _err, logged = serve_append_only(append_only_root, "rm -rf %s" % append_only_root)
+    assert status == EXIT_REFUSED
+    assert logged == ["refused for %s: 'rm -rf %s' is not a command that a backup sends; "
+                      "command: 'rm -rf %s'" % (append_only_root, append_only_root, append_only_root)]

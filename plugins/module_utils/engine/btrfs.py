@@ -155,3 +155,16 @@ def path_in_filesystem(mount, path):
     rel = posixpath.relpath(path, mount.mount_point)
     joined = posixpath.normpath(posixpath.join(mount.root, "" if rel == "." else rel))
     return joined.strip("/")
+
+
+def parse_subvolume_show(text):
+    """Pure: (readonly, received_uuid) from `btrfs subvolume show` output (LC_ALL=C)."""
+    fields = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition(":")
+        if sep and key not in fields:
+            fields[key] = value.strip()
+    if "UUID" not in fields:
+        raise ValueError("not the output of 'btrfs subvolume show'")
+    readonly = "readonly" in fields.get("Flags", "").split()
+    return readonly, _uuid_or_none(fields.get("Received UUID", "-"))

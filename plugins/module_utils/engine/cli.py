@@ -6,6 +6,7 @@
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 
@@ -30,6 +31,7 @@ Commands (each has its own --help):
   btrfs-backup restore BACKUPS TARGET   bring a backup back as a subvolume (read-only or -W writable)
   btrfs-backup verify SOURCE BACKUPS    check a backup's UUID chain and content against its snapshot
   btrfs-backup serve --root DIR         the forced command of a source's ssh key on a backup server
+  btrfs-backup prune FOLDER ...         a backup server's own retention (beside serve --append-only)
 Without a command, btrfs-backup backs up SOURCE to each DEST, as below.
 
 Argument files: any argument written @FILE is replaced by the arguments in FILE, one flag,
@@ -49,7 +51,7 @@ class Terminated(BaseException):
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="btrfs-backup", description=DESCRIPTION, epilog=EPILOG, add_help=False,
-        usage="%(prog)s [options] SOURCE [DEST ...]\n       %(prog)s {restore,verify,serve} [options] ...",
+        usage="%(prog)s [options] SOURCE [DEST ...]\n       %(prog)s {restore,verify,serve,prune} [options] ...",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     show = parser.add_argument_group("Display settings")
     show.add_argument("-h", "--help", action="help", help="Show this help message and exit.")
@@ -242,6 +244,48 @@ def build_verify_parser():
     return parser
 
 
+def build_prune_parser():
+    parser = argparse.ArgumentParser(
+        prog="btrfs-backup prune",
+        description="Retention on a backup server (the other half of 'serve --append-only'): "
+                    "delete the backups in each FOLDER that the policy does not keep. The newest "
+                    "backup always stays (the next incremental parent), and nothing younger "
+                    "than --min-age is deleted.")
+    parser.add_argument("folders", nargs="+", metavar="FOLDER", help="A folder of backups.")
+    parser.add_argument("-n", "--num-backups", type=_whole, default=0, metavar="N",
+                        help="Keep the newest N backups (0: all).")
+    parser.add_argument("--preserve-backups", default="", metavar="POLICY",
+                        help="Also keep the first backup of each of the last periods, "
+                             "e.g. '24h 7d 4w 12m *y'.")
+    parser.add_argument("--min-age", default="", metavar="AGE",
+                        help="Delete nothing younger than AGE (e.g. '7d', '36h', '2w').")
+    parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
+                        help="Prefix of the backup names. Default is ''.")
+    _add_common(parser)
+    return parser
+
+
+def _prune(options):
+    """`prune`: folder retention on each folder; a missing folder is skipped with a warning
+    (a job whose first backup has not arrived yet)."""
+    from .operations import apply_retention
+    results = []
+    for folder in options.folders:
+        if not os.path.isdir(folder):
+            LOG.warning("%s does not exist yet: nothing to prune", folder)
+            continue
+        result = apply_retention(folder, prefix=options.snapshot_prefix, count=options.num_backups,
+                                 preserve=options.preserve_backups, min_age=options.min_age,
+                                 check_mode=options.check)
+        result["folder"] = folder
+        results.append(result)
+        verb = "would delete" if options.check else "deleted"
+        LOG.info("%s: %s %s; kept %d (%s)", folder, verb,
+                 ", ".join(d["name"] for d in result["deleted"]) or "nothing",
+                 len(result["kept"]), result["policy"])
+    return {"folders": results, "changed": any(r["changed"] for r in results)}
+
+
 def _add_common(parser):
     parser.add_argument("--ssh-opt", action="append", default=[], metavar="OPTION",
                         help="Pass an ssh_config option to ssh(1), e.g. --ssh-opt IdentityFile=/root/id.")
@@ -254,17 +298,20 @@ def _add_common(parser):
 
 
 def _run_subcommand(command, argv):
-    """`restore` and `verify`: one operation each, JSON or a short summary."""
+    """`restore`, `verify` and `prune`: one operation each, JSON or a short summary."""
     from .restore import restore
     from .verify import verify
-    parser = build_restore_parser() if command == "restore" else build_verify_parser()
+    parser = {"restore": build_restore_parser, "verify": build_verify_parser,
+              "prune": build_prune_parser}[command]()
     options = parser.parse_args(expand_argfiles(argv))
     _setup_logging(options)
     # As for a backup run: SIGTERM unwinds, so a restore stops its pipeline and removes its
     # staging folder instead of dying with them left behind.
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
-        if command == "restore":
+        if command == "prune":
+            result, ok = _prune(options), True
+        elif command == "restore":
             result = restore(options.backups, options.target, name=options.snapshot,
                              prefix=options.snapshot_prefix, writable=options.writable,
                              force=options.force, check_mode=options.check,
@@ -288,6 +335,8 @@ def _run_subcommand(command, argv):
     if options.json:
         json.dump(result, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
+    elif command == "prune":
+        pass  # each folder was reported as it was pruned
     elif command == "restore" and not result["changed"]:
         LOG.info("%s already holds %s from %s: nothing to do", result["target"],
                  result["snapshot"], result["source"])
@@ -304,7 +353,7 @@ def _run_subcommand(command, argv):
     return EXIT_OK if ok else EXIT_FAILED
 
 
-SUBCOMMANDS = ("restore", "verify")
+SUBCOMMANDS = ("restore", "verify", "prune")
 
 
 def build_serve_parser():
@@ -317,6 +366,10 @@ def build_serve_parser():
     parser.add_argument("--root", required=True, help="The only folder this key may use.")
     parser.add_argument("--btrfs", default="btrfs", metavar="PATH",
                         help="The btrfs program (run with sudo -n unless already root).")
+    parser.add_argument("--append-only", action="store_true",
+                        help="Never delete a complete backup nor make one writable: only partial "
+                             "receives may be deleted; 'btrfs-backup prune' on the server "
+                             "applies retention.")
     return parser
 
 
@@ -325,7 +378,7 @@ def main(argv=None):
     if argv and argv[0] == "serve":
         from . import serve
         options = build_serve_parser().parse_args(argv[1:])
-        return serve.main(options.root, options.btrfs)
+        return serve.main(options.root, options.btrfs, append_only=options.append_only)
     if argv and argv[0] in SUBCOMMANDS:
         try:
             return _run_subcommand(argv[0], argv[1:])

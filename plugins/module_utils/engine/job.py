@@ -24,6 +24,8 @@ from .retention import Policy, parse_buckets, plan_retention
 from .runner import CommandRunner
 
 LOG = logging.getLogger("btrfs_backup")
+# What `serve --append-only` answers to a deletion of a complete backup (serve.APPEND_ONLY).
+APPEND_ONLY_REFUSAL = "refused: append-only"
 
 
 class JobConfig(object):
@@ -588,6 +590,11 @@ class _Job(object):
         try:
             self._delete_subvolumes(endpoint, paths, folder)
         except BackupError as err:
+            if APPEND_ONLY_REFUSAL in str(err):
+                # Invariant 10: an append-only server keeps its backups until its own retention.
+                self.result.warn("%s is append-only: the server's own retention (btrfs-backup "
+                                 "prune) deletes its backups, not this run" % label)
+                return
             self.result.fail(err, where="retention at %s" % label)
             return
         self.result.changed = True

@@ -15,7 +15,7 @@ from .endpoints import LocalEndpoint, SshConnections, check_path, parse_location
 from .errors import BackupError, ConfigError, EndpointError, MissingPathError
 from .listing import list_folder
 from .locks import LOCK_KINDS, LocalLockStore, RemoteLockStore
-from .retention import Policy, parse_buckets, plan_retention
+from .retention import Policy, parse_buckets, parse_min_age, plan_retention, protect_young
 from .runner import CommandRunner
 
 
@@ -147,14 +147,18 @@ def snapshot_absent(source, name, snapshot_folder="snapshot", check_mode=False, 
 
 
 def apply_retention(path, prefix="", count=0, preserve="", check_mode=False, ssh_options=(),
-                    ssh_sudo=False, convert_rw=False, sync=False, runner=None, now=None):
+                    ssh_sudo=False, convert_rw=False, sync=False, runner=None, now=None,
+                    min_age=""):
     """Apply the count and time-bucket policies to the snapshots or backups in one folder.
 
     A snapshot folder's `.outstanding_transfers` is honoured (locked and parent-locked snapshots
-    stay); the newest item always stays, being the next incremental parent.
+    stay); the newest item always stays, being the next incremental parent; nothing younger
+    than `min_age` is deleted.
     """
     names.validate_prefix(prefix)
     policy = Policy(count, parse_buckets(preserve))
+    youngest_kept = parse_min_age(min_age)
+    now = now or datetime.datetime.now()
     with Location(path, ssh_options, ssh_sudo, runner) as location:
         folder = location.endpoint.path
         listing = location.list(folder)
@@ -162,8 +166,10 @@ def apply_retention(path, prefix="", count=0, preserve="", check_mode=False, ssh
                  if s.readonly and names.is_snapshot_name(prefix, n)}
         locks = location.lock_store(folder).read()
         protected = {n: locks.reasons(n) for n in items}
-        decisions = plan_retention([(n, names.parse_time(prefix, n)) for n in items], policy,
-                                   protected, now or datetime.datetime.now())
+        dated = [(n, names.parse_time(prefix, n)) for n in items]
+        for name, reason in protect_young(dated, youngest_kept, now).items():
+            protected[name].append(reason)
+        decisions = plan_retention(dated, policy, protected, now)
         kept = [{"name": d.name, "reasons": list(d.reasons)} for d in decisions if d.keep]
         deleted = [{"name": d.name, "reason": "not kept by retention policy (%s)" % policy.describe()}
                    for d in decisions if not d.keep]

@@ -92,6 +92,37 @@ def _period_start(now, unit, back):
     return (now.year - back,)
 
 
+_AGE_RE = re.compile(r"^(\d+)([hdw])$")
+_AGE_UNITS = {"h": datetime.timedelta(hours=1), "d": datetime.timedelta(days=1),
+              "w": datetime.timedelta(weeks=1)}
+
+
+def parse_min_age(text):
+    """Parse a minimum age such as '36h', '7d' or '2w' into a timedelta ('' or '0' for none)."""
+    text = (text or "").strip()
+    if text in ("", "0"):
+        return None
+    match = _AGE_RE.match(text)
+    if not match:
+        raise ConfigError("minimum age %r is not valid: use <number><unit> with unit h (hours), "
+                          "d (days) or w (weeks), e.g. '7d'" % text)
+    return int(match.group(1)) * _AGE_UNITS[match.group(2)]
+
+
+def protect_young(items, min_age, now):
+    """Pure: name -> reason for each (name, datetime) item younger than `min_age` (a window in
+    which nothing is deleted, whatever the policy says)."""
+    if not min_age:
+        return {}
+    return {name: "younger than the minimum age (%s)" % _describe_age(min_age)
+            for name, when in items if now - when < min_age}
+
+
+def _describe_age(age):
+    hours = int(age.total_seconds() // 3600)
+    return "%dd" % (hours // 24) if hours % 24 == 0 else "%dh" % hours
+
+
 def plan_retention(items, policy, protected=None, now=None):
     """Decide for each item whether it is kept.
 

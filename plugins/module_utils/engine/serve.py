@@ -19,6 +19,12 @@ subvolumes in it. What it cannot: read anything back (no `btrfs send`, no `cat`)
 outside its root (other hosts' folders, `..`, symlinks), run any other program, or see other
 hosts' subvolumes (listings are filtered to the root). `btrfs receive` runs with --chroot so a
 stream cannot write through a symlink it created.
+
+With `--append-only` (invariant 10) the key cannot destroy its own history either: it may
+delete only what is not a complete backup (a partial receive: writable, or without a received
+UUID), so failed transfers are still cleaned up, and it cannot make a backup writable. Complete
+backups are then deleted only by the server's own retention (`btrfs-backup prune`). Every
+refusal is logged to the server's syslog (the journal) with the root and the command.
 """
 
 import fcntl
@@ -32,6 +38,8 @@ import sys
 from . import btrfs
 
 EXIT_REFUSED = 126
+#: Leads every append-only refusal, so a source can tell it from other failures.
+APPEND_ONLY = "append-only"
 SERVE_ENV = dict(os.environ, LC_ALL="C", PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 
 # One path component below the root: the engine's folder and snapshot names use this alphabet.
@@ -206,14 +214,34 @@ def _parse_btrfs(args, root):
     raise Refused("%r is not a btrfs command that a backup sends" % " ".join(["btrfs"] + args))
 
 
+def append_only_refusal(operation):
+    """Pure: why an append-only key may not run `operation` at all, or None. Deletions are
+    judged per subvolume on disk (`complete_backup_refusal`)."""
+    if operation.op == "writable":
+        return ("%s: %s cannot be made writable; complete backups are changed only by the "
+                "server" % (APPEND_ONLY, operation.paths[0]))
+    return None
+
+
+def complete_backup_refusal(path, readonly, received_uuid):
+    """Pure: why an append-only key may not delete the subvolume at `path`, or None. Only a
+    partial receive (writable, or without a received UUID) may go."""
+    if readonly and received_uuid:
+        return ("%s: %s is a complete backup; only the server's own retention deletes it"
+                % (APPEND_ONLY, path))
+    return None
+
+
 # -- the executor ---------------------------------------------------------------------------
 
 class Server(object):
     """Runs accepted operations for one root, checking each path again on disk (symlinks)."""
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
-                 use_sudo=None):
+                 use_sudo=None, append_only=False, log=None):
         self.root = check_root(root)
+        self.append_only = append_only
+        self.log = log if log is not None else _syslog
         self.btrfs_path = btrfs_path
         self.use_sudo = os.geteuid() != 0 if use_sudo is None else use_sudo
         self.stdin = stdin if stdin is not None else sys.stdin.buffer
@@ -223,11 +251,11 @@ class Server(object):
 
     def serve(self, line):
         """Check the whole request first, then run it; returns the exit status for ssh."""
+        self.line = line
         try:
             request = parse_request(line, self.root)
         except Refused as err:
-            self._say("btrfs-backup serve: refused: %s" % err)
-            return EXIT_REFUSED
+            return self._refuse(err)
         try:
             root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as err:
@@ -247,6 +275,11 @@ class Server(object):
         finally:
             os.close(root_fd)
 
+    def _refuse(self, err):
+        self._say("btrfs-backup serve: refused: %s" % err)
+        self.log("refused for %s: %s; command: %r" % (self.root, err, self.line))
+        return EXIT_REFUSED
+
     def _say(self, text):
         self.stderr.write((text + "\n").encode("utf-8", "replace"))
         self.stderr.flush()
@@ -263,10 +296,28 @@ class Server(object):
     def _run(self, operation):
         try:
             paths = [self._on_disk(p) for p in operation.paths]
+            if self.append_only:
+                self._check_append_only(operation, paths)
             return getattr(self, "_op_" + operation.op)(paths, operation.flags)
         except Refused as err:
-            self._say("btrfs-backup serve: refused: %s" % err)
-            return EXIT_REFUSED
+            return self._refuse(err)
+
+    def _check_append_only(self, operation, paths):
+        """Invariant 10: refuse, before anything runs, whatever would destroy a complete backup."""
+        reason = append_only_refusal(operation)
+        if reason is None and operation.op == "delete":
+            for path in paths:
+                status, out = self._btrfs(["subvolume", "show", path], capture=True)
+                if status != 0:
+                    raise Refused("%s: cannot tell whether %s is a complete backup"
+                                  % (APPEND_ONLY, path))
+                readonly, received_uuid = btrfs.parse_subvolume_show(
+                    out.decode("utf-8", "replace"))
+                reason = complete_backup_refusal(path, readonly, received_uuid)
+                if reason:
+                    break
+        if reason:
+            raise Refused(reason)
 
     # Local operations, done in Python (no process, nothing to inject into).
 
@@ -372,11 +423,19 @@ def filter_listing(text, root_in_fs):
     return "".join(line + "\n" for line in kept)
 
 
-def main(root, btrfs_path="btrfs", environ=None):
+def _syslog(message):
+    """Refusals go to the server's log (the journal), where an administrator looks for attacks."""
+    import syslog  # only here: a refusal is rare, a run's start-up time is not
+    client = os.environ.get("SSH_CLIENT", "").split(" ")[0] or "local"
+    syslog.openlog("btrfs-backup-serve", syslog.LOG_PID, syslog.LOG_AUTH)
+    syslog.syslog(syslog.LOG_WARNING, "from %s: %s" % (client, message))
+
+
+def main(root, btrfs_path="btrfs", environ=None, append_only=False):
     """`btrfs-backup serve --root DIR`: the forced command of a source host's key."""
     environ = os.environ if environ is None else environ
     try:
-        server = Server(root, btrfs_path)
+        server = Server(root, btrfs_path, append_only=append_only)
     except Refused as err:
         sys.stderr.write("btrfs-backup serve: %s\n" % err)
         return 2
