@@ -7,6 +7,7 @@ backup server. The engine pushes to it over ssh exactly as it pushes to any ssh 
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
 
@@ -15,7 +16,7 @@ import pytest
 from cli_helpers import (CLI, assert_restores, destination, is_subvolume, leave_partial_receive,
                          live_locks, ok, run_cli, sent, ssh_args, subvolumes, take_snapshot,
                          wait_next_second, write_locks_03)
-from support.btrfs_loop import pipeline
+from support.btrfs_loop import pipeline, run
 from support.sshd import Sshd
 from support.trees import MiB, write_mixed_tree
 
@@ -189,3 +190,56 @@ def test_with_an_append_only_server_partials_are_cleaned_and_retention_is_left_t
     assert sorted(complete_backups(dest)) == [one, two.name], "the server kept both backups"
     assert "append-only" in done.stderr and done.stderr.count("append-only") == 1, done.stderr
     assert live_locks(source / "snapshot") == {}
+
+
+# -- per-host quotas ----------------------------------------------------------------------------
+
+def quota_host_folder(fs, name):
+    """A host folder as the role makes it with a quota: a subvolume in its own level-1 qgroup."""
+    folder = fs / name
+    run(["btrfs", "subvolume", "create", folder])
+    out = run(["btrfs", "subvolume", "show", folder], env=dict(os.environ, LC_ALL="C")).stdout
+    subvolume_id = int(next(l for l in out.splitlines() if "Subvolume ID:" in l).split(":")[1])
+    run(["btrfs", "qgroup", "create", "1/%d" % subvolume_id, fs])
+    run(["btrfs", "qgroup", "assign", "0/%d" % subvolume_id, "1/%d" % subvolume_id, fs])
+    return folder, "1/%d" % subvolume_id
+
+
+def referenced(fs, qgroup):
+    run(["btrfs", "filesystem", "sync", fs])
+    run(["btrfs", "quota", "rescan", "-w", fs], check=False)
+    out = run(["btrfs", "qgroup", "show", "--raw", fs]).stdout
+    return next(int(line.split()[1]) for line in out.splitlines() if line.split()[:1] == [qgroup])
+
+
+def test_a_host_over_its_quota_fails_alone(require_btrfs, make_fs, subvolume):
+    """Two hosts' keys with quotas on one server: the transfer that would pass its host's quota
+    is stopped with a clear error and stays locked; the other host's backup arrives."""
+    from conftest import _require  # noqa: PLC0415 - the integration suite's own prerequisite check
+    from support import sshd as sshd_support
+    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    fs = make_fs("server", size="1G")
+    run(["btrfs", "quota", "enable", fs])
+    small, _ = quota_host_folder(fs, "small")
+    large, large_qgroup = quota_host_folder(fs, "large")
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=10, small_size=2048, large_files=[24 * MiB], seed=6)
+    with Sshd(host="127.0.0.6") as small_server, Sshd(host="127.0.0.7") as large_server:
+        for server, folder, size in ((small_server, small, "8M"), (large_server, large, "200M")):
+            forced = "%s %s serve --append-only --quota %s --root %s" % (sys.executable, CLI, size, folder)
+            key = (server.workdir / "id_ed25519.pub").read_text().strip()
+            (server.workdir / "authorized_keys").write_text('restrict,command="%s" %s\n' % (forced, key))
+        small_url, large_url = small_server.url(small / "data"), large_server.url(large / "data")
+        done = run_cli(*ssh_args(small_server, large_server), source, small_url, large_url)
+
+    assert done.code == 1, done.explain()
+    name = done.result["snapshot"]["name"]
+    failed = destination(done.result, small_url)
+    assert failed["status"] == "failed" and "quota exceeded" in failed["error"], failed
+    assert "small past its quota of 8.0 MiB" in failed["error"], failed
+    assert destination(done.result, large_url)["status"] == "ok"
+    assert sorted(complete_backups(large / "data")) == [name]
+    assert complete_backups(small / "data") == {} and list((small / "data").iterdir()) == []
+    assert live_locks(source / "snapshot") == {name: {"locks": [small_url]}}
+    # The received backup counts against its host's quota.
+    assert referenced(fs, large_qgroup) >= 24 * MiB

@@ -370,6 +370,10 @@ def build_serve_parser():
                         help="Never delete a complete backup nor make one writable: only partial "
                              "receives may be deleted; 'btrfs-backup prune' on the server "
                              "applies retention.")
+    parser.add_argument("--quota", metavar="SIZE",
+                        help="Refuse receives once DIR's backups reference SIZE (e.g. '50G'), and "
+                             "stop a receive that would pass it. DIR must be a subvolume in a "
+                             "level-1 qgroup 1/<its id> on a filesystem with quotas enabled.")
     return parser
 
 
@@ -378,7 +382,8 @@ def main(argv=None):
     if argv and argv[0] == "serve":
         from . import serve
         options = build_serve_parser().parse_args(argv[1:])
-        return serve.main(options.root, options.btrfs, append_only=options.append_only)
+        return serve.main(options.root, options.btrfs, append_only=options.append_only,
+                          quota_size=options.quota)
     if argv and argv[0] in SUBCOMMANDS:
         try:
             return _run_subcommand(argv[0], argv[1:])

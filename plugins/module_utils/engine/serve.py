@@ -35,7 +35,8 @@ import shlex
 import subprocess
 import sys
 
-from . import btrfs
+from . import btrfs, quota
+from .errors import ConfigError
 
 EXIT_REFUSED = 126
 #: Leads every append-only refusal, so a source can tell it from other failures.
@@ -238,9 +239,10 @@ class Server(object):
     """Runs accepted operations for one root, checking each path again on disk (symlinks)."""
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
-                 use_sudo=None, append_only=False, log=None):
+                 use_sudo=None, append_only=False, log=None, quota_bytes=None):
         self.root = check_root(root)
         self.append_only = append_only
+        self.quota_bytes = quota_bytes
         self.log = log if log is not None else _syslog
         self.btrfs_path = btrfs_path
         self.use_sudo = os.geteuid() != 0 if use_sudo is None else use_sudo
@@ -377,7 +379,61 @@ class Server(object):
 
     def _op_receive(self, paths, flags):
         # --chroot: the stream's own paths cannot leave the folder through symlinks it makes.
-        status, _out = self._btrfs(["receive", "--chroot"] + flags + paths, stdin=self.stdin)
+        args = ["receive", "--chroot"] + flags + paths
+        if self.quota_bytes is None:
+            return self._btrfs(args, stdin=self.stdin)[0]
+        return self._receive_within_quota(args, paths[0])
+
+    # Quotas: the host's usage is the referenced size of its level-1 qgroup, which holds its
+    # folder's subvolume and every backup received in it (assigned after each receive).
+
+    def _host_qgroup(self):
+        status, out = self._btrfs(["subvolume", "show", self.real_root], capture=True)
+        fields = dict(line.strip().partition(":")[::2] for line in out.decode("utf-8", "replace").splitlines())
+        if status != 0 or not fields.get("Subvolume ID", "").strip().isdigit():
+            raise Refused("quota: %s is not a subvolume, so it cannot have a quota" % self.root)
+        return quota.host_qgroup(int(fields["Subvolume ID"]))
+
+    def _usage(self, qgroup):
+        status, out = self._btrfs(["qgroup", "show", "--raw", self.real_root], capture=True)
+        used = quota.parse_qgroup_referenced(out.decode("utf-8", "replace"), qgroup) if status == 0 else None
+        if used is None:
+            raise Refused("quota: qgroup %s of %s is missing (the server needs 'btrfs quota enable' "
+                          "and the host's qgroup, which the role sets up)" % (qgroup, self.root))
+        return used
+
+    def _receive_within_quota(self, args, folder):
+        qgroup = self._host_qgroup()
+        try:
+            room = quota.room_left(self._usage(qgroup), self.quota_bytes, self.root)
+        except ValueError as err:
+            raise Refused(str(err))
+        before = _subvolumes_in(folder)
+        argv = (["sudo", "-n"] if self.use_sudo else []) + [self.btrfs_path] + args
+        self.stdout.flush()
+        # serve runs on a backup server without Ansible; the stream is copied into receive as it comes.
+        receiver = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.stdout,  # pylint: disable=ansible-bad-function
+                                    stderr=self.stderr, env=SERVE_ENV)
+        try:
+            _copied, stopped = quota.copy_capped(self.stdin.fileno(), receiver.stdin.fileno(), room)
+        except OSError:
+            stopped = False  # the receiver ended early: its own status says why
+        if stopped:
+            receiver.kill()
+        receiver.stdin.close()
+        status = receiver.wait()
+        for path in sorted(_subvolumes_in(folder) - before):
+            # Counted from now on; the kernel rescans shared extents in the background.
+            show_status, out = self._btrfs(["subvolume", "show", path], capture=True)
+            for line in out.decode("utf-8", "replace").splitlines():
+                if show_status == 0 and line.strip().startswith("Subvolume ID:"):
+                    self._btrfs(["qgroup", "assign", "0/" + line.split(":")[1].strip(), qgroup,
+                                 self.real_root], capture=True)
+        if stopped:
+            self._say("btrfs-backup serve: quota exceeded: this backup would take %s past its "
+                      "quota of %s; the partial receive is left for the sender to delete"
+                      % (self.root, quota.format_size(self.quota_bytes)))
+            return 1
         return status
 
     def _op_list(self, paths, flags):
@@ -407,6 +463,17 @@ class Server(object):
         return self._btrfs(["property", "set"] + flags + ["-ts", paths[0], "ro", "false"])[0]
 
 
+def _subvolumes_in(folder):
+    """The subvolumes directly in `folder`: a subvolume's root directory is inode 256 (as stat
+    sees it; readdir reports another number for it)."""
+    try:
+        with os.scandir(folder) as entries:
+            return {e.path for e in entries
+                    if e.is_dir(follow_symlinks=False) and e.stat(follow_symlinks=False).st_ino == 256}
+    except OSError:
+        return set()
+
+
 def filter_listing(text, root_in_fs):
     """Pure: keep the `btrfs subvolume list` lines of subvolumes at or below `root_in_fs` (the
     root's path from the filesystem's top level), so a host never learns another's UUIDs."""
@@ -431,12 +498,13 @@ def _syslog(message):
     syslog.syslog(syslog.LOG_WARNING, "from %s: %s" % (client, message))
 
 
-def main(root, btrfs_path="btrfs", environ=None, append_only=False):
+def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=None):
     """`btrfs-backup serve --root DIR`: the forced command of a source host's key."""
     environ = os.environ if environ is None else environ
     try:
-        server = Server(root, btrfs_path, append_only=append_only)
-    except Refused as err:
+        quota_bytes = quota.parse_size(quota_size) if quota_size else None
+        server = Server(root, btrfs_path, append_only=append_only, quota_bytes=quota_bytes)
+    except (Refused, ConfigError) as err:
         sys.stderr.write("btrfs-backup serve: %s\n" % err)
         return 2
     return server.serve(environ.get("SSH_ORIGINAL_COMMAND", ""))
