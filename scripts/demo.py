@@ -34,10 +34,12 @@ def backup(args):
 
 
 def show_transfers(result):
+    """One row per transfer; the destination column is as wide as the longest id (never cut)."""
+    width = max([len(dest["id"]) for dest in result["destinations"]] or [0])
     for dest in result["destinations"]:
         for t in dest["transfers"]:
-            print("   %-45s %-12s parent=%-16s %10s bytes %6.2fs" % (
-                dest["id"][-45:], t["mode"], t["parent"] or "-", t["bytes"], t["seconds"] or 0))
+            print("   %-*s %-12s parent=%-16s %10s bytes %6.2fs" % (
+                width, dest["id"], t["mode"], t["parent"] or "-", t["bytes"], t["seconds"] or 0))
 
 
 def show_subvolumes(folder):

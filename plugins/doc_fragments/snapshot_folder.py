@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: btrfs.backup maintainers
-# MIT License (see https://opensource.org/licenses/MIT)
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Documentation of where snapshots live and how they are named (btrfs-backup 0.3's -f and -p)."""
 
 from __future__ import absolute_import, division, print_function

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: btrfs.backup maintainers
-# MIT License (see https://opensource.org/licenses/MIT)
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Documentation of the ssh options shared by every module that can reach another host."""
 
 from __future__ import absolute_import, division, print_function

@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: btrfs.backup maintainers
-# MIT License (see https://opensource.org/licenses/MIT)
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Module parameters -> engine arguments: the shared ssh options, and each value checked by the engine."""
 
 from __future__ import absolute_import, division, print_function

@@ -1,5 +1,9 @@
 """Run the collection's modules through real `ansible` / `ansible-playbook`, and look at btrfs as a user would.
 
+Tests call modules through pytest-ansible's fixtures where they can (tests/integration/test_modules.py);
+the runner here covers what its ad hoc calls do not offer: check and diff mode, module_defaults,
+task environment, and the `ansible -a` command line itself.
+
 Nothing here imports the engine: results come from Ansible's json callback, facts about subvolumes
 from `btrfs subvolume show`.
 """
@@ -108,6 +112,13 @@ class Ansible:
         argv = [str(VENV_BIN / "ansible"), "localhost", "-i", str(self.inventory),
                 "-m", "btrfs.backup." + module, "-a", args]
         return self._run(argv + (["--check"] if check else []), timeout)
+
+
+def module_result(result) -> AnsibleRun:
+    """A pytest-ansible ModuleResult of one host as an AnsibleRun (exit status 2 when it failed)."""
+    data = dict(result)
+    data["failed"] = bool(data.get("failed"))
+    return AnsibleRun(2 if data["failed"] else 0, [data], "", "")
 
 
 def key_values(args: Dict[str, object]) -> str:

@@ -19,6 +19,7 @@ from ansible_helpers import (
     assert_is_backup_of,
     install_collection,
     key_values,
+    module_result,
     read_locks,
     subvolume_facts,
     subvolume_names,
@@ -26,6 +27,15 @@ from ansible_helpers import (
 from support.btrfs_loop import pipeline, run
 from support.sshd import Sshd
 from support.trees import MiB, assert_same_tree, modify_tree, write_mixed_tree
+
+
+pytestmark = [
+    # pytest-ansible, started in a checkout with galaxy.yml, sets up the collection finder with the
+    # checkout (linked under collections/, git-ignored) when it loads; its later calls find it done.
+    pytest.mark.filterwarnings("ignore:AnsibleCollectionFinder has already been configured:UserWarning"),
+    # pytest-ansible marks its ad hoc host manager deprecated without naming a successor yet.
+    pytest.mark.filterwarnings("ignore:Host management is deprecated:DeprecationWarning"),
+]
 
 
 @pytest.fixture(scope="session")
@@ -43,7 +53,21 @@ def sshd(sshd):
 
 @pytest.fixture
 def ansible(collections_path, tmp_path):
+    """ansible-playbook and ansible as processes: check mode, diff mode, module_defaults, task
+    environment and `-a 'key=value ...'` strings, which pytest-ansible's ad hoc calls do not offer."""
     return Ansible(collections_path, tmp_path)
+
+
+@pytest.fixture
+def module(ansible_adhoc, ansible):
+    """Run btrfs.backup.NAME with ARGS on localhost through pytest-ansible (in this process, the
+    collection from the checkout); the result as an AnsibleRun."""
+    hosts = ansible_adhoc(inventory=str(ansible.inventory), host_pattern="localhost")
+
+    def run(name, args):
+        return module_result(getattr(hosts["localhost"], "btrfs.backup." + name)(**args)["localhost"])
+
+    return run
 
 
 @pytest.fixture
@@ -59,8 +83,8 @@ def dst(make_fs):
     return make_fs("dst")
 
 
-def snapshot_with(ansible, src, name):
-    done = ansible.task("btrfs_snapshot", {"source": str(src), "name": name})
+def snapshot_with(module, src, name):
+    done = module("btrfs_snapshot", {"source": str(src), "name": name})
     assert done.code == 0, done.explain()
     return src / "snapshot" / name
 
@@ -68,7 +92,7 @@ def snapshot_with(ansible, src, name):
 # -- btrfs_snapshot --------------------------------------------------------------------------
 
 
-def test_snapshot_present_then_absent_each_twice(ansible, src):
+def test_snapshot_present_then_absent_each_twice(ansible, module, src):
     args = {"source": str(src), "name": "before-upgrade"}
     planned = ansible.task("btrfs_snapshot", args, check=True)
     assert planned.code == 0, planned.explain()
@@ -76,7 +100,7 @@ def test_snapshot_present_then_absent_each_twice(ansible, src):
     assert planned.result["plan"][-1].startswith("create read-only snapshot ")
     assert not (src / "snapshot").exists()
 
-    first, second = (ansible.task("btrfs_snapshot", args) for _round in range(2))
+    first, second = (module("btrfs_snapshot", args) for _round in range(2))
     assert first.code == 0 and second.code == 0, first.explain() + second.explain()
     assert first.result["changed"] and not second.result["changed"]
     path = src / "snapshot" / "before-upgrade"
@@ -89,25 +113,25 @@ def test_snapshot_present_then_absent_each_twice(ansible, src):
     assert planned.result["changed"] and path.exists()
     assert planned.result["diff"] == {"before": {"path": str(path), "state": "present"},
                                       "after": {"path": str(path), "state": "absent"}}
-    first, second = (ansible.task("btrfs_snapshot", args) for _round in range(2))
+    first, second = (module("btrfs_snapshot", args) for _round in range(2))
     assert first.result["changed"] and not second.result["changed"], first.explain() + second.explain()
     assert not path.exists()
 
 
-def test_snapshot_without_a_name_follows_the_scheme(ansible, src):
-    done = ansible.task("btrfs_snapshot", {"source": str(src), "snapshot_prefix": "data-"})
+def test_snapshot_without_a_name_follows_the_scheme(ansible, module, src):
+    done = module("btrfs_snapshot", {"source": str(src), "snapshot_prefix": "data-"})
     assert done.code == 0 and done.result["changed"], done.explain()
     name = done.result["snapshot"]["name"]
     assert name.startswith("data-") and len(name) == len("data-YYYYMMDD-HHMMSS")
     assert subvolume_names(src / "snapshot") == [name]
 
 
-def test_bad_parameters_fail_naming_the_parameter_and_change_nothing(ansible, src, dst):
-    failed = ansible.task("btrfs_send_backup", {"source": str(src), "dest": [str(dst)], "num_snapshots": -2})
+def test_bad_parameters_fail_naming_the_parameter_and_change_nothing(ansible, module, src, dst):
+    failed = module("btrfs_send_backup", {"source": str(src), "dest": [str(dst)], "num_snapshots": -2})
     assert failed.code != 0 and failed.result["failed"]
     assert failed.result["msg"].startswith("parameter num_snapshots:"), failed.explain()
-    failed = ansible.task("btrfs_send_backup", {"source": str(src), "dest": [str(dst)],
-                                                "preserve_backups": "7 days"})
+    failed = module("btrfs_send_backup", {"source": str(src), "dest": [str(dst)],
+                                          "preserve_backups": "7 days"})
     assert failed.result["msg"].startswith("parameter preserve_backups:"), failed.explain()
     assert not (src / "snapshot").exists() and os.listdir(dst) == []
 
@@ -115,10 +139,10 @@ def test_bad_parameters_fail_naming_the_parameter_and_change_nothing(ansible, sr
 # -- btrfs_send_backup -----------------------------------------------------------------------
 
 
-def test_send_backup_to_local_and_ssh_then_nothing_to_do(ansible, src, dst, make_fs, sshd):
+def test_send_backup_to_local_and_ssh_then_nothing_to_do(ansible, module, src, dst, make_fs, sshd):
     remote_fs = make_fs("remote")
-    one = snapshot_with(ansible, src, "20260101-000000")
-    two = snapshot_with(ansible, src, "20260102-000000")
+    one = snapshot_with(module, src, "20260101-000000")
+    two = snapshot_with(module, src, "20260102-000000")
     local, remote = dst / "backups", remote_fs / "web1"
     args = {"source": str(src), "dest": [str(local), sshd.url(remote)], "snapshot": False}
     # The ssh options come from module_defaults for the whole group, as a playbook would set them.
@@ -151,27 +175,27 @@ def test_send_backup_to_local_and_ssh_then_nothing_to_do(ansible, src, dst, make
     assert read_locks(src / "snapshot") in (None, {})
 
 
-def test_send_backup_pulls_from_an_ssh_source(ansible, make_fs, subvolume, sshd):
+def test_send_backup_pulls_from_an_ssh_source(ansible, module, make_fs, subvolume, sshd):
     remote_src = subvolume(make_fs("server") / "data")
     write_mixed_tree(remote_src, n_small=10, small_size=1024, large_files=[], seed=5)
     local = make_fs("pull") / "server-data"
     args = {"source": sshd.url(remote_src), "dest": [str(local)], "ssh_options": sshd.ssh_options(),
             "num_snapshots": 1}
-    first = ansible.task("btrfs_send_backup", args)
+    first = module("btrfs_send_backup", args)
     assert first.code == 0 and first.result["changed"], first.explain()
     name = first.result["snapshot"]["name"]
     assert_is_backup_of(local / name, remote_src / "snapshot" / name)
     args["snapshot"] = False
-    second = ansible.task("btrfs_send_backup", args)
+    second = module("btrfs_send_backup", args)
     assert second.code == 0 and not second.result["changed"], second.explain()
 
 
-def test_send_backup_check_mode_with_retention_changes_nothing(ansible, src, dst):
+def test_send_backup_check_mode_with_retention_changes_nothing(ansible, module, src, dst):
     for name in ("20260101-000000", "20260102-000000", "20260103-000000"):
-        snapshot_with(ansible, src, name)
+        snapshot_with(module, src, name)
     dest = dst / "backups"
     args = {"source": str(src), "dest": [str(dest)], "snapshot": False}
-    assert ansible.task("btrfs_send_backup", args).result["changed"]
+    assert module("btrfs_send_backup", args).result["changed"]
     snapshots_before, backups_before = subvolume_names(src / "snapshot"), subvolume_names(dest)
 
     args.update(snapshot=True, num_snapshots=1, num_backups=2)
@@ -206,8 +230,8 @@ exec {real} "$@"
 """
 
 
-def test_an_interrupted_transfer_leaves_a_lock_that_the_next_run_settles(ansible, src, dst, make_fs, tmp_path):
-    snapshot = snapshot_with(ansible, src, "20260101-000000")
+def test_an_interrupted_transfer_leaves_a_lock_that_the_next_run_settles(ansible, module, src, dst, make_fs, tmp_path):
+    snapshot = snapshot_with(module, src, "20260101-000000")
     dest = dst / "backups"
     wrapper_dir = tmp_path / "crashing-bin"
     wrapper_dir.mkdir()
@@ -224,7 +248,7 @@ def test_an_interrupted_transfer_leaves_a_lock_that_the_next_run_settles(ansible
     partial = subvolume_facts(dest / "20260101-000000")
     assert not partial.readonly and partial.received_uuid is None
 
-    retried = ansible.task("btrfs_send_backup", args)
+    retried = module("btrfs_send_backup", args)
     assert retried.code == 0 and retried.result["changed"], retried.explain()
     outcome = retried.result["destinations"][0]
     assert outcome["partials_deleted"] == [str(dest / "20260101-000000")]
@@ -238,17 +262,17 @@ def test_an_interrupted_transfer_leaves_a_lock_that_the_next_run_settles(ansible
     pipeline(["btrfs", "send", str(dest / "20260101-000000")], ["btrfs", "receive", str(restore_fs)])
     assert_same_tree(snapshot, restore_fs / "20260101-000000")
 
-    again = ansible.task("btrfs_send_backup", args)
+    again = module("btrfs_send_backup", args)
     assert again.code == 0 and not again.result["changed"], again.explain()
 
 
 # -- btrfs_retention ---------------------------------------------------------------------------
 
 
-def test_retention_deletes_with_reasons_once_and_check_mode_keeps_all(ansible, src):
+def test_retention_deletes_with_reasons_once_and_check_mode_keeps_all(ansible, module, src):
     names = ["20260101-000000", "20260102-000000", "20260103-000000", "20260104-000000"]
     for name in names:
-        snapshot_with(ansible, src, name)
+        snapshot_with(module, src, name)
     folder = src / "snapshot"
     (folder / LOCK_FILE).write_text(json.dumps({names[0]: {"locks": ["/elsewhere"]}}))
     args = {"path": str(folder), "count": 1}
@@ -258,7 +282,7 @@ def test_retention_deletes_with_reasons_once_and_check_mode_keeps_all(ansible, s
     assert planned.result["diff"]["after"] == {"items": [names[0], names[3]]}
     assert subvolume_names(folder) == names
 
-    first, second = (ansible.task("btrfs_retention", args) for _round in range(2))
+    first, second = (module("btrfs_retention", args) for _round in range(2))
     assert first.code == 0 and first.result["changed"] and not second.result["changed"], first.explain()
     assert [d["name"] for d in first.result["deleted"]] == names[1:3]
     kept = {k["name"]: k["reasons"] for k in first.result["kept"]}
@@ -267,14 +291,14 @@ def test_retention_deletes_with_reasons_once_and_check_mode_keeps_all(ansible, s
     assert subvolume_names(folder) == [names[0], names[3]]
 
 
-def test_retention_on_an_ssh_destination(ansible, make_fs, subvolume, sshd):
+def test_retention_on_an_ssh_destination(ansible, module, make_fs, subvolume, sshd):
     folder = make_fs("nas") / "backups"
     folder.mkdir()
     base = subvolume(folder.parent / "base")
     for day in range(1, 4):
         run(["btrfs", "subvolume", "snapshot", "-r", str(base), str(folder / ("2026010%d-000000" % day))])
     args = {"path": sshd.url(folder), "count": 2, "ssh_options": sshd.ssh_options()}
-    first, second = (ansible.task("btrfs_retention", args) for _round in range(2))
+    first, second = (module("btrfs_retention", args) for _round in range(2))
     assert first.code == 0 and first.result["changed"] and not second.result["changed"], first.explain()
     assert subvolume_names(folder) == ["20260102-000000", "20260103-000000"]
 
@@ -282,8 +306,8 @@ def test_retention_on_an_ssh_destination(ansible, make_fs, subvolume, sshd):
 # -- btrfs_backup_locks ------------------------------------------------------------------------
 
 
-def test_locks_add_query_remove_each_twice(ansible, src, dst):
-    snapshot_with(ansible, src, "20260101-000000")
+def test_locks_add_query_remove_each_twice(ansible, module, src, dst):
+    snapshot_with(module, src, "20260101-000000")
     folder = src / "snapshot"
     add = {"source": str(src), "state": "present", "snapshots": ["20260101-000000"], "destinations": [str(dst)]}
 
@@ -292,7 +316,7 @@ def test_locks_add_query_remove_each_twice(ansible, src, dst):
     assert planned.result["diff"]["after"] == {"20260101-000000": {"locks": [str(dst)], "parent_locks": []}}
     assert read_locks(folder) is None
 
-    first, second = (ansible.task("btrfs_backup_locks", add) for _round in range(2))
+    first, second = (module("btrfs_backup_locks", add) for _round in range(2))
     assert first.result["changed"] and not second.result["changed"], first.explain()
     assert read_locks(folder) == {"20260101-000000": {"locks": [str(dst)]}}
 
@@ -302,7 +326,7 @@ def test_locks_add_query_remove_each_twice(ansible, src, dst):
     assert query.result["entries"] == [{"snapshot": "20260101-000000", "destination": str(dst), "kind": "locks"}]
 
     remove = {"source": str(src), "state": "absent", "destinations": [str(dst)]}
-    first, second = (ansible.task("btrfs_backup_locks", remove) for _round in range(2))
+    first, second = (module("btrfs_backup_locks", remove) for _round in range(2))
     assert first.result["changed"] and not second.result["changed"], first.explain()
     assert read_locks(folder) == {}
 
@@ -333,11 +357,11 @@ def test_ad_hoc_send_backup(ansible, src, dst):
 
 
 @pytest.mark.parametrize("writable", [False, True], ids=["read-only", "writable"])
-def test_restore_from_ssh_twice_then_force_renames_aside(ansible, src, make_fs, sshd, writable):
+def test_restore_from_ssh_twice_then_force_renames_aside(ansible, module, src, make_fs, sshd, writable):
     backups_fs, target_fs = make_fs("backups"), make_fs("restore")
-    snapshot = snapshot_with(ansible, src, "20260101-000000")
-    sent = ansible.task("btrfs_send_backup", {"source": str(src), "dest": [sshd.url(backups_fs / "b")],
-                                              "snapshot": False, "ssh_options": sshd.ssh_options()})
+    snapshot = snapshot_with(module, src, "20260101-000000")
+    sent = module("btrfs_send_backup", {"source": str(src), "dest": [sshd.url(backups_fs / "b")],
+                                        "snapshot": False, "ssh_options": sshd.ssh_options()})
     assert sent.code == 0, sent.explain()
     target = target_fs / "home"
     args = {"backups": sshd.url(backups_fs / "b"), "target": str(target), "writable": writable,
@@ -347,7 +371,7 @@ def test_restore_from_ssh_twice_then_force_renames_aside(ansible, src, make_fs, 
     assert planned.code == 0 and planned.result["changed"], planned.explain()
     assert not target.exists() and os.listdir(target_fs) == []
 
-    first = ansible.task("btrfs_restore", args)
+    first = module("btrfs_restore", args)
     assert first.code == 0 and first.result["changed"], first.explain()
     assert first.result["snapshot"] == "20260101-000000"
     assert_same_tree(snapshot, target)
@@ -355,14 +379,14 @@ def test_restore_from_ssh_twice_then_force_renames_aside(ansible, src, make_fs, 
     # Nothing of the staging folder is left beside the target.
     assert sorted(os.listdir(target_fs)) == ["home"]
 
-    second = ansible.task("btrfs_restore", args)
+    second = module("btrfs_restore", args)
     assert second.code == 0 and not second.result["changed"], second.explain()
 
     # Another mode at the same target is refused unless forced; force renames, deletes nothing.
     other = dict(args, writable=not writable)
-    refused = ansible.task("btrfs_restore", other)
+    refused = module("btrfs_restore", other)
     assert refused.code != 0 and "already exists" in refused.explain()
-    forced = ansible.task("btrfs_restore", dict(other, force=True))
+    forced = module("btrfs_restore", dict(other, force=True))
     assert forced.code == 0 and forced.result["changed"], forced.explain()
     aside = forced.result["moved_aside"]
     assert os.path.basename(aside).startswith("home.before-restore-")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import shlex
 import subprocess
-import sys
 
 import pytest
 
@@ -33,7 +32,7 @@ def backup_server(require_btrfs, make_fs):
     (fs / "web1").mkdir()
     (fs / "web2" / "data").mkdir(parents=True)
     with Sshd(host="127.0.0.4") as server:
-        forced = "%s %s serve --root %s" % (sys.executable, CLI, fs / "web1")
+        forced = "%s serve --root %s" % (CLI, fs / "web1")
         key = (server.workdir / "id_ed25519.pub").read_text().strip()
         (server.workdir / "authorized_keys").write_text(
             'restrict,command="%s" %s\n' % (forced, key))
@@ -102,7 +101,7 @@ def append_only_server(require_btrfs, make_fs):
     (fs / "web1").mkdir()
     (fs / "web2" / "data").mkdir(parents=True)
     with Sshd(host="127.0.0.5") as server:
-        forced = "%s %s serve --append-only --root %s" % (sys.executable, CLI, fs / "web1")
+        forced = "%s serve --append-only --root %s" % (CLI, fs / "web1")
         key = (server.workdir / "id_ed25519.pub").read_text().strip()
         (server.workdir / "authorized_keys").write_text(
             'restrict,command="%s" %s\n' % (forced, key))
@@ -227,7 +226,7 @@ def test_a_host_over_its_quota_fails_alone(require_btrfs, make_fs, subvolume):
     write_mixed_tree(source, n_small=10, small_size=2048, large_files=[24 * MiB], seed=6)
     with Sshd(host="127.0.0.6") as small_server, Sshd(host="127.0.0.7") as large_server:
         for server, folder, size in ((small_server, small, "8M"), (large_server, large, "200M")):
-            forced = "%s %s serve --append-only --quota %s --root %s" % (sys.executable, CLI, size, folder)
+            forced = "%s serve --append-only --quota %s --root %s" % (CLI, size, folder)
             key = (server.workdir / "id_ed25519.pub").read_text().strip()
             (server.workdir / "authorized_keys").write_text('restrict,command="%s" %s\n' % (forced, key))
         small_url, large_url = small_server.url(small / "data"), large_server.url(large / "data")

@@ -146,3 +146,8 @@ def test_argfile_flags_reach_the_config(tmp_path):
     assert (config.prefix, config.num_snapshots, config.ssh_options, config.source,
             config.destinations, config.progress) == \
         ("home", 1, ["IdentityFile=/root/my key"], "/home", ["ssh://nas/backup/home"], False)
+
+
+@pytest.mark.parametrize("command", cli.SUBCOMMANDS + ("serve",))
+def test_top_level_help_names_each_command(command):
+    assert "btrfs-backup %s " % command in cli.build_parser().format_help()

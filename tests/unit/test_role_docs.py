@@ -19,9 +19,10 @@ def _guides() -> str:
 
 
 def _named(text: str, variable: str) -> bool:
-    # A table row may name a family once: `btrfs_backup_num_snapshots` / `_num_backups`.
+    # A table row may name a family once: `btrfs_backup_num_snapshots` / `_num_backups`
+    # (``...`` in the reStructuredText guides).
     suffixes = [variable[i:] for i in range(len("btrfs_backup"), len(variable)) if variable[i] == "_"]
-    return f"`{variable}`" in text or any(f"/ `{s}`" in text for s in suffixes)
+    return f"`{variable}`" in text or any(f"/ `{s}`" in text or f"/ ``{s}``" in text for s in suffixes)
 
 
 @pytest.mark.parametrize("variable", sorted(OPTIONS))

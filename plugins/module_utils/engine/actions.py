@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Effects at an endpoint that more than one operation needs: run-or-raise, snapshot, delete."""
 
 import posixpath

@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """`@argfile` expansion as btrfs-backup 0.3 defines it: one flag, `--opt value` or argument per line."""
 
 import os

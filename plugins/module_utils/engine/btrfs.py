@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """argv builders and pure parsers for the `btrfs` commands and /proc/self/mountinfo."""
 
 import collections

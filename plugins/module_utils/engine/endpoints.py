@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Where commands run: a local path, `ssh://[user@]host[:port]/path`, or a `shell://` stream sink."""
 
 import os

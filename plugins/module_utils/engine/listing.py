@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Learn every subvolume in a folder with one listing round per endpoint (never a process per snapshot)."""
 
 import collections

@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """The `.outstanding_transfers` lock file: btrfs-backup 0.3's JSON shape, strict parsing, atomic writes."""
 
 import json

@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Snapshot names: `<prefix>%Y%m%d-%H%M%S`, the btrfs-backup 0.3 scheme, and the safe-name rules."""
 
 import datetime

@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Single operations for the Ansible modules: one snapshot, retention of one folder, lock edits.
 
 Each returns a plain dict (changed, plan, and what it found or did); in check mode it only plans.

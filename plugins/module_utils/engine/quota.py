@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Per-host quotas on a backup server: sizes, the host's usage from its btrfs qgroup, and the
 remaining room a receive may fill (pure), plus the capped copy that enforces it."""
 

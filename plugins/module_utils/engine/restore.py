@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Restore: bring a backup back onto a btrfs filesystem, read-only as received or writable.
 
 The stream goes `btrfs send` at the backup's endpoint -> `btrfs receive` in a staging folder

@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """The one seam through which the engine starts processes (replaced by a fake in unit tests)."""
 
 import logging
@@ -40,7 +43,8 @@ class CommandRunner(object):
 
         LOG.debug("running: %s", argv)
         try:
-            proc = subprocess.run(
+            # The engine runs without Ansible too (the CLI on every host): no run_command there.
+            proc = subprocess.run(  # pylint: disable=ansible-bad-function
                 argv,
                 input=input_text,
                 stdout=subprocess.PIPE,
@@ -60,4 +64,5 @@ class CommandRunner(object):
         import subprocess
 
         LOG.debug("starting: %s", argv)
-        return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=_ENV)
+        # A pipeline stage streams into the next one: run_command only returns finished output.
+        return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=_ENV)  # pylint: disable=ansible-bad-function

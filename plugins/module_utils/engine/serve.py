@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """The backup server's end of a restricted ssh key: accept only the commands a push backup sends.
 
 A source host's key on the backup server is installed as
@@ -365,7 +368,8 @@ class Server(object):
             argv = ["sudo", "-n"] + argv
         self.stdout.flush()
         try:
-            proc = subprocess.run(argv, stdin=stdin,
+            # serve runs on a backup server without Ansible; btrfs receive reads the ssh stream.
+            proc = subprocess.run(argv, stdin=stdin,  # pylint: disable=ansible-bad-function
                                   stdout=subprocess.PIPE if capture else self.stdout,
                                   stderr=self.stderr, env=SERVE_ENV, check=False)
         except OSError as err:
@@ -407,7 +411,8 @@ class Server(object):
         before = _subvolumes_in(folder)
         argv = (["sudo", "-n"] if self.use_sudo else []) + [self.btrfs_path] + args
         self.stdout.flush()
-        receiver = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.stdout,
+        # serve runs on a backup server without Ansible; the stream is copied into receive as it comes.
+        receiver = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.stdout,  # pylint: disable=ansible-bad-function
                                     stderr=self.stderr, env=SERVE_ENV)
         try:
             _copied, stopped = quota.copy_capped(self.stdin.fileno(), receiver.stdin.fileno(), room)

@@ -1,3 +1,6 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Subvolume facts for local paths straight from the kernel (BTRFS_IOC_GET_SUBVOL_INFO, Linux >= 4.18):
 one open and one ioctl per subvolume, no process, no privileges needed."""
 

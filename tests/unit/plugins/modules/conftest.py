@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: btrfs.backup maintainers
-# MIT License (see https://opensource.org/licenses/MIT)
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """Fixtures to run a module's main() in-process with given parameters and a FakeHost as its runner."""
 
 from __future__ import absolute_import, division, print_function
@@ -10,9 +11,9 @@ __metaclass__ = type
 import pytest
 
 from ansible.module_utils import basic
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.btrfs.backup.tests.unit.plugins.fake_host import FakeHost
+from ansible_collections.btrfs.backup.tests.unit.plugins.module_args import patch_module_args
 
 
 class ModuleExit(Exception):

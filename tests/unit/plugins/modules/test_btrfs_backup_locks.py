@@ -1,6 +1,7 @@
 # -*- coding: utf-8 -*-
 # Copyright: btrfs.backup maintainers
-# MIT License (see https://opensource.org/licenses/MIT)
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
 """btrfs_backup_locks: query, add, remove; destination ids; check and diff mode, over a fake btrfs host."""
 
 from __future__ import absolute_import, division, print_function
