@@ -53,25 +53,11 @@ from support.btrfs_loop import pipeline, run
 from support.sshd import Sshd, free_port
 from support.trees import write_file, write_mixed_tree
 
+FS_SIZE = "1G"  # each filesystem of the shared fixtures (conftest)
+SOURCE_TREE = dict(n_small=60, small_size=2048, seed=1)  # the source's data (conftest's src)
+
 #: Enough that the stream is well under way when the receiver is frozen (at 8 MiB) and broken.
 BIG = 32 * MiB
-
-
-@pytest.fixture
-def src(make_fs, subvolume):
-    vol = subvolume(make_fs("src", size="1G") / "data")
-    write_mixed_tree(vol, n_small=60, small_size=2048, seed=1)
-    return vol
-
-
-@pytest.fixture
-def dst(make_fs):
-    return make_fs("dst", size="1G")
-
-
-@pytest.fixture
-def restore_fs(make_fs):
-    return make_fs("restore", size="1G")
 
 
 def grow(src, seed):

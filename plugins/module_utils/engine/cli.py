@@ -102,7 +102,7 @@ def build_parser():
                            "(for user_subvol_rm_allowed).")
     misc.add_argument("--remove-locks", action="store_true",
                       help="Remove the locks of all given destinations. Only use this when no "
-                           "partial backup is left at those destinations.")
+                           "partial receive is left at those destinations.")
     misc.add_argument("--skip-fs-checks", action="store_true",
                       help="Accepted for compatibility; the checks are part of the one listing "
                            "each run makes, so they are always done.")
@@ -163,6 +163,9 @@ def _setup_logging(options):
 
 
 def _summary(result):
+    if result.check_mode:
+        # Only what would be done, once each: the plan is rendered from the staged steps.
+        return ["would " + line for line in result.plan]
     lines = []
     if result.snapshot:
         lines.append("snapshot: %s" % result.snapshot["path"])
@@ -175,8 +178,6 @@ def _summary(result):
     for section in result.retention:
         for item in section.deleted:
             lines.append("deleted %s at %s: %s" % (item["name"], section.where, item["reason"]))
-    for step in result.plan:
-        lines.append("would %s" % step if result.check_mode else step)
     return lines
 
 
@@ -332,7 +333,7 @@ def main(argv=None):
         result = run_job(config_from_args(options))
     except (KeyboardInterrupt, Terminated):
         LOG.error("terminated: unfinished transfers stay locked in .outstanding_transfers; "
-                  "the next run removes their partial backups and sends them again")
+                  "the next run removes their partial receives and sends them again")
         return EXIT_TERMINATED
     if options.json:
         json.dump(result.as_dict(), sys.stdout, indent=2, sort_keys=True)

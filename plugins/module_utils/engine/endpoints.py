@@ -43,7 +43,7 @@ def check_path(path, what):
     return "/" + path.lstrip("/") if path.startswith("//") else path
 
 
-class Endpoint(object):
+class Endpoint:
     """Common interface: `command()` wraps an argv to run at the endpoint."""
 
     kind = None
@@ -186,14 +186,24 @@ class SshEndpoint(Endpoint):
                            self.ssh_binary)
 
 
-class SshConnections(object):
+class SshConnections:
     """One multiplexed ssh connection per host for a whole run: a run makes several short
-    calls (listing, send, verify, retention) and should not pay a handshake for each."""
+    calls (listing, send, verify, retention) and should not pay a handshake for each.
+    A context manager: `with SshConnections(runner, endpoints):` closes them however it ends."""
 
-    def __init__(self, runner):
+    def __init__(self, runner, endpoints=()):
         self.runner = runner
         self._dir = None
         self._endpoints = []
+        for endpoint in endpoints:
+            self.attach(endpoint)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
     def attach(self, endpoint):
         if not isinstance(endpoint, SshEndpoint):

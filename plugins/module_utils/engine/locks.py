@@ -50,7 +50,7 @@ def serialize_locks(locks):
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-class LockTable(object):
+class LockTable:
     """In-memory lock state with the operations a run needs; persisted by a LockStore."""
 
     def __init__(self, locks=None):
@@ -67,15 +67,18 @@ class LockTable(object):
         if snapshot in self.locks:
             self.locks[snapshot][kind].difference_update(dest_ids)
 
+    def names_locked_by(self, dest_ids, kinds=LOCK_KINDS):
+        """The snapshot names that a destination (any of its ids) holds a lock of `kinds` on, sorted."""
+        dest_ids = set(dest_ids)
+        return sorted(name for name, entry in self.locks.items() if any(entry[k] & dest_ids for k in kinds))
+
     def discard_destination(self, dest_ids):
         """Remove every lock and parent lock of a destination; returns the snapshot names touched."""
-        touched = []
-        for snapshot, entry in self.locks.items():
-            if any(entry[k] & set(dest_ids) for k in LOCK_KINDS):
-                touched.append(snapshot)
-                for kind in LOCK_KINDS:
-                    entry[kind].difference_update(dest_ids)
-        return sorted(touched)
+        touched = self.names_locked_by(dest_ids)
+        for snapshot in touched:
+            for kind in LOCK_KINDS:
+                self.locks[snapshot][kind].difference_update(dest_ids)
+        return touched
 
     def locked(self, snapshot, dest_ids, kind="locks"):
         return bool(self.locks.get(snapshot, {}).get(kind, set()) & set(dest_ids))
@@ -103,7 +106,7 @@ class LockTable(object):
         return LockTable(self.locks)
 
 
-class LocalLockStore(object):
+class LocalLockStore:
     """Reads and atomically replaces the lock file in a local snapshot folder."""
 
     def __init__(self, folder):
@@ -151,7 +154,7 @@ class LocalLockStore(object):
             raise LockFileError("cannot write %s: %s" % (self.path, err.strerror))
 
 
-class RemoteLockStore(object):
+class RemoteLockStore:
     """The lock file of a snapshot folder on an ssh source (pull mode), written via a temp file."""
 
     def __init__(self, endpoint, runner, folder):
@@ -177,3 +180,10 @@ class RemoteLockStore(object):
         result = self.runner.run(argv, input_text=serialize_locks(table.locks))
         if not result.ok:
             raise LockFileError("cannot write %s: %s" % (self.label, result.stderr.strip()))
+
+
+def lock_store(endpoint, runner, folder):
+    """The lock file of the snapshot folder `folder` at `endpoint`, local or over ssh."""
+    if endpoint.kind == "local":
+        return LocalLockStore(folder)
+    return RemoteLockStore(endpoint, runner, folder)

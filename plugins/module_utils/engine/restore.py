@@ -10,7 +10,7 @@ import os
 import posixpath
 import uuid
 
-from . import actions, btrfs, names
+from . import btrfs, effects, names
 from .endpoints import LocalEndpoint, SshConnections, check_path, parse_location
 from .errors import BackupError, ConfigError, EndpointError, MissingPathError
 from .listing import list_folder
@@ -50,9 +50,7 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
     if not target.startswith("/"):
         raise ConfigError("restore target %r must be an absolute path" % target)
     here = LocalEndpoint(posixpath.dirname(target))
-    connections = SshConnections(runner)
-    connections.attach(origin)
-    try:
+    with SshConnections(runner, [origin]):
         backup = choose_backup(list_folder(origin, runner).children, prefix, name)
         try:
             at_target = list_folder(here, runner)
@@ -84,11 +82,11 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
         if check_mode:
             result["changed"] = True
             return result
-        actions.make_folder(here, runner, staging)
+        effects.make_folder(here, runner, staging)
         try:
             _receive(origin, here, runner, backup, staging)
             if existing:
-                actions.run_or_raise(here, runner, ["mv", "-T", "--", target, aside],
+                effects.run_or_raise(here, runner, ["mv", "-T", "--", target, aside],
                                      "rename %s aside" % target)
             staged = posixpath.join(staging, backup.name)
             argv = btrfs.snapshot_argv(staged, target)
@@ -96,7 +94,7 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
                 argv.remove("-r")
             # A read-only snapshot of the received copy keeps its received_uuid.
             try:
-                actions.run_or_raise(here, runner, argv, "create %s" % target)
+                effects.run_or_raise(here, runner, argv, "create %s" % target)
             except BackupError as err:
                 if existing:
                     raise _put_back(here, runner, aside, target, err)
@@ -108,8 +106,6 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
         restored = list_folder(here, runner).children.get(posixpath.basename(target))
         result.update(changed=True, uuid=restored.uuid if restored else None)
         return result
-    finally:
-        connections.close()
 
 
 def marker(backup, writable):
@@ -162,5 +158,5 @@ def _remove_staging(here, runner, staging):
     except BackupError:
         return
     if leftovers:
-        actions.delete_subvolumes(here, runner, [s.path for s in leftovers.values()], staging)
-    actions.run_or_raise(here, runner, ["rmdir", "--", staging], "remove %s" % staging)
+        effects.delete_subvolumes(here, runner, [s.path for s in leftovers.values()], staging)
+    effects.run_or_raise(here, runner, ["rmdir", "--", staging], "remove %s" % staging)

@@ -12,7 +12,7 @@ import pytest
 from ansible.module_utils import basic
 from ansible.module_utils.testing import patch_module_args
 
-from ansible_collections.btrfs.backup.tests.unit.plugins.fake_host import FakeHost
+from ansible_collections.btrfs.backup.tests.support.fake_host import FakeHost
 
 
 class ModuleExit(Exception):

@@ -1,4 +1,4 @@
-"""Effects at an endpoint that more than one operation needs: run-or-raise, snapshot, delete."""
+"""Effects at an endpoint that change it: run-or-raise, make a folder, take a snapshot, delete subvolumes."""
 
 import posixpath
 
