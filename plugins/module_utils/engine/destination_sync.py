@@ -15,20 +15,18 @@ from .steps import ClearLocks, CreateFolder, DeletePartialReceives, Send
 class Destinations:
     """The run's destinations: whether one can take a backup now, and each one's sync.
 
-    `incremental`, `keep_backups` and `prefix` shape each destination's plan; `gate` is False
-    when the run takes no snapshot or sends nothing, so no destination has to be usable."""
+    `config` is the run's JobConfig, `source` its SourceSide and `keep_backups` how many backups
+    a destination keeps (0: all; older snapshots are not sent)."""
 
-    def __init__(self, runner, executor, result, *, source, prefix, incremental, keep_backups, gate,
-                 require_destination):
+    def __init__(self, runner, executor, result, config, source, keep_backups):
         self.runner = runner
         self.executor = executor
         self.result = result
+        self.config = config
         self.source = source
-        self.prefix = prefix
-        self.incremental = incremental
         self.keep_backups = keep_backups
-        self.gate = gate
-        self.require_destination = require_destination
+        # When the run takes no snapshot or sends nothing, no destination has to be usable.
+        self.gate = not (config.no_snapshot or config.no_transfer)
         # Destinations that failed the check before the snapshot: a host that never answers
         # costs a ConnectTimeout, so it is not asked again in the same run.
         self.unusable = {}
@@ -54,7 +52,7 @@ class Destinations:
         if not problems:
             return
         unreachable = [d.id for d in destinations if isinstance(self.unusable.get(d.id), UnreachableError)]
-        if unreachable and not self.require_destination:
+        if unreachable and not self.config.require_destination:
             self.result.warn(f"no destination can take a backup now ({'; '.join(problems)}); taking the "
                              f"snapshot anyway, it is sent when {' and '.join(unreachable)} can be reached again")
             return
@@ -121,7 +119,7 @@ class Destinations:
     def _sync_folder(self, dest, snapshots, outcome):
         listing = self.listing(dest)
         held = dict(listing.children) if listing is not None else {}
-        plan = plan_destination(snapshots, held, self._locked_names(dest), incremental=self.incremental,
+        plan = plan_destination(snapshots, held, self._locked_names(dest), incremental=not self.config.no_incremental,
                                 keep_backups=self.keep_backups)
         outcome.plan = plan.as_dict()
         for conflict in plan.conflicts:
@@ -149,8 +147,8 @@ class Destinations:
             self.result.fail(conflict, where=dest.id)
 
     def _explain_full_send(self, dest, plan, held):
-        ours = [n for n, s in held.items() if s.complete and names.is_snapshot_name(self.prefix, n)]
-        if plan.transfers and plan.transfers[0].parent is None and ours and self.incremental:
+        ours = [n for n, s in held.items() if s.complete and names.is_snapshot_name(self.source.prefix, n)]
+        if plan.transfers and plan.transfers[0].parent is None and ours and not self.config.no_incremental:
             # The chain is broken (common snapshot deleted on one side): say why this is full.
             self.result.warn(f"{dest.id} holds backups ({', '.join(sorted(ours)[-3:])}) but none of a "
                              f"snapshot still at the source; sending {plan.transfers[0].snapshot.name} in full")
@@ -161,7 +159,7 @@ class Destinations:
                   "mode": "incremental" if parent else "full", "bytes": None, "seconds": None,
                   "status": "planned" if self.executor.check_mode else "running"}
         outcome.transfers.append(record)
-        step = Send(source=self.source, snapshot=snapshot, parent=parent, destination=dest, verify=verify)
+        step = Send(source=self.source.endpoint, snapshot=snapshot, parent=parent, destination=dest, verify=verify)
         try:
             sent = self.executor.carry_out(step)
         except TransferError as err:

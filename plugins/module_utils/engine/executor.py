@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 import posixpath
 
@@ -14,6 +15,11 @@ from .steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, Rem
 from .transfer import is_partial_receive_of, planned_backup, send_stages, verify_received
 
 LOG = logging.getLogger("btrfs_backup")
+
+
+EffectOptions = collections.namedtuple("EffectOptions", "convert_rw sync btrfs_debug progress",
+                                       defaults=(False, False, False, False))
+EffectOptions.__doc__ = """How effects are carried out: -w and -s for deletions, -vv and pv for sends."""
 
 
 class SendOutcome:
@@ -32,16 +38,11 @@ class Executor:
     done otherwise. Lock steps and sends also keep `locks` (the in-memory lock table, also in
     check mode, so that later decisions see what the run would leave) and write it to `store`."""
 
-    def __init__(self, runner, check_mode=False, *, locks=None, store=None, convert_rw=False,
-                 sync=False, btrfs_debug=False, progress=False):
+    def __init__(self, runner, check_mode=False, options=None):
         self.runner = runner
         self.check_mode = check_mode
-        self.locks = locks
-        self.store = store
-        self.convert_rw = convert_rw
-        self.sync = sync
-        self.btrfs_debug = btrfs_debug
-        self.progress = progress
+        self.options = options or EffectOptions()
+        self.locks = self.store = None  # set by a run that sends or edits locks
         self.steps = []
         self._effects = {
             CreateFolder: self._create_folder,
@@ -95,7 +96,7 @@ class Executor:
 
     def _delete_subvolumes(self, endpoint, paths, folder):
         effects.delete_subvolumes(endpoint, self.runner, paths, folder,
-                                  convert_rw=self.convert_rw, sync=self.sync)
+                                  convert_rw=self.options.convert_rw, sync=self.options.sync)
 
     def _forget_locks(self, step):
         aliases = step.destination.id_aliases
@@ -123,7 +124,7 @@ class Executor:
         if parent is not None:
             self.locks.add(parent.name, dest.id, "parent_locks")
         self._save_locks()
-        stages = send_stages(step.source, dest, snapshot, parent, self.btrfs_debug, self.progress)
+        stages = send_stages(step.source, dest, snapshot, parent, self.options.btrfs_debug, self.options.progress)
         try:
             stats = run_pipeline(self.runner, stages)
             backup = verify_received(dest, self.runner, snapshot) if step.verify else snapshot

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import collections
 import datetime
 import os
 
 from .destination_sync import Destinations
 from .endpoints import LocalEndpoint, SshConnections, parse_location
 from .errors import BackupError, ConfigError
-from .executor import Executor
+from .executor import EffectOptions, Executor
 from .joblock import JOB_LOCK_NAME, JobLock, lock_path_for_remote
 from .locks import LockTable
 from .result import JobResult
@@ -19,39 +20,29 @@ from .source_side import SourceSide, snapshot_info
 from .steps import RemoveLocks
 
 
-class JobConfig:
-    """Everything one run needs; the defaults are btrfs-backup 0.3's."""
+# Every setting of a job but its source, with its default (btrfs-backup 0.3's).
+_SETTINGS = {
+    "destinations": (), "snapshot_folder": "snapshot", "prefix": "",
+    "num_snapshots": 0, "num_backups": 0, "preserve_snapshots": "", "preserve_backups": "",
+    "no_snapshot": False, "no_transfer": False, "no_incremental": False, "locked_dests": False, "remove_locks": False,
+    "require_destination": False, "ssh_options": (), "ssh_sudo": False, "convert_rw": False, "sync": False,
+    "btrfs_debug": False, "progress": False, "check_mode": False, "now": None,
+}
 
-    def __init__(self, source, destinations=(), snapshot_folder="snapshot", prefix="",
-                 num_snapshots=0, num_backups=0, preserve_snapshots="", preserve_backups="",
-                 no_snapshot=False, no_transfer=False, no_incremental=False,
-                 locked_dests=False, remove_locks=False, require_destination=False, ssh_options=(), ssh_sudo=False,
-                 convert_rw=False, sync=False, btrfs_debug=False, progress=False,
-                 check_mode=False, now=None):
-        self.source = source
-        self.destinations = list(destinations)
-        self.snapshot_folder = snapshot_folder
-        self.prefix = prefix
-        self.num_snapshots = num_snapshots
-        self.num_backups = num_backups
-        self.preserve_snapshots = preserve_snapshots
-        self.preserve_backups = preserve_backups
-        self.no_snapshot = no_snapshot
-        self.no_transfer = no_transfer
-        self.no_incremental = no_incremental
-        self.locked_dests = locked_dests
-        self.remove_locks = remove_locks
-        # Take no snapshot unless a destination can take it now (btrfs-backup 0.3 and btrbk
-        # always take it: an outage of the server should not also stop the local restore points).
-        self.require_destination = require_destination
-        self.ssh_options = list(ssh_options)
-        self.ssh_sudo = ssh_sudo
-        self.convert_rw = convert_rw
-        self.sync = sync
-        self.btrfs_debug = btrfs_debug
-        self.progress = progress
-        self.check_mode = check_mode
-        self.now = now
+
+class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS), defaults=_SETTINGS.values())):
+    """Everything one run needs, given by keyword; the defaults are btrfs-backup 0.3's.
+
+    `require_destination`: take no snapshot unless a destination can take it now (btrfs-backup
+    0.3 and btrbk always take it: an outage of the server should not also stop the local
+    restore points). `now` fixes the clock (tests); otherwise a new snapshot waits for its second.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, source, **settings):
+        config = super().__new__(cls, source, **settings)
+        return config._replace(destinations=list(config.destinations), ssh_options=list(config.ssh_options))
 
 
 class _Prepared:
@@ -116,14 +107,12 @@ class _Run:
         self.runner = runner
         self.result = result
         self.check = config.check_mode
-        self.executor = Executor(runner, config.check_mode, convert_rw=config.convert_rw, sync=config.sync,
-                                 btrfs_debug=config.btrfs_debug, progress=config.progress)
+        self.executor = Executor(runner, config.check_mode, EffectOptions(
+            convert_rw=config.convert_rw, sync=config.sync, btrfs_debug=config.btrfs_debug, progress=config.progress))
         result.steps = self.executor.steps
         policy = prepared.backup_policy
-        self.destinations = Destinations(
-            runner, self.executor, result, source=self.source.endpoint, prefix=self.source.prefix,
-            incremental=not config.no_incremental, keep_backups=policy.count if not policy.buckets else 0,
-            gate=not (config.no_snapshot or config.no_transfer), require_destination=config.require_destination)
+        self.destinations = Destinations(runner, self.executor, result, config, self.source,
+                                         keep_backups=policy.count if not policy.buckets else 0)
         self.now = config.now or datetime.datetime.now()
         self.connections = None
 

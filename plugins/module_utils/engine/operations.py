@@ -11,7 +11,7 @@ import datetime
 from . import names
 from .endpoints import SshConnections, parse_location
 from .errors import BackupError, ConfigError
-from .executor import Executor
+from .executor import EffectOptions, Executor
 from .listing import list_folder
 from .locks import LOCK_KINDS, lock_store
 from .result import RetentionSection
@@ -55,7 +55,7 @@ def snapshot_absent(source, name, snapshot_folder="snapshot", check_mode=False, 
     """Delete the named snapshot unless a lock says a transfer still needs it."""
     names.validate_name(name)
     side = _source_side(source, snapshot_folder, "", ssh_options, ssh_sudo, runner)
-    executor = Executor(side.runner, check_mode, convert_rw=convert_rw)
+    executor = Executor(side.runner, check_mode, EffectOptions(convert_rw=convert_rw))
     with SshConnections(side.runner, [side.endpoint]):
         listing = side.list()
         found = listing.children.get(name) if listing is not None else None
@@ -82,7 +82,7 @@ def apply_retention(path, prefix="", count=0, preserve="", check_mode=False, ssh
     policy = Policy(count, parse_buckets(preserve))
     runner = runner or CommandRunner()
     endpoint = parse_location(path, ssh_options, ssh_sudo, allow_shell=False)
-    executor = Executor(runner, check_mode, convert_rw=convert_rw, sync=sync)
+    executor = Executor(runner, check_mode, EffectOptions(convert_rw=convert_rw, sync=sync))
     with SshConnections(runner, [endpoint]):
         folder = endpoint.path
         items = {n: s for n, s in list_folder(endpoint, runner, folder).children.items()

@@ -1,85 +1,49 @@
-"""The typed steps a run is made of; each says in plan words what carrying it out does (pure)."""
+"""The typed steps a run is made of; each says in plan words what carrying it out does (pure).
+
+CreateFolder           create `path` at `endpoint`; `what` and `shown` name it in the plan
+TakeSnapshot           a read-only snapshot of `source_path` at `path`; `label` names it in the plan
+DeletePartialReceives  delete what failed receives left at a destination, before anything is sent (rule 2)
+ClearLocks             settle a destination's locks of `names`: their partial receives are gone (rule 3)
+RemoveLocks            forget a destination's locks on request (--remove-locks)
+Send                   `snapshot` from `source` to `destination`, incremental from `parent` or full;
+                       `verify` checks the received subvolume (a stream sink cannot be checked)
+Delete                 delete subvolumes in one folder; `what`, `where` and `reason` word the plan
+WriteLocks             replace the lock file of `store` with `table`
+"""
 
 from __future__ import annotations
 
 import collections
 
 
-def _step(name, fields, doc):
-    """An immutable record built with keyword arguments (namedtuple: no import cost at start-up)."""
-    base = collections.namedtuple(name, fields)
-    base.__doc__ = doc
-    return base
+def _lines(step) -> list:
+    """The plan lines of a step: its template filled in, once per path for a step over several paths."""
+    paths = step.paths if "paths" in step._fields else (None,)
+    return [step.template.format(step=step, path=path) for path in paths]
 
 
-class CreateFolder(_step("CreateFolder", "endpoint path parents what shown",
-                         "Create `path` at `endpoint`; `what` and `shown` name it in the plan.")):
-    __slots__ = ()
-
-    def lines(self) -> list:
-        return [f"create {self.what} {self.shown}"]
-
-
-class TakeSnapshot(_step("TakeSnapshot", "endpoint source_path path label",
-                         "A read-only snapshot of `source_path` at `path`; `label` names it in the plan.")):
-    __slots__ = ()
-
-    def lines(self) -> list:
-        return [f"create {self.label} {self.path} of {self.source_path}"]
+def _step(name, fields, template):
+    """A step type: an immutable record built with keyword arguments (a namedtuple: no import
+    cost at start-up, unlike dataclasses), rendered by `template`."""
+    record = collections.namedtuple(name, fields)
+    record.template = template
+    record.lines = _lines
+    return record
 
 
-class DeletePartialReceives(_step("DeletePartialReceives", "endpoint paths folder where",
-                                  "Delete what failed receives left (invariant 2), before anything is sent.")):
-    __slots__ = ()
+CreateFolder = _step("CreateFolder", "endpoint path parents what shown", "create {step.what} {step.shown}")
+TakeSnapshot = _step("TakeSnapshot", "endpoint source_path path label", "create {step.label} {step.path} of {step.source_path}")
+DeletePartialReceives = _step("DeletePartialReceives", "endpoint paths folder where", "delete partial receive {path} at {step.where}")
+ClearLocks = _step("ClearLocks", "destination names", "clear locks of {step.listed} for {step.destination.id}")
+RemoveLocks = _step("RemoveLocks", "destination names", "remove locks of {step.listed} for {step.destination.id}")
+Send = _step("Send", "source snapshot parent destination verify", "send {step.snapshot.name} to {step.destination.id} ({step.mode})")
+Delete = _step("Delete", "endpoint paths folder what where reason", "delete {step.what}{path}{step.at}{step.why}")
+WriteLocks = _step("WriteLocks", "store table", "write {step.store.path}")
 
-    def lines(self) -> list:
-        return [f"delete partial receive {path} at {self.where}" for path in self.paths]
-
-
-class ClearLocks(_step("ClearLocks", "destination names",
-                       "Settle a destination's locks of `names`: their partial receives are gone.")):
-    __slots__ = ()
-
-    def lines(self) -> list:
-        return [f"clear locks of {', '.join(self.names)} for {self.destination.id}"]
-
-
-class RemoveLocks(_step("RemoveLocks", "destination names",
-                        "Forget a destination's locks on request (--remove-locks).")):
-    __slots__ = ()
-
-    def lines(self) -> list:
-        return [f"remove locks of {', '.join(self.names)} for {self.destination.id}"]
-
-
-class Send(_step("Send", "source snapshot parent destination verify",
-                 "Send `snapshot` from `source` (incremental from `parent`, or full) to `destination`; "
-                 "`verify` checks the received subvolume (not possible for a stream sink).")):
-    __slots__ = ()
-
-    @property
-    def mode(self) -> str:
-        return f"incremental from {self.parent.name}" if self.parent else "full"
-
-    def lines(self) -> list:
-        return [f"send {self.snapshot.name} to {self.destination.id} ({self.mode})"]
-
-
-class Delete(_step("Delete", "endpoint paths folder what where reason",
-                   "Delete subvolumes in one folder; `what`, `where` and `reason` word the plan.")):
-    __slots__ = ()
-
-    def lines(self) -> list:
-        at = f" at {self.where}" if self.where else ""
-        why = f" ({self.reason})" if self.reason else ""
-        return [f"delete {self.what}{path}{at}{why}" for path in self.paths]
-
-
-class WriteLocks(_step("WriteLocks", "store table", "Replace the lock file with `table`.")):
-    __slots__ = ()
-
-    def lines(self) -> list:
-        return [f"write {self.store.path}"]
+ClearLocks.listed = RemoveLocks.listed = property(lambda step: ", ".join(step.names))
+Send.mode = property(lambda step: f"incremental from {step.parent.name}" if step.parent else "full")
+Delete.at = property(lambda step: f" at {step.where}" if step.where else "")
+Delete.why = property(lambda step: f" ({step.reason})" if step.reason else "")
 
 
 def render(steps) -> list:
