@@ -388,7 +388,7 @@ def test_a_host_that_never_answers_is_given_up_after_the_default_connect_timeout
 
 
 def test_snapshots_taken_while_the_server_is_down_are_sent_when_it_is_back(src, dst, sshd):
-    """Invariants 1 and 4 through an outage: runs while the server refuses connections still
+    """Rules 1 and 4 through an outage: runs while the server refuses connections still
     take their snapshots, source retention deletes none while it cannot see the server, and
     the first run after the outage sends every missed snapshot, incrementally, in order."""
     remote = dst / "backups"

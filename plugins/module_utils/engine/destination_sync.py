@@ -1,94 +1,32 @@
-"""The per-destination phase: list (or create) the backup folder, delete partial receives, settle locks, send."""
+"""The per-destination phase: plan against what the folder holds, delete partial receives, settle locks, send."""
 
 from __future__ import annotations
 
 import posixpath
 
 from . import names
-from .errors import BackupError, EndpointError, MissingPathError, TransferError, UnreachableError
-from .listing import FolderListing, list_folder
-from .planning import plan_destination, present_backups
+from .errors import BackupError, TransferError
+from .planning import plan_destination
 from .result import DestinationResult
-from .steps import ClearLocks, CreateFolder, DeletePartialReceives, Send
+from .steps import ClearLocks, DeletePartialReceives, Send
 
 
-class Destinations:
-    """The run's destinations: whether one can take a backup now, and each one's sync.
+class DestinationSync:
+    """Each destination's phase of a run: its plan, then the steps that carry it out.
 
-    `config` is the run's JobConfig, `source` its SourceSide and `keep_backups` how many backups
-    a destination keeps (0: all; older snapshots are not sent)."""
+    `config` is the run's JobConfig, `source` its SourceSide, `folders` its DestinationFolders,
+    and `keep_backups` how many backups a destination keeps (0: all; older ones are not sent)."""
 
-    def __init__(self, runner, executor, result, config, source, keep_backups):
-        self.runner = runner
+    def __init__(self, executor, result, config, source, folders, keep_backups):
         self.executor = executor
         self.result = result
         self.config = config
         self.source = source
+        self.folders = folders
         self.keep_backups = keep_backups
-        # When the run takes no snapshot or sends nothing, no destination has to be usable.
-        self.gate = not (config.no_snapshot or config.no_transfer)
-        # Destinations that failed the check before the snapshot: a host that never answers
-        # costs a ConnectTimeout, so it is not asked again in the same run.
-        self.unusable = {}
 
-    def require_a_usable_one(self, destinations) -> None:
-        """Invariant 7: if no destination can take a backup (a mistyped path, a disk that is not
-        mounted), create nothing, not even the snapshot folder. One usable one is enough, and so
-        is one that is only unreachable now: its snapshot is sent when it is back (catch-up),
-        unless the job requires a destination that can take it now. Asked once per run."""
-        if not self.gate:
-            return
-        self.gate = False
-        problems = []
-        for dest in destinations:
-            if not dest.can_list:
-                return  # a shell:// sink is only known by trying
-            try:
-                self.listing(dest, create=False)
-                return
-            except BackupError as err:
-                self.unusable[dest.id] = err
-                problems.append(f"{dest.id}: {err}")
-        if not problems:
-            return
-        unreachable = [d.id for d in destinations if isinstance(self.unusable.get(d.id), UnreachableError)]
-        if unreachable and not self.config.require_destination:
-            self.result.warn(f"no destination can take a backup now ({'; '.join(problems)}); taking the "
-                             f"snapshot anyway, it is sent when {' and '.join(unreachable)} can be reached again")
-            return
-        raise EndpointError("no snapshot taken, as no destination can take it: " + "; ".join(problems))
-
-    def listing(self, dest, create=True) -> FolderListing | None:
-        """The destination folder's subvolumes; a missing folder is created when its parent exists
-        (None in check mode, or when `create` is False)."""
-        if dest.id in self.unusable:
-            raise self.unusable[dest.id]
-        try:
-            return list_folder(dest, self.runner)
-        except MissingPathError:
-            parent = posixpath.dirname(dest.path)
-            try:
-                list_folder(dest, self.runner, parent)
-            except MissingPathError:
-                raise EndpointError(f"destination {dest.id} does not exist, nor does its parent folder {parent}")
-            if not create:
-                return None
-            self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
-                                                 what="destination folder", shown=dest.id))
-            return None if self.executor.check_mode else list_folder(dest, self.runner)
-
-    def survey(self, dest, snapshots) -> dict | None:
-        """What a destination holds, without sending (-T): retention still has to protect it."""
-        if not dest.can_list:
-            return {}
-        try:
-            return present_backups(snapshots, list_folder(dest, self.runner).children.values())
-        except BackupError as err:
-            self.result.warn(f"{dest.id} could not be checked: {err}")
-            return None
-
-    def sync(self, dest, snapshots, new_snapshot) -> DestinationResult:
-        """Bring one destination up to date; its failure is recorded, never raised (invariant 9)."""
+    def run(self, dest, snapshots, new_snapshot) -> DestinationResult:
+        """Bring one destination up to date; its failure is recorded, never raised (rule 9)."""
         outcome = DestinationResult(dest_id=dest.id)
         self.result.destinations.append(outcome)
         try:
@@ -117,7 +55,7 @@ class Destinations:
         self._clear_locks(dest, [t.snapshot.name for t in plan.transfers], outcome)
 
     def _sync_folder(self, dest, snapshots, outcome):
-        listing = self.listing(dest)
+        listing = self.folders.listing(dest)
         held = dict(listing.children) if listing is not None else {}
         plan = plan_destination(snapshots, held, self._locked_names(dest), incremental=not self.config.no_incremental,
                                 keep_backups=self.keep_backups)

@@ -119,7 +119,7 @@ class Executor:
             self._settle_locks(step)
             return SendOutcome(planned_backup(dest, snapshot) if step.verify else snapshot)
         LOG.info("sending %s to %s (%s)", snapshot.name, dest.id, step.mode)
-        # Locked before the first byte moves, so a crash at any point is found by the next run (invariant 3).
+        # Locked before the first byte moves, so a crash at any point is found by the next run (rule 3).
         self.locks.add(snapshot.name, dest.id)
         if parent is not None:
             self.locks.add(parent.name, dest.id, "parent_locks")

@@ -6,7 +6,8 @@ import collections
 import datetime
 import os
 
-from .destination_sync import Destinations
+from .destination_access import DestinationFolders
+from .destination_sync import DestinationSync
 from .endpoints import LocalEndpoint, SshConnections, parse_location
 from .errors import BackupError, ConfigError
 from .executor import EffectOptions, Executor
@@ -46,7 +47,7 @@ class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS)
 
 
 class _Prepared:
-    """Validated configuration: the source side, the destinations, the policies (invariant 7:
+    """Validated configuration: the source side, the destinations, the policies (rule 7:
     bad input is refused here, before anything is changed)."""
 
     def __init__(self, config, runner):
@@ -111,8 +112,10 @@ class _Run:
             convert_rw=config.convert_rw, sync=config.sync, btrfs_debug=config.btrfs_debug, progress=config.progress))
         result.steps = self.executor.steps
         policy = prepared.backup_policy
-        self.destinations = Destinations(runner, self.executor, result, config, self.source,
-                                         keep_backups=policy.count if not policy.buckets else 0)
+        self.folders = DestinationFolders(self.executor, result, gate=not (config.no_snapshot or config.no_transfer),
+                                          require_destination=config.require_destination)
+        self.sync = DestinationSync(self.executor, result, config, self.source, self.folders,
+                                    keep_backups=policy.count if not policy.buckets else 0)
         self.now = config.now or datetime.datetime.now()
         self.connections = None
 
@@ -127,7 +130,7 @@ class _Run:
                 self._snapshot_folder()  # the job lock lives in it
             lock_path = os.path.join(self.source.folder, JOB_LOCK_NAME) if local else \
                 lock_path_for_remote(self.source.id, self.source.folder)
-            with JobLock(lock_path):  # invariant 5
+            with JobLock(lock_path):  # rule 5
                 # Listed under the lock, so no other run of this job changes it meanwhile.
                 self._phases(self._snapshot_folder())
 
@@ -135,7 +138,7 @@ class _Run:
         """The snapshot folder's listing; on the first run the folder is created (None in check mode)."""
         listing = self.source.list()
         if listing is None:
-            self.destinations.require_a_usable_one(self.p.destinations)
+            self.folders.require_a_usable_one(self.p.destinations)
             self.executor.carry_out(self.source.create_folder_step())
             if not self.check:
                 listing = self.source.list()
@@ -155,7 +158,7 @@ class _Run:
 
         new_snapshot = None
         if not self.config.no_snapshot:
-            self.destinations.require_a_usable_one(destinations)
+            self.folders.require_a_usable_one(destinations)
             name, self.now = self.source.next_snapshot(listing, self.config.now, self.check)
             new_snapshot = self.source.take_snapshot(self.executor, name)
             info = snapshot_info(new_snapshot)
@@ -166,9 +169,9 @@ class _Run:
         present_by_dest = {}
         for dest in destinations:
             if self.config.no_transfer:
-                present_by_dest[dest.id] = self.destinations.survey(dest, snapshots)
+                present_by_dest[dest.id] = self.folders.survey(dest, snapshots)
                 continue
-            outcome = self.destinations.sync(dest, snapshots, new_snapshot)
+            outcome = self.sync.run(dest, snapshots, new_snapshot)
             present_by_dest[dest.id] = outcome.present
             if outcome.status != "failed" and dest.can_list:
                 retention.at_destination(dest, snapshots, outcome, self.p.backup_policy)

@@ -1,4 +1,4 @@
-"""One run at a time per job: an flock(2) held for the whole run (invariant 5)."""
+"""One run at a time per job: an flock(2) held for the whole run (rule 5)."""
 
 import fcntl
 import os

@@ -17,7 +17,7 @@ class Subvolume(collections.namedtuple(
 
     @property
     def complete(self):
-        """A finished receive: read-only with received_uuid set (invariant 2)."""
+        """A finished receive: read-only with received_uuid set (rule 2)."""
         return bool(self.readonly and self.received_uuid)
 
 

@@ -64,7 +64,7 @@ def snapshot_absent(source, name, snapshot_folder="snapshot", check_mode=False, 
         if not found.readonly:
             raise BackupError(f"{found.path} is writable, so it is not a snapshot; not deleting it")
         reasons = side.lock_store().read().reasons(name)
-        if reasons:  # invariant 4
+        if reasons:  # rule 4
             raise BackupError(f"not deleting {found.path}: {'; '.join(reasons)} (see .outstanding_transfers)")
         executor.carry_out(Delete(endpoint=side.endpoint, paths=(found.path,), folder=side.folder,
                                   what="snapshot ", where=None, reason=None))
@@ -76,7 +76,7 @@ def apply_retention(path, prefix="", count=0, preserve="", check_mode=False, ssh
     """Apply the count and time-bucket policies to the snapshots or backups in one folder.
 
     A snapshot folder's `.outstanding_transfers` is honoured (locked and parent-locked snapshots
-    stay, invariant 4); the newest item always stays, being the next incremental parent.
+    stay, rule 4); the newest item always stays, being the next incremental parent.
     """
     names.validate_prefix(prefix)
     policy = Policy(count, parse_buckets(preserve))

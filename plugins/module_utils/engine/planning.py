@@ -34,7 +34,7 @@ class DestinationPlan:
 
 
 def counterpart(snapshot, backups):
-    """The complete backup of `snapshot` among `backups`, matched by UUID (invariant 1), or None."""
+    """The complete backup of `snapshot` among `backups`, matched by UUID (rule 1), or None."""
     for backup in backups:
         if not backup.complete:
             continue

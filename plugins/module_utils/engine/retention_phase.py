@@ -19,7 +19,7 @@ def weigh(items: dict, policy, protected: dict, now, prefix: str, section: Reten
 
 
 def source_protection(snapshots, locks, destinations, present_by_dest) -> dict:
-    """Pure: why each snapshot must stay whatever the policy says (invariant 4): its locks, and
+    """Pure: why each snapshot must stay whatever the policy says (rule 4): its locks, and
     being the newest that a destination holds (that destination's next incremental parent)."""
     protected = {s.name: locks.reasons(s.name) for s in snapshots}
     for dest in destinations:
@@ -32,7 +32,7 @@ def source_protection(snapshots, locks, destinations, present_by_dest) -> dict:
 
 def our_backups(held: dict, snapshots, prefix: str) -> tuple:
     """Pure: (complete backups of the naming scheme at a destination, why others under a
-    snapshot's name are not ours): a foreign one is never counted or deleted (invariant 1)."""
+    snapshot's name are not ours): a foreign one is never counted or deleted (rule 1)."""
     by_name = {s.name: s for s in snapshots}
     backups, foreign = {}, []
     for name, sub in held.items():

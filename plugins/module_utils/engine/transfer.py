@@ -29,7 +29,7 @@ def send_stages(source, destination, snapshot: Subvolume, parent: Subvolume | No
 
 
 def verify_received(destination, runner, snapshot: Subvolume) -> Subvolume:
-    """Invariant 2: the received subvolume must be read-only with received_uuid = snapshot uuid."""
+    """Rule 2: the received subvolume must be read-only with received_uuid = snapshot uuid."""
     backup = find_subvolume(destination, runner, destination.path, snapshot.name)
     if backup is None:
         raise TransferError(f"{snapshot.name} did not appear at {destination.id} after the receive")
