@@ -10,9 +10,9 @@ from . import effects
 from .errors import BackupError, TransferError
 from .listing import list_folder
 from .pipeline import run_pipeline
-from .steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, RemoveLocks, Send,
-                    TakeSnapshot, WriteLocks, render)
-from .transfer import is_partial_receive_of, planned_backup, send_stages, verify_received
+from .steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, Receive, RemoveLocks, Rename, Send,
+                    SnapshotAt, TakeSnapshot, WriteLocks, render)
+from .transfer import is_partial_receive_of, planned_backup, receive_backup, send_stages, verify_received
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -22,15 +22,8 @@ EffectOptions = collections.namedtuple("EffectOptions", "convert_rw sync btrfs_d
 EffectOptions.__doc__ = """How effects are carried out: -w and -s for deletions, -vv and pv for sends."""
 
 
-class SendOutcome:
-    """What one carried-out Send gave: the verified backup (or the snapshot, for a stream sink)."""
-
-    __slots__ = ("backup", "bytes_sent", "seconds")
-
-    def __init__(self, backup, bytes_sent=None, seconds=None):
-        self.backup = backup
-        self.bytes_sent = bytes_sent
-        self.seconds = seconds
+SendOutcome = collections.namedtuple("SendOutcome", "backup bytes_sent seconds", defaults=(None, None))
+SendOutcome.__doc__ = """What one carried-out Send gave: the verified backup (the snapshot, for a stream sink)."""
 
 
 class Executor:
@@ -53,6 +46,9 @@ class Executor:
             Send: self._send,
             Delete: self._delete,
             WriteLocks: self._write_locks,
+            Receive: self._receive,
+            Rename: self._rename,
+            SnapshotAt: self._snapshot_at,
         }
 
     @property
@@ -79,6 +75,19 @@ class Executor:
             LOG.info("snapshot %s -> %s", step.source_path, step.path)
             effects.take_snapshot(step.endpoint, self.runner, step.source_path, step.path)
 
+    def _receive(self, step):
+        if not self.check_mode:
+            effects.make_folder(step.endpoint, self.runner, step.folder)
+            receive_backup(step.origin, step.backup, step.endpoint, self.runner, step.folder)
+
+    def _rename(self, step):
+        if not self.check_mode:
+            effects.rename(step.endpoint, self.runner, step.path, step.new_path)
+
+    def _snapshot_at(self, step):
+        if not self.check_mode:
+            effects.snapshot_at(step.endpoint, self.runner, step.source_path, step.path, step.writable)
+
     def _delete_partial_receives(self, step):
         if not self.check_mode:
             LOG.warning("%s: deleting partial receives left by a failed transfer: %s",
@@ -99,10 +108,7 @@ class Executor:
                                   convert_rw=self.options.convert_rw, sync=self.options.sync)
 
     def _forget_locks(self, step):
-        aliases = step.destination.id_aliases
-        for name in step.names:
-            self.locks.discard(name, aliases)
-            self.locks.discard(name, aliases, "parent_locks")
+        self.locks.forget(step.names, step.destination.id_aliases)
         self._save_locks()
 
     def _write_locks(self, step):
@@ -115,16 +121,16 @@ class Executor:
 
     def _send(self, step):
         snapshot, parent, dest = step.snapshot, step.parent, step.destination
+        settled = (snapshot.name, parent.name if parent else None, dest.id_aliases)
         if self.check_mode:
-            self._settle_locks(step)
+            self.locks.settle(*settled)
             return SendOutcome(planned_backup(dest, snapshot) if step.verify else snapshot)
         LOG.info("sending %s to %s (%s)", snapshot.name, dest.id, step.mode)
         # Locked before the first byte moves, so a crash at any point is found by the next run (rule 3).
-        self.locks.add(snapshot.name, dest.id)
-        if parent is not None:
-            self.locks.add(parent.name, dest.id, "parent_locks")
+        self.locks.hold(snapshot.name, parent.name if parent else None, dest.id)
         self._save_locks()
         stages = send_stages(step.source, dest, snapshot, parent, self.options.btrfs_debug, self.options.progress)
+        # A failure, or an interruption (SIGTERM, Ctrl-C), leaves the lock: the next run cleans up.
         try:
             stats = run_pipeline(self.runner, stages)
             backup = verify_received(dest, self.runner, snapshot) if step.verify else snapshot
@@ -133,20 +139,12 @@ class Executor:
             failure.detail = str(err)
             failure.partial_receive_deleted = self._remove_partial_receive(step) if step.verify else None
             raise failure
-        # Interrupted (SIGTERM, Ctrl-C): the lock stays, the next run cleans up.
-        self._settle_locks(step)
+        self.locks.settle(*settled)
         self._save_locks(durable=False)  # the backup is verified: losing this write is harmless
         outcome = SendOutcome(backup, stats.bytes_sent, round(stats.seconds, 3))
         LOG.info("%s: %s arrived (%s bytes in %.1fs)", dest.id, snapshot.name,
                  outcome.bytes_sent, outcome.seconds)
         return outcome
-
-    def _settle_locks(self, step):
-        """A finished send owes nothing more: its lock and its parent's lock for this destination go."""
-        aliases = step.destination.id_aliases
-        self.locks.discard(step.snapshot.name, aliases)
-        if step.parent is not None:
-            self.locks.discard(step.parent.name, aliases, "parent_locks")
 
     def _remove_partial_receive(self, step):
         """Best effort right after a failure; if it fails too, the lock makes the next run do it."""

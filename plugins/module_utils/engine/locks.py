@@ -67,6 +67,24 @@ class LockTable:
         if snapshot in self.locks:
             self.locks[snapshot][kind].difference_update(dest_ids)
 
+    def hold(self, snapshot, parent, dest_id):
+        """A transfer of `snapshot` (incremental from `parent`, or full) to a destination begins."""
+        self.add(snapshot, dest_id)
+        if parent is not None:
+            self.add(parent, dest_id, "parent_locks")
+
+    def settle(self, snapshot, parent, dest_ids):
+        """That transfer arrived: it owes nothing more."""
+        self.discard(snapshot, dest_ids)
+        if parent is not None:
+            self.discard(parent, dest_ids, "parent_locks")
+
+    def forget(self, snapshots, dest_ids):
+        """Drop every lock and parent lock of a destination on `snapshots`."""
+        for snapshot in snapshots:
+            for kind in LOCK_KINDS:
+                self.discard(snapshot, dest_ids, kind)
+
     def names_locked_by(self, dest_ids, kinds=LOCK_KINDS):
         """The snapshot names that a destination (any of its ids) holds a lock of `kinds` on, sorted."""
         dest_ids = set(dest_ids)
@@ -75,9 +93,7 @@ class LockTable:
     def discard_destination(self, dest_ids):
         """Remove every lock and parent lock of a destination; returns the snapshot names touched."""
         touched = self.names_locked_by(dest_ids)
-        for snapshot in touched:
-            for kind in LOCK_KINDS:
-                self.locks[snapshot][kind].difference_update(dest_ids)
+        self.forget(touched, dest_ids)
         return touched
 
     def locked(self, snapshot, dest_ids, kind="locks"):

@@ -9,6 +9,9 @@ Send                   `snapshot` from `source` to `destination`, incremental fr
                        `verify` checks the received subvolume (a stream sink cannot be checked)
 Delete                 delete subvolumes in one folder; `what`, `where` and `reason` word the plan
 WriteLocks             replace the lock file of `store` with `table`
+Receive                `backup` from `origin` into a new staging `folder` at `endpoint` (restore)
+Rename                 rename `path` to `new_path` at `endpoint` (a restore target moved aside)
+SnapshotAt             a writable or read-only snapshot of `source_path` at `path` (the restored target)
 """
 
 from __future__ import annotations
@@ -39,11 +42,15 @@ RemoveLocks = _step("RemoveLocks", "destination names", "remove locks of {step.l
 Send = _step("Send", "source snapshot parent destination verify", "send {step.snapshot.name} to {step.destination.id} ({step.mode})")
 Delete = _step("Delete", "endpoint paths folder what where reason", "delete {step.what}{path}{step.at}{step.why}")
 WriteLocks = _step("WriteLocks", "store table", "write {step.store.path}")
+Receive = _step("Receive", "origin backup endpoint folder", "receive {step.backup.name} from {step.origin.id} into {step.folder}")
+Rename = _step("Rename", "endpoint path new_path", "rename {step.path} to {step.new_path}")
+SnapshotAt = _step("SnapshotAt", "endpoint source_path path writable", "{step.kind} snapshot of it at {step.path}")
 
 ClearLocks.listed = RemoveLocks.listed = property(lambda step: ", ".join(step.names))
 Send.mode = property(lambda step: f"incremental from {step.parent.name}" if step.parent else "full")
 Delete.at = property(lambda step: f" at {step.where}" if step.where else "")
 Delete.why = property(lambda step: f" ({step.reason})" if step.reason else "")
+SnapshotAt.kind = property(lambda step: "writable" if step.writable else "read-only")
 
 
 def render(steps) -> list:

@@ -1,13 +1,13 @@
-"""One snapshot to one destination: the send|receive stages, and the check of what arrived."""
+"""One snapshot to one destination (or a backup back for a restore): send|receive stages, the check of what arrived."""
 
 from __future__ import annotations
 
 import sys
 
 from . import btrfs
-from .errors import TransferError
+from .errors import BackupError, TransferError
 from .listing import Subvolume, find_subvolume
-from .pipeline import Stage
+from .pipeline import Stage, run_pipeline
 
 
 def send_stages(source, destination, snapshot: Subvolume, parent: Subvolume | None,
@@ -51,3 +51,15 @@ def planned_backup(destination, snapshot: Subvolume) -> Subvolume:
     """What check mode assumes arrives: the snapshot's backup under its name at the destination."""
     return Subvolume(name=snapshot.name, path=destination.join(snapshot.name), id=None, uuid=None,
                      parent_uuid=None, received_uuid=snapshot.uuid, readonly=True)
+
+
+def receive_backup(origin, backup: Subvolume, here, runner, folder: str) -> Subvolume:
+    """Receive `backup` from `origin` into `folder` at `here` (which exists); the staged copy
+    must be the complete backup (the same received_uuid)."""
+    send = origin.command(btrfs.send_argv(backup.path))
+    receive = here.command(btrfs.receive_argv(folder))
+    run_pipeline(runner, [Stage(f"btrfs send at {origin.id}", send), Stage("btrfs receive", receive)])
+    staged = find_subvolume(here, runner, folder, backup.name)
+    if staged is None or not staged.complete or staged.received_uuid != backup.received_uuid:
+        raise BackupError(f"the restored copy of {backup.name} did not verify")
+    return staged
