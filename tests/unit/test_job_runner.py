@@ -269,3 +269,16 @@ def test_the_next_run_resends_what_failed(tmp_path):
         "send %s to %s (incremental from %s)" % (NEW, host.path("dest"), S1),
     ]
     assert again.as_dict()["locks"] == {} and not again.errors
+
+
+def test_check_mode_says_only_what_it_would_do_once(tmp_path):
+    from engine.cli import _summary
+
+    host = FakeHost(tmp_path)
+    up_to_date(host)
+    config = dict(source=host.path("data"), destinations=[host.path("dest")], num_snapshots=1, now=NOW)
+    checked = run_job(JobConfig(check_mode=True, **config), runner=host)
+    assert _summary(checked) == ["would " + line for line in render(checked.steps)]
+    assert len(_summary(checked)) == 4  # snapshot, send, two deletions at the source
+    done = run_job(JobConfig(**config), runner=host)
+    assert not any(line.startswith("would ") for line in _summary(done))
