@@ -145,26 +145,8 @@ class _Run:
         return listing
 
     def _phases(self, listing):
-        store = self.source.lock_store()
-        self.executor.locks = locks = store.read() if listing is not None else LockTable()
-        self.executor.store = store
-        self.result.locks_before = locks.as_dict()
-        snapshots, writable = self.source.snapshots(listing)
-        for path in writable:
-            self.result.warn(f"{path} is writable, so it is not used as a snapshot")
-        destinations = self._with_locked_destinations(locks)
-        if self.config.remove_locks:
-            self._remove_locks(destinations, locks)
-
-        new_snapshot = None
-        if not self.config.no_snapshot:
-            self.folders.require_a_usable_one(destinations)
-            name, self.now = self.source.next_snapshot(listing, self.config.now, self.check)
-            new_snapshot = self.source.take_snapshot(self.executor, name)
-            info = snapshot_info(new_snapshot)
-            self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
-            snapshots = snapshots + [new_snapshot]
-
+        destinations, snapshots, new_snapshot = self._source_phase(listing)
+        # Retention comes last: what may go depends on what the destinations now hold.
         retention = RetentionPhase(self.executor, self.result, prefix=self.source.prefix, now=self.now)
         present_by_dest = {}
         for dest in destinations:
@@ -176,7 +158,28 @@ class _Run:
             if outcome.status != "failed" and dest.can_list:
                 retention.at_destination(dest, snapshots, outcome, self.p.backup_policy)
         retention.at_source(self.source, snapshots, self.p.snapshot_policy, destinations, present_by_dest)
-        self.result.locks_after = locks.as_dict()
+        self.result.locks_after = self.executor.locks.as_dict()
+
+    def _source_phase(self, listing):
+        """Locks, the destinations to serve, and the new snapshot: (destinations, snapshots, new snapshot)."""
+        store = self.source.lock_store()
+        self.executor.locks = locks = store.read() if listing is not None else LockTable()
+        self.executor.store = store
+        self.result.locks_before = locks.as_dict()
+        snapshots, writable = self.source.snapshots(listing)
+        for path in writable:
+            self.result.warn(f"{path} is writable, so it is not used as a snapshot")
+        destinations = self._with_locked_destinations(locks)
+        if self.config.remove_locks:
+            self._remove_locks(destinations, locks)
+        if self.config.no_snapshot:
+            return destinations, snapshots, None
+        self.folders.require_a_usable_one(destinations)
+        name, self.now = self.source.next_snapshot(listing, self.config.now, self.check)
+        new_snapshot = self.source.take_snapshot(self.executor, name)
+        info = snapshot_info(new_snapshot)
+        self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
+        return destinations, snapshots + [new_snapshot], new_snapshot
 
     def _with_locked_destinations(self, locks):
         """The given destinations, plus (--locked-dests) every one that holds a lock."""
