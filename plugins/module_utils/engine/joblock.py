@@ -17,7 +17,7 @@ def lock_path_for_remote(source_id, folder):
     return os.path.join(base, "btrfs-backup-%s.lock" % digest)
 
 
-class JobLock(object):
+class JobLock:
     """Context manager: take the lock without waiting, or raise JobBusyError naming the holder."""
 
     def __init__(self, path):
