@@ -1,7 +1,6 @@
 """The `btrfs-backup` command line: btrfs-backup 0.3's flags and @argfiles over the engine."""
 
 import argparse
-import json
 import logging
 import signal
 import sys
@@ -182,6 +181,11 @@ def _exit_status(result):
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
+def _print_json(result):
+    import json  # only here: --json is not the common case, and every run pays for imports
+    json.dump(result, sys.stdout, indent=2, sort_keys=True)
+
+
 def _on_sigterm(signum, frame):
     raise Terminated()
 
@@ -271,7 +275,7 @@ def _run_subcommand(command, argv):
         LOG.error("%s terminated", command)
         return EXIT_TERMINATED
     if options.json:
-        json.dump(result, sys.stdout, indent=2, sort_keys=True)
+        _print_json(result)
         sys.stdout.write("\n")
     elif command == "restore" and not result["changed"]:
         LOG.info("%s already holds %s from %s: nothing to do", result["target"],
@@ -334,7 +338,7 @@ def main(argv=None):
                   "the next run removes their partial receives and sends them again")
         return EXIT_TERMINATED
     if options.json:
-        json.dump(result.as_dict(), sys.stdout, indent=2, sort_keys=True)
+        _print_json(result.as_dict())
         sys.stdout.write("\n")
     else:
         for line in _summary(result):

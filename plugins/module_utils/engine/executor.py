@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import collections
 import logging
 import posixpath
 
@@ -17,13 +16,23 @@ from .transfer import is_partial_receive_of, planned_backup, receive_backup, sen
 LOG = logging.getLogger("btrfs_backup")
 
 
-EffectOptions = collections.namedtuple("EffectOptions", "convert_rw sync btrfs_debug progress",
-                                       defaults=(False, False, False, False))
-EffectOptions.__doc__ = """How effects are carried out: -w and -s for deletions, -vv and pv for sends."""
+class EffectOptions:
+    """How effects are carried out: -w and -s for deletions, -vv and pv for sends."""
+
+    __slots__ = ("convert_rw", "sync", "btrfs_debug", "progress")
+
+    def __init__(self, *, convert_rw=False, sync=False, btrfs_debug=False, progress=False):
+        self.convert_rw, self.sync = convert_rw, sync
+        self.btrfs_debug, self.progress = btrfs_debug, progress
 
 
-SendOutcome = collections.namedtuple("SendOutcome", "backup bytes_sent seconds", defaults=(None, None))
-SendOutcome.__doc__ = """What one carried-out Send gave: the verified backup (the snapshot, for a stream sink)."""
+class SendOutcome:
+    """What one carried-out Send gave: the verified backup (the snapshot, for a stream sink)."""
+
+    __slots__ = ("backup", "bytes_sent", "seconds")
+
+    def __init__(self, backup, bytes_sent=None, seconds=None):
+        self.backup, self.bytes_sent, self.seconds = backup, bytes_sent, seconds
 
 
 class Executor:

@@ -1,6 +1,5 @@
 """The `.outstanding_transfers` lock file: btrfs-backup 0.3's JSON shape, strict parsing, atomic writes."""
 
-import json
 import os
 
 from .errors import LockFileError
@@ -18,6 +17,7 @@ def parse_locks(text, where=LOCK_FILE_NAME):
     hint = ("%s is corrupt (%%s); it records unfinished transfers, so it is not reset "
             "automatically: repair it, or delete it once no partial backup is left at the "
             "destinations" % where)
+    import json  # here: a run without a lock file to read or write does not need it
     try:
         data = json.loads(text)
     except ValueError as err:
@@ -47,6 +47,7 @@ def serialize_locks(locks):
         entry = {kind: ids for kind, ids in entry.items() if ids}
         if entry:
             data[snapshot] = entry
+    import json
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
