@@ -107,7 +107,7 @@ options:
   remove_locks:
     description:
       - Remove the locks of the given destinations (C(--remove-locks)) before anything else.
-      - Only for when no partial backup is left at those destinations, because the lock is how a later run
+      - Only for when no partial receive is left at those destinations, because the lock is how a later run
         finds and deletes one.
     type: bool
     default: false
@@ -268,8 +268,12 @@ destinations:
       sample:
         - {snapshot: "20261124-120000", parent: "20261123-120000", mode: incremental, bytes: 52428,
            seconds: 0.41, status: done}
+    partial_receives_deleted:
+      description: Partial receives of failed transfers (earlier ones, or one of this run) that were deleted.
+      type: list
+      elements: str
     partials_deleted:
-      description: Partial receives of earlier failed transfers that were deleted before the retry.
+      description: The same list as RV(destinations[].partial_receives_deleted), under its earlier name.
       type: list
       elements: str
     locks_cleared:
@@ -411,7 +415,7 @@ def change_summary(shaped):
     if shaped["snapshot"]:
         lines.append("+ snapshot %s" % shaped["snapshot"]["path"])
     for dest in shaped["destinations"]:
-        for path in dest["partials_deleted"]:
+        for path in dest["partial_receives_deleted"]:
             lines.append("- partial backup %s at %s (left by a failed transfer)" % (path, dest["id"]))
         for transfer in dest["transfers"]:
             if transfer["status"] in ("done", "planned"):
@@ -456,7 +460,7 @@ def main():
         job_result = run_job(config, runner=ModuleCommandRunner(module))
     except Terminated:
         module.fail_json(msg="terminated: unfinished transfers stay locked in .outstanding_transfers; "
-                             "the next run removes their partial backups and sends them again")
+                             "the next run removes their partial receives and sends them again")
     shaped = module_result(job_result)
     if module._diff:
         shaped["diff"] = job_diff(job_result, shaped)

@@ -17,6 +17,12 @@ if _TESTS_DIR not in sys.path:
 from support import btrfs_loop, sshd as sshd_support  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
+from support.trees import MiB, write_mixed_tree  # noqa: E402
+
+# A test module shapes the shared fixtures below with FS_SIZE (each filesystem's size) and
+# SOURCE_TREE (write_mixed_tree's arguments for the source's data).
+DEFAULT_FS_SIZE = "512M"
+DEFAULT_SOURCE_TREE = dict(n_small=40, small_size=2048, large_files=[MiB], seed=1)
 
 _HERE = Path(__file__).resolve().parent
 
@@ -109,3 +115,27 @@ def sshd2():
     _require(sshd_support.REQUIRED_TOOLS, "sshd")
     with Sshd(host="127.0.0.3") as server:
         yield server
+
+
+def _fs_size(request) -> str:
+    return getattr(request.module, "FS_SIZE", DEFAULT_FS_SIZE)
+
+
+@pytest.fixture
+def src(request, make_fs, subvolume):
+    """A source subvolume with a small mixed tree (by default a 1 MiB file, so full and incremental differ)."""
+    vol = subvolume(make_fs("src", size=_fs_size(request)) / "data")
+    write_mixed_tree(vol, **getattr(request.module, "SOURCE_TREE", DEFAULT_SOURCE_TREE))
+    return vol
+
+
+@pytest.fixture
+def dst(request, make_fs):
+    """An empty btrfs for backups."""
+    return make_fs("dst", size=_fs_size(request))
+
+
+@pytest.fixture
+def restore_fs(request, make_fs):
+    """A fresh filesystem to restore backups into."""
+    return make_fs("restore", size=_fs_size(request))

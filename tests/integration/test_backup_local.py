@@ -39,26 +39,7 @@ from cli_helpers import (
     write_locks_03,
 )
 from support.btrfs_loop import run
-from support.trees import MiB, assert_same_tree, modify_tree, write_mixed_tree
-
-
-@pytest.fixture
-def src(make_fs, subvolume):
-    """A source subvolume with a small mixed tree (a 1 MiB file so full and incremental differ)."""
-    vol = subvolume(make_fs("src") / "data")
-    write_mixed_tree(vol, n_small=40, small_size=2048, large_files=[MiB], seed=1)
-    return vol
-
-
-@pytest.fixture
-def dst(make_fs):
-    return make_fs("dst")
-
-
-@pytest.fixture
-def restore_fs(make_fs):
-    """A fresh filesystem to restore backups into."""
-    return make_fs("restore")
+from support.trees import assert_same_tree, modify_tree
 
 
 def change(src, seed):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import time
 
-import pytest
-
 from cli_helpers import (
     assert_backup,
     assert_no_partial,
@@ -23,24 +21,7 @@ from cli_helpers import (
     write_locks_03,
 )
 from support.sshd import free_port
-from support.trees import MiB, modify_tree, write_mixed_tree
-
-
-@pytest.fixture
-def src(make_fs, subvolume):
-    vol = subvolume(make_fs("src") / "data")
-    write_mixed_tree(vol, n_small=40, small_size=2048, large_files=[MiB], seed=1)
-    return vol
-
-
-@pytest.fixture
-def dst(make_fs):
-    return make_fs("dst")
-
-
-@pytest.fixture
-def restore_fs(make_fs):
-    return make_fs("restore")
+from support.trees import modify_tree
 
 
 def change(src, seed):

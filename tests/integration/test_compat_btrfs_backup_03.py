@@ -27,28 +27,11 @@ from cli_helpers import (
     subvolumes,
     wait_next_second,
 )
-from support.trees import MiB, modify_tree, write_mixed_tree
+from support.trees import modify_tree
 
 # Outside CI a checkout without .venv's btrfs-backup 0.3.1 skips these; in CI they run and fail loudly.
 pytestmark = pytest.mark.skipif(not OLD_CLI.exists() and not os.environ.get("CI"),
                                 reason="btrfs-backup 0.3.1 is not in .venv")
-
-
-@pytest.fixture
-def src(make_fs, subvolume):
-    vol = subvolume(make_fs("src") / "data")
-    write_mixed_tree(vol, n_small=40, small_size=2048, large_files=[MiB], seed=1)
-    return vol
-
-
-@pytest.fixture
-def dst(make_fs):
-    return make_fs("dst")
-
-
-@pytest.fixture
-def restore_fs(make_fs):
-    return make_fs("restore")
 
 
 def change(src, seed):

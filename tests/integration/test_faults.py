@@ -53,25 +53,11 @@ from support.btrfs_loop import pipeline, run
 from support.sshd import Sshd, free_port
 from support.trees import write_file, write_mixed_tree
 
+FS_SIZE = "1G"  # each filesystem of the shared fixtures (conftest)
+SOURCE_TREE = dict(n_small=60, small_size=2048, seed=1)  # the source's data (conftest's src)
+
 #: Enough that the stream is well under way when the receiver is frozen (at 8 MiB) and broken.
 BIG = 32 * MiB
-
-
-@pytest.fixture
-def src(make_fs, subvolume):
-    vol = subvolume(make_fs("src", size="1G") / "data")
-    write_mixed_tree(vol, n_small=60, small_size=2048, seed=1)
-    return vol
-
-
-@pytest.fixture
-def dst(make_fs):
-    return make_fs("dst", size="1G")
-
-
-@pytest.fixture
-def restore_fs(make_fs):
-    return make_fs("restore", size="1G")
 
 
 def grow(src, seed):
@@ -402,7 +388,7 @@ def test_a_host_that_never_answers_is_given_up_after_the_default_connect_timeout
 
 
 def test_snapshots_taken_while_the_server_is_down_are_sent_when_it_is_back(src, dst, sshd):
-    """Invariants 1 and 4 through an outage: runs while the server refuses connections still
+    """Rules 1 and 4 through an outage: runs while the server refuses connections still
     take their snapshots, source retention deletes none while it cannot see the server, and
     the first run after the outage sends every missed snapshot, incrementally, in order."""
     remote = dst / "backups"

@@ -28,6 +28,7 @@ from support.btrfs_loop import pipeline, run
 from support.sshd import Sshd
 from support.trees import MiB, assert_same_tree, modify_tree, write_mixed_tree
 
+SOURCE_TREE = dict(n_small=30, small_size=2048, large_files=[2 * MiB], seed=3)  # the source's data (conftest's src)
 
 pytestmark = [
     # pytest-ansible, started in a checkout with galaxy.yml, sets up the collection finder with the
@@ -68,19 +69,6 @@ def module(ansible_adhoc, ansible):
         return module_result(getattr(hosts["localhost"], "btrfs.backup." + name)(**args)["localhost"])
 
     return run
-
-
-@pytest.fixture
-def src(make_fs, subvolume):
-    """A source subvolume with some data (a 2 MiB file, so that a stream is cut mid-way below)."""
-    vol = subvolume(make_fs("src") / "data")
-    write_mixed_tree(vol, n_small=30, small_size=2048, large_files=[2 * MiB], seed=3)
-    return vol
-
-
-@pytest.fixture
-def dst(make_fs):
-    return make_fs("dst")
 
 
 def snapshot_with(module, src, name):

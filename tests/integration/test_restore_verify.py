@@ -34,14 +34,10 @@ from faults import (
     start_cli,
     wait_signal_pending,
 )
-from support.trees import assert_same_tree, checksum_tree, modify_tree, write_file, write_mixed_tree
+from support.trees import assert_same_tree, checksum_tree, modify_tree, write_file
 
-
-@pytest.fixture
-def src(make_fs, subvolume):
-    vol = subvolume(make_fs("src", size="1G") / "data")
-    write_mixed_tree(vol, n_small=60, small_size=2048, large_files=[MiB], seed=1)
-    return vol
+FS_SIZE = "1G"  # each filesystem of the shared fixtures (conftest)
+SOURCE_TREE = dict(n_small=60, small_size=2048, large_files=[MiB], seed=1)  # the source's data (conftest's src)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 from cli_helpers import (CLI, assert_restores, destination, is_subvolume, leave_partial_receive,
-                         live_locks, ok, run_cli, sent, ssh_args, subvolumes, take_snapshot,
+                         live_locks, ok, retention, run_cli, sent, ssh_args, subvolumes, take_snapshot,
                          wait_next_second, write_locks_03)
 from support.btrfs_loop import pipeline, run
 from support.sshd import Sshd
@@ -189,6 +189,9 @@ def test_with_an_append_only_server_partials_are_cleaned_and_retention_is_left_t
     assert sent(done.result, url) == [(two.name, "incremental", one)]
     assert sorted(complete_backups(dest)) == [one, two.name], "the server kept both backups"
     assert "append-only" in done.stderr and done.stderr.count("append-only") == 1, done.stderr
+    # Nothing is reported deleted that the server kept (never pretend).
+    at_server = retention(done.result, url)
+    assert at_server["deleted"] == {} and "append-only" in at_server["kept"][one][0], at_server
     assert live_locks(source / "snapshot") == {}
 
 

@@ -4,7 +4,6 @@
 """The `btrfs-backup` command line: btrfs-backup 0.3's flags and @argfiles over the engine."""
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -48,6 +47,11 @@ class Terminated(BaseException):
     """Raised from the SIGTERM handler so that cleanup code runs (like KeyboardInterrupt)."""
 
 
+def _switch(group, *flags, **kwargs):
+    """An on/off flag of the backup command."""
+    group.add_argument(*flags, action="store_true", **kwargs)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="btrfs-backup", description=DESCRIPTION, epilog=EPILOG, add_help=False,
@@ -59,14 +63,10 @@ def build_parser():
     show.add_argument("-v", "--verbosity", default="info",
                       choices=["debug", "info", "warning", "error"],
                       help="Set verbosity level. Default is 'info'.")
-    show.add_argument("-q", "--quiet", action="store_true",
-                      help="Shortcut for '--no-progress --verbosity warning'.")
-    show.add_argument("-d", "--btrfs-debug", action="store_true",
-                      help="Enable debugging on btrfs send / receive.")
-    show.add_argument("-P", "--no-progress", action="store_true",
-                      help="Don't display progress (pv) during transfers.")
-    show.add_argument("--json", action="store_true",
-                      help="Print the run's result as JSON on standard output.")
+    _switch(show, "-q", "--quiet", help="Shortcut for '--no-progress --verbosity warning'.")
+    _switch(show, "-d", "--btrfs-debug", help="Enable debugging on btrfs send / receive.")
+    _switch(show, "-P", "--no-progress", help="Don't display progress (pv) during transfers.")
+    _switch(show, "--json", help="Print the run's result as JSON on standard output.")
 
     keep = parser.add_argument_group("Retention settings")
     keep.add_argument("-N", "--num-snapshots", type=_whole, default=0, metavar="N",
@@ -78,50 +78,41 @@ def build_parser():
                            "e.g. '24h 7d 4w 12m *y' (h/d/w/m/y; * = all periods).")
     keep.add_argument("--preserve-backups", default="", metavar="POLICY",
                       help="The same time-bucket policy for the backups at each destination.")
-    keep.add_argument("--latest-only", action="store_true",
-                      help="Deprecated: shortcut for '--num-snapshots 1'.")
+    _switch(keep, "--latest-only", help="Deprecated: shortcut for '--num-snapshots 1'.")
 
     snap = parser.add_argument_group("Snapshot creation settings")
-    snap.add_argument("-S", "--no-snapshot", action="store_true",
-                      help="Don't take a new snapshot, just transfer existing ones.")
-    snap.add_argument("--require-destination", action="store_true",
-                      help="Take no snapshot unless a destination can take it now. By default "
-                           "the snapshot is taken while every destination is unreachable, and "
-                           "sent when one is back.")
+    _switch(snap, "-S", "--no-snapshot", help="Don't take a new snapshot, just transfer existing ones.")
+    _switch(snap, "--require-destination",
+            help="Take no snapshot unless a destination can take it now. By default the snapshot is "
+                 "taken while every destination is unreachable, and sent when one is back.")
     snap.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
                       help="Snapshot folder, absolute or relative to the source. Default 'snapshot'.")
     snap.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
                       help="Prefix for snapshot names. Default is ''.")
 
     move = parser.add_argument_group("Transfer related options")
-    move.add_argument("-T", "--no-transfer", action="store_true", help="Don't transfer any snapshot.")
-    move.add_argument("-I", "--no-incremental", action="store_true",
-                      help="Always send full streams (e.g. when piping to files).")
-    move.add_argument("--check", action="store_true",
-                      help="Dry run: change nothing, print what would be done.")
+    _switch(move, "-T", "--no-transfer", help="Don't transfer any snapshot.")
+    _switch(move, "-I", "--no-incremental", help="Always send full streams (e.g. when piping to files).")
+    _switch(move, "--check", help="Dry run: change nothing, print what would be done.")
 
     ssh = parser.add_argument_group("SSH related options")
     ssh.add_argument("--ssh-opt", action="append", default=[], metavar="OPTION",
                      help="Pass an ssh_config option to ssh(1), e.g. --ssh-opt IdentityFile=/root/id.")
-    ssh.add_argument("--ssh-sudo", action="store_true",
-                     help="Run btrfs with 'sudo -n' on the remote host.")
+    _switch(ssh, "--ssh-sudo", help="Run btrfs with 'sudo -n' on the remote host.")
 
     misc = parser.add_argument_group("Miscellaneous options")
-    misc.add_argument("-s", "--sync", action="store_true",
-                      help="Run 'btrfs subvolume sync' after deleting subvolumes.")
-    misc.add_argument("-w", "--convert-rw", action="store_true",
-                      help="Make read-only snapshots writable before deleting them "
-                           "(for user_subvol_rm_allowed).")
-    misc.add_argument("--remove-locks", action="store_true",
-                      help="Remove the locks of all given destinations. Only use this when no "
-                           "partial backup is left at those destinations.")
-    misc.add_argument("--skip-fs-checks", action="store_true",
-                      help="Accepted for compatibility; the checks are part of the one listing "
-                           "each run makes, so they are always done.")
+    _switch(misc, "-s", "--sync", help="Run 'btrfs subvolume sync' after deleting subvolumes.")
+    _switch(misc, "-w", "--convert-rw",
+            help="Make read-only snapshots writable before deleting them (for user_subvol_rm_allowed).")
+    _switch(misc, "--remove-locks",
+            help="Remove the locks of all given destinations. Only use this when no "
+                 "partial receive is left at those destinations.")
+    _switch(misc, "--skip-fs-checks",
+            help="Accepted for compatibility; the checks are part of the one listing "
+                 "each run makes, so they are always done.")
 
     where = parser.add_argument_group("Source and destination")
-    where.add_argument("--locked-dests", action="store_true",
-                       help="Add every destination for which locks exist.")
+    _switch(where, "--locked-dests", help="Add every destination for which locks exist.")
     where.add_argument("source", help="Subvolume to back up: /path or ssh://[user@]host[:port]/path.")
     where.add_argument("dest", nargs="*", default=[],
                        help="Destinations: /path, ssh://[user@]host[:port]/path or "
@@ -175,6 +166,9 @@ def _setup_logging(options):
 
 
 def _summary(result):
+    if result.check_mode:
+        # Only what would be done, once each: the plan is rendered from the staged steps.
+        return ["would " + line for line in result.plan]
     lines = []
     if result.snapshot:
         lines.append("snapshot: %s" % result.snapshot["path"])
@@ -187,8 +181,6 @@ def _summary(result):
     for section in result.retention:
         for item in section.deleted:
             lines.append("deleted %s at %s: %s" % (item["name"], section.where, item["reason"]))
-    for step in result.plan:
-        lines.append("would %s" % step if result.check_mode else step)
     return lines
 
 
@@ -201,19 +193,31 @@ def _exit_status(result):
     return EXIT_FAILED if result.failed else EXIT_OK
 
 
+def _print_json(result):
+    import json  # only here: --json is not the common case, and every run pays for imports
+    json.dump(result, sys.stdout, indent=2, sort_keys=True)
+
+
 def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+def _subcommand_parser(name, description, **positionals):
+    """The parser of `btrfs-backup NAME`, with its positional arguments (name=help) in order."""
+    parser = argparse.ArgumentParser(prog="btrfs-backup " + name, description=description)
+    for dest, help_text in positionals.items():
+        parser.add_argument(dest, help=help_text)
+    return parser
+
+
 def build_restore_parser():
-    parser = argparse.ArgumentParser(
-        prog="btrfs-backup restore",
-        description="Bring a backup back: receive it from a backup folder (local or ssh://) "
-                    "and place it at TARGET on a btrfs filesystem, read-only as received or "
-                    "writable (-W). An existing TARGET is never overwritten; with --force it is "
-                    "renamed aside to TARGET.before-restore-<timestamp>.")
-    parser.add_argument("backups", help="Backup folder: /path or ssh://[user@]host[:port]/path.")
-    parser.add_argument("target", help="Absolute path of the restored subvolume (must not exist).")
+    parser = _subcommand_parser(
+        "restore", "Bring a backup back: receive it from a backup folder (local or ssh://) "
+        "and place it at TARGET on a btrfs filesystem, read-only as received or "
+        "writable (-W). An existing TARGET is never overwritten; with --force it is "
+        "renamed aside to TARGET.before-restore-<timestamp>.",
+        backups="Backup folder: /path or ssh://[user@]host[:port]/path.",
+        target="Absolute path of the restored subvolume (must not exist).")
     parser.add_argument("--snapshot", metavar="NAME", help="Which backup (default: the newest).")
     parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
                         help="Prefix of the snapshot names. Default is ''.")
@@ -225,14 +229,13 @@ def build_restore_parser():
 
 
 def build_verify_parser():
-    parser = argparse.ArgumentParser(
-        prog="btrfs-backup verify",
-        description="Check a backup against its source snapshot: the UUID chain (the backup's "
-                    "received_uuid is the snapshot's uuid, read-only, its incremental parent) "
-                    "and, unless --no-content, every entry's type, mode, owner, size, link "
-                    "target and sha256.")
-    parser.add_argument("source", help="The backed-up subvolume: /path or ssh:// URL.")
-    parser.add_argument("backups", help="Backup folder: /path or ssh:// URL.")
+    parser = _subcommand_parser(
+        "verify", "Check a backup against its source snapshot: the UUID chain (the backup's "
+        "received_uuid is the snapshot's uuid, read-only, its incremental parent) "
+        "and, unless --no-content, every entry's type, mode, owner, size, link "
+        "target and sha256.",
+        source="The backed-up subvolume: /path or ssh:// URL.",
+        backups="Backup folder: /path or ssh:// URL.")
     parser.add_argument("--snapshot", metavar="NAME",
                         help="Which snapshot (default: the newest the destination holds).")
     parser.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
@@ -333,7 +336,7 @@ def _run_subcommand(command, argv):
         LOG.error("%s terminated", command)
         return EXIT_TERMINATED
     if options.json:
-        json.dump(result, sys.stdout, indent=2, sort_keys=True)
+        _print_json(result)
         sys.stdout.write("\n")
     elif command == "prune":
         pass  # each folder was reported as it was pruned
@@ -404,10 +407,10 @@ def main(argv=None):
         result = run_job(config_from_args(options))
     except (KeyboardInterrupt, Terminated):
         LOG.error("terminated: unfinished transfers stay locked in .outstanding_transfers; "
-                  "the next run removes their partial backups and sends them again")
+                  "the next run removes their partial receives and sends them again")
         return EXIT_TERMINATED
     if options.json:
-        json.dump(result.as_dict(), sys.stdout, indent=2, sort_keys=True)
+        _print_json(result.as_dict())
         sys.stdout.write("\n")
     else:
         for line in _summary(result):

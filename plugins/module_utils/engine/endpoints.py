@@ -11,9 +11,11 @@ import shlex
 from .errors import ConfigError, EndpointError, UnreachableError
 from .runner import CommandResult
 
-_HOST_RE = re.compile(r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|\[[0-9A-Fa-f:.%A-Za-z]+\])\Z")
-_USER_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z")
-_SSH_OPTION_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*[= ]")
+# Patterns as text: `re` compiles (and caches) each on first use, so a local run pays for none
+# of the ssh ones (start-up time of every run).
+_HOST_RE = r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|\[[0-9A-Fa-f:.%A-Za-z]+\])\Z"
+_USER_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z"
+_SSH_OPTION_RE = r"^[A-Za-z][A-Za-z0-9]*[= ]"
 
 # Bounded waits for hosts that refuse, never answer, or vanish mid-stream; user options come
 # first on the command line, and ssh keeps the first value it sees, so users can override these.
@@ -46,7 +48,7 @@ def check_path(path, what):
     return "/" + path.lstrip("/") if path.startswith("//") else path
 
 
-class Endpoint(object):
+class Endpoint:
     """Common interface: `command()` wraps an argv to run at the endpoint."""
 
     kind = None
@@ -106,9 +108,9 @@ class SshEndpoint(Endpoint):
 
     def __init__(self, host, path, user=None, port=None, ssh_options=(), sudo=False,
                  ssh_binary="ssh"):
-        if not _HOST_RE.match(host or ""):
+        if not re.match(_HOST_RE, host or ""):
             raise ConfigError("ssh host %r is not a valid host name or address" % (host,))
-        if user is not None and not _USER_RE.match(user):
+        if user is not None and not re.match(_USER_RE, user):
             raise ConfigError("ssh user %r is not a valid user name" % (user,))
         if port is not None and not (isinstance(port, int) and 0 < port < 65536):
             raise ConfigError("ssh port %r is not a port number (1-65535)" % (port,))
@@ -189,14 +191,24 @@ class SshEndpoint(Endpoint):
                            self.ssh_binary)
 
 
-class SshConnections(object):
+class SshConnections:
     """One multiplexed ssh connection per host for a whole run: a run makes several short
-    calls (listing, send, verify, retention) and should not pay a handshake for each."""
+    calls (listing, send, verify, retention) and should not pay a handshake for each.
+    A context manager: `with SshConnections(runner, endpoints):` closes them however it ends."""
 
-    def __init__(self, runner):
+    def __init__(self, runner, endpoints=()):
         self.runner = runner
         self._dir = None
         self._endpoints = []
+        for endpoint in endpoints:
+            self.attach(endpoint)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
 
     def attach(self, endpoint):
         if not isinstance(endpoint, SshEndpoint):
@@ -279,13 +291,13 @@ def split_batch_output(result, marker, argvs):
 
 def validate_ssh_option(option):
     """An ssh_config option as 'Key=value' (passed to ssh as -o, one argv item)."""
-    if not isinstance(option, str) or not _SSH_OPTION_RE.match(option) or "\n" in option:
+    if not isinstance(option, str) or not re.match(_SSH_OPTION_RE, option) or "\n" in option:
         raise ConfigError("ssh option %r must look like 'Key=value' (an ssh_config option)" % (option,))
     return option
 
 
-_SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
-_SSH_URL_RE = re.compile(
+_SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://"
+_SSH_URL_RE = (
     r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@]+)(?::(?P<port>[^/]*))?(?P<path>/.*)$"
 )
 
@@ -299,7 +311,7 @@ def parse_location(spec, ssh_options=(), ssh_sudo=False, allow_shell=True):
             raise ConfigError("%r: a shell:// command can only be a destination" % spec)
         return ShellEndpoint(spec[len("shell://"):])
     if spec.startswith("ssh://"):
-        match = _SSH_URL_RE.match(spec)
+        match = re.match(_SSH_URL_RE, spec)
         if not match:
             raise ConfigError(
                 "%r is not a valid ssh URL: expected ssh://[user@]host[:port]/absolute/path" % spec)
@@ -310,6 +322,6 @@ def parse_location(spec, ssh_options=(), ssh_sudo=False, allow_shell=True):
             port = int(port)
         return SshEndpoint(match.group("host"), match.group("path"), user=match.group("user"),
                            port=port, ssh_options=ssh_options, sudo=ssh_sudo)
-    if _SCHEME_RE.match(spec):
+    if "://" in spec and re.match(_SCHEME_RE, spec):
         raise ConfigError("%r: unknown scheme (use a path, ssh:// or shell://)" % spec)
     return LocalEndpoint(spec)

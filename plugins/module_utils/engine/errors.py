@@ -53,3 +53,6 @@ class JobBusyError(BackupError):
 
 class TransferError(BackupError):
     """A send/receive pipeline failed or its result did not verify."""
+
+    detail = None  # the failure itself, without the "sending ... failed" around it
+    partial_receive_deleted = None  # what the failed receive left, if it was deleted at once

@@ -1,7 +1,7 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""One run at a time per job: an flock(2) held for the whole run (invariant 5)."""
+"""One run at a time per job: an flock(2) held for the whole run (rule 5)."""
 
 import fcntl
 import os
@@ -20,7 +20,7 @@ def lock_path_for_remote(source_id, folder):
     return os.path.join(base, "btrfs-backup-%s.lock" % digest)
 
 
-class JobLock(object):
+class JobLock:
     """Context manager: take the lock without waiting, or raise JobBusyError naming the holder."""
 
     def __init__(self, path):

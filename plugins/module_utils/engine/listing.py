@@ -20,11 +20,11 @@ class Subvolume(collections.namedtuple(
 
     @property
     def complete(self):
-        """A finished receive: read-only with received_uuid set (invariant 2)."""
+        """A finished receive: read-only with received_uuid set (rule 2)."""
         return bool(self.readonly and self.received_uuid)
 
 
-class FolderListing(object):
+class FolderListing:
     """The subvolumes directly inside `folder`, plus facts about the extra paths asked for."""
 
     def __init__(self, folder, children, subvolume_paths):
@@ -114,7 +114,9 @@ def find_subvolume(endpoint, runner, folder, name):
         if not is_subvolume_root(path):
             return None  # missing, or a plain folder or file
         try:
-            return Subvolume(name, path, *subvolume_info(path))
+            sub_id, sub_uuid, parent_uuid, received_uuid, readonly = subvolume_info(path)
+            return Subvolume(name=name, path=path, id=sub_id, uuid=sub_uuid, parent_uuid=parent_uuid,
+                             received_uuid=received_uuid, readonly=readonly)
         except OSError:
             pass  # the kernel cannot answer: list the folder as below
     return list_folder(endpoint, runner, folder).children.get(name)
@@ -148,7 +150,7 @@ def list_folder_here(folder, extra_paths=()):
         if not entry.is_dir(follow_symlinks=False) or not is_subvolume_root(path):
             continue
         sub_id, sub_uuid, parent_uuid, received_uuid, readonly = subvolume_info(path)
-        children[entry.name] = Subvolume(entry.name, path, sub_id, sub_uuid, parent_uuid,
-                                         received_uuid, readonly)
+        children[entry.name] = Subvolume(name=entry.name, path=path, id=sub_id, uuid=sub_uuid,
+                                         parent_uuid=parent_uuid, received_uuid=received_uuid, readonly=readonly)
     subvolume_paths = {path for path in wanted if is_subvolume_root(path)}
     return FolderListing(folder, children, subvolume_paths)

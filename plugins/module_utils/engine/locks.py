@@ -3,7 +3,6 @@
 # SPDX-License-Identifier: MIT
 """The `.outstanding_transfers` lock file: btrfs-backup 0.3's JSON shape, strict parsing, atomic writes."""
 
-import json
 import os
 
 from .errors import LockFileError
@@ -21,6 +20,7 @@ def parse_locks(text, where=LOCK_FILE_NAME):
     hint = ("%s is corrupt (%%s); it records unfinished transfers, so it is not reset "
             "automatically: repair it, or delete it once no partial backup is left at the "
             "destinations" % where)
+    import json  # here: a run without a lock file to read or write does not need it
     try:
         data = json.loads(text)
     except ValueError as err:
@@ -50,10 +50,11 @@ def serialize_locks(locks):
         entry = {kind: ids for kind, ids in entry.items() if ids}
         if entry:
             data[snapshot] = entry
+    import json
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
-class LockTable(object):
+class LockTable:
     """In-memory lock state with the operations a run needs; persisted by a LockStore."""
 
     def __init__(self, locks=None):
@@ -70,15 +71,34 @@ class LockTable(object):
         if snapshot in self.locks:
             self.locks[snapshot][kind].difference_update(dest_ids)
 
+    def hold(self, snapshot, parent, dest_id):
+        """A transfer of `snapshot` (incremental from `parent`, or full) to a destination begins."""
+        self.add(snapshot, dest_id)
+        if parent is not None:
+            self.add(parent, dest_id, "parent_locks")
+
+    def settle(self, snapshot, parent, dest_ids):
+        """That transfer arrived: it owes nothing more."""
+        self.discard(snapshot, dest_ids)
+        if parent is not None:
+            self.discard(parent, dest_ids, "parent_locks")
+
+    def forget(self, snapshots, dest_ids):
+        """Drop every lock and parent lock of a destination on `snapshots`."""
+        for snapshot in snapshots:
+            for kind in LOCK_KINDS:
+                self.discard(snapshot, dest_ids, kind)
+
+    def names_locked_by(self, dest_ids, kinds=LOCK_KINDS):
+        """The snapshot names that a destination (any of its ids) holds a lock of `kinds` on, sorted."""
+        dest_ids = set(dest_ids)
+        return sorted(name for name, entry in self.locks.items() if any(entry[k] & dest_ids for k in kinds))
+
     def discard_destination(self, dest_ids):
         """Remove every lock and parent lock of a destination; returns the snapshot names touched."""
-        touched = []
-        for snapshot, entry in self.locks.items():
-            if any(entry[k] & set(dest_ids) for k in LOCK_KINDS):
-                touched.append(snapshot)
-                for kind in LOCK_KINDS:
-                    entry[kind].difference_update(dest_ids)
-        return sorted(touched)
+        touched = self.names_locked_by(dest_ids)
+        self.forget(touched, dest_ids)
+        return touched
 
     def locked(self, snapshot, dest_ids, kind="locks"):
         return bool(self.locks.get(snapshot, {}).get(kind, set()) & set(dest_ids))
@@ -106,7 +126,7 @@ class LockTable(object):
         return LockTable(self.locks)
 
 
-class LocalLockStore(object):
+class LocalLockStore:
     """Reads and atomically replaces the lock file in a local snapshot folder."""
 
     def __init__(self, folder):
@@ -154,7 +174,7 @@ class LocalLockStore(object):
             raise LockFileError("cannot write %s: %s" % (self.path, err.strerror))
 
 
-class RemoteLockStore(object):
+class RemoteLockStore:
     """The lock file of a snapshot folder on an ssh source (pull mode), written via a temp file."""
 
     def __init__(self, endpoint, runner, folder):
@@ -180,3 +200,10 @@ class RemoteLockStore(object):
         result = self.runner.run(argv, input_text=serialize_locks(table.locks))
         if not result.ok:
             raise LockFileError("cannot write %s: %s" % (self.label, result.stderr.strip()))
+
+
+def lock_store(endpoint, runner, folder):
+    """The lock file of the snapshot folder `folder` at `endpoint`, local or over ssh."""
+    if endpoint.kind == "local":
+        return LocalLockStore(folder)
+    return RemoteLockStore(endpoint, runner, folder)

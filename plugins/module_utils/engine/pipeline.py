@@ -10,7 +10,7 @@ import time
 from .errors import TransferError
 
 
-class Stage(object):
+class Stage:
     """One process of a pipeline; `capture_stderr=False` lets it draw on the terminal (pv)."""
 
     def __init__(self, name, argv, capture_stderr=True):
@@ -19,7 +19,7 @@ class Stage(object):
         self.capture_stderr = capture_stderr
 
 
-class PipelineResult(object):
+class PipelineResult:
     def __init__(self, bytes_sent, seconds):
         self.bytes_sent = bytes_sent
         self.seconds = seconds

@@ -1,7 +1,7 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""Pure planning: which snapshot goes to which destination with which parent, and what is garbage."""
+"""Pure planning: which snapshot goes to which destination with which parent, and which partial receives go first."""
 
 import collections
 
@@ -11,18 +11,23 @@ Transfer.__doc__ = "Send `snapshot` (a source Subvolume), incremental from `pare
 Conflict = collections.namedtuple("Conflict", "name reason")
 
 
-class DestinationPlan(object):
+class DestinationPlan:
     """What one run does at one destination, before anything is carried out."""
 
-    def __init__(self, garbage, conflicts, transfers, present):
-        self.garbage = garbage          # partial subvolumes from failed runs, to delete first
+    def __init__(self, *, partial_receives, conflicts, transfers, present):
+        self.partial_receives = partial_receives  # left by failed transfers, to delete first
         self.conflicts = conflicts      # names taken by subvolumes that are not our backups
         self.transfers = transfers      # Transfer list, oldest first
         self.present = present          # source snapshot name -> its complete backup there
 
+    @property
+    def garbage(self):
+        """The earlier name of `partial_receives`."""
+        return self.partial_receives
+
     def as_dict(self):
         return {
-            "delete_partial": [s.path for s in self.garbage],
+            "delete_partial": [s.path for s in self.partial_receives],
             "conflicts": [{"name": c.name, "reason": c.reason} for c in self.conflicts],
             "transfers": [{"snapshot": t.snapshot.name,
                            "parent": t.parent.name if t.parent else None,
@@ -32,7 +37,7 @@ class DestinationPlan(object):
 
 
 def counterpart(snapshot, backups):
-    """The complete backup of `snapshot` among `backups`, matched by UUID (invariant 1), or None."""
+    """The complete backup of `snapshot` among `backups`, matched by UUID (rule 1), or None."""
     for backup in backups:
         if not backup.complete:
             continue
@@ -60,7 +65,7 @@ def present_backups(snapshots, backups):
     return present
 
 
-def find_garbage(snapshots, backups_by_name, locked_names):
+def find_partial_receives(snapshots, backups_by_name, locked_names):
     """Partial receives to delete: a locked name at the destination without a complete backup.
 
     Only a subvolume that is not complete (writable, or no received_uuid) counts as our partial;
@@ -68,7 +73,7 @@ def find_garbage(snapshots, backups_by_name, locked_names):
     whose snapshot is gone from the source still identifies its partial by the lock.
     """
     by_name = {s.name: s for s in snapshots}
-    garbage = []
+    partials = []
     for name in sorted(locked_names):
         found = backups_by_name.get(name)
         if found is None or found.complete:
@@ -76,8 +81,8 @@ def find_garbage(snapshots, backups_by_name, locked_names):
         snapshot = by_name.get(name)
         if snapshot is not None and found.received_uuid not in (None, snapshot.uuid):
             continue  # received from something else: not a partial of ours
-        garbage.append(found)
-    return garbage
+        partials.append(found)
+    return partials
 
 
 def plan_destination(snapshots, backups_by_name, locked_names=(), incremental=True,
@@ -97,8 +102,8 @@ def plan_destination(snapshots, backups_by_name, locked_names=(), incremental=Tr
     locked_names = set(locked_names)
     backups = list(backups_by_name.values())
     present = present_backups(snapshots, backups)
-    garbage = find_garbage(snapshots, backups_by_name, locked_names)
-    garbage_names = {g.name for g in garbage}
+    partials = find_partial_receives(snapshots, backups_by_name, locked_names)
+    partial_names = {p.name for p in partials}
 
     newest_present = max((i for i, s in enumerate(snapshots) if s.name in present), default=-1)
     candidates = [s for s in snapshots[newest_present + 1:] if s.name not in present]
@@ -113,7 +118,7 @@ def plan_destination(snapshots, backups_by_name, locked_names=(), incremental=Tr
     available = [s for s in snapshots if s.name in present]
     for snapshot in candidates:
         taken = backups_by_name.get(snapshot.name)
-        if taken is not None and snapshot.name not in garbage_names:
+        if taken is not None and snapshot.name not in partial_names:
             conflicts.append(Conflict(snapshot.name, describe_foreign(taken, snapshot)))
             break  # later snapshots would need this one as a parent: stop this chain here
         parent = None
@@ -122,7 +127,7 @@ def plan_destination(snapshots, backups_by_name, locked_names=(), incremental=Tr
             parent = max(older, key=lambda s: position[s.name]) if older else None
         transfers.append(Transfer(snapshot, parent))
         available.append(snapshot)
-    return DestinationPlan(garbage, conflicts, transfers, present)
+    return DestinationPlan(partial_receives=partials, conflicts=conflicts, transfers=transfers, present=present)
 
 
 def describe_foreign(subvolume, snapshot):

@@ -13,12 +13,13 @@ import os
 import posixpath
 import uuid
 
-from . import actions, btrfs, names
+from . import effects, names
 from .endpoints import LocalEndpoint, SshConnections, check_path, parse_location
 from .errors import BackupError, ConfigError, EndpointError, MissingPathError
 from .listing import list_folder
-from .pipeline import Stage, run_pipeline
+from .executor import Executor
 from .runner import CommandRunner
+from .steps import Receive, Rename, SnapshotAt
 
 STAGING_PREFIX = ".btrfs-backup-restore-"
 # On the restored subvolume's top folder: which backup it is, so that a rerun changes nothing.
@@ -53,9 +54,7 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
     if not target.startswith("/"):
         raise ConfigError("restore target %r must be an absolute path" % target)
     here = LocalEndpoint(posixpath.dirname(target))
-    connections = SshConnections(runner)
-    connections.attach(origin)
-    try:
+    with SshConnections(runner, [origin]):
         backup = choose_backup(list_folder(origin, runner).children, prefix, name)
         try:
             at_target = list_folder(here, runner)
@@ -79,40 +78,39 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
             stamp = (now or datetime.datetime.now()).strftime(names.TIMESTAMP_FORMAT)
             aside = "%s.before-restore-%s" % (target, stamp)
             result["moved_aside"] = aside
-            result["plan"].append("rename %s to %s" % (target, aside))
         staging = posixpath.join(here.path, STAGING_PREFIX + uuid.uuid4().hex[:12])
-        result["plan"].append("receive %s from %s into %s" % (backup.name, origin.id, staging))
-        result["plan"].append("%s snapshot of it at %s" % (
-            "writable" if writable else "read-only", target))
+        # Received and checked first, so that a failed receive leaves an existing target as it is.
+        steps = [Receive(origin=origin, backup=backup, endpoint=here, folder=staging)]
+        if existing:
+            steps.append(Rename(endpoint=here, path=target, new_path=aside))
+        steps.append(SnapshotAt(endpoint=here, source_path=posixpath.join(staging, backup.name), path=target,
+                                writable=writable))
+        executor = Executor(runner, check_mode)
         if check_mode:
-            result["changed"] = True
+            for step in steps:
+                executor.carry_out(step)
+            result.update(changed=True, plan=executor.plan())
             return result
-        actions.make_folder(here, runner, staging)
         try:
-            _receive(origin, here, runner, backup, staging)
-            if existing:
-                actions.run_or_raise(here, runner, ["mv", "-T", "--", target, aside],
-                                     "rename %s aside" % target)
-            staged = posixpath.join(staging, backup.name)
-            argv = btrfs.snapshot_argv(staged, target)
-            if writable:
-                argv.remove("-r")
-            # A read-only snapshot of the received copy keeps its received_uuid.
-            try:
-                actions.run_or_raise(here, runner, argv, "create %s" % target)
-            except BackupError as err:
-                if existing:
-                    raise _put_back(here, runner, aside, target, err)
-                raise
+            for step in steps:
+                _carry_out(executor, step, aside if existing else None)
             if writable:
                 _record_origin(target, marker(backup, writable))
         finally:
             _remove_staging(here, runner, staging)
         restored = list_folder(here, runner).children.get(posixpath.basename(target))
-        result.update(changed=True, uuid=restored.uuid if restored else None)
+        result.update(changed=True, plan=executor.plan(), uuid=restored.uuid if restored else None)
         return result
-    finally:
-        connections.close()
+
+
+def _carry_out(executor, step, aside):
+    """One restore step; when the new target cannot be made, the old one goes back (from `aside`)."""
+    try:
+        executor.carry_out(step)
+    except BackupError as err:
+        if isinstance(step, SnapshotAt) and aside is not None:
+            raise _put_back(step.endpoint, executor.runner, aside, step.path, err)
+        raise
 
 
 def marker(backup, writable):
@@ -149,15 +147,6 @@ def _exists(endpoint, runner, path):
     return runner.run(endpoint.command(["test", "-e", path])).ok
 
 
-def _receive(origin, here, runner, backup, staging):
-    send = origin.command(btrfs.send_argv(backup.path))
-    receive = here.command(btrfs.receive_argv(staging))
-    run_pipeline(runner, [Stage("btrfs send at %s" % origin.id, send), Stage("btrfs receive", receive)])
-    staged = list_folder(here, runner, staging).children.get(backup.name)
-    if staged is None or not staged.complete or staged.received_uuid != backup.received_uuid:
-        raise BackupError("the restored copy of %s did not verify" % backup.name)
-
-
 def _remove_staging(here, runner, staging):
     """Delete whatever the receive left in the staging folder, then the folder itself."""
     try:
@@ -165,5 +154,5 @@ def _remove_staging(here, runner, staging):
     except BackupError:
         return
     if leftovers:
-        actions.delete_subvolumes(here, runner, [s.path for s in leftovers.values()], staging)
-    actions.run_or_raise(here, runner, ["rmdir", "--", staging], "remove %s" % staging)
+        effects.delete_subvolumes(here, runner, [s.path for s in leftovers.values()], staging)
+    effects.run_or_raise(here, runner, ["rmdir", "--", staging], "remove %s" % staging)

@@ -5,10 +5,12 @@
 
 import logging
 
+from .steps import render
+
 LOG = logging.getLogger("btrfs_backup")
 
 
-class DestinationResult(object):
+class DestinationResult:
     """Everything that happened at one destination."""
 
     def __init__(self, dest_id):
@@ -17,14 +19,20 @@ class DestinationResult(object):
         self.error = None
         self.plan = None
         self.transfers = []
-        self.partials_deleted = []
+        self.partial_receives_deleted = []
         self.locks_cleared = []
         self.conflicts = []
         self.present = None  # source snapshot name -> backup, once the destination was listed
+        self.backups = {}  # name -> complete backup of ours there (what its retention may weigh)
+
+    @property
+    def partials_deleted(self):
+        """The earlier name of `partial_receives_deleted`."""
+        return self.partial_receives_deleted
 
     def fail(self, err):
         self.status = "failed"
-        self.error = str(err) if self.error is None else "%s; %s" % (self.error, err)
+        self.error = str(err) if self.error is None else f"{self.error}; {err}"
 
     def as_dict(self):
         return {
@@ -32,16 +40,17 @@ class DestinationResult(object):
             "status": self.status,
             "error": self.error,
             "transfers": self.transfers,
-            "partials_deleted": self.partials_deleted,
+            "partial_receives_deleted": self.partial_receives_deleted,
+            "partials_deleted": self.partial_receives_deleted,  # the earlier name, still read by users
             "locks_cleared": self.locks_cleared,
             "conflicts": self.conflicts,
         }
 
 
-class RetentionSection(object):
+class RetentionSection:
     """Retention decisions at one place (the source or a destination)."""
 
-    def __init__(self, where, policy):
+    def __init__(self, *, where, policy):
         self.where = where
         self.policy = policy.describe()
         self.kept = []
@@ -52,19 +61,23 @@ class RetentionSection(object):
             self.kept.append({"name": decision.name, "reasons": list(decision.reasons)})
         else:
             self.deleted.append({"name": decision.name,
-                                 "reason": "not kept by retention policy (%s)" % self.policy})
+                                 "reason": f"not kept by retention policy ({self.policy})"})
+
+    def not_deleted(self, reason):
+        """The deletion failed or was refused: what the policy let go is still there, and says why."""
+        self.kept.extend({"name": d["name"], "reasons": [reason]} for d in self.deleted)
+        self.deleted = []
 
     def as_dict(self):
         return {"where": self.where, "policy": self.policy, "kept": self.kept,
                 "deleted": self.deleted}
 
 
-class JobResult(object):
+class JobResult:
     """One run's outcome; `as_dict()` is what --json prints and what the modules return."""
 
-    def __init__(self, check_mode=False):
+    def __init__(self, *, check_mode=False):
         self.check_mode = check_mode
-        self.changed = False
         self.source = None
         self.snapshot_folder = None
         self.snapshot = None
@@ -73,10 +86,20 @@ class JobResult(object):
         self.locks_before = {}
         self.locks_after = {}
         self.locks_removed = []
-        self.plan = []
+        self.steps = []  # carried out (or, in check mode, planned), in order
         self.errors = []
         self.error_types = []
         self.warnings = []
+
+    @property
+    def changed(self):
+        """Every step changes something (in check mode: would), down to a lock file rewrite."""
+        return bool(self.steps)
+
+    @property
+    def plan(self):
+        """Check mode's plan, rendered from the steps; a real run reports its effects elsewhere."""
+        return render(self.steps) if self.check_mode else []
 
     @property
     def failed(self):
@@ -84,7 +107,7 @@ class JobResult(object):
 
     def fail(self, err, where=None):
         """Record an error and report it at once (long runs should not keep it to the end)."""
-        message = "%s: %s" % (where, err) if where else str(err)
+        message = f"{where}: {err}" if where else str(err)
         self.errors.append(message)
         self.error_types.append(type(err).__name__)
         LOG.error("%s", message)
@@ -94,7 +117,7 @@ class JobResult(object):
         LOG.warning("%s", message)
 
     def retention_section(self, where, policy):
-        section = RetentionSection(where, policy)
+        section = RetentionSection(where=where, policy=policy)
         self.retention.append(section)
         return section
 

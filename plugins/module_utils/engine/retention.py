@@ -17,7 +17,7 @@ _UNITS = collections.OrderedDict([
 _TERM_RE = re.compile(r"^(\d+|\*)([hdwmy])$")
 
 
-class Policy(object):
+class Policy:
     """Keep the newest `count` (0: no count limit) plus time buckets (btrbk-style, e.g. '24h 7d 4w')."""
 
     def __init__(self, count=0, buckets=None):

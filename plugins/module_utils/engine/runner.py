@@ -12,7 +12,7 @@ LOG = logging.getLogger("btrfs_backup")
 _ENV = dict(os.environ, LC_ALL="C")
 
 
-class CommandResult(object):
+class CommandResult:
     """Exit status and output of a finished command."""
 
     __slots__ = ("argv", "returncode", "stdout", "stderr")
@@ -28,7 +28,7 @@ class CommandResult(object):
         return self.returncode == 0
 
 
-class CommandRunner(object):
+class CommandRunner:
     """Runs argv lists (never through a shell); `popen` is used for streaming pipelines."""
 
     # This runner stands for the real machine, so local listings may ask its kernel directly

@@ -53,7 +53,7 @@ class Refused(Exception):
     """The command line is not one a backup sends, or names a path outside the root."""
 
 
-class Operation(object):
+class Operation:
     """One accepted command: what it does (`op`), its paths, and its flags."""
 
     __slots__ = ("op", "paths", "flags")
@@ -71,7 +71,7 @@ class Operation(object):
         return "Operation(%r, %r, %r)" % (self.op, self.paths, self.flags)
 
 
-class Request(object):
+class Request:
     """A parsed SSH_ORIGINAL_COMMAND: the operations in order, and the batch marker if any."""
 
     def __init__(self, operations, marker=None):
@@ -235,7 +235,7 @@ def complete_backup_refusal(path, readonly, received_uuid):
 
 # -- the executor ---------------------------------------------------------------------------
 
-class Server(object):
+class Server:
     """Runs accepted operations for one root, checking each path again on disk (symlinks)."""
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,

@@ -3,14 +3,13 @@
 # SPDX-License-Identifier: MIT
 """Verify: a backup against its source snapshot, by UUID chain and by content manifests."""
 
-import posixpath
-
 from . import names
 from .endpoints import SshConnections, parse_location
 from .errors import BackupError, ConfigError
 from .listing import list_folder
 from .planning import counterpart
 from .runner import CommandRunner
+from .source_side import SourceSide
 
 # One record per entry: path, type, mode, owner, size, link target; NUL-separated for any name.
 _FIND_FORMAT = "%P\\0%y\\0%m\\0%U:%G\\0%s\\0%l\\0"
@@ -83,23 +82,17 @@ def verify(source, backups, snapshot_folder="snapshot", prefix="", name=None, co
            ssh_options=(), ssh_sudo=False, runner=None):
     """Check one backup (`name`, default: the newest the destination holds) against its snapshot."""
     runner = runner or CommandRunner()
-    names.validate_prefix(prefix)
     origin = parse_location(source, ssh_options, ssh_sudo, allow_shell=False)
     dest = parse_location(backups, ssh_options, ssh_sudo, allow_shell=False)
-    folder = snapshot_folder or "snapshot"
-    folder = folder if folder.startswith("/") else posixpath.join(origin.path, folder)
-    connections = SshConnections(runner)
-    for endpoint in (origin, dest):
-        connections.attach(endpoint)
-    try:
-        snapshots = {n: s for n, s in list_folder(origin, runner, folder).children.items()
-                     if s.readonly and names.is_snapshot_name(prefix, n)}
+    side = SourceSide(origin, runner, snapshot_folder, prefix)
+    folder = side.folder
+    with SshConnections(runner, [origin, dest]):
+        snapshots = side.snapshots(list_folder(origin, runner, folder))[0]
         held = list_folder(dest, runner).children
-        pairs = [(s, counterpart(s, held.values())) for s in
-                 sorted(snapshots.values(), key=lambda s: names.sort_key(prefix, s.name))]
+        pairs = [(s, counterpart(s, held.values())) for s in snapshots]
         if name is not None:
             names.validate_name(name)
-            if name not in snapshots:
+            if name not in {s.name for s in snapshots}:
                 raise ConfigError("no snapshot named %s in %s" % (name, folder))
             pairs = [p for p in pairs if p[0].name == name]
         else:
@@ -128,5 +121,3 @@ def verify(source, backups, snapshot_folder="snapshot", prefix="", name=None, co
                 problems.extend(differences)
         report["ok"] = not problems
         return report
-    finally:
-        connections.close()

@@ -12,7 +12,7 @@ import pytest
 
 from ansible.module_utils import basic
 
-from ansible_collections.btrfs.backup.tests.unit.plugins.fake_host import FakeHost
+from ansible_collections.btrfs.backup.tests.support.fake_host import FakeHost
 from ansible_collections.btrfs.backup.tests.unit.plugins.module_args import patch_module_args
 
 

@@ -1,7 +1,7 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""Effects at an endpoint that more than one operation needs: run-or-raise, snapshot, delete."""
+"""Effects at an endpoint that change it: run-or-raise, make a folder, snapshot, rename, delete subvolumes."""
 
 import posixpath
 
@@ -30,6 +30,19 @@ def take_snapshot(endpoint, runner, source_path, snapshot_path):
     names.validate_name(posixpath.basename(snapshot_path))
     run_or_raise(endpoint, runner, btrfs.snapshot_argv(source_path, snapshot_path),
                  "snapshot %s to %s" % (source_path, snapshot_path))
+
+
+def snapshot_at(endpoint, runner, source_path, path, writable=False):
+    """A snapshot at any path the user chose (a restore target), writable or read-only;
+    a read-only snapshot of a received subvolume keeps its received_uuid."""
+    argv = btrfs.snapshot_argv(source_path, path)
+    if writable:
+        argv.remove("-r")
+    run_or_raise(endpoint, runner, argv, f"create {path}")
+
+
+def rename(endpoint, runner, path, new_path):
+    run_or_raise(endpoint, runner, ["mv", "-T", "--", path, new_path], f"rename {path} aside")
 
 
 def delete_subvolumes(endpoint, runner, paths, folder, convert_rw=False, sync=False):

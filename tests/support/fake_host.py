@@ -2,7 +2,7 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""A fake btrfs host for module unit tests: answers the engine's commands from an in-memory subvolume table."""
+"""A fake btrfs host for unit tests: answers the engine's commands from an in-memory subvolume table."""
 
 from __future__ import absolute_import, division, print_function
 
@@ -11,9 +11,13 @@ __metaclass__ = type
 import os
 import shlex
 import shutil
+import subprocess
 import uuid
 
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.runner import CommandResult
+try:
+    from ansible_collections.btrfs.backup.plugins.module_utils.engine.runner import CommandResult
+except ImportError:  # the engine's own unit tests import it as `engine`, as the CLI does
+    from engine.runner import CommandResult
 
 
 class FakeHost(object):
@@ -22,7 +26,9 @@ class FakeHost(object):
     Folders are real directories, so the engine's lock file and job lock work as on a real host;
     which of them are subvolumes, their uuids and read-only flags live in `subvolumes`.
     Every argv the engine runs is kept in `commands`; `answers` forces the result of a command
-    (matched by its first words) for error cases.
+    (matched by its first words) for error cases. A `btrfs send | btrfs receive` pipeline runs
+    as real `true` processes while the receive's effect happens in the table; `fail_receive`
+    makes the receives into one folder fail, leaving a partial receive or not.
     """
 
     def __init__(self, root):
@@ -30,7 +36,9 @@ class FakeHost(object):
         self.subvolumes = {}  # absolute path -> dict(id, uuid, parent_uuid, received_uuid, readonly)
         self.commands = []
         self.answers = []
+        self.failing_receives = {}  # folder -> whether a failed receive leaves a partial receive
         self._next_id = 256
+        self._sending = None
 
     # -- building the scene --------------------------------------------------------------
 
@@ -51,6 +59,10 @@ class FakeHost(object):
         """Make every command starting with the words `prefix` end with this result."""
         self.answers.append((list(prefix), CommandResult(list(prefix), returncode, stdout, stderr)))
 
+    def fail_receive(self, folder, leave_partial=True):
+        """Make every receive into `folder` fail (exit status 1), like a connection that drops."""
+        self.failing_receives[folder] = leave_partial
+
     def ran(self, *words):
         """The commands that started with these words."""
         return [argv for argv in self.commands if argv[:len(words)] == list(words)]
@@ -70,7 +82,26 @@ class FakeHost(object):
         return handler(argv)
 
     def popen(self, argv, stdin=None, stdout=None, stderr=None):
-        raise AssertionError("unit tests do not stream: %s" % shlex.join(argv))
+        argv = list(argv)
+        self.commands.append(argv)
+        ok = True
+        if argv[:2] == ["btrfs", "send"]:
+            self._sending = argv[-1]
+        elif argv[:2] == ["btrfs", "receive"]:
+            ok = self._receive(argv[-1])
+        elif argv[:2] != ["pv"] and argv[:2] != ["sh", "-c"]:
+            raise AssertionError("the fake host does not stream %s" % shlex.join(argv))
+        return subprocess.Popen(["true" if ok else "false"], stdin=stdin, stdout=stdout, stderr=stderr)
+
+    def _receive(self, folder):
+        snapshot = self.subvolumes[self._sending]
+        target = os.path.join(folder, os.path.basename(self._sending))
+        if folder in self.failing_receives:
+            if self.failing_receives[folder]:
+                self.subvolume(target)  # writable, without received_uuid: a partial receive
+            return False
+        self.subvolume(target, readonly=True, received_uuid=snapshot["uuid"])
+        return True
 
     def _handlers(self):
         return {

@@ -1,0 +1,284 @@
+"""The job runner over a fake host, table-driven: check mode plans exactly the steps a real run carries out.
+
+Rules cited by number are those of docs/docsite/rst/rules.rst.
+"""
+
+import datetime
+import os
+
+import pytest
+
+from engine.job import JobConfig, run_job
+from engine.steps import render
+from support.fake_host import FakeHost
+
+NOW = datetime.datetime(2026, 1, 3, 0, 0, 0)
+NEW = "20260103-000000"
+S1, S2 = "20260101-000000", "20260102-000000"
+
+
+# -- scenes: what the fake host holds before the run -------------------------------------------
+
+
+def fresh(host):
+    """A source subvolume `data`, nothing else; the backup folder's parent exists."""
+    host.subvolume(host.path("data"))
+
+
+def with_snapshots(host, *names):
+    fresh(host)
+    os.makedirs(host.path("data", "snapshot"))
+    for name in names:
+        host.snapshot(host.path("data"), host.path("data", "snapshot", name))
+
+
+def backed_up(host, dest="dest", *names):
+    os.makedirs(host.path(dest), exist_ok=True)
+    for name in names:
+        snapshot = host.subvolumes[host.path("data", "snapshot", name)]
+        host.subvolume(host.path(dest, name), readonly=True, received_uuid=snapshot["uuid"])
+
+
+def write_locks(host, text):
+    with open(host.path("data", "snapshot", ".outstanding_transfers"), "w") as handle:
+        handle.write(text)
+
+
+def incremental(host):
+    with_snapshots(host, S1)
+    backed_up(host, "dest", S1)
+
+
+def up_to_date(host):
+    with_snapshots(host, S1, S2)
+    backed_up(host, "dest", S1, S2)
+
+
+def partial_receive_left(host):
+    """S2's transfer died: a lock, and a writable subvolume without received_uuid (rule 2, 3)."""
+    with_snapshots(host, S1, S2)
+    backed_up(host, "dest", S1)
+    host.subvolume(host.path("dest", S2))
+    write_locks(host, '{"%s": {"locks": ["%s"], "parent_locks": []}, "%s": {"parent_locks": ["%s"]}}'
+                % (S2, host.path("dest"), S1, host.path("dest")))
+
+
+def stale_lock(host):
+    """A lock whose transfer did arrive (the lock removal was lost): settled, nothing resent."""
+    up_to_date(host)
+    write_locks(host, '{"%s": {"locks": ["%s"]}}' % (S2, host.path("dest")))
+
+
+def foreign_under_our_name(host):
+    """A writable subvolume under the next snapshot's name that no lock explains (rule 1)."""
+    with_snapshots(host, S1, S2)
+    backed_up(host, "dest", S1)
+    host.subvolume(host.path("dest", S2))
+
+
+def unreachable_only(host):
+    incremental(host)
+    host.answer(["ssh"], 255, stderr="ssh: connect to host backup port 22: Connection refused")
+
+
+# -- the table -------------------------------------------------------------------------------
+
+SSH_DEST = "ssh://backup/srv/backups"
+
+CASES = {
+    "first run creates both folders and sends in full": dict(
+        scene=fresh, dests=["{root}/dest"],
+        plan=["create snapshot folder {root}/data/snapshot",
+              "create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "create destination folder {root}/dest",
+              "send %s to {root}/dest (full)" % NEW]),
+    "incremental from the newest common snapshot (rule 1)": dict(
+        scene=incremental, dests=["{root}/dest"],
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "send %s to {root}/dest (incremental from %s)" % (NEW, S1)]),
+    "nothing to send changes nothing": dict(
+        scene=up_to_date, dests=["{root}/dest"], config=dict(no_snapshot=True), plan=[]),
+    "no incremental sends in full": dict(
+        scene=incremental, dests=["{root}/dest"], config=dict(no_incremental=True),
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "send %s to {root}/dest (full)" % NEW]),
+    "partial receive deleted, lock cleared, then resent (rules 2, 3)": dict(
+        scene=partial_receive_left, dests=["{root}/dest"],
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "delete partial receive {root}/dest/%s at {root}/dest" % S2,
+              "clear locks of %s, %s for {root}/dest" % (S1, S2),
+              "send %s to {root}/dest (incremental from %s)" % (S2, S1),
+              "send %s to {root}/dest (incremental from %s)" % (NEW, S2)],
+        locks_after={}),
+    "a stale lock is only cleared": dict(
+        scene=stale_lock, dests=["{root}/dest"], config=dict(no_snapshot=True),
+        plan=["clear locks of %s for {root}/dest" % S2], locks_after={}),
+    "--remove-locks forgets a destination's locks": dict(
+        scene=stale_lock, dests=["{root}/dest"], config=dict(no_snapshot=True, remove_locks=True),
+        plan=["remove locks of %s for {root}/dest" % S2], locks_after={}),
+    "one destination failing costs the other nothing (rule 9)": dict(
+        scene=incremental, dests=["{root}/missing/dest", "{root}/dest"],
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "send %s to {root}/dest (incremental from %s)" % (NEW, S1)],
+        status={"{root}/missing/dest": "failed", "{root}/dest": "ok"}),
+    "no usable destination: nothing is created (rule 7)": dict(
+        scene=fresh, dests=["{root}/missing/dest"], plan=[],
+        errors=["no snapshot taken, as no destination can take it"]),
+    "only unreachable: the snapshot is still taken": dict(
+        scene=unreachable_only, dests=[SSH_DEST],
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW],
+        status={SSH_DEST: "failed"}),
+    "only unreachable with require_destination: nothing is taken": dict(
+        scene=unreachable_only, dests=[SSH_DEST], config=dict(require_destination=True), plan=[],
+        errors=["no snapshot taken"]),
+    "a foreign subvolume under our name stops that chain (rule 1)": dict(
+        scene=foreign_under_our_name, dests=["{root}/dest"], config=dict(no_snapshot=True), plan=[],
+        status={"{root}/dest": "failed"}, errors=["left alone"]),
+    "retention at both ends, after the transfer (rule 4)": dict(
+        scene=up_to_date, dests=["{root}/dest"], config=dict(num_snapshots=1, num_backups=1),
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "send %s to {root}/dest (incremental from %s)" % (NEW, S2),
+              "delete {root}/dest/%s at {root}/dest (retention)" % S1,
+              "delete {root}/dest/%s at {root}/dest (retention)" % S2,
+              "delete {root}/data/snapshot/%s at source (retention)" % S1,
+              "delete {root}/data/snapshot/%s at source (retention)" % S2],
+        kept={"source": {NEW: ["newest snapshot that {root}/dest holds (its next incremental parent)",
+                               "one of the newest 1"]}}),
+    "retention keeps the parent a destination still needs (rule 4)": dict(
+        # -T: the destination is only surveyed, and still protects its next incremental parent.
+        scene=up_to_date, dests=["{root}/dest"], config=dict(num_snapshots=1, no_snapshot=True, no_transfer=True),
+        plan=["delete {root}/data/snapshot/%s at source (retention)" % S1],
+        kept={"source": {S2: ["newest snapshot that {root}/dest holds (its next incremental parent)",
+                              "one of the newest 1"]}}),
+    "a locked snapshot is never deleted by retention (rule 4)": dict(
+        scene=partial_receive_left, dests=["{root}/other"], config=dict(num_snapshots=1, no_snapshot=True),
+        plan=["create destination folder {root}/other",
+              "send %s to {root}/other (full)" % S1,
+              "send %s to {root}/other (incremental from %s)" % (S2, S1)],
+        kept={"source": {S1: ["parent of an unfinished transfer to {root}/dest"],
+                         S2: ["transfer to {root}/dest is unfinished (locked)",
+                              "newest snapshot that {root}/other holds (its next incremental parent)",
+                              "one of the newest 1"]}}),
+}
+
+
+def _fill(value, root):
+    if isinstance(value, str):
+        return value.replace("{root}", root)
+    if isinstance(value, list):
+        return [_fill(v, root) for v in value]
+    if isinstance(value, dict):
+        return {_fill(k, root): _fill(v, root) for k, v in value.items()}
+    return value
+
+
+def run_case(tmp_path, case, check_mode):
+    host = FakeHost(tmp_path / ("check" if check_mode else "real"))
+    os.makedirs(host.root)
+    case["scene"](host)
+    config = JobConfig(source=host.path("data"), destinations=_fill(case["dests"], host.root),
+                       check_mode=check_mode, now=NOW, **case.get("config", {}))
+    before = {path: dict(sub) for path, sub in host.subvolumes.items()}
+    return host, run_job(config, runner=host), before
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_check_mode_plans_exactly_what_the_run_does(tmp_path, name):
+    case = CASES[name]
+    checked_host, checked, before = run_case(tmp_path, case, check_mode=True)
+    host, done, _ = run_case(tmp_path, case, check_mode=False)
+
+    expected = _fill(case["plan"], host.root)
+    assert render(done.steps) == expected, done.as_dict()
+    # Check mode's plan is the same, under its own root; and it changed nothing.
+    assert checked.as_dict()["plan"] == _fill(case["plan"], checked_host.root), checked.as_dict()
+    assert checked_host.subvolumes == before
+    assert done.changed == checked.changed == bool(expected)
+    assert done.as_dict()["plan"] == []
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_outcomes_per_destination_and_retention_reasons(tmp_path, name):
+    case = CASES[name]
+    host, done, _ = run_case(tmp_path, case, check_mode=False)
+    shaped = done.as_dict()
+    for dest_id, status in _fill(case.get("status", {}), host.root).items():
+        assert {d["id"]: d["status"] for d in shaped["destinations"]}[dest_id] == status, shaped
+    for text in case.get("errors", []):
+        assert any(text in error for error in shaped["errors"]), shaped["errors"]
+    if not case.get("errors") and not case.get("status"):
+        assert not shaped["errors"], shaped["errors"]
+    if "locks_after" in case:
+        assert shaped["locks"] == case["locks_after"]
+    for where, kept in _fill(case.get("kept", {}), host.root).items():
+        section = {s["where"]: s for s in shaped["retention"]}[where]
+        reasons = {k["name"]: k["reasons"] for k in section["kept"]}
+        for snapshot, why in kept.items():
+            assert reasons[snapshot] == why, section
+
+
+# -- failing transfers: what the real run leaves (check mode cannot foresee a broken stream) --
+
+FAULTS = {
+    "receive fails and leaves a partial receive": dict(leave_partial=True),
+    "receive fails without leaving anything": dict(leave_partial=False),
+}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_a_failed_receive_keeps_its_lock_and_loses_its_partial_receive(tmp_path, name):
+    host = FakeHost(tmp_path)
+    incremental(host)
+    host.fail_receive(host.path("dest"), **FAULTS[name])
+    result = run_job(JobConfig(source=host.path("data"), destinations=[host.path("dest"), host.path("good")],
+                               num_snapshots=1, now=NOW), runner=host)
+    shaped = result.as_dict()
+    dest, good = shaped["destinations"]
+    partial = [host.path("dest", NEW)] if FAULTS[name]["leave_partial"] else []
+    # Rule 2: the partial receive is deleted at once; rule 3: the lock stays for the next run.
+    assert dest["status"] == "failed" and dest["partial_receives_deleted"] == dest["partials_deleted"] == partial
+    assert [t["status"] for t in dest["transfers"]] == ["failed"]
+    assert shaped["locks"] == {NEW: {"locks": [host.path("dest")], "parent_locks": []},
+                               S1: {"locks": [], "parent_locks": [host.path("dest")]}}
+    assert host.path("dest", NEW) not in host.subvolumes
+    # Rule 9: the other destination got its backup.
+    assert good["status"] == "ok" and [t["status"] for t in good["transfers"]] == ["done", "done"]
+    # Rule 4: retention keeps what the unfinished transfer needs.
+    source = {s["where"]: s for s in shaped["retention"]}["source"]
+    assert source["deleted"] == []
+    assert render(result.steps) == [
+        "create snapshot %s of %s" % (host.path("data", "snapshot", NEW), host.path("data")),
+        "send %s to %s (incremental from %s)" % (NEW, host.path("dest"), S1),
+    ] + (["delete partial receive %s at %s" % (host.path("dest", NEW), host.path("dest"))] if partial else []) + [
+        "create destination folder %s" % host.path("good"),
+        "send %s to %s (full)" % (S1, host.path("good")),
+        "send %s to %s (incremental from %s)" % (NEW, host.path("good"), S1),
+    ]
+
+
+def test_the_next_run_resends_what_failed(tmp_path):
+    host = FakeHost(tmp_path)
+    incremental(host)
+    host.fail_receive(host.path("dest"), leave_partial=False)
+    run_job(JobConfig(source=host.path("data"), destinations=[host.path("dest")], now=NOW), runner=host)
+    del host.failing_receives[host.path("dest")]
+    again = run_job(JobConfig(source=host.path("data"), destinations=[host.path("dest")], no_snapshot=True,
+                              now=NOW), runner=host)
+    assert render(again.steps) == [
+        "clear locks of %s, %s for %s" % (S1, NEW, host.path("dest")),
+        "send %s to %s (incremental from %s)" % (NEW, host.path("dest"), S1),
+    ]
+    assert again.as_dict()["locks"] == {} and not again.errors
+
+
+def test_check_mode_says_only_what_it_would_do_once(tmp_path):
+    from engine.cli import _summary
+
+    host = FakeHost(tmp_path)
+    up_to_date(host)
+    config = dict(source=host.path("data"), destinations=[host.path("dest")], num_snapshots=1, now=NOW)
+    checked = run_job(JobConfig(check_mode=True, **config), runner=host)
+    assert _summary(checked) == ["would " + line for line in render(checked.steps)]
+    assert len(_summary(checked)) == 4  # snapshot, send, two deletions at the source
+    done = run_job(JobConfig(**config), runner=host)
+    assert not any(line.startswith("would ") for line in _summary(done))
