@@ -90,6 +90,13 @@ options:
       - The same time-bucket retention for the backups at each destination.
     type: str
     default: ''
+  allow_same_filesystem:
+    description:
+      - Accept a destination on the source's own btrfs filesystem (C(--allow-same-filesystem)).
+      - By default such a destination is refused with an error that names both paths, since a backup there
+        is lost with the source's disk; the usual cause is a backup disk that is not mounted.
+    type: bool
+    default: false
   require_destination:
     description:
       - Take no snapshot unless at least one destination can take it now (C(--require-destination)).
@@ -367,6 +374,7 @@ def argument_spec():
         preserve_backups=dict(type="str", default=""),
         locked_dests=dict(type="bool", default=False),
         require_destination=dict(type="bool", default=False),
+        allow_same_filesystem=dict(type="bool", default=False),
         remove_locks=dict(type="bool", default=False),
         convert_rw=dict(type="bool", default=False),
         sync=dict(type="bool", default=False),
@@ -391,6 +399,7 @@ def job_config(params, check_mode):
         no_incremental=not params["incremental"],
         locked_dests=params["locked_dests"],
         require_destination=params["require_destination"],
+        allow_same_filesystem=params["allow_same_filesystem"],
         remove_locks=params["remove_locks"],
         ssh_options=module_params.ssh_options(params),
         ssh_sudo=params["ssh_sudo"],

@@ -129,19 +129,34 @@ class FakeHost(object):
             return self._fail(argv, "")
         return self._ok(argv, os.path.realpath(path) + "\n")
 
+    def _filesystems(self):
+        """Each folder directly under the root is a btrfs filesystem of its own (a source and its
+        destinations live on different disks, as rule 8 wants); the root itself is one too."""
+        tops = sorted(e.name for e in os.scandir(self.root) if e.is_dir()) if os.path.isdir(self.root) else []
+        return [(self.root, "/dev/fake0")] + [(os.path.join(self.root, t), "/dev/fake-" + t) for t in tops]
+
+    def _mount_of(self, path):
+        return max((m for m in self._filesystems() if path == m[0] or path.startswith(m[0] + "/")),
+                   key=lambda m: len(m[0]))
+
     def _mountinfo(self, argv):
-        return self._ok(argv, "22 1 254:1 / / rw - ext4 /dev/vda1 rw\n"
-                              "50 22 0:99 / %s rw - btrfs /dev/fake0 rw,subvol=/\n" % self.root)
+        lines = ["22 1 254:1 / / rw - ext4 /dev/vda1 rw"]
+        for number, (point, device) in enumerate(self._filesystems()):
+            lines.append("%d 22 0:%d / %s rw - btrfs %s rw,subvol=/" % (50 + number, 99 + number, point, device))
+        return self._ok(argv, "\n".join(lines) + "\n")
 
     def _list(self, argv):
         readonly_only = "-r" in argv
+        mount = self._mount_of(os.path.realpath(argv[-1]))[0]
         lines = []
         for path, sub in sorted(self.subvolumes.items(), key=lambda item: item[1]["id"]):
             if readonly_only and not sub["readonly"]:
                 continue
+            if self._mount_of(path)[0] != mount:
+                continue  # on another filesystem
             lines.append("ID %d gen 10 top level 5 parent_uuid %s received_uuid %s uuid %s path %s\n" % (
                 sub["id"], sub["parent_uuid"] or "-", sub["received_uuid"] or "-", sub["uuid"],
-                os.path.relpath(path, self.root)))
+                os.path.relpath(path, mount)))
         return self._ok(argv, "".join(lines))
 
     def _snapshot(self, argv):

@@ -282,3 +282,31 @@ def test_check_mode_says_only_what_it_would_do_once(tmp_path):
     assert len(_summary(checked)) == 4  # snapshot, send, two deletions at the source
     done = run_job(JobConfig(**config), runner=host)
     assert not any(line.startswith("would ") for line in _summary(done))
+
+
+# -- rule 8: a backup is somewhere else -------------------------------------------------------
+
+
+def test_a_destination_on_the_sources_own_filesystem_is_refused_and_nothing_is_made(tmp_path):
+    """The usual cause: a backup disk that is not mounted, so its mount point is a plain folder
+    on the source's disk (here: a folder inside the source's filesystem)."""
+    host = FakeHost(tmp_path)
+    fresh(host)
+    os.makedirs(host.path("data/mnt/usb-backup"))
+    before = {path: dict(sub) for path, sub in host.subvolumes.items()}
+    done = run_job(JobConfig(source=host.path("data"), destinations=[host.path("data/mnt/usb-backup")],
+                             now=NOW), runner=host)
+    assert done.failed and host.subvolumes == before and render(done.steps) == []
+    error = " ".join(done.errors)
+    assert host.path("data/mnt/usb-backup") in error and host.path("data") in error, error
+    assert "same btrfs filesystem" in error and "not mounted" in error and "--allow-same-filesystem" in error
+
+
+def test_a_destination_on_the_sources_filesystem_is_accepted_when_allowed(tmp_path):
+    host = FakeHost(tmp_path)
+    fresh(host)
+    os.makedirs(host.path("data/mnt/usb-backup"))
+    done = run_job(JobConfig(source=host.path("data"), destinations=[host.path("data/mnt/usb-backup")],
+                             allow_same_filesystem=True, now=NOW), runner=host)
+    assert not done.failed, done.as_dict()
+    assert render(done.steps)[-1] == "send %s to %s (full)" % (NEW, host.path("data/mnt/usb-backup"))

@@ -112,6 +112,9 @@ def build_parser():
                  "each run makes, so they are always done.")
 
     where = parser.add_argument_group("Source and destination")
+    _switch(where, "--allow-same-filesystem",
+            help="Accept a destination on the source's own btrfs filesystem. By default it is refused: "
+                 "such a backup is lost with the source's disk (often an unmounted backup disk).")
     _switch(where, "--locked-dests", help="Add every destination for which locks exist.")
     where.add_argument("source", help="Subvolume to back up: /path or ssh://[user@]host[:port]/path.")
     where.add_argument("dest", nargs="*", default=[],
@@ -145,6 +148,7 @@ def config_from_args(options):
         no_incremental=options.no_incremental,
         locked_dests=options.locked_dests,
         require_destination=options.require_destination,
+        allow_same_filesystem=options.allow_same_filesystem,
         remove_locks=options.remove_locks,
         ssh_options=options.ssh_opt,
         ssh_sudo=options.ssh_sudo,

@@ -11,6 +11,7 @@ from .errors import BackupError, EndpointError, MissingPathError, UnreachableErr
 from .listing import FolderListing, list_folder
 from .planning import present_backups
 from .steps import CreateFolder
+from .subvol_info import subvolume_info
 
 
 class DestinationFolders:
@@ -19,12 +20,15 @@ class DestinationFolders:
     `gate` is False when the run takes no snapshot or sends nothing: then no destination has
     to be usable before the snapshot."""
 
-    def __init__(self, executor, result, *, gate, require_destination):
+    def __init__(self, executor, result, *, gate, require_destination, source=None,
+                 allow_same_filesystem=False):
         self.executor = executor
         self.runner = executor.runner
         self.result = result
         self.gate = gate
         self.require_destination = require_destination
+        self.source = source  # the SourceSide, whose filesystem a destination must not share (rule 8)
+        self.allow_same_filesystem = allow_same_filesystem
         # Destinations that failed the check before the snapshot: a host that never answers
         # costs a ConnectTimeout, so it is not asked again in the same run.
         self.unusable = {}
@@ -62,11 +66,12 @@ class DestinationFolders:
         if dest.id in self.unusable:
             raise self.unusable[dest.id]
         try:
-            return list_folder(dest, self.runner)
+            return self._elsewhere(dest, list_folder(dest, self.runner), dest.path)
         except MissingPathError:
             parent = posixpath.dirname(dest.path)
             try:
-                list_folder(dest, self.runner, parent)
+                # A missing folder is created only where its parent is not on the source's disk.
+                self._elsewhere(dest, list_folder(dest, self.runner, parent), parent)
             except MissingPathError:
                 raise EndpointError(f"destination {dest.id} does not exist, nor does its parent folder {parent}")
             if not create:
@@ -74,6 +79,20 @@ class DestinationFolders:
             self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
                                                  what="destination folder", shown=dest.id))
             return None if self.executor.check_mode else list_folder(dest, self.runner)
+
+    def _elsewhere(self, dest, listing, path):
+        """Rule 8: a backup on the source's own filesystem is lost with it; refused unless allowed."""
+        source = self.source
+        if self.allow_same_filesystem or source is None or source.filesystem is None:
+            return listing
+        if on_same_filesystem(source.endpoint.kind, source.filesystem, source_uuids(source),
+                              dest.kind, listing):
+            raise EndpointError(
+                f"destination {dest.id} is on the same btrfs filesystem as the source {source.id} "
+                f"({listing.filesystem}), so a backup there is lost with the source's disk: refused "
+                f"(rule 8). If a backup disk should be mounted at {path}, it is not mounted; mount "
+                f"it, or give --allow-same-filesystem to keep backups there on purpose")
+        return listing
 
     def survey(self, dest, snapshots) -> dict | None:
         """What a destination holds, without sending (-T): retention still has to protect it."""
@@ -84,3 +103,27 @@ class DestinationFolders:
         except BackupError as err:
             self.result.warn(f"{dest.id} could not be checked: {err}")
             return None
+
+
+def source_uuids(source) -> frozenset:
+    """The UUIDs by which a destination's listing shows that it shares the source's filesystem:
+    the source's snapshots (all subvolumes, where the listing had them)."""
+    listing = source.filesystem
+    if listing.uuids is not None:
+        return listing.uuids
+    found = {s.uuid for s in listing.children.values() if s.uuid}
+    if source.endpoint.kind == "local" and getattr(source.runner, "kernel_listing", False):
+        try:
+            found.add(subvolume_info(source.endpoint.path)[1])  # the source itself (a first run)
+        except OSError:
+            pass
+    return frozenset(found)
+
+
+def on_same_filesystem(source_kind, source_listing, uuids, dest_kind, dest_listing) -> bool:
+    """Pure: whether a destination's listing is of the source's own filesystem: the same mount
+    source on this machine, or (any host, e.g. ssh://localhost) a subvolume UUID of the source's
+    filesystem among the destination's."""
+    if source_kind == "local" and dest_kind == "local" and source_listing.filesystem:
+        return source_listing.filesystem == dest_listing.filesystem
+    return bool(dest_listing.uuids and uuids and not uuids.isdisjoint(dest_listing.uuids))

@@ -29,7 +29,7 @@ _SETTINGS = {
     "destinations": (), "snapshot_folder": "snapshot", "prefix": "",
     "num_snapshots": 0, "num_backups": 0, "preserve_snapshots": "", "preserve_backups": "",
     "no_snapshot": False, "no_transfer": False, "no_incremental": False, "locked_dests": False, "remove_locks": False,
-    "require_destination": False, "ssh_options": (), "ssh_sudo": False, "convert_rw": False, "sync": False,
+    "require_destination": False, "allow_same_filesystem": False, "ssh_options": (), "ssh_sudo": False, "convert_rw": False, "sync": False,
     "btrfs_debug": False, "progress": False, "check_mode": False, "now": None,
 }
 
@@ -37,6 +37,7 @@ _SETTINGS = {
 class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS), defaults=_SETTINGS.values())):
     """Everything one run needs, given by keyword; the defaults are btrfs-backup 0.3's.
 
+    `allow_same_filesystem`: accept a destination on the source's own filesystem (rule 8).
     `require_destination`: take no snapshot unless a destination can take it now (btrfs-backup
     0.3 and btrbk always take it: an outage of the server should not also stop the local
     restore points). `now` fixes the clock (tests); otherwise a new snapshot waits for its second.
@@ -116,7 +117,8 @@ class _Run:
         result.steps = self.executor.steps
         policy = prepared.backup_policy
         self.folders = DestinationFolders(self.executor, result, gate=not (config.no_snapshot or config.no_transfer),
-                                          require_destination=config.require_destination)
+                                          require_destination=config.require_destination, source=self.source,
+                                          allow_same_filesystem=config.allow_same_filesystem)
         self.sync = DestinationSync(self.executor, result, config, self.source, self.folders,
                                     keep_backups=policy.count if not policy.buckets else 0)
         self.now = config.now or datetime.datetime.now()

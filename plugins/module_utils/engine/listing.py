@@ -25,12 +25,16 @@ class Subvolume(collections.namedtuple(
 
 
 class FolderListing:
-    """The subvolumes directly inside `folder`, plus facts about the extra paths asked for."""
+    """The subvolumes directly inside `folder`, plus facts about the extra paths asked for, and
+    which filesystem it is on: its mount's source, and (from `btrfs subvolume list -a`) the UUIDs
+    of every subvolume on it, or None where only the folder's own subvolumes were read."""
 
-    def __init__(self, folder, children, subvolume_paths):
+    def __init__(self, folder, children, subvolume_paths, filesystem=None, uuids=None):
         self.folder = folder
         self.children = children  # name -> Subvolume
         self._subvolume_paths = subvolume_paths
+        self.filesystem = filesystem
+        self.uuids = uuids
 
     def is_subvolume(self, resolved_path):
         return resolved_path in self._subvolume_paths
@@ -91,7 +95,8 @@ def build_listing(folder, extra_paths, results):
     subvolume_paths = {
         original for original, (_mount, rel) in zip(wanted, locations) if rel in subvolume_rel_paths
     }
-    return FolderListing(folder, children, subvolume_paths)
+    return FolderListing(folder, children, subvolume_paths, filesystem=locations[0][0].source,
+                         uuids=frozenset(e.uuid for e in entries))
 
 
 def list_folder(endpoint, runner, folder=None, extra_paths=()):
@@ -135,14 +140,14 @@ def list_folder_here(folder, extra_paths=()):
         raise MissingPathError(missing)
     with open("/proc/self/mountinfo") as handle:
         mounts = btrfs.parse_mountinfo(handle.read())
-    sources = set()
+    sources = []
     for path in wanted:
         mount = btrfs.mount_of(mounts, os.path.realpath(path))
         if mount is None or mount.fstype != "btrfs":
             raise EndpointError("%s is not on a btrfs filesystem (it is on %s)" % (
                 path, mount.fstype if mount else "an unknown filesystem"))
-        sources.add(mount.source)
-    if len(sources) > 1:
+        sources.append(mount.source)
+    if len(set(sources)) > 1:
         raise EndpointError("%s must be on the same btrfs filesystem" % " and ".join(wanted))
     children = {}
     for entry in os.scandir(folder):
@@ -153,4 +158,4 @@ def list_folder_here(folder, extra_paths=()):
         children[entry.name] = Subvolume(name=entry.name, path=path, id=sub_id, uuid=sub_uuid,
                                          parent_uuid=parent_uuid, received_uuid=received_uuid, readonly=readonly)
     subvolume_paths = {path for path in wanted if is_subvolume_root(path)}
-    return FolderListing(folder, children, subvolume_paths)
+    return FolderListing(folder, children, subvolume_paths, filesystem=sources[0])

@@ -36,6 +36,7 @@ class SourceSide:
         self.runner = runner
         self.prefix = names.validate_prefix(prefix)
         self.folder = snapshot_folder_of(endpoint, snapshot_folder)
+        self.filesystem = None  # the source's filesystem, once listed (rule 8)
 
     @property
     def id(self) -> str:
@@ -50,11 +51,14 @@ class SourceSide:
         except MissingPathError as err:
             if source in err.paths:
                 raise EndpointError(f"source {self.id} does not exist")
-            if not list_folder(self.endpoint, self.runner, source).is_subvolume(source):
+            probe = list_folder(self.endpoint, self.runner, source)
+            if not probe.is_subvolume(source):
                 raise EndpointError(not_a_subvolume(self.id))
+            self.filesystem = probe
             return None
         if not listing.is_subvolume(source):
             raise EndpointError(not_a_subvolume(self.id))
+        self.filesystem = listing
         return listing
 
     def create_folder_step(self) -> CreateFolder:
