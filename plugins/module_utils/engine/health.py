@@ -75,6 +75,9 @@ def assess_destination(dest_id, record, now, max_age):
     elif max_age is not None and age > max_age:
         level = CRITICAL
         reasons.append("newest backup at %s is %s old (max %s)" % (dest_id, format_age(age), format_age(max_age)))
+    if record.get("survey_error"):
+        level = max(level, WARNING)
+        reasons.append("cannot list %s now: %s" % (dest_id, record["survey_error"]))
     if record.get("status") == "failed":
         level = max(level, WARNING)
         reasons.append("last run failed at %s: %s" % (dest_id, record.get("error") or "unknown error"))

@@ -108,3 +108,22 @@ def record_verify(previous, report, *, job, prefix, when, source=None, snapshot_
     state["destinations"] = destinations
     return state
 
+
+
+def with_survey(state, survey):
+    """The state as `survey` (survey_job's report) finds things now: each destination that could be
+    listed gets its newest backup and count from there; one that could not keeps its record."""
+    merged = dict(state or {"last_run": None, "max_age_seconds": None})
+    destinations = {k: dict(v) for k, v in ((state or {}).get("destinations") or {}).items()}
+    for dest_id, found in survey["destinations"].items():
+        record = destinations.setdefault(dest_id, {"status": None, "error": None, "locks": 0})
+        record["reachable"] = found["error"] is None
+        record["survey_error"] = found["error"]
+        if found["backups"] is not None:
+            newest = found["backups"][-1] if found["backups"] else None
+            record["backups"] = len(found["backups"])
+            record["newest_backup"] = newest["name"] if newest else None
+            record["newest_backup_time"] = newest["time"] if newest else None
+        record["locks"] = sum(1 for entry in survey["locks"].values() if dest_id in entry.get("locks", []))
+    merged["destinations"] = destinations
+    return merged
