@@ -24,7 +24,7 @@ def add_options(parser):
 
 def check_options(options, source_id):
     """Validate before anything runs (bad input changes nothing): (job name, max age seconds)."""
-    from .health import parse_duration
+    from .durations import parse_duration
     job = state_store.validate_job_name(options.job_name) if options.job_name else \
         state_store.default_job_name(source_id)
     max_age = parse_duration(options.max_age) if options.max_age else None

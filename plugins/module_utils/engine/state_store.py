@@ -54,7 +54,7 @@ def read_state(path):
     return state
 
 
-def write_atomically(path, text, durable=True, mode=0o644):
+def write_atomically(path, text, durable, mode=0o644):
     """Write a temp file beside `path`, (fsync,) rename over it: readers see old or new, never half."""
     folder = os.path.dirname(path)
     temp = os.path.join(folder, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
@@ -79,7 +79,8 @@ def save_state(path, state):
         os.makedirs(folder, exist_ok=True)
     elif not os.path.isdir(folder):
         return False
-    write_atomically(path, json.dumps(state, indent=1, sort_keys=True) + "\n")
+    # Not fsynced: the rename keeps it whole, and after a crash the previous run's record is shown.
+    write_atomically(path, json.dumps(state, indent=1, sort_keys=True) + "\n", durable=False)
     return True
 
 
