@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest="${1:?usage: copy-collection.sh DIR}/ansible_collections/btrfs/backup"
-CONTENT=(galaxy.yml README.md CHANGELOG.md changelogs meta plugins roles extensions docs
+CONTENT=(galaxy.yml README.md CHANGELOG.md changelogs meta plugins roles playbooks extensions docs
          tests/unit/plugins tests/sanity .ansible-lint)
 present=()
 for item in "${CONTENT[@]}"; do

@@ -21,7 +21,7 @@ options:
     type: str
   max_age:
     description:
-      - Recorded with the run (C(--max-age)): the age beyond which the newest backup is stale, for
+      - Recorded with the run (C(--max-age)), the age beyond which the newest backup is stale, for
         example V(36h), for C(btrfs-backup status), M(btrfs.backup.btrfs_backup_info) and the alert rules.
     type: str
   metrics_dir:

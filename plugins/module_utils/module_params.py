@@ -10,7 +10,8 @@ __metaclass__ = type
 import os
 import time
 
-from ansible_collections.btrfs.backup.plugins.module_utils.engine import health, names, recording, state_store
+from ansible_collections.btrfs.backup.plugins.module_utils.engine import names, recording, state_store
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.durations import parse_duration
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.endpoints import (
     SshEndpoint,
     check_path,
@@ -129,7 +130,7 @@ RUN_RECORD_ARGUMENT_SPEC = dict(
 def run_record(params):
     """Check the run-record options now; returns record(result_dict, started) -> problem or None."""
     job = checked("job_name", state_store.validate_job_name, params["job_name"]) if params["job_name"] else None
-    max_age = checked("max_age", health.parse_duration, params["max_age"]) if params["max_age"] else None
+    max_age = checked("max_age", parse_duration, params["max_age"]) if params["max_age"] else None
     if params["metrics_dir"]:
         checked("metrics_dir", _existing_folder, params["metrics_dir"])
 

@@ -226,6 +226,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.btrfs.backup.plugins.module_utils import module_params
 from ansible_collections.btrfs.backup.plugins.module_utils.engine import health
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.durations import parse_duration
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.errors import BackupError
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.jobspec import job_from_args, jobs_from_config_dir
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.run_record import with_survey
@@ -307,7 +308,7 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     params = module.params
     try:
-        max_age = module_params.checked("max_age", health.parse_duration, params["max_age"]) \
+        max_age = module_params.checked("max_age", parse_duration, params["max_age"]) \
             if params["max_age"] else None
         if params["source"]:
             specs, errors = [module_params.checked("source", job_from_args, job_arguments(params))], []

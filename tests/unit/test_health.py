@@ -3,7 +3,8 @@
 import pytest
 
 from engine.errors import ConfigError
-from engine.health import assess_job, format_age, monitoring_line, parse_duration
+from engine.durations import format_age, parse_duration
+from engine.health import assess_job, monitoring_line
 
 NOW = 1_800_000_000.0
 HOUR = 3600

@@ -3,7 +3,7 @@
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from .durations import format_age, parse_duration  # noqa: F401 (part of this module's interface)
+from .durations import format_age
 
 # The monitoring-plugins convention: the exit status is the level's index.
 LEVELS = ("OK", "WARNING", "CRITICAL", "UNKNOWN")

@@ -9,7 +9,7 @@ from typing import List, Optional
 from .argfiles import expand_argfiles
 from .endpoints import check_path, parse_location
 from .errors import ConfigError
-from .health import parse_duration
+from .durations import parse_duration
 from .state_store import default_job_name, state_path, validate_job_name
 
 DEFAULT_CONFIG_DIR = "/etc/btrfs-backup"

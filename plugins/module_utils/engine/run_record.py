@@ -93,9 +93,9 @@ def record_run(previous, result, *, job, prefix, started, duration, max_age=None
 
 def record_verify(previous, report, *, job, prefix, when, source=None, snapshot_folder=None):
     """The state after `btrfs-backup verify`: `report` is verify()'s dict, or None with an error."""
-    state = dict(previous or {"version": STATE_VERSION, "job": job, "source": source,
-                                "snapshot_folder": snapshot_folder, "prefix": prefix,
-                                "max_age_seconds": None, "last_run": None, "destinations": {}})
+    empty = {"version": STATE_VERSION, "job": job, "source": source, "snapshot_folder": snapshot_folder,
+             "prefix": prefix, "max_age_seconds": None, "last_run": None, "destinations": {}}
+    state = dict(previous or empty)
     destinations = {k: dict(v) for k, v in (state.get("destinations") or {}).items()}
     dest_id = report["destination"]
     record = destinations.setdefault(dest_id, {"status": None, "error": None, "newest_backup": None,
@@ -107,7 +107,6 @@ def record_verify(previous, report, *, job, prefix, when, source=None, snapshot_
                         "problems": problems[:5] + (["..."] if len(problems) > 5 else [])}
     state["destinations"] = destinations
     return state
-
 
 
 def with_survey(state, survey):

@@ -91,4 +91,3 @@ def metrics_path(metrics_dir, job):
 def save_metrics(metrics_dir, job, text):
     """Into node_exporter's textfile directory: only *.prom files are read, so the temp file is safe."""
     write_atomically(metrics_path(metrics_dir, job), text, durable=False)
-

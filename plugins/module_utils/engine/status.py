@@ -8,6 +8,7 @@ import sys
 import time
 
 from . import health
+from .durations import parse_duration
 from .errors import ConfigError
 from .jobspec import DEFAULT_CONFIG_DIR, job_from_args, jobs_from_config_dir
 from .runner import CommandRunner
@@ -100,7 +101,7 @@ def main(argv):
     parser = build_status_parser()
     options, rest = parser.parse_known_args(argv)
     try:
-        max_age = health.parse_duration(options.max_age) if options.max_age else None
+        max_age = parse_duration(options.max_age) if options.max_age else None
         if rest:
             specs, errors = [job_from_args(rest)], []
         else:
