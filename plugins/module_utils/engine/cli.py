@@ -383,8 +383,8 @@ def main(argv=None):
         problem = recording.record_run(
             result.as_dict(), job=job, prefix=options.snapshot_prefix, started=started,
             duration=time.time() - started, max_age=max_age, metrics_dir=options.metrics_dir)
-        if problem:
-            LOG.error("%s", problem)
+        if problem:  # an error of its own unless the run failed already (often for the same cause)
+            (LOG.warning if status else LOG.error)("%s", problem)
             status = status or EXIT_FAILED
     return status
 
