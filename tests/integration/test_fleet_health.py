@@ -114,6 +114,7 @@ def test_status_reads_the_roles_job_configs(src, make_fs, tmp_path):
     conf = tmp_path / "etc"
     conf.mkdir()
     (conf / "home.conf").write_text("--max-age 36h\n--snapshot-folder snapshot\n%s\n%s\n" % (src, dest))
+    (conf / "home.verify.conf").write_text("--no-content\n%s\n%s\n" % (src, dest))  # the role's drill: not a job
     ok("@%s" % (conf / "home.conf"), "--job-name", "home")
     code, out, _err = status("--config-dir", conf)
     newest = sorted(p.name for p in dest.iterdir())[-1]

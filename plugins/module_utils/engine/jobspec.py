@@ -70,6 +70,8 @@ def jobs_from_config_dir(config_dir=DEFAULT_CONFIG_DIR):
     jobs, errors = [], []
     for path in sorted(glob.glob(os.path.join(config_dir, "*.conf"))):
         name = os.path.basename(path)[:-len(".conf")]
+        if name.endswith(".verify"):
+            continue  # a job's restore drill (NAME.verify.conf), not a job
         try:
             jobs.append(job_from_args(["@" + path], name=name, config_file=path))
         except ConfigError as err:
