@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dest="${1:?usage: copy-collection.sh DIR}/ansible_collections/btrfs/backup"
-CONTENT=(galaxy.yml README.md CHANGELOG.md COPYING LICENSES bindep.txt changelogs meta plugins roles
+CONTENT=(galaxy.yml README.md CHANGELOG.md COPYING LICENSES bindep.txt changelogs meta plugins roles playbooks
          extensions docs tests/config.yml tests/unit/plugins tests/support/__init__.py tests/support/fake_host.py
          .ansible-lint)
 present=()

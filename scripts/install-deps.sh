@@ -3,9 +3,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# sudo: the --ssh-sudo tests; btrbk and strace: the benchmarks (btrbk is compared, strace counts processes).
+# sudo: the --ssh-sudo tests; btrbk and strace: the benchmarks (btrbk is compared, strace counts processes);
+# prometheus: promtool checks the metrics and tests the alert rules.
 APT_PACKAGES=(btrfs-progs openssh-server openssh-client pv zstd mbuffer sudo btrbk strace
-              python3 python3-venv python3-pip util-linux coreutils)
+              python3 python3-venv python3-pip util-linux coreutils prometheus)
 
 ./scripts/apt-install-missing.sh install-deps "${APT_PACKAGES[@]}"
 

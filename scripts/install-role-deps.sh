@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 
-APT_PACKAGES=(debootstrap systemd-container btrfs-progs openssh-client tar util-linux)
+# chromium: the fleet report is opened headless and a screenshot taken.
+APT_PACKAGES=(debootstrap systemd-container btrfs-progs openssh-client tar util-linux chromium)
 ./scripts/apt-install-missing.sh install-role-deps "${APT_PACKAGES[@]}"
 
 if ! cmp -s requirements-role.txt .venv/.requirements-role; then

@@ -8,7 +8,11 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-from ansible_collections.btrfs.backup.plugins.module_utils.engine import names
+import os
+import time
+
+from ansible_collections.btrfs.backup.plugins.module_utils.engine import names, recording, state_store
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.durations import parse_duration
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.endpoints import (
     SshEndpoint,
     check_path,
@@ -114,3 +118,33 @@ def retention_terms(params, parameter):
     value = params[parameter] or ""
     checked(parameter, parse_buckets, value)
     return value
+
+
+# Documented once in plugins/doc_fragments/run_record.py.
+RUN_RECORD_ARGUMENT_SPEC = dict(
+    job_name=dict(type="str"),
+    max_age=dict(type="str"),
+    metrics_dir=dict(type="path"),
+)
+
+
+def run_record(params):
+    """Check the run-record options now; returns record(result_dict, started) -> problem or None."""
+    job = checked("job_name", state_store.validate_job_name, params["job_name"]) if params["job_name"] else None
+    max_age = checked("max_age", parse_duration, params["max_age"]) if params["max_age"] else None
+    if params["metrics_dir"]:
+        checked("metrics_dir", _existing_folder, params["metrics_dir"])
+
+    def record(result, started):
+        if result.get("source") is None:
+            return None
+        return recording.record_run(
+            result, job=job or state_store.default_job_name(result["source"]), prefix=params["snapshot_prefix"] or "",
+            started=started, duration=time.time() - started, max_age=max_age, metrics_dir=params["metrics_dir"])
+    return record
+
+
+def _existing_folder(path):
+    if not os.path.isdir(path):
+        raise ConfigError("folder %s does not exist" % path)
+    return path

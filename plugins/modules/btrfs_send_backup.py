@@ -134,6 +134,7 @@ extends_documentation_fragment:
   - btrfs.backup.attributes
   - btrfs.backup.snapshot_folder
   - btrfs.backup.ssh
+  - btrfs.backup.run_record
 attributes:
   check_mode:
     support: full
@@ -345,6 +346,7 @@ errors:
 """
 
 import signal
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -380,6 +382,7 @@ def argument_spec():
         sync=dict(type="bool", default=False),
     )
     spec.update(module_params.SSH_ARGUMENT_SPEC)
+    spec.update(module_params.RUN_RECORD_ARGUMENT_SPEC)
     return spec
 
 
@@ -462,15 +465,20 @@ def main():
     module = AnsibleModule(argument_spec=argument_spec(), supports_check_mode=True)
     try:
         config = job_config(module.params, module.check_mode)
+        record = module_params.run_record(module.params)
     except BadParameter as err:
         module.fail_json(msg=str(err))
     signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.time()
     try:
         job_result = run_job(config, runner=ModuleCommandRunner(module))
     except Terminated:
         module.fail_json(msg="terminated: unfinished transfers stay locked in .outstanding_transfers; "
                              "the next run removes their partial receives and sends them again")
     shaped = module_result(job_result)
+    problem = record(job_result.as_dict(), started)
+    if problem:
+        job_result.warn(problem)
     if module._diff:
         shaped["diff"] = job_diff(job_result, shaped)
     for warning in job_result.warnings:

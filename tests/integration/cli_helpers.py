@@ -28,6 +28,7 @@ OLD_CLI = REPO / ".venv" / "bin" / "btrfs-backup"  # btrfs-backup 0.3.1, for the
 TIMESTAMP_RE = r"\d{8}-\d{6}"
 LOCK_FILE = ".outstanding_transfers"
 JOB_LOCK = ".btrfs-backup.lock"
+LAST_RUN_RECORD = ".btrfs-backup.last-run.json"
 
 
 # -- running the command line -------------------------------------------------------------
@@ -209,6 +210,8 @@ def folder_state(folder) -> Dict[str, object]:
     for entry in sorted(folder.iterdir()):
         if entry.name == JOB_LOCK:
             continue  # the job lock file holds the pid of the last run; it is not data
+        if entry.name == LAST_RUN_RECORD:
+            continue  # every run, also a refused one, leaves its record (rule 11); it is not data
         state[entry.name] = entry.read_bytes() if entry.is_file() else "<dir>"
     return state
 

@@ -69,8 +69,8 @@ def state(world: World):
             for name in dirs + files:
                 path = os.path.join(dirpath, name)
                 info = os.lstat(path)
-                if name == ".btrfs-backup.lock":
-                    continue  # holds the pid of the last run: not data
+                if name in (".btrfs-backup.lock", ".btrfs-backup.last-run.json"):
+                    continue  # the pid and the record of the last run (rule 11): not data
                 seen[path] = (stat.S_IFMT(info.st_mode), info.st_size)
     for top in (world.src / "snapshot", world.dest, world.target):
         seen.update({"subvolume " + str(s.path): s for s in subvolumes(top).values()})

@@ -16,6 +16,7 @@ also after an `up` that failed half-way. Only processes this tool started are st
 
 import argparse
 import fcntl
+import glob
 import hashlib
 import json
 import os
@@ -32,7 +33,8 @@ SUITE = "bookworm"
 MIRROR = os.environ.get("BTRFS_BACKUP_TEST_MIRROR", "http://deb.debian.org/debian")
 # Everything the role would install is already in the image, so converge needs no network.
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "btrfs-progs",
-            "openssh-server", "openssh-client", "sudo", "iproute2", "pv", "zstd")
+            "openssh-server", "openssh-client", "sudo", "iproute2", "pv", "zstd",
+            "prometheus-node-exporter")
 CACHE_DIR = os.environ.get("BTRFS_BACKUP_TEST_CACHE", "/var/cache/btrfs-backup-test")
 BOOT_TIMEOUT = int(os.environ.get("FLEET_BOOT_TIMEOUT", "90"))
 
@@ -73,6 +75,11 @@ def cached_rootfs():
                 if name.startswith("ssh_host_"):
                     os.unlink(os.path.join(building, "etc", "ssh", name))
             open(os.path.join(building, "etc", "machine-id"), "w").close()
+            # node_exporter would listen on every address of the shared network at boot: it stays
+            # off; a test starts it on its host's own loopback address.
+            for wants in glob.glob(os.path.join(building, "etc", "systemd", "system", "*.wants",
+                                                "prometheus-node-exporter*")):
+                os.unlink(wants)
             shutil.rmtree(os.path.join(building, "var", "cache", "apt", "archives"),
                           ignore_errors=True)
             os.chmod(building, 0o755)  # mkdtemp made it 0700: it becomes the containers' /

@@ -8,7 +8,9 @@ import logging
 import os
 import signal
 import sys
+import time
 
+from . import recording
 from .version import __version__
 from .argfiles import expand_argfiles
 from .errors import BackupError, ConfigError
@@ -248,6 +250,7 @@ def build_verify_parser():
                         help="Prefix of the snapshot names. Default is ''.")
     parser.add_argument("--no-content", action="store_true", help="Only check the UUID chain.")
     _add_common(parser)
+    recording.add_options(parser)
     return parser
 
 
@@ -325,11 +328,19 @@ def _run_subcommand(command, argv):
                              ssh_options=options.ssh_opt, ssh_sudo=options.ssh_sudo)
             ok = True
         else:
-            result = verify(options.source, options.backups, options.snapshot_folder,
-                            options.snapshot_prefix, options.snapshot,
-                            content=not options.no_content, ssh_options=options.ssh_opt,
-                            ssh_sudo=options.ssh_sudo)
-            ok = result["ok"]
+            job, _max_age = recording.check_options(options, options.source)
+            try:
+                result = verify(options.source, options.backups, options.snapshot_folder,
+                                options.snapshot_prefix, options.snapshot,
+                                content=not options.no_content, ssh_options=options.ssh_opt,
+                                ssh_sudo=options.ssh_sudo)
+            except ConfigError:
+                raise
+            except BackupError as err:
+                _record_verify(options, job, None, err)
+                raise
+            recorded = _record_verify(options, job, result, None)
+            ok = result["ok"] and recorded
     except ConfigError as err:
         LOG.error("%s", err)
         return EXIT_USAGE
@@ -358,6 +369,25 @@ def _run_subcommand(command, argv):
         for problem in result["problems"]:
             LOG.error("  %s", problem)
     return EXIT_OK if ok else EXIT_FAILED
+
+
+def _record_verify(options, job, report, err):
+    """Record a verify in the job's state (not in check mode); False when that failed."""
+    from .endpoints import parse_location
+    if options.check:
+        return True
+    origin = parse_location(options.source, options.ssh_opt, options.ssh_sudo, allow_shell=False)
+    dest = parse_location(options.backups, options.ssh_opt, options.ssh_sudo, allow_shell=False)
+    folder = options.snapshot_folder or "snapshot"
+    folder = folder if folder.startswith("/") else origin.path.rstrip("/") + "/" + folder
+    if report is None:
+        report = {"destination": dest.id, "snapshot": None, "ok": False, "problems": [str(err)]}
+    problem = recording.record_verify(report, job=job, prefix=options.snapshot_prefix,
+                                      when=time.time(), source_id=origin.id, folder=folder,
+                                      metrics_dir=options.metrics_dir)
+    if problem:
+        LOG.error("%s", problem)
+    return problem is None
 
 
 SUBCOMMANDS = ("restore", "verify", "prune")
@@ -391,6 +421,9 @@ def main(argv=None):
         options = build_serve_parser().parse_args(argv[1:])
         return serve.main(options.root, options.btrfs, append_only=options.append_only,
                           quota_size=options.quota)
+    if argv and argv[0] == "status":
+        from .status import main as status_main
+        return status_main(argv[1:])
     if argv and argv[0] in SUBCOMMANDS:
         try:
             return _run_subcommand(argv[0], argv[1:])
@@ -398,6 +431,7 @@ def main(argv=None):
             sys.stderr.write("btrfs-backup %s: error: %s\n" % (argv[0], err))
             return EXIT_USAGE
     parser = build_parser()
+    recording.add_options(parser)
     try:
         argv = expand_argfiles(argv)
     except ConfigError as err:
@@ -406,7 +440,12 @@ def main(argv=None):
     _setup_logging(options)
     if options.skip_fs_checks:
         LOG.info("--skip-fs-checks has no effect: the checks cost nothing extra")
+    try:
+        job, max_age = recording.check_options(options, options.source)
+    except BackupError as err:
+        parser.error(str(err))
     signal.signal(signal.SIGTERM, _on_sigterm)
+    started = time.time()
     try:
         result = run_job(config_from_args(options))
     except (KeyboardInterrupt, Terminated):
@@ -419,7 +458,15 @@ def main(argv=None):
     else:
         for line in _summary(result):
             LOG.info("%s", line)
-    return _exit_status(result)
+    status = _exit_status(result)
+    if status not in (EXIT_BUSY, EXIT_USAGE):  # a busy job or bad input is not a run
+        problem = recording.record_run(
+            result.as_dict(), job=job, prefix=options.snapshot_prefix, started=started,
+            duration=time.time() - started, max_age=max_age, metrics_dir=options.metrics_dir)
+        if problem:  # an error of its own unless the run failed already (often for the same cause)
+            (LOG.warning if status else LOG.error)("%s", problem)
+            status = status or EXIT_FAILED
+    return status
 
 
 def run():

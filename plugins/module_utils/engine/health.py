@@ -1,0 +1,100 @@
+"""Pure health decisions: durations, each destination's freshness and a job's OK/WARNING/CRITICAL/UNKNOWN."""
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from .durations import format_age
+
+# The monitoring-plugins convention: the exit status is the level's index.
+LEVELS = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+OK, WARNING, CRITICAL, UNKNOWN = range(4)
+
+
+@dataclass
+class DestinationHealth:
+    """One destination's verdict and the reasons for it."""
+    destination: str
+    level: int
+    age: Optional[float]
+    reasons: List[str] = field(default_factory=list)
+
+
+@dataclass
+class JobHealth:
+    """One job's verdict: the worst of its destinations and of its last run."""
+    job: str
+    level: int
+    reasons: List[str]
+    destinations: List[DestinationHealth]
+
+    @property
+    def label(self):
+        return LEVELS[self.level]
+
+
+def assess_destination(dest_id, record, now, max_age):
+    """Freshness of one destination from its state record (see run_record)."""
+    newest = record.get("newest_backup_time")
+    age = None if newest is None else now - newest
+    reasons, level = [], OK
+    if newest is None:
+        level = CRITICAL
+        reasons.append("%s holds no backup yet" % dest_id)
+    elif max_age is not None and age > max_age:
+        level = CRITICAL
+        reasons.append("newest backup at %s is %s old (max %s)" % (dest_id, format_age(age), format_age(max_age)))
+    if record.get("survey_error"):
+        level = max(level, WARNING)
+        reasons.append("cannot list %s now: %s" % (dest_id, record["survey_error"]))
+    if record.get("status") == "failed":
+        level = max(level, WARNING)
+        reasons.append("last run failed at %s: %s" % (dest_id, record.get("error") or "unknown error"))
+    if record.get("locks"):
+        level = max(level, WARNING)
+        reasons.append("%d outstanding transfer lock(s) for %s since %d run(s)" % (
+            record["locks"], dest_id, record.get("locked_runs") or 1))
+    verify = record.get("verify")
+    if verify is not None and not verify.get("ok"):
+        level = max(level, CRITICAL)
+        reasons.append("last verify of %s at %s failed: %s" % (
+            verify.get("snapshot"), dest_id, "; ".join(verify.get("problems") or ["unknown problem"])))
+    return DestinationHealth(dest_id, level, age, reasons)
+
+
+def assess_job(job, state, now, max_age=None):
+    """The verdict for one job from its last-run state (None: never ran); `max_age` overrides
+    the one the job recorded."""
+    if state is None:
+        return JobHealth(job, UNKNOWN, ["%s: no run recorded yet" % job], [])
+    if max_age is None:
+        max_age = state.get("max_age_seconds")
+    destinations = [assess_destination(d, r, now, max_age)
+                    for d, r in sorted((state.get("destinations") or {}).items())]
+    level = max([d.level for d in destinations], default=OK)
+    reasons = [r for d in destinations for r in d.reasons]
+    last = state.get("last_run") or {}
+    if not destinations:
+        level = max(level, WARNING if last.get("ok") else CRITICAL)
+        reasons.append("no destination recorded")
+    run_errors = [e for e in last.get("errors") or []
+                  if not any(e.startswith(d.destination + ":") for d in destinations)]
+    if run_errors:
+        level = max(level, WARNING)
+        reasons.extend(run_errors)
+    return JobHealth(job, level, ["%s: %s" % (job, r) for r in reasons], destinations)
+
+
+def monitoring_line(jobs):
+    """(exit status, one line with perfdata) for Nagios/Icinga/Checkmk from several JobHealth."""
+    if not jobs:
+        return UNKNOWN, "BTRFS BACKUP UNKNOWN - no backup job found"
+    level = max(j.level for j in jobs)
+    troubled = [r for j in jobs if j.level == level for r in j.reasons] if level != OK else []
+    text = "; ".join(troubled) or "%d job(s), every destination fresh" % len(jobs)
+    perf = []
+    for job in jobs:
+        for dest in job.destinations:
+            if dest.age is not None:
+                perf.append("'%s %s age'=%ds" % (job.job, dest.destination, int(dest.age)))
+    return level, "BTRFS BACKUP %s - %s%s" % (LEVELS[level], text.replace("|", "/"),
+                                              " | " + " ".join(perf) if perf else "")

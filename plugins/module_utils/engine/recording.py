@@ -1,0 +1,67 @@
+"""Effects: every run and verify leaves its record, the last-run state and its metrics (invariant 11)."""
+
+import logging
+import os
+
+from . import metrics, run_record, state_store
+from .errors import BackupError, ConfigError
+
+LOG = logging.getLogger("btrfs_backup")
+
+
+def add_options(parser):
+    """The options that say where a run's record goes, for the backup run and for verify."""
+    group = parser.add_argument_group("Run record (last-run state and metrics)")
+    group.add_argument("--job-name", metavar="NAME",
+                       help="The job's name in the state and metrics (default: from the source).")
+    group.add_argument("--max-age", metavar="DURATION",
+                       help="Recorded with the run: the age (e.g. 36h, 7d) beyond which the "
+                            "newest backup is stale, for 'status' and the alert rules.")
+    group.add_argument("--metrics-dir", metavar="DIR",
+                       help="Also write the job's metrics for node_exporter's textfile "
+                            "collector into DIR (e.g. /var/lib/prometheus/node-exporter).")
+
+
+def check_options(options, source_id):
+    """Validate before anything runs (bad input changes nothing): (job name, max age seconds)."""
+    from .durations import parse_duration
+    job = state_store.validate_job_name(options.job_name) if options.job_name else \
+        state_store.default_job_name(source_id)
+    max_age = parse_duration(options.max_age) if options.max_age else None
+    if options.metrics_dir and not os.path.isdir(options.metrics_dir):
+        raise ConfigError("metrics directory %s does not exist" % options.metrics_dir)
+    return job, max_age
+
+
+def _save(job, path, state, metrics_dir):
+    state_store.save_state(path, state)
+    if metrics_dir:
+        state_store.save_metrics(metrics_dir, job, metrics.render(job, state))
+
+
+def record_run(result, *, job, prefix, started, duration, max_age=None, metrics_dir=None):
+    """Record a finished run (`result` is JobResult.as_dict()); an error message or None."""
+    if result.get("check_mode") or not result.get("source") or not result.get("snapshot_folder"):
+        return None
+    path = state_store.state_path(result["source"], result["snapshot_folder"])
+    try:
+        previous = state_store.read_state(path)
+        state = run_record.record_run(previous, result, job=job, prefix=prefix, started=started,
+                                      duration=duration, max_age=max_age)
+        _save(job, path, state, metrics_dir)
+    except (BackupError, OSError) as err:
+        return "the run's record was not written: %s" % err
+    return None
+
+
+def record_verify(report, *, job, prefix, when, source_id, folder, metrics_dir=None):
+    """Record a verify's outcome beside the job's last run; an error message or None."""
+    path = state_store.state_path(source_id, folder)
+    try:
+        previous = state_store.read_state(path)
+        state = run_record.record_verify(previous, report, job=job, prefix=prefix, when=when,
+                                         source=source_id, snapshot_folder=folder)
+        _save(state.get("job") or job, path, state, metrics_dir)
+    except (BackupError, OSError) as err:
+        return "the verify's record was not written: %s" % err
+    return None

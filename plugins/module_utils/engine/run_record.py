@@ -1,0 +1,128 @@
+"""Pure: a job's last-run state, updated from a run's result or a verify report (invariant 11)."""
+
+from . import names
+
+STATE_VERSION = 1
+
+
+def snapshot_timestamp(prefix, name):
+    """Seconds since the epoch that snapshot `name` encodes (local time), or None."""
+    when = names.parse_time(prefix, name) if name else None
+    return when.timestamp() if when else None
+
+
+def _newest(prefix, candidates):
+    known = [n for n in candidates if n and names.is_snapshot_name(prefix, n)]
+    return max(known, key=lambda n: names.sort_key(prefix, n)) if known else None
+
+
+def _lock_count(locks, dest_id):
+    return sum(1 for entry in (locks or {}).values() if dest_id in (entry.get("locks") or []))
+
+
+def record_run(previous, result, *, job, prefix, started, duration, max_age=None):
+    """The state after a run: `result` is JobResult.as_dict(), `previous` the state before (or None).
+
+    A destination keeps what was known of it when this run did not reach it; its newest backup
+    after a successful sync is the source's newest snapshot (a sync sends up to the newest).
+    """
+    previous = previous or {}
+    retention = {r["where"]: r for r in result.get("retention") or []}
+    source_section = retention.get("source")
+    source_names = [k["name"] for k in source_section["kept"]] if source_section else []
+    taken = (result.get("snapshot") or {}).get("name")
+    newest_snapshot = _newest(prefix, source_names + [taken])
+    destinations = {}
+    for dest_id, record in (previous.get("destinations") or {}).items():
+        destinations[dest_id] = dict(record)
+    for dest in result.get("destinations") or []:
+        dest_id = dest["id"]
+        before = destinations.get(dest_id, {})
+        done = [t for t in dest["transfers"] if t["status"] == "done"]
+        ok = dest["status"] == "ok"
+        newest = before.get("newest_backup")
+        if ok:
+            newest = _newest(prefix, [newest, newest_snapshot] + [t["snapshot"] for t in done])
+        else:
+            newest = _newest(prefix, [newest] + [t["snapshot"] for t in done])
+        section = retention.get(dest_id)
+        if section is not None:
+            count = len(section["kept"])
+        elif before.get("backups") is not None:
+            count = before["backups"] + len(done)
+        else:
+            count = None
+        locks = _lock_count(result.get("locks"), dest_id)
+        record = dict(before)
+        record.update(
+            status=dest["status"],
+            error=dest["error"],
+            last_run=started,
+            last_success=started if ok else before.get("last_success"),
+            newest_backup=newest,
+            newest_backup_time=snapshot_timestamp(prefix, newest),
+            backups=count,
+            sent_bytes=sum(t.get("bytes") or 0 for t in dest["transfers"]),
+            transfers=len(done),
+            locks=locks,
+            locked_runs=(before.get("locked_runs") or 0) + 1 if locks else 0,
+        )
+        destinations[dest_id] = record
+    return {
+        "version": STATE_VERSION,
+        "job": job,
+        "source": result.get("source"),
+        "snapshot_folder": result.get("snapshot_folder"),
+        "prefix": prefix,
+        "max_age_seconds": max_age if max_age is not None else previous.get("max_age_seconds"),
+        "last_run": {
+            "start": started,
+            "duration": round(duration, 3),
+            "ok": not result.get("failed"),
+            "changed": bool(result.get("changed")),
+            "snapshot": taken,
+            "newest_snapshot": newest_snapshot,
+            "snapshots": len(source_names) if source_section else
+            (previous.get("last_run") or {}).get("snapshots"),
+            "errors": list(result.get("errors") or []),
+            "warnings": list(result.get("warnings") or []),
+        },
+        "destinations": destinations,
+    }
+
+
+def record_verify(previous, report, *, job, prefix, when, source=None, snapshot_folder=None):
+    """The state after `btrfs-backup verify`: `report` is verify()'s dict, or None with an error."""
+    empty = {"version": STATE_VERSION, "job": job, "source": source, "snapshot_folder": snapshot_folder,
+             "prefix": prefix, "max_age_seconds": None, "last_run": None, "destinations": {}}
+    state = dict(previous or empty)
+    destinations = {k: dict(v) for k, v in (state.get("destinations") or {}).items()}
+    dest_id = report["destination"]
+    record = destinations.setdefault(dest_id, {"status": None, "error": None, "newest_backup": None,
+                                               "newest_backup_time": None, "locks": 0})
+    problems = list(report.get("problems") or [])
+    record["verify"] = {"time": when, "ok": bool(report.get("ok")) and not problems,
+                        "snapshot": report.get("snapshot"),
+                        "snapshot_time": snapshot_timestamp(prefix, report.get("snapshot")),
+                        "problems": problems[:5] + (["..."] if len(problems) > 5 else [])}
+    state["destinations"] = destinations
+    return state
+
+
+def with_survey(state, survey):
+    """The state as `survey` (survey_job's report) finds things now: each destination that could be
+    listed gets its newest backup and count from there; one that could not keeps its record."""
+    merged = dict(state or {"last_run": None, "max_age_seconds": None})
+    destinations = {k: dict(v) for k, v in ((state or {}).get("destinations") or {}).items()}
+    for dest_id, found in survey["destinations"].items():
+        record = destinations.setdefault(dest_id, {"status": None, "error": None, "locks": 0})
+        record["reachable"] = found["error"] is None
+        record["survey_error"] = found["error"]
+        if found["backups"] is not None:
+            newest = found["backups"][-1] if found["backups"] else None
+            record["backups"] = len(found["backups"])
+            record["newest_backup"] = newest["name"] if newest else None
+            record["newest_backup_time"] = newest["time"] if newest else None
+        record["locks"] = sum(1 for entry in survey["locks"].values() if dest_id in entry.get("locks", []))
+    merged["destinations"] = destinations
+    return merged

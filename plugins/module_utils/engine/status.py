@@ -1,0 +1,152 @@
+"""`btrfs-backup status`: every job's backups at a glance, as a table, JSON or a monitoring-plugin line."""
+
+import argparse
+import dataclasses
+import datetime
+import json
+import sys
+import time
+
+from . import health
+from .durations import parse_duration
+from .errors import ConfigError
+from .jobspec import DEFAULT_CONFIG_DIR, job_from_args, jobs_from_config_dir
+from .runner import CommandRunner
+from .state_store import read_state
+
+
+def build_status_parser():
+    parser = argparse.ArgumentParser(
+        prog="btrfs-backup status",
+        description="Show, for each backup job on this host, its destinations' newest backup and "
+                    "its age, the last run, its last error, outstanding locks and the next timer "
+                    "run. The jobs are the role's configs in --config-dir, or the one job given "
+                    "as for a backup run (SOURCE DEST..., @ARGFILE). Reads the last-run state "
+                    "each run records; contacts no destination.",
+        epilog="With --max-age or --plugin: one line OK/WARNING/CRITICAL/UNKNOWN with perfdata "
+               "and exit status 0/1/2/3, for Nagios, Icinga or Checkmk. CRITICAL: a destination's "
+               "newest backup is older than the maximum age, it has none, or its last verify "
+               "failed; WARNING: the last run failed or left a lock; UNKNOWN: no run recorded.")
+    parser.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
+                        help="Folder of job configs (*.conf). Default %s." % DEFAULT_CONFIG_DIR)
+    parser.add_argument("--json", action="store_true", help="Print every job's state and verdict as JSON.")
+    parser.add_argument("--max-age", metavar="DURATION",
+                        help="Monitoring-plugin mode, with this maximum age (e.g. 36h) for every job.")
+    parser.add_argument("--plugin", action="store_true",
+                        help="Monitoring-plugin mode with each job's own maximum age.")
+    return parser
+
+
+def _timestamp(seconds):
+    if seconds is None:
+        return "-"
+    return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
+
+
+def next_timer_runs(names, runner=None):
+    """{job: next elapse} from systemd for the role's timers; {} where systemd cannot tell."""
+    if not names:
+        return {}
+    runner = runner or CommandRunner()
+    units = ["btrfs-backup@%s.timer" % n for n in names]
+    try:
+        result = runner.run(["systemctl", "show", "--property=Id,NextElapseUSecRealtime"] + units)
+    except OSError:
+        return {}
+    found = {}
+    if getattr(result, "returncode", 1) != 0:
+        return found
+    for block in result.stdout.split("\n\n"):
+        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
+        unit, when = fields.get("Id", ""), fields.get("NextElapseUSecRealtime", "")
+        if unit.startswith("btrfs-backup@") and when and when not in ("0", "n/a"):
+            found[unit[len("btrfs-backup@"):-len(".timer")]] = when
+    return found
+
+
+def table(rows, headers):
+    """Left-aligned columns, two spaces apart."""
+    widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
+    return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()
+                     for row in [headers] + rows)
+
+
+def status_rows(entries, now, timers):
+    """Pure: the table's rows from (JobSpec, state, JobHealth) entries."""
+    rows = []
+    for spec, state, verdict in entries:
+        last = (state or {}).get("last_run") or {}
+        last_text = "%s (%s)" % (_timestamp(last.get("start")), "ok" if last.get("ok") else "failed") \
+            if last else "never"
+        by_dest = {d.destination: d for d in verdict.destinations}
+        dests = sorted(((state or {}).get("destinations") or {}).items()) or [("-", {})]
+        for dest_id, record in dests:
+            judged = by_dest.get(dest_id)
+            error = record.get("error") or ""
+            verify = record.get("verify")
+            if verify and not verify.get("ok"):
+                error = error or "verify: %s" % "; ".join(verify.get("problems") or [])
+            rows.append([
+                spec.name, dest_id, record.get("newest_backup") or "-",
+                health.format_age(now - record["newest_backup_time"])
+                if record.get("newest_backup_time") else "-",
+                last_text, (error[:60] + "...") if len(error) > 63 else error or "-",
+                str(record.get("locks") or 0), timers.get(spec.name, "-"),
+                health.LEVELS[judged.level] if judged else verdict.label,
+            ])
+    return rows
+
+
+def main(argv):
+    parser = build_status_parser()
+    options, rest = parser.parse_known_args(argv)
+    try:
+        max_age = parse_duration(options.max_age) if options.max_age else None
+        if rest:
+            specs, errors = [job_from_args(rest)], []
+        else:
+            specs, errors = jobs_from_config_dir(options.config_dir)
+    except ConfigError as err:
+        parser.error(str(err))
+    plugin = options.plugin or max_age is not None
+    now = time.time()
+    entries = []
+    for spec in specs:
+        try:
+            state = read_state(spec.state_path)
+        except ConfigError as err:
+            errors.append(str(err))
+            state = None
+        if rest and state and state.get("job") and not spec.config_file:
+            spec = dataclasses.replace(spec, name=state["job"])  # the name its runs recorded
+        verdict = health.assess_job(spec.name, state, now, max_age or spec.max_age)
+        entries.append((spec, state, verdict))
+    verdicts = [v for _s, _st, v in entries]
+    if plugin:
+        level, line = health.monitoring_line(verdicts)
+        if errors:
+            level, line = health.UNKNOWN, "BTRFS BACKUP UNKNOWN - " + "; ".join(errors)
+        sys.stdout.write(line + "\n")
+        return level
+    if options.json:
+        json.dump({"jobs": [{"job": s.name, "source": s.source_id, "snapshot_folder": s.folder,
+                             "config_file": s.config_file, "status": v.label, "reasons": v.reasons,
+                             "max_age_seconds": max_age or s.max_age or (st or {}).get("max_age_seconds"),
+                             "state": st} for s, st, v in entries],
+                   "errors": errors}, sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    else:
+        timers = next_timer_runs([s.name for s in specs if s.config_file])
+        headers = ["JOB", "DESTINATION", "NEWEST BACKUP", "AGE", "LAST RUN", "LAST ERROR",
+                   "LOCKS", "NEXT RUN", "STATE"]
+        if entries:
+            sys.stdout.write(table(status_rows(entries, now, timers), headers) + "\n")
+        else:
+            sys.stdout.write("no backup job in %s\n" % options.config_dir)
+        for verdict in verdicts:
+            for reason in verdict.reasons:
+                sys.stdout.write("  %s: %s\n" % (verdict.label, reason))
+        for error in errors:
+            sys.stderr.write("btrfs-backup status: %s\n" % error)
+    worst = max([v.level for v in verdicts], default=health.UNKNOWN)
+    return 1 if errors or worst in (health.CRITICAL, health.UNKNOWN) else 0
