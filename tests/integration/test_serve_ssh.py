@@ -246,3 +246,31 @@ def test_a_host_over_its_quota_fails_alone(require_btrfs, make_fs, subvolume):
     assert live_locks(source / "snapshot") == {name: {"locks": [small_url]}}
     # The received backup counts against its host's quota.
     assert referenced(fs, large_qgroup) >= 24 * MiB
+
+
+# -- the backup disk must be mounted (rule 8) ----------------------------------------------------
+
+def test_serve_receives_only_on_the_filesystem_it_was_set_up_on(require_btrfs, make_fs, subvolume):
+    """The role names the backup filesystem's UUID in the key's command: while the root is on
+    another filesystem (the backup disk did not mount) nothing is received, and the source
+    hears why; on the right one the backup arrives."""
+    from conftest import _require  # noqa: PLC0415 - the integration suite's own prerequisite check
+    from support import sshd as sshd_support
+    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    fs, elsewhere = make_fs("server"), make_fs("system-disk")
+    source = subvolume(make_fs("src") / "data")
+    (source / "f").write_text("x\n")
+    uuid = run(["findmnt", "-n", "-o", "UUID", "-T", fs]).stdout.strip()
+    for root, expect_ok in ((elsewhere / "web1", False), (fs / "web1", True)):
+        root.mkdir()
+        with Sshd(host="127.0.0.8") as server:
+            forced = "%s serve --append-only --filesystem %s --root %s" % (CLI, uuid, root)
+            key = (server.workdir / "id_ed25519.pub").read_text().strip()
+            (server.workdir / "authorized_keys").write_text('restrict,command="%s" %s\n' % (forced, key))
+            done = run_cli(*ssh_args(server), source, server.url(root / "data"))
+        if expect_ok:
+            assert done.code == 0, done.explain()
+            assert sorted(complete_backups(root / "data")) == [done.result["snapshot"]["name"]]
+        else:
+            assert done.code != 0 and "is the backup disk mounted" in done.stderr, done.explain()
+            assert list(root.iterdir()) == []

@@ -9,7 +9,7 @@ import pytest
 from engine import btrfs
 from engine.endpoints import SshEndpoint
 from engine.listing import listing_commands
-from engine.serve import (APPEND_ONLY, EXIT_REFUSED, Operation, Refused, Server,
+from engine.serve import (APPEND_ONLY, EXIT_REFUSED, Operation, Refused, Server, on_its_disk,
                           append_only_refusal, complete_backup_refusal, filter_listing,
                           parse_request)
 
@@ -404,3 +404,33 @@ def test_every_refusal_is_logged_with_the_root_and_the_command(append_only_root)
     assert status == EXIT_REFUSED
     assert logged == ["refused for %s: 'rm -rf %s' is not a command that a backup sends; "
                       "command: 'rm -rf %s'" % (append_only_root, append_only_root, append_only_root)]
+
+
+# -- the backup disk (rule 8) -----------------------------------------------------------------
+
+@pytest.mark.parametrize("found, refused", [
+    ("0b4b1b0e-0000-4000-8000-000000000001", False),
+    ("0b4b1b0e-0000-4000-8000-000000000002", True),
+    (None, True),
+])
+def test_the_root_must_be_on_the_filesystem_it_was_set_up_on(found, refused):
+    expected = "0b4b1b0e-0000-4000-8000-000000000001"
+    if refused:
+        with pytest.raises(Refused, match="is the backup disk mounted"):
+            on_its_disk(ROOT, expected, found)
+    else:
+        on_its_disk(ROOT, expected, found)
+
+
+def test_a_root_off_its_disk_receives_nothing(server_root):
+    """tmp_path is not the filesystem named: every request is refused before anything runs."""
+    logged = []
+    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        server = Server(str(server_root), btrfs_path=str(server_root.parents[1] / "btrfs"), stdin=stdin,
+                        stdout=out, stderr=err, use_sudo=False, log=logged.append,
+                        filesystem="0b4b1b0e-0000-4000-8000-000000000001")
+        status = server.serve("mkdir -- %s/new" % server_root)
+        err.seek(0)
+        message = err.read().decode()
+    assert status == EXIT_REFUSED and "is the backup disk mounted" in message, message
+    assert not (server_root / "new").exists() and btrfs_calls(server_root) == [] and len(logged) == 1

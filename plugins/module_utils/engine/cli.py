@@ -407,6 +407,9 @@ def build_serve_parser():
                         help="Never delete a complete backup nor make one writable: only partial "
                              "receives may be deleted; 'btrfs-backup prune' on the server "
                              "applies retention.")
+    parser.add_argument("--filesystem", metavar="UUID",
+                        help="Receive only while DIR is on the btrfs filesystem with this UUID (the one it "
+                             "was set up on), never on the system disk when the backup disk did not mount.")
     parser.add_argument("--quota", metavar="SIZE",
                         help="Refuse receives once DIR's backups reference SIZE (e.g. '50G'), and "
                              "stop a receive that would pass it. DIR must be a subvolume in a "
@@ -420,7 +423,7 @@ def main(argv=None):
         from . import serve
         options = build_serve_parser().parse_args(argv[1:])
         return serve.main(options.root, options.btrfs, append_only=options.append_only,
-                          quota_size=options.quota)
+                          quota_size=options.quota, filesystem=options.filesystem)
     if argv and argv[0] == "status":
         from .status import main as status_main
         return status_main(argv[1:])

@@ -35,7 +35,7 @@ import shlex
 import subprocess
 import sys
 
-from . import btrfs, quota
+from . import btrfs, quota, subvol_info
 from .errors import ConfigError
 
 EXIT_REFUSED = 126
@@ -239,8 +239,9 @@ class Server:
     """Runs accepted operations for one root, checking each path again on disk (symlinks)."""
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
-                 use_sudo=None, append_only=False, log=None, quota_bytes=None):
+                 use_sudo=None, append_only=False, log=None, quota_bytes=None, filesystem=None):
         self.root = check_root(root)
+        self.filesystem = filesystem  # the UUID of the filesystem the root was set up on
         self.append_only = append_only
         self.quota_bytes = quota_bytes
         self.log = log if log is not None else _syslog
@@ -263,6 +264,12 @@ class Server:
         except OSError as err:
             self._say("btrfs-backup serve: cannot open %s: %s" % (self.root, err.strerror))
             return 1
+        if self.filesystem is not None:
+            try:
+                on_its_disk(self.root, self.filesystem, _filesystem_of(self.root))
+            except Refused as err:
+                os.close(root_fd)
+                return self._refuse(err)
         try:
             # One command at a time per root: nothing can swap a checked path for a symlink
             # (e.g. from inside a concurrent receive) between the check and the command.
@@ -463,6 +470,23 @@ class Server:
         return self._btrfs(["property", "set"] + flags + ["-ts", paths[0], "ro", "false"])[0]
 
 
+def _filesystem_of(path):
+    try:
+        return subvol_info.filesystem_uuid(path)
+    except OSError:
+        return None  # not on btrfs
+
+
+def on_its_disk(root, expected, found):
+    """Pure (rule 8): refuse when the root is not on the filesystem it was set up on (`found`:
+    the UUID of the filesystem that holds it now, None if that is not btrfs), so that backups
+    never land on the server's system disk when the backup disk did not mount."""
+    if found != expected:
+        raise Refused("the backup root %s is not on the filesystem it was set up on (%s) but on %s: "
+                      "is the backup disk mounted? Nothing was received"
+                      % (root, expected, found or "a filesystem that is not btrfs"))
+
+
 def _subvolumes_in(folder):
     """The subvolumes directly in `folder`: a subvolume's root directory is inode 256 (as stat
     sees it; readdir reports another number for it)."""
@@ -498,12 +522,13 @@ def _syslog(message):
     syslog.syslog(syslog.LOG_WARNING, "from %s: %s" % (client, message))
 
 
-def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=None):
+def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=None, filesystem=None):
     """`btrfs-backup serve --root DIR`: the forced command of a source host's key."""
     environ = os.environ if environ is None else environ
     try:
         quota_bytes = quota.parse_size(quota_size) if quota_size else None
-        server = Server(root, btrfs_path, append_only=append_only, quota_bytes=quota_bytes)
+        server = Server(root, btrfs_path, append_only=append_only, quota_bytes=quota_bytes,
+                        filesystem=filesystem.lower() if filesystem else None)
     except (Refused, ConfigError) as err:
         sys.stderr.write("btrfs-backup serve: %s\n" % err)
         return 2
