@@ -50,7 +50,7 @@ def test_a_new_snapshot_is_named_by_the_scheme_and_read_only(run_module, host):
 
 
 def test_a_named_snapshot_is_taken_once(run_module, host):
-    params = {"source": host.path("data"), "name": "before-upgrade", "snapshot_folder": host.path("snaps")}
+    params = {"source": host.path("data"), "name": "before-upgrade", "snapshot_folder": host.path("data", "snaps")}
     first = run_module(btrfs_snapshot, params, host)[1]
     second = run_module(btrfs_snapshot, params, host)[1]
     assert first["changed"] and not second["changed"]
