@@ -17,7 +17,7 @@ description:
     their ages, the outstanding transfer locks, the last run and the last verify (from the last-run
     state that every run records), and a verdict C(OK), C(WARNING), C(CRITICAL) or C(UNKNOWN) with
     its reasons, the same as C(btrfs-backup status).
-  - The jobs are those the M(btrfs.backup.btrfs_backup) role installed (the C(*.conf) files in
+  - The jobs are those the C(btrfs.backup.btrfs_backup) role installed (the C(*.conf) files in
     O(config_dir)), or the one job given by O(source) and O(destinations).
   - Changes nothing anywhere. With O(survey=true) (the default) the snapshot folder and every
     destination are listed now, so that ages are those of the backups that are really there; with
