@@ -54,6 +54,12 @@ def _switch(group, *flags, **kwargs):
     group.add_argument(*flags, action="store_true", **kwargs)
 
 
+def _backup_retention(group, count_help, buckets_help):
+    """-n/--num-backups and --preserve-backups: retention of backups, for a run and for prune."""
+    group.add_argument("-n", "--num-backups", type=_whole, default=0, metavar="N", help=count_help)
+    group.add_argument("--preserve-backups", default="", metavar="POLICY", help=buckets_help)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="btrfs-backup", description=DESCRIPTION, epilog=EPILOG, add_help=False,
@@ -73,13 +79,11 @@ def build_parser():
     keep = parser.add_argument_group("Retention settings")
     keep.add_argument("-N", "--num-snapshots", type=_whole, default=0, metavar="N",
                       help="Only keep the latest N snapshots at the source (0: all).")
-    keep.add_argument("-n", "--num-backups", type=_whole, default=0, metavar="N",
-                      help="Only keep the latest N backups at each destination (0: all).")
     keep.add_argument("--preserve-snapshots", default="", metavar="POLICY",
                       help="Also keep the first snapshot of each of the last periods, "
                            "e.g. '24h 7d 4w 12m *y' (h/d/w/m/y; * = all periods).")
-    keep.add_argument("--preserve-backups", default="", metavar="POLICY",
-                      help="The same time-bucket policy for the backups at each destination.")
+    _backup_retention(keep, "Only keep the latest N backups at each destination (0: all).",
+                      "The same time-bucket policy for the backups at each destination.")
     _switch(keep, "--latest-only", help="Deprecated: shortcut for '--num-snapshots 1'.")
 
     snap = parser.add_argument_group("Snapshot creation settings")
@@ -262,11 +266,8 @@ def build_prune_parser():
                     "backup always stays (the next incremental parent), and nothing younger "
                     "than --min-age is deleted.")
     parser.add_argument("folders", nargs="+", metavar="FOLDER", help="A folder of backups.")
-    parser.add_argument("-n", "--num-backups", type=_whole, default=0, metavar="N",
-                        help="Keep the newest N backups (0: all).")
-    parser.add_argument("--preserve-backups", default="", metavar="POLICY",
-                        help="Also keep the first backup of each of the last periods, "
-                             "e.g. '24h 7d 4w 12m *y'.")
+    _backup_retention(parser, "Keep the newest N backups (0: all).",
+                      "Also keep the first backup of each of the last periods, e.g. '24h 7d 4w 12m *y'.")
     parser.add_argument("--min-age", default="", metavar="AGE",
                         help="Delete nothing younger than AGE (e.g. '7d', '36h', '2w').")
     parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",

@@ -234,8 +234,171 @@ def complete_backup_refusal(path, readonly, received_uuid):
 
 
 # -- the executor ---------------------------------------------------------------------------
+class _LocalOperations:
+    """Operations done in Python: no process, nothing to inject into."""
 
-class Server:
+    def _op_readlink(self, paths, flags):
+        if not os.path.exists(paths[0]):
+            self._say("readlink: %s: No such file or directory" % paths[0])
+            return 1
+        self.stdout.write((paths[0] + "\n").encode())
+        return 0
+
+    def _op_test(self, paths, flags):
+        return 0 if os.path.lexists(paths[0]) else 1
+
+    def _op_mountinfo(self, paths, flags):
+        """Only the mounts on the way to the root and inside it: enough for the engine to see
+        that the root is on btrfs, nothing about the rest of the server."""
+        with open("/proc/self/mountinfo", "rb") as handle:
+            lines = handle.read().decode("utf-8", "surrogateescape").splitlines()
+        for line in lines:
+            mounts = btrfs.parse_mountinfo(line)
+            if mounts and self._relevant_mount(mounts[0].mount_point):
+                self.stdout.write((line + "\n").encode("utf-8", "surrogateescape"))
+        return 0
+
+    def _relevant_mount(self, mount_point):
+        root = self.real_root
+        return (mount_point == "/" or root == mount_point or root.startswith(mount_point + "/")
+                or mount_point.startswith(root + "/"))
+
+    def _op_mkdir(self, paths, flags):
+        try:
+            if flags == ["-p"]:
+                os.makedirs(paths[0], 0o755, exist_ok=True)
+            else:
+                os.mkdir(paths[0], 0o755)
+        except OSError as err:
+            self._say("mkdir: cannot create directory '%s': %s" % (paths[0], err.strerror))
+            return 1
+        return 0
+
+
+class _BtrfsOperations:
+    """btrfs operations: an argv list, privileged; and what append-only serving forbids (rule 10)."""
+
+    def _btrfs(self, args, stdin=subprocess.DEVNULL, capture=False):
+        argv = [self.btrfs_path] + args
+        if self.use_sudo:
+            argv = ["sudo", "-n"] + argv
+        self.stdout.flush()
+        try:
+            # serve runs on a backup server without Ansible; btrfs receive reads the ssh stream.
+            proc = subprocess.run(argv, stdin=stdin,  # pylint: disable=ansible-bad-function
+                                  stdout=subprocess.PIPE if capture else self.stdout,
+                                  stderr=self.stderr, env=SERVE_ENV, check=False)
+        except OSError as err:
+            self._say("btrfs-backup serve: cannot run %s: %s" % (argv[0], err.strerror))
+            return 127, b""
+        return proc.returncode, proc.stdout if capture else b""
+
+    def _op_receive(self, paths, flags):
+        # --chroot: the stream's own paths cannot leave the folder through symlinks it makes.
+        args = ["receive", "--chroot"] + flags + paths
+        if self.quota_bytes is None:
+            return self._btrfs(args, stdin=self.stdin)[0]
+        return self._receive_within_quota(args, paths[0])
+
+    def _op_list(self, paths, flags):
+        status, out = self._btrfs(["subvolume", "list"] + _LIST_FLAGS + flags + paths,
+                                  capture=True)
+        if status != 0:
+            return status
+        self.stdout.write(filter_listing(out.decode("utf-8", "surrogateescape"),
+                                         self._root_in_filesystem()).encode("utf-8", "surrogateescape"))
+        return 0
+
+    def _root_in_filesystem(self):
+        with open("/proc/self/mountinfo", "rb") as handle:
+            mounts = btrfs.parse_mountinfo(handle.read().decode("utf-8", "surrogateescape"))
+        mount = btrfs.mount_of(mounts, self.real_root)
+        if mount is None:
+            raise Refused("cannot tell which filesystem holds %s" % self.root)
+        return btrfs.path_in_filesystem(mount, self.real_root)
+
+    def _op_delete(self, paths, flags):
+        return self._btrfs(["subvolume", "delete"] + flags + ["--"] + paths)[0]
+
+    def _op_sync(self, paths, flags):
+        return self._btrfs(["subvolume", "sync"] + paths)[0]
+
+    def _op_writable(self, paths, flags):
+        return self._btrfs(["property", "set"] + flags + ["-ts", paths[0], "ro", "false"])[0]
+
+    def _check_append_only(self, operation, paths):
+        """Invariant 10: refuse, before anything runs, whatever would destroy a complete backup."""
+        reason = append_only_refusal(operation)
+        if reason is None and operation.op == "delete":
+            for path in paths:
+                status, out = self._btrfs(["subvolume", "show", path], capture=True)
+                if status != 0:
+                    raise Refused("%s: cannot tell whether %s is a complete backup"
+                                  % (APPEND_ONLY, path))
+                readonly, received_uuid = btrfs.parse_subvolume_show(
+                    out.decode("utf-8", "replace"))
+                reason = complete_backup_refusal(path, readonly, received_uuid)
+                if reason:
+                    break
+        if reason:
+            raise Refused(reason)
+
+
+class _QuotaOperations:
+    """A receive within the host's quota: its usage is the referenced size of its level-1 qgroup,
+    which holds its folder's subvolume and every backup received in it (assigned after each receive)."""
+
+    def _host_qgroup(self):
+        status, out = self._btrfs(["subvolume", "show", self.real_root], capture=True)
+        fields = dict(line.strip().partition(":")[::2] for line in out.decode("utf-8", "replace").splitlines())
+        if status != 0 or not fields.get("Subvolume ID", "").strip().isdigit():
+            raise Refused("quota: %s is not a subvolume, so it cannot have a quota" % self.root)
+        return quota.host_qgroup(int(fields["Subvolume ID"]))
+
+    def _usage(self, qgroup):
+        status, out = self._btrfs(["qgroup", "show", "--raw", self.real_root], capture=True)
+        used = quota.parse_qgroup_referenced(out.decode("utf-8", "replace"), qgroup) if status == 0 else None
+        if used is None:
+            raise Refused("quota: qgroup %s of %s is missing (the server needs 'btrfs quota enable' "
+                          "and the host's qgroup, which the role sets up)" % (qgroup, self.root))
+        return used
+
+    def _receive_within_quota(self, args, folder):
+        qgroup = self._host_qgroup()
+        try:
+            room = quota.room_left(self._usage(qgroup), self.quota_bytes, self.root)
+        except ValueError as err:
+            raise Refused(str(err))
+        before = _subvolumes_in(folder)
+        argv = (["sudo", "-n"] if self.use_sudo else []) + [self.btrfs_path] + args
+        self.stdout.flush()
+        # serve runs on a backup server without Ansible; the stream is copied into receive as it comes.
+        receiver = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.stdout,  # pylint: disable=ansible-bad-function
+                                    stderr=self.stderr, env=SERVE_ENV)
+        try:
+            _copied, stopped = quota.copy_capped(self.stdin.fileno(), receiver.stdin.fileno(), room)
+        except OSError:
+            stopped = False  # the receiver ended early: its own status says why
+        if stopped:
+            receiver.kill()
+        receiver.stdin.close()
+        status = receiver.wait()
+        for path in sorted(_subvolumes_in(folder) - before):
+            # Counted from now on; the kernel rescans shared extents in the background.
+            show_status, out = self._btrfs(["subvolume", "show", path], capture=True)
+            for line in out.decode("utf-8", "replace").splitlines():
+                if show_status == 0 and line.strip().startswith("Subvolume ID:"):
+                    self._btrfs(["qgroup", "assign", "0/" + line.split(":")[1].strip(), qgroup,
+                                 self.real_root], capture=True)
+        if stopped:
+            self._say("btrfs-backup serve: quota exceeded: this backup would take %s past its "
+                      "quota of %s; the partial receive is left for the sender to delete"
+                      % (self.root, quota.format_size(self.quota_bytes)))
+            return 1
+        return status
+
+
+class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations):
     """Runs accepted operations for one root, checking each path again on disk (symlinks)."""
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
@@ -310,164 +473,6 @@ class Server:
             return getattr(self, "_op_" + operation.op)(paths, operation.flags)
         except Refused as err:
             return self._refuse(err)
-
-    def _check_append_only(self, operation, paths):
-        """Invariant 10: refuse, before anything runs, whatever would destroy a complete backup."""
-        reason = append_only_refusal(operation)
-        if reason is None and operation.op == "delete":
-            for path in paths:
-                status, out = self._btrfs(["subvolume", "show", path], capture=True)
-                if status != 0:
-                    raise Refused("%s: cannot tell whether %s is a complete backup"
-                                  % (APPEND_ONLY, path))
-                readonly, received_uuid = btrfs.parse_subvolume_show(
-                    out.decode("utf-8", "replace"))
-                reason = complete_backup_refusal(path, readonly, received_uuid)
-                if reason:
-                    break
-        if reason:
-            raise Refused(reason)
-
-    # Local operations, done in Python (no process, nothing to inject into).
-
-    def _op_readlink(self, paths, flags):
-        if not os.path.exists(paths[0]):
-            self._say("readlink: %s: No such file or directory" % paths[0])
-            return 1
-        self.stdout.write((paths[0] + "\n").encode())
-        return 0
-
-    def _op_test(self, paths, flags):
-        return 0 if os.path.lexists(paths[0]) else 1
-
-    def _op_mountinfo(self, paths, flags):
-        """Only the mounts on the way to the root and inside it: enough for the engine to see
-        that the root is on btrfs, nothing about the rest of the server."""
-        with open("/proc/self/mountinfo", "rb") as handle:
-            lines = handle.read().decode("utf-8", "surrogateescape").splitlines()
-        for line in lines:
-            mounts = btrfs.parse_mountinfo(line)
-            if mounts and self._relevant_mount(mounts[0].mount_point):
-                self.stdout.write((line + "\n").encode("utf-8", "surrogateescape"))
-        return 0
-
-    def _relevant_mount(self, mount_point):
-        root = self.real_root
-        return (mount_point == "/" or root == mount_point or root.startswith(mount_point + "/")
-                or mount_point.startswith(root + "/"))
-
-    def _op_mkdir(self, paths, flags):
-        try:
-            if flags == ["-p"]:
-                os.makedirs(paths[0], 0o755, exist_ok=True)
-            else:
-                os.mkdir(paths[0], 0o755)
-        except OSError as err:
-            self._say("mkdir: cannot create directory '%s': %s" % (paths[0], err.strerror))
-            return 1
-        return 0
-
-    # btrfs operations: an argv list, privileged.
-
-    def _btrfs(self, args, stdin=subprocess.DEVNULL, capture=False):
-        argv = [self.btrfs_path] + args
-        if self.use_sudo:
-            argv = ["sudo", "-n"] + argv
-        self.stdout.flush()
-        try:
-            # serve runs on a backup server without Ansible; btrfs receive reads the ssh stream.
-            proc = subprocess.run(argv, stdin=stdin,  # pylint: disable=ansible-bad-function
-                                  stdout=subprocess.PIPE if capture else self.stdout,
-                                  stderr=self.stderr, env=SERVE_ENV, check=False)
-        except OSError as err:
-            self._say("btrfs-backup serve: cannot run %s: %s" % (argv[0], err.strerror))
-            return 127, b""
-        return proc.returncode, proc.stdout if capture else b""
-
-    def _op_receive(self, paths, flags):
-        # --chroot: the stream's own paths cannot leave the folder through symlinks it makes.
-        args = ["receive", "--chroot"] + flags + paths
-        if self.quota_bytes is None:
-            return self._btrfs(args, stdin=self.stdin)[0]
-        return self._receive_within_quota(args, paths[0])
-
-    # Quotas: the host's usage is the referenced size of its level-1 qgroup, which holds its
-    # folder's subvolume and every backup received in it (assigned after each receive).
-
-    def _host_qgroup(self):
-        status, out = self._btrfs(["subvolume", "show", self.real_root], capture=True)
-        fields = dict(line.strip().partition(":")[::2] for line in out.decode("utf-8", "replace").splitlines())
-        if status != 0 or not fields.get("Subvolume ID", "").strip().isdigit():
-            raise Refused("quota: %s is not a subvolume, so it cannot have a quota" % self.root)
-        return quota.host_qgroup(int(fields["Subvolume ID"]))
-
-    def _usage(self, qgroup):
-        status, out = self._btrfs(["qgroup", "show", "--raw", self.real_root], capture=True)
-        used = quota.parse_qgroup_referenced(out.decode("utf-8", "replace"), qgroup) if status == 0 else None
-        if used is None:
-            raise Refused("quota: qgroup %s of %s is missing (the server needs 'btrfs quota enable' "
-                          "and the host's qgroup, which the role sets up)" % (qgroup, self.root))
-        return used
-
-    def _receive_within_quota(self, args, folder):
-        qgroup = self._host_qgroup()
-        try:
-            room = quota.room_left(self._usage(qgroup), self.quota_bytes, self.root)
-        except ValueError as err:
-            raise Refused(str(err))
-        before = _subvolumes_in(folder)
-        argv = (["sudo", "-n"] if self.use_sudo else []) + [self.btrfs_path] + args
-        self.stdout.flush()
-        # serve runs on a backup server without Ansible; the stream is copied into receive as it comes.
-        receiver = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.stdout,  # pylint: disable=ansible-bad-function
-                                    stderr=self.stderr, env=SERVE_ENV)
-        try:
-            _copied, stopped = quota.copy_capped(self.stdin.fileno(), receiver.stdin.fileno(), room)
-        except OSError:
-            stopped = False  # the receiver ended early: its own status says why
-        if stopped:
-            receiver.kill()
-        receiver.stdin.close()
-        status = receiver.wait()
-        for path in sorted(_subvolumes_in(folder) - before):
-            # Counted from now on; the kernel rescans shared extents in the background.
-            show_status, out = self._btrfs(["subvolume", "show", path], capture=True)
-            for line in out.decode("utf-8", "replace").splitlines():
-                if show_status == 0 and line.strip().startswith("Subvolume ID:"):
-                    self._btrfs(["qgroup", "assign", "0/" + line.split(":")[1].strip(), qgroup,
-                                 self.real_root], capture=True)
-        if stopped:
-            self._say("btrfs-backup serve: quota exceeded: this backup would take %s past its "
-                      "quota of %s; the partial receive is left for the sender to delete"
-                      % (self.root, quota.format_size(self.quota_bytes)))
-            return 1
-        return status
-
-    def _op_list(self, paths, flags):
-        status, out = self._btrfs(["subvolume", "list"] + _LIST_FLAGS + flags + paths,
-                                  capture=True)
-        if status != 0:
-            return status
-        self.stdout.write(filter_listing(out.decode("utf-8", "surrogateescape"),
-                                         self._root_in_filesystem()).encode("utf-8", "surrogateescape"))
-        return 0
-
-    def _root_in_filesystem(self):
-        with open("/proc/self/mountinfo", "rb") as handle:
-            mounts = btrfs.parse_mountinfo(handle.read().decode("utf-8", "surrogateescape"))
-        mount = btrfs.mount_of(mounts, self.real_root)
-        if mount is None:
-            raise Refused("cannot tell which filesystem holds %s" % self.root)
-        return btrfs.path_in_filesystem(mount, self.real_root)
-
-    def _op_delete(self, paths, flags):
-        return self._btrfs(["subvolume", "delete"] + flags + ["--"] + paths)[0]
-
-    def _op_sync(self, paths, flags):
-        return self._btrfs(["subvolume", "sync"] + paths)[0]
-
-    def _op_writable(self, paths, flags):
-        return self._btrfs(["property", "set"] + flags + ["-ts", paths[0], "ro", "false"])[0]
 
 
 def _filesystem_of(path):
