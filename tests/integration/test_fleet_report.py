@@ -27,6 +27,7 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium (Debian packa
 def fleet(make_fs, subvolume, tmp_path):
     """Three 'hosts': web1 and web2 back up fine, db1's destination is unreachable."""
     fs = make_fs("fleet", size="1G")
+    backup_disk = make_fs("fleet-backups", size="1G")  # a backup is somewhere else (rule 8)
     hosts = {}
     for host in ("web1", "web2", "db1"):
         conf = tmp_path / host / "etc"
@@ -34,7 +35,7 @@ def fleet(make_fs, subvolume, tmp_path):
         src = subvolume(fs / host)
         (src / "file").write_text(host)
         dest = "ssh://root@127.0.0.2:%d/srv/backups" % free_port("127.0.0.2") if host == "db1" \
-            else str(fs / ("backups-" + host))
+            else str(backup_disk / ("backups-" + host))
         (conf / "data.conf").write_text("--max-age 1d\n--num-backups 5\n--ssh-opt ConnectTimeout=3\n%s\n%s\n"
                                         % (src, dest))
         for _ in range(2):
