@@ -21,22 +21,35 @@ from support.sshd import Sshd
 from support.trees import MiB, write_mixed_tree
 
 
-@pytest.fixture
-def backup_server(require_btrfs, make_fs):
-    """A btrfs "backup server" with folders for web1 and web2, and an sshd whose only key
-    runs `serve --root <fs>/web1`."""
+def confine_key(server, root, *serve_flags):
+    """Authorise the server's client key only with `serve [FLAGS] --root ROOT` as its forced
+    command, as the role installs it; from here on every connection meets that command."""
+    forced = " ".join([str(CLI), "serve"] + list(serve_flags) + ["--root", str(root)])
+    key = (server.workdir / "id_ed25519.pub").read_text().strip()
+    (server.workdir / "authorized_keys").write_text('restrict,command="%s" %s\n' % (forced, key))
+
+
+def require_sshd():
     from conftest import _require  # noqa: PLC0415 - the integration suite's own prerequisite check
     from support import sshd as sshd_support
     _require(sshd_support.REQUIRED_TOOLS, "sshd")
+
+
+def server_folders(make_fs):
+    """A btrfs "backup server" with folders for web1 and web2."""
     fs = make_fs("server")
     (fs / "web1").mkdir()
     (fs / "web2" / "data").mkdir(parents=True)
+    return fs
+
+
+@pytest.fixture
+def backup_server(require_btrfs, make_fs):
+    """The server, and an sshd whose only key runs `serve --root <fs>/web1`."""
+    require_sshd()
+    fs = server_folders(make_fs)
     with Sshd(host="127.0.0.4") as server:
-        forced = "%s serve --root %s" % (CLI, fs / "web1")
-        key = (server.workdir / "id_ed25519.pub").read_text().strip()
-        (server.workdir / "authorized_keys").write_text(
-            'restrict,command="%s" %s\n' % (forced, key))
-        # From here on every connection must meet the forced command.
+        confine_key(server, fs / "web1")
         probe = server.run("id", check=False, stdin=subprocess.DEVNULL)
         assert probe.returncode == 126 and "refused" in probe.stderr, (probe, server.log_tail(40))
         yield server, fs
@@ -94,17 +107,10 @@ def test_other_commands_are_refused(backup_server, command):
 @pytest.fixture
 def append_only_server(require_btrfs, make_fs):
     """As backup_server, with the key confined by `serve --append-only`."""
-    from conftest import _require  # noqa: PLC0415 - the integration suite's own prerequisite check
-    from support import sshd as sshd_support
-    _require(sshd_support.REQUIRED_TOOLS, "sshd")
-    fs = make_fs("server")
-    (fs / "web1").mkdir()
-    (fs / "web2" / "data").mkdir(parents=True)
+    require_sshd()
+    fs = server_folders(make_fs)
     with Sshd(host="127.0.0.5") as server:
-        forced = "%s serve --append-only --root %s" % (CLI, fs / "web1")
-        key = (server.workdir / "id_ed25519.pub").read_text().strip()
-        (server.workdir / "authorized_keys").write_text(
-            'restrict,command="%s" %s\n' % (forced, key))
+        confine_key(server, fs / "web1", "--append-only")
         yield server, fs
 
 
@@ -218,9 +224,7 @@ def referenced(fs, qgroup):
 def test_a_host_over_its_quota_fails_alone(require_btrfs, make_fs, subvolume):
     """Two hosts' keys with quotas on one server: the transfer that would pass its host's quota
     is stopped with a clear error and stays locked; the other host's backup arrives."""
-    from conftest import _require  # noqa: PLC0415 - the integration suite's own prerequisite check
-    from support import sshd as sshd_support
-    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    require_sshd()
     fs = make_fs("server", size="1G")
     run(["btrfs", "quota", "enable", fs])
     small, _ = quota_host_folder(fs, "small")
@@ -229,9 +233,7 @@ def test_a_host_over_its_quota_fails_alone(require_btrfs, make_fs, subvolume):
     write_mixed_tree(source, n_small=10, small_size=2048, large_files=[24 * MiB], seed=6)
     with Sshd(host="127.0.0.6") as small_server, Sshd(host="127.0.0.7") as large_server:
         for server, folder, size in ((small_server, small, "8M"), (large_server, large, "200M")):
-            forced = "%s serve --append-only --quota %s --root %s" % (CLI, size, folder)
-            key = (server.workdir / "id_ed25519.pub").read_text().strip()
-            (server.workdir / "authorized_keys").write_text('restrict,command="%s" %s\n' % (forced, key))
+            confine_key(server, folder, "--append-only", "--quota", size)
         small_url, large_url = small_server.url(small / "data"), large_server.url(large / "data")
         done = run_cli(*ssh_args(small_server, large_server), source, small_url, large_url)
 
@@ -254,9 +256,7 @@ def test_serve_receives_only_on_the_filesystem_it_was_set_up_on(require_btrfs, m
     """The role names the backup filesystem's UUID in the key's command: while the root is on
     another filesystem (the backup disk did not mount) nothing is received, and the source
     hears why; on the right one the backup arrives."""
-    from conftest import _require  # noqa: PLC0415 - the integration suite's own prerequisite check
-    from support import sshd as sshd_support
-    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    require_sshd()
     fs, elsewhere = make_fs("server"), make_fs("system-disk")
     source = subvolume(make_fs("src") / "data")
     (source / "f").write_text("x\n")
@@ -264,9 +264,7 @@ def test_serve_receives_only_on_the_filesystem_it_was_set_up_on(require_btrfs, m
     for root, expect_ok in ((elsewhere / "web1", False), (fs / "web1", True)):
         root.mkdir()
         with Sshd(host="127.0.0.8") as server:
-            forced = "%s serve --append-only --filesystem %s --root %s" % (CLI, uuid, root)
-            key = (server.workdir / "id_ed25519.pub").read_text().strip()
-            (server.workdir / "authorized_keys").write_text('restrict,command="%s" %s\n' % (forced, key))
+            confine_key(server, root, "--append-only", "--filesystem", uuid)
             done = run_cli(*ssh_args(server), source, server.url(root / "data"))
         if expect_ok:
             assert done.code == 0, done.explain()

@@ -353,7 +353,8 @@ def subvolume_here(root, name, flags, received_uuid):
     path.mkdir()
     (path / ".show").write_text(
         "%s\n\tName: \t\t\t%s\n\tUUID: \t\t\t0b4b1b0e-0000-4000-8000-000000000001\n"
-        "\tReceived UUID: \t\t%s\n\tFlags: \t\t\t%s\n" % (name, name, received_uuid, flags))
+        "\tReceived UUID: \t\t%s\n\tSubvolume ID: \t\t300\n\tFlags: \t\t\t%s\n"
+        % (name, name, received_uuid, flags))
     return str(path)
 
 

@@ -158,13 +158,13 @@ def path_in_filesystem(mount, path):
 
 
 def parse_subvolume_show(text):
-    """Pure: (readonly, received_uuid) from `btrfs subvolume show` output (LC_ALL=C)."""
+    """Pure: (subvolume id, readonly, received_uuid) from `btrfs subvolume show` output (LC_ALL=C)."""
     fields = {}
     for line in text.splitlines():
         key, sep, value = line.strip().partition(":")
         if sep and key not in fields:
             fields[key] = value.strip()
-    if "UUID" not in fields:
+    if "UUID" not in fields or not fields.get("Subvolume ID", "").isdigit():
         raise ValueError("not the output of 'btrfs subvolume show'")
     readonly = "readonly" in fields.get("Flags", "").split()
-    return readonly, _uuid_or_none(fields.get("Received UUID", "-"))
+    return int(fields["Subvolume ID"]), readonly, _uuid_or_none(fields.get("Received UUID", "-"))

@@ -7,6 +7,7 @@ import collections
 import datetime
 import re
 
+from .durations import format_age, parse_duration
 from .errors import ConfigError
 
 Decision = collections.namedtuple("Decision", "name keep reasons")
@@ -92,9 +93,7 @@ def _period_start(now, unit, back):
     return (now.year - back,)
 
 
-_AGE_RE = re.compile(r"^(\d+)([hdw])$")
-_AGE_UNITS = {"h": datetime.timedelta(hours=1), "d": datetime.timedelta(days=1),
-              "w": datetime.timedelta(weeks=1)}
+_AGE_RE = re.compile(r"^\d+[hdw]$")
 
 
 def parse_min_age(text):
@@ -102,11 +101,10 @@ def parse_min_age(text):
     text = (text or "").strip()
     if text in ("", "0"):
         return None
-    match = _AGE_RE.match(text)
-    if not match:
+    if not _AGE_RE.match(text):
         raise ConfigError("minimum age %r is not valid: use <number><unit> with unit h (hours), "
                           "d (days) or w (weeks), e.g. '7d'" % text)
-    return int(match.group(1)) * _AGE_UNITS[match.group(2)]
+    return datetime.timedelta(seconds=parse_duration(text))
 
 
 def protect_young(items, min_age, now):
@@ -114,13 +112,8 @@ def protect_young(items, min_age, now):
     which nothing is deleted, whatever the policy says)."""
     if not min_age:
         return {}
-    return {name: "younger than the minimum age (%s)" % _describe_age(min_age)
+    return {name: "younger than the minimum age (%s)" % format_age(min_age.total_seconds())
             for name, when in items if now - when < min_age}
-
-
-def _describe_age(age):
-    hours = int(age.total_seconds() // 3600)
-    return "%dd" % (hours // 24) if hours % 24 == 0 else "%dh" % hours
 
 
 def plan_retention(items, policy, protected=None, now=None):

@@ -331,17 +331,23 @@ class _BtrfsOperations:
         reason = append_only_refusal(operation)
         if reason is None and operation.op == "delete":
             for path in paths:
-                status, out = self._btrfs(["subvolume", "show", path], capture=True)
-                if status != 0:
+                shown = self._show(path)
+                if shown is None:
                     raise Refused("%s: cannot tell whether %s is a complete backup"
                                   % (APPEND_ONLY, path))
-                readonly, received_uuid = btrfs.parse_subvolume_show(
-                    out.decode("utf-8", "replace"))
-                reason = complete_backup_refusal(path, readonly, received_uuid)
+                reason = complete_backup_refusal(path, shown[1], shown[2])
                 if reason:
                     break
         if reason:
             raise Refused(reason)
+
+    def _show(self, path):
+        """(subvolume id, readonly, received_uuid) of the subvolume at `path`, or None."""
+        status, out = self._btrfs(["subvolume", "show", path], capture=True)
+        try:
+            return btrfs.parse_subvolume_show(out.decode("utf-8", "replace")) if status == 0 else None
+        except ValueError:
+            return None
 
 
 class _QuotaOperations:
@@ -349,11 +355,10 @@ class _QuotaOperations:
     which holds its folder's subvolume and every backup received in it (assigned after each receive)."""
 
     def _host_qgroup(self):
-        status, out = self._btrfs(["subvolume", "show", self.real_root], capture=True)
-        fields = dict(line.strip().partition(":")[::2] for line in out.decode("utf-8", "replace").splitlines())
-        if status != 0 or not fields.get("Subvolume ID", "").strip().isdigit():
+        shown = self._show(self.real_root)
+        if shown is None:
             raise Refused("quota: %s is not a subvolume, so it cannot have a quota" % self.root)
-        return quota.host_qgroup(int(fields["Subvolume ID"]))
+        return quota.host_qgroup(shown[0])
 
     def _usage(self, qgroup):
         status, out = self._btrfs(["qgroup", "show", "--raw", self.real_root], capture=True)
@@ -385,11 +390,9 @@ class _QuotaOperations:
         status = receiver.wait()
         for path in sorted(_subvolumes_in(folder) - before):
             # Counted from now on; the kernel rescans shared extents in the background.
-            show_status, out = self._btrfs(["subvolume", "show", path], capture=True)
-            for line in out.decode("utf-8", "replace").splitlines():
-                if show_status == 0 and line.strip().startswith("Subvolume ID:"):
-                    self._btrfs(["qgroup", "assign", "0/" + line.split(":")[1].strip(), qgroup,
-                                 self.real_root], capture=True)
+            shown = self._show(path)
+            if shown is not None:
+                self._btrfs(["qgroup", "assign", "0/%d" % shown[0], qgroup, self.real_root], capture=True)
         if stopped:
             self._say("btrfs-backup serve: quota exceeded: this backup would take %s past its "
                       "quota of %s; the partial receive is left for the sender to delete"
@@ -493,12 +496,11 @@ def on_its_disk(root, expected, found):
 
 
 def _subvolumes_in(folder):
-    """The subvolumes directly in `folder`: a subvolume's root directory is inode 256 (as stat
-    sees it; readdir reports another number for it)."""
+    """The subvolumes directly in `folder`."""
     try:
         with os.scandir(folder) as entries:
             return {e.path for e in entries
-                    if e.is_dir(follow_symlinks=False) and e.stat(follow_symlinks=False).st_ino == 256}
+                    if e.is_dir(follow_symlinks=False) and subvol_info.is_subvolume_root(e.path)}
     except OSError:
         return set()
 
