@@ -237,8 +237,14 @@ def check_run(world, before, result, in_run):
             if transfer["mode"] == "incremental":
                 # Rule 1: the parent of an incremental send was a complete backup of that very
                 # snapshot there (a subvolume of the same name but another UUID never is).
-                assert transfer["parent"] in had or transfer["parent"] in {
-                    t["snapshot"] for t in outcome["transfers"] if t["status"] == "done"}, (dest, transfer)
+                # A killed run's ssh receive may complete after "before" was read: the parent may
+                # also be a complete backup of it that is there after the run.
+                parent = transfer["parent"]
+                landed = after[dest].get(parent)
+                assert parent in had or parent in {
+                    t["snapshot"] for t in outcome["transfers"] if t["status"] == "done"} or (
+                    landed is not None and landed.complete_backup and parent in snapshots
+                    and landed.received_uuid == snapshots[parent].uuid), (dest, transfer)
             COUNTS["check: transfer verified"] += 1
         if outcome["status"] == "ok":
             # Rule 2: after a successful run no partial receive is left there.
