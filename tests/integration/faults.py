@@ -78,7 +78,7 @@ def process_table() -> Dict[int, Proc]:
     return table
 
 
-def _children(pid: int) -> List[int]:
+def children(pid: int) -> List[int]:
     found = []
     try:
         tasks = os.listdir("/proc/%d/task" % pid)
@@ -96,12 +96,12 @@ def _children(pid: int) -> List[int]:
 def descendants(root: int) -> List[Proc]:
     """The live processes below `root` (children, grandchildren, ...). Read from the kernel's
     per-task child lists, so that it is quick enough to catch a process right after it starts."""
-    found, todo = [], _children(root)
+    found, todo = [], children(root)
     while todo:
         proc = _proc(todo.pop())
         if proc is not None:
             found.append(proc)
-            todo.extend(_children(proc.pid))
+            todo.extend(children(proc.pid))
     return sorted(found)
 
 

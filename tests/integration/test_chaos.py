@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import LOCK_FILE, failing_receive_env, run_cli, ssh_args, subvolumes
-from faults import fill_up, process_table, start_cli, wait_for
+from faults import descendants, fill_up, process_table, start_cli, wait_for
 from support.btrfs_loop import run
 from support.sshd import free_port
 from support.trees import MiB, assert_same_tree, modify_tree, write_file, write_mixed_tree
@@ -143,11 +143,27 @@ def step_kill(world, rng):
         cli.finish()
     COUNTS["fault: killed by %s%s" % (signum.name, " (group)" if whole_group else "")] += 1
     # The receive on the ssh side outlives a killed client until its stream ends (and may still
-    # complete the backup): the next step starts from what it leaves.
+    # complete the backup); sshd may even start it after the client died, from what it had
+    # buffered. The next step starts from what it leaves: wait until no receive into the
+    # destinations and no command of an ssh session has run for a while.
     folders = [str(f) for f in world.folders.values()]
-    wait_for("the killed run's receivers to end", lambda: not any(
-        "receive" in proc.argv and any(f in a for a in proc.argv for f in folders)
-        for proc in process_table().values()), timeout=60, interval=0.1)
+
+    def busy():
+        return any("receive" in proc.argv and any(f in a for a in proc.argv for f in folders)
+                   for proc in process_table().values()) or any(
+            not proc.comm.startswith("sshd") for proc in descendants(world.sshd.pid))
+
+    quiet_since = [None]
+
+    def quiet_for_a_while():
+        now = time.monotonic()
+        if busy():
+            quiet_since[0] = None
+        elif quiet_since[0] is None:
+            quiet_since[0] = now
+        return quiet_since[0] is not None and now - quiet_since[0] >= 1.5
+
+    wait_for("the killed run's receivers to end", quiet_for_a_while, timeout=90, interval=0.1)
     world.locks()
 
 
