@@ -36,10 +36,11 @@ def sync_argv(folder):
     return [BTRFS, "subvolume", "sync", folder]
 
 
-def send_argv(snapshot_path, parent_path=None, debug=False):
+def send_argv(snapshot_path, parent_path=None, debug=False, flags=()):
     argv = [BTRFS, "send"]
     if debug:
         argv.append("-vv")
+    argv += list(flags)
     if parent_path:
         argv += ["-p", parent_path]
     return argv + [snapshot_path]
