@@ -125,7 +125,7 @@ def plan_stream(source, snapshot_path, parent_path, destinations, options, ends,
     leaf = lambda d, compressed: Node(_receiver_stages(d, compressed, options), leaf=d)
     if compress_at_source:
         remote = source.command_pipeline([(send_argv, True), (_compress_argv(level), False)])
-        root = Node([Stage(send_name + " | zstd", remote, wire=True)])
+        root = Node([Stage("btrfs send | zstd on %s" % source.host, remote, wire=True)])
         root.children = [leaf(d, True) for d in zstd_dests]
         if plain_dests:
             decompress = Stage("zstd -d", [ZSTD, "-d", "-q", "-c"], meter=True)
@@ -177,15 +177,3 @@ def _single_chains(root):
         root = Node(root.stages + child.stages, child.children, child.leaf)
     root.children = [_single_chains(child) for child in root.children]
     return root
-
-
-def needed_tools(root):
-    """The local programs a stream runs (beside btrfs and ssh): to say clearly what is missing."""
-    tools = set()
-    for node in root.walk():
-        for stage in node.stages:
-            if stage.argv[0] in ("pv", "mbuffer", ZSTD, "tee"):
-                tools.add(stage.argv[0])
-        if len(node.children) > 1:
-            tools.add("tee")
-    return sorted(tools)
