@@ -153,12 +153,16 @@ class Executor:
         if self.ends is None:
             self.ends = EndsProbe(self.runner, step.source)
         # A failure, or an interruption (SIGTERM, Ctrl-C), leaves the lock: the next run cleans up.
-        stats = send_stream(step.source, dests, snapshot, parent, self.runner, self.options, self.ends)
+        try:
+            stats = send_stream(step.source, dests, snapshot, parent, self.runner, self.options, self.ends)
+            failures = stats.failures
+        except BackupError as err:  # the stream could not start (a program missing): none got it
+            stats, failures = None, {dest: str(err) for dest in dests}
         outcomes = {}
         for dest in dests:
             try:
-                if dest in stats.failures:
-                    raise TransferError(stats.failures[dest])
+                if dest in failures:
+                    raise TransferError(failures[dest])
                 backup = verify_received(dest, self.runner, snapshot) if dest.can_list else snapshot
             except BackupError as err:
                 failure = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}")
