@@ -73,6 +73,8 @@ def test_pushes_go_through_serve_incrementally(backup_server, make_fs, subvolume
     names = [r["snapshot"]["name"] for r in (first, second, third)]
     assert sent(first, url) == [(names[0], "full", None)]
     assert sent(second, url) == [(names[1], "incremental", names[0])]
+    # The engine asked serve for zstd and sent the stream compressed; serve decompressed it.
+    assert all("compressed_bytes" in r["destinations"][0]["transfers"][0] for r in (first, second)), first
     # Retention deleted the oldest backup through serve too.
     listing = subprocess.run(["btrfs", "subvolume", "list", "-o", str(fs / "web1" / "data")],
                              stdout=subprocess.PIPE, text=True, check=True).stdout
