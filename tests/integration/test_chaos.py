@@ -342,6 +342,7 @@ def test_a_random_sequence_keeps_the_rules(seed, make_fs, subvolume, sshd, tmp_p
 
 
 @pytest.mark.skipif(SOAK_MINUTES <= 0, reason="soak runs only with CHAOS_SOAK_MINUTES")
+@pytest.mark.timeout(int(SOAK_MINUTES * 60) + 900)  # the suite's per-test limit, past the last sequence
 def test_soak(make_fs, subvolume, sshd, tmp_path_factory):
     deadline = time.monotonic() + SOAK_MINUTES * 60
     while time.monotonic() < deadline:
