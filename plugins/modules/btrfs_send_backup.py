@@ -93,8 +93,9 @@ options:
   compress:
     description:
       - Compression of the stream where it crosses ssh (C(--compress)).
-      - V(auto) uses zstd level 3 wherever a stream crosses ssh and both ends have zstd; a host
-        without zstd gets the plain stream (logged once). Local transfers are never compressed.
+      - V(auto) uses zstd level 3 wherever a stream crosses ssh, both ends have zstd and a quick sample
+        of the snapshot's files compresses; a host without zstd gets the plain stream (logged once).
+        Local transfers are never compressed.
       - V(none) never compresses; V(zstd) or V(zstd:LEVEL) (1-19) choose the level, and an end without
         zstd is then a warning.
     type: str

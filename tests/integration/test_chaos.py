@@ -32,7 +32,7 @@ from cli_helpers import LOCK_FILE, failing_receive_env, run_cli, ssh_args, subvo
 from faults import descendants, fill_up, process_table, start_cli, wait_for
 from support.btrfs_loop import run
 from support.sshd import free_port
-from support.trees import MiB, assert_same_tree, modify_tree, write_file, write_mixed_tree
+from support.trees import MiB, assert_same_tree, modify_tree, write_file, write_mixed_tree, write_text_files
 
 # 2264788707 once made a snapshot with the name of a hand-deleted one whose backup was still
 # at a destination (the same second): the name clash must be reported, never taken for a backup;
@@ -61,6 +61,8 @@ class World:
         # The data lives beside the snapshot folder, never in it (changes must not touch the lock file).
         self.files = self.source / "files"
         write_mixed_tree(self.files, n_small=40, small_size=2048, large_files=[6 * MiB], seed=1)
+        # Some text too: `--compress auto` finds the data worth compressing for the ssh destination.
+        write_text_files(self.files / "text", 4, 512 * 1024, seed=1)
         self.snaps = self.source / "snapshot"
         self.small_fs = make_fs("chaos-small", size="300M")
         remote_fs = make_fs("chaos-remote", size="1G")
@@ -260,6 +262,8 @@ def check_run(world, before, result, in_run):
                 backup = after[dest].get(transfer["snapshot"])
                 deleted = transfer["snapshot"] in deleted_at[outcome["id"]]
                 assert deleted or (backup is not None and backup.complete_backup), (dest, transfer)
+                COUNTS["stream: transfer done %s%s" % ("compressed" if "compressed_bytes" in transfer else "plain",
+                                                        ", shared" if transfer.get("shared_with") else "")] += 1
             if transfer["mode"] == "incremental":
                 # Rule 1: the parent of an incremental send was a complete backup of that very
                 # snapshot there (a subvolume of the same name but another UUID never is).

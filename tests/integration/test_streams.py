@@ -9,7 +9,6 @@ stop the others and catches up incrementally, nothing partial was kept.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import time
 from pathlib import Path
@@ -20,30 +19,13 @@ from cli_helpers import LOCK_FILE, destination, ok, run_cli, sent, ssh_args, sub
 from faults import descendants, fill_up, find_process, start_cli
 from support.btrfs_loop import run
 from support.sshd import Sshd
-from support.trees import MiB, assert_same_tree, modify_tree, write_file, write_mixed_tree
+from support.trees import MiB, assert_same_tree, modify_tree, write_file, write_mixed_tree, write_text_files
 
 FS_SIZE = "600M"
-WORDS = ("backup snapshot subvolume stream receive send btrfs disk copy chain parent incremental "
-         "retention lock host fleet timer journal restore verify server quota").split()
-
-
-def write_text(folder: Path, n_files: int, size: int, seed: int = 0) -> None:
-    """Compressible files: lines of words, different in every file."""
-    rng = random.Random(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for number in range(n_files):
-        lines, length = [], 0
-        while length < size:
-            line = " ".join(rng.choice(WORDS) for _ in range(12)) + " %d\n" % rng.randrange(10 ** 6)
-            lines.append(line)
-            length += len(line)
-        (folder / ("text-%03d.txt" % number)).write_text("".join(lines))
-
-
 @pytest.fixture
 def source(make_fs, subvolume):
     src = subvolume(make_fs("src", size=FS_SIZE) / "data")
-    write_text(src / "text", 40, 256 * 1024, seed=1)
+    write_text_files(src / "text", 40, 256 * 1024, seed=1)
     write_mixed_tree(src / "mixed", n_small=60, small_size=2048, large_files=[2 * MiB], seed=2)
     return src
 
@@ -95,11 +77,31 @@ def test_compress_none_sends_the_plain_stream(source, make_fs, sshd):
     assert_backup(source, remote, only_snapshot(source))
 
 
+def test_auto_leaves_incompressible_data_plain(make_fs, subvolume, sshd):
+    # Media-like data: compressing it would only cost CPU at both ends (a slower run on a fast
+    # link). auto samples it and sends it plain; zstd asked for by name still compresses.
+    src = subvolume(make_fs("src", size=FS_SIZE) / "data")
+    write_mixed_tree(src / "media", n_small=50, small_size=4096, large_files=[4 * MiB, 4 * MiB], seed=12)
+    remote = make_fs("remote", size=FS_SIZE) / "backups"
+    remote.mkdir()
+    url = sshd.url(remote)
+    done = run_cli(*ssh_args(sshd), "-v", "info", src, url)
+    assert done.code == 0, done.explain()
+    assert "compressed_bytes" not in transfer(done.result, url)
+    assert "a sample of its data does not compress" in done.stderr, done.stderr
+    assert_backup(src, remote, only_snapshot(src))
+    modify_tree(src / "media", n_bytes=4096, seed=13)
+    time.sleep(1.05)
+    forced = ok(*ssh_args(sshd), "--compress", "zstd", src, url).result
+    assert "compressed_bytes" in transfer(forced, url)
+    assert_backup(src, remote, only_snapshot(src))
+
+
 def test_a_pull_to_two_destinations_reads_the_source_once(make_fs, subvolume, sshd):
     # The source is reached over ssh: it sends once, compressed; this host decompresses once
     # and feeds both local destinations.
     src = subvolume(make_fs("src", size=FS_SIZE) / "data")
-    write_text(src / "text", 30, 256 * 1024, seed=3)
+    write_text_files(src / "text", 30, 256 * 1024, seed=3)
     one, two = make_fs("one", size=FS_SIZE) / "b", make_fs("two", size=FS_SIZE) / "b"
     one.mkdir()
     two.mkdir()
@@ -114,7 +116,7 @@ def test_a_pull_to_two_destinations_reads_the_source_once(make_fs, subvolume, ss
 
 def test_ssh_to_ssh_relay_is_compressed_end_to_end(make_fs, subvolume, sshd, sshd2):
     src = subvolume(make_fs("src", size=FS_SIZE) / "data")
-    write_text(src / "text", 20, 256 * 1024, seed=4)
+    write_text_files(src / "text", 20, 256 * 1024, seed=4)
     remote = make_fs("remote", size=FS_SIZE) / "backups"
     remote.mkdir()
     done = ok(*ssh_args(sshd, sshd2), sshd.url(src), sshd2.url(remote)).result
@@ -159,7 +161,7 @@ def test_the_decompressor_killed_mid_stream_is_a_failed_transfer(source, make_fs
     url = sshd.url(remote)
     ok(*ssh_args(sshd), source, url)
     first = only_snapshot(source)
-    write_text(source / "more", 40, 512 * 1024, seed=7)
+    write_text_files(source / "more", 40, 512 * 1024, seed=7)
     time.sleep(1.05)
     # Slowed down so that the remote `zstd -d` can be caught while it runs.
     with start_cli(*ssh_args(sshd), "--limit-rate", "1M", source, url) as cli:
@@ -292,7 +294,7 @@ def test_protocol_2_sends_compressed_extents_as_they_are(make_fs, subvolume):
     # On a filesystem that compresses, protocol 2 (auto) carries the compressed extents: the
     # stream is far smaller than protocol 1's, and the files arrive the same.
     src = subvolume(make_fs("src", size=FS_SIZE, mount_options=["compress-force=zstd"]) / "data")
-    write_text(src / "text", 40, 256 * 1024, seed=11)
+    write_text_files(src / "text", 40, 256 * 1024, seed=11)
     run(["btrfs", "filesystem", "sync", src])
     v2, v1 = make_fs("v2", size=FS_SIZE) / "b", make_fs("v1", size=FS_SIZE) / "b"
     v2.mkdir()

@@ -280,3 +280,21 @@ def assert_same_tree(
             + "\n".join(shown)
             + (f"\n... and {more} more" if more else "")
         )
+
+
+WORDS = ("backup snapshot subvolume stream receive send btrfs disk copy chain parent incremental "
+         "retention lock host fleet timer journal restore verify server quota").split()
+
+
+def write_text_files(folder: PathLike, n_files: int, size: int, seed: int = 0) -> None:
+    """Compressible files (lines of words, different in every file): zstd shrinks them ~3x."""
+    rng = random.Random(seed)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for number in range(n_files):
+        lines, length = [], 0
+        while length < size:
+            line = " ".join(rng.choice(WORDS) for _ in range(12)) + " %d\n" % rng.randrange(10 ** 6)
+            lines.append(line)
+            length += len(line)
+        (folder / ("text-%03d.txt" % number)).write_text("".join(lines))

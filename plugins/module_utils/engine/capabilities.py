@@ -1,11 +1,13 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""What each end of a run's streams can do (zstd, send protocol 2), asked once per host and run."""
+"""What each end of a run's streams can do (zstd, send protocol 2), asked once per host and run,
+and whether a snapshot's data compresses, sampled once."""
 
 import logging
 import re
 
+from .compressibility import sample_ratio
 from .errors import BackupError
 from .streams import Ends
 
@@ -40,7 +42,14 @@ class EndsProbe:
         self.runner = runner
         self.source = source
         self._known = {}
+        self._samples = {}
         self.told = set()  # ends whose missing zstd was already logged
+
+    def sample(self, snapshot_path):
+        """The compressibility sample of a local snapshot (compressibility.sample_ratio), once."""
+        if snapshot_path not in self._samples:
+            self._samples[snapshot_path] = sample_ratio(snapshot_path)
+        return self._samples[snapshot_path]
 
     def __call__(self, endpoint):
         remote = endpoint is not None and endpoint.kind == "ssh"

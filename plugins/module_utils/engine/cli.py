@@ -103,8 +103,8 @@ def build_parser():
 
     stream = parser.add_argument_group("Stream settings")
     stream.add_argument("--compress", default="auto", metavar="MODE",
-                        help="auto (the default: zstd level 3 where a stream crosses ssh and both ends "
-                             "have zstd), none, zstd or zstd:LEVEL (1-19).")
+                        help="auto (the default: zstd level 3 where a stream crosses ssh, both ends "
+                             "have zstd and a sample of the data compresses), none, zstd or zstd:LEVEL (1-19).")
     stream.add_argument("--limit-rate", default=None, metavar="RATE",
                         help="Limit each destination's stream to RATE bytes per second, e.g. 20M "
                              "(K, M, G: powers of 1024; compressed bytes where compressed). Needs pv.")

@@ -105,13 +105,17 @@ def send_flags(options, source_ends, receiver_ends):
     return []
 
 
-def plan_stream(source, snapshot_path, parent_path, destinations, options, ends, progress=False):
+def plan_stream(source, snapshot_path, parent_path, destinations, options, ends, progress=False,
+                compressible=None):
     """The tree of stages for one send to `destinations` (endpoints). `ends(endpoint)` gives its
     Ends (the local machine for a local endpoint or shell:// sink); `progress` puts a pv bar
-    (a size estimate, or True for none) where the uncompressed stream flows at this machine.
+    (a size estimate, or True for none) where the uncompressed stream flows at this machine;
+    `compressible` False (a sample of the data did not compress) turns `auto` compression off.
     Returns (root Node, whether the stream is compressed, the send protocol flags)."""
     here = ends(None)
     level = options.compress_level
+    if compressible is False and not options.compress_explicit:
+        level = None
     crossing_ssh = [d for d in destinations if d.kind == "ssh"]
     receiver_ends = [ends(d) if d.kind != "shell" else Ends() for d in destinations]
     flags = send_flags(options, ends(source), receiver_ends)

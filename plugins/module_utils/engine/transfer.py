@@ -11,6 +11,7 @@ import sys
 from . import btrfs
 from .errors import BackupError, TransferError
 from .listing import Subvolume, find_subvolume
+from .compressibility import looks_compressible
 from .pipeline import Stage, run_pipeline, run_stream
 from .stream_size import estimate_stream_size
 from .streams import plan_stream
@@ -30,11 +31,26 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
             estimate = estimate_stream_size(source, runner, snapshot.path, parent.path if parent else None)
             progress = estimate or True
     root, compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
-                                          destinations, stream, ends, progress)
+                                          destinations, stream, ends, progress,
+                                          _compressible(source, destinations, snapshot, stream, ends))
     if flags:
         LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
     meter = ProgressLog(snapshot.name, destinations, source, runner, snapshot, parent)
     return run_stream(runner, root, on_progress=None if progress else meter)
+
+
+def _compressible(source, destinations, snapshot, stream, ends):
+    """With `--compress auto`, whether a sample of a local snapshot's data compresses (None: not
+    asked, or no sample; a remote source is not sampled)."""
+    if stream.compress_level is None or stream.compress_explicit or source.kind != "local" \
+            or not any(d.kind == "ssh" for d in destinations):
+        return None
+    ratio = ends.sample(snapshot.path)
+    compressible = looks_compressible(ratio)
+    if compressible is False:
+        LOG.info("%s: a sample of its data does not compress (zlib ratio %.2f): sent uncompressed",
+                 snapshot.name, ratio)
+    return compressible
 
 
 def _say_fallbacks(source, destinations, stream, ends):
