@@ -90,6 +90,34 @@ options:
       - The same time-bucket retention for the backups at each destination.
     type: str
     default: ''
+  compress:
+    description:
+      - Compression of the stream where it crosses ssh (C(--compress)).
+      - V(auto) uses zstd level 3 wherever a stream crosses ssh and both ends have zstd; a host
+        without zstd gets the plain stream (logged once). Local transfers are never compressed.
+      - V(none) never compresses; V(zstd) or V(zstd:LEVEL) (1-19) choose the level, and an end without
+        zstd is then a warning.
+    type: str
+    default: auto
+  limit_rate:
+    description:
+      - Limit each destination's stream to this many bytes per second, for example V(20M)
+        (C(--limit-rate); K, M, G are powers of 1024; compressed bytes where the stream is compressed).
+      - Needs C(pv) on the host that runs the backup.
+    type: str
+  buffer:
+    description:
+      - Buffer this many bytes before each receiver (for example V(256M)) to smooth a bursty send
+        over a slow link (C(--buffer)). Needs C(mbuffer) on the host that runs the backup.
+    type: str
+  send_protocol:
+    description:
+      - The btrfs send protocol (C(--send-protocol)). V(2) sends extents that btrfs already compressed
+        as they are (C(--proto 2 --compressed-data)); V(auto) uses it where the source's kernel and
+        btrfs-progs and every receiver's btrfs-progs (6.0 or newer) support it.
+    type: str
+    choices: [auto, '1', '2']
+    default: auto
   allow_same_filesystem:
     description:
       - Accept a destination on the source's own btrfs filesystem (C(--allow-same-filesystem)).
@@ -377,6 +405,10 @@ def argument_spec():
         locked_dests=dict(type="bool", default=False),
         require_destination=dict(type="bool", default=False),
         allow_same_filesystem=dict(type="bool", default=False),
+        compress=dict(type="str", default="auto"),
+        limit_rate=dict(type="str"),
+        buffer=dict(type="str"),
+        send_protocol=dict(type="str", default="auto", choices=["auto", "1", "2"]),
         remove_locks=dict(type="bool", default=False),
         convert_rw=dict(type="bool", default=False),
         sync=dict(type="bool", default=False),
@@ -403,6 +435,10 @@ def job_config(params, check_mode):
         locked_dests=params["locked_dests"],
         require_destination=params["require_destination"],
         allow_same_filesystem=params["allow_same_filesystem"],
+        compress=params["compress"],
+        limit_rate=params["limit_rate"],
+        buffer=params["buffer"],
+        send_protocol=params["send_protocol"],
         remove_locks=params["remove_locks"],
         ssh_options=module_params.ssh_options(params),
         ssh_sudo=params["ssh_sudo"],

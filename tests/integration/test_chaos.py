@@ -6,7 +6,9 @@ Each sequence is drawn from a seeded generator, so a failure is replayed exactly
 ssh), some with a fault (a receive cut mid-stream, a full disk, an unreachable host), runs
 killed at a random moment (SIGTERM or SIGKILL, the CLI alone or its whole process group), data
 changes, hand deletions of snapshots and backups, changes of retention settings, and
-`--no-snapshot --locked-dests` retries. After every step the checks below hold; after every
+`--no-snapshot --locked-dests` retries. A run to several destinations shares one send among
+those that need the same snapshot from the same parent (fan-out); the ssh destination gets the
+stream compressed unless the run says otherwise (`--compress none`, a level, a buffer, protocol 1). After every step the checks below hold; after every
 run, also what the model says: nothing that existed is missing unless the run reported
 deleting it, and what a run reports as sent is there.
 
@@ -109,6 +111,12 @@ def step_run(world, rng, extra=()):
     dests = [d for d in world.folders if rng.random() < 0.7] or [rng.choice(list(world.folders))]
     fault = rng.choice([None, None, None, "cut", "full", "unreachable"])
     args = list(extra) + ["-N", str(rng.choice([0, 2, 3])), "-n", str(rng.choice([0, 2, 3]))]
+    # The destinations of a run share one send (fan-out); the ssh one gets it compressed, or not.
+    stream = rng.choice([[], [], ["--compress", "none"], ["--compress", "zstd:1"], ["--buffer", "1M"],
+                         ["--send-protocol", "1"]])
+    args += stream
+    COUNTS["stream: %s" % (" ".join(stream) or "default (compressed over ssh)")] += 1
+    COUNTS["fan-out: %d destinations" % len(dests)] += 1
     env, ballast, urls = None, None, {d: world.ids[d] for d in dests}
     if fault == "cut":
         target = rng.choice([d for d in ("local", "small") if d in dests] or ["local"])

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
-from cli_helpers import (CLI, assert_restores, destination, is_subvolume, leave_partial_receive,
-                         live_locks, ok, retention, run_cli, sent, ssh_args, subvolumes, take_snapshot,
-                         wait_next_second, write_locks_03)
+from cli_helpers import (CLI, assert_backup, assert_restores, destination, is_subvolume,
+                         leave_partial_receive, live_locks, ok, retention, run_cli, sent, ssh_args,
+                         subvolumes, take_snapshot, wait_next_second, write_locks_03)
 from support.btrfs_loop import pipeline, run
 from support.sshd import Sshd
-from support.trees import MiB, write_mixed_tree
+from support.trees import MiB, assert_same_tree, write_mixed_tree
 
 
 def confine_key(server, root, *serve_flags):
@@ -70,6 +73,8 @@ def test_pushes_go_through_serve_incrementally(backup_server, make_fs, subvolume
     names = [r["snapshot"]["name"] for r in (first, second, third)]
     assert sent(first, url) == [(names[0], "full", None)]
     assert sent(second, url) == [(names[1], "incremental", names[0])]
+    # The engine asked serve for zstd and sent the stream compressed; serve decompressed it.
+    assert all("compressed_bytes" in r["destinations"][0]["transfers"][0] for r in (first, second)), first
     # Retention deleted the oldest backup through serve too.
     listing = subprocess.run(["btrfs", "subvolume", "list", "-o", str(fs / "web1" / "data")],
                              stdout=subprocess.PIPE, text=True, check=True).stdout
@@ -272,3 +277,232 @@ def test_serve_receives_only_on_the_filesystem_it_was_set_up_on(require_btrfs, m
         else:
             assert done.code != 0 and "is the backup disk mounted" in done.stderr, done.explain()
             assert list(root.iterdir()) == []
+
+
+# -- zstd-compressed streams ----------------------------------------------------------------------
+
+MARKER = "__btrfs_backup_%s__" % ("0" * 32)
+
+
+def compressed_receive(folder):
+    """The line the engine sends for a compressed stream."""
+    return "zstd -d -q | btrfs receive %s" % shlex.quote(str(folder))
+
+
+def send_compressed(server, snapshot, folder, parent=None, check=True):
+    """`btrfs send [-p PARENT] SNAP | zstd -q -c | ssh ... 'zstd -d -q | btrfs receive FOLDER'`."""
+    send = ["btrfs", "send", "-q"] + (["-p", parent] if parent else []) + [snapshot]
+    return pipeline(send, ["zstd", "-q", "-c"], server.ssh_argv(compressed_receive(folder)), check=check)
+
+
+def compressed_stream(snapshot):
+    """The zstd-compressed send stream of `snapshot`, as bytes."""
+    send = subprocess.Popen(["btrfs", "send", "-q", str(snapshot)], stdout=subprocess.PIPE)
+    packed = subprocess.run(["zstd", "-q", "-c"], stdin=send.stdout, stdout=subprocess.PIPE, check=True).stdout
+    send.stdout.close()
+    assert send.wait() == 0
+    return packed
+
+
+def source_snapshots(make_fs, subvolume, *names, big=MiB):
+    """A source subvolume and read-only snapshots of it, one per name, the data changing between them."""
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=20, small_size=2048, large_files=[big], seed=7)
+    snapshots = []
+    for number, name in enumerate(names):
+        (source / ("change-%d.txt" % number)).write_text("change %d\n" % number)
+        snapshots.append(take_snapshot(source, source.parent / "snapshots", name))
+    return snapshots
+
+
+def descendants(pid):
+    """{pid: argv} of the processes below `pid` (our own sshd: the sessions it started)."""
+    parents, argvs = {}, {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path("/proc", entry, "stat").read_text()
+                argvs[int(entry)] = Path("/proc", entry, "cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+            except OSError:
+                continue  # ended meanwhile
+            parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
+    below = {}
+    for child in parents:
+        ancestor = parents.get(child)
+        while ancestor and ancestor != pid:
+            ancestor = parents.get(ancestor)
+        if ancestor == pid:
+            below[child] = argvs[child]
+    return below
+
+
+def wait_for(condition, what, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s" % what)
+
+
+def test_a_compressed_stream_arrives_whole_through_serve(backup_server, make_fs, subvolume):
+    """Full and incremental sends, compressed over ssh and decompressed by serve's own zstd: each
+    backup is complete (received UUID, read-only) and holds exactly the snapshot's files."""
+    server, fs = backup_server
+    one, two = source_snapshots(make_fs, subvolume, "20260101-000000", "20260102-000000", big=4 * MiB)
+    dest = fs / "web1" / "data"
+    dest.mkdir()
+    send_compressed(server, one, dest)
+    send_compressed(server, two, dest, parent=one)
+    assert_backup(dest, one)
+    assert_backup(dest, two, parent_name=one.name)
+    for snapshot in (one, two):
+        assert_same_tree(snapshot, dest / snapshot.name)
+
+
+def test_the_capability_probes_answer_through_serve(backup_server):
+    server, _fs = backup_server
+    batch = "; ".join("%s; printf '\\n%s %%d\\n' $?" % (probe, MARKER)
+                      for probe in ("zstd --version", "btrfs --version"))
+    done = server.run(batch, check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done
+    zstd_out, btrfs_out, rest = done.stdout.split("\n%s 0\n" % MARKER)
+    assert "Zstandard" in zstd_out and btrfs_out.startswith("btrfs-progs v") and rest == "", done
+    for probe, says in (("zstd --version", "Zstandard"), ("btrfs --version", "btrfs-progs v")):
+        alone = server.run(probe, check=False, stdin=subprocess.DEVNULL)
+        assert alone.returncode == 0 and says in alone.stdout, alone
+    for near_miss in ("zstd --version --help", "btrfs --version /etc"):
+        refused = server.run(near_miss, check=False, stdin=subprocess.DEVNULL)
+        assert refused.returncode == 126 and "refused" in refused.stderr, refused
+
+
+@pytest.mark.parametrize("damage, says", [
+    pytest.param(lambda packed: packed[:len(packed) // 2], [b"zstd -d failed"], id="cut"),
+    # Zeros over stored (incompressible) blocks: zstd would only notice at the frame's checksum,
+    # so either side may be the first to stop.
+    pytest.param(lambda packed: packed[:len(packed) // 2] + bytes(4096) + packed[len(packed) // 2 + 4096:],
+                 [b"zstd -d failed", b"ERROR: crc32 mismatch"], id="corrupt"),
+    pytest.param(None, [b"zstd -d failed"], id="not-compressed"),
+])
+def test_a_damaged_compressed_stream_fails_and_serve_returns(backup_server, make_fs, subvolume,
+                                                             damage, says):
+    """zstd's failure is the operation's: a non-zero status, zstd's message, no complete backup."""
+    server, fs = backup_server
+    snapshot, = source_snapshots(make_fs, subvolume, "20260101-000000", big=4 * MiB)
+    dest = fs / "web1" / "data"
+    dest.mkdir()
+    if damage is None:  # a plain send stream where a compressed one belongs
+        stream = subprocess.run(["btrfs", "send", "-q", str(snapshot)], stdout=subprocess.PIPE,
+                                check=True).stdout
+    else:
+        stream = damage(compressed_stream(snapshot))
+    done = server.run(compressed_receive(dest), check=False, input=stream, text=False, timeout=120)
+    assert done.returncode not in (0, 126) and any(s in done.stderr for s in says), done
+    assert [s for s in subvolumes(dest).values() if s.complete_backup] == []
+
+
+def test_zstd_killed_mid_stream_fails_the_receive_and_serve_returns(backup_server, make_fs, subvolume):
+    """The client keeps its end open: serve must not wait for it once its zstd died."""
+    server, fs = backup_server
+    snapshot, = source_snapshots(make_fs, subvolume, "20260101-000000", big=8 * MiB)
+    dest = fs / "web1" / "data"
+    dest.mkdir()
+    packed = compressed_stream(snapshot)
+    client = subprocess.Popen(server.ssh_argv(compressed_receive(dest)), stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        client.stdin.write(packed[:len(packed) // 4])
+        client.stdin.flush()
+        decompressor = wait_for(lambda: [pid for pid, argv in descendants(server.pid).items()
+                                         if argv == ["zstd", "-d", "-q", "-c"]], "serve's zstd")
+        os.kill(decompressor[0], signal.SIGKILL)
+        status = client.wait(timeout=30)
+        stderr = client.stderr.read().decode()
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+        client.stdin.close()
+        client.stdout.close()
+        client.stderr.close()
+    assert status not in (0, 126) and "zstd -d was killed by signal 9" in stderr, (status, stderr)
+    assert [s for s in subvolumes(dest).values() if s.complete_backup] == []
+    wait_for(lambda: not any(argv[:1] in (["zstd"], ["btrfs"]) for argv in descendants(server.pid).values()),
+             "no zstd or btrfs left running")
+
+
+def test_a_pipe_into_anything_else_is_refused_and_nothing_runs(backup_server, make_fs, subvolume):
+    """Each line comes with a valid compressed stream: had anything run, a subvolume or a file
+    would be there."""
+    server, fs = backup_server
+    one, two = source_snapshots(make_fs, subvolume, "20260101-000000", "20260102-000000")
+    dest, web1, web2 = fs / "web1" / "data", fs / "web1", fs / "web2" / "data"
+    dest.mkdir()
+    send_compressed(server, one, dest)
+    before = subvolumes(dest)
+    q = lambda path: shlex.quote(str(path))  # noqa: E731
+    attacks = [
+        "zstd -d -q | btrfs subvolume delete -- %s" % q(dest / one.name),
+        "zstd -d -q | sudo -n btrfs subvolume delete -- %s" % q(dest / one.name),
+        "cat | btrfs receive %s" % q(dest),
+        "zstd -d -q -o %s | btrfs receive %s" % (q(web1 / "x"), q(dest)),
+        "zstd -d -q | sh -c %s" % q("touch %s" % q(web1 / "x")),
+        "zstd -d -q | tee %s" % q(web1 / "x"),
+        "zstd -d -q | btrfs receive %s | tee %s" % (q(dest), q(web1 / "x")),
+        "zstd -d -q | btrfs receive %s; touch %s" % (q(dest), q(web1 / "x")),
+        "zstd -d -q | btrfs receive %s > %s" % (q(dest), q(web1 / "x")),
+        "zstd -d -q | btrfs receive %s" % q(web2),
+        "zstd -d | zstd -d | btrfs receive %s" % q(dest),
+        "zstd -d -q || btrfs receive %s" % q(dest),
+        "zstd -d -q |& btrfs receive %s" % q(dest),
+        "readlink -e -- %s; printf '\\n%s %%d\\n' $?; zstd -d -q | btrfs receive %s; printf '\\n%s %%d\\n' $?"
+        % (q(web1), MARKER, q(dest), MARKER),
+    ]
+    stream = compressed_stream(two)
+    for line in attacks:
+        done = server.run(line, check=False, input=stream, text=False, timeout=60)
+        assert done.returncode == 126 and b"refused" in done.stderr, (line, done)
+        assert not (web1 / "x").exists() and subvolumes(dest) == before, line
+        assert subvolumes(web2) == {}, line
+
+
+def test_an_append_only_key_receives_compressed_streams(append_only_server, make_fs, subvolume):
+    server, fs = append_only_server
+    one, two = source_snapshots(make_fs, subvolume, "20260101-000000", "20260102-000000")
+    dest = fs / "web1" / "data"
+    dest.mkdir()
+    send_compressed(server, one, dest)
+    send_compressed(server, two, dest, parent=one)
+    assert_backup(dest, two, parent_name=one.name)
+    assert_same_tree(two, dest / two.name)
+    before = complete_backups(dest)
+    done = server.run("zstd -d -q | btrfs subvolume delete -- %s" % shlex.quote(str(dest / one.name)),
+                      check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 126 and "refused" in done.stderr, done
+    assert complete_backups(dest) == before
+
+
+def test_a_quota_counts_the_decompressed_stream(require_btrfs, make_fs, subvolume):
+    """A stream that compresses to almost nothing still fills the host's quota by what it
+    unpacks to: the quota stops it; a small one arrives whole."""
+    require_sshd()
+    fs = make_fs("server", size="1G")
+    run(["btrfs", "quota", "enable", fs])
+    folder, _qgroup = quota_host_folder(fs, "web1")
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=10, small_size=2048, seed=8)
+    small = take_snapshot(source, source.parent / "snapshots", "20260101-000000")
+    (source / "zeros.bin").write_bytes(bytes(24 * MiB))
+    large = take_snapshot(source, source.parent / "snapshots", "20260102-000000")
+    assert len(compressed_stream(large)) < MiB, "the compressed stream alone would fit the quota"
+    dest = folder / "data"
+    dest.mkdir()
+    with Sshd(host="127.0.0.9") as server:
+        confine_key(server, folder, "--append-only", "--quota", "8M")
+        send_compressed(server, small, dest)
+        stages = send_compressed(server, large, dest, check=False)
+    assert_backup(dest, small)
+    assert_same_tree(small, dest / small.name)
+    assert stages[-1].returncode != 0 and "quota exceeded" in stages[-1].stderr, stages[-1]
+    assert sorted(complete_backups(dest)) == [small.name]

@@ -81,7 +81,7 @@ class FakeHost(object):
             raise AssertionError("the fake host does not know %s" % shlex.join(argv))
         return handler(argv)
 
-    def popen(self, argv, stdin=None, stdout=None, stderr=None):
+    def popen(self, argv, stdin=None, stdout=None, stderr=None, pass_fds=()):
         argv = list(argv)
         self.commands.append(argv)
         ok = True
@@ -89,9 +89,10 @@ class FakeHost(object):
             self._sending = argv[-1]
         elif argv[:2] == ["btrfs", "receive"]:
             ok = self._receive(argv[-1])
-        elif argv[:2] != ["pv"] and argv[:2] != ["sh", "-c"]:
+        elif argv[0] not in ("pv", "tee", "zstd", "mbuffer") and argv[:2] != ["sh", "-c"]:
             raise AssertionError("the fake host does not stream %s" % shlex.join(argv))
-        return subprocess.Popen(["true" if ok else "false"], stdin=stdin, stdout=stdout, stderr=stderr)
+        return subprocess.Popen(["true" if ok else "false"], stdin=stdin, stdout=stdout, stderr=stderr,
+                                pass_fds=pass_fds)
 
     def _receive(self, folder):
         snapshot = self.subvolumes[self._sending]
@@ -113,6 +114,7 @@ class FakeHost(object):
             ("btrfs", "subvolume", "sync"): self._ok,
             ("btrfs", "property", "set"): self._set_writable,
             ("mkdir",): self._mkdir,
+            ("btrfs", "--version"): lambda argv: self._ok(argv, "btrfs-progs v6.2\n"),
         }
 
     # -- commands --------------------------------------------------------------------------

@@ -139,6 +139,8 @@ def test_path_in_filesystem(mount, path, expected):
                  id="send-incremental"),
     pytest.param(btrfs.send_argv("/s/s2", "/s/s1", debug=True),
                  ["btrfs", "send", "-vv", "-p", "/s/s1", "/s/s2"], id="send-debug"),
+    pytest.param(btrfs.send_argv("/s/s2", "/s/s1", no_data=True),
+                 ["btrfs", "send", "--no-data", "-p", "/s/s1", "/s/s2"], id="send-no-data"),
     pytest.param(btrfs.receive_argv("/backup"), ["btrfs", "receive", "/backup"], id="receive"),
     pytest.param(btrfs.receive_argv("/backup", debug=True), ["btrfs", "receive", "-vv", "/backup"],
                  id="receive-debug"),

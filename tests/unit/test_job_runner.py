@@ -246,14 +246,16 @@ def test_a_failed_receive_keeps_its_lock_and_loses_its_partial_receive(tmp_path,
     # Rule 4: retention keeps what the unfinished transfer needs.
     source = {s["where"]: s for s in shaped["retention"]}["source"]
     assert source["deleted"] == []
+    # Both need NEW from S1: one send feeds both (fan-out), and the failure of one spares the other.
     assert render(result.steps) == [
         "create snapshot %s of %s" % (host.path("data", "snapshot", NEW), host.path("data")),
-        "send %s to %s (incremental from %s)" % (NEW, host.path("dest"), S1),
-    ] + (["delete partial receive %s at %s" % (host.path("dest", NEW), host.path("dest"))] if partial else []) + [
         "create destination folder %s" % host.path("good"),
         "send %s to %s (full)" % (S1, host.path("good")),
+        "send %s to %s (incremental from %s)" % (NEW, host.path("dest"), S1),
         "send %s to %s (incremental from %s)" % (NEW, host.path("good"), S1),
-    ]
+    ] + (["delete partial receive %s at %s" % (host.path("dest", NEW), host.path("dest"))] if partial else [])
+    assert len(host.ran("btrfs", "send")) == 2
+    assert good["transfers"][1]["shared_with"] == [host.path("dest")]
 
 
 def test_the_next_run_resends_what_failed(tmp_path):

@@ -2,6 +2,7 @@
 
 import os
 import stat
+import subprocess
 import tempfile
 
 import pytest
@@ -9,9 +10,10 @@ import pytest
 from engine import btrfs
 from engine.endpoints import SshEndpoint
 from engine.listing import listing_commands
+from engine import serve as serve_module
 from engine.serve import (APPEND_ONLY, EXIT_REFUSED, Operation, Refused, Server, on_its_disk,
                           append_only_refusal, complete_backup_refusal, filter_listing,
-                          parse_request)
+                          decompress_failure, parse_request, pipe_status)
 
 ROOT = "/srv/backups/web1"
 MARKER = "__btrfs_backup_0123456789abcdef0123456789abcdef__"
@@ -26,6 +28,13 @@ def batch_line(commands, sudo=False, marker=MARKER):
 
 def single_line(argv, sudo=False):
     return SshEndpoint("nas", "/x", sudo=sudo).remote_line(argv)
+
+
+def compressed_line(folder, sudo=False, debug=False):
+    """The compressed receive: zstd unprivileged, receive as any other (quoted word by word)."""
+    endpoint = SshEndpoint("nas", "/x", sudo=sudo)
+    return "%s | %s" % (endpoint.remote_line(["zstd", "-d", "-q"], False),
+                        endpoint.remote_line(btrfs.receive_argv(folder, debug=debug)))
 
 
 # -- accepted: what the engine really sends to a push destination -------------------------------
@@ -52,6 +61,8 @@ def single_line(argv, sudo=False):
     pytest.param(btrfs.set_writable_argv(ROOT + "/root/x", force=True),
                  Operation("writable", [ROOT + "/root/x"], ["-f"]), id="convert-rw-force"),
     pytest.param(["test", "-e", ROOT + "/root"], Operation("test", [ROOT + "/root"]), id="test-e"),
+    pytest.param(["zstd", "--version"], Operation("zstd_version"), id="zstd-version"),
+    pytest.param(["btrfs", "--version"], Operation("btrfs_version"), id="btrfs-version"),
 ])
 def test_single_commands_the_engine_sends_are_accepted(argv, expected, sudo):
     request = parse_request(single_line(argv, sudo), ROOT)
@@ -70,6 +81,28 @@ def test_the_listing_batch_is_accepted(sudo):
         Operation("list", [folder]),
         Operation("list", [folder], ["-r"]),
     ]
+
+
+@pytest.mark.parametrize("sudo", [False, True], ids=["plain", "ssh-sudo"])
+@pytest.mark.parametrize("folder, debug, expected", [
+    pytest.param(ROOT + "/root", False, Operation("receive", [ROOT + "/root"], decompress=True),
+                 id="receive"),
+    pytest.param(ROOT + "/root", True, Operation("receive", [ROOT + "/root"], ["-vv"], decompress=True),
+                 id="receive-debug"),
+    pytest.param(ROOT, False, Operation("receive", [ROOT], decompress=True), id="receive-into-root"),
+])
+def test_the_compressed_receive_is_accepted(folder, debug, expected, sudo):
+    request = parse_request(compressed_line(folder, sudo, debug), ROOT)
+    assert request.marker is None
+    assert request.operations == [expected]
+
+
+@pytest.mark.parametrize("sudo", [False, True], ids=["plain", "ssh-sudo"])
+def test_the_capability_probes_are_accepted_as_a_batch(sudo):
+    request = parse_request(batch_line([(["zstd", "--version"], False), (["btrfs", "--version"], True)],
+                                       sudo), ROOT)
+    assert request.marker == MARKER
+    assert request.operations == [Operation("zstd_version"), Operation("btrfs_version")]
 
 
 def test_the_listing_batch_of_the_parent_folder_is_accepted():
@@ -168,6 +201,54 @@ REFUSED = [
     ("batch-printf-other-arg",
      "readlink -e -- /srv/backups/web1; printf '\\n%s %%d\\n' /etc/shadow" % MARKER),
     ("batch-empty-command", "; printf '\\n%s %%d\\n' $?" % MARKER),
+    # Capability probes: exactly `zstd --version` and `btrfs --version`.
+    ("zstd-version-extra-arg", "zstd --version /etc/shadow"),
+    ("zstd-short-version", "zstd -V"),
+    ("zstd-decompress-alone", "zstd -d -q"),
+    ("zstd-decompress-file", "zstd -d -q -c /etc/shadow"),
+    ("zstd-output-file", "zstd -d -q -o /srv/backups/web1/x"),
+    ("btrfs-version-extra-arg", "btrfs --version -v"),
+    ("btrfs-version-subcommand", "btrfs version"),
+    ("btrfs-help", "btrfs --help"),
+    ("absolute-zstd", "/usr/bin/zstd --version"),
+    # The compressed receive: exactly `zstd -d -q | [sudo -n] btrfs receive [-vv] PATH`.
+    ("pipe-into-delete", "zstd -d -q | btrfs subvolume delete -- /srv/backups/web1/root/x"),
+    ("pipe-into-sudo-delete", "zstd -d -q | sudo -n btrfs subvolume delete -- /srv/backups/web1/root/x"),
+    ("pipe-into-version", "zstd -d -q | btrfs --version"),
+    ("pipe-into-shell", "zstd -d -q | sh -c 'btrfs receive /srv/backups/web1/root'"),
+    ("pipe-into-receive-elsewhere", "zstd -d -q | btrfs receive /srv/backups/web2/root"),
+    ("pipe-into-receive-dotdot", "zstd -d -q | btrfs receive /srv/backups/web1/../web2/root"),
+    ("pipe-into-receive-from-file", "zstd -d -q | btrfs receive -f /etc/shadow /srv/backups/web1/root"),
+    ("pipe-into-receive-expansion", "zstd -d -q | btrfs receive /srv/backups/web1/$(id)"),
+    ("pipe-into-sudo-without-n", "zstd -d -q | sudo btrfs receive /srv/backups/web1/root"),
+    ("cat-into-receive", "cat | btrfs receive /srv/backups/web1/root"),
+    ("gzip-into-receive", "gzip -d | btrfs receive /srv/backups/web1/root"),
+    ("zstd-output-file-into-receive", "zstd -d -q -o /etc/x | btrfs receive /srv/backups/web1/root"),
+    ("zstd-input-file-into-receive", "zstd -d -q /etc/shadow | btrfs receive /srv/backups/web1/root"),
+    ("zstd-redirected-into-receive", "zstd -d -q < /etc/shadow | btrfs receive /srv/backups/web1/root"),
+    ("zstd-without-q", "zstd -d | btrfs receive /srv/backups/web1/root"),
+    ("zstd-with-c", "zstd -d -q -c | btrfs receive /srv/backups/web1/root"),
+    ("zstd-compress", "zstd -q | btrfs receive /srv/backups/web1/root"),
+    ("sudo-zstd", "sudo -n zstd -d -q | btrfs receive /srv/backups/web1/root"),
+    ("zstd-twice", "zstd -d | zstd -d | btrfs receive /srv/backups/web1/root"),
+    ("zstd-q-twice", "zstd -d -q | zstd -d -q | btrfs receive /srv/backups/web1/root"),
+    ("two-pipes", "zstd -d -q | btrfs receive /srv/backups/web1/root | tee /tmp/x"),
+    ("pipe-then-redirect", "zstd -d -q | btrfs receive /srv/backups/web1/root > /tmp/x"),
+    ("pipe-then-and", "zstd -d -q | btrfs receive /srv/backups/web1/root && id"),
+    ("pipe-then-semicolon", "zstd -d -q | btrfs receive /srv/backups/web1/root; id"),
+    ("pipe-or-or", "zstd -d -q || btrfs receive /srv/backups/web1/root"),
+    ("pipe-and-stderr", "zstd -d -q |& btrfs receive /srv/backups/web1/root"),
+    ("pipe-nothing-after", "zstd -d -q |"),
+    ("pipe-nothing-before", "| btrfs receive /srv/backups/web1/root"),
+    ("pipe-newline", "zstd -d -q |\nbtrfs receive /srv/backups/web1/root"),
+    ("pipe-in-batch",
+     "readlink -e -- /srv/backups/web1; printf '\\n%s %%d\\n' $?; "
+     "zstd -d -q | btrfs receive /srv/backups/web1/root; printf '\\n%s %%d\\n' $?" % (MARKER, MARKER)),
+    ("compressed-receive-in-batch",
+     "zstd -d -q | btrfs receive /srv/backups/web1/root; printf '\\n%s %%d\\n' $?" % MARKER),
+    ("probe-batch-with-pipe",
+     "zstd --version; printf '\\n%s %%d\\n' $?; cat /proc/self/mountinfo | sh; "
+     "printf '\\n%s %%d\\n' $?" % (MARKER, MARKER)),
 ]
 
 
@@ -181,6 +262,30 @@ def test_everything_else_is_refused(line):
 def test_a_bad_root_is_refused(root):
     with pytest.raises(Refused):
         parse_request("btrfs receive /srv/backups/web1/root", root)
+
+
+@pytest.mark.parametrize("decompress_status, receive_status, expected", [
+    pytest.param(0, 0, 0, id="both-ok"),
+    pytest.param(1, 0, 1, id="corrupt-stream"),
+    pytest.param(-9, 0, 137, id="zstd-killed"),
+    pytest.param(0, 1, 1, id="receive-failed"),
+    pytest.param(-13, 1, 1, id="receive-failed-first-zstd-lost-its-reader"),
+    pytest.param(1, 1, 1, id="cut-stream-both-failed"),
+    pytest.param(0, -9, 137, id="receive-killed"),
+])
+def test_the_compressed_receive_fails_when_either_side_fails(decompress_status, receive_status,
+                                                             expected):
+    assert pipe_status(decompress_status, receive_status) == expected
+
+
+@pytest.mark.parametrize("status, said", [
+    pytest.param(0, None, id="ok"),
+    pytest.param(1, "zstd -d failed with exit status 1", id="corrupt-stream"),
+    pytest.param(-9, "zstd -d was killed by signal 9", id="killed"),
+])
+def test_a_failed_decompression_is_named(status, said):
+    message = decompress_failure(status)
+    assert (message is None) if said is None else (said in message and "partial" in message)
 
 
 # -- the listing filter -------------------------------------------------------------------------
@@ -286,6 +391,89 @@ def test_the_mount_table_shows_only_mounts_on_the_way_to_the_root(server_root):
     assert "/proc" not in shown
 
 
+# -- zstd: the probes and the compressed receive (real zstd; btrfs a stand-in) -------------------
+
+@pytest.fixture
+def receiving_root(tmp_path):
+    """A root whose stand-in btrfs keeps what `receive` reads in ../received, and answers
+    `--version`."""
+    root = tmp_path / "backups" / "web1"
+    (root / "root").mkdir(parents=True)
+    fake = tmp_path / "btrfs"
+    fake.write_text('#!/bin/sh\nif [ "$1" = --version ]; then echo "btrfs-progs v6.2"; exit; fi\n'
+                    'echo "btrfs $*" >> %s\ncat > %s\n' % (tmp_path / "btrfs.log", tmp_path / "received"))
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    return root
+
+
+def serve_stream(root, line, stream):
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, \
+            tempfile.TemporaryFile() as err:
+        stdin.write(stream)
+        stdin.seek(0)
+        server = Server(str(root), btrfs_path=str(root.parents[1] / "btrfs"), stdin=stdin,
+                        stdout=out, stderr=err, use_sudo=False)
+        status = server.serve(line)
+        out.seek(0)
+        err.seek(0)
+        return status, out.read().decode(), err.read().decode()
+
+
+def compressed(data):
+    return subprocess.run(["zstd", "-q", "-c"], input=data, stdout=subprocess.PIPE, check=True).stdout
+
+
+STREAM = os.urandom(1 << 16) * 8  # compressible, and more than a pipe holds
+
+
+def test_the_compressed_receive_gives_receive_the_decompressed_stream(receiving_root):
+    status, _out, err = serve_stream(receiving_root, compressed_line(str(receiving_root / "root")),
+                                     compressed(STREAM))
+    assert status == 0, err
+    assert (receiving_root.parents[1] / "received").read_bytes() == STREAM
+    assert btrfs_calls(receiving_root) == ["btrfs receive --chroot %s/root" % receiving_root]
+
+
+def test_a_receive_that_fails_early_stops_zstd_and_gives_its_own_status(receiving_root):
+    """zstd still has output that nobody will read: serve stops it instead of waiting."""
+    fake = receiving_root.parents[1] / "btrfs"
+    fake.write_text("#!/bin/sh\necho 'ERROR: destination exists' >&2\nexit 3\n")
+    status, _out, err = serve_stream(receiving_root, compressed_line(str(receiving_root / "root")),
+                                     compressed(STREAM))
+    assert status == 3 and "destination exists" in err and "zstd -d" not in err, (status, err)
+
+
+@pytest.mark.parametrize("damage", [
+    pytest.param(lambda data: data[:len(data) // 2], id="cut"),
+    pytest.param(lambda data: data[:64] + bytes(256) + data[320:], id="corrupt"),
+    pytest.param(lambda data: b"not zstd at all", id="not-zstd"),
+])
+def test_a_bad_compressed_stream_fails_with_zstds_message(receiving_root, damage):
+    status, _out, err = serve_stream(receiving_root, compressed_line(str(receiving_root / "root")),
+                                     damage(compressed(STREAM)))
+    assert status != 0 and "zstd -d failed" in err, (status, err)
+    assert err.index("/*stdin*") < err.index("zstd -d failed"), "zstd's own message comes first"
+
+
+def test_the_probes_answer_in_a_batch(receiving_root):
+    line = batch_line([(["zstd", "--version"], False), (["btrfs", "--version"], True)])
+    status, out, err = serve_stream(receiving_root, line, b"")
+    assert status == 0, err
+    zstd_out, btrfs_out, rest = out.split("\n%s 0\n" % MARKER)
+    assert "Zstandard" in zstd_out and btrfs_out.strip() == "btrfs-progs v6.2" and rest == ""
+
+
+def test_without_zstd_the_probe_and_the_compressed_receive_fail_as_a_shell_would(receiving_root,
+                                                                                 monkeypatch):
+    monkeypatch.setitem(serve_module.SERVE_ENV, "PATH", str(receiving_root))  # no zstd there
+    status, out, err = serve_stream(receiving_root, "zstd --version", b"")
+    assert (status, out) == (127, "") and "cannot run zstd" in err
+    status, _out, err = serve_stream(receiving_root, compressed_line(str(receiving_root / "root")),
+                                     compressed(b"x"))
+    assert status == 127 and "cannot run zstd" in err
+    assert btrfs_calls(receiving_root) == []
+
+
 # -- append-only serving (invariant 10) -----------------------------------------------------------
 
 COMPLETE = ("readonly", "5f0c2a44-8c7e-4b5e-9a55-6f1f3c1e2d10")
@@ -312,6 +500,7 @@ def test_only_a_complete_backup_is_kept_from_deletion(flags, received_uuid, refu
     pytest.param("btrfs property set -f -ts {root}/root/x ro false", True, id="make-writable-forced"),
     pytest.param("btrfs subvolume delete -- {root}/root/x", False, id="delete-judged-on-disk"),
     pytest.param("btrfs receive {root}/root", False, id="receive"),
+    pytest.param("zstd -d -q | btrfs receive {root}/root", False, id="compressed-receive"),
     pytest.param("mkdir -p -- {root}/root", False, id="mkdir"),
 ])
 def test_append_only_refuses_making_a_backup_writable(line, refused):

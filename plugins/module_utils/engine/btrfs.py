@@ -36,10 +36,14 @@ def sync_argv(folder):
     return [BTRFS, "subvolume", "sync", folder]
 
 
-def send_argv(snapshot_path, parent_path=None, debug=False):
+def send_argv(snapshot_path, parent_path=None, debug=False, flags=(), no_data=False):
     argv = [BTRFS, "send"]
     if debug:
         argv.append("-vv")
+    argv += list(flags)
+    if no_data:
+        # The stream's metadata only, each file's data as an offset and a length (UPDATE_EXTENT).
+        argv.append("--no-data")
     if parent_path:
         argv += ["-p", parent_path]
     return argv + [snapshot_path]

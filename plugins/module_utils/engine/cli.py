@@ -101,6 +101,20 @@ def build_parser():
     _switch(move, "-I", "--no-incremental", help="Always send full streams (e.g. when piping to files).")
     _switch(move, "--check", help="Dry run: change nothing, print what would be done.")
 
+    stream = parser.add_argument_group("Stream settings")
+    stream.add_argument("--compress", default="auto", metavar="MODE",
+                        help="auto (the default: zstd level 3 where a stream crosses ssh and both ends "
+                             "have zstd), none, zstd or zstd:LEVEL (1-19).")
+    stream.add_argument("--limit-rate", default=None, metavar="RATE",
+                        help="Limit each destination's stream to RATE bytes per second, e.g. 20M "
+                             "(K, M, G: powers of 1024; compressed bytes where compressed). Needs pv.")
+    stream.add_argument("--buffer", default=None, metavar="SIZE",
+                        help="Buffer SIZE bytes (e.g. 256M) before each receiver, to smooth a bursty "
+                             "send over a slow link. Needs mbuffer.")
+    stream.add_argument("--send-protocol", default="auto", choices=["auto", "1", "2"],
+                        help="btrfs send protocol; 2 sends extents that btrfs compressed as they are. "
+                             "auto (the default): 2 where the source and every receiver support it.")
+
     ssh = parser.add_argument_group("SSH related options")
     ssh.add_argument("--ssh-opt", action="append", default=[], metavar="OPTION",
                      help="Pass an ssh_config option to ssh(1), e.g. --ssh-opt IdentityFile=/root/id.")
@@ -161,6 +175,10 @@ def config_from_args(options):
         convert_rw=options.convert_rw,
         sync=options.sync,
         btrfs_debug=options.btrfs_debug,
+        compress=options.compress,
+        limit_rate=options.limit_rate,
+        buffer=options.buffer,
+        send_protocol=options.send_protocol,
         progress=not (options.no_progress or options.quiet or options.json),
         check_mode=options.check,
     )

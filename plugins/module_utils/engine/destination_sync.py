@@ -14,9 +14,21 @@ from .result import DestinationResult
 from .steps import ClearLocks, DeletePartialReceives, Send
 
 
-class DestinationSync:
-    """Each destination's phase of a run: its plan, then the steps that carry it out.
+class _Pending:
+    """A destination's transfers still to make, in order (each needs the one before as parent)."""
 
+    __slots__ = ("dest", "outcome", "transfers", "planned", "held")
+
+    def __init__(self, dest, outcome, transfers, held):
+        self.dest, self.outcome, self.held = dest, outcome, held
+        self.planned, self.transfers = tuple(transfers), list(transfers)
+
+
+class DestinationSync:
+    """The destinations' phase of a run: each one's plan, then the sends that carry them out.
+
+    Destinations that need the same snapshot from the same parent get it from one send, fanned
+    out to all of them (the source is read once); one that fails does not stop the others.
     `config` is the run's JobConfig, `source` its SourceSide, `folders` its DestinationFolders,
     and `keep_backups` how many backups a destination keeps (0: all; older ones are not sent)."""
 
@@ -28,24 +40,39 @@ class DestinationSync:
         self.folders = folders
         self.keep_backups = keep_backups
 
-    def run(self, dest, snapshots, new_snapshot) -> DestinationResult:
-        """Bring one destination up to date; its failure is recorded, never raised (rule 9)."""
-        outcome = DestinationResult(dest_id=dest.id)
-        self.result.destinations.append(outcome)
-        try:
-            if dest.can_list:
-                self._sync_folder(dest, snapshots, outcome)
-            else:
-                self._sync_stream_sink(dest, snapshots, new_snapshot, outcome)
-        except BackupError as err:
-            outcome.fail(err)
-            self.result.fail(err, where=dest.id)
-        return outcome
+    def run(self, destinations, snapshots, new_snapshot) -> list:
+        """Bring every destination up to date; a failure is recorded, never raised (rule 9).
+        Returns their DestinationResults, in the order given."""
+        outcomes, pending = [], []
+        for dest in destinations:
+            outcome = DestinationResult(dest_id=dest.id)
+            self.result.destinations.append(outcome)
+            outcomes.append(outcome)
+            try:
+                pending.append(self._prepare(dest, snapshots, new_snapshot, outcome))
+            except BackupError as err:
+                self._fail(dest, outcome, err)
+        self._send_all(pending)
+        for item in pending:
+            if item.outcome.status == "failed":
+                continue
+            if item.held is None:
+                # A stream sink took all it was sent: no lock of these snapshots is owed any more.
+                self._clear_locks(item.dest, [t.snapshot.name for t in item.planned], item.outcome)
+            elif item.outcome.conflicts:
+                self._fail(item.dest, item.outcome, BackupError("; ".join(item.outcome.conflicts)))
+        return outcomes
+
+    def _fail(self, dest, outcome, err):
+        outcome.fail(err)
+        self.result.fail(err, where=dest.id)
 
     def _locked_names(self, dest):
         return set(self.executor.locks.names_locked_by(dest.id_aliases, kinds=("locks",)))
 
-    def _sync_stream_sink(self, dest, snapshots, new_snapshot, outcome):
+    def _prepare(self, dest, snapshots, new_snapshot, outcome) -> _Pending:
+        if dest.can_list:
+            return self._prepare_folder(dest, snapshots, outcome)
         # A shell:// sink cannot be listed: it gets this run's snapshot and retries of failed ones.
         wanted = self._locked_names(dest)
         if new_snapshot is not None:
@@ -53,11 +80,9 @@ class DestinationSync:
         plan = plan_destination(snapshots, {}, (), incremental=False, only=wanted)
         outcome.plan = plan.as_dict()
         outcome.present = {}
-        for transfer in plan.transfers:
-            self._send(dest, transfer, outcome, verify=False)
-        self._clear_locks(dest, [t.snapshot.name for t in plan.transfers], outcome)
+        return _Pending(dest, outcome, plan.transfers, None)
 
-    def _sync_folder(self, dest, snapshots, outcome):
+    def _prepare_folder(self, dest, snapshots, outcome) -> _Pending:
         listing = self.folders.listing(dest)
         held = dict(listing.children) if listing is not None else {}
         plan = plan_destination(snapshots, held, self._locked_names(dest), incremental=not self.config.no_incremental,
@@ -74,18 +99,10 @@ class DestinationSync:
             outcome.partial_receives_deleted.extend(paths)
         # Partial receives are gone (or never existed): this destination's old locks are settled.
         self._clear_locks(dest, sorted(self.executor.locks.locks), outcome)
-
         # Known from here on, also if a transfer fails: source retention must protect it.
         outcome.present = dict(plan.present)
         outcome.backups = held
-        for transfer in plan.transfers:
-            # A failure raises and ends this destination's chain: later ones need it as parent.
-            backup = self._send(dest, transfer, outcome, verify=True)
-            outcome.present[transfer.snapshot.name] = held[transfer.snapshot.name] = backup
-        if plan.conflicts:
-            conflict = BackupError("; ".join(c.reason for c in plan.conflicts))
-            outcome.fail(conflict)
-            self.result.fail(conflict, where=dest.id)
+        return _Pending(dest, outcome, plan.transfers, held)
 
     def _explain_full_send(self, dest, plan, held):
         ours = [n for n, s in held.items() if s.complete and names.is_snapshot_name(self.source.prefix, n)]
@@ -94,28 +111,55 @@ class DestinationSync:
             self.result.warn(f"{dest.id} holds backups ({', '.join(sorted(ours)[-3:])}) but none of a "
                              f"snapshot still at the source; sending {plan.transfers[0].snapshot.name} in full")
 
-    def _send(self, dest, transfer, outcome, verify):
+    def _send_all(self, pending):
+        """Rounds: the oldest snapshot any destination needs next goes, in one send, to every
+        destination that needs it next from the same parent. A failed transfer ends that
+        destination's chain (later ones need it as parent); the others go on."""
+        while True:
+            waiting = [p for p in pending if p.transfers and p.outcome.status != "failed"]
+            if not waiting:
+                return
+            first = min(waiting, key=lambda p: p.transfers[0].snapshot.name)
+            key = _send_key(first.transfers[0])
+            group = [p for p in waiting if _send_key(p.transfers[0]) == key]
+            self._send(group, first.transfers[0])
+            for item in group:
+                item.transfers.pop(0)
+
+    def _send(self, group, transfer):
         snapshot, parent = transfer.snapshot, transfer.parent
-        record = {"snapshot": snapshot.name, "parent": parent.name if parent else None,
-                  "mode": "incremental" if parent else "full", "bytes": None, "seconds": None,
-                  "status": "planned" if self.executor.check_mode else "running"}
-        outcome.transfers.append(record)
-        step = Send(source=self.source.endpoint, snapshot=snapshot, parent=parent, destination=dest, verify=verify)
+        records = {}
+        for item in group:
+            records[item.dest.id] = record = {
+                "snapshot": snapshot.name, "parent": parent.name if parent else None,
+                "mode": "incremental" if parent else "full", "bytes": None, "seconds": None,
+                "status": "planned" if self.executor.check_mode else "running"}
+            if len(group) > 1:
+                record["shared_with"] = [other.dest.id for other in group if other is not item]
+            item.outcome.transfers.append(record)
+        step = Send(source=self.source.endpoint, snapshot=snapshot, parent=parent,
+                    destinations=tuple(item.dest for item in group))
         try:
             sent = self.executor.carry_out(step)
-        except TransferError as err:
-            record["status"] = "failed"
-            record["error"] = err.detail or str(err)
-            if err.partial_receive_deleted:
-                outcome.partial_receives_deleted.append(err.partial_receive_deleted)
-            raise
         except BaseException:
-            # Interrupted (SIGTERM, Ctrl-C): the lock stays, the next run cleans up.
-            record["status"] = "interrupted"
+            # Interrupted (SIGTERM, Ctrl-C): the locks stay, the next run cleans up.
+            for record in records.values():
+                record["status"] = "interrupted"
             raise
-        if not self.executor.check_mode:
-            record.update(status="done", bytes=sent.bytes_sent, seconds=sent.seconds)
-        return sent.backup
+        for item in group:
+            record, done = records[item.dest.id], sent[item.dest.id]
+            if isinstance(done, TransferError):
+                record["status"] = "failed"
+                record["error"] = done.detail or str(done)
+                if done.partial_receive_deleted:
+                    item.outcome.partial_receives_deleted.append(done.partial_receive_deleted)
+                self._fail(item.dest, item.outcome, done)
+            elif not self.executor.check_mode:
+                record.update(status="done", bytes=done.bytes_sent, seconds=done.seconds)
+                if done.wire_bytes:
+                    record["compressed_bytes"] = done.wire_bytes
+            if not isinstance(done, TransferError) and item.held is not None:
+                item.outcome.present[snapshot.name] = item.held[snapshot.name] = done.backup
 
     def _clear_locks(self, dest, snapshot_names, outcome):
         held = set(self.executor.locks.names_locked_by(dest.id_aliases))
@@ -124,3 +168,8 @@ class DestinationSync:
             # Rewriting the lock file is a change too (idempotence: a rerun finds nothing to clear).
             self.executor.carry_out(ClearLocks(destination=dest, names=tuple(touched)))
             outcome.locks_cleared.extend(touched)
+
+
+def _send_key(transfer):
+    """Pure: transfers with equal keys can share one send (the same snapshot from the same parent)."""
+    return transfer.snapshot.name, transfer.parent.name if transfer.parent else None

@@ -177,6 +177,11 @@ class SshEndpoint(Endpoint):
     def command(self, argv, privileged=True):
         return self.ssh_argv() + ["--", self.remote_line(argv, privileged)]
 
+    def command_pipeline(self, commands):
+        """(argv, privileged) commands joined by pipes at the remote host: its login shell
+        connects them (every word is quoted; only the pipe signs are ours)."""
+        return self.ssh_argv() + ["--", " | ".join(self.remote_line(a, p) for a, p in commands)]
+
     def run_batch(self, runner, commands):
         """One ssh connection for all commands; each one's exit status is echoed after a marker."""
         marker = "__btrfs_backup_%s__" % os.urandom(16).hex()

@@ -11,31 +11,34 @@ import posixpath
 from . import effects
 from .errors import BackupError, TransferError
 from .listing import list_folder
-from .pipeline import run_pipeline
 from .steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, Receive, RemoveLocks, Rename, Send,
                     SnapshotAt, TakeSnapshot, WriteLocks, render)
-from .transfer import is_partial_receive_of, planned_backup, receive_backup, send_stages, verify_received
+from .capabilities import EndsProbe
+from .streams import StreamOptions
+from .transfer import is_partial_receive_of, planned_backup, receive_backup, send_stream, verify_received
 
 LOG = logging.getLogger("btrfs_backup")
 
 
 class EffectOptions:
-    """How effects are carried out: -w and -s for deletions, -vv and pv for sends."""
+    """How effects are carried out: -w and -s for deletions, pv for sends, and the stream's
+    settings (streams.StreamOptions: compression, rate limit, buffer, send protocol, -vv)."""
 
-    __slots__ = ("convert_rw", "sync", "btrfs_debug", "progress")
+    __slots__ = ("convert_rw", "sync", "progress", "stream")
 
-    def __init__(self, *, convert_rw=False, sync=False, btrfs_debug=False, progress=False):
-        self.convert_rw, self.sync = convert_rw, sync
-        self.btrfs_debug, self.progress = btrfs_debug, progress
+    def __init__(self, *, convert_rw=False, sync=False, progress=False, stream=None):
+        self.convert_rw, self.sync, self.progress = convert_rw, sync, progress
+        self.stream = stream or StreamOptions()
 
 
 class SendOutcome:
-    """What one carried-out Send gave: the verified backup (the snapshot, for a stream sink)."""
+    """What one carried-out Send gave one destination: the verified backup (the snapshot, for a
+    stream sink), the stream's size, its compressed size on the link (None: not compressed)."""
 
-    __slots__ = ("backup", "bytes_sent", "seconds")
+    __slots__ = ("backup", "bytes_sent", "seconds", "wire_bytes")
 
-    def __init__(self, backup, bytes_sent=None, seconds=None):
-        self.backup, self.bytes_sent, self.seconds = backup, bytes_sent, seconds
+    def __init__(self, backup, bytes_sent=None, seconds=None, wire_bytes=None):
+        self.backup, self.bytes_sent, self.seconds, self.wire_bytes = backup, bytes_sent, seconds, wire_bytes
 
 
 class Executor:
@@ -48,6 +51,7 @@ class Executor:
         self.check_mode = check_mode
         self.options = options or EffectOptions()
         self.locks = self.store = None  # set by a run that sends or edits locks
+        self.ends = None  # what the ends of the streams support, asked at the first send
         self.steps = []
         self._effects = {
             CreateFolder: self._create_folder,
@@ -132,35 +136,51 @@ class Executor:
             self.store.write(self.locks, durable)
 
     def _send(self, step):
-        snapshot, parent, dest = step.snapshot, step.parent, step.destination
-        settled = (snapshot.name, parent.name if parent else None, dest.id_aliases)
+        """One send to every destination of the step; returns dest id -> SendOutcome, or the
+        TransferError of a destination whose transfer failed (the others are not stopped)."""
+        snapshot, parent, dests = step.snapshot, step.parent, step.destinations
+        parent_name = parent.name if parent else None
         if self.check_mode:
-            self.locks.settle(*settled)
-            return SendOutcome(planned_backup(dest, snapshot) if step.verify else snapshot)
-        LOG.info("sending %s to %s (%s)", snapshot.name, dest.id, step.mode)
+            for dest in dests:
+                self.locks.settle(snapshot.name, parent_name, dest.id_aliases)
+            return {dest.id: SendOutcome(planned_backup(dest, snapshot) if dest.can_list else snapshot)
+                    for dest in dests}
+        LOG.info("sending %s to %s (%s)", snapshot.name, ", ".join(d.id for d in dests), step.mode)
         # Locked before the first byte moves, so a crash at any point is found by the next run (rule 3).
-        self.locks.hold(snapshot.name, parent.name if parent else None, dest.id)
+        for dest in dests:
+            self.locks.hold(snapshot.name, parent_name, dest.id)
         self._save_locks()
-        stages = send_stages(step.source, dest, snapshot, parent, self.options.btrfs_debug, self.options.progress)
+        if self.ends is None:
+            self.ends = EndsProbe(self.runner, step.source)
         # A failure, or an interruption (SIGTERM, Ctrl-C), leaves the lock: the next run cleans up.
         try:
-            stats = run_pipeline(self.runner, stages)
-            backup = verify_received(dest, self.runner, snapshot) if step.verify else snapshot
-        except BackupError as err:
-            failure = TransferError(f"sending {snapshot.name} failed: {err}")
-            failure.detail = str(err)
-            failure.partial_receive_deleted = self._remove_partial_receive(step) if step.verify else None
-            raise failure
-        self.locks.settle(*settled)
-        self._save_locks(durable=False)  # the backup is verified: losing this write is harmless
-        outcome = SendOutcome(backup, stats.bytes_sent, round(stats.seconds, 3))
-        LOG.info("%s: %s arrived (%s bytes in %.1fs)", dest.id, snapshot.name,
-                 outcome.bytes_sent, outcome.seconds)
-        return outcome
+            stats = send_stream(step.source, dests, snapshot, parent, self.runner, self.options, self.ends)
+            failures = stats.failures
+        except BackupError as err:  # the stream could not start (a program missing): none got it
+            stats, failures = None, {dest: str(err) for dest in dests}
+        outcomes = {}
+        for dest in dests:
+            try:
+                if dest in failures:
+                    raise TransferError(failures[dest])
+                backup = verify_received(dest, self.runner, snapshot) if dest.can_list else snapshot
+            except BackupError as err:
+                failure = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}")
+                failure.detail = str(err)
+                failure.partial_receive_deleted = self._remove_partial_receive(dest, snapshot) if dest.can_list else None
+                outcomes[dest.id] = failure
+                continue
+            self.locks.settle(snapshot.name, parent_name, dest.id_aliases)
+            wire = stats.wire_bytes.get(dest)
+            outcomes[dest.id] = SendOutcome(backup, stats.bytes_sent, round(stats.seconds, 3), wire)
+            LOG.info("%s: %s arrived (%s bytes%s in %.1fs)", dest.id, snapshot.name, stats.bytes_sent,
+                     f", {wire} compressed" if wire else "", stats.seconds)
+        if len(outcomes) > sum(isinstance(o, TransferError) for o in outcomes.values()):
+            self._save_locks(durable=False)  # the backups are verified: losing this write is harmless
+        return outcomes
 
-    def _remove_partial_receive(self, step):
+    def _remove_partial_receive(self, dest, snapshot):
         """Best effort right after a failure; if it fails too, the lock makes the next run do it."""
-        dest, snapshot = step.destination, step.snapshot
         try:
             found = list_folder(dest, self.runner).children.get(snapshot.name)
             if not is_partial_receive_of(found, snapshot):

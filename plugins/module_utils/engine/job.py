@@ -22,6 +22,7 @@ from .retention_phase import RetentionPhase
 from .runner import CommandRunner
 from .source_side import SourceSide, snapshot_info
 from .steps import RemoveLocks
+from .streams import StreamOptions
 
 
 # Every setting of a job but its source, with its default (btrfs-backup 0.3's).
@@ -31,12 +32,15 @@ _SETTINGS = {
     "no_snapshot": False, "no_transfer": False, "no_incremental": False, "locked_dests": False, "remove_locks": False,
     "require_destination": False, "allow_same_filesystem": False, "ssh_options": (), "ssh_sudo": False, "convert_rw": False, "sync": False,
     "btrfs_debug": False, "progress": False, "check_mode": False, "now": None,
+    "compress": "auto", "limit_rate": None, "buffer": None, "send_protocol": "auto",
 }
 
 
 class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS), defaults=_SETTINGS.values())):
     """Everything one run needs, given by keyword; the defaults are btrfs-backup 0.3's.
 
+    `compress` ("auto", "none", "zstd", "zstd:LEVEL"), `limit_rate` and `buffer` (sizes such as
+    "20M"), `send_protocol` ("auto", "1", "2"): the stream's settings (streams.StreamOptions).
     `allow_same_filesystem`: accept a destination on the source's own filesystem (rule 8).
     `require_destination`: take no snapshot unless a destination can take it now (btrfs-backup
     0.3 and btrbk always take it: an outage of the server should not also stop the local
@@ -61,6 +65,9 @@ class _Prepared:
                                       parse_buckets(config.preserve_snapshots))
         self.backup_policy = Policy(_count(config.num_backups, "num_backups"),
                                     parse_buckets(config.preserve_backups))
+        self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
+                                    config.btrfs_debug)
+        _require_tools(self.stream, config.check_mode)
         self.destinations = []
         seen = set()
         for spec in config.destinations:
@@ -72,6 +79,16 @@ class _Prepared:
             for dest in self.destinations:
                 if isinstance(dest, LocalEndpoint) and dest.id == os.path.realpath(self.source.folder):
                     raise ConfigError(f"destination {dest.path} is the snapshot folder itself")
+
+
+def _require_tools(stream, check_mode):
+    """A rate limit needs pv and a buffer mbuffer on this host: missing, nothing is changed."""
+    import shutil  # only when asked for: start-up time of every run
+
+    for tool, what in (("pv", stream.limit_rate), ("mbuffer", stream.buffer)):
+        if what and not check_mode and shutil.which(tool) is None:
+            raise ConfigError(f"{'limit_rate' if tool == 'pv' else 'buffer'} needs {tool}, which is not "
+                              f"installed on this host (install the {tool} package)")
 
 
 def _count(value, what):
@@ -113,7 +130,7 @@ class _Run:
         self.result = result
         self.check = config.check_mode
         self.executor = Executor(runner, config.check_mode, EffectOptions(
-            convert_rw=config.convert_rw, sync=config.sync, btrfs_debug=config.btrfs_debug, progress=config.progress))
+            convert_rw=config.convert_rw, sync=config.sync, progress=config.progress, stream=prepared.stream))
         result.steps = self.executor.steps
         policy = prepared.backup_policy
         self.folders = DestinationFolders(self.executor, result, gate=not (config.no_snapshot or config.no_transfer),
@@ -154,14 +171,14 @@ class _Run:
         # Retention comes last: what may go depends on what the destinations now hold.
         retention = RetentionPhase(self.executor, self.result, prefix=self.source.prefix, now=self.now)
         present_by_dest = {}
-        for dest in destinations:
-            if self.config.no_transfer:
+        if self.config.no_transfer:
+            for dest in destinations:
                 present_by_dest[dest.id] = self.folders.survey(dest, snapshots)
-                continue
-            outcome = self.sync.run(dest, snapshots, new_snapshot)
-            present_by_dest[dest.id] = outcome.present
-            if outcome.status != "failed" and dest.can_list:
-                retention.at_destination(dest, snapshots, outcome, self.p.backup_policy)
+        else:
+            for dest, outcome in zip(destinations, self.sync.run(destinations, snapshots, new_snapshot)):
+                present_by_dest[dest.id] = outcome.present
+                if outcome.status != "failed" and dest.can_list:
+                    retention.at_destination(dest, snapshots, outcome, self.p.backup_policy)
         retention.at_source(self.source, snapshots, self.p.snapshot_policy, destinations, present_by_dest)
         self.result.locks_after = self.executor.locks.as_dict()
 

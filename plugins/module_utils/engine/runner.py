@@ -60,9 +60,11 @@ class CommandRunner:
             return CommandResult(argv, 124, "", "%s: timed out after %ss" % (argv[0], self.timeout))
         return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
 
-    def popen(self, argv, stdin=None, stdout=None, stderr=None):
+    def popen(self, argv, stdin=None, stdout=None, stderr=None, pass_fds=()):
         import subprocess
 
         LOG.debug("starting: %s", argv)
         # A pipeline stage streams into the next one: run_command only returns finished output.
-        return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=_ENV)  # pylint: disable=ansible-bad-function
+        # `pass_fds`: the pipes a tee writes to besides its standard output.
+        return subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=_ENV,  # pylint: disable=ansible-bad-function
+                                pass_fds=pass_fds)

@@ -9,16 +9,19 @@ A source host's key on the backup server is installed as
 
 sshd then runs `serve` instead of whatever the client asked for, and puts the client's command
 line in SSH_ORIGINAL_COMMAND. `parse_request` (pure) accepts exactly the shapes that the
-engine's SshEndpoint sends to a push destination - one command, or the listing batch joined
-with `; printf '\\n<marker> %d\\n' $?` - with every path inside the key's root. `serve` runs the
+engine's SshEndpoint sends to a push destination - one command, the compressed receive
+`zstd -d -q | btrfs receive PATH` (the only pipe), or a batch joined with
+`; printf '\\n<marker> %d\\n' $?` - with every path inside the key's root. `serve` runs the
 accepted commands itself, without a shell: btrfs as an argv list (through `sudo -n` unless
-already root), the rest (readlink -e, test -e, mkdir, the mount table) in Python.
+already root), zstd as an argv list (unprivileged: it only turns one pipe into another), the
+rest (readlink -e, test -e, mkdir, the mount table) in Python.
 
-What the key can do: list its own folder, create folders in it, receive into it, delete
-subvolumes in it. What it cannot: read anything back (no `btrfs send`, no `cat`), touch a path
-outside its root (other hosts' folders, `..`, symlinks), run any other program, or see other
-hosts' subvolumes (listings are filtered to the root). `btrfs receive` runs with --chroot so a
-stream cannot write through a symlink it created.
+What the key can do: list its own folder, create folders in it, receive into it (also a
+zstd-compressed stream), delete subvolumes in it, ask for the versions of zstd and btrfs. What
+it cannot: read anything back (no `btrfs send`, no `cat`), touch a path outside its root (other
+hosts' folders, `..`, symlinks), run any other program, or see other hosts' subvolumes
+(listings are filtered to the root). `btrfs receive` runs with --chroot so a stream cannot
+write through a symlink it created.
 
 With `--append-only` (invariant 10) the key cannot destroy its own history either: it may
 delete only what is not a complete backup (a partial receive: writable, or without a received
@@ -41,6 +44,10 @@ from .errors import ConfigError
 EXIT_REFUSED = 126
 #: Leads every append-only refusal, so a source can tell it from other failures.
 APPEND_ONLY = "append-only"
+#: The decompressor of a compressed receive, as the client names it and as serve runs it.
+DECOMPRESS_REQUEST = ["zstd", "-d", "-q"]
+DECOMPRESS_ARGV = ["zstd", "-d", "-q", "-c"]
+_DECOMPRESS_GRACE = 1.0  # seconds
 SERVE_ENV = dict(os.environ, LC_ALL="C", PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 
 # One path component below the root: the engine's folder and snapshot names use this alphabet.
@@ -54,21 +61,24 @@ class Refused(Exception):
 
 
 class Operation:
-    """One accepted command: what it does (`op`), its paths, and its flags."""
+    """One accepted command: what it does (`op`), its paths, and its flags; a receive with
+    `decompress` reads a zstd-compressed stream."""
 
-    __slots__ = ("op", "paths", "flags")
+    __slots__ = ("op", "paths", "flags", "decompress")
 
-    def __init__(self, op, paths=(), flags=()):
+    def __init__(self, op, paths=(), flags=(), decompress=False):
         self.op = op
         self.paths = list(paths)
         self.flags = list(flags)
+        self.decompress = decompress
 
     def __eq__(self, other):
-        return isinstance(other, Operation) and (self.op, self.paths, self.flags) == (
-            other.op, other.paths, other.flags)
+        return isinstance(other, Operation) and (self.op, self.paths, self.flags, self.decompress) == (
+            other.op, other.paths, other.flags, other.decompress)
 
     def __repr__(self):
-        return "Operation(%r, %r, %r)" % (self.op, self.paths, self.flags)
+        return "Operation(%r, %r, %r%s)" % (self.op, self.paths, self.flags,
+                                            ", decompress=True" if self.decompress else "")
 
 
 class Request:
@@ -142,7 +152,10 @@ def _segments(tokens):
 def parse_request(line, root):
     """Pure: the operations an SSH_ORIGINAL_COMMAND asks for, or Refused (nothing may run)."""
     root = check_root(root)
-    segments = _segments(_tokens(line))
+    tokens = _tokens(line)
+    if "|" in tokens:
+        return Request([_parse_compressed_receive(tokens, root)])
+    segments = _segments(tokens)
     if len(segments) == 1:
         operation = parse_command(segments[0], root)
         return Request([operation])
@@ -165,6 +178,20 @@ def parse_request(line, root):
     return Request(operations, marker)
 
 
+def _parse_compressed_receive(tokens, root):
+    """`zstd -d -q | [sudo -n] btrfs receive [-vv] PATH`: the one pipe a backup sends."""
+    at = tokens.index("|")
+    if tokens[:at] != DECOMPRESS_REQUEST:
+        raise Refused("a pipe may only lead from 'zstd -d -q' into btrfs receive")
+    segments = _segments(tokens[at + 1:])
+    if len(segments) != 1:
+        raise Refused("the compressed receive cannot be part of a batch")
+    operation = parse_command(segments[0], root)
+    if operation.op != "receive":
+        raise Refused("a pipe may only lead from 'zstd -d -q' into btrfs receive")
+    return Operation("receive", operation.paths, operation.flags, decompress=True)
+
+
 def parse_command(words, root):
     """Pure: one command's argv as an Operation, if it is one the engine sends to a destination."""
     if words[:2] == ["sudo", "-n"]:
@@ -181,6 +208,8 @@ def parse_command(words, root):
         return Operation("test", [confine(args[1], root)])
     if name == "cat" and args == ["/proc/self/mountinfo"]:
         return Operation("mountinfo")
+    if name == "zstd" and args == ["--version"]:
+        return Operation("zstd_version")
     if name == "mkdir" and args[:-1] in (["--"], ["-p", "--"]) and args:
         return Operation("mkdir", [confine(args[-1], root, below=True)], args[:-2])
     if name == "btrfs":
@@ -189,6 +218,8 @@ def parse_command(words, root):
 
 
 def _parse_btrfs(args, root):
+    if args == ["--version"]:
+        return Operation("btrfs_version")
     if args[:1] == ["receive"]:
         rest = args[1:]
         flags = rest[:-1]
@@ -231,6 +262,25 @@ def complete_backup_refusal(path, readonly, received_uuid):
         return ("%s: %s is a complete backup; only the server's own retention deletes it"
                 % (APPEND_ONLY, path))
     return None
+
+
+def pipe_status(decompress_status, receive_status):
+    """Pure: the exit status of `zstd -d | btrfs receive`: receive's when it failed (zstd then
+    only lost its reader), else zstd's (a corrupt or cut stream); a signal N as 128+N, like a shell."""
+    for status in (receive_status, decompress_status):
+        if status:
+            return 128 - status if status < 0 else status
+    return 0
+
+
+def decompress_failure(status):
+    """Pure: what the sender is told when zstd -d ended badly by itself, or None (zstd -q names
+    only /*stdin*, so its own message alone does not say which side failed)."""
+    if not status:
+        return None
+    how = "was killed by signal %d" % -status if status < 0 else "failed with exit status %d" % status
+    return ("btrfs-backup serve: zstd -d %s: the compressed stream did not arrive whole; any partial "
+            "receive is left for the sender to delete" % how)
 
 
 # -- the executor ---------------------------------------------------------------------------
@@ -293,12 +343,22 @@ class _BtrfsOperations:
             return 127, b""
         return proc.returncode, proc.stdout if capture else b""
 
-    def _op_receive(self, paths, flags):
+    def _op_btrfs_version(self, paths, flags):
+        return self._btrfs(["--version"])[0]
+
+    def _op_receive(self, paths, flags, decompress=False):
         # --chroot: the stream's own paths cannot leave the folder through symlinks it makes.
         args = ["receive", "--chroot"] + flags + paths
-        if self.quota_bytes is None:
-            return self._btrfs(args, stdin=self.stdin)[0]
-        return self._receive_within_quota(args, paths[0])
+        # A host at its quota is refused before anything runs.
+        quota_left = None if self.quota_bytes is None else self._quota_left()
+        if decompress:
+            return self._receive_compressed(args, paths[0], quota_left)
+        return self._receive(args, paths[0], self.stdin, quota_left)
+
+    def _receive(self, args, folder, stream, quota_left):
+        if quota_left is None:
+            return self._btrfs(args, stdin=stream)[0]
+        return self._receive_within_quota(args, folder, stream, quota_left)
 
     def _op_list(self, paths, flags):
         status, out = self._btrfs(["subvolume", "list"] + _LIST_FLAGS + flags + paths,
@@ -368,12 +428,16 @@ class _QuotaOperations:
                           "and the host's qgroup, which the role sets up)" % (qgroup, self.root))
         return used
 
-    def _receive_within_quota(self, args, folder):
+    def _quota_left(self):
+        """(the host's qgroup, the bytes a receive may still bring), or Refused at its quota."""
         qgroup = self._host_qgroup()
         try:
-            room = quota.room_left(self._usage(qgroup), self.quota_bytes, self.root)
+            return qgroup, quota.room_left(self._usage(qgroup), self.quota_bytes, self.root)
         except ValueError as err:
             raise Refused(str(err))
+
+    def _receive_within_quota(self, args, folder, stream, quota_left):
+        qgroup, room = quota_left
         before = _subvolumes_in(folder)
         argv = (["sudo", "-n"] if self.use_sudo else []) + [self.btrfs_path] + args
         self.stdout.flush()
@@ -381,7 +445,7 @@ class _QuotaOperations:
         receiver = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.stdout,  # pylint: disable=ansible-bad-function
                                     stderr=self.stderr, env=SERVE_ENV)
         try:
-            _copied, stopped = quota.copy_capped(self.stdin.fileno(), receiver.stdin.fileno(), room)
+            _copied, stopped = quota.copy_capped(stream.fileno(), receiver.stdin.fileno(), room)
         except OSError:
             stopped = False  # the receiver ended early: its own status says why
         if stopped:
@@ -401,7 +465,50 @@ class _QuotaOperations:
         return status
 
 
-class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations):
+class _ZstdOperations:
+    """zstd for a compressed send stream: an argv list, unprivileged (it turns one pipe into another)."""
+
+    def _zstd(self, argv, stdin, stdout):
+        """zstd started, or None when it cannot run (said on stderr; status 127, as a shell gives)."""
+        self.stdout.flush()
+        try:
+            # serve runs on a backup server without Ansible; zstd reads the ssh stream.
+            return subprocess.Popen(argv, stdin=stdin, stdout=stdout,  # pylint: disable=ansible-bad-function
+                                    stderr=self.stderr, env=SERVE_ENV)
+        except OSError as err:
+            self._say("btrfs-backup serve: cannot run zstd: %s" % err.strerror)
+            return None
+
+    def _op_zstd_version(self, paths, flags):
+        zstd = self._zstd(["zstd", "--version"], subprocess.DEVNULL, self.stdout)
+        return 127 if zstd is None else zstd.wait()
+
+    def _receive_compressed(self, args, folder, quota_left):
+        """`zstd -d -q | btrfs receive` without a shell: zstd reads the client's stream, receive
+        (or the quota's capped copy) reads what zstd writes; both statuses count."""
+        zstd = self._zstd(DECOMPRESS_ARGV, self.stdin, subprocess.PIPE)
+        if zstd is None:
+            return 127
+        status, stopped = None, False
+        try:
+            status = self._receive(args, folder, zstd.stdout, quota_left)
+        finally:
+            if status != 0:
+                try:
+                    zstd.wait(timeout=_DECOMPRESS_GRACE)  # a zstd that ended the stream is ending
+                except subprocess.TimeoutExpired:
+                    # Nobody reads its output any more: it would wait on a full pipe, or on a
+                    # client that sends on, forever. Stopped here, its status tells nothing.
+                    zstd.kill()
+                    stopped = True
+            zstd.stdout.close()
+            decompress_status = zstd.wait()
+        if not stopped and decompress_failure(decompress_status):
+            self._say(decompress_failure(decompress_status))
+        return pipe_status(decompress_status, status)
+
+
+class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperations):
     """Runs accepted operations for one root, checking each path again on disk (symlinks)."""
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
@@ -473,6 +580,8 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations):
             paths = [self._on_disk(p) for p in operation.paths]
             if self.append_only:
                 self._check_append_only(operation, paths)
+            if operation.decompress:
+                return self._op_receive(paths, operation.flags, decompress=True)
             return getattr(self, "_op_" + operation.op)(paths, operation.flags)
         except Refused as err:
             return self._refuse(err)

@@ -8,8 +8,8 @@ TakeSnapshot           a read-only snapshot of `source_path` at `path`; `label` 
 DeletePartialReceives  delete what failed receives left at a destination, before anything is sent (rule 2)
 ClearLocks             settle a destination's locks of `names`: their partial receives are gone (rule 3)
 RemoveLocks            forget a destination's locks on request (--remove-locks)
-Send                   `snapshot` from `source` to `destination`, incremental from `parent` or full;
-                       `verify` checks the received subvolume (a stream sink cannot be checked)
+Send                   `snapshot` from `source` to `destinations` in one stream (fanned out), incremental
+                       from `parent` or full; a received subvolume is checked (a stream sink cannot be)
 Delete                 delete subvolumes in one folder; `what`, `where` and `reason` word the plan
 WriteLocks             replace the lock file of `store` with `table`
 Receive                `backup` from `origin` into a new staging `folder` at `endpoint` (restore)
@@ -40,9 +40,12 @@ class _Step:
         return f"{type(self).__name__}({', '.join(f'{n}={getattr(self, n)!r}' for n in self.__slots__)})"
 
     def lines(self) -> list:
-        """The plan lines: the template filled in, once per path for a step over several paths."""
-        paths = self.paths if "paths" in self.__slots__ else (None,)
-        return [self.template.format(step=self, path=path) for path in paths]
+        """The plan lines: the template filled in, once per path (or destination) of a step over several."""
+        if "paths" in self.__slots__:
+            return [self.template.format(step=self, path=path) for path in self.paths]
+        if "destinations" in self.__slots__:
+            return [self.template.format(step=self, dest=dest) for dest in self.destinations]
+        return [self.template.format(step=self)]
 
 
 def _step(name, fields, template):
@@ -55,7 +58,7 @@ TakeSnapshot = _step("TakeSnapshot", "endpoint source_path path label", "create 
 DeletePartialReceives = _step("DeletePartialReceives", "endpoint paths folder where", "delete partial receive {path} at {step.where}")
 ClearLocks = _step("ClearLocks", "destination names", "clear locks of {step.listed} for {step.destination.id}")
 RemoveLocks = _step("RemoveLocks", "destination names", "remove locks of {step.listed} for {step.destination.id}")
-Send = _step("Send", "source snapshot parent destination verify", "send {step.snapshot.name} to {step.destination.id} ({step.mode})")
+Send = _step("Send", "source snapshot parent destinations", "send {step.snapshot.name} to {dest.id} ({step.mode})")
 Delete = _step("Delete", "endpoint paths folder what where reason", "delete {step.what}{path}{step.at}{step.why}")
 WriteLocks = _step("WriteLocks", "store table", "write {step.store.path}")
 Receive = _step("Receive", "origin backup endpoint folder", "receive {step.backup.name} from {step.origin.id} into {step.folder}")

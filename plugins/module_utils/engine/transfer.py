@@ -1,34 +1,101 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""One snapshot to one destination (or a backup back for a restore): send|receive stages, the check of what arrived."""
+"""One snapshot to its destinations (or a backup back for a restore): the stream, its progress, the check of what arrived."""
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from . import btrfs
 from .errors import BackupError, TransferError
 from .listing import Subvolume, find_subvolume
-from .pipeline import Stage, run_pipeline
+from .pipeline import Stage, run_pipeline, run_stream
+from .stream_size import estimate_stream_size
+from .streams import plan_stream
+
+LOG = logging.getLogger("btrfs_backup")
 
 
-def send_stages(source, destination, snapshot: Subvolume, parent: Subvolume | None,
-                debug: bool = False, progress: bool = False) -> list:
-    """`btrfs send [-p parent]` at the source, `pv` when asked and at a terminal, then the receiver."""
-    send = source.command(btrfs.send_argv(snapshot.path, parent.path if parent else None, debug))
-    stages = [Stage("btrfs send" if source.kind == "local" else f"btrfs send on {source.host}", send)]
-    if progress and sys.stderr.isatty():
+def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options, ends):
+    """One `btrfs send [-p parent]` at the source, fanned out to every destination's receiver
+    (streams.plan_stream); returns the pipeline's StreamResult (each destination's verdict)."""
+    stream = options.stream
+    _say_fallbacks(source, destinations, stream, ends)
+    progress = False
+    if options.progress and sys.stderr.isatty():
         import shutil  # only here: start-up time of every run
         if shutil.which("pv"):
-            stages.append(Stage("pv", ["pv"], capture_stderr=False))
-    if destination.kind == "shell":
-        stages.append(Stage(f"shell command {destination.shell_command!r}", destination.receive_argv()))
-    else:
-        receive = destination.command(btrfs.receive_argv(destination.path, debug))
-        stages.append(Stage("btrfs receive" if destination.kind == "local" else
-                            f"btrfs receive on {destination.host}", receive))
-    return stages
+            estimate = estimate_stream_size(source, runner, snapshot.path, parent.path if parent else None)
+            progress = estimate or True
+    root, compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
+                                          destinations, stream, ends, progress)
+    if flags:
+        LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
+    meter = ProgressLog(snapshot.name, destinations, source, runner, snapshot, parent)
+    return run_stream(runner, root, on_progress=None if progress else meter)
+
+
+def _say_fallbacks(source, destinations, stream, ends):
+    """One log line for each ssh end that cannot take the compressed stream it was meant to."""
+    if stream.compress_level is None:
+        return
+    for end in [d for d in destinations if d.kind == "ssh"] + ([source] if source.kind == "ssh" else []):
+        missing = [where for where, e in (("this host", ends(None)), (end.id, ends(end))) if not e.zstd]
+        if missing and end.id not in ends.told:
+            ends.told.add(end.id)
+            log = LOG.warning if stream.compress_explicit else LOG.info
+            log("%s: no zstd at %s; this stream goes uncompressed", end.id, " and ".join(missing))
+
+
+class ProgressLog:
+    """A log line every 30 s of a long transfer (for timers, whose output goes to the journal):
+    bytes so far, the rate, and once the stream's size is estimated, how much is left and when
+    it should end."""
+
+    def __init__(self, name, destinations, source, runner, snapshot, parent):
+        self.name = name
+        self.where = ", ".join(d.id for d in destinations)
+        self.estimate_args = (source, runner, snapshot.path, parent.path if parent else None)
+        self.estimate = None
+        self.asked = False
+
+    def __call__(self, sent, seconds):
+        if not self.asked:
+            self.asked = True  # once, at the first line: short transfers never pay for it
+            self.estimate = estimate_stream_size(*self.estimate_args)
+        LOG.info("sending %s to %s: %s", self.name, self.where, progress_line(sent, seconds, self.estimate))
+
+
+def progress_line(sent, seconds, estimate):
+    """Pure: "1.2 GiB of about 4.0 GiB (30%), 95.1 MiB/s, about 30 s left" (fewer parts when
+    the size is unknown or already passed)."""
+    rate = sent / seconds if seconds > 0 else 0
+    text = format_bytes(sent)
+    if estimate and estimate > sent:
+        text += " of about %s (%d%%)" % (format_bytes(estimate), 100 * sent // estimate)
+    text += ", %s/s" % format_bytes(rate)
+    if estimate and estimate > sent and rate > 0:
+        text += ", about %s left" % format_duration((estimate - sent) / rate)
+    return text
+
+
+def format_bytes(size):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
+        size /= 1024.0
+    return "%.1f TiB" % size
+
+
+def format_duration(seconds):
+    seconds = int(seconds + 0.5)
+    if seconds < 120:
+        return "%d s" % seconds
+    if seconds < 7200:
+        return "%d min" % ((seconds + 30) // 60)
+    return "%d h %02d min" % (seconds // 3600, (seconds % 3600 + 30) // 60)
 
 
 def verify_received(destination, runner, snapshot: Subvolume) -> Subvolume:
