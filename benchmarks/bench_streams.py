@@ -3,8 +3,8 @@
 
 Run as root from the repository:
 
-    .venv/bin/python benchmarks/bench_streams.py            # ~600 MiB, 6 rounds (~15 min)
-    .venv/bin/python benchmarks/bench_streams.py --quick    # ~150 MiB, 1 round (~3 min)
+    .venv/bin/python benchmarks/bench_streams.py            # 500 MiB, each tool in every place (~15 min)
+    .venv/bin/python benchmarks/bench_streams.py --quick    # 150 MiB, 1 round (~3 min)
 
 Scenarios (every tool does the same work on the same data, in the same run; the tools take
 turns, their order rotated per round; the report gives medians, minimums and ratios):
@@ -15,10 +15,10 @@ turns, their order rotated per round; the report gives medians, minimums and rat
            ours (--compress auto) and ours --compress none
   plain    a full send over ssh on the unshaped loopback of a second namespace, of random
            (incompressible) bytes: raw, raw with AES-GCM, ours and ours --compress none
-  fanout   the compressible data to three local filesystems: ours in one run, ours in three
-           runs, raw `btrfs send | tee | btrfs receive` (one send) and three raw sends
-  pull     from the plain namespace's sshd (ssh://root@127.0.0.1:PORT/...) to two local
-           filesystems: ours in one run, ours in two runs, raw `ssh … btrfs send | tee`
+  fanout   data of the same kind (250 MiB) to three local filesystems: ours in one run, ours in
+           three runs, raw `btrfs send | tee | btrfs receive` (one send) and three raw sends
+  pull     the same data from the plain namespace's sshd (ssh://root@127.0.0.1:PORT/...) to two
+           local filesystems: ours in one run, ours in two runs, raw `ssh … btrfs send | tee`
   rate     ours --limit-rate 20M and raw `pv -L 20M` to a local filesystem
 
 Every run is checked: exactly the expected subvolume arrived at each destination, complete
@@ -271,6 +271,16 @@ class ProcessWatch:
     def total(self, side: str, match, counter: str) -> int:
         return sum(e["io"].get(counter, 0) for e in self.processes(side, match))
 
+    def programs(self, side: str) -> str:
+        """'btrfs send 1, ssh 2, ...': the processes seen on a side by name (btrfs with its command)."""
+        names = collections.Counter()
+        for (s, _, _), e in self.seen.items():
+            if s != side or e["comm"] == "sshd":
+                continue
+            words = [w for w in e["argv"][1:] if not w.startswith("-")]
+            names[e["comm"] + (" " + words[0] if e["comm"] == "btrfs" and words else "")] += 1
+        return ", ".join("%s %d" % kv for kv in sorted(names.items())) or "none"
+
 
 # -- results ---------------------------------------------------------------------------------------
 
@@ -287,6 +297,7 @@ class Sample:
     remote_send_bytes: Optional[int] = None
     ssh_rchar: Optional[int] = None        # what the ssh clients here read (pull: the stream coming in)
     pipeline_seconds: Optional[float] = None  # ours: the send | receive pipeline's time in its --json
+    programs: Optional[str] = None         # the processes the run started, here and behind the sshd
 
 
 def _rate_bytes(text: str) -> float:
@@ -318,10 +329,10 @@ class StreamBench:
 
     def setup(self):
         a = self.args
-        data, rand, rate = a.data_mib, a.random_mib, a.rate_mib
-        sizes = {"src": int((data + rand + rate) * 1.4) + 256, "sdst": int(data * 1.4) + 256,
-                 "pdst": int(rand * 1.4) + 256, "fan1": int(max(data, rate) * 1.4) + 256,
-                 "fan2": int(data * 1.4) + 256, "fan3": int(data * 1.4) + 256}
+        data, fan, rand, rate = a.data_mib, a.fan_mib, a.random_mib, a.rate_mib
+        sizes = {"src": int((data + fan + rand + rate) * 1.4) + 256, "sdst": int(data * 1.4) + 256,
+                 "pdst": int(rand * 1.4) + 256, "fan1": int(max(fan, rate) * 1.4) + 256,
+                 "fan2": int(fan * 1.4) + 256, "fan3": int(fan * 1.4) + 256}
         total = sum(sizes.values()) + 256
         self.pool = self.stack.enter_context(BtrfsPool(tmpfs_size="%dM" % total, prefix="bench-streams-"))
         self.tmp = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-streams-cfg-")))
@@ -378,11 +389,9 @@ class StreamBench:
         a = self.args
         t0 = time.perf_counter()
         comp = self.pool.subvolume(self.src / "comp")
-        random_mib = round(a.data_mib * RANDOM_SHARE)
-        files, real = self._copy_real_files(comp / "files", (a.data_mib - random_mib) * MiB)
-        (comp / "random").mkdir()
-        for i in range(4):
-            write_file(comp / "random" / ("part%d" % i), random_mib * MiB // 4, seed=11, file_no=i)
+        files, real, random_mib = self._compressible(comp, a.data_mib, seed=11)
+        fan = self.pool.subvolume(self.src / "fan")
+        self._compressible(fan, a.fan_mib, seed=15)
         rand = self.pool.subvolume(self.src / "rand")
         for i in range(max(1, a.random_mib // 64)):
             write_file(rand / ("part%d" % i), a.random_mib * MiB // max(1, a.random_mib // 64), seed=12, file_no=i)
@@ -390,21 +399,30 @@ class StreamBench:
         write_file(rate / "part0", a.rate_mib * MiB, seed=13)
         syncfs(self.src)
         self.real_files = (files, real)
-        log("data: %d real files of this machine, %.0f MiB, plus %d MiB random; %d MiB random (plain); "
-            "%d MiB random (rate); written in %.1fs" % (files, real / MiB, random_mib, a.random_mib, a.rate_mib,
-                                                        time.perf_counter() - t0))
+        log("data: %d real files of this machine, %.0f MiB, plus %d MiB random; the same kind, %d MiB (fanout, "
+            "pull); %d MiB random (plain); %d MiB random (rate); written in %.1fs" % (
+                files, real / MiB, random_mib, a.fan_mib, a.random_mib, a.rate_mib, time.perf_counter() - t0))
         self.snaps = {}
-        for name, subvol, snap_name in (("comp", comp, SNAP_NAME), ("btrbk-comp", comp, BTRBK_SNAP_NAME),
+        for name, subvol, snap_name in (("comp", comp, SNAP_NAME), ("btrbk-comp", comp, BTRBK_SNAP_NAME), ("fan", fan, SNAP_NAME),
                                         ("rand", rand, SNAP_NAME), ("rate", rate, SNAP_NAME)):
             (self.src / "snaps" / name).mkdir(parents=True)
             self.snaps[name] = self.pool.snapshot(subvol, self.src / "snaps" / name / snap_name)
         self.uuids = {name: subvol_info(snap)["UUID"] for name, snap in self.snaps.items()}
         # Stream sizes (this also brings the data into the page cache).
-        self.stream = {name: self._count([["btrfs", "send", "-q", self.snaps[name]]]) for name in ("comp", "rand", "rate")}
+        self.stream = {name: self._count([["btrfs", "send", "-q", self.snaps[name]]]) for name in ("comp", "fan", "rand", "rate")}
         self.stream["comp-zstd"] = self._count([["btrfs", "send", "-q", self.snaps["comp"]], ["zstd", "-3", "-T0", "-q"]])
-        log("streams: comp %.1f MiB (zstd -3: %.1f MiB, ratio %.2f), rand %.1f MiB, rate %.1f MiB" % (
+        log("streams: comp %.1f MiB (zstd -3: %.1f MiB, ratio %.2f), fan %.1f MiB, rand %.1f MiB, rate %.1f MiB" % (
             self.stream["comp"] / MiB, self.stream["comp-zstd"] / MiB, self.stream["comp"] / self.stream["comp-zstd"],
-            self.stream["rand"] / MiB, self.stream["rate"] / MiB))
+            self.stream["fan"] / MiB, self.stream["rand"] / MiB, self.stream["rate"] / MiB))
+
+    def _compressible(self, subvol: Path, mib: int, seed: int) -> Tuple[int, int, int]:
+        """Real files of this machine plus RANDOM_SHARE random bytes: (files, their bytes, random MiB)."""
+        random_mib = round(mib * RANDOM_SHARE)
+        files, real = self._copy_real_files(subvol / "files", (mib - random_mib) * MiB)
+        (subvol / "random").mkdir()
+        for i in range(4):
+            write_file(subvol / "random" / ("part%d" % i), random_mib * MiB // 4, seed=seed, file_no=i)
+        return files, real, random_mib
 
     @staticmethod
     def _copy_real_files(dest: Path, budget: int) -> Tuple[int, int]:
@@ -525,11 +543,12 @@ class StreamBench:
             "ours: engine at commit %s%s; stream options in its --help: %s" % (
                 head, " + uncommitted changes in " + ", ".join(d[3:] for d in dirty) if dirty else "",
                 ", ".join(options) or "none"),
-            "compressible data (shaped, fanout, pull): %d files copied from %s (%.0f MiB) + %d MiB random bytes; "
+            "compressible data (shaped): %d files copied from %s (%.0f MiB) + %d MiB random bytes; "
             "its send stream %.1f MiB, %.1f MiB through zstd -3 (ratio %.2f)" % (
                 files, ", ".join(sorted({p for ps, _, _ in REAL_FILES for p in ps[:1]})), real / MiB,
                 round(self.args.data_mib * RANDOM_SHARE), self.stream["comp"] / MiB, self.stream["comp-zstd"] / MiB,
                 self.stream["comp"] / self.stream["comp-zstd"]),
+            "the same kind, %d MiB (fanout, pull): stream %.1f MiB" % (self.args.fan_mib, self.stream["fan"] / MiB),
             "incompressible data: plain %.1f MiB stream, rate %.1f MiB stream (random bytes)" % (
                 self.stream["rand"] / MiB, self.stream["rate"] / MiB),
             "shaped link: network namespace %s, its lo: `%s`; bare rate (%d MiB of random bytes through "
@@ -570,7 +589,7 @@ class StreamBench:
     # -- one measurement --------------------------------------------------------------------------
 
     def measure(self, scenario: str, tool: str, rnd: int, start: Callable[[Launcher], None], env=None,
-                link: Optional[Link] = None, watch: bool = False, shown: str = "") -> Sample:
+                link: Optional[Link] = None, shown: str = "") -> Sample:
         label = "%s %s" % (scenario, tool)
         for fs in (self.src, self.sdst, self.pdst, *self.fans):
             syncfs(fs)
@@ -579,27 +598,27 @@ class StreamBench:
         roots = {"here": [os.getpid()]}
         if link:
             roots["there"] = [link.sshd.pid]
-        with ProcessWatch(roots, skip=KEEP_PIDS) if watch else contextlib.nullcontext() as w:
+        with ProcessWatch(roots, skip=KEEP_PIDS) as watch:
             m: Measurement = timed_run(start, env=env, label=label)
         sample = Sample(m.seconds, m.cpu, m.stall)
+        sample.sends = len(watch.processes("here", _is_send))
+        sample.send_bytes = watch.total("here", _is_send, "wchar")
+        sample.programs = "here: %s" % watch.programs("here")
         if link:
             sample.link_bytes = link.netns.lo_bytes() - before
-        if w:
-            sample.sends = len(w.processes("here", _is_send))
-            sample.send_bytes = w.total("here", _is_send, "wchar")
-            sample.ssh_rchar = w.total("here", _is_ssh, "rchar") if link else None
-            if link:
-                sample.remote_sends = len(w.processes("there", _is_send))
-                sample.remote_send_bytes = w.total("there", _is_send, "wchar")
+            sample.ssh_rchar = watch.total("here", _is_ssh, "rchar")
+            sample.remote_sends = len(watch.processes("there", _is_send))
+            sample.remote_send_bytes = watch.total("there", _is_send, "wchar")
+            sample.programs += "; behind the sshd: %s" % watch.programs("there")
         self.results[scenario][tool].append(sample)
         if shown:
             self.commands[scenario].setdefault(tool, shown)
         extra = ""
         if sample.link_bytes is not None:
             extra += "  link %s MiB" % _mib(sample.link_bytes)
-        if sample.sends is not None:
+        if sample.sends:
             extra += "  sends %d (%s MiB)" % (sample.sends, _mib(sample.send_bytes))
-        if sample.remote_sends is not None:
+        if sample.remote_sends:
             extra += "  remote sends %d (%s MiB)" % (sample.remote_sends, _mib(sample.remote_send_bytes))
         log("  round %d  %-7s %-10s %8s s  cpu %6.2f s  cpu pressure %3.0f%%%s" % (
             rnd + 1, scenario, tool, fmt_s(m.seconds), m.cpu, m.stall * 100, extra))
@@ -715,18 +734,18 @@ class StreamBench:
         self.clear(folder, fs)
 
     def fanout_run(self, tool: str, rnd: int) -> None:
-        snap = self.snaps["comp"]
+        snap = self.snaps["fan"]
         folders = [fs / ("fanout-%s-r%d" % (tool, rnd + 1)) for fs in self.fans]
         for folder in folders:
             folder.mkdir()
         send = ["btrfs", "send", "-q", snap]
         receives = [["btrfs", "receive", folder] for folder in folders]
-        ours = [self._ours("-f", snap.parent, self.src / "comp", *folders)]
+        ours = [self._ours("-f", snap.parent, self.src / "fan", *folders)]
         env = None
         if tool == "ours-one":
             start, shown, env = (lambda launcher: self._pipeline(launcher, ours)), show(ours), self.py_env
         elif tool == "ours-three":
-            runs = [[self._ours("-f", snap.parent, self.src / "comp", folder)] for folder in folders]
+            runs = [[self._ours("-f", snap.parent, self.src / "fan", folder)] for folder in folders]
             start, env = (lambda launcher: self._one_after_another(launcher, runs)), self.py_env
             shown = " ; ".join(show(r) for r in runs)
         elif tool == "raw-tee":
@@ -737,19 +756,19 @@ class StreamBench:
             runs = [[send, receive] for receive in receives]
             start = lambda launcher: self._one_after_another(launcher, runs)  # noqa: E731
             shown = " ; ".join(show(r) for r in runs)
-        self.measure("fanout", tool, rnd, start, env=env, watch=True, shown=shown)
+        self.measure("fanout", tool, rnd, start, env=env, shown=shown)
         for folder, fs in zip(folders, self.fans):
             self.check_full("fanout %s" % tool, folder, snap)
         for folder, fs in zip(folders, self.fans):
             self.clear(folder, fs)
 
     def pull_run(self, tool: str, rnd: int) -> None:
-        link, snap = self.plain, self.snaps["comp"]
+        link, snap = self.plain, self.snaps["fan"]
         fans = self.fans[:2]
         folders = [fs / ("pull-%s-r%d" % (tool, rnd + 1)) for fs in fans]
         for folder in folders:
             folder.mkdir()
-        source = link.url(self.src / "comp")
+        source = link.url(self.src / "fan")
         env, pids = None, []
 
         def ours(*dests):
@@ -772,7 +791,7 @@ class StreamBench:
             shown = "%s | tee >(%s) | %s" % (shlex.join(map(str, send)), shlex.join(map(str, receives[0])),
                                              shlex.join(map(str, receives[1])))
         try:
-            self.measure("pull", tool, rnd, start, env=env, link=link, watch=True, shown=shown)
+            self.measure("pull", tool, rnd, start, env=env, link=link, shown=shown)
         finally:
             self.pull_pids.extend(pids)
         for folder in folders:
@@ -933,9 +952,9 @@ class StreamBench:
         if "fanout" in self.args.only:
             emit("### 3. Fan-out: the compressible data to three local filesystems")
             emit("")
-            emit("Stream %.1f MiB. `btrfs send` processes this side started, and what they wrote "
-                 "(/proc/PID/io wchar, sampled every 20 ms, so up to ~20 ms of output may be missing), median." % (
-                     stream["comp"] / MiB))
+            emit("Data of the same kind as above, %d MiB: its stream %.1f MiB. `btrfs send` processes this side "
+                 "started, and what they wrote (/proc/PID/io wchar, sampled every 20 ms, so up to ~20 ms of output "
+                 "may be missing), median." % (self.args.fan_mib, stream["fan"] / MiB))
             emit("")
             emit("| run | seconds | btrfs send processes | MiB the sends wrote | CPU s |")
             emit("|---|---:|---:|---:|---:|")
@@ -951,10 +970,10 @@ class StreamBench:
         if "pull" in self.args.only:
             emit("### 4. Pull from an ssh source to two local filesystems")
             emit("")
-            emit("The source is `ssh://root@127.0.0.1:%d%s` on the plain (unshaped) namespace's sshd. "
-                 "Remote sends are `btrfs send` processes below that sshd; link MiB crossed its loopback "
-                 "(both directions); ssh rchar is what the ssh clients here read. Medians." % (
-                     self.plain.port, self.src / "comp"))
+            emit("The fan-out's data (stream %.1f MiB) from `ssh://root@127.0.0.1:%d%s` on the plain (unshaped) "
+                 "namespace's sshd; ours with its default `--compress auto`. Remote sends are `btrfs send` processes "
+                 "below that sshd; link MiB crossed its loopback (both directions); ssh rchar is what the ssh clients "
+                 "here read. Medians." % (stream["fan"] / MiB, self.plain.port, self.src / "fan"))
             emit("")
             emit("| run | seconds | remote btrfs send processes | MiB they wrote | link MiB | ssh rchar MiB |")
             emit("|---|---:|---:|---:|---:|---:|")
@@ -1032,11 +1051,21 @@ class StreamBench:
             for tool in TOOLS[scenario]:
                 if tool in self.commands[scenario]:
                     print("- %s, %s: `%s`" % (scenario, tool, self.commands[scenario][tool]))
+        print()
+        print("## Processes of one run (round 1, sampled every 20 ms; sshd's own processes left out)")
+        print()
+        for scenario in SCENARIOS:
+            for tool in TOOLS[scenario]:
+                samples = self.results[scenario].get(tool)
+                if samples:
+                    print("- %s, %s: %s" % (scenario, tool, samples[0].programs))
         if self.btrbk_conf:
-            print("- btrbk's configuration (shaped):")
-            print("  ```")
-            print("\n".join("  " + line for line in self.btrbk_conf.splitlines()))
-            print("  ```")
+            print()
+            print("btrbk's configuration (shaped):")
+            print()
+            print("```")
+            print(self.btrbk_conf.rstrip())
+            print("```")
         sys.stdout.flush()
 
 
@@ -1052,6 +1081,8 @@ def parse_args(argv=None):
     p.add_argument("--only", default=",".join(SCENARIOS),
                    help="comma-separated scenarios to run (default: all of %s)" % ", ".join(SCENARIOS))
     p.add_argument("--data-mib", type=int, help="compressible data, MiB (default 500; --quick: 150)")
+    p.add_argument("--fan-mib", type=int, help="data of the same kind for fanout and pull, MiB (default 250; "
+                                               "--quick: 100)")
     p.add_argument("--random-mib", type=int, help="random data for the plain link, MiB (default 300; --quick: 100)")
     p.add_argument("--rate-mib", type=int, help="random data for the rate limit, MiB (default 200; --quick: 60)")
     p.add_argument("--limit", default="20M", help="the rate limit (default 20M: 20 MiB/s, as pv reads it)")
@@ -1070,6 +1101,7 @@ def parse_args(argv=None):
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else None)
     args.data_mib = args.data_mib or (150 if quick else 500)
+    args.fan_mib = args.fan_mib or (100 if quick else 250)
     args.random_mib = args.random_mib or (100 if quick else 300)
     args.rate_mib = args.rate_mib or (60 if quick else 200)
     if quick and args.probe_mib == 48:
