@@ -163,8 +163,8 @@ class Netns:
 class Link:
     """An sshd on 127.0.0.1:PORT inside a namespace, and how each tool reaches it from the same namespace."""
 
-    def __init__(self, label: str, netns: Netns, sshd: Sshd):
-        self.label, self.netns, self.sshd = label, netns, sshd
+    def __init__(self, netns: Netns, sshd: Sshd):
+        self.netns, self.sshd = netns, sshd
         self.port = sshd.port
         self.opts = sshd.ssh_options()
 
@@ -356,7 +356,7 @@ class StreamBench:
             sshd = self.stack.enter_context(Sshd(host="127.0.0.1", port=port, extra_config=extra,
                                                  run_prefix=netns.prefix))
             KEEP_PIDS.add(sshd.pid)
-            self.links["shaped" if netns is shaped else "plain"] = Link(netns.name, netns, sshd)
+            self.links["shaped" if netns is shaped else "plain"] = Link(netns, sshd)
         self.shaped, self.plain = self.links["shaped"], self.links["plain"]
         log("namespaces %s (lo: %s) and %s, sshd pids %d and %d" % (
             shaped.name, shaped.qdisc_line(), plain.name, self.shaped.sshd.pid, self.plain.sshd.pid))
@@ -403,13 +403,14 @@ class StreamBench:
             "pull); %d MiB random (plain); %d MiB random (rate); written in %.1fs" % (
                 files, real / MiB, random_mib, a.fan_mib, a.random_mib, a.rate_mib, time.perf_counter() - t0))
         self.snaps = {}
-        for name, subvol, snap_name in (("comp", comp, SNAP_NAME), ("btrbk-comp", comp, BTRBK_SNAP_NAME), ("fan", fan, SNAP_NAME),
-                                        ("rand", rand, SNAP_NAME), ("rate", rate, SNAP_NAME)):
+        for name, subvol, snap_name in (("comp", comp, SNAP_NAME), ("btrbk-comp", comp, BTRBK_SNAP_NAME),
+                                        ("fan", fan, SNAP_NAME), ("rand", rand, SNAP_NAME), ("rate", rate, SNAP_NAME)):
             (self.src / "snaps" / name).mkdir(parents=True)
             self.snaps[name] = self.pool.snapshot(subvol, self.src / "snaps" / name / snap_name)
-        self.uuids = {name: subvol_info(snap)["UUID"] for name, snap in self.snaps.items()}
+        self.uuids = {snap: subvol_info(snap)["UUID"] for snap in self.snaps.values()}
         # Stream sizes (this also brings the data into the page cache).
-        self.stream = {name: self._count([["btrfs", "send", "-q", self.snaps[name]]]) for name in ("comp", "fan", "rand", "rate")}
+        self.stream = {name: self._count([["btrfs", "send", "-q", self.snaps[name]]])
+                       for name in ("comp", "fan", "rand", "rate")}
         self.stream["comp-zstd"] = self._count([["btrfs", "send", "-q", self.snaps["comp"]], ["zstd", "-3", "-T0", "-q"]])
         log("streams: comp %.1f MiB (zstd -3: %.1f MiB, ratio %.2f), fan %.1f MiB, rand %.1f MiB, rate %.1f MiB" % (
             self.stream["comp"] / MiB, self.stream["comp-zstd"] / MiB, self.stream["comp"] / self.stream["comp-zstd"],
@@ -630,8 +631,7 @@ class StreamBench:
         if got != [snap.name]:
             raise BenchError("%s: expected [%s] at %s, found %s" % (label, snap.name, folder, got))
         info = subvol_info(folder / snap.name)
-        want = subvol_info(snap)["UUID"]
-        if info.get("Received UUID") != want or info.get("Parent UUID") != "-":
+        if info.get("Received UUID") != self.uuids[snap] or info.get("Parent UUID") != "-":
             raise BenchError("%s: %s is not a complete full copy of %s: %s" % (label, folder / snap.name, snap, info))
 
     @staticmethod
@@ -882,8 +882,9 @@ class StreamBench:
         return x / y if x is not None and y else None
 
     def _label(self, scenario, tool):
+        """The tool's name for a table cell (a | there, even in code, must be escaped)."""
         text = LABELS[scenario, tool]
-        return text % self.args.limit if scenario == "rate" else text
+        return (text % self.args.limit if scenario == "rate" else text).replace("|", "\\|")
 
     def _time_cells(self, scenario, tool):
         samples = self.results[scenario].get(tool)
@@ -997,14 +998,11 @@ class StreamBench:
             emit("|---|---:|---:|---:|---:|---:|")
             for tool in TOOLS["rate"]:
                 def cells(t=tool):
-                    rate = stream["rate"] / self._med("rate", t)
-                    cells = ["%.2f" % (rate / MiB), "%+.1f %%" % (100 * (rate / limit - 1))]
-                    pipe = self._med("rate", t, "pipeline_seconds")
-                    if pipe:
-                        cells += ["%.2f" % (stream["rate"] / pipe / MiB), "%+.1f %%" % (100 * (stream["rate"] / pipe / limit - 1))]
-                    else:
-                        cells += ["-", "-"]
-                    return cells
+                    out = []
+                    for seconds in (self._med("rate", t), self._med("rate", t, "pipeline_seconds")):
+                        rate = stream["rate"] / seconds if seconds else None
+                        out += ["%.2f" % (rate / MiB), "%+.1f %%" % (100 * (rate / limit - 1))] if rate else ["-", "-"]
+                    return out
                 row("rate", tool, cells, 5)
             emit("")
         if LINGERING:
