@@ -74,6 +74,8 @@ class World:
                     "ssh": sshd.url(self.folders["ssh"])}
         self.workdir = workdir
         self.hand_deleted = set()  # snapshot names deleted by hand at the source
+        # Each sequence's own filesystems (a soak gives them back after each one).
+        self.filesystems = [self.source.parent, self.small_fs, remote_fs, self.folders["local"].parent]
 
     def snapshots(self):
         return {n: s for n, s in subvolumes(self.snaps).items()} if self.snaps.exists() else {}
@@ -342,9 +344,14 @@ def test_a_random_sequence_keeps_the_rules(seed, make_fs, subvolume, sshd, tmp_p
 
 
 @pytest.mark.skipif(SOAK_MINUTES <= 0, reason="soak runs only with CHAOS_SOAK_MINUTES")
-def test_soak(make_fs, subvolume, sshd, tmp_path_factory):
+@pytest.mark.timeout(int(SOAK_MINUTES * 60) + 900)  # the suite's per-test limit, past the last sequence
+def test_soak(make_fs, subvolume, sshd, tmp_path_factory, btrfs_pool):
     deadline = time.monotonic() + SOAK_MINUTES * 60
     while time.monotonic() < deadline:
         seed = int.from_bytes(os.urandom(4), "big")
         print("chaos soak seed %d" % seed, flush=True)
-        play(World(make_fs, subvolume, sshd, tmp_path_factory.mktemp("soak")), seed, STEPS)
+        world = World(make_fs, subvolume, sshd, tmp_path_factory.mktemp("soak"))
+        play(world, seed, STEPS)
+        # The images live in the session's tmpfs: an hour of sequences would fill it.
+        for filesystem in world.filesystems:
+            btrfs_pool.release(filesystem)

@@ -416,6 +416,9 @@ def test_zstd_killed_mid_stream_fails_the_receive_and_serve_returns(backup_serve
         client.stdin.flush()
         decompressor = wait_for(lambda: [pid for pid, argv in descendants(server.pid).items()
                                          if argv == ["zstd", "-d", "-q", "-c"]], "serve's zstd")
+        # The decoder of what a source sent can gain no privileges (no sudo), whatever the stream does.
+        status_lines = Path("/proc/%d/status" % decompressor[0]).read_text().splitlines()
+        assert "NoNewPrivs:\t1" in status_lines, status_lines
         os.kill(decompressor[0], signal.SIGKILL)
         status = client.wait(timeout=30)
         stderr = client.stderr.read().decode()

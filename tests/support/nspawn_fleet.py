@@ -30,10 +30,29 @@ import tempfile
 import time
 
 SUITE = "bookworm"
-MIRROR = os.environ.get("BTRFS_BACKUP_TEST_MIRROR", "http://deb.debian.org/debian")
+
+
+def _machine_mirror():
+    """The Debian mirror this machine's apt uses (its own sources): the fleet's packages come
+    from where the machine's own come from."""
+    for path in ("/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"):
+        try:
+            with open(path) as handle:
+                for line in handle:
+                    words = line.split()
+                    if words[:1] == ["URIs:"] and len(words) > 1:
+                        return words[1]
+                    if words[:1] == ["deb"] and len(words) > 2:
+                        return words[2] if not words[1].startswith("[") else words[3]
+        except OSError:
+            continue
+    raise RuntimeError("no Debian mirror in this machine's apt sources: set BTRFS_BACKUP_TEST_MIRROR")
+
+
+MIRROR = os.environ.get("BTRFS_BACKUP_TEST_MIRROR") or _machine_mirror()
 # Everything the role would install is already in the image, so converge needs no network.
 PACKAGES = ("systemd", "systemd-sysv", "dbus", "python3", "python3-apt", "btrfs-progs",
-            "openssh-server", "openssh-client", "sudo", "iproute2", "pv", "zstd",
+            "openssh-server", "openssh-client", "sudo", "iproute2", "pv", "zstd", "mbuffer",
             "prometheus-node-exporter")
 CACHE_DIR = os.environ.get("BTRFS_BACKUP_TEST_CACHE", "/var/cache/btrfs-backup-test")
 BOOT_TIMEOUT = int(os.environ.get("FLEET_BOOT_TIMEOUT", "90"))

@@ -322,10 +322,13 @@ def server_root(tmp_path):
     return root
 
 
-def serve(root, line):
-    # Real files: the executor hands its stdin/stdout/stderr to btrfs as they are.
-    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, \
+def serve(root, line, stream=b""):
+    """(status, stdout, stderr) of serving `line` with `stream` as the client's stdin. Real
+    files: the executor hands its stdin/stdout/stderr to btrfs and zstd as they are."""
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, \
             tempfile.TemporaryFile() as err:
+        stdin.write(stream)
+        stdin.seek(0)
         server = Server(str(root), btrfs_path=str(root.parents[1] / "btrfs"), stdin=stdin,
                         stdout=out, stderr=err, use_sudo=False)
         status = server.serve(line)
@@ -406,19 +409,6 @@ def receiving_root(tmp_path):
     return root
 
 
-def serve_stream(root, line, stream):
-    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, \
-            tempfile.TemporaryFile() as err:
-        stdin.write(stream)
-        stdin.seek(0)
-        server = Server(str(root), btrfs_path=str(root.parents[1] / "btrfs"), stdin=stdin,
-                        stdout=out, stderr=err, use_sudo=False)
-        status = server.serve(line)
-        out.seek(0)
-        err.seek(0)
-        return status, out.read().decode(), err.read().decode()
-
-
 def compressed(data):
     return subprocess.run(["zstd", "-q", "-c"], input=data, stdout=subprocess.PIPE, check=True).stdout
 
@@ -427,7 +417,7 @@ STREAM = os.urandom(1 << 16) * 8  # compressible, and more than a pipe holds
 
 
 def test_the_compressed_receive_gives_receive_the_decompressed_stream(receiving_root):
-    status, _out, err = serve_stream(receiving_root, compressed_line(str(receiving_root / "root")),
+    status, _out, err = serve(receiving_root, compressed_line(str(receiving_root / "root")),
                                      compressed(STREAM))
     assert status == 0, err
     assert (receiving_root.parents[1] / "received").read_bytes() == STREAM
@@ -438,7 +428,7 @@ def test_a_receive_that_fails_early_stops_zstd_and_gives_its_own_status(receivin
     """zstd still has output that nobody will read: serve stops it instead of waiting."""
     fake = receiving_root.parents[1] / "btrfs"
     fake.write_text("#!/bin/sh\necho 'ERROR: destination exists' >&2\nexit 3\n")
-    status, _out, err = serve_stream(receiving_root, compressed_line(str(receiving_root / "root")),
+    status, _out, err = serve(receiving_root, compressed_line(str(receiving_root / "root")),
                                      compressed(STREAM))
     assert status == 3 and "destination exists" in err and "zstd -d" not in err, (status, err)
 
@@ -449,7 +439,7 @@ def test_a_receive_that_fails_early_stops_zstd_and_gives_its_own_status(receivin
     pytest.param(lambda data: b"not zstd at all", id="not-zstd"),
 ])
 def test_a_bad_compressed_stream_fails_with_zstds_message(receiving_root, damage):
-    status, _out, err = serve_stream(receiving_root, compressed_line(str(receiving_root / "root")),
+    status, _out, err = serve(receiving_root, compressed_line(str(receiving_root / "root")),
                                      damage(compressed(STREAM)))
     assert status != 0 and "zstd -d failed" in err, (status, err)
     assert err.index("/*stdin*") < err.index("zstd -d failed"), "zstd's own message comes first"
@@ -457,7 +447,7 @@ def test_a_bad_compressed_stream_fails_with_zstds_message(receiving_root, damage
 
 def test_the_probes_answer_in_a_batch(receiving_root):
     line = batch_line([(["zstd", "--version"], False), (["btrfs", "--version"], True)])
-    status, out, err = serve_stream(receiving_root, line, b"")
+    status, out, err = serve(receiving_root, line, b"")
     assert status == 0, err
     zstd_out, btrfs_out, rest = out.split("\n%s 0\n" % MARKER)
     assert "Zstandard" in zstd_out and btrfs_out.strip() == "btrfs-progs v6.2" and rest == ""
@@ -466,9 +456,9 @@ def test_the_probes_answer_in_a_batch(receiving_root):
 def test_without_zstd_the_probe_and_the_compressed_receive_fail_as_a_shell_would(receiving_root,
                                                                                  monkeypatch):
     monkeypatch.setitem(serve_module.SERVE_ENV, "PATH", str(receiving_root))  # no zstd there
-    status, out, err = serve_stream(receiving_root, "zstd --version", b"")
+    status, out, err = serve(receiving_root, "zstd --version", b"")
     assert (status, out) == (127, "") and "cannot run zstd" in err
-    status, _out, err = serve_stream(receiving_root, compressed_line(str(receiving_root / "root")),
+    status, _out, err = serve(receiving_root, compressed_line(str(receiving_root / "root")),
                                      compressed(b"x"))
     assert status == 127 and "cannot run zstd" in err
     assert btrfs_calls(receiving_root) == []

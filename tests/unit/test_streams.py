@@ -198,3 +198,16 @@ def test_progress_is_reported_while_a_stream_runs():
                  Stage("sink", ["cat"])], leaf="x")
     run_stream(CommandRunner(), root, on_progress=lambda sent, seconds: ticks.append(sent), interval=0.15)
     assert len(ticks) >= 2 and ticks == sorted(ticks)
+
+
+@pytest.mark.parametrize("source, dests, expected", [
+    (LOCAL, [A], ["btrfs send", "pv", "btrfs receive"]),
+    # A pull shows the plain stream where it is decompressed here, before the fan-out.
+    (REMOTE_SRC, [A, B], ["btrfs send | zstd on src.example", "zstd -d", "pv"]),
+])
+def test_the_progress_bar_sits_where_the_plain_stream_flows_here(source, dests, expected):
+    root, _, _ = plan_stream(source, "/snap/s", None, dests, StreamOptions(), ends, progress=123456)
+    chain = root.stages
+    assert [s.name for s in chain][:len(expected)] == expected
+    bar = next(s for s in chain if s.name == "pv")
+    assert bar.argv == ["pv", "-s", "123456"] and not bar.capture_stderr

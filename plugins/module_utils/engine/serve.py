@@ -465,8 +465,35 @@ class _QuotaOperations:
         return status
 
 
+PR_SET_DUMPABLE = 4
+PR_SET_NO_NEW_PRIVS = 38
+
+
+def _prctl(option, value):
+    """Best effort: Linux's prctl(2) through libc; False where it cannot be called."""
+    try:
+        import ctypes  # only here: serve's start-up
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(option, value, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _no_new_privileges():
+    """zstd decodes what a source sent: if a crafted stream took it over, it must not gain
+    privileges (sudo and other setuid programs do not elevate a no_new_privs process)."""
+    _prctl(PR_SET_NO_NEW_PRIVS, 1)
+
+
+def untraceable():
+    """serve itself cannot be traced or read by other processes of its user (a decoder taken
+    over by a crafted stream runs as that user): a non-dumpable process needs CAP_SYS_PTRACE."""
+    return _prctl(PR_SET_DUMPABLE, 0)
+
+
 class _ZstdOperations:
-    """zstd for a compressed send stream: an argv list, unprivileged (it turns one pipe into another)."""
+    """zstd for a compressed send stream: an argv list, unprivileged (it turns one pipe into
+    another), without the right to gain privileges."""
 
     def _zstd(self, argv, stdin, stdout):
         """zstd started, or None when it cannot run (said on stderr; status 127, as a shell gives)."""
@@ -474,7 +501,7 @@ class _ZstdOperations:
         try:
             # serve runs on a backup server without Ansible; zstd reads the ssh stream.
             return subprocess.Popen(argv, stdin=stdin, stdout=stdout,  # pylint: disable=ansible-bad-function
-                                    stderr=self.stderr, env=SERVE_ENV)
+                                    stderr=self.stderr, env=SERVE_ENV, preexec_fn=_no_new_privileges)
         except OSError as err:
             self._say("btrfs-backup serve: cannot run zstd: %s" % err.strerror)
             return None
@@ -641,6 +668,7 @@ def _syslog(message):
 def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=None, filesystem=None):
     """`btrfs-backup serve --root DIR`: the forced command of a source host's key."""
     environ = os.environ if environ is None else environ
+    untraceable()
     try:
         quota_bytes = quota.parse_size(quota_size) if quota_size else None
         server = Server(root, btrfs_path, append_only=append_only, quota_bytes=quota_bytes,

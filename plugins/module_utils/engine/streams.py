@@ -122,7 +122,9 @@ def plan_stream(source, snapshot_path, parent_path, destinations, options, ends,
     zstd_dests = [d for d in crossing_ssh if level is not None and here.zstd and ends(d).zstd]
     plain_dests = [d for d in destinations if d not in zstd_dests]
 
-    leaf = lambda d, compressed: Node(_receiver_stages(d, compressed, options), leaf=d)
+    def leaf(dest, compressed):
+        return Node(_receiver_stages(dest, compressed, options), leaf=dest)
+
     if compress_at_source:
         remote = source.command_pipeline([(send_argv, True), (_compress_argv(level), False)])
         root = Node([Stage("btrfs send | zstd on %s" % source.host, remote, wire=True)])
