@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -82,6 +82,20 @@ BTRBK_BASE_NAME = "data.20200101T0000"  # btrbk scheme (timestamp_format long): 
 
 class BenchError(RuntimeError):
     pass
+
+
+def ours_argv(*args) -> List[str]:
+    """Our tool's command line: bin/btrfs-backup, a /bin/sh launcher that runs `python3 -I` on the
+    engine. Run it with ours_env() so that python3 is the interpreter of 0.3.1's console script."""
+    return [os.fspath(OURS_SCRIPT), *(os.fspath(a) for a in args)]
+
+
+def ours_env(env: Optional[dict] = None) -> dict:
+    """`env` (default: ours) with this benchmark's interpreter folder first on PATH (on a machine where
+    python3 on PATH is a pyenv shim, the shim alone adds ~100 ms to every run)."""
+    env = dict(os.environ if env is None else env)
+    env["PATH"] = "%s:%s" % (Path(sys.executable).parent, env.get("PATH", ""))
+    return env
 
 
 # -- process handling: every child in its own process group, killed as a group on abort ------------
@@ -228,50 +242,54 @@ class Gate:
             log("  (waited %.0fs for a quiet machine before %s)" % (waited, label))
 
 
-def timed(stages: Sequence[Sequence[str]], env: Optional[dict] = None, label: str = "",
-          gate: bool = False, stdout=None) -> Measurement:
-    """Run `stage1 | stage2 | ...` (no shell), wait for all, return wall and CPU time; raise on failure.
-    With `gate`, first wait for a quiet machine (see Gate). The last stage writes to `stdout`
-    (an open file) if given, else nowhere."""
-    stages = [[os.fspath(a) for a in argv] for argv in stages]
+class Launcher:
+    """Starts the processes of one timed run, each in its own session with its stderr kept."""
+
+    def __init__(self, env: Optional[dict] = None):
+        self.env = env
+        self.procs: List[subprocess.Popen] = []
+        self.logs: List[tuple] = []  # (argv, stderr file) per process
+
+    def popen(self, argv: Sequence, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, **kwargs) -> subprocess.Popen:
+        argv = [os.fspath(a) for a in argv]
+        log = tempfile.TemporaryFile()
+        self.logs.append((argv, log))
+        kwargs.setdefault("env", self.env)
+        # Own session: a terminal's Ctrl-C reaches only us, and we stop the whole group.
+        proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=log, start_new_session=True, **kwargs)
+        _LIVE.append(proc)
+        self.procs.append(proc)
+        return proc
+
+
+def timed_run(start: Callable[[Launcher], None], env: Optional[dict] = None, label: str = "",
+              gate: bool = False) -> Measurement:
+    """Time `start(launcher)`, which starts processes through the launcher, until all of them
+    have ended; return wall and CPU time; raise on failure. With `gate`, first wait for a quiet
+    machine (see Gate)."""
     if gate:
         Gate.wait(label)
-    logs = [tempfile.TemporaryFile() for _ in stages]
-    procs: List[subprocess.Popen] = []
+    launcher = Launcher(env)
     stall0 = Gate.stall_total()
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     try:
-        for i, argv in enumerate(stages):
-            last = i == len(stages) - 1
-            # Own session: a terminal's Ctrl-C reaches only us, and we stop the whole group.
-            proc = subprocess.Popen(
-                argv,
-                stdin=procs[-1].stdout if procs else subprocess.DEVNULL,
-                stdout=(stdout or subprocess.DEVNULL) if last else subprocess.PIPE,
-                stderr=logs[i],
-                env=env,
-                start_new_session=True,
-            )
-            _LIVE.append(proc)
-            if procs:
-                procs[-1].stdout.close()  # only the consumer holds the read end
-            procs.append(proc)
-        codes = [p.wait() for p in procs]
+        start(launcher)
+        codes = [p.wait() for p in launcher.procs]
     except BaseException:
         kill_live_children()
         raise
     seconds = time.perf_counter() - t0
     stall1 = Gate.stall_total()
     stall = (stall1 - stall0) / 1e6 / seconds if stall0 is not None and stall1 is not None and seconds > 0 else float("nan")
-    for proc in procs:
+    for proc in launcher.procs:
         with contextlib.suppress(ValueError):
             _LIVE.remove(proc)
     reap_orphans(label)  # e.g. an ssh ControlPersist master: its CPU belongs to this run
     ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
     failed = []
-    for argv, code, log in zip(stages, codes, logs):
+    for (argv, log), code in zip(launcher.logs, codes):
         log.seek(0)
         err = log.read().decode(errors="replace").strip()
         log.close()
@@ -280,6 +298,25 @@ def timed(stages: Sequence[Sequence[str]], env: Optional[dict] = None, label: st
     if failed:
         raise BenchError("%s failed:\n  %s" % (label or "command", "\n  ".join(failed)))
     return Measurement(seconds, cpu, stall)
+
+
+def timed(stages: Sequence[Sequence[str]], env: Optional[dict] = None, label: str = "",
+          gate: bool = False, stdout=None) -> Measurement:
+    """Run `stage1 | stage2 | ...` (no shell), wait for all, return wall and CPU time; raise on failure.
+    With `gate`, first wait for a quiet machine (see Gate). The last stage writes to `stdout`
+    (an open file) if given, else nowhere."""
+
+    def start(launcher: Launcher) -> None:
+        previous = None
+        for i, argv in enumerate(stages):
+            last = i == len(stages) - 1
+            proc = launcher.popen(argv, stdin=previous.stdout if previous else subprocess.DEVNULL,
+                                  stdout=(stdout or subprocess.DEVNULL) if last else subprocess.PIPE)
+            if previous:
+                previous.stdout.close()  # only the consumer holds the read end
+            previous = proc
+
+    return timed_run(start, env=env, label=label, gate=gate)
 
 
 def sh(*argv, **kwargs) -> str:
@@ -451,6 +488,7 @@ class Bench:
         if not a.no_bytecode_cache:
             self.py_env.pop("PYTHONDONTWRITEBYTECODE", None)
             self.py_env["PYTHONPYCACHEPREFIX"] = str(self.tmp / "pycache")
+        self.py_env = ours_env(self.py_env)
         self.btrbk_env = dict(os.environ, PATH="%s:%s" % (wrapper_dir, os.environ.get("PATH", "")))
 
         # The data set.
@@ -538,10 +576,10 @@ class Bench:
             "host: %s, %d CPUs, %.1f GiB RAM, kernel %s" % (
                 platform.node(), os.cpu_count(), os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30,
                 platform.release()),
-            "tools: %s; %s; %s; btrfs-backup 0.3.1 (%s); ours: %s %s" % (
+            "tools: %s; %s; %s; btrfs-backup 0.3.1 (%s); ours: %s with python3 = %s" % (
                 sh("btrfs", "--version").strip(), sh(BTRBK, "--version").strip(),
                 subprocess.run(["ssh", "-V"], stderr=subprocess.PIPE, text=True).stderr.strip(),
-                OLD_SCRIPT, sys.executable, OURS_SCRIPT.relative_to(REPO)),
+                OLD_SCRIPT, OURS_SCRIPT.relative_to(REPO), sys.executable),
             "data: %.0f MiB in %d large + %d small files; %d pairs; %d round(s); ~%d MiB changed per incremental" % (
                 self.data_bytes / MiB, len(self.args.large_mib), self.args.small_files, self.args.pairs,
                 self.args.rounds, self.args.change_mib),
@@ -555,7 +593,8 @@ class Bench:
             "python tools: %s" % (
                 "bytecode settings of this environment (PYTHONDONTWRITEBYTECODE=%s)" % os.environ.get("PYTHONDONTWRITEBYTECODE", "")
                 if self.args.no_bytecode_cache else
-                "bytecode cached in a private PYTHONPYCACHEPREFIX (filled by the warm-up)"),
+                "bytecode cached (0.3.1 in a private PYTHONPYCACHEPREFIX; ours' launcher runs python3 -I, "
+                "which keeps its bytecode beside the engine), filled by the warm-up"),
             "ours: engine at commit %s%s" % (head, " + uncommitted changes in " + ", ".join(dirty) if dirty else ""),
         ]
         for line in self.info:
@@ -602,9 +641,7 @@ class Bench:
         return [x for o in self.ssh_opts for x in ("--ssh-opt", o)] if remote else []
 
     def _ours(self, *args):
-        # The same interpreter as 0.3.1's console script (bin/btrfs-backup's "#!/usr/bin/env python3"
-        # would go through whatever python3 is first on PATH; see the README).
-        return [sys.executable, OURS_SCRIPT, *args]
+        return ours_argv(*args)
 
     def _btrbk_config(self, name, volume: Path, subvolume: str, snapshot_dir: str, target: str,
                       extra=()) -> Path:
@@ -818,13 +855,11 @@ class Bench:
         cost and a cProfile of its no-op run."""
         d = self.diagnosis
         # Start-up: interpreter + imports + argument parsing, no work.
-        no_cache = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
-        no_cache.pop("PYTHONPYCACHEPREFIX", None)
+        # (Ours without bytecode cannot be timed through its launcher: python3 -I ignores PYTHON* variables.)
         variants = (
             ("ours, bytecode cached (as timed)", self._ours("--help"), self.py_env),
-            ("ours, no bytecode (PYTHONDONTWRITEBYTECODE=1, no __pycache__)", self._ours("--help"), no_cache),
-            ("ours run as `bin/btrfs-backup` (#!/usr/bin/env python3 -> %s)" % (shutil.which("python3") or "?"),
-             [OURS_SCRIPT, "--help"], self.py_env),
+            ("ours run as `bin/btrfs-backup` with this machine's PATH (python3 -> %s)" % (shutil.which("python3") or "?"),
+             [OURS_SCRIPT, "--help"], dict(os.environ)),
             ("btrfs-backup 0.3.1, bytecode cached (as timed)", [OLD_SCRIPT, "--help"], self.py_env),
         )
         d.append("Start-up (`--help`: interpreter, imports, argument parsing; median / min of 9, each after "
@@ -834,7 +869,8 @@ class Bench:
                                              self.py_env),):
             samples = sorted(timed([argv], env=env, label=label, gate=True).seconds for _ in range(9))
             d.append("- %s: %.0f / %.0f ms" % (label, samples[4] * 1000, samples[0] * 1000))
-        imports = subprocess.run([sys.executable, "-X", "importtime", OURS_SCRIPT, "--help"], env=self.py_env,
+        import_cli = "import sys; sys.path.insert(0, %r); import engine.cli" % str(REPO / "plugins" / "module_utils")
+        imports = subprocess.run([sys.executable, "-X", "importtime", "-c", import_cli], env=self.py_env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True).stderr
         top = re.search(r"\|\s*(\d+) \| engine\.cli\s*$", imports, re.M)
         heavy = sorted(((int(m.group(1)), m.group(2).strip()) for m in
@@ -1084,6 +1120,24 @@ def parse_args(argv=None):
     return args
 
 
+def _on_signal(signum, _frame):
+    raise KeyboardInterrupt("signal %d" % signum)
+
+
+def interrupt_on_signals() -> None:
+    """Ctrl-C, SIGTERM and SIGHUP raise KeyboardInterrupt, so every cleanup runs."""
+    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps that.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _on_signal)
+
+
+def quiet_cleanup() -> None:
+    """Once cleaning up, a second Ctrl-C must not leave mounts behind."""
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     Gate.enabled = not args.no_gate
@@ -1099,19 +1153,7 @@ def main(argv=None) -> int:
         log("missing tools: %s" % ", ".join(missing))
         return 2
 
-    def on_signal(signum, _frame):
-        raise KeyboardInterrupt("signal %d" % signum)
-
-    # SIGINT too: a shell starts background jobs with SIGINT ignored, and Python keeps that.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    for sig in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_signal)
-
-    def quiet_cleanup():
-        # Once cleaning up, a second Ctrl-C must not leave mounts behind.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, signal.SIG_IGN)
-
+    interrupt_on_signals()
     become_subreaper()
     started = time.perf_counter()
     # Unwinds in reverse: our children are stopped first, then sshd (by its PID), then every
