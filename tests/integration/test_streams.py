@@ -9,13 +9,15 @@ stop the others and catches up incrementally, nothing partial was kept.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from cli_helpers import LOCK_FILE, destination, ok, run_cli, sent, ssh_args, subvolumes
+from cli_helpers import CLI, LOCK_FILE, destination, ok, run_cli, sent, ssh_args, subvolumes
 from faults import descendants, fill_up, find_process, start_cli
 from support.btrfs_loop import run
 from support.sshd import Sshd
@@ -306,3 +308,19 @@ def test_protocol_2_sends_compressed_extents_as_they_are(make_fs, subvolume):
     assert transfer(auto, v2)["bytes"] < 0.5 * transfer(plain, v1)["bytes"], (transfer(auto, v2), transfer(plain, v1))
     for folder in (v2, v1):
         assert_backup(src, folder, name)
+
+
+def test_at_a_terminal_a_progress_bar_with_an_eta(source, make_fs):
+    # `script` gives the run a terminal, as a user at a shell has: pv draws its bar, sized by the
+    # estimate of the stream (btrfs send --no-data), so it shows a percentage and an ETA.
+    target = make_fs("target", size=FS_SIZE) / "b"
+    target.mkdir()
+    write_file(source / "payload.bin", 30 * MiB, seed=14)
+    command = " ".join(shlex.quote(str(a)) for a in (CLI, "--limit-rate", "10M", source, target))
+    shown = subprocess.run(["script", "-q", "-e", "-c", command, "/dev/null"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=120)
+    out = shown.stdout.decode("utf-8", "replace")
+    assert shown.returncode == 0, out
+    bars = [part for part in out.replace("\r", "\n").splitlines() if "ETA" in part]
+    assert bars and "%" in bars[0], out
+    assert_backup(source, target, only_snapshot(source))
