@@ -9,9 +9,9 @@ import logging
 import sys
 
 from . import btrfs
+from .compressibility import looks_compressible
 from .errors import BackupError, TransferError
 from .listing import Subvolume, find_subvolume
-from .compressibility import looks_compressible
 from .pipeline import Stage, run_pipeline, run_stream
 from .stream_size import estimate_stream_size
 from .streams import plan_stream
@@ -30,12 +30,12 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
         if shutil.which("pv"):
             estimate = estimate_stream_size(source, runner, snapshot.path, parent.path if parent else None)
             progress = estimate or True
-    root, compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
-                                          destinations, stream, ends, progress,
-                                          _compressible(source, destinations, snapshot, stream, ends))
+    root, _compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
+                                           destinations, stream, ends, progress,
+                                           _compressible(source, destinations, snapshot, stream, ends))
     if flags:
         LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
-    meter = ProgressLog(snapshot.name, destinations, source, runner, snapshot, parent)
+    meter = ProgressLog(destinations, source, runner, snapshot, parent)
     return run_stream(runner, root, on_progress=None if progress else meter)
 
 
@@ -70,8 +70,8 @@ class ProgressLog:
     bytes so far, the rate, and once the stream's size is estimated, how much is left and when
     it should end."""
 
-    def __init__(self, name, destinations, source, runner, snapshot, parent):
-        self.name = name
+    def __init__(self, destinations, source, runner, snapshot, parent):
+        self.name = snapshot.name
         self.where = ", ".join(d.id for d in destinations)
         self.estimate_args = (source, runner, snapshot.path, parent.path if parent else None)
         self.estimate = None
