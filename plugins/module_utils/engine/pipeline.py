@@ -50,8 +50,7 @@ class Node:
     def walk(self):
         yield self
         for child in self.children:
-            for node in child.walk():
-                yield node
+            yield from child.walk()
 
 
 class StreamResult:

@@ -75,7 +75,7 @@ def parse_size(value, what):
         size = float(number)
     except ValueError:
         size = -1
-    if not number or size <= 0 or size != size or size == float("inf"):
+    if not number or not 0 < size < float("inf"):  # also refuses nan: it compares false
         raise ConfigError("%s must be a positive size such as 20M, 512K or 1G, not %r" % (what, value))
     return int(size * _UNITS[unit])
 
