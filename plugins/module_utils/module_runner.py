@@ -43,7 +43,9 @@ class ModuleCommandRunner(object):
             return CommandResult(argv, 127, "", "%s: %s" % (argv[0], err.strerror or err))
         return CommandResult(argv, returncode, stdout, stderr)
 
-    def popen(self, argv, stdin=None, stdout=None, stderr=None):
+    def popen(self, argv, stdin=None, stdout=None, stderr=None, pass_fds=()):
         env = dict(os.environ, **_LOCALE)
         # A pipeline stage streams into the next one: run_command only returns finished output.
-        return subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=stderr, env=env)  # pylint: disable=ansible-bad-function
+        # `pass_fds`: the pipes a tee writes to besides its standard output (one send, many destinations).
+        return subprocess.Popen(list(argv), stdin=stdin, stdout=stdout, stderr=stderr, env=env,  # pylint: disable=ansible-bad-function
+                                pass_fds=pass_fds)

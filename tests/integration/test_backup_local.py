@@ -412,7 +412,7 @@ def test_a_failed_receive_leaves_no_partial_and_keeps_its_lock(src, dst, make_fs
     assert result["status"] == "failed"
     assert "btrfs receive failed" in result["error"], result
     assert result["transfers"][0]["status"] == "failed"
-    assert "sending %s failed" % two in failed.stderr
+    assert "sending %s to %s failed" % (two, flaky) in failed.stderr
     assert sorted(subvolumes(flaky)) == [one]  # the partial was removed at once
     assert destination(failed.result, good)["status"] == "ok"
     assert live_locks(snaps) == {two: {"locks": [str(flaky)]}, one: {"parent_locks": [str(flaky)]}}

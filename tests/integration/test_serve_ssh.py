@@ -21,7 +21,7 @@ from cli_helpers import (CLI, assert_backup, assert_restores, destination, is_su
                          subvolumes, take_snapshot, wait_next_second, write_locks_03)
 from support.btrfs_loop import pipeline, run
 from support.sshd import Sshd
-from support.trees import MiB, assert_same_tree, write_mixed_tree
+from support.trees import MiB, assert_same_tree, write_mixed_tree, write_text_files
 
 
 def confine_key(server, root, *serve_flags):
@@ -62,6 +62,7 @@ def test_pushes_go_through_serve_incrementally(backup_server, make_fs, subvolume
     server, fs = backup_server
     source = subvolume(make_fs("src") / "data")
     write_mixed_tree(source, n_small=20, small_size=2048, large_files=[MiB], seed=3)
+    write_text_files(source / "text", 4, 256 * 1024, seed=3)  # worth compressing
     url = server.url(fs / "web1" / "data")
     args = ssh_args(server) + ["-N", "2", "-n", "2", source, url]
     done = run_cli(*args)
