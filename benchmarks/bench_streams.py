@@ -59,6 +59,7 @@ from bench_send import (  # noqa: E402
     become_subreaper, delete_subvolumes, engine_fingerprint, fmt_s, interrupt_on_signals, kill_live_children,
     log, ours_argv, ours_env, quiet_cleanup, sh, subvol_info, subvolumes_in, syncfs, timed, timed_run)
 from support.btrfs_loop import BtrfsPool  # noqa: E402
+from support.procs import children  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
 from support.trees import MiB, write_file  # noqa: E402
 
@@ -223,28 +224,13 @@ class ProcessWatch:
         while not self._stop.wait(self.interval):
             self._poll()
 
-    @staticmethod
-    def _children(pid: int) -> List[int]:
-        found = []
-        try:
-            tasks = os.listdir("/proc/%d/task" % pid)
-        except OSError:
-            return found
-        for tid in tasks:
-            try:
-                with open("/proc/%d/task/%s/children" % (pid, tid)) as f:
-                    found.extend(int(x) for x in f.read().split())
-            except OSError:
-                continue
-        return found
-
     def _poll(self) -> None:
         for side, roots in self.roots.items():
-            todo = [c for r in roots for c in self._children(r) if c not in self.skip]
+            todo = [c for r in roots for c in children(r) if c not in self.skip]
             while todo:
                 pid = todo.pop()
                 self._sample(side, pid)
-                todo.extend(c for c in self._children(pid) if c not in self.skip)
+                todo.extend(c for c in children(pid) if c not in self.skip)
 
     def _sample(self, side: str, pid: int) -> None:
         try:

@@ -32,6 +32,7 @@ from typing import Callable, Dict, Iterator, List, NamedTuple, Optional, Sequenc
 
 from cli_helpers import CLI, CliRun
 from support.btrfs_loop import run
+from support.procs import children
 
 MiB = 1 << 20
 
@@ -76,21 +77,6 @@ def process_table() -> Dict[int, Proc]:
             if proc is not None:
                 table[proc.pid] = proc
     return table
-
-
-def children(pid: int) -> List[int]:
-    found = []
-    try:
-        tasks = os.listdir("/proc/%d/task" % pid)
-    except OSError:
-        return found
-    for task in tasks:
-        try:
-            with open("/proc/%d/task/%s/children" % (pid, task)) as handle:
-                found.extend(int(c) for c in handle.read().split())
-        except OSError:
-            pass
-    return found
 
 
 def descendants(root: int) -> List[Proc]:
