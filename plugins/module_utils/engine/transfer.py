@@ -41,9 +41,9 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
 
 def _compressible(source, destinations, snapshot, stream, ends):
     """With `--compress auto`, whether a sample of a local snapshot's data compresses (None: not
-    asked, or no sample; a remote source is not sampled)."""
+    asked, or no sample; a remote source is not sampled, nor is data no end could compress)."""
     if stream.compress_level is None or stream.compress_explicit or source.kind != "local" \
-            or not any(d.kind == "ssh" for d in destinations):
+            or not ends(None).zstd or not any(d.kind == "ssh" and ends(d).zstd for d in destinations):
         return None
     ratio = ends.sample(snapshot.path)
     compressible = looks_compressible(ratio)
