@@ -97,10 +97,14 @@ for pid in "${pids[@]}"; do wait "$pid" || failed=1; done
 # The other tools, with .venv's ansible-core, on one more install of the tarball.
 export PATH="$REPO/.venv/bin:$PATH"
 collection="$(install "$work/tools")"
+# Every tool resolves btrfs.backup from this install only, never from a collection that an
+# earlier run or the README's install left in a default collections path.
+export ANSIBLE_COLLECTIONS_PATH="$work/tools"
 check lint "$collection" ansible-lint --profile production --nocolor || failed=1
-ANSIBLE_COLLECTIONS_PATH="$work/tools" check docs "$collection" \
+check docs "$collection" \
     antsibull-docs lint-collection-docs --plugin-docs --check-extra-docs-refs . || failed=1
 check changelog "$collection" antsibull-changelog lint || failed=1
+unset ANSIBLE_COLLECTIONS_PATH  # galaxy-importer installs the tarball where it wants it
 
 # galaxy-importer: on the tarball as built, its one accepted finding is the missing repository URL
 # (it stops there); a build that names a reserved .invalid address gets through all its checks.

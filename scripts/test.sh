@@ -9,6 +9,16 @@ cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/install-matrix.sh
 export PYTHONDONTWRITEBYTECODE=1
+# The suite runs with a home folder of its own, so that nothing an earlier run or a user left in
+# the real one (installed collections in ~/.ansible, ansible-lint's caches in ~/.cache) can make
+# a check pass that would fail on a fresh machine. pyenv and pip keep their configuration.
+export PYENV_ROOT="${PYENV_ROOT:-$HOME/.pyenv}"
+if [ -z "${PIP_CONFIG_FILE:-}" ] && [ -f "$HOME/.config/pip/pip.conf" ]; then
+    export PIP_CONFIG_FILE="$HOME/.config/pip/pip.conf"
+fi
+suite_home="$(mktemp -d /tmp/btrfs-backup-test-home.XXXXXX)"
+trap 'rm -rf "$suite_home"' EXIT
+export HOME="$suite_home"
 .venv/bin/python -m pytest -p no:cacheprovider tests/unit "$@"
 ./scripts/check-collection.sh
 .venv/bin/python -m pytest -p no:cacheprovider tests/integration "$@"
