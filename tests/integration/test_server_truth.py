@@ -12,6 +12,7 @@ import json
 import os
 import shlex
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -184,6 +185,18 @@ def test_a_source_clock_ahead(server, make_fs, subvolume, ahead, accepted):
     print("\nclock %ds ahead: %s" % (ahead, error))
 
 
+def receive_by_hand(workshop, name, folder, content="forged\n"):
+    """A tiny subvolume called `name` received into `folder` without serve (as a server before
+    its check, or an administrator, could)."""
+    path = workshop / name
+    run(["btrfs", "subvolume", "create", path])
+    (path / "data.txt").write_text(content)
+    run(["btrfs", "property", "set", "-ts", path, "ro", "true"])
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    subprocess.run("btrfs send -q %s | btrfs receive %s" % (shlex.quote(str(path)), shlex.quote(str(folder))),
+                   shell=True, check=True, stderr=subprocess.DEVNULL)
+
+
 def test_prune_ranks_lying_names_below_real_backups(make_fs, subvolume):
     """Backups with future names that reached the folder without serve's check (a server before
     this check, or received by hand): prune reports them and deletes them before any real one."""
@@ -197,17 +210,14 @@ def test_prune_ranks_lying_names_below_real_backups(make_fs, subvolume):
     before = fingerprint(folder)
     workshop = make_fs("forger", size="256M")
     for name in FUTURE + [ANCIENT]:
-        path = workshop / name
-        run(["btrfs", "subvolume", "create", path])
-        (path / "data.txt").write_text("forged\n")
-        run(["btrfs", "property", "set", "-ts", path, "ro", "true"])
-        subprocess.run("btrfs send -q %s | btrfs receive %s" % (shlex.quote(str(path)), shlex.quote(str(folder))),
-                       shell=True, check=True, stderr=subprocess.DEVNULL)
+        receive_by_hand(workshop, name, folder)
     result, stderr = prune(folder, *POLICY)
     assert sorted(u["name"] for u in result["untrusted_names"]) == FUTURE
-    assert sorted(d["name"] for d in result["deleted"]) == FUTURE
-    # The ancient name arrived last: by received time it is the newest, and takes no real one's place.
-    assert kept_names(result) == sorted(real + [ANCIENT])
+    # Below every real backup: the one place of the newest 5 that no real backup needs goes to
+    # the newest received of them. The ancient name arrived last: by received time it is the
+    # newest, and takes no real one's place either.
+    assert sorted(d["name"] for d in result["deleted"]) == FUTURE[:-1]
+    assert kept_names(result) == sorted(real + [ANCIENT, FUTURE[-1]])
     assert fingerprint(folder, real) == before
     assert "its name claims a later time" in stderr
 
@@ -215,3 +225,40 @@ def test_prune_ranks_lying_names_below_real_backups(make_fs, subvolume):
 def test_prune_refuses_a_folder_on_another_machine():
     done = run_raw("prune", "-n", "5", "ssh://backup@127.0.0.1:22/srv/backups/web1/data")
     assert done.returncode == 2 and "only the server knows" in done.stderr, done
+
+
+def test_server_freshness_is_judged_by_received_time(make_fs, tmp_path_factory, tmp_path):
+    """`status --server-root` and btrfs_backup_info(server_root) on a server: an ancient name
+    received now is fresh, a job whose last real backup arrived too long ago is stale even with a
+    forged future name beside it, and the reasons name the host and job."""
+    from ansible_helpers import Ansible, install_collection  # noqa: PLC0415 - only this test needs Ansible
+    root = make_fs("server")
+    workshop = make_fs("forger", size="256M")
+    receive_by_hand(workshop, stamp(-60), root / "web2" / "data", "real\n")
+    time.sleep(4)
+    receive_by_hand(workshop, ANCIENT, root / "web1" / "data")
+    receive_by_hand(workshop, FUTURE[0], root / "web2" / "data")
+    done = run_raw("status", "--server-root", root, "--max-age", "3s", "--json")
+    assert done.returncode == 1, done
+    view = json.loads(done.stdout)
+    jobs = {(j["host"], j["job"]): j for j in view["jobs"]}
+    assert (jobs["web1", "data"]["status"], jobs["web1", "data"]["newest_backup"]) == ("OK", ANCIENT)
+    assert jobs["web1", "data"]["newest_backup_age"] < 3
+    stale = jobs["web2", "data"]
+    assert (stale["status"], stale["untrusted_names"], stale["backups"]) == ("CRITICAL", [FUTURE[0]], 2)
+    assert stale["newest_backup"] != FUTURE[0] and stale["newest_backup_age"] >= 4
+    assert any(r.startswith("web2/data: newest backup") and "(max 3s)" in r for r in view["reasons"]), view
+    line = run_raw("status", "--server-root", root, "--max-age", "3s")
+    assert line.returncode == 2 and line.stdout.startswith("BTRFS BACKUP CRITICAL - ") and "web2/data" in line.stdout
+
+    ansible = Ansible(install_collection(tmp_path_factory.mktemp("collections")), tmp_path)
+    info = ansible.task("btrfs_backup_info", {"server_root": str(root), "max_age": "3s",
+                                              "config_dir": str(tmp_path / "no-jobs")}, check=True)
+    assert info.code == 0, info.explain()
+    assert (info.result["fresh"], info.result["status"]) == (False, "CRITICAL")
+    assert any("web2/data" in r for r in info.result["reasons"]), info.result["reasons"]
+    fresh = ansible.task("btrfs_backup_info", {"server_root": str(root), "max_age": "1d",
+                                               "config_dir": str(tmp_path / "no-jobs")}, check=True)
+    assert fresh.code == 0 and (fresh.result["status"], fresh.result["fresh"]) == ("WARNING", False), fresh.explain()
+    assert {(j["host"], j["status"]) for j in fresh.result["server"]["jobs"]} == {("web1", "OK"), ("web2", "WARNING")}
+    assert fresh.result["reasons"] == ["web2/data: 1 backup(s) named later than received (%s): not counted" % FUTURE[0]]
