@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
-import os
 import shlex
 import subprocess
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import (CLI, live_locks, ok, run_cli, run_raw, ssh_args, subvolumes, take_snapshot)
+from cli_helpers import live_locks, ok, run_cli, run_raw, ssh_args, subvolumes, take_snapshot
 from support.btrfs_loop import run
 from support.sshd import Sshd
 from test_serve_ssh import confine_key, require_sshd, server_folders

@@ -82,4 +82,3 @@ def name_lies(name: str, received: Optional[float], clock_skew: float = DEFAULT_
 def received_datetime(received: float) -> datetime.datetime:
     """The server's local time of a received time (as names and retention buckets count)."""
     return datetime.datetime.fromtimestamp(received)
-

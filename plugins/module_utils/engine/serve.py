@@ -386,7 +386,8 @@ class _BtrfsOperations:
         if status != 0:
             raise OSError("btrfs subvolume list failed with exit status %d" % status)
         inside = posixpath.relpath(folder, self.real_root)
-        folder_in_fs = posixpath.normpath(posixpath.join("/" + self._root_in_filesystem(), inside)).strip("/")
+        folder_in_fs = posixpath.normpath(posixpath.join("/" + self._root_in_filesystem(),
+                                                         inside)).strip("/")
         wanted = {posixpath.basename(p) for p in paths}
         complete = []
         for entry in btrfs.parse_subvolume_list(out.decode("utf-8", "surrogateescape")):
