@@ -64,6 +64,14 @@ options:
         last-run state (V(false)).
     type: bool
     default: true
+  server_root:
+    description:
+      - On a backup server, its root of source hosts' folders (the role's C(btrfs_backup_server_root)):
+        each C(HOST/JOB) folder under it is judged by its newest complete backup, by when this
+        server received it (never by the name a source gave it), against O(max_age); the result is
+        in RV(server), and RV(fresh), RV(status) and RV(reasons) include it.
+      - A host that is both a backup server and a source gets both views in one verdict.
+    type: path
 extends_documentation_fragment:
   - btrfs.backup.attributes
   - btrfs.backup.snapshot_folder
@@ -77,7 +85,9 @@ attributes:
   idempotent:
     support: full
 notes:
-  - The ages are those of the snapshots the backups were made from (their names carry the time).
+  - The ages of a host's own jobs are those of the snapshots the backups were made from (their
+    names carry the time); on a backup server (O(server_root)) they are the times the server
+    received each backup, which a source cannot forge.
 seealso:
   - module: btrfs.backup.btrfs_send_backup
   - module: btrfs.backup.btrfs_backup_locks
@@ -92,6 +102,18 @@ EXAMPLES = r"""
   ansible.builtin.assert:
     that: backup_info.fresh
     fail_msg: "{{ backup_info.reasons | join('; ') }}"
+    quiet: true
+
+- name: On the backup server, every source host's jobs got a backup in the last 36 hours
+  btrfs.backup.btrfs_backup_info:
+    server_root: /srv/backups
+    max_age: 36h
+  register: server_backups
+
+- name: Fail naming the stale host/job
+  ansible.builtin.assert:
+    that: server_backups.fresh
+    fail_msg: "{{ server_backups.reasons | join('; ') }}"
     quiet: true
 
 - name: One job given directly, without contacting the backup server
@@ -130,6 +152,38 @@ now:
   returned: always
   type: float
   sample: 1796041272.0
+server:
+  description:
+    - With O(server_root), the server's view of its sources, one item per C(HOST/JOB) folder; else null.
+  returned: always
+  type: dict
+  contains:
+    root:
+      description: The server root.
+      type: str
+    status:
+      description: The worst verdict of its jobs, V(OK), V(WARNING), V(CRITICAL) or V(UNKNOWN).
+      type: str
+    fresh:
+      description: True when every host/job is C(OK).
+      type: bool
+    reasons:
+      description: Why a host/job is not C(OK), naming it.
+      type: list
+      elements: str
+    jobs:
+      description:
+        - One item per C(HOST/JOB) with C(host), C(job), C(backups) (how many complete ones),
+          C(newest_backup) (name), C(newest_backup_received) (seconds since the epoch),
+          C(newest_backup_age) (seconds), C(untrusted_names) (backups named later than they were
+          received, never counted as newest), C(status) and C(fresh).
+      type: list
+      elements: dict
+  sample:
+    root: /srv/backups
+    status: CRITICAL
+    fresh: false
+    reasons: ["web2/root: newest backup 20261201-020000 was received 3d 10h ago (max 1d 12h)"]
 jobs:
   description: One item per job.
   returned: always
@@ -225,7 +279,7 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.btrfs.backup.plugins.module_utils import module_params
-from ansible_collections.btrfs.backup.plugins.module_utils.engine import health
+from ansible_collections.btrfs.backup.plugins.module_utils.engine import health, server_view
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.durations import parse_duration
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.errors import BackupError
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.jobspec import job_from_args, jobs_from_config_dir
@@ -245,6 +299,7 @@ def argument_spec():
         job_name=dict(type="str"),
         max_age=dict(type="str"),
         survey=dict(type="bool", default=True),
+        server_root=dict(type="path"),
         snapshot_folder=dict(type="str", default="snapshot"),
         snapshot_prefix=dict(type="str", default=""),
     )
@@ -340,11 +395,29 @@ def main():
         verdict = health.assess_job(spec.name, judged if state or survey else None, now, limit)
         jobs.append(job_facts(spec, judged, survey, verdict, now,
                               limit or (judged or {}).get("max_age_seconds")))
-    worst = max([health.LEVELS.index(j["status"]) for j in jobs], default=health.UNKNOWN)
+    levels = [health.LEVELS.index(j["status"]) for j in jobs]
+    reasons = [r for j in jobs for r in j["reasons"]]
+    server = None
+    if params["server_root"]:
+        server = server_view_facts(params["server_root"], now, max_age, errors)
+        if server is not None:
+            levels.append(health.LEVELS.index(server["status"]))
+            reasons.extend(server["reasons"])
+    worst = max(levels, default=health.UNKNOWN)
     module.exit_json(
-        changed=False, jobs=jobs, now=now, errors=errors,
-        status=health.LEVELS[worst], fresh=bool(jobs) and worst == health.OK and not errors,
-        reasons=[r for j in jobs for r in j["reasons"]] + errors)
+        changed=False, jobs=jobs, now=now, errors=errors, server=server,
+        status=health.LEVELS[worst], fresh=bool(levels) and worst == health.OK and not errors,
+        reasons=reasons + errors)
+
+
+def server_view_facts(root, now, max_age, errors):
+    """The server's view of its sources (server_view), or None with an error when unreadable."""
+    try:
+        jobs = server_view.survey_server_root(root)
+    except OSError as err:
+        errors.append("cannot read the server root %s: %s" % (root, err.strerror))
+        return None
+    return server_view.server_facts(root, jobs, server_view.assess_server(root, jobs, now, max_age), now, max_age)
 
 
 if __name__ == "__main__":

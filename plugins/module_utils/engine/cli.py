@@ -280,16 +280,25 @@ def build_prune_parser():
     parser = argparse.ArgumentParser(
         prog="btrfs-backup prune",
         description="Retention on a backup server (the other half of 'serve --append-only'): "
-                    "delete the backups in each FOLDER that the policy does not keep. The newest "
-                    "backup always stays (the next incremental parent), and nothing younger "
-                    "than --min-age is deleted.")
-    parser.add_argument("folders", nargs="+", metavar="FOLDER", help="A folder of backups.")
+                    "delete the backups in each FOLDER that the policy does not keep. Age, order "
+                    "and time buckets come from when this server received each backup, never "
+                    "from its name (a source chose the name). The newest backup received always "
+                    "stays (the next incremental parent), nothing received less than --min-age "
+                    "ago is deleted, and a backup whose name is later than when it was received "
+                    "(beyond --clock-skew) is reported and ranks below every other.")
+    parser.add_argument("folders", nargs="+", metavar="FOLDER",
+                        help="A folder of backups on this machine (not ssh://: received times are "
+                             "known only on the server).")
     _backup_retention(parser, "Keep the newest N backups (0: all).",
                       "Also keep the first backup of each of the last periods, e.g. '24h 7d 4w 12m *y'.")
     parser.add_argument("--min-age", default="", metavar="AGE",
                         help="Delete nothing younger than AGE (e.g. '7d', '36h', '2w').")
     parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
                         help="Prefix of the backup names. Default is ''.")
+    parser.add_argument("--clock-skew", default="15m", metavar="DURATION",
+                        help="A backup whose name is later than when this server received it by "
+                             "more than this (the hosts' clocks differ a little) is reported and "
+                             "ranks below every other, e.g. '5m', '1h'. Default 15m.")
     _add_common(parser)
     return parser
 
@@ -297,15 +306,18 @@ def build_prune_parser():
 def _prune(options):
     """`prune`: folder retention on each folder; a missing folder is skipped with a warning
     (a job whose first backup has not arrived yet)."""
-    from .operations import apply_retention
+    from .name_trust import parse_clock_skew
+    from .server_prune import local_folder, prune_backups
     results = []
+    clock_skew = parse_clock_skew(options.clock_skew)
     for folder in options.folders:
+        local_folder(folder)
         if not os.path.isdir(folder):
             LOG.warning("%s does not exist yet: nothing to prune", folder)
             continue
-        result = apply_retention(folder, prefix=options.snapshot_prefix, count=options.num_backups,
-                                 preserve=options.preserve_backups, min_age=options.min_age,
-                                 check_mode=options.check)
+        result = prune_backups(folder, prefix=options.snapshot_prefix, count=options.num_backups,
+                               preserve=options.preserve_backups, min_age=options.min_age,
+                               clock_skew=clock_skew, check_mode=options.check)
         result["folder"] = folder
         results.append(result)
         verb = "would delete" if options.check else "deleted"
@@ -429,6 +441,11 @@ def build_serve_parser():
     parser.add_argument("--filesystem", metavar="UUID",
                         help="Receive only while DIR is on the btrfs filesystem with this UUID (the one it "
                              "was set up on), never on the system disk when the backup disk did not mount.")
+    parser.add_argument("--clock-skew", default="15m", metavar="DURATION",
+                        help="Refuse (and delete at once) a received backup whose name lies further "
+                             "than this ahead of this server's clock, e.g. '5m', '1h'. Default 15m. "
+                             "Names carry the sending host's local time: hosts in another time zone "
+                             "need the difference added.")
     parser.add_argument("--quota", metavar="SIZE",
                         help="Refuse receives once DIR's backups reference SIZE (e.g. '50G'), and "
                              "stop a receive that would pass it. DIR must be a subvolume in a "
@@ -442,7 +459,8 @@ def main(argv=None):
         from . import serve
         options = build_serve_parser().parse_args(argv[1:])
         return serve.main(options.root, options.btrfs, append_only=options.append_only,
-                          quota_size=options.quota, filesystem=options.filesystem)
+                          quota_size=options.quota, filesystem=options.filesystem,
+                          clock_skew=options.clock_skew)
     if argv and argv[0] == "status":
         from .status import main as status_main
         return status_main(argv[1:])

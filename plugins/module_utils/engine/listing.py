@@ -9,12 +9,14 @@ import posixpath
 
 from . import btrfs
 from .errors import EndpointError, MissingPathError
-from .subvol_info import is_subvolume_root, subvolume_info
+from .subvol_info import is_subvolume_root, subvolume_facts
 
 
 class Subvolume(collections.namedtuple(
-        "Subvolume", "name path id uuid parent_uuid received_uuid readonly")):
-    """A subvolume directly inside a listed folder."""
+        "Subvolume", "name path id uuid parent_uuid received_uuid readonly received_time",
+        defaults=(None,))):
+    """A subvolume directly inside a listed folder; `received_time` (epoch seconds) is when this
+    machine received it, known only for a folder listed here (subvol_info), else None."""
 
     __slots__ = ()
 
@@ -119,9 +121,9 @@ def find_subvolume(endpoint, runner, folder, name):
         if not is_subvolume_root(path):
             return None  # missing, or a plain folder or file
         try:
-            sub_id, sub_uuid, parent_uuid, received_uuid, readonly = subvolume_info(path)
+            sub_id, sub_uuid, parent_uuid, received_uuid, readonly, received = subvolume_facts(path)
             return Subvolume(name=name, path=path, id=sub_id, uuid=sub_uuid, parent_uuid=parent_uuid,
-                             received_uuid=received_uuid, readonly=readonly)
+                             received_uuid=received_uuid, readonly=readonly, received_time=received)
         except OSError:
             pass  # the kernel cannot answer: list the folder as below
     return list_folder(endpoint, runner, folder).children.get(name)
@@ -154,8 +156,9 @@ def list_folder_here(folder, extra_paths=()):
         path = posixpath.join(folder, entry.name)
         if not entry.is_dir(follow_symlinks=False) or not is_subvolume_root(path):
             continue
-        sub_id, sub_uuid, parent_uuid, received_uuid, readonly = subvolume_info(path)
+        sub_id, sub_uuid, parent_uuid, received_uuid, readonly, received = subvolume_facts(path)
         children[entry.name] = Subvolume(name=entry.name, path=path, id=sub_id, uuid=sub_uuid,
-                                         parent_uuid=parent_uuid, received_uuid=received_uuid, readonly=readonly)
+                                         parent_uuid=parent_uuid, received_uuid=received_uuid, readonly=readonly,
+                                         received_time=received)
     subvolume_paths = {path for path in wanted if is_subvolume_root(path)}
     return FolderListing(folder, children, subvolume_paths, filesystem=sources[0])

@@ -116,16 +116,20 @@ def protect_young(items, min_age, now):
             for name, when in items if now - when < min_age}
 
 
-def plan_retention(items, policy, protected=None, now=None):
+def plan_retention(items, policy, protected=None, now=None, demoted=()):
     """Decide for each item whether it is kept.
 
     items:     (name, datetime) pairs, any order.
     protected: name -> list of reasons that forbid deletion (locks, chain parents).
     now:       reference time for the time buckets.
+    demoted:   names whose time is not to be believed (a server's backup whose name lies): they
+               rank below every other item, take a newest-N place only when too few others are
+               left, and never a time bucket (rule 12).
     Returns Decisions oldest first. The newest item is always kept.
     """
     protected = protected or {}
-    ordered = sorted(items, key=lambda item: (item[1], item[0]))
+    demoted = set(demoted)
+    ordered = sorted(items, key=lambda item: (item[0] not in demoted, item[1], item[0]))
     reasons = collections.OrderedDict((name, list(protected.get(name, ()))) for name, _when in ordered)
     if not ordered:
         return []
@@ -140,7 +144,8 @@ def plan_retention(items, policy, protected=None, now=None):
         oldest_period = None if periods is None else _period_start(now, unit, periods - 1)
         first_in_period = {}
         for name, when in ordered:
-            first_in_period.setdefault(period_of(when, unit), name)
+            if name not in demoted:
+                first_in_period.setdefault(period_of(when, unit), name)
         for period, name in first_in_period.items():
             if periods is None or (periods > 0 and period >= oldest_period):
                 reasons[name].append("first of its %s period %s" % (_UNITS[unit], _format_period(period, unit)))

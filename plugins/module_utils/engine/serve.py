@@ -30,6 +30,7 @@ backups are then deleted only by the server's own retention (`btrfs-backup prune
 refusal is logged to the server's syslog (the journal) with the root and the command.
 """
 
+import datetime
 import fcntl
 import os
 import posixpath
@@ -38,7 +39,7 @@ import shlex
 import subprocess
 import sys
 
-from . import btrfs, quota, subvol_info
+from . import btrfs, name_trust, quota, subvol_info
 from .errors import ConfigError
 
 EXIT_REFUSED = 126
@@ -351,9 +352,49 @@ class _BtrfsOperations:
         args = ["receive", "--chroot"] + flags + paths
         # A host at its quota is refused before anything runs.
         quota_left = None if self.quota_bytes is None else self._quota_left()
+        before = _subvolumes_in(paths[0])
         if decompress:
-            return self._receive_compressed(args, paths[0], quota_left)
-        return self._receive(args, paths[0], self.stdin, quota_left)
+            status = self._receive_compressed(args, paths[0], quota_left)
+        else:
+            status = self._receive(args, paths[0], self.stdin, quota_left)
+        refusal = self._judge_arrivals(paths[0], before)
+        return status if refusal is None else self._refuse(Refused(refusal))
+
+    def _judge_arrivals(self, folder, before):
+        """Rule 12: what this receive made must be one backup named as the engine names it (not
+        in the future, newer than every complete backup there); else serve deletes it at once
+        (its own decision, also when append-only) and says why."""
+        arrived = sorted(_subvolumes_in(folder) - before)
+        if not arrived:
+            return None
+        try:
+            earlier = self._complete_backups_in(folder, before)
+            refusal = name_trust.arrival_refusal([posixpath.basename(p) for p in arrived], earlier,
+                                                 datetime.datetime.now(), self.clock_skew)
+        except (OSError, ValueError) as err:
+            refusal = "cannot check what arrived in %s (%s)" % (folder, err)
+        if refusal is None:
+            return None
+        status = self._btrfs(["subvolume", "delete", "--"] + arrived, capture=True)[0]
+        return "%s; %s" % (refusal, "deleted it" if status == 0 else
+                           "could not delete it (btrfs exit status %d)" % status)
+
+    def _complete_backups_in(self, folder, paths):
+        """Names of the complete backups (read-only, received) among `paths`, subvolumes directly
+        in `folder`: from btrfs (privileged), since a backup's own folder may be closed to serve."""
+        status, out = self._btrfs(["subvolume", "list"] + _LIST_FLAGS + ["-r", folder], capture=True)
+        if status != 0:
+            raise OSError("btrfs subvolume list failed with exit status %d" % status)
+        inside = posixpath.relpath(folder, self.real_root)
+        folder_in_fs = posixpath.normpath(posixpath.join("/" + self._root_in_filesystem(),
+                                                         inside)).strip("/")
+        wanted = {posixpath.basename(p) for p in paths}
+        complete = []
+        for entry in btrfs.parse_subvolume_list(out.decode("utf-8", "surrogateescape")):
+            parent, name = posixpath.split(entry.path.strip("/"))
+            if parent == folder_in_fs and name in wanted and entry.received_uuid:
+                complete.append(name)
+        return complete
 
     def _receive(self, args, folder, stream, quota_left):
         if quota_left is None:
@@ -539,8 +580,10 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
     """Runs accepted operations for one root, checking each path again on disk (symlinks)."""
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
-                 use_sudo=None, append_only=False, log=None, quota_bytes=None, filesystem=None):
+                 use_sudo=None, append_only=False, log=None, quota_bytes=None, filesystem=None,
+                 clock_skew=name_trust.DEFAULT_CLOCK_SKEW):
         self.root = check_root(root)
+        self.clock_skew = clock_skew  # seconds a received backup's name may be ahead of this clock
         self.filesystem = filesystem  # the UUID of the filesystem the root was set up on
         self.append_only = append_only
         self.quota_bytes = quota_bytes
@@ -665,14 +708,16 @@ def _syslog(message):
     syslog.syslog(syslog.LOG_WARNING, "from %s: %s" % (client, message))
 
 
-def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=None, filesystem=None):
+def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=None, filesystem=None,
+         clock_skew="15m"):
     """`btrfs-backup serve --root DIR`: the forced command of a source host's key."""
     environ = os.environ if environ is None else environ
     untraceable()
     try:
         quota_bytes = quota.parse_size(quota_size) if quota_size else None
+        skew = name_trust.parse_clock_skew(clock_skew)
         server = Server(root, btrfs_path, append_only=append_only, quota_bytes=quota_bytes,
-                        filesystem=filesystem.lower() if filesystem else None)
+                        filesystem=filesystem.lower() if filesystem else None, clock_skew=skew)
     except (Refused, ConfigError) as err:
         sys.stderr.write("btrfs-backup serve: %s\n" % err)
         return 2

@@ -34,7 +34,43 @@ def build_status_parser():
                         help="Monitoring-plugin mode, with this maximum age (e.g. 36h) for every job.")
     parser.add_argument("--plugin", action="store_true",
                         help="Monitoring-plugin mode with each job's own maximum age.")
+    parser.add_argument("--server-root", metavar="DIR",
+                        help="On a backup server: each source host's jobs under DIR (DIR/HOST/JOB), "
+                             "their newest backup by when this server received it (never by its "
+                             "name), its age and whether it is fresh (--max-age), instead of this "
+                             "host's own jobs.")
     return parser
+
+
+def server_main(options, max_age, plugin):
+    """`status --server-root DIR`: the server's view of its sources, judged by received times."""
+    from . import server_view
+    now = time.time()
+    try:
+        jobs = server_view.survey_server_root(options.server_root)
+    except OSError as err:
+        sys.stderr.write("btrfs-backup status: cannot read %s: %s\n" % (options.server_root, err.strerror))
+        return health.UNKNOWN if plugin else 1
+    verdict = server_view.assess_server(options.server_root, jobs, now, max_age)
+    if options.json:
+        json.dump(server_view.server_facts(options.server_root, jobs, verdict, now, max_age),
+                  sys.stdout, indent=2, sort_keys=True)
+        sys.stdout.write("\n")
+    elif plugin:
+        level, line = health.monitoring_line([verdict])
+        sys.stdout.write(line + "\n")
+        return level
+    else:
+        by_where = {d.destination: d for d in verdict.destinations}
+        rows = [[e.host, e.job, e.newest_backup or "-", _timestamp(e.received),
+                 health.format_age(now - e.received) if e.received else "-", str(e.backups),
+                 health.LEVELS[by_where[e.where].level]] for e in jobs]
+        headers = ["HOST", "JOB", "NEWEST BACKUP", "RECEIVED", "AGE", "BACKUPS", "STATE"]
+        sys.stdout.write((table(rows, headers) if rows else "no host folder with a job in %s"
+                          % options.server_root) + "\n")
+        for reason in verdict.reasons:
+            sys.stdout.write("  %s: %s\n" % (verdict.label, reason))
+    return 1 if verdict.level in (health.CRITICAL, health.UNKNOWN) else 0
 
 
 def _timestamp(seconds):
@@ -109,6 +145,8 @@ def main(argv):
     except ConfigError as err:
         parser.error(str(err))
     plugin = options.plugin or max_age is not None
+    if options.server_root:
+        return server_main(options, max_age, plugin)
     now = time.time()
     entries = []
     for spec in specs:
