@@ -1,21 +1,8 @@
 """The role's sshd drop-in for the backup server: MaxStartups sized for the fleet's source hosts."""
 
-from pathlib import Path
-
-import jinja2
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE = ROOT / "roles/btrfs_backup/templates/sshd_fleet.conf.j2"
-
-
-def render(sources, override=""):
-    """The drop-in as the role writes it (`comment` stands in for Ansible's filter)."""
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["comment"] = lambda text: "# " + text
-    return env.from_string(TEMPLATE.read_text()).render(
-        ansible_managed="Ansible managed", __btrfs_backup_marker="Managed by the btrfs.backup role",
-        __btrfs_backup_fleet_sources=sources, btrfs_backup_server_sshd_max_startups=override)
+from support.role_sshd import render_sshd_dropin as render
 
 
 def max_startups(text):
