@@ -10,6 +10,7 @@ __metaclass__ = type
 
 import os
 import subprocess
+import time
 
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.runner import CommandResult
 
@@ -42,6 +43,10 @@ class ModuleCommandRunner(object):
         except OSError as err:
             return CommandResult(argv, 127, "", "%s: %s" % (argv[0], err.strerror or err))
         return CommandResult(argv, returncode, stdout, stderr)
+
+    def pause(self, seconds):
+        """Wait (before another try of a connection the server turned away)."""
+        time.sleep(seconds)
 
     def popen(self, argv, stdin=None, stdout=None, stderr=None, pass_fds=()):
         env = dict(os.environ, **_LOCALE)

@@ -55,10 +55,12 @@ class Sshd:
         extra_config: Sequence[str] = (),
         start_timeout: float = 10.0,
         run_prefix: Sequence[str] = (),
+        max_startups: Optional[str] = "100:30:200",
     ) -> None:
         """*run_prefix* goes before sshd's command and every ssh client's built here, e.g.
         ``nsenter --net=/run/netns/NAME`` to serve inside a network namespace (give a *port* then:
-        the free-port pick and the port probe work in this process's own namespace)."""
+        the free-port pick and the port probe work in this process's own namespace).
+        *max_startups* None leaves MaxStartups to *extra_config* (sshd keeps the first value)."""
         if not ipaddress.ip_address(host).is_loopback:
             # Network rule of the test bed: never listen on or talk to real addresses.
             raise ValueError(f"Sshd only runs on loopback addresses, not {host}")
@@ -68,6 +70,7 @@ class Sshd:
         self.extra_config = list(extra_config)
         self.start_timeout = start_timeout
         self.run_prefix = list(run_prefix)
+        self.max_startups = max_startups
         self.workdir: Optional[Path] = None
         self.process: Optional[subprocess.Popen] = None
         self._log_handle = None
@@ -235,11 +238,12 @@ class Sshd:
             "UseDNS no",
             "PrintMotd no",
             "X11Forwarding no",
-            # Tests and Ansible open many parallel / multiplexed sessions.
-            "MaxStartups 100:30:200",
             "MaxSessions 50",
             "LogLevel VERBOSE",
         ]
+        if self.max_startups:
+            # Tests and Ansible open many parallel / multiplexed sessions.
+            lines.append(f"MaxStartups {self.max_startups}")
         sftp = next((p for p in SFTP_SERVERS if os.path.exists(p)), None)
         if sftp:
             # Ansible copies files over sftp.

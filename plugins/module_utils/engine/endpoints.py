@@ -9,7 +9,8 @@ import re
 import shlex
 
 from .errors import ConfigError, EndpointError, UnreachableError
-from .runner import CommandResult
+from .runner import LOG, CommandResult
+from .ssh_retry import retry_delay, retry_message, turned_away
 
 # Patterns as text: `re` compiles (and caches) each on first use, so a local run pays for none
 # of the ssh ones (start-up time of every run).
@@ -153,6 +154,12 @@ class SshEndpoint(Endpoint):
         argv.append("%s@%s" % (self.user, host) if self.user else host)
         return argv
 
+    def user_multiplexing(self):
+        """The user's ssh options decide about connection sharing themselves (ssh keeps the first
+        value, and theirs come first)."""
+        return any(o.split("=", 1)[0].strip().lower() in ("controlmaster", "controlpath")
+                   for o in self.ssh_options)
+
     def _multiplexing(self):
         options = ["Ciphers=%s" % BULK_CIPHERS] if self.bulk_ciphers else []
         if self.control_path:
@@ -225,7 +232,31 @@ class SshConnections:
         # %C is a hash of host, port and user: short enough for a socket path.
         endpoint.control_path = os.path.join(self._dir, "%C")
         self._endpoints.append(endpoint)
+        self._open_master(endpoint)
         return endpoint
+
+    def _open_master(self, endpoint):
+        """Open the host's shared connection now, trying again while the server turns
+        connections away (a fleet whose timers fire together meets sshd's MaxStartups). The
+        master runs no command (-N), so a retry never repeats anything; every later command of
+        the run goes through it. When it cannot be opened, each command connects by itself and
+        reports the failure as usual (a refused key is not retried)."""
+        if endpoint.user_multiplexing():
+            return
+        argv = endpoint.ssh_argv()
+        argv = argv[:-1] + ["-N", argv[-1]]
+        pause = getattr(self.runner, "pause", None)  # a fake runner does not wait
+        failed_try = 0
+        while True:
+            result = self.runner.run(argv)
+            failed_try += 1
+            reason = turned_away(result.returncode, result.stderr)
+            delay = retry_delay(failed_try, _random_fraction()) if reason else None
+            if delay is None:
+                return
+            LOG.warning(retry_message(endpoint.host, reason, delay, failed_try + 1))
+            if pause is not None:
+                pause(delay)
 
     def close(self):
         for endpoint in self._endpoints:
@@ -263,6 +294,11 @@ class ShellEndpoint(Endpoint):
     def receive_argv(self):
         # The user wrote a shell command on purpose; it is the one place a shell is used.
         return ["sh", "-c", self.shell_command]
+
+
+def _random_fraction():
+    import random  # only runs whose server turned a connection away pay for it
+    return random.random()
 
 
 def unreachable(where, stderr):

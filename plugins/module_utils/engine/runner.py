@@ -60,6 +60,12 @@ class CommandRunner:
             return CommandResult(argv, 124, "", "%s: timed out after %ss" % (argv[0], self.timeout))
         return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
 
+    def pause(self, seconds):
+        """Wait (before another try of a connection the server turned away)."""
+        import time
+
+        time.sleep(seconds)
+
     def popen(self, argv, stdin=None, stdout=None, stderr=None, pass_fds=()):
         import subprocess
 

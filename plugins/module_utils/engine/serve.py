@@ -265,6 +265,16 @@ def complete_backup_refusal(path, readonly, received_uuid):
     return None
 
 
+def receive_args(flags, folder, tenant_subvolume):
+    """Pure: the arguments of `btrfs receive` into `folder`. --chroot: the stream's own paths
+    cannot leave the folder through symlinks it makes. `-m TENANT_SUBVOLUME`: receive looks up a
+    stream's parent and clone sources by UUID on the whole filesystem, so a crafted stream could
+    otherwise snapshot or reflink another host's backup into this one; with the host's subvolume
+    as receive's root, a source outside it is "not reachable" and nothing is taken from it."""
+    confined = ["-m", tenant_subvolume] if tenant_subvolume else []
+    return ["receive", "--chroot"] + confined + list(flags) + [folder]
+
+
 def pipe_status(decompress_status, receive_status):
     """Pure: the exit status of `zstd -d | btrfs receive`: receive's when it failed (zstd then
     only lost its reader), else zstd's (a corrupt or cut stream); a signal N as 128+N, like a shell."""
@@ -348,8 +358,7 @@ class _BtrfsOperations:
         return self._btrfs(["--version"])[0]
 
     def _op_receive(self, paths, flags, decompress=False):
-        # --chroot: the stream's own paths cannot leave the folder through symlinks it makes.
-        args = ["receive", "--chroot"] + flags + paths
+        args = receive_args(flags, paths[0], self._tenant_subvolume())
         # A host at its quota is refused before anything runs.
         quota_left = None if self.quota_bytes is None else self._quota_left()
         before = _subvolumes_in(paths[0])
@@ -395,6 +404,11 @@ class _BtrfsOperations:
             if parent == folder_in_fs and name in wanted and entry.received_uuid:
                 complete.append(name)
         return complete
+
+    def _tenant_subvolume(self):
+        """The key's root when it is a subvolume (the role makes each host's folder one): the
+        only subtree a stream's incremental parent and clone sources may come from."""
+        return self.real_root if subvol_info.is_subvolume_root(self.real_root) else None
 
     def _receive(self, args, folder, stream, quota_left):
         if quota_left is None:
