@@ -382,6 +382,8 @@ def _run_subcommand(command, argv):
                  result["snapshot"], result["source"], result["target"],
                  " (previous %s renamed to %s)" % (result["target"], result["moved_aside"])
                  if result["moved_aside"] else "")
+        for path in result.get("stale_files_removed") or ():
+            LOG.info("removed %s: a run's leftover from the source, not data", path)
     else:
         LOG.info("%s: backup of %s at %s %s", "OK" if ok else "PROBLEM", result["snapshot"],
                  result["destination"], "verified" if ok else "has problems:")

@@ -14,13 +14,14 @@ from .destination_sync import DestinationSync
 from .endpoints import LocalEndpoint, SshConnections, parse_location
 from .errors import BackupError, ConfigError
 from .executor import EffectOptions, Executor
-from .joblock import JOB_LOCK_NAME, JobLock, lock_path_for_remote
+from .joblock import JobLock, remove_legacy_lock
 from .locks import LockTable
 from .result import JobResult
 from .retention import Policy, parse_buckets
 from .retention_phase import RetentionPhase
 from .runner import CommandRunner
 from .source_side import SourceSide, snapshot_info
+from .state_store import LEGACY_JOB_LOCK_NAME, job_lock_path
 from .steps import RemoveLocks
 from .streams import StreamOptions
 
@@ -147,12 +148,9 @@ class _Run:
             if self.check:
                 self._phases(self._snapshot_folder())
                 return
-            local = isinstance(self.source.endpoint, LocalEndpoint)
-            if local and not os.path.isdir(self.source.folder):
-                self._snapshot_folder()  # the job lock lives in it
-            lock_path = os.path.join(self.source.folder, JOB_LOCK_NAME) if local else \
-                lock_path_for_remote(self.source.id, self.source.folder)
-            with JobLock(lock_path):  # rule 5
+            with JobLock(job_lock_path(self.source.id, self.source.folder)):  # rule 5
+                if isinstance(self.source.endpoint, LocalEndpoint):
+                    remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
                 # Listed under the lock, so no other run of this job changes it meanwhile.
                 self._phases(self._snapshot_folder())
 
