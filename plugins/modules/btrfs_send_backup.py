@@ -255,6 +255,11 @@ snapshot_folder:
   returned: always
   type: str
   sample: /home/snapshot
+max_unsent_snapshots:
+  description: The run's O(max_unsent_snapshots), recorded with each destination in the last-run state.
+  returned: always
+  type: int
+  sample: 100
 snapshot:
   description: The snapshot this run took (in check mode, would take); V(null) when none was taken.
   returned: always
@@ -332,6 +337,12 @@ destinations:
       description: Subvolumes that carry a snapshot's name but are not its backup; they are left alone.
       type: list
       elements: str
+    unsent_snapshots:
+      description:
+        - Snapshots at the source that this destination has not received yet (kept for it); null for a
+          C(shell://) sink. For a destination that could not be listed, counted from its newest backup
+          that the last-run state knows; see O(max_unsent_snapshots).
+      type: int
 retention:
   description: Retention at the source (V(where=source)) and at each destination that has a policy.
   returned: always

@@ -224,6 +224,8 @@ class _Run:
         """Whether a destination that cannot be listed now has max_unsent_snapshots waiting for it:
         then no snapshot is taken (each would be kept for it), and the run fails saying so."""
         ceiling, reached = self.p.max_unsent, False
+        if not unsent.ceiling_reached(len(snapshots), ceiling):
+            return False  # fewer snapshots than the ceiling: no need to read the state
         for dest in destinations:
             if not dest.can_list:
                 continue
