@@ -15,7 +15,8 @@ options:
   job_name:
     description:
       - The job's name in its last-run state and metrics (C(--job-name)). Every run that is not in
-        check mode records its result in C(.btrfs-backup.last-run.json) in the snapshot folder, which
+        check mode records its result in C(last-run.json) in the job's state folder outside the source
+        (C(/var/lib/btrfs-backup/jobs/<folder>-<hash>/), or E(BTRFS_BACKUP_STATE_DIR)), which
         C(btrfs-backup status) and M(btrfs.backup.btrfs_backup_info) read.
       - Default, a name made from the source. Letters, digits and C(_ . @ -).
     type: str

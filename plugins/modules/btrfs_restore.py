@@ -23,6 +23,9 @@ description:
   - Running the task again changes nothing. A read-only restore is recognised by its C(received_uuid),
     which it keeps. A writable one records the backup it came from in the extended attribute
     C(user.btrfs-backup.restored-from).
+  - A writable restore removes what runs left in its snapshot folders (C(.outstanding_transfers),
+    C(.btrfs-backup.*)), which describe the source at the time of the backup; a read-only one keeps
+    the backup exactly as it was received.
 author:
   - btrfs.backup maintainers (!UNKNOWN)
 options:
@@ -111,6 +114,11 @@ moved_aside:
   description: Where an existing O(target) was renamed to (with O(force=true)), or null.
   returned: success
   type: str
+stale_files_removed:
+  description: Files of earlier runs removed from a writable restore's snapshot folders (transfer locks, run state).
+  returned: when a writable restore was carried out
+  type: list
+  elements: str
 uuid:
   description: UUID of the restored subvolume.
   returned: when a restore was carried out

@@ -134,6 +134,17 @@ options:
         missing or not on btrfs still stops the run before anything is created.
     type: bool
     default: false
+  max_unsent_snapshots:
+    description:
+      - Take no snapshot while this many snapshots wait for a destination that cannot be reached
+        (C(--max-unsent-snapshots)); the task fails with a message that names the destination and
+        since when it is unreachable. V(0) sets no limit.
+      - Source retention deletes nothing while a destination cannot be listed (its next incremental
+        parent is unknown), so without a limit a destination that is gone for good, or a revoked
+        host, makes the snapshots grow at every run. Every snapshot is kept either way; the next run
+        after the destination is back sends the waiting ones and applies retention again.
+    type: int
+    default: 100
   locked_dests:
     description:
       - Also send to every destination that has a lock in C(.outstanding_transfers) (C(--locked-dests)),
@@ -244,6 +255,11 @@ snapshot_folder:
   returned: always
   type: str
   sample: /home/snapshot
+max_unsent_snapshots:
+  description: The run's O(max_unsent_snapshots), recorded with each destination in the last-run state.
+  returned: always
+  type: int
+  sample: 100
 snapshot:
   description: The snapshot this run took (in check mode, would take); V(null) when none was taken.
   returned: always
@@ -321,6 +337,12 @@ destinations:
       description: Subvolumes that carry a snapshot's name but are not its backup; they are left alone.
       type: list
       elements: str
+    unsent_snapshots:
+      description:
+        - Snapshots at the source that this destination has not received yet (kept for it); null for a
+          C(shell://) sink. For a destination that could not be listed, counted from its newest backup
+          that the last-run state knows; see O(max_unsent_snapshots).
+      type: int
 retention:
   description: Retention at the source (V(where=source)) and at each destination that has a policy.
   returned: always
@@ -405,6 +427,7 @@ def argument_spec():
         preserve_backups=dict(type="str", default=""),
         locked_dests=dict(type="bool", default=False),
         require_destination=dict(type="bool", default=False),
+        max_unsent_snapshots=dict(type="int", default=100),
         allow_same_filesystem=dict(type="bool", default=False),
         compress=dict(type="str", default="auto"),
         limit_rate=dict(type="str"),
@@ -435,6 +458,7 @@ def job_config(params, check_mode):
         no_incremental=not params["incremental"],
         locked_dests=params["locked_dests"],
         require_destination=params["require_destination"],
+        max_unsent_snapshots=module_params.whole_number(params, "max_unsent_snapshots"),
         allow_same_filesystem=params["allow_same_filesystem"],
         compress=params["compress"],
         limit_rate=params["limit_rate"],

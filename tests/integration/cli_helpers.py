@@ -27,8 +27,24 @@ OLD_CLI = REPO / ".venv" / "bin" / "btrfs-backup"  # btrfs-backup 0.3.1, for the
 #: Snapshot names are `<prefix>%Y%m%d-%H%M%S`.
 TIMESTAMP_RE = r"\d{8}-\d{6}"
 LOCK_FILE = ".outstanding_transfers"
+#: Where versions before 1.x kept the job lock and the last-run state: in the snapshot folder.
 JOB_LOCK = ".btrfs-backup.lock"
 LAST_RUN_RECORD = ".btrfs-backup.last-run.json"
+#: Where every job keeps them now: one folder per job under $BTRFS_BACKUP_STATE_DIR.
+STATE_DIR_ENV = "BTRFS_BACKUP_STATE_DIR"
+
+
+def job_state_folders() -> List[Path]:
+    """The folders of every job's state and lock under this test's state folder."""
+    root = Path(os.environ[STATE_DIR_ENV])
+    return sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+
+
+def job_state_folder() -> Path:
+    """The one job's folder (a test that ran one job)."""
+    found = job_state_folders()
+    assert len(found) == 1, found
+    return found[0]
 
 
 # -- running the command line -------------------------------------------------------------

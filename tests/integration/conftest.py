@@ -52,6 +52,15 @@ def _require(tools, what):
         give_up(f"{what} tools not installed: {', '.join(missing)}")
 
 
+@pytest.fixture(autouse=True)
+def job_state_dir(tmp_path_factory, monkeypatch):
+    """Each test's job states and job locks in a folder of its own, never the machine's: the
+    CLI and ansible-playbook that a test starts inherit the environment."""
+    folder = tmp_path_factory.mktemp("job-state")
+    monkeypatch.setenv("BTRFS_BACKUP_STATE_DIR", str(folder))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def btrfs_pool():
     """One tmpfs for the whole session holding all loop images (uses RAM only as data is written)."""

@@ -16,7 +16,7 @@ import re
 import pytest
 
 from cli_helpers import (
-    JOB_LOCK,
+    LAST_RUN_RECORD,
     LOCK_FILE,
     TIMESTAMP_RE,
     assert_backup,
@@ -25,6 +25,7 @@ from cli_helpers import (
     destination,
     failing_receive_env,
     folder_state,
+    job_state_folder,
     kept_reasons,
     leave_partial_receive,
     live_locks,
@@ -477,7 +478,7 @@ def test_only_one_run_at_a_time(src, dst):
     ok(src, dest)
     before = (subvolumes(snaps), subvolumes(dest))
 
-    with open(snaps / JOB_LOCK, "r+") as held:
+    with open(job_state_folder() / "lock", "r+") as held:
         # What a run in progress does: hold the flock and write its pid.
         fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
         held.truncate()

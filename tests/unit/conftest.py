@@ -3,6 +3,8 @@
 import sys
 from pathlib import Path
 
+import pytest
+
 _MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils")
 if _MODULE_UTILS not in sys.path:
     sys.path.insert(0, _MODULE_UTILS)
@@ -14,3 +16,11 @@ if _MODULE_UTILS not in sys.path:
 _COLLECTION_ROOT = Path(__file__).resolve().parents[2]
 if _COLLECTION_ROOT.parts[-3:] != ("ansible_collections", "btrfs", "backup"):
     collect_ignore = ["plugins"]
+
+
+@pytest.fixture(autouse=True)
+def job_state_dir(tmp_path_factory, monkeypatch):
+    """Each test's job states and job locks in a folder of its own, never the machine's."""
+    folder = tmp_path_factory.mktemp("job-state")
+    monkeypatch.setenv("BTRFS_BACKUP_STATE_DIR", str(folder))
+    return folder

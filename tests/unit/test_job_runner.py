@@ -131,6 +131,23 @@ CASES = {
     "only unreachable with require_destination: nothing is taken": dict(
         scene=unreachable_only, dests=[SSH_DEST], config=dict(require_destination=True), plan=[],
         errors=["no snapshot taken"]),
+    "max_unsent_snapshots waiting for an unreachable destination: nothing is taken, nothing deleted": dict(
+        scene=unreachable_only, dests=[SSH_DEST], config=dict(max_unsent_snapshots=1, num_snapshots=1), plan=[],
+        status={SSH_DEST: "failed"},
+        errors=["1 snapshots are waiting for %s" % SSH_DEST, "not taking another (max_unsent_snapshots 1)"]),
+    "fewer than max_unsent_snapshots waiting: the snapshot is still taken": dict(
+        scene=unreachable_only, dests=[SSH_DEST], config=dict(max_unsent_snapshots=2),
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW],
+        status={SSH_DEST: "failed"}),
+    "max_unsent_snapshots 0 sets no limit": dict(
+        scene=unreachable_only, dests=[SSH_DEST], config=dict(max_unsent_snapshots=0),
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW],
+        status={SSH_DEST: "failed"}),
+    "max_unsent_snapshots for a destination that answers: it gets them all": dict(
+        # No record of what it holds: it is asked, it answers, the run goes on.
+        scene=incremental, dests=["{root}/dest"], config=dict(max_unsent_snapshots=1),
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "send %s to {root}/dest (incremental from %s)" % (NEW, S1)]),
     "a foreign subvolume under our name stops that chain (rule 1)": dict(
         scene=foreign_under_our_name, dests=["{root}/dest"], config=dict(no_snapshot=True), plan=[],
         status={"{root}/dest": "failed"}, errors=["left alone"]),

@@ -91,6 +91,10 @@ def build_parser():
     _switch(snap, "--require-destination",
             help="Take no snapshot unless a destination can take it now. By default the snapshot is "
                  "taken while every destination is unreachable, and sent when one is back.")
+    snap.add_argument("--max-unsent-snapshots", type=_whole, default=100, metavar="N",
+                      help="Take no snapshot while N snapshots wait for a destination that cannot be "
+                           "reached (they are all kept for it); the run fails saying so. 0: no limit. "
+                           "Default 100.")
     snap.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
                       help="Snapshot folder, absolute or relative to the source. Default 'snapshot'.")
     snap.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
@@ -168,6 +172,7 @@ def config_from_args(options):
         no_incremental=options.no_incremental,
         locked_dests=options.locked_dests,
         require_destination=options.require_destination,
+        max_unsent_snapshots=options.max_unsent_snapshots,
         allow_same_filesystem=options.allow_same_filesystem,
         remove_locks=options.remove_locks,
         ssh_options=options.ssh_opt,
@@ -394,6 +399,8 @@ def _run_subcommand(command, argv):
                  result["snapshot"], result["source"], result["target"],
                  " (previous %s renamed to %s)" % (result["target"], result["moved_aside"])
                  if result["moved_aside"] else "")
+        for path in result.get("stale_files_removed") or ():
+            LOG.info("removed %s: a run's leftover from the source, not data", path)
     else:
         LOG.info("%s: backup of %s at %s %s", "OK" if ok else "PROBLEM", result["snapshot"],
                  result["destination"], "verified" if ok else "has problems:")

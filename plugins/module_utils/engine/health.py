@@ -53,6 +53,11 @@ def assess_destination(dest_id, record, now, max_age):
         level = max(level, WARNING)
         reasons.append("%d outstanding transfer lock(s) for %s since %d run(s)" % (
             record["locks"], dest_id, record.get("locked_runs") or 1))
+    unsent, ceiling = record.get("unsent_snapshots"), record.get("max_unsent_snapshots")
+    if unsent and ceiling and unsent >= ceiling:
+        level = max(level, CRITICAL)  # no snapshot is taken until it is back or removed from the job
+        reasons.append("%d snapshots wait for %s: no new snapshot is taken (max_unsent_snapshots %d)" % (
+            unsent, dest_id, ceiling))
     verify = record.get("verify")
     if verify is not None and not verify.get("ok"):
         level = max(level, CRITICAL)

@@ -10,17 +10,19 @@ import datetime
 import os
 
 from .destination_access import DestinationFolders
+from . import unsent
 from .destination_sync import DestinationSync
 from .endpoints import LocalEndpoint, SshConnections, parse_location
 from .errors import BackupError, ConfigError
 from .executor import EffectOptions, Executor
-from .joblock import JOB_LOCK_NAME, JobLock, lock_path_for_remote
+from .joblock import JobLock, remove_legacy_lock
 from .locks import LockTable
 from .result import JobResult
 from .retention import Policy, parse_buckets
 from .retention_phase import RetentionPhase
 from .runner import CommandRunner
 from .source_side import SourceSide, snapshot_info
+from .state_store import LEGACY_JOB_LOCK_NAME, job_lock_path, load_state
 from .steps import RemoveLocks
 from .streams import StreamOptions
 
@@ -33,6 +35,7 @@ _SETTINGS = {
     "require_destination": False, "allow_same_filesystem": False, "ssh_options": (), "ssh_sudo": False, "convert_rw": False, "sync": False,
     "btrfs_debug": False, "progress": False, "check_mode": False, "now": None,
     "compress": "auto", "limit_rate": None, "buffer": None, "send_protocol": "auto",
+    "max_unsent_snapshots": unsent.DEFAULT_MAX_UNSENT_SNAPSHOTS,
 }
 
 
@@ -44,7 +47,9 @@ class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS)
     `allow_same_filesystem`: accept a destination on the source's own filesystem (rule 8).
     `require_destination`: take no snapshot unless a destination can take it now (btrfs-backup
     0.3 and btrbk always take it: an outage of the server should not also stop the local
-    restore points). `now` fixes the clock (tests); otherwise a new snapshot waits for its second.
+    restore points). `max_unsent_snapshots`: when this many snapshots wait for a destination that
+    cannot be listed, take no more (0: no limit); source retention keeps them all meanwhile.
+    `now` fixes the clock (tests); otherwise a new snapshot waits for its second.
     """
 
     __slots__ = ()
@@ -65,6 +70,7 @@ class _Prepared:
                                       parse_buckets(config.preserve_snapshots))
         self.backup_policy = Policy(_count(config.num_backups, "num_backups"),
                                     parse_buckets(config.preserve_backups))
+        self.max_unsent = _count(config.max_unsent_snapshots, "max_unsent_snapshots")
         self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
                                     config.btrfs_debug)
         _require_tools(self.stream, config.check_mode)
@@ -112,6 +118,7 @@ def run_job(config: JobConfig, runner=None) -> JobResult:
         return result
     result.source = prepared.source.id
     result.snapshot_folder = prepared.source.folder
+    result.max_unsent_snapshots = prepared.max_unsent
     try:
         _Run(config, prepared, runner, result).run()
     except BackupError as err:
@@ -140,6 +147,7 @@ class _Run:
                                     keep_backups=policy.count if not policy.buckets else 0)
         self.now = config.now or datetime.datetime.now()
         self.connections = None
+        self.recorded = None  # the last-run state's destinations, read when needed
 
     def run(self):
         with SshConnections(self.runner, [self.source.endpoint] + self.p.destinations) as connections:
@@ -147,12 +155,9 @@ class _Run:
             if self.check:
                 self._phases(self._snapshot_folder())
                 return
-            local = isinstance(self.source.endpoint, LocalEndpoint)
-            if local and not os.path.isdir(self.source.folder):
-                self._snapshot_folder()  # the job lock lives in it
-            lock_path = os.path.join(self.source.folder, JOB_LOCK_NAME) if local else \
-                lock_path_for_remote(self.source.id, self.source.folder)
-            with JobLock(lock_path):  # rule 5
+            with JobLock(job_lock_path(self.source.id, self.source.folder)):  # rule 5
+                if isinstance(self.source.endpoint, LocalEndpoint):
+                    remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
                 # Listed under the lock, so no other run of this job changes it meanwhile.
                 self._phases(self._snapshot_folder())
 
@@ -179,6 +184,7 @@ class _Run:
                 present_by_dest[dest.id] = outcome.present
                 if outcome.status != "failed" and dest.can_list:
                     retention.at_destination(dest, snapshots, outcome, self.p.backup_policy)
+                self._count_unsent(dest, outcome, snapshots)
         retention.at_source(self.source, snapshots, self.p.snapshot_policy, destinations, present_by_dest)
         self.result.locks_after = self.executor.locks.as_dict()
 
@@ -196,12 +202,63 @@ class _Run:
             self._remove_locks(destinations, locks)
         if self.config.no_snapshot:
             return destinations, snapshots, None
+        if self._unsent_ceiling_reached(destinations, snapshots):
+            return destinations, snapshots, None
         self.folders.require_a_usable_one(destinations)
         name, self.now = self.source.next_snapshot(listing, self.config.now, self.check)
         new_snapshot = self.source.take_snapshot(self.executor, name)
         info = snapshot_info(new_snapshot)
         self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
         return destinations, snapshots + [new_snapshot], new_snapshot
+
+    def _recorded(self, dest_id) -> dict:
+        """What the job's last-run state knows of a destination ({} without one: not readable)."""
+        if self.recorded is None:
+            try:
+                self.recorded = (load_state(self.source.id, self.source.folder) or {}).get("destinations") or {}
+            except (BackupError, OSError):
+                self.recorded = {}  # the run's record reports a damaged state; the run goes on
+        return self.recorded.get(dest_id) or {}
+
+    def _unsent_ceiling_reached(self, destinations, snapshots) -> bool:
+        """Whether a destination that cannot be listed now has max_unsent_snapshots waiting for it:
+        then no snapshot is taken (each would be kept for it), and the run fails saying so."""
+        ceiling, reached = self.p.max_unsent, False
+        if not unsent.ceiling_reached(len(snapshots), ceiling):
+            return False  # fewer snapshots than the ceiling: no need to read the state
+        for dest in destinations:
+            if not dest.can_list:
+                continue
+            record = self._recorded(dest.id)
+            waiting = unsent.waiting_for([s.name for s in snapshots], self.source.prefix, record.get("newest_backup"))
+            if not unsent.ceiling_reached(len(waiting), ceiling):
+                continue
+            try:
+                self.folders.listing(dest, create=False)
+                continue  # it is back: this run sends what waits for it
+            except BackupError as err:
+                self.folders.unusable[dest.id] = err  # not asked again in this run
+                self.result.fail(BackupError(unsent.ceiling_message(
+                    dest.id, len(waiting), record.get("last_success"), ceiling, err)))
+                reached = True
+        return reached
+
+    def _count_unsent(self, dest, outcome, snapshots):
+        """How many snapshots still wait for a destination after the run (what it holds when it
+        was listed, its recorded newest backup when not); a warning while they are kept for it."""
+        if not dest.can_list:
+            return
+        names = [s.name for s in snapshots]
+        if outcome.present is not None:
+            held = [s.name for s in snapshots if s.name in outcome.present]
+            outcome.unsent_snapshots = len(unsent.waiting_for(names, self.source.prefix, held[-1] if held else None))
+            return
+        record = self._recorded(dest.id)
+        waiting = unsent.waiting_for(names, self.source.prefix, record.get("newest_backup"))
+        outcome.unsent_snapshots = len(waiting)
+        if waiting:
+            self.result.warn(unsent.waiting_warning(dest.id, len(waiting), record.get("last_success"),
+                                                    self.p.max_unsent))
 
     def _with_locked_destinations(self, locks):
         """The given destinations, plus (--locked-dests) every one that holds a lock."""

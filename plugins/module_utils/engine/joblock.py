@@ -1,23 +1,31 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""One run at a time per job: an flock(2) held for the whole run (rule 5)."""
+"""One run at a time per job: an flock(2) on a file in the job's state folder, held for the whole run (rule 5)."""
 
 import fcntl
 import os
 
 from .errors import BackupError, JobBusyError
 
-JOB_LOCK_NAME = ".btrfs-backup.lock"
 
-
-def lock_path_for_remote(source_id, folder):
-    """A local lock file for a job whose snapshot folder is on another host (pull mode)."""
-    import hashlib  # pull jobs only; every run pays for module-level imports
-    import tempfile
-    base = "/run/lock" if os.access("/run/lock", os.W_OK) else tempfile.gettempdir()
-    digest = hashlib.sha256(("%s\0%s" % (source_id, folder)).encode("utf-8")).hexdigest()[:16]
-    return os.path.join(base, "btrfs-backup-%s.lock" % digest)
+def remove_legacy_lock(path):
+    """Remove the job lock that earlier versions kept in the snapshot folder (it was in every
+    snapshot); a run of such a version that still holds it makes this run wait its turn."""
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise BackupError("cannot open the old job lock %s: %s" % (path, err.strerror))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JobBusyError("another run of this job is in progress (it holds %s)" % path)
+    else:
+        os.unlink(path)
+    finally:
+        os.close(fd)
 
 
 class JobLock:
@@ -29,6 +37,7 @@ class JobLock:
 
     def __enter__(self):
         try:
+            os.makedirs(os.path.dirname(self.path), mode=0o755, exist_ok=True)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as err:
             raise BackupError("cannot open the job lock %s: %s" % (self.path, err.strerror))

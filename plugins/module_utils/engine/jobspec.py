@@ -10,7 +10,7 @@ from .argfiles import expand_argfiles
 from .endpoints import check_path, parse_location
 from .errors import ConfigError
 from .durations import parse_duration
-from .state_store import default_job_name, state_path, validate_job_name
+from .state_store import current_state_path, default_job_name, validate_job_name
 
 DEFAULT_CONFIG_DIR = "/etc/btrfs-backup"
 
@@ -31,7 +31,7 @@ class JobSpec:
 
     @property
     def state_path(self):
-        return state_path(self.source_id, self.folder)
+        return current_state_path(self.source_id, self.folder)
 
 
 class _ArgumentError(Exception):

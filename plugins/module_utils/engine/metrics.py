@@ -14,6 +14,7 @@ METRICS = {
     "btrfs_backup_last_run_sent_bytes": ("Bytes sent to the destination by the last run.", True),
     "btrfs_backup_outstanding_locks": ("Snapshots locked for the destination (unfinished transfers).", True),
     "btrfs_backup_lock_outstanding_runs": ("Consecutive runs that ended with a lock for the destination.", True),
+    "btrfs_backup_unsent_snapshots": ("Snapshots kept at the source that the destination has not received yet.", True),
     "btrfs_backup_last_verify_timestamp_seconds": ("When the destination's newest backup was last verified.", True),
     "btrfs_backup_last_verify_success": ("1 if the last verify found the backup complete and equal, else 0.", True),
 }
@@ -53,6 +54,7 @@ def samples(job, state):
             add("btrfs_backup_last_run_sent_bytes", record.get("sent_bytes"), destination=dest_id)
             add("btrfs_backup_outstanding_locks", record.get("locks") or 0, destination=dest_id)
             add("btrfs_backup_lock_outstanding_runs", record.get("locked_runs") or 0, destination=dest_id)
+            add("btrfs_backup_unsent_snapshots", record.get("unsent_snapshots"), destination=dest_id)
         add("btrfs_backup_last_success_timestamp_seconds", record.get("last_success"), destination=dest_id)
         add("btrfs_backup_newest_backup_timestamp_seconds", record.get("newest_backup_time"),
             destination=dest_id)

@@ -33,8 +33,8 @@ def check_options(options, source_id):
     return job, max_age
 
 
-def _save(job, path, state, metrics_dir):
-    state_store.save_state(path, state)
+def _save(job, source_id, folder, state, metrics_dir):
+    state_store.save_state(source_id, folder, state)
     if metrics_dir:
         state_store.save_metrics(metrics_dir, job, metrics.render(job, state))
 
@@ -43,12 +43,12 @@ def record_run(result, *, job, prefix, started, duration, max_age=None, metrics_
     """Record a finished run (`result` is JobResult.as_dict()); an error message or None."""
     if result.get("check_mode") or not result.get("source") or not result.get("snapshot_folder"):
         return None
-    path = state_store.state_path(result["source"], result["snapshot_folder"])
+    source_id, folder = result["source"], result["snapshot_folder"]
     try:
-        previous = state_store.read_state(path)
+        previous = state_store.load_state(source_id, folder)
         state = run_record.record_run(previous, result, job=job, prefix=prefix, started=started,
                                       duration=duration, max_age=max_age)
-        _save(job, path, state, metrics_dir)
+        _save(job, source_id, folder, state, metrics_dir)
     except (BackupError, OSError) as err:
         return "the run's record was not written: %s" % err
     return None
@@ -56,12 +56,11 @@ def record_run(result, *, job, prefix, started, duration, max_age=None, metrics_
 
 def record_verify(report, *, job, prefix, when, source_id, folder, metrics_dir=None):
     """Record a verify's outcome beside the job's last run; an error message or None."""
-    path = state_store.state_path(source_id, folder)
     try:
-        previous = state_store.read_state(path)
+        previous = state_store.load_state(source_id, folder)
         state = run_record.record_verify(previous, report, job=job, prefix=prefix, when=when,
                                          source=source_id, snapshot_folder=folder)
-        _save(state.get("job") or job, path, state, metrics_dir)
+        _save(state.get("job") or job, source_id, folder, state, metrics_dir)
     except (BackupError, OSError) as err:
         return "the verify's record was not written: %s" % err
     return None

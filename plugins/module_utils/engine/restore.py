@@ -17,6 +17,7 @@ from . import effects, names
 from .endpoints import LocalEndpoint, SshConnections, check_path, parse_location
 from .errors import BackupError, ConfigError, EndpointError, MissingPathError
 from .listing import list_folder
+from .locks import LOCK_FILE_NAME
 from .executor import Executor
 from .runner import CommandRunner
 from .steps import Receive, Rename, SnapshotAt
@@ -24,6 +25,9 @@ from .steps import Receive, Rename, SnapshotAt
 STAGING_PREFIX = ".btrfs-backup-restore-"
 # On the restored subvolume's top folder: which backup it is, so that a rerun changes nothing.
 ORIGIN_XATTR = "user.btrfs-backup.restored-from"
+# Files of a run in a snapshot folder (transfer locks; an earlier version's last-run state and
+# job lock): in a restored copy they describe the source as it was, and mislead its next runs.
+RUN_FILE_PREFIX = ".btrfs-backup."
 
 
 def choose_backup(children, prefix="", name=None):
@@ -96,6 +100,7 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
                 _carry_out(executor, step, aside if existing else None)
             if writable:
                 _record_origin(target, marker(backup, writable))
+                result["stale_files_removed"] = remove_stale_run_files(target)
         finally:
             _remove_staging(here, runner, staging)
         restored = list_folder(here, runner).children.get(posixpath.basename(target))
@@ -131,6 +136,33 @@ def _record_origin(target, value):
         os.setxattr(target, ORIGIN_XATTR, value.encode("utf-8"))
     except OSError:
         pass  # only idempotence on reruns is lost; the restore itself is complete
+
+
+def is_stale_run_file(name):
+    """Pure: whether a file of a restored snapshot folder is a run's leftover, not data."""
+    return name == LOCK_FILE_NAME or name.startswith(RUN_FILE_PREFIX)
+
+
+def remove_stale_run_files(target):
+    """Remove run leftovers from a writable restore's snapshot folders (its top folder and the
+    folders in it; a snapshot folder holds no snapshot in a backup): the paths removed."""
+    removed = []
+    folders = [target]
+    try:
+        with os.scandir(target) as entries:
+            folders += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return removed
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                stale = [e.path for e in entries if e.is_file(follow_symlinks=False) and is_stale_run_file(e.name)]
+            for path in stale:
+                os.unlink(path)
+                removed.append(path)
+        except OSError:
+            continue  # unreadable folders are data the restore leaves as they came
+    return sorted(removed)
 
 
 def _put_back(here, runner, aside, target, err):

@@ -24,6 +24,7 @@ class DestinationResult:
         self.conflicts = []
         self.present = None  # source snapshot name -> backup, once the destination was listed
         self.backups = {}  # name -> complete backup of ours there (what its retention may weigh)
+        self.unsent_snapshots = None  # snapshots at the source it has yet to receive (None: unknown)
 
     @property
     def partials_deleted(self):
@@ -44,6 +45,7 @@ class DestinationResult:
             "partials_deleted": self.partial_receives_deleted,  # the earlier name, still read by users
             "locks_cleared": self.locks_cleared,
             "conflicts": self.conflicts,
+            "unsent_snapshots": self.unsent_snapshots,
         }
 
 
@@ -80,6 +82,7 @@ class JobResult:
         self.check_mode = check_mode
         self.source = None
         self.snapshot_folder = None
+        self.max_unsent_snapshots = None
         self.snapshot = None
         self.destinations = []
         self.retention = []
@@ -129,6 +132,7 @@ class JobResult:
             "source": self.source,
             "snapshot_folder": self.snapshot_folder,
             "snapshot": self.snapshot,
+            "max_unsent_snapshots": self.max_unsent_snapshots,
             "destinations": [d.as_dict() for d in self.destinations],
             "retention": [r.as_dict() for r in self.retention],
             "locks": self.locks_after,

@@ -1,4 +1,4 @@
-"""Effects: where a job's last-run state lives, reading it defensively, writing it and its metrics atomically."""
+"""Effects: where a job's last-run state and job lock live, reading the state defensively, writing it and its metrics atomically."""
 
 import json
 import os
@@ -6,9 +6,15 @@ import re
 
 from .errors import ConfigError
 
-STATE_FILE_NAME = ".btrfs-backup.last-run.json"
-# Jobs whose snapshot folder is on another host (pull mode) keep their state on this host.
-REMOTE_STATE_DIR = "/var/lib/btrfs-backup/state"
+# Outside the source: a file in the snapshot folder would be in every snapshot and every backup.
+STATE_DIR_ENV = "BTRFS_BACKUP_STATE_DIR"
+DEFAULT_STATE_DIR = "/var/lib/btrfs-backup/jobs"
+STATE_FILE = "last-run.json"
+JOB_LOCK_FILE = "lock"
+# Where earlier versions kept them: read once when the new state is missing, then removed.
+LEGACY_STATE_FILE_NAME = ".btrfs-backup.last-run.json"
+LEGACY_JOB_LOCK_NAME = ".btrfs-backup.lock"
+LEGACY_REMOTE_STATE_DIR = "/var/lib/btrfs-backup/state"
 _JOB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}\Z")
 
 
@@ -27,13 +33,66 @@ def default_job_name(source_id):
     return name[:100]
 
 
+def state_root():
+    """The folder of every job's state: $BTRFS_BACKUP_STATE_DIR, else /var/lib/btrfs-backup/jobs
+    for root and ~/.local/state/btrfs-backup/jobs (XDG_STATE_HOME) for another user."""
+    configured = os.environ.get(STATE_DIR_ENV)
+    if configured:
+        return configured
+    if os.geteuid() == 0:
+        return DEFAULT_STATE_DIR
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "btrfs-backup", "jobs")
+
+
+def _digest(source_id, folder):
+    import hashlib  # only where a path is computed
+    return hashlib.sha256(("%s\0%s" % (source_id, folder)).encode("utf-8")).hexdigest()[:16]
+
+
+def job_key(source_id, folder):
+    """Pure: the job's folder name, from its identity (source and snapshot folder): readable, unique."""
+    readable = re.sub(r"[^A-Za-z0-9_.@-]+", "_", folder).strip("_.-@")[-60:].lstrip("_.-@") or "root"
+    return "%s-%s" % (readable, _digest(source_id, folder))
+
+
+def job_state_dir(source_id, folder):
+    """The folder of one job's last-run state and job lock."""
+    return os.path.join(state_root(), job_key(source_id, folder))
+
+
 def state_path(source_id, folder):
-    """Beside the job lock in a local snapshot folder; under REMOTE_STATE_DIR for a remote one."""
+    """Where a run writes the job's last-run state."""
+    return os.path.join(job_state_dir(source_id, folder), STATE_FILE)
+
+
+def job_lock_path(source_id, folder):
+    """The job lock (rule 5): one per source and snapshot folder, beside its state."""
+    return os.path.join(job_state_dir(source_id, folder), JOB_LOCK_FILE)
+
+
+def legacy_state_path(source_id, folder):
+    """Where earlier versions kept the state: in a local snapshot folder, or for a pull job
+    under /var/lib/btrfs-backup/state."""
     if source_id.startswith("/"):
-        return os.path.join(folder, STATE_FILE_NAME)
-    import hashlib  # pull jobs only
-    digest = hashlib.sha256(("%s\0%s" % (source_id, folder)).encode("utf-8")).hexdigest()[:16]
-    return os.path.join(REMOTE_STATE_DIR, "%s.json" % digest)
+        return os.path.join(folder, LEGACY_STATE_FILE_NAME)
+    return os.path.join(LEGACY_REMOTE_STATE_DIR, "%s.json" % _digest(source_id, folder))
+
+
+def current_state_path(source_id, folder):
+    """The file that holds the job's state now: the new place, else (not migrated yet) the old one.
+    Every reader (status, the info module, the next run) finds the state through this."""
+    path = state_path(source_id, folder)
+    if not os.path.exists(path):
+        legacy = legacy_state_path(source_id, folder)
+        if os.path.exists(legacy):
+            return legacy
+    return path
+
+
+def load_state(source_id, folder):
+    """The job's state, None if there is none (see read_state)."""
+    return read_state(current_state_path(source_id, folder))
 
 
 def read_state(path):
@@ -72,16 +131,17 @@ def write_atomically(path, text, durable, mode=0o644):
         raise
 
 
-def save_state(path, state):
-    """Write the state; a missing snapshot folder is not created (the run could not start there)."""
-    folder = os.path.dirname(path)
-    if folder == REMOTE_STATE_DIR:
-        os.makedirs(folder, exist_ok=True)
-    elif not os.path.isdir(folder):
-        return False
+def save_state(source_id, folder, state):
+    """Write the job's state in its state folder; an old-place state file is removed (migrated)."""
+    path = state_path(source_id, folder)
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     # Not fsynced: the rename keeps it whole, and after a crash the previous run's record is shown.
     write_atomically(path, json.dumps(state, indent=1, sort_keys=True) + "\n", durable=False)
-    return True
+    try:
+        os.unlink(legacy_state_path(source_id, folder))
+    except FileNotFoundError:
+        pass
+    return path
 
 
 def metrics_path(metrics_dir, job):

@@ -40,11 +40,11 @@ def test_every_parameter_reaches_the_job_config():
     config = btrfs_send_backup.job_config(params_with(
         source="/home", dest=["/backup", "shell://cat > /x"], snapshot_folder="/snaps", snapshot_prefix="home-",
         num_snapshots=3, num_backups=10, preserve_snapshots="24h", preserve_backups="7d 4w",
-        locked_dests=True, remove_locks=True, convert_rw=True, sync=True, ssh_sudo=True,
+        locked_dests=True, remove_locks=True, convert_rw=True, sync=True, ssh_sudo=True, max_unsent_snapshots=7,
         ssh_identity_file="/root/.ssh/id", ssh_options=["Compression=no"]), check_mode=True)
     assert (config.source, config.destinations) == ("/home", ["/backup", "shell://cat > /x"])
     assert (config.snapshot_folder, config.prefix) == ("/snaps", "home-")
-    assert (config.num_snapshots, config.num_backups) == (3, 10)
+    assert (config.num_snapshots, config.num_backups, config.max_unsent_snapshots) == (3, 10, 7)
     assert (config.preserve_snapshots, config.preserve_backups) == ("24h", "7d 4w")
     assert config.locked_dests and config.remove_locks and config.convert_rw and config.sync
     assert config.ssh_sudo and config.check_mode and not config.progress
@@ -69,6 +69,7 @@ def test_ssh_user_and_port_complete_ssh_urls(url, user, port, expected):
     ({"num_backups": -3}, "num_backups"),
     ({"preserve_snapshots": "7x"}, "preserve_snapshots"),
     ({"preserve_backups": "7d 8d"}, "preserve_backups"),
+    ({"max_unsent_snapshots": -1}, "max_unsent_snapshots"),
     ({"dest": ["ftp://nas/backups"]}, "dest"),
     ({"dest": ["ssh://nas:port/backups"]}, "dest"),
     ({"dest": ["ssh://nas/backups"], "ssh_user": "no spaces"}, "ssh_user"),
