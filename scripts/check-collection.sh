@@ -63,6 +63,9 @@ check_core() {
     local collection sanity_python=(--python "$python")
     # ansible-test bootstraps pip in each venv it makes with a script it downloads from a host that
     # is not reachable here; with a cached copy in place it uses that instead (see the stand-in's docstring).
+    # Each ansible-core gets a home of its own: ansible-test keeps its sanity venvs in
+    # ~/.ansible/test, and two versions building the same venv there at once break each other.
+    export HOME="$work/home-core-$version"
     local pip_version
     pip_version="$(sed -n "s/^ *pip='\([0-9.]*\)',$/\1/p" "$("$bin/python" -c 'import ansible_test, os; print(os.path.dirname(ansible_test.__file__))')/_internal/python_requirements.py")"
     [ -n "$pip_version" ] || { echo "check-collection: cannot tell which pip ansible-test $version bootstraps" >&2; return 1; }
