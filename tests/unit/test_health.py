@@ -48,6 +48,7 @@ def state(destinations, ok=True, errors=(), max_age=36 * HOUR):
 FAILED_VERIFY = {"ok": False, "snapshot": "20260101-000000", "problems": ["differs: a"], "time": NOW}
 GOOD_VERIFY = {"ok": True, "snapshot": "20260101-000000", "problems": [], "time": NOW}
 
+
 def timer(installed=True, active=True, next_run="Tue 2026-12-01 02:00:00 UTC", service=True):
     return TimerState("btrfs-backup@home.timer", installed, active, next_run, service_installed=service)
 
