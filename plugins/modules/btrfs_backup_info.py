@@ -17,6 +17,7 @@ description:
     their ages, the outstanding transfer locks, the last run and the last verify (from the last-run
     state that every run records), and a verdict C(OK), C(WARNING), C(CRITICAL) or C(UNKNOWN) with
     its reasons, the same as C(btrfs-backup status).
+  - A job the role installed whose timer is stopped or missing has no next run, and is C(WARNING).
   - The jobs are those the C(btrfs.backup.btrfs_backup) role installed (the C(*.conf) files in
     O(config_dir)), or the one job given by O(source) and O(destinations).
   - Changes nothing anywhere. With O(survey=true) (the default) the snapshot folder and every
@@ -225,6 +226,14 @@ jobs:
     last_run:
       description: The last run as recorded (start, duration, ok, errors, snapshot), or null.
       type: dict
+    next_run:
+      description: When the job's timer runs it next, as systemd says it, or null (no active timer).
+      type: str
+    timer:
+      description:
+        - The job's timer (C(unit), C(installed), C(active)) when the role installed the job's units,
+          else null (a job run by hand or by cron, or a host without systemd).
+      type: dict
     destinations:
       description: One item per destination.
       type: list
@@ -234,7 +243,7 @@ jobs:
           description: The destination id.
           type: str
         status:
-          description: This destination's verdict.
+          description: This destination's verdict, with what concerns the whole job (its last run, its timer).
           type: str
         last_run_status:
           description: V(ok) or V(failed) in the last run that tried it, or null.
@@ -286,6 +295,7 @@ from ansible_collections.btrfs.backup.plugins.module_utils.engine.jobspec import
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.run_record import with_survey
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.state_store import read_state
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.survey import survey_job
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.timers import read_timer_states
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.module_utils.module_runner import ModuleCommandRunner
 
@@ -325,17 +335,15 @@ def _aged(items, now):
     return None if items is None else [dict(i, age=None if i["time"] is None else now - i["time"]) for i in items]
 
 
-def job_facts(spec, state, survey, verdict, now, max_age):
-    """One job's facts from its spec, (surveyed) state and verdict."""
-    by_dest = {d.destination: d for d in verdict.destinations}
+def job_facts(spec, state, survey, verdict, now, max_age, timer=None):
+    """One job's facts from its spec, (surveyed) state, verdict and timer."""
     destinations = []
     for dest_id, record in sorted((state or {}).get("destinations", {}).items()):
         found = (survey or {}).get("destinations", {}).get(dest_id) or {}
         newest = record.get("newest_backup_time")
-        judged = by_dest.get(dest_id)
         destinations.append({
             "id": dest_id,
-            "status": health.LEVELS[judged.level] if judged else verdict.label,
+            "status": verdict.row_label(dest_id),
             "last_run_status": record.get("status"),
             "error": record.get("error") or record.get("survey_error"),
             "reachable": record.get("reachable"),
@@ -355,6 +363,9 @@ def job_facts(spec, state, survey, verdict, now, max_age):
         "snapshots": _aged((survey or {}).get("snapshots"), now),
         "locks": (survey or {}).get("locks") or {},
         "last_run": (state or {}).get("last_run"),
+        "next_run": timer.next_run if timer and timer.active else None,
+        "timer": None if timer is None or not timer.managed else {
+            "unit": timer.unit, "installed": timer.installed, "active": timer.active},
         "destinations": destinations,
     }
 
@@ -378,6 +389,7 @@ def main():
         module.fail_json(msg=str(err))
     runner = ModuleCommandRunner(module)
     now = time.time()
+    timers = read_timer_states([s.name for s in specs if s.config_file], runner)
     jobs = []
     for spec in specs:
         try:
@@ -392,9 +404,10 @@ def main():
         if judged is not None and judged.get("max_age_seconds") is None and spec.max_age:
             judged = dict(judged, max_age_seconds=spec.max_age)
         limit = max_age or spec.max_age
-        verdict = health.assess_job(spec.name, judged if state or survey else None, now, limit)
+        timer = timers.get(spec.name)
+        verdict = health.assess_job(spec.name, judged if state or survey else None, now, limit, timer=timer)
         jobs.append(job_facts(spec, judged, survey, verdict, now,
-                              limit or (judged or {}).get("max_age_seconds")))
+                              limit or (judged or {}).get("max_age_seconds"), timer))
     levels = [health.LEVELS.index(j["status"]) for j in jobs]
     reasons = [r for j in jobs for r in j["reasons"]]
     server = None

@@ -5,6 +5,7 @@ btrfs_backup_info module, over real btrfs and a private sshd."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import time
@@ -176,3 +177,95 @@ def test_the_info_module_reports_a_failing_destination(src, make_fs, sshd, tmp_p
     assert failing["newest_backup"] == job["snapshots"][0]["name"]  # what it had before
     assert failing["newest_backup_age"] < 600
     assert any(url in r and "failed" in r for r in info["reasons"])
+
+
+def test_a_run_that_failed_at_the_source_is_a_warning_in_every_view(src, make_fs):
+    """The last run failed before any destination (a corrupt lock table): the backups are still
+    fresh, but no view says OK: the table's rows, the line under it, --json and the plugin agree."""
+    dest = make_fs("dst") / "backups"
+    ok("--job-name", "data", src, dest)
+    (src / "snapshot" / ".outstanding_transfers").write_text("{not json")
+    assert run_cli("--job-name", "data", src, dest).code == 1
+    code, out, _err = status(src, dest)
+    rows = [line for line in out.splitlines()[1:] if line.startswith("data ")]
+    assert code == 0 and rows and all(row.split()[-1] == "WARNING" for row in rows), out
+    assert "(failed)" in rows[0] and "WARNING: data: " in out and ".outstanding_transfers" in out, out
+    code, out, _err = status("--json", src, dest)
+    assert json.loads(out)["jobs"][0]["status"] == "WARNING", out
+    code, out, _err = status("--plugin", src, dest)
+    assert code == 1 and out.startswith("BTRFS BACKUP WARNING - data: "), out
+
+
+def fake_systemctl(folder, timer_active, units_exist=True):
+    """A `systemctl` first on PATH that answers `show` for the job 'home' as systemd would."""
+    folder.mkdir(exist_ok=True)
+    load = "loaded" if units_exist else "not-found"
+    active = "active" if timer_active else "inactive"
+    when = "Tue 2026-12-01 02:00:00 UTC" if timer_active else ""
+    script = folder / "systemctl"
+    script.write_text("#!/bin/sh\ncat <<'EOF'\n"
+                      "Id=btrfs-backup@home.timer\nLoadState=%s\nActiveState=%s\nNextElapseUSecRealtime=%s\n\n"
+                      "Id=btrfs-backup@home.service\nLoadState=%s\nActiveState=inactive\n"
+                      "EOF\n" % (load, active, when, load))
+    script.chmod(0o755)
+    return {"PATH": "%s:%s" % (folder, os.environ["PATH"])}
+
+
+@pytest.mark.parametrize("timer_active, units_exist, level", [
+    (True, True, "OK"),       # the role's timer runs the job
+    (False, True, "WARNING"),  # stopped: no next run
+    (False, False, "OK"),     # no unit at all: run by hand or by cron
+])
+def test_a_job_whose_timer_is_stopped_has_no_next_run(src, make_fs, tmp_path, timer_active, units_exist, level):
+    dest = make_fs("dst") / "backups"
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "home.conf").write_text("--job-name home\n--max-age 36h\n%s\n%s\n" % (src, dest))
+    ok("@%s" % (conf / "home.conf"))
+    env = fake_systemctl(tmp_path / "bin", timer_active, units_exist)
+    done = run_raw("status", "--config-dir", conf, env=env)
+    row = done.stdout.splitlines()[1]
+    assert row.split()[-1] == level, done.stdout
+    assert ("2026-12-01 02:00:00" in row) == timer_active, done.stdout
+    reason = "WARNING: home: no next run: the timer btrfs-backup@home.timer is not active"
+    assert (reason in done.stdout) == (level == "WARNING"), done.stdout
+    done = run_raw("status", "--config-dir", conf, "--plugin", env=env)
+    assert (done.returncode, done.stdout.split(" - ")[0]) == (LEVELS[level], "BTRFS BACKUP " + level), done.stdout
+    done = run_raw("status", "--config-dir", conf, "--json", env=env)
+    job = json.loads(done.stdout)["jobs"][0]
+    assert (job["status"], job["next_run"] is not None) == (level, timer_active), done.stdout
+
+
+LEVELS = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+
+
+def test_write_metrics_brings_a_changed_max_age_into_the_metrics_without_a_run(src, make_fs, tmp_path,
+                                                                               metrics_dir):
+    """The role changed a job's max_age: `status --write-metrics` (its handler) rewrites the job's
+    metrics from its recorded state with the new value; nothing else changes."""
+    dest = make_fs("dst") / "backups"
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    job_conf = conf / "home.conf"
+    lines = "--job-name home\n--metrics-dir %s\n%s\n%s\n" % (metrics_dir, src, dest)
+    job_conf.write_text("--max-age 36h\n" + lines)
+    ok("@%s" % job_conf)
+    before = metrics(metrics_dir, "home")
+    assert before[("btrfs_backup_max_age_seconds",)] == 36 * 3600
+    snapshots = sorted(p.name for p in (src / "snapshot").iterdir())
+
+    job_conf.write_text("--max-age 2d\n" + lines)
+    done = run_raw("status", "--config-dir", conf, "--write-metrics")
+    assert done.returncode == 0 and "btrfs_backup_home.prom" in done.stdout, done.stdout + done.stderr
+    after = metrics(metrics_dir, "home")
+    assert after == {**before, ("btrfs_backup_max_age_seconds",): 2 * 86400}
+    assert sorted(p.name for p in (src / "snapshot").iterdir()) == snapshots  # no run
+
+    # A job that never ran gets its configuration's figure; a missing folder is an error.
+    (conf / "new.conf").write_text("--job-name new\n--max-age 1d\n--snapshot-folder new\n--metrics-dir %s\n%s\n%s\n"
+                                   % (metrics_dir, src, dest))
+    (conf / "gone.conf").write_text("--job-name gone\n--metrics-dir %s\n%s\n%s\n"
+                                    % (tmp_path / "missing", src, dest))
+    done = run_raw("status", "--config-dir", conf, "--write-metrics")
+    assert done.returncode == 1 and "metrics directory %s does not exist" % (tmp_path / "missing") in done.stderr
+    assert metrics(metrics_dir, "new") == {("btrfs_backup_max_age_seconds",): 86400}

@@ -25,7 +25,8 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium (Debian packa
 
 @pytest.fixture
 def fleet(make_fs, subvolume, tmp_path):
-    """Three 'hosts': web1 and web2 back up fine, db1's destination is unreachable."""
+    """Four 'hosts': web1 (two jobs) and web2 back up fine, db1's destination is unreachable,
+    backup0 has no backup job."""
     fs = make_fs("fleet", size="1G")
     backup_disk = make_fs("fleet-backups", size="1G")  # a backup is somewhere else (rule 8)
     hosts = {}
@@ -41,6 +42,12 @@ def fleet(make_fs, subvolume, tmp_path):
         for _ in range(2):
             run_raw("--job-name", "data", "@%s" % (conf / "data.conf"))
         hosts[host] = conf
+    logs = subvolume(fs / "web1-logs")
+    (hosts["web1"] / "logs.conf").write_text("--max-age 1d\n--num-backups 5\n%s\n%s\n"
+                                             % (logs, backup_disk / "backups-web1-logs"))
+    run_raw("--job-name", "logs", "@%s" % (hosts["web1"] / "logs.conf"))
+    hosts["backup0"] = tmp_path / "backup0" / "etc"
+    hosts["backup0"].mkdir(parents=True)
     return hosts
 
 
@@ -56,12 +63,16 @@ def test_the_report_names_every_host_and_marks_the_failing_one(fleet, tmp_path, 
                            "-e", "fleet_report_path=%s" % report], capture_output=True, text=True, env=env,
                           timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "OK: 2 (web1, web2)" in done.stdout and "CRITICAL: 1 (db1)" in done.stdout, done.stdout[-3000:]
+    # Hosts are counted as hosts, jobs as jobs.
+    assert "hosts: 4; OK: 2 (web1, web2); CRITICAL: 1 (db1); NONE: 1 (backup0)" in done.stdout, done.stdout[-3000:]
+    assert "jobs: 4; OK: 3; CRITICAL: 1" in done.stdout, done.stdout[-3000:]
 
     page = report.read_text()
     assert not re.search(r'(src|href)="(https?:)?//', page), "the page must not load anything"
-    rows = dict(re.findall(r'data-host="([^"]+)" data-status="([A-Z]+)"', page))
-    assert rows == {"web1": "OK", "web2": "OK", "db1": "CRITICAL"}  # never had a backup
+    rows = re.findall(r'data-host="([^"]+)" data-status="([A-Z]+)"', page)
+    assert sorted(rows) == [("backup0", "NONE"), ("db1", "CRITICAL"),  # never had a backup
+                            ("web1", "OK"), ("web1", "OK"), ("web2", "OK")]
+    assert "4 hosts,\n4 jobs;" in page
     assert "last run failed" in html.unescape(page)
 
     # What a person sees: the browser renders it (text dump and a screenshot).

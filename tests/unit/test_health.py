@@ -1,10 +1,12 @@
-"""engine.health: durations, and the status verdict (OK/WARNING/CRITICAL/UNKNOWN) from tables of states."""
+"""engine.health: durations, and the status verdict (OK/WARNING/CRITICAL/UNKNOWN) from tables of states
+and timers; engine.timers: what systemd says of the role's units."""
 
 import pytest
 
 from engine.errors import ConfigError
 from engine.durations import format_age, parse_duration
-from engine.health import assess_job, monitoring_line
+from engine.health import LEVELS, TimerState, assess_job, monitoring_line
+from engine.timers import parse_timer_states
 
 NOW = 1_800_000_000.0
 HOUR = 3600
@@ -46,7 +48,14 @@ def state(destinations, ok=True, errors=(), max_age=36 * HOUR):
 FAILED_VERIFY = {"ok": False, "snapshot": "20260101-000000", "problems": ["differs: a"], "time": NOW}
 GOOD_VERIFY = {"ok": True, "snapshot": "20260101-000000", "problems": [], "time": NOW}
 
-# (case, state, max_age override, expected level, words the reasons must contain)
+
+def timer(installed=True, active=True, next_run="Tue 2026-12-01 02:00:00 UTC", service=True):
+    return TimerState("btrfs-backup@home.timer", installed, active, next_run, service_installed=service)
+
+
+NO_NEXT_RUN = "no next run: the timer btrfs-backup@home.timer is not active"
+
+# (case, state, max_age override, expected level, words the reasons must contain[, timer])
 CASES = [
     ("never ran", None, None, "UNKNOWN", ["no run recorded"]),
     ("fresh", state({"/b": dest(2)}), None, "OK", []),
@@ -71,17 +80,83 @@ CASES = [
     ("ran, but without a destination", state({}, ok=True), None, "WARNING", ["no destination"]),
     ("failed before any destination", state({}, ok=False, errors=["source /x does not exist"]),
      None, "CRITICAL", ["does not exist"]),
+    ("failed at the source, every destination still fresh",
+     state({"/b": dest(2), "/c": dest(3)}, ok=False, errors=["/home/snapshot/.outstanding_transfers is corrupt"]),
+     None, "WARNING", [".outstanding_transfers is corrupt"]),
+    ("failed without saying why", state({"/b": dest(2)}, ok=False), None, "WARNING", ["last run failed"]),
+    # The job's timer: only a job the role installed (its units exist) is expected to have one.
+    ("timer active, next run known", state({"/b": dest(2)}), None, "OK", [], timer()),
+    ("timer stopped", state({"/b": dest(2)}), None, "WARNING", [NO_NEXT_RUN], timer(active=False, next_run=None)),
+    ("timer removed, service still there", state({"/b": dest(2)}), None, "WARNING",
+     ["no next run: the timer btrfs-backup@home.timer is not installed"],
+     timer(installed=False, active=False, next_run=None)),
+    ("timer active without a next elapse", state({"/b": dest(2)}), None, "WARNING", ["has no next elapse"],
+     timer(next_run=None)),
+    ("no unit at all: run by hand or by cron", state({"/b": dest(2)}), None, "OK", [],
+     timer(installed=False, active=False, next_run=None, service=False)),
+    ("no systemd to ask", state({"/b": dest(2)}), None, "OK", [], None),
+    ("timer stopped and stale: the worse wins", state({"/b": dest(40)}), None, "CRITICAL",
+     ["1d 16h old", NO_NEXT_RUN], timer(active=False, next_run=None)),
+    ("never ran, timer stopped", None, None, "UNKNOWN", ["no run recorded", NO_NEXT_RUN],
+     timer(active=False, next_run=None)),
 ]
 
 
-@pytest.mark.parametrize("case, job_state, max_age, level, words", CASES, ids=[c[0] for c in CASES])
-def test_verdicts(case, job_state, max_age, level, words):
-    verdict = assess_job("home", job_state, NOW, max_age)
+@pytest.mark.parametrize("case, job_state, max_age, level, words, job_timer",
+                         [c if len(c) == 6 else c + (None,) for c in CASES], ids=[c[0] for c in CASES])
+def test_verdicts(case, job_state, max_age, level, words, job_timer):
+    verdict = assess_job("home", job_state, NOW, max_age, timer=job_timer)
     assert verdict.label == level
     text = " ".join(verdict.reasons)
     for word in words:
         assert word in text
     assert all(r.startswith("home: ") for r in verdict.reasons)
+    assert bool(verdict.reasons) == (level != "OK")  # a verdict that is not OK says why
+    # One verdict: the job's state is the worst state of its rows (status' table, the info
+    # module's destinations, the fleet report), so no row says OK for a job that is not.
+    rows = [verdict.row_label(d) for d in sorted((job_state or {}).get("destinations") or {})]
+    if rows:
+        assert max(rows, key=LEVELS.index) == level
+        if verdict.job_level != 0:
+            assert "OK" not in rows
+
+
+SHOWN = """Id=btrfs-backup@home.timer
+LoadState=loaded
+ActiveState=active
+NextElapseUSecRealtime=Tue 2026-12-01 02:00:00 UTC
+
+Id=btrfs-backup@home.service
+LoadState=loaded
+ActiveState=inactive
+NextElapseUSecRealtime=
+
+Id=btrfs-backup@root.timer
+LoadState=loaded
+ActiveState=inactive
+NextElapseUSecRealtime=
+
+Id=btrfs-backup@root.service
+LoadState=loaded
+ActiveState=inactive
+
+Id=btrfs-backup@cron.timer
+LoadState=not-found
+ActiveState=inactive
+
+Id=btrfs-backup@cron.service
+LoadState=not-found
+ActiveState=inactive
+"""
+
+
+def test_timer_states_from_systemctl_show():
+    found = parse_timer_states(["home", "root", "cron", "absent"], SHOWN)
+    assert found["home"] == TimerState("btrfs-backup@home.timer", True, True, "Tue 2026-12-01 02:00:00 UTC", True)
+    assert found["root"] == TimerState("btrfs-backup@root.timer", True, False, None, True)
+    assert not found["cron"].managed and not found["absent"].managed
+    assert assess_job("root", state({"/b": dest(2)}), NOW, timer=found["root"]).reasons == [
+        "root: no next run: the timer btrfs-backup@root.timer is not active"]
 
 
 def test_plugin_line_is_the_worst_job_with_perfdata():

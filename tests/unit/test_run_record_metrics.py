@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from engine.metrics import render
-from engine.run_record import record_run, record_verify, snapshot_timestamp
+from engine.run_record import record_run, record_verify, snapshot_timestamp, with_configuration
 
 S1, S2, S3 = "20260301-080000", "20260302-080000", "20260303-080000"
 
@@ -115,3 +115,21 @@ def test_promtool_accepts_the_metrics():
                              capture_output=True, text=True)
     assert checked.returncode == 0 and not checked.stdout.strip() and not checked.stderr.strip(), \
         checked.stdout + checked.stderr
+
+
+# (case, recorded state, configured max age, expected max_age_seconds in the metrics)
+CONFIGURATION_CASES = [
+    ("a changed max age replaces the recorded one", {"max_age_seconds": 7200, "destinations": {}}, 86400, 86400),
+    ("no max age configured keeps the recorded one", {"max_age_seconds": 7200, "destinations": {}}, None, 7200),
+    ("a job that never ran: its configuration only", None, 86400, 86400),
+]
+
+
+@pytest.mark.parametrize("case, recorded, max_age, expected", CONFIGURATION_CASES,
+                         ids=[c[0] for c in CONFIGURATION_CASES])
+def test_metrics_follow_the_configuration(case, recorded, max_age, expected):
+    text = render("home", with_configuration(recorded, max_age=max_age))
+    assert 'btrfs_backup_max_age_seconds{backup_job="home"} %d' % expected in text
+    if recorded is None:
+        assert [line for line in text.splitlines() if not line.startswith("#")] == [
+            'btrfs_backup_max_age_seconds{backup_job="home"} %d' % expected]

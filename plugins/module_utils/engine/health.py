@@ -1,4 +1,5 @@
-"""Pure health decisions: durations, each destination's freshness and a job's OK/WARNING/CRITICAL/UNKNOWN."""
+"""Pure health decisions: each destination's freshness, a job's timer, and the one OK/WARNING/CRITICAL/UNKNOWN
+verdict that status, the info module and the fleet report all show."""
 
 from dataclasses import dataclass, field
 from typing import List, Optional
@@ -19,17 +20,41 @@ class DestinationHealth:
     reasons: List[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class TimerState:
+    """What systemd says of the role's units for a job: `installed` and `active` are the timer's,
+    `next_run` its next elapse (None: none); `service_installed` tells a job the role runs."""
+    unit: str
+    installed: bool
+    active: bool
+    next_run: Optional[str]
+    service_installed: bool = True
+
+    @property
+    def managed(self):
+        """The role installed the job's units: its timer is meant to run it."""
+        return self.installed or self.service_installed
+
+
 @dataclass
 class JobHealth:
-    """One job's verdict: the worst of its destinations and of its last run."""
+    """One job's verdict: the worst of its destinations and of what concerns the whole job (its
+    last run, its timer); `job_level` is the latter, which every destination's row shares."""
     job: str
     level: int
     reasons: List[str]
     destinations: List[DestinationHealth]
+    job_level: int = OK
 
     @property
     def label(self):
         return LEVELS[self.level]
+
+    def row_label(self, dest_id):
+        """The state of one destination's row: its own verdict or the job's, whichever is worse,
+        so that the job's verdict is always the worst of its rows."""
+        own = [d.level for d in self.destinations if d.destination == dest_id]
+        return LEVELS[max(own + [self.job_level])] if own else self.label
 
 
 def assess_destination(dest_id, record, now, max_age):
@@ -66,27 +91,51 @@ def assess_destination(dest_id, record, now, max_age):
     return DestinationHealth(dest_id, level, age, reasons)
 
 
-def assess_job(job, state, now, max_age=None):
-    """The verdict for one job from its last-run state (None: never ran); `max_age` overrides
-    the one the job recorded."""
+def assess_timer(timer):
+    """(level, reasons) of a job's schedule: a job the role installed whose timer is missing or
+    stopped has no next run. None (no systemd, a job run by hand or by cron) is no problem."""
+    if timer is None or not timer.managed:
+        return OK, []
+    if not timer.installed:
+        why = "the timer %s is not installed" % timer.unit
+    elif not timer.active:
+        why = "the timer %s is not active" % timer.unit
+    elif not timer.next_run:
+        why = "the timer %s has no next elapse" % timer.unit
+    else:
+        return OK, []
+    return WARNING, ["no next run: %s" % why]
+
+
+def assess_job(job, state, now, max_age=None, timer=None):
+    """The verdict for one job from its last-run state (None: never ran) and its timer (a
+    TimerState, None when no timer runs it); `max_age` overrides the one the job recorded."""
+    timer_level, timer_reasons = assess_timer(timer)
     if state is None:
-        return JobHealth(job, UNKNOWN, ["%s: no run recorded yet" % job], [])
+        reasons = ["no run recorded yet"] + timer_reasons
+        return JobHealth(job, UNKNOWN, ["%s: %s" % (job, r) for r in reasons], [], job_level=UNKNOWN)
     if max_age is None:
         max_age = state.get("max_age_seconds")
     destinations = [assess_destination(d, r, now, max_age)
                     for d, r in sorted((state.get("destinations") or {}).items())]
-    level = max([d.level for d in destinations], default=OK)
     reasons = [r for d in destinations for r in d.reasons]
+    job_level = timer_level
     last = state.get("last_run") or {}
     if not destinations:
-        level = max(level, WARNING if last.get("ok") else CRITICAL)
+        job_level = max(job_level, WARNING if last.get("ok") else CRITICAL)
         reasons.append("no destination recorded")
     run_errors = [e for e in last.get("errors") or []
                   if not any(e.startswith(d.destination + ":") for d in destinations)]
     if run_errors:
-        level = max(level, WARNING)
+        job_level = max(job_level, WARNING)
         reasons.extend(run_errors)
-    return JobHealth(job, level, ["%s: %s" % (job, r) for r in reasons], destinations)
+    if last and not last.get("ok") and not run_errors and not any(
+            d.level > OK for d in destinations):
+        job_level = max(job_level, WARNING)  # failed, yet no error names why: still not OK
+        reasons.append("the last run failed")
+    reasons.extend(timer_reasons)
+    level = max([d.level for d in destinations] + [job_level])
+    return JobHealth(job, level, ["%s: %s" % (job, r) for r in reasons], destinations, job_level=job_level)
 
 
 def monitoring_line(jobs):

@@ -28,6 +28,7 @@ class JobSpec:
     ssh_sudo: bool = False
     max_age: Optional[int] = None
     config_file: Optional[str] = None
+    metrics_dir: Optional[str] = None
 
     @property
     def state_path(self):
@@ -62,7 +63,7 @@ def job_from_args(argv, name=None, config_file=None):
                    folder=folder, prefix=options.snapshot_prefix, destinations=list(options.dest),
                    ssh_options=list(options.ssh_opt), ssh_sudo=options.ssh_sudo,
                    max_age=parse_duration(options.max_age) if options.max_age else None,
-                   config_file=config_file)
+                   config_file=config_file, metrics_dir=options.metrics_dir)
 
 
 def jobs_from_config_dir(config_dir=DEFAULT_CONFIG_DIR):

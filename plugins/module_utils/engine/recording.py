@@ -64,3 +64,20 @@ def record_verify(report, *, job, prefix, when, source_id, folder, metrics_dir=N
     except (BackupError, OSError) as err:
         return "the verify's record was not written: %s" % err
     return None
+
+
+def refresh_metrics(*, job, state_path, metrics_dir, max_age=None):
+    """Rewrite a job's metrics from its recorded state and its current configuration, without a
+    run (after the job's configuration changed). A run that records meanwhile writes its own
+    metrics after its state: a state that changed while these were written is read again."""
+    if not os.path.isdir(metrics_dir):
+        raise ConfigError("metrics directory %s does not exist" % metrics_dir)
+    state = state_store.read_state(state_path)
+    for _attempt in range(5):
+        text = metrics.render(job, run_record.with_configuration(state, max_age=max_age))
+        state_store.save_metrics(metrics_dir, job, text)
+        now = state_store.read_state(state_path)
+        if now == state:
+            break
+        state = now
+    return state_store.metrics_path(metrics_dir, job)

@@ -111,6 +111,15 @@ def record_verify(previous, report, *, job, prefix, when, source=None, snapshot_
     return state
 
 
+def with_configuration(state, *, max_age=None):
+    """The state as the job's configuration now has it: a maximum age configured since the last
+    run replaces the recorded one (as the next run would record it); None keeps the recorded."""
+    current = dict(state or {"last_run": None, "destinations": {}, "max_age_seconds": None})
+    if max_age is not None:
+        current["max_age_seconds"] = max_age
+    return current
+
+
 def with_survey(state, survey):
     """The state as `survey` (survey_job's report) finds things now: each destination that could be
     listed gets its newest backup and count from there; one that could not keeps its record."""

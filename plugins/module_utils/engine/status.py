@@ -9,10 +9,11 @@ import time
 
 from . import health
 from .durations import parse_duration
-from .errors import ConfigError
+from .errors import BackupError, ConfigError
 from .jobspec import DEFAULT_CONFIG_DIR, job_from_args, jobs_from_config_dir
-from .runner import CommandRunner
+from .recording import refresh_metrics
 from .state_store import read_state
+from .timers import read_timer_states
 
 
 def build_status_parser():
@@ -26,7 +27,9 @@ def build_status_parser():
         epilog="With --max-age or --plugin: one line OK/WARNING/CRITICAL/UNKNOWN with perfdata "
                "and exit status 0/1/2/3, for Nagios, Icinga or Checkmk. CRITICAL: a destination's "
                "newest backup is older than the maximum age, it has none, or its last verify "
-               "failed; WARNING: the last run failed or left a lock; UNKNOWN: no run recorded.")
+               "failed; WARNING: the last run failed or left a lock, or the job's timer is "
+               "installed but stopped or missing (no next run); UNKNOWN: no run recorded. The "
+               "table, --json and the plugin line give the same verdict.")
     parser.add_argument("--config-dir", default=DEFAULT_CONFIG_DIR, metavar="DIR",
                         help="Folder of job configs (*.conf). Default %s." % DEFAULT_CONFIG_DIR)
     parser.add_argument("--json", action="store_true", help="Print every job's state and verdict as JSON.")
@@ -39,6 +42,10 @@ def build_status_parser():
                              "their newest backup by when this server received it (never by its "
                              "name), its age and whether it is fresh (--max-age), instead of this "
                              "host's own jobs.")
+    parser.add_argument("--write-metrics", action="store_true",
+                        help="Rewrite each job's metrics (its --metrics-dir) from its last-run state "
+                             "and its configuration now, without a run: the role does so when a "
+                             "job's configuration changed.")
     return parser
 
 
@@ -79,27 +86,6 @@ def _timestamp(seconds):
     return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
 
 
-def next_timer_runs(names, runner=None):
-    """{job: next elapse} from systemd for the role's timers; {} where systemd cannot tell."""
-    if not names:
-        return {}
-    runner = runner or CommandRunner()
-    units = ["btrfs-backup@%s.timer" % n for n in names]
-    try:
-        result = runner.run(["systemctl", "show", "--property=Id,NextElapseUSecRealtime"] + units)
-    except OSError:
-        return {}
-    found = {}
-    if getattr(result, "returncode", 1) != 0:
-        return found
-    for block in result.stdout.split("\n\n"):
-        fields = dict(line.split("=", 1) for line in block.splitlines() if "=" in line)
-        unit, when = fields.get("Id", ""), fields.get("NextElapseUSecRealtime", "")
-        if unit.startswith("btrfs-backup@") and when and when not in ("0", "n/a"):
-            found[unit[len("btrfs-backup@"):-len(".timer")]] = when
-    return found
-
-
 def table(rows, headers):
     """Left-aligned columns, two spaces apart."""
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
@@ -108,16 +94,15 @@ def table(rows, headers):
 
 
 def status_rows(entries, now, timers):
-    """Pure: the table's rows from (JobSpec, state, JobHealth) entries."""
+    """Pure: the table's rows from (JobSpec, state, JobHealth) entries; `timers` {job: TimerState}."""
     rows = []
     for spec, state, verdict in entries:
         last = (state or {}).get("last_run") or {}
         last_text = "%s (%s)" % (_timestamp(last.get("start")), "ok" if last.get("ok") else "failed") \
             if last else "never"
-        by_dest = {d.destination: d for d in verdict.destinations}
+        next_run = _next_run(timers.get(spec.name))
         dests = sorted(((state or {}).get("destinations") or {}).items()) or [("-", {})]
         for dest_id, record in dests:
-            judged = by_dest.get(dest_id)
             error = record.get("error") or ""
             verify = record.get("verify")
             if verify and not verify.get("ok"):
@@ -127,8 +112,7 @@ def status_rows(entries, now, timers):
                 health.format_age(now - record["newest_backup_time"])
                 if record.get("newest_backup_time") else "-",
                 last_text, (error[:60] + "...") if len(error) > 63 else error or "-",
-                str(record.get("locks") or 0), timers.get(spec.name, "-"),
-                health.LEVELS[judged.level] if judged else verdict.label,
+                str(record.get("locks") or 0), next_run or "-", verdict.row_label(dest_id),
             ])
     return rows
 
@@ -147,7 +131,10 @@ def main(argv):
     plugin = options.plugin or max_age is not None
     if options.server_root:
         return server_main(options, max_age, plugin)
+    if options.write_metrics:
+        return write_metrics(specs, errors)
     now = time.time()
+    timers = read_timer_states([s.name for s in specs if s.config_file])
     entries = []
     for spec in specs:
         try:
@@ -157,7 +144,8 @@ def main(argv):
             state = None
         if rest and state and state.get("job") and not spec.config_file:
             spec = dataclasses.replace(spec, name=state["job"])  # the name its runs recorded
-        verdict = health.assess_job(spec.name, state, now, max_age or spec.max_age)
+        verdict = health.assess_job(spec.name, state, now, max_age or spec.max_age,
+                                    timer=timers.get(spec.name))
         entries.append((spec, state, verdict))
     verdicts = [v for _s, _st, v in entries]
     if plugin:
@@ -170,11 +158,10 @@ def main(argv):
         json.dump({"jobs": [{"job": s.name, "source": s.source_id, "snapshot_folder": s.folder,
                              "config_file": s.config_file, "status": v.label, "reasons": v.reasons,
                              "max_age_seconds": max_age or s.max_age or (st or {}).get("max_age_seconds"),
-                             "state": st} for s, st, v in entries],
+                             "next_run": _next_run(timers.get(s.name)), "state": st} for s, st, v in entries],
                    "errors": errors}, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
-        timers = next_timer_runs([s.name for s in specs if s.config_file])
         headers = ["JOB", "DESTINATION", "NEWEST BACKUP", "AGE", "LAST RUN", "LAST ERROR",
                    "LOCKS", "NEXT RUN", "STATE"]
         if entries:
@@ -188,3 +175,24 @@ def main(argv):
             sys.stderr.write("btrfs-backup status: %s\n" % error)
     worst = max([v.level for v in verdicts], default=health.UNKNOWN)
     return 1 if errors or worst in (health.CRITICAL, health.UNKNOWN) else 0
+
+
+def _next_run(timer):
+    return timer.next_run if timer and timer.active else None
+
+
+def write_metrics(specs, errors):
+    """`status --write-metrics`: each job's metrics file, rewritten; exit status 1 on any error."""
+    for spec in specs:
+        if not spec.metrics_dir:
+            continue
+        try:
+            path = refresh_metrics(job=spec.name, state_path=spec.state_path,
+                                   metrics_dir=spec.metrics_dir, max_age=spec.max_age)
+        except (BackupError, OSError) as err:
+            errors.append("%s: the metrics were not written: %s" % (spec.name, err))
+            continue
+        sys.stdout.write("%s: wrote %s\n" % (spec.name, path))
+    for error in errors:
+        sys.stderr.write("btrfs-backup status: %s\n" % error)
+    return 1 if errors else 0
