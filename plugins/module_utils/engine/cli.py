@@ -433,6 +433,9 @@ def build_serve_parser():
                         help="Refuse receives once DIR's backups reference SIZE (e.g. '50G'), and "
                              "stop a receive that would pass it. DIR must be a subvolume in a "
                              "level-1 qgroup 1/<its id> on a filesystem with quotas enabled.")
+    parser.add_argument("--metrics-file", metavar="PATH",
+                        help="Count refusals per host (DIR's name) and kind in this node_exporter textfile "
+                             "(btrfs_backup_serve_refusals_total); its folder must be writable.")
     return parser
 
 
@@ -442,7 +445,8 @@ def main(argv=None):
         from . import serve
         options = build_serve_parser().parse_args(argv[1:])
         return serve.main(options.root, options.btrfs, append_only=options.append_only,
-                          quota_size=options.quota, filesystem=options.filesystem)
+                          quota_size=options.quota, filesystem=options.filesystem,
+                          metrics_file=options.metrics_file)
     if argv and argv[0] == "status":
         from .status import main as status_main
         return status_main(argv[1:])
