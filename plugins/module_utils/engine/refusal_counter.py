@@ -67,8 +67,8 @@ def _read(path):
 
 def known(path: str, host: str, kinds) -> bool:
     """Whether the file already holds every kind of counter of `host` (read without the lock)."""
-    counts = parse_counts(_read(path))
-    return all((host, kind) in counts for kind in kinds)
+    text = _read(path)  # read at every connection: a substring test, not a parse
+    return all('{source_host="%s",kind="%s"} ' % (_escape(host), kind) in text for kind in kinds)
 
 
 def update(path: str, host: str, kinds, add_to: str | None = None) -> None:
