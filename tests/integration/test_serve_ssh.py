@@ -7,9 +7,14 @@ backup server. The engine pushes to it over ssh exactly as it pushes to any ssh 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shlex
+import shutil
 import signal
+import socket
+import stat
 import subprocess
 import time
 from pathlib import Path
@@ -205,6 +210,115 @@ def test_with_an_append_only_server_partials_are_cleaned_and_retention_is_left_t
     at_server = retention(done.result, url)
     assert at_server["deleted"] == {} and "append-only" in at_server["kept"][one][0], at_server
     assert live_locks(source / "snapshot") == {}
+
+
+# -- a normal source never knocks on the locked door: every refusal is a signal -------------------
+
+SERVER_PRUNES = "the server is append-only: its own retention (btrfs-backup prune) decides"
+REFUSAL_KINDS = ("append-only", "command", "disk", "path", "quota")
+LOG_AUTH, LOG_ALERT = 4, 1  # syslog(3): facility auth, priority alert
+
+
+@pytest.fixture
+def counted_append_only_server(require_btrfs, make_fs, tmp_path):
+    """As append_only_server, counting refusals in a node_exporter textfile (serve --metrics-file)."""
+    require_sshd()
+    fs = server_folders(make_fs)
+    metrics = tmp_path / "textfile" / "btrfs-backup-serve.prom"
+    metrics.parent.mkdir()
+    with Sshd(host="127.0.0.5") as server:
+        confine_key(server, fs / "web1", "--append-only", "--metrics-file", str(metrics))
+        yield server, fs, metrics
+
+
+def refusal_counts(metrics):
+    """{(source_host, kind): count} of the textfile's refusal counter."""
+    found = re.findall(r'^btrfs_backup_serve_refusals_total\{source_host="([^"]*)",kind="([^"]*)"\} (\d+)$',
+                       metrics.read_text(), re.M)
+    return {(host, kind): int(count) for host, kind, count in found}
+
+
+class SyslogListener:
+    """What processes send to /dev/log while it is ours: [(facility, priority, text)]."""
+
+    def __init__(self, sock):
+        self.sock = sock
+
+    def messages(self, containing):
+        found = []
+        while True:
+            try:
+                data = self.sock.recv(65536).decode("utf-8", "replace")
+            except BlockingIOError:
+                break
+            match = re.match(r"<(\d+)>", data)
+            if match and containing in data:
+                found.append((int(match.group(1)) >> 3, int(match.group(1)) & 7, data))
+        return found
+
+
+@contextlib.contextmanager
+def syslog_listener():
+    """Listen on /dev/log while the test runs, if nothing else does (no journald here); else None."""
+    if os.path.exists("/dev/log"):
+        yield None
+        return
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind("/dev/log")
+        os.chmod("/dev/log", 0o666)
+        sock.setblocking(False)
+        yield SyslogListener(sock)
+    finally:
+        sock.close()
+        if os.path.exists("/dev/log") and stat.S_ISSOCK(os.stat("/dev/log").st_mode):
+            os.unlink("/dev/log")
+
+
+def test_a_normal_source_never_meets_a_refusal_at_an_append_only_server(counted_append_only_server,
+                                                                        make_fs, subvolume):
+    """Runs with destination retention (-n 1): the source knows the server is append-only, sends
+    no deletion, and says why the backups stay; serve refuses nothing. A delete with the key then
+    is the one refusal: logged at priority alert and counted with its kind."""
+    server, fs, metrics = counted_append_only_server
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=10, small_size=2048, seed=9)
+    dest = fs / "web1" / "data"
+    url = server.url(dest)
+    names = []
+    with syslog_listener() as syslog:
+        for number in range(3):
+            (source / ("change-%d.txt" % number)).write_text("change %d\n" % number)
+            if names:
+                wait_next_second()
+            done = ok(*ssh_args(server), "-n", "1", source, url)
+            names.append(done.result["snapshot"]["name"])
+            at_server = retention(done.result, url)
+            assert at_server["deleted"] == {}, at_server
+            assert all(at_server["kept"][older] == [SERVER_PRUNES] for older in names[:-1]), at_server
+            # Said once per run that had something to let go; not a warning, nothing refused.
+            assert done.stderr.count("is append-only") == (1 if number else 0), done.stderr
+            assert "refused" not in done.stderr and done.result["warnings"] == [], done.explain()
+        assert sorted(complete_backups(dest)) == names
+        assert refusal_counts(metrics) == {("web1", kind): 0 for kind in REFUSAL_KINDS}
+        if syslog is not None:
+            assert syslog.messages(str(fs / "web1")) == []
+
+        attack = "btrfs subvolume delete -- %s" % shlex.quote(str(dest / names[0]))
+        refused = server.run(attack, check=False, stdin=subprocess.DEVNULL)
+        assert refused.returncode == 126 and "refused: append-only" in refused.stderr, refused
+        counts = refusal_counts(metrics)
+        assert counts == {**{("web1", kind): 0 for kind in REFUSAL_KINDS}, ("web1", "append-only"): 1}, counts
+        if syslog is not None:
+            (facility, priority, text), = syslog.messages(str(fs / "web1"))
+            assert (facility, priority) == (LOG_AUTH, LOG_ALERT), text
+            assert "btrfs-backup-serve" in text and "refused[append-only] for %s" % (fs / "web1") in text, text
+            assert attack in text, text
+    assert sorted(complete_backups(dest)) == names
+    if shutil.which("promtool"):
+        checked = subprocess.run(["promtool", "check", "metrics"], input=metrics.read_text(),
+                                 capture_output=True, text=True)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
 # -- per-host quotas ----------------------------------------------------------------------------

@@ -16,8 +16,10 @@ import uuid
 
 try:
     from ansible_collections.btrfs.backup.plugins.module_utils.engine.runner import CommandResult
+    from ansible_collections.btrfs.backup.plugins.module_utils.engine.server_mode import MODE_PROBE, serve_answer
 except ImportError:  # the engine's own unit tests import it as `engine`, as the CLI does
     from engine.runner import CommandResult
+    from engine.server_mode import MODE_PROBE, serve_answer
 
 
 class FakeHost(object):
@@ -29,7 +31,14 @@ class FakeHost(object):
     (matched by its first words) for error cases. A `btrfs send | btrfs receive` pipeline runs
     as real `true` processes while the receive's effect happens in the table; `fail_receive`
     makes the receives into one folder fail, leaving a partial receive or not.
+
+    ssh commands (an `ssh://HOST/PATH` endpoint) run on the same table, as if HOST were this
+    host: a plain ssh host by default; `serve_mode` "append-only" makes it `serve --append-only`
+    (it answers the mode probe and refuses deleting a complete backup, as serve does), and
+    "append-only, older" a serve from before the mode probe (it refuses the probe's whole batch).
     """
+
+    REFUSED = 126  # serve.EXIT_REFUSED
 
     def __init__(self, root):
         self.root = os.path.realpath(str(root))
@@ -39,6 +48,8 @@ class FakeHost(object):
         self.failing_receives = {}  # folder -> whether a failed receive leaves a partial receive
         self._next_id = 256
         self._sending = None
+        self.serve_mode = None
+        self.refusals = []  # what the emulated serve refused
 
     # -- building the scene --------------------------------------------------------------
 
@@ -89,6 +100,8 @@ class FakeHost(object):
             self._sending = argv[-1]
         elif argv[:2] == ["btrfs", "receive"]:
             ok = self._receive(argv[-1])
+        elif argv[0] == "ssh" and self._remote_words(argv)[-3:-1] == ["btrfs", "receive"]:
+            ok = self._receive(self._remote_words(argv)[-1])
         elif argv[0] not in ("pv", "tee", "zstd", "mbuffer") and argv[:2] != ["sh", "-c"]:
             raise AssertionError("the fake host does not stream %s" % shlex.join(argv))
         return subprocess.Popen(["true" if ok else "false"], stdin=stdin, stdout=stdout, stderr=stderr,
@@ -115,7 +128,60 @@ class FakeHost(object):
             ("btrfs", "property", "set"): self._set_writable,
             ("mkdir",): self._mkdir,
             ("btrfs", "--version"): lambda argv: self._ok(argv, "btrfs-progs v6.2\n"),
+            ("zstd", "--version"): lambda argv: self._fail(argv, "zstd: command not found", 127),
+            ("echo",): lambda argv: self._ok(argv, " ".join(argv[1:]) + "\n"),
+            ("ssh",): self._ssh,
         }
+
+    # -- ssh: the remote host is this one ----------------------------------------------------
+
+    @staticmethod
+    def _remote_words(argv):
+        return shlex.split(argv[argv.index("--") + 1]) if "--" in argv else []
+
+    def _ssh(self, argv):
+        if "-G" in argv or "-O" in argv or "-N" in argv:  # ssh's config; the shared connection's start or end
+            return self._ok(argv)
+        line = argv[argv.index("--") + 1]
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        segments = [[]]
+        for token in lexer:
+            if token == ";":
+                segments.append([])
+            else:
+                segments[-1].append(token)
+        if self.serve_mode == "append-only, older" and MODE_PROBE in segments:
+            return self._refuse(argv, "%r is not a command that a backup sends" % " ".join(MODE_PROBE))
+        if len(segments) == 1:
+            return self._remote(segments[0])
+        out, err, status = [], [], 0
+        for segment in segments:
+            if segment[0] == "printf":  # the batch's status marker
+                out.append(segment[1].replace("\\n", "\n").replace("%d", str(status)))
+                continue
+            result = self._remote(segment)
+            status = result.returncode
+            out.append(result.stdout)
+            err.append(result.stderr)
+        return CommandResult(argv, 0, "".join(out), "".join(err))
+
+    def _remote(self, words):
+        if words[:2] == ["sudo", "-n"]:
+            words = words[2:]
+        if self.serve_mode and words == MODE_PROBE:
+            return self._ok(words, serve_answer(append_only=True))
+        if self.serve_mode and words[:3] == ["btrfs", "subvolume", "delete"]:
+            for path in words[words.index("--") + 1:]:
+                sub = self.subvolumes.get(path)
+                if sub and sub["readonly"] and sub["received_uuid"]:
+                    return self._refuse(words, "append-only: %s is a complete backup; only the "
+                                               "server's own retention deletes it" % path)
+        return self.run(words)
+
+    def _refuse(self, argv, why):
+        self.refusals.append(why)
+        return self._fail(argv, "btrfs-backup serve: refused: %s\n" % why, self.REFUSED)
 
     # -- commands --------------------------------------------------------------------------
 

@@ -76,6 +76,19 @@ def foreign_under_our_name(host):
     host.subvolume(host.path("dest", S2))
 
 
+def at_append_only_server(host):
+    """Both snapshots backed up on a server whose key runs `serve --append-only`."""
+    up_to_date(host)
+    backed_up(host, "server", S1, S2)
+    host.serve_mode = "append-only"
+
+
+def at_older_append_only_server(host):
+    """The same, through a serve from before the mode probe: it only refuses deletions."""
+    at_append_only_server(host)
+    host.serve_mode = "append-only, older"
+
+
 def unreachable_only(host):
     incremental(host)
     host.answer(["ssh"], 255, stderr="ssh: connect to host backup port 22: Connection refused")
@@ -84,6 +97,10 @@ def unreachable_only(host):
 # -- the table -------------------------------------------------------------------------------
 
 SSH_DEST = "ssh://backup/srv/backups"
+SERVER = "ssh://backup{root}/server"
+NEWEST_AT_SERVER = ["newest backup whose snapshot is still at the source (next incremental parent)",
+                    "one of the newest 1"]
+SERVER_PRUNES = "the server is append-only: its own retention (btrfs-backup prune) decides"
 
 CASES = {
     "first run creates both folders and sends in full": dict(
@@ -167,6 +184,20 @@ CASES = {
         plan=["delete {root}/data/snapshot/%s at source (retention)" % S1],
         kept={"source": {S2: ["newest snapshot that {root}/dest holds (its next incremental parent)",
                               "one of the newest 1"]}}),
+    "an append-only server is sent no deletion of a complete backup (rule 10)": dict(
+        scene=at_append_only_server, dests=[SERVER], config=dict(num_backups=1),
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "send %s to %s (incremental from %s)" % (NEW, SERVER, S2)],
+        kept={SERVER: {S1: [SERVER_PRUNES], S2: [SERVER_PRUNES], NEW: NEWEST_AT_SERVER}},
+        refusals=[]),
+    "an older append-only server refuses the deletions: kept, and said (rule 10)": dict(
+        scene=at_older_append_only_server, dests=[SERVER], config=dict(num_backups=1),
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "send %s to %s (incremental from %s)" % (NEW, SERVER, S2),
+              "delete {root}/server/%s at %s (retention)" % (S1, SERVER),
+              "delete {root}/server/%s at %s (retention)" % (S2, SERVER)],
+        kept={SERVER: {S1: [SERVER_PRUNES], S2: [SERVER_PRUNES], NEW: NEWEST_AT_SERVER}},
+        warnings=["%s is append-only" % SERVER]),
     "a locked snapshot is never deleted by retention (rule 4)": dict(
         scene=partial_receive_left, dests=["{root}/other"], config=dict(num_snapshots=1, no_snapshot=True),
         plan=["create destination folder {root}/other",
@@ -227,6 +258,10 @@ def test_outcomes_per_destination_and_retention_reasons(tmp_path, name):
         assert not shaped["errors"], shaped["errors"]
     if "locks_after" in case:
         assert shaped["locks"] == case["locks_after"]
+    if "refusals" in case:
+        assert host.refusals == case["refusals"]
+    for text in _fill(case.get("warnings", []), host.root):
+        assert sum(text in warning for warning in shaped["warnings"]) == 1, shaped["warnings"]
     for where, kept in _fill(case.get("kept", {}), host.root).items():
         section = {s["where"]: s for s in shaped["retention"]}[where]
         reasons = {k["name"]: k["reasons"] for k in section["kept"]}
@@ -329,3 +364,25 @@ def test_a_destination_on_the_sources_filesystem_is_accepted_when_allowed(tmp_pa
                              allow_same_filesystem=True, now=NOW), runner=host)
     assert not done.failed, done.as_dict()
     assert render(done.steps)[-1] == "send %s to %s (full)" % (NEW, host.path("data/mnt/usb-backup"))
+
+
+# -- the mode probe rides in the batch of capability probes that a destination gets anyway ------
+
+
+@pytest.mark.parametrize("check_mode", [False, True], ids=["run", "check"])
+def test_the_server_is_asked_its_mode_with_its_tools_once(tmp_path, check_mode):
+    host = FakeHost(tmp_path)
+    at_append_only_server(host)
+    run_job(JobConfig(source=host.path("data"), destinations=[_fill(SERVER, host.root)], num_backups=1,
+                      check_mode=check_mode, now=NOW), runner=host)
+    batches = [argv[-1] for argv in host.ran("ssh") if "btrfs-backup-serve-mode" in argv[-1]]
+    assert len(batches) == 1 and "btrfs --version" in batches[0] and "zstd --version" in batches[0], batches
+
+
+def test_an_older_serve_is_asked_again_without_the_mode_probe(tmp_path):
+    host = FakeHost(tmp_path)
+    at_older_append_only_server(host)
+    run_job(JobConfig(source=host.path("data"), destinations=[_fill(SERVER, host.root)], now=NOW), runner=host)
+    batches = [argv[-1] for argv in host.ran("ssh") if "btrfs --version" in argv[-1]]
+    assert ["btrfs-backup-serve-mode" in batch for batch in batches] == [True, False], batches
+    assert host.ran("btrfs", "--version"), "the second batch was answered"

@@ -1,6 +1,7 @@
 """engine.serve: which SSH_ORIGINAL_COMMAND lines a source host's restricted key may run."""
 
 import os
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -11,7 +12,9 @@ from engine import btrfs
 from engine.endpoints import SshEndpoint
 from engine.listing import listing_commands
 from engine import serve as serve_module
-from engine.serve import (APPEND_ONLY, EXIT_REFUSED, Operation, Refused, Server, on_its_disk,
+from engine import refusal_counter
+from engine.server_mode import MODE_PROBE, parse_mode
+from engine.serve import (APPEND_ONLY, EXIT_REFUSED, REFUSAL_KINDS, Operation, Refused, Server, on_its_disk,
                           append_only_refusal, complete_backup_refusal, filter_listing,
                           decompress_failure, parse_request, pipe_status)
 
@@ -95,6 +98,14 @@ def test_the_compressed_receive_is_accepted(folder, debug, expected, sudo):
     request = parse_request(compressed_line(folder, sudo, debug), ROOT)
     assert request.marker is None
     assert request.operations == [expected]
+
+
+@pytest.mark.parametrize("sudo", [False, True], ids=["plain", "ssh-sudo"])
+def test_the_probes_of_a_destination_are_accepted_as_one_batch(sudo):
+    """What EndsProbe sends to a destination, the mode probe with the version probes."""
+    request = parse_request(batch_line([(["btrfs", "--version"], True), (["zstd", "--version"], False),
+                                        (MODE_PROBE, False)], sudo), ROOT)
+    assert request.operations == [Operation("btrfs_version"), Operation("zstd_version"), Operation("mode")]
 
 
 @pytest.mark.parametrize("sudo", [False, True], ids=["plain", "ssh-sudo"])
@@ -211,6 +222,11 @@ REFUSED = [
     ("btrfs-version-subcommand", "btrfs version"),
     ("btrfs-help", "btrfs --help"),
     ("absolute-zstd", "/usr/bin/zstd --version"),
+    # The mode probe: exactly `echo btrfs-backup-serve-mode none`.
+    ("echo-other", "echo hi"),
+    ("mode-probe-other-mode", "echo btrfs-backup-serve-mode append-only"),
+    ("mode-probe-extra-arg", "echo btrfs-backup-serve-mode none /etc/shadow"),
+    ("mode-probe-option", "echo -e btrfs-backup-serve-mode none"),
     # The compressed receive: exactly `zstd -d -q | [sudo -n] btrfs receive [-vv] PATH`.
     ("pipe-into-delete", "zstd -d -q | btrfs subvolume delete -- /srv/backups/web1/root/x"),
     ("pipe-into-sudo-delete", "zstd -d -q | sudo -n btrfs subvolume delete -- /srv/backups/web1/root/x"),
@@ -537,13 +553,20 @@ def subvolume_here(root, name, flags, received_uuid):
     return str(path)
 
 
-def serve_append_only(root, line):
+def serve_append_only(root, line, priorities=None, metrics_file=None):
+    """(status, stderr, logged messages); `priorities` gets each message's syslog priority."""
     logged = []
+
+    def log(message, priority):
+        logged.append(message)
+        if priorities is not None:
+            priorities.append(priority)
+
     with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, \
             tempfile.TemporaryFile() as err:
         server = Server(str(root), btrfs_path=str(root.parents[1] / "btrfs"), stdin=stdin,
                         stdout=out, stderr=err, use_sudo=False, append_only=True,
-                        log=logged.append)
+                        log=log, metrics_file=metrics_file)
         status = server.serve(line)
         err.seek(0)
         return status, err.read().decode(), logged
@@ -582,7 +605,7 @@ def test_append_only_runs_only_what_leaves_complete_backups_alone(append_only_ro
 def test_every_refusal_is_logged_with_the_root_and_the_command(append_only_root):
     status, _err, logged = serve_append_only(append_only_root, "rm -rf %s" % append_only_root)
     assert status == EXIT_REFUSED
-    assert logged == ["refused for %s: 'rm -rf %s' is not a command that a backup sends; "
+    assert logged == ["refused[command] for %s: 'rm -rf %s' is not a command that a backup sends; "
                       "command: 'rm -rf %s'" % (append_only_root, append_only_root, append_only_root)]
 
 
@@ -607,10 +630,140 @@ def test_a_root_off_its_disk_receives_nothing(server_root):
     logged = []
     with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         server = Server(str(server_root), btrfs_path=str(server_root.parents[1] / "btrfs"), stdin=stdin,
-                        stdout=out, stderr=err, use_sudo=False, log=logged.append,
+                        stdout=out, stderr=err, use_sudo=False,
+                        log=lambda message, priority: logged.append((message, priority)),
                         filesystem="0b4b1b0e-0000-4000-8000-000000000001")
         status = server.serve("mkdir -- %s/new" % server_root)
         err.seek(0)
         message = err.read().decode()
     assert status == EXIT_REFUSED and "is the backup disk mounted" in message, message
     assert not (server_root / "new").exists() and btrfs_calls(server_root) == [] and len(logged) == 1
+    assert logged[0][0].startswith("refused[disk] ") and logged[0][1] == "err", logged
+
+
+# -- the mode probe: a source asks before it stages deletions ------------------------------------
+
+@pytest.mark.parametrize("append_only, mode", [(True, "append-only"), (False, "open")])
+def test_serve_answers_the_mode_probe_with_its_mode(server_root, append_only, mode):
+    line = batch_line([(["btrfs", "--version"], True), (MODE_PROBE, False)])
+    with open(os.devnull, "rb") as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        server = Server(str(server_root), btrfs_path="true", stdin=stdin, stdout=out, stderr=err,
+                        use_sudo=False, append_only=append_only, log=lambda *_: pytest.fail("logged"))
+        status = server.serve(line)
+        out.seek(0)
+        answer = out.read().decode().split("\n%s 0\n" % MARKER)
+    assert status == 0 and answer[-1] == "", answer
+    assert parse_mode(answer[1]) == mode
+
+
+def test_a_plain_ssh_host_answers_the_mode_probe_with_none():
+    """The shell of a host without serve only echoes the probe: nothing else happens."""
+    echoed = subprocess.run(["sh", "-c", SshEndpoint("nas", "/x").remote_line(MODE_PROBE, False)],
+                            stdout=subprocess.PIPE, text=True, check=True).stdout
+    assert parse_mode(echoed) == "none"
+
+
+@pytest.mark.parametrize("answer", ["", "btrfs-backup-serve-mode", "btrfs-backup-serve-mode maybe",
+                                    "refused", "btrfs-backup-serve-mode append-only extra"])
+def test_anything_else_is_an_unknown_mode(answer):
+    assert parse_mode(answer) is None
+
+
+# -- refusals: each kind at its own syslog priority, counted per host -----------------------------
+
+@pytest.mark.parametrize("line, kind, priority", [
+    pytest.param("rm -rf {root}", "command", "alert", id="not-a-backup-command"),
+    pytest.param("btrfs send {root}/root/x", "command", "alert", id="read-back"),
+    pytest.param("zstd -d -q | sh", "command", "alert", id="pipe-into-shell"),
+    pytest.param("btrfs subvolume list -a -u -q -R {root}/../web2", "path", "alert", id="dotdot"),
+    pytest.param("mkdir -- /etc/x", "path", "alert", id="outside"),
+    pytest.param("btrfs subvolume delete -- {root}", "path", "alert", id="the-root-itself"),
+    pytest.param("btrfs subvolume delete -- {x}", "append-only", "alert", id="delete-complete"),
+    pytest.param("btrfs property set -ts {x} ro false", "append-only", "alert", id="make-writable"),
+])
+def test_each_refusal_is_logged_with_its_kind_at_its_priority(append_only_root, line, kind, priority):
+    x = subvolume_here(append_only_root, "x", *COMPLETE)
+    priorities = []
+    status, _err, logged = serve_append_only(append_only_root, line.format(root=append_only_root, x=x),
+                                             priorities)
+    assert status == EXIT_REFUSED
+    assert len(logged) == 1 and logged[0].startswith("refused[%s] for %s: " % (kind, append_only_root)), logged
+    assert logged[0].endswith("; command: %r" % line.format(root=append_only_root, x=x))
+    assert priorities == [priority]
+
+
+def test_a_path_through_a_symbolic_link_is_a_path_refusal(append_only_root, tmp_path):
+    (append_only_root / "root" / "out").symlink_to(tmp_path)
+    priorities = []
+    _status, _err, logged = serve_append_only(append_only_root, "mkdir -- %s/root/out/x" % append_only_root,
+                                              priorities)
+    assert logged[0].startswith("refused[path] ") and priorities == ["alert"] and not (tmp_path / "x").exists()
+
+
+def test_every_kind_has_a_syslog_priority():
+    import syslog
+    assert set(REFUSAL_KINDS.values()) <= {"alert", "err"}
+    for priority in REFUSAL_KINDS.values():
+        assert isinstance(getattr(syslog, "LOG_" + priority.upper()), int)
+    assert Refused("x").kind == "command" and Refused("x", "quota").kind == "quota"
+
+
+def counters(path):
+    return refusal_counter.parse_counts(path.read_text())
+
+
+def test_refusals_are_counted_per_host_and_kind(append_only_root, tmp_path):
+    metrics = tmp_path / "metrics" / "btrfs-backup-serve.prom"
+    metrics.parent.mkdir()
+    # Another host's counters in the same file stay as they are.
+    metrics.write_text(refusal_counter.render_counts({("web2", "path"): 7}))
+    x = subvolume_here(append_only_root, "x", *COMPLETE)
+    status, _err, _logged = serve_append_only(append_only_root, "test -e %s" % x, metrics_file=str(metrics))
+    assert status == 0
+    zero = {("web1", kind): 0 for kind in REFUSAL_KINDS}
+    assert counters(metrics) == {**zero, ("web2", "path"): 7}, "a host's counters exist from its first connection"
+    for line in ("btrfs subvolume delete -- %s" % x, "btrfs subvolume delete -c -- %s" % x, "rm -rf /"):
+        serve_append_only(append_only_root, line, metrics_file=str(metrics))
+    assert counters(metrics) == {**zero, ("web2", "path"): 7, ("web1", "append-only"): 2, ("web1", "command"): 1}
+    assert oct(metrics.stat().st_mode & 0o777) == "0o644"
+    assert sorted(p.name for p in metrics.parent.iterdir()) == [metrics.name], "no temporary file left"
+
+
+def _count_in_a_child(path, number):
+    for _ in range(number):
+        refusal_counter.update(path, "web1", REFUSAL_KINDS, "command")
+
+
+def test_concurrent_refusals_lose_no_count(tmp_path):
+    import multiprocessing
+    path = str(tmp_path / "refusals.prom")
+    children = [multiprocessing.Process(target=_count_in_a_child, args=(path, 25)) for _ in range(4)]
+    for child in children:
+        child.start()
+    for child in children:
+        child.join()
+    assert counters(tmp_path / "refusals.prom")[("web1", "command")] == 100
+
+
+def test_a_counter_that_cannot_be_written_is_logged_and_the_answer_stays(append_only_root, tmp_path):
+    metrics = tmp_path / "missing-folder" / "refusals.prom"
+    priorities = []
+    status, err, logged = serve_append_only(append_only_root, "rm -rf /", priorities, metrics_file=str(metrics))
+    assert status == EXIT_REFUSED and "refused" in err
+    assert logged[0].startswith("refused[command] ") and "cannot count refusals in %s" % metrics in logged[1]
+    assert priorities == ["alert", "err"]
+
+
+@pytest.mark.parametrize("host", ["web1", 'odd"host\\name'])
+def test_the_counter_file_reads_back_what_it_wrote(host):
+    counts = refusal_counter.counted({}, host, REFUSAL_KINDS, "path")
+    assert refusal_counter.parse_counts(refusal_counter.render_counts(counts)) == counts
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool (Debian package prometheus) not installed")
+def test_the_counter_file_passes_promtool(tmp_path):
+    path = tmp_path / "refusals.prom"
+    refusal_counter.update(str(path), "web1", REFUSAL_KINDS, "append-only")
+    refusal_counter.update(str(path), "web2", REFUSAL_KINDS)
+    checked = subprocess.run(["promtool", "check", "metrics"], input=path.read_text(), capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stdout + checked.stderr

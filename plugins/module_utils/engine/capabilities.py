@@ -1,14 +1,15 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""What each end of a run's streams can do (zstd, send protocol 2), asked once per host and run,
-and whether a snapshot's data compresses, sampled once."""
+"""What each end of a run's streams can do (zstd, send protocol 2) and whether an ssh destination
+is an append-only serve, asked once per host and run; whether a snapshot's data compresses, sampled once."""
 
 import logging
 import re
 
 from .compressibility import sample_ratio
-from .errors import BackupError
+from .errors import BackupError, UnreachableError
+from .server_mode import APPEND_ONLY, MODE_PROBE, parse_mode
 from .streams import Ends
 
 LOG = logging.getLogger("btrfs_backup")
@@ -35,13 +36,15 @@ def ends_from(btrfs_version, zstd_ok, stream_version=None):
 
 class EndsProbe:
     """`probe(endpoint)`: the Ends of that endpoint (None: this machine), asked once per run.
-    A source is also asked for its kernel's send protocol; a destination only for its tools
-    (a restricted server answers the version probes and nothing else)."""
+    A source is also asked for its kernel's send protocol; a destination for its tools and, in
+    the same batch, whether it is `btrfs-backup serve` and in which mode (server_mode: a
+    restricted server answers these probes and nothing else)."""
 
     def __init__(self, runner, source=None):
         self.runner = runner
         self.source = source
         self._known = {}
+        self._modes = {}  # ssh endpoint id -> server_mode's answer (None: unknown)
         self._samples = {}
         self.told = set()  # ends whose missing zstd was already logged
 
@@ -57,6 +60,13 @@ class EndsProbe:
         if key not in self._known:
             self._known[key] = self._ask(endpoint) if remote else self._ask_here()
         return self._known[key]
+
+    def append_only(self, endpoint) -> bool:
+        """Whether `endpoint` said it is `serve --append-only` (asked with its tools, once)."""
+        if endpoint is None or endpoint.kind != "ssh":
+            return False
+        self(endpoint)
+        return self._modes.get(endpoint.id) == APPEND_ONLY
 
     def _ask_here(self):
         import shutil  # only here: start-up time of every run
@@ -75,10 +85,23 @@ class EndsProbe:
         if is_source:
             commands.append((["cat", SEND_STREAM_VERSION], False))
         try:
-            results = endpoint.run_batch(self.runner, commands)
+            results = self._ask_with_mode(endpoint, commands) if not is_source \
+                else endpoint.run_batch(self.runner, commands)
         except BackupError as err:
             LOG.info("%s: could not ask what it supports (%s); streams to it are plain", endpoint.id, err)
             return Ends()
         btrfs, zstd = results[0], results[1]
         stream_version = (results[2].stdout if results[2].ok else "") if is_source else None
         return ends_from(btrfs.stdout if btrfs.ok else "", zstd.ok, stream_version)
+
+    def _ask_with_mode(self, endpoint, commands):
+        """The results of `commands` at a destination, asking in the same batch what it is."""
+        try:
+            results = endpoint.run_batch(self.runner, commands + [(MODE_PROBE, False)])
+        except UnreachableError:
+            raise
+        except BackupError:
+            # A serve from before the mode probe refuses the whole batch: ask it without.
+            return endpoint.run_batch(self.runner, commands)
+        self._modes[endpoint.id] = parse_mode(results[-1].stdout) if results[-1].ok else None
+        return results[:-1]

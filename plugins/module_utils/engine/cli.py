@@ -457,6 +457,9 @@ def build_serve_parser():
                         help="Refuse receives once DIR's backups reference SIZE (e.g. '50G'), and "
                              "stop a receive that would pass it. DIR must be a subvolume in a "
                              "level-1 qgroup 1/<its id> on a filesystem with quotas enabled.")
+    parser.add_argument("--metrics-file", metavar="PATH",
+                        help="Count refusals per host (DIR's name) and kind in this node_exporter textfile "
+                             "(btrfs_backup_serve_refusals_total); its folder must be writable.")
     return parser
 
 
@@ -467,7 +470,7 @@ def main(argv=None):
         options = build_serve_parser().parse_args(argv[1:])
         return serve.main(options.root, options.btrfs, append_only=options.append_only,
                           quota_size=options.quota, filesystem=options.filesystem,
-                          clock_skew=options.clock_skew)
+                          clock_skew=options.clock_skew, metrics_file=options.metrics_file)
     if argv and argv[0] == "status":
         from .status import main as status_main
         return status_main(argv[1:])

@@ -79,6 +79,12 @@ class Executor:
         self.steps.append(step)
         return self._effects[type(step)](step)
 
+    def probe(self, source) -> EndsProbe:
+        """The run's one EndsProbe: what each end of `source`'s streams can do, asked once per host."""
+        if self.ends is None:
+            self.ends = EndsProbe(self.runner, source)
+        return self.ends
+
     # -- one method per kind of step ---------------------------------------------------------
 
     def _create_folder(self, step):
@@ -150,11 +156,10 @@ class Executor:
         for dest in dests:
             self.locks.hold(snapshot.name, parent_name, dest.id)
         self._save_locks()
-        if self.ends is None:
-            self.ends = EndsProbe(self.runner, step.source)
         # A failure, or an interruption (SIGTERM, Ctrl-C), leaves the lock: the next run cleans up.
         try:
-            stats = send_stream(step.source, dests, snapshot, parent, self.runner, self.options, self.ends)
+            stats = send_stream(step.source, dests, snapshot, parent, self.runner, self.options,
+                                self.probe(step.source))
             failures = stats.failures
         except BackupError as err:  # the stream could not start (a program missing): none got it
             stats, failures = None, {dest: str(err) for dest in dests}

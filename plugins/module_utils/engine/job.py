@@ -174,7 +174,8 @@ class _Run:
     def _phases(self, listing):
         destinations, snapshots, new_snapshot = self._source_phase(listing)
         # Retention comes last: what may go depends on what the destinations now hold.
-        retention = RetentionPhase(self.executor, self.result, prefix=self.source.prefix, now=self.now)
+        retention = RetentionPhase(self.executor, self.result, prefix=self.source.prefix, now=self.now,
+                                   source=self.source.endpoint)
         present_by_dest = {}
         if self.config.no_transfer:
             for dest in destinations:

@@ -66,7 +66,8 @@ class RetentionSection:
                                  "reason": f"not kept by retention policy ({self.policy})"})
 
     def not_deleted(self, reason):
-        """The deletion failed or was refused: what the policy let go is still there, and says why."""
+        """The deletion failed, was refused or is not the run's to do: what the policy let go is
+        still there, and says why."""
         self.kept.extend({"name": d["name"], "reasons": [reason]} for d in self.deleted)
         self.deleted = []
 

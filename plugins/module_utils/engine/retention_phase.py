@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from . import names
 from .errors import BackupError
 from .planning import counterpart, describe_foreign
@@ -12,8 +14,12 @@ from .result import RetentionSection
 from .retention import plan_retention
 from .steps import Delete
 
-# What `serve --append-only` answers to a deletion of a complete backup (serve.APPEND_ONLY).
+LOG = logging.getLogger("btrfs_backup")
+
+# What `serve --append-only` answers to a deletion of a complete backup (serve.APPEND_ONLY): a
+# serve from before the mode probe (server_mode) says it is append-only only this way.
 APPEND_ONLY_REFUSAL = "refused: append-only"
+SERVER_PRUNES = "the server is append-only: its own retention (btrfs-backup prune) decides"
 
 
 def weigh(items: dict, policy, protected: dict, now, prefix: str, section: RetentionSection) -> tuple:
@@ -54,8 +60,9 @@ def our_backups(held: dict, snapshots, prefix: str) -> tuple:
 class RetentionPhase:
     """Applies the policies of one run, after its transfers (what arrived decides what may go)."""
 
-    def __init__(self, executor, result, *, prefix, now):
+    def __init__(self, executor, result, *, prefix, now, source=None):
         self.executor = executor
+        self.source = source  # the source endpoint (the probe of the destinations asks for it)
         self.result = result
         self.prefix = prefix
         self.now = now
@@ -80,12 +87,20 @@ class RetentionPhase:
         if common:
             protected.setdefault(common[-1], []).append(
                 "newest backup whose snapshot is still at the source (next incremental parent)")
-        self._apply(dest, backups, policy, protected, dest.path, dest.id)
+        append_only = self.executor.probe(self.source).append_only(dest)
+        self._apply(dest, backups, policy, protected, dest.path, dest.id, append_only)
 
-    def _apply(self, endpoint, items, policy, protected, folder, where):
+    def _apply(self, endpoint, items, policy, protected, folder, where, append_only=False):
         section = self.result.retention_section(where, policy)
         doomed = weigh(items, policy, protected, self.now, self.prefix, section)
         if not doomed:
+            return
+        if append_only:
+            # Rule 10: the server said it keeps complete backups; a deletion would only be refused
+            # (and each refusal in its log must mean an attack).
+            section.not_deleted(SERVER_PRUNES)
+            LOG.info("%s is append-only: the server's own retention (btrfs-backup prune) deletes its "
+                     "backups, not this run", where)
             return
         try:
             self.executor.carry_out(Delete(endpoint=endpoint, paths=doomed, folder=folder, what="",
@@ -93,9 +108,10 @@ class RetentionPhase:
         except BackupError as err:
             if APPEND_ONLY_REFUSAL in str(err):
                 # Rule 10: an append-only server keeps its backups until its own retention.
-                section.not_deleted("the server is append-only: its own retention (btrfs-backup prune) decides")
+                section.not_deleted(SERVER_PRUNES)
                 self.result.warn(f"{where} is append-only: the server's own retention (btrfs-backup "
-                                 "prune) deletes its backups, not this run")
+                                 "prune) deletes its backups, not this run (its serve refused the "
+                                 "deletion without having said so beforehand: is it older than this host's?)")
                 return
             section.not_deleted(f"not deleted: {err}")
             self.result.fail(err, where=f"retention at {where}")

@@ -17,7 +17,8 @@ already root), zstd as an argv list (unprivileged: it only turns one pipe into a
 rest (readlink -e, test -e, mkdir, the mount table) in Python.
 
 What the key can do: list its own folder, create folders in it, receive into it (also a
-zstd-compressed stream), delete subvolumes in it, ask for the versions of zstd and btrfs. What
+zstd-compressed stream), delete subvolumes in it, ask for the versions of zstd and btrfs and for
+serve's own mode (server_mode: a source then sends no deletion an append-only serve refuses). What
 it cannot: read anything back (no `btrfs send`, no `cat`), touch a path outside its root (other
 hosts' folders, `..`, symlinks), run any other program, or see other hosts' subvolumes
 (listings are filtered to the root). `btrfs receive` runs with --chroot so a stream cannot
@@ -26,8 +27,13 @@ write through a symlink it created.
 With `--append-only` (invariant 10) the key cannot destroy its own history either: it may
 delete only what is not a complete backup (a partial receive: writable, or without a received
 UUID), so failed transfers are still cleaned up, and it cannot make a backup writable. Complete
-backups are then deleted only by the server's own retention (`btrfs-backup prune`). Every
-refusal is logged to the server's syslog (the journal) with the root and the command.
+backups are then deleted only by the server's own retention (`btrfs-backup prune`).
+
+A normal source never meets a refusal, so each one is a signal. It is logged to the server's
+syslog (the journal, facility auth, tag btrfs-backup-serve) as `refused[KIND] for ROOT: why;
+command: '...'`, at the priority of its kind (REFUSAL_KINDS: `alert` for what no backup sends,
+`err` for what the server must fix), and with `--metrics-file` counted per host and kind for
+node_exporter (refusal_counter).
 """
 
 import datetime
@@ -39,8 +45,9 @@ import shlex
 import subprocess
 import sys
 
-from . import btrfs, name_trust, quota, subvol_info
+from . import btrfs, name_trust, quota, refusal_counter, subvol_info
 from .errors import ConfigError
+from .server_mode import MODE_PROBE, serve_answer
 
 EXIT_REFUSED = 126
 #: Leads every append-only refusal, so a source can tell it from other failures.
@@ -57,8 +64,32 @@ _MARKER_FORMAT_RE = re.compile(r"^\\n(__btrfs_backup_[0-9a-f]{32}__) %d\\n\Z")
 _LIST_FLAGS = ["-a", "-u", "-q", "-R"]
 
 
+#: Each kind of refusal and its syslog priority: `alert` for what a backup never sends (a source
+#: that does so is compromised or broken), `err` for what the server's administrator must fix.
+REFUSAL_KINDS = {
+    "command": "alert",      # a command, pipe, batch or flag that no backup sends
+    "path": "alert",         # a path outside the key's folder (spelled so, or through a symlink)
+    "append-only": "alert",  # deleting or making writable a complete backup (rule 10)
+    "name": "alert",         # a received backup named in the future or out of order (rule 12)
+    "quota": "err",          # the host is at its quota, or its quota is not set up
+    "disk": "err",           # the root is not on its filesystem (the backup disk did not mount)
+}
+#: The priority of a kind this table does not know.
+OTHER_PRIORITY = "err"
+
+
 class Refused(Exception):
-    """The command line is not one a backup sends, or names a path outside the root."""
+    """The command line is not one a backup sends, or names a path outside the root; `kind`
+    (REFUSAL_KINDS) says which sort of refusal it is."""
+
+    def __init__(self, message, kind="command"):
+        super().__init__(message)
+        self.kind = kind
+
+
+def refusal_priority(kind):
+    """Pure: the syslog priority name of a refusal of `kind`."""
+    return REFUSAL_KINDS.get(kind, OTHER_PRIORITY)
 
 
 class Operation:
@@ -106,18 +137,18 @@ def confine(path, root, below=False):
     """Lexical check: `path` is `root` or inside it, spelled plainly (no '.', '..', '//', odd
     names). With `below`, the root itself is refused (it must not be deleted or received over)."""
     if not path.startswith("/"):
-        raise Refused("%r is not an absolute path" % (path,))
+        raise Refused("%r is not an absolute path" % (path,), "path")
     if path != "/" and path.endswith("/"):
         path = path.rstrip("/")
     if path == root:
         if below:
-            raise Refused("%s is the root of this key; only what is inside it may be changed" % path)
+            raise Refused("%s is the root of this key; only what is inside it may be changed" % path, "path")
         return path
     if not path.startswith(root + "/"):
-        raise Refused("%s is outside %s" % (path, root))
+        raise Refused("%s is outside %s" % (path, root), "path")
     for component in path[len(root) + 1:].split("/"):
         if not _COMPONENT_RE.match(component):
-            raise Refused("%r: path component %r is not allowed" % (path, component))
+            raise Refused("%r: path component %r is not allowed" % (path, component), "path")
     return path
 
 
@@ -211,6 +242,8 @@ def parse_command(words, root):
         return Operation("mountinfo")
     if name == "zstd" and args == ["--version"]:
         return Operation("zstd_version")
+    if words == MODE_PROBE:
+        return Operation("mode")
     if name == "mkdir" and args[:-1] in (["--"], ["-p", "--"]) and args:
         return Operation("mkdir", [confine(args[-1], root, below=True)], args[:-2])
     if name == "btrfs":
@@ -308,6 +341,11 @@ class _LocalOperations:
     def _op_test(self, paths, flags):
         return 0 if os.path.lexists(paths[0]) else 1
 
+    def _op_mode(self, paths, flags):
+        """The mode probe (server_mode): a source asks it before it stages any deletion."""
+        self.stdout.write(serve_answer(self.append_only).encode())
+        return 0
+
     def _op_mountinfo(self, paths, flags):
         """Only the mounts on the way to the root and inside it: enough for the engine to see
         that the root is on btrfs, nothing about the rest of the server."""
@@ -367,7 +405,7 @@ class _BtrfsOperations:
         else:
             status = self._receive(args, paths[0], self.stdin, quota_left)
         refusal = self._judge_arrivals(paths[0], before)
-        return status if refusal is None else self._refuse(Refused(refusal))
+        return status if refusal is None else self._refuse(Refused(refusal, "name"))
 
     def _judge_arrivals(self, folder, before):
         """Rule 12: what this receive made must be one backup named as the engine names it (not
@@ -429,7 +467,7 @@ class _BtrfsOperations:
             mounts = btrfs.parse_mountinfo(handle.read().decode("utf-8", "surrogateescape"))
         mount = btrfs.mount_of(mounts, self.real_root)
         if mount is None:
-            raise Refused("cannot tell which filesystem holds %s" % self.root)
+            raise Refused("cannot tell which filesystem holds %s" % self.root, "disk")
         return btrfs.path_in_filesystem(mount, self.real_root)
 
     def _op_delete(self, paths, flags):
@@ -449,12 +487,12 @@ class _BtrfsOperations:
                 shown = self._show(path)
                 if shown is None:
                     raise Refused("%s: cannot tell whether %s is a complete backup"
-                                  % (APPEND_ONLY, path))
+                                  % (APPEND_ONLY, path), "append-only")
                 reason = complete_backup_refusal(path, shown[1], shown[2])
                 if reason:
                     break
         if reason:
-            raise Refused(reason)
+            raise Refused(reason, "append-only")
 
     def _show(self, path):
         """(subvolume id, readonly, received_uuid) of the subvolume at `path`, or None."""
@@ -472,7 +510,7 @@ class _QuotaOperations:
     def _host_qgroup(self):
         shown = self._show(self.real_root)
         if shown is None:
-            raise Refused("quota: %s is not a subvolume, so it cannot have a quota" % self.root)
+            raise Refused("quota: %s is not a subvolume, so it cannot have a quota" % self.root, "quota")
         return quota.host_qgroup(shown[0])
 
     def _usage(self, qgroup):
@@ -480,7 +518,7 @@ class _QuotaOperations:
         used = quota.parse_qgroup_referenced(out.decode("utf-8", "replace"), qgroup) if status == 0 else None
         if used is None:
             raise Refused("quota: qgroup %s of %s is missing (the server needs 'btrfs quota enable' "
-                          "and the host's qgroup, which the role sets up)" % (qgroup, self.root))
+                          "and the host's qgroup, which the role sets up)" % (qgroup, self.root), "quota")
         return used
 
     def _quota_left(self):
@@ -489,7 +527,7 @@ class _QuotaOperations:
         try:
             return qgroup, quota.room_left(self._usage(qgroup), self.quota_bytes, self.root)
         except ValueError as err:
-            raise Refused(str(err))
+            raise Refused(str(err), "quota")
 
     def _receive_within_quota(self, args, folder, stream, quota_left):
         qgroup, room = quota_left
@@ -595,13 +633,14 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
                  use_sudo=None, append_only=False, log=None, quota_bytes=None, filesystem=None,
-                 clock_skew=name_trust.DEFAULT_CLOCK_SKEW):
+                 clock_skew=name_trust.DEFAULT_CLOCK_SKEW, metrics_file=None):
         self.root = check_root(root)
         self.clock_skew = clock_skew  # seconds a received backup's name may be ahead of this clock
+        self.metrics_file = metrics_file  # the refusal counters' textfile (refusal_counter), or None
         self.filesystem = filesystem  # the UUID of the filesystem the root was set up on
         self.append_only = append_only
         self.quota_bytes = quota_bytes
-        self.log = log if log is not None else _syslog
+        self.log = log if log is not None else _syslog  # log(message, priority name)
         self.btrfs_path = btrfs_path
         self.use_sudo = os.geteuid() != 0 if use_sudo is None else use_sudo
         self.stdin = stdin if stdin is not None else sys.stdin.buffer
@@ -612,6 +651,7 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
     def serve(self, line):
         """Check the whole request first, then run it; returns the exit status for ssh."""
         self.line = line
+        self._count_refusal(None)  # a host's counters exist from its first connection
         try:
             request = parse_request(line, self.root)
         except Refused as err:
@@ -642,9 +682,26 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
             os.close(root_fd)
 
     def _refuse(self, err):
+        kind = getattr(err, "kind", "command")
         self._say("btrfs-backup serve: refused: %s" % err)
-        self.log("refused for %s: %s; command: %r" % (self.root, err, self.line))
+        self.log("refused[%s] for %s: %s; command: %r" % (kind, self.root, err, self.line),
+                 refusal_priority(kind))
+        self._count_refusal(kind)
         return EXIT_REFUSED
+
+    def _count_refusal(self, kind):
+        """Count one refusal of `kind` for this host (None: only make its counters exist); a
+        counter that cannot be written is logged, never a reason to answer otherwise."""
+        if self.metrics_file is None:
+            return
+        host = posixpath.basename(self.root)
+        try:
+            if kind is None and refusal_counter.known(self.metrics_file, host, REFUSAL_KINDS):
+                return
+            refusal_counter.update(self.metrics_file, host, REFUSAL_KINDS, kind)
+        except OSError as err:
+            if kind is not None:  # said once per refusal, not at every connection
+                self.log("cannot count refusals in %s: %s" % (self.metrics_file, err.strerror or err), "err")
 
     def _say(self, text):
         self.stderr.write((text + "\n").encode("utf-8", "replace"))
@@ -656,7 +713,7 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
         rel = posixpath.relpath(path, self.root)
         expected = self.real_root if rel == "." else posixpath.join(self.real_root, rel)
         if os.path.realpath(path) != expected:
-            raise Refused("%s leads outside %s (symbolic link)" % (path, self.root))
+            raise Refused("%s leads outside %s (symbolic link)" % (path, self.root), "path")
         return expected
 
     def _run(self, operation):
@@ -685,7 +742,7 @@ def on_its_disk(root, expected, found):
     if found != expected:
         raise Refused("the backup root %s is not on the filesystem it was set up on (%s) but on %s: "
                       "is the backup disk mounted? Nothing was received"
-                      % (root, expected, found or "a filesystem that is not btrfs"))
+                      % (root, expected, found or "a filesystem that is not btrfs"), "disk")
 
 
 def _subvolumes_in(folder):
@@ -714,16 +771,17 @@ def filter_listing(text, root_in_fs):
     return "".join(line + "\n" for line in kept)
 
 
-def _syslog(message):
-    """Refusals go to the server's log (the journal), where an administrator looks for attacks."""
+def _syslog(message, priority):
+    """Refusals go to the server's log (the journal), where an administrator looks for attacks;
+    `priority` is a syslog priority name ("alert", "err", ...): `journalctl -p alert` finds them."""
     import syslog  # only here: a refusal is rare, a run's start-up time is not
     client = os.environ.get("SSH_CLIENT", "").split(" ")[0] or "local"
     syslog.openlog("btrfs-backup-serve", syslog.LOG_PID, syslog.LOG_AUTH)
-    syslog.syslog(syslog.LOG_WARNING, "from %s: %s" % (client, message))
+    syslog.syslog(getattr(syslog, "LOG_" + priority.upper()), "from %s: %s" % (client, message))
 
 
 def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=None, filesystem=None,
-         clock_skew="15m"):
+         clock_skew="15m", metrics_file=None):
     """`btrfs-backup serve --root DIR`: the forced command of a source host's key."""
     environ = os.environ if environ is None else environ
     untraceable()
@@ -731,7 +789,8 @@ def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=N
         quota_bytes = quota.parse_size(quota_size) if quota_size else None
         skew = name_trust.parse_clock_skew(clock_skew)
         server = Server(root, btrfs_path, append_only=append_only, quota_bytes=quota_bytes,
-                        filesystem=filesystem.lower() if filesystem else None, clock_skew=skew)
+                        filesystem=filesystem.lower() if filesystem else None, clock_skew=skew,
+                        metrics_file=metrics_file)
     except (Refused, ConfigError) as err:
         sys.stderr.write("btrfs-backup serve: %s\n" % err)
         return 2
