@@ -63,8 +63,8 @@ _value:
   contains:
     problems:
       description:
-        - One line per problem, for example
-          V(src1: backup job 'home': unknown key 'randomized_dealy' (did you mean 'randomized_delay'?)).
+        - "One line per problem, for example
+          V(src1: backup job 'home': unknown key 'randomized_dealy' (did you mean 'randomized_delay'?))."
       type: list
       elements: str
     systemd:
