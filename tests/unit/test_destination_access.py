@@ -2,7 +2,8 @@
 
 import pytest
 
-from engine.destination_access import on_same_filesystem
+from engine.destination_access import not_mounted_hint, on_same_filesystem
+from engine.errors import NotBtrfsError
 from engine.listing import FolderListing
 
 
@@ -31,3 +32,15 @@ A, B, C = "uuid-a", "uuid-b", "uuid-c"
 ])
 def test_same_filesystem(source_kind, source, uuids, dest_kind, dest, same):
     assert on_same_filesystem(source_kind, source, uuids, dest_kind, dest) is same
+
+
+@pytest.mark.parametrize("path, fstype, expected", [
+    pytest.param("/mnt/usb", "ext4", "/mnt/usb is not on a btrfs filesystem (it is on ext4): is the backup disk mounted?",
+                 id="empty-mount-point-on-the-system-disk"),
+    pytest.param("/mnt/usb", None, "/mnt/usb is not on a btrfs filesystem (it is on an unknown filesystem): is the backup",
+                 id="no-mount-found"),
+])
+def test_a_destination_not_on_btrfs_asks_whether_the_disk_is_mounted(path, fstype, expected):
+    message = not_mounted_hint(NotBtrfsError(path, fstype))
+    assert message.startswith(expected)
+    assert f"if a backup disk should be mounted at {path}, mount it" in message

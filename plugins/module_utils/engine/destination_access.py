@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import posixpath
 
-from .errors import BackupError, EndpointError, MissingPathError, UnreachableError
+from .errors import BackupError, EndpointError, MissingPathError, NotBtrfsError, UnreachableError
 from .listing import FolderListing, list_folder
 from .planning import present_backups
 from .steps import CreateFolder
@@ -66,6 +66,12 @@ class DestinationFolders:
         if dest.id in self.unusable:
             raise self.unusable[dest.id]
         try:
+            return self._listing(dest, create)
+        except NotBtrfsError as err:
+            raise EndpointError(not_mounted_hint(err)) from err
+
+    def _listing(self, dest, create):
+        try:
             return self._elsewhere(dest, list_folder(dest, self.runner), dest.path)
         except MissingPathError:
             parent = posixpath.dirname(dest.path)
@@ -118,6 +124,13 @@ def source_uuids(source) -> frozenset:
         except OSError:
             pass
     return frozenset(found)
+
+
+def not_mounted_hint(err: NotBtrfsError) -> str:
+    """Pure: a destination that is not on btrfs is most often a backup disk that did not mount,
+    leaving its empty mount point on the system disk: say so, as for rule 8."""
+    return (f"{err}: is the backup disk mounted? Backups are received only on btrfs; if a backup "
+            f"disk should be mounted at {err.path}, mount it, or choose a folder on btrfs")
 
 
 def on_same_filesystem(source_kind, source_listing, uuids, dest_kind, dest_listing) -> bool:

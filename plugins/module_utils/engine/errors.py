@@ -21,6 +21,15 @@ class UnreachableError(EndpointError):
     come back, unlike a path that is missing or not on btrfs."""
 
 
+class NotBtrfsError(EndpointError):
+    """A path is not on a btrfs filesystem (`fstype` names the one it is on)."""
+
+    def __init__(self, path, fstype):
+        super().__init__("%s is not on a btrfs filesystem (it is on %s)" % (path, fstype or "an unknown filesystem"))
+        self.path = path
+        self.fstype = fstype
+
+
 class MissingPathError(EndpointError):
     """One or more paths do not exist at an endpoint."""
 

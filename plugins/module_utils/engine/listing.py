@@ -8,7 +8,7 @@ import os
 import posixpath
 
 from . import btrfs
-from .errors import EndpointError, MissingPathError
+from .errors import EndpointError, MissingPathError, NotBtrfsError
 from .subvol_info import is_subvolume_root, subvolume_facts
 
 
@@ -65,8 +65,7 @@ def build_listing(folder, extra_paths, results):
     for original, real in zip(wanted, resolved):
         mount = btrfs.mount_of(mounts, real)
         if mount is None or mount.fstype != "btrfs":
-            raise EndpointError("%s is not on a btrfs filesystem (it is on %s)" % (
-                original, mount.fstype if mount else "an unknown filesystem"))
+            raise NotBtrfsError(original, mount.fstype if mount else None)
         locations.append((mount, btrfs.path_in_filesystem(mount, real)))
     if len({mount.source for mount, _rel in locations}) > 1:
         raise EndpointError("%s must be on the same btrfs filesystem" % " and ".join(wanted))
@@ -146,8 +145,7 @@ def list_folder_here(folder, extra_paths=()):
     for path in wanted:
         mount = btrfs.mount_of(mounts, os.path.realpath(path))
         if mount is None or mount.fstype != "btrfs":
-            raise EndpointError("%s is not on a btrfs filesystem (it is on %s)" % (
-                path, mount.fstype if mount else "an unknown filesystem"))
+            raise NotBtrfsError(path, mount.fstype if mount else None)
         sources.append(mount.source)
     if len(set(sources)) > 1:
         raise EndpointError("%s must be on the same btrfs filesystem" % " and ".join(wanted))

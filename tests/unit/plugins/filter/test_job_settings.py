@@ -1,0 +1,107 @@
+# -*- coding: utf-8 -*-
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""job_settings filter: one line per bad job key or value, naming the host, the job, the key and the value."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import os
+
+import pytest
+import yaml
+
+from ansible_collections.btrfs.backup.plugins.filter.job_settings import job_settings, setting_of
+
+_SPEC = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "btrfs_backup", "meta", "argument_specs.yml")
+with open(_SPEC) as handle:
+    JOB_OPTIONS = yaml.safe_load(handle)["argument_specs"]["main"]["options"]["btrfs_backup_jobs"]["options"]
+
+HOME = {"name": "home", "source": "/home"}
+
+# jobs, variables -> the exact problem lines
+PROBLEM_CASES = {
+    "a good job": ([dict(HOME, limit_rate="20M", max_age="1d 12h", preserve_backups="24h 7d")], {}, []),
+    "a typo in a key": (
+        [dict(HOME, randomized_dealy="5m")], {},
+        ["src1: backup job 'home': unknown key 'randomized_dealy' (did you mean 'randomized_delay'?)"]),
+    "a key like no other": (
+        [dict(HOME, colour="blue")], {},
+        ["src1: backup job 'home': unknown key 'colour' (valid keys: accuracy, allow_same_filesystem, buffer, "
+         "compress, destinations, extra_args, limit_rate, max_age, name, num_backups, num_snapshots, on_failure, "
+         "prefix, preserve_backups, preserve_snapshots, randomized_delay, require_destination, schedule, server, "
+         "snapshot_folder, source, ssh_options, verify, verify_schedule)"]),
+    "a size the engine refuses": (
+        [dict(HOME, limit_rate="20 MB/s")], {},
+        ["src1: backup job 'home': limit_rate '20 MB/s' is not a size (btrfs-backup: limit_rate must be a "
+         "positive size such as 20M, 512K or 1G, not '20 MB/s')"]),
+    "a duration the engine refuses": (
+        [dict(HOME, max_age="soon")], {},
+        ["src1: backup job 'home': max_age 'soon' is not a duration (btrfs-backup: 'soon' is not a duration: "
+         "use e.g. 90m, 36h, 7d, 2w or seconds)"]),
+    "a retention policy the engine refuses": (
+        [dict(HOME, preserve_snapshots="24h 3x")], {},
+        ["src1: backup job 'home': preserve_snapshots '24h 3x' is not a retention policy (btrfs-backup: "
+         "retention term '3x' is not valid: use <number><unit> or *<unit> with unit h (hourly), d (daily), "
+         "w (weekly), m (monthly), y (yearly), e.g. '24h 7d 4w')"]),
+    "a compression the engine refuses": (
+        [dict(HOME, compress="gzip")], {},
+        ["src1: backup job 'home': compress 'gzip' is not a compression setting (btrfs-backup: compress must be "
+         "auto, none, zstd or zstd:LEVEL (1-19), not 'gzip')"]),
+    "a number that is not one": (
+        [dict(HOME, num_snapshots="three")], {},
+        ["src1: backup job 'home': key 'num_snapshots' is of type str and we were unable to convert to int: "
+         "\"'three'\" cannot be converted to an int"]),
+    "a job without a name": ([{"source": "/x"}], {}, ["src1: backup job #1 (no name): missing required arguments: name"]),
+    "a job that is not a dictionary": (["home"], {}, ["src1: backup job #1 (no name): is 'home', not a dictionary of job keys"]),
+    "a role-wide default the engine refuses": (
+        [HOME], {"btrfs_backup_max_age": "36 hours"},
+        ["src1: btrfs_backup_max_age '36 hours' is not a duration (btrfs-backup: '36 hours' is not a duration: "
+         "use e.g. 90m, 36h, 7d, 2w or seconds)"]),
+    "a server setting the engine refuses": (
+        [], {"btrfs_backup_server_quota": "lots", "btrfs_backup_server_min_age": "7 days"},
+        ["src1: btrfs_backup_server_min_age '7 days' is not a minimum age (btrfs-backup: minimum age '7 days' is "
+         "not valid: use <number><unit> with unit h (hours), d (days) or w (weeks), e.g. '7d')",
+         "src1: btrfs_backup_server_quota 'lots' is not a quota (btrfs-backup: quota 'lots' is not a size: use a "
+         "number with K, M, G or T, e.g. '50G')"]),
+    "empty values that mean none": (
+        [dict(HOME, limit_rate="", buffer="")], {"btrfs_backup_server_quota": "", "btrfs_backup_server_min_age": "",
+                                                 "btrfs_backup_preserve_backups": ""}, []),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PROBLEM_CASES))
+def test_problems_name_the_host_the_job_the_key_and_the_value(case):
+    jobs, variables, expected = PROBLEM_CASES[case]
+    assert job_settings(jobs, "src1", JOB_OPTIONS, variables=variables)["problems"] == expected
+
+
+def test_systemd_values_are_listed_once_each_with_every_place_that_sets_them():
+    jobs = [dict(HOME, schedule="daily", randomized_delay="soon"), {"name": "web", "schedule": "daily", "accuracy": "1s"}]
+    found = job_settings(jobs, "src1", JOB_OPTIONS, variables={
+        "btrfs_backup_schedule": "daily", "btrfs_backup_timeout": "12h",
+        "btrfs_backup_server_prune_schedule": "*:*:0/20", "btrfs_backup_verify_enabled": True})
+    assert found["systemd"] == [
+        {"kind": "calendar", "value": "*:*:0/20", "uses": ["src1: btrfs_backup_server_prune_schedule"]},
+        {"kind": "calendar", "value": "daily", "uses": [
+            "src1: btrfs_backup_schedule", "src1: backup job 'home': schedule", "src1: backup job 'web': schedule"]},
+        {"kind": "timespan", "value": "12h", "uses": ["src1: btrfs_backup_timeout"]},
+        {"kind": "timespan", "value": "1s", "uses": ["src1: backup job 'web': accuracy"]},
+        {"kind": "timespan", "value": "soon", "uses": ["src1: backup job 'home': randomized_delay"]},
+    ]
+    assert found["problems"] == []
+
+
+@pytest.mark.parametrize("variable, setting", [
+    ("btrfs_backup_schedule", "schedule"),
+    ("btrfs_backup_verify_schedule", "verify_schedule"),
+    ("btrfs_backup_server_prune_schedule", "prune_schedule"),
+    ("btrfs_backup_server_min_age", "min_age"),
+    ("btrfs_backup_max_age", "max_age"),
+    ("btrfs_backup_server_quota", "quota"),
+    ("btrfs_backup_verify_enabled", None),
+])
+def test_a_variable_holds_the_setting_its_name_ends_with(variable, setting):
+    assert setting_of(variable) == setting
