@@ -67,8 +67,8 @@ options:
     default: true
   server_root:
     description:
-      - On a backup server, its root of source hosts' folders (the role's C(btrfs_backup_server_root)):
-        each C(HOST/JOB) folder under it is judged by its newest complete backup, by when this
+      - On a backup server, its root of source hosts' folders (the role's C(btrfs_backup_server_root)).
+        Each C(HOST/JOB) folder under it is judged by its newest complete backup, by when this
         server received it (never by the name a source gave it), against O(max_age); the result is
         in RV(server), and RV(fresh), RV(status) and RV(reasons) include it.
       - A host that is both a backup server and a source gets both views in one verdict.
