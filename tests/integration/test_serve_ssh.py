@@ -215,7 +215,7 @@ def test_with_an_append_only_server_partials_are_cleaned_and_retention_is_left_t
 # -- a normal source never knocks on the locked door: every refusal is a signal -------------------
 
 SERVER_PRUNES = "the server is append-only: its own retention (btrfs-backup prune) decides"
-REFUSAL_KINDS = ("append-only", "command", "disk", "path", "quota")
+REFUSAL_KINDS = ("append-only", "command", "disk", "name", "path", "quota", "stream")  # serve.REFUSAL_KINDS
 LOG_AUTH, LOG_ALERT = 4, 1  # syslog(3): facility auth, priority alert
 
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import re
 import shlex
+import shutil
 import subprocess
 import time
 from pathlib import Path
@@ -261,3 +263,41 @@ def test_server_freshness_is_judged_by_received_time(make_fs, tmp_path_factory, 
     assert fresh.code == 0 and (fresh.result["status"], fresh.result["fresh"]) == ("WARNING", False), fresh.explain()
     assert {(j["host"], j["status"]) for j in fresh.result["server"]["jobs"]} == {("web1", "OK"), ("web2", "WARNING")}
     assert fresh.result["reasons"] == ["web2/data: 1 backup(s) named later than received (%s): not counted" % FUTURE[0]]
+
+
+def test_server_metrics_are_received_times(make_fs, tmp_path):
+    """`status --server-root --source-host --metrics-file`: node_exporter metrics of one source
+    host's jobs by when the server received each backup: an ancient name received now is fresh, a
+    future name is counted as untrusted and not as newest, a configured job without a folder yet
+    has no backup; the file is replaced whole and promtool takes it."""
+    root = make_fs("server")
+    workshop = make_fs("forger", size="256M")
+    receive_by_hand(workshop, stamp(-60), root / "web2" / "data", "real\n")
+    receive_by_hand(workshop, ANCIENT, root / "web2" / "home")
+    receive_by_hand(workshop, FUTURE[0], root / "web2" / "data")
+    receive_by_hand(workshop, stamp(-30), root / "web3" / "data", "another host\n")
+    textfiles = tmp_path / "textfile"
+    textfiles.mkdir()
+    metrics = textfiles / "btrfs_backup_server_web2.prom"
+    metrics.write_text("old\n")
+    started = time.time()
+    done = run_raw("status", "--server-root", root, "--source-host", "web2", "--job-max-age", "data=1d 12h",
+                   "--job-max-age", "home=2h", "--job-max-age", "new=1h", "--metrics-file", metrics)
+    assert done.returncode == 0 and done.stdout == "", done
+    assert sorted(p.name for p in textfiles.iterdir()) == [metrics.name], "a temporary file was left"
+    text = metrics.read_text()
+    values = {(name, job): float(value) for name, job, value in re.findall(
+        r'^(btrfs_backup_server_\w+)\{backup_job="(\w+)",source_host="web2"\} (\S+)$', text, re.M)}
+    assert "web3" not in text, "another host's jobs are its own unit's"
+    received_home = values["btrfs_backup_server_newest_backup_received_timestamp_seconds", "home"]
+    assert started - 60 < received_home <= time.time(), "the ancient name is judged by its arrival"
+    received_data = values["btrfs_backup_server_newest_backup_received_timestamp_seconds", "data"]
+    assert received_data < received_home, "the future name does not count as the newest"
+    assert values["btrfs_backup_server_untrusted_names", "data"] == 1
+    assert values["btrfs_backup_server_backups", "data"] == 2
+    assert values["btrfs_backup_server_max_age_seconds", "data"] == 129600
+    assert values["btrfs_backup_server_backups", "new"] == 0
+    assert ("btrfs_backup_server_newest_backup_received_timestamp_seconds", "new") not in values
+    if shutil.which("promtool"):
+        check = subprocess.run(["promtool", "check", "metrics"], input=text, capture_output=True, text=True)
+        assert check.returncode == 0, check.stdout + check.stderr

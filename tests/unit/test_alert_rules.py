@@ -21,7 +21,7 @@ def promtool(*args, cwd=None):
 
 
 def test_rules_are_valid():
-    assert "SUCCESS: 6 rules found" in promtool("check", "rules", str(RULES))
+    assert "SUCCESS: 7 rules found" in promtool("check", "rules", str(RULES))
 
 
 def test_rules_fire_as_the_tests_expect():

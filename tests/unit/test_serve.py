@@ -449,6 +449,40 @@ def test_a_receive_that_fails_early_stops_zstd_and_gives_its_own_status(receivin
     assert status == 3 and "destination exists" in err and "zstd -d" not in err, (status, err)
 
 
+@pytest.mark.parametrize("compress", [False, True])
+def test_a_receive_that_reports_an_error_yet_exits_0_is_refused_as_a_broken_stream(receiving_root, tmp_path,
+                                                                                   compress):
+    """btrfs-progs 6.2 skips a clone whose source is outside `-m` with an ERROR line and status 0:
+    its stderr, passed on to the client, decides; the refusal is counted as kind stream."""
+    fake = receiving_root.parents[1] / "btrfs"
+    fake.write_text("#!/bin/sh\ncat > /dev/null\necho 'At subvol 20260101-000000' >&2\n"
+                    "echo 'ERROR: clone: source subvol path a unreachable from b' >&2\nexit 0\n")
+    metrics = tmp_path / "refusals.prom"
+    folder = str(receiving_root / "root")
+    line = compressed_line(folder) if compress else "btrfs receive %s" % folder
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        stdin.write(compressed(STREAM) if compress else STREAM)
+        stdin.seek(0)
+        logged = []
+        server = Server(str(receiving_root), btrfs_path=str(fake), stdin=stdin, stdout=out, stderr=err,
+                        use_sudo=False, metrics_file=str(metrics), log=lambda m, p: logged.append((p, m)))
+        status = server.serve(line)
+        err.seek(0)
+        said = err.read().decode()
+    assert status == EXIT_REFUSED, said
+    assert "At subvol 20260101-000000\nERROR: clone: source subvol path a unreachable from b\n" in said
+    assert "refused: btrfs receive reported an error yet ended with status 0" in said, said
+    assert [p for p, m in logged] == ["alert"] and logged[0][1].startswith("refused[stream]"), logged
+    assert refusal_counter.parse_counts(metrics.read_text())[("web1", "stream")] == 1
+
+
+def test_a_receive_that_says_nothing_wrong_keeps_its_status(receiving_root):
+    fake = receiving_root.parents[1] / "btrfs"
+    fake.write_text("#!/bin/sh\ncat > /dev/null\necho 'At subvol 20260101-000000' >&2\nexit 0\n")
+    status, _out, err = serve(receiving_root, "btrfs receive %s" % (receiving_root / "root"), STREAM)
+    assert status == 0 and err == "At subvol 20260101-000000\n", err
+
+
 @pytest.mark.parametrize("damage", [
     pytest.param(lambda data: data[:len(data) // 2], id="cut"),
     pytest.param(lambda data: data[:64] + bytes(256) + data[320:], id="corrupt"),

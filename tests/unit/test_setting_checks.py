@@ -21,6 +21,10 @@ CASES = [
     ("min_age", "90m", "min_age '90m' is not a minimum age"),
     ("quota", "50G", None),
     ("quota", "50 GB", "quota '50 GB' is not a quota"),
+    ("clock_skew", "15m", None),
+    ("clock_skew", "0", None),
+    ("clock_skew", "", "clock_skew '' is not a clock skew"),
+    ("clock_skew", "a while", "clock_skew 'a while' is not a clock skew"),
     ("compress", "zstd:19", None),
     ("compress", "zstd:20", "compress 'zstd:20' is not a compression setting"),
     ("schedule", "whenever", None),  # systemd's to check, not the engine's

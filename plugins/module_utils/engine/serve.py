@@ -46,6 +46,7 @@ import subprocess
 import sys
 
 from . import btrfs, name_trust, quota, refusal_counter, subvol_info
+from .receive_errors import StderrWatch, broken_receive_refusal
 from .errors import ConfigError
 from .server_mode import MODE_PROBE, serve_answer
 
@@ -71,6 +72,7 @@ REFUSAL_KINDS = {
     "path": "alert",         # a path outside the key's folder (spelled so, or through a symlink)
     "append-only": "alert",  # deleting or making writable a complete backup (rule 10)
     "name": "alert",         # a received backup named in the future or out of order (rule 12)
+    "stream": "alert",       # a stream that receive reported errors in yet ended 0 (a blocked clone)
     "quota": "err",          # the host is at its quota, or its quota is not set up
     "disk": "err",           # the root is not on its filesystem (the backup disk did not mount)
 }
@@ -400,10 +402,15 @@ class _BtrfsOperations:
         # A host at its quota is refused before anything runs.
         quota_left = None if self.quota_bytes is None else self._quota_left()
         before = _subvolumes_in(paths[0])
+        self.receive_errors = []
         if decompress:
             status = self._receive_compressed(args, paths[0], quota_left)
         else:
             status = self._receive(args, paths[0], self.stdin, quota_left)
+        if status == 0 and self.receive_errors:
+            # Rule 2: receive said it failed but its status did not; a broken backup never stays.
+            refusal = self._delete_arrivals(paths[0], before, broken_receive_refusal(self.receive_errors))
+            return self._refuse(Refused(refusal, "stream"))
         refusal = self._judge_arrivals(paths[0], before)
         return status if refusal is None else self._refuse(Refused(refusal, "name"))
 
@@ -422,6 +429,14 @@ class _BtrfsOperations:
             refusal = "cannot check what arrived in %s (%s)" % (folder, err)
         if refusal is None:
             return None
+        return self._delete_arrivals(folder, before, refusal)
+
+    def _delete_arrivals(self, folder, before, refusal):
+        """Delete every subvolume this receive made in `folder` (serve's own decision, also when
+        append-only); `refusal` with what became of them."""
+        arrived = sorted(_subvolumes_in(folder) - before)
+        if not arrived:
+            return "%s; it left nothing" % refusal
         status = self._btrfs(["subvolume", "delete", "--"] + arrived, capture=True)[0]
         return "%s; %s" % (refusal, "deleted it" if status == 0 else
                            "could not delete it (btrfs exit status %d)" % status)
@@ -450,8 +465,28 @@ class _BtrfsOperations:
 
     def _receive(self, args, folder, stream, quota_left):
         if quota_left is None:
-            return self._btrfs(args, stdin=stream)[0]
+            receiver = self._start_receiver(args, stream)
+            return 127 if receiver is None else self._receiver_status(*receiver)
         return self._receive_within_quota(args, folder, stream, quota_left)
+
+    def _start_receiver(self, args, stdin):
+        """(btrfs receive started on `stdin`, the watch of its stderr), or None when it cannot run."""
+        argv = (["sudo", "-n"] if self.use_sudo else []) + [self.btrfs_path] + args
+        self.stdout.flush()
+        try:
+            # serve runs on a backup server without Ansible; btrfs receive reads the ssh stream.
+            receiver = subprocess.Popen(argv, stdin=stdin, stdout=self.stdout,  # pylint: disable=ansible-bad-function
+                                        stderr=subprocess.PIPE, env=SERVE_ENV)
+        except OSError as err:
+            self._say("btrfs-backup serve: cannot run %s: %s" % (argv[0], err.strerror))
+            return None
+        return receiver, StderrWatch(receiver.stderr, self.stderr)
+
+    def _receiver_status(self, receiver, watch):
+        """receive's exit status, once it ended; its `ERROR:` lines go to self.receive_errors."""
+        status = receiver.wait()
+        self.receive_errors = watch.finish()
+        return status
 
     def _op_list(self, paths, flags):
         status, out = self._btrfs(["subvolume", "list"] + _LIST_FLAGS + flags + paths,
@@ -532,11 +567,11 @@ class _QuotaOperations:
     def _receive_within_quota(self, args, folder, stream, quota_left):
         qgroup, room = quota_left
         before = _subvolumes_in(folder)
-        argv = (["sudo", "-n"] if self.use_sudo else []) + [self.btrfs_path] + args
-        self.stdout.flush()
-        # serve runs on a backup server without Ansible; the stream is copied into receive as it comes.
-        receiver = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.stdout,  # pylint: disable=ansible-bad-function
-                                    stderr=self.stderr, env=SERVE_ENV)
+        # The stream is copied into receive as it comes, up to the host's room.
+        started = self._start_receiver(args, subprocess.PIPE)
+        if started is None:
+            return 127
+        receiver, watch = started
         try:
             _copied, stopped = quota.copy_capped(stream.fileno(), receiver.stdin.fileno(), room)
         except OSError:
@@ -544,7 +579,7 @@ class _QuotaOperations:
         if stopped:
             receiver.kill()
         receiver.stdin.close()
-        status = receiver.wait()
+        status = self._receiver_status(receiver, watch)
         for path in sorted(_subvolumes_in(folder) - before):
             # Counted from now on; the kernel rescans shared extents in the background.
             shown = self._show(path)
@@ -647,6 +682,7 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
         self.stdout = stdout if stdout is not None else sys.stdout.buffer
         self.stderr = stderr if stderr is not None else sys.stderr.buffer
         self.real_root = os.path.realpath(self.root)
+        self.receive_errors = []  # the `ERROR:` lines of the last btrfs receive
 
     def serve(self, line):
         """Check the whole request first, then run it; returns the exit status for ssh."""

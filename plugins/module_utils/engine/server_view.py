@@ -38,11 +38,13 @@ def _folders(path: str) -> list:
         return sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
 
 
-def survey_server_root(root: str, clock_skew: float = DEFAULT_CLOCK_SKEW) -> list:
-    """Every `<host>/<job>` folder under `root` with its complete backups' received times (one
-    ioctl per backup, no process); a backup whose name lies (name_trust) never counts as newest."""
+def survey_server_root(root: str, clock_skew: float = DEFAULT_CLOCK_SKEW, host: Optional[str] = None) -> list:
+    """Every `<host>/<job>` folder under `root` (only `host`'s, if given) with its complete backups'
+    received times (one ioctl per backup, no process); a backup whose name lies (name_trust) never
+    counts as newest."""
     found = []
-    for host in _folders(root):
+    hosts = _folders(root) if host is None else [host] if os.path.isdir(os.path.join(root, host)) else []
+    for host in hosts:
         for job in _folders(os.path.join(root, host)):
             entry = ServerJob(host=host, job=job)
             try:
@@ -62,11 +64,22 @@ def survey_server_root(root: str, clock_skew: float = DEFAULT_CLOCK_SKEW) -> lis
     return found
 
 
-def assess_server(root: str, jobs: list, now: float, max_age: Optional[float]) -> health.JobHealth:
+def with_expected_jobs(jobs: list, host: str, job_names) -> list:
+    """Pure: `jobs` and an empty entry for each of `host`'s `job_names` that has no folder yet (a
+    job the source is configured with, whose first backup has not arrived)."""
+    present = {(e.host, e.job) for e in jobs}
+    missing = [ServerJob(host=host, job=name) for name in sorted(job_names) if (host, name) not in present]
+    return sorted(jobs + missing, key=lambda e: (e.host, e.job))
+
+
+def assess_server(root: str, jobs: list, now: float, max_age: Optional[float],
+                  job_max_ages: Optional[dict] = None) -> health.JobHealth:
     """Pure: the server's verdict (one JobHealth, a DestinationHealth per host/job): CRITICAL for a
-    job with no backup or whose newest was received longer ago than `max_age`."""
+    job with no backup or whose newest was received longer ago than its max age (`job_max_ages`
+    by job name, else `max_age`)."""
     judged = []
     for entry in jobs:
+        limit = (job_max_ages or {}).get(entry.job, max_age)
         age = None if entry.received is None else now - entry.received
         level, reasons = health.OK, []
         if entry.error:
@@ -75,10 +88,10 @@ def assess_server(root: str, jobs: list, now: float, max_age: Optional[float]) -
         elif entry.received is None:
             level = health.CRITICAL
             reasons.append(f"{entry.where} holds no backup")
-        elif max_age is not None and age > max_age:
+        elif limit is not None and age > limit:
             level = health.CRITICAL
             reasons.append(f"{entry.where}: newest backup {entry.newest_backup} was received "
-                           f"{format_age(age)} ago (max {format_age(max_age)})")
+                           f"{format_age(age)} ago (max {format_age(limit)})")
         if entry.lying_names:
             level = max(level, health.WARNING)
             reasons.append(f"{entry.where}: {len(entry.lying_names)} backup(s) named later than "

@@ -10,6 +10,7 @@ from typing import Callable, Optional
 
 from .durations import parse_duration
 from .errors import ConfigError
+from .name_trust import parse_clock_skew
 from .quota import parse_size as parse_quota
 from .retention import parse_buckets, parse_min_age
 from .streams import parse_compress, parse_size
@@ -24,6 +25,7 @@ ENGINE_SETTINGS: dict[str, tuple[str, Callable]] = {
     "preserve_backups": ("a retention policy", parse_buckets),
     "min_age": ("a minimum age", parse_min_age),
     "quota": ("a quota", parse_quota),
+    "clock_skew": ("a clock skew", parse_clock_skew),
 }
 
 # Settings whose empty value means "none" (the others always need a value).

@@ -42,6 +42,16 @@ def build_status_parser():
                              "their newest backup by when this server received it (never by its "
                              "name), its age and whether it is fresh (--max-age), instead of this "
                              "host's own jobs.")
+    parser.add_argument("--source-host", metavar="HOST",
+                        help="With --server-root: only this source host's folder (DIR/HOST).")
+    parser.add_argument("--job-max-age", metavar="JOB=DURATION", action="append", default=[],
+                        help="With --server-root: the maximum age of each backup job JOB (repeat it); "
+                             "with --source-host, a job given here that has no folder yet counts as "
+                             "one without a backup. Else --max-age applies.")
+    parser.add_argument("--metrics-file", metavar="FILE",
+                        help="With --server-root: write the view as node_exporter textfile metrics "
+                             "to FILE (replaced atomically) instead of printing it; exit status 0 "
+                             "once written, whatever the backups' freshness.")
     parser.add_argument("--write-metrics", action="store_true",
                         help="Rewrite each job's metrics (its --metrics-dir) from its last-run state "
                              "and its configuration now, without a run: the role does so when a "
@@ -49,16 +59,31 @@ def build_status_parser():
     return parser
 
 
-def server_main(options, max_age, plugin):
+def parse_job_max_ages(items) -> dict:
+    """Pure: {job: seconds} of --job-max-age JOB=DURATION items; ConfigError names a bad one."""
+    ages = {}
+    for item in items:
+        job, sep, duration = item.partition("=")
+        if not sep or not job:
+            raise ConfigError("--job-max-age %r must be JOB=DURATION, e.g. home=36h" % item)
+        ages[job] = parse_duration(duration)
+    return ages
+
+
+def server_main(options, max_age, plugin, job_max_ages):
     """`status --server-root DIR`: the server's view of its sources, judged by received times."""
     from . import server_view
     now = time.time()
     try:
-        jobs = server_view.survey_server_root(options.server_root)
+        jobs = server_view.survey_server_root(options.server_root, host=options.source_host)
     except OSError as err:
         sys.stderr.write("btrfs-backup status: cannot read %s: %s\n" % (options.server_root, err.strerror))
         return health.UNKNOWN if plugin else 1
-    verdict = server_view.assess_server(options.server_root, jobs, now, max_age)
+    if options.source_host:
+        jobs = server_view.with_expected_jobs(jobs, options.source_host, job_max_ages)
+    if options.metrics_file:
+        return write_server_metrics(options.metrics_file, jobs, job_max_ages, max_age)
+    verdict = server_view.assess_server(options.server_root, jobs, now, max_age, job_max_ages)
     if options.json:
         json.dump(server_view.server_facts(options.server_root, jobs, verdict, now, max_age),
                   sys.stdout, indent=2, sort_keys=True)
@@ -78,6 +103,19 @@ def server_main(options, max_age, plugin):
         for reason in verdict.reasons:
             sys.stdout.write("  %s: %s\n" % (verdict.label, reason))
     return 1 if verdict.level in (health.CRITICAL, health.UNKNOWN) else 0
+
+
+def write_server_metrics(path, jobs, job_max_ages, max_age):
+    """`status --server-root DIR --metrics-file FILE`: the server view's metrics, replaced atomically."""
+    from . import server_metrics
+    from .state_store import write_atomically
+    try:
+        write_atomically(path, server_metrics.render(jobs, job_max_ages, max_age), durable=False)
+    except OSError as err:
+        sys.stderr.write("btrfs-backup status: the metrics were not written to %s: %s\n"
+                         % (path, err.strerror or err))
+        return 1
+    return 0
 
 
 def _timestamp(seconds):
@@ -122,6 +160,7 @@ def main(argv):
     options, rest = parser.parse_known_args(argv)
     try:
         max_age = parse_duration(options.max_age) if options.max_age else None
+        job_max_ages = parse_job_max_ages(options.job_max_age)
         if rest:
             specs, errors = [job_from_args(rest)], []
         else:
@@ -130,7 +169,7 @@ def main(argv):
         parser.error(str(err))
     plugin = options.plugin or max_age is not None
     if options.server_root:
-        return server_main(options, max_age, plugin)
+        return server_main(options, max_age, plugin, job_max_ages)
     if options.write_metrics:
         return write_metrics(specs, errors)
     now = time.time()

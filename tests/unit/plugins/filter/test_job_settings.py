@@ -66,6 +66,11 @@ PROBLEM_CASES = {
          "not valid: use <number><unit> with unit h (hours), d (days) or w (weeks), e.g. '7d')",
          "src1: btrfs_backup_server_quota 'lots' is not a quota (btrfs-backup: quota 'lots' is not a size: use a "
          "number with K, M, G or T, e.g. '50G')"]),
+    "a clock skew the engine refuses": (
+        [], {"btrfs_backup_server_clock_skew": "a few minutes"},
+        ["src1: btrfs_backup_server_clock_skew 'a few minutes' is not a clock skew (btrfs-backup: 'a few minutes' "
+         "is not a duration: use e.g. 90m, 36h, 7d, 2w or seconds)"]),
+    "no clock skew allowed": ([], {"btrfs_backup_server_clock_skew": "0"}, []),
     "empty values that mean none": (
         [dict(HOME, limit_rate="", buffer="")], {"btrfs_backup_server_quota": "", "btrfs_backup_server_min_age": "",
                                                  "btrfs_backup_preserve_backups": ""}, []),
@@ -101,6 +106,7 @@ def test_systemd_values_are_listed_once_each_with_every_place_that_sets_them():
     ("btrfs_backup_server_min_age", "min_age"),
     ("btrfs_backup_max_age", "max_age"),
     ("btrfs_backup_server_quota", "quota"),
+    ("btrfs_backup_server_clock_skew", "clock_skew"),
     ("btrfs_backup_verify_enabled", None),
 ])
 def test_a_variable_holds_the_setting_its_name_ends_with(variable, setting):
