@@ -49,8 +49,9 @@ FAILED_VERIFY = {"ok": False, "snapshot": "20260101-000000", "problems": ["diffe
 GOOD_VERIFY = {"ok": True, "snapshot": "20260101-000000", "problems": [], "time": NOW}
 
 
-def timer(installed=True, active=True, next_run="Tue 2026-12-01 02:00:00 UTC", service=True):
-    return TimerState("btrfs-backup@home.timer", installed, active, next_run, service_installed=service)
+def timer(installed=True, active=True, next_run="Tue 2026-12-01 02:00:00 UTC", service=True, running=False):
+    return TimerState("btrfs-backup@home.timer", installed, active, next_run, service_installed=service,
+                      running=running)
 
 
 NO_NEXT_RUN = "no next run: the timer btrfs-backup@home.timer is not active"
@@ -92,6 +93,11 @@ CASES = [
      timer(installed=False, active=False, next_run=None)),
     ("timer active without a next elapse", state({"/b": dest(2)}), None, "WARNING", ["has no next elapse"],
      timer(next_run=None)),
+    # While the service runs, systemd shows its timer without a next elapse until the run ends.
+    ("timer active, its run under way", state({"/b": dest(2)}), None, "OK", [],
+     timer(next_run=None, running=True)),
+    ("timer stopped, a run under way", state({"/b": dest(2)}), None, "WARNING", [NO_NEXT_RUN],
+     timer(active=False, next_run=None, running=True)),
     ("no unit at all: run by hand or by cron", state({"/b": dest(2)}), None, "OK", [],
      timer(installed=False, active=False, next_run=None, service=False)),
     ("no systemd to ask", state({"/b": dest(2)}), None, "OK", [], None),
@@ -140,6 +146,15 @@ Id=btrfs-backup@root.service
 LoadState=loaded
 ActiveState=inactive
 
+Id=btrfs-backup@busy.timer
+LoadState=loaded
+ActiveState=active
+NextElapseUSecRealtime=
+
+Id=btrfs-backup@busy.service
+LoadState=loaded
+ActiveState=activating
+
 Id=btrfs-backup@cron.timer
 LoadState=not-found
 ActiveState=inactive
@@ -151,7 +166,9 @@ ActiveState=inactive
 
 
 def test_timer_states_from_systemctl_show():
-    found = parse_timer_states(["home", "root", "cron", "absent"], SHOWN)
+    found = parse_timer_states(["home", "root", "busy", "cron", "absent"], SHOWN)
+    assert found["busy"].running and not found["home"].running
+    assert assess_job("busy", state({"/b": dest(2)}), NOW, timer=found["busy"]).label == "OK"
     assert found["home"] == TimerState("btrfs-backup@home.timer", True, True, "Tue 2026-12-01 02:00:00 UTC", True)
     assert found["root"] == TimerState("btrfs-backup@root.timer", True, False, None, True)
     assert not found["cron"].managed and not found["absent"].managed

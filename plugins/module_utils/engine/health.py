@@ -23,12 +23,14 @@ class DestinationHealth:
 @dataclass(frozen=True)
 class TimerState:
     """What systemd says of the role's units for a job: `installed` and `active` are the timer's,
-    `next_run` its next elapse (None: none); `service_installed` tells a job the role runs."""
+    `next_run` its next elapse (None: none); `service_installed` tells a job the role runs, and
+    `running` that its service runs now (systemd then shows the timer without a next elapse)."""
     unit: str
     installed: bool
     active: bool
     next_run: Optional[str]
     service_installed: bool = True
+    running: bool = False
 
     @property
     def managed(self):
@@ -100,7 +102,7 @@ def assess_timer(timer):
         why = "the timer %s is not installed" % timer.unit
     elif not timer.active:
         why = "the timer %s is not active" % timer.unit
-    elif not timer.next_run:
+    elif not timer.next_run and not timer.running:
         why = "the timer %s has no next elapse" % timer.unit
     else:
         return OK, []

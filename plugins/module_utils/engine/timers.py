@@ -4,6 +4,7 @@ from .health import TimerState
 from .runner import CommandRunner
 
 _PROPERTIES = "Id,LoadState,ActiveState,NextElapseUSecRealtime"
+_RUNNING = ("activating", "active", "deactivating", "reloading")  # a service's states while it runs
 
 
 def timer_unit(job):
@@ -32,7 +33,8 @@ def parse_timer_states(names, text):
             installed=timer.get("LoadState") == "loaded",
             active=timer.get("ActiveState") in ("active", "reloading"),
             next_run=when if when not in ("", "0", "n/a") else None,
-            service_installed=service.get("LoadState") == "loaded")
+            service_installed=service.get("LoadState") == "loaded",
+            running=service.get("ActiveState") in _RUNNING)
     return found
 
 

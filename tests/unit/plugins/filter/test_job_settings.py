@@ -29,10 +29,7 @@ PROBLEM_CASES = {
         ["src1: backup job 'home': unknown key 'randomized_dealy' (did you mean 'randomized_delay'?)"]),
     "a key like no other": (
         [dict(HOME, colour="blue")], {},
-        ["src1: backup job 'home': unknown key 'colour' (valid keys: accuracy, allow_same_filesystem, buffer, "
-         "compress, destinations, extra_args, limit_rate, max_age, name, num_backups, num_snapshots, on_failure, "
-         "prefix, preserve_backups, preserve_snapshots, randomized_delay, require_destination, schedule, server, "
-         "snapshot_folder, source, ssh_options, verify, verify_schedule)"]),
+        ["src1: backup job 'home': unknown key 'colour' (valid keys: %s)" % ", ".join(sorted(JOB_OPTIONS))]),
     "a size the engine refuses": (
         [dict(HOME, limit_rate="20 MB/s")], {},
         ["src1: backup job 'home': limit_rate '20 MB/s' is not a size (btrfs-backup: limit_rate must be a "
