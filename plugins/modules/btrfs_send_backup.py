@@ -136,13 +136,16 @@ options:
     default: false
   max_unsent_snapshots:
     description:
-      - Take no snapshot while this many snapshots wait for a destination that cannot be reached
-        (C(--max-unsent-snapshots)); the task fails with a message that names the destination and
-        since when it is unreachable. V(0) sets no limit.
+      - How many snapshots are kept for a destination that cannot be reached
+        (C(--max-unsent-snapshots)). V(0) sets no limit.
       - Source retention deletes nothing while a destination cannot be listed (its next incremental
         parent is unknown), so without a limit a destination that is gone for good, or a revoked
-        host, makes the snapshots grow at every run. Every snapshot is kept either way; the next run
-        after the destination is back sends the waiting ones and applies retention again.
+        host, makes the snapshots grow at every run. At the limit, source retention keeps for it only
+        the newest snapshot the last run that reached it saw it hold, and the other destinations still
+        get every backup; when it is back it continues incrementally from there and misses the
+        snapshots deleted meanwhile. When that snapshot is not known, or no destination answers, no
+        snapshot is taken, every one is kept, and the task fails naming the destination and since
+        when it is unreachable.
     type: int
     default: 100
   locked_dests:
@@ -343,6 +346,12 @@ destinations:
           C(shell://) sink. For a destination that could not be listed, counted from its newest backup
           that the last-run state knows; see O(max_unsent_snapshots).
       type: int
+    unsent_ceiling:
+      description:
+        - For a destination out of reach at O(max_unsent_snapshots), what the run did - V(released)
+          (the snapshot was taken; source retention keeps for it only the snapshot it continues from)
+          or V(stopped) (no snapshot was taken); null otherwise.
+      type: str
 retention:
   description: Retention at the source (V(where=source)) and at each destination that has a policy.
   returned: always

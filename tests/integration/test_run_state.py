@@ -13,8 +13,10 @@ from cli_helpers import (
     LOCK_FILE,
     job_state_folder,
     ok,
+    run_cli,
     run_raw,
     run_subcommand,
+    snapshot_names,
 )
 from support.trees import assert_same_tree
 
@@ -103,3 +105,24 @@ def test_a_writable_restore_leaves_the_sources_run_files_behind(src, dst, restor
     # the source's own status shows its last run, not the restored record's error
     job = status_json(src, dest)
     assert job["state"]["last_run"]["ok"] and job["state"]["last_run"]["errors"] == []
+
+
+def test_a_state_folder_inside_a_folder_a_user_owns_is_refused(src, dst, tmp_path, monkeypatch):
+    """A receive user owns its home /var/lib/btrfs-backup: on a host that is also a source, it could
+    swap the state folder for a link and make root write where it wants. The run refuses it."""
+    home = tmp_path / "btrfs-backup"
+    home.mkdir()
+    os.chown(home, 4242, 4242)
+    monkeypatch.setenv("BTRFS_BACKUP_STATE_DIR", str(home / "jobs"))
+
+    refused = run_cli(src, dst)
+
+    assert refused.code == 2, refused.explain()  # a setting to fix, as any bad input
+    assert "the job state folder %s/jobs" % home in refused.stderr, refused.stderr
+    assert "is owned by uid 4242, not by root" in refused.stderr, refused.stderr
+    assert list(home.iterdir()) == []  # root wrote nothing there
+    assert snapshot_names(src / "snapshot") == [] and snapshot_names(dst) == []  # nothing was done
+
+    os.chown(home, 0, 0)
+    ok(src, dst)
+    assert (home / "jobs").is_dir() and snapshot_names(dst) == snapshot_names(src / "snapshot")

@@ -9,6 +9,7 @@ import os
 import pytest
 
 from engine.job import JobConfig, run_job
+from engine.state_store import save_state
 from engine.steps import render
 from support.fake_host import FakeHost
 
@@ -94,13 +95,46 @@ def unreachable_only(host):
     host.answer(["ssh"], 255, stderr="ssh: connect to host backup port 22: Connection refused")
 
 
-# -- the table -------------------------------------------------------------------------------
-
 SSH_DEST = "ssh://backup/srv/backups"
 SERVER = "ssh://backup{root}/server"
 NEWEST_AT_SERVER = ["newest backup whose snapshot is still at the source (next incremental parent)",
                     "one of the newest 1"]
 SERVER_PRUNES = "the server is append-only: its own retention (btrfs-backup prune) decides"
+
+
+def remembered(host, dest_id, newest_backup):
+    """The last-run state of the job: the last run that reached `dest_id` saw it hold `newest_backup`."""
+    save_state(host.path("data"), host.path("data", "snapshot"),
+               {"version": 1, "destinations": {dest_id: {"status": "failed", "newest_backup": newest_backup}}})
+
+
+def ssh_gone_local_up_to_date(host):
+    """S1 and S2 at the source and at a local destination; the ssh one is out of reach, and which
+    backup it holds is not known."""
+    up_to_date(host)
+    host.answer(["ssh"], 255, stderr="ssh: connect to host backup port 22: Connection refused")
+
+
+def ssh_gone_holding_s1(host):
+    """As above; the last run that reached the ssh destination saw it hold S1."""
+    ssh_gone_local_up_to_date(host)
+    remembered(host, SSH_DEST, S1)
+
+
+def ssh_gone_holding_s1_s2_locked(host):
+    """As above, and S2's transfer to the ssh destination failed: S2 is locked for it (rule 3)."""
+    ssh_gone_holding_s1(host)
+    write_locks(host, '{"%s": {"locks": ["%s"], "parent_locks": []}}' % (S2, SSH_DEST))
+
+
+def only_ssh_holding_s1(host):
+    """S1 and S2 at the source; the only destination, over ssh, is out of reach and was seen holding S1."""
+    with_snapshots(host, S1, S2)
+    host.answer(["ssh"], 255, stderr="ssh: connect to host backup port 22: Connection refused")
+    remembered(host, SSH_DEST, S1)
+
+
+# -- the table -------------------------------------------------------------------------------
 
 CASES = {
     "first run creates both folders and sends in full": dict(
@@ -152,6 +186,31 @@ CASES = {
         scene=unreachable_only, dests=[SSH_DEST], config=dict(max_unsent_snapshots=1, num_snapshots=1), plan=[],
         status={SSH_DEST: "failed"},
         errors=["1 snapshots are waiting for %s" % SSH_DEST, "not taking another (max_unsent_snapshots 1)"]),
+    # Rule 9 and rule 4: the others get their backup, the unreachable one keeps its parent.
+    "max_unsent_snapshots, its backup known, another answers: taken, sent, released": dict(
+        scene=ssh_gone_holding_s1, dests=["{root}/dest", SSH_DEST],
+        config=dict(max_unsent_snapshots=1, num_snapshots=1),
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "send %s to {root}/dest (incremental from %s)" % (NEW, S2),
+              "delete {root}/data/snapshot/%s at source (retention)" % S2],
+        status={"{root}/dest": "ok", SSH_DEST: "failed"},
+        kept={"source": {S1: ["newest snapshot that %s held when last reached (it continues from it when it "
+                              "is back; max_unsent_snapshots)" % SSH_DEST]}}),
+    "at max_unsent_snapshots a snapshot locked for the unreachable destination stays (rule 4)": dict(
+        scene=ssh_gone_holding_s1_s2_locked, dests=["{root}/dest", SSH_DEST],
+        config=dict(max_unsent_snapshots=1, num_snapshots=1),
+        plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW,
+              "send %s to {root}/dest (incremental from %s)" % (NEW, S2)],
+        status={"{root}/dest": "ok", SSH_DEST: "failed"}),
+    "max_unsent_snapshots, another answers, its backup not known: nothing taken or deleted": dict(
+        scene=ssh_gone_local_up_to_date, dests=["{root}/dest", SSH_DEST],
+        config=dict(max_unsent_snapshots=1, num_snapshots=1), plan=[],
+        status={"{root}/dest": "ok", SSH_DEST: "failed"},
+        errors=["the newest backup it holds is not known", "not taking another (max_unsent_snapshots 1)"]),
+    "max_unsent_snapshots, its backup is known, but no other destination answers: nothing is taken": dict(
+        scene=only_ssh_holding_s1, dests=[SSH_DEST], config=dict(max_unsent_snapshots=1, num_snapshots=1),
+        plan=[], status={SSH_DEST: "failed"},
+        errors=["no other destination can take a snapshot now", "every snapshot is kept"]),
     "fewer than max_unsent_snapshots waiting: the snapshot is still taken": dict(
         scene=unreachable_only, dests=[SSH_DEST], config=dict(max_unsent_snapshots=2),
         plan=["create snapshot {root}/data/snapshot/%s of {root}/data" % NEW],

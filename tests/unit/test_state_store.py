@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from engine.errors import JobBusyError
+from engine.errors import ConfigError, JobBusyError
 from engine.joblock import JobLock, remove_legacy_lock
 from engine.jobspec import job_from_args
 from engine.restore import is_stale_run_file, remove_stale_run_files
@@ -129,3 +129,17 @@ def test_stale_run_files_are_removed_from_the_top_and_first_level_folders_only(t
         ".btrfs-backup.lock", "snapshot/.btrfs-backup.last-run.json", "snapshot/.outstanding_transfers"))
     assert (tmp_path / "snapshot" / "keep.txt").exists()
     assert (tmp_path / "deep" / "er" / ".outstanding_transfers").exists()
+
+
+def test_a_state_folder_under_a_folder_another_user_owns_is_refused(tmp_path, monkeypatch):
+    # The receive user's home on a backup server that is also a source: it could swap `jobs` for a link.
+    home = tmp_path / "btrfs-backup"
+    home.mkdir()
+    os.chown(home, 4242, 4242)
+    monkeypatch.setenv("BTRFS_BACKUP_STATE_DIR", str(home / "jobs"))
+    with pytest.raises(ConfigError, match=r"the job state folder .* is not safe: .*btrfs-backup is owned by "
+                                          r"uid 4242, not by root.*BTRFS_BACKUP_STATE_DIR"):
+        save_state("/home", "/home/snapshot", {"version": 1})
+    with pytest.raises(ConfigError, match="not safe"):
+        job_lock_path("/home", "/home/snapshot")
+    assert list(home.iterdir()) == []  # nothing written there

@@ -92,9 +92,10 @@ def build_parser():
             help="Take no snapshot unless a destination can take it now. By default the snapshot is "
                  "taken while every destination is unreachable, and sent when one is back.")
     snap.add_argument("--max-unsent-snapshots", type=_whole, default=100, metavar="N",
-                      help="Take no snapshot while N snapshots wait for a destination that cannot be "
-                           "reached (they are all kept for it); the run fails saying so. 0: no limit. "
-                           "Default 100.")
+                      help="Keep at most N snapshots for a destination that cannot be reached: then "
+                           "source retention keeps only the newest one it holds (it continues from there "
+                           "when back), or, if that is not known or no destination answers, no snapshot "
+                           "is taken and the run fails saying so. 0: no limit. Default 100.")
     snap.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
                       help="Snapshot folder, absolute or relative to the source. Default 'snapshot'.")
     snap.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",

@@ -81,7 +81,12 @@ def assess_destination(dest_id, record, now, max_age):
         reasons.append("%d outstanding transfer lock(s) for %s since %d run(s)" % (
             record["locks"], dest_id, record.get("locked_runs") or 1))
     unsent, ceiling = record.get("unsent_snapshots"), record.get("max_unsent_snapshots")
-    if unsent and ceiling and unsent >= ceiling:
+    if record.get("unsent_ceiling") == "released":
+        level = max(level, WARNING)  # the others still get their backups; this one misses some
+        reasons.append("%s is out of reach at max_unsent_snapshots %d: snapshots kept only for it are "
+                       "deleted by source retention; it continues from %s when it is back" % (
+                           dest_id, ceiling or 0, record.get("newest_backup")))
+    elif unsent and ceiling and unsent >= ceiling:
         level = max(level, CRITICAL)  # no snapshot is taken until it is back or removed from the job
         reasons.append("%d snapshots wait for %s: no new snapshot is taken (max_unsent_snapshots %d)" % (
             unsent, dest_id, ceiling))

@@ -47,8 +47,9 @@ class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS)
     `allow_same_filesystem`: accept a destination on the source's own filesystem (rule 8).
     `require_destination`: take no snapshot unless a destination can take it now (btrfs-backup
     0.3 and btrbk always take it: an outage of the server should not also stop the local
-    restore points). `max_unsent_snapshots`: when this many snapshots wait for a destination that
-    cannot be listed, take no more (0: no limit); source retention keeps them all meanwhile.
+    restore points). `max_unsent_snapshots`: how many snapshots source retention keeps for a
+    destination that cannot be listed (0: no limit); at that many, it keeps only the newest one the
+    destination holds, or, when that is not known or no destination answers, no snapshot is taken.
     `now` fixes the clock (tests); otherwise a new snapshot waits for its second.
     """
 
@@ -148,6 +149,10 @@ class _Run:
         self.now = config.now or datetime.datetime.now()
         self.connections = None
         self.recorded = None  # the last-run state's destinations, read when needed
+        # Destinations out of reach at max_unsent_snapshots: id -> unsent.RELEASED or STOPPED,
+        # and (released) id -> the snapshot each continues from, which source retention keeps.
+        self.at_ceiling = {}
+        self.continues_from = {}
 
     def run(self):
         with SshConnections(self.runner, [self.source.endpoint] + self.p.destinations) as connections:
@@ -176,7 +181,7 @@ class _Run:
         # Retention comes last: what may go depends on what the destinations now hold.
         retention = RetentionPhase(self.executor, self.result, prefix=self.source.prefix, now=self.now,
                                    source=self.source.endpoint)
-        present_by_dest = {}
+        present_by_dest, synced = {}, []
         if self.config.no_transfer:
             for dest in destinations:
                 present_by_dest[dest.id] = self.folders.survey(dest, snapshots)
@@ -185,8 +190,14 @@ class _Run:
                 present_by_dest[dest.id] = outcome.present
                 if outcome.status != "failed" and dest.can_list:
                     retention.at_destination(dest, snapshots, outcome, self.p.backup_policy)
-                self._count_unsent(dest, outcome, snapshots)
-        retention.at_source(self.source, snapshots, self.p.snapshot_policy, destinations, present_by_dest)
+                synced.append((dest, outcome))
+        released = retention.at_source(self.source, snapshots, self.p.snapshot_policy, destinations,
+                                       present_by_dest, continues_from=self.continues_from)
+        # Counted after source retention: at the ceiling it may have deleted some of them.
+        remaining = [s for s in snapshots if s.name not in released]
+        for dest, outcome in synced:
+            outcome.unsent_ceiling = self.at_ceiling.get(dest.id)
+            self._count_unsent(dest, outcome, remaining)
         self.result.locks_after = self.executor.locks.as_dict()
 
     def _source_phase(self, listing):
@@ -203,7 +214,7 @@ class _Run:
             self._remove_locks(destinations, locks)
         if self.config.no_snapshot:
             return destinations, snapshots, None
-        if self._unsent_ceiling_reached(destinations, snapshots):
+        if self._unsent_ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
         self.folders.require_a_usable_one(destinations)
         name, self.now = self.source.next_snapshot(listing, self.config.now, self.check)
@@ -221,17 +232,21 @@ class _Run:
                 self.recorded = {}  # the run's record reports a damaged state; the run goes on
         return self.recorded.get(dest_id) or {}
 
-    def _unsent_ceiling_reached(self, destinations, snapshots) -> bool:
-        """Whether a destination that cannot be listed now has max_unsent_snapshots waiting for it:
-        then no snapshot is taken (each would be kept for it), and the run fails saying so."""
-        ceiling, reached = self.p.max_unsent, False
+    def _unsent_ceiling(self, destinations, snapshots) -> str | None:
+        """What this run does for the destinations that cannot be listed now and have
+        max_unsent_snapshots waiting for them (None: there is none): RELEASED, the snapshot is
+        taken and source retention keeps for each only the snapshot it continues from; STOPPED, no
+        snapshot is taken and the run fails saying why (see unsent.at_ceiling)."""
+        ceiling = self.p.max_unsent
         if not unsent.ceiling_reached(len(snapshots), ceiling):
-            return False  # fewer snapshots than the ceiling: no need to read the state
+            return None  # fewer snapshots than the ceiling: no need to read the state
+        names = [s.name for s in snapshots]
+        capped = []  # (destination, its record, what waits for it, why it cannot be listed)
         for dest in destinations:
             if not dest.can_list:
                 continue
             record = self._recorded(dest.id)
-            waiting = unsent.waiting_for([s.name for s in snapshots], self.source.prefix, record.get("newest_backup"))
+            waiting = unsent.waiting_for(names, self.source.prefix, record.get("newest_backup"))
             if not unsent.ceiling_reached(len(waiting), ceiling):
                 continue
             try:
@@ -239,10 +254,37 @@ class _Run:
                 continue  # it is back: this run sends what waits for it
             except BackupError as err:
                 self.folders.unusable[dest.id] = err  # not asked again in this run
+                capped.append((dest, record, waiting, err))
+        if not capped:
+            return None
+        parents = {dest.id: unsent.continues_from(names, record.get("newest_backup"))
+                   for dest, record, _waiting, _err in capped}
+        others = [d for d in destinations if d.id not in parents]
+        decision = unsent.at_ceiling(parents, self._one_answers(others))
+        for dest, record, waiting, err in capped:
+            self.at_ceiling[dest.id] = decision
+            if decision == unsent.RELEASED:
+                self.continues_from[dest.id] = parents[dest.id]
+                self.result.warn(unsent.release_warning(dest.id, len(waiting), record.get("last_success"),
+                                                        ceiling, parents[dest.id], err))
+            else:
                 self.result.fail(BackupError(unsent.ceiling_message(
-                    dest.id, len(waiting), record.get("last_success"), ceiling, err)))
-                reached = True
-        return reached
+                    dest.id, len(waiting), record.get("last_success"), ceiling, err,
+                    parent_known=parents[dest.id] is not None)))
+        return decision
+
+    def _one_answers(self, destinations) -> bool:
+        """Whether one of these destinations can be listed now (a stream sink, only known by
+        trying, does not count: a run that cannot know must not let snapshots go)."""
+        for dest in destinations:
+            if not dest.can_list:
+                continue
+            try:
+                self.folders.listing(dest, create=False)
+                return True
+            except BackupError as err:
+                self.folders.unusable[dest.id] = err
+        return False
 
     def _count_unsent(self, dest, outcome, snapshots):
         """How many snapshots still wait for a destination after the run (what it holds when it
@@ -257,7 +299,7 @@ class _Run:
         record = self._recorded(dest.id)
         waiting = unsent.waiting_for(names, self.source.prefix, record.get("newest_backup"))
         outcome.unsent_snapshots = len(waiting)
-        if waiting:
+        if waiting and outcome.unsent_ceiling != unsent.RELEASED:  # that run warned already
             self.result.warn(unsent.waiting_warning(dest.id, len(waiting), record.get("last_success"),
                                                     self.p.max_unsent))
 

@@ -25,6 +25,7 @@ class DestinationResult:
         self.present = None  # source snapshot name -> backup, once the destination was listed
         self.backups = {}  # name -> complete backup of ours there (what its retention may weigh)
         self.unsent_snapshots = None  # snapshots at the source it has yet to receive (None: unknown)
+        self.unsent_ceiling = None  # out of reach at max_unsent_snapshots: "released" or "stopped"
 
     @property
     def partials_deleted(self):
@@ -46,6 +47,7 @@ class DestinationResult:
             "locks_cleared": self.locks_cleared,
             "conflicts": self.conflicts,
             "unsent_snapshots": self.unsent_snapshots,
+            "unsent_ceiling": self.unsent_ceiling,
         }
 
 

@@ -30,11 +30,20 @@ def weigh(items: dict, policy, protected: dict, now, prefix: str, section: Reten
     return tuple(items[d.name].path for d in decisions if not d.keep)
 
 
-def source_protection(snapshots, locks, destinations, present_by_dest) -> dict:
+def source_protection(snapshots, locks, destinations, present_by_dest, continues_from=None) -> dict:
     """Pure: why each snapshot must stay whatever the policy says (rule 4): its locks, and
-    being the newest that a destination holds (that destination's next incremental parent)."""
+    being the newest that a destination holds (that destination's next incremental parent);
+    for a destination out of reach at max_unsent_snapshots (`continues_from`: its id -> name),
+    the newest one the last run that reached it saw it hold."""
     protected = {s.name: locks.reasons(s.name) for s in snapshots}
+    continues_from = continues_from or {}
     for dest in destinations:
+        if dest.id in continues_from:
+            name = continues_from[dest.id]
+            if name in protected:
+                protected[name].append(f"newest snapshot that {dest.id} held when last reached (it "
+                                       "continues from it when it is back; max_unsent_snapshots)")
+            continue
         present = present_by_dest.get(dest.id) or {}
         common = [s.name for s in snapshots if s.name in present]
         if common:
@@ -67,14 +76,19 @@ class RetentionPhase:
         self.prefix = prefix
         self.now = now
 
-    def at_source(self, source, snapshots, policy, destinations, present_by_dest):
-        unknown = [d.id for d in destinations if present_by_dest.get(d.id) is None]
+    def at_source(self, source, snapshots, policy, destinations, present_by_dest, continues_from=None) -> frozenset:
+        """Source retention; the names of the snapshots it deletes (check mode: would delete).
+        `continues_from`: the destinations out of reach that it may release snapshots of, each with
+        the snapshot it keeps for it (see unsent.at_ceiling)."""
+        continues_from = continues_from or {}
+        unknown = [d.id for d in destinations if present_by_dest.get(d.id) is None and d.id not in continues_from]
         if unknown and not policy.keeps_everything:
             # Without knowing what a destination holds, its next incremental parent is unknown.
             self.result.warn("source retention skipped: could not check " + ", ".join(unknown))
-            return
-        protected = source_protection(snapshots, self.executor.locks, destinations, present_by_dest)
-        self._apply(source.endpoint, {s.name: s for s in snapshots}, policy, protected, source.folder, "source")
+            return frozenset()
+        protected = source_protection(snapshots, self.executor.locks, destinations, present_by_dest, continues_from)
+        return self._apply(source.endpoint, {s.name: s for s in snapshots}, policy, protected, source.folder,
+                           "source")
 
     def at_destination(self, dest, snapshots, outcome, policy):
         if policy.keeps_everything:
@@ -90,18 +104,19 @@ class RetentionPhase:
         append_only = self.executor.probe(self.source).append_only(dest)
         self._apply(dest, backups, policy, protected, dest.path, dest.id, append_only)
 
-    def _apply(self, endpoint, items, policy, protected, folder, where, append_only=False):
+    def _apply(self, endpoint, items, policy, protected, folder, where, append_only=False) -> frozenset:
+        """Weigh and delete; the names deleted (none when the deletion failed or was refused)."""
         section = self.result.retention_section(where, policy)
         doomed = weigh(items, policy, protected, self.now, self.prefix, section)
         if not doomed:
-            return
+            return frozenset()
         if append_only:
             # Rule 10: the server said it keeps complete backups; a deletion would only be refused
             # (and each refusal in its log must mean an attack).
             section.not_deleted(SERVER_PRUNES)
             LOG.info("%s is append-only: the server's own retention (btrfs-backup prune) deletes its "
                      "backups, not this run", where)
-            return
+            return frozenset()
         try:
             self.executor.carry_out(Delete(endpoint=endpoint, paths=doomed, folder=folder, what="",
                                            where=where, reason="retention"))
@@ -112,6 +127,8 @@ class RetentionPhase:
                 self.result.warn(f"{where} is append-only: the server's own retention (btrfs-backup "
                                  "prune) deletes its backups, not this run (its serve refused the "
                                  "deletion without having said so beforehand: is it older than this host's?)")
-                return
+                return frozenset()
             section.not_deleted(f"not deleted: {err}")
             self.result.fail(err, where=f"retention at {where}")
+            return frozenset()
+        return frozenset(d["name"] for d in section.deleted)

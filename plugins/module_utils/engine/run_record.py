@@ -67,6 +67,7 @@ def record_run(previous, result, *, job, prefix, started, duration, max_age=None
             locks=locks,
             locked_runs=(before.get("locked_runs") or 0) + 1 if locks else 0,
             unsent_snapshots=dest.get("unsent_snapshots"),
+            unsent_ceiling=dest.get("unsent_ceiling"),
             max_unsent_snapshots=result.get("max_unsent_snapshots"),
         )
         destinations[dest_id] = record

@@ -5,6 +5,7 @@ import os
 import re
 
 from .errors import ConfigError
+from .folder_trust import folder_problem, folders_to_check
 
 # Outside the source: a file in the snapshot folder would be in every snapshot and every backup.
 STATE_DIR_ENV = "BTRFS_BACKUP_STATE_DIR"
@@ -45,6 +46,28 @@ def state_root():
     return os.path.join(base, "btrfs-backup", "jobs")
 
 
+def require_trusted_folder(path):
+    """Refuse a job state folder that someone but root (or the running user) could swap or fill:
+    every folder on its way, also where a symbolic link leads, is checked (a missing one is made by
+    the run itself). A user who owns a parent could point the run's writes anywhere."""
+    euid = os.geteuid()
+    for chain in (os.path.abspath(path), os.path.realpath(path)):
+        for folder in folders_to_check(os.path.normpath(chain)):
+            try:
+                info = os.lstat(folder)
+            except FileNotFoundError:
+                break
+            except OSError as err:
+                raise ConfigError("cannot check the job state folder %s: %s: %s" % (path, folder, err.strerror))
+            problem = folder_problem(folder, info.st_uid, info.st_mode, euid)
+            if problem:
+                raise ConfigError(
+                    "the job state folder %s is not safe: %s; every folder on its way must be owned by "
+                    "root and writable by no one else (fix it, e.g. chown root:root and chmod 755, or "
+                    "choose another with %s)" % (path, problem, STATE_DIR_ENV))
+    return path
+
+
 def _digest(source_id, folder):
     import hashlib  # only where a path is computed
     return hashlib.sha256(("%s\0%s" % (source_id, folder)).encode("utf-8")).hexdigest()[:16]
@@ -61,14 +84,20 @@ def job_state_dir(source_id, folder):
     return os.path.join(state_root(), job_key(source_id, folder))
 
 
+def trusted_job_state_dir(source_id, folder):
+    """The job's state folder, refused (ConfigError) when it is not safe to write in."""
+    return require_trusted_folder(job_state_dir(source_id, folder))
+
+
 def state_path(source_id, folder):
     """Where a run writes the job's last-run state."""
     return os.path.join(job_state_dir(source_id, folder), STATE_FILE)
 
 
 def job_lock_path(source_id, folder):
-    """The job lock (rule 5): one per source and snapshot folder, beside its state."""
-    return os.path.join(job_state_dir(source_id, folder), JOB_LOCK_FILE)
+    """The job lock (rule 5): one per source and snapshot folder, beside its state (checked: a run
+    takes it before anything else)."""
+    return os.path.join(trusted_job_state_dir(source_id, folder), JOB_LOCK_FILE)
 
 
 def legacy_state_path(source_id, folder):
@@ -133,7 +162,7 @@ def write_atomically(path, text, durable, mode=0o644):
 
 def save_state(source_id, folder, state):
     """Write the job's state in its state folder; an old-place state file is removed (migrated)."""
-    path = state_path(source_id, folder)
+    path = os.path.join(trusted_job_state_dir(source_id, folder), STATE_FILE)
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     # Not fsynced: the rename keeps it whole, and after a crash the previous run's record is shown.
     write_atomically(path, json.dumps(state, indent=1, sort_keys=True) + "\n", durable=False)
