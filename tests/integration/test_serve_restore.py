@@ -175,3 +175,22 @@ def test_one_file_comes_back_as_the_guide_says(restore_server, make_fs, subvolum
     assert (source / "alice" / "other.txt").read_text() == "changed since, on purpose\n"
     assert not scratch.exists()
     assert not [p for p in home.iterdir() if p.name.startswith(".btrfs-backup-restore-")]
+
+
+# -- a source's key whose folder is missing on the server (the role's server part failed there) --
+
+def test_a_push_to_a_missing_host_folder_points_at_the_server(require_btrfs, make_fs, subvolume):
+    require_sshd()
+    fs = make_fs("server")
+    source = subvolume(make_fs("src") / "data")
+    (source / "f").write_text("x\n")
+    with Sshd(host="127.0.0.42") as sshd:
+        key = (sshd.workdir / "id_ed25519.pub").read_text().strip()
+        (sshd.workdir / "authorized_keys").write_text(
+            'restrict,command="%s" %s\n' % (forced("--append-only", "--root", fs / "web1"), key))
+        done = subprocess.run([str(CLI), *ssh_args(sshd), str(source), sshd.url(fs / "web1" / "data")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
+    assert done.returncode != 0, done
+    assert ("the backup server 127.0.0.42 has no folder %s for this host: did the role's server part "
+            "fail there, or is its backup disk not mounted?" % (fs / "web1")) in done.stderr, done.stderr
+    assert not (fs / "web1").exists() and not (source / "snapshot").exists()

@@ -43,6 +43,7 @@ node_exporter (refusal_counter).
 """
 
 import datetime
+import errno
 import fcntl
 import os
 import posixpath
@@ -733,6 +734,8 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
         try:
             root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as err:
+            if err.errno == errno.ENOENT:
+                return self._serve_without_root(request)
             self._say("btrfs-backup serve: cannot open %s: %s" % (self.root, err.strerror))
             return 1
         if self.filesystem is not None:
@@ -745,15 +748,34 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
             # One command at a time per root: nothing can swap a checked path for a symlink
             # (e.g. from inside a concurrent receive) between the check and the command.
             fcntl.flock(root_fd, fcntl.LOCK_EX)
-            status = 0
-            for operation in request.operations:
-                status = self._run(operation)
-                if request.marker is not None:
-                    self.stdout.write(("\n%s %d\n" % (request.marker, status)).encode())
-                    self.stdout.flush()
-            return status
+            return self._run_all(request, self._run)
         finally:
             os.close(root_fd)
+
+    def _run_all(self, request, run):
+        """Each operation in order (`run(operation)` its status), each status after the batch's marker."""
+        status = 0
+        for operation in request.operations:
+            status = run(operation)
+            if request.marker is not None:
+                self.stdout.write(("\n%s %d\n" % (request.marker, status)).encode())
+                self.stdout.flush()
+        return status
+
+    def _serve_without_root(self, request):
+        """The key's folder does not exist (the role's server part failed, or the backup disk did
+        not mount): the probes are answered, so a source learns that it meets serve, and paths
+        are said to be missing; anything else is refused once (kind disk), naming the folder."""
+        refused = []
+
+        def run(operation):
+            if operation.op in ROOTLESS_OPERATIONS:
+                return self._run(operation)
+            if refused:
+                return refused[0]
+            refused.append(self._refuse(Refused(missing_root_refusal(self.root), "disk")))
+            return refused[0]
+        return self._run_all(request, run)
 
     def _refuse(self, err):
         kind = getattr(err, "kind", "command")
@@ -800,6 +822,16 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
             return getattr(self, "_op_" + operation.op)(paths, operation.flags)
         except Refused as err:
             return self._refuse(err)
+
+
+#: What serve answers also when its root is missing: the probes, and the paths' existence.
+ROOTLESS_OPERATIONS = ("mode", "btrfs_version", "zstd_version", "mountinfo", "readlink", "test")
+
+
+def missing_root_refusal(root):
+    """Pure: why nothing but the probes runs while the key's folder is missing."""
+    return ("the folder %s of this key does not exist on this server: did the role's server part fail "
+            "here, or is the backup disk not mounted? Nothing was changed" % root)
 
 
 def _filesystem_of(path):
