@@ -75,9 +75,11 @@ attributes:
 EXAMPLES = r"""
 - name: Bring back the newest backup of /home, writable, beside the live one
   btrfs.backup.btrfs_restore:
-    backups: ssh://nas/srv/backups/web1
-    ssh_user: backup
-    ssh_sudo: true
+    backups: ssh://nas/srv/backups/web1/home
+    # An administrator's restore key on a server set up by the btrfs_backup role
+    # (btrfs_backup_server_restore_keys); the receive user's keys cannot restore.
+    ssh_user: btrfs-restore
+    ssh_identity_file: /root/.ssh/id_restore
     target: /home-restored
     writable: true
 

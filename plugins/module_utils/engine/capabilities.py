@@ -9,7 +9,7 @@ import re
 
 from .compressibility import sample_ratio
 from .errors import BackupError, UnreachableError
-from .server_mode import APPEND_ONLY, MODE_PROBE, parse_mode
+from .server_mode import APPEND_ONLY, MODE_PROBE, OPEN, parse_mode
 from .streams import Ends
 
 LOG = logging.getLogger("btrfs_backup")
@@ -67,6 +67,13 @@ class EndsProbe:
             return False
         self(endpoint)
         return self._modes.get(endpoint.id) == APPEND_ONLY
+
+    def is_serve(self, endpoint) -> bool:
+        """Whether `endpoint` said it is `btrfs-backup serve` (a backup server's key), in any mode."""
+        if endpoint is None or endpoint.kind != "ssh":
+            return False
+        self(endpoint)
+        return self._modes.get(endpoint.id) in (APPEND_ONLY, OPEN)
 
     def _ask_here(self):
         import shutil  # only here: start-up time of every run

@@ -438,7 +438,8 @@ def build_serve_parser():
         description="The forced command of a source host's ssh key on a backup server "
                     "(authorized_keys: restrict,command=\"btrfs-backup serve --root DIR\"). "
                     "Runs the command in SSH_ORIGINAL_COMMAND only if it is one that a push "
-                    "backup sends, with every path inside DIR; refuses anything else.")
+                    "backup sends, with every path inside DIR; refuses anything else. With --restore, "
+                    "the forced command of an administrator's restore key: it only reads backups.")
     parser.add_argument("--root", required=True, help="The only folder this key may use.")
     parser.add_argument("--btrfs", default="btrfs", metavar="PATH",
                         help="The btrfs program (run with sudo -n unless already root).")
@@ -458,6 +459,13 @@ def build_serve_parser():
                         help="Refuse receives once DIR's backups reference SIZE (e.g. '50G'), and "
                              "stop a receive that would pass it. DIR must be a subvolume in a "
                              "level-1 qgroup 1/<its id> on a filesystem with quotas enabled.")
+    parser.add_argument("--restore", action="store_true",
+                        help="An administrator's restore key: accept only what 'btrfs-backup restore "
+                             "ssh://...' and btrfs_restore send (the listing and btrfs send of a complete "
+                             "backup in DIR), nothing that writes.")
+    parser.add_argument("--host", action="append", dest="hosts", metavar="NAME",
+                        help="With --restore: only the folder DIR/NAME (repeat for several hosts); "
+                             "default: every host's folder in DIR.")
     parser.add_argument("--metrics-file", metavar="PATH",
                         help="Count refusals per host (DIR's name) and kind in this node_exporter textfile "
                              "(btrfs_backup_serve_refusals_total); its folder must be writable.")
@@ -471,7 +479,8 @@ def main(argv=None):
         options = build_serve_parser().parse_args(argv[1:])
         return serve.main(options.root, options.btrfs, append_only=options.append_only,
                           quota_size=options.quota, filesystem=options.filesystem,
-                          clock_skew=options.clock_skew, metrics_file=options.metrics_file)
+                          clock_skew=options.clock_skew, metrics_file=options.metrics_file,
+                          restore=options.restore, hosts=options.hosts)
     if argv and argv[0] == "status":
         from .status import main as status_main
         return status_main(argv[1:])

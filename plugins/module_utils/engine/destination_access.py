@@ -79,12 +79,16 @@ class DestinationFolders:
                 # A missing folder is created only where its parent is not on the source's disk.
                 self._elsewhere(dest, list_folder(dest, self.runner, parent), parent)
             except MissingPathError:
-                raise EndpointError(f"destination {dest.id} does not exist, nor does its parent folder {parent}")
+                raise EndpointError(missing_destination(dest, parent, self._on_backup_server(dest)))
             if not create:
                 return None
             self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
                                                  what="destination folder", shown=dest.id))
             return None if self.executor.check_mode else list_folder(dest, self.runner)
+
+    def _on_backup_server(self, dest) -> bool:
+        """Whether `dest` is a backup server's serve key (asked with its tools, once per run)."""
+        return self.source is not None and self.executor.probe(self.source.endpoint).is_serve(dest)
 
     def _elsewhere(self, dest, listing, path):
         """Rule 8: a backup on the source's own filesystem is lost with it; refused unless allowed."""
@@ -124,6 +128,15 @@ def source_uuids(source) -> frozenset:
         except OSError:
             pass
     return frozenset(found)
+
+
+def missing_destination(dest, parent, on_backup_server: bool) -> str:
+    """Pure: the error for a destination folder whose parent is missing too. On a backup server's
+    serve key, that parent is the host's folder, which the role makes: the server is at fault."""
+    if on_backup_server:
+        return (f"the backup server {dest.host} has no folder {parent} for this host: did the role's "
+                f"server part fail there, or is its backup disk not mounted? (destination {dest.id})")
+    return f"destination {dest.id} does not exist, nor does its parent folder {parent}"
 
 
 def not_mounted_hint(err: NotBtrfsError) -> str:

@@ -16,7 +16,13 @@ accepted commands itself, without a shell: btrfs as an argv list (through `sudo 
 already root), zstd as an argv list (unprivileged: it only turns one pipe into another), the
 rest (readlink -e, test -e, mkdir, the mount table) in Python.
 
-What the key can do: list its own folder, create folders in it, receive into it (also a
+A restore key (`serve --restore`, the administrator's key for `btrfs-backup restore ssh://...` and
+`btrfs_restore`) reads instead: `parse_request(..., restore=True)` accepts exactly what a restore
+sends to the backup's end - the listing batch and `btrfs send [-p PARENT] BACKUP` - and nothing
+that writes (no receive, mkdir, delete or property set). Both paths of a send must be complete
+backups inside its root (with `--host`, inside those hosts' folders of the root).
+
+What a source's key can do: list its own folder, create folders in it, receive into it (also a
 zstd-compressed stream), delete subvolumes in it, ask for the versions of zstd and btrfs and for
 serve's own mode (server_mode: a source then sends no deletion an append-only serve refuses). What
 it cannot: read anything back (no `btrfs send`, no `cat`), touch a path outside its root (other
@@ -37,6 +43,7 @@ node_exporter (refusal_counter).
 """
 
 import datetime
+import errno
 import fcntl
 import os
 import posixpath
@@ -183,15 +190,18 @@ def _segments(tokens):
     return segments
 
 
-def parse_request(line, root):
-    """Pure: the operations an SSH_ORIGINAL_COMMAND asks for, or Refused (nothing may run)."""
+def parse_request(line, root, restore=False, hosts=None):
+    """Pure: the operations an SSH_ORIGINAL_COMMAND asks for, or Refused (nothing may run).
+    `restore`: the shapes a restore key may run (`parse_restore_command`), within `hosts`."""
     root = check_root(root)
     tokens = _tokens(line)
     if "|" in tokens:
+        if restore:
+            raise Refused("a restore key runs no pipe (a restore sends `btrfs send` alone)")
         return Request([_parse_compressed_receive(tokens, root)])
     segments = _segments(tokens)
     if len(segments) == 1:
-        operation = parse_command(segments[0], root)
+        operation = parse_restore_command(segments[0], root, hosts) if restore else parse_command(segments[0], root)
         return Request([operation])
     # The listing batch: CMD; printf '\n<marker> %d\n' $?; CMD; printf ... $?
     if len(segments) % 2:
@@ -205,9 +215,9 @@ def parse_request(line, root):
         if not match or (marker is not None and match.group(1) != marker):
             raise Refused("malformed status marker %r" % status[1])
         marker = match.group(1)
-        operation = parse_command(command, root)
-        if operation.op == "receive":
-            raise Refused("btrfs receive cannot be part of a batch")
+        operation = parse_restore_command(command, root, hosts) if restore else parse_command(command, root)
+        if operation.op in ("receive", "send"):
+            raise Refused("btrfs %s cannot be part of a batch" % operation.op)
         operations.append(operation)
     return Request(operations, marker)
 
@@ -280,6 +290,57 @@ def _parse_btrfs(args, root):
         if len(rest) == 4 and rest[0] == "-ts" and rest[2:] == ["ro", "false"]:
             return Operation("writable", [confine(rest[1], root, below=True)], flags)
     raise Refused("%r is not a btrfs command that a backup sends" % " ".join(["btrfs"] + args))
+
+
+#: What a restore sends to the backup's end (restore.py through listing.py and transfer.py).
+RESTORE_OPERATIONS = ("readlink", "mountinfo", "list", "send")
+
+
+def parse_restore_command(words, root, hosts=None):
+    """Pure: one command of a restore key's request: the listing batch's commands and `btrfs send
+    [-p PARENT] BACKUP` (both below the root), each path within `hosts`' folders when given."""
+    if words[:2] == ["sudo", "-n"]:
+        words = words[2:]
+    if words[:2] == ["btrfs", "send"]:
+        operation = _parse_send(words[2:], root)
+    else:
+        try:
+            operation = parse_command(words, root)
+        except Refused as err:
+            if err.kind != "command":
+                raise
+            operation = None
+        if operation is None or operation.op not in RESTORE_OPERATIONS:
+            raise Refused("%r is not a command that a restore sends (a restore key only reads backups)"
+                          % " ".join(words))
+    for path in operation.paths:
+        within_hosts(path, root, hosts)
+    return operation
+
+
+def _parse_send(args, root):
+    """`btrfs send [-p PARENT] BACKUP`: Operation("send", [BACKUP] or [BACKUP, PARENT])."""
+    for word in args:
+        if "$" in word or "`" in word or _has_control(word):
+            raise Refused("%r: expansions are not allowed" % word)
+    if len(args) == 1 and not args[0].startswith("-"):
+        return Operation("send", [confine(args[0], root, below=True)])
+    if len(args) == 3 and args[0] == "-p" and not args[2].startswith("-"):
+        return Operation("send", [confine(args[2], root, below=True), confine(args[1], root, below=True)],
+                         ["-p"])
+    raise Refused("%r is not a btrfs send that a restore sends" % " ".join(["btrfs", "send"] + list(args)))
+
+
+def within_hosts(path, root, hosts):
+    """Pure: with `hosts` (host folder names), `path` (already confined to the root) must be one of
+    those folders or inside one; None allows every host's folder."""
+    if hosts is None:
+        return path
+    host = path[len(root) + 1:].split("/")[0] if path != root else ""
+    if host not in hosts:
+        raise Refused("%s is not in the folder of a host this key may restore (%s)"
+                      % (path, ", ".join(sorted(hosts)) or "none"), "path")
+    return path
 
 
 def append_only_refusal(operation):
@@ -493,9 +554,21 @@ class _BtrfsOperations:
                                   capture=True)
         if status != 0:
             return status
-        self.stdout.write(filter_listing(out.decode("utf-8", "surrogateescape"),
-                                         self._root_in_filesystem()).encode("utf-8", "surrogateescape"))
+        self.stdout.write(filter_listing(out.decode("utf-8", "surrogateescape"), self._root_in_filesystem(),
+                                         self.hosts).encode("utf-8", "surrogateescape"))
         return 0
+
+    def _op_send(self, paths, flags):
+        """A restore key's `btrfs send [-p PARENT] BACKUP`: both must be complete backups (a
+        partial receive or the host's folder is not a backup to restore); the stream goes
+        straight to the client."""
+        for path in paths:
+            shown = self._show(path)
+            if shown is None or not (shown[1] and shown[2]):
+                raise Refused("%s is not a complete backup (read-only, received); only backups are "
+                              "sent to a restore" % path, "path")
+        parent = ["-p", paths[1]] if flags == ["-p"] else []
+        return self._btrfs(["send"] + parent + [paths[0]])[0]
 
     def _root_in_filesystem(self):
         with open("/proc/self/mountinfo", "rb") as handle:
@@ -668,8 +741,10 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
                  use_sudo=None, append_only=False, log=None, quota_bytes=None, filesystem=None,
-                 clock_skew=name_trust.DEFAULT_CLOCK_SKEW, metrics_file=None):
+                 clock_skew=name_trust.DEFAULT_CLOCK_SKEW, metrics_file=None, restore=False, hosts=None):
         self.root = check_root(root)
+        self.restore = restore  # a restore key: reads backups, writes nothing (parse_restore_command)
+        self.hosts = None if hosts is None else frozenset(hosts)  # the host folders a restore key may read
         self.clock_skew = clock_skew  # seconds a received backup's name may be ahead of this clock
         self.metrics_file = metrics_file  # the refusal counters' textfile (refusal_counter), or None
         self.filesystem = filesystem  # the UUID of the filesystem the root was set up on
@@ -689,12 +764,14 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
         self.line = line
         self._count_refusal(None)  # a host's counters exist from its first connection
         try:
-            request = parse_request(line, self.root)
+            request = parse_request(line, self.root, self.restore, self.hosts)
         except Refused as err:
             return self._refuse(err)
         try:
             root_fd = os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as err:
+            if err.errno == errno.ENOENT:
+                return self._serve_without_root(request)
             self._say("btrfs-backup serve: cannot open %s: %s" % (self.root, err.strerror))
             return 1
         if self.filesystem is not None:
@@ -707,15 +784,34 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
             # One command at a time per root: nothing can swap a checked path for a symlink
             # (e.g. from inside a concurrent receive) between the check and the command.
             fcntl.flock(root_fd, fcntl.LOCK_EX)
-            status = 0
-            for operation in request.operations:
-                status = self._run(operation)
-                if request.marker is not None:
-                    self.stdout.write(("\n%s %d\n" % (request.marker, status)).encode())
-                    self.stdout.flush()
-            return status
+            return self._run_all(request, self._run)
         finally:
             os.close(root_fd)
+
+    def _run_all(self, request, run):
+        """Each operation in order (`run(operation)` its status), each status after the batch's marker."""
+        status = 0
+        for operation in request.operations:
+            status = run(operation)
+            if request.marker is not None:
+                self.stdout.write(("\n%s %d\n" % (request.marker, status)).encode())
+                self.stdout.flush()
+        return status
+
+    def _serve_without_root(self, request):
+        """The key's folder does not exist (the role's server part failed, or the backup disk did
+        not mount): the probes are answered, so a source learns that it meets serve, and paths
+        are said to be missing; anything else is refused once (kind disk), naming the folder."""
+        refused = []
+
+        def run(operation):
+            if operation.op in ROOTLESS_OPERATIONS:
+                return self._run(operation)
+            if refused:
+                return refused[0]
+            refused.append(self._refuse(Refused(missing_root_refusal(self.root), "disk")))
+            return refused[0]
+        return self._run_all(request, run)
 
     def _refuse(self, err):
         kind = getattr(err, "kind", "command")
@@ -764,6 +860,16 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
             return self._refuse(err)
 
 
+#: What serve answers also when its root is missing: the probes, and the paths' existence.
+ROOTLESS_OPERATIONS = ("mode", "btrfs_version", "zstd_version", "mountinfo", "readlink", "test")
+
+
+def missing_root_refusal(root):
+    """Pure: why nothing but the probes runs while the key's folder is missing."""
+    return ("the folder %s of this key does not exist on this server: did the role's server part fail "
+            "here, or is the backup disk not mounted? Nothing was changed" % root)
+
+
 def _filesystem_of(path):
     try:
         return subvol_info.filesystem_uuid(path)
@@ -791,9 +897,13 @@ def _subvolumes_in(folder):
         return set()
 
 
-def filter_listing(text, root_in_fs):
+def filter_listing(text, root_in_fs, hosts=None):
     """Pure: keep the `btrfs subvolume list` lines of subvolumes at or below `root_in_fs` (the
-    root's path from the filesystem's top level), so a host never learns another's UUIDs."""
+    root's path from the filesystem's top level), so a host never learns another's UUIDs; with
+    `hosts`, only those at or below these host folders of the root."""
+    if hosts is not None:
+        folders = sorted(posixpath.join(root_in_fs, host) for host in hosts)
+        return "".join(filter_listing(text, folder) for folder in folders)
     kept = []
     for line in text.splitlines():
         if not line.startswith("ID "):
@@ -817,16 +927,24 @@ def _syslog(message, priority):
 
 
 def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=None, filesystem=None,
-         clock_skew="15m", metrics_file=None):
-    """`btrfs-backup serve --root DIR`: the forced command of a source host's key."""
+         clock_skew="15m", metrics_file=None, restore=False, hosts=None):
+    """`btrfs-backup serve --root DIR`: the forced command of a source host's key (`restore`: of
+    an administrator's restore key, within the folders of `hosts` when given)."""
     environ = os.environ if environ is None else environ
     untraceable()
     try:
+        if restore and (append_only or quota_size):
+            raise ConfigError("--restore only reads backups: --append-only and --quota are for a source's key")
+        if hosts and not restore:
+            raise ConfigError("--host is for a restore key (--restore)")
+        for host in hosts or ():
+            if not _COMPONENT_RE.match(host):
+                raise ConfigError("--host %r is not a host folder name" % (host,))
         quota_bytes = quota.parse_size(quota_size) if quota_size else None
         skew = name_trust.parse_clock_skew(clock_skew)
         server = Server(root, btrfs_path, append_only=append_only, quota_bytes=quota_bytes,
                         filesystem=filesystem.lower() if filesystem else None, clock_skew=skew,
-                        metrics_file=metrics_file)
+                        metrics_file=metrics_file, restore=restore, hosts=hosts or None)
     except (Refused, ConfigError) as err:
         sys.stderr.write("btrfs-backup serve: %s\n" % err)
         return 2
