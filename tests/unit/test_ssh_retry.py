@@ -1,10 +1,12 @@
 """engine.ssh_retry and the shared connection's start: which ssh failures are tried again, and when."""
 
 import logging
+import re
 
 import pytest
 
 from engine.endpoints import SshConnections, SshEndpoint
+from engine.errors import EndpointError, UnreachableError
 from engine.runner import CommandResult
 from engine.ssh_retry import JITTER, RETRY_DELAYS, retry_delay, retry_message, turned_away
 
@@ -19,7 +21,7 @@ TURNED_AWAY = [
     pytest.param(255, "Connection closed by 10.0.0.1 port 22\r\n", "Connection closed by 10.0.0.1 port 22",
                  id="closed-before-auth"),
     pytest.param(255, "ssh: connect to host backup port 22: Connection refused\r\n",
-                 "ssh: connect to host backup port 22: Connection refused", id="sshd-restarting"),
+                 None, id="nothing-listens"),
     # Final answers: another try would get the same.
     pytest.param(255, "root@backup: Permission denied (publickey).\r\n", None, id="refused-key"),
     pytest.param(255, "Connection closed by 10.0.0.1 port 22\r\nroot@backup: Permission denied (publickey).\r\n",
@@ -100,3 +102,26 @@ def test_a_user_who_sets_up_connection_sharing_gets_no_master():
     with SshConnections(server, [SshEndpoint("backup", "/srv", ssh_options=["ControlMaster=no"])]):
         pass
     assert server.masters == 0
+
+
+@pytest.mark.parametrize("refusals, stderr, fails_fast", [
+    pytest.param(0, RESET, False, id="opened"),
+    pytest.param(2, RESET, False, id="opened-on-the-third-try"),
+    pytest.param(9, RESET, True, id="turned-away-four-times"),
+    pytest.param(9, "Connection timed out during banner exchange", True, id="timed-out"),
+    pytest.param(9, "root@backup: Permission denied (publickey).", True, id="refused-key"),
+])
+def test_a_host_whose_shared_connection_failed_is_not_asked_again_in_that_run(refusals, stderr, fails_fast):
+    """A host that timed out once is not given another 20 s per command: the run's commands for
+    it fail at once with ssh's first answer (a silent host is contacted once per run)."""
+    server = _Server(refusals, stderr)
+    endpoint = SshEndpoint("backup", "/srv")
+    with SshConnections(server, [endpoint]):
+        masters = server.masters
+        if fails_fast:
+            with pytest.raises(UnreachableError, match=re.escape(stderr)):
+                endpoint.run_batch(server, [(["btrfs", "--version"], True)])
+        else:
+            with pytest.raises(EndpointError, match="ended early"):  # the stand-in prints no markers
+                endpoint.run_batch(server, [(["btrfs", "--version"], True)])
+        assert server.masters == masters

@@ -106,6 +106,8 @@ class SshEndpoint(Endpoint):
     """A path on a remote host, reached with ssh(1); `sudo -n` before btrfs when asked."""
 
     kind = "ssh"
+    #: ssh's answer when the run's shared connection could not be opened (SshConnections), or None.
+    connect_failure = None
 
     def __init__(self, host, path, user=None, port=None, ssh_options=(), sudo=False,
                  ssh_binary="ssh"):
@@ -191,6 +193,8 @@ class SshEndpoint(Endpoint):
 
     def run_batch(self, runner, commands):
         """One ssh connection for all commands; each one's exit status is echoed after a marker."""
+        if self.connect_failure is not None:
+            raise unreachable("ssh host", self.connect_failure)
         marker = "__btrfs_backup_%s__" % os.urandom(16).hex()
         parts = []
         for argv, privileged in commands:
@@ -253,6 +257,10 @@ class SshConnections:
             reason = turned_away(result.returncode, result.stderr)
             delay = retry_delay(failed_try, _random_fraction()) if reason else None
             if delay is None:
+                if result.returncode == 255:
+                    # ssh itself failed (timed out, refused, a refused key): the run's commands
+                    # for this host fail with that answer instead of each waiting for it again.
+                    endpoint.connect_failure = result.stderr or "ssh failed"
                 return
             LOG.warning(retry_message(endpoint.host, reason, delay, failed_try + 1))
             if pause is not None:

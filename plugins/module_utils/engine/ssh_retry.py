@@ -4,9 +4,10 @@
 """Pure: whether the server turned an ssh connection away before anything ran, and when to try again.
 
 When a fleet's timers fire together, sshd's MaxStartups drops connections that are still
-unauthenticated ("kex_exchange_identification: read: Connection reset by peer"); a server that
-is restarting refuses them. Such a connection is worth another try; a refused key, a changed
-host key or anything after the connection was made is not.
+unauthenticated ("kex_exchange_identification: read: Connection reset by peer"). Such a
+connection is worth another try; a refused key, a changed host key, a host where nothing
+listens ("Connection refused": the server is down, and the destination fails at once as rule 9
+wants), a timeout or anything after the connection was made is not.
 """
 
 import re
@@ -17,8 +18,7 @@ RETRY_DELAYS = (1.0, 2.0, 4.0)
 JITTER = 0.25
 
 # The server turned the connection away before authentication: nothing ran.
-_TURNED_AWAY_RE = (r"kex_exchange_identification|Connection reset by peer|Connection refused"
-                   r"|Connection closed by \S+ port \d+")
+_TURNED_AWAY_RE = r"kex_exchange_identification|Connection reset by peer|Connection closed by \S+ port \d+"
 # Final answers: another try gets the same one.
 _FINAL_RE = r"Permission denied|Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED"
 
