@@ -76,6 +76,7 @@ _value:
 """
 
 import difflib
+import re
 
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
@@ -113,7 +114,15 @@ def _key_problems(where, job, job_options):
         hint = " (did you mean '%s'?)" % close[0] if close else " (valid keys: %s)" % ", ".join(sorted(job_options))
         lines.append("%s: unknown key '%s'%s" % (where, key, hint))
     for error in result.errors:
-        if type(error).__name__ != "UnsupportedError":
+        if type(error).__name__ == "UnsupportedError":
+            continue
+        # Ansible's wording of a type error differs between versions (some leave the value out).
+        wrong_type = re.match(r"argument '([^']+)' is of type", str(error))
+        if type(error).__name__ == "ArgumentTypeError" and wrong_type and wrong_type.group(1) in job:
+            key = wrong_type.group(1)
+            lines.append("%s: key '%s' must be of type %s, not %r"
+                         % (where, key, job_options[key].get("type", "str"), job[key]))
+        else:
             lines.append("%s: %s" % (where, str(error).replace("argument '", "key '", 1)))
     return lines
 

@@ -9,7 +9,6 @@ from __future__ import absolute_import, division, print_function
 __metaclass__ = type
 
 import os
-import re
 
 import pytest
 import yaml
@@ -50,9 +49,7 @@ PROBLEM_CASES = {
          "auto, none, zstd or zstd:LEVEL (1-19), not 'gzip')"]),
     "a number that is not one": (
         [dict(HOME, num_snapshots="three")], {},
-        # Ansible's own words after the key; they differ between ansible-core versions.
-        [re.compile(r"src1: backup job 'home': key 'num_snapshots' is of type .*str.* unable to convert to int: "
-                    r".*'three'.* cannot be converted to an int")]),
+        ["src1: backup job 'home': key 'num_snapshots' must be of type int, not 'three'"]),
     "a job without a name": ([{"source": "/x"}], {}, ["src1: backup job #1 (no name): missing required arguments: name"]),
     "a job that is not a dictionary": (["home"], {}, ["src1: backup job #1 (no name): is 'home', not a dictionary of job keys"]),
     "a role-wide default the engine refuses": (
@@ -79,10 +76,7 @@ PROBLEM_CASES = {
 @pytest.mark.parametrize("case", sorted(PROBLEM_CASES))
 def test_problems_name_the_host_the_job_the_key_and_the_value(case):
     jobs, variables, expected = PROBLEM_CASES[case]
-    problems = job_settings(jobs, "src1", JOB_OPTIONS, variables=variables)["problems"]
-    assert len(problems) == len(expected), problems
-    for problem, wanted in zip(problems, expected):
-        assert wanted.fullmatch(problem) if isinstance(wanted, re.Pattern) else problem == wanted, problem
+    assert job_settings(jobs, "src1", JOB_OPTIONS, variables=variables)["problems"] == expected
 
 
 def test_systemd_values_are_listed_once_each_with_every_place_that_sets_them():
