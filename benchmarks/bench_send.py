@@ -869,13 +869,13 @@ class Bench:
                                              self.py_env),):
             samples = sorted(timed([argv], env=env, label=label, gate=True).seconds for _ in range(9))
             d.append("- %s: %.0f / %.0f ms" % (label, samples[4] * 1000, samples[0] * 1000))
-        import_cli = "import sys; sys.path.insert(0, %r); import engine.cli" % str(REPO / "plugins" / "module_utils")
+        import_cli = "import sys; sys.path.insert(0, %r); import engine.frontends.cli" % str(REPO / "plugins" / "module_utils")
         imports = subprocess.run([sys.executable, "-X", "importtime", "-c", import_cli], env=self.py_env,
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True).stderr
         top = re.search(r"\|\s*(\d+) \| engine\.cli\s*$", imports, re.M)
         heavy = sorted(((int(m.group(1)), m.group(2).strip()) for m in
                         re.finditer(r"^import time:\s*(\d+) \|\s*\d+ \|(.*)$", imports, re.M)), reverse=True)[:8]
-        d.append("- `python -X importtime` (cached): importing engine.cli takes %s ms in all; largest own times: %s" % (
+        d.append("- `python -X importtime` (cached): importing engine.frontends.cli takes %s ms in all; largest own times: %s" % (
             "%.1f" % (int(top.group(1)) / 1000) if top else "?",
             ", ".join("%s %.1f ms" % (name, us / 1000) for us, name in heavy)))
         if not shutil.which("strace"):
@@ -922,7 +922,7 @@ class Bench:
                     self.msrc / "small", dest]
             # The engine's main() under the profiler, imports included. Not through bin/btrfs-backup:
             # it leaves with os._exit, before `python -m cProfile` could write its file.
-            statement = "import engine.cli; engine.cli.main(%r)" % [str(a) for a in args]
+            statement = "import engine.frontends.cli; engine.frontends.cli.main(%r)" % [str(a) for a in args]
             code = "import cProfile, sys; sys.path.insert(0, %r); cProfile.run(%r, %r)" % (
                 str(REPO / "plugins" / "module_utils"), statement, str(prof))
             timed([[sys.executable, "-c", code]], env=self.py_env, label="profile")

@@ -81,7 +81,7 @@ import re
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.setting_checks import ENGINE_SETTINGS, setting_problem
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.setting_checks import ENGINE_SETTINGS, setting_problem
 
 # The settings that go into systemd units as they are: OnCalendar= expressions and time spans.
 SYSTEMD_SETTINGS = {

@@ -11,16 +11,18 @@ __metaclass__ = type
 import os
 import time
 
-from ansible_collections.btrfs.backup.plugins.module_utils.engine import names, recording, state_store
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.durations import parse_duration
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.endpoints import (
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import names
+
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.host import recording, state_store
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.durations import parse_duration
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.endpoints import (
     SshEndpoint,
     check_path,
     parse_location,
     validate_ssh_option,
 )
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.errors import ConfigError
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.retention import parse_buckets
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.errors import ConfigError
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.retention import parse_buckets
 
 # Documented once in plugins/doc_fragments/ssh.py; every module that reaches hosts takes these.
 SSH_ARGUMENT_SPEC = dict(

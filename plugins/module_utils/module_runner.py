@@ -12,14 +12,14 @@ import os
 import subprocess
 import time
 
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.runner import CommandResult
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.runner import CommandResult
 
 # btrfs output is parsed: every command runs in the C locale, as with the engine's own runner.
 _LOCALE = {"LC_ALL": "C"}
 
 
 class ModuleCommandRunner(object):
-    """Same interface as engine.runner.CommandRunner: run() for short commands, popen() for streams.
+    """Same interface as engine.host.runner.CommandRunner: run() for short commands, popen() for streams.
 
     run() goes through run_command so that Ansible logs and reports commands the usual way;
     the send | receive stream needs connected pipes, which run_command cannot give, so popen()

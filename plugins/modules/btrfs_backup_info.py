@@ -288,14 +288,15 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.btrfs.backup.plugins.module_utils import module_params
-from ansible_collections.btrfs.backup.plugins.module_utils.engine import health, server_view
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.durations import parse_duration
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.errors import BackupError
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.jobspec import job_from_args, jobs_from_config_dir
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.run_record import with_survey
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.state_store import read_state
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.survey import survey_job
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.timers import read_timer_states
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import health
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.run import server_view
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.durations import parse_duration
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.errors import BackupError
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.frontends.jobspec import job_from_args, jobs_from_config_dir
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.run_record import with_survey
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.state_store import read_state
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.run.survey import survey_job
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.timers import read_timer_states
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.module_utils.module_runner import ModuleCommandRunner
 

@@ -135,8 +135,8 @@ plan:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.btrfs.backup.plugins.module_utils import module_params
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.errors import BackupError
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.restore import restore
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.errors import BackupError
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.run.restore import restore
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.module_utils.module_runner import ModuleCommandRunner
 

@@ -152,8 +152,8 @@ after:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.btrfs.backup.plugins.module_utils import module_params
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.errors import BackupError
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.operations import apply_retention
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.errors import BackupError
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.run.operations import apply_retention
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.module_utils.module_runner import ModuleCommandRunner
 

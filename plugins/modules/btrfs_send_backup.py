@@ -411,8 +411,8 @@ import time
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.btrfs.backup.plugins.module_utils import module_params
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.job import JobConfig, run_job
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.locks import serialize_locks
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.run.job import JobConfig, run_job
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.locks import serialize_locks
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.module_utils.module_runner import ModuleCommandRunner
 

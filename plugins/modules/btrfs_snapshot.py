@@ -135,8 +135,8 @@ plan:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.btrfs.backup.plugins.module_utils import module_params
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.errors import BackupError
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.operations import (
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.errors import BackupError
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.run.operations import (
     snapshot_absent,
     snapshot_present,
 )

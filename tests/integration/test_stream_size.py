@@ -1,4 +1,4 @@
-"""engine.stream_size on real btrfs: the estimate from a `--no-data` send against the length of
+"""engine.host.stream_size on real btrfs: the estimate from a `--no-data` send against the length of
 the real `btrfs send` stream, for a full and an incremental send of a mixed tree (many small
 files and a few large ones, sparse, preallocated, reflinked and hard-linked files), on a plain
 and on a compressing mount. Run with -s to see the deviations."""
@@ -21,9 +21,9 @@ _MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "plugins" / "module_ut
 if _MODULE_UTILS not in sys.path:
     sys.path.insert(0, _MODULE_UTILS)
 
-from engine.endpoints import LocalEndpoint, SshConnections, parse_location  # noqa: E402
-from engine.runner import CommandRunner  # noqa: E402
-from engine.stream_size import estimate_stream_size  # noqa: E402
+from engine.host.endpoints import LocalEndpoint, SshConnections, parse_location  # noqa: E402
+from engine.host.runner import CommandRunner  # noqa: E402
+from engine.host.stream_size import estimate_stream_size  # noqa: E402
 
 # How far the estimate may be from the real stream's length (on kernel 6.18 it is exact: every
 # command of the real stream is accounted for).

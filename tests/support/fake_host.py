@@ -15,11 +15,11 @@ import subprocess
 import uuid
 
 try:
-    from ansible_collections.btrfs.backup.plugins.module_utils.engine.runner import CommandResult
-    from ansible_collections.btrfs.backup.plugins.module_utils.engine.server_mode import MODE_PROBE, serve_answer
+    from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.runner import CommandResult
+    from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.server_mode import MODE_PROBE, serve_answer
 except ImportError:  # the engine's own unit tests import it as `engine`, as the CLI does
-    from engine.runner import CommandResult
-    from engine.server_mode import MODE_PROBE, serve_answer
+    from engine.host.runner import CommandResult
+    from engine.model.server_mode import MODE_PROBE, serve_answer
 
 
 class FakeHost(object):

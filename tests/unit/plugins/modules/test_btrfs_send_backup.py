@@ -12,7 +12,7 @@ import os
 
 import pytest
 
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.result import DestinationResult, JobResult
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.result import DestinationResult, JobResult
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.modules import btrfs_send_backup
 

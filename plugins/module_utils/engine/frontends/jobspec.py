@@ -1,0 +1,80 @@
+"""A job as status and the info module see it: from a backup command line, an @argfile or the role's config folder."""
+
+import glob
+import os
+import posixpath
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+from .argfiles import expand_argfiles
+from ..host.endpoints import check_path, parse_location
+from ..model.errors import ConfigError
+from ..model.durations import parse_duration
+from ..host.state_store import current_state_path, default_job_name, validate_job_name
+
+DEFAULT_CONFIG_DIR = "/etc/btrfs-backup"
+
+
+@dataclass
+class JobSpec:
+    """Where a job's snapshots, backups and last-run state are."""
+    name: str
+    source: str
+    source_id: str
+    folder: str
+    prefix: str = ""
+    destinations: List[str] = field(default_factory=list)
+    ssh_options: List[str] = field(default_factory=list)
+    ssh_sudo: bool = False
+    max_age: Optional[int] = None
+    config_file: Optional[str] = None
+    metrics_dir: Optional[str] = None
+
+    @property
+    def state_path(self):
+        return current_state_path(self.source_id, self.folder)
+
+
+class _ArgumentError(Exception):
+    pass
+
+
+def job_from_args(argv, name=None, config_file=None):
+    """A JobSpec from the arguments of a backup run (@argfiles expanded); ConfigError if unusable."""
+    import argparse
+    from .cli import build_parser
+    from ..host.recording import add_options
+    parser = build_parser()
+    add_options(parser)
+
+    def fail(message):
+        raise _ArgumentError(message)
+    parser.error = fail  # report, do not exit: one bad job must not hide the others
+    try:
+        options = parser.parse_args(expand_argfiles(list(argv)))
+    except (_ArgumentError, argparse.ArgumentError) as err:
+        raise ConfigError("%s: %s" % (config_file or " ".join(argv), err))
+    source = parse_location(options.source, options.ssh_opt, options.ssh_sudo, allow_shell=False)
+    folder = check_path(options.snapshot_folder or "snapshot", "snapshot folder")
+    if not folder.startswith("/"):
+        folder = posixpath.join(source.path, folder)
+    job = options.job_name or name or default_job_name(source.id)
+    return JobSpec(name=validate_job_name(job), source=options.source, source_id=source.id,
+                   folder=folder, prefix=options.snapshot_prefix, destinations=list(options.dest),
+                   ssh_options=list(options.ssh_opt), ssh_sudo=options.ssh_sudo,
+                   max_age=parse_duration(options.max_age) if options.max_age else None,
+                   config_file=config_file, metrics_dir=options.metrics_dir)
+
+
+def jobs_from_config_dir(config_dir=DEFAULT_CONFIG_DIR):
+    """([JobSpec], [error]) for every *.conf in the folder the role writes job configs to."""
+    jobs, errors = [], []
+    for path in sorted(glob.glob(os.path.join(config_dir, "*.conf"))):
+        name = os.path.basename(path)[:-len(".conf")]
+        if name.endswith(".verify"):
+            continue  # a job's restore drill (NAME.verify.conf), not a job
+        try:
+            jobs.append(job_from_args(["@" + path], name=name, config_file=path))
+        except ConfigError as err:
+            errors.append(str(err))
+    return jobs, errors

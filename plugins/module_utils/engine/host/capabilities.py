@@ -1,0 +1,114 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""What each end of a run's streams can do (zstd, send protocol 2) and whether an ssh destination
+is an append-only serve, asked once per host and run; whether a snapshot's data compresses, sampled once."""
+
+import logging
+import re
+
+from .compressibility import sample_ratio
+from ..model.errors import BackupError, UnreachableError
+from ..model.server_mode import APPEND_ONLY, MODE_PROBE, OPEN, parse_mode
+from .streams import Ends
+
+LOG = logging.getLogger("btrfs_backup")
+
+SEND_STREAM_VERSION = "/sys/fs/btrfs/features/send_stream_version"
+PROTO2_PROGS = (6, 0)  # btrfs-progs that send and receive protocol 2 (and encoded writes)
+
+
+def progs_version(text):
+    """Pure: (major, minor) from `btrfs --version` ("btrfs-progs v6.2"), or None."""
+    match = re.search(r"btrfs-progs v(\d+)\.(\d+)", text or "")
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def ends_from(btrfs_version, zstd_ok, stream_version=None):
+    """Pure: the Ends of a host from its probes; a sender also needs the kernel's protocol 2
+    (`stream_version` None: that end only receives)."""
+    version = progs_version(btrfs_version)
+    proto2 = version is not None and version >= PROTO2_PROGS
+    if stream_version is not None:
+        proto2 = proto2 and stream_version.strip().isdigit() and int(stream_version) >= 2
+    return Ends(zstd=zstd_ok, proto2=proto2)
+
+
+class EndsProbe:
+    """`probe(endpoint)`: the Ends of that endpoint (None: this machine), asked once per run.
+    A source is also asked for its kernel's send protocol; a destination for its tools and, in
+    the same batch, whether it is `btrfs-backup serve` and in which mode (server_mode: a
+    restricted server answers these probes and nothing else)."""
+
+    def __init__(self, runner, source=None):
+        self.runner = runner
+        self.source = source
+        self._known = {}
+        self._modes = {}  # ssh endpoint id -> server_mode's answer (None: unknown)
+        self._samples = {}
+        self.told = set()  # ends whose missing zstd was already logged
+
+    def sample(self, snapshot_path):
+        """The compressibility sample of a local snapshot (compressibility.sample_ratio), once."""
+        if snapshot_path not in self._samples:
+            self._samples[snapshot_path] = sample_ratio(snapshot_path)
+        return self._samples[snapshot_path]
+
+    def __call__(self, endpoint):
+        remote = endpoint is not None and endpoint.kind == "ssh"
+        key = endpoint.id if remote else None
+        if key not in self._known:
+            self._known[key] = self._ask(endpoint) if remote else self._ask_here()
+        return self._known[key]
+
+    def append_only(self, endpoint) -> bool:
+        """Whether `endpoint` said it is `serve --append-only` (asked with its tools, once)."""
+        if endpoint is None or endpoint.kind != "ssh":
+            return False
+        self(endpoint)
+        return self._modes.get(endpoint.id) == APPEND_ONLY
+
+    def is_serve(self, endpoint) -> bool:
+        """Whether `endpoint` said it is `btrfs-backup serve` (a backup server's key), in any mode."""
+        if endpoint is None or endpoint.kind != "ssh":
+            return False
+        self(endpoint)
+        return self._modes.get(endpoint.id) in (APPEND_ONLY, OPEN)
+
+    def _ask_here(self):
+        import shutil  # only here: start-up time of every run
+
+        version = self.runner.run(["btrfs", "--version"])
+        try:
+            with open(SEND_STREAM_VERSION) as handle:
+                stream_version = handle.read()
+        except OSError:
+            stream_version = ""
+        return ends_from(version.stdout if version.ok else "", shutil.which("zstd") is not None, stream_version)
+
+    def _ask(self, endpoint):
+        commands = [(["btrfs", "--version"], True), (["zstd", "--version"], False)]
+        is_source = self.source is not None and endpoint.id == self.source.id
+        if is_source:
+            commands.append((["cat", SEND_STREAM_VERSION], False))
+        try:
+            results = self._ask_with_mode(endpoint, commands) if not is_source \
+                else endpoint.run_batch(self.runner, commands)
+        except BackupError as err:
+            LOG.info("%s: could not ask what it supports (%s); streams to it are plain", endpoint.id, err)
+            return Ends()
+        btrfs, zstd = results[0], results[1]
+        stream_version = (results[2].stdout if results[2].ok else "") if is_source else None
+        return ends_from(btrfs.stdout if btrfs.ok else "", zstd.ok, stream_version)
+
+    def _ask_with_mode(self, endpoint, commands):
+        """The results of `commands` at a destination, asking in the same batch what it is."""
+        try:
+            results = endpoint.run_batch(self.runner, commands + [(MODE_PROBE, False)])
+        except UnreachableError:
+            raise
+        except BackupError:
+            # A serve from before the mode probe refuses the whole batch: ask it without.
+            return endpoint.run_batch(self.runner, commands)
+        self._modes[endpoint.id] = parse_mode(results[-1].stdout) if results[-1].ok else None
+        return results[:-1]

@@ -1,0 +1,74 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""Effects at an endpoint that change it: run-or-raise, make a folder, snapshot, rename, delete subvolumes."""
+
+import posixpath
+
+from . import btrfs
+
+from ..model import names
+from .endpoints import unreachable
+from ..model.errors import BackupError, EndpointError
+
+
+def run_or_raise(endpoint, runner, argv, what, privileged=True):
+    """Run `argv` at `endpoint`; a failure raises with the command's last stderr line."""
+    result = runner.run(endpoint.command(argv, privileged))
+    if not result.ok:
+        if result.returncode == 255 and endpoint.kind == "ssh":
+            raise unreachable(endpoint.id, result.stderr)
+        detail = (result.stderr.strip().splitlines() or ["exit status %d" % result.returncode])[-1]
+        raise BackupError("cannot %s: %s" % (what, detail))
+    return result
+
+
+def make_folder(endpoint, runner, path, parents=False):
+    argv = ["mkdir"] + (["-p"] if parents else []) + ["--", path]
+    run_or_raise(endpoint, runner, argv, "create folder %s" % path)
+
+
+def take_snapshot(endpoint, runner, source_path, snapshot_path):
+    names.validate_name(posixpath.basename(snapshot_path))
+    run_or_raise(endpoint, runner, btrfs.snapshot_argv(source_path, snapshot_path),
+                 "snapshot %s to %s" % (source_path, snapshot_path))
+
+
+def snapshot_at(endpoint, runner, source_path, path, writable=False):
+    """A snapshot at any path the user chose (a restore target), writable or read-only;
+    a read-only snapshot of a received subvolume keeps its received_uuid."""
+    argv = btrfs.snapshot_argv(source_path, path)
+    if writable:
+        argv.remove("-r")
+    run_or_raise(endpoint, runner, argv, f"create {path}")
+
+
+def rename(endpoint, runner, path, new_path):
+    run_or_raise(endpoint, runner, ["mv", "-T", "--", path, new_path], f"rename {path} aside")
+
+
+def delete_subvolumes(endpoint, runner, paths, folder, convert_rw=False, sync=False):
+    """Delete subvolumes in one btrfs call; -w makes them writable first, -s waits for the cleaner."""
+    for path in paths:
+        names.validate_name(posixpath.basename(path))
+    if convert_rw:
+        for path in paths:
+            make_writable(endpoint, runner, path)
+    run_or_raise(endpoint, runner, btrfs.delete_argv(paths, commit=sync),
+                 "delete %s" % ", ".join(paths))
+    if sync:
+        run_or_raise(endpoint, runner, btrfs.sync_argv(folder), "sync %s" % folder)
+
+
+def make_writable(endpoint, runner, path):
+    """`ro false` before a delete (-w). btrfs-progs >= 5.14 refuses it for a received backup
+    unless forced, and older releases do not know -f: so force only when refused."""
+    what = "make %s writable" % path
+    try:
+        run_or_raise(endpoint, runner, btrfs.set_writable_argv(path), what)
+    except EndpointError:
+        raise
+    except BackupError as err:
+        if "received_uuid" not in str(err):
+            raise
+        run_or_raise(endpoint, runner, btrfs.set_writable_argv(path, force=True), what)

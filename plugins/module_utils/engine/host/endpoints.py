@@ -1,0 +1,376 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""Where commands run: a local path, `ssh://[user@]host[:port]/path`, or a `shell://` stream sink."""
+
+import os
+import posixpath
+import re
+import shlex
+
+from ..model.errors import ConfigError, EndpointError, UnreachableError
+from .runner import LOG, CommandResult
+from ..model.ssh_retry import retry_delay, retry_message, turned_away
+
+# Patterns as text: `re` compiles (and caches) each on first use, so a local run pays for none
+# of the ssh ones (start-up time of every run).
+_HOST_RE = r"^(?:[A-Za-z0-9_](?:[A-Za-z0-9_.-]{0,252})|\[[0-9A-Fa-f:.%A-Za-z]+\])\Z"
+_USER_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\Z"
+_SSH_OPTION_RE = r"^[A-Za-z][A-Za-z0-9]*[= ]"
+
+# Bounded waits for hosts that refuse, never answer, or vanish mid-stream; user options come
+# first on the command line, and ssh keeps the first value it sees, so users can override these.
+DEFAULT_SSH_OPTIONS = (
+    "ConnectTimeout=20",
+    "ServerAliveInterval=15",
+    "ServerAliveCountMax=4",
+)
+
+
+# OpenSSH's built-in cipher order. When ssh -G shows it unchanged (nobody configured Ciphers),
+# the same ciphers are offered with AES-GCM first: with AES-NI it moves bulk data markedly
+# faster than chacha20-poly1305, and every server that accepted the default still agrees.
+OPENSSH_DEFAULT_CIPHERS = ("chacha20-poly1305@openssh.com,aes128-ctr,aes192-ctr,aes256-ctr,"
+                           "aes128-gcm@openssh.com,aes256-gcm@openssh.com")
+BULK_CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,"
+                "aes128-ctr,aes192-ctr,aes256-ctr")
+
+
+def check_path(path, what):
+    """A usable filesystem path: no NUL/newline, no '..' component; returned normalised."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError("%s: a path is required" % what)
+    if "\x00" in path or "\n" in path:
+        raise ConfigError("%s %r: control characters are not allowed in paths" % (what, path))
+    if ".." in path.split("/"):
+        raise ConfigError("%s %r: '..' is not allowed in paths; give an absolute path" % (what, path))
+    path = posixpath.normpath(path)
+    # POSIX keeps a leading '//' apart; Linux does not, and one folder must have one id.
+    return "/" + path.lstrip("/") if path.startswith("//") else path
+
+
+class Endpoint:
+    """Common interface: `command()` wraps an argv to run at the endpoint."""
+
+    kind = None
+    can_list = True
+
+    def __init__(self, path):
+        self.path = path
+
+    @property
+    def id(self):
+        raise NotImplementedError
+
+    def command(self, argv, privileged=True):
+        raise NotImplementedError
+
+    def run_batch(self, runner, commands):
+        """Run several argv lists at the endpoint, returning one CommandResult each."""
+        return [runner.run(self.command(argv, privileged)) for argv, privileged in commands]
+
+    def join(self, *parts):
+        return posixpath.join(self.path, *parts)
+
+    def __str__(self):
+        return self.id
+
+
+class LocalEndpoint(Endpoint):
+    """A path on this machine."""
+
+    kind = "local"
+
+    def __init__(self, path):
+        path = check_path(path, "local path")
+        super().__init__(os.path.abspath(path))
+
+    @property
+    def id(self):
+        # btrfs-backup 0.3 used the absolute path; a symlinked path is resolved so that
+        # two spellings of one folder share their locks.
+        return os.path.realpath(self.path)
+
+    @property
+    def id_aliases(self):
+        return {self.path, self.id}
+
+    def command(self, argv, privileged=True):
+        return list(argv)
+
+    def with_path(self, path):
+        return LocalEndpoint(path)
+
+
+class SshEndpoint(Endpoint):
+    """A path on a remote host, reached with ssh(1); `sudo -n` before btrfs when asked."""
+
+    kind = "ssh"
+    #: ssh's answer when the run's shared connection could not be opened (SshConnections), or None.
+    connect_failure = None
+
+    def __init__(self, host, path, user=None, port=None, ssh_options=(), sudo=False,
+                 ssh_binary="ssh"):
+        if not re.match(_HOST_RE, host or ""):
+            raise ConfigError("ssh host %r is not a valid host name or address" % (host,))
+        if user is not None and not re.match(_USER_RE, user):
+            raise ConfigError("ssh user %r is not a valid user name" % (user,))
+        if port is not None and not (isinstance(port, int) and 0 < port < 65536):
+            raise ConfigError("ssh port %r is not a port number (1-65535)" % (port,))
+        path = check_path(path, "remote path")
+        if not path.startswith("/"):
+            raise ConfigError("remote path %r must be absolute" % (path,))
+        for option in ssh_options:
+            validate_ssh_option(option)
+        super().__init__(path)
+        self.host = host
+        self.user = user
+        self.port = port
+        self.ssh_options = list(ssh_options)
+        self.sudo = sudo
+        self.ssh_binary = ssh_binary
+        self.control_path = None  # set by SshConnections to share one connection per run
+        self.bulk_ciphers = False  # set by SshConnections when ssh_config leaves Ciphers alone
+
+    @property
+    def id(self):
+        # Same shape as btrfs-backup 0.3, so its lock entries keep matching.
+        target = self.host
+        if self.user:
+            target = "%s@%s" % (self.user, target)
+        if self.port:
+            target = "%s:%s" % (target, self.port)
+        return "ssh://%s%s" % (target, self.path)
+
+    @property
+    def id_aliases(self):
+        return {self.id}
+
+    def ssh_argv(self):
+        argv = [self.ssh_binary]
+        for option in list(self.ssh_options) + list(DEFAULT_SSH_OPTIONS) + self._multiplexing():
+            argv += ["-o", option]
+        if self.port:
+            argv += ["-p", str(self.port)]
+        host = self.host[1:-1] if self.host.startswith("[") else self.host
+        argv.append("%s@%s" % (self.user, host) if self.user else host)
+        return argv
+
+    def user_multiplexing(self):
+        """The user's ssh options decide about connection sharing themselves (ssh keeps the first
+        value, and theirs come first)."""
+        return any(o.split("=", 1)[0].strip().lower() in ("controlmaster", "controlpath")
+                   for o in self.ssh_options)
+
+    def _multiplexing(self):
+        options = ["Ciphers=%s" % BULK_CIPHERS] if self.bulk_ciphers else []
+        if self.control_path:
+            options += ["ControlMaster=auto", "ControlPath=%s" % self.control_path,
+                        "ControlPersist=60"]
+        return options
+
+    def configured_ciphers(self, runner):
+        """The cipher list ssh would use for this host (ssh -G: reads config, no connection)."""
+        argv = self.ssh_argv()
+        result = runner.run(argv[:-1] + ["-G", argv[-1]])
+        for line in result.stdout.splitlines() if result.ok else ():
+            if line.startswith("ciphers "):
+                return line.split(None, 1)[1].strip()
+        return None
+
+    def remote_line(self, argv, privileged=True):
+        """A remote command line with every word quoted (the remote login shell parses it)."""
+        words = (["sudo", "-n"] if (privileged and self.sudo) else []) + list(argv)
+        return " ".join(shlex.quote(w) for w in words)
+
+    def command(self, argv, privileged=True):
+        return self.ssh_argv() + ["--", self.remote_line(argv, privileged)]
+
+    def command_pipeline(self, commands):
+        """(argv, privileged) commands joined by pipes at the remote host: its login shell
+        connects them (every word is quoted; only the pipe signs are ours)."""
+        return self.ssh_argv() + ["--", " | ".join(self.remote_line(a, p) for a, p in commands)]
+
+    def run_batch(self, runner, commands):
+        """One ssh connection for all commands; each one's exit status is echoed after a marker."""
+        if self.connect_failure is not None:
+            raise unreachable("ssh host", self.connect_failure)
+        marker = "__btrfs_backup_%s__" % os.urandom(16).hex()
+        parts = []
+        for argv, privileged in commands:
+            parts.append("%s; printf '\\n%s %%d\\n' $?" % (self.remote_line(argv, privileged), marker))
+        result = runner.run(self.ssh_argv() + ["--", "; ".join(parts)])
+        return split_batch_output(result, marker, [argv for argv, _privileged in commands])
+
+    def with_path(self, path):
+        return SshEndpoint(self.host, path, self.user, self.port, self.ssh_options, self.sudo,
+                           self.ssh_binary)
+
+
+class SshConnections:
+    """One multiplexed ssh connection per host for a whole run: a run makes several short
+    calls (listing, send, verify, retention) and should not pay a handshake for each.
+    A context manager: `with SshConnections(runner, endpoints):` closes them however it ends."""
+
+    def __init__(self, runner, endpoints=()):
+        self.runner = runner
+        self._dir = None
+        self._endpoints = []
+        for endpoint in endpoints:
+            self.attach(endpoint)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def attach(self, endpoint):
+        if not isinstance(endpoint, SshEndpoint):
+            return endpoint
+        endpoint.bulk_ciphers = endpoint.configured_ciphers(self.runner) == OPENSSH_DEFAULT_CIPHERS
+        if self._dir is None:
+            import tempfile  # only runs with ssh endpoints pay for it
+            self._dir = tempfile.mkdtemp(prefix="btrfs-backup-ssh-")
+        # %C is a hash of host, port and user: short enough for a socket path.
+        endpoint.control_path = os.path.join(self._dir, "%C")
+        self._endpoints.append(endpoint)
+        self._open_master(endpoint)
+        return endpoint
+
+    def _open_master(self, endpoint):
+        """Open the host's shared connection now, trying again while the server turns
+        connections away (a fleet whose timers fire together meets sshd's MaxStartups). The
+        master runs no command (-N), so a retry never repeats anything; every later command of
+        the run goes through it. When it cannot be opened, each command connects by itself and
+        reports the failure as usual (a refused key is not retried)."""
+        if endpoint.user_multiplexing():
+            return
+        argv = endpoint.ssh_argv()
+        argv = argv[:-1] + ["-N", argv[-1]]
+        pause = getattr(self.runner, "pause", None)  # a fake runner does not wait
+        failed_try = 0
+        while True:
+            result = self.runner.run(argv)
+            failed_try += 1
+            reason = turned_away(result.returncode, result.stderr)
+            delay = retry_delay(failed_try, _random_fraction()) if reason else None
+            if delay is None:
+                if result.returncode == 255:
+                    # ssh itself failed (timed out, refused, a refused key): the run's commands
+                    # for this host fail with that answer instead of each waiting for it again.
+                    endpoint.connect_failure = result.stderr or "ssh failed"
+                return
+            LOG.warning(retry_message(endpoint.host, reason, delay, failed_try + 1))
+            if pause is not None:
+                pause(delay)
+
+    def close(self):
+        for endpoint in self._endpoints:
+            self.runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
+        if self._dir is not None:
+            import shutil
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
+        self._endpoints = []
+
+
+class ShellEndpoint(Endpoint):
+    """`shell://COMMAND`: the send stream is piped into the user's own shell command."""
+
+    kind = "shell"
+    can_list = False
+
+    def __init__(self, shell_command):
+        if not shell_command.strip():
+            raise ConfigError("shell:// destination needs a command, e.g. 'shell://cat > /backup/file'")
+        super().__init__(None)
+        self.shell_command = shell_command
+
+    @property
+    def id(self):
+        return "shell://%s" % self.shell_command
+
+    @property
+    def id_aliases(self):
+        return {self.id}
+
+    def command(self, argv, privileged=True):
+        raise EndpointError("shell:// destinations only receive a stream")
+
+    def receive_argv(self):
+        # The user wrote a shell command on purpose; it is the one place a shell is used.
+        return ["sh", "-c", self.shell_command]
+
+
+def _random_fraction():
+    import random  # only runs whose server turned a connection away pay for it
+    return random.random()
+
+
+def unreachable(where, stderr):
+    """The error for an ssh that failed before running anything; a refused key is named as such."""
+    detail = (stderr.strip().splitlines() or ["ssh failed"])[-1]
+    if "Permission denied" in detail:
+        return UnreachableError(
+            "cannot reach %s: the server refused this host's key (%s); the key is not "
+            "authorised there, or this host was revoked" % (where, detail))
+    return UnreachableError("cannot reach %s: %s" % (where, detail))
+
+
+def split_batch_output(result, marker, argvs):
+    """Split a batched remote run's stdout at the markers into one CommandResult per command."""
+    if result.returncode == 255 and marker not in result.stdout:
+        raise unreachable("ssh host", result.stderr)
+    results = []
+    rest = result.stdout
+    for argv in argvs:
+        head, sep, tail = rest.partition("\n%s " % marker)
+        if not sep:
+            raise EndpointError("remote commands ended early: %s" % (result.stderr.strip() or "no output"))
+        code, _newline, rest = tail.partition("\n")
+        try:
+            returncode = int(code)
+        except ValueError:
+            raise EndpointError("unexpected output from remote host: %r" % code)
+        results.append(CommandResult(argv, returncode, head, result.stderr))
+    return results
+
+
+def validate_ssh_option(option):
+    """An ssh_config option as 'Key=value' (passed to ssh as -o, one argv item)."""
+    if not isinstance(option, str) or not re.match(_SSH_OPTION_RE, option) or "\n" in option:
+        raise ConfigError("ssh option %r must look like 'Key=value' (an ssh_config option)" % (option,))
+    return option
+
+
+_SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://"
+_SSH_URL_RE = (
+    r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@]+)(?::(?P<port>[^/]*))?(?P<path>/.*)$"
+)
+
+
+def parse_location(spec, ssh_options=(), ssh_sudo=False, allow_shell=True):
+    """Turn a command-line location (path, ssh:// URL, shell:// command) into an Endpoint."""
+    if not isinstance(spec, str) or not spec:
+        raise ConfigError("empty location")
+    if spec.startswith("shell://"):
+        if not allow_shell:
+            raise ConfigError("%r: a shell:// command can only be a destination" % spec)
+        return ShellEndpoint(spec[len("shell://"):])
+    if spec.startswith("ssh://"):
+        match = re.match(_SSH_URL_RE, spec)
+        if not match:
+            raise ConfigError(
+                "%r is not a valid ssh URL: expected ssh://[user@]host[:port]/absolute/path" % spec)
+        port = match.group("port")
+        if port is not None:
+            if not re.match(r"^[0-9]{1,5}\Z", port):
+                raise ConfigError("%r: port %r is not a number" % (spec, port))
+            port = int(port)
+        return SshEndpoint(match.group("host"), match.group("path"), user=match.group("user"),
+                           port=port, ssh_options=ssh_options, sudo=ssh_sudo)
+    if "://" in spec and re.match(_SCHEME_RE, spec):
+        raise ConfigError("%r: unknown scheme (use a path, ssh:// or shell://)" % spec)
+    return LocalEndpoint(spec)

@@ -1,0 +1,209 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""The `.outstanding_transfers` lock file: btrfs-backup 0.3's JSON shape, strict parsing, atomic writes."""
+
+import os
+
+from ..model.errors import LockFileError
+
+LOCK_FILE_NAME = ".outstanding_transfers"
+LOCK_KINDS = ("locks", "parent_locks")
+
+
+def parse_locks(text, where=LOCK_FILE_NAME):
+    """Parse `{"<snapshot>": {"locks": [dest_id], "parent_locks": [dest_id]}}` into sets.
+
+    Anything else is a LockFileError that names the file: a damaged lock file may hide
+    a half-finished transfer, so it is never silently treated as empty.
+    """
+    hint = ("%s is corrupt (%%s); it records unfinished transfers, so it is not reset "
+            "automatically: repair it, or delete it once no partial backup is left at the "
+            "destinations" % where)
+    import json  # here: a run without a lock file to read or write does not need it
+    try:
+        data = json.loads(text)
+    except ValueError as err:
+        raise LockFileError(hint % ("not valid JSON: %s" % err))
+    if not isinstance(data, dict):
+        raise LockFileError(hint % "the top level is not an object")
+    locks = {}
+    for snapshot, entry in data.items():
+        if not isinstance(entry, dict):
+            raise LockFileError(hint % ("entry %r is not an object" % snapshot))
+        parsed = {}
+        for kind, dest_ids in entry.items():
+            if kind not in LOCK_KINDS:
+                raise LockFileError(hint % ("entry %r has an unknown key %r" % (snapshot, kind)))
+            if not isinstance(dest_ids, list) or not all(isinstance(d, str) for d in dest_ids):
+                raise LockFileError(hint % ("%r of %r is not a list of strings" % (kind, snapshot)))
+            parsed[kind] = set(dest_ids)
+        locks[snapshot] = {kind: parsed.get(kind, set()) for kind in LOCK_KINDS}
+    return locks
+
+
+def serialize_locks(locks):
+    """The lock file text; empty entries are dropped, lists sorted for stable diffs."""
+    data = {}
+    for snapshot in sorted(locks):
+        entry = {kind: sorted(locks[snapshot].get(kind, ())) for kind in LOCK_KINDS}
+        entry = {kind: ids for kind, ids in entry.items() if ids}
+        if entry:
+            data[snapshot] = entry
+    import json
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+class LockTable:
+    """In-memory lock state with the operations a run needs; persisted by a LockStore."""
+
+    def __init__(self, locks=None):
+        self.locks = {name: {k: set(v.get(k, ())) for k in LOCK_KINDS}
+                      for name, v in (locks or {}).items()}
+
+    def _entry(self, snapshot):
+        return self.locks.setdefault(snapshot, {k: set() for k in LOCK_KINDS})
+
+    def add(self, snapshot, dest_id, kind="locks"):
+        self._entry(snapshot)[kind].add(dest_id)
+
+    def discard(self, snapshot, dest_ids, kind="locks"):
+        if snapshot in self.locks:
+            self.locks[snapshot][kind].difference_update(dest_ids)
+
+    def hold(self, snapshot, parent, dest_id):
+        """A transfer of `snapshot` (incremental from `parent`, or full) to a destination begins."""
+        self.add(snapshot, dest_id)
+        if parent is not None:
+            self.add(parent, dest_id, "parent_locks")
+
+    def settle(self, snapshot, parent, dest_ids):
+        """That transfer arrived: it owes nothing more."""
+        self.discard(snapshot, dest_ids)
+        if parent is not None:
+            self.discard(parent, dest_ids, "parent_locks")
+
+    def forget(self, snapshots, dest_ids):
+        """Drop every lock and parent lock of a destination on `snapshots`."""
+        for snapshot in snapshots:
+            for kind in LOCK_KINDS:
+                self.discard(snapshot, dest_ids, kind)
+
+    def names_locked_by(self, dest_ids, kinds=LOCK_KINDS):
+        """The snapshot names that a destination (any of its ids) holds a lock of `kinds` on, sorted."""
+        dest_ids = set(dest_ids)
+        return sorted(name for name, entry in self.locks.items() if any(entry[k] & dest_ids for k in kinds))
+
+    def discard_destination(self, dest_ids):
+        """Remove every lock and parent lock of a destination; returns the snapshot names touched."""
+        touched = self.names_locked_by(dest_ids)
+        self.forget(touched, dest_ids)
+        return touched
+
+    def locked(self, snapshot, dest_ids, kind="locks"):
+        return bool(self.locks.get(snapshot, {}).get(kind, set()) & set(dest_ids))
+
+    def destinations(self):
+        """Every destination id that has a lock or parent lock anywhere (for --locked-dests)."""
+        ids = set()
+        for entry in self.locks.values():
+            for kind in LOCK_KINDS:
+                ids |= entry[kind]
+        return sorted(ids)
+
+    def reasons(self, snapshot):
+        """Why retention must keep `snapshot`, one reason per lock."""
+        entry = self.locks.get(snapshot, {})
+        return (["transfer to %s is unfinished (locked)" % d for d in sorted(entry.get("locks", ()))]
+                + ["parent of an unfinished transfer to %s" % d
+                   for d in sorted(entry.get("parent_locks", ()))])
+
+    def as_dict(self):
+        return {name: {k: sorted(v[k]) for k in LOCK_KINDS}
+                for name, v in sorted(self.locks.items()) if any(v[k] for k in LOCK_KINDS)}
+
+    def copy(self):
+        return LockTable(self.locks)
+
+
+class LocalLockStore:
+    """Reads and atomically replaces the lock file in a local snapshot folder."""
+
+    def __init__(self, folder):
+        self.path = os.path.join(folder, LOCK_FILE_NAME)
+
+    def read(self):
+        try:
+            # As bytes: json.loads decodes them, so undecodable content is "corrupt", not a crash.
+            with open(self.path, "rb") as handle:
+                text = handle.read()
+        except FileNotFoundError:
+            return LockTable()
+        except OSError as err:
+            raise LockFileError("cannot read %s: %s" % (self.path, err.strerror))
+        return LockTable(parse_locks(text, self.path))
+
+    def write(self, table, durable=True):
+        """Replace the file atomically (temp file + rename). `durable` also waits until the new
+        content is on disk: a lock must survive a crash, while a lost removal only makes the
+        next run check once more that the backup is complete."""
+        text = serialize_locks(table.locks)
+        folder = os.path.dirname(self.path)
+        tmp = os.path.join(folder, "%s.%d.%s" % (LOCK_FILE_NAME, os.getpid(), os.urandom(4).hex()))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            raise LockFileError("cannot write %s: %s" % (self.path, err.strerror))
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(text)
+                handle.flush()
+                if durable:
+                    os.fsync(handle.fileno())
+            os.chmod(tmp, 0o644)  # whatever the umask
+            os.replace(tmp, self.path)
+            if durable:
+                dir_fd = os.open(folder, os.O_RDONLY)
+                try:
+                    os.fsync(dir_fd)
+                finally:
+                    os.close(dir_fd)
+        except OSError as err:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+            raise LockFileError("cannot write %s: %s" % (self.path, err.strerror))
+
+
+class RemoteLockStore:
+    """The lock file of a snapshot folder on an ssh source (pull mode), written via a temp file."""
+
+    def __init__(self, endpoint, runner, folder):
+        self.endpoint = endpoint
+        self.runner = runner
+        self.path = endpoint.join(folder, LOCK_FILE_NAME) if folder else endpoint.join(LOCK_FILE_NAME)
+        self.label = "%s:%s" % (endpoint.host, self.path)
+
+    def read(self):
+        exists, content = self.endpoint.run_batch(
+            self.runner, [(["test", "-e", self.path], True), (["cat", "--", self.path], True)])
+        if not exists.ok:
+            return LockTable()
+        if not content.ok:
+            raise LockFileError("cannot read %s: %s" % (self.label, content.stderr.strip()))
+        return LockTable(parse_locks(content.stdout, self.label))
+
+    def write(self, table, durable=True):
+        tmp = self.path + ".tmp"
+        sync = 'sync -- "$1" 2>/dev/null; ' if durable else ""
+        script = 'cat > "$1" && { %smv -f -- "$1" "$2"; }' % sync
+        argv = self.endpoint.command(["sh", "-c", script, "sh", tmp, self.path])
+        result = self.runner.run(argv, input_text=serialize_locks(table.locks))
+        if not result.ok:
+            raise LockFileError("cannot write %s: %s" % (self.label, result.stderr.strip()))
+
+
+def lock_store(endpoint, runner, folder):
+    """The lock file of the snapshot folder `folder` at `endpoint`, local or over ssh."""
+    if endpoint.kind == "local":
+        return LocalLockStore(folder)
+    return RemoteLockStore(endpoint, runner, folder)

@@ -1,0 +1,258 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""Run a stream as connected processes: no shell, the stream never enters Python.
+
+A stream is a tree of stages (`Node`): a chain of processes, and where a node has several
+children a `tee -p` copies its output to each of them. Every stage's exit status is checked,
+and each leaf (one destination's receiver) gets its own verdict: a receiver that fails, or
+whose own stages fail, does not stop the others (`tee -p` drops an output whose reader has
+gone and goes on with the rest)."""
+
+import os
+import signal
+import threading
+import time
+
+from ..model.errors import TransferError
+
+
+class Stage:
+    """One process. `meter`: its output is the whole uncompressed stream (its byte count is the
+    transfer's size and its progress); `wire`: its output is what crosses the link compressed;
+    `capture_stderr=False` lets it draw on the terminal (pv)."""
+
+    __slots__ = ("name", "argv", "capture_stderr", "meter", "wire")
+
+    def __init__(self, name, argv, capture_stderr=True, meter=False, wire=False):
+        self.name, self.argv, self.capture_stderr = name, argv, capture_stderr
+        self.meter, self.wire = meter, wire
+
+    def __repr__(self):
+        return "Stage(%r)" % (self.name,)
+
+
+class Node:
+    """Stages run in a chain; `children` each read all of the last stage's output; `leaf`
+    names a leaf (whose receiver ends it)."""
+
+    __slots__ = ("stages", "children", "leaf")
+
+    def __init__(self, stages, children=(), leaf=None):
+        self.stages, self.children, self.leaf = list(stages), list(children), leaf
+
+    def leaves(self):
+        """(leaf, the stages from the root to its end), for every leaf."""
+        if self.leaf is not None:
+            return [(self.leaf, list(self.stages))]
+        return [(leaf, self.stages + path) for child in self.children for leaf, path in child.leaves()]
+
+    def walk(self):
+        yield self
+        for child in self.children:
+            yield from child.walk()
+
+
+class StreamResult:
+    """What a stream did: `failures` leaf -> the reason it failed (absent: it succeeded);
+    `bytes_sent` the stream's size (the meter stage's output; None when no stage here sees the
+    uncompressed stream), `wire_bytes` leaf -> what crossed its link compressed (absent: not
+    compressed), `seconds` the wall time."""
+
+    def __init__(self, failures, bytes_sent, wire_bytes, seconds):
+        self.failures, self.bytes_sent = failures, bytes_sent
+        self.wire_bytes, self.seconds = wire_bytes, seconds
+
+
+def _stderr_log():
+    """A nameless in-memory file for one stage's stderr (read back when the stage has ended)."""
+    if hasattr(os, "memfd_create"):
+        return os.fdopen(os.memfd_create("btrfs-backup-stderr", os.MFD_CLOEXEC), "w+b")
+    import tempfile  # no memfd (not Linux): an unlinked temp file does the same
+    return tempfile.TemporaryFile()
+
+
+def written_bytes(pid):
+    """Bytes a process wrote so far (or before it was reaped), from /proc/PID/io; None if unknown."""
+    try:
+        with open("/proc/%d/io" % pid) as handle:
+            for line in handle:
+                if line.startswith("wchar:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def _wait_keep_zombie(pid):
+    """Wait for `pid` to exit without reaping it, so its /proc entry can still be read."""
+    if not hasattr(os, "waitid"):
+        return
+    while True:
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            return
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            return
+
+
+class _Started:
+    """The processes of a running stream, in start order, with their stages and stderr logs."""
+
+    def __init__(self):
+        self.procs, self.stages, self.logs, self.tees = [], [], [], {}
+
+    def add(self, stage, proc, log):
+        self.procs.append(proc)
+        self.stages.append(stage)
+        self.logs.append(log)
+
+    def pid_of(self, flag):
+        for stage, proc in zip(self.stages, self.procs):
+            if getattr(stage, flag):
+                return proc.pid
+        return None
+
+
+def run_stream(runner, root, on_progress=None, interval=30.0):
+    """Start every stage of the tree, wait for all, and judge each leaf by the exit status of
+    every stage on its way (StreamResult). `on_progress(bytes so far, seconds)` is called every
+    `interval` seconds while the stream runs. On any exception (KeyboardInterrupt, SIGTERM)
+    every stage still running is stopped."""
+    import subprocess  # here, not at the top: runs with nothing to send never need it (start-up time)
+
+    started = _Started()
+    begun = time.monotonic()
+    done = threading.Event()
+    ticker = None
+    try:
+        _start(runner, subprocess, root, subprocess.DEVNULL, started)
+        meter = started.pid_of("meter")
+        if on_progress is not None and meter is not None:
+            ticker = threading.Thread(target=_tick, args=(done, meter, begun, on_progress, interval))
+            ticker.daemon = True
+            ticker.start()
+        wire = started.pid_of("wire")
+        for pid in (meter, wire):
+            if pid is not None:
+                _wait_keep_zombie(pid)
+        bytes_sent = written_bytes(meter) if meter is not None else None
+        wire_bytes = written_bytes(wire) if wire is not None else None
+        codes = dict((id(stage), proc.wait()) for stage, proc in zip(started.stages, started.procs))
+    except BaseException:
+        _stop(started.procs)
+        raise
+    finally:
+        done.set()
+        seconds = time.monotonic() - begun
+        errors = {}
+        for stage, log in zip(started.stages, started.logs):
+            if log is not None:
+                log.seek(0)
+                errors[id(stage)] = log.read().decode("utf-8", "replace")
+                log.close()
+    failures, compressed = {}, {}
+    for leaf, path in root.leaves():
+        if wire_bytes is not None and any(stage.wire for stage in path):
+            compressed[leaf] = wire_bytes
+        path = path + [started.tees[id(n)] for n in root.walk() if id(n) in started.tees and _on_path(n, leaf)]
+        failed = [(s, codes[id(s)], errors.get(id(s), "")) for s in path if codes.get(id(s), 0) != 0]
+        if failed:
+            failures[leaf] = _describe_failure(failed)
+    return StreamResult(failures, bytes_sent, compressed, seconds)
+
+
+def run_pipeline(runner, stages):
+    """A plain chain (a restore's send | receive): raises TransferError naming the failing
+    stage(s) with their stderr."""
+    result = run_stream(runner, Node(stages, leaf="the receiver"))
+    if result.failures:
+        raise TransferError(result.failures["the receiver"])
+    return result
+
+
+def _on_path(node, leaf):
+    return any(found == leaf for found, _path in node.leaves())
+
+
+def _start(runner, subprocess, node, stdin, started):
+    """Start a node's stages, then its children; a node with several children gets a tee."""
+    last = len(node.stages) - 1
+    for index, stage in enumerate(node.stages):
+        end = index == last and not node.children
+        stdin = _popen(runner, subprocess, stage, stdin, subprocess.DEVNULL if end else subprocess.PIPE, started)
+    if len(node.children) == 1:
+        _start(runner, subprocess, node.children[0], stdin, started)
+    elif node.children:
+        # tee -p: an output whose reader has gone (a failed destination) is dropped, the others go on.
+        pipes = [os.pipe() for _child in node.children[1:]]
+        tee = Stage("tee", ["tee", "-p"] + ["/dev/fd/%d" % w for _r, w in pipes])
+        started.tees[id(node)] = tee
+        try:
+            first = _popen(runner, subprocess, tee, stdin, subprocess.PIPE, started,
+                           pass_fds=tuple(w for _r, w in pipes))
+        finally:
+            for _r, w in pipes:
+                os.close(w)
+        reads = [first] + [os.fdopen(r, "rb") for r, _w in pipes]
+        for child, read in zip(node.children, reads):
+            _start(runner, subprocess, child, read, started)
+
+
+def _popen(runner, subprocess, stage, stdin, stdout, started, pass_fds=()):
+    log = _stderr_log() if stage.capture_stderr else None
+    try:
+        kwargs = {"pass_fds": pass_fds} if pass_fds else {}
+        proc = runner.popen(stage.argv, stdin=stdin, stdout=stdout,
+                            stderr=log if log is not None else None, **kwargs)
+    except OSError as err:
+        if log is not None:
+            log.close()
+        raise TransferError("cannot start %s (%s): %s" % (stage.name, stage.argv[0], err.strerror))
+    finally:
+        if stdin is not subprocess.DEVNULL:
+            stdin.close()  # only this stage may hold the read end
+    started.add(stage, proc, log)
+    return proc.stdout
+
+
+def _tick(done, pid, begun, on_progress, interval):
+    while not done.wait(interval):
+        sent = written_bytes(pid)
+        if sent is not None and not done.is_set():
+            try:
+                on_progress(sent, time.monotonic() - begun)
+            except Exception:  # pylint: disable=broad-except
+                pass  # a progress line is never worth a failed transfer
+
+
+def _describe_failure(failed):
+    parts = []
+    for stage, code, err in failed:
+        status = "killed by signal %d" % -code if code < 0 else "exit status %d" % code
+        if code == 255 and os.path.basename(stage.argv[0]) == "ssh":
+            status += ": the ssh connection failed or was lost"
+        lines = [line for line in err.strip().splitlines() if line.strip()]
+        detail = ": " + " / ".join(lines[-3:]) if lines else ""
+        parts.append("%s failed (%s)%s" % (stage.name, status, detail))
+    return "; ".join(parts)
+
+
+def _stop(procs):
+    import subprocess
+
+    for proc in procs:
+        if proc.poll() is None:
+            try:
+                proc.send_signal(signal.SIGTERM)
+            except OSError:
+                pass
+    deadline = time.monotonic() + 10
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

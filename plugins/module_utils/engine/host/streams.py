@@ -1,0 +1,185 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""How one `btrfs send` reaches its destinations (pure): the tree of processes between the send
+and each receiver, with compression where the stream crosses ssh, a rate limit and a buffer.
+
+A Node (pipeline.py) is a chain of stages; a node with several children is fanned out (the
+pipeline puts a `tee` there). Each leaf ends in one destination's receiver.
+
+Compression (zstd) is used only where the stream crosses ssh and both ends have zstd:
+- from a local source: one `zstd` after the send feeds every ssh destination that has zstd
+  (each runs `zstd -d | btrfs receive` at its end); local destinations get the plain stream;
+- from an ssh source: the source runs `btrfs send | zstd`, ssh destinations with zstd take
+  that stream as it is, and one local `zstd -d` feeds all the others (a pull reads the source
+  once and crosses its link once).
+"""
+
+from __future__ import annotations
+
+from . import btrfs
+from ..model.errors import ConfigError
+from .pipeline import Node, Stage
+
+ZSTD = "zstd"
+DEFAULT_LEVEL = 3  # measured: on 2 cores zstd -3 -T0 keeps up with ~1 GB/s of incompressible data
+COMPRESS_CHOICES = "auto, none, zstd or zstd:LEVEL (1-19)"
+
+
+class StreamOptions:
+    """The user's stream settings: `compress` ("auto", "none", "zstd" or "zstd:N"), `limit_rate`
+    (bytes per second, each destination), `buffer` (bytes, before each receiver), `send_protocol`
+    ("auto", "1" or "2") and `btrfs_debug` (-vv); sizes and levels are checked here (rule 7)."""
+
+    __slots__ = ("compress_level", "compress_explicit", "limit_rate", "buffer", "send_protocol", "btrfs_debug")
+
+    def __init__(self, compress="auto", limit_rate=None, buffer=None, send_protocol="auto", btrfs_debug=False):
+        self.compress_level, self.compress_explicit = parse_compress(compress)
+        self.limit_rate = parse_size(limit_rate, "limit_rate") if limit_rate not in (None, "") else None
+        self.buffer = parse_size(buffer, "buffer") if buffer not in (None, "") else None
+        if str(send_protocol) not in ("auto", "1", "2"):
+            raise ConfigError("send_protocol must be auto, 1 or 2, not %r" % (send_protocol,))
+        self.send_protocol = str(send_protocol)
+        self.btrfs_debug = btrfs_debug
+
+
+def parse_compress(value):
+    """(zstd level or None, whether the user asked for zstd by name); ConfigError if unknown."""
+    text = str(value if value is not None else "auto").strip().lower()
+    if text == "auto":
+        return DEFAULT_LEVEL, False
+    if text in ("none", "no", "off"):
+        return None, False
+    if text == ZSTD:
+        return DEFAULT_LEVEL, True
+    if text.startswith(ZSTD + ":"):
+        level = text[len(ZSTD) + 1:]
+        if level.isdigit() and 1 <= int(level) <= 19:
+            return int(level), True
+    raise ConfigError("compress must be %s, not %r" % (COMPRESS_CHOICES, value))
+
+
+_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
+
+
+def parse_size(value, what):
+    """Bytes from '20M', '512k', '1.5G' or a plain number (powers of 1024, as pv and mbuffer)."""
+    text = str(value).strip().lower()
+    if text.endswith("ib"):
+        text = text[:-2]
+    elif text.endswith("b"):
+        text = text[:-1]
+    unit = text[-1:] if text[-1:] in _UNITS and text[-1:] else ""
+    number = text[:-1] if unit else text
+    try:
+        size = float(number)
+    except ValueError:
+        size = -1
+    if not number or not 0 < size < float("inf"):  # also refuses nan: it compares false
+        raise ConfigError("%s must be a positive size such as 20M, 512K or 1G, not %r" % (what, value))
+    return int(size * _UNITS[unit])
+
+
+def format_size(size):
+    """The size for pv and mbuffer: a whole number of KiB with its unit."""
+    return "%dk" % max(1, size // 1024)
+
+
+class Ends:
+    """What the two ends of a transfer can do, as probed: zstd there, and whether its btrfs
+    sends and receives protocol 2 streams."""
+
+    __slots__ = ("zstd", "proto2")
+
+    def __init__(self, zstd=False, proto2=False):
+        self.zstd, self.proto2 = zstd, proto2
+
+
+def send_flags(options, source_ends, receiver_ends):
+    """The send protocol flags: version 2 with compressed data where the source and every
+    receiver take it (data that btrfs already compressed crosses as it is)."""
+    if options.send_protocol == "1":
+        return []
+    if options.send_protocol == "2" or (source_ends.proto2 and all(e.proto2 for e in receiver_ends)):
+        return ["--proto", "2", "--compressed-data"]
+    return []
+
+
+def plan_stream(source, snapshot_path, parent_path, destinations, options, ends, progress=False,
+                compressible=None):
+    """The tree of stages for one send to `destinations` (endpoints). `ends(endpoint)` gives its
+    Ends (the local machine for a local endpoint or shell:// sink); `progress` puts a pv bar
+    (a size estimate, or True for none) where the uncompressed stream flows at this machine;
+    `compressible` False (a sample of the data did not compress) turns `auto` compression off.
+    Returns (root Node, whether the stream is compressed, the send protocol flags)."""
+    here = ends(None)
+    level = options.compress_level
+    if compressible is False and not options.compress_explicit:
+        level = None
+    crossing_ssh = [d for d in destinations if d.kind == "ssh"]
+    receiver_ends = [ends(d) if d.kind != "shell" else Ends() for d in destinations]
+    flags = send_flags(options, ends(source), receiver_ends)
+    send_argv = btrfs.send_argv(snapshot_path, parent_path, options.btrfs_debug, flags)
+    send_name = "btrfs send" if source.kind == "local" else "btrfs send on %s" % source.host
+
+    compress_at_source = source.kind == "ssh" and level is not None and here.zstd and ends(source).zstd
+    zstd_dests = [d for d in crossing_ssh if level is not None and here.zstd and ends(d).zstd]
+    plain_dests = [d for d in destinations if d not in zstd_dests]
+
+    def leaf(dest, compressed):
+        return Node(_receiver_stages(dest, compressed, options), leaf=dest)
+
+    if compress_at_source:
+        remote = source.command_pipeline([(send_argv, True), (_compress_argv(level), False)])
+        root = Node([Stage("btrfs send | zstd on %s" % source.host, remote, wire=True)])
+        root.children = [leaf(d, True) for d in zstd_dests]
+        if plain_dests:
+            decompress = Stage("zstd -d", [ZSTD, "-d", "-q", "-c"], meter=True)
+            root.children.append(Node(_with_progress([decompress], progress),
+                                      [leaf(d, False) for d in plain_dests]))
+        return _single_chains(root), True, flags
+
+    root = Node(_with_progress([Stage(send_name, source.command(send_argv), meter=True)], progress))
+    root.children = [leaf(d, False) for d in plain_dests]
+    if zstd_dests:
+        compress = Stage("zstd", _compress_argv(level), wire=True)
+        root.children.append(Node([compress], [leaf(d, True) for d in zstd_dests]))
+    return _single_chains(root), bool(zstd_dests), flags
+
+
+def _compress_argv(level):
+    # -T0: one thread per core; zstd stores incompressible blocks as they are, at memory speed.
+    return [ZSTD, "-q", "-c", "-T0", "-%d" % level]
+
+
+def _with_progress(stages, progress):
+    if progress is False or progress is None:
+        return stages
+    size = [] if progress is True else ["-s", str(int(progress))]
+    return stages + [Stage("pv", ["pv"] + size, capture_stderr=False)]
+
+
+def _receiver_stages(dest, compressed, options):
+    stages = []
+    if options.limit_rate:
+        stages.append(Stage("pv (rate limit)", ["pv", "-q", "-L", format_size(options.limit_rate)]))
+    if options.buffer:
+        stages.append(Stage("mbuffer", ["mbuffer", "-q", "-m", format_size(options.buffer)]))
+    if dest.kind == "shell":
+        stages.append(Stage("shell command %r" % dest.shell_command, dest.receive_argv()))
+    elif dest.kind == "local":
+        stages.append(Stage("btrfs receive", btrfs.receive_argv(dest.path, options.btrfs_debug)))
+    else:
+        receive = btrfs.receive_argv(dest.path, options.btrfs_debug)
+        argv = dest.command_pipeline([([ZSTD, "-d", "-q"], False), (receive, True)]) if compressed else dest.command(receive)
+        stages.append(Stage("btrfs receive on %s" % dest.host, argv))
+    return stages
+
+
+def _single_chains(root):
+    """Merge a node with its only child into one chain (nothing to fan out there)."""
+    while len(root.children) == 1 and root.leaf is None:
+        child = root.children[0]
+        root = Node(root.stages + child.stages, child.children, child.leaf)
+    root.children = [_single_chains(child) for child in root.children]
+    return root

@@ -1,0 +1,155 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""Which destinations can take a backup now, and their folders' listings (a missing folder is created)."""
+
+from __future__ import annotations
+
+import posixpath
+
+from ..model.errors import BackupError, EndpointError, MissingPathError, NotBtrfsError, UnreachableError
+from ..host.listing import FolderListing, list_folder
+from ..model.planning import present_backups
+from ..model.steps import CreateFolder
+from ..host.subvol_info import subvolume_info
+
+
+class DestinationFolders:
+    """The backup folders of a run's destinations, listed through the executor's runner.
+
+    `gate` is False when the run takes no snapshot or sends nothing: then no destination has
+    to be usable before the snapshot."""
+
+    def __init__(self, executor, result, *, gate, require_destination, source=None,
+                 allow_same_filesystem=False):
+        self.executor = executor
+        self.runner = executor.runner
+        self.result = result
+        self.gate = gate
+        self.require_destination = require_destination
+        self.source = source  # the SourceSide, whose filesystem a destination must not share (rule 8)
+        self.allow_same_filesystem = allow_same_filesystem
+        # Destinations that failed the check before the snapshot: a host that never answers
+        # costs a ConnectTimeout, so it is not asked again in the same run.
+        self.unusable = {}
+
+    def require_a_usable_one(self, destinations) -> None:
+        """Rule 7: if no destination can take a backup (a mistyped path, a disk that is not
+        mounted), create nothing, not even the snapshot folder. One usable one is enough, and so
+        is one that is only unreachable now: its snapshot is sent when it is back (catch-up),
+        unless the job requires a destination that can take it now. Asked once per run."""
+        if not self.gate:
+            return
+        self.gate = False
+        problems = []
+        for dest in destinations:
+            if not dest.can_list:
+                return  # a shell:// sink is only known by trying
+            try:
+                self.listing(dest, create=False)
+                return
+            except BackupError as err:
+                self.unusable[dest.id] = err
+                problems.append(f"{dest.id}: {err}")
+        if not problems:
+            return
+        unreachable = [d.id for d in destinations if isinstance(self.unusable.get(d.id), UnreachableError)]
+        if unreachable and not self.require_destination:
+            self.result.warn(f"no destination can take a backup now ({'; '.join(problems)}); taking the "
+                             f"snapshot anyway, it is sent when {' and '.join(unreachable)} can be reached again")
+            return
+        raise EndpointError("no snapshot taken, as no destination can take it: " + "; ".join(problems))
+
+    def listing(self, dest, create=True) -> FolderListing | None:
+        """The destination folder's subvolumes; a missing folder is created when its parent exists
+        (None in check mode, or when `create` is False)."""
+        if dest.id in self.unusable:
+            raise self.unusable[dest.id]
+        try:
+            return self._listing(dest, create)
+        except NotBtrfsError as err:
+            raise EndpointError(not_mounted_hint(err)) from err
+
+    def _listing(self, dest, create):
+        try:
+            return self._elsewhere(dest, list_folder(dest, self.runner), dest.path)
+        except MissingPathError:
+            parent = posixpath.dirname(dest.path)
+            try:
+                # A missing folder is created only where its parent is not on the source's disk.
+                self._elsewhere(dest, list_folder(dest, self.runner, parent), parent)
+            except MissingPathError:
+                raise EndpointError(missing_destination(dest, parent, self._on_backup_server(dest)))
+            if not create:
+                return None
+            self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
+                                                 what="destination folder", shown=dest.id))
+            return None if self.executor.check_mode else list_folder(dest, self.runner)
+
+    def _on_backup_server(self, dest) -> bool:
+        """Whether `dest` is a backup server's serve key (asked with its tools, once per run)."""
+        return self.source is not None and self.executor.probe(self.source.endpoint).is_serve(dest)
+
+    def _elsewhere(self, dest, listing, path):
+        """Rule 8: a backup on the source's own filesystem is lost with it; refused unless allowed."""
+        source = self.source
+        if self.allow_same_filesystem or source is None or source.filesystem is None:
+            return listing
+        if on_same_filesystem(source.endpoint.kind, source.filesystem, source_uuids(source),
+                              dest.kind, listing):
+            raise EndpointError(
+                f"destination {dest.id} is on the same btrfs filesystem as the source {source.id} "
+                f"({listing.filesystem}), so a backup there is lost with the source's disk: refused "
+                f"(rule 8). If a backup disk should be mounted at {path}, it is not mounted; mount "
+                f"it, or give --allow-same-filesystem to keep backups there on purpose")
+        return listing
+
+    def survey(self, dest, snapshots) -> dict | None:
+        """What a destination holds, without sending (-T): retention still has to protect it."""
+        if not dest.can_list:
+            return {}
+        try:
+            return present_backups(snapshots, list_folder(dest, self.runner).children.values())
+        except BackupError as err:
+            self.result.warn(f"{dest.id} could not be checked: {err}")
+            return None
+
+
+def source_uuids(source) -> frozenset:
+    """The UUIDs by which a destination's listing shows that it shares the source's filesystem:
+    the source's snapshots (all subvolumes, where the listing had them)."""
+    listing = source.filesystem
+    if listing.uuids is not None:
+        return listing.uuids
+    found = {s.uuid for s in listing.children.values() if s.uuid}
+    if source.endpoint.kind == "local" and getattr(source.runner, "kernel_listing", False):
+        try:
+            found.add(subvolume_info(source.endpoint.path)[1])  # the source itself (a first run)
+        except OSError:
+            pass
+    return frozenset(found)
+
+
+def missing_destination(dest, parent, on_backup_server: bool) -> str:
+    """Pure: the error for a destination folder whose parent is missing too. On a backup server's
+    serve key, that parent is the host's folder, which the role makes: the server is at fault."""
+    if on_backup_server:
+        return (f"the backup server {dest.host} has no folder {parent} for this host: did the role's "
+                f"server part fail there, or is its backup disk not mounted? (destination {dest.id})")
+    return f"destination {dest.id} does not exist, nor does its parent folder {parent}"
+
+
+def not_mounted_hint(err: NotBtrfsError) -> str:
+    """Pure: a destination that is not on btrfs is most often a backup disk that did not mount,
+    leaving its empty mount point on the system disk: say so, as for rule 8."""
+    return (f"{err}: is the backup disk mounted? Backups are received only on btrfs; if a backup "
+            f"disk should be mounted at {err.path}, mount it, or choose a folder on btrfs")
+
+
+def on_same_filesystem(source_kind, source_listing, uuids, dest_kind, dest_listing) -> bool:
+    """Pure: whether a destination's listing is of the source's own filesystem: the same mount
+    source on this machine, or (any host, e.g. ssh://localhost) a subvolume UUID of the source's
+    filesystem among the destination's."""
+    if source_kind == "local" and dest_kind == "local" and source_listing.filesystem:
+        return source_listing.filesystem == dest_listing.filesystem
+    return bool(dest_listing.uuids and uuids and not uuids.isdisjoint(dest_listing.uuids))

@@ -1,0 +1,175 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""The per-destination phase: plan against what the folder holds, delete partial receives, settle locks, send."""
+
+from __future__ import annotations
+
+import posixpath
+
+from ..model import names
+from ..model.errors import BackupError, TransferError
+from ..model.planning import plan_destination
+from ..model.result import DestinationResult
+from ..model.steps import ClearLocks, DeletePartialReceives, Send
+
+
+class _Pending:
+    """A destination's transfers still to make, in order (each needs the one before as parent)."""
+
+    __slots__ = ("dest", "outcome", "transfers", "planned", "held")
+
+    def __init__(self, dest, outcome, transfers, held):
+        self.dest, self.outcome, self.held = dest, outcome, held
+        self.planned, self.transfers = tuple(transfers), list(transfers)
+
+
+class DestinationSync:
+    """The destinations' phase of a run: each one's plan, then the sends that carry them out.
+
+    Destinations that need the same snapshot from the same parent get it from one send, fanned
+    out to all of them (the source is read once); one that fails does not stop the others.
+    `config` is the run's JobConfig, `source` its SourceSide, `folders` its DestinationFolders,
+    and `keep_backups` how many backups a destination keeps (0: all; older ones are not sent)."""
+
+    def __init__(self, executor, result, config, source, folders, keep_backups):
+        self.executor = executor
+        self.result = result
+        self.config = config
+        self.source = source
+        self.folders = folders
+        self.keep_backups = keep_backups
+
+    def run(self, destinations, snapshots, new_snapshot) -> list:
+        """Bring every destination up to date; a failure is recorded, never raised (rule 9).
+        Returns their DestinationResults, in the order given."""
+        outcomes, pending = [], []
+        for dest in destinations:
+            outcome = DestinationResult(dest_id=dest.id)
+            self.result.destinations.append(outcome)
+            outcomes.append(outcome)
+            try:
+                pending.append(self._prepare(dest, snapshots, new_snapshot, outcome))
+            except BackupError as err:
+                self._fail(dest, outcome, err)
+        self._send_all(pending)
+        for item in pending:
+            if item.outcome.status == "failed":
+                continue
+            if item.held is None:
+                # A stream sink took all it was sent: no lock of these snapshots is owed any more.
+                self._clear_locks(item.dest, [t.snapshot.name for t in item.planned], item.outcome)
+            elif item.outcome.conflicts:
+                self._fail(item.dest, item.outcome, BackupError("; ".join(item.outcome.conflicts)))
+        return outcomes
+
+    def _fail(self, dest, outcome, err):
+        outcome.fail(err)
+        self.result.fail(err, where=dest.id)
+
+    def _locked_names(self, dest):
+        return set(self.executor.locks.names_locked_by(dest.id_aliases, kinds=("locks",)))
+
+    def _prepare(self, dest, snapshots, new_snapshot, outcome) -> _Pending:
+        if dest.can_list:
+            return self._prepare_folder(dest, snapshots, outcome)
+        # A shell:// sink cannot be listed: it gets this run's snapshot and retries of failed ones.
+        wanted = self._locked_names(dest)
+        if new_snapshot is not None:
+            wanted.add(new_snapshot.name)
+        plan = plan_destination(snapshots, {}, (), incremental=False, only=wanted)
+        outcome.plan = plan.as_dict()
+        outcome.present = {}
+        return _Pending(dest, outcome, plan.transfers, None)
+
+    def _prepare_folder(self, dest, snapshots, outcome) -> _Pending:
+        listing = self.folders.listing(dest)
+        held = dict(listing.children) if listing is not None else {}
+        plan = plan_destination(snapshots, held, self._locked_names(dest), incremental=not self.config.no_incremental,
+                                keep_backups=self.keep_backups)
+        outcome.plan = plan.as_dict()
+        for conflict in plan.conflicts:
+            outcome.conflicts.append(conflict.reason)
+            self.result.warn(f"{dest.id}: {conflict.reason}")
+        self._explain_full_send(dest, plan, held)
+        if plan.partial_receives:
+            paths = tuple(p.path for p in plan.partial_receives)
+            self.executor.carry_out(DeletePartialReceives(endpoint=dest, paths=paths,
+                                                          folder=posixpath.dirname(paths[0]), where=dest.id))
+            outcome.partial_receives_deleted.extend(paths)
+        # Partial receives are gone (or never existed): this destination's old locks are settled.
+        self._clear_locks(dest, sorted(self.executor.locks.locks), outcome)
+        # Known from here on, also if a transfer fails: source retention must protect it.
+        outcome.present = dict(plan.present)
+        outcome.backups = held
+        return _Pending(dest, outcome, plan.transfers, held)
+
+    def _explain_full_send(self, dest, plan, held):
+        ours = [n for n, s in held.items() if s.complete and names.is_snapshot_name(self.source.prefix, n)]
+        if plan.transfers and plan.transfers[0].parent is None and ours and not self.config.no_incremental:
+            # The chain is broken (common snapshot deleted on one side): say why this is full.
+            self.result.warn(f"{dest.id} holds backups ({', '.join(sorted(ours)[-3:])}) but none of a "
+                             f"snapshot still at the source; sending {plan.transfers[0].snapshot.name} in full")
+
+    def _send_all(self, pending):
+        """Rounds: the oldest snapshot any destination needs next goes, in one send, to every
+        destination that needs it next from the same parent. A failed transfer ends that
+        destination's chain (later ones need it as parent); the others go on."""
+        while True:
+            waiting = [p for p in pending if p.transfers and p.outcome.status != "failed"]
+            if not waiting:
+                return
+            first = min(waiting, key=lambda p: p.transfers[0].snapshot.name)
+            key = _send_key(first.transfers[0])
+            group = [p for p in waiting if _send_key(p.transfers[0]) == key]
+            self._send(group, first.transfers[0])
+            for item in group:
+                item.transfers.pop(0)
+
+    def _send(self, group, transfer):
+        snapshot, parent = transfer.snapshot, transfer.parent
+        records = {}
+        for item in group:
+            records[item.dest.id] = record = {
+                "snapshot": snapshot.name, "parent": parent.name if parent else None,
+                "mode": "incremental" if parent else "full", "bytes": None, "seconds": None,
+                "status": "planned" if self.executor.check_mode else "running"}
+            if len(group) > 1:
+                record["shared_with"] = [other.dest.id for other in group if other is not item]
+            item.outcome.transfers.append(record)
+        step = Send(source=self.source.endpoint, snapshot=snapshot, parent=parent,
+                    destinations=tuple(item.dest for item in group))
+        try:
+            sent = self.executor.carry_out(step)
+        except BaseException:
+            # Interrupted (SIGTERM, Ctrl-C): the locks stay, the next run cleans up.
+            for record in records.values():
+                record["status"] = "interrupted"
+            raise
+        for item in group:
+            record, done = records[item.dest.id], sent[item.dest.id]
+            if isinstance(done, TransferError):
+                record["status"] = "failed"
+                record["error"] = done.detail or str(done)
+                if done.partial_receive_deleted:
+                    item.outcome.partial_receives_deleted.append(done.partial_receive_deleted)
+                self._fail(item.dest, item.outcome, done)
+            elif not self.executor.check_mode:
+                record.update(status="done", bytes=done.bytes_sent, seconds=done.seconds)
+                if done.wire_bytes:
+                    record["compressed_bytes"] = done.wire_bytes
+            if not isinstance(done, TransferError) and item.held is not None:
+                item.outcome.present[snapshot.name] = item.held[snapshot.name] = done.backup
+
+    def _clear_locks(self, dest, snapshot_names, outcome):
+        held = set(self.executor.locks.names_locked_by(dest.id_aliases))
+        touched = [name for name in snapshot_names if name in held]
+        if touched:
+            # Rewriting the lock file is a change too (idempotence: a rerun finds nothing to clear).
+            self.executor.carry_out(ClearLocks(destination=dest, names=tuple(touched)))
+            outcome.locks_cleared.extend(touched)
+
+
+def _send_key(transfer):
+    """Pure: transfers with equal keys can share one send (the same snapshot from the same parent)."""
+    return transfer.snapshot.name, transfer.parent.name if transfer.parent else None

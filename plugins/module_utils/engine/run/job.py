@@ -1,0 +1,329 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""The job runner: the source, each destination, then retention, as steps of one executor; one structured result."""
+
+from __future__ import annotations
+
+import collections
+import datetime
+import os
+
+from .destination_access import DestinationFolders
+from ..model import unsent
+from .destination_sync import DestinationSync
+from ..host.endpoints import LocalEndpoint, SshConnections, parse_location
+from ..model.errors import BackupError, ConfigError
+from .executor import EffectOptions, Executor
+from ..host.joblock import JobLock, remove_legacy_lock
+from ..host.locks import LockTable
+from ..model.result import JobResult
+from ..model.retention import Policy, parse_buckets
+from .retention_phase import RetentionPhase
+from ..host.runner import CommandRunner
+from .source_side import SourceSide, snapshot_info
+from ..host.state_store import LEGACY_JOB_LOCK_NAME, job_lock_path, load_state
+from ..model.steps import RemoveLocks
+from ..host.streams import StreamOptions
+
+
+# Every setting of a job but its source, with its default (btrfs-backup 0.3's).
+_SETTINGS = {
+    "destinations": (), "snapshot_folder": "snapshot", "prefix": "",
+    "num_snapshots": 0, "num_backups": 0, "preserve_snapshots": "", "preserve_backups": "",
+    "no_snapshot": False, "no_transfer": False, "no_incremental": False, "locked_dests": False, "remove_locks": False,
+    "require_destination": False, "allow_same_filesystem": False, "ssh_options": (), "ssh_sudo": False, "convert_rw": False, "sync": False,
+    "btrfs_debug": False, "progress": False, "check_mode": False, "now": None,
+    "compress": "auto", "limit_rate": None, "buffer": None, "send_protocol": "auto",
+    "max_unsent_snapshots": unsent.DEFAULT_MAX_UNSENT_SNAPSHOTS,
+}
+
+
+class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS), defaults=_SETTINGS.values())):
+    """Everything one run needs, given by keyword; the defaults are btrfs-backup 0.3's.
+
+    `compress` ("auto", "none", "zstd", "zstd:LEVEL"), `limit_rate` and `buffer` (sizes such as
+    "20M"), `send_protocol` ("auto", "1", "2"): the stream's settings (streams.StreamOptions).
+    `allow_same_filesystem`: accept a destination on the source's own filesystem (rule 8).
+    `require_destination`: take no snapshot unless a destination can take it now (btrfs-backup
+    0.3 and btrbk always take it: an outage of the server should not also stop the local
+    restore points). `max_unsent_snapshots`: how many snapshots source retention keeps for a
+    destination that cannot be listed (0: no limit); at that many, it keeps only the newest one the
+    destination holds, or, when that is not known or no destination answers, no snapshot is taken.
+    `now` fixes the clock (tests); otherwise a new snapshot waits for its second.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, source, **settings):
+        config = super().__new__(cls, source, **settings)
+        return config._replace(destinations=list(config.destinations), ssh_options=list(config.ssh_options))
+
+
+class _Prepared:
+    """Validated configuration: the source side, the destinations, the policies (rule 7:
+    bad input is refused here, before anything is changed)."""
+
+    def __init__(self, config, runner):
+        source = parse_location(config.source, config.ssh_options, config.ssh_sudo, allow_shell=False)
+        self.source = SourceSide(source, runner, config.snapshot_folder, config.prefix)
+        self.snapshot_policy = Policy(_count(config.num_snapshots, "num_snapshots"),
+                                      parse_buckets(config.preserve_snapshots))
+        self.backup_policy = Policy(_count(config.num_backups, "num_backups"),
+                                    parse_buckets(config.preserve_backups))
+        self.max_unsent = _count(config.max_unsent_snapshots, "max_unsent_snapshots")
+        self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
+                                    config.btrfs_debug)
+        _require_tools(self.stream, config.check_mode)
+        self.destinations = []
+        seen = set()
+        for spec in config.destinations:
+            endpoint = parse_location(spec, config.ssh_options, config.ssh_sudo)
+            if endpoint.id not in seen:
+                seen.add(endpoint.id)
+                self.destinations.append(endpoint)
+        if isinstance(source, LocalEndpoint):
+            for dest in self.destinations:
+                if isinstance(dest, LocalEndpoint) and dest.id == os.path.realpath(self.source.folder):
+                    raise ConfigError(f"destination {dest.path} is the snapshot folder itself")
+
+
+def _require_tools(stream, check_mode):
+    """A rate limit needs pv and a buffer mbuffer on this host: missing, nothing is changed."""
+    import shutil  # only when asked for: start-up time of every run
+
+    for tool, what in (("pv", stream.limit_rate), ("mbuffer", stream.buffer)):
+        if what and not check_mode and shutil.which(tool) is None:
+            raise ConfigError(f"{'limit_rate' if tool == 'pv' else 'buffer'} needs {tool}, which is not "
+                              f"installed on this host (install the {tool} package)")
+
+
+def _count(value, what):
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{what} must be a whole number >= 0, not {value!r}")
+    if number < 0 or str(value).strip() not in (str(number), "+" + str(number)):
+        raise ConfigError(f"{what} must be a whole number >= 0, not {value!r}")
+    return number
+
+
+def run_job(config: JobConfig, runner=None) -> JobResult:
+    """Run one backup job; never raises for a failing destination (see JobResult.errors)."""
+    runner = runner or CommandRunner()
+    result = JobResult(check_mode=config.check_mode)
+    try:
+        prepared = _Prepared(config, runner)
+    except BackupError as err:
+        result.fail(err)
+        return result
+    result.source = prepared.source.id
+    result.snapshot_folder = prepared.source.folder
+    result.max_unsent_snapshots = prepared.max_unsent
+    try:
+        _Run(config, prepared, runner, result).run()
+    except BackupError as err:
+        result.fail(err)
+    return result
+
+
+class _Run:
+    """One run: the source phase, each destination's phase, then retention; all through one executor."""
+
+    def __init__(self, config, prepared, runner, result):
+        self.config = config
+        self.p = prepared
+        self.source = prepared.source
+        self.runner = runner
+        self.result = result
+        self.check = config.check_mode
+        self.executor = Executor(runner, config.check_mode, EffectOptions(
+            convert_rw=config.convert_rw, sync=config.sync, progress=config.progress, stream=prepared.stream))
+        result.steps = self.executor.steps
+        policy = prepared.backup_policy
+        self.folders = DestinationFolders(self.executor, result, gate=not (config.no_snapshot or config.no_transfer),
+                                          require_destination=config.require_destination, source=self.source,
+                                          allow_same_filesystem=config.allow_same_filesystem)
+        self.sync = DestinationSync(self.executor, result, config, self.source, self.folders,
+                                    keep_backups=policy.count if not policy.buckets else 0)
+        self.now = config.now or datetime.datetime.now()
+        self.connections = None
+        self.recorded = None  # the last-run state's destinations, read when needed
+        # Destinations out of reach at max_unsent_snapshots: id -> unsent.RELEASED or STOPPED,
+        # and (released) id -> the snapshot each continues from, which source retention keeps.
+        self.at_ceiling = {}
+        self.continues_from = {}
+
+    def run(self):
+        with SshConnections(self.runner, [self.source.endpoint] + self.p.destinations) as connections:
+            self.connections = connections
+            if self.check:
+                self._phases(self._snapshot_folder())
+                return
+            with JobLock(job_lock_path(self.source.id, self.source.folder)):  # rule 5
+                if isinstance(self.source.endpoint, LocalEndpoint):
+                    remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
+                # Listed under the lock, so no other run of this job changes it meanwhile.
+                self._phases(self._snapshot_folder())
+
+    def _snapshot_folder(self):
+        """The snapshot folder's listing; on the first run the folder is created (None in check mode)."""
+        listing = self.source.list()
+        if listing is None:
+            self.folders.require_a_usable_one(self.p.destinations)
+            self.executor.carry_out(self.source.create_folder_step())
+            if not self.check:
+                listing = self.source.list()
+        return listing
+
+    def _phases(self, listing):
+        destinations, snapshots, new_snapshot = self._source_phase(listing)
+        # Retention comes last: what may go depends on what the destinations now hold.
+        retention = RetentionPhase(self.executor, self.result, prefix=self.source.prefix, now=self.now,
+                                   source=self.source.endpoint)
+        present_by_dest, synced = {}, []
+        if self.config.no_transfer:
+            for dest in destinations:
+                present_by_dest[dest.id] = self.folders.survey(dest, snapshots)
+        else:
+            for dest, outcome in zip(destinations, self.sync.run(destinations, snapshots, new_snapshot)):
+                present_by_dest[dest.id] = outcome.present
+                if outcome.status != "failed" and dest.can_list:
+                    retention.at_destination(dest, snapshots, outcome, self.p.backup_policy)
+                synced.append((dest, outcome))
+        released = retention.at_source(self.source, snapshots, self.p.snapshot_policy, destinations,
+                                       present_by_dest, continues_from=self.continues_from)
+        # Counted after source retention: at the ceiling it may have deleted some of them.
+        remaining = [s for s in snapshots if s.name not in released]
+        for dest, outcome in synced:
+            outcome.unsent_ceiling = self.at_ceiling.get(dest.id)
+            self._count_unsent(dest, outcome, remaining)
+        self.result.locks_after = self.executor.locks.as_dict()
+
+    def _source_phase(self, listing):
+        """Locks, the destinations to serve, and the new snapshot: (destinations, snapshots, new snapshot)."""
+        store = self.source.lock_store()
+        self.executor.locks = locks = store.read() if listing is not None else LockTable()
+        self.executor.store = store
+        self.result.locks_before = locks.as_dict()
+        snapshots, writable = self.source.snapshots(listing)
+        for path in writable:
+            self.result.warn(f"{path} is writable, so it is not used as a snapshot")
+        destinations = self._with_locked_destinations(locks)
+        if self.config.remove_locks:
+            self._remove_locks(destinations, locks)
+        if self.config.no_snapshot:
+            return destinations, snapshots, None
+        if self._unsent_ceiling(destinations, snapshots) == unsent.STOPPED:
+            return destinations, snapshots, None
+        self.folders.require_a_usable_one(destinations)
+        name, self.now = self.source.next_snapshot(listing, self.config.now, self.check)
+        new_snapshot = self.source.take_snapshot(self.executor, name)
+        info = snapshot_info(new_snapshot)
+        self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
+        return destinations, snapshots + [new_snapshot], new_snapshot
+
+    def _recorded(self, dest_id) -> dict:
+        """What the job's last-run state knows of a destination ({} without one: not readable)."""
+        if self.recorded is None:
+            try:
+                self.recorded = (load_state(self.source.id, self.source.folder) or {}).get("destinations") or {}
+            except (BackupError, OSError):
+                self.recorded = {}  # the run's record reports a damaged state; the run goes on
+        return self.recorded.get(dest_id) or {}
+
+    def _unsent_ceiling(self, destinations, snapshots) -> str | None:
+        """What this run does for the destinations that cannot be listed now and have
+        max_unsent_snapshots waiting for them (None: there is none): RELEASED, the snapshot is
+        taken and source retention keeps for each only the snapshot it continues from; STOPPED, no
+        snapshot is taken and the run fails saying why (see unsent.at_ceiling)."""
+        ceiling = self.p.max_unsent
+        if not unsent.ceiling_reached(len(snapshots), ceiling):
+            return None  # fewer snapshots than the ceiling: no need to read the state
+        names = [s.name for s in snapshots]
+        capped = []  # (destination, its record, what waits for it, why it cannot be listed)
+        for dest in destinations:
+            if not dest.can_list:
+                continue
+            record = self._recorded(dest.id)
+            waiting = unsent.waiting_for(names, self.source.prefix, record.get("newest_backup"))
+            if not unsent.ceiling_reached(len(waiting), ceiling):
+                continue
+            try:
+                self.folders.listing(dest, create=False)
+                continue  # it is back: this run sends what waits for it
+            except BackupError as err:
+                self.folders.unusable[dest.id] = err  # not asked again in this run
+                capped.append((dest, record, waiting, err))
+        if not capped:
+            return None
+        parents = {dest.id: unsent.continues_from(names, record.get("newest_backup"))
+                   for dest, record, _waiting, _err in capped}
+        others = [d for d in destinations if d.id not in parents]
+        decision = unsent.at_ceiling(parents, self._one_answers(others))
+        for dest, record, waiting, err in capped:
+            self.at_ceiling[dest.id] = decision
+            if decision == unsent.RELEASED:
+                self.continues_from[dest.id] = parents[dest.id]
+                self.result.warn(unsent.release_warning(dest.id, len(waiting), record.get("last_success"),
+                                                        ceiling, parents[dest.id], err))
+            else:
+                self.result.fail(BackupError(unsent.ceiling_message(
+                    dest.id, len(waiting), record.get("last_success"), ceiling, err,
+                    parent_known=parents[dest.id] is not None)))
+        return decision
+
+    def _one_answers(self, destinations) -> bool:
+        """Whether one of these destinations can be listed now (a stream sink, only known by
+        trying, does not count: a run that cannot know must not let snapshots go)."""
+        for dest in destinations:
+            if not dest.can_list:
+                continue
+            try:
+                self.folders.listing(dest, create=False)
+                return True
+            except BackupError as err:
+                self.folders.unusable[dest.id] = err
+        return False
+
+    def _count_unsent(self, dest, outcome, snapshots):
+        """How many snapshots still wait for a destination after the run (what it holds when it
+        was listed, its recorded newest backup when not); a warning while they are kept for it."""
+        if not dest.can_list:
+            return
+        names = [s.name for s in snapshots]
+        if outcome.present is not None:
+            held = [s.name for s in snapshots if s.name in outcome.present]
+            outcome.unsent_snapshots = len(unsent.waiting_for(names, self.source.prefix, held[-1] if held else None))
+            return
+        record = self._recorded(dest.id)
+        waiting = unsent.waiting_for(names, self.source.prefix, record.get("newest_backup"))
+        outcome.unsent_snapshots = len(waiting)
+        if waiting and outcome.unsent_ceiling != unsent.RELEASED:  # that run warned already
+            self.result.warn(unsent.waiting_warning(dest.id, len(waiting), record.get("last_success"),
+                                                    self.p.max_unsent))
+
+    def _with_locked_destinations(self, locks):
+        """The given destinations, plus (--locked-dests) every one that holds a lock."""
+        destinations = list(self.p.destinations)
+        if not self.config.locked_dests:
+            return destinations
+        known = {d.id for d in destinations}
+        for dest_id in locks.destinations():
+            if dest_id in known:
+                continue
+            try:
+                endpoint = parse_location(dest_id, self.config.ssh_options, self.config.ssh_sudo)
+            except ConfigError as err:
+                self.result.warn(f"locked destination {dest_id!r} cannot be used: {err}")
+                continue
+            destinations.append(self.connections.attach(endpoint))
+            known.add(dest_id)
+        return destinations
+
+    def _remove_locks(self, destinations, locks):
+        for dest in destinations:
+            touched = locks.names_locked_by(dest.id_aliases)
+            if touched:
+                self.executor.carry_out(RemoveLocks(destination=dest, names=tuple(touched)))
+                self.result.locks_removed.extend({"snapshot": name, "destination": dest.id} for name in touched)

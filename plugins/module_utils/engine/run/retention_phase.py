@@ -1,0 +1,134 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""The retention phase: which snapshots (source) and backups (each destination) go, and why the rest stay."""
+
+from __future__ import annotations
+
+import logging
+
+from ..model import names
+from ..model.errors import BackupError
+from ..model.planning import counterpart, describe_foreign
+from ..model.result import RetentionSection
+from ..model.retention import plan_retention
+from ..model.steps import Delete
+
+LOG = logging.getLogger("btrfs_backup")
+
+# What `serve --append-only` answers to a deletion of a complete backup (serve.APPEND_ONLY): a
+# serve from before the mode probe (server_mode) says it is append-only only this way.
+APPEND_ONLY_REFUSAL = "refused: append-only"
+SERVER_PRUNES = "the server is append-only: its own retention (btrfs-backup prune) decides"
+
+
+def weigh(items: dict, policy, protected: dict, now, prefix: str, section: RetentionSection) -> tuple:
+    """Record in `section` what to keep of `items` (name -> Subvolume) and why; the paths it lets go."""
+    decisions = plan_retention([(n, names.parse_time(prefix, n)) for n in items], policy, protected, now)
+    for decision in decisions:
+        section.record(decision)
+    return tuple(items[d.name].path for d in decisions if not d.keep)
+
+
+def source_protection(snapshots, locks, destinations, present_by_dest, continues_from=None) -> dict:
+    """Pure: why each snapshot must stay whatever the policy says (rule 4): its locks, and
+    being the newest that a destination holds (that destination's next incremental parent);
+    for a destination out of reach at max_unsent_snapshots (`continues_from`: its id -> name),
+    the newest one the last run that reached it saw it hold."""
+    protected = {s.name: locks.reasons(s.name) for s in snapshots}
+    continues_from = continues_from or {}
+    for dest in destinations:
+        if dest.id in continues_from:
+            name = continues_from[dest.id]
+            if name in protected:
+                protected[name].append(f"newest snapshot that {dest.id} held when last reached (it "
+                                       "continues from it when it is back; max_unsent_snapshots)")
+            continue
+        present = present_by_dest.get(dest.id) or {}
+        common = [s.name for s in snapshots if s.name in present]
+        if common:
+            protected[common[-1]].append(f"newest snapshot that {dest.id} holds (its next incremental parent)")
+    return protected
+
+
+def our_backups(held: dict, snapshots, prefix: str) -> tuple:
+    """Pure: (complete backups of the naming scheme at a destination, why others under a
+    snapshot's name are not ours): a foreign one is never counted or deleted (rule 1)."""
+    by_name = {s.name: s for s in snapshots}
+    backups, foreign = {}, []
+    for name, sub in held.items():
+        if not (sub.complete and names.is_snapshot_name(prefix, name)):
+            continue
+        if name in by_name and counterpart(by_name[name], [sub]) is None:
+            foreign.append(describe_foreign(sub, by_name[name]))
+            continue
+        backups[name] = sub
+    return backups, foreign
+
+
+class RetentionPhase:
+    """Applies the policies of one run, after its transfers (what arrived decides what may go)."""
+
+    def __init__(self, executor, result, *, prefix, now, source=None):
+        self.executor = executor
+        self.source = source  # the source endpoint (the probe of the destinations asks for it)
+        self.result = result
+        self.prefix = prefix
+        self.now = now
+
+    def at_source(self, source, snapshots, policy, destinations, present_by_dest, continues_from=None) -> frozenset:
+        """Source retention; the names of the snapshots it deletes (check mode: would delete).
+        `continues_from`: the destinations out of reach that it may release snapshots of, each with
+        the snapshot it keeps for it (see unsent.at_ceiling)."""
+        continues_from = continues_from or {}
+        unknown = [d.id for d in destinations if present_by_dest.get(d.id) is None and d.id not in continues_from]
+        if unknown and not policy.keeps_everything:
+            # Without knowing what a destination holds, its next incremental parent is unknown.
+            self.result.warn("source retention skipped: could not check " + ", ".join(unknown))
+            return frozenset()
+        protected = source_protection(snapshots, self.executor.locks, destinations, present_by_dest, continues_from)
+        return self._apply(source.endpoint, {s.name: s for s in snapshots}, policy, protected, source.folder,
+                           "source")
+
+    def at_destination(self, dest, snapshots, outcome, policy):
+        if policy.keeps_everything:
+            return
+        backups, foreign = our_backups(outcome.backups, snapshots, self.prefix)
+        for reason in foreign:
+            self.result.warn(f"{dest.id}: {reason}")
+        protected = {name: [] for name in backups}
+        common = [s.name for s in snapshots if s.name in outcome.present]
+        if common:
+            protected.setdefault(common[-1], []).append(
+                "newest backup whose snapshot is still at the source (next incremental parent)")
+        append_only = self.executor.probe(self.source).append_only(dest)
+        self._apply(dest, backups, policy, protected, dest.path, dest.id, append_only)
+
+    def _apply(self, endpoint, items, policy, protected, folder, where, append_only=False) -> frozenset:
+        """Weigh and delete; the names deleted (none when the deletion failed or was refused)."""
+        section = self.result.retention_section(where, policy)
+        doomed = weigh(items, policy, protected, self.now, self.prefix, section)
+        if not doomed:
+            return frozenset()
+        if append_only:
+            # Rule 10: the server said it keeps complete backups; a deletion would only be refused
+            # (and each refusal in its log must mean an attack).
+            section.not_deleted(SERVER_PRUNES)
+            LOG.info("%s is append-only: the server's own retention (btrfs-backup prune) deletes its "
+                     "backups, not this run", where)
+            return frozenset()
+        try:
+            self.executor.carry_out(Delete(endpoint=endpoint, paths=doomed, folder=folder, what="",
+                                           where=where, reason="retention"))
+        except BackupError as err:
+            if APPEND_ONLY_REFUSAL in str(err):
+                # Rule 10: an append-only server keeps its backups until its own retention.
+                section.not_deleted(SERVER_PRUNES)
+                self.result.warn(f"{where} is append-only: the server's own retention (btrfs-backup "
+                                 "prune) deletes its backups, not this run (its serve refused the "
+                                 "deletion without having said so beforehand: is it older than this host's?)")
+                return frozenset()
+            section.not_deleted(f"not deleted: {err}")
+            self.result.fail(err, where=f"retention at {where}")
+            return frozenset()
+        return frozenset(d["name"] for d in section.deleted)

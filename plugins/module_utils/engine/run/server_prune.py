@@ -1,0 +1,92 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""`btrfs-backup prune`: a backup server's own retention, by when the server received each
+backup, never by the name a source gave it (rule 12)."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+from ..model import names
+from ..host.endpoints import LocalEndpoint, parse_location
+from ..model.errors import ConfigError
+from .executor import Executor
+from ..host.listing import list_folder_here
+from ..model.name_trust import DEFAULT_CLOCK_SKEW, name_lies, name_time, received_datetime
+from ..model.result import RetentionSection
+from ..model.retention import Policy, parse_buckets, parse_min_age, plan_retention, protect_young
+from ..host.runner import CommandRunner
+from ..model.steps import Delete
+
+LOG = logging.getLogger("btrfs_backup")
+
+
+def local_folder(path: str) -> str:
+    """The folder prune works on: a path on this machine, where the kernel knows when each
+    backup arrived; a remote folder is refused (its received times are known only on its server)."""
+    endpoint = parse_location(path, allow_shell=False)
+    if not isinstance(endpoint, LocalEndpoint):
+        raise ConfigError(f"prune works on a folder of this machine, not {path}: it decides by when "
+                          "this server received each backup, which only the server knows; run "
+                          "'btrfs-backup prune' on the backup server")
+    return endpoint.path
+
+
+def dated_backups(backups: dict, clock_skew: float) -> tuple:
+    """Pure: ((name, received datetime) pairs, names that lie) of complete backups (name ->
+    Subvolume with received_time); a name that lies claims a time after the server received it."""
+    dated, lying = [], []
+    for name, backup in sorted(backups.items()):
+        if backup.received_time is None:  # the kernel always knows; a stand-in in tests may not
+            dated.append((name, name_time(name)))
+            continue
+        dated.append((name, received_datetime(backup.received_time)))
+        if name_lies(name, backup.received_time, clock_skew):
+            lying.append(name)
+    return dated, lying
+
+
+def plan_prune(backups: dict, policy, *, now, min_age=None, clock_skew=DEFAULT_CLOCK_SKEW) -> tuple:
+    """Pure: (retention Decisions, names that lie) for a folder's complete backups."""
+    dated, lying = dated_backups(backups, clock_skew)
+    protected = {name: [] for name in backups}
+    for name, reason in protect_young(dated, min_age, now).items():
+        protected[name].append(reason)
+    return plan_retention(dated, policy, protected, now, demoted=lying), lying
+
+
+def prune_backups(path: str, prefix: str = "", count: int = 0, preserve: str = "", min_age: str = "",
+                  clock_skew: float = DEFAULT_CLOCK_SKEW, check_mode: bool = False, runner=None,
+                  now: datetime.datetime | None = None) -> dict:
+    """Apply the count and time-bucket policies to the complete backups of the naming scheme in
+    one local folder, by received time: the newest received always stays, nothing received less
+    than `min_age` ago is deleted, and a backup whose name lies ranks below every other."""
+    names.validate_prefix(prefix)
+    policy = Policy(count, parse_buckets(preserve))
+    youngest_kept = parse_min_age(min_age)
+    folder = local_folder(path)
+    now = now or datetime.datetime.now()
+    backups = {n: s for n, s in list_folder_here(folder).children.items()
+               if s.complete and names.is_snapshot_name(prefix, n)}
+    decisions, lying = plan_prune(backups, policy, now=now, min_age=youngest_kept, clock_skew=clock_skew)
+    section = RetentionSection(where=path, policy=policy)
+    for decision in decisions:
+        section.record(decision)
+    untrusted = [{"name": n, "received": backups[n].received_time,
+                  "reason": "its name is later than when this server received it: it ranks below "
+                            "every other backup"} for n in lying]
+    for item in untrusted:
+        LOG.warning("%s: %s was received at %s but its name claims a later time: it ranks below every "
+                    "other backup", folder, item["name"],
+                    received_datetime(item["received"]).strftime("%Y-%m-%d %H:%M:%S"))
+    executor = Executor(runner or CommandRunner(), check_mode)
+    doomed = tuple(backups[d.name].path for d in decisions if not d.keep)
+    if doomed:
+        executor.carry_out(Delete(endpoint=LocalEndpoint(folder), paths=doomed, folder=folder, what="",
+                                  where=None, reason="retention"))
+    return {"changed": executor.changed, "plan": executor.plan(), "policy": section.policy,
+            "kept": section.kept, "deleted": section.deleted, "untrusted_names": untrusted,
+            "received": {n: backups[n].received_time for n in sorted(backups)},
+            "before": sorted(backups), "after": [k["name"] for k in section.kept]}

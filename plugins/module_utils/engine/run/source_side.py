@@ -1,0 +1,120 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""The source side of every operation: its snapshot folder, the source check, the lock store, the next snapshot."""
+
+from __future__ import annotations
+
+import datetime
+import posixpath
+import time
+
+from ..model import names
+from ..host.endpoints import Endpoint, check_path
+from ..model.errors import BackupError, EndpointError, MissingPathError
+from ..host.listing import FolderListing, Subvolume, find_subvolume, list_folder
+from ..host.locks import lock_store
+from ..model.steps import CreateFolder, TakeSnapshot
+
+
+def snapshot_folder_of(endpoint: Endpoint, snapshot_folder: str) -> str:
+    """The snapshot folder: absolute, or relative to the source's path (default 'snapshot')."""
+    folder = check_path(snapshot_folder or "snapshot", "snapshot folder")
+    return folder if folder.startswith("/") else posixpath.join(endpoint.path, folder)
+
+
+def not_a_subvolume(source_id: str) -> str:
+    return (f"source {source_id} is not a btrfs subvolume (snapshots can only be taken of "
+            "subvolumes; create one with 'btrfs subvolume create')")
+
+
+class SourceSide:
+    """A source subvolume at an endpoint and its snapshot folder, with the `prefix` naming scheme."""
+
+    def __init__(self, endpoint: Endpoint, runner, snapshot_folder: str = "snapshot", prefix: str = ""):
+        self.endpoint = endpoint
+        self.runner = runner
+        self.prefix = names.validate_prefix(prefix)
+        self.folder = snapshot_folder_of(endpoint, snapshot_folder)
+        self.filesystem = None  # the source's filesystem, once listed (rule 8)
+
+    @property
+    def id(self) -> str:
+        return self.endpoint.id
+
+    def list(self) -> FolderListing | None:
+        """List the snapshot folder and check the source is a subvolume (one listing round).
+        None: the folder does not exist yet (first run), and the source was checked apart."""
+        source = self.endpoint.path
+        try:
+            listing = list_folder(self.endpoint, self.runner, self.folder, [source])
+        except MissingPathError as err:
+            if source in err.paths:
+                raise EndpointError(f"source {self.id} does not exist")
+            probe = list_folder(self.endpoint, self.runner, source)
+            if not probe.is_subvolume(source):
+                raise EndpointError(not_a_subvolume(self.id))
+            self.filesystem = probe
+            return None
+        if not listing.is_subvolume(source):
+            raise EndpointError(not_a_subvolume(self.id))
+        self.filesystem = listing
+        return listing
+
+    def create_folder_step(self) -> CreateFolder:
+        return CreateFolder(endpoint=self.endpoint, path=self.folder, parents=True,
+                            what="snapshot folder", shown=self.folder)
+
+    def lock_store(self):
+        return lock_store(self.endpoint, self.runner, self.folder)
+
+    def snapshots(self, listing: FolderListing | None) -> tuple:
+        """(read-only snapshots of the scheme, oldest first; paths of writable ones under its names)."""
+        found, writable = [], []
+        for sub in listing.children.values() if listing is not None else ():
+            if not names.is_snapshot_name(self.prefix, sub.name):
+                continue
+            if sub.readonly:
+                found.append(sub)
+            else:
+                writable.append(sub.path)
+        return sorted(found, key=lambda s: names.sort_key(self.prefix, s.name)), sorted(writable)
+
+    def next_snapshot(self, listing: FolderListing | None, now: datetime.datetime | None,
+                      check_mode: bool) -> tuple:
+        """(name, time) of the next snapshot after the newest one. Names have one-second
+        resolution: a real run without a given `now` waits for the chosen second rather
+        than invent a suffix that btrfs-backup 0.3 would not recognise."""
+        snapshots = self.snapshots(listing)[0]
+        newest = names.parse_time(self.prefix, snapshots[-1].name) if snapshots else None
+        taken = set(listing.children) if listing is not None else set()
+        try:
+            when = names.next_snapshot_time(self.prefix, now or datetime.datetime.now(), taken, newest)
+        except ValueError as err:
+            raise BackupError(f"not taking a snapshot: {err}")
+        if now is None and not check_mode:
+            wait = (when - datetime.datetime.now()).total_seconds()
+            if wait > 0:
+                time.sleep(wait + 0.01)
+        return names.format_name(self.prefix, when), when
+
+    def take_snapshot(self, executor, name: str, label: str = "snapshot") -> Subvolume:
+        """Take the read-only snapshot `name`; in check mode, a stand-in without uuid."""
+        path = posixpath.join(self.folder, name)
+        executor.carry_out(TakeSnapshot(endpoint=self.endpoint, source_path=self.endpoint.path,
+                                        path=path, label=label))
+        if executor.check_mode:
+            # A stand-in: no id (nothing exists), a uuid only so that check mode can match its planned backups.
+            return Subvolume(name=name, path=path, id=None, uuid=f"(planned) {path}", parent_uuid=None,
+                             received_uuid=None, readonly=True)
+        created = find_subvolume(self.endpoint, self.runner, self.folder, name)
+        if created is None or not created.readonly:
+            raise BackupError(f"snapshot {path} was not created read-only")
+        return created
+
+
+def snapshot_info(subvolume: Subvolume) -> dict:
+    """A snapshot as the results show it (a check-mode stand-in, without id, has no uuid yet)."""
+    uuid = subvolume.uuid if subvolume.id is not None else None
+    return {"name": subvolume.name, "path": subvolume.path, "uuid": uuid,
+            "readonly": subvolume.readonly, "received_uuid": subvolume.received_uuid}

@@ -1,0 +1,70 @@
+"""Effects: what a job's snapshots and backups are right now, listed at the source and every destination."""
+
+from ..model import names
+from ..host.endpoints import LocalEndpoint, ShellEndpoint, SshConnections, parse_location
+from ..model.errors import BackupError
+from ..host.listing import list_folder
+from ..host.locks import LocalLockStore, RemoteLockStore
+from ..model.planning import counterpart
+from ..model.run_record import snapshot_timestamp
+from ..host.runner import CommandRunner
+
+
+def _item(prefix, name):
+    return {"name": name, "time": snapshot_timestamp(prefix, name)}
+
+
+def our_backups(prefix, snapshots, children):
+    """Pure: complete backups named by the scheme; one carrying a snapshot's name must be its
+    counterpart by UUID (invariant 1), otherwise it is somebody else's."""
+    by_name = {s.name: s for s in snapshots}
+    found = []
+    for name, sub in children.items():
+        if not (sub.complete and names.is_snapshot_name(prefix, name)):
+            continue
+        if name in by_name and counterpart(by_name[name], [sub]) is None:
+            continue
+        found.append(name)
+    return sorted(found, key=lambda n: names.sort_key(prefix, n))
+
+
+def survey_job(spec, runner=None):
+    """{snapshots, locks, destinations: {id: {backups | error}}} for a JobSpec; read-only."""
+    runner = runner or CommandRunner()
+    connections = SshConnections(runner)
+    source = connections.attach(parse_location(spec.source, spec.ssh_options, spec.ssh_sudo,
+                                               allow_shell=False))
+    report = {"snapshots": None, "source_error": None, "locks": {}, "destinations": {}}
+    try:
+        snapshots = []
+        try:
+            listing = list_folder(source, runner, spec.folder)
+            snapshots = sorted((s for s in listing.children.values()
+                                if s.readonly and names.is_snapshot_name(spec.prefix, s.name)),
+                               key=lambda s: names.sort_key(spec.prefix, s.name))
+            report["snapshots"] = [_item(spec.prefix, s.name) for s in snapshots]
+            store = LocalLockStore(spec.folder) if isinstance(source, LocalEndpoint) \
+                else RemoteLockStore(source, runner, spec.folder)
+            report["locks"] = store.read().as_dict()
+        except BackupError as err:
+            report["source_error"] = str(err)
+        for location in spec.destinations:
+            try:
+                dest = parse_location(location, spec.ssh_options, spec.ssh_sudo)
+            except BackupError as err:
+                report["destinations"][location] = {"backups": None, "error": str(err)}
+                continue
+            if isinstance(dest, ShellEndpoint):
+                report["destinations"][dest.id] = {"backups": None, "error": "a shell:// sink cannot be listed"}
+                continue
+            connections.attach(dest)
+            try:
+                children = list_folder(dest, runner).children
+                backups = our_backups(spec.prefix, snapshots, children)
+                report["destinations"][dest.id] = {"backups": [_item(spec.prefix, n) for n in backups],
+                                                   "error": None}
+            except BackupError as err:
+                report["destinations"][dest.id] = {"backups": None, "error": str(err)}
+    finally:
+        connections.close()
+    return report

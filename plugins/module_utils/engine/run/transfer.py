@@ -1,0 +1,151 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""One snapshot to its destinations (or a backup back for a restore): the stream, its progress, the check of what arrived."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from ..host import btrfs
+from ..host.compressibility import looks_compressible
+from ..model.errors import BackupError, TransferError
+from ..host.listing import Subvolume, find_subvolume
+from ..host.pipeline import Stage, run_pipeline, run_stream
+from ..host.stream_size import estimate_stream_size
+from ..host.streams import plan_stream
+
+LOG = logging.getLogger("btrfs_backup")
+
+
+def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options, ends):
+    """One `btrfs send [-p parent]` at the source, fanned out to every destination's receiver
+    (streams.plan_stream); returns the pipeline's StreamResult (each destination's verdict)."""
+    stream = options.stream
+    _say_fallbacks(source, destinations, stream, ends)
+    progress = False
+    if options.progress and sys.stderr.isatty():
+        import shutil  # only here: start-up time of every run
+        if shutil.which("pv"):
+            estimate = estimate_stream_size(source, runner, snapshot.path, parent.path if parent else None)
+            progress = estimate or True
+    root, _compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
+                                           destinations, stream, ends, progress,
+                                           _compressible(source, destinations, snapshot, stream, ends))
+    if flags:
+        LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
+    meter = ProgressLog(destinations, source, runner, snapshot, parent)
+    return run_stream(runner, root, on_progress=None if progress else meter)
+
+
+def _compressible(source, destinations, snapshot, stream, ends):
+    """With `--compress auto`, whether a sample of a local snapshot's data compresses (None: not
+    asked, or no sample; a remote source is not sampled, nor is data no end could compress)."""
+    if stream.compress_level is None or stream.compress_explicit or source.kind != "local" \
+            or not ends(None).zstd or not any(d.kind == "ssh" and ends(d).zstd for d in destinations):
+        return None
+    ratio = ends.sample(snapshot.path)
+    compressible = looks_compressible(ratio)
+    if compressible is False:
+        LOG.info("%s: a sample of its data does not compress (zlib ratio %.2f): sent uncompressed",
+                 snapshot.name, ratio)
+    return compressible
+
+
+def _say_fallbacks(source, destinations, stream, ends):
+    """One log line for each ssh end that cannot take the compressed stream it was meant to."""
+    if stream.compress_level is None:
+        return
+    for end in [d for d in destinations if d.kind == "ssh"] + ([source] if source.kind == "ssh" else []):
+        missing = [where for where, e in (("this host", ends(None)), (end.id, ends(end))) if not e.zstd]
+        if missing and end.id not in ends.told:
+            ends.told.add(end.id)
+            log = LOG.warning if stream.compress_explicit else LOG.info
+            log("%s: no zstd at %s; this stream goes uncompressed", end.id, " and ".join(missing))
+
+
+class ProgressLog:
+    """A log line every 30 s of a long transfer (for timers, whose output goes to the journal):
+    bytes so far, the rate, and once the stream's size is estimated, how much is left and when
+    it should end."""
+
+    def __init__(self, destinations, source, runner, snapshot, parent):
+        self.name = snapshot.name
+        self.where = ", ".join(d.id for d in destinations)
+        self.estimate_args = (source, runner, snapshot.path, parent.path if parent else None)
+        self.estimate = None
+        self.asked = False
+
+    def __call__(self, sent, seconds):
+        if not self.asked:
+            self.asked = True  # once, at the first line: short transfers never pay for it
+            self.estimate = estimate_stream_size(*self.estimate_args)
+        LOG.info("sending %s to %s: %s", self.name, self.where, progress_line(sent, seconds, self.estimate))
+
+
+def progress_line(sent, seconds, estimate):
+    """Pure: "1.2 GiB of about 4.0 GiB (30%), 95.1 MiB/s, about 30 s left" (fewer parts when
+    the size is unknown or already passed)."""
+    rate = sent / seconds if seconds > 0 else 0
+    text = format_bytes(sent)
+    if estimate and estimate > sent:
+        text += " of about %s (%d%%)" % (format_bytes(estimate), 100 * sent // estimate)
+    text += ", %s/s" % format_bytes(rate)
+    if estimate and estimate > sent and rate > 0:
+        text += ", about %s left" % format_duration((estimate - sent) / rate)
+    return text
+
+
+def format_bytes(size):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024:
+            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
+        size /= 1024.0
+    return "%.1f TiB" % size
+
+
+def format_duration(seconds):
+    seconds = int(seconds + 0.5)
+    if seconds < 120:
+        return "%d s" % seconds
+    if seconds < 7200:
+        return "%d min" % ((seconds + 30) // 60)
+    return "%d h %02d min" % (seconds // 3600, (seconds % 3600 + 30) // 60)
+
+
+def verify_received(destination, runner, snapshot: Subvolume) -> Subvolume:
+    """Rule 2: the received subvolume must be read-only with received_uuid = snapshot uuid."""
+    backup = find_subvolume(destination, runner, destination.path, snapshot.name)
+    if backup is None:
+        raise TransferError(f"{snapshot.name} did not appear at {destination.id} after the receive")
+    if not backup.complete or backup.received_uuid != snapshot.uuid:
+        raise TransferError(
+            f"{snapshot.name} at {destination.id} did not verify (read-only: {backup.readonly}, "
+            f"received_uuid {backup.received_uuid}, expected {snapshot.uuid})")
+    return backup
+
+
+def is_partial_receive_of(found: Subvolume | None, snapshot: Subvolume) -> bool:
+    """Whether `found`, under the snapshot's name right after its receive failed, is what that
+    receive left (not complete, received from nothing else)."""
+    return found is not None and not (found.complete and found.received_uuid == snapshot.uuid) \
+        and found.received_uuid in (None, snapshot.uuid)
+
+
+def planned_backup(destination, snapshot: Subvolume) -> Subvolume:
+    """What check mode assumes arrives: the snapshot's backup under its name at the destination."""
+    return Subvolume(name=snapshot.name, path=destination.join(snapshot.name), id=None, uuid=None,
+                     parent_uuid=None, received_uuid=snapshot.uuid, readonly=True)
+
+
+def receive_backup(origin, backup: Subvolume, here, runner, folder: str) -> Subvolume:
+    """Receive `backup` from `origin` into `folder` at `here` (which exists); the staged copy
+    must be the complete backup (the same received_uuid)."""
+    send = origin.command(btrfs.send_argv(backup.path))
+    receive = here.command(btrfs.receive_argv(folder))
+    run_pipeline(runner, [Stage(f"btrfs send at {origin.id}", send), Stage("btrfs receive", receive)])
+    staged = find_subvolume(here, runner, folder, backup.name)
+    if staged is None or not staged.complete or staged.received_uuid != backup.received_uuid:
+        raise BackupError(f"the restored copy of {backup.name} did not verify")
+    return staged

@@ -1,0 +1,213 @@
+"""The stream's plan (pure) and the pipeline that runs it (real processes: printf, cat, false)."""
+
+import pytest
+
+from engine.host.capabilities import ends_from, progs_version
+from engine.host.endpoints import parse_location
+from engine.model.errors import ConfigError, TransferError
+from engine.host.pipeline import Node, Stage, run_pipeline, run_stream
+from engine.host.runner import CommandRunner
+from engine.host.streams import Ends, StreamOptions, parse_compress, parse_size, plan_stream
+from engine.run.transfer import format_duration, progress_line
+
+LOCAL = parse_location("/src/data")
+REMOTE_SRC = parse_location("ssh://root@src.example/data")
+A, B = parse_location("/backup/a"), parse_location("/backup/b")
+SSH1, SSH2 = parse_location("ssh://root@s1.example/b"), parse_location("ssh://root@s2.example/b")
+SINK = parse_location("shell://cat > /tmp/stream")
+BARE = parse_location("ssh://root@bare.example/b")  # a host without zstd
+
+
+def ends(endpoint):
+    if endpoint is BARE:
+        return Ends(zstd=False, proto2=False)
+    return Ends(zstd=True, proto2=True)
+
+
+def shape(node):
+    """The tree as nested tuples of stage names; a leaf ends with its destination's id."""
+    names = tuple(s.name.split(" on ")[0] for s in node.stages)
+    if node.leaf is not None:
+        return names + ("-> " + node.leaf.id,)
+    return names + (tuple(shape(c) for c in node.children),)
+
+
+PLANS = {
+    "local to local: one chain, never compressed": (
+        LOCAL, [A], {}, ("btrfs send", "btrfs receive", "-> /backup/a"), False),
+    "local to two local: one send, fanned out": (
+        LOCAL, [A, B], {}, ("btrfs send", (("btrfs receive", "-> /backup/a"), ("btrfs receive", "-> /backup/b"))), False),
+    "push to ssh: compressed": (
+        LOCAL, [SSH1], {}, ("btrfs send", "zstd", "btrfs receive", "-> " + SSH1.id), True),
+    "push with compress none": (
+        LOCAL, [SSH1], {"compress": "none"}, ("btrfs send", "btrfs receive", "-> " + SSH1.id), False),
+    "local and two ssh: the plain stream to local, one zstd for both ssh": (
+        LOCAL, [A, SSH1, SSH2], {},
+        ("btrfs send", (("btrfs receive", "-> /backup/a"),
+                        ("zstd", (("btrfs receive", "-> " + SSH1.id), ("btrfs receive", "-> " + SSH2.id))))), True),
+    "a host without zstd gets the plain stream": (
+        LOCAL, [BARE], {"compress": "zstd:7"}, ("btrfs send", "btrfs receive", "-> " + BARE.id), False),
+    "pull to two local: compressed at the source, decompressed once here": (
+        REMOTE_SRC, [A, B], {},
+        ("btrfs send | zstd", "zstd -d", (("btrfs receive", "-> /backup/a"), ("btrfs receive", "-> /backup/b"))), True),
+    "ssh to ssh: compressed end to end": (
+        REMOTE_SRC, [SSH1], {}, ("btrfs send | zstd", "btrfs receive", "-> " + SSH1.id), True),
+    "rate limit and buffer before each receiver": (
+        LOCAL, [A, SINK], {"limit_rate": "20M", "buffer": "64M"},
+        ("btrfs send", (("pv (rate limit)", "mbuffer", "btrfs receive", "-> /backup/a"),
+                        ("pv (rate limit)", "mbuffer", "shell command 'cat > /tmp/stream'", "-> " + SINK.id))), False),
+}
+
+
+@pytest.mark.parametrize("name", list(PLANS))
+def test_the_stream_plan(name):
+    source, dests, settings, expected, compressed = PLANS[name]
+    root, was_compressed, _flags = plan_stream(source, "/snap/s2", "/snap/s1", dests, StreamOptions(**settings), ends)
+    assert shape(root) == expected
+    assert was_compressed == compressed
+    assert sorted(leaf.id for leaf, _path in root.leaves()) == sorted(d.id for d in dests)
+
+
+def test_the_remote_commands_are_quoted_pipes():
+    root, _, _ = plan_stream(REMOTE_SRC, "/snap/it's", None, [SSH1], StreamOptions(), ends)
+    send, receive = root.stages[0].argv, root.stages[1].argv
+    assert send[-1] == "btrfs send --proto 2 --compressed-data '/snap/it'\"'\"'s' | zstd -q -c -T0 -3"
+    assert receive[-1] == "zstd -d -q | btrfs receive /b"
+
+
+@pytest.mark.parametrize("source_ends, receivers, setting, flags", [
+    (Ends(proto2=True), [Ends(proto2=True)], "auto", ["--proto", "2", "--compressed-data"]),
+    (Ends(proto2=True), [Ends(proto2=True), Ends(proto2=False)], "auto", []),
+    (Ends(proto2=False), [Ends(proto2=True)], "auto", []),
+    (Ends(proto2=True), [Ends(proto2=True)], "1", []),
+    (Ends(proto2=False), [Ends(proto2=False)], "2", ["--proto", "2", "--compressed-data"]),
+])
+def test_send_protocol(source_ends, receivers, setting, flags):
+    from engine.host.streams import send_flags
+    assert send_flags(StreamOptions(send_protocol=setting), source_ends, receivers) == flags
+
+
+def test_a_shell_sink_keeps_protocol_1():
+    root, _, flags = plan_stream(LOCAL, "/snap/s", None, [A, SINK], StreamOptions(), ends)
+    assert flags == []
+
+
+@pytest.mark.parametrize("text, level, explicit", [
+    ("auto", 3, False), (None, 3, False), ("none", None, False), ("zstd", 3, True), ("zstd:19", 19, True),
+    ("ZSTD:1", 1, True),
+])
+def test_parse_compress(text, level, explicit):
+    assert parse_compress(text) == (level, explicit)
+
+
+@pytest.mark.parametrize("text", ["gzip", "zstd:0", "zstd:20", "zstd:", "zstd:x", "3"])
+def test_parse_compress_refuses(text):
+    with pytest.raises(ConfigError, match="compress must be auto, none, zstd or zstd:LEVEL"):
+        parse_compress(text)
+
+
+@pytest.mark.parametrize("text, size", [
+    ("20M", 20 * 1024 ** 2), ("512k", 512 * 1024), ("1.5G", int(1.5 * 1024 ** 3)), ("4096", 4096),
+    ("20MiB", 20 * 1024 ** 2), ("20MB", 20 * 1024 ** 2), (" 2m ", 2 * 1024 ** 2),
+])
+def test_parse_size(text, size):
+    assert parse_size(text, "limit_rate") == size
+
+
+@pytest.mark.parametrize("text", ["", "M", "fast", "-5M", "0", "0k", "nan", "inf", "1e400", "5X"])
+def test_parse_size_refuses(text):
+    with pytest.raises(ConfigError, match="limit_rate must be a positive size"):
+        parse_size(text, "limit_rate")
+
+
+@pytest.mark.parametrize("version, zstd, stream_version, proto2", [
+    ("btrfs-progs v6.2\n", True, "2\n", True),
+    ("btrfs-progs v6.2\n", True, "1\n", False),
+    ("btrfs-progs v5.16.2\n", True, "2\n", False),
+    ("btrfs-progs v6.0\n", False, None, True),
+    ("", False, None, False),
+    ("something else", True, "", False),
+])
+def test_ends_from_probes(version, zstd, stream_version, proto2):
+    found = ends_from(version, zstd, stream_version)
+    assert (found.zstd, found.proto2) == (zstd, proto2)
+
+
+def test_progs_version():
+    assert progs_version("btrfs-progs v6.10.1 \n-EXPERIMENTAL") == (6, 10)
+    assert progs_version("nope") is None
+
+
+@pytest.mark.parametrize("sent, seconds, estimate, text", [
+    (50 * 1024 ** 2, 10, 200 * 1024 ** 2, "50.0 MiB of about 200.0 MiB (25%), 5.0 MiB/s, about 30 s left"),
+    (50 * 1024 ** 2, 10, None, "50.0 MiB, 5.0 MiB/s"),
+    (300 * 1024 ** 2, 10, 200 * 1024 ** 2, "300.0 MiB, 30.0 MiB/s"),  # past the estimate: no ETA
+    (1024 ** 3, 100, 50 * 1024 ** 3, "1.0 GiB of about 50.0 GiB (2%), 10.2 MiB/s, about 82 min left"),
+])
+def test_progress_line(sent, seconds, estimate, text):
+    assert progress_line(sent, seconds, estimate) == text
+
+
+def test_format_duration():
+    assert [format_duration(s) for s in (4.4, 119, 125, 7300)] == ["4 s", "119 s", "2 min", "2 h 02 min"]
+
+
+# -- the pipeline, with real processes ----------------------------------------------------------
+
+
+def test_a_fanned_out_stream_reaches_every_leaf(tmp_path):
+    outs = [tmp_path / ("out%d" % i) for i in range(3)]
+    leaves = [Node([Stage("write %d" % i, ["sh", "-c", 'cat > "$0"', str(out)])], leaf=i) for i, out in enumerate(outs)]
+    root = Node([Stage("produce", ["sh", "-c", "seq 1 200000"], meter=True)], leaves)
+    result = run_stream(CommandRunner(), root)
+    expected = "".join("%d\n" % n for n in range(1, 200001))
+    assert result.failures == {}
+    assert result.bytes_sent == len(expected)
+    assert all(out.read_text() == expected for out in outs)
+
+
+def test_a_failing_leaf_does_not_stop_the_others(tmp_path):
+    good = tmp_path / "good"
+    root = Node([Stage("produce", ["sh", "-c", "seq 1 300000"], meter=True)], [
+        Node([Stage("broken receiver", ["sh", "-c", "head -c 10 >/dev/null; echo disk full >&2; exit 3"])], leaf="bad"),
+        Node([Stage("receiver", ["sh", "-c", 'cat > "$0"', str(good)])], leaf="good"),
+    ])
+    result = run_stream(CommandRunner(), root)
+    assert set(result.failures) == {"bad"}
+    assert result.failures["bad"] == "broken receiver failed (exit status 3): disk full"
+    assert good.read_text().count("\n") == 300000
+
+
+def test_a_failing_source_fails_every_leaf(tmp_path):
+    root = Node([Stage("btrfs send", ["sh", "-c", "echo no such subvolume >&2; exit 1"])], [
+        Node([Stage("r1", ["cat"])], leaf=1), Node([Stage("r2", ["cat"])], leaf=2)])
+    result = run_stream(CommandRunner(), root)
+    assert result.failures == {1: "btrfs send failed (exit status 1): no such subvolume",
+                               2: "btrfs send failed (exit status 1): no such subvolume"}
+
+
+def test_run_pipeline_raises_naming_the_stage():
+    with pytest.raises(TransferError, match="btrfs receive failed \\(exit status 1\\): ERROR: nope"):
+        run_pipeline(CommandRunner(), [Stage("btrfs send", ["true"]),
+                                       Stage("btrfs receive", ["sh", "-c", "echo ERROR: nope >&2; exit 1"])])
+
+
+def test_progress_is_reported_while_a_stream_runs():
+    ticks = []
+    root = Node([Stage("slow", ["sh", "-c", "for i in 1 2 3 4 5 6; do echo line; sleep 0.1; done"], meter=True),
+                 Stage("sink", ["cat"])], leaf="x")
+    run_stream(CommandRunner(), root, on_progress=lambda sent, seconds: ticks.append(sent), interval=0.15)
+    assert len(ticks) >= 2 and ticks == sorted(ticks)
+
+
+@pytest.mark.parametrize("source, dests, expected", [
+    (LOCAL, [A], ["btrfs send", "pv", "btrfs receive"]),
+    # A pull shows the plain stream where it is decompressed here, before the fan-out.
+    (REMOTE_SRC, [A, B], ["btrfs send | zstd on src.example", "zstd -d", "pv"]),
+])
+def test_the_progress_bar_sits_where_the_plain_stream_flows_here(source, dests, expected):
+    root, _, _ = plan_stream(source, "/snap/s", None, dests, StreamOptions(), ends, progress=123456)
+    chain = root.stages
+    assert [s.name for s in chain][:len(expected)] == expected
+    bar = next(s for s in chain if s.name == "pv")
+    assert bar.argv == ["pv", "-s", "123456"] and not bar.capture_stderr

@@ -1,0 +1,158 @@
+"""engine.model.planning: which snapshot goes where, from which parent, and what is a partial (by UUID)."""
+
+import collections
+
+import pytest
+
+from engine.host.listing import Subvolume
+from engine.model.planning import plan_destination
+
+
+def uuid_of(name):
+    return "uuid-of-" + name
+
+
+def source(*names, received=None):
+    """Read-only source snapshots, oldest first; `received` maps a name to its own received_uuid."""
+    received = received or {}
+    return [Subvolume(name, "/home/snapshot/" + name, 300 + i, uuid_of(name), "uuid-of-home",
+                      received.get(name), True)
+            for i, name in enumerate(names)]
+
+
+# A destination subvolume: name, received_uuid (None: not received) and read-only flag.
+B = collections.namedtuple("B", "name received_uuid readonly")
+
+
+def backup_of(name, as_name=None):
+    """A complete backup of source snapshot `name`, stored under `as_name` (default: same name)."""
+    return B(as_name or name, uuid_of(name), True)
+
+
+def destination(*backups):
+    return {b.name: Subvolume(b.name, "/backup/" + b.name, 500 + i, "dest-uuid-%d" % i, None,
+                              b.received_uuid, b.readonly)
+            for i, b in enumerate(backups)}
+
+
+S6 = ("s1", "s2", "s3", "s4", "s5", "s6")
+
+Case = collections.namedtuple(
+    "Case", "snapshots backups locked kwargs transfers conflicts garbage present")
+
+
+def case(snapshots, backups=(), locked=(), transfers=(), conflicts=(), garbage=(), present=(),
+         **kwargs):
+    return Case(snapshots, backups, locked, kwargs, list(transfers), list(conflicts),
+                list(garbage), sorted(present))
+
+
+CASES = [
+    pytest.param(case(["s1"], transfers=[("s1", None)]), id="first-run-full"),
+    pytest.param(case(["s1", "s2"], [backup_of("s1")], transfers=[("s2", "s1")], present=["s1"]),
+                 id="second-run-incremental-from-newest-common"),
+    pytest.param(case(["s1", "s2", "s3"], [backup_of("s1"), backup_of("s2"), backup_of("s3")],
+                      present=["s1", "s2", "s3"]),
+                 id="up-to-date-nothing-to-send"),
+    pytest.param(case(list(S6), [backup_of("s1")],
+                      transfers=[("s2", "s1"), ("s3", "s2"), ("s4", "s3"), ("s5", "s4"), ("s6", "s5")],
+                      present=["s1"]),
+                 id="offline-five-runs-catches-up-each-on-the-previous"),
+    pytest.param(case(list(S6), keep_backups=2, transfers=[("s5", None), ("s6", "s5")]),
+                 id="keep-backups-2-sends-only-the-newest-two"),
+    pytest.param(case(list(S6), [backup_of("s1")], keep_backups=2,
+                      transfers=[("s5", "s1"), ("s6", "s5")], present=["s1"]),
+                 id="keep-backups-2-still-incremental-from-an-old-common"),
+    pytest.param(case(["s1", "s2", "s3", "s4", "s5"], [backup_of("s1"), backup_of("s4")],
+                      transfers=[("s5", "s4")], present=["s1", "s4"]),
+                 id="older-missing-backups-are-not-sent-again"),
+    pytest.param(case(["s1", "s2"], [backup_of("s1"), backup_of("s1", as_name="s2")],
+                      conflicts=["s2"], present=["s1"]),
+                 id="right-name-wrong-received-uuid-is-a-conflict"),
+    pytest.param(case(["s1", "s2", "s3"], [backup_of("s1"), backup_of("s2", as_name="renamed")],
+                      transfers=[("s3", "s2")], present=["s1", "s2"]),
+                 id="other-name-right-received-uuid-is-present"),
+    pytest.param(case(["s1", "s2"], [backup_of("s1"), B("s2", None, False)], locked=["s2"],
+                      garbage=["s2"], transfers=[("s2", "s1")], present=["s1"]),
+                 id="locked-writable-partial-is-garbage-and-resent"),
+    pytest.param(case(["s1", "s2"], [backup_of("s1"), B("s2", uuid_of("s2"), False)], locked=["s2"],
+                      garbage=["s2"], transfers=[("s2", "s1")], present=["s1"]),
+                 id="locked-writable-with-received-uuid-is-garbage"),
+    pytest.param(case(["s1", "s2", "s3"], [backup_of("s1"), B("s2", None, False)],
+                      conflicts=["s2"], present=["s1"]),
+                 id="writable-without-lock-is-a-conflict-not-garbage"),
+    pytest.param(case(["s1", "s2"], [backup_of("s1"), B("s2", "uuid-of-stranger", False)],
+                      locked=["s2"], conflicts=["s2"], present=["s1"]),
+                 id="locked-name-but-foreign-received-uuid-is-not-ours-to-delete"),
+    pytest.param(case(["s1", "s2"], [backup_of("s1"), backup_of("s2")], locked=["s2"],
+                      present=["s1", "s2"]),
+                 id="complete-backup-of-locked-snapshot-is-present-not-garbage"),
+    pytest.param(case(["s1", "s2", "s3"], [backup_of("s1")], incremental=False,
+                      transfers=[("s2", None), ("s3", None)], present=["s1"]),
+                 id="incremental-false-sends-full-streams"),
+    pytest.param(case(["s1", "s2", "s3"], only=["s3"], incremental=False, transfers=[("s3", None)]),
+                 id="only-restricts-what-is-sent"),
+    pytest.param(case(["s1", "s2", "s3"], [backup_of("s1")], only=["s3"],
+                      transfers=[("s3", "s1")], present=["s1"]),
+                 id="only-still-uses-the-newest-common-parent"),
+    pytest.param(case(["s1", "s2"], [B("s1", "uuid-of-s1", False)], transfers=[],
+                      conflicts=["s1"]),
+                 id="unlocked-unfinished-receive-blocks-the-chain"),
+    pytest.param(case(["s2"], [backup_of("s2"), B("s1", None, False)], locked=["s1"],
+                      garbage=["s1"], present=["s2"]),
+                 id="partial-of-a-snapshot-gone-from-the-source-is-found-by-its-lock"),
+]
+
+
+@pytest.mark.parametrize("c", CASES)
+def test_plan_destination(c):
+    plan = plan_destination(source(*c.snapshots), destination(*c.backups), c.locked, **c.kwargs)
+    assert [(t.snapshot.name, t.parent.name if t.parent else None) for t in plan.transfers] \
+        == c.transfers
+    assert [conflict.name for conflict in plan.conflicts] == c.conflicts
+    assert [g.name for g in plan.garbage] == c.garbage
+    assert sorted(plan.present) == c.present
+
+
+def test_present_maps_each_snapshot_to_its_backup_by_uuid():
+    plan = plan_destination(source("s1", "s2"),
+                            destination(backup_of("s1", as_name="home-old"), backup_of("s2")))
+    assert {name: b.name for name, b in plan.present.items()} == {"s1": "home-old", "s2": "s2"}
+
+
+def test_both_carry_the_same_received_uuid():
+    # The source snapshot was itself received (e.g. a backup being backed up again): `btrfs send`
+    # passes its received_uuid on, so the copy carries that, not the snapshot's own uuid.
+    snapshots = source("s1", "s2", received={"s1": "origin-1", "s2": "origin-2"})
+    backups = destination(B("s1", "origin-1", True))
+    plan = plan_destination(snapshots, backups)
+    assert sorted(plan.present) == ["s1"]
+    assert [(t.snapshot.name, t.parent.name) for t in plan.transfers] == [("s2", "s1")]
+
+
+def test_conflict_reason_explains_the_foreign_received_uuid():
+    plan = plan_destination(source("s1", "s2"),
+                            destination(backup_of("s1"), backup_of("s1", as_name="s2")))
+    (conflict,) = plan.conflicts
+    assert "/backup/s2 exists but was received from another subvolume" in conflict.reason
+    assert "left alone" in conflict.reason
+
+
+def test_conflict_reason_for_an_unexplained_writable_subvolume():
+    plan = plan_destination(source("s1"), destination(B("s1", None, False)))
+    (conflict,) = plan.conflicts
+    assert "writable subvolume without received_uuid" in conflict.reason
+
+
+def test_as_dict_is_the_check_mode_plan():
+    plan = plan_destination(source("s1", "s2", "s3"),
+                            destination(backup_of("s1"), B("s3", None, False)),
+                            locked_names=["s3"])
+    assert plan.as_dict() == {
+        "delete_partial": ["/backup/s3"],
+        "conflicts": [],
+        "transfers": [
+            {"snapshot": "s2", "parent": "s1", "mode": "incremental"},
+            {"snapshot": "s3", "parent": "s2", "mode": "incremental"},
+        ],
+    }

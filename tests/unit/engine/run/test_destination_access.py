@@ -1,0 +1,46 @@
+"""engine.run.destination_access: whether a destination's listing is of the source's own filesystem (rule 8)."""
+
+import pytest
+
+from engine.run.destination_access import not_mounted_hint, on_same_filesystem
+from engine.model.errors import NotBtrfsError
+from engine.host.listing import FolderListing
+
+
+def listing(filesystem, uuids=None):
+    return FolderListing("/x", {}, set(), filesystem=filesystem, uuids=uuids)
+
+
+A, B, C = "uuid-a", "uuid-b", "uuid-c"
+
+
+@pytest.mark.parametrize("source_kind, source, uuids, dest_kind, dest, same", [
+    pytest.param("local", listing("/dev/sda2"), frozenset(), "local", listing("/dev/sda2"), True,
+                 id="local-same-device"),
+    pytest.param("local", listing("/dev/sda2"), frozenset(), "local", listing("/dev/sdb1"), False,
+                 id="local-other-disk"),
+    pytest.param("local", listing("/dev/sda2"), frozenset({A}), "ssh", listing("/dev/sda2", frozenset({A, B})),
+                 True, id="ssh-to-localhost-shows-the-sources-snapshot"),
+    pytest.param("local", listing("/dev/sda2"), frozenset({A}), "ssh", listing("/dev/sda2", frozenset({B, C})),
+                 False, id="ssh-host-with-the-same-device-name"),
+    pytest.param("ssh", listing("/dev/sda2", frozenset({A, B})), frozenset({A, B}), "ssh",
+                 listing("/dev/sdb", frozenset({B})), True, id="remote-to-remote-same-fs"),
+    pytest.param("ssh", listing("/dev/sda2", frozenset({A})), frozenset({A}), "local", listing("/dev/sda2"),
+                 False, id="pull-local-listing-has-no-uuids"),
+    pytest.param("local", listing("/dev/sda2"), frozenset(), "ssh", listing("/dev/sda2", frozenset({B})),
+                 False, id="first-run-no-snapshot-yet"),
+])
+def test_same_filesystem(source_kind, source, uuids, dest_kind, dest, same):
+    assert on_same_filesystem(source_kind, source, uuids, dest_kind, dest) is same
+
+
+@pytest.mark.parametrize("path, fstype, expected", [
+    pytest.param("/mnt/usb", "ext4", "/mnt/usb is not on a btrfs filesystem (it is on ext4): is the backup disk mounted?",
+                 id="empty-mount-point-on-the-system-disk"),
+    pytest.param("/mnt/usb", None, "/mnt/usb is not on a btrfs filesystem (it is on an unknown filesystem): is the backup",
+                 id="no-mount-found"),
+])
+def test_a_destination_not_on_btrfs_asks_whether_the_disk_is_mounted(path, fstype, expected):
+    message = not_mounted_hint(NotBtrfsError(path, fstype))
+    assert message.startswith(expected)
+    assert f"if a backup disk should be mounted at {path}, mount it" in message
