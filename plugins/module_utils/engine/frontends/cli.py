@@ -11,8 +11,8 @@ import sys
 import time
 
 from ..host import recording
-from ..model.version import __version__
 from .argfiles import expand_argfiles
+from .job_options import build_parser, settings_from_options, whole_number
 from ..model.errors import BackupError, ConfigError
 from ..run.job import JobConfig, run_job
 
@@ -20,174 +20,23 @@ LOG = logging.getLogger("btrfs_backup")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_TERMINATED = 0, 1, 2, 3, 143
 
-DESCRIPTION = """\
-Incremental, atomic backups of a btrfs subvolume: take a read-only snapshot, send it with
-btrfs send/receive to local folders, to ssh:// hosts or into a shell:// command, and keep
-only what the retention settings say. A destination is tracked by subvolume UUIDs, so every
-destination continues incrementally on its own; a failed transfer is recorded in
-.outstanding_transfers and cleaned up and retried by the next run."""
-
-EPILOG = """\
-Commands (each has its own --help):
-  btrfs-backup restore BACKUPS TARGET   bring a backup back as a subvolume (read-only or -W writable)
-  btrfs-backup verify SOURCE BACKUPS    check a backup's UUID chain and content against its snapshot
-  btrfs-backup serve --root DIR         the forced command of a source's ssh key on a backup server
-  btrfs-backup prune FOLDER ...         a backup server's own retention (beside serve --append-only)
-Without a command, btrfs-backup backs up SOURCE to each DEST, as below.
-
-Argument files: any argument written @FILE is replaced by the arguments in FILE, one flag,
-'--option value' pair or argument per line (values are not escaped). Lines starting with '#'
-are comments; blank lines and indentation are ignored; files may include other files
-(relative to the including file); include loops are reported.
-
-Exit status: 0 success, 1 a destination or step failed (the others still ran),
-2 bad input (nothing was changed), 3 another run of the same job is in progress,
-143 terminated (locks record the unfinished transfer; the next run cleans up)."""
-
-
 class Terminated(BaseException):
     """Raised from the SIGTERM handler so that cleanup code runs (like KeyboardInterrupt)."""
 
 
-def _switch(group, *flags, **kwargs):
-    """An on/off flag of the backup command."""
-    group.add_argument(*flags, action="store_true", **kwargs)
-
-
 def _backup_retention(group, count_help, buckets_help):
     """-n/--num-backups and --preserve-backups: retention of backups, for a run and for prune."""
-    group.add_argument("-n", "--num-backups", type=_whole, default=0, metavar="N", help=count_help)
+    group.add_argument("-n", "--num-backups", type=whole_number, default=0, metavar="N", help=count_help)
     group.add_argument("--preserve-backups", default="", metavar="POLICY", help=buckets_help)
 
 
-def build_parser():
-    parser = argparse.ArgumentParser(
-        prog="btrfs-backup", description=DESCRIPTION, epilog=EPILOG, add_help=False,
-        usage="%(prog)s [options] SOURCE [DEST ...]\n       %(prog)s {restore,verify,serve,prune} [options] ...",
-        formatter_class=argparse.RawDescriptionHelpFormatter)
-    show = parser.add_argument_group("Display settings")
-    show.add_argument("-h", "--help", action="help", help="Show this help message and exit.")
-    show.add_argument("--version", action="version", version="btrfs-backup (btrfs.backup) " + __version__)
-    show.add_argument("-v", "--verbosity", default="info",
-                      choices=["debug", "info", "warning", "error"],
-                      help="Set verbosity level. Default is 'info'.")
-    _switch(show, "-q", "--quiet", help="Shortcut for '--no-progress --verbosity warning'.")
-    _switch(show, "-d", "--btrfs-debug", help="Enable debugging on btrfs send / receive.")
-    _switch(show, "-P", "--no-progress", help="Don't display progress (pv) during transfers.")
-    _switch(show, "--json", help="Print the run's result as JSON on standard output.")
-
-    keep = parser.add_argument_group("Retention settings")
-    keep.add_argument("-N", "--num-snapshots", type=_whole, default=0, metavar="N",
-                      help="Only keep the latest N snapshots at the source (0: all).")
-    keep.add_argument("--preserve-snapshots", default="", metavar="POLICY",
-                      help="Also keep the first snapshot of each of the last periods, "
-                           "e.g. '24h 7d 4w 12m *y' (h/d/w/m/y; * = all periods).")
-    _backup_retention(keep, "Only keep the latest N backups at each destination (0: all).",
-                      "The same time-bucket policy for the backups at each destination.")
-    _switch(keep, "--latest-only", help="Deprecated: shortcut for '--num-snapshots 1'.")
-
-    snap = parser.add_argument_group("Snapshot creation settings")
-    _switch(snap, "-S", "--no-snapshot", help="Don't take a new snapshot, just transfer existing ones.")
-    _switch(snap, "--require-destination",
-            help="Take no snapshot unless a destination can take it now. By default the snapshot is "
-                 "taken while every destination is unreachable, and sent when one is back.")
-    snap.add_argument("--max-unsent-snapshots", type=_whole, default=100, metavar="N",
-                      help="Keep at most N snapshots for a destination that cannot be reached: then "
-                           "source retention keeps only the newest one it holds (it continues from there "
-                           "when back), or, if that is not known or no destination answers, no snapshot "
-                           "is taken and the run fails saying so. 0: no limit. Default 100.")
-    snap.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
-                      help="Snapshot folder, absolute or relative to the source. Default 'snapshot'.")
-    snap.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
-                      help="Prefix for snapshot names. Default is ''.")
-
-    move = parser.add_argument_group("Transfer related options")
-    _switch(move, "-T", "--no-transfer", help="Don't transfer any snapshot.")
-    _switch(move, "-I", "--no-incremental", help="Always send full streams (e.g. when piping to files).")
-    _switch(move, "--check", help="Dry run: change nothing, print what would be done.")
-
-    stream = parser.add_argument_group("Stream settings")
-    stream.add_argument("--compress", default="auto", metavar="MODE",
-                        help="auto (the default: zstd level 3 where a stream crosses ssh, both ends "
-                             "have zstd and a sample of the data compresses), none, zstd or zstd:LEVEL (1-19).")
-    stream.add_argument("--limit-rate", default=None, metavar="RATE",
-                        help="Limit each destination's stream to RATE bytes per second, e.g. 20M "
-                             "(K, M, G: powers of 1024; compressed bytes where compressed). Needs pv.")
-    stream.add_argument("--buffer", default=None, metavar="SIZE",
-                        help="Buffer SIZE bytes (e.g. 256M) before each receiver, to smooth a bursty "
-                             "send over a slow link. Needs mbuffer.")
-    stream.add_argument("--send-protocol", default="auto", choices=["auto", "1", "2"],
-                        help="btrfs send protocol; 2 sends extents that btrfs compressed as they are. "
-                             "auto (the default): 2 where the source and every receiver support it.")
-
-    ssh = parser.add_argument_group("SSH related options")
-    ssh.add_argument("--ssh-opt", action="append", default=[], metavar="OPTION",
-                     help="Pass an ssh_config option to ssh(1), e.g. --ssh-opt IdentityFile=/root/id.")
-    _switch(ssh, "--ssh-sudo", help="Run btrfs with 'sudo -n' on the remote host.")
-
-    misc = parser.add_argument_group("Miscellaneous options")
-    _switch(misc, "-s", "--sync", help="Run 'btrfs subvolume sync' after deleting subvolumes.")
-    _switch(misc, "-w", "--convert-rw",
-            help="Make read-only snapshots writable before deleting them (for user_subvol_rm_allowed).")
-    _switch(misc, "--remove-locks",
-            help="Remove the locks of all given destinations. Only use this when no "
-                 "partial receive is left at those destinations.")
-    _switch(misc, "--skip-fs-checks",
-            help="Accepted for compatibility; the checks are part of the one listing "
-                 "each run makes, so they are always done.")
-
-    where = parser.add_argument_group("Source and destination")
-    _switch(where, "--allow-same-filesystem",
-            help="Accept a destination on the source's own btrfs filesystem. By default it is refused: "
-                 "such a backup is lost with the source's disk (often an unmounted backup disk).")
-    _switch(where, "--locked-dests", help="Add every destination for which locks exist.")
-    where.add_argument("source", help="Subvolume to back up: /path or ssh://[user@]host[:port]/path.")
-    where.add_argument("dest", nargs="*", default=[],
-                       help="Destinations: /path, ssh://[user@]host[:port]/path or "
-                            "'shell://cat > some-file'. Any number, or none.")
-    return parser
-
-
-def _whole(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("%r must not be negative" % text)
-    return value
-
-
 def config_from_args(options):
-    return JobConfig(
-        source=options.source,
-        destinations=options.dest,
-        snapshot_folder=options.snapshot_folder,
-        prefix=options.snapshot_prefix,
-        num_snapshots=1 if options.latest_only and not options.num_snapshots else options.num_snapshots,
-        num_backups=options.num_backups,
-        preserve_snapshots=options.preserve_snapshots,
-        preserve_backups=options.preserve_backups,
-        no_snapshot=options.no_snapshot,
-        no_transfer=options.no_transfer,
-        no_incremental=options.no_incremental,
-        locked_dests=options.locked_dests,
-        require_destination=options.require_destination,
-        max_unsent_snapshots=options.max_unsent_snapshots,
-        allow_same_filesystem=options.allow_same_filesystem,
-        remove_locks=options.remove_locks,
-        ssh_options=options.ssh_opt,
-        ssh_sudo=options.ssh_sudo,
-        convert_rw=options.convert_rw,
-        sync=options.sync,
-        btrfs_debug=options.btrfs_debug,
-        compress=options.compress,
-        limit_rate=options.limit_rate,
-        buffer=options.buffer,
-        send_protocol=options.send_protocol,
-        progress=not (options.no_progress or options.quiet or options.json),
-        check_mode=options.check,
-    )
+    """The JobConfig of a backup run's parsed options."""
+    settings = settings_from_options(options)
+    if options.latest_only and not settings["num_snapshots"]:
+        settings["num_snapshots"] = 1
+    return JobConfig(source=options.source, progress=not (options.no_progress or options.quiet or options.json),
+                     **settings)
 
 
 def _setup_logging(options):

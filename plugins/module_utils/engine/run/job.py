@@ -10,7 +10,7 @@ import datetime
 import os
 
 from .destination_access import DestinationFolders
-from ..model import unsent
+from ..model import job_settings, unsent
 from .destination_sync import DestinationSync
 from ..host.endpoints import LocalEndpoint, SshConnections, parse_location
 from ..model.errors import BackupError, ConfigError
@@ -27,16 +27,9 @@ from ..model.steps import RemoveLocks
 from ..host.streams import StreamOptions
 
 
-# Every setting of a job but its source, with its default (btrfs-backup 0.3's).
-_SETTINGS = {
-    "destinations": (), "snapshot_folder": "snapshot", "prefix": "",
-    "num_snapshots": 0, "num_backups": 0, "preserve_snapshots": "", "preserve_backups": "",
-    "no_snapshot": False, "no_transfer": False, "no_incremental": False, "locked_dests": False, "remove_locks": False,
-    "require_destination": False, "allow_same_filesystem": False, "ssh_options": (), "ssh_sudo": False, "convert_rw": False, "sync": False,
-    "btrfs_debug": False, "progress": False, "check_mode": False, "now": None,
-    "compress": "auto", "limit_rate": None, "buffer": None, "send_protocol": "auto",
-    "max_unsent_snapshots": unsent.DEFAULT_MAX_UNSENT_SNAPSHOTS,
-}
+# Every setting of a job but its source, with its default (btrfs-backup 0.3's): the table's, and
+# how the run reports (`progress`) and its clock (`now`, for tests).
+_SETTINGS = dict(job_settings.defaults(), progress=False, now=None)
 
 
 class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS), defaults=_SETTINGS.values())):

@@ -1,0 +1,174 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""Pure: the one table of job settings (defaults are btrfs-backup 0.3's); the CLI, the modules, the job
+config and the role's job keys are made from it or checked against it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Dict, Optional, Tuple
+
+from . import unsent
+from .setting_checks import setting_problem
+
+# The value kinds of a setting: how each front end types it.
+BOOL, COUNT, TEXT, PATH, PREFIX, POLICY, SIZE, COMPRESSION, CHOICE, LOCATIONS, SSH_OPTIONS = (
+    "bool", "count", "str", "path", "prefix", "policy", "size", "compression", "choice", "locations",
+    "ssh_options")
+_LISTS = (LOCATIONS, SSH_OPTIONS)
+
+# The CLI's help groups of the backup command, in the order the help shows them.
+DISPLAY = "Display settings"
+RETENTION = "Retention settings"
+SNAPSHOT = "Snapshot creation settings"
+TRANSFER = "Transfer related options"
+STREAM = "Stream settings"
+SSH = "SSH related options"
+MISC = "Miscellaneous options"
+WHERE = "Source and destination"
+GROUPS = (DISPLAY, RETENTION, SNAPSHOT, TRANSFER, STREAM, SSH, MISC, WHERE)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One setting of a backup job (a JobConfig field) and how each front end spells it."""
+
+    name: str  # the JobConfig field
+    type: str  # one of the kinds above
+    default: Any
+    help: str  # the CLI's help text
+    group: str  # the CLI's help group
+    flags: Tuple[str, ...]  # CLI flags, short first; a positional argument's name without dashes
+    metavar: Optional[str] = None
+    choices: Tuple[str, ...] = ()
+    module: Optional[str] = None  # btrfs_send_backup's parameter, if it has one
+    module_aliases: Tuple[str, ...] = ()
+    module_negated: bool = False  # the parameter says the opposite (snapshot=true is no_snapshot=false)
+    role: Optional[str] = None  # the role's job key, if it has one
+    check: Optional[str] = None  # the engine check of model/setting_checks.py that refuses a bad value
+
+    @property
+    def positional(self) -> bool:
+        return not self.flags[0].startswith("-")
+
+    @property
+    def is_list(self) -> bool:
+        return self.type in _LISTS
+
+    @property
+    def ansible_type(self) -> str:
+        """The type of its module parameter and role job key."""
+        return {BOOL: "bool", COUNT: "int"}.get(self.type, "list" if self.is_list else "str")
+
+    @property
+    def module_default(self):
+        """The module parameter's default (the opposite of the setting's for a negated switch)."""
+        if self.module_negated:
+            return not self.default
+        return list(self.default) if self.is_list else self.default
+
+    def module_spec(self) -> Dict[str, Any]:
+        """The parameter's entry in an Ansible argument spec."""
+        spec: Dict[str, Any] = {"type": self.ansible_type}
+        if self.is_list:
+            spec["elements"] = "str"
+        if self.module_default is not None:
+            spec["default"] = self.module_default
+        if self.choices:
+            spec["choices"] = list(self.choices)
+        if self.module_aliases:
+            spec["aliases"] = list(self.module_aliases)
+        return spec
+
+    def problem(self, value, name: Optional[str] = None) -> Optional[str]:
+        """None if the engine takes `value` for this setting, else a line that names it."""
+        return setting_problem(self.check, value, name or self.name) if self.check else None
+
+
+def _switch(name, flags, group, help, **spelling):
+    return Setting(name, BOOL, False, help, group, flags, **spelling)
+
+
+JOB_SETTINGS: Tuple[Setting, ...] = (
+    _switch("btrfs_debug", ("-d", "--btrfs-debug"), DISPLAY, "Enable debugging on btrfs send / receive."),
+    Setting("num_snapshots", COUNT, 0, "Only keep the latest N snapshots at the source (0: all).",
+            RETENTION, ("-N", "--num-snapshots"), metavar="N", module="num_snapshots", role="num_snapshots"),
+    Setting("preserve_snapshots", POLICY, "", "Also keep the first snapshot of each of the last periods, "
+            "e.g. '24h 7d 4w 12m *y' (h/d/w/m/y; * = all periods).", RETENTION, ("--preserve-snapshots",),
+            metavar="POLICY", module="preserve_snapshots", role="preserve_snapshots", check="preserve_snapshots"),
+    Setting("num_backups", COUNT, 0, "Only keep the latest N backups at each destination (0: all).",
+            RETENTION, ("-n", "--num-backups"), metavar="N", module="num_backups", role="num_backups"),
+    Setting("preserve_backups", POLICY, "", "The same time-bucket policy for the backups at each destination.",
+            RETENTION, ("--preserve-backups",), metavar="POLICY", module="preserve_backups",
+            role="preserve_backups", check="preserve_backups"),
+    _switch("no_snapshot", ("-S", "--no-snapshot"), SNAPSHOT,
+            "Don't take a new snapshot, just transfer existing ones.", module="snapshot", module_negated=True),
+    _switch("require_destination", ("--require-destination",), SNAPSHOT,
+            "Take no snapshot unless a destination can take it now. By default the snapshot is "
+            "taken while every destination is unreachable, and sent when one is back.",
+            module="require_destination", role="require_destination"),
+    Setting("max_unsent_snapshots", COUNT, unsent.DEFAULT_MAX_UNSENT_SNAPSHOTS,
+            "Keep at most N snapshots for a destination that cannot be reached: then "
+            "source retention keeps only the newest one it holds (it continues from there "
+            "when back), or, if that is not known or no destination answers, no snapshot "
+            "is taken and the run fails saying so. 0: no limit. Default 100.",
+            SNAPSHOT, ("--max-unsent-snapshots",), metavar="N", module="max_unsent_snapshots",
+            role="max_unsent_snapshots"),
+    Setting("snapshot_folder", PATH, "snapshot",
+            "Snapshot folder, absolute or relative to the source. Default 'snapshot'.",
+            SNAPSHOT, ("-f", "--snapshot-folder"), metavar="FOLDER", module="snapshot_folder",
+            role="snapshot_folder"),
+    Setting("prefix", PREFIX, "", "Prefix for snapshot names. Default is ''.",
+            SNAPSHOT, ("-p", "--snapshot-prefix"), metavar="PREFIX", module="snapshot_prefix", role="prefix"),
+    _switch("no_transfer", ("-T", "--no-transfer"), TRANSFER, "Don't transfer any snapshot.",
+            module="transfer", module_negated=True),
+    _switch("no_incremental", ("-I", "--no-incremental"), TRANSFER,
+            "Always send full streams (e.g. when piping to files).", module="incremental", module_negated=True),
+    _switch("check_mode", ("--check",), TRANSFER, "Dry run: change nothing, print what would be done."),
+    Setting("compress", COMPRESSION, "auto",
+            "auto (the default: zstd level 3 where a stream crosses ssh, both ends "
+            "have zstd and a sample of the data compresses), none, zstd or zstd:LEVEL (1-19).",
+            STREAM, ("--compress",), metavar="MODE", module="compress", role="compress", check="compress"),
+    Setting("limit_rate", SIZE, None,
+            "Limit each destination's stream to RATE bytes per second, e.g. 20M "
+            "(K, M, G: powers of 1024; compressed bytes where compressed). Needs pv.",
+            STREAM, ("--limit-rate",), metavar="RATE", module="limit_rate", role="limit_rate", check="limit_rate"),
+    Setting("buffer", SIZE, None,
+            "Buffer SIZE bytes (e.g. 256M) before each receiver, to smooth a bursty "
+            "send over a slow link. Needs mbuffer.",
+            STREAM, ("--buffer",), metavar="SIZE", module="buffer", role="buffer", check="buffer"),
+    Setting("send_protocol", CHOICE, "auto",
+            "btrfs send protocol; 2 sends extents that btrfs compressed as they are. "
+            "auto (the default): 2 where the source and every receiver support it.",
+            STREAM, ("--send-protocol",), choices=("auto", "1", "2"), module="send_protocol"),
+    Setting("ssh_options", SSH_OPTIONS, (),
+            "Pass an ssh_config option to ssh(1), e.g. --ssh-opt IdentityFile=/root/id.",
+            SSH, ("--ssh-opt",), metavar="OPTION", module="ssh_options", role="ssh_options"),
+    _switch("ssh_sudo", ("--ssh-sudo",), SSH, "Run btrfs with 'sudo -n' on the remote host.", module="ssh_sudo"),
+    _switch("sync", ("-s", "--sync"), MISC, "Run 'btrfs subvolume sync' after deleting subvolumes.", module="sync"),
+    _switch("convert_rw", ("-w", "--convert-rw"), MISC,
+            "Make read-only snapshots writable before deleting them (for user_subvol_rm_allowed).",
+            module="convert_rw"),
+    _switch("remove_locks", ("--remove-locks",), MISC,
+            "Remove the locks of all given destinations. Only use this when no "
+            "partial receive is left at those destinations.", module="remove_locks"),
+    _switch("allow_same_filesystem", ("--allow-same-filesystem",), WHERE,
+            "Accept a destination on the source's own btrfs filesystem. By default it is refused: "
+            "such a backup is lost with the source's disk (often an unmounted backup disk).",
+            module="allow_same_filesystem", role="allow_same_filesystem"),
+    _switch("locked_dests", ("--locked-dests",), WHERE, "Add every destination for which locks exist.",
+            module="locked_dests"),
+    Setting("destinations", LOCATIONS, (),
+            "Destinations: /path, ssh://[user@]host[:port]/path or "
+            "'shell://cat > some-file'. Any number, or none.",
+            WHERE, ("dest",), module="dest", role="destinations"),
+)
+
+SETTINGS: Dict[str, Setting] = {setting.name: setting for setting in JOB_SETTINGS}
+
+
+def defaults() -> Dict[str, Any]:
+    """Every setting's default, by name."""
+    return {setting.name: setting.default for setting in JOB_SETTINGS}
+
