@@ -21,6 +21,7 @@ from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.endpoints
     parse_location,
     validate_ssh_option,
 )
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import job_settings as table
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.errors import ConfigError
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.retention import parse_buckets
 
@@ -120,6 +121,43 @@ def retention_terms(params, parameter):
     value = params[parameter] or ""
     checked(parameter, parse_buckets, value)
     return value
+
+
+# Documented in the module's own DOCUMENTATION, except where a doc fragment does (tests hold them to the table).
+def job_argument_spec():
+    """The argument spec entries of the job settings that btrfs_send_backup takes (not those of SSH_ARGUMENT_SPEC)."""
+    return dict((s.module, s.module_spec()) for s in table.JOB_SETTINGS
+                if s.module and s.module not in SSH_ARGUMENT_SPEC)
+
+
+def job_settings(params, parameters=None, allow_shell=True):
+    """{setting: engine value} of every job setting whose parameter is in `params`, each checked
+    as the engine takes it (BadParameter names the parameter). `parameters` renames: {setting: parameter}."""
+    values = {}
+    for setting in table.JOB_SETTINGS:
+        parameter = (parameters or {}).get(setting.name, setting.module)
+        if parameter and parameter in params:
+            values[setting.name] = _setting_value(params, setting, parameter, allow_shell)
+    return values
+
+
+def _setting_value(params, setting, parameter, allow_shell):
+    value = params[parameter]
+    if setting.module_negated:
+        return not value
+    if setting.type == table.LOCATIONS:
+        return locations(params, parameter, value, allow_shell=allow_shell)
+    if setting.type == table.SSH_OPTIONS:
+        return ssh_options(params)
+    if setting.type == table.PATH:
+        return snapshot_folder(params, parameter)
+    if setting.type == table.PREFIX:
+        return prefix(params, parameter)
+    if setting.type == table.COUNT:
+        return whole_number(params, parameter)
+    if setting.type == table.POLICY:
+        return retention_terms(params, parameter)
+    return value  # sizes and compression: the engine checks them before the run changes anything
 
 
 # Documented once in plugins/doc_fragments/run_record.py.

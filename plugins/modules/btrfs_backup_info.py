@@ -292,7 +292,7 @@ from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import h
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.run import server_view
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.durations import parse_duration
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.errors import BackupError
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.frontends.jobspec import job_from_args, jobs_from_config_dir
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.frontends.jobspec import job_from_settings, jobs_from_config_dir
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.run_record import with_survey
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.state_store import read_state
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.run.survey import survey_job
@@ -318,18 +318,11 @@ def argument_spec():
     return spec
 
 
-def job_arguments(params):
-    """The ad hoc job as the arguments of a backup run."""
-    argv = ["--snapshot-folder", module_params.snapshot_folder(params),
-            "--snapshot-prefix", module_params.prefix(params)]
-    for option in module_params.ssh_options(params):
-        argv += ["--ssh-opt", option]
-    if params["ssh_sudo"]:
-        argv.append("--ssh-sudo")
-    if params["job_name"]:
-        argv += ["--job-name", params["job_name"]]
-    return argv + ["--", module_params.location(params, "source", params["source"])] + \
-        module_params.locations(params, "destinations", params["destinations"], allow_shell=False)
+def ad_hoc_job(params):
+    """The job given by O(source): its settings from the parameters, as btrfs_send_backup reads them."""
+    settings = module_params.job_settings(params, parameters={"destinations": "destinations"}, allow_shell=False)
+    source = module_params.location(params, "source", params["source"])
+    return module_params.checked("source", lambda s: job_from_settings(s, settings, name=params["job_name"]), source)
 
 
 def _aged(items, now):
@@ -378,7 +371,7 @@ def main():
         max_age = module_params.checked("max_age", parse_duration, params["max_age"]) \
             if params["max_age"] else None
         if params["source"]:
-            specs, errors = [module_params.checked("source", job_from_args, job_arguments(params))], []
+            specs, errors = [ad_hoc_job(params)], []
         else:
             specs, errors = jobs_from_config_dir(params["config_dir"])
             unknown = sorted(set(params["jobs"]) - {s.name for s in specs})

@@ -422,30 +422,8 @@ class Terminated(BaseException):
 
 
 def argument_spec():
-    spec = dict(
-        source=dict(type="str", required=True),
-        dest=dict(type="list", elements="str", default=[]),
-        snapshot_folder=dict(type="str", default="snapshot"),
-        snapshot_prefix=dict(type="str", default=""),
-        snapshot=dict(type="bool", default=True),
-        transfer=dict(type="bool", default=True),
-        incremental=dict(type="bool", default=True),
-        num_snapshots=dict(type="int", default=0),
-        num_backups=dict(type="int", default=0),
-        preserve_snapshots=dict(type="str", default=""),
-        preserve_backups=dict(type="str", default=""),
-        locked_dests=dict(type="bool", default=False),
-        require_destination=dict(type="bool", default=False),
-        max_unsent_snapshots=dict(type="int", default=100),
-        allow_same_filesystem=dict(type="bool", default=False),
-        compress=dict(type="str", default="auto"),
-        limit_rate=dict(type="str"),
-        buffer=dict(type="str"),
-        send_protocol=dict(type="str", default="auto", choices=["auto", "1", "2"]),
-        remove_locks=dict(type="bool", default=False),
-        convert_rw=dict(type="bool", default=False),
-        sync=dict(type="bool", default=False),
-    )
+    spec = dict(source=dict(type="str", required=True))
+    spec.update(module_params.job_argument_spec())
     spec.update(module_params.SSH_ARGUMENT_SPEC)
     spec.update(module_params.RUN_RECORD_ARGUMENT_SPEC)
     return spec
@@ -455,31 +433,9 @@ def job_config(params, check_mode):
     """The engine's JobConfig, the same one the CLI builds from its flags; BadParameter names a bad value."""
     return JobConfig(
         source=module_params.location(params, "source", params["source"]),
-        destinations=module_params.locations(params, "dest", params["dest"], allow_shell=True),
-        snapshot_folder=module_params.snapshot_folder(params),
-        prefix=module_params.prefix(params),
-        num_snapshots=module_params.whole_number(params, "num_snapshots"),
-        num_backups=module_params.whole_number(params, "num_backups"),
-        preserve_snapshots=module_params.retention_terms(params, "preserve_snapshots"),
-        preserve_backups=module_params.retention_terms(params, "preserve_backups"),
-        no_snapshot=not params["snapshot"],
-        no_transfer=not params["transfer"],
-        no_incremental=not params["incremental"],
-        locked_dests=params["locked_dests"],
-        require_destination=params["require_destination"],
-        max_unsent_snapshots=module_params.whole_number(params, "max_unsent_snapshots"),
-        allow_same_filesystem=params["allow_same_filesystem"],
-        compress=params["compress"],
-        limit_rate=params["limit_rate"],
-        buffer=params["buffer"],
-        send_protocol=params["send_protocol"],
-        remove_locks=params["remove_locks"],
-        ssh_options=module_params.ssh_options(params),
-        ssh_sudo=params["ssh_sudo"],
-        convert_rw=params["convert_rw"],
-        sync=params["sync"],
         progress=False,  # nobody watches a module's stderr
         check_mode=check_mode,
+        **module_params.job_settings(params)
     )
 
 

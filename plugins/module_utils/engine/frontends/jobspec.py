@@ -1,13 +1,17 @@
 """A job as status and the info module see it: from a backup command line, an @argfile or the role's config folder."""
 
+import argparse
 import glob
 import os
 import posixpath
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from .argfiles import expand_argfiles
+from .job_options import build_parser, settings_from_options
+from ..host.recording import add_options
 from ..host.endpoints import check_path, parse_location
+from ..model import job_settings
 from ..model.errors import ConfigError
 from ..model.durations import parse_duration
 from ..host.state_store import current_state_path, default_job_name, validate_job_name
@@ -41,9 +45,6 @@ class _ArgumentError(Exception):
 
 def job_from_args(argv, name=None, config_file=None):
     """A JobSpec from the arguments of a backup run (@argfiles expanded); ConfigError if unusable."""
-    import argparse
-    from .cli import build_parser
-    from ..host.recording import add_options
     parser = build_parser()
     add_options(parser)
 
@@ -54,16 +55,26 @@ def job_from_args(argv, name=None, config_file=None):
         options = parser.parse_args(expand_argfiles(list(argv)))
     except (_ArgumentError, argparse.ArgumentError) as err:
         raise ConfigError("%s: %s" % (config_file or " ".join(argv), err))
-    source = parse_location(options.source, options.ssh_opt, options.ssh_sudo, allow_shell=False)
-    folder = check_path(options.snapshot_folder or "snapshot", "snapshot folder")
+    return job_from_settings(options.source, settings_from_options(options), name=options.job_name or name,
+                             max_age=parse_duration(options.max_age) if options.max_age else None,
+                             config_file=config_file, metrics_dir=options.metrics_dir)
+
+
+def job_from_settings(source: str, settings: Dict[str, Any], name: Optional[str] = None,
+                      max_age: Optional[int] = None, config_file: Optional[str] = None,
+                      metrics_dir: Optional[str] = None) -> JobSpec:
+    """A JobSpec from a source and job settings (the table's names; those left out take their
+    defaults); the name defaults to one made from the source. ConfigError if unusable."""
+    settings = dict(job_settings.defaults(), **settings)
+    origin = parse_location(source, settings["ssh_options"], settings["ssh_sudo"], allow_shell=False)
+    folder = check_path(settings["snapshot_folder"] or "snapshot", "snapshot folder")
     if not folder.startswith("/"):
-        folder = posixpath.join(source.path, folder)
-    job = options.job_name or name or default_job_name(source.id)
-    return JobSpec(name=validate_job_name(job), source=options.source, source_id=source.id,
-                   folder=folder, prefix=options.snapshot_prefix, destinations=list(options.dest),
-                   ssh_options=list(options.ssh_opt), ssh_sudo=options.ssh_sudo,
-                   max_age=parse_duration(options.max_age) if options.max_age else None,
-                   config_file=config_file, metrics_dir=options.metrics_dir)
+        folder = posixpath.join(origin.path, folder)
+    job = name or default_job_name(origin.id)
+    return JobSpec(name=validate_job_name(job), source=source, source_id=origin.id,
+                   folder=folder, prefix=settings["prefix"], destinations=list(settings["destinations"]),
+                   ssh_options=list(settings["ssh_options"]), ssh_sudo=settings["ssh_sudo"],
+                   max_age=max_age, config_file=config_file, metrics_dir=metrics_dir)
 
 
 def jobs_from_config_dir(config_dir=DEFAULT_CONFIG_DIR):
