@@ -8,13 +8,17 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import importlib
 import os
 
 import pytest
+import yaml
 
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.job_settings import JOB_SETTINGS
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.result import DestinationResult, JobResult
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.modules import btrfs_send_backup
+from ansible_collections.btrfs.backup.tests.support.setting_samples import sample
 
 
 def params_with(**given):
@@ -49,6 +53,52 @@ def test_every_parameter_reaches_the_job_config():
     assert config.locked_dests and config.remove_locks and config.convert_rw and config.sync
     assert config.ssh_sudo and config.check_mode and not config.progress
     assert config.ssh_options == ["IdentityFile=/root/.ssh/id", "Compression=no"]
+
+
+# Every setting of the table that the module takes, with a value other than its default: it reaches the
+# JobConfig, and nothing else changes (a setting added to the table without its mapping fails here).
+@pytest.mark.parametrize("setting", [s for s in JOB_SETTINGS if s.module], ids=lambda s: s.name)
+def test_every_setting_reaches_the_job_config(setting):
+    value = sample(setting)
+    given = btrfs_send_backup.job_config(
+        params_with(source="/home", **{setting.module: not value if setting.module_negated else value}),
+        check_mode=False)
+    default = btrfs_send_backup.job_config(params_with(source="/home"), check_mode=False)
+    assert getattr(given, setting.name) == value
+    assert given._replace(**{setting.name: getattr(default, setting.name)}) == default
+
+
+def test_the_settings_the_module_leaves_out():
+    # check mode is Ansible's own; btrfs debug output would go to a stderr that nobody reads.
+    assert {s.name for s in JOB_SETTINGS if not s.module} == {"btrfs_debug", "check_mode"}
+
+
+def _documented_options():
+    """DOCUMENTATION's options with those of its doc fragments."""
+    documentation = yaml.safe_load(btrfs_send_backup.DOCUMENTATION)
+    options = {}
+    for fragment in documentation["extends_documentation_fragment"]:
+        name = fragment.split(".")[-1]
+        module = importlib.import_module("ansible_collections.btrfs.backup.plugins.doc_fragments." + name)
+        options.update(yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION).get("options") or {})
+    options.update(documentation["options"])
+    return options
+
+
+@pytest.mark.parametrize("setting", [s for s in JOB_SETTINGS if s.module], ids=lambda s: s.name)
+def test_documentation_and_argument_spec_follow_the_table(setting):
+    spec = btrfs_send_backup.argument_spec()[setting.module]
+    assert spec == setting.module_spec()
+    documented = _documented_options()[setting.module]
+    assert documented["type"] == spec["type"]
+    assert documented.get("elements") == spec.get("elements")
+    assert documented.get("default") == spec.get("default")
+    assert documented.get("choices") == spec.get("choices")
+    assert documented.get("aliases") == spec.get("aliases")
+
+
+def test_every_documented_option_is_in_the_argument_spec():
+    assert set(_documented_options()) == set(btrfs_send_backup.argument_spec())
 
 
 @pytest.mark.parametrize("url, user, port, expected", [

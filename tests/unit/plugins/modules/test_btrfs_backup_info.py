@@ -1,0 +1,50 @@
+# -*- coding: utf-8 -*-
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""btrfs_backup_info: the job given by its parameters, built from the settings table as btrfs_send_backup's is."""
+
+from __future__ import absolute_import, division, print_function
+
+__metaclass__ = type
+
+import pytest
+
+from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
+from ansible_collections.btrfs.backup.plugins.modules import btrfs_backup_info
+
+
+def params_with(**given):
+    params = {name: spec.get("default") for name, spec in btrfs_backup_info.argument_spec().items()}
+    params.update(given)
+    return params
+
+
+def test_the_parameters_make_the_job():
+    job = btrfs_backup_info.ad_hoc_job(params_with(
+        source="/home", destinations=["/mnt/b1", "ssh://nas/srv/b"], snapshot_folder="snaps",
+        snapshot_prefix="home-", ssh_user="backup", ssh_port=2222, ssh_sudo=True,
+        ssh_options=["Compression=no"], job_name="home"))
+    assert (job.name, job.source, job.source_id, job.folder, job.prefix) == ("home", "/home", "/home",
+                                                                            "/home/snaps", "home-")
+    assert job.destinations == ["/mnt/b1", "ssh://backup@nas:2222/srv/b"]
+    assert (job.ssh_options, job.ssh_sudo) == (["Compression=no"], True)
+
+
+def test_defaults_are_the_engines():
+    job = btrfs_backup_info.ad_hoc_job(params_with(source="/home"))
+    assert (job.folder, job.prefix, job.destinations, job.ssh_options, job.ssh_sudo) == (
+        "/home/snapshot", "", [], [], False)
+    assert job.name  # made from the source
+
+
+@pytest.mark.parametrize("given, parameter", [
+    ({"destinations": ["shell://cat > /x"]}, "destinations"),
+    ({"snapshot_prefix": "-bad"}, "snapshot_prefix"),
+    ({"snapshot_folder": "../up"}, "snapshot_folder"),
+    ({"job_name": "no spaces"}, "source"),
+])
+def test_bad_values_name_their_parameter(given, parameter):
+    with pytest.raises(BadParameter) as raised:
+        btrfs_backup_info.ad_hoc_job(params_with(source="/home", **given))
+    assert raised.value.parameter == parameter
