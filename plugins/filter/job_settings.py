@@ -81,6 +81,7 @@ import re
 from ansible.errors import AnsibleFilterError
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.job_settings import JOB_SETTINGS
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.setting_checks import ENGINE_SETTINGS, setting_problem
 
 # The settings that go into systemd units as they are: OnCalendar= expressions and time spans.
@@ -93,6 +94,8 @@ SYSTEMD_SETTINGS = {
     "timeout": "timespan",
 }
 _SETTINGS = sorted(set(SYSTEMD_SETTINGS) | set(ENGINE_SETTINGS), key=len, reverse=True)
+# The engine check of each job key: those of the table's job settings, and the role's own max_age.
+_JOB_KEY_CHECKS = dict(((s.role, s.check) for s in JOB_SETTINGS if s.role and s.check), max_age="max_age")
 
 
 def setting_of(variable):
@@ -156,8 +159,10 @@ def job_settings(jobs, host, job_options, variables=None):
             continue
         problems.extend(_key_problems(where, job, job_options))
         for key in sorted(job):
-            if key in job_options and (key in SYSTEMD_SETTINGS or key in ENGINE_SETTINGS):
+            if key in job_options and key in SYSTEMD_SETTINGS:
                 check(where, key, key, job[key])
+            elif key in job_options and key in _JOB_KEY_CHECKS:
+                check(where, key, _JOB_KEY_CHECKS[key], job[key])
     return {"problems": problems, "systemd": sorted(systemd.values(), key=lambda e: (e["kind"], e["value"]))}
 
 

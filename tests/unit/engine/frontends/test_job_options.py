@@ -5,6 +5,7 @@ import pytest
 
 from engine.frontends import cli, job_options
 from engine.model.job_settings import JOB_SETTINGS
+from support.rst_tables import first_column, literals
 from support.setting_samples import cli_words, sample
 
 SOURCE = "/home"
@@ -33,3 +34,12 @@ def test_the_parser_has_no_job_option_outside_the_table():
                    "--json", "--latest-only", "--skip-fs-checks", "source"}
     names = {name for action in parser._actions for name in (action.option_strings or [action.dest])}
     assert names == table_flags | command_own
+
+
+def test_the_cli_guides_option_table_names_every_flag_and_no_other():
+    listed = set(literals(first_column("cli.rst", "Options (btrfs-backup 0.3's, plus a few)")))
+    parser = job_options.build_parser()
+    flags = {flag for action in parser._actions for flag in action.option_strings} - {"-h", "--help", "--version"}
+    setting_flags = {flag for s in JOB_SETTINGS if not s.positional for flag in s.flags}
+    assert setting_flags <= listed, sorted(setting_flags - listed)
+    assert listed <= flags, sorted(listed - flags)

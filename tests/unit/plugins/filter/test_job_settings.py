@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from ansible_collections.btrfs.backup.plugins.filter.job_settings import job_settings, setting_of
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.job_settings import JOB_SETTINGS
 
 _SPEC = os.path.join(os.path.dirname(__file__), "..", "..", "..", "..", "roles", "btrfs_backup", "meta", "argument_specs.yml")
 with open(_SPEC) as handle:
@@ -107,3 +108,10 @@ def test_systemd_values_are_listed_once_each_with_every_place_that_sets_them():
 ])
 def test_a_variable_holds_the_setting_its_name_ends_with(variable, setting):
     assert setting_of(variable) == setting
+
+
+@pytest.mark.parametrize("setting", [s for s in JOB_SETTINGS if s.role and s.check], ids=lambda s: s.name)
+def test_every_checked_job_key_of_the_table_is_checked(setting):
+    problems = job_settings([dict(HOME, **{setting.role: "no such value"})], "src1", JOB_OPTIONS)["problems"]
+    assert len(problems) == 1 and problems[0].startswith("src1: backup job 'home': %s 'no such value' is not "
+                                                         % setting.role)

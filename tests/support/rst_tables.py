@@ -1,0 +1,27 @@
+"""The first column of the reStructuredText simple tables of a guide, under a given section title."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import List
+
+GUIDES = Path(__file__).resolve().parents[2] / "docs" / "docsite" / "rst"
+
+
+def first_column(guide: str, section: str) -> List[str]:
+    """The first cell of each body row of the first table after the heading `section` in `guide`."""
+    lines = (GUIDES / guide).read_text().splitlines()
+    start = lines.index(section)
+    borders = [i for i in range(start, len(lines)) if re.fullmatch(r"=+( +=+)+", lines[i])][:3]
+    width = len(lines[borders[0]].split(" ")[0])
+    return [line[:width].strip() for line in lines[borders[1] + 1:borders[2]] if line.strip()]
+
+
+def literals(cells: List[str]) -> List[str]:
+    """The ``literal`` words of the cells, a `-x/--long ARG` literal split into its flags."""
+    words = []
+    for cell in cells:
+        for literal in re.findall(r"``([^`]+)``", cell):
+            words += literal.split(" ")[0].split("/")
+    return words
