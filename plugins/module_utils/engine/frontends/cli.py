@@ -20,6 +20,7 @@ LOG = logging.getLogger("btrfs_backup")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_TERMINATED = 0, 1, 2, 3, 143
 
+
 class Terminated(BaseException):
     """Raised from the SIGTERM handler so that cleanup code runs (like KeyboardInterrupt)."""
 

@@ -171,4 +171,3 @@ SETTINGS: Dict[str, Setting] = {setting.name: setting for setting in JOB_SETTING
 def defaults() -> Dict[str, Any]:
     """Every setting's default, by name."""
     return {setting.name: setting.default for setting in JOB_SETTINGS}
-

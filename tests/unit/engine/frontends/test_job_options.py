@@ -11,7 +11,6 @@ from support.setting_samples import cli_words, sample
 SOURCE = "/home"
 
 
-
 def _argv(setting, flag, value):
     words = cli_words(setting, flag, value)
     return [SOURCE] + words if setting.positional else words + [SOURCE]

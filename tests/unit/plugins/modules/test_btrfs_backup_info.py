@@ -25,8 +25,8 @@ def test_the_parameters_make_the_job():
         source="/home", destinations=["/mnt/b1", "ssh://nas/srv/b"], snapshot_folder="snaps",
         snapshot_prefix="home-", ssh_user="backup", ssh_port=2222, ssh_sudo=True,
         ssh_options=["Compression=no"], job_name="home"))
-    assert (job.name, job.source, job.source_id, job.folder, job.prefix) == ("home", "/home", "/home",
-                                                                            "/home/snaps", "home-")
+    assert (job.name, job.source, job.source_id, job.folder, job.prefix) == (
+        "home", "/home", "/home", "/home/snaps", "home-")
     assert job.destinations == ["/mnt/b1", "ssh://backup@nas:2222/srv/b"]
     assert (job.ssh_options, job.ssh_sudo) == (["Compression=no"], True)
 
