@@ -302,17 +302,18 @@ from ansible_collections.btrfs.backup.plugins.module_utils.module_runner import 
 
 
 def argument_spec():
+    job = module_params.job_argument_spec()  # the job settings' parameters, as btrfs_send_backup takes them
     spec = dict(
         config_dir=dict(type="path", default="/etc/btrfs-backup"),
         jobs=dict(type="list", elements="str", default=[]),
         source=dict(type="path"),
-        destinations=dict(type="list", elements="str", default=[]),
+        destinations=job["dest"],
         job_name=dict(type="str"),
         max_age=dict(type="str"),
         survey=dict(type="bool", default=True),
         server_root=dict(type="path"),
-        snapshot_folder=dict(type="str", default="snapshot"),
-        snapshot_prefix=dict(type="str", default=""),
+        snapshot_folder=job["snapshot_folder"],
+        snapshot_prefix=job["snapshot_prefix"],
     )
     spec.update(module_params.SSH_ARGUMENT_SPEC)
     return spec

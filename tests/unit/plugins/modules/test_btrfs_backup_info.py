@@ -8,7 +8,10 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
+import importlib
+
 import pytest
+import yaml
 
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.modules import btrfs_backup_info
@@ -48,3 +51,18 @@ def test_bad_values_name_their_parameter(given, parameter):
     with pytest.raises(BadParameter) as raised:
         btrfs_backup_info.ad_hoc_job(params_with(source="/home", **given))
     assert raised.value.parameter == parameter
+
+
+def test_documentation_follows_the_argument_spec():
+    documentation = yaml.safe_load(btrfs_backup_info.DOCUMENTATION)
+    documented = {}
+    for fragment in documentation["extends_documentation_fragment"]:
+        name = fragment.split(".")[-1]
+        module = importlib.import_module("ansible_collections.btrfs.backup.plugins.doc_fragments." + name)
+        documented.update(yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION).get("options") or {})
+    documented.update(documentation["options"])
+    spec = btrfs_backup_info.argument_spec()
+    assert set(documented) == set(spec)
+    for name, entry in spec.items():
+        for key in ("type", "elements", "default", "choices"):
+            assert documented[name].get(key) == entry.get(key), (name, key)
