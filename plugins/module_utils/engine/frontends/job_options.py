@@ -4,7 +4,6 @@
 """The backup command's argparse parser, made from the table of job settings, and its options as settings."""
 
 import argparse
-from typing import Any, Dict
 
 from ..model import job_settings
 from ..model.job_settings import JOB_SETTINGS, Setting
@@ -51,7 +50,7 @@ def add_setting(group, setting: Setting):
     if setting.type == job_settings.BOOL:
         group.add_argument(*setting.flags, action="store_true", help=setting.help)
         return
-    spelling: Dict[str, Any] = {"help": setting.help}
+    spelling = {"help": setting.help}
     if setting.metavar:
         spelling["metavar"] = setting.metavar
     if setting.choices:
@@ -125,6 +124,6 @@ def build_parser():
     return parser
 
 
-def settings_from_options(options) -> Dict[str, Any]:
+def settings_from_options(options) -> dict:
     """Every job setting's value from parsed options, by setting name."""
     return {setting.name: getattr(options, option_dest(setting)) for setting in JOB_SETTINGS}

@@ -6,11 +6,9 @@ config and the role's job keys are made from it or checked against it."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Dict, Optional, Tuple
+import collections
 
 from . import unsent
-from .setting_checks import setting_problem
 
 # The value kinds of a setting: how each front end types it.
 BOOL, COUNT, TEXT, PATH, PREFIX, POLICY, SIZE, COMPRESSION, CHOICE, LOCATIONS, SSH_OPTIONS = (
@@ -30,23 +28,29 @@ WHERE = "Source and destination"
 GROUPS = (DISPLAY, RETENTION, SNAPSHOT, TRANSFER, STREAM, SSH, MISC, WHERE)
 
 
-@dataclass(frozen=True)
-class Setting:
+# The fields of a setting (a namedtuple: the CLI imports this table on every run, dataclasses cost more).
+_FIELDS = (
+    "name",  # the JobConfig field
+    "type",  # one of the kinds above
+    "default",
+    "help",  # the CLI's help text
+    "group",  # the CLI's help group
+    "flags",  # CLI flags, short first; a positional argument's name without dashes
+    "metavar",
+    "choices",
+    "module",  # btrfs_send_backup's parameter, if it has one
+    "module_aliases",
+    "module_negated",  # the parameter says the opposite (snapshot=true is no_snapshot=false)
+    "role",  # the role's job key, if it has one
+    "check",  # the name of the engine's check of a value in model/setting_checks.py (setting_problem)
+)
+
+
+class Setting(collections.namedtuple("Setting", _FIELDS,
+                                     defaults=(None, (), None, (), False, None, None))):
     """One setting of a backup job (a JobConfig field) and how each front end spells it."""
 
-    name: str  # the JobConfig field
-    type: str  # one of the kinds above
-    default: Any
-    help: str  # the CLI's help text
-    group: str  # the CLI's help group
-    flags: Tuple[str, ...]  # CLI flags, short first; a positional argument's name without dashes
-    metavar: Optional[str] = None
-    choices: Tuple[str, ...] = ()
-    module: Optional[str] = None  # btrfs_send_backup's parameter, if it has one
-    module_aliases: Tuple[str, ...] = ()
-    module_negated: bool = False  # the parameter says the opposite (snapshot=true is no_snapshot=false)
-    role: Optional[str] = None  # the role's job key, if it has one
-    check: Optional[str] = None  # the engine check of model/setting_checks.py that refuses a bad value
+    __slots__ = ()
 
     @property
     def positional(self) -> bool:
@@ -68,9 +72,9 @@ class Setting:
             return not self.default
         return list(self.default) if self.is_list else self.default
 
-    def module_spec(self) -> Dict[str, Any]:
+    def module_spec(self) -> dict:
         """The parameter's entry in an Ansible argument spec."""
-        spec: Dict[str, Any] = {"type": self.ansible_type}
+        spec = {"type": self.ansible_type}
         if self.is_list:
             spec["elements"] = "str"
         if self.module_default is not None:
@@ -81,16 +85,12 @@ class Setting:
             spec["aliases"] = list(self.module_aliases)
         return spec
 
-    def problem(self, value, name: Optional[str] = None) -> Optional[str]:
-        """None if the engine takes `value` for this setting, else a line that names it."""
-        return setting_problem(self.check, value, name or self.name) if self.check else None
-
 
 def _switch(name, flags, group, help, **spelling):
     return Setting(name, BOOL, False, help, group, flags, **spelling)
 
 
-JOB_SETTINGS: Tuple[Setting, ...] = (
+JOB_SETTINGS = (
     _switch("btrfs_debug", ("-d", "--btrfs-debug"), DISPLAY, "Enable debugging on btrfs send / receive."),
     Setting("num_snapshots", COUNT, 0, "Only keep the latest N snapshots at the source (0: all).",
             RETENTION, ("-N", "--num-snapshots"), metavar="N", module="num_snapshots", role="num_snapshots"),
@@ -165,9 +165,9 @@ JOB_SETTINGS: Tuple[Setting, ...] = (
             WHERE, ("dest",), module="dest", role="destinations"),
 )
 
-SETTINGS: Dict[str, Setting] = {setting.name: setting for setting in JOB_SETTINGS}
+SETTINGS = {setting.name: setting for setting in JOB_SETTINGS}
 
 
-def defaults() -> Dict[str, Any]:
+def defaults() -> dict:
     """Every setting's default, by name."""
     return {setting.name: setting.default for setting in JOB_SETTINGS}

@@ -4,7 +4,7 @@ import pytest
 
 from engine.model import job_settings
 from engine.model.job_settings import JOB_SETTINGS, SETTINGS
-from engine.model.setting_checks import ENGINE_SETTINGS
+from engine.model.setting_checks import ENGINE_SETTINGS, setting_problem
 from engine.run.job import JobConfig
 from support.setting_samples import sample
 
@@ -34,9 +34,9 @@ def test_each_setting_is_complete(setting):
 
 @pytest.mark.parametrize("setting", [s for s in JOB_SETTINGS if s.check], ids=lambda s: s.name)
 def test_each_check_takes_the_default_and_refuses_nonsense(setting):
-    assert setting.problem(setting.default) is None
-    assert setting.problem(sample(setting)) is None
-    assert setting.name in setting.problem("not a value %%")
+    assert setting_problem(setting.check, setting.default) is None
+    assert setting_problem(setting.check, sample(setting)) is None
+    assert setting.name in setting_problem(setting.check, "not a value %%", setting.name)
 
 
 def test_job_config_has_a_field_for_each_setting_with_its_default():
