@@ -943,7 +943,7 @@ def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=N
             if not _COMPONENT_RE.match(host):
                 raise ConfigError("--host %r is not a host folder name" % (host,))
         quota_bytes = units.parse_size(quota_size, "--quota") if quota_size else None
-        skew = name_trust.parse_clock_skew(clock_skew)
+        skew = name_trust.parse_clock_skew(clock_skew, "--clock-skew")
         server = Server(root, btrfs_path, append_only=append_only, quota_bytes=quota_bytes,
                         filesystem=filesystem.lower() if filesystem else None, clock_skew=skew,
                         metrics_file=metrics_file, restore=restore, hosts=hosts or None)
