@@ -1,4 +1,4 @@
-"""engine.host.quota: quota sizes, a host's usage from `btrfs qgroup show`, the room a receive may fill."""
+"""engine.host.quota: a host's usage from `btrfs qgroup show`, the room a receive may fill."""
 
 import os
 
