@@ -165,7 +165,7 @@ def _prune(options):
     from ..model.name_trust import parse_clock_skew
     from ..run.server_prune import local_folder, prune_backups
     results = []
-    clock_skew = parse_clock_skew(options.clock_skew)
+    clock_skew = parse_clock_skew(options.clock_skew, "--clock-skew")
     for folder in options.folders:
         local_folder(folder)
         if not os.path.isdir(folder):

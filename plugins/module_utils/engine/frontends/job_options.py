@@ -5,7 +5,8 @@
 
 import argparse
 
-from ..model import job_settings
+from ..model import job_settings, units
+from ..model.errors import ConfigError
 from ..model.job_settings import JOB_SETTINGS, Setting
 from ..model.version import __version__
 
@@ -35,14 +36,11 @@ Exit status: 0 success, 1 a destination or step failed (the others still ran),
 
 
 def whole_number(text):
-    """argparse type of a count: a whole number >= 0."""
+    """argparse type of a count: a whole number >= 0 (the units grammar's count)."""
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("%r must not be negative" % text)
-    return value
+        return units.parse_count(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err))
 
 
 def add_setting(group, setting: Setting):

@@ -13,7 +13,7 @@ from ..host.recording import add_options
 from ..host.endpoints import check_path, parse_location
 from ..model import job_settings
 from ..model.errors import ConfigError
-from ..model.durations import parse_duration
+from ..model.units import parse_duration
 from ..host.state_store import current_state_path, default_job_name, validate_job_name
 
 DEFAULT_CONFIG_DIR = "/etc/btrfs-backup"
@@ -56,7 +56,7 @@ def job_from_args(argv, name=None, config_file=None):
     except (_ArgumentError, argparse.ArgumentError) as err:
         raise ConfigError("%s: %s" % (config_file or " ".join(argv), err))
     return job_from_settings(options.source, settings_from_options(options), name=options.job_name or name,
-                             max_age=parse_duration(options.max_age) if options.max_age else None,
+                             max_age=parse_duration(options.max_age, "--max-age") if options.max_age else None,
                              config_file=config_file, metrics_dir=options.metrics_dir)
 
 
