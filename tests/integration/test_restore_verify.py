@@ -275,7 +275,6 @@ def test_verify_passes_on_good_backups(src, backups, sshd, where):
     assert first.result["incremental_parent"] is None
 
 
-@pytest.mark.xfail(strict=True, reason="verify records under the folder as spelled")
 @pytest.mark.parametrize("folder_flag", ["snapshot/", "./snapshot", "snapshot//"])
 @pytest.mark.parametrize("where", ["local source", "ssh source"])
 def test_verify_records_in_the_backup_runs_state_whatever_the_snapshot_folders_spelling(
