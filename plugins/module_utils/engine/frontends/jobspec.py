@@ -8,7 +8,7 @@ from typing import List, Optional
 from .argfiles import expand_argfiles
 from ..host.job_source import job_source
 from ..model.errors import ConfigError
-from ..model.durations import parse_duration
+from ..model.units import parse_duration
 from ..model.job_identity import JobIdentity
 from ..host.state_store import current_state_path
 
@@ -78,7 +78,7 @@ def job_from_args(argv, name=None, config_file=None):
                                    job_name=options.job_name or name)
     return JobSpec(identity=identity, source=options.source, destinations=list(options.dest),
                    ssh_options=list(options.ssh_opt), ssh_sudo=options.ssh_sudo,
-                   max_age=parse_duration(options.max_age) if options.max_age else None,
+                   max_age=parse_duration(options.max_age, "--max-age") if options.max_age else None,
                    config_file=config_file, metrics_dir=options.metrics_dir,
                    name_given=bool(options.job_name or name))
 

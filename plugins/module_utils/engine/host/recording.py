@@ -28,9 +28,9 @@ def add_options(parser):
 def check_options(options):
     """Validate before anything runs (bad input changes nothing): (job name given or None, max age
     seconds)."""
-    from ..model.durations import parse_duration
+    from ..model.units import parse_duration
     job = validate_job_name(options.job_name) if options.job_name else None
-    max_age = parse_duration(options.max_age) if options.max_age else None
+    max_age = parse_duration(options.max_age, "--max-age") if options.max_age else None
     if options.metrics_dir and not os.path.isdir(options.metrics_dir):
         raise ConfigError("metrics directory %s does not exist" % options.metrics_dir)
     return job, max_age

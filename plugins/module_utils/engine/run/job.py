@@ -24,6 +24,7 @@ from ..host.runner import CommandRunner
 from .source_side import SourceSide, snapshot_info
 from ..host.state_store import LEGACY_JOB_LOCK_NAME, job_lock_path, load_state
 from ..model.steps import RemoveLocks
+from ..model.units import parse_count
 from ..host.streams import StreamOptions
 
 
@@ -69,11 +70,11 @@ class _Prepared:
                                     prefix=config.prefix, ssh_options=config.ssh_options,
                                     ssh_sudo=config.ssh_sudo)
         source = self.source.endpoint
-        self.snapshot_policy = Policy(_count(config.num_snapshots, "num_snapshots"),
+        self.snapshot_policy = Policy(parse_count(config.num_snapshots, "num_snapshots"),
                                       parse_buckets(config.preserve_snapshots))
-        self.backup_policy = Policy(_count(config.num_backups, "num_backups"),
+        self.backup_policy = Policy(parse_count(config.num_backups, "num_backups"),
                                     parse_buckets(config.preserve_backups))
-        self.max_unsent = _count(config.max_unsent_snapshots, "max_unsent_snapshots")
+        self.max_unsent = parse_count(config.max_unsent_snapshots, "max_unsent_snapshots")
         self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
                                     config.btrfs_debug)
         _require_tools(self.stream, config.check_mode)
@@ -98,16 +99,6 @@ def _require_tools(stream, check_mode):
         if what and not check_mode and shutil.which(tool) is None:
             raise ConfigError(f"{'limit_rate' if tool == 'pv' else 'buffer'} needs {tool}, which is not "
                               f"installed on this host (install the {tool} package)")
-
-
-def _count(value, what):
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be a whole number >= 0, not {value!r}")
-    if number < 0 or str(value).strip() not in (str(number), "+" + str(number)):
-        raise ConfigError(f"{what} must be a whole number >= 0, not {value!r}")
-    return number
 
 
 def run_job(config: JobConfig, runner=None) -> JobResult:
