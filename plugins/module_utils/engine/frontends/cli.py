@@ -11,6 +11,7 @@ import sys
 import time
 
 from ..host import recording
+from ..host.job_source import job_source
 from .argfiles import expand_argfiles
 from .job_options import build_parser, settings_from_options, whole_number
 from ..model.errors import BackupError, ConfigError
@@ -215,7 +216,10 @@ def _run_subcommand(command, argv):
                              ssh_options=options.ssh_opt, ssh_sudo=options.ssh_sudo)
             ok = True
         else:
-            job, _max_age = recording.check_options(options, options.source)
+            job, _max_age = recording.check_options(options)
+            _source, identity = job_source(options.source, ssh_options=options.ssh_opt,
+                                           ssh_sudo=options.ssh_sudo, snapshot_folder=options.snapshot_folder,
+                                           prefix=options.snapshot_prefix, job_name=job)
             try:
                 result = verify(options.source, options.backups, options.snapshot_folder,
                                 options.snapshot_prefix, options.snapshot,
@@ -224,9 +228,9 @@ def _run_subcommand(command, argv):
             except ConfigError:
                 raise
             except BackupError as err:
-                _record_verify(options, job, None, err)
+                _record_verify(options, identity, None, err)
                 raise
-            recorded = _record_verify(options, job, result, None)
+            recorded = _record_verify(options, identity, result, None)
             ok = result["ok"] and recorded
     except ConfigError as err:
         LOG.error("%s", err)
@@ -260,19 +264,15 @@ def _run_subcommand(command, argv):
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _record_verify(options, job, report, err):
+def _record_verify(options, identity, report, err):
     """Record a verify in the job's state (not in check mode); False when that failed."""
     from ..host.endpoints import parse_location
     if options.check:
         return True
-    origin = parse_location(options.source, options.ssh_opt, options.ssh_sudo, allow_shell=False)
-    dest = parse_location(options.backups, options.ssh_opt, options.ssh_sudo, allow_shell=False)
-    folder = options.snapshot_folder or "snapshot"
-    folder = folder if folder.startswith("/") else origin.path.rstrip("/") + "/" + folder
     if report is None:
+        dest = parse_location(options.backups, options.ssh_opt, options.ssh_sudo, allow_shell=False)
         report = {"destination": dest.id, "snapshot": None, "ok": False, "problems": [str(err)]}
-    problem = recording.record_verify(report, job=job, prefix=options.snapshot_prefix,
-                                      when=time.time(), source_id=origin.id, folder=folder,
+    problem = recording.record_verify(report, identity=identity, when=time.time(),
                                       metrics_dir=options.metrics_dir)
     if problem:
         LOG.error("%s", problem)
@@ -351,7 +351,7 @@ def main(argv=None):
     if options.skip_fs_checks:
         LOG.info("--skip-fs-checks has no effect: the checks cost nothing extra")
     try:
-        job, max_age = recording.check_options(options, options.source)
+        job, max_age = recording.check_options(options)
     except BackupError as err:
         parser.error(str(err))
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -369,9 +369,9 @@ def main(argv=None):
         for line in _summary(result):
             LOG.info("%s", line)
     status = _exit_status(result)
-    if status not in (EXIT_BUSY, EXIT_USAGE):  # a busy job or bad input is not a run
+    if status not in (EXIT_BUSY, EXIT_USAGE) and result.identity:  # a busy job or bad input is not a run
         problem = recording.record_run(
-            result.as_dict(), job=job, prefix=options.snapshot_prefix, started=started,
+            result.as_dict(), identity=result.identity.named(job), started=started,
             duration=time.time() - started, max_age=max_age, metrics_dir=options.metrics_dir)
         if problem:  # an error of its own unless the run failed already (often for the same cause)
             (LOG.warning if status else LOG.error)("%s", problem)

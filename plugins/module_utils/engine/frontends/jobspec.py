@@ -3,18 +3,18 @@
 import argparse
 import glob
 import os
-import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional
 
 from .argfiles import expand_argfiles
 from .job_options import build_parser, settings_from_options
+from ..host.job_source import job_source
 from ..host.recording import add_options
-from ..host.endpoints import check_path, parse_location
 from ..model import job_settings
 from ..model.errors import ConfigError
 from ..model.units import parse_duration
-from ..host.state_store import current_state_path, default_job_name, validate_job_name
+from ..model.job_identity import JobIdentity
+from ..host.state_store import current_state_path
 
 DEFAULT_CONFIG_DIR = "/etc/btrfs-backup"
 
@@ -22,21 +22,40 @@ DEFAULT_CONFIG_DIR = "/etc/btrfs-backup"
 @dataclass
 class JobSpec:
     """Where a job's snapshots, backups and last-run state are."""
-    name: str
+    identity: JobIdentity
     source: str
-    source_id: str
-    folder: str
-    prefix: str = ""
     destinations: List[str] = field(default_factory=list)
     ssh_options: List[str] = field(default_factory=list)
     ssh_sudo: bool = False
     max_age: Optional[int] = None
     config_file: Optional[str] = None
     metrics_dir: Optional[str] = None
+    # False for a job given ad hoc without --job-name: the name its runs recorded is its name.
+    name_given: bool = True
+
+    @property
+    def name(self):
+        return self.identity.name
+
+    @property
+    def source_id(self):
+        return self.identity.source_id
+
+    @property
+    def folder(self):
+        return self.identity.snapshot_folder
+
+    @property
+    def prefix(self):
+        return self.identity.prefix
 
     @property
     def state_path(self):
-        return current_state_path(self.source_id, self.folder)
+        return current_state_path(self.identity)
+
+    def named(self, name):
+        """The same job under another name (None keeps it)."""
+        return replace(self, identity=self.identity.named(name))
 
 
 class _ArgumentError(Exception):
@@ -64,17 +83,14 @@ def job_from_settings(source: str, settings: Dict[str, Any], name: Optional[str]
                       max_age: Optional[int] = None, config_file: Optional[str] = None,
                       metrics_dir: Optional[str] = None) -> JobSpec:
     """A JobSpec from a source and job settings (the table's names; those left out take their
-    defaults); the name defaults to one made from the source. ConfigError if unusable."""
+    defaults); without a name, one made from the source. ConfigError if unusable."""
     settings = dict(job_settings.defaults(), **settings)
-    origin = parse_location(source, settings["ssh_options"], settings["ssh_sudo"], allow_shell=False)
-    folder = check_path(settings["snapshot_folder"] or "snapshot", "snapshot folder")
-    if not folder.startswith("/"):
-        folder = posixpath.join(origin.path, folder)
-    job = name or default_job_name(origin.id)
-    return JobSpec(name=validate_job_name(job), source=source, source_id=origin.id,
-                   folder=folder, prefix=settings["prefix"], destinations=list(settings["destinations"]),
+    _source, identity = job_source(source, ssh_options=settings["ssh_options"], ssh_sudo=settings["ssh_sudo"],
+                                   snapshot_folder=settings["snapshot_folder"], prefix=settings["prefix"],
+                                   job_name=name)
+    return JobSpec(identity=identity, source=source, destinations=list(settings["destinations"]),
                    ssh_options=list(settings["ssh_options"]), ssh_sudo=settings["ssh_sudo"],
-                   max_age=max_age, config_file=config_file, metrics_dir=metrics_dir)
+                   max_age=max_age, config_file=config_file, metrics_dir=metrics_dir, name_given=bool(name))
 
 
 def jobs_from_config_dir(config_dir=DEFAULT_CONFIG_DIR):

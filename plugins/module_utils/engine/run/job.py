@@ -59,8 +59,10 @@ class _Prepared:
     bad input is refused here, before anything is changed)."""
 
     def __init__(self, config, runner):
-        source = parse_location(config.source, config.ssh_options, config.ssh_sudo, allow_shell=False)
-        self.source = SourceSide(source, runner, config.snapshot_folder, config.prefix)
+        self.source = SourceSide.of(config.source, runner, snapshot_folder=config.snapshot_folder,
+                                    prefix=config.prefix, ssh_options=config.ssh_options,
+                                    ssh_sudo=config.ssh_sudo)
+        source = self.source.endpoint
         self.snapshot_policy = Policy(parse_count(config.num_snapshots, "num_snapshots"),
                                       parse_buckets(config.preserve_snapshots))
         self.backup_policy = Policy(parse_count(config.num_backups, "num_backups"),
@@ -101,6 +103,7 @@ def run_job(config: JobConfig, runner=None) -> JobResult:
     except BackupError as err:
         result.fail(err)
         return result
+    result.identity = prepared.source.identity
     result.source = prepared.source.id
     result.snapshot_folder = prepared.source.folder
     result.max_unsent_snapshots = prepared.max_unsent
@@ -144,7 +147,7 @@ class _Run:
             if self.check:
                 self._phases(self._snapshot_folder())
                 return
-            with JobLock(job_lock_path(self.source.id, self.source.folder)):  # rule 5
+            with JobLock(job_lock_path(self.source.identity)):  # rule 5
                 if isinstance(self.source.endpoint, LocalEndpoint):
                     remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
                 # Listed under the lock, so no other run of this job changes it meanwhile.
@@ -211,7 +214,7 @@ class _Run:
         """What the job's last-run state knows of a destination ({} without one: not readable)."""
         if self.recorded is None:
             try:
-                self.recorded = (load_state(self.source.id, self.source.folder) or {}).get("destinations") or {}
+                self.recorded = (load_state(self.source.identity) or {}).get("destinations") or {}
             except (BackupError, OSError):
                 self.recorded = {}  # the run's record reports a damaged state; the run goes on
         return self.recorded.get(dest_id) or {}
