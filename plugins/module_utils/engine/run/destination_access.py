@@ -82,9 +82,9 @@ class DestinationFolders:
                 raise EndpointError(missing_destination(dest, parent, self._on_backup_server(dest)))
             if not create:
                 return None
-            self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
-                                                 what="destination folder", shown=dest.id))
-            return None if self.executor.check_mode else list_folder(dest, self.runner)
+            created = self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
+                                                           what="destination folder", shown=dest.id))
+            return None if created is None else list_folder(dest, self.runner)
 
     def _on_backup_server(self, dest) -> bool:
         """Whether `dest` is a backup server's serve key (asked with its tools, once per run)."""

@@ -133,7 +133,7 @@ class DestinationSync:
             records[item.dest.id] = record = {
                 "snapshot": snapshot.name, "parent": parent.name if parent else None,
                 "mode": "incremental" if parent else "full", "bytes": None, "seconds": None,
-                "status": "planned" if self.executor.check_mode else "running"}
+                "status": "running"}
             if len(group) > 1:
                 record["shared_with"] = [other.dest.id for other in group if other is not item]
             item.outcome.transfers.append(record)
@@ -154,7 +154,9 @@ class DestinationSync:
                 if done.partial_receive_deleted:
                     item.outcome.partial_receives_deleted.append(done.partial_receive_deleted)
                 self._fail(item.dest, item.outcome, done)
-            elif not self.executor.check_mode:
+            elif done.planned:
+                record["status"] = "planned"
+            else:
                 record.update(status="done", bytes=done.bytes_sent, seconds=done.seconds)
                 if done.wire_bytes:
                     record["compressed_bytes"] = done.wire_bytes

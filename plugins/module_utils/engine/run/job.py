@@ -74,7 +74,6 @@ class _Prepared:
         self.max_unsent = _count(config.max_unsent_snapshots, "max_unsent_snapshots")
         self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
                                     config.btrfs_debug)
-        _require_tools(self.stream, config.check_mode)
         self.destinations = []
         seen = set()
         for spec in config.destinations:
@@ -86,16 +85,6 @@ class _Prepared:
             for dest in self.destinations:
                 if isinstance(dest, LocalEndpoint) and dest.id == os.path.realpath(self.source.folder):
                     raise ConfigError(f"destination {dest.path} is the snapshot folder itself")
-
-
-def _require_tools(stream, check_mode):
-    """A rate limit needs pv and a buffer mbuffer on this host: missing, nothing is changed."""
-    import shutil  # only when asked for: start-up time of every run
-
-    for tool, what in (("pv", stream.limit_rate), ("mbuffer", stream.buffer)):
-        if what and not check_mode and shutil.which(tool) is None:
-            raise ConfigError(f"{'limit_rate' if tool == 'pv' else 'buffer'} needs {tool}, which is not "
-                              f"installed on this host (install the {tool} package)")
 
 
 def _count(value, what):
@@ -114,6 +103,8 @@ def run_job(config: JobConfig, runner=None) -> JobResult:
     result = JobResult(check_mode=config.check_mode)
     try:
         prepared = _Prepared(config, runner)
+        executor = Executor(runner, config.check_mode, EffectOptions(
+            convert_rw=config.convert_rw, sync=config.sync, progress=config.progress, stream=prepared.stream))
     except BackupError as err:
         result.fail(err)
         return result
@@ -121,7 +112,7 @@ def run_job(config: JobConfig, runner=None) -> JobResult:
     result.snapshot_folder = prepared.source.folder
     result.max_unsent_snapshots = prepared.max_unsent
     try:
-        _Run(config, prepared, runner, result).run()
+        _Run(config, prepared, executor, result).run()
     except BackupError as err:
         result.fail(err)
     return result
@@ -130,15 +121,13 @@ def run_job(config: JobConfig, runner=None) -> JobResult:
 class _Run:
     """One run: the source phase, each destination's phase, then retention; all through one executor."""
 
-    def __init__(self, config, prepared, runner, result):
+    def __init__(self, config, prepared, executor, result):
         self.config = config
-        self.p = prepared
+        self.prepared = prepared
         self.source = prepared.source
-        self.runner = runner
+        self.runner = executor.runner
         self.result = result
-        self.check = config.check_mode
-        self.executor = Executor(runner, config.check_mode, EffectOptions(
-            convert_rw=config.convert_rw, sync=config.sync, progress=config.progress, stream=prepared.stream))
+        self.executor = executor
         result.steps = self.executor.steps
         policy = prepared.backup_policy
         self.folders = DestinationFolders(self.executor, result, gate=not (config.no_snapshot or config.no_transfer),
@@ -155,13 +144,10 @@ class _Run:
         self.continues_from = {}
 
     def run(self):
-        with SshConnections(self.runner, [self.source.endpoint] + self.p.destinations) as connections:
+        with SshConnections(self.runner, [self.source.endpoint] + self.prepared.destinations) as connections:
             self.connections = connections
-            if self.check:
-                self._phases(self._snapshot_folder())
-                return
-            with JobLock(job_lock_path(self.source.id, self.source.folder)):  # rule 5
-                if isinstance(self.source.endpoint, LocalEndpoint):
+            with self.executor.holding(JobLock(job_lock_path(self.source.id, self.source.folder))) as held:  # rule 5
+                if held and isinstance(self.source.endpoint, LocalEndpoint):
                     remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
                 # Listed under the lock, so no other run of this job changes it meanwhile.
                 self._phases(self._snapshot_folder())
@@ -170,9 +156,8 @@ class _Run:
         """The snapshot folder's listing; on the first run the folder is created (None in check mode)."""
         listing = self.source.list()
         if listing is None:
-            self.folders.require_a_usable_one(self.p.destinations)
-            self.executor.carry_out(self.source.create_folder_step())
-            if not self.check:
+            self.folders.require_a_usable_one(self.prepared.destinations)
+            if self.executor.carry_out(self.source.create_folder_step()) is not None:
                 listing = self.source.list()
         return listing
 
@@ -189,9 +174,9 @@ class _Run:
             for dest, outcome in zip(destinations, self.sync.run(destinations, snapshots, new_snapshot)):
                 present_by_dest[dest.id] = outcome.present
                 if outcome.status != "failed" and dest.can_list:
-                    retention.at_destination(dest, snapshots, outcome, self.p.backup_policy)
+                    retention.at_destination(dest, snapshots, outcome, self.prepared.backup_policy)
                 synced.append((dest, outcome))
-        released = retention.at_source(self.source, snapshots, self.p.snapshot_policy, destinations,
+        released = retention.at_source(self.source, snapshots, self.prepared.snapshot_policy, destinations,
                                        present_by_dest, continues_from=self.continues_from)
         # Counted after source retention: at the ceiling it may have deleted some of them.
         remaining = [s for s in snapshots if s.name not in released]
@@ -217,8 +202,9 @@ class _Run:
         if self._unsent_ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
         self.folders.require_a_usable_one(destinations)
-        name, self.now = self.source.next_snapshot(listing, self.config.now, self.check)
-        new_snapshot = self.source.take_snapshot(self.executor, name)
+        name, self.now = self.source.next_snapshot(listing, self.config.now)
+        new_snapshot = self.source.take_snapshot(self.executor, name,
+                                                 not_before=None if self.config.now else self.now)
         info = snapshot_info(new_snapshot)
         self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
         return destinations, snapshots + [new_snapshot], new_snapshot
@@ -237,7 +223,7 @@ class _Run:
         max_unsent_snapshots waiting for them (None: there is none): RELEASED, the snapshot is
         taken and source retention keeps for each only the snapshot it continues from; STOPPED, no
         snapshot is taken and the run fails saying why (see unsent.at_ceiling)."""
-        ceiling = self.p.max_unsent
+        ceiling = self.prepared.max_unsent
         if not unsent.ceiling_reached(len(snapshots), ceiling):
             return None  # fewer snapshots than the ceiling: no need to read the state
         names = [s.name for s in snapshots]
@@ -301,11 +287,11 @@ class _Run:
         outcome.unsent_snapshots = len(waiting)
         if waiting and outcome.unsent_ceiling != unsent.RELEASED:  # that run warned already
             self.result.warn(unsent.waiting_warning(dest.id, len(waiting), record.get("last_success"),
-                                                    self.p.max_unsent))
+                                                    self.prepared.max_unsent))
 
     def _with_locked_destinations(self, locks):
         """The given destinations, plus (--locked-dests) every one that holds a lock."""
-        destinations = list(self.p.destinations)
+        destinations = list(self.prepared.destinations)
         if not self.config.locked_dests:
             return destinations
         known = {d.id for d in destinations}

@@ -44,12 +44,14 @@ def snapshot_present(source, snapshot_folder="snapshot", prefix="", name=None, c
             if not existing.readonly:
                 raise BackupError(f"{existing.path} exists but is writable, so it is not a snapshot")
             return {"changed": False, "plan": [], "snapshot": snapshot_info(existing)}
+        when = None  # a chosen name is taken now; a new one not before its second
         if name is None:
-            name = side.next_snapshot(listing, now, check_mode)[0]
+            name, when = side.next_snapshot(listing, now)
         if listing is None:
             executor.carry_out(side.create_folder_step())
         # The module's documentation calls it read-only, and so does its plan.
-        created = side.take_snapshot(executor, name, label="read-only snapshot")
+        created = side.take_snapshot(executor, name, label="read-only snapshot",
+                                     not_before=when if now is None else None)
         return {"changed": True, "plan": executor.plan(), "snapshot": snapshot_info(created)}
 
 

@@ -10,7 +10,7 @@ import pytest
 from engine.model.errors import ConfigError, JobBusyError
 from engine.host.joblock import JobLock, remove_legacy_lock
 from engine.frontends.jobspec import job_from_args
-from engine.run.restore import is_stale_run_file, remove_stale_run_files
+from engine.host.restore_target import is_stale_run_file, remove_stale_run_files
 from engine.host.state_store import (LEGACY_JOB_LOCK_NAME, LEGACY_STATE_FILE_NAME, current_state_path, job_key,
                                 job_lock_path, legacy_state_path, load_state, save_state, state_path,
                                 state_root)
