@@ -48,7 +48,7 @@ def record_run(result, *, job, prefix, started, duration, max_age=None, metrics_
     source_id, folder = result["source"], result["snapshot_folder"]
     try:
         previous = state_store.load_state(source_id, folder)
-        state = run_record.record_run(previous, result, job=job, prefix=prefix, started=started,
+        state = run_record.state_after_run(previous, result, job=job, prefix=prefix, started=started,
                                       duration=duration, max_age=max_age)
         _save(job, source_id, folder, state, metrics_dir)
     except (BackupError, OSError) as err:

@@ -169,7 +169,7 @@ class _Run:
         present_by_dest, synced = {}, []
         if self.config.no_transfer:
             for dest in destinations:
-                present_by_dest[dest.id] = self.folders.survey(dest, snapshots)
+                present_by_dest[dest.id] = self.folders.held_without_sending(dest, snapshots)
         else:
             for dest, outcome in zip(destinations, self.sync.run(destinations, snapshots, new_snapshot)):
                 present_by_dest[dest.id] = outcome.present
