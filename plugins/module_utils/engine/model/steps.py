@@ -57,24 +57,25 @@ def _step(name, fields, template):
 
 
 CreateFolder = _step("CreateFolder", "endpoint path parents what shown", "create {step.what} {step.shown}")
-TakeSnapshot = _step("TakeSnapshot", "endpoint source_path path label not_before", "create {step.label} {step.path} of {step.source_path}")
+TakeSnapshot = _step("TakeSnapshot", "endpoint source_path path label not_before",
+                     "create {step.label} {step.path} of {step.source_path}")
 DeletePartialReceives = _step("DeletePartialReceives", "endpoint paths folder where", "delete partial receive {path} at {step.where}")
 ClearLocks = _step("ClearLocks", "destination names", "clear locks of {step.listed} for {step.destination.id}")
 RemoveLocks = _step("RemoveLocks", "destination names", "remove locks of {step.listed} for {step.destination.id}")
+ClearLocks.listed = RemoveLocks.listed = property(lambda step: ", ".join(step.names))
 Send = _step("Send", "source snapshot parent destinations", "send {step.snapshot.name} to {dest.id} ({step.mode})")
+Send.mode = property(lambda step: f"incremental from {step.parent.name}" if step.parent else "full")
 Delete = _step("Delete", "endpoint paths folder what where reason", "delete {step.what}{path}{step.at}{step.why}")
+Delete.at = property(lambda step: f" at {step.where}" if step.where else "")
+Delete.why = property(lambda step: f" ({step.reason})" if step.reason else "")
 WriteLocks = _step("WriteLocks", "store table", "write {step.store.path}")
+# A restore's steps.
 Receive = _step("Receive", "origin backup endpoint folder", "receive {step.backup.name} from {step.origin.id} into {step.folder}")
 Rename = _step("Rename", "endpoint path new_path", "rename {step.path} to {step.new_path}")
 SnapshotAt = _step("SnapshotAt", "endpoint source_path path writable", "{step.kind} snapshot of it at {step.path}")
+SnapshotAt.kind = property(lambda step: "writable" if step.writable else "read-only")
 MarkOrigin = _step("MarkOrigin", "path origin", "mark {step.path} as restored from {step.origin}")
 RemoveRunFiles = _step("RemoveRunFiles", "path", "remove the source's run files restored into {step.path}")
-
-ClearLocks.listed = RemoveLocks.listed = property(lambda step: ", ".join(step.names))
-Send.mode = property(lambda step: f"incremental from {step.parent.name}" if step.parent else "full")
-Delete.at = property(lambda step: f" at {step.where}" if step.where else "")
-Delete.why = property(lambda step: f" ({step.reason})" if step.reason else "")
-SnapshotAt.kind = property(lambda step: "writable" if step.writable else "read-only")
 
 
 def render(steps) -> list:

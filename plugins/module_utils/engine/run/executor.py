@@ -20,7 +20,6 @@ from ..model.errors import ConfigError
 from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, MarkOrigin, Receive, RemoveLocks,
                            RemoveRunFiles, Rename, Send, SnapshotAt, TakeSnapshot, WriteLocks, render)
 from . import sending
-from .sending import SendOutcome  # noqa: F401 (the outcome of a Send, named where the executor is)
 from .transfer import receive_backup
 
 LOG = logging.getLogger("btrfs_backup")
