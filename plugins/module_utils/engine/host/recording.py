@@ -49,7 +49,7 @@ def record_run(result, *, job, prefix, started, duration, max_age=None, metrics_
     try:
         previous = state_store.load_state(source_id, folder)
         state = run_record.state_after_run(previous, result, job=job, prefix=prefix, started=started,
-                                      duration=duration, max_age=max_age)
+                                           duration=duration, max_age=max_age)
         _save(job, source_id, folder, state, metrics_dir)
     except (BackupError, OSError) as err:
         return "the run's record was not written: %s" % err

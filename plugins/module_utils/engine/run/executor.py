@@ -153,6 +153,7 @@ class Executor:
     def _forget_planned_locks(self, step):
         self.locks.forget(step.names, step.destination.id_aliases)
 
+
 def _planned_snapshot(step) -> Subvolume:
     """Check mode's stand-in for a snapshot: no id (nothing exists), a uuid only so that check
     mode can match its planned backups."""
