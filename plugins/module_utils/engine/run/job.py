@@ -137,11 +137,7 @@ class _Run:
                                     keep_backups=policy.count if not policy.buckets else 0)
         self.now = config.now or datetime.datetime.now()
         self.connections = None
-        self.recorded = None  # the last-run state's destinations, read when needed
-        # Destinations out of reach at max_unsent_snapshots: id -> unsent.RELEASED or STOPPED,
-        # and (released) id -> the snapshot each continues from, which source retention keeps.
-        self.at_ceiling = {}
-        self.continues_from = {}
+        self.unsent = _UnsentSnapshots(self.folders, result, self.source, prepared.max_unsent)
 
     def run(self):
         with SshConnections(self.runner, [self.source.endpoint] + self.prepared.destinations) as connections:
@@ -177,12 +173,12 @@ class _Run:
                     retention.at_destination(dest, snapshots, outcome, self.prepared.backup_policy)
                 synced.append((dest, outcome))
         released = retention.at_source(self.source, snapshots, self.prepared.snapshot_policy, destinations,
-                                       present_by_dest, continues_from=self.continues_from)
+                                       present_by_dest, continues_from=self.unsent.continues_from)
         # Counted after source retention: at the ceiling it may have deleted some of them.
         remaining = [s for s in snapshots if s.name not in released]
         for dest, outcome in synced:
-            outcome.unsent_ceiling = self.at_ceiling.get(dest.id)
-            self._count_unsent(dest, outcome, remaining)
+            outcome.unsent_ceiling = self.unsent.at_ceiling.get(dest.id)
+            self.unsent.count(dest, outcome, remaining)
         self.result.locks_after = self.executor.locks.as_dict()
 
     def _source_phase(self, listing):
@@ -199,7 +195,7 @@ class _Run:
             self._remove_locks(destinations, locks)
         if self.config.no_snapshot:
             return destinations, snapshots, None
-        if self._unsent_ceiling(destinations, snapshots) == unsent.STOPPED:
+        if self.unsent.ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
         self.folders.require_a_usable_one(destinations)
         name, self.now = self.source.next_snapshot(listing, self.config.now)
@@ -208,6 +204,47 @@ class _Run:
         info = snapshot_info(new_snapshot)
         self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
         return destinations, snapshots + [new_snapshot], new_snapshot
+
+    def _with_locked_destinations(self, locks):
+        """The given destinations, plus (--locked-dests) every one that holds a lock."""
+        destinations = list(self.prepared.destinations)
+        if not self.config.locked_dests:
+            return destinations
+        known = {d.id for d in destinations}
+        for dest_id in locks.destinations():
+            if dest_id in known:
+                continue
+            try:
+                endpoint = parse_location(dest_id, self.config.ssh_options, self.config.ssh_sudo)
+            except ConfigError as err:
+                self.result.warn(f"locked destination {dest_id!r} cannot be used: {err}")
+                continue
+            destinations.append(self.connections.attach(endpoint))
+            known.add(dest_id)
+        return destinations
+
+    def _remove_locks(self, destinations, locks):
+        for dest in destinations:
+            touched = locks.names_locked_by(dest.id_aliases)
+            if touched:
+                self.executor.carry_out(RemoveLocks(destination=dest, names=tuple(touched)))
+                self.result.locks_removed.extend({"snapshot": name, "destination": dest.id} for name in touched)
+
+
+class _UnsentSnapshots:
+    """Snapshots that wait for destinations out of reach (max_unsent_snapshots): what the run
+    does at the ceiling before it takes a snapshot, and how many wait for each one after it."""
+
+    def __init__(self, folders, result, source, max_unsent):
+        self.folders = folders
+        self.result = result
+        self.source = source
+        self.max_unsent = max_unsent
+        self.recorded = None  # the last-run state's destinations, read when needed
+        # Destinations out of reach at max_unsent_snapshots: id -> unsent.RELEASED or STOPPED,
+        # and (released) id -> the snapshot each continues from, which source retention keeps.
+        self.at_ceiling = {}
+        self.continues_from = {}
 
     def _recorded(self, dest_id) -> dict:
         """What the job's last-run state knows of a destination ({} without one: not readable)."""
@@ -218,12 +255,12 @@ class _Run:
                 self.recorded = {}  # the run's record reports a damaged state; the run goes on
         return self.recorded.get(dest_id) or {}
 
-    def _unsent_ceiling(self, destinations, snapshots) -> str | None:
+    def ceiling(self, destinations, snapshots) -> str | None:
         """What this run does for the destinations that cannot be listed now and have
         max_unsent_snapshots waiting for them (None: there is none): RELEASED, the snapshot is
         taken and source retention keeps for each only the snapshot it continues from; STOPPED, no
         snapshot is taken and the run fails saying why (see unsent.at_ceiling)."""
-        ceiling = self.prepared.max_unsent
+        ceiling = self.max_unsent
         if not unsent.ceiling_reached(len(snapshots), ceiling):
             return None  # fewer snapshots than the ceiling: no need to read the state
         names = [s.name for s in snapshots]
@@ -272,7 +309,7 @@ class _Run:
                 self.folders.unusable[dest.id] = err
         return False
 
-    def _count_unsent(self, dest, outcome, snapshots):
+    def count(self, dest, outcome, snapshots):
         """How many snapshots still wait for a destination after the run (what it holds when it
         was listed, its recorded newest backup when not); a warning while they are kept for it."""
         if not dest.can_list:
@@ -287,29 +324,4 @@ class _Run:
         outcome.unsent_snapshots = len(waiting)
         if waiting and outcome.unsent_ceiling != unsent.RELEASED:  # that run warned already
             self.result.warn(unsent.waiting_warning(dest.id, len(waiting), record.get("last_success"),
-                                                    self.prepared.max_unsent))
-
-    def _with_locked_destinations(self, locks):
-        """The given destinations, plus (--locked-dests) every one that holds a lock."""
-        destinations = list(self.prepared.destinations)
-        if not self.config.locked_dests:
-            return destinations
-        known = {d.id for d in destinations}
-        for dest_id in locks.destinations():
-            if dest_id in known:
-                continue
-            try:
-                endpoint = parse_location(dest_id, self.config.ssh_options, self.config.ssh_sudo)
-            except ConfigError as err:
-                self.result.warn(f"locked destination {dest_id!r} cannot be used: {err}")
-                continue
-            destinations.append(self.connections.attach(endpoint))
-            known.add(dest_id)
-        return destinations
-
-    def _remove_locks(self, destinations, locks):
-        for dest in destinations:
-            touched = locks.names_locked_by(dest.id_aliases)
-            if touched:
-                self.executor.carry_out(RemoveLocks(destination=dest, names=tuple(touched)))
-                self.result.locks_removed.extend({"snapshot": name, "destination": dest.id} for name in touched)
+                                                    self.max_unsent))
