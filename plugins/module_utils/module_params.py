@@ -14,7 +14,7 @@ import time
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import names
 
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.host import recording, state_store
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.durations import parse_duration
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.units import parse_duration
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.endpoints import (
     SshEndpoint,
     check_path,

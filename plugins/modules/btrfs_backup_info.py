@@ -290,7 +290,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.btrfs.backup.plugins.module_utils import module_params
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import health
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.run import server_view
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.durations import parse_duration
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.units import parse_duration
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.errors import BackupError
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.frontends.jobspec import job_from_args, jobs_from_config_dir
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.run_record import with_survey

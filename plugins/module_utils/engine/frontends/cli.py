@@ -13,6 +13,7 @@ import time
 from ..host import recording
 from ..model.version import __version__
 from .argfiles import expand_argfiles
+from ..model import units
 from ..model.errors import BackupError, ConfigError
 from ..run.job import JobConfig, run_job
 
@@ -150,12 +151,9 @@ def build_parser():
 
 def _whole(text):
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("%r must not be negative" % text)
-    return value
+        return units.parse_count(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err))
 
 
 def config_from_args(options):
@@ -315,7 +313,7 @@ def _prune(options):
     from ..model.name_trust import parse_clock_skew
     from ..run.server_prune import local_folder, prune_backups
     results = []
-    clock_skew = parse_clock_skew(options.clock_skew)
+    clock_skew = parse_clock_skew(options.clock_skew, "--clock-skew")
     for folder in options.folders:
         local_folder(folder)
         if not os.path.isdir(folder):

@@ -9,7 +9,7 @@ from typing import List, Optional
 from .argfiles import expand_argfiles
 from ..host.endpoints import check_path, parse_location
 from ..model.errors import ConfigError
-from ..model.durations import parse_duration
+from ..model.units import parse_duration
 from ..host.state_store import current_state_path, default_job_name, validate_job_name
 
 DEFAULT_CONFIG_DIR = "/etc/btrfs-backup"
@@ -62,7 +62,7 @@ def job_from_args(argv, name=None, config_file=None):
     return JobSpec(name=validate_job_name(job), source=options.source, source_id=source.id,
                    folder=folder, prefix=options.snapshot_prefix, destinations=list(options.dest),
                    ssh_options=list(options.ssh_opt), ssh_sudo=options.ssh_sudo,
-                   max_age=parse_duration(options.max_age) if options.max_age else None,
+                   max_age=parse_duration(options.max_age, "--max-age") if options.max_age else None,
                    config_file=config_file, metrics_dir=options.metrics_dir)
 
 

@@ -8,7 +8,7 @@ import sys
 import time
 
 from ..model import health
-from ..model.durations import parse_duration
+from ..model.units import format_duration, parse_duration
 from ..model.errors import BackupError, ConfigError
 from .jobspec import DEFAULT_CONFIG_DIR, job_from_args, jobs_from_config_dir
 from ..host.recording import refresh_metrics
@@ -66,7 +66,7 @@ def parse_job_max_ages(items) -> dict:
         job, sep, duration = item.partition("=")
         if not sep or not job:
             raise ConfigError("--job-max-age %r must be JOB=DURATION, e.g. home=36h" % item)
-        ages[job] = parse_duration(duration)
+        ages[job] = parse_duration(duration, "--job-max-age %s" % job)
     return ages
 
 
@@ -95,7 +95,7 @@ def server_main(options, max_age, plugin, job_max_ages):
     else:
         by_where = {d.destination: d for d in verdict.destinations}
         rows = [[e.host, e.job, e.newest_backup or "-", _timestamp(e.received),
-                 health.format_age(now - e.received) if e.received else "-", str(e.backups),
+                 format_duration(now - e.received) if e.received else "-", str(e.backups),
                  health.LEVELS[by_where[e.where].level]] for e in jobs]
         headers = ["HOST", "JOB", "NEWEST BACKUP", "RECEIVED", "AGE", "BACKUPS", "STATE"]
         sys.stdout.write((table(rows, headers) if rows else "no host folder with a job in %s"
@@ -147,7 +147,7 @@ def status_rows(entries, now, timers):
                 error = error or "verify: %s" % "; ".join(verify.get("problems") or [])
             rows.append([
                 spec.name, dest_id, record.get("newest_backup") or "-",
-                health.format_age(now - record["newest_backup_time"])
+                format_duration(now - record["newest_backup_time"])
                 if record.get("newest_backup_time") else "-",
                 last_text, (error[:60] + "...") if len(error) > 63 else error or "-",
                 str(record.get("locks") or 0), next_run or "-", verdict.row_label(dest_id),
@@ -159,7 +159,7 @@ def main(argv):
     parser = build_status_parser()
     options, rest = parser.parse_known_args(argv)
     try:
-        max_age = parse_duration(options.max_age) if options.max_age else None
+        max_age = parse_duration(options.max_age, "--max-age") if options.max_age else None
         job_max_ages = parse_job_max_ages(options.job_max_age)
         if rest:
             specs, errors = [job_from_args(rest)], []

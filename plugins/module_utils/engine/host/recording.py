@@ -26,10 +26,10 @@ def add_options(parser):
 
 def check_options(options, source_id):
     """Validate before anything runs (bad input changes nothing): (job name, max age seconds)."""
-    from ..model.durations import parse_duration
+    from ..model.units import parse_duration
     job = state_store.validate_job_name(options.job_name) if options.job_name else \
         state_store.default_job_name(source_id)
-    max_age = parse_duration(options.max_age) if options.max_age else None
+    max_age = parse_duration(options.max_age, "--max-age") if options.max_age else None
     if options.metrics_dir and not os.path.isdir(options.metrics_dir):
         raise ConfigError("metrics directory %s does not exist" % options.metrics_dir)
     return job, max_age

@@ -24,6 +24,7 @@ from ..host.runner import CommandRunner
 from .source_side import SourceSide, snapshot_info
 from ..host.state_store import LEGACY_JOB_LOCK_NAME, job_lock_path, load_state
 from ..model.steps import RemoveLocks
+from ..model.units import parse_count
 from ..host.streams import StreamOptions
 
 
@@ -67,11 +68,11 @@ class _Prepared:
     def __init__(self, config, runner):
         source = parse_location(config.source, config.ssh_options, config.ssh_sudo, allow_shell=False)
         self.source = SourceSide(source, runner, config.snapshot_folder, config.prefix)
-        self.snapshot_policy = Policy(_count(config.num_snapshots, "num_snapshots"),
+        self.snapshot_policy = Policy(parse_count(config.num_snapshots, "num_snapshots"),
                                       parse_buckets(config.preserve_snapshots))
-        self.backup_policy = Policy(_count(config.num_backups, "num_backups"),
+        self.backup_policy = Policy(parse_count(config.num_backups, "num_backups"),
                                     parse_buckets(config.preserve_backups))
-        self.max_unsent = _count(config.max_unsent_snapshots, "max_unsent_snapshots")
+        self.max_unsent = parse_count(config.max_unsent_snapshots, "max_unsent_snapshots")
         self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
                                     config.btrfs_debug)
         self.destinations = []
@@ -85,16 +86,6 @@ class _Prepared:
             for dest in self.destinations:
                 if isinstance(dest, LocalEndpoint) and dest.id == os.path.realpath(self.source.folder):
                     raise ConfigError(f"destination {dest.path} is the snapshot folder itself")
-
-
-def _count(value, what):
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be a whole number >= 0, not {value!r}")
-    if number < 0 or str(value).strip() not in (str(number), "+" + str(number)):
-        raise ConfigError(f"{what} must be a whole number >= 0, not {value!r}")
-    return number
 
 
 def run_job(config: JobConfig, runner=None) -> JobResult:
