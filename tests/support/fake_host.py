@@ -114,7 +114,8 @@ class FakeHost(object):
             if self.failing_receives[folder]:
                 self.subvolume(target)  # writable, without received_uuid: a partial receive
             return False
-        self.subvolume(target, readonly=True, received_uuid=snapshot["uuid"])
+        # A received subvolume sent again carries its received_uuid (a restore's stream).
+        self.subvolume(target, readonly=True, received_uuid=snapshot["received_uuid"] or snapshot["uuid"])
         return True
 
     def _handlers(self):
@@ -127,6 +128,9 @@ class FakeHost(object):
             ("btrfs", "subvolume", "sync"): self._ok,
             ("btrfs", "property", "set"): self._set_writable,
             ("mkdir",): self._mkdir,
+            ("rmdir",): self._rmdir,
+            ("test", "-e"): lambda argv: self._ok(argv) if os.path.lexists(argv[-1]) else self._fail(argv, ""),
+            ("mv", "-T"): self._move,
             ("btrfs", "--version"): lambda argv: self._ok(argv, "btrfs-progs v6.2\n"),
             ("zstd", "--version"): lambda argv: self._fail(argv, "zstd: command not found", 127),
             ("echo",): lambda argv: self._ok(argv, " ".join(argv[1:]) + "\n"),
@@ -233,7 +237,12 @@ class FakeHost(object):
             return self._fail(argv, "ERROR: not a subvolume: %s" % source)
         if os.path.exists(target):
             return self._fail(argv, "ERROR: target path already exists: %s" % target)
-        self.snapshot(source, target)
+        if "-r" in argv:
+            self.snapshot(source, target)
+            # A read-only snapshot of a received subvolume keeps its received_uuid (a restore).
+            self.subvolumes[target]["received_uuid"] = self.subvolumes[source]["received_uuid"]
+        else:
+            self.subvolume(target, parent_uuid=self.subvolumes[source]["uuid"])
         return self._ok(argv, "Create a readonly snapshot of '%s' in '%s'\n" % (source, target))
 
     def _delete(self, argv):
@@ -246,6 +255,17 @@ class FakeHost(object):
 
     def _set_writable(self, argv):
         self.subvolumes[argv[-3]]["readonly"] = False
+        return self._ok(argv)
+
+    def _rmdir(self, argv):
+        os.rmdir(argv[-1])
+        return self._ok(argv)
+
+    def _move(self, argv):
+        source, target = argv[-2], argv[-1]
+        os.rename(source, target)
+        if source in self.subvolumes:
+            self.subvolumes[target] = self.subvolumes.pop(source)
         return self._ok(argv)
 
     def _mkdir(self, argv):

@@ -282,6 +282,28 @@ def _record_verify(options, identity, report, err):
 SUBCOMMANDS = ("restore", "verify", "prune")
 
 
+#: The serve options: (flag, add_argument keywords), in the order --help lists them.
+SERVE_OPTIONS = (
+    ("--root", dict(required=True, help="The only folder this key may use.")),
+    ("--btrfs", dict(default="btrfs", metavar="PATH", help="The btrfs program (run with sudo -n unless already root).")),
+    ("--append-only", dict(action="store_true", help="Never delete a complete backup nor make one writable: only partial receives may be deleted; "
+                                                     "'btrfs-backup prune' on the server applies retention.")),
+    ("--filesystem", dict(metavar="UUID", help="Receive only while DIR is on the btrfs filesystem with this UUID (the one it was set up on), never "
+                                               "on the system disk when the backup disk did not mount.")),
+    ("--clock-skew", dict(default="15m", metavar="DURATION", help="Refuse (and delete at once) a received backup whose name lies further than this "
+                                                                  "ahead of this server's clock, e.g. '5m', '1h'. Default 15m. Names carry the "
+                                                                  "sending host's local time: hosts in another time zone need the difference added.")),
+    ("--quota", dict(metavar="SIZE", help="Refuse receives once DIR's backups reference SIZE (e.g. '50G'), and stop a receive that would pass it. "
+                                          "DIR must be a subvolume in a level-1 qgroup 1/<its id> on a filesystem with quotas enabled.")),
+    ("--restore", dict(action="store_true", help="An administrator's restore key: accept only what 'btrfs-backup restore ssh://...' and "
+                                                 "btrfs_restore send (the listing and btrfs send of a complete backup in DIR), nothing that writes.")),
+    ("--host", dict(action="append", dest="hosts", metavar="NAME", help="With --restore: only the folder DIR/NAME (repeat for several hosts); "
+                                                                        "default: every host's folder in DIR.")),
+    ("--metrics-file", dict(metavar="PATH", help="Count refusals per host (DIR's name) and kind in this node_exporter textfile "
+                                                 "(btrfs_backup_serve_refusals_total); its folder must be writable.")),
+)
+
+
 def build_serve_parser():
     parser = argparse.ArgumentParser(
         prog="btrfs-backup serve",
@@ -290,35 +312,8 @@ def build_serve_parser():
                     "Runs the command in SSH_ORIGINAL_COMMAND only if it is one that a push "
                     "backup sends, with every path inside DIR; refuses anything else. With --restore, "
                     "the forced command of an administrator's restore key: it only reads backups.")
-    parser.add_argument("--root", required=True, help="The only folder this key may use.")
-    parser.add_argument("--btrfs", default="btrfs", metavar="PATH",
-                        help="The btrfs program (run with sudo -n unless already root).")
-    parser.add_argument("--append-only", action="store_true",
-                        help="Never delete a complete backup nor make one writable: only partial "
-                             "receives may be deleted; 'btrfs-backup prune' on the server "
-                             "applies retention.")
-    parser.add_argument("--filesystem", metavar="UUID",
-                        help="Receive only while DIR is on the btrfs filesystem with this UUID (the one it "
-                             "was set up on), never on the system disk when the backup disk did not mount.")
-    parser.add_argument("--clock-skew", default="15m", metavar="DURATION",
-                        help="Refuse (and delete at once) a received backup whose name lies further "
-                             "than this ahead of this server's clock, e.g. '5m', '1h'. Default 15m. "
-                             "Names carry the sending host's local time: hosts in another time zone "
-                             "need the difference added.")
-    parser.add_argument("--quota", metavar="SIZE",
-                        help="Refuse receives once DIR's backups reference SIZE (e.g. '50G'), and "
-                             "stop a receive that would pass it. DIR must be a subvolume in a "
-                             "level-1 qgroup 1/<its id> on a filesystem with quotas enabled.")
-    parser.add_argument("--restore", action="store_true",
-                        help="An administrator's restore key: accept only what 'btrfs-backup restore "
-                             "ssh://...' and btrfs_restore send (the listing and btrfs send of a complete "
-                             "backup in DIR), nothing that writes.")
-    parser.add_argument("--host", action="append", dest="hosts", metavar="NAME",
-                        help="With --restore: only the folder DIR/NAME (repeat for several hosts); "
-                             "default: every host's folder in DIR.")
-    parser.add_argument("--metrics-file", metavar="PATH",
-                        help="Count refusals per host (DIR's name) and kind in this node_exporter textfile "
-                             "(btrfs_backup_serve_refusals_total); its folder must be writable.")
+    for flag, keywords in SERVE_OPTIONS:
+        parser.add_argument(flag, **keywords)
     return parser
 
 

@@ -460,6 +460,72 @@ class _BtrfsOperations:
     def _op_btrfs_version(self, paths, flags):
         return self._btrfs(["--version"])[0]
 
+    def _op_list(self, paths, flags):
+        status, out = self._btrfs(["subvolume", "list"] + _LIST_FLAGS + flags + paths,
+                                  capture=True)
+        if status != 0:
+            return status
+        self.stdout.write(filter_listing(out.decode("utf-8", "surrogateescape"), self._root_in_filesystem(),
+                                         self.hosts).encode("utf-8", "surrogateescape"))
+        return 0
+
+    def _op_send(self, paths, flags):
+        """A restore key's `btrfs send [-p PARENT] BACKUP`: both must be complete backups (a
+        partial receive or the host's folder is not a backup to restore); the stream goes
+        straight to the client."""
+        for path in paths:
+            shown = self._show(path)
+            if shown is None or not (shown[1] and shown[2]):
+                raise Refused("%s is not a complete backup (read-only, received); only backups are "
+                              "sent to a restore" % path, "path")
+        parent = ["-p", paths[1]] if flags == ["-p"] else []
+        return self._btrfs(["send"] + parent + [paths[0]])[0]
+
+    def _root_in_filesystem(self):
+        with open("/proc/self/mountinfo", "rb") as handle:
+            mounts = btrfs.parse_mountinfo(handle.read().decode("utf-8", "surrogateescape"))
+        mount = btrfs.mount_of(mounts, self.real_root)
+        if mount is None:
+            raise Refused("cannot tell which filesystem holds %s" % self.root, "disk")
+        return btrfs.path_in_filesystem(mount, self.real_root)
+
+    def _op_delete(self, paths, flags):
+        return self._btrfs(["subvolume", "delete"] + flags + ["--"] + paths)[0]
+
+    def _op_sync(self, paths, flags):
+        return self._btrfs(["subvolume", "sync"] + paths)[0]
+
+    def _op_writable(self, paths, flags):
+        return self._btrfs(["property", "set"] + flags + ["-ts", paths[0], "ro", "false"])[0]
+
+    def _check_append_only(self, operation, paths):
+        """Invariant 10: refuse, before anything runs, whatever would destroy a complete backup."""
+        reason = append_only_refusal(operation)
+        if reason is None and operation.op == "delete":
+            for path in paths:
+                shown = self._show(path)
+                if shown is None:
+                    raise Refused("%s: cannot tell whether %s is a complete backup"
+                                  % (APPEND_ONLY, path), "append-only")
+                reason = complete_backup_refusal(path, shown[1], shown[2])
+                if reason:
+                    break
+        if reason:
+            raise Refused(reason, "append-only")
+
+    def _show(self, path):
+        """(subvolume id, readonly, received_uuid) of the subvolume at `path`, or None."""
+        status, out = self._btrfs(["subvolume", "show", path], capture=True)
+        try:
+            return btrfs.parse_subvolume_show(out.decode("utf-8", "replace")) if status == 0 else None
+        except ValueError:
+            return None
+
+
+class _ReceiveOperations:
+    """btrfs receive of a source's stream, and what serve does with what arrived: a broken
+    receive (rule 2) or a backup whose name lies (rule 12) is deleted at once."""
+
     def _op_receive(self, paths, flags, decompress=False):
         args = receive_args(flags, paths[0], self._tenant_subvolume())
         # A host at its quota is refused before anything runs.
@@ -550,67 +616,6 @@ class _BtrfsOperations:
         status = receiver.wait()
         self.receive_errors = watch.finish()
         return status
-
-    def _op_list(self, paths, flags):
-        status, out = self._btrfs(["subvolume", "list"] + _LIST_FLAGS + flags + paths,
-                                  capture=True)
-        if status != 0:
-            return status
-        self.stdout.write(filter_listing(out.decode("utf-8", "surrogateescape"), self._root_in_filesystem(),
-                                         self.hosts).encode("utf-8", "surrogateescape"))
-        return 0
-
-    def _op_send(self, paths, flags):
-        """A restore key's `btrfs send [-p PARENT] BACKUP`: both must be complete backups (a
-        partial receive or the host's folder is not a backup to restore); the stream goes
-        straight to the client."""
-        for path in paths:
-            shown = self._show(path)
-            if shown is None or not (shown[1] and shown[2]):
-                raise Refused("%s is not a complete backup (read-only, received); only backups are "
-                              "sent to a restore" % path, "path")
-        parent = ["-p", paths[1]] if flags == ["-p"] else []
-        return self._btrfs(["send"] + parent + [paths[0]])[0]
-
-    def _root_in_filesystem(self):
-        with open("/proc/self/mountinfo", "rb") as handle:
-            mounts = btrfs.parse_mountinfo(handle.read().decode("utf-8", "surrogateescape"))
-        mount = btrfs.mount_of(mounts, self.real_root)
-        if mount is None:
-            raise Refused("cannot tell which filesystem holds %s" % self.root, "disk")
-        return btrfs.path_in_filesystem(mount, self.real_root)
-
-    def _op_delete(self, paths, flags):
-        return self._btrfs(["subvolume", "delete"] + flags + ["--"] + paths)[0]
-
-    def _op_sync(self, paths, flags):
-        return self._btrfs(["subvolume", "sync"] + paths)[0]
-
-    def _op_writable(self, paths, flags):
-        return self._btrfs(["property", "set"] + flags + ["-ts", paths[0], "ro", "false"])[0]
-
-    def _check_append_only(self, operation, paths):
-        """Invariant 10: refuse, before anything runs, whatever would destroy a complete backup."""
-        reason = append_only_refusal(operation)
-        if reason is None and operation.op == "delete":
-            for path in paths:
-                shown = self._show(path)
-                if shown is None:
-                    raise Refused("%s: cannot tell whether %s is a complete backup"
-                                  % (APPEND_ONLY, path), "append-only")
-                reason = complete_backup_refusal(path, shown[1], shown[2])
-                if reason:
-                    break
-        if reason:
-            raise Refused(reason, "append-only")
-
-    def _show(self, path):
-        """(subvolume id, readonly, received_uuid) of the subvolume at `path`, or None."""
-        status, out = self._btrfs(["subvolume", "show", path], capture=True)
-        try:
-            return btrfs.parse_subvolume_show(out.decode("utf-8", "replace")) if status == 0 else None
-        except ValueError:
-            return None
 
 
 class _QuotaOperations:
@@ -738,7 +743,37 @@ class _ZstdOperations:
         return pipe_status(decompress_status, status)
 
 
-class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperations):
+class _Refusals:
+    """Saying no: on stderr for the source, in the log, and in the host's refusal counters."""
+
+    def _refuse(self, err):
+        kind = getattr(err, "kind", "command")
+        self._say("btrfs-backup serve: refused: %s" % err)
+        self.log("refused[%s] for %s: %s; command: %r" % (kind, self.root, err, self.line),
+                 refusal_priority(kind))
+        self._count_refusal(kind)
+        return EXIT_REFUSED
+
+    def _count_refusal(self, kind):
+        """Count one refusal of `kind` for this host (None: only make its counters exist); a
+        counter that cannot be written is logged, never a reason to answer otherwise."""
+        if self.metrics_file is None:
+            return
+        host = posixpath.basename(self.root)
+        try:
+            if kind is None and refusal_counter.known(self.metrics_file, host, REFUSAL_KINDS):
+                return
+            refusal_counter.update(self.metrics_file, host, REFUSAL_KINDS, kind)
+        except OSError as err:
+            if kind is not None:  # said once per refusal, not at every connection
+                self.log("cannot count refusals in %s: %s" % (self.metrics_file, err.strerror or err), "err")
+
+    def _say(self, text):
+        self.stderr.write((text + "\n").encode("utf-8", "replace"))
+        self.stderr.flush()
+
+
+class Server(_LocalOperations, _BtrfsOperations, _ReceiveOperations, _QuotaOperations, _ZstdOperations, _Refusals):
     """Runs accepted operations for one root, checking each path again on disk (symlinks)."""
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
@@ -814,32 +849,6 @@ class Server(_LocalOperations, _BtrfsOperations, _QuotaOperations, _ZstdOperatio
             refused.append(self._refuse(Refused(missing_root_refusal(self.root), "disk")))
             return refused[0]
         return self._run_all(request, run)
-
-    def _refuse(self, err):
-        kind = getattr(err, "kind", "command")
-        self._say("btrfs-backup serve: refused: %s" % err)
-        self.log("refused[%s] for %s: %s; command: %r" % (kind, self.root, err, self.line),
-                 refusal_priority(kind))
-        self._count_refusal(kind)
-        return EXIT_REFUSED
-
-    def _count_refusal(self, kind):
-        """Count one refusal of `kind` for this host (None: only make its counters exist); a
-        counter that cannot be written is logged, never a reason to answer otherwise."""
-        if self.metrics_file is None:
-            return
-        host = posixpath.basename(self.root)
-        try:
-            if kind is None and refusal_counter.known(self.metrics_file, host, REFUSAL_KINDS):
-                return
-            refusal_counter.update(self.metrics_file, host, REFUSAL_KINDS, kind)
-        except OSError as err:
-            if kind is not None:  # said once per refusal, not at every connection
-                self.log("cannot count refusals in %s: %s" % (self.metrics_file, err.strerror or err), "err")
-
-    def _say(self, text):
-        self.stderr.write((text + "\n").encode("utf-8", "replace"))
-        self.stderr.flush()
 
     def _on_disk(self, path):
         """The path as the kernel would resolve it must be the path as written (no symlinks

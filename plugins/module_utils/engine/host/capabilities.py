@@ -46,7 +46,7 @@ class EndsProbe:
         self._known = {}
         self._modes = {}  # ssh endpoint id -> server_mode's answer (None: unknown)
         self._samples = {}
-        self.told = set()  # ends whose missing zstd was already logged
+        self.warned_no_zstd = set()  # ends whose missing zstd was already logged
 
     def sample(self, snapshot_path):
         """The compressibility sample of a local snapshot (compressibility.sample_ratio), once."""

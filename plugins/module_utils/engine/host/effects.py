@@ -3,12 +3,15 @@
 # SPDX-License-Identifier: MIT
 """Effects at an endpoint that change it: run-or-raise, make a folder, snapshot, rename, delete subvolumes."""
 
+import datetime
 import posixpath
+import time
 
 from . import btrfs
 
 from ..model import names
 from .endpoints import unreachable
+from .listing import find_subvolume
 from ..model.errors import BackupError, EndpointError
 
 
@@ -29,9 +32,22 @@ def make_folder(endpoint, runner, path, parents=False):
 
 
 def take_snapshot(endpoint, runner, source_path, snapshot_path):
-    names.validate_name(posixpath.basename(snapshot_path))
+    """A read-only snapshot of `source_path` at `snapshot_path`; returns it as listed."""
+    folder, name = posixpath.split(snapshot_path)
+    names.validate_name(name)
     run_or_raise(endpoint, runner, btrfs.snapshot_argv(source_path, snapshot_path),
                  "snapshot %s to %s" % (source_path, snapshot_path))
+    created = find_subvolume(endpoint, runner, folder, name)
+    if created is None or not created.readonly:
+        raise BackupError(f"snapshot {snapshot_path} was not created read-only")
+    return created
+
+
+def wait_until(when):
+    """Sleep until the clock has reached `when` (a snapshot name has one-second resolution)."""
+    wait = (when - datetime.datetime.now()).total_seconds()
+    if wait > 0:
+        time.sleep(wait + 0.01)
 
 
 def snapshot_at(endpoint, runner, source_path, path, writable=False):

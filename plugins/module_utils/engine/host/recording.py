@@ -49,8 +49,8 @@ def record_run(result, *, identity, started, duration, max_age=None, metrics_dir
         return None
     try:
         previous = state_store.load_state(identity)
-        state = run_record.record_run(previous, result, job=identity.name, prefix=identity.prefix,
-                                      started=started, duration=duration, max_age=max_age)
+        state = run_record.state_after_run(previous, result, job=identity.name, prefix=identity.prefix,
+                                           started=started, duration=duration, max_age=max_age)
         _save(identity, state, metrics_dir)
     except (BackupError, OSError) as err:
         return "the run's record was not written: %s" % err

@@ -155,29 +155,31 @@ class StreamSizer:
         if command == CMD_END:
             self.ended = True
         elif command == CMD_UPDATE_EXTENT:
-            data_size, path_size = self._update_extent(payload)
+            start = self.stream_bytes - len(payload) - _COMMAND_HEADER.size
+            data_size, path_size = update_extent_sizes(payload, start)
             self.data_bytes += data_size
             self._difference += (write_commands_size(data_size, path_size, self.version)
                                  - _COMMAND_HEADER.size - length)
 
-    def _update_extent(self, payload):
-        """(SIZE, length of PATH) of an UPDATE_EXTENT command's payload."""
-        where = self.stream_bytes - len(payload) - _COMMAND_HEADER.size
-        attributes, position = {}, 0
-        while position < len(payload):
-            if position + _ATTRIBUTE_HEADER.size > len(payload):
-                raise ValueError(f"a cut attribute in the update-extent command at byte {where}")
-            attribute, length = _ATTRIBUTE_HEADER.unpack_from(payload, position)
-            position += _ATTRIBUTE_HEADER.size
-            if position + length > len(payload):
-                raise ValueError(f"attribute {attribute} runs past the end of the update-extent "
-                                 f"command at byte {where}")
-            attributes[attribute] = payload[position:position + length]
-            position += length
-        size, path = attributes.get(ATTR_SIZE), attributes.get(ATTR_PATH)
-        if size is None or path is None or len(size) != _U64.size:
-            raise ValueError(f"the update-extent command at byte {where} has no path or no size")
-        return _U64.unpack(size)[0], len(path)
+
+def update_extent_sizes(payload, where: int) -> tuple:
+    """Pure: (SIZE, length of PATH) of an UPDATE_EXTENT command's payload, which starts at byte
+    `where` of the stream (named in the error of a malformed one)."""
+    attributes, position = {}, 0
+    while position < len(payload):
+        if position + _ATTRIBUTE_HEADER.size > len(payload):
+            raise ValueError(f"a cut attribute in the update-extent command at byte {where}")
+        attribute, length = _ATTRIBUTE_HEADER.unpack_from(payload, position)
+        position += _ATTRIBUTE_HEADER.size
+        if position + length > len(payload):
+            raise ValueError(f"attribute {attribute} runs past the end of the update-extent "
+                             f"command at byte {where}")
+        attributes[attribute] = payload[position:position + length]
+        position += length
+    size, path = attributes.get(ATTR_SIZE), attributes.get(ATTR_PATH)
+    if size is None or path is None or len(size) != _U64.size:
+        raise ValueError(f"the update-extent command at byte {where} has no path or no size")
+    return _U64.unpack(size)[0], len(path)
 
 
 def estimate_stream_size(endpoint, runner, snapshot_path: str, parent_path: str | None = None,

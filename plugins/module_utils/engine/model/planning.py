@@ -20,11 +20,6 @@ class DestinationPlan:
         self.transfers = transfers      # Transfer list, oldest first
         self.present = present          # source snapshot name -> its complete backup there
 
-    @property
-    def garbage(self):
-        """The earlier name of `partial_receives`."""
-        return self.partial_receives
-
     def as_dict(self):
         return {
             "delete_partial": [s.path for s in self.partial_receives],

@@ -27,11 +27,6 @@ class DestinationResult:
         self.unsent_snapshots = None  # snapshots at the source it has yet to receive (None: unknown)
         self.unsent_ceiling = None  # out of reach at max_unsent_snapshots: "released" or "stopped"
 
-    @property
-    def partials_deleted(self):
-        """The earlier name of `partial_receives_deleted`."""
-        return self.partial_receives_deleted
-
     def fail(self, err):
         self.status = "failed"
         self.error = str(err) if self.error is None else f"{self.error}; {err}"

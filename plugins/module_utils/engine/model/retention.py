@@ -155,3 +155,13 @@ def _format_period(period, unit):
         return "%04d-W%02d" % period
     text = "-".join("%02d" % p for p in period)
     return text + ":00" if unit == "h" else text
+
+
+def plan_folder(dated, policy, protected, now, min_age=None, demoted=()) -> list:
+    """Pure: the Decisions for one folder's items, dated by the caller ((name, datetime) pairs:
+    by name, or by when a server received them): `protected` (name -> reasons) stay, so does
+    what is younger than `min_age`, and `demoted` names rank below every other."""
+    protected = {name: list(reasons) for name, reasons in protected.items()}
+    for name, reason in protect_young(dated, min_age, now).items():
+        protected[name].append(reason)
+    return plan_retention(dated, policy, protected, now, demoted=demoted)

@@ -20,7 +20,7 @@ def _lock_count(locks, dest_id):
     return sum(1 for entry in (locks or {}).values() if dest_id in (entry.get("locks") or []))
 
 
-def record_run(previous, result, *, job, prefix, started, duration, max_age=None):
+def state_after_run(previous, result, *, job, prefix, started, duration, max_age=None):
     """The state after a run: `result` is JobResult.as_dict(), `previous` the state before (or None).
 
     A destination keeps what was known of it when this run did not reach it; its newest backup

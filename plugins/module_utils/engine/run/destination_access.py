@@ -72,25 +72,25 @@ class DestinationFolders:
 
     def _listing(self, dest, create):
         try:
-            return self._elsewhere(dest, list_folder(dest, self.runner), dest.path)
+            return self._refuse_on_source_filesystem(dest, list_folder(dest, self.runner), dest.path)
         except MissingPathError:
             parent = posixpath.dirname(dest.path)
             try:
                 # A missing folder is created only where its parent is not on the source's disk.
-                self._elsewhere(dest, list_folder(dest, self.runner, parent), parent)
+                self._refuse_on_source_filesystem(dest, list_folder(dest, self.runner, parent), parent)
             except MissingPathError:
                 raise EndpointError(missing_destination(dest, parent, self._on_backup_server(dest)))
             if not create:
                 return None
-            self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
-                                                 what="destination folder", shown=dest.id))
-            return None if self.executor.check_mode else list_folder(dest, self.runner)
+            created = self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
+                                                           what="destination folder", shown=dest.id))
+            return None if created is None else list_folder(dest, self.runner)
 
     def _on_backup_server(self, dest) -> bool:
         """Whether `dest` is a backup server's serve key (asked with its tools, once per run)."""
         return self.source is not None and self.executor.probe(self.source.endpoint).is_serve(dest)
 
-    def _elsewhere(self, dest, listing, path):
+    def _refuse_on_source_filesystem(self, dest, listing, path):
         """Rule 8: a backup on the source's own filesystem is lost with it; refused unless allowed."""
         source = self.source
         if self.allow_same_filesystem or source is None or source.filesystem is None:
@@ -104,7 +104,7 @@ class DestinationFolders:
                 f"it, or give --allow-same-filesystem to keep backups there on purpose")
         return listing
 
-    def survey(self, dest, snapshots) -> dict | None:
+    def held_without_sending(self, dest, snapshots) -> dict | None:
         """What a destination holds, without sending (-T): retention still has to protect it."""
         if not dest.can_list:
             return {}

@@ -24,48 +24,9 @@ class _Pending:
         self.planned, self.transfers = tuple(transfers), list(transfers)
 
 
-class DestinationSync:
-    """The destinations' phase of a run: each one's plan, then the sends that carry them out.
-
-    Destinations that need the same snapshot from the same parent get it from one send, fanned
-    out to all of them (the source is read once); one that fails does not stop the others.
-    `config` is the run's JobConfig, `source` its SourceSide, `folders` its DestinationFolders,
-    and `keep_backups` how many backups a destination keeps (0: all; older ones are not sent)."""
-
-    def __init__(self, executor, result, config, source, folders, keep_backups):
-        self.executor = executor
-        self.result = result
-        self.config = config
-        self.source = source
-        self.folders = folders
-        self.keep_backups = keep_backups
-
-    def run(self, destinations, snapshots, new_snapshot) -> list:
-        """Bring every destination up to date; a failure is recorded, never raised (rule 9).
-        Returns their DestinationResults, in the order given."""
-        outcomes, pending = [], []
-        for dest in destinations:
-            outcome = DestinationResult(dest_id=dest.id)
-            self.result.destinations.append(outcome)
-            outcomes.append(outcome)
-            try:
-                pending.append(self._prepare(dest, snapshots, new_snapshot, outcome))
-            except BackupError as err:
-                self._fail(dest, outcome, err)
-        self._send_all(pending)
-        for item in pending:
-            if item.outcome.status == "failed":
-                continue
-            if item.held is None:
-                # A stream sink took all it was sent: no lock of these snapshots is owed any more.
-                self._clear_locks(item.dest, [t.snapshot.name for t in item.planned], item.outcome)
-            elif item.outcome.conflicts:
-                self._fail(item.dest, item.outcome, BackupError("; ".join(item.outcome.conflicts)))
-        return outcomes
-
-    def _fail(self, dest, outcome, err):
-        outcome.fail(err)
-        self.result.fail(err, where=dest.id)
+class _DestinationPlans:
+    """Each destination's plan against what its folder holds (a stream sink: what it is owed):
+    partial receives deleted first, old locks settled, conflicts and a broken chain warned of."""
 
     def _locked_names(self, dest):
         return set(self.executor.locks.names_locked_by(dest.id_aliases, kinds=("locks",)))
@@ -111,6 +72,50 @@ class DestinationSync:
             self.result.warn(f"{dest.id} holds backups ({', '.join(sorted(ours)[-3:])}) but none of a "
                              f"snapshot still at the source; sending {plan.transfers[0].snapshot.name} in full")
 
+
+class DestinationSync(_DestinationPlans):
+    """The destinations' phase of a run: each one's plan, then the sends that carry them out.
+
+    Destinations that need the same snapshot from the same parent get it from one send, fanned
+    out to all of them (the source is read once); one that fails does not stop the others.
+    `config` is the run's JobConfig, `source` its SourceSide, `folders` its DestinationFolders,
+    and `keep_backups` how many backups a destination keeps (0: all; older ones are not sent)."""
+
+    def __init__(self, executor, result, config, source, folders, keep_backups):
+        self.executor = executor
+        self.result = result
+        self.config = config
+        self.source = source
+        self.folders = folders
+        self.keep_backups = keep_backups
+
+    def run(self, destinations, snapshots, new_snapshot) -> list:
+        """Bring every destination up to date; a failure is recorded, never raised (rule 9).
+        Returns their DestinationResults, in the order given."""
+        outcomes, pending = [], []
+        for dest in destinations:
+            outcome = DestinationResult(dest_id=dest.id)
+            self.result.destinations.append(outcome)
+            outcomes.append(outcome)
+            try:
+                pending.append(self._prepare(dest, snapshots, new_snapshot, outcome))
+            except BackupError as err:
+                self._fail(dest, outcome, err)
+        self._send_all(pending)
+        for item in pending:
+            if item.outcome.status == "failed":
+                continue
+            if item.held is None:
+                # A stream sink took all it was sent: no lock of these snapshots is owed any more.
+                self._clear_locks(item.dest, [t.snapshot.name for t in item.planned], item.outcome)
+            elif item.outcome.conflicts:
+                self._fail(item.dest, item.outcome, BackupError("; ".join(item.outcome.conflicts)))
+        return outcomes
+
+    def _fail(self, dest, outcome, err):
+        outcome.fail(err)
+        self.result.fail(err, where=dest.id)
+
     def _send_all(self, pending):
         """Rounds: the oldest snapshot any destination needs next goes, in one send, to every
         destination that needs it next from the same parent. A failed transfer ends that
@@ -133,7 +138,7 @@ class DestinationSync:
             records[item.dest.id] = record = {
                 "snapshot": snapshot.name, "parent": parent.name if parent else None,
                 "mode": "incremental" if parent else "full", "bytes": None, "seconds": None,
-                "status": "planned" if self.executor.check_mode else "running"}
+                "status": "running"}
             if len(group) > 1:
                 record["shared_with"] = [other.dest.id for other in group if other is not item]
             item.outcome.transfers.append(record)
@@ -154,7 +159,9 @@ class DestinationSync:
                 if done.partial_receive_deleted:
                     item.outcome.partial_receives_deleted.append(done.partial_receive_deleted)
                 self._fail(item.dest, item.outcome, done)
-            elif not self.executor.check_mode:
+            elif done.planned:
+                record["status"] = "planned"
+            else:
                 record.update(status="done", bytes=done.bytes_sent, seconds=done.seconds)
                 if done.wire_bytes:
                     record["compressed_bytes"] = done.wire_bytes

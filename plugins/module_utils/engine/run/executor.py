@@ -1,21 +1,26 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""The one executor: carries out typed steps in order, or in check mode only records them."""
+"""The one executor: carries out typed steps in order, or in check mode only records them.
+
+Check mode is decided here only: a phase stages a step and takes what `carry_out` gives back,
+the effect's result in a real run or its planned stand-in in check mode."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import posixpath
 
-from ..host import effects
-from ..model.errors import BackupError, TransferError
-from ..host.listing import list_folder
-from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, Receive, RemoveLocks, Rename, Send,
-                           SnapshotAt, TakeSnapshot, WriteLocks, render)
+from ..host import effects, restore_target
 from ..host.capabilities import EndsProbe
+from ..host.listing import Subvolume
 from ..host.streams import StreamOptions
-from .transfer import is_partial_receive_of, planned_backup, receive_backup, send_stream, verify_received
+from ..model.errors import ConfigError
+from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, MarkOrigin, Receive, RemoveLocks,
+                           RemoveRunFiles, Rename, Send, SnapshotAt, TakeSnapshot, WriteLocks, render)
+from . import sending
+from .transfer import receive_backup
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -31,16 +36,6 @@ class EffectOptions:
         self.stream = stream or StreamOptions()
 
 
-class SendOutcome:
-    """What one carried-out Send gave one destination: the verified backup (the snapshot, for a
-    stream sink), the stream's size, its compressed size on the link (None: not compressed)."""
-
-    __slots__ = ("backup", "bytes_sent", "seconds", "wire_bytes")
-
-    def __init__(self, backup, bytes_sent=None, seconds=None, wire_bytes=None):
-        self.backup, self.bytes_sent, self.seconds, self.wire_bytes = backup, bytes_sent, seconds, wire_bytes
-
-
 class Executor:
     """Carries out steps and keeps the list of them (`steps`): the plan in check mode, what was
     done otherwise. Lock steps and sends also keep `locks` (the in-memory lock table, also in
@@ -50,21 +45,27 @@ class Executor:
         self.runner = runner
         self.check_mode = check_mode
         self.options = options or EffectOptions()
+        if not check_mode:
+            _require_tools(self.options.stream)  # rule 7: a missing program changes nothing
         self.locks = self.store = None  # set by a run that sends or edits locks
         self.ends = None  # what the ends of the streams support, asked at the first send
         self.steps = []
         self._effects = {
-            CreateFolder: self._create_folder,
-            TakeSnapshot: self._take_snapshot,
-            DeletePartialReceives: self._delete_partial_receives,
-            ClearLocks: self._forget_locks,
-            RemoveLocks: self._forget_locks,
-            Send: self._send,
-            Delete: self._delete,
-            WriteLocks: self._write_locks,
-            Receive: self._receive,
-            Rename: self._rename,
-            SnapshotAt: self._snapshot_at,
+            CreateFolder: self._create_folder, TakeSnapshot: self._take_snapshot,
+            DeletePartialReceives: self._delete_partial_receives, Delete: self._delete,
+            ClearLocks: self._forget_locks, RemoveLocks: self._forget_locks,
+            WriteLocks: lambda step: step.store.write(step.table),
+            Send: lambda step: sending.send(self, step),
+            Receive: self._receive, SnapshotAt: self._snapshot_at,
+            Rename: lambda step: effects.rename(step.endpoint, self.runner, step.path, step.new_path),
+            MarkOrigin: lambda step: restore_target.record_origin(step.path, step.origin),
+            RemoveRunFiles: lambda step: restore_target.remove_stale_run_files(step.path),
+        }
+        # What check mode gives back instead; a step not named here gives None.
+        self._planned = {
+            TakeSnapshot: _planned_snapshot,
+            ClearLocks: self._forget_planned_locks, RemoveLocks: self._forget_planned_locks,
+            Send: lambda step: sending.plan_send(self, step),
         }
 
     @property
@@ -75,8 +76,12 @@ class Executor:
         return render(self.steps)
 
     def carry_out(self, step):
-        """Record `step`, then (unless in check mode) carry it out; returns what the effect gives."""
+        """Record `step`, then carry it out; returns what the effect gives (in check mode, its
+        planned stand-in: None for a step that gives nothing back in a real run either)."""
         self.steps.append(step)
+        if self.check_mode:
+            planned = self._planned.get(type(step))
+            return planned(step) if planned else None
         return self._effects[type(step)](step)
 
     def probe(self, source) -> EndsProbe:
@@ -85,45 +90,57 @@ class Executor:
             self.ends = EndsProbe(self.runner, source)
         return self.ends
 
-    # -- one method per kind of step ---------------------------------------------------------
+    def holding(self, lock):
+        """`lock` (a context manager) held while a run changes things; check mode changes nothing: no lock."""
+        return contextlib.nullcontext(None) if self.check_mode else lock
 
-    def _create_folder(self, step):
-        if not self.check_mode:
-            LOG.info("creating %s %s", step.what, step.shown)
-            effects.make_folder(step.endpoint, self.runner, step.path, step.parents)
+    @contextlib.contextmanager
+    def staging(self, endpoint, folder):
+        """A staging folder's contents and the folder itself are removed when the block ends (a
+        real run's scratch space, no step of its own: check mode makes none)."""
+        try:
+            yield folder
+        finally:
+            if not self.check_mode:
+                restore_target.remove_staging(endpoint, self.runner, folder)
 
-    def _take_snapshot(self, step):
+    def save_locks(self, durable=True):
         if not self.check_mode:
-            LOG.info("snapshot %s -> %s", step.source_path, step.path)
-            effects.take_snapshot(step.endpoint, self.runner, step.source_path, step.path)
+            self.store.write(self.locks, durable)
+
+    # -- one method per kind of step, for a real run ---------------------------------------------
+
+    def _create_folder(self, step) -> str:
+        LOG.info("creating %s %s", step.what, step.shown)
+        effects.make_folder(step.endpoint, self.runner, step.path, step.parents)
+        return step.path
+
+    def _take_snapshot(self, step) -> Subvolume:
+        """The new read-only snapshot, as listed; a real run waits for the second its name gives."""
+        if step.not_before is not None:
+            effects.wait_until(step.not_before)
+        LOG.info("snapshot %s -> %s", step.source_path, step.path)
+        return effects.take_snapshot(step.endpoint, self.runner, step.source_path, step.path)
 
     def _receive(self, step):
-        if not self.check_mode:
-            effects.make_folder(step.endpoint, self.runner, step.folder)
-            receive_backup(step.origin, step.backup, step.endpoint, self.runner, step.folder)
-
-    def _rename(self, step):
-        if not self.check_mode:
-            effects.rename(step.endpoint, self.runner, step.path, step.new_path)
+        effects.make_folder(step.endpoint, self.runner, step.folder)
+        receive_backup(step.origin, step.backup, step.endpoint, self.runner, step.folder)
 
     def _snapshot_at(self, step):
-        if not self.check_mode:
-            effects.snapshot_at(step.endpoint, self.runner, step.source_path, step.path, step.writable)
+        effects.snapshot_at(step.endpoint, self.runner, step.source_path, step.path, step.writable)
+        return step.path
 
     def _delete_partial_receives(self, step):
-        if not self.check_mode:
-            LOG.warning("%s: deleting partial receives left by a failed transfer: %s",
-                        step.where, ", ".join(step.paths))
-            self._delete_subvolumes(step.endpoint, step.paths, step.folder)
+        LOG.warning("%s: deleting partial receives left by a failed transfer: %s", step.where, ", ".join(step.paths))
+        self._delete_subvolumes(step.endpoint, step.paths, step.folder)
 
     def _delete(self, step):
-        if not self.check_mode:
-            if step.where:
-                LOG.info("%s at %s: deleting %s", step.reason, step.where,
-                         ", ".join(posixpath.basename(p) for p in step.paths))
-            else:
-                LOG.info("deleting %s", ", ".join(step.paths))
-            self._delete_subvolumes(step.endpoint, step.paths, step.folder)
+        if step.where:
+            LOG.info("%s at %s: deleting %s", step.reason, step.where,
+                     ", ".join(posixpath.basename(p) for p in step.paths))
+        else:
+            LOG.info("deleting %s", ", ".join(step.paths))
+        self._delete_subvolumes(step.endpoint, step.paths, step.folder)
 
     def _delete_subvolumes(self, endpoint, paths, folder):
         effects.delete_subvolumes(endpoint, self.runner, paths, folder,
@@ -131,69 +148,24 @@ class Executor:
 
     def _forget_locks(self, step):
         self.locks.forget(step.names, step.destination.id_aliases)
-        self._save_locks()
+        self.save_locks()
 
-    def _write_locks(self, step):
-        if not self.check_mode:
-            step.store.write(step.table)
+    def _forget_planned_locks(self, step):
+        self.locks.forget(step.names, step.destination.id_aliases)
 
-    def _save_locks(self, durable=True):
-        if not self.check_mode:
-            self.store.write(self.locks, durable)
 
-    def _send(self, step):
-        """One send to every destination of the step; returns dest id -> SendOutcome, or the
-        TransferError of a destination whose transfer failed (the others are not stopped)."""
-        snapshot, parent, dests = step.snapshot, step.parent, step.destinations
-        parent_name = parent.name if parent else None
-        if self.check_mode:
-            for dest in dests:
-                self.locks.settle(snapshot.name, parent_name, dest.id_aliases)
-            return {dest.id: SendOutcome(planned_backup(dest, snapshot) if dest.can_list else snapshot)
-                    for dest in dests}
-        LOG.info("sending %s to %s (%s)", snapshot.name, ", ".join(d.id for d in dests), step.mode)
-        # Locked before the first byte moves, so a crash at any point is found by the next run (rule 3).
-        for dest in dests:
-            self.locks.hold(snapshot.name, parent_name, dest.id)
-        self._save_locks()
-        # A failure, or an interruption (SIGTERM, Ctrl-C), leaves the lock: the next run cleans up.
-        try:
-            stats = send_stream(step.source, dests, snapshot, parent, self.runner, self.options,
-                                self.probe(step.source))
-            failures = stats.failures
-        except BackupError as err:  # the stream could not start (a program missing): none got it
-            stats, failures = None, {dest: str(err) for dest in dests}
-        outcomes = {}
-        for dest in dests:
-            try:
-                if dest in failures:
-                    raise TransferError(failures[dest])
-                backup = verify_received(dest, self.runner, snapshot) if dest.can_list else snapshot
-            except BackupError as err:
-                failure = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}")
-                failure.detail = str(err)
-                failure.partial_receive_deleted = self._remove_partial_receive(dest, snapshot) if dest.can_list else None
-                outcomes[dest.id] = failure
-                continue
-            self.locks.settle(snapshot.name, parent_name, dest.id_aliases)
-            wire = stats.wire_bytes.get(dest)
-            outcomes[dest.id] = SendOutcome(backup, stats.bytes_sent, round(stats.seconds, 3), wire)
-            LOG.info("%s: %s arrived (%s bytes%s in %.1fs)", dest.id, snapshot.name, stats.bytes_sent,
-                     f", {wire} compressed" if wire else "", stats.seconds)
-        if len(outcomes) > sum(isinstance(o, TransferError) for o in outcomes.values()):
-            self._save_locks(durable=False)  # the backups are verified: losing this write is harmless
-        return outcomes
+def _planned_snapshot(step) -> Subvolume:
+    """Check mode's stand-in for a snapshot: no id (nothing exists), a uuid only so that check
+    mode can match its planned backups."""
+    return Subvolume(name=posixpath.basename(step.path), path=step.path, id=None, uuid=f"(planned) {step.path}",
+                     parent_uuid=None, received_uuid=None, readonly=True)
 
-    def _remove_partial_receive(self, dest, snapshot):
-        """Best effort right after a failure; if it fails too, the lock makes the next run do it."""
-        try:
-            found = list_folder(dest, self.runner).children.get(snapshot.name)
-            if not is_partial_receive_of(found, snapshot):
-                return None
-            self.carry_out(DeletePartialReceives(endpoint=dest, paths=(found.path,), folder=dest.path,
-                                                 where=dest.id))
-            return found.path
-        except BackupError as err:
-            LOG.warning("%s: could not remove the partial receive of %s now (%s); "
-                        "the next run will", dest.id, snapshot.name, err)
-            return None
+
+def _require_tools(stream):
+    """A rate limit needs pv and a buffer mbuffer on this host: missing, nothing is changed."""
+    import shutil  # only when asked for: start-up time of every run
+
+    for tool, what in (("pv", stream.limit_rate), ("mbuffer", stream.buffer)):
+        if what and shutil.which(tool) is None:
+            raise ConfigError(f"{'limit_rate' if tool == 'pv' else 'buffer'} needs {tool}, which is not "
+                              f"installed on this host (install the {tool} package)")

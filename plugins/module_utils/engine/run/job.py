@@ -70,7 +70,6 @@ class _Prepared:
         self.max_unsent = parse_count(config.max_unsent_snapshots, "max_unsent_snapshots")
         self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
                                     config.btrfs_debug)
-        _require_tools(self.stream, config.check_mode)
         self.destinations = []
         seen = set()
         for spec in config.destinations:
@@ -84,22 +83,14 @@ class _Prepared:
                     raise ConfigError(f"destination {dest.path} is the snapshot folder itself")
 
 
-def _require_tools(stream, check_mode):
-    """A rate limit needs pv and a buffer mbuffer on this host: missing, nothing is changed."""
-    import shutil  # only when asked for: start-up time of every run
-
-    for tool, what in (("pv", stream.limit_rate), ("mbuffer", stream.buffer)):
-        if what and not check_mode and shutil.which(tool) is None:
-            raise ConfigError(f"{'limit_rate' if tool == 'pv' else 'buffer'} needs {tool}, which is not "
-                              f"installed on this host (install the {tool} package)")
-
-
 def run_job(config: JobConfig, runner=None) -> JobResult:
     """Run one backup job; never raises for a failing destination (see JobResult.errors)."""
     runner = runner or CommandRunner()
     result = JobResult(check_mode=config.check_mode)
     try:
         prepared = _Prepared(config, runner)
+        executor = Executor(runner, config.check_mode, EffectOptions(
+            convert_rw=config.convert_rw, sync=config.sync, progress=config.progress, stream=prepared.stream))
     except BackupError as err:
         result.fail(err)
         return result
@@ -108,7 +99,7 @@ def run_job(config: JobConfig, runner=None) -> JobResult:
     result.snapshot_folder = prepared.source.folder
     result.max_unsent_snapshots = prepared.max_unsent
     try:
-        _Run(config, prepared, runner, result).run()
+        _Run(config, prepared, executor, result).run()
     except BackupError as err:
         result.fail(err)
     return result
@@ -117,15 +108,13 @@ def run_job(config: JobConfig, runner=None) -> JobResult:
 class _Run:
     """One run: the source phase, each destination's phase, then retention; all through one executor."""
 
-    def __init__(self, config, prepared, runner, result):
+    def __init__(self, config, prepared, executor, result):
         self.config = config
-        self.p = prepared
+        self.prepared = prepared
         self.source = prepared.source
-        self.runner = runner
+        self.runner = executor.runner
         self.result = result
-        self.check = config.check_mode
-        self.executor = Executor(runner, config.check_mode, EffectOptions(
-            convert_rw=config.convert_rw, sync=config.sync, progress=config.progress, stream=prepared.stream))
+        self.executor = executor
         result.steps = self.executor.steps
         policy = prepared.backup_policy
         self.folders = DestinationFolders(self.executor, result, gate=not (config.no_snapshot or config.no_transfer),
@@ -135,20 +124,13 @@ class _Run:
                                     keep_backups=policy.count if not policy.buckets else 0)
         self.now = config.now or datetime.datetime.now()
         self.connections = None
-        self.recorded = None  # the last-run state's destinations, read when needed
-        # Destinations out of reach at max_unsent_snapshots: id -> unsent.RELEASED or STOPPED,
-        # and (released) id -> the snapshot each continues from, which source retention keeps.
-        self.at_ceiling = {}
-        self.continues_from = {}
+        self.unsent = _UnsentSnapshots(self.folders, result, self.source, prepared.max_unsent)
 
     def run(self):
-        with SshConnections(self.runner, [self.source.endpoint] + self.p.destinations) as connections:
+        with SshConnections(self.runner, [self.source.endpoint] + self.prepared.destinations) as connections:
             self.connections = connections
-            if self.check:
-                self._phases(self._snapshot_folder())
-                return
-            with JobLock(job_lock_path(self.source.identity)):  # rule 5
-                if isinstance(self.source.endpoint, LocalEndpoint):
+            with self.executor.holding(JobLock(job_lock_path(self.source.identity))) as held:  # rule 5
+                if held and isinstance(self.source.endpoint, LocalEndpoint):
                     remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
                 # Listed under the lock, so no other run of this job changes it meanwhile.
                 self._phases(self._snapshot_folder())
@@ -157,9 +139,8 @@ class _Run:
         """The snapshot folder's listing; on the first run the folder is created (None in check mode)."""
         listing = self.source.list()
         if listing is None:
-            self.folders.require_a_usable_one(self.p.destinations)
-            self.executor.carry_out(self.source.create_folder_step())
-            if not self.check:
+            self.folders.require_a_usable_one(self.prepared.destinations)
+            if self.executor.carry_out(self.source.create_folder_step()) is not None:
                 listing = self.source.list()
         return listing
 
@@ -171,20 +152,20 @@ class _Run:
         present_by_dest, synced = {}, []
         if self.config.no_transfer:
             for dest in destinations:
-                present_by_dest[dest.id] = self.folders.survey(dest, snapshots)
+                present_by_dest[dest.id] = self.folders.held_without_sending(dest, snapshots)
         else:
             for dest, outcome in zip(destinations, self.sync.run(destinations, snapshots, new_snapshot)):
                 present_by_dest[dest.id] = outcome.present
                 if outcome.status != "failed" and dest.can_list:
-                    retention.at_destination(dest, snapshots, outcome, self.p.backup_policy)
+                    retention.at_destination(dest, snapshots, outcome, self.prepared.backup_policy)
                 synced.append((dest, outcome))
-        released = retention.at_source(self.source, snapshots, self.p.snapshot_policy, destinations,
-                                       present_by_dest, continues_from=self.continues_from)
+        released = retention.at_source(self.source, snapshots, self.prepared.snapshot_policy, destinations,
+                                       present_by_dest, continues_from=self.unsent.continues_from)
         # Counted after source retention: at the ceiling it may have deleted some of them.
         remaining = [s for s in snapshots if s.name not in released]
         for dest, outcome in synced:
-            outcome.unsent_ceiling = self.at_ceiling.get(dest.id)
-            self._count_unsent(dest, outcome, remaining)
+            outcome.unsent_ceiling = self.unsent.at_ceiling.get(dest.id)
+            self.unsent.count(dest, outcome, remaining)
         self.result.locks_after = self.executor.locks.as_dict()
 
     def _source_phase(self, listing):
@@ -201,14 +182,56 @@ class _Run:
             self._remove_locks(destinations, locks)
         if self.config.no_snapshot:
             return destinations, snapshots, None
-        if self._unsent_ceiling(destinations, snapshots) == unsent.STOPPED:
+        if self.unsent.ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
         self.folders.require_a_usable_one(destinations)
-        name, self.now = self.source.next_snapshot(listing, self.config.now, self.check)
-        new_snapshot = self.source.take_snapshot(self.executor, name)
+        name, self.now = self.source.next_snapshot(listing, self.config.now)
+        new_snapshot = self.source.take_snapshot(self.executor, name,
+                                                 not_before=None if self.config.now else self.now)
         info = snapshot_info(new_snapshot)
         self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
         return destinations, snapshots + [new_snapshot], new_snapshot
+
+    def _with_locked_destinations(self, locks):
+        """The given destinations, plus (--locked-dests) every one that holds a lock."""
+        destinations = list(self.prepared.destinations)
+        if not self.config.locked_dests:
+            return destinations
+        known = {d.id for d in destinations}
+        for dest_id in locks.destinations():
+            if dest_id in known:
+                continue
+            try:
+                endpoint = parse_location(dest_id, self.config.ssh_options, self.config.ssh_sudo)
+            except ConfigError as err:
+                self.result.warn(f"locked destination {dest_id!r} cannot be used: {err}")
+                continue
+            destinations.append(self.connections.attach(endpoint))
+            known.add(dest_id)
+        return destinations
+
+    def _remove_locks(self, destinations, locks):
+        for dest in destinations:
+            touched = locks.names_locked_by(dest.id_aliases)
+            if touched:
+                self.executor.carry_out(RemoveLocks(destination=dest, names=tuple(touched)))
+                self.result.locks_removed.extend({"snapshot": name, "destination": dest.id} for name in touched)
+
+
+class _UnsentSnapshots:
+    """Snapshots that wait for destinations out of reach (max_unsent_snapshots): what the run
+    does at the ceiling before it takes a snapshot, and how many wait for each one after it."""
+
+    def __init__(self, folders, result, source, max_unsent):
+        self.folders = folders
+        self.result = result
+        self.source = source
+        self.max_unsent = max_unsent
+        self.recorded = None  # the last-run state's destinations, read when needed
+        # Destinations out of reach at max_unsent_snapshots: id -> unsent.RELEASED or STOPPED,
+        # and (released) id -> the snapshot each continues from, which source retention keeps.
+        self.at_ceiling = {}
+        self.continues_from = {}
 
     def _recorded(self, dest_id) -> dict:
         """What the job's last-run state knows of a destination ({} without one: not readable)."""
@@ -219,12 +242,12 @@ class _Run:
                 self.recorded = {}  # the run's record reports a damaged state; the run goes on
         return self.recorded.get(dest_id) or {}
 
-    def _unsent_ceiling(self, destinations, snapshots) -> str | None:
+    def ceiling(self, destinations, snapshots) -> str | None:
         """What this run does for the destinations that cannot be listed now and have
         max_unsent_snapshots waiting for them (None: there is none): RELEASED, the snapshot is
         taken and source retention keeps for each only the snapshot it continues from; STOPPED, no
         snapshot is taken and the run fails saying why (see unsent.at_ceiling)."""
-        ceiling = self.p.max_unsent
+        ceiling = self.max_unsent
         if not unsent.ceiling_reached(len(snapshots), ceiling):
             return None  # fewer snapshots than the ceiling: no need to read the state
         names = [s.name for s in snapshots]
@@ -273,7 +296,7 @@ class _Run:
                 self.folders.unusable[dest.id] = err
         return False
 
-    def _count_unsent(self, dest, outcome, snapshots):
+    def count(self, dest, outcome, snapshots):
         """How many snapshots still wait for a destination after the run (what it holds when it
         was listed, its recorded newest backup when not); a warning while they are kept for it."""
         if not dest.can_list:
@@ -288,29 +311,4 @@ class _Run:
         outcome.unsent_snapshots = len(waiting)
         if waiting and outcome.unsent_ceiling != unsent.RELEASED:  # that run warned already
             self.result.warn(unsent.waiting_warning(dest.id, len(waiting), record.get("last_success"),
-                                                    self.p.max_unsent))
-
-    def _with_locked_destinations(self, locks):
-        """The given destinations, plus (--locked-dests) every one that holds a lock."""
-        destinations = list(self.p.destinations)
-        if not self.config.locked_dests:
-            return destinations
-        known = {d.id for d in destinations}
-        for dest_id in locks.destinations():
-            if dest_id in known:
-                continue
-            try:
-                endpoint = parse_location(dest_id, self.config.ssh_options, self.config.ssh_sudo)
-            except ConfigError as err:
-                self.result.warn(f"locked destination {dest_id!r} cannot be used: {err}")
-                continue
-            destinations.append(self.connections.attach(endpoint))
-            known.add(dest_id)
-        return destinations
-
-    def _remove_locks(self, destinations, locks):
-        for dest in destinations:
-            touched = locks.names_locked_by(dest.id_aliases)
-            if touched:
-                self.executor.carry_out(RemoveLocks(destination=dest, names=tuple(touched)))
-                self.result.locks_removed.extend({"snapshot": name, "destination": dest.id} for name in touched)
+                                                    self.max_unsent))

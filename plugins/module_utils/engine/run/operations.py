@@ -17,9 +17,8 @@ from ..model.errors import BackupError, ConfigError
 from .executor import EffectOptions, Executor
 from ..host.listing import list_folder
 from ..host.locks import LOCK_KINDS, lock_store
-from ..model.result import RetentionSection
-from ..model.retention import Policy, parse_buckets, parse_min_age, protect_young
-from .retention_phase import weigh
+from ..model.retention import Policy, parse_buckets, parse_min_age, plan_folder
+from .retention_phase import retain
 from ..host.runner import CommandRunner
 from .source_side import SourceSide, snapshot_info
 from ..model.steps import Delete, WriteLocks
@@ -44,12 +43,14 @@ def snapshot_present(source, snapshot_folder="snapshot", prefix="", name=None, c
             if not existing.readonly:
                 raise BackupError(f"{existing.path} exists but is writable, so it is not a snapshot")
             return {"changed": False, "plan": [], "snapshot": snapshot_info(existing)}
+        when = None  # a chosen name is taken now; a new one not before its second
         if name is None:
-            name = side.next_snapshot(listing, now, check_mode)[0]
+            name, when = side.next_snapshot(listing, now)
         if listing is None:
             executor.carry_out(side.create_folder_step())
         # The module's documentation calls it read-only, and so does its plan.
-        created = side.take_snapshot(executor, name, label="read-only snapshot")
+        created = side.take_snapshot(executor, name, label="read-only snapshot",
+                                     not_before=when if now is None else None)
         return {"changed": True, "plan": executor.plan(), "snapshot": snapshot_info(created)}
 
 
@@ -95,18 +96,10 @@ def apply_retention(path, prefix="", count=0, preserve="", check_mode=False, ssh
         items = {n: s for n, s in list_folder(endpoint, runner, folder).children.items()
                  if s.readonly and names.is_snapshot_name(prefix, n)}
         locks = lock_store(endpoint, runner, folder).read()
-        protected = {n: locks.reasons(n) for n in items}
-        dated = [(n, names.parse_time(prefix, n)) for n in items]
-        for name, reason in protect_young(dated, youngest_kept, now).items():
-            protected[name].append(reason)
-        section = RetentionSection(where=path, policy=policy)
-        doomed = weigh(items, policy, protected, now, prefix, section)
-        if doomed:
-            executor.carry_out(Delete(endpoint=endpoint, paths=doomed, folder=folder, what="", where=None,
-                                      reason="retention"))
-        return {"changed": executor.changed, "plan": executor.plan(), "policy": section.policy,
-                "kept": section.kept, "deleted": section.deleted,
-                "before": sorted(items), "after": [k["name"] for k in section.kept]}
+        # Dated by name: the time the source's snapshot was taken.
+        decisions = plan_folder([(n, names.parse_time(prefix, n)) for n in items], policy,
+                                {n: locks.reasons(n) for n in items}, now, youngest_kept)
+        return retain(executor, endpoint, items, decisions, where=path, policy=policy)
 
 
 def manage_locks(source, snapshot_folder="snapshot", state="query", snapshots=None,

@@ -9,27 +9,19 @@ nothing behind, and an existing target is never overwritten (with `force`, it is
 """
 
 import datetime
-import os
 import posixpath
 import uuid
-
-from ..host import effects
 
 from ..model import names
 from ..host.endpoints import LocalEndpoint, SshConnections, check_path, parse_location
 from ..model.errors import BackupError, ConfigError, EndpointError, MissingPathError
 from ..host.listing import list_folder
-from ..host.locks import LOCK_FILE_NAME
+from ..host.restore_target import restored_from
 from .executor import Executor
 from ..host.runner import CommandRunner
-from ..model.steps import Receive, Rename, SnapshotAt
+from ..model.steps import MarkOrigin, Receive, RemoveRunFiles, Rename, SnapshotAt
 
 STAGING_PREFIX = ".btrfs-backup-restore-"
-# On the restored subvolume's top folder: which backup it is, so that a rerun changes nothing.
-ORIGIN_XATTR = "user.btrfs-backup.restored-from"
-# Files of a run in a snapshot folder (transfer locks; an earlier version's last-run state and
-# job lock): in a restored copy they describe the source as it was, and mislead its next runs.
-RUN_FILE_PREFIX = ".btrfs-backup."
 
 
 def choose_backup(children, prefix="", name=None):
@@ -85,35 +77,40 @@ def restore(backups, target, name=None, prefix="", writable=False, force=False,
             aside = "%s.before-restore-%s" % (target, stamp)
             result["moved_aside"] = aside
         staging = posixpath.join(here.path, STAGING_PREFIX + uuid.uuid4().hex[:12])
-        # Received and checked first, so that a failed receive leaves an existing target as it is.
-        steps = [Receive(origin=origin, backup=backup, endpoint=here, folder=staging)]
-        if existing:
-            steps.append(Rename(endpoint=here, path=target, new_path=aside))
-        steps.append(SnapshotAt(endpoint=here, source_path=posixpath.join(staging, backup.name), path=target,
-                                writable=writable))
         executor = Executor(runner, check_mode)
-        if check_mode:
-            for step in steps:
-                executor.carry_out(step)
-            result.update(changed=True, plan=executor.plan())
-            return result
-        try:
-            for step in steps:
-                _carry_out(executor, step, aside if existing else None)
-            if writable:
-                _record_origin(target, marker(backup, writable))
-                result["stale_files_removed"] = remove_stale_run_files(target)
-        finally:
-            _remove_staging(here, runner, staging)
-        restored = list_folder(here, runner).children.get(posixpath.basename(target))
-        result.update(changed=True, plan=executor.plan(), uuid=restored.uuid if restored else None)
+        with executor.staging(here, staging):
+            done = _restore_steps(executor, origin, backup, here, staging, target, writable,
+                                  aside if existing else None)
+        result.update(changed=True, plan=executor.plan(), **done)
         return result
+
+
+def _restore_steps(executor, origin, backup, here, staging, target, writable, aside) -> dict:
+    """Received and checked first, so that a failed receive leaves an existing target as it is;
+    then the target moved aside (`aside`), the new one made, and a writable one marked and cleaned.
+    Returns what a real run adds to the result: the restored uuid, the run files removed."""
+    executor.carry_out(Receive(origin=origin, backup=backup, endpoint=here, folder=staging))
+    if aside is not None:
+        executor.carry_out(Rename(endpoint=here, path=target, new_path=aside))
+    made = _carry_out(executor, SnapshotAt(endpoint=here, source_path=posixpath.join(staging, backup.name),
+                                           path=target, writable=writable), aside)
+    removed = None
+    if writable:
+        executor.carry_out(MarkOrigin(path=target, origin=marker(backup, writable)))
+        removed = executor.carry_out(RemoveRunFiles(path=target))
+    if made is None:  # check mode: nothing was made
+        return {}
+    restored = list_folder(here, executor.runner).children.get(posixpath.basename(target))
+    done = {"uuid": restored.uuid if restored else None}
+    if writable:
+        done["stale_files_removed"] = removed
+    return done
 
 
 def _carry_out(executor, step, aside):
     """One restore step; when the new target cannot be made, the old one goes back (from `aside`)."""
     try:
-        executor.carry_out(step)
+        return executor.carry_out(step)
     except BackupError as err:
         if isinstance(step, SnapshotAt) and aside is not None:
             raise _put_back(step.endpoint, executor.runner, aside, step.path, err)
@@ -123,48 +120,6 @@ def _carry_out(executor, step, aside):
 def marker(backup, writable):
     """What a restored subvolume records about its origin, so a rerun can recognise it."""
     return "%s %s %s" % (backup.received_uuid, backup.name, "writable" if writable else "read-only")
-
-
-def restored_from(target):
-    """The origin marker of an earlier restore at `target`, or None."""
-    try:
-        return os.getxattr(target, ORIGIN_XATTR).decode("utf-8", "replace")
-    except OSError:
-        return None
-
-
-def _record_origin(target, value):
-    try:
-        os.setxattr(target, ORIGIN_XATTR, value.encode("utf-8"))
-    except OSError:
-        pass  # only idempotence on reruns is lost; the restore itself is complete
-
-
-def is_stale_run_file(name):
-    """Pure: whether a file of a restored snapshot folder is a run's leftover, not data."""
-    return name == LOCK_FILE_NAME or name.startswith(RUN_FILE_PREFIX)
-
-
-def remove_stale_run_files(target):
-    """Remove run leftovers from a writable restore's snapshot folders (its top folder and the
-    folders in it; a snapshot folder holds no snapshot in a backup): the paths removed."""
-    removed = []
-    folders = [target]
-    try:
-        with os.scandir(target) as entries:
-            folders += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
-    except OSError:
-        return removed
-    for folder in folders:
-        try:
-            with os.scandir(folder) as entries:
-                stale = [e.path for e in entries if e.is_file(follow_symlinks=False) and is_stale_run_file(e.name)]
-            for path in stale:
-                os.unlink(path)
-                removed.append(path)
-        except OSError:
-            continue  # unreadable folders are data the restore leaves as they came
-    return sorted(removed)
 
 
 def _put_back(here, runner, aside, target, err):
@@ -179,14 +134,3 @@ def _put_back(here, runner, aside, target, err):
 
 def _exists(endpoint, runner, path):
     return runner.run(endpoint.command(["test", "-e", path])).ok
-
-
-def _remove_staging(here, runner, staging):
-    """Delete whatever the receive left in the staging folder, then the folder itself."""
-    try:
-        leftovers = list_folder(here, runner, staging).children
-    except BackupError:
-        return
-    if leftovers:
-        effects.delete_subvolumes(here, runner, [s.path for s in leftovers.values()], staging)
-    effects.run_or_raise(here, runner, ["rmdir", "--", staging], "remove %s" % staging)

@@ -30,6 +30,21 @@ def weigh(items: dict, policy, protected: dict, now, prefix: str, section: Reten
     return tuple(items[d.name].path for d in decisions if not d.keep)
 
 
+def retain(executor, endpoint, items: dict, decisions, *, where: str, policy) -> dict:
+    """One folder's retention carried out: each decision recorded, what goes deleted in one step.
+    Returns changed, plan, policy, kept, deleted, and the names before and after."""
+    section = RetentionSection(where=where, policy=policy)
+    for decision in decisions:
+        section.record(decision)
+    doomed = tuple(items[d.name].path for d in decisions if not d.keep)
+    if doomed:
+        executor.carry_out(Delete(endpoint=endpoint, paths=doomed, folder=endpoint.path, what="", where=None,
+                                  reason="retention"))
+    return {"changed": executor.changed, "plan": executor.plan(), "policy": section.policy,
+            "kept": section.kept, "deleted": section.deleted,
+            "before": sorted(items), "after": [k["name"] for k in section.kept]}
+
+
 def source_protection(snapshots, locks, destinations, present_by_dest, continues_from=None) -> dict:
     """Pure: why each snapshot must stay whatever the policy says (rule 4): its locks, and
     being the newest that a destination holds (that destination's next incremental parent);

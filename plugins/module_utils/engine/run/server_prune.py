@@ -13,12 +13,11 @@ from ..model import names
 from ..host.endpoints import LocalEndpoint, parse_location
 from ..model.errors import ConfigError
 from .executor import Executor
+from .retention_phase import retain
 from ..host.listing import list_folder_here
 from ..model.name_trust import DEFAULT_CLOCK_SKEW, name_lies, name_time, received_datetime
-from ..model.result import RetentionSection
-from ..model.retention import Policy, parse_buckets, parse_min_age, plan_retention, protect_young
+from ..model.retention import Policy, parse_buckets, parse_min_age, plan_folder
 from ..host.runner import CommandRunner
-from ..model.steps import Delete
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -51,10 +50,7 @@ def dated_backups(backups: dict, clock_skew: float) -> tuple:
 def plan_prune(backups: dict, policy, *, now, min_age=None, clock_skew=DEFAULT_CLOCK_SKEW) -> tuple:
     """Pure: (retention Decisions, names that lie) for a folder's complete backups."""
     dated, lying = dated_backups(backups, clock_skew)
-    protected = {name: [] for name in backups}
-    for name, reason in protect_young(dated, min_age, now).items():
-        protected[name].append(reason)
-    return plan_retention(dated, policy, protected, now, demoted=lying), lying
+    return plan_folder(dated, policy, {name: [] for name in backups}, now, min_age, demoted=lying), lying
 
 
 def prune_backups(path: str, prefix: str = "", count: int = 0, preserve: str = "", min_age: str = "",
@@ -71,9 +67,6 @@ def prune_backups(path: str, prefix: str = "", count: int = 0, preserve: str = "
     backups = {n: s for n, s in list_folder_here(folder).children.items()
                if s.complete and names.is_snapshot_name(prefix, n)}
     decisions, lying = plan_prune(backups, policy, now=now, min_age=youngest_kept, clock_skew=clock_skew)
-    section = RetentionSection(where=path, policy=policy)
-    for decision in decisions:
-        section.record(decision)
     untrusted = [{"name": n, "received": backups[n].received_time,
                   "reason": "its name is later than when this server received it: it ranks below "
                             "every other backup"} for n in lying]
@@ -81,12 +74,7 @@ def prune_backups(path: str, prefix: str = "", count: int = 0, preserve: str = "
         LOG.warning("%s: %s was received at %s but its name claims a later time: it ranks below every "
                     "other backup", folder, item["name"],
                     received_datetime(item["received"]).strftime("%Y-%m-%d %H:%M:%S"))
-    executor = Executor(runner or CommandRunner(), check_mode)
-    doomed = tuple(backups[d.name].path for d in decisions if not d.keep)
-    if doomed:
-        executor.carry_out(Delete(endpoint=LocalEndpoint(folder), paths=doomed, folder=folder, what="",
-                                  where=None, reason="retention"))
-    return {"changed": executor.changed, "plan": executor.plan(), "policy": section.policy,
-            "kept": section.kept, "deleted": section.deleted, "untrusted_names": untrusted,
-            "received": {n: backups[n].received_time for n in sorted(backups)},
-            "before": sorted(backups), "after": [k["name"] for k in section.kept]}
+    done = retain(Executor(runner or CommandRunner(), check_mode), LocalEndpoint(folder), backups, decisions,
+                  where=path, policy=policy)
+    done.update(untrusted_names=untrusted, received={n: backups[n].received_time for n in sorted(backups)})
+    return done

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import datetime
 import posixpath
-import time
 
 from ..model import names
 from ..host.endpoints import Endpoint
 from ..host.job_source import job_source
 from ..model.errors import BackupError, EndpointError, MissingPathError
-from ..host.listing import FolderListing, Subvolume, find_subvolume, list_folder
+from ..host.listing import FolderListing, Subvolume, list_folder
 from ..host.locks import lock_store
 from ..model.job_identity import JobIdentity
 from ..model.steps import CreateFolder, TakeSnapshot
@@ -86,11 +85,10 @@ class SourceSide:
                 writable.append(sub.path)
         return sorted(found, key=lambda s: names.sort_key(self.prefix, s.name)), sorted(writable)
 
-    def next_snapshot(self, listing: FolderListing | None, now: datetime.datetime | None,
-                      check_mode: bool) -> tuple:
+    def next_snapshot(self, listing: FolderListing | None, now: datetime.datetime | None) -> tuple:
         """(name, time) of the next snapshot after the newest one. Names have one-second
-        resolution: a real run without a given `now` waits for the chosen second rather
-        than invent a suffix that btrfs-backup 0.3 would not recognise."""
+        resolution: a run without a given `now` takes it not before the chosen second (see
+        snapshot_step) rather than invent a suffix that btrfs-backup 0.3 would not recognise."""
         snapshots = self.snapshots(listing)[0]
         newest = names.parse_time(self.prefix, snapshots[-1].name) if snapshots else None
         taken = set(listing.children) if listing is not None else set()
@@ -98,25 +96,14 @@ class SourceSide:
             when = names.next_snapshot_time(self.prefix, now or datetime.datetime.now(), taken, newest)
         except ValueError as err:
             raise BackupError(f"not taking a snapshot: {err}")
-        if now is None and not check_mode:
-            wait = (when - datetime.datetime.now()).total_seconds()
-            if wait > 0:
-                time.sleep(wait + 0.01)
         return names.format_name(self.prefix, when), when
 
-    def take_snapshot(self, executor, name: str, label: str = "snapshot") -> Subvolume:
-        """Take the read-only snapshot `name`; in check mode, a stand-in without uuid."""
-        path = posixpath.join(self.folder, name)
-        executor.carry_out(TakeSnapshot(endpoint=self.endpoint, source_path=self.endpoint.path,
-                                        path=path, label=label))
-        if executor.check_mode:
-            # A stand-in: no id (nothing exists), a uuid only so that check mode can match its planned backups.
-            return Subvolume(name=name, path=path, id=None, uuid=f"(planned) {path}", parent_uuid=None,
-                             received_uuid=None, readonly=True)
-        created = find_subvolume(self.endpoint, self.runner, self.folder, name)
-        if created is None or not created.readonly:
-            raise BackupError(f"snapshot {path} was not created read-only")
-        return created
+    def take_snapshot(self, executor, name: str, label: str = "snapshot", not_before=None) -> Subvolume:
+        """Take the read-only snapshot `name`, not before `not_before` (a time; None: now); in
+        check mode, the executor gives a stand-in without id."""
+        return executor.carry_out(TakeSnapshot(endpoint=self.endpoint, source_path=self.endpoint.path,
+                                               path=posixpath.join(self.folder, name), label=label,
+                                               not_before=not_before))
 
 
 def snapshot_info(subvolume: Subvolume) -> dict:

@@ -60,8 +60,8 @@ def _say_fallbacks(source, destinations, stream, ends):
         return
     for end in [d for d in destinations if d.kind == "ssh"] + ([source] if source.kind == "ssh" else []):
         missing = [where for where, e in (("this host", ends(None)), (end.id, ends(end))) if not e.zstd]
-        if missing and end.id not in ends.told:
-            ends.told.add(end.id)
+        if missing and end.id not in ends.warned_no_zstd:
+            ends.warned_no_zstd.add(end.id)
             log = LOG.warning if stream.compress_explicit else LOG.info
             log("%s: no zstd at %s; this stream goes uncompressed", end.id, " and ".join(missing))
 

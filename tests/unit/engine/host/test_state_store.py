@@ -10,7 +10,7 @@ import pytest
 from engine.model.errors import ConfigError, JobBusyError
 from engine.host.joblock import JobLock, remove_legacy_lock
 from engine.frontends.jobspec import job_from_args
-from engine.run.restore import is_stale_run_file, remove_stale_run_files
+from engine.host.restore_target import is_stale_run_file, remove_stale_run_files
 from engine.host.state_store import (LEGACY_JOB_LOCK_NAME, current_state_path, job_lock_path, load_state,
                                      save_state, state_root)
 from engine.model.job_identity import LEGACY_STATE_FILE_NAME, job_identity

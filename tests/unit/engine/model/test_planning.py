@@ -38,13 +38,13 @@ def destination(*backups):
 S6 = ("s1", "s2", "s3", "s4", "s5", "s6")
 
 Case = collections.namedtuple(
-    "Case", "snapshots backups locked kwargs transfers conflicts garbage present")
+    "Case", "snapshots backups locked kwargs transfers conflicts partial_receives present")
 
 
-def case(snapshots, backups=(), locked=(), transfers=(), conflicts=(), garbage=(), present=(),
+def case(snapshots, backups=(), locked=(), transfers=(), conflicts=(), partial_receives=(), present=(),
          **kwargs):
     return Case(snapshots, backups, locked, kwargs, list(transfers), list(conflicts),
-                list(garbage), sorted(present))
+                list(partial_receives), sorted(present))
 
 
 CASES = [
@@ -73,10 +73,10 @@ CASES = [
                       transfers=[("s3", "s2")], present=["s1", "s2"]),
                  id="other-name-right-received-uuid-is-present"),
     pytest.param(case(["s1", "s2"], [backup_of("s1"), B("s2", None, False)], locked=["s2"],
-                      garbage=["s2"], transfers=[("s2", "s1")], present=["s1"]),
+                      partial_receives=["s2"], transfers=[("s2", "s1")], present=["s1"]),
                  id="locked-writable-partial-is-garbage-and-resent"),
     pytest.param(case(["s1", "s2"], [backup_of("s1"), B("s2", uuid_of("s2"), False)], locked=["s2"],
-                      garbage=["s2"], transfers=[("s2", "s1")], present=["s1"]),
+                      partial_receives=["s2"], transfers=[("s2", "s1")], present=["s1"]),
                  id="locked-writable-with-received-uuid-is-garbage"),
     pytest.param(case(["s1", "s2", "s3"], [backup_of("s1"), B("s2", None, False)],
                       conflicts=["s2"], present=["s1"]),
@@ -99,7 +99,7 @@ CASES = [
                       conflicts=["s1"]),
                  id="unlocked-unfinished-receive-blocks-the-chain"),
     pytest.param(case(["s2"], [backup_of("s2"), B("s1", None, False)], locked=["s1"],
-                      garbage=["s1"], present=["s2"]),
+                      partial_receives=["s1"], present=["s2"]),
                  id="partial-of-a-snapshot-gone-from-the-source-is-found-by-its-lock"),
 ]
 
@@ -110,7 +110,7 @@ def test_plan_destination(c):
     assert [(t.snapshot.name, t.parent.name if t.parent else None) for t in plan.transfers] \
         == c.transfers
     assert [conflict.name for conflict in plan.conflicts] == c.conflicts
-    assert [g.name for g in plan.garbage] == c.garbage
+    assert [g.name for g in plan.partial_receives] == c.partial_receives
     assert sorted(plan.present) == c.present
 
 

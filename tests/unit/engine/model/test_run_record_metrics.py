@@ -6,7 +6,7 @@ import subprocess
 import pytest
 
 from engine.model.metrics import render
-from engine.model.run_record import record_run, record_verify, snapshot_timestamp, with_configuration
+from engine.model.run_record import state_after_run, record_verify, snapshot_timestamp, with_configuration
 
 S1, S2, S3 = "20260301-080000", "20260302-080000", "20260303-080000"
 
@@ -27,7 +27,7 @@ def result(destinations, snapshot=S3, source_kept=(S2, S3), failed=False, locks=
 
 
 def run(previous, res, started=100.0):
-    return record_run(previous, res, job="home", prefix="", started=started, duration=2.5, max_age=7200)
+    return state_after_run(previous, res, job="home", prefix="", started=started, duration=2.5, max_age=7200)
 
 
 def test_a_successful_run_records_each_destination():

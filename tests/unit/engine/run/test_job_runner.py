@@ -5,6 +5,7 @@ Rules cited by number are those of docs/docsite/rst/rules.rst.
 
 import datetime
 import os
+import re
 
 import pytest
 
@@ -446,3 +447,77 @@ def test_an_older_serve_is_asked_again_without_the_mode_probe(tmp_path):
     batches = [argv[-1] for argv in host.ran("ssh") if "btrfs --version" in argv[-1]]
     assert ["btrfs-backup-serve-mode" in batch for batch in batches] == [True, False], batches
     assert host.ran("btrfs", "--version"), "the second batch was answered"
+
+
+# -- restore: the same promise, check mode plans exactly the steps a restore carries out ---------
+
+B1, B2 = "20260101-000000", "20260102-000000"
+
+
+def backups_here(host):
+    """Two received backups in `backups`; the restore target's folder `restored` exists."""
+    for name in (B1, B2):
+        host.subvolume(host.path("backups", name), readonly=True, received_uuid="sent-" + name)
+    os.makedirs(host.path("restored"))
+
+
+def with_earlier_restore(host):
+    """The newest backup was restored read-only at the target already."""
+    backups_here(host)
+    host.subvolume(host.path("restored", "home"), readonly=True, received_uuid="sent-" + B2)
+
+
+def with_a_folder_at_the_target(host):
+    backups_here(host)
+    os.makedirs(host.path("restored", "home"))
+
+
+RECEIVE = "receive {snapshot} from {root}/backups into {root}/restored/.btrfs-backup-restore-*"
+RESTORE_CASES = {
+    "the newest read-only": dict(
+        scene=backups_here, options={},
+        plan=[RECEIVE.replace("{snapshot}", B2), "read-only snapshot of it at {root}/restored/home"]),
+    "a chosen one writable, marked and cleaned": dict(
+        scene=backups_here, options=dict(name=B1, writable=True),
+        plan=[RECEIVE.replace("{snapshot}", B1), "writable snapshot of it at {root}/restored/home",
+              "mark {root}/restored/home as restored from sent-%s %s writable" % (B1, B1),
+              "remove the source's run files restored into {root}/restored/home"]),
+    "over an existing target, moved aside": dict(
+        scene=with_a_folder_at_the_target, options=dict(force=True),
+        plan=[RECEIVE.replace("{snapshot}", B2),
+              "rename {root}/restored/home to {root}/restored/home.before-restore-20260103-000000",
+              "read-only snapshot of it at {root}/restored/home"]),
+    "restored already: nothing to do": dict(scene=with_earlier_restore, options={}, plan=[]),
+}
+
+
+def run_restore(tmp_path, case, check_mode):
+    from engine.run.restore import restore
+
+    host = FakeHost(tmp_path / ("checked" if check_mode else "done"))
+    case["scene"](host)
+    before = ({path: dict(sub) for path, sub in host.subvolumes.items()}, sorted(os.listdir(host.path("restored"))))
+    done = restore(host.path("backups"), host.path("restored", "home"), check_mode=check_mode, runner=host,
+                   now=NOW, **case["options"])
+    return host, done, before
+
+
+def _staging_as_star(lines):
+    return [re.sub(r"\.btrfs-backup-restore-[0-9a-f]{12}", ".btrfs-backup-restore-*", line) for line in lines]
+
+
+@pytest.mark.parametrize("name", list(RESTORE_CASES))
+def test_check_mode_plans_exactly_what_a_restore_does(tmp_path, name):
+    case = RESTORE_CASES[name]
+    checked_host, checked, before = run_restore(tmp_path, case, check_mode=True)
+    host, done, _ = run_restore(tmp_path, case, check_mode=False)
+
+    assert _staging_as_star(done["plan"]) == _fill(case["plan"], host.root), done
+    assert _staging_as_star(checked["plan"]) == _fill(case["plan"], checked_host.root), checked
+    # Check mode changed nothing: no subvolume, no staging folder, no mark.
+    assert (checked_host.subvolumes, sorted(os.listdir(checked_host.path("restored")))) == before
+    assert done["changed"] == checked["changed"] == bool(case["plan"])
+    if done["changed"]:  # a real restore leaves the target and no staging folder
+        restored = host.subvolumes[host.path("restored", "home")]
+        assert restored["readonly"] is not case["options"].get("writable", False)
+        assert not [n for n in os.listdir(host.path("restored")) if n.startswith(".btrfs-backup-restore-")]

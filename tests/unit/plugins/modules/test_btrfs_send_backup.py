@@ -234,7 +234,7 @@ def test_change_summary_lists_creations_sends_and_deletions():
     job = JobResult()
     job.snapshot = {"name": "s3", "path": "/home/snapshot/s3", "uuid": "u"}
     dest = DestinationResult("/backup")
-    dest.partials_deleted.append("/backup/s2")
+    dest.partial_receives_deleted.append("/backup/s2")
     dest.transfers = [
         {"snapshot": "s2", "parent": "s1", "status": "done"},
         {"snapshot": "s3", "parent": None, "status": "failed"},

@@ -1,0 +1,71 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""Effects of a restore at its target on this machine: the origin marker, the run files a
+restored snapshot folder brought along, the staging folder."""
+
+import os
+
+from . import effects
+from .listing import list_folder
+from .locks import LOCK_FILE_NAME
+from ..model.errors import BackupError
+
+# On the restored subvolume's top folder: which backup it is, so that a rerun changes nothing.
+ORIGIN_XATTR = "user.btrfs-backup.restored-from"
+# Files of a run in a snapshot folder (transfer locks; an earlier version's last-run state and
+# job lock): in a restored copy they describe the source as it was, and mislead its next runs.
+RUN_FILE_PREFIX = ".btrfs-backup."
+
+
+def restored_from(target):
+    """The origin marker of an earlier restore at `target`, or None."""
+    try:
+        return os.getxattr(target, ORIGIN_XATTR).decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def record_origin(target, value):
+    try:
+        os.setxattr(target, ORIGIN_XATTR, value.encode("utf-8"))
+    except OSError:
+        pass  # only idempotence on reruns is lost; the restore itself is complete
+
+
+def is_stale_run_file(name):
+    """Pure: whether a file of a restored snapshot folder is a run's leftover, not data."""
+    return name == LOCK_FILE_NAME or name.startswith(RUN_FILE_PREFIX)
+
+
+def remove_stale_run_files(target):
+    """Remove run leftovers from a writable restore's snapshot folders (its top folder and the
+    folders in it; a snapshot folder holds no snapshot in a backup): the paths removed."""
+    removed = []
+    folders = [target]
+    try:
+        with os.scandir(target) as entries:
+            folders += [e.path for e in entries if e.is_dir(follow_symlinks=False)]
+    except OSError:
+        return removed
+    for folder in folders:
+        try:
+            with os.scandir(folder) as entries:
+                stale = [e.path for e in entries if e.is_file(follow_symlinks=False) and is_stale_run_file(e.name)]
+            for path in stale:
+                os.unlink(path)
+                removed.append(path)
+        except OSError:
+            continue  # unreadable folders are data the restore leaves as they came
+    return sorted(removed)
+
+
+def remove_staging(here, runner, staging):
+    """Delete whatever the receive left in the staging folder, then the folder itself."""
+    try:
+        leftovers = list_folder(here, runner, staging).children
+    except BackupError:
+        return
+    if leftovers:
+        effects.delete_subvolumes(here, runner, [s.path for s in leftovers.values()], staging)
+    effects.run_or_raise(here, runner, ["rmdir", "--", staging], "remove %s" % staging)
