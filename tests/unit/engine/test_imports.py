@@ -57,3 +57,9 @@ def test_imports_go_down_the_layers():
 def test_the_job_parser_is_below_the_cli_and_jobspec():
     assert "frontends.cli" not in GRAPH["frontends.jobspec"]
     assert "frontends.job_options" in GRAPH["frontends.jobspec"] and "frontends.job_options" in GRAPH["frontends.cli"]
+
+
+def test_the_unit_tests_mirror_the_layers():
+    """A unit test of the engine sits in the folder of the layer it tests."""
+    here = Path(__file__).resolve().parent
+    assert sorted(p.name for p in here.iterdir() if p.is_dir() and p.name != "__pycache__") == sorted(LAYERS)
