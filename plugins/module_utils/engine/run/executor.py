@@ -13,7 +13,7 @@ from ..model.errors import BackupError, TransferError
 from ..host.listing import list_folder
 from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, Receive, RemoveLocks, Rename, Send,
                     SnapshotAt, TakeSnapshot, WriteLocks, render)
-from ..host.capabilities import EndsProbe
+from ..host.capabilities import EndToolsProbe
 from ..host.streams import StreamOptions
 from .transfer import is_partial_receive_of, planned_backup, receive_backup, send_stream, verify_received
 
@@ -79,10 +79,10 @@ class Executor:
         self.steps.append(step)
         return self._effects[type(step)](step)
 
-    def probe(self, source) -> EndsProbe:
-        """The run's one EndsProbe: what each end of `source`'s streams can do, asked once per host."""
+    def probe(self, source) -> EndToolsProbe:
+        """The run's one EndToolsProbe: what each end of `source`'s streams can do, asked once per host."""
         if self.ends is None:
-            self.ends = EndsProbe(self.runner, source)
+            self.ends = EndToolsProbe(self.runner, source)
         return self.ends
 
     # -- one method per kind of step ---------------------------------------------------------

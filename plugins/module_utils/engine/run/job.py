@@ -12,7 +12,7 @@ import os
 from .destination_access import DestinationFolders
 from ..model import unsent
 from .destination_sync import DestinationSync
-from ..host.endpoints import LocalEndpoint, SshConnections, parse_location
+from ..host.endpoints import SshConnections, parse_location
 from ..model.errors import BackupError, ConfigError
 from .executor import EffectOptions, Executor
 from ..host.joblock import JobLock, remove_legacy_lock
@@ -82,9 +82,9 @@ class _Prepared:
             if endpoint.id not in seen:
                 seen.add(endpoint.id)
                 self.destinations.append(endpoint)
-        if isinstance(source, LocalEndpoint):
+        if source.on_this_machine:
             for dest in self.destinations:
-                if isinstance(dest, LocalEndpoint) and dest.id == os.path.realpath(self.source.folder):
+                if dest.on_this_machine and dest.id == os.path.realpath(self.source.folder):
                     raise ConfigError(f"destination {dest.path} is the snapshot folder itself")
 
 
@@ -161,7 +161,7 @@ class _Run:
                 self._phases(self._snapshot_folder())
                 return
             with JobLock(job_lock_path(self.source.id, self.source.folder)):  # rule 5
-                if isinstance(self.source.endpoint, LocalEndpoint):
+                if self.source.endpoint.on_this_machine:
                     remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
                 # Listed under the lock, so no other run of this job changes it meanwhile.
                 self._phases(self._snapshot_folder())

@@ -75,9 +75,10 @@ class Endpoint(abc.ABC):
         compresses it before it leaves (only where the stream crosses a network)."""
 
     @abc.abstractmethod
-    def receiver(self, receive_argv, decompress_argv=None) -> tuple:
-        """(stage name, argv) of the process that takes a send stream here (`receive_argv`: its
-        btrfs receive); `decompress_argv` first, when the stream comes compressed over a network."""
+    def receiver(self, btrfs_debug=False, decompress_argv=None) -> tuple:
+        """(stage name, argv) of the process that takes a send stream here (`btrfs_debug`: a
+        btrfs receive says what it does); `decompress_argv` first, when the stream comes
+        compressed over a network."""
 
     def run(self, runner, argv, privileged=True, input_text=None):
         """Run `argv` at the endpoint through `runner`; its CommandResult."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from .. import btrfs
 from .base import Endpoint, check_path
 
 
@@ -49,9 +50,9 @@ class LocalEndpoint(Endpoint):
         _no_network("compress", compress_argv)
         return "btrfs send", list(send_argv)
 
-    def receiver(self, receive_argv, decompress_argv=None):
+    def receiver(self, btrfs_debug=False, decompress_argv=None):
         _no_network("decompress", decompress_argv)
-        return "btrfs receive", list(receive_argv)
+        return "btrfs receive", btrfs.receive_argv(self.path, btrfs_debug)
 
     def kernel_answers(self, runner):
         return getattr(runner, "kernel_listing", False)

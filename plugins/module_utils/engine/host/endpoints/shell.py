@@ -49,7 +49,7 @@ class ShellEndpoint(Endpoint):
     def sender(self, send_argv, compress_argv=None):
         raise EndpointError("a shell:// command can only be a destination")
 
-    def receiver(self, receive_argv, decompress_argv=None):
+    def receiver(self, btrfs_debug=False, decompress_argv=None):
         # The user's command takes the stream as btrfs send wrote it: no btrfs receive, nothing
         # compressed (it crosses no network).
         if decompress_argv is not None:

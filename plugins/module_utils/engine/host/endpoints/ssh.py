@@ -12,6 +12,7 @@ import shlex
 
 from ...model.errors import ConfigError, EndpointError, UnreachableError
 from ...model.ssh_retry import retry_delay, retry_message, turned_away
+from .. import btrfs
 from ..runner import LOG, CommandResult
 from .base import Endpoint, check_path
 
@@ -187,7 +188,8 @@ class SshEndpoint(Endpoint):
         return ("btrfs send | %s on %s" % (compress_argv[0], self.host),
                 self.command_pipeline([(send_argv, True), (compress_argv, False)]))
 
-    def receiver(self, receive_argv, decompress_argv=None):
+    def receiver(self, btrfs_debug=False, decompress_argv=None):
+        receive_argv = btrfs.receive_argv(self.path, btrfs_debug)
         if decompress_argv is None:
             argv = self.command(receive_argv)
         else:
