@@ -13,8 +13,8 @@ import time
 
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import names
 
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.host import recording, state_store
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.durations import parse_duration
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.host import recording
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.units import parse_duration
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.endpoints import (
     SshEndpoint,
     check_path,
@@ -22,6 +22,7 @@ from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.endpoints
     validate_ssh_option,
 )
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.errors import ConfigError
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.job_identity import validate_job_name
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.retention import parse_buckets
 
 # Documented once in plugins/doc_fragments/ssh.py; every module that reaches hosts takes these.
@@ -131,18 +132,18 @@ RUN_RECORD_ARGUMENT_SPEC = dict(
 
 
 def run_record(params):
-    """Check the run-record options now; returns record(result_dict, started) -> problem or None."""
-    job = checked("job_name", state_store.validate_job_name, params["job_name"]) if params["job_name"] else None
+    """Check the run-record options now; returns record(job_result, started) -> problem or None."""
+    job = checked("job_name", validate_job_name, params["job_name"]) if params["job_name"] else None
     max_age = checked("max_age", parse_duration, params["max_age"]) if params["max_age"] else None
     if params["metrics_dir"]:
         checked("metrics_dir", _existing_folder, params["metrics_dir"])
 
-    def record(result, started):
-        if result.get("source") is None:
-            return None
+    def record(job_result, started):
+        if job_result.identity is None:
+            return None  # the source was not usable: no job to record
         return recording.record_run(
-            result, job=job or state_store.default_job_name(result["source"]), prefix=params["snapshot_prefix"] or "",
-            started=started, duration=time.time() - started, max_age=max_age, metrics_dir=params["metrics_dir"])
+            job_result.as_dict(), identity=job_result.identity.named(job), started=started,
+            duration=time.time() - started, max_age=max_age, metrics_dir=params["metrics_dir"])
     return record
 
 

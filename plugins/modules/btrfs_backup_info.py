@@ -290,13 +290,9 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.btrfs.backup.plugins.module_utils import module_params
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import health
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.run import server_view
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.durations import parse_duration
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.errors import BackupError
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.units import parse_duration
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.frontends.jobspec import job_from_args, jobs_from_config_dir
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.run_record import with_survey
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.state_store import read_state
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.run.survey import survey_job
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.timers import read_timer_states
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.run.job_status import job_statuses
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.module_utils.module_runner import ModuleCommandRunner
 
@@ -336,8 +332,10 @@ def _aged(items, now):
     return None if items is None else [dict(i, age=None if i["time"] is None else now - i["time"]) for i in items]
 
 
-def job_facts(spec, state, survey, verdict, now, max_age, timer=None):
-    """One job's facts from its spec, (surveyed) state, verdict and timer."""
+def job_facts(status, now):
+    """One job's facts from its JobStatus (spec, verdict of its surveyed state, timer)."""
+    spec, state, survey = status.spec, status.judged.state, status.survey
+    verdict, timer = status.judged.verdict, status.judged.timer
     destinations = []
     for dest_id, record in sorted((state or {}).get("destinations", {}).items()):
         found = (survey or {}).get("destinations", {}).get(dest_id) or {}
@@ -360,7 +358,7 @@ def job_facts(spec, state, survey, verdict, now, max_age, timer=None):
         "name": spec.name, "source": spec.source_id, "snapshot_folder": spec.folder,
         "config_file": spec.config_file, "status": verdict.label, "fresh": verdict.level == health.OK,
         "reasons": verdict.reasons,
-        "max_age_seconds": max_age,
+        "max_age_seconds": status.judged.max_age,
         "snapshots": _aged((survey or {}).get("snapshots"), now),
         "locks": (survey or {}).get("locks") or {},
         "last_run": (state or {}).get("last_run"),
@@ -390,25 +388,9 @@ def main():
         module.fail_json(msg=str(err))
     runner = ModuleCommandRunner(module)
     now = time.time()
-    timers = read_timer_states([s.name for s in specs if s.config_file], runner)
-    jobs = []
-    for spec in specs:
-        try:
-            state = read_state(spec.state_path)
-        except BackupError as err:
-            errors.append(str(err))
-            state = None
-        if params["source"] and not params["job_name"] and state and state.get("job"):
-            spec.name = state["job"]
-        survey = survey_job(spec, runner) if params["survey"] else None
-        judged = with_survey(state, survey) if survey else state
-        if judged is not None and judged.get("max_age_seconds") is None and spec.max_age:
-            judged = dict(judged, max_age_seconds=spec.max_age)
-        limit = max_age or spec.max_age
-        timer = timers.get(spec.name)
-        verdict = health.assess_job(spec.name, judged if state or survey else None, now, limit, timer=timer)
-        jobs.append(job_facts(spec, judged, survey, verdict, now,
-                              limit or (judged or {}).get("max_age_seconds"), timer))
+    statuses, read_errors = job_statuses(specs, now=now, max_age=max_age, survey=params["survey"], runner=runner)
+    errors.extend(read_errors)
+    jobs = [job_facts(status, now) for status in statuses]
     levels = [health.LEVELS.index(j["status"]) for j in jobs]
     reasons = [r for j in jobs for r in j["reasons"]]
     server = None

@@ -546,7 +546,7 @@ def main():
         module.fail_json(msg="terminated: unfinished transfers stay locked in .outstanding_transfers; "
                              "the next run removes their partial receives and sends them again")
     shaped = module_result(job_result)
-    problem = record(job_result.as_dict(), started)
+    problem = record(job_result, started)
     if problem:
         job_result.warn(problem)
     if module._diff:

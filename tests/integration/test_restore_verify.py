@@ -4,6 +4,7 @@ behind, and verify finding real differences between a backup and its snapshot.""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -14,6 +15,7 @@ import pytest
 
 from cli_helpers import (
     TIMESTAMP_RE,
+    job_state_folders,
     ok,
     run_raw,
     run_subcommand,
@@ -271,6 +273,26 @@ def test_verify_passes_on_good_backups(src, backups, sshd, where):
         assert report["received_uuid"] == show(src / "snapshot" / name).uuid
     assert newest.result["incremental_parent"] == one
     assert first.result["incremental_parent"] is None
+
+
+@pytest.mark.parametrize("folder_flag", ["snapshot/", "./snapshot", "snapshot//"])
+@pytest.mark.parametrize("where", ["local source", "ssh source"])
+def test_verify_records_in_the_backup_runs_state_whatever_the_snapshot_folders_spelling(
+        src, dst, sshd, where, folder_flag):
+    """`-f snapshot/` names the same folder as `-f snapshot`: verify's record lands in the state of
+    the job whose runs made the backup, not in a state of its own."""
+    dest = dst / "backups"
+    source, flags = (str(src), []) if where == "local source" else (sshd.url(src), ssh_args(sshd))
+    ok(*flags, "-f", folder_flag, source, dest)
+    [state_folder] = job_state_folders()
+
+    done = verify(*flags, "-f", folder_flag, source, dest)
+
+    assert done.code == 0, done.explain()
+    assert job_state_folders() == [state_folder]
+    record = json.loads((state_folder / "last-run.json").read_text())
+    assert record["snapshot_folder"] == str(src / "snapshot")
+    assert record["destinations"][str(dest)]["verify"]["ok"] is True, record
 
 
 def tamper(root):

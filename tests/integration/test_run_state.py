@@ -126,3 +126,24 @@ def test_a_state_folder_inside_a_folder_a_user_owns_is_refused(src, dst, tmp_pat
     os.chown(home, 0, 0)
     ok(src, dst)
     assert (home / "jobs").is_dir() and snapshot_names(dst) == snapshot_names(src / "snapshot")
+
+
+def test_a_source_named_through_a_symbolic_link_is_the_real_subvolume_and_the_same_job(src, dst, tmp_path):
+    """`/srv/link -> /srv/pool/real`: the link backs up the real subvolume, and whichever path
+    names it, it is one job (one state, one name, one chain of snapshots)."""
+    dest, snaps = dst / "backups", src / "snapshot"
+    link = tmp_path / "link"
+    link.symlink_to(src)
+
+    first = run_cli(link, dest)
+    assert first.code == 0 and not first.result["failed"], first.explain()
+    second = ok(src, dest)
+
+    assert snapshot_names(snaps) == [first.result["snapshot"]["name"], second.result["snapshot"]["name"]]
+    assert not (link / "snapshot").is_symlink() and snapshot_names(dest) == snapshot_names(snaps)
+    record = json.loads((job_state_folder() / "last-run.json").read_text())  # one job
+    assert record["job"] == src.name and record["snapshot_folder"] == str(snaps)
+    for path in (link, src):
+        job = status_json(path, dest)
+        assert job["job"] == src.name and job["status"] == "OK", job
+        assert job["state"]["last_run"]["snapshot"] == second.result["snapshot"]["name"]

@@ -11,8 +11,10 @@ import sys
 import time
 
 from ..host import recording
+from ..host.job_source import job_source
 from ..model.version import __version__
 from .argfiles import expand_argfiles
+from ..model import units
 from ..model.errors import BackupError, ConfigError
 from ..run.job import JobConfig, run_job
 
@@ -150,12 +152,9 @@ def build_parser():
 
 def _whole(text):
     try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError("%r is not a whole number" % text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("%r must not be negative" % text)
-    return value
+        return units.parse_count(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err))
 
 
 def config_from_args(options):
@@ -315,7 +314,7 @@ def _prune(options):
     from ..model.name_trust import parse_clock_skew
     from ..run.server_prune import local_folder, prune_backups
     results = []
-    clock_skew = parse_clock_skew(options.clock_skew)
+    clock_skew = parse_clock_skew(options.clock_skew, "--clock-skew")
     for folder in options.folders:
         local_folder(folder)
         if not os.path.isdir(folder):
@@ -365,7 +364,10 @@ def _run_subcommand(command, argv):
                              ssh_options=options.ssh_opt, ssh_sudo=options.ssh_sudo)
             ok = True
         else:
-            job, _max_age = recording.check_options(options, options.source)
+            job, _max_age = recording.check_options(options)
+            _source, identity = job_source(options.source, ssh_options=options.ssh_opt,
+                                           ssh_sudo=options.ssh_sudo, snapshot_folder=options.snapshot_folder,
+                                           prefix=options.snapshot_prefix, job_name=job)
             try:
                 result = verify(options.source, options.backups, options.snapshot_folder,
                                 options.snapshot_prefix, options.snapshot,
@@ -374,9 +376,9 @@ def _run_subcommand(command, argv):
             except ConfigError:
                 raise
             except BackupError as err:
-                _record_verify(options, job, None, err)
+                _record_verify(options, identity, None, err)
                 raise
-            recorded = _record_verify(options, job, result, None)
+            recorded = _record_verify(options, identity, result, None)
             ok = result["ok"] and recorded
     except ConfigError as err:
         LOG.error("%s", err)
@@ -410,19 +412,15 @@ def _run_subcommand(command, argv):
     return EXIT_OK if ok else EXIT_FAILED
 
 
-def _record_verify(options, job, report, err):
+def _record_verify(options, identity, report, err):
     """Record a verify in the job's state (not in check mode); False when that failed."""
     from ..host.endpoints import parse_location
     if options.check:
         return True
-    origin = parse_location(options.source, options.ssh_opt, options.ssh_sudo, allow_shell=False)
-    dest = parse_location(options.backups, options.ssh_opt, options.ssh_sudo, allow_shell=False)
-    folder = options.snapshot_folder or "snapshot"
-    folder = folder if folder.startswith("/") else origin.path.rstrip("/") + "/" + folder
     if report is None:
+        dest = parse_location(options.backups, options.ssh_opt, options.ssh_sudo, allow_shell=False)
         report = {"destination": dest.id, "snapshot": None, "ok": False, "problems": [str(err)]}
-    problem = recording.record_verify(report, job=job, prefix=options.snapshot_prefix,
-                                      when=time.time(), source_id=origin.id, folder=folder,
+    problem = recording.record_verify(report, identity=identity, when=time.time(),
                                       metrics_dir=options.metrics_dir)
     if problem:
         LOG.error("%s", problem)
@@ -501,7 +499,7 @@ def main(argv=None):
     if options.skip_fs_checks:
         LOG.info("--skip-fs-checks has no effect: the checks cost nothing extra")
     try:
-        job, max_age = recording.check_options(options, options.source)
+        job, max_age = recording.check_options(options)
     except BackupError as err:
         parser.error(str(err))
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -519,9 +517,9 @@ def main(argv=None):
         for line in _summary(result):
             LOG.info("%s", line)
     status = _exit_status(result)
-    if status not in (EXIT_BUSY, EXIT_USAGE):  # a busy job or bad input is not a run
+    if status not in (EXIT_BUSY, EXIT_USAGE) and result.identity:  # a busy job or bad input is not a run
         problem = recording.record_run(
-            result.as_dict(), job=job, prefix=options.snapshot_prefix, started=started,
+            result.as_dict(), identity=result.identity.named(job), started=started,
             duration=time.time() - started, max_age=max_age, metrics_dir=options.metrics_dir)
         if problem:  # an error of its own unless the run failed already (often for the same cause)
             (LOG.warning if status else LOG.error)("%s", problem)

@@ -2,15 +2,15 @@
 
 import glob
 import os
-import posixpath
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import List, Optional
 
 from .argfiles import expand_argfiles
-from ..host.endpoints import check_path, parse_location
+from ..host.job_source import job_source
 from ..model.errors import ConfigError
-from ..model.durations import parse_duration
-from ..host.state_store import current_state_path, default_job_name, validate_job_name
+from ..model.units import parse_duration
+from ..model.job_identity import JobIdentity
+from ..host.state_store import current_state_path
 
 DEFAULT_CONFIG_DIR = "/etc/btrfs-backup"
 
@@ -18,21 +18,40 @@ DEFAULT_CONFIG_DIR = "/etc/btrfs-backup"
 @dataclass
 class JobSpec:
     """Where a job's snapshots, backups and last-run state are."""
-    name: str
+    identity: JobIdentity
     source: str
-    source_id: str
-    folder: str
-    prefix: str = ""
     destinations: List[str] = field(default_factory=list)
     ssh_options: List[str] = field(default_factory=list)
     ssh_sudo: bool = False
     max_age: Optional[int] = None
     config_file: Optional[str] = None
     metrics_dir: Optional[str] = None
+    # False for a job given ad hoc without --job-name: the name its runs recorded is its name.
+    name_given: bool = True
+
+    @property
+    def name(self):
+        return self.identity.name
+
+    @property
+    def source_id(self):
+        return self.identity.source_id
+
+    @property
+    def folder(self):
+        return self.identity.snapshot_folder
+
+    @property
+    def prefix(self):
+        return self.identity.prefix
 
     @property
     def state_path(self):
-        return current_state_path(self.source_id, self.folder)
+        return current_state_path(self.identity)
+
+    def named(self, name):
+        """The same job under another name (None keeps it)."""
+        return replace(self, identity=self.identity.named(name))
 
 
 class _ArgumentError(Exception):
@@ -54,16 +73,14 @@ def job_from_args(argv, name=None, config_file=None):
         options = parser.parse_args(expand_argfiles(list(argv)))
     except (_ArgumentError, argparse.ArgumentError) as err:
         raise ConfigError("%s: %s" % (config_file or " ".join(argv), err))
-    source = parse_location(options.source, options.ssh_opt, options.ssh_sudo, allow_shell=False)
-    folder = check_path(options.snapshot_folder or "snapshot", "snapshot folder")
-    if not folder.startswith("/"):
-        folder = posixpath.join(source.path, folder)
-    job = options.job_name or name or default_job_name(source.id)
-    return JobSpec(name=validate_job_name(job), source=options.source, source_id=source.id,
-                   folder=folder, prefix=options.snapshot_prefix, destinations=list(options.dest),
+    _source, identity = job_source(options.source, ssh_options=options.ssh_opt, ssh_sudo=options.ssh_sudo,
+                                   snapshot_folder=options.snapshot_folder, prefix=options.snapshot_prefix,
+                                   job_name=options.job_name or name)
+    return JobSpec(identity=identity, source=options.source, destinations=list(options.dest),
                    ssh_options=list(options.ssh_opt), ssh_sudo=options.ssh_sudo,
-                   max_age=parse_duration(options.max_age) if options.max_age else None,
-                   config_file=config_file, metrics_dir=options.metrics_dir)
+                   max_age=parse_duration(options.max_age, "--max-age") if options.max_age else None,
+                   config_file=config_file, metrics_dir=options.metrics_dir,
+                   name_given=bool(options.job_name or name))
 
 
 def jobs_from_config_dir(config_dir=DEFAULT_CONFIG_DIR):

@@ -54,7 +54,7 @@ import sys
 
 from ..host import btrfs, quota, refusal_counter, subvol_info
 
-from ..model import name_trust
+from ..model import name_trust, units
 from ..model.receive_errors import StderrWatch, broken_receive_refusal
 from ..model.errors import ConfigError
 from ..model.server_mode import MODE_PROBE, serve_answer
@@ -663,7 +663,7 @@ class _QuotaOperations:
         if stopped:
             self._say("btrfs-backup serve: quota exceeded: this backup would take %s past its "
                       "quota of %s; the partial receive is left for the sender to delete"
-                      % (self.root, quota.format_size(self.quota_bytes)))
+                      % (self.root, units.format_size(self.quota_bytes)))
             return 1
         return status
 
@@ -942,8 +942,8 @@ def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=N
         for host in hosts or ():
             if not _COMPONENT_RE.match(host):
                 raise ConfigError("--host %r is not a host folder name" % (host,))
-        quota_bytes = quota.parse_size(quota_size) if quota_size else None
-        skew = name_trust.parse_clock_skew(clock_skew)
+        quota_bytes = units.parse_size(quota_size, "--quota") if quota_size else None
+        skew = name_trust.parse_clock_skew(clock_skew, "--clock-skew")
         server = Server(root, btrfs_path, append_only=append_only, quota_bytes=quota_bytes,
                         filesystem=filesystem.lower() if filesystem else None, clock_skew=skew,
                         metrics_file=metrics_file, restore=restore, hosts=hosts or None)

@@ -1,19 +1,17 @@
 """`btrfs-backup status`: every job's backups at a glance, as a table, JSON or a monitoring-plugin line."""
 
 import argparse
-import dataclasses
 import datetime
 import json
 import sys
 import time
 
 from ..model import health
-from ..model.durations import parse_duration
+from ..model.units import format_duration, parse_duration
 from ..model.errors import BackupError, ConfigError
 from .jobspec import DEFAULT_CONFIG_DIR, job_from_args, jobs_from_config_dir
 from ..host.recording import refresh_metrics
-from ..host.state_store import read_state
-from ..host.timers import read_timer_states
+from ..run.job_status import job_statuses
 
 
 def build_status_parser():
@@ -66,7 +64,7 @@ def parse_job_max_ages(items) -> dict:
         job, sep, duration = item.partition("=")
         if not sep or not job:
             raise ConfigError("--job-max-age %r must be JOB=DURATION, e.g. home=36h" % item)
-        ages[job] = parse_duration(duration)
+        ages[job] = parse_duration(duration, "--job-max-age %s" % job)
     return ages
 
 
@@ -95,7 +93,7 @@ def server_main(options, max_age, plugin, job_max_ages):
     else:
         by_where = {d.destination: d for d in verdict.destinations}
         rows = [[e.host, e.job, e.newest_backup or "-", _timestamp(e.received),
-                 health.format_age(now - e.received) if e.received else "-", str(e.backups),
+                 format_duration(now - e.received) if e.received else "-", str(e.backups),
                  health.LEVELS[by_where[e.where].level]] for e in jobs]
         headers = ["HOST", "JOB", "NEWEST BACKUP", "RECEIVED", "AGE", "BACKUPS", "STATE"]
         sys.stdout.write((table(rows, headers) if rows else "no host folder with a job in %s"
@@ -131,14 +129,15 @@ def table(rows, headers):
                      for row in [headers] + rows)
 
 
-def status_rows(entries, now, timers):
-    """Pure: the table's rows from (JobSpec, state, JobHealth) entries; `timers` {job: TimerState}."""
+def status_rows(statuses, now):
+    """Pure: the table's rows from each job's JobStatus."""
     rows = []
-    for spec, state, verdict in entries:
+    for status in statuses:
+        spec, state, verdict = status.spec, status.judged.state, status.judged.verdict
         last = (state or {}).get("last_run") or {}
         last_text = "%s (%s)" % (_timestamp(last.get("start")), "ok" if last.get("ok") else "failed") \
             if last else "never"
-        next_run = _next_run(timers.get(spec.name))
+        next_run = _next_run(status.judged.timer)
         dests = sorted(((state or {}).get("destinations") or {}).items()) or [("-", {})]
         for dest_id, record in dests:
             error = record.get("error") or ""
@@ -147,7 +146,7 @@ def status_rows(entries, now, timers):
                 error = error or "verify: %s" % "; ".join(verify.get("problems") or [])
             rows.append([
                 spec.name, dest_id, record.get("newest_backup") or "-",
-                health.format_age(now - record["newest_backup_time"])
+                format_duration(now - record["newest_backup_time"])
                 if record.get("newest_backup_time") else "-",
                 last_text, (error[:60] + "...") if len(error) > 63 else error or "-",
                 str(record.get("locks") or 0), next_run or "-", verdict.row_label(dest_id),
@@ -159,7 +158,7 @@ def main(argv):
     parser = build_status_parser()
     options, rest = parser.parse_known_args(argv)
     try:
-        max_age = parse_duration(options.max_age) if options.max_age else None
+        max_age = parse_duration(options.max_age, "--max-age") if options.max_age else None
         job_max_ages = parse_job_max_ages(options.job_max_age)
         if rest:
             specs, errors = [job_from_args(rest)], []
@@ -173,20 +172,9 @@ def main(argv):
     if options.write_metrics:
         return write_metrics(specs, errors)
     now = time.time()
-    timers = read_timer_states([s.name for s in specs if s.config_file])
-    entries = []
-    for spec in specs:
-        try:
-            state = read_state(spec.state_path)
-        except ConfigError as err:
-            errors.append(str(err))
-            state = None
-        if rest and state and state.get("job") and not spec.config_file:
-            spec = dataclasses.replace(spec, name=state["job"])  # the name its runs recorded
-        verdict = health.assess_job(spec.name, state, now, max_age or spec.max_age,
-                                    timer=timers.get(spec.name))
-        entries.append((spec, state, verdict))
-    verdicts = [v for _s, _st, v in entries]
+    statuses, read_errors = job_statuses(specs, now=now, max_age=max_age)
+    errors.extend(read_errors)
+    verdicts = [status.judged.verdict for status in statuses]
     if plugin:
         level, line = health.monitoring_line(verdicts)
         if errors:
@@ -194,17 +182,18 @@ def main(argv):
         sys.stdout.write(line + "\n")
         return level
     if options.json:
-        json.dump({"jobs": [{"job": s.name, "source": s.source_id, "snapshot_folder": s.folder,
-                             "config_file": s.config_file, "status": v.label, "reasons": v.reasons,
-                             "max_age_seconds": max_age or s.max_age or (st or {}).get("max_age_seconds"),
-                             "next_run": _next_run(timers.get(s.name)), "state": st} for s, st, v in entries],
+        json.dump({"jobs": [{"job": s.spec.name, "source": s.spec.source_id, "snapshot_folder": s.spec.folder,
+                             "config_file": s.spec.config_file, "status": s.judged.verdict.label,
+                             "reasons": s.judged.verdict.reasons, "max_age_seconds": s.judged.max_age,
+                             "next_run": _next_run(s.judged.timer), "state": s.judged.state}
+                            for s in statuses],
                    "errors": errors}, sys.stdout, indent=2, sort_keys=True)
         sys.stdout.write("\n")
     else:
         headers = ["JOB", "DESTINATION", "NEWEST BACKUP", "AGE", "LAST RUN", "LAST ERROR",
                    "LOCKS", "NEXT RUN", "STATE"]
-        if entries:
-            sys.stdout.write(table(status_rows(entries, now, timers), headers) + "\n")
+        if statuses:
+            sys.stdout.write(table(status_rows(statuses, now), headers) + "\n")
         else:
             sys.stdout.write("no backup job in %s\n" % options.config_dir)
         for verdict in verdicts:
@@ -226,8 +215,8 @@ def write_metrics(specs, errors):
         if not spec.metrics_dir:
             continue
         try:
-            path = refresh_metrics(job=spec.name, state_path=spec.state_path,
-                                   metrics_dir=spec.metrics_dir, max_age=spec.max_age)
+            path = refresh_metrics(identity=spec.identity, metrics_dir=spec.metrics_dir,
+                                   max_age=spec.max_age)
         except (BackupError, OSError) as err:
             errors.append("%s: the metrics were not written: %s" % (spec.name, err))
             continue

@@ -1,32 +1,14 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""Per-host quotas on a backup server: sizes, the host's usage from its btrfs qgroup, and the
+"""Per-host quotas on a backup server: the host's usage from its btrfs qgroup, and the
 remaining room a receive may fill (pure), plus the capped copy that enforces it."""
 
 import os
-import re
 
-from ..model.errors import ConfigError
+from ..model.units import format_size
 
-_SIZE_RE = re.compile(r"^(\d+)([KMGT]?)(i?B)?$", re.IGNORECASE)
-_FACTORS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 CHUNK = 1 << 20
-
-
-def parse_size(text):
-    """'50G', '500M', '1T', '1048576' (binary units) -> bytes; a quota must be above zero."""
-    match = _SIZE_RE.match((text or "").strip())
-    if not match or int(match.group(1)) <= 0:
-        raise ConfigError("quota %r is not a size: use a number with K, M, G or T, e.g. '50G'" % (text,))
-    return int(match.group(1)) * _FACTORS[match.group(2).upper()]
-
-
-def format_size(size):
-    for unit in ("T", "G", "M", "K"):
-        if size >= _FACTORS[unit]:
-            return "%.1f %siB" % (size / _FACTORS[unit], unit)
-    return "%d bytes" % size
 
 
 def host_qgroup(subvolume_id):

@@ -7,6 +7,7 @@ from ..model import metrics, run_record
 
 from . import state_store
 from ..model.errors import BackupError, ConfigError
+from ..model.job_identity import validate_job_name
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -24,62 +25,65 @@ def add_options(parser):
                             "collector into DIR (e.g. /var/lib/prometheus/node-exporter).")
 
 
-def check_options(options, source_id):
-    """Validate before anything runs (bad input changes nothing): (job name, max age seconds)."""
-    from ..model.durations import parse_duration
-    job = state_store.validate_job_name(options.job_name) if options.job_name else \
-        state_store.default_job_name(source_id)
-    max_age = parse_duration(options.max_age) if options.max_age else None
+def check_options(options):
+    """Validate before anything runs (bad input changes nothing): (job name given or None, max age
+    seconds)."""
+    from ..model.units import parse_duration
+    job = validate_job_name(options.job_name) if options.job_name else None
+    max_age = parse_duration(options.max_age, "--max-age") if options.max_age else None
     if options.metrics_dir and not os.path.isdir(options.metrics_dir):
         raise ConfigError("metrics directory %s does not exist" % options.metrics_dir)
     return job, max_age
 
 
-def _save(job, source_id, folder, state, metrics_dir):
-    state_store.save_state(source_id, folder, state)
+def _save(identity, state, metrics_dir):
+    state_store.save_state(identity, state)
     if metrics_dir:
-        state_store.save_metrics(metrics_dir, job, metrics.render(job, state))
+        state_store.save_metrics(metrics_dir, identity, metrics.render(identity.name, state))
 
 
-def record_run(result, *, job, prefix, started, duration, max_age=None, metrics_dir=None):
-    """Record a finished run (`result` is JobResult.as_dict()); an error message or None."""
-    if result.get("check_mode") or not result.get("source") or not result.get("snapshot_folder"):
+def record_run(result, *, identity, started, duration, max_age=None, metrics_dir=None):
+    """Record a finished run (`result` is JobResult.as_dict(), `identity` the job's identity that
+    the run used, under the name given); an error message or None."""
+    if result.get("check_mode") or identity is None:
         return None
-    source_id, folder = result["source"], result["snapshot_folder"]
     try:
-        previous = state_store.load_state(source_id, folder)
-        state = run_record.record_run(previous, result, job=job, prefix=prefix, started=started,
-                                      duration=duration, max_age=max_age)
-        _save(job, source_id, folder, state, metrics_dir)
+        previous = state_store.load_state(identity)
+        state = run_record.record_run(previous, result, job=identity.name, prefix=identity.prefix,
+                                      started=started, duration=duration, max_age=max_age)
+        _save(identity, state, metrics_dir)
     except (BackupError, OSError) as err:
         return "the run's record was not written: %s" % err
     return None
 
 
-def record_verify(report, *, job, prefix, when, source_id, folder, metrics_dir=None):
-    """Record a verify's outcome beside the job's last run; an error message or None."""
+def record_verify(report, *, identity, when, metrics_dir=None):
+    """Record a verify's outcome beside the job's last run (under the name its runs recorded);
+    an error message or None."""
     try:
-        previous = state_store.load_state(source_id, folder)
-        state = run_record.record_verify(previous, report, job=job, prefix=prefix, when=when,
-                                         source=source_id, snapshot_folder=folder)
-        _save(state.get("job") or job, source_id, folder, state, metrics_dir)
+        previous = state_store.load_state(identity)
+        state = run_record.record_verify(previous, report, job=identity.name, prefix=identity.prefix,
+                                         when=when, source=identity.source_id,
+                                         snapshot_folder=identity.snapshot_folder)
+        _save(identity.named(state.get("job")), state, metrics_dir)
     except (BackupError, OSError) as err:
         return "the verify's record was not written: %s" % err
     return None
 
 
-def refresh_metrics(*, job, state_path, metrics_dir, max_age=None):
+def refresh_metrics(*, identity, metrics_dir, max_age=None):
     """Rewrite a job's metrics from its recorded state and its current configuration, without a
     run (after the job's configuration changed). A run that records meanwhile writes its own
     metrics after its state: a state that changed while these were written is read again."""
     if not os.path.isdir(metrics_dir):
         raise ConfigError("metrics directory %s does not exist" % metrics_dir)
+    state_path = state_store.current_state_path(identity)
     state = state_store.read_state(state_path)
     for _attempt in range(5):
-        text = metrics.render(job, run_record.with_configuration(state, max_age=max_age))
-        state_store.save_metrics(metrics_dir, job, text)
+        text = metrics.render(identity.name, run_record.with_configuration(state, max_age=max_age))
+        state_store.save_metrics(metrics_dir, identity, text)
         now = state_store.read_state(state_path)
         if now == state:
             break
         state = now
-    return state_store.metrics_path(metrics_dir, job)
+    return state_store.metrics_path(metrics_dir, identity)

@@ -1,8 +1,7 @@
-"""Effects: where a job's last-run state and job lock live, reading the state defensively, writing it and its metrics atomically."""
+"""Effects: the job state folder, checked safe; the last-run state read defensively, written atomically, and metrics."""
 
 import json
 import os
-import re
 
 from ..model.errors import ConfigError
 from ..model.folder_trust import folder_problem, folders_to_check
@@ -10,28 +9,8 @@ from ..model.folder_trust import folder_problem, folders_to_check
 # Outside the source: a file in the snapshot folder would be in every snapshot and every backup.
 STATE_DIR_ENV = "BTRFS_BACKUP_STATE_DIR"
 DEFAULT_STATE_DIR = "/var/lib/btrfs-backup/jobs"
-STATE_FILE = "last-run.json"
-JOB_LOCK_FILE = "lock"
-# Where earlier versions kept them: read once when the new state is missing, then removed.
-LEGACY_STATE_FILE_NAME = ".btrfs-backup.last-run.json"
+# Where earlier versions kept the job lock: removed by the next run.
 LEGACY_JOB_LOCK_NAME = ".btrfs-backup.lock"
-LEGACY_REMOTE_STATE_DIR = "/var/lib/btrfs-backup/state"
-_JOB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}\Z")
-
-
-def validate_job_name(name):
-    """A job name is used in file names and metric labels: a fixed alphabet."""
-    if not _JOB_NAME_RE.match(name or ""):
-        raise ConfigError("job name %r is not allowed: use letters, digits and _ . @ - "
-                          "(not starting with . - or @), at most 100 characters" % (name,))
-    return name
-
-
-def default_job_name(source_id):
-    """A job's name when none is given: its source, as a file name ('/' is 'root')."""
-    path = source_id.rstrip("/").split("/")[-1] if not source_id.startswith("ssh://") else source_id
-    name = re.sub(r"[^A-Za-z0-9_.@-]+", "_", path).strip("_.-@") or "root"
-    return name[:100]
 
 
 def state_root():
@@ -68,60 +47,24 @@ def require_trusted_folder(path):
     return path
 
 
-def _digest(source_id, folder):
-    import hashlib  # only where a path is computed
-    return hashlib.sha256(("%s\0%s" % (source_id, folder)).encode("utf-8")).hexdigest()[:16]
+def job_lock_path(identity):
+    """The job lock (rule 5): one per source and snapshot folder, beside its state, in a folder
+    checked to be safe (a run takes it before anything else)."""
+    require_trusted_folder(identity.state_dir)
+    return identity.lock_path
 
 
-def job_key(source_id, folder):
-    """Pure: the job's folder name, from its identity (source and snapshot folder): readable, unique."""
-    readable = re.sub(r"[^A-Za-z0-9_.@-]+", "_", folder).strip("_.-@")[-60:].lstrip("_.-@") or "root"
-    return "%s-%s" % (readable, _digest(source_id, folder))
-
-
-def job_state_dir(source_id, folder):
-    """The folder of one job's last-run state and job lock."""
-    return os.path.join(state_root(), job_key(source_id, folder))
-
-
-def trusted_job_state_dir(source_id, folder):
-    """The job's state folder, refused (ConfigError) when it is not safe to write in."""
-    return require_trusted_folder(job_state_dir(source_id, folder))
-
-
-def state_path(source_id, folder):
-    """Where a run writes the job's last-run state."""
-    return os.path.join(job_state_dir(source_id, folder), STATE_FILE)
-
-
-def job_lock_path(source_id, folder):
-    """The job lock (rule 5): one per source and snapshot folder, beside its state (checked: a run
-    takes it before anything else)."""
-    return os.path.join(trusted_job_state_dir(source_id, folder), JOB_LOCK_FILE)
-
-
-def legacy_state_path(source_id, folder):
-    """Where earlier versions kept the state: in a local snapshot folder, or for a pull job
-    under /var/lib/btrfs-backup/state."""
-    if source_id.startswith("/"):
-        return os.path.join(folder, LEGACY_STATE_FILE_NAME)
-    return os.path.join(LEGACY_REMOTE_STATE_DIR, "%s.json" % _digest(source_id, folder))
-
-
-def current_state_path(source_id, folder):
+def current_state_path(identity):
     """The file that holds the job's state now: the new place, else (not migrated yet) the old one.
     Every reader (status, the info module, the next run) finds the state through this."""
-    path = state_path(source_id, folder)
-    if not os.path.exists(path):
-        legacy = legacy_state_path(source_id, folder)
-        if os.path.exists(legacy):
-            return legacy
-    return path
+    if not os.path.exists(identity.state_path) and os.path.exists(identity.legacy_state_path):
+        return identity.legacy_state_path
+    return identity.state_path
 
 
-def load_state(source_id, folder):
+def load_state(identity):
     """The job's state, None if there is none (see read_state)."""
-    return read_state(current_state_path(source_id, folder))
+    return read_state(current_state_path(identity))
 
 
 def read_state(path):
@@ -160,23 +103,23 @@ def write_atomically(path, text, durable, mode=0o644):
         raise
 
 
-def save_state(source_id, folder, state):
+def save_state(identity, state):
     """Write the job's state in its state folder; an old-place state file is removed (migrated)."""
-    path = os.path.join(trusted_job_state_dir(source_id, folder), STATE_FILE)
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    path = identity.state_path
+    os.makedirs(require_trusted_folder(identity.state_dir), mode=0o755, exist_ok=True)
     # Not fsynced: the rename keeps it whole, and after a crash the previous run's record is shown.
     write_atomically(path, json.dumps(state, indent=1, sort_keys=True) + "\n", durable=False)
     try:
-        os.unlink(legacy_state_path(source_id, folder))
+        os.unlink(identity.legacy_state_path)
     except FileNotFoundError:
         pass
     return path
 
 
-def metrics_path(metrics_dir, job):
-    return os.path.join(metrics_dir, "btrfs_backup_%s.prom" % job)
+def metrics_path(metrics_dir, identity):
+    return os.path.join(metrics_dir, identity.metrics_file)
 
 
-def save_metrics(metrics_dir, job, text):
+def save_metrics(metrics_dir, identity, text):
     """Into node_exporter's textfile directory: only *.prom files are read, so the temp file is safe."""
-    write_atomically(metrics_path(metrics_dir, job), text, durable=False)
+    write_atomically(metrics_path(metrics_dir, identity), text, durable=False)

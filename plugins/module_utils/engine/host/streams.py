@@ -18,12 +18,10 @@ Compression (zstd) is used only where the stream crosses ssh and both ends have 
 from __future__ import annotations
 
 from . import btrfs
+from ..model.compression import ZSTD, parse_compress
 from ..model.errors import ConfigError
+from ..model.units import parse_size
 from .pipeline import Node, Stage
-
-ZSTD = "zstd"
-DEFAULT_LEVEL = 3  # measured: on 2 cores zstd -3 -T0 keeps up with ~1 GB/s of incompressible data
-COMPRESS_CHOICES = "auto, none, zstd or zstd:LEVEL (1-19)"
 
 
 class StreamOptions:
@@ -43,45 +41,8 @@ class StreamOptions:
         self.btrfs_debug = btrfs_debug
 
 
-def parse_compress(value):
-    """(zstd level or None, whether the user asked for zstd by name); ConfigError if unknown."""
-    text = str(value if value is not None else "auto").strip().lower()
-    if text == "auto":
-        return DEFAULT_LEVEL, False
-    if text in ("none", "no", "off"):
-        return None, False
-    if text == ZSTD:
-        return DEFAULT_LEVEL, True
-    if text.startswith(ZSTD + ":"):
-        level = text[len(ZSTD) + 1:]
-        if level.isdigit() and 1 <= int(level) <= 19:
-            return int(level), True
-    raise ConfigError("compress must be %s, not %r" % (COMPRESS_CHOICES, value))
-
-
-_UNITS = {"": 1, "k": 1024, "m": 1024 ** 2, "g": 1024 ** 3, "t": 1024 ** 4}
-
-
-def parse_size(value, what):
-    """Bytes from '20M', '512k', '1.5G' or a plain number (powers of 1024, as pv and mbuffer)."""
-    text = str(value).strip().lower()
-    if text.endswith("ib"):
-        text = text[:-2]
-    elif text.endswith("b"):
-        text = text[:-1]
-    unit = text[-1:] if text[-1:] in _UNITS and text[-1:] else ""
-    number = text[:-1] if unit else text
-    try:
-        size = float(number)
-    except ValueError:
-        size = -1
-    if not number or not 0 < size < float("inf"):  # also refuses nan: it compares false
-        raise ConfigError("%s must be a positive size such as 20M, 512K or 1G, not %r" % (what, value))
-    return int(size * _UNITS[unit])
-
-
-def format_size(size):
-    """The size for pv and mbuffer: a whole number of KiB with its unit."""
+def tool_size(size):
+    """A size as pv -L and mbuffer -m take it: a whole number of KiB with their unit k."""
     return "%dk" % max(1, size // 1024)
 
 
@@ -160,9 +121,9 @@ def _with_progress(stages, progress):
 def _receiver_stages(dest, compressed, options):
     stages = []
     if options.limit_rate:
-        stages.append(Stage("pv (rate limit)", ["pv", "-q", "-L", format_size(options.limit_rate)]))
+        stages.append(Stage("pv (rate limit)", ["pv", "-q", "-L", tool_size(options.limit_rate)]))
     if options.buffer:
-        stages.append(Stage("mbuffer", ["mbuffer", "-q", "-m", format_size(options.buffer)]))
+        stages.append(Stage("mbuffer", ["mbuffer", "-q", "-m", tool_size(options.buffer)]))
     stages.append(Stage(*dest.receiver(options.btrfs_debug, [ZSTD, "-d", "-q"] if compressed else None)))
     return stages
 

@@ -4,7 +4,7 @@ verdict that status, the info module and the fleet report all show."""
 from dataclasses import dataclass, field
 from typing import List, Optional
 
-from .durations import format_age
+from .units import format_duration
 
 # The monitoring-plugins convention: the exit status is the level's index.
 LEVELS = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
@@ -69,7 +69,7 @@ def assess_destination(dest_id, record, now, max_age):
         reasons.append("%s holds no backup yet" % dest_id)
     elif max_age is not None and age > max_age:
         level = CRITICAL
-        reasons.append("newest backup at %s is %s old (max %s)" % (dest_id, format_age(age), format_age(max_age)))
+        reasons.append("newest backup at %s is %s old (max %s)" % (dest_id, format_duration(age), format_duration(max_age)))
     if record.get("survey_error"):
         level = max(level, WARNING)
         reasons.append("cannot list %s now: %s" % (dest_id, record["survey_error"]))

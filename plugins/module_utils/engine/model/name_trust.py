@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 from typing import Iterable, Optional
 
-from .durations import format_age, parse_duration
+from .units import format_duration, parse_duration
 from .names import parse_time
 
 #: How far a name may lie ahead of the server's clock: hosts' clocks differ by a few minutes.
@@ -17,9 +17,9 @@ DEFAULT_CLOCK_SKEW = 15 * 60  # seconds
 _STAMP_LENGTH = len("YYYYMMDD-HHMMSS")
 
 
-def parse_clock_skew(text) -> int:
-    """Seconds in a --clock-skew value ('15m', '1h'; '0' allows none); ConfigError else."""
-    return 0 if str(text).strip() == "0" else parse_duration(text)
+def parse_clock_skew(text, setting: Optional[str] = None) -> int:
+    """Seconds in a --clock-skew value ('15min', '15m', '1h'; '0' allows none); ConfigError else."""
+    return 0 if str(text).strip() == "0" else parse_duration(text, setting)
 
 
 def name_time(name: str) -> Optional[datetime.datetime]:
@@ -59,7 +59,7 @@ def arrival_refusal(new_names: Iterable[str], earlier_names: Iterable[str], now:
             return ("name %s lies in the future (server time %s, %s of clock skew allowed): "
                     "a backup is named by the time its snapshot was taken, so the sending "
                     "host's clock is wrong (or its time zone differs from the server's)"
-                    % (name, _shown(now), format_age(clock_skew)))
+                    % (name, _shown(now), format_duration(clock_skew)))
         prefix = name_prefix(name)
         older = [(name_time(n), n) for n in earlier_names
                  if name_prefix(n) == prefix and name_time(n) is not None]

@@ -83,6 +83,7 @@ class JobResult:
 
     def __init__(self, *, check_mode=False):
         self.check_mode = check_mode
+        self.identity = None  # the job's JobIdentity, once its source was resolved (not in as_dict)
         self.source = None
         self.snapshot_folder = None
         self.max_unsent_snapshots = None

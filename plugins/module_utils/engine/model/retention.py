@@ -7,7 +7,7 @@ import collections
 import datetime
 import re
 
-from .durations import format_age, parse_duration
+from .units import format_duration, parse_duration
 from .errors import ConfigError
 
 Decision = collections.namedtuple("Decision", "name keep reasons")
@@ -93,18 +93,13 @@ def _period_start(now, unit, back):
     return (now.year - back,)
 
 
-_AGE_RE = re.compile(r"^\d+[hdw]$")
-
-
-def parse_min_age(text):
-    """Parse a minimum age such as '36h', '7d' or '2w' into a timedelta ('' or '0' for none)."""
+def parse_min_age(text, setting="minimum age"):
+    """Parse a minimum age such as '36h', '7d' or '2w' into a timedelta ('' or '0' for none).
+    It sits beside retention terms, where m means months: a bare m is refused as ambiguous."""
     text = (text or "").strip()
     if text in ("", "0"):
         return None
-    if not _AGE_RE.match(text):
-        raise ConfigError("minimum age %r is not valid: use <number><unit> with unit h (hours), "
-                          "d (days) or w (weeks), e.g. '7d'" % text)
-    return datetime.timedelta(seconds=parse_duration(text))
+    return datetime.timedelta(seconds=parse_duration(text, setting, beside_retention=True))
 
 
 def protect_young(items, min_age, now):
@@ -112,7 +107,7 @@ def protect_young(items, min_age, now):
     which nothing is deleted, whatever the policy says)."""
     if not min_age:
         return {}
-    return {name: "younger than the minimum age (%s)" % format_age(min_age.total_seconds())
+    return {name: "younger than the minimum age (%s)" % format_duration(min_age.total_seconds())
             for name, when in items if now - when < min_age}
 
 

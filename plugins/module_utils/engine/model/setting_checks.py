@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
-from .durations import parse_duration
+from .compression import parse_compress
 from .errors import ConfigError
 from .name_trust import parse_clock_skew
-from ..host.quota import parse_size as parse_quota
 from .retention import parse_buckets, parse_min_age
-from ..host.streams import parse_compress, parse_size
+from .units import parse_duration, parse_size
 
 # setting -> (what a valid value is, the parser that the engine runs on it)
 ENGINE_SETTINGS: dict[str, tuple[str, Callable]] = {
@@ -24,7 +23,7 @@ ENGINE_SETTINGS: dict[str, tuple[str, Callable]] = {
     "preserve_snapshots": ("a retention policy", parse_buckets),
     "preserve_backups": ("a retention policy", parse_buckets),
     "min_age": ("a minimum age", parse_min_age),
-    "quota": ("a quota", parse_quota),
+    "quota": ("a quota", lambda value: parse_size(value, "quota")),
     "clock_skew": ("a clock skew", parse_clock_skew),
 }
 

@@ -12,7 +12,7 @@ from ..host import effects
 from ..model.errors import BackupError, TransferError
 from ..host.listing import list_folder
 from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, Receive, RemoveLocks, Rename, Send,
-                    SnapshotAt, TakeSnapshot, WriteLocks, render)
+                           SnapshotAt, TakeSnapshot, WriteLocks, render)
 from ..host.capabilities import EndToolsProbe
 from ..host.streams import StreamOptions
 from .transfer import is_partial_receive_of, planned_backup, receive_backup, send_stream, verify_received

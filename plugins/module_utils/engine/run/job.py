@@ -24,6 +24,7 @@ from ..host.runner import CommandRunner
 from .source_side import SourceSide, snapshot_info
 from ..host.state_store import LEGACY_JOB_LOCK_NAME, job_lock_path, load_state
 from ..model.steps import RemoveLocks
+from ..model.units import parse_count
 from ..host.streams import StreamOptions
 
 
@@ -65,13 +66,15 @@ class _Prepared:
     bad input is refused here, before anything is changed)."""
 
     def __init__(self, config, runner):
-        source = parse_location(config.source, config.ssh_options, config.ssh_sudo, allow_shell=False)
-        self.source = SourceSide(source, runner, config.snapshot_folder, config.prefix)
-        self.snapshot_policy = Policy(_count(config.num_snapshots, "num_snapshots"),
+        self.source = SourceSide.of(config.source, runner, snapshot_folder=config.snapshot_folder,
+                                    prefix=config.prefix, ssh_options=config.ssh_options,
+                                    ssh_sudo=config.ssh_sudo)
+        source = self.source.endpoint
+        self.snapshot_policy = Policy(parse_count(config.num_snapshots, "num_snapshots"),
                                       parse_buckets(config.preserve_snapshots))
-        self.backup_policy = Policy(_count(config.num_backups, "num_backups"),
+        self.backup_policy = Policy(parse_count(config.num_backups, "num_backups"),
                                     parse_buckets(config.preserve_backups))
-        self.max_unsent = _count(config.max_unsent_snapshots, "max_unsent_snapshots")
+        self.max_unsent = parse_count(config.max_unsent_snapshots, "max_unsent_snapshots")
         self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
                                     config.btrfs_debug)
         _require_tools(self.stream, config.check_mode)
@@ -98,16 +101,6 @@ def _require_tools(stream, check_mode):
                               f"installed on this host (install the {tool} package)")
 
 
-def _count(value, what):
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{what} must be a whole number >= 0, not {value!r}")
-    if number < 0 or str(value).strip() not in (str(number), "+" + str(number)):
-        raise ConfigError(f"{what} must be a whole number >= 0, not {value!r}")
-    return number
-
-
 def run_job(config: JobConfig, runner=None) -> JobResult:
     """Run one backup job; never raises for a failing destination (see JobResult.errors)."""
     runner = runner or CommandRunner()
@@ -117,6 +110,7 @@ def run_job(config: JobConfig, runner=None) -> JobResult:
     except BackupError as err:
         result.fail(err)
         return result
+    result.identity = prepared.source.identity
     result.source = prepared.source.id
     result.snapshot_folder = prepared.source.folder
     result.max_unsent_snapshots = prepared.max_unsent
@@ -160,7 +154,7 @@ class _Run:
             if self.check:
                 self._phases(self._snapshot_folder())
                 return
-            with JobLock(job_lock_path(self.source.id, self.source.folder)):  # rule 5
+            with JobLock(job_lock_path(self.source.identity)):  # rule 5
                 if self.source.endpoint.on_this_machine:
                     remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
                 # Listed under the lock, so no other run of this job changes it meanwhile.
@@ -227,7 +221,7 @@ class _Run:
         """What the job's last-run state knows of a destination ({} without one: not readable)."""
         if self.recorded is None:
             try:
-                self.recorded = (load_state(self.source.id, self.source.folder) or {}).get("destinations") or {}
+                self.recorded = (load_state(self.source.identity) or {}).get("destinations") or {}
             except (BackupError, OSError):
                 self.recorded = {}  # the run's record reports a damaged state; the run goes on
         return self.recorded.get(dest_id) or {}

@@ -26,8 +26,8 @@ from ..model.steps import Delete, WriteLocks
 
 
 def _source_side(source, snapshot_folder, prefix, ssh_options, ssh_sudo, runner):
-    endpoint = parse_location(source, ssh_options, ssh_sudo, allow_shell=False)
-    return SourceSide(endpoint, runner or CommandRunner(), snapshot_folder, prefix)
+    return SourceSide.of(source, runner or CommandRunner(), snapshot_folder=snapshot_folder, prefix=prefix,
+                         ssh_options=ssh_options, ssh_sudo=ssh_sudo)
 
 
 def snapshot_present(source, snapshot_folder="snapshot", prefix="", name=None, check_mode=False,

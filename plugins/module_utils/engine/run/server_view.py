@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import List, Optional
 
 from ..model import health
-from ..model.durations import format_age
+from ..model.units import format_duration
 from ..model.errors import BackupError
 from ..host.listing import list_folder_here
 from ..model.name_trust import DEFAULT_CLOCK_SKEW, name_lies
@@ -91,7 +91,7 @@ def assess_server(root: str, jobs: list, now: float, max_age: Optional[float],
         elif limit is not None and age > limit:
             level = health.CRITICAL
             reasons.append(f"{entry.where}: newest backup {entry.newest_backup} was received "
-                           f"{format_age(age)} ago (max {format_age(limit)})")
+                           f"{format_duration(age)} ago (max {format_duration(limit)})")
         if entry.lying_names:
             level = max(level, health.WARNING)
             reasons.append(f"{entry.where}: {len(entry.lying_names)} backup(s) named later than "

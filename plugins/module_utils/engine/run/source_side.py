@@ -10,17 +10,13 @@ import posixpath
 import time
 
 from ..model import names
-from ..host.endpoints import Endpoint, check_path
+from ..host.endpoints import Endpoint
+from ..host.job_source import job_source
 from ..model.errors import BackupError, EndpointError, MissingPathError
 from ..host.listing import FolderListing, Subvolume, find_subvolume, list_folder
 from ..host.locks import lock_store
+from ..model.job_identity import JobIdentity
 from ..model.steps import CreateFolder, TakeSnapshot
-
-
-def snapshot_folder_of(endpoint: Endpoint, snapshot_folder: str) -> str:
-    """The snapshot folder: absolute, or relative to the source's path (default 'snapshot')."""
-    folder = check_path(snapshot_folder or "snapshot", "snapshot folder")
-    return folder if folder.startswith("/") else posixpath.join(endpoint.path, folder)
 
 
 def not_a_subvolume(source_id: str) -> str:
@@ -29,14 +25,24 @@ def not_a_subvolume(source_id: str) -> str:
 
 
 class SourceSide:
-    """A source subvolume at an endpoint and its snapshot folder, with the `prefix` naming scheme."""
+    """A source subvolume at an endpoint (resolved: see job_source) and the job's snapshot folder
+    and naming scheme, from its identity."""
 
-    def __init__(self, endpoint: Endpoint, runner, snapshot_folder: str = "snapshot", prefix: str = ""):
+    def __init__(self, endpoint: Endpoint, runner, identity: JobIdentity):
         self.endpoint = endpoint
         self.runner = runner
-        self.prefix = names.validate_prefix(prefix)
-        self.folder = snapshot_folder_of(endpoint, snapshot_folder)
+        self.identity = identity
+        self.prefix = identity.prefix
+        self.folder = identity.snapshot_folder
         self.filesystem = None  # the source's filesystem, once listed (rule 8)
+
+    @classmethod
+    def of(cls, location: str, runner, *, snapshot_folder: str = "snapshot", prefix: str = "",
+           ssh_options=(), ssh_sudo: bool = False, job_name: str | None = None) -> SourceSide:
+        """The source side of a source location as a user gave it (ConfigError if unusable)."""
+        endpoint, identity = job_source(location, ssh_options=ssh_options, ssh_sudo=ssh_sudo,
+                                        snapshot_folder=snapshot_folder, prefix=prefix, job_name=job_name)
+        return cls(endpoint, runner, identity)
 
     @property
     def id(self) -> str:

@@ -11,6 +11,7 @@ import sys
 from ..host import btrfs
 from ..host.compressibility import looks_compressible
 from ..model.errors import BackupError, TransferError
+from ..model.units import format_duration, format_size
 from ..host.listing import Subvolume, find_subvolume
 from ..host.pipeline import Stage, run_pipeline, run_stream
 from ..host.stream_size import estimate_stream_size
@@ -85,33 +86,16 @@ class ProgressLog:
 
 
 def progress_line(sent, seconds, estimate):
-    """Pure: "1.2 GiB of about 4.0 GiB (30%), 95.1 MiB/s, about 30 s left" (fewer parts when
+    """Pure: "1.2 GiB of about 4.0 GiB (30%), 95.1 MiB/s, about 30s left" (fewer parts when
     the size is unknown or already passed)."""
     rate = sent / seconds if seconds > 0 else 0
-    text = format_bytes(sent)
+    text = format_size(sent)
     if estimate and estimate > sent:
-        text += " of about %s (%d%%)" % (format_bytes(estimate), 100 * sent // estimate)
-    text += ", %s/s" % format_bytes(rate)
+        text += " of about %s (%d%%)" % (format_size(estimate), 100 * sent // estimate)
+    text += ", %s/s" % format_size(rate)
     if estimate and estimate > sent and rate > 0:
         text += ", about %s left" % format_duration((estimate - sent) / rate)
     return text
-
-
-def format_bytes(size):
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024:
-            return ("%d %s" if unit == "B" else "%.1f %s") % (size, unit)
-        size /= 1024.0
-    return "%.1f TiB" % size
-
-
-def format_duration(seconds):
-    seconds = int(seconds + 0.5)
-    if seconds < 120:
-        return "%d s" % seconds
-    if seconds < 7200:
-        return "%d min" % ((seconds + 30) // 60)
-    return "%d h %02d min" % (seconds // 3600, (seconds % 3600 + 30) // 60)
 
 
 def verify_received(destination, runner, snapshot: Subvolume) -> Subvolume:

@@ -82,9 +82,10 @@ def verify(source, backups, snapshot_folder="snapshot", prefix="", name=None, co
            ssh_options=(), ssh_sudo=False, runner=None):
     """Check one backup (`name`, default: the newest the destination holds) against its snapshot."""
     runner = runner or CommandRunner()
-    origin = parse_location(source, ssh_options, ssh_sudo, allow_shell=False)
+    side = SourceSide.of(source, runner, snapshot_folder=snapshot_folder, prefix=prefix,
+                         ssh_options=ssh_options, ssh_sudo=ssh_sudo)
+    origin = side.endpoint
     dest = parse_location(backups, ssh_options, ssh_sudo, allow_shell=False)
-    side = SourceSide(origin, runner, snapshot_folder, prefix)
     folder = side.folder
     with SshConnections(runner, [origin, dest]):
         snapshots = side.snapshots(list_folder(origin, runner, folder))[0]

@@ -801,3 +801,35 @@ def test_the_counter_file_passes_promtool(tmp_path):
     refusal_counter.update(str(path), "web2", REFUSAL_KINDS)
     checked = subprocess.run(["promtool", "check", "metrics"], input=path.read_text(), capture_output=True, text=True)
     assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+# -- the options of the forced command: sizes and durations in the one grammar (model/units) -----
+
+@pytest.mark.parametrize("quota, clock_skew, quota_bytes, skew", [
+    ("50G", "15m", 50 << 30, 900),
+    ("1.5G", "15min", 3 << 29, 900),  # a decimal quota was refused before
+    ("50 GiB", "0", 50 << 30, 0),
+])
+def test_serve_reads_its_quota_and_clock_skew(quota, clock_skew, quota_bytes, skew, monkeypatch):
+    made = {}
+
+    class Recorded:
+        def __init__(self, root, btrfs_path, **options):
+            made.update(options)
+
+        def serve(self, command):
+            return 0
+
+    monkeypatch.setattr(serve_module, "Server", Recorded)
+    assert serve_module.main(ROOT, append_only=True, quota_size=quota, clock_skew=clock_skew, environ={}) == 0
+    assert (made["quota_bytes"], made["clock_skew"]) == (quota_bytes, skew)
+
+
+@pytest.mark.parametrize("quota, clock_skew, said", [
+    ("lots", "15m", "--quota must be a positive size such as 20M, 512K or 1.5G"),
+    ("0", "15m", "--quota must be a positive size"),
+    ("50G", "3mo", "--clock-skew '3mo' is not a duration: months and years have no fixed length"),
+])
+def test_serve_refuses_a_bad_quota_or_clock_skew_before_anything_runs(quota, clock_skew, said, capsys):
+    assert serve_module.main(ROOT, append_only=True, quota_size=quota, clock_skew=clock_skew, environ={}) == 2
+    assert said in capsys.readouterr().err

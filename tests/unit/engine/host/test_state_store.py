@@ -1,5 +1,5 @@
-"""Where a job's state and lock live (outside the source), its migration from the snapshot folder,
-and which files of a restored snapshot folder are a run's leftovers."""
+"""Where a job's state and lock live (outside the source; their paths: test_job_identity), its migration
+from the snapshot folder, and which files of a restored snapshot folder are a run's leftovers."""
 
 import fcntl
 import json
@@ -11,36 +11,22 @@ from engine.model.errors import ConfigError, JobBusyError
 from engine.host.joblock import JobLock, remove_legacy_lock
 from engine.frontends.jobspec import job_from_args
 from engine.run.restore import is_stale_run_file, remove_stale_run_files
-from engine.host.state_store import (LEGACY_JOB_LOCK_NAME, LEGACY_STATE_FILE_NAME, current_state_path, job_key,
-                                job_lock_path, legacy_state_path, load_state, save_state, state_path,
-                                state_root)
-
-KEYS = {
-    # (source id, snapshot folder): the job folder's name starts with
-    ("/home", "/home/snapshot"): "home_snapshot-",
-    ("/", "/snapshot"): "snapshot-",
-    ("/", "/"): "root-",
-    ("ssh://root@db:22/var/lib/pg", "/var/lib/pg/snapshot"): "var_lib_pg_snapshot-",
-}
+from engine.host.state_store import (LEGACY_JOB_LOCK_NAME, current_state_path, job_lock_path, load_state,
+                                     save_state, state_root)
+from engine.model.job_identity import LEGACY_STATE_FILE_NAME, job_identity
 
 
-@pytest.mark.parametrize("source, folder", KEYS)
-def test_a_jobs_folder_is_named_readably_and_uniquely(source, folder):
-    key = job_key(source, folder)
-    assert key.startswith(KEYS[(source, folder)]) and len(key.rsplit("-", 1)[1]) == 16
-    assert "/" not in key and not key.startswith(".")
-    assert job_key(source, folder) == key  # stable across runs
-    others = {job_key(s, f) for s, f in KEYS if (s, f) != (source, folder)}
-    assert key not in others
-    assert job_key("ssh://other@db:22/var/lib/pg", folder) != key  # same folder, other host
+def identity(source, folder):
+    """The identity of the job of `source` (a path) with the snapshot folder `folder`."""
+    return job_identity(source_id=source, source_path=source, state_root=state_root(), snapshot_folder=folder)
 
 
 def test_state_and_lock_are_in_the_jobs_folder_outside_the_source(job_state_dir):
     assert state_root() == str(job_state_dir)
-    for path in (state_path("/home", "/home/snapshot"), job_lock_path("/home", "/home/snapshot")):
+    home = identity("/home", "/home/snapshot")
+    for path in (home.state_path, job_lock_path(home)):
         assert path.startswith(str(job_state_dir) + "/") and not path.startswith("/home/")
-    assert os.path.dirname(state_path("/home", "/home/snapshot")) == \
-        os.path.dirname(job_lock_path("/home", "/home/snapshot"))
+    assert os.path.dirname(home.state_path) == os.path.dirname(job_lock_path(home))
 
 
 def test_the_default_state_root_for_root_and_for_other_users(monkeypatch, tmp_path):
@@ -52,39 +38,34 @@ def test_the_default_state_root_for_root_and_for_other_users(monkeypatch, tmp_pa
     assert state_root() == str(tmp_path / "btrfs-backup" / "jobs")
 
 
-def test_legacy_places():
-    assert legacy_state_path("/home", "/home/snapshot") == "/home/snapshot/" + LEGACY_STATE_FILE_NAME
-    remote = legacy_state_path("ssh://root@db:22/data", "/data/snapshot")
-    assert remote.startswith("/var/lib/btrfs-backup/state/") and remote.endswith(".json")
-
-
 def test_an_old_place_state_is_read_until_a_save_moves_it(tmp_path):
     folder = tmp_path / "home" / "snapshot"
     folder.mkdir(parents=True)
     source, snaps = str(tmp_path / "home"), str(folder)
+    job = identity(source, snaps)
     old = folder / LEGACY_STATE_FILE_NAME
     old.write_text(json.dumps({"job": "home", "destinations": {"/b": {"newest_backup": "x"}}}))
 
-    assert current_state_path(source, snaps) == str(old)
-    assert load_state(source, snaps)["destinations"] == {"/b": {"newest_backup": "x"}}
+    assert current_state_path(job) == str(old)
+    assert load_state(job)["destinations"] == {"/b": {"newest_backup": "x"}}
     # A job spec (status, the info module) finds the same file.
     assert job_from_args([source, "/b"]).state_path == str(old)
 
-    written = save_state(source, snaps, {"job": "home", "destinations": {}})
+    written = save_state(job, {"job": "home", "destinations": {}})
 
-    assert written == state_path(source, snaps) == current_state_path(source, snaps)
+    assert written == job.state_path == current_state_path(job)
     assert not old.exists()
-    assert load_state(source, snaps) == {"job": "home", "destinations": {}}
+    assert load_state(job) == {"job": "home", "destinations": {}}
 
 
 def test_without_any_state_the_new_place_is_named(tmp_path):
-    assert current_state_path(str(tmp_path), str(tmp_path / "snapshot")) == \
-        state_path(str(tmp_path), str(tmp_path / "snapshot"))
-    assert load_state(str(tmp_path), str(tmp_path / "snapshot")) is None
+    job = identity(str(tmp_path), str(tmp_path / "snapshot"))
+    assert current_state_path(job) == job.state_path
+    assert load_state(job) is None
 
 
 def test_the_job_lock_makes_its_folder_and_excludes_a_second_run(tmp_path):
-    path = job_lock_path(str(tmp_path), str(tmp_path / "snapshot"))
+    path = job_lock_path(identity(str(tmp_path), str(tmp_path / "snapshot")))
     with JobLock(path):
         assert os.path.isfile(path)
         with pytest.raises(JobBusyError, match="in progress"):
@@ -139,7 +120,7 @@ def test_a_state_folder_under_a_folder_another_user_owns_is_refused(tmp_path, mo
     monkeypatch.setenv("BTRFS_BACKUP_STATE_DIR", str(home / "jobs"))
     with pytest.raises(ConfigError, match=r"the job state folder .* is not safe: .*btrfs-backup is owned by "
                                           r"uid 4242, not by root.*BTRFS_BACKUP_STATE_DIR"):
-        save_state("/home", "/home/snapshot", {"version": 1})
+        save_state(identity("/home", "/home/snapshot"), {"version": 1})
     with pytest.raises(ConfigError, match="not safe"):
-        job_lock_path("/home", "/home/snapshot")
+        job_lock_path(identity("/home", "/home/snapshot"))
     assert list(home.iterdir()) == []  # nothing written there

@@ -1,37 +1,13 @@
-"""engine.model.health: durations, and the status verdict (OK/WARNING/CRITICAL/UNKNOWN) from tables of states
+"""engine.model.health: the status verdict (OK/WARNING/CRITICAL/UNKNOWN) from tables of states
 and timers; engine.host.timers: what systemd says of the role's units."""
 
 import pytest
 
-from engine.model.errors import ConfigError
-from engine.model.durations import format_age, parse_duration
 from engine.model.health import LEVELS, TimerState, assess_job, monitoring_line
 from engine.host.timers import parse_timer_states
 
 NOW = 1_800_000_000.0
 HOUR = 3600
-
-
-@pytest.mark.parametrize("text, seconds", [
-    ("36h", 36 * HOUR), ("90m", 5400), ("7d", 7 * 86400), ("1d 12h", 36 * HOUR), ("2w", 14 * 86400),
-    ("600", 600), ("45s", 45),
-])
-def test_durations(text, seconds):
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("text", ["", "0", "0h", "h", "3x", "-1h", "1.5h", "36 hours"])
-def test_bad_durations_are_refused(text):
-    with pytest.raises(ConfigError, match="duration"):
-        parse_duration(text)
-
-
-@pytest.mark.parametrize("seconds, text", [
-    (None, "-"), (5, "5s"), (125, "2m"), (3 * HOUR, "3h"), (3 * HOUR + 120, "3h 2m"),
-    (86400 * 2 + 4 * HOUR, "2d 4h"), (-3, "0s"),
-])
-def test_ages_read_at_a_glance(seconds, text):
-    assert format_age(seconds) == text
 
 
 def dest(age_hours=1.0, status="ok", error=None, locks=0, locked_runs=0, verify=None):

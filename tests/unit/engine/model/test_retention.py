@@ -199,16 +199,24 @@ def test_describe():
 
 @pytest.mark.parametrize("text, expected", [
     ("", None), ("0", None), (" 7d ", datetime.timedelta(days=7)), ("36h", datetime.timedelta(hours=36)),
-    ("2w", datetime.timedelta(weeks=2)),
+    ("2w", datetime.timedelta(weeks=2)), ("1.5d", datetime.timedelta(hours=36)),
+    ("90min", datetime.timedelta(minutes=90)), ("7d 12h", datetime.timedelta(days=7, hours=12)),
 ])
 def test_minimum_ages(text, expected):
     assert parse_min_age(text) == expected
 
 
-@pytest.mark.parametrize("text", ["7", "d", "-1d", "1.5d", "7m", "7 d", "1y", "1d2h"])
+@pytest.mark.parametrize("text", ["7", "d", "-1d", "7m", "7 d", "1y", "1d2h", "6mo"])
 def test_bad_minimum_ages_are_refused(text):
     with pytest.raises(ConfigError, match="minimum age"):
         parse_min_age(text)
+
+
+def test_a_bare_m_beside_retention_terms_names_both_readings():
+    # In '--preserve-backups 12m' m means months; in '--min-age 6m' it could be read either way.
+    with pytest.raises(ConfigError, match=r"minimum age '6m' is ambiguous: write 'min' for minutes .* "
+                                          r"write days or weeks \(e.g. 30d, 26w\)"):
+        parse_min_age("6m")
 
 
 NOW = datetime.datetime(2026, 11, 30, 12, 0, 0)

@@ -9,7 +9,8 @@ import os
 import pytest
 
 from engine.run.job import JobConfig, run_job
-from engine.host.state_store import save_state
+from engine.host.state_store import save_state, state_root
+from engine.model.job_identity import job_identity
 from engine.model.steps import render
 from support.fake_host import FakeHost
 
@@ -104,8 +105,8 @@ SERVER_PRUNES = "the server is append-only: its own retention (btrfs-backup prun
 
 def remembered(host, dest_id, newest_backup):
     """The last-run state of the job: the last run that reached `dest_id` saw it hold `newest_backup`."""
-    save_state(host.path("data"), host.path("data", "snapshot"),
-               {"version": 1, "destinations": {dest_id: {"status": "failed", "newest_backup": newest_backup}}})
+    job = job_identity(source_id=host.path("data"), source_path=host.path("data"), state_root=state_root())
+    save_state(job, {"version": 1, "destinations": {dest_id: {"status": "failed", "newest_backup": newest_backup}}})
 
 
 def ssh_gone_local_up_to_date(host):

@@ -33,11 +33,11 @@ PROBLEM_CASES = {
     "a size the engine refuses": (
         [dict(HOME, limit_rate="20 MB/s")], {},
         ["src1: backup job 'home': limit_rate '20 MB/s' is not a size (btrfs-backup: limit_rate must be a "
-         "positive size such as 20M, 512K or 1G, not '20 MB/s')"]),
+         "positive size such as 20M, 512K or 1.5G (K, M, G, T: powers of 1024), not '20 MB/s')"]),
     "a duration the engine refuses": (
         [dict(HOME, max_age="soon")], {},
         ["src1: backup job 'home': max_age 'soon' is not a duration (btrfs-backup: 'soon' is not a duration: "
-         "use e.g. 90m, 36h, 7d, 2w or seconds)"]),
+         "write 90min, 36h, 7d 12h or 2w (units s, min, h, d, w), or a number of seconds)"]),
     "a retention policy the engine refuses": (
         [dict(HOME, preserve_snapshots="24h 3x")], {},
         ["src1: backup job 'home': preserve_snapshots '24h 3x' is not a retention policy (btrfs-backup: "
@@ -55,17 +55,17 @@ PROBLEM_CASES = {
     "a role-wide default the engine refuses": (
         [HOME], {"btrfs_backup_max_age": "36 hours"},
         ["src1: btrfs_backup_max_age '36 hours' is not a duration (btrfs-backup: '36 hours' is not a duration: "
-         "use e.g. 90m, 36h, 7d, 2w or seconds)"]),
+         "write 90min, 36h, 7d 12h or 2w (units s, min, h, d, w), or a number of seconds)"]),
     "a server setting the engine refuses": (
         [], {"btrfs_backup_server_quota": "lots", "btrfs_backup_server_min_age": "7 days"},
         ["src1: btrfs_backup_server_min_age '7 days' is not a minimum age (btrfs-backup: minimum age '7 days' is "
-         "not valid: use <number><unit> with unit h (hours), d (days) or w (weeks), e.g. '7d')",
-         "src1: btrfs_backup_server_quota 'lots' is not a quota (btrfs-backup: quota 'lots' is not a size: use a "
-         "number with K, M, G or T, e.g. '50G')"]),
+         "not a duration: write 90min, 36h, 7d 12h or 2w (units s, min, h, d, w))",
+         "src1: btrfs_backup_server_quota 'lots' is not a quota (btrfs-backup: quota must be a positive size such "
+         "as 20M, 512K or 1.5G (K, M, G, T: powers of 1024), not 'lots')"]),
     "a clock skew the engine refuses": (
         [], {"btrfs_backup_server_clock_skew": "a few minutes"},
         ["src1: btrfs_backup_server_clock_skew 'a few minutes' is not a clock skew (btrfs-backup: 'a few minutes' "
-         "is not a duration: use e.g. 90m, 36h, 7d, 2w or seconds)"]),
+         "is not a duration: write 90min, 36h, 7d 12h or 2w (units s, min, h, d, w), or a number of seconds)"]),
     "no clock skew allowed": ([], {"btrfs_backup_server_clock_skew": "0"}, []),
     "empty values that mean none": (
         [dict(HOME, limit_rate="", buffer="")], {"btrfs_backup_server_quota": "", "btrfs_backup_server_min_age": "",

@@ -1,0 +1,106 @@
+"""Who a job is, decided once: its source id, snapshot folder, name, state and lock paths, metrics file."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import posixpath
+import re
+from typing import Optional
+
+from . import names
+from .errors import ConfigError
+
+DEFAULT_SNAPSHOT_FOLDER = "snapshot"
+STATE_FILE = "last-run.json"
+JOB_LOCK_FILE = "lock"
+# Where earlier versions kept the state: read once when the new state is missing, then removed.
+LEGACY_STATE_FILE_NAME = ".btrfs-backup.last-run.json"
+LEGACY_REMOTE_STATE_DIR = "/var/lib/btrfs-backup/state"
+_JOB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}\Z")
+
+
+def validate_job_name(name: str) -> str:
+    """A job name is used in file names and metric labels: a fixed alphabet."""
+    if not _JOB_NAME_RE.match(name or ""):
+        raise ConfigError("job name %r is not allowed: use letters, digits and _ . @ - "
+                          "(not starting with . - or @), at most 100 characters" % (name,))
+    return name
+
+
+def default_job_name(source_id: str) -> str:
+    """A job's name when none is given: its source, as a file name ('/' is 'root')."""
+    path = source_id.rstrip("/").split("/")[-1] if not source_id.startswith("ssh://") else source_id
+    name = re.sub(r"[^A-Za-z0-9_.@-]+", "_", path).strip("_.-@") or "root"
+    return name[:100]
+
+
+def snapshot_folder_path(source_path: str, snapshot_folder: Optional[str]) -> str:
+    """The snapshot folder, absolute and normalised: given absolute, or relative to the source's
+    path (default 'snapshot'); 'snapshot/', './snapshot' and 'snapshot' are one folder."""
+    folder = posixpath.normpath(posixpath.join(source_path, snapshot_folder or DEFAULT_SNAPSHOT_FOLDER))
+    # POSIX keeps a leading '//' apart; Linux does not, and one folder must have one id.
+    return "/" + folder.lstrip("/") if folder.startswith("//") else folder
+
+
+def _digest(source_id: str, folder: str) -> str:
+    return hashlib.sha256(("%s\0%s" % (source_id, folder)).encode("utf-8")).hexdigest()[:16]
+
+
+def job_key(source_id: str, folder: str) -> str:
+    """The job's state folder name, from its source and snapshot folder: readable, unique."""
+    readable = re.sub(r"[^A-Za-z0-9_.@-]+", "_", folder).strip("_.-@")[-60:].lstrip("_.-@") or "root"
+    return "%s-%s" % (readable, _digest(source_id, folder))
+
+
+def legacy_state_path(source_id: str, folder: str) -> str:
+    """Where earlier versions kept the state: in a local snapshot folder, or for a pull job
+    under /var/lib/btrfs-backup/state."""
+    if source_id.startswith("/"):
+        return posixpath.join(folder, LEGACY_STATE_FILE_NAME)
+    return posixpath.join(LEGACY_REMOTE_STATE_DIR, "%s.json" % _digest(source_id, folder))
+
+
+def metrics_file_name(name: str) -> str:
+    """The job's file in node_exporter's textfile folder (only *.prom files are read)."""
+    return "btrfs_backup_%s.prom" % name
+
+
+@dataclasses.dataclass(frozen=True)
+class JobIdentity:
+    """One job, whichever path or spelling named it: the key of its state, lock and metrics.
+
+    The job is its source and snapshot folder (`state_dir`, `state_path`, `lock_path` depend on
+    them only); `name` labels its record and metrics; `prefix` names its snapshots."""
+
+    source_id: str
+    snapshot_folder: str
+    name: str
+    prefix: str
+    state_dir: str
+    state_path: str
+    lock_path: str
+    legacy_state_path: str
+    metrics_file: str
+
+    def named(self, name: Optional[str]) -> JobIdentity:
+        """The same job under another name (one given, or the one its runs recorded); None keeps it."""
+        if not name or name == self.name:
+            return self
+        name = validate_job_name(name)
+        return dataclasses.replace(self, name=name, metrics_file=metrics_file_name(name))
+
+
+def job_identity(*, source_id: str, source_path: str, state_root: str,
+                 snapshot_folder: Optional[str] = DEFAULT_SNAPSHOT_FOLDER, prefix: str = "",
+                 job_name: Optional[str] = None) -> JobIdentity:
+    """The identity of the job at `source_path` (already resolved: a symbolic link followed) with
+    id `source_id`, its state under `state_root`; ConfigError for a bad name or prefix."""
+    folder = snapshot_folder_path(source_path, snapshot_folder)
+    name = validate_job_name(job_name) if job_name else default_job_name(source_id)
+    state_dir = posixpath.join(state_root, job_key(source_id, folder))
+    return JobIdentity(
+        source_id=source_id, snapshot_folder=folder, name=name, prefix=names.validate_prefix(prefix or ""),
+        state_dir=state_dir, state_path=posixpath.join(state_dir, STATE_FILE),
+        lock_path=posixpath.join(state_dir, JOB_LOCK_FILE),
+        legacy_state_path=legacy_state_path(source_id, folder), metrics_file=metrics_file_name(name))
