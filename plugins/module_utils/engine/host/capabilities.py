@@ -10,7 +10,7 @@ import re
 from .compressibility import sample_ratio
 from ..model.errors import BackupError, UnreachableError
 from ..model.server_mode import APPEND_ONLY, MODE_PROBE, OPEN, parse_mode
-from .streams import Ends
+from .streams import EndTools
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -24,18 +24,18 @@ def progs_version(text):
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def ends_from(btrfs_version, zstd_ok, stream_version=None):
-    """Pure: the Ends of a host from its probes; a sender also needs the kernel's protocol 2
+def end_tools_from(btrfs_version, zstd_ok, stream_version=None):
+    """Pure: the EndTools of a host from its probes; a sender also needs the kernel's protocol 2
     (`stream_version` None: that end only receives)."""
     version = progs_version(btrfs_version)
     proto2 = version is not None and version >= PROTO2_PROGS
     if stream_version is not None:
         proto2 = proto2 and stream_version.strip().isdigit() and int(stream_version) >= 2
-    return Ends(zstd=zstd_ok, proto2=proto2)
+    return EndTools(zstd=zstd_ok, proto2=proto2)
 
 
-class EndsProbe:
-    """`probe(endpoint)`: the Ends of that endpoint (None: this machine), asked once per run.
+class EndToolsProbe:
+    """`probe(endpoint)`: the EndTools of that endpoint (None: this machine), asked once per run.
     A source is also asked for its kernel's send protocol; a destination for its tools and, in
     the same batch, whether it is `btrfs-backup serve` and in which mode (server_mode: a
     restricted server answers these probes and nothing else)."""
@@ -55,7 +55,7 @@ class EndsProbe:
         return self._samples[snapshot_path]
 
     def __call__(self, endpoint):
-        remote = endpoint is not None and endpoint.kind == "ssh"
+        remote = endpoint is not None and endpoint.crosses_network
         key = endpoint.id if remote else None
         if key not in self._known:
             self._known[key] = self._ask(endpoint) if remote else self._ask_here()
@@ -63,14 +63,14 @@ class EndsProbe:
 
     def append_only(self, endpoint) -> bool:
         """Whether `endpoint` said it is `serve --append-only` (asked with its tools, once)."""
-        if endpoint is None or endpoint.kind != "ssh":
+        if endpoint is None or not endpoint.crosses_network:
             return False
         self(endpoint)
         return self._modes.get(endpoint.id) == APPEND_ONLY
 
     def is_serve(self, endpoint) -> bool:
         """Whether `endpoint` said it is `btrfs-backup serve` (a backup server's key), in any mode."""
-        if endpoint is None or endpoint.kind != "ssh":
+        if endpoint is None or not endpoint.crosses_network:
             return False
         self(endpoint)
         return self._modes.get(endpoint.id) in (APPEND_ONLY, OPEN)
@@ -84,7 +84,7 @@ class EndsProbe:
                 stream_version = handle.read()
         except OSError:
             stream_version = ""
-        return ends_from(version.stdout if version.ok else "", shutil.which("zstd") is not None, stream_version)
+        return end_tools_from(version.stdout if version.ok else "", shutil.which("zstd") is not None, stream_version)
 
     def _ask(self, endpoint):
         commands = [(["btrfs", "--version"], True), (["zstd", "--version"], False)]
@@ -96,10 +96,10 @@ class EndsProbe:
                 else endpoint.run_batch(self.runner, commands)
         except BackupError as err:
             LOG.info("%s: could not ask what it supports (%s); streams to it are plain", endpoint.id, err)
-            return Ends()
+            return EndTools()
         btrfs, zstd = results[0], results[1]
         stream_version = (results[2].stdout if results[2].ok else "") if is_source else None
-        return ends_from(btrfs.stdout if btrfs.ok else "", zstd.ok, stream_version)
+        return end_tools_from(btrfs.stdout if btrfs.ok else "", zstd.ok, stream_version)
 
     def _ask_with_mode(self, endpoint, commands):
         """The results of `commands` at a destination, asking in the same batch what it is."""

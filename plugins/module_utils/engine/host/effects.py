@@ -10,17 +10,17 @@ import time
 from . import btrfs
 
 from ..model import names
-from .endpoints import unreachable
 from .listing import find_subvolume
 from ..model.errors import BackupError, EndpointError
 
 
 def run_or_raise(endpoint, runner, argv, what, privileged=True):
     """Run `argv` at `endpoint`; a failure raises with the command's last stderr line."""
-    result = runner.run(endpoint.command(argv, privileged))
+    result = endpoint.run(runner, argv, privileged)
     if not result.ok:
-        if result.returncode == 255 and endpoint.kind == "ssh":
-            raise unreachable(endpoint.id, result.stderr)
+        failure = endpoint.connection_failure(result)
+        if failure is not None:
+            raise failure
         detail = (result.stderr.strip().splitlines() or ["exit status %d" % result.returncode])[-1]
         raise BackupError("cannot %s: %s" % (what, detail))
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from typing import Optional, Tuple
 
-from .endpoints import Endpoint, LocalEndpoint, check_path, parse_location
+from .endpoints import Endpoint, check_path, parse_location
 from .state_store import state_root
 from ..model.job_identity import DEFAULT_SNAPSHOT_FOLDER, JobIdentity, job_identity
 
@@ -14,7 +14,7 @@ def resolved_source(endpoint: Endpoint) -> Endpoint:
     """A local source named through a symbolic link (/srv/link -> /srv/pool/real) is the real
     subvolume: btrfs lists it by that path, and its snapshots and state are the same job's
     whichever path names it."""
-    if isinstance(endpoint, LocalEndpoint):
+    if endpoint.on_this_machine:
         real = os.path.realpath(endpoint.path)
         return endpoint if real == endpoint.path else endpoint.with_path(real)
     return endpoint

@@ -130,7 +130,7 @@ def find_subvolume(endpoint, runner, folder, name):
 
 def _kernel_can_answer(endpoint, runner):
     """Local facts may come straight from this machine's kernel, unless the runner is a fake."""
-    return endpoint.kind == "local" and getattr(runner, "kernel_listing", False)
+    return endpoint.kernel_answers(runner)
 
 
 def list_folder_here(folder, extra_paths=()):

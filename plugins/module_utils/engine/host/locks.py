@@ -196,14 +196,12 @@ class RemoteLockStore:
         tmp = self.path + ".tmp"
         sync = 'sync -- "$1" 2>/dev/null; ' if durable else ""
         script = 'cat > "$1" && { %smv -f -- "$1" "$2"; }' % sync
-        argv = self.endpoint.command(["sh", "-c", script, "sh", tmp, self.path])
-        result = self.runner.run(argv, input_text=serialize_locks(table.locks))
+        result = self.endpoint.run(self.runner, ["sh", "-c", script, "sh", tmp, self.path],
+                                   input_text=serialize_locks(table.locks))
         if not result.ok:
             raise LockFileError("cannot write %s: %s" % (self.label, result.stderr.strip()))
 
 
 def lock_store(endpoint, runner, folder):
-    """The lock file of the snapshot folder `folder` at `endpoint`, local or over ssh."""
-    if endpoint.kind == "local":
-        return LocalLockStore(folder)
-    return RemoteLockStore(endpoint, runner, folder)
+    """The lock file of the snapshot folder `folder` at `endpoint` (each kind makes its own)."""
+    return endpoint.lock_store(runner, folder)

@@ -46,9 +46,9 @@ def tool_size(size):
     return "%dk" % max(1, size // 1024)
 
 
-class Ends:
-    """What the two ends of a transfer can do, as probed: zstd there, and whether its btrfs
-    sends and receives protocol 2 streams."""
+class EndTools:
+    """What the tools at one end of a transfer can do, as probed: zstd there, and whether its
+    btrfs sends and receives protocol 2 streams."""
 
     __slots__ = ("zstd", "proto2")
 
@@ -56,12 +56,12 @@ class Ends:
         self.zstd, self.proto2 = zstd, proto2
 
 
-def send_flags(options, source_ends, receiver_ends):
+def send_flags(options, source_tools, receiver_tools):
     """The send protocol flags: version 2 with compressed data where the source and every
     receiver take it (data that btrfs already compressed crosses as it is)."""
     if options.send_protocol == "1":
         return []
-    if options.send_protocol == "2" or (source_ends.proto2 and all(e.proto2 for e in receiver_ends)):
+    if options.send_protocol == "2" or (source_tools.proto2 and all(e.proto2 for e in receiver_tools)):
         return ["--proto", "2", "--compressed-data"]
     return []
 
@@ -69,7 +69,7 @@ def send_flags(options, source_ends, receiver_ends):
 def plan_stream(source, snapshot_path, parent_path, destinations, options, ends, progress=False,
                 compressible=None):
     """The tree of stages for one send to `destinations` (endpoints). `ends(endpoint)` gives its
-    Ends (the local machine for a local endpoint or shell:// sink); `progress` puts a pv bar
+    EndTools (this machine's for None and for an endpoint here); `progress` puts a pv bar
     (a size estimate, or True for none) where the uncompressed stream flows at this machine;
     `compressible` False (a sample of the data did not compress) turns `auto` compression off.
     Returns (root Node, whether the stream is compressed, the send protocol flags)."""
@@ -77,22 +77,20 @@ def plan_stream(source, snapshot_path, parent_path, destinations, options, ends,
     level = options.compress_level
     if compressible is False and not options.compress_explicit:
         level = None
-    crossing_ssh = [d for d in destinations if d.kind == "ssh"]
-    receiver_ends = [ends(d) if d.kind != "shell" else Ends() for d in destinations]
-    flags = send_flags(options, ends(source), receiver_ends)
+    crossing_network = [d for d in destinations if d.crosses_network]
+    receiver_tools = [ends(d) if d.receives_with_btrfs else EndTools() for d in destinations]
+    flags = send_flags(options, ends(source), receiver_tools)
     send_argv = btrfs.send_argv(snapshot_path, parent_path, options.btrfs_debug, flags)
-    send_name = "btrfs send" if source.kind == "local" else "btrfs send on %s" % source.host
 
-    compress_at_source = source.kind == "ssh" and level is not None and here.zstd and ends(source).zstd
-    zstd_dests = [d for d in crossing_ssh if level is not None and here.zstd and ends(d).zstd]
+    compress_at_source = source.crosses_network and level is not None and here.zstd and ends(source).zstd
+    zstd_dests = [d for d in crossing_network if level is not None and here.zstd and ends(d).zstd]
     plain_dests = [d for d in destinations if d not in zstd_dests]
 
     def leaf(dest, compressed):
         return Node(_receiver_stages(dest, compressed, options), leaf=dest)
 
     if compress_at_source:
-        remote = source.command_pipeline([(send_argv, True), (_compress_argv(level), False)])
-        root = Node([Stage("btrfs send | zstd on %s" % source.host, remote, wire=True)])
+        root = Node([Stage(*source.sender(send_argv, _compress_argv(level)), wire=True)])
         root.children = [leaf(d, True) for d in zstd_dests]
         if plain_dests:
             decompress = Stage("zstd -d", [ZSTD, "-d", "-q", "-c"], meter=True)
@@ -100,7 +98,7 @@ def plan_stream(source, snapshot_path, parent_path, destinations, options, ends,
                                       [leaf(d, False) for d in plain_dests]))
         return _single_chains(root), True, flags
 
-    root = Node(_with_progress([Stage(send_name, source.command(send_argv), meter=True)], progress))
+    root = Node(_with_progress([Stage(*source.sender(send_argv), meter=True)], progress))
     root.children = [leaf(d, False) for d in plain_dests]
     if zstd_dests:
         compress = Stage("zstd", _compress_argv(level), wire=True)
@@ -126,14 +124,7 @@ def _receiver_stages(dest, compressed, options):
         stages.append(Stage("pv (rate limit)", ["pv", "-q", "-L", tool_size(options.limit_rate)]))
     if options.buffer:
         stages.append(Stage("mbuffer", ["mbuffer", "-q", "-m", tool_size(options.buffer)]))
-    if dest.kind == "shell":
-        stages.append(Stage("shell command %r" % dest.shell_command, dest.receive_argv()))
-    elif dest.kind == "local":
-        stages.append(Stage("btrfs receive", btrfs.receive_argv(dest.path, options.btrfs_debug)))
-    else:
-        receive = btrfs.receive_argv(dest.path, options.btrfs_debug)
-        argv = dest.command_pipeline([([ZSTD, "-d", "-q"], False), (receive, True)]) if compressed else dest.command(receive)
-        stages.append(Stage("btrfs receive on %s" % dest.host, argv))
+    stages.append(Stage(*dest.receiver(options.btrfs_debug, [ZSTD, "-d", "-q"] if compressed else None)))
     return stages
 
 

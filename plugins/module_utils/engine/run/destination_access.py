@@ -95,8 +95,7 @@ class DestinationFolders:
         source = self.source
         if self.allow_same_filesystem or source is None or source.filesystem is None:
             return listing
-        if on_same_filesystem(source.endpoint.kind, source.filesystem, source_uuids(source),
-                              dest.kind, listing):
+        if on_same_filesystem(source.endpoint, source.filesystem, source_uuids(source), dest, listing):
             raise EndpointError(
                 f"destination {dest.id} is on the same btrfs filesystem as the source {source.id} "
                 f"({listing.filesystem}), so a backup there is lost with the source's disk: refused "
@@ -122,7 +121,7 @@ def source_uuids(source) -> frozenset:
     if listing.uuids is not None:
         return listing.uuids
     found = {s.uuid for s in listing.children.values() if s.uuid}
-    if source.endpoint.kind == "local" and getattr(source.runner, "kernel_listing", False):
+    if source.endpoint.kernel_answers(source.runner):
         try:
             found.add(subvolume_info(source.endpoint.path)[1])  # the source itself (a first run)
         except OSError:
@@ -146,10 +145,10 @@ def not_mounted_hint(err: NotBtrfsError) -> str:
             f"disk should be mounted at {err.path}, mount it, or choose a folder on btrfs")
 
 
-def on_same_filesystem(source_kind, source_listing, uuids, dest_kind, dest_listing) -> bool:
-    """Pure: whether a destination's listing is of the source's own filesystem: the same mount
-    source on this machine, or (any host, e.g. ssh://localhost) a subvolume UUID of the source's
-    filesystem among the destination's."""
-    if source_kind == "local" and dest_kind == "local" and source_listing.filesystem:
+def on_same_filesystem(source, source_listing, uuids, dest, dest_listing) -> bool:
+    """Pure: whether a destination's listing is of the source's own filesystem (endpoints
+    `source` and `dest`): the same mount source on one machine, or (any host, e.g.
+    ssh://localhost) a subvolume UUID of the source's filesystem among the destination's."""
+    if source.shares_mounts_with(dest) and source_listing.filesystem:
         return source_listing.filesystem == dest_listing.filesystem
     return bool(dest_listing.uuids and uuids and not uuids.isdisjoint(dest_listing.uuids))

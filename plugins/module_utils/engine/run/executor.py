@@ -13,7 +13,7 @@ import logging
 import posixpath
 
 from ..host import effects, restore_target
-from ..host.capabilities import EndsProbe
+from ..host.capabilities import EndToolsProbe
 from ..host.listing import Subvolume
 from ..host.streams import StreamOptions
 from ..model.errors import ConfigError
@@ -84,10 +84,10 @@ class Executor:
             return planned(step) if planned else None
         return self._effects[type(step)](step)
 
-    def probe(self, source) -> EndsProbe:
-        """The run's one EndsProbe: what each end of `source`'s streams can do, asked once per host."""
+    def probe(self, source) -> EndToolsProbe:
+        """The run's one EndToolsProbe: what each end of `source`'s streams can do, asked once per host."""
         if self.ends is None:
-            self.ends = EndsProbe(self.runner, source)
+            self.ends = EndToolsProbe(self.runner, source)
         return self.ends
 
     def holding(self, lock):

@@ -12,7 +12,7 @@ import os
 from .destination_access import DestinationFolders
 from ..model import job_settings, unsent
 from .destination_sync import DestinationSync
-from ..host.endpoints import LocalEndpoint, SshConnections, parse_location
+from ..host.endpoints import SshConnections, parse_location
 from ..model.errors import BackupError, ConfigError
 from .executor import EffectOptions, Executor
 from ..host.joblock import JobLock, remove_legacy_lock
@@ -77,9 +77,9 @@ class _Prepared:
             if endpoint.id not in seen:
                 seen.add(endpoint.id)
                 self.destinations.append(endpoint)
-        if isinstance(source, LocalEndpoint):
+        if source.on_this_machine:
             for dest in self.destinations:
-                if isinstance(dest, LocalEndpoint) and dest.id == os.path.realpath(self.source.folder):
+                if dest.on_this_machine and dest.id == os.path.realpath(self.source.folder):
                     raise ConfigError(f"destination {dest.path} is the snapshot folder itself")
 
 
@@ -130,7 +130,7 @@ class _Run:
         with SshConnections(self.runner, [self.source.endpoint] + self.prepared.destinations) as connections:
             self.connections = connections
             with self.executor.holding(JobLock(job_lock_path(self.source.identity))) as held:  # rule 5
-                if held and isinstance(self.source.endpoint, LocalEndpoint):
+                if held and self.source.endpoint.on_this_machine:
                     remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
                 # Listed under the lock, so no other run of this job changes it meanwhile.
                 self._phases(self._snapshot_folder())

@@ -26,7 +26,7 @@ def local_folder(path: str) -> str:
     """The folder prune works on: a path on this machine, where the kernel knows when each
     backup arrived; a remote folder is refused (its received times are known only on its server)."""
     endpoint = parse_location(path, allow_shell=False)
-    if not isinstance(endpoint, LocalEndpoint):
+    if not endpoint.on_this_machine:
         raise ConfigError(f"prune works on a folder of this machine, not {path}: it decides by when "
                           "this server received each backup, which only the server knows; run "
                           "'btrfs-backup prune' on the backup server")

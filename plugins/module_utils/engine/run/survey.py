@@ -1,10 +1,10 @@
 """Effects: what a job's snapshots and backups are right now, listed at the source and every destination."""
 
 from ..model import names
-from ..host.endpoints import LocalEndpoint, ShellEndpoint, SshConnections, parse_location
+from ..host.endpoints import SshConnections, parse_location
 from ..model.errors import BackupError
 from ..host.listing import list_folder
-from ..host.locks import LocalLockStore, RemoteLockStore
+from ..host.locks import lock_store
 from ..model.planning import counterpart
 from ..model.run_record import snapshot_timestamp
 from ..host.runner import CommandRunner
@@ -43,9 +43,7 @@ def survey_job(spec, runner=None):
                                 if s.readonly and names.is_snapshot_name(spec.prefix, s.name)),
                                key=lambda s: names.sort_key(spec.prefix, s.name))
             report["snapshots"] = [_item(spec.prefix, s.name) for s in snapshots]
-            store = LocalLockStore(spec.folder) if isinstance(source, LocalEndpoint) \
-                else RemoteLockStore(source, runner, spec.folder)
-            report["locks"] = store.read().as_dict()
+            report["locks"] = lock_store(source, runner, spec.folder).read().as_dict()
         except BackupError as err:
             report["source_error"] = str(err)
         for location in spec.destinations:
@@ -54,8 +52,8 @@ def survey_job(spec, runner=None):
             except BackupError as err:
                 report["destinations"][location] = {"backups": None, "error": str(err)}
                 continue
-            if isinstance(dest, ShellEndpoint):
-                report["destinations"][dest.id] = {"backups": None, "error": "a shell:// sink cannot be listed"}
+            if not dest.can_list:
+                report["destinations"][dest.id] = {"backups": None, "error": f"{dest.what} cannot be listed"}
                 continue
             connections.attach(dest)
             try:

@@ -43,8 +43,8 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
 def _compressible(source, destinations, snapshot, stream, ends):
     """With `--compress auto`, whether a sample of a local snapshot's data compresses (None: not
     asked, or no sample; a remote source is not sampled, nor is data no end could compress)."""
-    if stream.compress_level is None or stream.compress_explicit or source.kind != "local" \
-            or not ends(None).zstd or not any(d.kind == "ssh" and ends(d).zstd for d in destinations):
+    if stream.compress_level is None or stream.compress_explicit or not source.on_this_machine \
+            or not ends(None).zstd or not any(d.crosses_network and ends(d).zstd for d in destinations):
         return None
     ratio = ends.sample(snapshot.path)
     compressible = looks_compressible(ratio)
@@ -58,7 +58,7 @@ def _say_fallbacks(source, destinations, stream, ends):
     """One log line for each ssh end that cannot take the compressed stream it was meant to."""
     if stream.compress_level is None:
         return
-    for end in [d for d in destinations if d.kind == "ssh"] + ([source] if source.kind == "ssh" else []):
+    for end in [d for d in destinations if d.crosses_network] + ([source] if source.crosses_network else []):
         missing = [where for where, e in (("this host", ends(None)), (end.id, ends(end))) if not e.zstd]
         if missing and end.id not in ends.warned_no_zstd:
             ends.warned_no_zstd.add(end.id)

@@ -102,7 +102,7 @@ def test_the_compressed_receive_is_accepted(folder, debug, expected, sudo):
 
 @pytest.mark.parametrize("sudo", [False, True], ids=["plain", "ssh-sudo"])
 def test_the_probes_of_a_destination_are_accepted_as_one_batch(sudo):
-    """What EndsProbe sends to a destination, the mode probe with the version probes."""
+    """What EndToolsProbe sends to a destination, the mode probe with the version probes."""
     request = parse_request(batch_line([(["btrfs", "--version"], True), (["zstd", "--version"], False),
                                         (MODE_PROBE, False)], sudo), ROOT)
     assert request.operations == [Operation("btrfs_version"), Operation("zstd_version"), Operation("mode")]

@@ -1,4 +1,5 @@
-"""engine.host.endpoints: location parsing, dest ids, the ssh command line and batched remote output."""
+"""engine.host.endpoints: each kind's answers, location parsing, dest ids, the ssh command line,
+batched remote output and an ssh host that failed once failing fast."""
 
 import os
 import shlex
@@ -6,12 +7,136 @@ import subprocess
 
 import pytest
 
-from engine.host import btrfs
-from engine.host.endpoints import (BULK_CIPHERS, DEFAULT_SSH_OPTIONS, OPENSSH_DEFAULT_CIPHERS,
-                              LocalEndpoint, ShellEndpoint, SshConnections, SshEndpoint,
-                              parse_location, split_batch_output)
+from engine.host import btrfs, effects
+from engine.host.endpoints import (BULK_CIPHERS, DEFAULT_SSH_OPTIONS, KINDS, OPENSSH_DEFAULT_CIPHERS,
+                                   LocalEndpoint, ShellEndpoint, SshConnections, SshEndpoint,
+                                   parse_location, split_batch_output)
+from engine.host.locks import LocalLockStore, LockTable, RemoteLockStore
 from engine.model.errors import ConfigError, EndpointError, UnreachableError
 from engine.host.runner import CommandResult
+
+
+# -- what each kind answers (the engine asks these instead of the kind) ---------------------------
+
+LOCAL = "/backup"
+SSH = "ssh://nas/backup"
+SHELL = "shell://cat > /backup/home.btrfs"
+
+
+@pytest.mark.parametrize("spec, cls, what, can_list, on_this_machine, crosses_network, with_btrfs", [
+    pytest.param(LOCAL, LocalEndpoint, "a local folder", True, True, False, True, id="local"),
+    pytest.param(SSH, SshEndpoint, "an ssh folder", True, False, True, True, id="ssh"),
+    pytest.param(SHELL, ShellEndpoint, "a shell:// sink", False, False, False, False, id="shell"),
+])
+def test_each_kind_answers_for_itself(spec, cls, what, can_list, on_this_machine, crosses_network,
+                                      with_btrfs):
+    endpoint = parse_location(spec)
+    assert type(endpoint) is cls
+    assert endpoint.what == what
+    assert endpoint.can_list is can_list  # False: a stream sink with no folder
+    assert endpoint.on_this_machine is on_this_machine
+    assert endpoint.crosses_network is crosses_network  # compression pays; tools are elsewhere
+    assert endpoint.receives_with_btrfs is with_btrfs
+
+
+class _RealMachine:
+    kernel_listing = True
+
+
+class _Fake:
+    """A stand-in runner: no kernel to ask."""
+
+
+@pytest.mark.parametrize("spec, real, fake", [
+    pytest.param(LOCAL, True, False, id="local"),
+    pytest.param(SSH, False, False, id="ssh"),
+    pytest.param(SHELL, False, False, id="shell"),
+])
+def test_only_a_local_folder_may_ask_the_kernel_and_only_on_the_real_machine(spec, real, fake):
+    endpoint = parse_location(spec)
+    assert endpoint.kernel_answers(_RealMachine()) is real
+    assert endpoint.kernel_answers(_Fake()) is fake
+
+
+@pytest.mark.parametrize("source, dest, shared", [
+    pytest.param(LOCAL, "/mnt/usb", True, id="local-local"),
+    pytest.param(LOCAL, SSH, False, id="local-ssh"),
+    pytest.param(SSH, LOCAL, False, id="ssh-local"),
+    pytest.param(SSH, "ssh://nas/other", False, id="ssh-ssh"),
+])
+def test_mount_sources_compare_only_on_one_machine(source, dest, shared):
+    assert parse_location(source).shares_mounts_with(parse_location(dest)) is shared
+
+
+@pytest.mark.parametrize("spec, returncode, unreachable", [
+    pytest.param(SSH, 255, True, id="ssh-255-is-ssh-itself"),
+    pytest.param(SSH, 1, False, id="ssh-1-is-the-command"),
+    pytest.param(LOCAL, 255, False, id="local-255-is-the-command"),
+])
+def test_what_a_failed_command_means(spec, returncode, unreachable):
+    endpoint = parse_location(spec)
+    failure = endpoint.connection_failure(CommandResult(["x"], returncode, "", "ssh: connect to host nas: "
+                                                                               "Connection refused\n"))
+    if unreachable:
+        assert isinstance(failure, UnreachableError)
+        assert str(failure) == "cannot reach ssh://nas/backup: ssh: connect to host nas: Connection refused"
+    else:
+        assert failure is None
+
+
+@pytest.mark.parametrize("spec, store", [
+    pytest.param(LOCAL, LocalLockStore, id="local-file"),
+    pytest.param(SSH, RemoteLockStore, id="over-ssh"),
+])
+def test_each_kind_makes_its_lock_store(spec, store):
+    assert type(parse_location(spec).lock_store(None, "/data/snapshot")) is store
+
+
+def test_a_shell_sink_has_no_lock_store():
+    with pytest.raises(EndpointError, match="no snapshot folder"):
+        parse_location(SHELL).lock_store(None, "/data/snapshot")
+
+
+ZSTD_C, ZSTD_D = ["zstd", "-q", "-c"], ["zstd", "-d", "-q"]
+SEND = ["btrfs", "send", "/data/snapshot/s1"]
+
+
+@pytest.mark.parametrize("spec, compress, name, words", [
+    pytest.param(LOCAL, None, "btrfs send", SEND, id="local"),
+    pytest.param(SSH, None, "btrfs send on nas", SEND, id="ssh"),
+    pytest.param(SSH, ZSTD_C, "btrfs send | zstd on nas", SEND + ["|"] + ZSTD_C, id="ssh-compressed"),
+])
+def test_sender(spec, compress, name, words):
+    stage_name, argv = parse_location(spec).sender(SEND, compress)
+    assert stage_name == name
+    assert (argv if spec == LOCAL else shlex.split(argv[-1])) == words
+
+
+@pytest.mark.parametrize("spec, decompress, name, words", [
+    pytest.param(LOCAL, None, "btrfs receive", ["btrfs", "receive", "/backup"], id="local"),
+    pytest.param(SSH, None, "btrfs receive on nas", ["btrfs", "receive", "/backup"], id="ssh"),
+    pytest.param(SSH, ZSTD_D, "btrfs receive on nas", ZSTD_D + ["|", "btrfs", "receive", "/backup"],
+                 id="ssh-compressed"),
+    pytest.param(SHELL, None, "shell command 'cat > /backup/home.btrfs'",
+                 ["sh", "-c", "cat > /backup/home.btrfs"], id="shell"),
+])
+def test_receiver(spec, decompress, name, words):
+    stage_name, argv = parse_location(spec).receiver(False, decompress)
+    assert stage_name == name
+    assert (shlex.split(argv[-1]) if spec == SSH else argv) == words
+
+
+@pytest.mark.parametrize("spec", [LOCAL, SHELL])
+def test_a_stream_that_crosses_no_network_is_not_compressed(spec):
+    endpoint = parse_location(spec)
+    with pytest.raises(ValueError, match="crosses no network"):
+        endpoint.receiver(False, ZSTD_D)
+
+
+def test_the_kinds_table_names_every_scheme():
+    assert {scheme: cls.kind for scheme, cls in KINDS.items()} == {"ssh": "ssh", "shell": "shell"}
+    with pytest.raises(ConfigError, match=r"unknown scheme \(use a path, ssh:// or shell://\)"):
+        parse_location("borg://x/y")
 
 
 # -- parse_location: what each accepted spelling becomes -----------------------------------------
@@ -313,3 +438,40 @@ def test_user_cipher_option_wins_over_the_bulk_order():
     argv = endpoint.ssh_argv()
     # ssh keeps the first value it sees for an option: the user's comes first.
     assert argv.index("Ciphers=aes256-ctr") < argv.index("Ciphers=" + BULK_CIPHERS)
+
+
+# -- a host whose shared connection failed: every command of the run fails at once ---------------
+
+class _DeadHost:
+    """ssh -G answers; the shared connection times out; any other command is recorded."""
+
+    STDERR = "ssh: connect to host nas port 22: Connection timed out"
+
+    def __init__(self):
+        self.commands = []
+
+    def run(self, argv, input_text=None):
+        if "-G" in argv:
+            return CommandResult(argv, 0, "ciphers aes256-ctr\n", "")
+        if "-N" in argv:
+            return CommandResult(argv, 255, "", self.STDERR + "\n")
+        if "-O" not in argv:
+            self.commands.append(argv)
+        return CommandResult(argv, 255, "", self.STDERR + "\n")
+
+
+@pytest.mark.parametrize("command", [
+    pytest.param(lambda e, r: e.run(r, ["btrfs", "--version"]), id="run"),
+    pytest.param(lambda e, r: e.run_batch(r, [(["btrfs", "--version"], True)]), id="run-batch"),
+    pytest.param(lambda e, r: effects.make_folder(e, r, "/backup/new"), id="an-effect"),
+    pytest.param(lambda e, r: e.lock_store(r, "/data/snapshot").write(LockTable()), id="lock-write"),
+])
+def test_a_host_whose_shared_connection_failed_runs_nothing_more(command):
+    """Each command would wait for the same timeout again: all of the run's commands for that
+    host fail at once with ssh's first answer, and no ssh is started for them."""
+    runner = _DeadHost()
+    endpoint = SshEndpoint("nas", "/backup")
+    with SshConnections(runner, [endpoint]):
+        with pytest.raises(UnreachableError, match="Connection timed out"):
+            command(endpoint, runner)
+    assert runner.commands == []

@@ -2,12 +2,12 @@
 
 import pytest
 
-from engine.host.capabilities import ends_from, progs_version
+from engine.host.capabilities import end_tools_from, progs_version
 from engine.host.endpoints import parse_location
 from engine.model.errors import ConfigError, TransferError
 from engine.host.pipeline import Node, Stage, run_pipeline, run_stream
 from engine.host.runner import CommandRunner
-from engine.host.streams import Ends, StreamOptions, plan_stream
+from engine.host.streams import EndTools, StreamOptions, plan_stream
 from engine.model.compression import parse_compress
 from engine.run.transfer import progress_line
 
@@ -21,8 +21,8 @@ BARE = parse_location("ssh://root@bare.example/b")  # a host without zstd
 
 def ends(endpoint):
     if endpoint is BARE:
-        return Ends(zstd=False, proto2=False)
-    return Ends(zstd=True, proto2=True)
+        return EndTools(zstd=False, proto2=False)
+    return EndTools(zstd=True, proto2=True)
 
 
 def shape(node):
@@ -76,16 +76,16 @@ def test_the_remote_commands_are_quoted_pipes():
     assert receive[-1] == "zstd -d -q | btrfs receive /b"
 
 
-@pytest.mark.parametrize("source_ends, receivers, setting, flags", [
-    (Ends(proto2=True), [Ends(proto2=True)], "auto", ["--proto", "2", "--compressed-data"]),
-    (Ends(proto2=True), [Ends(proto2=True), Ends(proto2=False)], "auto", []),
-    (Ends(proto2=False), [Ends(proto2=True)], "auto", []),
-    (Ends(proto2=True), [Ends(proto2=True)], "1", []),
-    (Ends(proto2=False), [Ends(proto2=False)], "2", ["--proto", "2", "--compressed-data"]),
+@pytest.mark.parametrize("source_tools, receivers, setting, flags", [
+    (EndTools(proto2=True), [EndTools(proto2=True)], "auto", ["--proto", "2", "--compressed-data"]),
+    (EndTools(proto2=True), [EndTools(proto2=True), EndTools(proto2=False)], "auto", []),
+    (EndTools(proto2=False), [EndTools(proto2=True)], "auto", []),
+    (EndTools(proto2=True), [EndTools(proto2=True)], "1", []),
+    (EndTools(proto2=False), [EndTools(proto2=False)], "2", ["--proto", "2", "--compressed-data"]),
 ])
-def test_send_protocol(source_ends, receivers, setting, flags):
+def test_send_protocol(source_tools, receivers, setting, flags):
     from engine.host.streams import send_flags
-    assert send_flags(StreamOptions(send_protocol=setting), source_ends, receivers) == flags
+    assert send_flags(StreamOptions(send_protocol=setting), source_tools, receivers) == flags
 
 
 def test_a_shell_sink_keeps_protocol_1():
@@ -115,8 +115,8 @@ def test_parse_compress_refuses(text):
     ("", False, None, False),
     ("something else", True, "", False),
 ])
-def test_ends_from_probes(version, zstd, stream_version, proto2):
-    found = ends_from(version, zstd, stream_version)
+def test_end_tools_from_probes(version, zstd, stream_version, proto2):
+    found = end_tools_from(version, zstd, stream_version)
     assert (found.zstd, found.proto2) == (zstd, proto2)
 
 

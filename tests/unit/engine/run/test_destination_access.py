@@ -4,6 +4,7 @@ import pytest
 
 from engine.run.destination_access import not_mounted_hint, on_same_filesystem
 from engine.model.errors import NotBtrfsError
+from engine.host.endpoints import parse_location
 from engine.host.listing import FolderListing
 
 
@@ -12,26 +13,27 @@ def listing(filesystem, uuids=None):
 
 
 A, B, C = "uuid-a", "uuid-b", "uuid-c"
+LOCAL, SSH = parse_location("/data"), parse_location("ssh://nas/backup")
 
 
-@pytest.mark.parametrize("source_kind, source, uuids, dest_kind, dest, same", [
-    pytest.param("local", listing("/dev/sda2"), frozenset(), "local", listing("/dev/sda2"), True,
+@pytest.mark.parametrize("source_end, source, uuids, dest_end, dest, same", [
+    pytest.param(LOCAL, listing("/dev/sda2"), frozenset(), LOCAL, listing("/dev/sda2"), True,
                  id="local-same-device"),
-    pytest.param("local", listing("/dev/sda2"), frozenset(), "local", listing("/dev/sdb1"), False,
+    pytest.param(LOCAL, listing("/dev/sda2"), frozenset(), LOCAL, listing("/dev/sdb1"), False,
                  id="local-other-disk"),
-    pytest.param("local", listing("/dev/sda2"), frozenset({A}), "ssh", listing("/dev/sda2", frozenset({A, B})),
+    pytest.param(LOCAL, listing("/dev/sda2"), frozenset({A}), SSH, listing("/dev/sda2", frozenset({A, B})),
                  True, id="ssh-to-localhost-shows-the-sources-snapshot"),
-    pytest.param("local", listing("/dev/sda2"), frozenset({A}), "ssh", listing("/dev/sda2", frozenset({B, C})),
+    pytest.param(LOCAL, listing("/dev/sda2"), frozenset({A}), SSH, listing("/dev/sda2", frozenset({B, C})),
                  False, id="ssh-host-with-the-same-device-name"),
-    pytest.param("ssh", listing("/dev/sda2", frozenset({A, B})), frozenset({A, B}), "ssh",
+    pytest.param(SSH, listing("/dev/sda2", frozenset({A, B})), frozenset({A, B}), SSH,
                  listing("/dev/sdb", frozenset({B})), True, id="remote-to-remote-same-fs"),
-    pytest.param("ssh", listing("/dev/sda2", frozenset({A})), frozenset({A}), "local", listing("/dev/sda2"),
+    pytest.param(SSH, listing("/dev/sda2", frozenset({A})), frozenset({A}), LOCAL, listing("/dev/sda2"),
                  False, id="pull-local-listing-has-no-uuids"),
-    pytest.param("local", listing("/dev/sda2"), frozenset(), "ssh", listing("/dev/sda2", frozenset({B})),
+    pytest.param(LOCAL, listing("/dev/sda2"), frozenset(), SSH, listing("/dev/sda2", frozenset({B})),
                  False, id="first-run-no-snapshot-yet"),
 ])
-def test_same_filesystem(source_kind, source, uuids, dest_kind, dest, same):
-    assert on_same_filesystem(source_kind, source, uuids, dest_kind, dest) is same
+def test_same_filesystem(source_end, source, uuids, dest_end, dest, same):
+    assert on_same_filesystem(source_end, source, uuids, dest_end, dest) is same
 
 
 @pytest.mark.parametrize("path, fstype, expected", [

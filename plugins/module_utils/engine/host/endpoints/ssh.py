@@ -1,16 +1,20 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""Where commands run: a local path, `ssh://[user@]host[:port]/path`, or a `shell://` stream sink."""
+"""`ssh://[user@]host[:port]/path`: a folder on another host, reached with ssh(1); one shared
+connection per host and run (SshConnections), several commands in one batch."""
+
+from __future__ import annotations
 
 import os
-import posixpath
 import re
 import shlex
 
-from ..model.errors import ConfigError, EndpointError, UnreachableError
-from .runner import LOG, CommandResult
-from ..model.ssh_retry import retry_delay, retry_message, turned_away
+from ...model.errors import ConfigError, EndpointError, UnreachableError
+from ...model.ssh_retry import retry_delay, retry_message, turned_away
+from .. import btrfs
+from ..runner import LOG, CommandResult
+from .base import Endpoint, check_path
 
 # Patterns as text: `re` compiles (and caches) each on first use, so a local run pays for none
 # of the ssh ones (start-up time of every run).
@@ -27,6 +31,10 @@ DEFAULT_SSH_OPTIONS = (
 )
 
 
+_SSH_URL_RE = (
+    r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@]+)(?::(?P<port>[^/]*))?(?P<path>/.*)$"
+)
+
 # OpenSSH's built-in cipher order. When ssh -G shows it unchanged (nobody configured Ciphers),
 # the same ciphers are offered with AES-GCM first: with AES-NI it moves bulk data markedly
 # faster than chacha20-poly1305, and every server that accepted the default still agrees.
@@ -36,76 +44,12 @@ BULK_CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305
                 "aes128-ctr,aes192-ctr,aes256-ctr")
 
 
-def check_path(path, what):
-    """A usable filesystem path: no NUL/newline, no '..' component; returned normalised."""
-    if not isinstance(path, str) or not path:
-        raise ConfigError("%s: a path is required" % what)
-    if "\x00" in path or "\n" in path:
-        raise ConfigError("%s %r: control characters are not allowed in paths" % (what, path))
-    if ".." in path.split("/"):
-        raise ConfigError("%s %r: '..' is not allowed in paths; give an absolute path" % (what, path))
-    path = posixpath.normpath(path)
-    # POSIX keeps a leading '//' apart; Linux does not, and one folder must have one id.
-    return "/" + path.lstrip("/") if path.startswith("//") else path
-
-
-class Endpoint:
-    """Common interface: `command()` wraps an argv to run at the endpoint."""
-
-    kind = None
-    can_list = True
-
-    def __init__(self, path):
-        self.path = path
-
-    @property
-    def id(self):
-        raise NotImplementedError
-
-    def command(self, argv, privileged=True):
-        raise NotImplementedError
-
-    def run_batch(self, runner, commands):
-        """Run several argv lists at the endpoint, returning one CommandResult each."""
-        return [runner.run(self.command(argv, privileged)) for argv, privileged in commands]
-
-    def join(self, *parts):
-        return posixpath.join(self.path, *parts)
-
-    def __str__(self):
-        return self.id
-
-
-class LocalEndpoint(Endpoint):
-    """A path on this machine."""
-
-    kind = "local"
-
-    def __init__(self, path):
-        path = check_path(path, "local path")
-        super().__init__(os.path.abspath(path))
-
-    @property
-    def id(self):
-        # btrfs-backup 0.3 used the absolute path; a symlinked path is resolved so that
-        # two spellings of one folder share their locks.
-        return os.path.realpath(self.path)
-
-    @property
-    def id_aliases(self):
-        return {self.path, self.id}
-
-    def command(self, argv, privileged=True):
-        return list(argv)
-
-    def with_path(self, path):
-        return LocalEndpoint(path)
-
-
 class SshEndpoint(Endpoint):
     """A path on a remote host, reached with ssh(1); `sudo -n` before btrfs when asked."""
 
     kind = "ssh"
+    what = "an ssh folder"
+    crosses_network = True
     #: ssh's answer when the run's shared connection could not be opened (SshConnections), or None.
     connect_failure = None
 
@@ -131,6 +75,21 @@ class SshEndpoint(Endpoint):
         self.ssh_binary = ssh_binary
         self.control_path = None  # set by SshConnections to share one connection per run
         self.bulk_ciphers = False  # set by SshConnections when ssh_config leaves Ciphers alone
+
+    @classmethod
+    def from_location(cls, spec, *, ssh_options=(), ssh_sudo=False, **_settings):
+        """An `ssh://[user@]host[:port]/path` URL, with the run's ssh options."""
+        match = re.match(_SSH_URL_RE, spec)
+        if not match:
+            raise ConfigError(
+                "%r is not a valid ssh URL: expected ssh://[user@]host[:port]/absolute/path" % spec)
+        port = match.group("port")
+        if port is not None:
+            if not re.match(r"^[0-9]{1,5}\Z", port):
+                raise ConfigError("%r: port %r is not a number" % (spec, port))
+            port = int(port)
+        return cls(match.group("host"), match.group("path"), user=match.group("user"),
+                   port=port, ssh_options=ssh_options, sudo=ssh_sudo)
 
     @property
     def id(self):
@@ -191,10 +150,13 @@ class SshEndpoint(Endpoint):
         connects them (every word is quoted; only the pipe signs are ours)."""
         return self.ssh_argv() + ["--", " | ".join(self.remote_line(a, p) for a, p in commands)]
 
+    def run(self, runner, argv, privileged=True, input_text=None):
+        self._fail_fast(self.id)
+        return super().run(runner, argv, privileged, input_text)
+
     def run_batch(self, runner, commands):
         """One ssh connection for all commands; each one's exit status is echoed after a marker."""
-        if self.connect_failure is not None:
-            raise unreachable("ssh host", self.connect_failure)
+        self._fail_fast("ssh host")
         marker = "__btrfs_backup_%s__" % os.urandom(16).hex()
         parts = []
         for argv, privileged in commands:
@@ -202,9 +164,37 @@ class SshEndpoint(Endpoint):
         result = runner.run(self.ssh_argv() + ["--", "; ".join(parts)])
         return split_batch_output(result, marker, [argv for argv, _privileged in commands])
 
+    def _fail_fast(self, where):
+        """A host whose shared connection could not be opened is not asked again in this run:
+        each try would wait for the same failure (a silent host: a connect timeout each)."""
+        if self.connect_failure is not None:
+            raise unreachable(where, self.connect_failure)
+
+    def connection_failure(self, result):
+        # 255 is ssh's own failure: the command never ran there.
+        return unreachable(self.id, result.stderr) if result.returncode == 255 else None
+
     def with_path(self, path):
         return SshEndpoint(self.host, path, self.user, self.port, self.ssh_options, self.sudo,
                            self.ssh_binary)
+
+    def lock_store(self, runner, folder):
+        from ..locks import RemoteLockStore
+        return RemoteLockStore(self, runner, folder)
+
+    def sender(self, send_argv, compress_argv=None):
+        if compress_argv is None:
+            return "btrfs send on %s" % self.host, self.command(send_argv)
+        return ("btrfs send | %s on %s" % (compress_argv[0], self.host),
+                self.command_pipeline([(send_argv, True), (compress_argv, False)]))
+
+    def receiver(self, btrfs_debug=False, decompress_argv=None):
+        receive_argv = btrfs.receive_argv(self.path, btrfs_debug)
+        if decompress_argv is None:
+            argv = self.command(receive_argv)
+        else:
+            argv = self.command_pipeline([(decompress_argv, False), (receive_argv, True)])
+        return "btrfs receive on %s" % self.host, argv
 
 
 class SshConnections:
@@ -276,34 +266,6 @@ class SshConnections:
         self._endpoints = []
 
 
-class ShellEndpoint(Endpoint):
-    """`shell://COMMAND`: the send stream is piped into the user's own shell command."""
-
-    kind = "shell"
-    can_list = False
-
-    def __init__(self, shell_command):
-        if not shell_command.strip():
-            raise ConfigError("shell:// destination needs a command, e.g. 'shell://cat > /backup/file'")
-        super().__init__(None)
-        self.shell_command = shell_command
-
-    @property
-    def id(self):
-        return "shell://%s" % self.shell_command
-
-    @property
-    def id_aliases(self):
-        return {self.id}
-
-    def command(self, argv, privileged=True):
-        raise EndpointError("shell:// destinations only receive a stream")
-
-    def receive_argv(self):
-        # The user wrote a shell command on purpose; it is the one place a shell is used.
-        return ["sh", "-c", self.shell_command]
-
-
 def _random_fraction():
     import random  # only runs whose server turned a connection away pay for it
     return random.random()
@@ -343,34 +305,3 @@ def validate_ssh_option(option):
     if not isinstance(option, str) or not re.match(_SSH_OPTION_RE, option) or "\n" in option:
         raise ConfigError("ssh option %r must look like 'Key=value' (an ssh_config option)" % (option,))
     return option
-
-
-_SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://"
-_SSH_URL_RE = (
-    r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@]+)(?::(?P<port>[^/]*))?(?P<path>/.*)$"
-)
-
-
-def parse_location(spec, ssh_options=(), ssh_sudo=False, allow_shell=True):
-    """Turn a command-line location (path, ssh:// URL, shell:// command) into an Endpoint."""
-    if not isinstance(spec, str) or not spec:
-        raise ConfigError("empty location")
-    if spec.startswith("shell://"):
-        if not allow_shell:
-            raise ConfigError("%r: a shell:// command can only be a destination" % spec)
-        return ShellEndpoint(spec[len("shell://"):])
-    if spec.startswith("ssh://"):
-        match = re.match(_SSH_URL_RE, spec)
-        if not match:
-            raise ConfigError(
-                "%r is not a valid ssh URL: expected ssh://[user@]host[:port]/absolute/path" % spec)
-        port = match.group("port")
-        if port is not None:
-            if not re.match(r"^[0-9]{1,5}\Z", port):
-                raise ConfigError("%r: port %r is not a number" % (spec, port))
-            port = int(port)
-        return SshEndpoint(match.group("host"), match.group("path"), user=match.group("user"),
-                           port=port, ssh_options=ssh_options, sudo=ssh_sudo)
-    if "://" in spec and re.match(_SCHEME_RE, spec):
-        raise ConfigError("%r: unknown scheme (use a path, ssh:// or shell://)" % spec)
-    return LocalEndpoint(spec)

@@ -1,0 +1,111 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""The interface every kind of endpoint answers, so that no caller asks which kind it has."""
+
+from __future__ import annotations
+
+import abc
+import posixpath
+
+from ...model.errors import ConfigError
+
+
+def check_path(path, what):
+    """A usable filesystem path: no NUL/newline, no '..' component; returned normalised."""
+    if not isinstance(path, str) or not path:
+        raise ConfigError("%s: a path is required" % what)
+    if "\x00" in path or "\n" in path:
+        raise ConfigError("%s %r: control characters are not allowed in paths" % (what, path))
+    if ".." in path.split("/"):
+        raise ConfigError("%s %r: '..' is not allowed in paths; give an absolute path" % (what, path))
+    path = posixpath.normpath(path)
+    # POSIX keeps a leading '//' apart; Linux does not, and one folder must have one id.
+    return "/" + path.lstrip("/") if path.startswith("//") else path
+
+
+class Endpoint(abc.ABC):
+    """One place a job reads snapshots from or sends them to. Each kind (local.py, ssh.py,
+    shell.py) answers every question the engine has about it: how it runs a command, what
+    a failure there means, how it sends and receives a stream, where its lock file lives."""
+
+    #: The kind's name (its URL scheme; "local" for a path): for tests and messages, never asked.
+    kind = ""
+    #: How a message names a place of this kind.
+    what = ""
+    #: It has a folder of subvolumes to list, check and delete from (False: a stream sink).
+    can_list = True
+    #: Its folder is on this machine's filesystem: os.path and this machine's files reach it.
+    on_this_machine = False
+    #: Its commands and streams cross a network: compression pays on the way, its tools are
+    #: another host's, and that host may be a backup server's `btrfs-backup serve`.
+    crosses_network = False
+    #: A stream sent to it ends in `btrfs receive` (False: in a command that takes any stream,
+    #: so nothing of its tools is asked and it gets the plain protocol 1 stream).
+    receives_with_btrfs = True
+
+    def __init__(self, path):
+        self.path = path
+
+    @property
+    @abc.abstractmethod
+    def id(self) -> str:
+        """The destination id (btrfs-backup 0.3's shape, the key in the lock file)."""
+
+    @property
+    @abc.abstractmethod
+    def id_aliases(self) -> set:
+        """Every id under which the lock file may name this endpoint."""
+
+    @abc.abstractmethod
+    def command(self, argv, privileged=True) -> list:
+        """The argv that runs `argv` at the endpoint (`privileged`: a command that needs root)."""
+
+    @abc.abstractmethod
+    def with_path(self, path) -> Endpoint:
+        """The same place with another folder."""
+
+    @abc.abstractmethod
+    def lock_store(self, runner, folder):
+        """The lock file of its snapshot folder `folder` (host/locks.py)."""
+
+    @abc.abstractmethod
+    def sender(self, send_argv, compress_argv=None) -> tuple:
+        """(stage name, argv) of the process that writes a send stream here; `compress_argv`
+        compresses it before it leaves (only where the stream crosses a network)."""
+
+    @abc.abstractmethod
+    def receiver(self, btrfs_debug=False, decompress_argv=None) -> tuple:
+        """(stage name, argv) of the process that takes a send stream here (`btrfs_debug`: a
+        btrfs receive says what it does); `decompress_argv` first, when the stream comes
+        compressed over a network."""
+
+    def run(self, runner, argv, privileged=True, input_text=None):
+        """Run `argv` at the endpoint through `runner`; its CommandResult."""
+        command = self.command(argv, privileged)
+        return runner.run(command) if input_text is None else runner.run(command, input_text=input_text)
+
+    def run_batch(self, runner, commands):
+        """Run several (argv, privileged) commands at the endpoint, returning one CommandResult each."""
+        return [self.run(runner, argv, privileged) for argv, privileged in commands]
+
+    def connection_failure(self, result):
+        """The error a failed `result` of one of its commands means beyond that command (the
+        host was not reached), or None: the command itself failed."""
+        return None
+
+    def kernel_answers(self, runner) -> bool:
+        """Whether this machine's kernel can be asked about its subvolumes directly (an ioctl,
+        no process), which it can only for the real machine, not through a fake runner."""
+        return False
+
+    def shares_mounts_with(self, other) -> bool:
+        """Whether its listings and `other`'s name devices of one machine's mounts, so that the
+        same mount source there is the same filesystem (rule 8)."""
+        return False
+
+    def join(self, *parts):
+        return posixpath.join(self.path, *parts)
+
+    def __str__(self):
+        return self.id

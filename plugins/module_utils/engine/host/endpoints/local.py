@@ -1,0 +1,67 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""A path on this machine: commands run as they are, the kernel can be asked, the lock file is a local file."""
+
+from __future__ import annotations
+
+import os
+
+from .. import btrfs
+from .base import Endpoint, check_path
+
+
+class LocalEndpoint(Endpoint):
+    """A path on this machine."""
+
+    kind = "local"
+    what = "a local folder"
+    on_this_machine = True
+
+    def __init__(self, path):
+        path = check_path(path, "local path")
+        super().__init__(os.path.abspath(path))
+
+    @classmethod
+    def from_location(cls, spec, **_settings):
+        return cls(spec)
+
+    @property
+    def id(self):
+        # btrfs-backup 0.3 used the absolute path; a symlinked path is resolved so that
+        # two spellings of one folder share their locks.
+        return os.path.realpath(self.path)
+
+    @property
+    def id_aliases(self):
+        return {self.path, self.id}
+
+    def command(self, argv, privileged=True):
+        return list(argv)
+
+    def with_path(self, path):
+        return LocalEndpoint(path)
+
+    def lock_store(self, runner, folder):
+        from ..locks import LocalLockStore
+        return LocalLockStore(folder)
+
+    def sender(self, send_argv, compress_argv=None):
+        _no_network("compress", compress_argv)
+        return "btrfs send", list(send_argv)
+
+    def receiver(self, btrfs_debug=False, decompress_argv=None):
+        _no_network("decompress", decompress_argv)
+        return "btrfs receive", btrfs.receive_argv(self.path, btrfs_debug)
+
+    def kernel_answers(self, runner):
+        return getattr(runner, "kernel_listing", False)
+
+    def shares_mounts_with(self, other):
+        return other.on_this_machine
+
+
+def _no_network(what, argv):
+    # A stream to or from this machine's own folder crosses no network: nothing to (de)compress.
+    if argv is not None:
+        raise ValueError("a local folder's stream is not %sed: it crosses no network" % what)
