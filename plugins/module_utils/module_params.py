@@ -16,7 +16,6 @@ from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import n
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.host import recording
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.units import parse_duration
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.endpoints import (
-    SshEndpoint,
     check_path,
     parse_location,
     validate_ssh_option,
@@ -79,13 +78,8 @@ def location(params, parameter, value, allow_shell=False):
     gets `ssh_user` / `ssh_port` written into it, so that it names the same destination id
     (ssh://user@host:port/path, the key in .outstanding_transfers) as a URL written in full."""
     endpoint = checked(parameter, lambda spec: parse_location(spec, allow_shell=allow_shell), value)
-    if not isinstance(endpoint, SshEndpoint):
-        return value
-    user = endpoint.user or params.get("ssh_user")
-    port = endpoint.port or ssh_port(params)
-    completed = checked("ssh_user" if user != endpoint.user else parameter,
-                        lambda u: SshEndpoint(endpoint.host, endpoint.path, user=u, port=port), user)
-    return completed.id
+    completed = checked("ssh_user", lambda user: endpoint.with_login(user, ssh_port(params)), params.get("ssh_user"))
+    return value if completed is endpoint else completed.id
 
 
 def locations(params, parameter, values, allow_shell=True):

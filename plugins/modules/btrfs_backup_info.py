@@ -348,8 +348,9 @@ def job_facts(status, now):
             "locks": record.get("locks") or 0,
             "verify": record.get("verify"),
         })
+    job = spec.identity
     return {
-        "name": spec.name, "source": spec.source_id, "snapshot_folder": spec.folder,
+        "name": job.name, "source": job.source_id, "snapshot_folder": job.snapshot_folder,
         "config_file": spec.config_file, "status": verdict.label, "fresh": verdict.level == health.OK,
         "reasons": verdict.reasons,
         "max_age_seconds": status.judged.max_age,

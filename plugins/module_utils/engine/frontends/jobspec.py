@@ -14,7 +14,6 @@ from ..model import job_settings
 from ..model.errors import ConfigError
 from ..model.units import parse_duration
 from ..model.job_identity import JobIdentity
-from ..host.state_store import current_state_path
 
 DEFAULT_CONFIG_DIR = "/etc/btrfs-backup"
 
@@ -32,26 +31,6 @@ class JobSpec:
     metrics_dir: Optional[str] = None
     # False for a job given ad hoc without --job-name: the name its runs recorded is its name.
     name_given: bool = True
-
-    @property
-    def name(self):
-        return self.identity.name
-
-    @property
-    def source_id(self):
-        return self.identity.source_id
-
-    @property
-    def folder(self):
-        return self.identity.snapshot_folder
-
-    @property
-    def prefix(self):
-        return self.identity.prefix
-
-    @property
-    def state_path(self):
-        return current_state_path(self.identity)
 
     def named(self, name):
         """The same job under another name (None keeps it)."""

@@ -145,7 +145,7 @@ def status_rows(statuses, now):
             if verify and not verify.get("ok"):
                 error = error or "verify: %s" % "; ".join(verify.get("problems") or [])
             rows.append([
-                spec.name, dest_id, record.get("newest_backup") or "-",
+                spec.identity.name, dest_id, record.get("newest_backup") or "-",
                 format_duration(now - record["newest_backup_time"])
                 if record.get("newest_backup_time") else "-",
                 last_text, (error[:60] + "...") if len(error) > 63 else error or "-",
@@ -182,8 +182,8 @@ def main(argv):
         sys.stdout.write(line + "\n")
         return level
     if options.json:
-        json.dump({"jobs": [{"job": s.spec.name, "source": s.spec.source_id, "snapshot_folder": s.spec.folder,
-                             "config_file": s.spec.config_file, "status": s.judged.verdict.label,
+        json.dump({"jobs": [{"job": s.spec.identity.name, "source": s.spec.identity.source_id,
+                             "snapshot_folder": s.spec.identity.snapshot_folder, "config_file": s.spec.config_file, "status": s.judged.verdict.label,
                              "reasons": s.judged.verdict.reasons, "max_age_seconds": s.judged.max_age,
                              "next_run": _next_run(s.judged.timer), "state": s.judged.state}
                             for s in statuses],
@@ -218,9 +218,9 @@ def write_metrics(specs, errors):
             path = refresh_metrics(identity=spec.identity, metrics_dir=spec.metrics_dir,
                                    max_age=spec.max_age)
         except (BackupError, OSError) as err:
-            errors.append("%s: the metrics were not written: %s" % (spec.name, err))
+            errors.append("%s: the metrics were not written: %s" % (spec.identity.name, err))
             continue
-        sys.stdout.write("%s: wrote %s\n" % (spec.name, path))
+        sys.stdout.write("%s: wrote %s\n" % (spec.identity.name, path))
     for error in errors:
         sys.stderr.write("btrfs-backup status: %s\n" % error)
     return 1 if errors else 0

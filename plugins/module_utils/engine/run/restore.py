@@ -125,7 +125,7 @@ def marker(backup, writable):
 def _put_back(here, runner, aside, target, err):
     """After the new target could not be made: the old one goes back under its name.
     Returns the error to raise, which says where the old target is if that failed too."""
-    back = runner.run(here.command(["mv", "-T", "--", aside, target]))
+    back = here.run(runner, ["mv", "-T", "--", aside, target])
     if back.ok:
         return BackupError("%s; %s is unchanged" % (err, target))
     return BackupError("%s; the earlier %s is kept at %s (moving it back failed: %s)" % (
@@ -133,4 +133,4 @@ def _put_back(here, runner, aside, target, err):
 
 
 def _exists(endpoint, runner, path):
-    return runner.run(endpoint.command(["test", "-e", path])).ok
+    return endpoint.run(runner, ["test", "-e", path]).ok

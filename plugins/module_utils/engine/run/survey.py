@@ -34,16 +34,17 @@ def survey_job(spec, runner=None):
     connections = SshConnections(runner)
     source = connections.attach(parse_location(spec.source, spec.ssh_options, spec.ssh_sudo,
                                                allow_shell=False))
+    folder, prefix = spec.identity.snapshot_folder, spec.identity.prefix
     report = {"snapshots": None, "source_error": None, "locks": {}, "destinations": {}}
     try:
         snapshots = []
         try:
-            listing = list_folder(source, runner, spec.folder)
+            listing = list_folder(source, runner, folder)
             snapshots = sorted((s for s in listing.children.values()
-                                if s.readonly and names.is_snapshot_name(spec.prefix, s.name)),
-                               key=lambda s: names.sort_key(spec.prefix, s.name))
-            report["snapshots"] = [_item(spec.prefix, s.name) for s in snapshots]
-            report["locks"] = lock_store(source, runner, spec.folder).read().as_dict()
+                                if s.readonly and names.is_snapshot_name(prefix, s.name)),
+                               key=lambda s: names.sort_key(prefix, s.name))
+            report["snapshots"] = [_item(prefix, s.name) for s in snapshots]
+            report["locks"] = lock_store(source, runner, folder).read().as_dict()
         except BackupError as err:
             report["source_error"] = str(err)
         for location in spec.destinations:
@@ -58,8 +59,8 @@ def survey_job(spec, runner=None):
             connections.attach(dest)
             try:
                 children = list_folder(dest, runner).children
-                backups = our_backups(spec.prefix, snapshots, children)
-                report["destinations"][dest.id] = {"backups": [_item(spec.prefix, n) for n in backups],
+                backups = our_backups(prefix, snapshots, children)
+                report["destinations"][dest.id] = {"backups": [_item(prefix, n) for n in backups],
                                                    "error": None}
             except BackupError as err:
                 report["destinations"][dest.id] = {"backups": None, "error": str(err)}

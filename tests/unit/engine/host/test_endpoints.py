@@ -84,6 +84,23 @@ def test_what_a_failed_command_means(spec, returncode, unreachable):
         assert failure is None
 
 
+@pytest.mark.parametrize("spec, user, port, completed", [
+    (LOCAL, "backup", 2222, LOCAL),
+    (SHELL, "backup", 2222, SHELL),
+    ("ssh://nas/backup", "backup", 2222, "ssh://backup@nas:2222/backup"),
+    ("ssh://nas/backup", None, None, "ssh://nas/backup"),
+    ("ssh://root@nas:22/backup", "backup", 2222, "ssh://root@nas:22/backup"),  # the URL's own login wins
+])
+def test_a_login_given_apart_completes_only_what_the_location_left_out(spec, user, port, completed):
+    endpoint = parse_location(spec, allow_shell=True)
+    assert endpoint.with_login(user, port).id == parse_location(completed, allow_shell=True).id
+
+
+def test_a_bad_login_given_apart_is_refused():
+    with pytest.raises(ConfigError, match="ssh user"):
+        parse_location("ssh://nas/backup").with_login("bad user", None)
+
+
 @pytest.mark.parametrize("spec, store", [
     pytest.param(LOCAL, LocalLockStore, id="local-file"),
     pytest.param(SSH, RemoteLockStore, id="over-ssh"),

@@ -49,7 +49,7 @@ def test_an_old_place_state_is_read_until_a_save_moves_it(tmp_path):
     assert current_state_path(job) == str(old)
     assert load_state(job)["destinations"] == {"/b": {"newest_backup": "x"}}
     # A job spec (status, the info module) finds the same file.
-    assert job_from_args([source, "/b"]).state_path == str(old)
+    assert current_state_path(job_from_args([source, "/b"]).identity) == str(old)
 
     written = save_state(job, {"job": "home", "destinations": {}})
 

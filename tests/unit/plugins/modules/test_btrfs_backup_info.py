@@ -28,7 +28,7 @@ def test_the_parameters_make_the_job():
         source="/home", destinations=["/mnt/b1", "ssh://nas/srv/b"], snapshot_folder="snaps",
         snapshot_prefix="home-", ssh_user="backup", ssh_port=2222, ssh_sudo=True,
         ssh_options=["Compression=no"], job_name="home"))
-    assert (job.name, job.source, job.source_id, job.folder, job.prefix) == (
+    assert (job.identity.name, job.source, job.identity.source_id, job.identity.snapshot_folder, job.identity.prefix) == (
         "home", "/home", "/home", "/home/snaps", "home-")
     assert job.destinations == ["/mnt/b1", "ssh://backup@nas:2222/srv/b"]
     assert (job.ssh_options, job.ssh_sudo) == (["Compression=no"], True)
@@ -36,9 +36,9 @@ def test_the_parameters_make_the_job():
 
 def test_defaults_are_the_engines():
     job = btrfs_backup_info.ad_hoc_job(params_with(source="/home"))
-    assert (job.folder, job.prefix, job.destinations, job.ssh_options, job.ssh_sudo) == (
+    assert (job.identity.snapshot_folder, job.identity.prefix, job.destinations, job.ssh_options, job.ssh_sudo) == (
         "/home/snapshot", "", [], [], False)
-    assert job.name  # made from the source
+    assert job.identity.name  # made from the source
 
 
 @pytest.mark.parametrize("given, parameter", [

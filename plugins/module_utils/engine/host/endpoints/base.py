@@ -65,6 +65,11 @@ class Endpoint(abc.ABC):
     def with_path(self, path) -> Endpoint:
         """The same place with another folder."""
 
+    def with_login(self, user, port) -> Endpoint:
+        """The same place, reached as `user` on `port` where its location named neither (a place
+        that needs no login is itself)."""
+        return self
+
     @abc.abstractmethod
     def lock_store(self, runner, folder):
         """The lock file of its snapshot folder `folder` (host/locks.py)."""

@@ -178,6 +178,10 @@ class SshEndpoint(Endpoint):
         return SshEndpoint(self.host, path, self.user, self.port, self.ssh_options, self.sudo,
                            self.ssh_binary)
 
+    def with_login(self, user, port):
+        return SshEndpoint(self.host, self.path, self.user or user, self.port or port, self.ssh_options, self.sudo,
+                           self.ssh_binary)
+
     def lock_store(self, runner, folder):
         from ..locks import RemoteLockStore
         return RemoteLockStore(self, runner, folder)
