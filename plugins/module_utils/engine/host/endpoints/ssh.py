@@ -44,6 +44,35 @@ BULK_CIPHERS = ("aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305
                 "aes128-ctr,aes192-ctr,aes256-ctr")
 
 
+def _checked_target(host, user, port, path, ssh_options):
+    """The remote path, once host, user, port, path and options are each found valid."""
+    if not re.match(_HOST_RE, host or ""):
+        raise ConfigError("ssh host %r is not a valid host name or address" % (host,))
+    if user is not None and not re.match(_USER_RE, user):
+        raise ConfigError("ssh user %r is not a valid user name" % (user,))
+    if port is not None and not (isinstance(port, int) and 0 < port < 65536):
+        raise ConfigError("ssh port %r is not a port number (1-65535)" % (port,))
+    path = check_path(path, "remote path")
+    if not path.startswith("/"):
+        raise ConfigError("remote path %r must be absolute" % (path,))
+    for option in ssh_options:
+        validate_ssh_option(option)
+    return path
+
+
+def parse_ssh_url(spec):
+    """(host, path, user, port) of an `ssh://[user@]host[:port]/path` URL."""
+    match = re.match(_SSH_URL_RE, spec)
+    if not match:
+        raise ConfigError("%r is not a valid ssh URL: expected ssh://[user@]host[:port]/absolute/path" % spec)
+    port = match.group("port")
+    if port is not None:
+        if not re.match(r"^[0-9]{1,5}\Z", port):
+            raise ConfigError("%r: port %r is not a number" % (spec, port))
+        port = int(port)
+    return match.group("host"), match.group("path"), match.group("user"), port
+
+
 class SshEndpoint(Endpoint):
     """A path on a remote host, reached with ssh(1); `sudo -n` before btrfs when asked."""
 
@@ -55,18 +84,7 @@ class SshEndpoint(Endpoint):
 
     def __init__(self, host, path, user=None, port=None, ssh_options=(), sudo=False,
                  ssh_binary="ssh"):
-        if not re.match(_HOST_RE, host or ""):
-            raise ConfigError("ssh host %r is not a valid host name or address" % (host,))
-        if user is not None and not re.match(_USER_RE, user):
-            raise ConfigError("ssh user %r is not a valid user name" % (user,))
-        if port is not None and not (isinstance(port, int) and 0 < port < 65536):
-            raise ConfigError("ssh port %r is not a port number (1-65535)" % (port,))
-        path = check_path(path, "remote path")
-        if not path.startswith("/"):
-            raise ConfigError("remote path %r must be absolute" % (path,))
-        for option in ssh_options:
-            validate_ssh_option(option)
-        super().__init__(path)
+        super().__init__(_checked_target(host, user, port, path, ssh_options))
         self.host = host
         self.user = user
         self.port = port
@@ -79,24 +97,13 @@ class SshEndpoint(Endpoint):
     @classmethod
     def from_location(cls, spec, *, ssh_options=(), ssh_sudo=False, **_settings):
         """An `ssh://[user@]host[:port]/path` URL, with the run's ssh options."""
-        match = re.match(_SSH_URL_RE, spec)
-        if not match:
-            raise ConfigError(
-                "%r is not a valid ssh URL: expected ssh://[user@]host[:port]/absolute/path" % spec)
-        port = match.group("port")
-        if port is not None:
-            if not re.match(r"^[0-9]{1,5}\Z", port):
-                raise ConfigError("%r: port %r is not a number" % (spec, port))
-            port = int(port)
-        return cls(match.group("host"), match.group("path"), user=match.group("user"),
-                   port=port, ssh_options=ssh_options, sudo=ssh_sudo)
+        host, path, user, port = parse_ssh_url(spec)
+        return cls(host, path, user=user, port=port, ssh_options=ssh_options, sudo=ssh_sudo)
 
     @property
     def id(self):
         # Same shape as btrfs-backup 0.3, so its lock entries keep matching.
-        target = self.host
-        if self.user:
-            target = "%s@%s" % (self.user, target)
+        target = "%s@%s" % (self.user, self.host) if self.user else self.host
         if self.port:
             target = "%s:%s" % (target, self.port)
         return "ssh://%s%s" % (target, self.path)
@@ -115,27 +122,12 @@ class SshEndpoint(Endpoint):
         argv.append("%s@%s" % (self.user, host) if self.user else host)
         return argv
 
-    def user_multiplexing(self):
-        """The user's ssh options decide about connection sharing themselves (ssh keeps the first
-        value, and theirs come first)."""
-        return any(o.split("=", 1)[0].strip().lower() in ("controlmaster", "controlpath")
-                   for o in self.ssh_options)
-
     def _multiplexing(self):
         options = ["Ciphers=%s" % BULK_CIPHERS] if self.bulk_ciphers else []
         if self.control_path:
             options += ["ControlMaster=auto", "ControlPath=%s" % self.control_path,
                         "ControlPersist=60"]
         return options
-
-    def configured_ciphers(self, runner):
-        """The cipher list ssh would use for this host (ssh -G: reads config, no connection)."""
-        argv = self.ssh_argv()
-        result = runner.run(argv[:-1] + ["-G", argv[-1]])
-        for line in result.stdout.splitlines() if result.ok else ():
-            if line.startswith("ciphers "):
-                return line.split(None, 1)[1].strip()
-        return None
 
     def remote_line(self, argv, privileged=True):
         """A remote command line with every word quoted (the remote login shell parses it)."""
@@ -175,12 +167,11 @@ class SshEndpoint(Endpoint):
         return unreachable(self.id, result.stderr) if result.returncode == 255 else None
 
     def with_path(self, path):
-        return SshEndpoint(self.host, path, self.user, self.port, self.ssh_options, self.sudo,
-                           self.ssh_binary)
+        return SshEndpoint(self.host, path, self.user, self.port, self.ssh_options, self.sudo, self.ssh_binary)
 
     def with_login(self, user, port):
-        return SshEndpoint(self.host, self.path, self.user or user, self.port or port, self.ssh_options, self.sudo,
-                           self.ssh_binary)
+        return SshEndpoint(self.host, self.path, self.user or user, self.port or port, self.ssh_options,
+                           self.sudo, self.ssh_binary)
 
     def lock_store(self, runner, folder):
         from ..locks import RemoteLockStore
@@ -223,7 +214,7 @@ class SshConnections:
     def attach(self, endpoint):
         if not isinstance(endpoint, SshEndpoint):
             return endpoint
-        endpoint.bulk_ciphers = endpoint.configured_ciphers(self.runner) == OPENSSH_DEFAULT_CIPHERS
+        endpoint.bulk_ciphers = _configured_ciphers(endpoint, self.runner) == OPENSSH_DEFAULT_CIPHERS
         if self._dir is None:
             import tempfile  # only runs with ssh endpoints pay for it
             self._dir = tempfile.mkdtemp(prefix="btrfs-backup-ssh-")
@@ -239,7 +230,7 @@ class SshConnections:
         master runs no command (-N), so a retry never repeats anything; every later command of
         the run goes through it. When it cannot be opened, each command connects by itself and
         reports the failure as usual (a refused key is not retried)."""
-        if endpoint.user_multiplexing():
+        if _user_multiplexing(endpoint):
             return
         argv = endpoint.ssh_argv()
         argv = argv[:-1] + ["-N", argv[-1]]
@@ -268,6 +259,22 @@ class SshConnections:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
         self._endpoints = []
+
+
+def _user_multiplexing(endpoint):
+    """The user's ssh options decide about connection sharing themselves (ssh keeps the first
+    value, and theirs come first)."""
+    return any(o.split("=", 1)[0].strip().lower() in ("controlmaster", "controlpath") for o in endpoint.ssh_options)
+
+
+def _configured_ciphers(endpoint, runner):
+    """The cipher list ssh would use for the host (ssh -G: reads config, no connection)."""
+    argv = endpoint.ssh_argv()
+    result = runner.run(argv[:-1] + ["-G", argv[-1]])
+    for line in result.stdout.splitlines() if result.ok else ():
+        if line.startswith("ciphers "):
+            return line.split(None, 1)[1].strip()
+    return None
 
 
 def _random_fraction():
