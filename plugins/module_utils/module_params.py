@@ -15,9 +15,11 @@ from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import n
 
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.host import recording
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.units import parse_duration
-from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.endpoints import (
-    check_path,
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.endpoints.base import check_path
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.endpoints.location import (
     parse_location,
+)
+from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.endpoints.ssh import (
     validate_ssh_option,
 )
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model import job_settings as table

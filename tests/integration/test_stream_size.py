@@ -21,7 +21,9 @@ _MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "plugins" / "module_ut
 if _MODULE_UTILS not in sys.path:
     sys.path.insert(0, _MODULE_UTILS)
 
-from engine.host.endpoints import LocalEndpoint, SshConnections, parse_location  # noqa: E402
+from engine.host.endpoints.local import LocalEndpoint  # noqa: E402
+from engine.host.endpoints.location import parse_location  # noqa: E402
+from engine.host.endpoints.ssh import SshConnections  # noqa: E402
 from engine.host.runner import CommandRunner  # noqa: E402
 from engine.host.stream_size import estimate_stream_size  # noqa: E402
 

@@ -266,7 +266,7 @@ def _run_subcommand(command, argv):
 
 def _record_verify(options, identity, report, err):
     """Record a verify in the job's state (not in check mode); False when that failed."""
-    from ..host.endpoints import parse_location
+    from ..host.endpoints.location import parse_location
     if options.check:
         return True
     if report is None:

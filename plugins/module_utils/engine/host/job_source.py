@@ -5,7 +5,8 @@ from __future__ import annotations
 import os
 from typing import Optional, Tuple
 
-from .endpoints import Endpoint, check_path, parse_location
+from .endpoints.base import Endpoint, check_path
+from .endpoints.location import parse_location
 from .state_store import state_root
 from ..model.job_identity import DEFAULT_SNAPSHOT_FOLDER, JobIdentity, job_identity
 

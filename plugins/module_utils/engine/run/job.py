@@ -12,7 +12,8 @@ import os
 from .destination_access import DestinationFolders
 from ..model import job_settings, unsent
 from .destination_sync import DestinationSync
-from ..host.endpoints import SshConnections, parse_location
+from ..host.endpoints.location import parse_location
+from ..host.endpoints.ssh import SshConnections
 from ..model.errors import BackupError, ConfigError
 from .executor import EffectOptions, Executor
 from ..host.joblock import JobLock, remove_legacy_lock

@@ -12,7 +12,8 @@ from __future__ import annotations
 import datetime
 
 from ..model import names
-from ..host.endpoints import SshConnections, parse_location
+from ..host.endpoints.location import parse_location
+from ..host.endpoints.ssh import SshConnections
 from ..model.errors import BackupError, ConfigError
 from .executor import EffectOptions, Executor
 from ..host.listing import list_folder

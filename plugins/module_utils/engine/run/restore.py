@@ -13,7 +13,10 @@ import posixpath
 import uuid
 
 from ..model import names
-from ..host.endpoints import LocalEndpoint, SshConnections, check_path, parse_location
+from ..host.endpoints.base import check_path
+from ..host.endpoints.local import LocalEndpoint
+from ..host.endpoints.location import parse_location
+from ..host.endpoints.ssh import SshConnections
 from ..model.errors import BackupError, ConfigError, EndpointError, MissingPathError
 from ..host.listing import list_folder
 from ..host.restore_target import restored_from

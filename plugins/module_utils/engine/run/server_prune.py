@@ -10,7 +10,8 @@ import datetime
 import logging
 
 from ..model import names
-from ..host.endpoints import LocalEndpoint, parse_location
+from ..host.endpoints.local import LocalEndpoint
+from ..host.endpoints.location import parse_location
 from ..model.errors import ConfigError
 from .executor import Executor
 from .retention_phase import retain

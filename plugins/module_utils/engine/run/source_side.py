@@ -9,7 +9,7 @@ import datetime
 import posixpath
 
 from ..model import names
-from ..host.endpoints import Endpoint
+from ..host.endpoints.base import Endpoint
 from ..host.job_source import job_source
 from ..model.errors import BackupError, EndpointError, MissingPathError
 from ..host.listing import FolderListing, Subvolume, list_folder

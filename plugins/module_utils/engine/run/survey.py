@@ -1,7 +1,8 @@
 """Effects: what a job's snapshots and backups are right now, listed at the source and every destination."""
 
 from ..model import names
-from ..host.endpoints import SshConnections, parse_location
+from ..host.endpoints.location import parse_location
+from ..host.endpoints.ssh import SshConnections
 from ..model.errors import BackupError
 from ..host.listing import list_folder
 from ..host.locks import lock_store

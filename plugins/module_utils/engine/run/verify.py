@@ -4,7 +4,8 @@
 """Verify: a backup against its source snapshot, by UUID chain and by content manifests."""
 
 from ..model import names
-from ..host.endpoints import SshConnections, parse_location
+from ..host.endpoints.location import parse_location
+from ..host.endpoints.ssh import SshConnections
 from ..model.errors import BackupError, ConfigError
 from ..host.listing import list_folder
 from ..model.planning import counterpart

@@ -9,7 +9,7 @@ import tempfile
 import pytest
 
 from engine.host import btrfs
-from engine.host.endpoints import SshEndpoint
+from engine.host.endpoints.ssh import SshEndpoint
 from engine.host.listing import listing_commands
 from engine.frontends import serve as serve_module
 from engine.host import refusal_counter

@@ -7,7 +7,7 @@ import tempfile
 import pytest
 
 from engine.host import btrfs
-from engine.host.endpoints import SshEndpoint
+from engine.host.endpoints.ssh import SshEndpoint
 from engine.host.listing import listing_commands
 from engine.frontends.serve import (EXIT_REFUSED, REFUSAL_KINDS, Operation, Refused, Server, filter_listing,
                           parse_request)

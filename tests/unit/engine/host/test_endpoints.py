@@ -8,9 +8,17 @@ import subprocess
 import pytest
 
 from engine.host import btrfs, effects
-from engine.host.endpoints import (BULK_CIPHERS, DEFAULT_SSH_OPTIONS, KINDS, OPENSSH_DEFAULT_CIPHERS,
-                                   LocalEndpoint, ShellEndpoint, SshConnections, SshEndpoint,
-                                   parse_location, split_batch_output)
+from engine.host.endpoints.local import LocalEndpoint
+from engine.host.endpoints.location import KINDS, parse_location
+from engine.host.endpoints.shell import ShellEndpoint
+from engine.host.endpoints.ssh import (
+    BULK_CIPHERS,
+    DEFAULT_SSH_OPTIONS,
+    OPENSSH_DEFAULT_CIPHERS,
+    SshConnections,
+    SshEndpoint,
+    split_batch_output,
+)
 from engine.host.locks import LocalLockStore, LockTable, RemoteLockStore
 from engine.model.errors import ConfigError, EndpointError, UnreachableError
 from engine.host.runner import CommandResult

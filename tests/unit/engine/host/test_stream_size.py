@@ -11,7 +11,7 @@ import time
 import pytest
 
 from engine.host import btrfs
-from engine.host.endpoints import LocalEndpoint
+from engine.host.endpoints.local import LocalEndpoint
 from engine.host.stream_size import StreamSizer, estimate_stream_size, write_commands_size
 
 # Command and attribute numbers of the send stream (kernel fs/btrfs/send.h), written out again
@@ -332,7 +332,7 @@ def test_a_send_that_writes_much_to_stderr_does_not_hang(stream_file):
 
 
 def test_the_ssh_endpoint_wraps_the_no_data_send(stream_file):
-    from engine.host.endpoints import SshEndpoint
+    from engine.host.endpoints.ssh import SshEndpoint
 
     path, real_length = stream_file
     runner = StreamingRunner(["cat", str(path)])

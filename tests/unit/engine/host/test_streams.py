@@ -3,7 +3,7 @@
 import pytest
 
 from engine.host.capabilities import end_tools_from, progs_version
-from engine.host.endpoints import parse_location
+from engine.host.endpoints.location import parse_location
 from engine.model.errors import ConfigError, TransferError
 from engine.host.pipeline import Node, Stage, run_pipeline, run_stream
 from engine.host.runner import CommandRunner

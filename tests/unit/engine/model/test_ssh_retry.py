@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from engine.host.endpoints import SshConnections, SshEndpoint
+from engine.host.endpoints.ssh import SshConnections, SshEndpoint
 from engine.model.errors import EndpointError, UnreachableError
 from engine.host.runner import CommandResult
 from engine.model.ssh_retry import JITTER, RETRY_DELAYS, retry_delay, retry_message, turned_away

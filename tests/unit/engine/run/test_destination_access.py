@@ -4,7 +4,7 @@ import pytest
 
 from engine.run.destination_access import not_mounted_hint, on_same_filesystem
 from engine.model.errors import NotBtrfsError
-from engine.host.endpoints import parse_location
+from engine.host.endpoints.location import parse_location
 from engine.host.listing import FolderListing
 
 

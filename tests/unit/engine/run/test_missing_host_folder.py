@@ -6,7 +6,8 @@ import tempfile
 import pytest
 
 from engine.run.destination_access import missing_destination
-from engine.host.endpoints import LocalEndpoint, SshEndpoint
+from engine.host.endpoints.local import LocalEndpoint
+from engine.host.endpoints.ssh import SshEndpoint
 from engine.host.listing import listing_commands
 from engine.frontends.serve import EXIT_REFUSED, Server
 from engine.model.server_mode import MODE_PROBE
