@@ -3,12 +3,19 @@
 # SPDX-License-Identifier: MIT
 """`@argfile` expansion as btrfs-backup 0.3 defines it: one flag, `--opt value` or argument per line."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import os
 
 from ..model.errors import ConfigError
 
+if TYPE_CHECKING:
+    from typing import Callable, Iterable
 
-def split_line(line):
+
+def split_line(line: str) -> list[str]:
     """One argfile line to argv items: comments and blank lines vanish, indentation is ignored,
     an option line splits once at the first whitespace, anything else is one argument."""
     stripped = line.strip()
@@ -24,7 +31,7 @@ def _read_text(path):
         return handle.read()
 
 
-def expand_argfiles(args, read_text=_read_text, _chain=()):
+def expand_argfiles(args: Iterable[str], read_text: Callable[[str], str] = _read_text, _chain=()) -> list[str]:
     """Replace every `@file` with the arguments it holds, recursively.
 
     Nested includes are relative to the including file's folder; an include loop is an error

@@ -3,6 +3,8 @@
 # SPDX-License-Identifier: MIT
 """The `btrfs-backup` command line: btrfs-backup 0.3's flags and @argfiles over the engine."""
 
+from __future__ import annotations
+
 import argparse
 import logging
 import os
@@ -32,7 +34,7 @@ def _backup_retention(group, count_help, buckets_help):
     group.add_argument("--preserve-backups", default="", metavar="POLICY", help=buckets_help)
 
 
-def config_from_args(options):
+def config_from_args(options: argparse.Namespace):
     """The JobConfig of a backup run's parsed options."""
     settings = settings_from_options(options)
     if options.latest_only and not settings["num_snapshots"]:
@@ -95,7 +97,7 @@ def _subcommand_parser(name, description, **positionals):
     return parser
 
 
-def build_restore_parser():
+def build_restore_parser() -> argparse.ArgumentParser:
     parser = _subcommand_parser(
         "restore", "Bring a backup back: receive it from a backup folder (local or ssh://) "
         "and place it at TARGET on a btrfs filesystem, read-only as received or "
@@ -113,7 +115,7 @@ def build_restore_parser():
     return parser
 
 
-def build_verify_parser():
+def build_verify_parser() -> argparse.ArgumentParser:
     parser = _subcommand_parser(
         "verify", "Check a backup against its source snapshot: the UUID chain (the backup's "
         "received_uuid is the snapshot's uuid, read-only, its incremental parent) "
@@ -133,7 +135,7 @@ def build_verify_parser():
     return parser
 
 
-def build_prune_parser():
+def build_prune_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="btrfs-backup prune",
         description="Retention on a backup server (the other half of 'serve --append-only'): "
@@ -304,7 +306,7 @@ SERVE_OPTIONS = (
 )
 
 
-def build_serve_parser():
+def build_serve_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="btrfs-backup serve",
         description="The forced command of a source host's ssh key on a backup server "
@@ -317,7 +319,7 @@ def build_serve_parser():
     return parser
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
         from . import serve
@@ -374,7 +376,7 @@ def main(argv=None):
     return status
 
 
-def run():
+def run() -> None:
     """Run main() on sys.argv and leave the process with its exit status."""
     import os
     status = main() or 0

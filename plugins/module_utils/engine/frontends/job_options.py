@@ -3,6 +3,8 @@
 # SPDX-License-Identifier: MIT
 """The backup command's argparse parser, made from the table of job settings, and its options as settings."""
 
+from __future__ import annotations
+
 import argparse
 
 from ..model import job_settings, units
@@ -35,7 +37,7 @@ Exit status: 0 success, 1 a destination or step failed (the others still ran),
 143 terminated (locks record the unfinished transfer; the next run cleans up)."""
 
 
-def whole_number(text):
+def whole_number(text: str) -> int:
     """argparse type of a count: a whole number >= 0 (the units grammar's count)."""
     try:
         return units.parse_count(text)
@@ -102,7 +104,7 @@ _AFTER = {
 }
 
 
-def build_parser():
+def build_parser() -> argparse.ArgumentParser:
     """The backup command's parser: every job setting of the table, in its help group."""
     parser = argparse.ArgumentParser(
         prog="btrfs-backup", description=DESCRIPTION, epilog=EPILOG, add_help=False,

@@ -1,5 +1,7 @@
 """A job as status and the info module see it: from a backup command line, an @argfile or the role's config folder."""
 
+from __future__ import annotations
+
 import argparse
 import glob
 import os
@@ -32,7 +34,7 @@ class JobSpec:
     # False for a job given ad hoc without --job-name: the name its runs recorded is its name.
     name_given: bool = True
 
-    def named(self, name):
+    def named(self, name: str | None) -> JobSpec:
         """The same job under another name (None keeps it)."""
         return replace(self, identity=self.identity.named(name))
 
@@ -41,7 +43,7 @@ class _ArgumentError(Exception):
     pass
 
 
-def job_from_args(argv, name=None, config_file=None):
+def job_from_args(argv: list[str], name: str | None = None, config_file: str | None = None) -> JobSpec:
     """A JobSpec from the arguments of a backup run (@argfiles expanded); ConfigError if unusable."""
     parser = build_parser()
     add_options(parser)
@@ -72,7 +74,7 @@ def job_from_settings(source: str, settings: Dict[str, Any], name: Optional[str]
                    max_age=max_age, config_file=config_file, metrics_dir=metrics_dir, name_given=bool(name))
 
 
-def jobs_from_config_dir(config_dir=DEFAULT_CONFIG_DIR):
+def jobs_from_config_dir(config_dir: str = DEFAULT_CONFIG_DIR) -> tuple[list[JobSpec], list[str]]:
     """([JobSpec], [error]) for every *.conf in the folder the role writes job configs to."""
     jobs, errors = [], []
     for path in sorted(glob.glob(os.path.join(config_dir, "*.conf"))):

@@ -42,6 +42,10 @@ command: '...'`, at the priority of its kind (REFUSAL_KINDS: `alert` for what no
 node_exporter (refusal_counter).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import datetime
 import errno
 import fcntl
@@ -58,6 +62,9 @@ from ..model import name_trust, units
 from ..model.receive_errors import StderrWatch, broken_receive_refusal
 from ..model.errors import ConfigError
 from ..model.server_mode import MODE_PROBE, serve_answer
+
+if TYPE_CHECKING:
+    from typing import Iterable
 
 EXIT_REFUSED = 126
 #: Leads every append-only refusal, so a source can tell it from other failures.
@@ -98,7 +105,7 @@ class Refused(Exception):
         self.kind = kind
 
 
-def refusal_priority(kind):
+def refusal_priority(kind: str) -> str:
     """Pure: the syslog priority name of a refusal of `kind`."""
     return REFUSAL_KINDS.get(kind, OTHER_PRIORITY)
 
@@ -132,7 +139,7 @@ class Request:
         self.marker = marker
 
 
-def check_root(root):
+def check_root(root: str) -> str:
     if not isinstance(root, str) or not root.startswith("/") or root != posixpath.normpath(root) \
             or root == "/" or _has_control(root):
         raise Refused("the serve root must be an absolute, normalised folder other than /, not %r"
@@ -144,7 +151,7 @@ def _has_control(text):
     return any(ord(c) < 32 or ord(c) == 127 for c in text)
 
 
-def confine(path, root, below=False):
+def confine(path: str, root: str, below: bool = False) -> str:
     """Lexical check: `path` is `root` or inside it, spelled plainly (no '.', '..', '//', odd
     names). With `below`, the root itself is refused (it must not be deleted or received over)."""
     if not path.startswith("/"):
@@ -333,7 +340,7 @@ def _parse_send(args, root):
     raise Refused("%r is not a btrfs send that a restore sends" % " ".join(["btrfs", "send"] + list(args)))
 
 
-def within_hosts(path, root, hosts):
+def within_hosts(path: str, root: str, hosts: Iterable[str] | None) -> str:
     """Pure: with `hosts` (host folder names), `path` (already confined to the root) must be one of
     those folders or inside one; None allows every host's folder."""
     if hosts is None:
@@ -354,7 +361,7 @@ def append_only_refusal(operation):
     return None
 
 
-def complete_backup_refusal(path, readonly, received_uuid):
+def complete_backup_refusal(path: str, readonly: bool, received_uuid: str | None) -> str | None:
     """Pure: why an append-only key may not delete the subvolume at `path`, or None. Only a
     partial receive (writable, or without a received UUID) may go."""
     if readonly and received_uuid:
@@ -363,7 +370,7 @@ def complete_backup_refusal(path, readonly, received_uuid):
     return None
 
 
-def receive_args(flags, folder, tenant_subvolume):
+def receive_args(flags: Iterable[str], folder: str, tenant_subvolume: str) -> list[str]:
     """Pure: the arguments of `btrfs receive` into `folder`. --chroot: the stream's own paths
     cannot leave the folder through symlinks it makes. `-m TENANT_SUBVOLUME`: receive looks up a
     stream's parent and clone sources by UUID on the whole filesystem, so a crafted stream could
@@ -373,7 +380,7 @@ def receive_args(flags, folder, tenant_subvolume):
     return ["receive", "--chroot"] + confined + list(flags) + [folder]
 
 
-def pipe_status(decompress_status, receive_status):
+def pipe_status(decompress_status: int, receive_status: int) -> int:
     """Pure: the exit status of `zstd -d | btrfs receive`: receive's when it failed (zstd then
     only lost its reader), else zstd's (a corrupt or cut stream); a signal N as 128+N, like a shell."""
     for status in (receive_status, decompress_status):
@@ -382,7 +389,7 @@ def pipe_status(decompress_status, receive_status):
     return 0
 
 
-def decompress_failure(status):
+def decompress_failure(status: int) -> str | None:
     """Pure: what the sender is told when zstd -d ended badly by itself, or None (zstd -q names
     only /*stdin*, so its own message alone does not say which side failed)."""
     if not status:
@@ -796,7 +803,7 @@ class Server(_LocalOperations, _BtrfsOperations, _ReceiveOperations, _QuotaOpera
         self.real_root = os.path.realpath(self.root)
         self.receive_errors = []  # the `ERROR:` lines of the last btrfs receive
 
-    def serve(self, line):
+    def serve(self, line: str) -> int:
         """Check the whole request first, then run it; returns the exit status for ssh."""
         self.line = line
         self._count_refusal(None)  # a host's counters exist from its first connection
@@ -875,7 +882,7 @@ class Server(_LocalOperations, _BtrfsOperations, _ReceiveOperations, _QuotaOpera
 ROOTLESS_OPERATIONS = ("mode", "btrfs_version", "zstd_version", "mountinfo", "readlink", "test")
 
 
-def missing_root_refusal(root):
+def missing_root_refusal(root: str) -> str:
     """Pure: why nothing but the probes runs while the key's folder is missing."""
     return ("the folder %s of this key does not exist on this server: did the role's server part fail "
             "here, or is the backup disk not mounted? Nothing was changed" % root)
@@ -908,7 +915,7 @@ def _subvolumes_in(folder):
         return set()
 
 
-def filter_listing(text, root_in_fs, hosts=None):
+def filter_listing(text: str, root_in_fs: str, hosts: Iterable[str] | None = None) -> str:
     """Pure: keep the `btrfs subvolume list` lines of subvolumes at or below `root_in_fs` (the
     root's path from the filesystem's top level), so a host never learns another's UUIDs; with
     `hosts`, only those at or below these host folders of the root."""

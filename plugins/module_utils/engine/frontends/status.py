@@ -1,5 +1,7 @@
 """`btrfs-backup status`: every job's backups at a glance, as a table, JSON or a monitoring-plugin line."""
 
+from __future__ import annotations
+
 import argparse
 import datetime
 import json
@@ -14,7 +16,7 @@ from ..host.recording import refresh_metrics
 from ..run.job_status import job_statuses
 
 
-def build_status_parser():
+def build_status_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="btrfs-backup status",
         description="Show, for each backup job on this host, its destinations' newest backup and "
@@ -122,14 +124,14 @@ def _timestamp(seconds):
     return datetime.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M")
 
 
-def table(rows, headers):
+def table(rows: list, headers: list[str]) -> str:
     """Left-aligned columns, two spaces apart."""
     widths = [max(len(str(x)) for x in column) for column in zip(headers, *rows)]
     return "\n".join("  ".join(str(x).ljust(w) for x, w in zip(row, widths)).rstrip()
                      for row in [headers] + rows)
 
 
-def status_rows(statuses, now):
+def status_rows(statuses: list, now: float) -> list:
     """Pure: the table's rows from each job's JobStatus."""
     rows = []
     for status in statuses:
@@ -154,7 +156,7 @@ def status_rows(statuses, now):
     return rows
 
 
-def main(argv):
+def main(argv: list[str]) -> int:
     parser = build_status_parser()
     options, rest = parser.parse_known_args(argv)
     try:
@@ -209,7 +211,7 @@ def _next_run(timer):
     return timer.next_run if timer and timer.active else None
 
 
-def write_metrics(specs, errors):
+def write_metrics(specs: list, errors: list) -> int:
     """`status --write-metrics`: each job's metrics file, rewritten; exit status 1 on any error."""
     for spec in specs:
         if not spec.metrics_dir:

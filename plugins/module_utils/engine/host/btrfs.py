@@ -3,8 +3,15 @@
 # SPDX-License-Identifier: MIT
 """argv builders and pure parsers for the `btrfs` commands and /proc/self/mountinfo."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import collections
 import posixpath
+
+if TYPE_CHECKING:
+    from typing import Iterable
 
 BTRFS = "btrfs"
 
@@ -14,29 +21,30 @@ SubvolumeEntry = collections.namedtuple(
 Mount = collections.namedtuple("Mount", "mount_point root fstype source")
 
 
-def snapshot_argv(source, target):
+def snapshot_argv(source: str, target: str) -> list[str]:
     return [BTRFS, "subvolume", "snapshot", "-r", source, target]
 
 
-def delete_argv(paths, commit=False):
+def delete_argv(paths: Iterable[str], commit: bool = False) -> list[str]:
     # -c commits at once: without it, 'btrfs subvolume sync' waits for the next commit (~30 s).
     return [BTRFS, "subvolume", "delete"] + (["-c"] if commit else []) + ["--"] + list(paths)
 
 
-def set_writable_argv(path, force=False):
+def set_writable_argv(path: str, force: bool = False) -> list[str]:
     # -f (btrfs-progs >= 5.14) is needed to make a received subvolume writable.
     return [BTRFS, "property", "set"] + (["-f"] if force else []) + ["-ts", path, "ro", "false"]
 
 
-def set_readonly_argv(path):
+def set_readonly_argv(path: str) -> list[str]:
     return [BTRFS, "property", "set", "-ts", path, "ro", "true"]
 
 
-def sync_argv(folder):
+def sync_argv(folder: str) -> list[str]:
     return [BTRFS, "subvolume", "sync", folder]
 
 
-def send_argv(snapshot_path, parent_path=None, debug=False, flags=(), no_data=False):
+def send_argv(snapshot_path: str, parent_path: str | None = None, debug: bool = False, flags: Iterable[str] = (),
+              no_data: bool = False) -> list[str]:
     argv = [BTRFS, "send"]
     if debug:
         argv.append("-vv")
@@ -49,14 +57,14 @@ def send_argv(snapshot_path, parent_path=None, debug=False, flags=(), no_data=Fa
     return argv + [snapshot_path]
 
 
-def receive_argv(folder, debug=False):
+def receive_argv(folder: str, debug: bool = False) -> list[str]:
     argv = [BTRFS, "receive"]
     if debug:
         argv.append("-vv")
     return argv + [folder]
 
 
-def list_argv(path, readonly_only=False):
+def list_argv(path: str, readonly_only: bool = False) -> list[str]:
     """All subvolumes of the filesystem holding `path`, paths relative to its top level."""
     argv = [BTRFS, "subvolume", "list", "-a", "-u", "-q", "-R"]
     if readonly_only:
@@ -68,7 +76,7 @@ def _uuid_or_none(value):
     return None if value in ("-", "") else value
 
 
-def parse_subvolume_list(text):
+def parse_subvolume_list(text: str) -> list[SubvolumeEntry]:
     """Parse `btrfs subvolume list -a -u -q -R` output into SubvolumeEntry tuples.
 
     Paths come back relative to the filesystem's top level ("<FS_TREE>/" stripped).
@@ -124,7 +132,7 @@ def _unescape_mountinfo(field):
     return "".join(out)
 
 
-def parse_mountinfo(text):
+def parse_mountinfo(text: str) -> list[Mount]:
     """Parse /proc/self/mountinfo into Mount tuples (mount point, fs root, type, source)."""
     mounts = []
     for line in text.splitlines():
@@ -143,7 +151,7 @@ def parse_mountinfo(text):
     return mounts
 
 
-def mount_of(mounts, path):
+def mount_of(mounts: Iterable[Mount], path: str) -> Mount | None:
     """The mount that holds the absolute, resolved `path` (the last, longest match wins)."""
     best = None
     for mount in mounts:
@@ -154,14 +162,14 @@ def mount_of(mounts, path):
     return best
 
 
-def path_in_filesystem(mount, path):
+def path_in_filesystem(mount: Mount, path: str) -> str:
     """`path` (resolved, under `mount`) relative to the btrfs top level, without slashes at the ends."""
     rel = posixpath.relpath(path, mount.mount_point)
     joined = posixpath.normpath(posixpath.join(mount.root, "" if rel == "." else rel))
     return joined.strip("/")
 
 
-def parse_subvolume_show(text):
+def parse_subvolume_show(text: str) -> tuple:
     """Pure: (subvolume id, readonly, received_uuid) from `btrfs subvolume show` output (LC_ALL=C)."""
     fields = {}
     for line in text.splitlines():

@@ -4,6 +4,8 @@
 """What each end of a run's streams can do (zstd, send protocol 2) and whether an ssh destination
 is an append-only serve, asked once per host and run; whether a snapshot's data compresses, sampled once."""
 
+from __future__ import annotations
+
 import logging
 import re
 
@@ -18,13 +20,14 @@ SEND_STREAM_VERSION = "/sys/fs/btrfs/features/send_stream_version"
 PROTO2_PROGS = (6, 0)  # btrfs-progs that send and receive protocol 2 (and encoded writes)
 
 
-def progs_version(text):
+def progs_version(text: str) -> tuple[int, int] | None:
     """Pure: (major, minor) from `btrfs --version` ("btrfs-progs v6.2"), or None."""
     match = re.search(r"btrfs-progs v(\d+)\.(\d+)", text or "")
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
-def end_tools_from(btrfs_version, zstd_ok, stream_version=None):
+def end_tools_from(btrfs_version: tuple[int, int] | None, zstd_ok: bool,
+                   stream_version: int | None = None) -> EndTools:
     """Pure: the EndTools of a host from its probes; a sender also needs the kernel's protocol 2
     (`stream_version` None: that end only receives)."""
     version = progs_version(btrfs_version)
@@ -48,7 +51,7 @@ class EndToolsProbe:
         self._samples = {}
         self.warned_no_zstd = set()  # ends whose missing zstd was already logged
 
-    def sample(self, snapshot_path):
+    def sample(self, snapshot_path: str) -> float | None:
         """The compressibility sample of a local snapshot (compressibility.sample_ratio), once."""
         if snapshot_path not in self._samples:
             self._samples[snapshot_path] = sample_ratio(snapshot_path)

@@ -9,6 +9,8 @@ a small sample (the start of the largest files found in a bounded walk, and some
 compresses it with zlib's fastest level, a proxy for zstd's ratio that the standard library has.
 """
 
+from __future__ import annotations
+
 import os
 import zlib
 
@@ -19,12 +21,12 @@ CHUNK = 128 * 1024    # bytes read from each of them
 SMALL_BUDGET = 1024 * 1024  # bytes read from small files, in walk order
 
 
-def looks_compressible(ratio):
+def looks_compressible(ratio: float | None) -> bool | None:
     """Pure: None (no sample: compress, as asked) or whether the sampled ratio pays for zstd."""
     return None if ratio is None else ratio < INCOMPRESSIBLE
 
 
-def sample_ratio(root):
+def sample_ratio(root: str) -> float | None:
     """Compressed / original size of a sample of the files below `root` (None if there is too
     little data to judge, or it cannot be read)."""
     files, small = _walk(root)

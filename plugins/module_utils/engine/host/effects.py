@@ -3,6 +3,10 @@
 # SPDX-License-Identifier: MIT
 """Effects at an endpoint that change it: run-or-raise, make a folder, snapshot, rename, delete subvolumes."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import datetime
 import posixpath
 import time
@@ -13,8 +17,14 @@ from ..model import names
 from .listing import find_subvolume
 from ..model.errors import BackupError, EndpointError
 
+if TYPE_CHECKING:
+    from .endpoints.base import Endpoint
+    from .listing import Subvolume
+    from .runner import CommandResult, CommandRunner
 
-def run_or_raise(endpoint, runner, argv, what, privileged=True):
+
+def run_or_raise(endpoint: Endpoint, runner: CommandRunner, argv: list[str], what: str,
+                 privileged: bool = True) -> CommandResult:
     """Run `argv` at `endpoint`; a failure raises with the command's last stderr line."""
     result = endpoint.run(runner, argv, privileged)
     if not result.ok:
@@ -26,12 +36,12 @@ def run_or_raise(endpoint, runner, argv, what, privileged=True):
     return result
 
 
-def make_folder(endpoint, runner, path, parents=False):
+def make_folder(endpoint: Endpoint, runner: CommandRunner, path: str, parents: bool = False):
     argv = ["mkdir"] + (["-p"] if parents else []) + ["--", path]
     run_or_raise(endpoint, runner, argv, "create folder %s" % path)
 
 
-def take_snapshot(endpoint, runner, source_path, snapshot_path):
+def take_snapshot(endpoint: Endpoint, runner: CommandRunner, source_path: str, snapshot_path: str) -> Subvolume:
     """A read-only snapshot of `source_path` at `snapshot_path`; returns it as listed."""
     folder, name = posixpath.split(snapshot_path)
     names.validate_name(name)
@@ -43,14 +53,14 @@ def take_snapshot(endpoint, runner, source_path, snapshot_path):
     return created
 
 
-def wait_until(when):
+def wait_until(when: datetime.datetime) -> None:
     """Sleep until the clock has reached `when` (a snapshot name has one-second resolution)."""
     wait = (when - datetime.datetime.now()).total_seconds()
     if wait > 0:
         time.sleep(wait + 0.01)
 
 
-def snapshot_at(endpoint, runner, source_path, path, writable=False):
+def snapshot_at(endpoint: Endpoint, runner: CommandRunner, source_path: str, path: str, writable: bool = False):
     """A snapshot at any path the user chose (a restore target), writable or read-only;
     a read-only snapshot of a received subvolume keeps its received_uuid."""
     argv = btrfs.snapshot_argv(source_path, path)
@@ -59,11 +69,12 @@ def snapshot_at(endpoint, runner, source_path, path, writable=False):
     run_or_raise(endpoint, runner, argv, f"create {path}")
 
 
-def rename(endpoint, runner, path, new_path):
+def rename(endpoint: Endpoint, runner: CommandRunner, path: str, new_path: str):
     run_or_raise(endpoint, runner, ["mv", "-T", "--", path, new_path], f"rename {path} aside")
 
 
-def delete_subvolumes(endpoint, runner, paths, folder, convert_rw=False, sync=False):
+def delete_subvolumes(endpoint: Endpoint, runner: CommandRunner, paths: list[str], folder: str,
+                      convert_rw: bool = False, sync: bool = False):
     """Delete subvolumes in one btrfs call; -w makes them writable first, -s waits for the cleaner."""
     for path in paths:
         names.validate_name(posixpath.basename(path))
@@ -76,7 +87,7 @@ def delete_subvolumes(endpoint, runner, paths, folder, convert_rw=False, sync=Fa
         run_or_raise(endpoint, runner, btrfs.sync_argv(folder), "sync %s" % folder)
 
 
-def make_writable(endpoint, runner, path):
+def make_writable(endpoint: Endpoint, runner: CommandRunner, path: str):
     """`ro false` before a delete (-w). btrfs-progs >= 5.14 refuses it for a received backup
     unless forced, and older releases do not know -f: so force only when refused."""
     what = "make %s writable" % path

@@ -3,13 +3,15 @@
 # SPDX-License-Identifier: MIT
 """One run at a time per job: an flock(2) on a file in the job's state folder, held for the whole run (rule 5)."""
 
+from __future__ import annotations
+
 import fcntl
 import os
 
 from ..model.errors import BackupError, JobBusyError
 
 
-def remove_legacy_lock(path):
+def remove_legacy_lock(path: str) -> None:
     """Remove the job lock that earlier versions kept in the snapshot folder (it was in every
     snapshot); a run of such a version that still holds it makes this run wait its turn."""
     try:

@@ -3,6 +3,10 @@
 # SPDX-License-Identifier: MIT
 """Learn every subvolume in a folder with one listing round per endpoint (never a process per snapshot)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import collections
 import os
 import posixpath
@@ -10,6 +14,11 @@ import posixpath
 from . import btrfs
 from ..model.errors import EndpointError, MissingPathError, NotBtrfsError
 from .subvol_info import is_subvolume_root, subvolume_facts
+
+if TYPE_CHECKING:
+    from typing import Iterable
+    from .endpoints.base import Endpoint
+    from .runner import CommandResult, CommandRunner
 
 
 class Subvolume(collections.namedtuple(
@@ -21,7 +30,7 @@ class Subvolume(collections.namedtuple(
     __slots__ = ()
 
     @property
-    def complete(self):
+    def complete(self) -> bool:
         """A finished receive: read-only with received_uuid set (rule 2)."""
         return bool(self.readonly and self.received_uuid)
 
@@ -38,11 +47,11 @@ class FolderListing:
         self.filesystem = filesystem
         self.uuids = uuids
 
-    def is_subvolume(self, resolved_path):
+    def is_subvolume(self, resolved_path: str) -> bool:
         return resolved_path in self._subvolume_paths
 
 
-def listing_commands(folder, extra_paths=()):
+def listing_commands(folder: str, extra_paths: Iterable[str] = ()) -> list[tuple[list[str], bool]]:
     """The commands that one listing round runs, as (argv, needs_privileges) pairs."""
     resolves = [(["readlink", "-e", "--", path], False) for path in [folder] + list(extra_paths)]
     return resolves + [
@@ -52,7 +61,7 @@ def listing_commands(folder, extra_paths=()):
     ]
 
 
-def build_listing(folder, extra_paths, results):
+def build_listing(folder: str, extra_paths: Iterable[str], results: list[CommandResult]) -> FolderListing:
     """Pure: turn the listing round's results into a FolderListing, or raise EndpointError."""
     wanted = [folder] + list(extra_paths)
     resolves, (mountinfo, all_list, ro_list) = results[:len(wanted)], results[len(wanted):]
@@ -100,7 +109,8 @@ def build_listing(folder, extra_paths, results):
                          uuids=frozenset(e.uuid for e in entries))
 
 
-def list_folder(endpoint, runner, folder=None, extra_paths=()):
+def list_folder(endpoint: Endpoint, runner: CommandRunner, folder: str | None = None,
+                extra_paths: Iterable[str] = ()) -> FolderListing:
     """Run one listing round at `endpoint` for `folder` (default: the endpoint's path)."""
     folder = folder or endpoint.path
     if _kernel_can_answer(endpoint, runner):
@@ -112,7 +122,7 @@ def list_folder(endpoint, runner, folder=None, extra_paths=()):
     return build_listing(folder, extra_paths, results)
 
 
-def find_subvolume(endpoint, runner, folder, name):
+def find_subvolume(endpoint: Endpoint, runner: CommandRunner, folder: str, name: str) -> Subvolume | None:
     """The subvolume `name` directly inside `folder`, or None. Locally that is one ioctl, not a
     listing of the whole folder (which may hold hundreds of snapshots); elsewhere one listing round."""
     if _kernel_can_answer(endpoint, runner):
@@ -133,7 +143,7 @@ def _kernel_can_answer(endpoint, runner):
     return endpoint.kernel_answers(runner)
 
 
-def list_folder_here(folder, extra_paths=()):
+def list_folder_here(folder: str, extra_paths: Iterable[str] = ()) -> FolderListing:
     """The same listing on this machine from the kernel: no process at all (see subvol_info)."""
     wanted = [folder] + list(extra_paths)
     missing = [path for path in wanted if not os.path.exists(path)]

@@ -3,15 +3,24 @@
 # SPDX-License-Identifier: MIT
 """The `.outstanding_transfers` lock file: btrfs-backup 0.3's JSON shape, strict parsing, atomic writes."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import os
 
 from ..model.errors import LockFileError
+
+if TYPE_CHECKING:
+    from typing import Iterable
+    from .endpoints.base import Endpoint
+    from .runner import CommandRunner
 
 LOCK_FILE_NAME = ".outstanding_transfers"
 LOCK_KINDS = ("locks", "parent_locks")
 
 
-def parse_locks(text, where=LOCK_FILE_NAME):
+def parse_locks(text: str, where: str = LOCK_FILE_NAME) -> dict:
     """Parse `{"<snapshot>": {"locks": [dest_id], "parent_locks": [dest_id]}}` into sets.
 
     Anything else is a LockFileError that names the file: a damaged lock file may hide
@@ -42,7 +51,7 @@ def parse_locks(text, where=LOCK_FILE_NAME):
     return locks
 
 
-def serialize_locks(locks):
+def serialize_locks(locks: dict) -> str:
     """The lock file text; empty entries are dropped, lists sorted for stable diffs."""
     data = {}
     for snapshot in sorted(locks):
@@ -64,46 +73,46 @@ class LockTable:
     def _entry(self, snapshot):
         return self.locks.setdefault(snapshot, {k: set() for k in LOCK_KINDS})
 
-    def add(self, snapshot, dest_id, kind="locks"):
+    def add(self, snapshot: str, dest_id: str, kind: str = "locks") -> None:
         self._entry(snapshot)[kind].add(dest_id)
 
-    def discard(self, snapshot, dest_ids, kind="locks"):
+    def discard(self, snapshot: str, dest_ids: Iterable[str], kind: str = "locks") -> None:
         if snapshot in self.locks:
             self.locks[snapshot][kind].difference_update(dest_ids)
 
-    def hold(self, snapshot, parent, dest_id):
+    def hold(self, snapshot: str, parent: str | None, dest_id: str) -> None:
         """A transfer of `snapshot` (incremental from `parent`, or full) to a destination begins."""
         self.add(snapshot, dest_id)
         if parent is not None:
             self.add(parent, dest_id, "parent_locks")
 
-    def settle(self, snapshot, parent, dest_ids):
+    def settle(self, snapshot: str, parent: str | None, dest_ids: Iterable[str]) -> None:
         """That transfer arrived: it owes nothing more."""
         self.discard(snapshot, dest_ids)
         if parent is not None:
             self.discard(parent, dest_ids, "parent_locks")
 
-    def forget(self, snapshots, dest_ids):
+    def forget(self, snapshots: Iterable[str], dest_ids: Iterable[str]) -> None:
         """Drop every lock and parent lock of a destination on `snapshots`."""
         for snapshot in snapshots:
             for kind in LOCK_KINDS:
                 self.discard(snapshot, dest_ids, kind)
 
-    def names_locked_by(self, dest_ids, kinds=LOCK_KINDS):
+    def names_locked_by(self, dest_ids: Iterable[str], kinds: Iterable[str] = LOCK_KINDS) -> list[str]:
         """The snapshot names that a destination (any of its ids) holds a lock of `kinds` on, sorted."""
         dest_ids = set(dest_ids)
         return sorted(name for name, entry in self.locks.items() if any(entry[k] & dest_ids for k in kinds))
 
-    def discard_destination(self, dest_ids):
+    def discard_destination(self, dest_ids: Iterable[str]) -> list[str]:
         """Remove every lock and parent lock of a destination; returns the snapshot names touched."""
         touched = self.names_locked_by(dest_ids)
         self.forget(touched, dest_ids)
         return touched
 
-    def locked(self, snapshot, dest_ids, kind="locks"):
+    def locked(self, snapshot: str, dest_ids: Iterable[str], kind: str = "locks") -> bool:
         return bool(self.locks.get(snapshot, {}).get(kind, set()) & set(dest_ids))
 
-    def destinations(self):
+    def destinations(self) -> set[str]:
         """Every destination id that has a lock or parent lock anywhere (for --locked-dests)."""
         ids = set()
         for entry in self.locks.values():
@@ -111,18 +120,18 @@ class LockTable:
                 ids |= entry[kind]
         return sorted(ids)
 
-    def reasons(self, snapshot):
+    def reasons(self, snapshot: str) -> list[str]:
         """Why retention must keep `snapshot`, one reason per lock."""
         entry = self.locks.get(snapshot, {})
         return (["transfer to %s is unfinished (locked)" % d for d in sorted(entry.get("locks", ()))]
                 + ["parent of an unfinished transfer to %s" % d
                    for d in sorted(entry.get("parent_locks", ()))])
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
         return {name: {k: sorted(v[k]) for k in LOCK_KINDS}
                 for name, v in sorted(self.locks.items()) if any(v[k] for k in LOCK_KINDS)}
 
-    def copy(self):
+    def copy(self) -> LockTable:
         return LockTable(self.locks)
 
 
@@ -132,7 +141,7 @@ class LocalLockStore:
     def __init__(self, folder):
         self.path = os.path.join(folder, LOCK_FILE_NAME)
 
-    def read(self):
+    def read(self) -> LockTable:
         try:
             # As bytes: json.loads decodes them, so undecodable content is "corrupt", not a crash.
             with open(self.path, "rb") as handle:
@@ -143,7 +152,7 @@ class LocalLockStore:
             raise LockFileError("cannot read %s: %s" % (self.path, err.strerror))
         return LockTable(parse_locks(text, self.path))
 
-    def write(self, table, durable=True):
+    def write(self, table: LockTable, durable: bool = True) -> None:
         """Replace the file atomically (temp file + rename). `durable` also waits until the new
         content is on disk: a lock must survive a crash, while a lost removal only makes the
         next run check once more that the backup is complete."""
@@ -183,7 +192,7 @@ class RemoteLockStore:
         self.path = endpoint.join(folder, LOCK_FILE_NAME) if folder else endpoint.join(LOCK_FILE_NAME)
         self.label = "%s:%s" % (endpoint.host, self.path)
 
-    def read(self):
+    def read(self) -> LockTable:
         exists, content = self.endpoint.run_batch(
             self.runner, [(["test", "-e", self.path], True), (["cat", "--", self.path], True)])
         if not exists.ok:
@@ -192,7 +201,7 @@ class RemoteLockStore:
             raise LockFileError("cannot read %s: %s" % (self.label, content.stderr.strip()))
         return LockTable(parse_locks(content.stdout, self.label))
 
-    def write(self, table, durable=True):
+    def write(self, table: LockTable, durable: bool = True) -> None:
         tmp = self.path + ".tmp"
         sync = 'sync -- "$1" 2>/dev/null; ' if durable else ""
         script = 'cat > "$1" && { %smv -f -- "$1" "$2"; }' % sync
@@ -202,6 +211,6 @@ class RemoteLockStore:
             raise LockFileError("cannot write %s: %s" % (self.label, result.stderr.strip()))
 
 
-def lock_store(endpoint, runner, folder):
+def lock_store(endpoint: Endpoint, runner: CommandRunner, folder: str) -> LocalLockStore | RemoteLockStore:
     """The lock file of the snapshot folder `folder` at `endpoint` (each kind makes its own)."""
     return endpoint.lock_store(runner, folder)

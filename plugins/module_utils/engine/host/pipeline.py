@@ -9,12 +9,21 @@ and each leaf (one destination's receiver) gets its own verdict: a receiver that
 whose own stages fail, does not stop the others (`tee -p` drops an output whose reader has
 gone and goes on with the rest)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import os
 import signal
 import threading
 import time
 
 from ..model.errors import TransferError
+
+if TYPE_CHECKING:
+    import subprocess
+    from typing import Callable, Iterator
+    from .runner import CommandRunner
 
 
 class Stage:
@@ -41,13 +50,13 @@ class Node:
     def __init__(self, stages, children=(), leaf=None):
         self.stages, self.children, self.leaf = list(stages), list(children), leaf
 
-    def leaves(self):
+    def leaves(self) -> list[tuple[Node, list[Stage]]]:
         """(leaf, the stages from the root to its end), for every leaf."""
         if self.leaf is not None:
             return [(self.leaf, list(self.stages))]
         return [(leaf, self.stages + path) for child in self.children for leaf, path in child.leaves()]
 
-    def walk(self):
+    def walk(self) -> Iterator[Node]:
         yield self
         for child in self.children:
             yield from child.walk()
@@ -72,7 +81,7 @@ def _stderr_log():
     return tempfile.TemporaryFile()
 
 
-def written_bytes(pid):
+def written_bytes(pid: int) -> int | None:
     """Bytes a process wrote so far (or before it was reaped), from /proc/PID/io; None if unknown."""
     try:
         with open("/proc/%d/io" % pid) as handle:
@@ -104,19 +113,20 @@ class _Started:
     def __init__(self):
         self.procs, self.stages, self.logs, self.tees = [], [], [], {}
 
-    def add(self, stage, proc, log):
+    def add(self, stage: Stage, proc: subprocess.Popen, log: object) -> None:
         self.procs.append(proc)
         self.stages.append(stage)
         self.logs.append(log)
 
-    def pid_of(self, flag):
+    def pid_of(self, flag: str) -> int | None:
         for stage, proc in zip(self.stages, self.procs):
             if getattr(stage, flag):
                 return proc.pid
         return None
 
 
-def run_stream(runner, root, on_progress=None, interval=30.0):
+def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None = None,
+               interval: float = 30.0) -> StreamResult:
     """Start every stage of the tree, wait for all, and judge each leaf by the exit status of
     every stage on its way (StreamResult). `on_progress(bytes so far, seconds)` is called every
     `interval` seconds while the stream runs. On any exception (KeyboardInterrupt, SIGTERM)
@@ -164,7 +174,7 @@ def run_stream(runner, root, on_progress=None, interval=30.0):
     return StreamResult(failures, bytes_sent, compressed, seconds)
 
 
-def run_pipeline(runner, stages):
+def run_pipeline(runner: CommandRunner, stages: list[Stage]) -> StreamResult:
     """A plain chain (a restore's send | receive): raises TransferError naming the failing
     stage(s) with their stderr."""
     result = run_stream(runner, Node(stages, leaf="the receiver"))

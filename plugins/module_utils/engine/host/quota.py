@@ -4,6 +4,8 @@
 """Per-host quotas on a backup server: the host's usage from its btrfs qgroup, and the
 remaining room a receive may fill (pure), plus the capped copy that enforces it."""
 
+from __future__ import annotations
+
 import os
 
 from ..model.units import format_size
@@ -11,12 +13,12 @@ from ..model.units import format_size
 CHUNK = 1 << 20
 
 
-def host_qgroup(subvolume_id):
+def host_qgroup(subvolume_id: int) -> str:
     """The level-1 qgroup that holds a host folder's subvolume and every backup received in it."""
     return "1/%d" % subvolume_id
 
 
-def parse_qgroup_referenced(text, qgroup):
+def parse_qgroup_referenced(text: str, qgroup: str) -> int | None:
     """Pure: the referenced bytes of `qgroup` in `btrfs qgroup show --raw` output, or None."""
     for line in text.splitlines():
         fields = line.split()
@@ -25,7 +27,7 @@ def parse_qgroup_referenced(text, qgroup):
     return None
 
 
-def room_left(used, quota, folder):
+def room_left(used: int, quota: int, folder: str) -> int:
     """Pure: how many bytes a receive into `folder` may still bring, or ValueError saying why
     none: the host is at or over its quota."""
     if used >= quota:
@@ -34,7 +36,7 @@ def room_left(used, quota, folder):
     return quota - used
 
 
-def copy_capped(source, target, limit):
+def copy_capped(source: int, target: int, limit: int) -> tuple[int, bool]:
     """Copy the stream from file descriptor `source` to `target` until it ends or would pass
     `limit` bytes. Returns (bytes copied, whether the limit stopped it)."""
     copied = 0

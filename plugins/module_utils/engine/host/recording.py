@@ -1,5 +1,9 @@
 """Effects: every run and verify leaves its record, the last-run state and its metrics (invariant 11)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import logging
 import os
 
@@ -9,10 +13,14 @@ from . import state_store
 from ..model.errors import BackupError, ConfigError
 from ..model.job_identity import validate_job_name
 
+if TYPE_CHECKING:
+    import argparse
+    from ..model.job_identity import JobIdentity
+
 LOG = logging.getLogger("btrfs_backup")
 
 
-def add_options(parser):
+def add_options(parser: argparse.ArgumentParser) -> None:
     """The options that say where a run's record goes, for the backup run and for verify."""
     group = parser.add_argument_group("Run record (last-run state and metrics)")
     group.add_argument("--job-name", metavar="NAME",
@@ -25,7 +33,7 @@ def add_options(parser):
                             "collector into DIR (e.g. /var/lib/prometheus/node-exporter).")
 
 
-def check_options(options):
+def check_options(options: argparse.Namespace) -> tuple:
     """Validate before anything runs (bad input changes nothing): (job name given or None, max age
     seconds)."""
     from ..model.units import parse_duration
@@ -42,7 +50,8 @@ def _save(identity, state, metrics_dir):
         state_store.save_metrics(metrics_dir, identity, metrics.render(identity.name, state))
 
 
-def record_run(result, *, identity, started, duration, max_age=None, metrics_dir=None):
+def record_run(result: dict, *, identity: JobIdentity, started: float, duration: float, max_age: float | None = None,
+               metrics_dir: str | None = None) -> str | None:
     """Record a finished run (`result` is JobResult.as_dict(), `identity` the job's identity that
     the run used, under the name given); an error message or None."""
     if result.get("check_mode") or identity is None:
@@ -57,7 +66,8 @@ def record_run(result, *, identity, started, duration, max_age=None, metrics_dir
     return None
 
 
-def record_verify(report, *, identity, when, metrics_dir=None):
+def record_verify(report: dict | None, *, identity: JobIdentity, when: float,
+                  metrics_dir: str | None = None) -> str | None:
     """Record a verify's outcome beside the job's last run (under the name its runs recorded);
     an error message or None."""
     try:
@@ -71,7 +81,7 @@ def record_verify(report, *, identity, when, metrics_dir=None):
     return None
 
 
-def refresh_metrics(*, identity, metrics_dir, max_age=None):
+def refresh_metrics(*, identity: JobIdentity, metrics_dir: str, max_age: float | None = None) -> str:
     """Rewrite a job's metrics from its recorded state and its current configuration, without a
     run (after the job's configuration changed). A run that records meanwhile writes its own
     metrics after its state: a state that changed while these were written is read again."""

@@ -4,12 +4,20 @@
 """Effects of a restore at its target on this machine: the origin marker, the run files a
 restored snapshot folder brought along, the staging folder."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import os
 
 from . import effects
 from .listing import list_folder
 from .locks import LOCK_FILE_NAME
 from ..model.errors import BackupError
+
+if TYPE_CHECKING:
+    from .endpoints.base import Endpoint
+    from .runner import CommandRunner
 
 # On the restored subvolume's top folder: which backup it is, so that a rerun changes nothing.
 ORIGIN_XATTR = "user.btrfs-backup.restored-from"
@@ -18,7 +26,7 @@ ORIGIN_XATTR = "user.btrfs-backup.restored-from"
 RUN_FILE_PREFIX = ".btrfs-backup."
 
 
-def restored_from(target):
+def restored_from(target: str) -> str | None:
     """The origin marker of an earlier restore at `target`, or None."""
     try:
         return os.getxattr(target, ORIGIN_XATTR).decode("utf-8", "replace")
@@ -26,19 +34,19 @@ def restored_from(target):
         return None
 
 
-def record_origin(target, value):
+def record_origin(target: str, value: str) -> None:
     try:
         os.setxattr(target, ORIGIN_XATTR, value.encode("utf-8"))
     except OSError:
         pass  # only idempotence on reruns is lost; the restore itself is complete
 
 
-def is_stale_run_file(name):
+def is_stale_run_file(name: str) -> bool:
     """Pure: whether a file of a restored snapshot folder is a run's leftover, not data."""
     return name == LOCK_FILE_NAME or name.startswith(RUN_FILE_PREFIX)
 
 
-def remove_stale_run_files(target):
+def remove_stale_run_files(target: str) -> None:
     """Remove run leftovers from a writable restore's snapshot folders (its top folder and the
     folders in it; a snapshot folder holds no snapshot in a backup): the paths removed."""
     removed = []
@@ -60,7 +68,7 @@ def remove_stale_run_files(target):
     return sorted(removed)
 
 
-def remove_staging(here, runner, staging):
+def remove_staging(here: Endpoint, runner: CommandRunner, staging: str) -> None:
     """Delete whatever the receive left in the staging folder, then the folder itself."""
     try:
         leftovers = list_folder(here, runner, staging).children

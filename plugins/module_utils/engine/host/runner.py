@@ -3,8 +3,15 @@
 # SPDX-License-Identifier: MIT
 """The one seam through which the engine starts processes (replaced by a fake in unit tests)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import logging
 import os
+
+if TYPE_CHECKING:
+    import subprocess
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -24,7 +31,7 @@ class CommandResult:
         self.stderr = stderr
 
     @property
-    def ok(self):
+    def ok(self) -> bool:
         return self.returncode == 0
 
 
@@ -38,7 +45,7 @@ class CommandRunner:
     def __init__(self, timeout=None):
         self.timeout = timeout
 
-    def run(self, argv, input_text=None):
+    def run(self, argv: list[str], input_text: str | None = None) -> CommandResult:
         import subprocess  # here: a run with nothing to do starts no process (start-up time)
 
         LOG.debug("running: %s", argv)
@@ -60,13 +67,13 @@ class CommandRunner:
             return CommandResult(argv, 124, "", "%s: timed out after %ss" % (argv[0], self.timeout))
         return CommandResult(argv, proc.returncode, proc.stdout, proc.stderr)
 
-    def pause(self, seconds):
+    def pause(self, seconds: float) -> None:
         """Wait (before another try of a connection the server turned away)."""
         import time
 
         time.sleep(seconds)
 
-    def popen(self, argv, stdin=None, stdout=None, stderr=None, pass_fds=()):
+    def popen(self, argv: list[str], stdin=None, stdout=None, stderr=None, pass_fds=()) -> subprocess.Popen:
         import subprocess
 
         LOG.debug("starting: %s", argv)

@@ -1,10 +1,17 @@
 """Effects: the job state folder, checked safe; the last-run state read defensively, written atomically, and metrics."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import json
 import os
 
 from ..model.errors import ConfigError
 from ..model.folder_trust import folder_problem, folders_to_check
+
+if TYPE_CHECKING:
+    from ..model.job_identity import JobIdentity
 
 # Outside the source: a file in the snapshot folder would be in every snapshot and every backup.
 STATE_DIR_ENV = "BTRFS_BACKUP_STATE_DIR"
@@ -13,7 +20,7 @@ DEFAULT_STATE_DIR = "/var/lib/btrfs-backup/jobs"
 LEGACY_JOB_LOCK_NAME = ".btrfs-backup.lock"
 
 
-def state_root():
+def state_root() -> str:
     """The folder of every job's state: $BTRFS_BACKUP_STATE_DIR, else /var/lib/btrfs-backup/jobs
     for root and ~/.local/state/btrfs-backup/jobs (XDG_STATE_HOME) for another user."""
     configured = os.environ.get(STATE_DIR_ENV)
@@ -25,7 +32,7 @@ def state_root():
     return os.path.join(base, "btrfs-backup", "jobs")
 
 
-def require_trusted_folder(path):
+def require_trusted_folder(path: str) -> str:
     """Refuse a job state folder that someone but root (or the running user) could swap or fill:
     every folder on its way, also where a symbolic link leads, is checked (a missing one is made by
     the run itself). A user who owns a parent could point the run's writes anywhere."""
@@ -47,14 +54,14 @@ def require_trusted_folder(path):
     return path
 
 
-def job_lock_path(identity):
+def job_lock_path(identity: JobIdentity) -> str:
     """The job lock (rule 5): one per source and snapshot folder, beside its state, in a folder
     checked to be safe (a run takes it before anything else)."""
     require_trusted_folder(identity.state_dir)
     return identity.lock_path
 
 
-def current_state_path(identity):
+def current_state_path(identity: JobIdentity) -> str:
     """The file that holds the job's state now: the new place, else (not migrated yet) the old one.
     Every reader (status, the info module, the next run) finds the state through this."""
     if not os.path.exists(identity.state_path) and os.path.exists(identity.legacy_state_path):
@@ -62,12 +69,12 @@ def current_state_path(identity):
     return identity.state_path
 
 
-def load_state(identity):
+def load_state(identity: JobIdentity) -> dict | None:
     """The job's state, None if there is none (see read_state)."""
     return read_state(current_state_path(identity))
 
 
-def read_state(path):
+def read_state(path: str) -> dict | None:
     """The state at `path`, None if there is none; a corrupt file is an error, never a reset."""
     try:
         with open(path, encoding="utf-8") as handle:
@@ -85,7 +92,7 @@ def read_state(path):
     return state
 
 
-def write_atomically(path, text, durable, mode=0o644):
+def write_atomically(path: str, text: str, durable: bool, mode: int = 0o644) -> None:
     """Write a temp file beside `path`, (fsync,) rename over it: readers see old or new, never half."""
     folder = os.path.dirname(path)
     temp = os.path.join(folder, ".%s.%d.tmp" % (os.path.basename(path), os.getpid()))
@@ -103,7 +110,7 @@ def write_atomically(path, text, durable, mode=0o644):
         raise
 
 
-def save_state(identity, state):
+def save_state(identity: JobIdentity, state: dict) -> None:
     """Write the job's state in its state folder; an old-place state file is removed (migrated)."""
     path = identity.state_path
     os.makedirs(require_trusted_folder(identity.state_dir), mode=0o755, exist_ok=True)
@@ -116,10 +123,10 @@ def save_state(identity, state):
     return path
 
 
-def metrics_path(metrics_dir, identity):
+def metrics_path(metrics_dir: str, identity: JobIdentity) -> str:
     return os.path.join(metrics_dir, identity.metrics_file)
 
 
-def save_metrics(metrics_dir, identity, text):
+def save_metrics(metrics_dir: str, identity: JobIdentity, text: str) -> None:
     """Into node_exporter's textfile directory: only *.prom files are read, so the temp file is safe."""
     write_atomically(metrics_path(metrics_dir, identity), text, durable=False)

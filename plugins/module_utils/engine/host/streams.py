@@ -17,11 +17,17 @@ Compression (zstd) is used only where the stream crosses ssh and both ends have 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from . import btrfs
 from ..model.compression import ZSTD, parse_compress
 from ..model.errors import ConfigError
 from ..model.units import parse_size
 from .pipeline import Node, Stage
+
+if TYPE_CHECKING:
+    from typing import Callable, Iterable
+    from .endpoints.base import Endpoint
 
 
 class StreamOptions:
@@ -41,7 +47,7 @@ class StreamOptions:
         self.btrfs_debug = btrfs_debug
 
 
-def tool_size(size):
+def tool_size(size: int) -> str:
     """A size as pv -L and mbuffer -m take it: a whole number of KiB with their unit k."""
     return "%dk" % max(1, size // 1024)
 
@@ -56,7 +62,7 @@ class EndTools:
         self.zstd, self.proto2 = zstd, proto2
 
 
-def send_flags(options, source_tools, receiver_tools):
+def send_flags(options: StreamOptions, source_tools: EndTools, receiver_tools: Iterable[EndTools]) -> list[str]:
     """The send protocol flags: version 2 with compressed data where the source and every
     receiver take it (data that btrfs already compressed crosses as it is)."""
     if options.send_protocol == "1":
@@ -66,8 +72,9 @@ def send_flags(options, source_tools, receiver_tools):
     return []
 
 
-def plan_stream(source, snapshot_path, parent_path, destinations, options, ends, progress=False,
-                compressible=None):
+def plan_stream(source: Endpoint, snapshot_path: str, parent_path: str | None, destinations: list[Endpoint],
+                options: StreamOptions, ends: Callable, progress: bool = False,
+                compressible: bool | None = None) -> tuple[Node, bool, list[str]]:
     """The tree of stages for one send to `destinations` (endpoints). `ends(endpoint)` gives its
     EndTools (this machine's for None and for an endpoint here); `progress` puts a pv bar
     (a size estimate, or True for none) where the uncompressed stream flows at this machine;

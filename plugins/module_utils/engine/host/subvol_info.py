@@ -4,6 +4,8 @@
 """Subvolume facts for local paths straight from the kernel (BTRFS_IOC_GET_SUBVOL_INFO, Linux >= 4.18):
 one open and one ioctl per subvolume, no process, no privileges needed."""
 
+from __future__ import annotations
+
 import fcntl
 import os
 import struct
@@ -41,7 +43,7 @@ def _facts(args):
             bool(flags & _ROOT_SUBVOL_RDONLY))
 
 
-def subvolume_info(path):
+def subvolume_info(path: str) -> tuple:
     """(id, uuid, parent_uuid, received_uuid, readonly) of the subvolume at `path`; OSError if
     the kernel cannot tell (not btrfs, too old a kernel)."""
     return _facts(_get_subvol_info(path))
@@ -58,14 +60,14 @@ def _seconds(args, offset):
     return sec + nsec / 1e9 if sec else None
 
 
-def received_time_of(args):
+def received_time_of(args: bytes) -> float | None:
     """Pure: when this machine's kernel received the subvolume (rtime, set when `btrfs receive`
     finishes; a stream cannot set it), else when it was created here (otime), in epoch seconds.
     The stream's own send time (stime) is never used: the sender chooses it."""
     return _seconds(args, _RTIME_OFFSET) or _seconds(args, _OTIME_OFFSET)
 
 
-def subvolume_facts(path):
+def subvolume_facts(path: str) -> tuple:
     """subvolume_info's five facts plus the received time (received_time_of), from one ioctl."""
     args = _get_subvol_info(path)
     return _facts(args) + (received_time_of(args),)
@@ -76,7 +78,7 @@ _FS_INFO_SIZE = 1024
 _FS_INFO = (2 << 30) | (_FS_INFO_SIZE << 16) | (0x94 << 8) | 31
 
 
-def filesystem_uuid(path):
+def filesystem_uuid(path: str) -> str:
     """The UUID of the btrfs filesystem that holds `path` (as blkid and findmnt show it); OSError
     if it is not on btrfs. Needs no privileges."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -88,7 +90,7 @@ def filesystem_uuid(path):
     return _uuid(args[16:32])
 
 
-def is_subvolume_root(path):
+def is_subvolume_root(path: str) -> bool:
     try:
         return os.lstat(path).st_ino == SUBVOLUME_ROOT_INODE
     except OSError:

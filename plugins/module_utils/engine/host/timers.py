@@ -1,23 +1,30 @@
 """Effects: what systemd says of the role's units for each job (is a timer meant to run it, and when next)."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ..model.health import TimerState
 from .runner import CommandRunner
+
+if TYPE_CHECKING:
+    from typing import Iterable
 
 _PROPERTIES = "Id,LoadState,ActiveState,NextElapseUSecRealtime"
 _RUNNING = ("activating", "active", "deactivating", "reloading")  # a service's states while it runs
 
 
-def timer_unit(job):
+def timer_unit(job: str) -> str:
     """The timer the role installs for a job."""
     return "btrfs-backup@%s.timer" % job
 
 
-def service_unit(job):
+def service_unit(job: str) -> str:
     """The service the role installs for a job (its timer starts it)."""
     return "btrfs-backup@%s.service" % job
 
 
-def parse_timer_states(names, text):
+def parse_timer_states(names: Iterable[str], text: str) -> dict[str, TimerState]:
     """Pure: {job: TimerState} from `systemctl show` of each job's timer and service."""
     units = {}
     for block in text.split("\n\n"):
@@ -38,7 +45,7 @@ def parse_timer_states(names, text):
     return found
 
 
-def read_timer_states(names, runner=None):
+def read_timer_states(names: Iterable[str], runner: CommandRunner | None = None) -> dict[str, TimerState]:
     """{job: TimerState} for the named jobs, in one `systemctl show`; {} where systemd cannot
     tell (no systemd, as in a container or a chroot): then no job counts as run by a timer."""
     if not names:

@@ -3,6 +3,8 @@
 # SPDX-License-Identifier: MIT
 """Pure: the compress setting (auto, none, zstd or zstd:LEVEL) as a stream reads it."""
 
+from __future__ import annotations
+
 from .errors import ConfigError
 
 ZSTD = "zstd"
@@ -10,7 +12,7 @@ DEFAULT_LEVEL = 3  # measured: on 2 cores zstd -3 -T0 keeps up with ~1 GB/s of i
 COMPRESS_CHOICES = "auto, none, zstd or zstd:LEVEL (1-19)"
 
 
-def parse_compress(value):
+def parse_compress(value: str | None) -> tuple[int | None, bool]:
     """(zstd level or None, whether the user asked for zstd by name); ConfigError if unknown."""
     text = str(value if value is not None else "auto").strip().lower()
     if text == "auto":

@@ -1,6 +1,8 @@
 """Pure health decisions: each destination's freshness, a job's timer, and the one OK/WARNING/CRITICAL/UNKNOWN
 verdict that status, the info module and the fleet report all show."""
 
+from __future__ import annotations
+
 from dataclasses import dataclass, field
 from typing import List, Optional
 
@@ -33,7 +35,7 @@ class TimerState:
     running: bool = False
 
     @property
-    def managed(self):
+    def managed(self) -> bool:
         """The role installed the job's units: its timer is meant to run it."""
         return self.installed or self.service_installed
 
@@ -49,17 +51,17 @@ class JobHealth:
     job_level: int = OK
 
     @property
-    def label(self):
+    def label(self) -> str:
         return LEVELS[self.level]
 
-    def row_label(self, dest_id):
+    def row_label(self, dest_id: str) -> str:
         """The state of one destination's row: its own verdict or the job's, whichever is worse,
         so that the job's verdict is always the worst of its rows."""
         own = [d.level for d in self.destinations if d.destination == dest_id]
         return LEVELS[max(own + [self.job_level])] if own else self.label
 
 
-def assess_destination(dest_id, record, now, max_age):
+def assess_destination(dest_id: str, record: dict, now: float, max_age: float | None) -> DestinationHealth:
     """Freshness of one destination from its state record (see run_record)."""
     newest = record.get("newest_backup_time")
     age = None if newest is None else now - newest
@@ -98,7 +100,7 @@ def assess_destination(dest_id, record, now, max_age):
     return DestinationHealth(dest_id, level, age, reasons)
 
 
-def assess_timer(timer):
+def assess_timer(timer: TimerState | None) -> tuple[int, list[str]]:
     """(level, reasons) of a job's schedule: a job the role installed whose timer is missing or
     stopped has no next run. None (no systemd, a job run by hand or by cron) is no problem."""
     if timer is None or not timer.managed:
@@ -114,7 +116,8 @@ def assess_timer(timer):
     return WARNING, ["no next run: %s" % why]
 
 
-def assess_job(job, state, now, max_age=None, timer=None):
+def assess_job(job: str, state: dict | None, now: float, max_age: float | None = None,
+               timer: TimerState | None = None) -> JobHealth:
     """The verdict for one job from its last-run state (None: never ran) and its timer (a
     TimerState, None when no timer runs it); `max_age` overrides the one the job recorded."""
     timer_level, timer_reasons = assess_timer(timer)
@@ -145,7 +148,7 @@ def assess_job(job, state, now, max_age=None, timer=None):
     return JobHealth(job, level, ["%s: %s" % (job, r) for r in reasons], destinations, job_level=job_level)
 
 
-def monitoring_line(jobs):
+def monitoring_line(jobs: list[JobHealth]) -> tuple[int, str]:
     """(exit status, one line with perfdata) for Nagios/Icinga/Checkmk from several JobHealth."""
     if not jobs:
         return UNKNOWN, "BTRFS BACKUP UNKNOWN - no backup job found"

@@ -1,5 +1,7 @@
 """Pure: a job's last-run state as Prometheus metrics in node_exporter's textfile format."""
 
+from __future__ import annotations
+
 # name: (help, per destination)
 METRICS = {
     "btrfs_backup_last_run_start_timestamp_seconds": ("When the job's last run started.", False),
@@ -32,7 +34,7 @@ def _number(value):
     return str(value)
 
 
-def samples(job, state):
+def samples(job: str, state: dict) -> list[tuple[str, dict, float]]:
     """[(metric name, labels dict, value)] for every figure the state knows."""
     out = []
     base = {"backup_job": job}
@@ -66,7 +68,7 @@ def samples(job, state):
     return out
 
 
-def render(job, state):
+def render(job: str, state: dict) -> str:
     """The textfile: HELP and TYPE once per metric, samples grouped under them."""
     by_name = {}
     for name, labels, value in samples(job, state):

@@ -3,10 +3,17 @@
 # SPDX-License-Identifier: MIT
 """Snapshot names: `<prefix>%Y%m%d-%H%M%S`, the btrfs-backup 0.3 scheme, and the safe-name rules."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import datetime
 import re
 
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing import Iterable
 
 TIMESTAMP_FORMAT = "%Y%m%d-%H%M%S"
 _TIMESTAMP_RE = re.compile(r"^([0-9]{8}-[0-9]{6})\Z")
@@ -16,7 +23,7 @@ _PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@-]*\Z")
 _SAFE_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@:-]*\Z")
 
 
-def validate_prefix(prefix):
+def validate_prefix(prefix: str) -> str:
     """Return the prefix if it is safe to use in a subvolume name, else raise ConfigError."""
     if prefix == "":
         return prefix
@@ -28,7 +35,7 @@ def validate_prefix(prefix):
     return prefix
 
 
-def validate_name(name):
+def validate_name(name: str) -> str:
     """Return a subvolume name if it is safe (one path component from the fixed alphabet)."""
     if not isinstance(name, str) or len(name) > 255 or not _SAFE_NAME_RE.match(name):
         raise ConfigError(
@@ -38,12 +45,12 @@ def validate_name(name):
     return name
 
 
-def format_name(prefix, when):
+def format_name(prefix: str, when: datetime.datetime) -> str:
     """The snapshot name for a prefix and a datetime."""
     return prefix + when.strftime(TIMESTAMP_FORMAT)
 
 
-def parse_time(prefix, name):
+def parse_time(prefix: str, name: str) -> datetime.datetime | None:
     """The datetime encoded in `name` if it is `<prefix><timestamp>`, else None."""
     if not name.startswith(prefix):
         return None
@@ -58,18 +65,19 @@ def parse_time(prefix, name):
         return None
 
 
-def is_snapshot_name(prefix, name):
+def is_snapshot_name(prefix: str, name: str) -> bool:
     """True when `name` follows the naming scheme for `prefix`."""
     return parse_time(prefix, name) is not None
 
 
-def sort_key(prefix, name):
+def sort_key(prefix: str, name: str) -> tuple[datetime.datetime, str]:
     """Order snapshot names by their timestamp (names from one prefix sort by time)."""
     when = parse_time(prefix, name)
     return (when or datetime.datetime.min, name)
 
 
-def next_snapshot_time(prefix, now, taken, newest=None, max_skew_seconds=2):
+def next_snapshot_time(prefix: str, now: datetime.datetime, taken: Iterable[str],
+                       newest: datetime.datetime | None = None, max_skew_seconds: float = 2) -> datetime.datetime:
     """The time to name a new snapshot after: `now` (whole seconds), or the first later second
     whose name is free and sorts after `newest`. A newest snapshot further in the future than
     `max_skew_seconds` means the clock went back: a ValueError, since an out-of-order snapshot

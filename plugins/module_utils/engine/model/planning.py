@@ -3,7 +3,14 @@
 # SPDX-License-Identifier: MIT
 """Pure planning: which snapshot goes to which destination with which parent, and which partial receives go first."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import collections
+
+if TYPE_CHECKING:
+    from typing import Iterable, Mapping, Sequence
 
 Transfer = collections.namedtuple("Transfer", "snapshot parent")
 Transfer.__doc__ = "Send `snapshot` (a source Subvolume), incremental from `parent` (or None: full)."
@@ -20,7 +27,7 @@ class DestinationPlan:
         self.transfers = transfers      # Transfer list, oldest first
         self.present = present          # source snapshot name -> its complete backup there
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
         return {
             "delete_partial": [s.path for s in self.partial_receives],
             "conflicts": [{"name": c.name, "reason": c.reason} for c in self.conflicts],
@@ -31,7 +38,7 @@ class DestinationPlan:
         }
 
 
-def counterpart(snapshot, backups):
+def counterpart(snapshot: object, backups: Iterable) -> object | None:
     """The complete backup of `snapshot` among `backups`, matched by UUID (rule 1), or None."""
     for backup in backups:
         if not backup.complete:
@@ -43,7 +50,7 @@ def counterpart(snapshot, backups):
     return None
 
 
-def present_backups(snapshots, backups):
+def present_backups(snapshots: Iterable, backups: Iterable) -> dict:
     """Map each source snapshot name to its complete backup at a destination, where there is one."""
     by_received = {}
     for backup in backups:
@@ -60,7 +67,7 @@ def present_backups(snapshots, backups):
     return present
 
 
-def find_partial_receives(snapshots, backups_by_name, locked_names):
+def find_partial_receives(snapshots: Iterable, backups_by_name: Mapping, locked_names: Iterable[str]) -> list:
     """Partial receives to delete: a locked name at the destination without a complete backup.
 
     Only a subvolume that is not complete (writable, or no received_uuid) counts as our partial;
@@ -80,8 +87,8 @@ def find_partial_receives(snapshots, backups_by_name, locked_names):
     return partials
 
 
-def plan_destination(snapshots, backups_by_name, locked_names=(), incremental=True,
-                     keep_backups=0, only=None):
+def plan_destination(snapshots: Sequence, backups_by_name: Mapping, locked_names: Iterable[str] = (),
+                     incremental: bool = True, keep_backups: int = 0, only: str | None = None) -> DestinationPlan:
     """Plan one destination.
 
     snapshots:       source snapshots (Subvolume), oldest first, all read-only.
@@ -125,7 +132,7 @@ def plan_destination(snapshots, backups_by_name, locked_names=(), incremental=Tr
     return DestinationPlan(partial_receives=partials, conflicts=conflicts, transfers=transfers, present=present)
 
 
-def describe_foreign(subvolume, snapshot):
+def describe_foreign(subvolume: object, snapshot: object) -> str:
     """Why a subvolume that carries our snapshot's name is not our backup."""
     if not subvolume.readonly and not subvolume.received_uuid:
         return ("%s exists and is a writable subvolume without received_uuid that no unfinished "

@@ -3,9 +3,16 @@
 # SPDX-License-Identifier: MIT
 """The structured result of a run: what was created, sent, deleted and why, and what went wrong."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import logging
 
 from .steps import render
+
+if TYPE_CHECKING:
+    from .retention import Decision, Policy
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -27,11 +34,11 @@ class DestinationResult:
         self.unsent_snapshots = None  # snapshots at the source it has yet to receive (None: unknown)
         self.unsent_ceiling = None  # out of reach at max_unsent_snapshots: "released" or "stopped"
 
-    def fail(self, err):
+    def fail(self, err: object) -> None:
         self.status = "failed"
         self.error = str(err) if self.error is None else f"{self.error}; {err}"
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
         return {
             "id": self.id,
             "status": self.status,
@@ -55,20 +62,20 @@ class RetentionSection:
         self.kept = []
         self.deleted = []
 
-    def record(self, decision):
+    def record(self, decision: Decision) -> None:
         if decision.keep:
             self.kept.append({"name": decision.name, "reasons": list(decision.reasons)})
         else:
             self.deleted.append({"name": decision.name,
                                  "reason": f"not kept by retention policy ({self.policy})"})
 
-    def not_deleted(self, reason):
+    def not_deleted(self, reason: str) -> None:
         """The deletion failed, was refused or is not the run's to do: what the policy let go is
         still there, and says why."""
         self.kept.extend({"name": d["name"], "reasons": [reason]} for d in self.deleted)
         self.deleted = []
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
         return {"where": self.where, "policy": self.policy, "kept": self.kept,
                 "deleted": self.deleted}
 
@@ -94,36 +101,36 @@ class JobResult:
         self.warnings = []
 
     @property
-    def changed(self):
+    def changed(self) -> bool:
         """Every step changes something (in check mode: would), down to a lock file rewrite."""
         return bool(self.steps)
 
     @property
-    def plan(self):
+    def plan(self) -> list[str]:
         """Check mode's plan, rendered from the steps; a real run reports its effects elsewhere."""
         return render(self.steps) if self.check_mode else []
 
     @property
-    def failed(self):
+    def failed(self) -> bool:
         return bool(self.errors)
 
-    def fail(self, err, where=None):
+    def fail(self, err: object, where: str | None = None) -> None:
         """Record an error and report it at once (long runs should not keep it to the end)."""
         message = f"{where}: {err}" if where else str(err)
         self.errors.append(message)
         self.error_types.append(type(err).__name__)
         LOG.error("%s", message)
 
-    def warn(self, message):
+    def warn(self, message: str) -> None:
         self.warnings.append(message)
         LOG.warning("%s", message)
 
-    def retention_section(self, where, policy):
+    def retention_section(self, where: str, policy: Policy) -> RetentionSection:
         section = RetentionSection(where=where, policy=policy)
         self.retention.append(section)
         return section
 
-    def as_dict(self):
+    def as_dict(self) -> dict:
         return {
             "changed": self.changed,
             "failed": self.failed,

@@ -3,12 +3,19 @@
 # SPDX-License-Identifier: MIT
 """Pure retention: which snapshots or backups may be deleted, and why each survivor is kept."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import collections
 import datetime
 import re
 
 from .units import format_duration, parse_duration
 from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing import Iterable, Mapping
 
 Decision = collections.namedtuple("Decision", "name keep reasons")
 
@@ -35,10 +42,10 @@ class Policy:
                     _UNITS[unit], periods))
 
     @property
-    def keeps_everything(self):
+    def keeps_everything(self) -> bool:
         return self.count == 0 and not self.buckets
 
-    def describe(self):
+    def describe(self) -> str:
         parts = []
         if self.count:
             parts.append("newest %d" % self.count)
@@ -49,7 +56,7 @@ class Policy:
         return ", ".join(parts) or "keep all"
 
 
-def parse_buckets(text):
+def parse_buckets(text: str) -> dict:
     """Parse '24h 7d 4w 12m *y' into {unit: periods}; '*' keeps every period of that unit."""
     buckets = {}
     for term in (text or "").replace(",", " ").split():
@@ -65,7 +72,7 @@ def parse_buckets(text):
     return buckets
 
 
-def period_of(when, unit):
+def period_of(when: datetime.datetime, unit: str) -> tuple:
     """The period (hour, day, ISO week, month, year) a time falls in, as a sortable tuple."""
     if unit == "h":
         return (when.year, when.month, when.day, when.hour)
@@ -93,7 +100,7 @@ def _period_start(now, unit, back):
     return (now.year - back,)
 
 
-def parse_min_age(text, setting="minimum age"):
+def parse_min_age(text: str | None, setting: str = "minimum age") -> datetime.timedelta | None:
     """Parse a minimum age such as '36h', '7d' or '2w' into a timedelta ('' or '0' for none).
     It sits beside retention terms, where m means months: a bare m is refused as ambiguous."""
     text = (text or "").strip()
@@ -102,7 +109,8 @@ def parse_min_age(text, setting="minimum age"):
     return datetime.timedelta(seconds=parse_duration(text, setting, beside_retention=True))
 
 
-def protect_young(items, min_age, now):
+def protect_young(items: Iterable[tuple[str, datetime.datetime]], min_age: datetime.timedelta | None,
+                  now: datetime.datetime) -> dict[str, str]:
     """Pure: name -> reason for each (name, datetime) item younger than `min_age` (a window in
     which nothing is deleted, whatever the policy says)."""
     if not min_age:
@@ -111,7 +119,9 @@ def protect_young(items, min_age, now):
             for name, when in items if now - when < min_age}
 
 
-def plan_retention(items, policy, protected=None, now=None, demoted=()):
+def plan_retention(items: Iterable[tuple[str, datetime.datetime]], policy: Policy,
+                   protected: Mapping[str, list[str]] | None = None, now: datetime.datetime | None = None,
+                   demoted: Iterable[str] = ()) -> list[Decision]:
     """Decide for each item whether it is kept.
 
     items:     (name, datetime) pairs, any order.

@@ -1,11 +1,13 @@
 """Pure: a job's last-run state, updated from a run's result or a verify report (invariant 11)."""
 
+from __future__ import annotations
+
 from . import names
 
 STATE_VERSION = 1
 
 
-def snapshot_timestamp(prefix, name):
+def snapshot_timestamp(prefix: str, name: str) -> float | None:
     """Seconds since the epoch that snapshot `name` encodes (local time), or None."""
     when = names.parse_time(prefix, name) if name else None
     return when.timestamp() if when else None
@@ -20,7 +22,8 @@ def _lock_count(locks, dest_id):
     return sum(1 for entry in (locks or {}).values() if dest_id in (entry.get("locks") or []))
 
 
-def state_after_run(previous, result, *, job, prefix, started, duration, max_age=None):
+def state_after_run(previous: dict | None, result: dict, *, job: str, prefix: str, started: float, duration: float,
+                    max_age: float | None = None) -> dict:
     """The state after a run: `result` is JobResult.as_dict(), `previous` the state before (or None).
 
     A destination keeps what was known of it when this run did not reach it; its newest backup
@@ -94,7 +97,8 @@ def state_after_run(previous, result, *, job, prefix, started, duration, max_age
     }
 
 
-def record_verify(previous, report, *, job, prefix, when, source=None, snapshot_folder=None):
+def record_verify(previous: dict | None, report: dict | None, *, job: str, prefix: str, when: float,
+                  source: str | None = None, snapshot_folder: str | None = None) -> dict:
     """The state after `btrfs-backup verify`: `report` is verify()'s dict, or None with an error."""
     empty = {"version": STATE_VERSION, "job": job, "source": source, "snapshot_folder": snapshot_folder,
              "prefix": prefix, "max_age_seconds": None, "last_run": None, "destinations": {}}
@@ -112,7 +116,7 @@ def record_verify(previous, report, *, job, prefix, when, source=None, snapshot_
     return state
 
 
-def with_configuration(state, *, max_age=None):
+def with_configuration(state: dict | None, *, max_age: float | None = None) -> dict:
     """The state as the job's configuration now has it: a maximum age configured since the last
     run replaces the recorded one (as the next run would record it); None keeps the recorded."""
     current = dict(state or {"last_run": None, "destinations": {}, "max_age_seconds": None})
@@ -121,7 +125,7 @@ def with_configuration(state, *, max_age=None):
     return current
 
 
-def with_survey(state, survey):
+def with_survey(state: dict | None, survey: dict) -> dict:
     """The state as `survey` (survey_job's report) finds things now: each destination that could be
     listed gets its newest backup and count from there; one that could not keeps its record."""
     merged = dict(state or {"last_run": None, "max_age_seconds": None})

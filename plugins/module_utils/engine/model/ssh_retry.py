@@ -10,6 +10,8 @@ listens ("Connection refused": the server is down, and the destination fails at 
 wants), a timeout or anything after the connection was made is not.
 """
 
+from __future__ import annotations
+
 import re
 
 #: Seconds before the 2nd, 3rd and 4th try.
@@ -23,7 +25,7 @@ _TURNED_AWAY_RE = r"kex_exchange_identification|Connection reset by peer|Connect
 _FINAL_RE = r"Permission denied|Host key verification failed|REMOTE HOST IDENTIFICATION HAS CHANGED"
 
 
-def turned_away(returncode, stderr):
+def turned_away(returncode: int, stderr: str | None) -> str | None:
     """The line of ssh's stderr that says the server turned the connection away, or None when
     the failure is not one to retry (ssh's own status for connection failures is 255)."""
     if returncode != 255 or re.search(_FINAL_RE, stderr or ""):
@@ -34,7 +36,7 @@ def turned_away(returncode, stderr):
     return None
 
 
-def retry_delay(failed_try, fraction):
+def retry_delay(failed_try: int, fraction: float) -> float | None:
     """Seconds to wait after try number `failed_try` (1-based) failed, or None when it was the
     last; `fraction` in [0, 1) (random) places the wait within its jitter."""
     if failed_try > len(RETRY_DELAYS):
@@ -42,7 +44,7 @@ def retry_delay(failed_try, fraction):
     return RETRY_DELAYS[failed_try - 1] * (1 + JITTER * (2 * fraction - 1))
 
 
-def retry_message(where, reason, delay, next_try):
+def retry_message(where: str, reason: str, delay: float, next_try: int) -> str:
     """What the log says before waiting."""
     return ("ssh to %s refused the connection (%s); retrying in %.1f s (try %d of %d)"
             % (where, reason, delay, next_try, len(RETRY_DELAYS) + 1))

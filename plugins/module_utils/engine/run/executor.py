@@ -8,6 +8,8 @@ the effect's result in a real run or its planned stand-in in check mode."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import contextlib
 import logging
 import posixpath
@@ -21,6 +23,10 @@ from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceiv
                            RemoveRunFiles, Rename, Send, SnapshotAt, TakeSnapshot, WriteLocks, render)
 from . import sending
 from .transfer import receive_backup
+
+if TYPE_CHECKING:
+    from typing import ContextManager, Iterator
+    from ..host.endpoints.base import Endpoint
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -75,7 +81,7 @@ class Executor:
     def plan(self) -> list:
         return render(self.steps)
 
-    def carry_out(self, step):
+    def carry_out(self, step: object) -> object:
         """Record `step`, then carry it out; returns what the effect gives (in check mode, its
         planned stand-in: None for a step that gives nothing back in a real run either)."""
         self.steps.append(step)
@@ -90,12 +96,12 @@ class Executor:
             self.ends = EndToolsProbe(self.runner, source)
         return self.ends
 
-    def holding(self, lock):
+    def holding(self, lock: ContextManager) -> ContextManager:
         """`lock` (a context manager) held while a run changes things; check mode changes nothing: no lock."""
         return contextlib.nullcontext(None) if self.check_mode else lock
 
     @contextlib.contextmanager
-    def staging(self, endpoint, folder):
+    def staging(self, endpoint: Endpoint, folder: str) -> Iterator[str]:
         """A staging folder's contents and the folder itself are removed when the block ends (a
         real run's scratch space, no step of its own: check mode makes none)."""
         try:
@@ -104,7 +110,7 @@ class Executor:
             if not self.check_mode:
                 restore_target.remove_staging(endpoint, self.runner, folder)
 
-    def save_locks(self, durable=True):
+    def save_locks(self, durable: bool = True) -> None:
         if not self.check_mode:
             self.store.write(self.locks, durable)
 

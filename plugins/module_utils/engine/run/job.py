@@ -127,7 +127,7 @@ class _Run:
         self.connections = None
         self.unsent = _UnsentSnapshots(self.folders, result, self.source, prepared.max_unsent)
 
-    def run(self):
+    def run(self) -> None:
         with SshConnections(self.runner, [self.source.endpoint] + self.prepared.destinations) as connections:
             self.connections = connections
             with self.executor.holding(JobLock(job_lock_path(self.source.identity))) as held:  # rule 5
@@ -297,7 +297,7 @@ class _UnsentSnapshots:
                 self.folders.unusable[dest.id] = err
         return False
 
-    def count(self, dest, outcome, snapshots):
+    def count(self, dest: object, outcome: object, snapshots: list) -> None:
         """How many snapshots still wait for a destination after the run (what it holds when it
         was listed, its recorded newest backup when not); a warning while they are kept for it."""
         if not dest.can_list:

@@ -8,6 +8,10 @@ beside the target; only a verified receive becomes the target, so a failed resto
 nothing behind, and an existing target is never overwritten (with `force`, it is renamed aside).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import datetime
 import posixpath
 import uuid
@@ -24,10 +28,13 @@ from .executor import Executor
 from ..host.runner import CommandRunner
 from ..model.steps import MarkOrigin, Receive, RemoveRunFiles, Rename, SnapshotAt
 
+if TYPE_CHECKING:
+    from typing import Iterable
+
 STAGING_PREFIX = ".btrfs-backup-restore-"
 
 
-def choose_backup(children, prefix="", name=None):
+def choose_backup(children: Iterable, prefix: str = "", name: str | None = None):
     """Pure: the backup to restore: `name`, or the newest complete `<prefix><timestamp>` one."""
     if name is not None:
         names.validate_name(name)
@@ -45,8 +52,9 @@ def choose_backup(children, prefix="", name=None):
     return max(ours, key=lambda s: names.sort_key(prefix, s.name))
 
 
-def restore(backups, target, name=None, prefix="", writable=False, force=False,
-            check_mode=False, ssh_options=(), ssh_sudo=False, runner=None, now=None):
+def restore(backups: str, target: str, name: str | None = None, prefix: str = "", writable: bool = False,
+            force: bool = False, check_mode: bool = False, ssh_options: Iterable[str] = (), ssh_sudo: bool = False,
+            runner: CommandRunner | None = None, now: datetime.datetime | None = None) -> dict:
     """Restore a backup from the folder `backups` (path or ssh:// URL) to the local path `target`."""
     runner = runner or CommandRunner()
     names.validate_prefix(prefix)
@@ -120,7 +128,7 @@ def _carry_out(executor, step, aside):
         raise
 
 
-def marker(backup, writable):
+def marker(backup: object, writable: bool) -> str:
     """What a restored subvolume records about its origin, so a rerun can recognise it."""
     return "%s %s %s" % (backup.received_uuid, backup.name, "writable" if writable else "read-only")
 

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import logging
 
 from ..model import names
@@ -13,6 +15,9 @@ from ..model.planning import counterpart, describe_foreign
 from ..model.result import RetentionSection
 from ..model.retention import plan_retention
 from ..model.steps import Delete
+
+if TYPE_CHECKING:
+    from ..model.retention import Policy
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -105,7 +110,7 @@ class RetentionPhase:
         return self._apply(source.endpoint, {s.name: s for s in snapshots}, policy, protected, source.folder,
                            "source")
 
-    def at_destination(self, dest, snapshots, outcome, policy):
+    def at_destination(self, dest: object, snapshots: list, outcome: object, policy: Policy) -> None:
         if policy.keeps_everything:
             return
         backups, foreign = our_backups(outcome.backups, snapshots, self.prefix)

@@ -1,5 +1,9 @@
 """Effects: what a job's snapshots and backups are right now, listed at the source and every destination."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ..model import names
 from ..host.endpoints.location import parse_location
 from ..host.endpoints.ssh import SshConnections
@@ -10,12 +14,15 @@ from ..model.planning import counterpart
 from ..model.run_record import snapshot_timestamp
 from ..host.runner import CommandRunner
 
+if TYPE_CHECKING:
+    from typing import Iterable
+
 
 def _item(prefix, name):
     return {"name": name, "time": snapshot_timestamp(prefix, name)}
 
 
-def our_backups(prefix, snapshots, children):
+def our_backups(prefix: str, snapshots: Iterable, children: Iterable) -> list[str]:
     """Pure: complete backups named by the scheme; one carrying a snapshot's name must be its
     counterpart by UUID (invariant 1), otherwise it is somebody else's."""
     by_name = {s.name: s for s in snapshots}
@@ -29,7 +36,7 @@ def our_backups(prefix, snapshots, children):
     return sorted(found, key=lambda n: names.sort_key(prefix, n))
 
 
-def survey_job(spec, runner=None):
+def survey_job(spec: object, runner: CommandRunner | None = None) -> dict:
     """{snapshots, locks, destinations: {id: {backups | error}}} for a JobSpec; read-only."""
     runner = runner or CommandRunner()
     connections = SshConnections(runner)

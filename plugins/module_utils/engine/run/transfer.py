@@ -85,7 +85,7 @@ class ProgressLog:
         LOG.info("sending %s to %s: %s", self.name, self.where, progress_line(sent, seconds, self.estimate))
 
 
-def progress_line(sent, seconds, estimate):
+def progress_line(sent: int, seconds: float, estimate: int | None) -> str:
     """Pure: "1.2 GiB of about 4.0 GiB (30%), 95.1 MiB/s, about 30s left" (fewer parts when
     the size is unknown or already passed)."""
     rate = sent / seconds if seconds > 0 else 0

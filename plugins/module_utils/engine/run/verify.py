@@ -3,6 +3,10 @@
 # SPDX-License-Identifier: MIT
 """Verify: a backup against its source snapshot, by UUID chain and by content manifests."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from ..model import names
 from ..host.endpoints.location import parse_location
 from ..host.endpoints.ssh import SshConnections
@@ -12,12 +16,15 @@ from ..model.planning import counterpart
 from ..host.runner import CommandRunner
 from .source_side import SourceSide
 
+if TYPE_CHECKING:
+    from typing import Iterable
+
 # One record per entry: path, type, mode, owner, size, link target; NUL-separated for any name.
 _FIND_FORMAT = "%P\\0%y\\0%m\\0%U:%G\\0%s\\0%l\\0"
 _FIELDS = 6
 
 
-def manifest_commands(root):
+def manifest_commands(root: str) -> list[list[str]]:
     """Two commands whose output describes every entry under `root` and every file's sha256."""
     return [
         # Inode 2 marks where a nested subvolume sat in a snapshot: btrfs send leaves it out.
@@ -28,7 +35,7 @@ def manifest_commands(root):
     ]
 
 
-def parse_manifest(find_output, sums_output):
+def parse_manifest(find_output: str, sums_output: str) -> dict[str, str]:
     """Pure: {relative path: description} from the two commands' output."""
     entries = {}
     fields = find_output.split("\0")
@@ -52,7 +59,7 @@ def parse_manifest(find_output, sums_output):
     return entries
 
 
-def compare_manifests(expected, actual, limit=50):
+def compare_manifests(expected: dict[str, str], actual: dict[str, str], limit: int = 50) -> list[str]:
     """Pure: human-readable differences, at most `limit` of them."""
     differences = []
     for path in sorted(set(expected) | set(actual)):
@@ -79,8 +86,9 @@ def _manifest(endpoint, runner, root):
         raise BackupError("cannot read %s at %s: %s" % (root, endpoint.id, err))
 
 
-def verify(source, backups, snapshot_folder="snapshot", prefix="", name=None, content=True,
-           ssh_options=(), ssh_sudo=False, runner=None):
+def verify(source: str, backups: str, snapshot_folder: str = "snapshot", prefix: str = "", name: str | None = None,
+           content: bool = True, ssh_options: Iterable[str] = (), ssh_sudo: bool = False,
+           runner: CommandRunner | None = None) -> dict:
     """Check one backup (`name`, default: the newest the destination holds) against its snapshot."""
     runner = runner or CommandRunner()
     side = SourceSide.of(source, runner, snapshot_folder=snapshot_folder, prefix=prefix,

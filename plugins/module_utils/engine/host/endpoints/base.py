@@ -5,13 +5,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import abc
 import posixpath
 
 from ...model.errors import ConfigError
 
+if TYPE_CHECKING:
+    from ..runner import CommandResult, CommandRunner
 
-def check_path(path, what):
+
+def check_path(path: str, what: str) -> str:
     """A usable filesystem path: no NUL/newline, no '..' component; returned normalised."""
     if not isinstance(path, str) or not path:
         raise ConfigError("%s: a path is required" % what)
@@ -71,7 +76,7 @@ class Endpoint(abc.ABC):
         return self
 
     @abc.abstractmethod
-    def lock_store(self, runner, folder):
+    def lock_store(self, runner: CommandRunner, folder: str):
         """The lock file of its snapshot folder `folder` (host/locks.py)."""
 
     @abc.abstractmethod
@@ -85,16 +90,17 @@ class Endpoint(abc.ABC):
         btrfs receive says what it does); `decompress_argv` first, when the stream comes
         compressed over a network."""
 
-    def run(self, runner, argv, privileged=True, input_text=None):
+    def run(self, runner: CommandRunner, argv: list[str], privileged: bool = True,
+            input_text: str | None = None) -> CommandResult:
         """Run `argv` at the endpoint through `runner`; its CommandResult."""
         command = self.command(argv, privileged)
         return runner.run(command) if input_text is None else runner.run(command, input_text=input_text)
 
-    def run_batch(self, runner, commands):
+    def run_batch(self, runner: CommandRunner, commands: list[tuple[list[str], bool]]) -> list[CommandResult]:
         """Run several (argv, privileged) commands at the endpoint, returning one CommandResult each."""
         return [self.run(runner, argv, privileged) for argv, privileged in commands]
 
-    def connection_failure(self, result):
+    def connection_failure(self, result: CommandResult) -> Exception | None:
         """The error a failed `result` of one of its commands means beyond that command (the
         host was not reached), or None: the command itself failed."""
         return None
@@ -109,7 +115,7 @@ class Endpoint(abc.ABC):
         same mount source there is the same filesystem (rule 8)."""
         return False
 
-    def join(self, *parts):
+    def join(self, *parts: str) -> str:
         return posixpath.join(self.path, *parts)
 
     def __str__(self):

@@ -5,10 +5,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 
 from .. import btrfs
 from .base import Endpoint, check_path
+
+if TYPE_CHECKING:
+    from ..runner import CommandRunner
 
 
 class LocalEndpoint(Endpoint):
@@ -23,41 +28,41 @@ class LocalEndpoint(Endpoint):
         super().__init__(os.path.abspath(path))
 
     @classmethod
-    def from_location(cls, spec, **_settings):
+    def from_location(cls, spec: str, **_settings) -> LocalEndpoint:
         return cls(spec)
 
     @property
-    def id(self):
+    def id(self) -> str:
         # btrfs-backup 0.3 used the absolute path; a symlinked path is resolved so that
         # two spellings of one folder share their locks.
         return os.path.realpath(self.path)
 
     @property
-    def id_aliases(self):
+    def id_aliases(self) -> set:
         return {self.path, self.id}
 
-    def command(self, argv, privileged=True):
+    def command(self, argv: list[str], privileged: bool = True) -> list:
         return list(argv)
 
-    def with_path(self, path):
+    def with_path(self, path: str) -> LocalEndpoint:
         return LocalEndpoint(path)
 
-    def lock_store(self, runner, folder):
+    def lock_store(self, runner: CommandRunner, folder: str):
         from ..locks import LocalLockStore
         return LocalLockStore(folder)
 
-    def sender(self, send_argv, compress_argv=None):
+    def sender(self, send_argv: list[str], compress_argv: list[str] | None = None) -> tuple:
         _no_network("compress", compress_argv)
         return "btrfs send", list(send_argv)
 
-    def receiver(self, btrfs_debug=False, decompress_argv=None):
+    def receiver(self, btrfs_debug: bool = False, decompress_argv: list[str] | None = None) -> tuple:
         _no_network("decompress", decompress_argv)
         return "btrfs receive", btrfs.receive_argv(self.path, btrfs_debug)
 
-    def kernel_answers(self, runner):
+    def kernel_answers(self, runner: CommandRunner) -> bool:
         return getattr(runner, "kernel_listing", False)
 
-    def shares_mounts_with(self, other):
+    def shares_mounts_with(self, other: Endpoint) -> bool:
         return other.on_this_machine
 
 

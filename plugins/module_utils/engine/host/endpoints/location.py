@@ -5,12 +5,18 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import re
 
 from ...model.errors import ConfigError
 from .local import LocalEndpoint
 from .shell import ShellEndpoint
 from .ssh import SshEndpoint
+
+if TYPE_CHECKING:
+    from typing import Iterable
+    from .base import Endpoint
 
 #: The kinds a location names with a scheme (`scheme://...`); anything else is a local path.
 KINDS = {
@@ -21,7 +27,8 @@ KINDS = {
 _SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://"
 
 
-def parse_location(spec, ssh_options=(), ssh_sudo=False, allow_shell=True):
+def parse_location(spec: str, ssh_options: Iterable[str] = (), ssh_sudo: bool = False,
+                   allow_shell: bool = True) -> Endpoint:
     """Turn a command-line location (path, ssh:// URL, shell:// command) into an Endpoint;
     `allow_shell` False: a source, which only a kind with a folder can be."""
     if not isinstance(spec, str) or not spec:

@@ -6,6 +6,8 @@ connection per host and run (SshConnections), several commands in one batch."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 import re
 import shlex
@@ -15,6 +17,10 @@ from ...model.ssh_retry import retry_delay, retry_message, turned_away
 from .. import btrfs
 from ..runner import LOG, CommandResult
 from .base import Endpoint, check_path
+
+if TYPE_CHECKING:
+    from typing import Iterable
+    from ..runner import CommandRunner
 
 # Patterns as text: `re` compiles (and caches) each on first use, so a local run pays for none
 # of the ssh ones (start-up time of every run).
@@ -60,7 +66,7 @@ def _checked_target(host, user, port, path, ssh_options):
     return path
 
 
-def parse_ssh_url(spec):
+def parse_ssh_url(spec: str) -> tuple:
     """(host, path, user, port) of an `ssh://[user@]host[:port]/path` URL."""
     match = re.match(_SSH_URL_RE, spec)
     if not match:
@@ -95,13 +101,14 @@ class SshEndpoint(Endpoint):
         self.bulk_ciphers = False  # set by SshConnections when ssh_config leaves Ciphers alone
 
     @classmethod
-    def from_location(cls, spec, *, ssh_options=(), ssh_sudo=False, **_settings):
+    def from_location(cls, spec: str, *, ssh_options: Iterable[str] = (), ssh_sudo: bool = False,
+                      **_settings) -> SshEndpoint:
         """An `ssh://[user@]host[:port]/path` URL, with the run's ssh options."""
         host, path, user, port = parse_ssh_url(spec)
         return cls(host, path, user=user, port=port, ssh_options=ssh_options, sudo=ssh_sudo)
 
     @property
-    def id(self):
+    def id(self) -> str:
         # Same shape as btrfs-backup 0.3, so its lock entries keep matching.
         target = "%s@%s" % (self.user, self.host) if self.user else self.host
         if self.port:
@@ -109,10 +116,10 @@ class SshEndpoint(Endpoint):
         return "ssh://%s%s" % (target, self.path)
 
     @property
-    def id_aliases(self):
+    def id_aliases(self) -> set:
         return {self.id}
 
-    def ssh_argv(self):
+    def ssh_argv(self) -> list[str]:
         argv = [self.ssh_binary]
         for option in list(self.ssh_options) + list(DEFAULT_SSH_OPTIONS) + self._multiplexing():
             argv += ["-o", option]
@@ -129,24 +136,25 @@ class SshEndpoint(Endpoint):
                         "ControlPersist=60"]
         return options
 
-    def remote_line(self, argv, privileged=True):
+    def remote_line(self, argv: list[str], privileged: bool = True) -> str:
         """A remote command line with every word quoted (the remote login shell parses it)."""
         words = (["sudo", "-n"] if (privileged and self.sudo) else []) + list(argv)
         return " ".join(shlex.quote(w) for w in words)
 
-    def command(self, argv, privileged=True):
+    def command(self, argv: list[str], privileged: bool = True) -> list:
         return self.ssh_argv() + ["--", self.remote_line(argv, privileged)]
 
-    def command_pipeline(self, commands):
+    def command_pipeline(self, commands: Iterable[tuple[list[str], bool]]) -> list[str]:
         """(argv, privileged) commands joined by pipes at the remote host: its login shell
         connects them (every word is quoted; only the pipe signs are ours)."""
         return self.ssh_argv() + ["--", " | ".join(self.remote_line(a, p) for a, p in commands)]
 
-    def run(self, runner, argv, privileged=True, input_text=None):
+    def run(self, runner: CommandRunner, argv: list[str], privileged: bool = True,
+            input_text: str | None = None) -> CommandResult:
         self._fail_fast(self.id)
         return super().run(runner, argv, privileged, input_text)
 
-    def run_batch(self, runner, commands):
+    def run_batch(self, runner: CommandRunner, commands: list[tuple[list[str], bool]]) -> list[CommandResult]:
         """One ssh connection for all commands; each one's exit status is echoed after a marker."""
         self._fail_fast("ssh host")
         marker = "__btrfs_backup_%s__" % os.urandom(16).hex()
@@ -162,28 +170,28 @@ class SshEndpoint(Endpoint):
         if self.connect_failure is not None:
             raise unreachable(where, self.connect_failure)
 
-    def connection_failure(self, result):
+    def connection_failure(self, result: CommandResult) -> Exception | None:
         # 255 is ssh's own failure: the command never ran there.
         return unreachable(self.id, result.stderr) if result.returncode == 255 else None
 
-    def with_path(self, path):
+    def with_path(self, path: str) -> SshEndpoint:
         return SshEndpoint(self.host, path, self.user, self.port, self.ssh_options, self.sudo, self.ssh_binary)
 
-    def with_login(self, user, port):
+    def with_login(self, user: str | None, port: int | None) -> SshEndpoint:
         return SshEndpoint(self.host, self.path, self.user or user, self.port or port, self.ssh_options,
                            self.sudo, self.ssh_binary)
 
-    def lock_store(self, runner, folder):
+    def lock_store(self, runner: CommandRunner, folder: str):
         from ..locks import RemoteLockStore
         return RemoteLockStore(self, runner, folder)
 
-    def sender(self, send_argv, compress_argv=None):
+    def sender(self, send_argv: list[str], compress_argv: list[str] | None = None) -> tuple:
         if compress_argv is None:
             return "btrfs send on %s" % self.host, self.command(send_argv)
         return ("btrfs send | %s on %s" % (compress_argv[0], self.host),
                 self.command_pipeline([(send_argv, True), (compress_argv, False)]))
 
-    def receiver(self, btrfs_debug=False, decompress_argv=None):
+    def receiver(self, btrfs_debug: bool = False, decompress_argv: list[str] | None = None) -> tuple:
         receive_argv = btrfs.receive_argv(self.path, btrfs_debug)
         if decompress_argv is None:
             argv = self.command(receive_argv)
@@ -211,7 +219,7 @@ class SshConnections:
         self.close()
         return False
 
-    def attach(self, endpoint):
+    def attach(self, endpoint: Endpoint) -> Endpoint:
         if not isinstance(endpoint, SshEndpoint):
             return endpoint
         endpoint.bulk_ciphers = _configured_ciphers(endpoint, self.runner) == OPENSSH_DEFAULT_CIPHERS
@@ -251,7 +259,7 @@ class SshConnections:
             if pause is not None:
                 pause(delay)
 
-    def close(self):
+    def close(self) -> None:
         for endpoint in self._endpoints:
             self.runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
         if self._dir is not None:
@@ -282,7 +290,7 @@ def _random_fraction():
     return random.random()
 
 
-def unreachable(where, stderr):
+def unreachable(where: str, stderr: str) -> UnreachableError:
     """The error for an ssh that failed before running anything; a refused key is named as such."""
     detail = (stderr.strip().splitlines() or ["ssh failed"])[-1]
     if "Permission denied" in detail:
@@ -292,7 +300,7 @@ def unreachable(where, stderr):
     return UnreachableError("cannot reach %s: %s" % (where, detail))
 
 
-def split_batch_output(result, marker, argvs):
+def split_batch_output(result: CommandResult, marker: str, argvs: list[list[str]]) -> list[CommandResult]:
     """Split a batched remote run's stdout at the markers into one CommandResult per command."""
     if result.returncode == 255 and marker not in result.stdout:
         raise unreachable("ssh host", result.stderr)
@@ -311,7 +319,7 @@ def split_batch_output(result, marker, argvs):
     return results
 
 
-def validate_ssh_option(option):
+def validate_ssh_option(option: str) -> str:
     """An ssh_config option as 'Key=value' (passed to ssh as -o, one argv item)."""
     if not isinstance(option, str) or not re.match(_SSH_OPTION_RE, option) or "\n" in option:
         raise ConfigError("ssh option %r must look like 'Key=value' (an ssh_config option)" % (option,))
