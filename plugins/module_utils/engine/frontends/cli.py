@@ -136,15 +136,14 @@ def build_verify_parser() -> argparse.ArgumentParser:
 
 
 def build_prune_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="btrfs-backup prune",
-        description="Retention on a backup server (the other half of 'serve --append-only'): "
-                    "delete the backups in each FOLDER that the policy does not keep. Age, order "
-                    "and time buckets come from when this server received each backup, never "
-                    "from its name (a source chose the name). The newest backup received always "
-                    "stays (the next incremental parent), nothing received less than --min-age "
-                    "ago is deleted, and a backup whose name is later than when it was received "
-                    "(beyond --clock-skew) is reported and ranks below every other.")
+    parser = _subcommand_parser(
+        "prune", "Retention on a backup server (the other half of 'serve --append-only'): "
+        "delete the backups in each FOLDER that the policy does not keep. Age, order "
+        "and time buckets come from when this server received each backup, never "
+        "from its name (a source chose the name). The newest backup received always "
+        "stays (the next incremental parent), nothing received less than --min-age "
+        "ago is deleted, and a backup whose name is later than when it was received "
+        "(beyond --clock-skew) is reported and ranks below every other.")
     parser.add_argument("folders", nargs="+", metavar="FOLDER",
                         help="A folder of backups on this machine (not ssh://: received times are "
                              "known only on the server).")
@@ -307,13 +306,12 @@ SERVE_OPTIONS = (
 
 
 def build_serve_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="btrfs-backup serve",
-        description="The forced command of a source host's ssh key on a backup server "
-                    "(authorized_keys: restrict,command=\"btrfs-backup serve --root DIR\"). "
-                    "Runs the command in SSH_ORIGINAL_COMMAND only if it is one that a push "
-                    "backup sends, with every path inside DIR; refuses anything else. With --restore, "
-                    "the forced command of an administrator's restore key: it only reads backups.")
+    parser = _subcommand_parser(
+        "serve", "The forced command of a source host's ssh key on a backup server "
+        "(authorized_keys: restrict,command=\"btrfs-backup serve --root DIR\"). "
+        "Runs the command in SSH_ORIGINAL_COMMAND only if it is one that a push "
+        "backup sends, with every path inside DIR; refuses anything else. With --restore, "
+        "the forced command of an administrator's restore key: it only reads backups.")
     for flag, keywords in SERVE_OPTIONS:
         parser.add_argument(flag, **keywords)
     return parser

@@ -38,19 +38,14 @@ class DestinationResult:
         self.status = "failed"
         self.error = str(err) if self.error is None else f"{self.error}; {err}"
 
+    # What the result reports, in this order, as the modules' and the CLI's JSON.
+    _REPORTED = ("id", "status", "error", "transfers", "partial_receives_deleted", "locks_cleared", "conflicts",
+                 "unsent_snapshots", "unsent_ceiling")
+
     def as_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "status": self.status,
-            "error": self.error,
-            "transfers": self.transfers,
-            "partial_receives_deleted": self.partial_receives_deleted,
-            "partials_deleted": self.partial_receives_deleted,  # the earlier name, still read by users
-            "locks_cleared": self.locks_cleared,
-            "conflicts": self.conflicts,
-            "unsent_snapshots": self.unsent_snapshots,
-            "unsent_ceiling": self.unsent_ceiling,
-        }
+        report = {name: getattr(self, name) for name in self._REPORTED}
+        report["partials_deleted"] = self.partial_receives_deleted  # the earlier name, still read by users
+        return report
 
 
 class RetentionSection:
