@@ -374,11 +374,11 @@ def main():
             specs, errors = [ad_hoc_job(params)], []
         else:
             specs, errors = jobs_from_config_dir(params["config_dir"])
-            unknown = sorted(set(params["jobs"]) - {s.name for s in specs})
+            unknown = sorted(set(params["jobs"]) - {s.identity.name for s in specs})
             if unknown:
                 raise BadParameter("jobs", "no such job in %s: %s" % (params["config_dir"], ", ".join(unknown)))
             if params["jobs"]:
-                specs = [s for s in specs if s.name in params["jobs"]]
+                specs = [s for s in specs if s.identity.name in params["jobs"]]
     except BadParameter as err:
         module.fail_json(msg=str(err))
     runner = ModuleCommandRunner(module)
