@@ -8,13 +8,12 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import importlib
 
 import pytest
-import yaml
 
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.modules import btrfs_backup_info
+from ansible_collections.btrfs.backup.tests.unit.plugins.module_docs import documented_options
 
 
 def params_with(**given):
@@ -54,13 +53,7 @@ def test_bad_values_name_their_parameter(given, parameter):
 
 
 def test_documentation_follows_the_argument_spec():
-    documentation = yaml.safe_load(btrfs_backup_info.DOCUMENTATION)
-    documented = {}
-    for fragment in documentation["extends_documentation_fragment"]:
-        name = fragment.split(".")[-1]
-        module = importlib.import_module("ansible_collections.btrfs.backup.plugins.doc_fragments." + name)
-        documented.update(yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION).get("options") or {})
-    documented.update(documentation["options"])
+    documented = documented_options(btrfs_backup_info)
     spec = btrfs_backup_info.argument_spec()
     assert set(documented) == set(spec)
     for name, entry in spec.items():

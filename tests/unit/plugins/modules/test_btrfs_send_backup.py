@@ -8,17 +8,16 @@ from __future__ import absolute_import, division, print_function
 
 __metaclass__ = type
 
-import importlib
 import os
 
 import pytest
-import yaml
 
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.job_settings import JOB_SETTINGS
 from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.result import DestinationResult, JobResult
 from ansible_collections.btrfs.backup.plugins.module_utils.module_params import BadParameter
 from ansible_collections.btrfs.backup.plugins.modules import btrfs_send_backup
 from ansible_collections.btrfs.backup.tests.support.setting_samples import sample
+from ansible_collections.btrfs.backup.tests.unit.plugins.module_docs import documented_options
 
 
 def params_with(**given):
@@ -73,23 +72,11 @@ def test_the_settings_the_module_leaves_out():
     assert {s.name for s in JOB_SETTINGS if not s.module} == {"btrfs_debug", "check_mode"}
 
 
-def _documented_options():
-    """DOCUMENTATION's options with those of its doc fragments."""
-    documentation = yaml.safe_load(btrfs_send_backup.DOCUMENTATION)
-    options = {}
-    for fragment in documentation["extends_documentation_fragment"]:
-        name = fragment.split(".")[-1]
-        module = importlib.import_module("ansible_collections.btrfs.backup.plugins.doc_fragments." + name)
-        options.update(yaml.safe_load(module.ModuleDocFragment.DOCUMENTATION).get("options") or {})
-    options.update(documentation["options"])
-    return options
-
-
 @pytest.mark.parametrize("setting", [s for s in JOB_SETTINGS if s.module], ids=lambda s: s.name)
 def test_documentation_and_argument_spec_follow_the_table(setting):
     spec = btrfs_send_backup.argument_spec()[setting.module]
     assert spec == setting.module_spec()
-    documented = _documented_options()[setting.module]
+    documented = documented_options(btrfs_send_backup)[setting.module]
     assert documented["type"] == spec["type"]
     assert documented.get("elements") == spec.get("elements")
     assert documented.get("default") == spec.get("default")
@@ -98,7 +85,7 @@ def test_documentation_and_argument_spec_follow_the_table(setting):
 
 
 def test_every_documented_option_is_in_the_argument_spec():
-    assert set(_documented_options()) == set(btrfs_send_backup.argument_spec())
+    assert set(documented_options(btrfs_send_backup)) == set(btrfs_send_backup.argument_spec())
 
 
 @pytest.mark.parametrize("url, user, port, expected", [
