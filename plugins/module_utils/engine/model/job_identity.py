@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import posixpath
 import re
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from . import names
 from .errors import ConfigError
@@ -18,6 +16,12 @@ JOB_LOCK_FILE = "lock"
 LEGACY_STATE_FILE_NAME = ".btrfs-backup.last-run.json"
 LEGACY_REMOTE_STATE_DIR = "/var/lib/btrfs-backup/state"
 _JOB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}\Z")
+_OUTSIDE_NAME_ALPHABET = re.compile(r"[^A-Za-z0-9_.@-]+")
+
+
+def _file_name_part(text: str) -> str:
+    """`text` in the job name alphabet: other characters become '_', no leading or trailing _ . - @."""
+    return _OUTSIDE_NAME_ALPHABET.sub("_", text).strip("_.-@")
 
 
 def validate_job_name(name: str) -> str:
@@ -31,7 +35,7 @@ def validate_job_name(name: str) -> str:
 def default_job_name(source_id: str) -> str:
     """A job's name when none is given: its source, as a file name ('/' is 'root')."""
     path = source_id.rstrip("/").split("/")[-1] if not source_id.startswith("ssh://") else source_id
-    name = re.sub(r"[^A-Za-z0-9_.@-]+", "_", path).strip("_.-@") or "root"
+    name = _file_name_part(path) or "root"
     return name[:100]
 
 
@@ -44,12 +48,13 @@ def snapshot_folder_path(source_path: str, snapshot_folder: Optional[str]) -> st
 
 
 def _digest(source_id: str, folder: str) -> str:
+    import hashlib  # here, not at the top: a run with nothing to send starts faster without it
     return hashlib.sha256(("%s\0%s" % (source_id, folder)).encode("utf-8")).hexdigest()[:16]
 
 
 def job_key(source_id: str, folder: str) -> str:
     """The job's state folder name, from its source and snapshot folder: readable, unique."""
-    readable = re.sub(r"[^A-Za-z0-9_.@-]+", "_", folder).strip("_.-@")[-60:].lstrip("_.-@") or "root"
+    readable = _file_name_part(folder)[-60:].lstrip("_.-@") or "root"
     return "%s-%s" % (readable, _digest(source_id, folder))
 
 
@@ -66,8 +71,7 @@ def metrics_file_name(name: str) -> str:
     return "btrfs_backup_%s.prom" % name
 
 
-@dataclasses.dataclass(frozen=True)
-class JobIdentity:
+class JobIdentity(NamedTuple):
     """One job, whichever path or spelling named it: the key of its state, lock and metrics.
 
     The job is its source and snapshot folder (`state_dir`, `state_path`, `lock_path` depend on
@@ -88,7 +92,7 @@ class JobIdentity:
         if not name or name == self.name:
             return self
         name = validate_job_name(name)
-        return dataclasses.replace(self, name=name, metrics_file=metrics_file_name(name))
+        return self._replace(name=name, metrics_file=metrics_file_name(name))
 
 
 def job_identity(*, source_id: str, source_path: str, state_root: str,

@@ -1,0 +1,41 @@
+"""The command's start-up: a run with nothing to send is as fast as its imports, so the CLI loads
+only what every run needs; what some runs need is imported where it is used."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+MODULE_UTILS = Path(__file__).resolve().parents[4] / "plugins" / "module_utils"
+
+# Costly to import and needed by some runs only (a digest, a send, a pull, a status view).
+NOT_AT_START = ["dataclasses", "hashlib", "subprocess", "socket", "inspect", "ast",
+                "concurrent.futures", "selectors", "email", "http", "urllib.request"]
+
+_LOADED = """
+import json, sys
+before = set(sys.modules)
+sys.path.insert(0, sys.argv[1])
+from engine.frontends.cli import run
+print(json.dumps(sorted(set(sys.modules) - before)))
+"""
+
+
+@pytest.fixture(scope="module")
+def loaded_by_cli():
+    # -I as the launcher does: a fresh interpreter, nothing from the test run already imported.
+    out = subprocess.run([sys.executable, "-I", "-c", _LOADED, str(MODULE_UTILS)],
+                         check=True, capture_output=True, text=True).stdout
+    return set(json.loads(out))
+
+
+@pytest.mark.parametrize("module", NOT_AT_START)
+def test_the_command_does_not_import_at_start(loaded_by_cli, module):
+    assert module not in loaded_by_cli
+
+
+def test_the_check_sees_what_the_command_imports(loaded_by_cli):
+    # Without this, an import failure or an empty set would pass every case above.
+    assert {"engine.frontends.cli", "engine.run.job", "argparse"} <= loaded_by_cli
