@@ -68,7 +68,7 @@ def job_from_settings(source: str, settings: Dict[str, Any], name: Optional[str]
     settings = dict(job_settings.defaults(), **settings)
     _source, identity = job_source(source, ssh_options=settings["ssh_options"], ssh_sudo=settings["ssh_sudo"],
                                    snapshot_folder=settings["snapshot_folder"], prefix=settings["prefix"],
-                                   job_name=name)
+                                   job_name=name, source_snapshots=settings["source_snapshots"])
     return JobSpec(identity=identity, source=source, destinations=list(settings["destinations"]),
                    ssh_options=list(settings["ssh_options"]), ssh_sudo=settings["ssh_sudo"],
                    max_age=max_age, config_file=config_file, metrics_dir=metrics_dir, name_given=bool(name))

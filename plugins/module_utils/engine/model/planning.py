@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import collections
+import posixpath
 
 if TYPE_CHECKING:
     from typing import Iterable, Mapping, Sequence
@@ -85,6 +86,27 @@ def find_partial_receives(snapshots: Iterable, backups_by_name: Mapping, locked_
             continue  # received from something else: not a partial of ours
         partials.append(found)
     return partials
+
+
+def stranded_arrivals(snapshots: Iterable, backups_by_name: Mapping) -> tuple:
+    """What receives left under a snapshot's subvolume name where that is not the snapshot's name
+    (snapper's are all `snapshot`; a backup is renamed once verified): ([(complete backup, the
+    name to give it)], [partial receives to delete]). A complete one of a snapshot the source no
+    longer has, or whose name is taken, is left alone."""
+    arrivals = {posixpath.basename(s.path) for s in snapshots} - {s.name for s in snapshots}
+    by_uuid = {s.uuid: s for s in snapshots}
+    renames, partials = [], []
+    for name in sorted(arrivals):
+        found = backups_by_name.get(name)
+        if found is None:
+            continue
+        if found.complete:
+            snapshot = by_uuid.get(found.received_uuid)
+            if snapshot is not None and snapshot.name not in backups_by_name:
+                renames.append((found, snapshot.name))
+        elif found.received_uuid is None or found.received_uuid in by_uuid:
+            partials.append(found)
+    return renames, partials
 
 
 def plan_destination(snapshots: Sequence, backups_by_name: Mapping, locked_names: Iterable[str] = (),

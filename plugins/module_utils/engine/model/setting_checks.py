@@ -12,6 +12,7 @@ from .compression import parse_compress
 from .errors import ConfigError
 from .name_trust import parse_clock_skew
 from .retention import parse_buckets, parse_min_age
+from .snapper import snapper_config
 from .units import parse_duration, parse_size
 
 # setting -> (what a valid value is, the parser that the engine runs on it)
@@ -25,6 +26,7 @@ ENGINE_SETTINGS: dict[str, tuple[str, Callable]] = {
     "min_age": ("a minimum age", parse_min_age),
     "quota": ("a quota", lambda value: parse_size(value, "quota")),
     "clock_skew": ("a clock skew", parse_clock_skew),
+    "source_snapshots": ("own or snapper:CONFIG", snapper_config),
 }
 
 # Settings whose empty value means "none" (the others always need a value).

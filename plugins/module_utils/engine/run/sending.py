@@ -10,7 +10,7 @@ import logging
 from ..host.listing import list_folder
 from ..model.errors import BackupError, TransferError
 from ..model.steps import DeletePartialReceives
-from .transfer import is_partial_receive_of, planned_backup, send_stream, verify_received
+from .transfer import arrival_name, is_partial_receive_of, planned_backup, send_stream, verify_received
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -82,7 +82,7 @@ def _arrival(executor, dest, snapshot, parent_name, stats, failure):
 def _remove_partial_receive(executor, dest, snapshot):
     """Best effort right after a failure; if it fails too, the lock makes the next run do it."""
     try:
-        found = list_folder(dest, executor.runner).children.get(snapshot.name)
+        found = list_folder(dest, executor.runner).children.get(arrival_name(snapshot))
         if not is_partial_receive_of(found, snapshot):
             return None
         executor.carry_out(DeletePartialReceives(endpoint=dest, paths=(found.path,), folder=dest.path,

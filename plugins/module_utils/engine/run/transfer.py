@@ -6,9 +6,10 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 import sys
 
-from ..host import btrfs
+from ..host import btrfs, effects
 from ..host.compressibility import looks_compressible
 from ..model.errors import BackupError, TransferError
 from ..model.units import format_duration, format_size
@@ -98,16 +99,34 @@ def progress_line(sent: int, seconds: float, estimate: int | None) -> str:
     return text
 
 
+def arrival_name(snapshot: Subvolume) -> str:
+    """The name a receive gives the snapshot's backup: its subvolume's own name, which is the
+    snapshot's name except for snapper's (all called `snapshot`; renamed once verified)."""
+    return posixpath.basename(snapshot.path)
+
+
 def verify_received(destination, runner, snapshot: Subvolume) -> Subvolume:
-    """Rule 2: the received subvolume must be read-only with received_uuid = snapshot uuid."""
-    backup = find_subvolume(destination, runner, destination.path, snapshot.name)
+    """Rule 2: the received subvolume must be read-only with received_uuid = snapshot uuid; one that
+    arrived under another name (arrival_name) is then renamed to the snapshot's, in its folder."""
+    arrived = arrival_name(snapshot)
+    backup = find_subvolume(destination, runner, destination.path, arrived)
     if backup is None:
         raise TransferError(f"{snapshot.name} did not appear at {destination.id} after the receive")
     if not backup.complete or backup.received_uuid != snapshot.uuid:
         raise TransferError(
             f"{snapshot.name} at {destination.id} did not verify (read-only: {backup.readonly}, "
             f"received_uuid {backup.received_uuid}, expected {snapshot.uuid})")
+    if arrived != snapshot.name:
+        return name_arrival(destination, runner, backup, snapshot.name)
     return backup
+
+
+def name_arrival(destination, runner, backup: Subvolume, name: str) -> Subvolume:
+    """Rename a verified backup that arrived as `snapshot` to its snapshot's name (within its folder,
+    which a read-only received subvolume allows)."""
+    path = destination.join(name)
+    effects.rename(destination, runner, backup.path, path)
+    return backup._replace(name=name, path=path)
 
 
 def is_partial_receive_of(found: Subvolume | None, snapshot: Subvolume) -> bool:
