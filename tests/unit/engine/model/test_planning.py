@@ -5,7 +5,7 @@ import collections
 import pytest
 
 from engine.host.listing import Subvolume
-from engine.model.planning import plan_destination
+from engine.model.planning import plan_destination, stranded_arrivals
 
 
 def uuid_of(name):
@@ -156,3 +156,30 @@ def test_as_dict_is_the_check_mode_plan():
             {"snapshot": "s3", "parent": "s2", "mode": "incremental"},
         ],
     }
+
+
+def snapper_source(*names):
+    """Snapper's snapshots: each subvolume is called `snapshot`, in .snapshots/N."""
+    return [Subvolume(name, "/home/.snapshots/%d/snapshot" % (i + 1), 300 + i, uuid_of(name), "uuid-of-home",
+                      None, True)
+            for i, name in enumerate(names)]
+
+
+@pytest.mark.parametrize("backups, renames, partials", [
+    pytest.param((), [], [], id="nothing-left"),
+    pytest.param((backup_of("a"), backup_of("b")), [], [], id="every-backup-named"),
+    pytest.param((backup_of("a"), backup_of("b", "snapshot")), [("snapshot", "b")], [], id="verified-not-renamed"),
+    pytest.param((backup_of("a"), B("snapshot", None, False)), [], ["snapshot"], id="a-partial-receive"),
+    pytest.param((B("snapshot", uuid_of("b"), False),), [], ["snapshot"], id="received-not-finished"),
+    pytest.param((B("snapshot", "uuid-of-other", False),), [], [], id="a-partial-of-something-else"),
+    pytest.param((backup_of("gone", "snapshot"),), [], [], id="complete-of-a-snapshot-snapper-deleted"),
+    pytest.param((backup_of("b"), backup_of("b", "snapshot")), [], [], id="its-name-is-taken"),
+])
+def test_what_a_receive_left_under_snappers_subvolume_name(backups, renames, partials):
+    found = stranded_arrivals(snapper_source("a", "b"), destination(*backups))
+    assert [(b.name, name) for b, name in found[0]] == renames
+    assert [p.name for p in found[1]] == partials
+
+
+def test_own_snapshots_arrive_under_their_names():
+    assert stranded_arrivals(source("snapshot", "b"), destination(B("snapshot", None, False))) == ([], [])

@@ -1,0 +1,126 @@
+"""A job whose snapshots snapper takes (--source-snapshots snapper:CONFIG): real snapper on a loop btrfs,
+sent to a local folder and over real ssh; checksums, incremental chains, and snapper deleting snapshots."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import uuid
+
+import pytest
+
+from cli_helpers import (
+    assert_no_partial, destination, ok, run_raw, sent, show, ssh_args, subvolumes,
+)
+from support.trees import assert_same_tree, modify_tree
+
+
+@pytest.fixture
+def snapper(src):
+    """`snapper(*args)` runs snapper on a configuration of `src` made for the test (deleted after it,
+    with its snapshots); `snapper.config` is its name."""
+    give_up = pytest.fail if os.environ.get("CI") else pytest.skip
+    if shutil.which("snapper") is None:
+        give_up("snapper is not installed")
+    config = "btrfsbackuptest" + uuid.uuid4().hex[:8]
+
+    def run(*args):
+        done = subprocess.run(["snapper", "--no-dbus", "-c", config] + list(args), capture_output=True, text=True)
+        assert done.returncode == 0, (args, done.stderr)
+        return done.stdout
+
+    run("create-config", str(src))
+    run.config = config
+    try:
+        yield run
+    finally:
+        subprocess.run(["snapper", "--no-dbus", "-c", config, "delete-config"], capture_output=True)
+        if os.path.exists(f"/etc/snapper/configs/{config}"):  # the config is not left on the machine
+            os.unlink(f"/etc/snapper/configs/{config}")
+
+
+def numbered(snapper) -> dict:
+    """snapper's number -> the path of its snapshot."""
+    listed = json.loads(snapper("--jsonout", "list", "--disable-used-space"))[snapper.config]
+    return {e["number"]: e for e in listed if e["number"]}
+
+
+def named(result: dict, dest_id) -> dict:
+    """The run's transfers to one destination: snapshot name -> (mode, parent)."""
+    return {name: (mode, parent) for name, mode, parent in sent(result, dest_id)}
+
+
+def test_snappers_snapshots_full_then_incremental_to_a_local_folder_and_over_ssh(src, dst, sshd, snapper):
+    local, remote = dst / "local", dst / "remote"
+    url = sshd.url(remote)
+    job = ssh_args(sshd) + ["--source-snapshots", f"snapper:{snapper.config}", "--num-snapshots", "1", src,
+                            local, url]
+    snaps = src / ".snapshots"
+
+    snapper("create", "--description", "first")
+    first = ok(*job)
+    (one,) = named(first, local)
+    assert one.endswith("_1") and named(first, url) == {one: ("full", None)}
+    assert first.result["snapshot"]["path"] == str(snaps / "1" / "snapshot")
+    assert "num_snapshots and preserve_snapshots are ignored" in first.stderr
+
+    modify_tree(src / "small", 32 * 1024, seed=2, add_files=1, remove_files=1)
+    snapper("create", "--description", "second")
+    pre = snapper("create", "--type", "pre", "--print-number").strip()
+    snapper("create", "--type", "post", "--pre-number", pre)
+    subprocess.run(["btrfs", "property", "set", "-f", str(snaps / "3" / "snapshot"), "ro", "false"], check=True)
+    second = ok(*job)
+    two, four = sorted(named(second, local), key=lambda n: int(n.rsplit("_", 1)[1]))
+    assert two.endswith("_2") and four.endswith("_4")
+    for dest in (local, url):
+        assert named(second, dest) == {two: ("incremental", one), four: ("incremental", two)}
+    assert f"{snaps / '3' / 'snapshot'} is writable, so it is not used as a snapshot" in second.result["warnings"]
+    assert sorted(numbered(snapper)) == [1, 2, 3, 4]  # snapper's retention, not the job's -N 1
+
+    for dest in (local, remote):
+        assert sorted(subvolumes(dest)) == [one, two, four]
+        assert_no_partial(dest)
+        for name, number in ((one, 1), (two, 2), (four, 4)):
+            backup = subvolumes(dest)[name]
+            assert backup.received_uuid == show(snaps / str(number) / "snapshot").uuid  # rule 1
+            assert_same_tree(snaps / str(number) / "snapshot", dest / name)
+        assert subvolumes(dest)[four].parent_uuid == subvolumes(dest)[two].uuid
+
+    # A run cut between the receive and the rename leaves the backup as `snapshot`: named, not resent.
+    subprocess.run(["mv", "-T", str(local / four), str(local / "snapshot")], check=True)
+    again = ok(*job)
+    assert named(again, local) == {} and named(again, url) == {}
+    assert sorted(subvolumes(local)) == [one, two, four]
+
+    # snapper deletes the newest common snapshot: the next one goes from the newest both still have.
+    snapper("delete", "4")
+    snapper("create", "--description", "fifth")
+    fifth = ok(*job)
+    (five,) = named(fifth, local)
+    for dest in (local, url):
+        assert named(fifth, dest) == {five: ("incremental", two)}
+
+    # ... and every one a destination's backups came from: a full send, saying why.
+    snapper("delete", "1", "2", "3", "5")
+    snapper("create", "--description", "sixth")
+    sixth = ok(*job)
+    (six,) = named(sixth, local)
+    for dest in (local, url):
+        assert named(sixth, dest) == {six: ("full", None)}
+        assert destination(sixth.result, dest)["status"] == "ok"
+    assert any("snapper's cleanup deleted them" in w for w in sixth.result["warnings"])
+    for dest in (local, remote):
+        assert_same_tree(snaps / "6" / "snapshot", dest / six)
+        assert_no_partial(dest)
+
+
+def test_a_snapper_job_with_another_configurations_subvolume_or_none_changes_nothing(src, dst, snapper, subvolume):
+    other = subvolume(src.parent / "other")
+    done = run_raw("--json", "--source-snapshots", f"snapper:{snapper.config}", other, dst / "b")
+    assert done.returncode != 0
+    assert f"configuration {snapper.config} is of {src}, not of the job's source {other}" in done.stderr
+    missing = run_raw("--json", "--source-snapshots", "snapper:nosuchconfig", src, dst / "b")
+    assert missing.returncode != 0 and "snapper cannot list configuration nosuchconfig" in missing.stderr
+    assert not (dst / "b").exists() or not subvolumes(dst / "b")
