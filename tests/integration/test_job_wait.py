@@ -42,7 +42,7 @@ def test_two_runs_started_together_with_wait_both_succeed_one_after_the_other(sr
     assert (code1, code2) == (0, 0), err1 + err2
     waited = [err for err in (err1, err2) if "waiting for the running run of" in err]
     assert len(waited) == 1 and waited[0].count("waiting for the running run of") == 1, err1 + err2
-    first, second = (result1, result2) if result2["snapshot"]["name"] > result1["snapshot"]["name"] else (result2, result1)
+    first, second = sorted((result1, result2), key=lambda result: result["snapshot"]["name"])
     assert sent(first, dst) == [(first["snapshot"]["name"], "full", None)]
     assert sent(second, dst) == [(second["snapshot"]["name"], "incremental", first["snapshot"]["name"])]
 

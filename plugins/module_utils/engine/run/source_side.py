@@ -134,6 +134,7 @@ class SnapperSourceSide(SourceSide):
     def list(self) -> FolderListing:
         listing = super().list()
         if listing is None:
+            self._taken()  # the clearer error first: no such configuration, or one of another subvolume
             raise EndpointError(f"source {self.id} has no {snapper.SNAPSHOTS_FOLDER} folder: is snapper "
                                 f"configuration {self.config} of it ('snapper -c {self.config} list')?")
         return listing
@@ -144,12 +145,8 @@ class SnapperSourceSide(SourceSide):
     def snapshots(self, listing: FolderListing | None) -> tuple:
         """(snapper's read-only snapshots of the source as the job's snapshots, oldest first;
         paths of writable ones, which are not sent)."""
-        result = self.endpoint.run(self.runner, snapper.list_argv(self.config))
-        if not result.ok:
-            detail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
-            raise EndpointError(f"snapper cannot list configuration {self.config}: {detail}")
         found, writable = [], []
-        for taken in snapper.parse_list(result.stdout, self.config, self.endpoint.path):
+        for taken in self._taken():
             path = taken.path(self.endpoint.path)
             sub = find_subvolume(self.endpoint, self.runner, posixpath.dirname(path), "snapshot")
             if sub is None:
@@ -159,6 +156,14 @@ class SnapperSourceSide(SourceSide):
                 continue
             found.append(sub._replace(name=names.format_snapper_name(self.prefix, taken.date, taken.number)))
         return sorted(found, key=lambda s: names.sort_key(self.prefix, s.name)), sorted(writable)
+
+    def _taken(self) -> list:
+        """snapper's list of the configuration's snapshots (SnapperSnapshot), oldest first."""
+        result = self.endpoint.run(self.runner, snapper.list_argv(self.config))
+        if not result.ok:
+            detail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+            raise EndpointError(f"snapper cannot list configuration {self.config}: {detail}")
+        return snapper.parse_list(result.stdout, self.config, self.endpoint.path)
 
     def next_snapshot(self, listing, now) -> tuple:
         raise BackupError(f"snapper takes the snapshots of {self.id}, not this run")
