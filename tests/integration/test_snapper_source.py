@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from cli_helpers import (
-    assert_no_partial, destination, ok, run_raw, sent, show, ssh_args, subvolumes,
+    CLI, assert_no_partial, destination, live_locks, ok, run_raw, sent, show, ssh_args, subvolumes, write_locks_03,
 )
 from support.trees import assert_same_tree, modify_tree
 
@@ -52,7 +52,7 @@ def named(run, dest_id) -> dict:
     return {name: (mode, parent) for name, mode, parent in sent(run.result, dest_id)}
 
 
-def test_snappers_snapshots_full_then_incremental_to_a_local_folder_and_over_ssh(src, dst, sshd, snapper):
+def test_snappers_snapshots_full_then_incremental_to_a_local_folder_and_over_ssh(src, dst, sshd, snapper, tmp_path):
     local, remote = dst / "local", dst / "remote"
     url = sshd.url(remote)
     job = ssh_args(sshd) + ["--source-snapshots", f"snapper:{snapper.config}", "--num-snapshots", "1", src,
@@ -97,11 +97,16 @@ def test_snappers_snapshots_full_then_incremental_to_a_local_folder_and_over_ssh
     assert sorted(subvolumes(local)) == [one, two, four]
 
     # snapper deletes the newest common snapshot: the next one goes from the newest both still have.
+    # (The lock file, in snapper's folder, names it as the parent of a transfer cut short.)
+    write_locks_03(snaps, {four: {"locks": [], "parent_locks": [str(local)]}})
     snapper("delete", "4")
     number = snapper("create", "--description", "fifth", "--print-number").strip()  # snapper reuses 4
     fifth = ok(*job)
     (five,) = named(fifth, local)
     assert five.endswith("_" + number) and five > four
+    assert f"snapper deleted {four}, which the lock file keeps (parent of an unfinished transfer to {local})" \
+        in " ".join(fifth.result["warnings"])
+    assert live_locks(snaps) == {}
     for dest in (local, url):
         assert named(fifth, dest) == {five: ("incremental", two)}
 
@@ -117,6 +122,15 @@ def test_snappers_snapshots_full_then_incremental_to_a_local_folder_and_over_ssh
     for dest in (local, remote):
         assert_same_tree(snaps / last / "snapshot", dest / six)
         assert_no_partial(dest)
+
+    # `status` finds the job's last run where its runs record it (its snapshot folder is snapper's).
+    config_dir = tmp_path / "jobs"
+    config_dir.mkdir()
+    (config_dir / "data.conf").write_text("\n".join(str(a) for a in job) + "\n")
+    status = subprocess.run([str(CLI), "status", "--config-dir", str(config_dir), "--json"], capture_output=True,
+                            text=True, timeout=60)
+    (found,) = json.loads(status.stdout)["jobs"]
+    assert found["snapshot_folder"] == str(snaps) and found["status"] == "OK", found
 
 
 def test_a_snapper_job_with_another_configurations_subvolume_or_none_changes_nothing(src, dst, snapper, subvolume):
