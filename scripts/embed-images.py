@@ -15,8 +15,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 GUIDES = REPO / "docs" / "docsite" / "rst"
-_EMBEDDED = re.compile(r"^\.\. embedded picture: (\S+\.png)\n\n\.\. image:: data:image/png;base64,\n(?:   [A-Za-z0-9+/=]+\n)*",
-                       re.MULTILINE)
+_EMBEDDED = re.compile(r"^\.\. embedded picture: (\S+\.png)\n\n"
+                       r"\.\. image:: data:image/png;base64,\n(?:   [A-Za-z0-9+/=]+\n)*", re.MULTILINE)
 
 
 def embedded(match: re.Match) -> str:

@@ -27,9 +27,18 @@ def _command_heading(command: str) -> str:
     return f"``btrfs-backup {command}``"
 
 
+def _listed(heading: str) -> list:
+    """The options in the first column of the table under `heading` in the CLI guide."""
+    try:
+        return literals(first_column("cli.rst", heading))
+    except ValueError:
+        pytest.fail(f"docs/docsite/rst/cli.rst has no section {heading} with a table of its options: add one "
+                    f"under 'Every command and its options'")
+
+
 @pytest.mark.parametrize("flag", _flags(cli.build_backup_parser()))
 def test_every_option_of_a_backup_run_is_in_the_cli_guides_table(flag):
-    assert flag in literals(first_column("cli.rst", BACKUP_RUN_TABLE)), (
+    assert flag in _listed(BACKUP_RUN_TABLE), (
         f"btrfs-backup {flag} is not in docs/docsite/rst/cli.rst: add it to the first column of the "
         f"table under {BACKUP_RUN_TABLE!r}")
 
@@ -38,7 +47,7 @@ def test_every_option_of_a_backup_run_is_in_the_cli_guides_table(flag):
                                            for flag in _flags(build())])
 def test_every_option_of_every_command_is_in_its_table_in_the_cli_guide(command, flag):
     heading = _command_heading(command)
-    assert flag in literals(first_column("cli.rst", heading)), (
+    assert flag in _listed(heading), (
         f"btrfs-backup {command} {flag} is not in docs/docsite/rst/cli.rst: add it to the first column of "
         f"the table under the heading {heading}")
 
@@ -46,8 +55,9 @@ def test_every_option_of_every_command_is_in_its_table_in_the_cli_guide(command,
 @pytest.mark.parametrize("command", [None] + list(cli.COMMAND_PARSERS))
 def test_the_cli_guide_lists_no_option_that_a_command_does_not_have(command):
     parser = cli.COMMAND_PARSERS[command]() if command else cli.build_backup_parser()
-    listed = set(literals(first_column("cli.rst", _command_heading(command) if command else BACKUP_RUN_TABLE)))
-    assert listed <= set(_flags(parser)), f"btrfs-backup {command or ''}: no such option {sorted(listed - set(_flags(parser)))}"
+    listed = set(_listed(_command_heading(command) if command else BACKUP_RUN_TABLE))
+    unknown = sorted(listed - set(_flags(parser)))
+    assert not unknown, f"docs/docsite/rst/cli.rst lists options btrfs-backup {command or ''} does not have: {unknown}"
 
 
 class _CollectionOnPath:
@@ -99,6 +109,10 @@ def test_every_module_parameter_is_in_the_modules_guide(module, parameter):
             f"{parameter} (a parameter of every module) is not in docs/docsite/rst/modules.rst: name it "
             f"(``{parameter}``) where the guide says what every module shares, before the modules' sections")
     else:
-        assert _names_parameter(section("modules.rst", f"``{module}``"), module, parameter), (
+        try:
+            own_section = section("modules.rst", f"``{module}``")
+        except ValueError:
+            pytest.fail(f"docs/docsite/rst/modules.rst has no section ``{module}``: add one that names its parameters")
+        assert _names_parameter(own_section, module, parameter), (
             f"{module}'s parameter {parameter} is not in docs/docsite/rst/modules.rst: name it "
             f"(``{parameter}`` or :ansopt:`btrfs.backup.{module}#module:{parameter}`) in the section ``{module}``")
