@@ -11,7 +11,7 @@ import pytest
 MODULE_UTILS = Path(__file__).resolve().parents[4] / "plugins" / "module_utils"
 
 # Costly to import and needed by some runs only (a digest, a send, a pull, a status view).
-NOT_AT_START = ["dataclasses", "hashlib", "subprocess", "socket", "inspect", "ast",
+NOT_AT_START = ["typing", "dataclasses", "hashlib", "subprocess", "socket", "inspect", "ast",
                 "concurrent.futures", "selectors", "email", "http", "urllib.request"]
 
 _LOADED = """

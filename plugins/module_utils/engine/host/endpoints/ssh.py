@@ -6,7 +6,7 @@ connection per host and run (SshConnections), several commands in one batch."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import os
 import re
