@@ -6,7 +6,7 @@ snapshot number N), and the safe-name rules."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import datetime
 import re

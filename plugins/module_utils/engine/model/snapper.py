@@ -6,12 +6,16 @@ list of snapshots, and where each one is."""
 
 from __future__ import annotations
 
+import collections
 import datetime
 import posixpath
 import re
-from typing import NamedTuple, Optional
 
 from .errors import ConfigError, EndpointError
+
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
+if TYPE_CHECKING:
+    from typing import Optional
 
 OWN = "own"
 SNAPPER = "snapper:"
@@ -45,12 +49,11 @@ def snapshot_folder_of(source_snapshots: Optional[str], snapshot_folder: Optiona
     return SNAPSHOTS_FOLDER
 
 
-class SnapperSnapshot(NamedTuple):
-    """One of snapper's snapshots: its number, when it was taken (as snapper shows it), its type."""
+class SnapperSnapshot(collections.namedtuple("SnapperSnapshot", "number date type")):
+    """One of snapper's snapshots: its number, when it was taken (a datetime, as snapper shows it),
+    its type (single, pre, post)."""
 
-    number: int
-    date: datetime.datetime
-    type: str
+    __slots__ = ()
 
     def path(self, source_path: str) -> str:
         return posixpath.join(source_path, SNAPSHOTS_FOLDER, str(self.number), "snapshot")
