@@ -10,6 +10,7 @@ import time
 from cli_helpers import CLI, job_state_folder, sent
 
 SLOW = ["--limit-rate", "400K"]  # the source's 1 MiB file takes a few seconds to send
+SLOWER = ["--limit-rate", "128K"]  # about 8 s: time for three more commands while it runs
 
 
 def start(*args):
@@ -48,7 +49,7 @@ def test_two_runs_started_together_with_wait_both_succeed_one_after_the_other(sr
 
 
 def test_without_wait_the_second_run_fails_at_once_and_status_answers_meanwhile(src, dst, tmp_path):
-    running = start(*SLOW, src, dst)
+    running = start(*SLOWER, src, dst)
     try:
         lock_held_by(running)
         started = time.monotonic()

@@ -14,6 +14,7 @@ import pytest
 from cli_helpers import (
     CLI, assert_no_partial, destination, live_locks, ok, run_raw, sent, show, ssh_args, subvolumes, write_locks_03,
 )
+from support.sshd import Sshd
 from support.trees import assert_same_tree, modify_tree
 
 
@@ -141,3 +142,23 @@ def test_a_snapper_job_with_another_configurations_subvolume_or_none_changes_not
     missing = run_raw("--json", "--source-snapshots", "snapper:nosuchconfig", src, dst / "b")
     assert missing.returncode != 0 and "snapper cannot list configuration nosuchconfig" in missing.stderr
     assert not (dst / "b").exists() or not subvolumes(dst / "b")
+
+
+def test_a_backup_server_is_refused_before_anything_is_sent_and_the_others_get_their_backups(src, dst, make_fs,
+                                                                                             snapper):
+    server_fs = make_fs("server")
+    (server_fs / "web1").mkdir()
+    with Sshd(host="127.0.0.4") as server:
+        # Its only key runs `serve --root <fs>/web1`, as the role installs it.
+        key = (server.workdir / "id_ed25519.pub").read_text().strip()
+        forced = f"{CLI} serve --root {server_fs / 'web1'}"
+        (server.workdir / "authorized_keys").write_text(f'restrict,command="{forced}" {key}\n')
+        url = server.url(server_fs / "web1" / "data")
+        snapper("create")
+        done = run_raw("--json", *ssh_args(server), "--source-snapshots", f"snapper:{snapper.config}", src,
+                       dst / "local", url)
+    assert done.returncode == 1, done.stderr
+    assert "is a backup server (btrfs-backup serve), which cannot take snapper's snapshots yet" in done.stderr
+    (name,) = subvolumes(dst / "local")
+    assert name.endswith("_1")
+    assert not (server_fs / "web1" / "data").exists() or not subvolumes(server_fs / "web1" / "data")

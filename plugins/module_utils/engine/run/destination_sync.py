@@ -44,6 +44,11 @@ class _DestinationPlans:
         return _Pending(dest, outcome, plan.transfers, None)
 
     def _prepare_folder(self, dest, snapshots, outcome) -> _Pending:
+        if not self.source.takes_snapshots and self.executor.probe(self.source.endpoint).is_serve(dest):
+            # serve keeps what arrives under the name it arrived with, and refuses `snapshot`.
+            raise BackupError(f"{dest.id} is a backup server (btrfs-backup serve), which cannot take snapper's "
+                              "snapshots yet: each arrives named 'snapshot'; send them to a folder, or to an ssh "
+                              "host that runs btrfs receive itself")
         listing = self.folders.listing(dest)
         held = dict(listing.children) if listing is not None else {}
         self._settle_arrivals(dest, snapshots, held, outcome)
