@@ -72,6 +72,11 @@ def test_snappers_snapshots_full_then_incremental_to_a_local_folder_and_over_ssh
     pre = snapper("create", "--type", "pre", "--print-number").strip()
     snapper("create", "--type", "post", "--pre-number", pre)
     subprocess.run(["btrfs", "property", "set", "-f", str(snaps / "3" / "snapshot"), "ro", "false"], check=True)
+    planned = ok("--check", *job)
+    sends = sorted(line for line in planned.result["plan"] if line.startswith("send "))
+    assert len(sends) == 4 and all("(incremental from " in line for line in sends), planned.result["plan"]
+    assert sorted({line.split()[1].rsplit("_", 1)[1] for line in sends}) == ["2", "4"]
+    assert sorted(subvolumes(local)) == [one]  # check mode changed nothing
     second = ok(*job)
     two, four = sorted(named(second, local), key=lambda n: int(n.rsplit("_", 1)[1]))
     assert two.endswith("_2") and four.endswith("_4")
