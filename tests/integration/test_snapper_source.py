@@ -138,6 +138,16 @@ def test_snappers_snapshots_full_then_incremental_to_a_local_folder_and_over_ssh
     (found,) = json.loads(status.stdout)["jobs"]
     assert found["snapshot_folder"] == str(snaps) and found["status"] == "OK", found
 
+    # Something else under the name a receive arrives with fails that destination only, saying so.
+    subprocess.run(["btrfs", "subvolume", "create", str(local / "snapshot")], check=True, capture_output=True)
+    snapper("create", "--description", "seventh")
+    blocked = run_raw("--json", *job)
+    assert blocked.returncode == 1
+    result = json.loads(blocked.stdout)
+    assert destination(result, local)["status"] == "failed" and destination(result, url)["status"] == "ok"
+    assert f"{local / 'snapshot'} at {local} is in the way of the next receive" in blocked.stderr
+    assert (local / "snapshot").is_dir()  # not ours: left alone
+
 
 def test_a_snapper_job_with_another_configurations_subvolume_or_none_changes_nothing(src, dst, snapper, subvolume):
     other = subvolume(src.parent / "other")

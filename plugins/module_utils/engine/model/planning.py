@@ -88,13 +88,16 @@ def find_partial_receives(snapshots: Iterable, backups_by_name: Mapping, locked_
     return partials
 
 
-def stranded_arrivals(snapshots: Iterable, backups_by_name: Mapping) -> tuple:
+def stranded_arrivals(snapshots: Iterable, backups_by_name: Mapping, locked_names: Iterable[str] = ()) -> tuple:
     """What receives left under a snapshot's subvolume name where that is not the snapshot's name
     (snapper's are all `snapshot`; a backup is renamed once verified): ([(complete backup, the
-    name to give it)], [partial receives to delete]). A complete one of a snapshot the source no
-    longer has, or whose name is taken, is left alone."""
+    name to give it)], [partial receives to delete]). A partial one is ours only while a transfer
+    of a locked snapshot to this destination is unfinished, and not received from anything else;
+    a complete one of a snapshot the source no longer has, or whose name is taken, is left alone."""
     arrivals = {posixpath.basename(s.path) for s in snapshots} - {s.name for s in snapshots}
     by_uuid = {s.uuid: s for s in snapshots}
+    locked = set(locked_names)
+    locked_uuids = {s.uuid for s in snapshots if s.name in locked}
     renames, partials = [], []
     for name in sorted(arrivals):
         found = backups_by_name.get(name)
@@ -104,7 +107,7 @@ def stranded_arrivals(snapshots: Iterable, backups_by_name: Mapping) -> tuple:
             snapshot = by_uuid.get(found.received_uuid)
             if snapshot is not None and snapshot.name not in backups_by_name:
                 renames.append((found, snapshot.name))
-        elif found.received_uuid is None or found.received_uuid in by_uuid:
+        elif locked and (found.received_uuid is None or found.received_uuid in locked_uuids):
             partials.append(found)
     return renames, partials
 

@@ -74,7 +74,7 @@ class _DestinationPlans:
     def _settle_arrivals(self, dest, snapshots, held, outcome):
         """A backup that arrived under its subvolume's name (snapper's `snapshot`) but was not
         renamed gets its snapshot's name; a partial one is deleted: the next receive needs the name."""
-        renames, partials = stranded_arrivals(snapshots, held)
+        renames, partials = stranded_arrivals(snapshots, held, self._locked_names(dest))
         for found, name in renames:
             path = dest.join(name)
             self.executor.carry_out(Rename(endpoint=dest, path=found.path, new_path=path))
@@ -87,6 +87,11 @@ class _DestinationPlans:
             outcome.partial_receives_deleted.extend(paths)
             for found in partials:
                 del held[found.name]
+        for name in sorted({posixpath.basename(s.path) for s in snapshots} - {s.name for s in snapshots}):
+            if name in held:  # not ours to rename or delete, and the next receive needs its name
+                raise BackupError(f"{held[name].path} at {dest.id} is in the way of the next receive (which "
+                                  f"arrives as '{name}'), and it is no backup of a snapshot at the source: "
+                                  "rename or delete it")
 
     def _explain_full_send(self, dest, plan, held):
         ours = [n for n, s in held.items() if s.complete and names.is_snapshot_name(self.source.prefix, n)]

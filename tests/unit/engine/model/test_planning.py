@@ -165,21 +165,26 @@ def snapper_source(*names):
             for i, name in enumerate(names)]
 
 
-@pytest.mark.parametrize("backups, renames, partials", [
-    pytest.param((), [], [], id="nothing-left"),
-    pytest.param((backup_of("a"), backup_of("b")), [], [], id="every-backup-named"),
-    pytest.param((backup_of("a"), backup_of("b", "snapshot")), [("snapshot", "b")], [], id="verified-not-renamed"),
-    pytest.param((backup_of("a"), B("snapshot", None, False)), [], ["snapshot"], id="a-partial-receive"),
-    pytest.param((B("snapshot", uuid_of("b"), False),), [], ["snapshot"], id="received-not-finished"),
-    pytest.param((B("snapshot", "uuid-of-other", False),), [], [], id="a-partial-of-something-else"),
-    pytest.param((backup_of("gone", "snapshot"),), [], [], id="complete-of-a-snapshot-snapper-deleted"),
-    pytest.param((backup_of("b"), backup_of("b", "snapshot")), [], [], id="its-name-is-taken"),
+@pytest.mark.parametrize("backups, locked, renames, partials", [
+    pytest.param((), (), [], [], id="nothing-left"),
+    pytest.param((backup_of("a"), backup_of("b")), (), [], [], id="every-backup-named"),
+    pytest.param((backup_of("a"), backup_of("b", "snapshot")), ("b",), [("snapshot", "b")], [],
+                 id="verified-not-renamed"),
+    pytest.param((backup_of("a"), backup_of("b", "snapshot")), (), [("snapshot", "b")], [],
+                 id="verified-not-renamed-lock-lost"),
+    pytest.param((backup_of("a"), B("snapshot", None, False)), ("b",), [], ["snapshot"], id="a-partial-receive"),
+    pytest.param((B("snapshot", uuid_of("b"), False),), ("b",), [], ["snapshot"], id="received-not-finished"),
+    pytest.param((B("snapshot", None, False),), (), [], [], id="without-a-lock-somebody-elses"),
+    pytest.param((B("snapshot", "uuid-of-other", False),), ("b",), [], [], id="a-partial-of-something-else"),
+    pytest.param((B("snapshot", uuid_of("a"), False),), ("b",), [], [], id="a-partial-of-an-unlocked-snapshot"),
+    pytest.param((backup_of("gone", "snapshot"),), ("b",), [], [], id="complete-of-a-snapshot-snapper-deleted"),
+    pytest.param((backup_of("b"), backup_of("b", "snapshot")), (), [], [], id="its-name-is-taken"),
 ])
-def test_what_a_receive_left_under_snappers_subvolume_name(backups, renames, partials):
-    found = stranded_arrivals(snapper_source("a", "b"), destination(*backups))
+def test_what_a_receive_left_under_snappers_subvolume_name(backups, locked, renames, partials):
+    found = stranded_arrivals(snapper_source("a", "b"), destination(*backups), locked)
     assert [(b.name, name) for b, name in found[0]] == renames
     assert [p.name for p in found[1]] == partials
 
 
 def test_own_snapshots_arrive_under_their_names():
-    assert stranded_arrivals(source("snapshot", "b"), destination(B("snapshot", None, False))) == ([], [])
+    assert stranded_arrivals(source("snapshot", "b"), destination(B("snapshot", None, False)), ["b"]) == ([], [])
