@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 
+from ansible_helpers import Ansible, install_collection
 from cli_helpers import CLI, job_state_folder, sent
 
 SLOW = ["--limit-rate", "400K"]  # the source's 1 MiB file takes a few seconds to send
@@ -74,4 +75,18 @@ def test_without_wait_the_second_run_fails_at_once_and_status_answers_meanwhile(
         assert "data" in json.loads(status.stdout)["jobs"][0]["job"], status.stdout
     finally:
         code, result, err = finish(running)
+    assert code == 0, err
+
+
+def test_the_info_module_answers_while_a_run_holds_the_lock(src, dst, tmp_path, tmp_path_factory):
+    ansible = Ansible(install_collection(tmp_path_factory.mktemp("collections")), tmp_path)
+    running = start("--limit-rate", "64K", src, dst)  # about 16 s
+    try:
+        lock_held_by(running)
+        done = ansible.task("btrfs_backup_info", {"source": str(src), "destinations": [str(dst)]})
+        assert running.poll() is None, "the run ended before the module answered"
+        assert done.code == 0, done.explain()
+        assert done.result["jobs"][0]["source"] == str(src), done.result["jobs"][0]
+    finally:
+        code, _result, err = finish(running)
     assert code == 0, err
