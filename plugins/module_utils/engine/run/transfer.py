@@ -123,10 +123,11 @@ def planned_backup(destination, snapshot: Subvolume) -> Subvolume:
                      parent_uuid=None, received_uuid=snapshot.uuid, readonly=True)
 
 
-def receive_backup(origin, backup: Subvolume, here, runner, folder: str) -> Subvolume:
-    """Receive `backup` from `origin` into `folder` at `here` (which exists); the staged copy
-    must be the complete backup (the same received_uuid)."""
-    send = origin.command(btrfs.send_argv(backup.path))
+def receive_backup(origin, backup: Subvolume, here, runner, folder: str, parent: Subvolume | None = None) -> Subvolume:
+    """Receive `backup` from `origin` into `folder` at `here` (which exists), incremental from
+    `parent` (an older backup at `origin` received there before); the staged copy must be the
+    complete backup (the same received_uuid)."""
+    send = origin.command(btrfs.send_argv(backup.path, parent.path if parent else None))
     receive = here.command(btrfs.receive_argv(folder))
     run_pipeline(runner, [Stage(f"btrfs send at {origin.id}", send), Stage("btrfs receive", receive)])
     staged = find_subvolume(here, runner, folder, backup.name)

@@ -1,0 +1,141 @@
+"""A lost host brought back: `btrfs-backup restore --as-source` rebuilds the source from a backup
+server's restore key, and the job's next run continues incrementally to every destination.
+
+The job backs up to a local disk and to an append-only server over real ssh (the source's key
+confined to `serve --append-only`); the source filesystem is then destroyed (unmounted, its loop
+device detached, its image gone) and a new empty btrfs takes its place, as the failures guide
+tells an operator to do it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from cli_helpers import ok, run_subcommand, show, ssh_args, subvolumes
+from support.sshd import Sshd
+from support.trees import MiB, checksum_tree, write_mixed_tree
+from test_serve_restore import RestoreServer, forced, require_sshd
+
+FS_SIZE = "384M"
+LARGE = 12 * MiB  # a full send is at least this; an incremental one of a few small edits is far less
+
+
+@pytest.fixture
+def server(require_btrfs, make_fs):
+    """A backup server: the source's key pushes into web1 (append-only), the restore key reads."""
+    require_sshd()
+    fs = make_fs("server", size=FS_SIZE)
+    (fs / "web1").mkdir()
+    with Sshd(host="127.0.0.44") as sshd:
+        restore_key = sshd.workdir / "id_restore"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin-restore", "-f", str(restore_key)],
+                       check=True, stdout=subprocess.DEVNULL)
+        source_key = (sshd.workdir / "id_ed25519.pub").read_text().strip()
+        admin_key = (sshd.workdir / "id_restore.pub").read_text().strip()
+        (sshd.workdir / "authorized_keys").write_text(
+            'restrict,command="%s" %s\nrestrict,command="%s" %s\n' % (
+                forced("--append-only", "--root", fs / "web1"), source_key,
+                forced("--restore", "--root", fs), admin_key))
+        yield RestoreServer(sshd, fs, restore_key)
+
+
+def transfers(result, dest_id):
+    return [t for d in result["destinations"] if d["id"] == dest_id for t in d["transfers"]]
+
+
+def test_a_lost_source_comes_back_and_the_next_run_is_incremental_to_both(server, make_fs, btrfs_pool, subvolume):
+    lost_fs = make_fs("src", size=FS_SIZE)
+    source = subvolume(lost_fs / "data")
+    write_mixed_tree(source, n_small=60, small_size=2048, large_files=[LARGE], seed=21)
+    local = make_fs("dst", size=FS_SIZE) / "backups"
+    local.mkdir()
+    remote = server.sshd.url(server.fs / "web1" / "data")
+    job = [*ssh_args(server.sshd), "-p", "web1-"]
+
+    first = ok(*job, source, local, remote).result
+    full_bytes = {t["bytes"] for d in first["destinations"] for t in d["transfers"]}
+    assert min(full_bytes) > LARGE, first
+    (source / "small" / "d000" / "edited.txt").write_text("changed before the host was lost\n")
+    second = ok(*job, source, local, remote).result
+    lost_snapshot = second["snapshot"]
+    lost_data = checksum_tree(source)
+
+    # The disk dies: its filesystem is gone, a new empty one is mounted for the host.
+    btrfs_pool.release(lost_fs)
+    new_fs = make_fs("newsrc", size=FS_SIZE)
+    source = new_fs / "data"
+
+    rebuilt = run_subcommand("restore", *server.restore_options(), "--as-source", "-p", "web1-", remote, source)
+    assert rebuilt.code == 0, rebuilt.explain() + "\n--- sshd ---\n" + server.sshd.log_tail(40)
+    assert rebuilt.result["snapshot"] == lost_snapshot["name"]
+    assert checksum_tree(source) == lost_data
+    assert not show(source).readonly and show(source).received_uuid is None
+    placed = show(source / "snapshot" / lost_snapshot["name"])
+    # Rule 1: the rebuilt snapshot is recognised by the uuid of the snapshot it stands for.
+    assert placed.readonly and placed.received_uuid == lost_snapshot["uuid"], placed
+    assert not (source / "snapshot" / ".outstanding_transfers").exists()
+    assert not [p for p in new_fs.iterdir() if p.name.startswith(".btrfs-backup-restore-")]
+    state = json.loads(open(rebuilt.result["state"]).read())
+    assert state["rebuilt"]["snapshots"] == [lost_snapshot["name"]], state
+
+    (source / "after-the-rebuild.txt").write_text("written on the rebuilt host\n")
+    (source / "small" / "d000" / "edited.txt").write_text("changed again\n")
+    third = ok(*job, source, local, remote).result
+    new_name = third["snapshot"]["name"]
+    for dest_id in (str(local), remote):
+        sent = transfers(third, dest_id)
+        assert [(t["snapshot"], t["mode"], t["parent"]) for t in sent] == \
+            [(new_name, "incremental", lost_snapshot["name"])], third
+        # Measured: a few KiB against more than 12 MiB for the full send.
+        assert sent[0]["bytes"] < min(full_bytes) / 20, (sent, full_bytes)
+    expected = checksum_tree(source / "snapshot" / new_name)
+    assert checksum_tree(local / new_name) == expected == checksum_tree(source)
+    assert checksum_tree(server.fs / "web1" / "data" / new_name) == expected
+    backups = subvolumes(server.fs / "web1" / "data")
+    assert backups[new_name].received_uuid == third["snapshot"]["uuid"]
+
+
+@pytest.fixture
+def one_backup(make_fs, subvolume):
+    """A job's source with one backup in a local folder: (source, backups folder, snapshot name)."""
+    source = subvolume(make_fs("src", size=FS_SIZE) / "data")
+    write_mixed_tree(source, n_small=10, small_size=1024, seed=22)
+    backups = make_fs("dst", size=FS_SIZE) / "backups"
+    backups.mkdir()
+    return source, backups, ok(source, backups).result["snapshot"]["name"]
+
+
+def _unchanged(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_a_rebuild_into_an_existing_path_changes_nothing(one_backup, make_fs):
+    _source, backups, _name = one_backup
+    fs = make_fs("newsrc", size=FS_SIZE)
+    (fs / "data").mkdir()
+    (fs / "data" / "kept.txt").write_text("mine\n")
+    done = run_subcommand("restore", "--as-source", backups, fs / "data")
+    assert done.code == 1 and "%s already exists" % (fs / "data") in done.stderr, done.explain()
+    assert _unchanged(fs) == ["data"] and _unchanged(fs / "data") == ["kept.txt"]
+
+
+def test_a_rebuild_from_a_folder_without_the_jobs_backups_changes_nothing(one_backup, make_fs):
+    _source, backups, _name = one_backup
+    fs = make_fs("newsrc", size=FS_SIZE)
+    done = run_subcommand("restore", "--as-source", "-p", "home-", backups, fs / "data")
+    assert done.code == 1 and "no complete backup with prefix 'home-'" in done.stderr, done.explain()
+    empty = backups.parent / "empty"
+    empty.mkdir()
+    done = run_subcommand("restore", "--as-source", empty, fs / "data")
+    assert done.code == 1 and "no complete backup" in done.stderr, done.explain()
+    assert _unchanged(fs) == []
+
+
+def test_a_rebuild_into_a_path_not_on_btrfs_changes_nothing(one_backup, tmp_path):
+    _source, backups, _name = one_backup
+    done = run_subcommand("restore", "--as-source", backups, tmp_path / "data")
+    assert done.code == 1 and "%s is not on a btrfs filesystem" % tmp_path in done.stderr, done.explain()
+    assert _unchanged(tmp_path) == []
