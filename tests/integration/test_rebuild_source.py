@@ -61,7 +61,9 @@ def test_a_lost_source_comes_back_and_the_next_run_is_incremental_to_both(server
     (source / "small" / "d000" / "edited.txt").write_text("changed before the host was lost\n")
     second = ok(*job, source, local, remote).result
     lost_snapshot = second["snapshot"]
-    lost_data = checksum_tree(source)
+    # What the rebuilt source must hold: the data, without the lost run's lock file.
+    lost_data = {path: entry for path, entry in checksum_tree(source).items()
+                 if path != "snapshot/.outstanding_transfers"}
 
     # The disk dies: its filesystem is gone, a new empty one is mounted for the host.
     btrfs_pool.release(lost_fs)
@@ -91,8 +93,11 @@ def test_a_lost_source_comes_back_and_the_next_run_is_incremental_to_both(server
             [(new_name, "incremental", lost_snapshot["name"])], third
         # Measured: a few KiB against more than 12 MiB for the full send.
         assert sent[0]["bytes"] < min(full_bytes) / 20, (sent, full_bytes)
+        print("%s: incremental %d bytes after the rebuild, full %d bytes" % (dest_id, sent[0]["bytes"], min(full_bytes)))
     expected = checksum_tree(source / "snapshot" / new_name)
-    assert checksum_tree(local / new_name) == expected == checksum_tree(source)
+    live = {path: entry for path, entry in checksum_tree(source).items()
+            if path != "snapshot/.outstanding_transfers"}  # this run's lock file, written after its snapshot
+    assert checksum_tree(local / new_name) == expected == live
     assert checksum_tree(server.fs / "web1" / "data" / new_name) == expected
     backups = subvolumes(server.fs / "web1" / "data")
     assert backups[new_name].received_uuid == third["snapshot"]["uuid"]
@@ -139,3 +144,42 @@ def test_a_rebuild_into_a_path_not_on_btrfs_changes_nothing(one_backup, tmp_path
     done = run_subcommand("restore", "--as-source", backups, tmp_path / "data")
     assert done.code == 1 and "%s is not on a btrfs filesystem" % tmp_path in done.stderr, done.explain()
     assert _unchanged(tmp_path) == []
+
+
+def test_a_rebuild_brings_back_older_backups_into_the_jobs_own_snapshot_folder(make_fs, btrfs_pool, subvolume):
+    """--snapshots 2 with a snapshot folder two levels down: both backups come back, each as the
+    snapshot it stands for; --check before only shows the plan."""
+    lost_fs = make_fs("src", size=FS_SIZE)
+    source = subvolume(lost_fs / "data")
+    write_mixed_tree(source, n_small=10, small_size=1024, large_files=[2 * MiB], seed=23)
+    backups = make_fs("dst", size=FS_SIZE) / "backups"
+    backups.mkdir()
+    job = ["-f", ".snapshots/data"]
+    taken = []
+    for round_no in range(3):
+        (source / "round.txt").write_text("round %d\n" % round_no)
+        taken.append(ok(*job, source, backups).result["snapshot"])
+    btrfs_pool.release(lost_fs)
+    new_fs = make_fs("newsrc", size=FS_SIZE)
+    source = new_fs / "data"
+
+    planned = run_subcommand("restore", "--check", "--as-source", "--snapshots", "2", *job, backups, source)
+    assert planned.code == 0, planned.explain()
+    assert planned.result["plan"][:2] == [
+        "receive %s from %s into %s" % (taken[1]["name"], backups, planned.result["plan"][0].split(" into ")[1]),
+        "receive %s from %s into %s (incremental from %s)" % (
+            taken[2]["name"], backups, planned.result["plan"][0].split(" into ")[1], taken[1]["name"])]
+    assert list(new_fs.iterdir()) == []
+
+    rebuilt = run_subcommand("restore", "--as-source", "--snapshots", "2", *job, backups, source)
+    assert rebuilt.code == 0, rebuilt.explain()
+    folder = source / ".snapshots" / "data"
+    placed = subvolumes(folder)
+    assert {name: (s.readonly, s.received_uuid) for name, s in placed.items()} == {
+        t["name"]: (True, t["uuid"]) for t in taken[1:]}
+    assert not (folder / ".outstanding_transfers").exists()
+    assert (source / "round.txt").read_text() == "round 2\n"
+
+    (source / "round.txt").write_text("after the rebuild\n")
+    after = ok(*job, source, backups).result
+    assert [(t["mode"], t["parent"]) for t in transfers(after, str(backups))] == [("incremental", taken[2]["name"])]

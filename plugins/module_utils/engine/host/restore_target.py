@@ -68,20 +68,6 @@ def remove_stale_run_files(target: str) -> None:
     return sorted(removed)
 
 
-def remove_placeholder(path: str) -> bool:
-    """Remove the empty folder at `path`, where a backup holds a nested subvolume (such as a
-    snapshot in the snapshot folder it was taken of): whether there was one. Anything else there
-    is an error (a snapshot made at an existing folder would land inside it)."""
-    try:
-        os.rmdir(path)
-        return True
-    except FileNotFoundError:
-        return False
-    except OSError as err:
-        raise BackupError("%s exists and is not an empty folder (%s): no snapshot is placed there"
-                          % (path, err.strerror))
-
-
 def remove_rebuilt(here: Endpoint, runner: CommandRunner, source: str, folder: str, snapshots: list) -> None:
     """Undo a rebuild that failed after it made the source: the snapshots placed in the snapshot
     folder, then the source (best effort: the error that stopped the rebuild is what is reported)."""

@@ -13,14 +13,12 @@ Send                   `snapshot` from `source` to `destinations` in one stream 
                        from `parent` or full; a received subvolume is checked (a stream sink cannot be)
 Delete                 delete subvolumes in one folder; `what`, `where` and `reason` word the plan
 WriteLocks             replace the lock file of `store` with `table`
-Receive                `backup` from `origin` into a new staging `folder` at `endpoint` (restore), incremental
-                       from `parent` (a backup received there before) or full
+Receive                `backup` from `origin` into a new staging `folder` at `endpoint` (restore), or incremental
+                       from `parent` into the folder where that backup was received before
 Rename                 rename `path` to `new_path` at `endpoint` (a restore target moved aside)
 SnapshotAt             a writable or read-only snapshot of `source_path` at `path` (the restored target)
 MarkOrigin             record on the restored `path` which backup it came from (`origin`), so a rerun changes nothing
 RemoveRunFiles         remove the source's run files (locks, state) that a writable restore at `path` brought along
-ClearPlaceholder       remove the empty folder at `path` that stands for a nested subvolume in a backup (a rebuild
-                       places a snapshot there)
 """
 
 from __future__ import annotations
@@ -81,7 +79,6 @@ SnapshotAt = _step("SnapshotAt", "endpoint source_path path writable", "{step.ki
 SnapshotAt.kind = property(lambda step: "writable" if step.writable else "read-only")
 MarkOrigin = _step("MarkOrigin", "path origin", "mark {step.path} as restored from {step.origin}")
 RemoveRunFiles = _step("RemoveRunFiles", "path", "remove the source's run files restored into {step.path}")
-ClearPlaceholder = _step("ClearPlaceholder", "path", "remove the empty folder {step.path} if there is one")
 
 
 def render(steps) -> list:

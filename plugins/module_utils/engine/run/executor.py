@@ -19,9 +19,8 @@ from ..host.capabilities import EndToolsProbe
 from ..host.listing import Subvolume
 from ..host.streams import StreamOptions
 from ..model.errors import ConfigError
-from ..model.steps import (ClearLocks, ClearPlaceholder, CreateFolder, Delete, DeletePartialReceives, MarkOrigin,
-                           Receive, RemoveLocks, RemoveRunFiles, Rename, Send, SnapshotAt, TakeSnapshot, WriteLocks,
-                           render)
+from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, MarkOrigin, Receive, RemoveLocks,
+                           RemoveRunFiles, Rename, Send, SnapshotAt, TakeSnapshot, WriteLocks, render)
 from . import sending
 from .transfer import receive_backup
 
@@ -67,7 +66,6 @@ class Executor:
             Rename: lambda step: effects.rename(step.endpoint, self.runner, step.path, step.new_path),
             MarkOrigin: lambda step: restore_target.record_origin(step.path, step.origin),
             RemoveRunFiles: lambda step: restore_target.remove_stale_run_files(step.path),
-            ClearPlaceholder: lambda step: restore_target.remove_placeholder(step.path),
         }
         # What check mode gives back instead; a step not named here gives None.
         self._planned = {
@@ -131,7 +129,8 @@ class Executor:
         return effects.take_snapshot(step.endpoint, self.runner, step.source_path, step.path)
 
     def _receive(self, step):
-        effects.make_folder(step.endpoint, self.runner, step.folder)
+        if step.parent is None:  # an incremental receive goes where its parent was received
+            effects.make_folder(step.endpoint, self.runner, step.folder)
         receive_backup(step.origin, step.backup, step.endpoint, self.runner, step.folder, step.parent)
 
     def _snapshot_at(self, step):

@@ -32,7 +32,7 @@ from ..host.runner import CommandRunner
 from ..host.state_store import job_lock_path
 from ..model.errors import BackupError, ConfigError, EndpointError, MissingPathError
 from ..model.job_identity import DEFAULT_SNAPSHOT_FOLDER
-from ..model.steps import ClearPlaceholder, CreateFolder, Receive, RemoveRunFiles, SnapshotAt
+from ..model.steps import CreateFolder, Receive, RemoveRunFiles, SnapshotAt
 from .executor import Executor
 from .restore import STAGING_PREFIX, choose_backup
 
@@ -145,7 +145,8 @@ def _place_snapshots(executor, chosen, here, staged, source, folder) -> list:
     executor.carry_out(CreateFolder(endpoint=here, path=folder, parents=True, what="snapshot folder", shown=folder))
     for backup in chosen:
         path = posixpath.join(folder, backup.name)
-        executor.carry_out(ClearPlaceholder(path=path))
+        if os.path.lexists(path):  # a snapshot made at an existing folder would land inside it
+            raise BackupError("%s exists in the rebuilt source's data: no snapshot is placed there" % path)
         executor.carry_out(SnapshotAt(endpoint=here, source_path=staged[backup.name], path=path, writable=False))
     if executor.check_mode:
         return []
