@@ -93,7 +93,8 @@ def test_a_lost_source_comes_back_and_the_next_run_is_incremental_to_both(server
             [(new_name, "incremental", lost_snapshot["name"])], third
         # Measured: a few KiB against more than 12 MiB for the full send.
         assert sent[0]["bytes"] < min(full_bytes) / 20, (sent, full_bytes)
-        print("%s: incremental %d bytes after the rebuild, full %d bytes" % (dest_id, sent[0]["bytes"], min(full_bytes)))
+        print("%s: incremental %d bytes after the rebuild, full %d bytes"
+              % (dest_id, sent[0]["bytes"], min(full_bytes)))
     expected = checksum_tree(source / "snapshot" / new_name)
     live = {path: entry for path, entry in checksum_tree(source).items()
             if path != "snapshot/.outstanding_transfers"}  # this run's lock file, written after its snapshot
