@@ -149,27 +149,31 @@ def test_a_rebuild_into_a_path_not_on_btrfs_changes_nothing(one_backup, tmp_path
 
 def test_a_rebuild_brings_back_older_backups_into_the_jobs_own_snapshot_folder(make_fs, btrfs_pool, subvolume):
     """--snapshots 2 with a snapshot folder two levels down: both backups come back, each as the
-    snapshot it stands for; --check before only shows the plan."""
+    snapshot it stands for (--check before only shows the plan). A destination that missed the
+    last run gets the rebuilt snapshot it lacks, incrementally, as the backup it stands for."""
     lost_fs = make_fs("src", size=FS_SIZE)
     source = subvolume(lost_fs / "data")
     write_mixed_tree(source, n_small=10, small_size=1024, large_files=[2 * MiB], seed=23)
-    backups = make_fs("dst", size=FS_SIZE) / "backups"
+    backup_fs = make_fs("dst", size=FS_SIZE)
+    backups, behind = backup_fs / "backups", backup_fs / "behind"
     backups.mkdir()
+    behind.mkdir()
     job = ["-f", ".snapshots/data"]
     taken = []
     for round_no in range(3):
         (source / "round.txt").write_text("round %d\n" % round_no)
-        taken.append(ok(*job, source, backups).result["snapshot"])
+        reached = [backups, behind] if round_no < 2 else [backups]  # `behind` misses the last run
+        taken.append(ok(*job, source, *reached).result["snapshot"])
     btrfs_pool.release(lost_fs)
     new_fs = make_fs("newsrc", size=FS_SIZE)
     source = new_fs / "data"
 
     planned = run_subcommand("restore", "--check", "--as-source", "--snapshots", "2", *job, backups, source)
     assert planned.code == 0, planned.explain()
+    staging = planned.result["plan"][0].split(" into ")[1]
     assert planned.result["plan"][:2] == [
-        "receive %s from %s into %s" % (taken[1]["name"], backups, planned.result["plan"][0].split(" into ")[1]),
-        "receive %s from %s into %s (incremental from %s)" % (
-            taken[2]["name"], backups, planned.result["plan"][0].split(" into ")[1], taken[1]["name"])]
+        "receive %s from %s into %s" % (taken[1]["name"], backups, staging),
+        "receive %s from %s into %s (incremental from %s)" % (taken[2]["name"], backups, staging, taken[1]["name"])]
     assert list(new_fs.iterdir()) == []
 
     rebuilt = run_subcommand("restore", "--as-source", "--snapshots", "2", *job, backups, source)
@@ -182,5 +186,12 @@ def test_a_rebuild_brings_back_older_backups_into_the_jobs_own_snapshot_folder(m
     assert (source / "round.txt").read_text() == "round 2\n"
 
     (source / "round.txt").write_text("after the rebuild\n")
-    after = ok(*job, source, backups).result
-    assert [(t["mode"], t["parent"]) for t in transfers(after, str(backups))] == [("incremental", taken[2]["name"])]
+    after = ok(*job, source, backups, behind).result
+    new_name = after["snapshot"]["name"]
+    assert [(t["snapshot"], t["mode"], t["parent"]) for t in transfers(after, str(backups))] == [
+        (new_name, "incremental", taken[2]["name"])]
+    assert [(t["snapshot"], t["mode"], t["parent"]) for t in transfers(after, str(behind))] == [
+        (taken[2]["name"], "incremental", taken[1]["name"]), (new_name, "incremental", taken[2]["name"])]
+    # The rebuilt snapshot arrives as the backup of the lost one it stands for (rule 1).
+    assert subvolumes(behind)[taken[2]["name"]].received_uuid == taken[2]["uuid"]
+    assert checksum_tree(behind / new_name) == checksum_tree(folder / new_name)
