@@ -82,6 +82,8 @@ def test_a_lost_source_comes_back_and_the_next_run_is_incremental_to_both(server
     assert not [p for p in new_fs.iterdir() if p.name.startswith(".btrfs-backup-restore-")]
     state = json.loads(open(rebuilt.result["state"]).read())
     assert state["rebuilt"]["snapshots"] == [lost_snapshot["name"]], state
+    again = run_subcommand("restore", *server.restore_options(), "--as-source", "-p", "web1-", remote, source)
+    assert again.code == 0 and again.result["changed"] is False, again.explain()
 
     (source / "after-the-rebuild.txt").write_text("written on the rebuilt host\n")
     (source / "small" / "d000" / "edited.txt").write_text("changed again\n")
@@ -102,6 +104,10 @@ def test_a_lost_source_comes_back_and_the_next_run_is_incremental_to_both(server
     assert checksum_tree(server.fs / "web1" / "data" / new_name) == expected
     backups = subvolumes(server.fs / "web1" / "data")
     assert backups[new_name].received_uuid == third["snapshot"]["uuid"]
+    # The newest backup is now this source's own: a rebuild from it has nothing to do either.
+    again = run_subcommand("restore", *server.restore_options(), "--as-source", "-p", "web1-", remote, source)
+    assert again.code == 0 and again.result["changed"] is False, again.explain()
+    assert again.result["snapshot"] == new_name
 
 
 @pytest.fixture

@@ -152,6 +152,10 @@ def _restore(options) -> dict:
 
 
 def _say_rebuilt(result, check):
+    if not result["changed"]:
+        LOG.info("%s already holds the snapshot of %s from %s: nothing to do", result["source"],
+                 result["snapshot"], result["backups"])
+        return
     if check:
         for line in result["plan"]:
             LOG.info("would %s", line)

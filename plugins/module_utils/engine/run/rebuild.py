@@ -29,6 +29,7 @@ from ..host.job_source import job_source
 from ..host.joblock import JobLock
 from ..host.listing import list_folder
 from ..host.runner import CommandRunner
+from ..host.subvol_info import is_subvolume_root
 from ..host.state_store import job_lock_path
 from ..model.errors import BackupError, ConfigError, EndpointError, MissingPathError
 from ..model.job_identity import DEFAULT_SNAPSHOT_FOLDER
@@ -69,22 +70,29 @@ def rebuild_source(backups: str, source: str, *, snapshot_folder: str = DEFAULT_
         raise ConfigError("the source to rebuild %r must be an absolute path" % (source,))
     endpoint, identity = job_source(source, snapshot_folder=snapshot_folder, prefix=prefix, job_name=job_name)
     source, folder = endpoint.path, identity.snapshot_folder
-    if os.path.lexists(source):
-        raise BackupError("%s already exists: a rebuild makes the lost source anew and never replaces one "
-                          "(move it aside, or restore into another path with 'btrfs-backup restore')" % source)
+    exists = os.path.lexists(source)
+    if exists and not is_subvolume_root(source):
+        raise _exists_error(source)
     here = LocalEndpoint(posixpath.dirname(source))
     try:
         list_folder(here, runner)  # the source's folder exists, on btrfs (else a clear error, nothing made)
     except MissingPathError:
         raise EndpointError("the folder %s for the source does not exist (mount the new filesystem there "
                             "first)" % here.path)
-    _check_snapshot_folder(here, runner, source, folder, identity.prefix)
+    if not exists:
+        _check_snapshot_folder(here, runner, source, folder, identity.prefix)
     with SshConnections(runner, [origin]):
         try:
             held = list_folder(origin, runner).children
         except MissingPathError:
             raise EndpointError("the backup folder %s does not exist" % origin.id)
         chosen = choose_backups(held, identity.prefix, name, count)
+        if exists:  # a rerun: nothing to do where the source holds that backup's snapshot already
+            if not holds_snapshot_of(_snapshots_at(endpoint, runner, folder), chosen[-1]):
+                raise _exists_error(source)
+            return {"changed": False, "source": source, "backups": origin.id, "snapshot_folder": folder,
+                    "snapshot": chosen[-1].name, "snapshots": [], "received_uuid": chosen[-1].received_uuid,
+                    "plan": [], "state": None}
         staging = posixpath.join(here.path, STAGING_PREFIX + uuid.uuid4().hex[:12])
         executor = Executor(runner, check_mode)
         with executor.holding(JobLock(job_lock_path(identity))):  # rule 5: no run meanwhile
@@ -101,6 +109,25 @@ def rebuild_source(backups: str, source: str, *, snapshot_folder: str = DEFAULT_
         except (BackupError, OSError) as err:  # the source is rebuilt; only the record is missing
             result["warnings"] = ["the rebuild's record was not written: %s" % err]
     return result
+
+
+def holds_snapshot_of(snapshots: Iterable, backup: object) -> bool:
+    """Pure: whether a source's snapshots hold the one `backup` stands for: the snapshot it was
+    made of (its uuid is the backup's received_uuid), or one a rebuild placed (received from it)."""
+    return any(backup.received_uuid in (s.uuid, s.received_uuid) for s in snapshots if s.readonly)
+
+
+def _snapshots_at(endpoint, runner, folder) -> list:
+    try:
+        return list(list_folder(endpoint, runner, folder).children.values())
+    except MissingPathError:
+        return []
+
+
+def _exists_error(source):
+    return BackupError("%s already exists and holds no snapshot of that backup: a rebuild makes the lost "
+                       "source anew and never replaces one (move it aside, or restore into another path "
+                       "with 'btrfs-backup restore')" % source)
 
 
 def _check_snapshot_folder(here, runner, source, folder, prefix):

@@ -10,7 +10,7 @@ from engine.host.listing import Subvolume
 from engine.model.errors import BackupError, ConfigError
 from engine.model.run_record import record_rebuild
 from engine.model.steps import Receive
-from engine.run.rebuild import choose_backups, rebuild_source
+from engine.run.rebuild import choose_backups, holds_snapshot_of, rebuild_source
 
 
 def sub(name, readonly=True, received="r"):
@@ -62,6 +62,21 @@ def test_an_incremental_receive_says_from_which_backup():
     step = Receive(origin=type("O", (), {"id": "ssh://nas/b"})(), backup=sub("20240104-000000"),
                    parent=sub("20240102-000000"), endpoint=None, folder="/s")
     assert step.lines() == ["receive 20240104-000000 from ssh://nas/b into /s (incremental from 20240102-000000)"]
+
+
+def snap(name, uuid, received=None, readonly=True):
+    return Subvolume(name, "/home/snapshot/" + name, 300, uuid, None, received, readonly)
+
+
+@pytest.mark.parametrize("snapshots, held", [
+    ([snap("20240104-000000", "u-new", received="r-20240104-000000")], True),   # placed by a rebuild
+    ([snap("20240104-000000", "r-20240104-000000")], True),                      # the backup was made of it
+    ([snap("20240104-000000", "r-20240104-000000", readonly=False)], False),     # writable: not a snapshot
+    ([snap("20240104-000000", "u-other")], False),                               # the same name only
+    ([], False),
+], ids=["rebuilt", "its own", "writable", "name only", "none"])
+def test_a_source_holds_a_backups_snapshot_by_uuid(snapshots, held):
+    assert holds_snapshot_of(snapshots, sub("20240104-000000")) is held
 
 
 # -- the job's state after a rebuild -----------------------------------------------------------
