@@ -116,7 +116,8 @@ def build_restore_parser() -> argparse.ArgumentParser:
         "TARGET is the job's source, lost with its filesystem: it is made anew, writable, from the "
         "backup, with the backup (and with --snapshots N, older ones) in the job's snapshot folder, "
         "so that the job's next run continues incrementally to every destination. TARGET must not "
-        "exist; its folder must be on btrfs.")
+        "exist (run again, nothing is done while it holds that backup's snapshot); its folder must be "
+        "on btrfs.")
     rebuild.add_argument("--as-source", action="store_true", help="Rebuild the job's source at TARGET.")
     rebuild.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
                          help="The job's snapshot folder, absolute or relative to TARGET. Default 'snapshot'.")
