@@ -13,7 +13,7 @@ names that uuid as its parent, so `btrfs receive` finds the backup there by its 
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import os
 import posixpath
