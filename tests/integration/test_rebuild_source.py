@@ -72,7 +72,8 @@ def test_a_lost_source_comes_back_and_the_next_run_is_incremental_to_both(server
 
     rebuilt = run_subcommand("restore", *server.restore_options(), "--as-source", "-p", "web1-", remote, source)
     assert rebuilt.code == 0, rebuilt.explain() + "\n--- sshd ---\n" + server.sshd.log_tail(40)
-    assert rebuilt.result["snapshot"] == lost_snapshot["name"]
+    assert (rebuilt.result["snapshot"], rebuilt.result["source"], rebuilt.result["target"]) == \
+        (lost_snapshot["name"], remote, str(source))
     assert checksum_tree(source) == lost_data
     assert not show(source).readonly and show(source).received_uuid is None
     placed = show(source / "snapshot" / lost_snapshot["name"])

@@ -154,15 +154,15 @@ def _restore(options) -> dict:
 
 def _say_rebuilt(result, check):
     if not result["changed"]:
-        LOG.info("%s already holds the snapshot of %s from %s: nothing to do", result["source"],
-                 result["snapshot"], result["backups"])
+        LOG.info("%s already holds the snapshot of %s from %s: nothing to do", result["target"],
+                 result["snapshot"], result["source"])
         return
     if check:
         for line in result["plan"]:
             LOG.info("would %s", line)
         return
     LOG.info("rebuilt %s from %s at %s, with %s in %s: the next run continues incrementally",
-             result["source"], result["snapshot"], result["backups"], ", ".join(result["snapshots"]),
+             result["target"], result["snapshot"], result["source"], ", ".join(result["snapshots"]),
              result["snapshot_folder"])
     for warning in result.get("warnings") or ():
         LOG.warning("%s", warning)

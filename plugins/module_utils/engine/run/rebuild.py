@@ -90,17 +90,13 @@ def rebuild_source(backups: str, source: str, *, snapshot_folder: str = DEFAULT_
         if exists:  # a rerun: nothing to do where the source holds that backup's snapshot already
             if not holds_snapshot_of(_snapshots_at(endpoint, runner, folder), chosen[-1]):
                 raise _exists_error(source)
-            return {"changed": False, "source": source, "backups": origin.id, "snapshot_folder": folder,
-                    "snapshot": chosen[-1].name, "snapshots": [], "received_uuid": chosen[-1].received_uuid,
-                    "plan": [], "state": None}
+            return _result(False, origin, chosen[-1:], source, folder, [])
         staging = posixpath.join(here.path, STAGING_PREFIX + uuid.uuid4().hex[:12])
         executor = Executor(runner, check_mode)
         with executor.holding(JobLock(job_lock_path(identity))):  # rule 5: no run meanwhile
             with executor.staging(here, staging):
                 placed = _rebuild_steps(executor, origin, chosen, here, staging, source, folder)
-    result = {"changed": True, "source": source, "backups": origin.id, "snapshot_folder": folder,
-              "snapshot": chosen[-1].name, "snapshots": [b.name for b in chosen],
-              "received_uuid": chosen[-1].received_uuid, "plan": executor.plan(), "state": None}
+    result = _result(True, origin, chosen, source, folder, executor.plan())
     if not check_mode:
         result["placed"] = placed
         try:
@@ -109,6 +105,14 @@ def rebuild_source(backups: str, source: str, *, snapshot_folder: str = DEFAULT_
         except (BackupError, OSError) as err:  # the source is rebuilt; only the record is missing
             result["warnings"] = ["the rebuild's record was not written: %s" % err]
     return result
+
+
+def _result(changed, origin, chosen, source, folder, plan) -> dict:
+    """What a rebuild reports, in restore's terms: `source` is the backup folder, `target` the
+    rebuilt source; `snapshots` the backups brought back (none when there was nothing to do)."""
+    return {"changed": changed, "snapshot": chosen[-1].name, "backup": chosen[-1].path, "source": origin.id,
+            "target": source, "snapshot_folder": folder, "snapshots": [b.name for b in chosen] if changed else [],
+            "received_uuid": chosen[-1].received_uuid, "plan": plan, "state": None}
 
 
 def holds_snapshot_of(snapshots: Iterable, backup: object) -> bool:
