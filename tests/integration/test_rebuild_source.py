@@ -202,3 +202,14 @@ def test_a_rebuild_brings_back_older_backups_into_the_jobs_own_snapshot_folder(m
     # The rebuilt snapshot arrives as the backup of the lost one it stands for (rule 1).
     assert subvolumes(behind)[taken[2]["name"]].received_uuid == taken[2]["uuid"]
     assert checksum_tree(behind / new_name) == checksum_tree(folder / new_name)
+
+
+def test_a_rebuild_that_fails_after_the_receive_leaves_nothing_behind(one_backup, make_fs):
+    """The snapshot folder on another filesystem: the source is made, its snapshot cannot be;
+    the source made is deleted again and the error says why."""
+    _source, backups, name = one_backup
+    fs, elsewhere = make_fs("newsrc", size=FS_SIZE), make_fs("other", size=FS_SIZE)
+    done = run_subcommand("restore", "--as-source", "-f", elsewhere / "snapshots", backups, fs / "data")
+    assert done.code == 1 and "cannot create %s" % (elsewhere / "snapshots" / name) in done.stderr, done.explain()
+    assert _unchanged(fs) == []
+    assert _unchanged(elsewhere / "snapshots") == []

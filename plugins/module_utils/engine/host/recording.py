@@ -99,7 +99,6 @@ def refresh_metrics(*, identity: JobIdentity, metrics_dir: str, max_age: float |
     return state_store.metrics_path(metrics_dir, identity)
 
 
-
 def record_rebuild(*, identity: JobIdentity, origin: str, snapshots: list, when: float) -> str:
     """Record a rebuilt source in the job's state (run_record.record_rebuild), under the name its
     runs recorded unless one was given: the state file's path."""

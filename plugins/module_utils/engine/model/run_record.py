@@ -144,7 +144,6 @@ def with_survey(state: dict | None, survey: dict) -> dict:
     return merged
 
 
-
 def record_rebuild(previous: dict | None, *, job: str, prefix: str, source: str, snapshot_folder: str,
                    origin: str, snapshots: list, when: float) -> dict:
     """The state after `btrfs-backup restore --as-source`: the source rebuilt from `origin` with
