@@ -39,6 +39,13 @@ class DestinationPlan:
         }
 
 
+def stream_uuid(snapshot: object) -> str:
+    """The uuid a stream sent from `snapshot` carries, which its backup keeps as received_uuid: a
+    snapshot that was itself received (one a rebuilt source got back) passes on its received_uuid,
+    any other its own uuid (btrfs send does so)."""
+    return snapshot.received_uuid or snapshot.uuid
+
+
 def counterpart(snapshot: object, backups: Iterable) -> object | None:
     """The complete backup of `snapshot` among `backups`, matched by UUID (rule 1), or None."""
     for backup in backups:
@@ -82,7 +89,7 @@ def find_partial_receives(snapshots: Iterable, backups_by_name: Mapping, locked_
         if found is None or found.complete:
             continue
         snapshot = by_name.get(name)
-        if snapshot is not None and found.received_uuid not in (None, snapshot.uuid):
+        if snapshot is not None and found.received_uuid not in (None, stream_uuid(snapshot)):
             continue  # received from something else: not a partial of ours
         partials.append(found)
     return partials
@@ -95,9 +102,9 @@ def stranded_arrivals(snapshots: Iterable, backups_by_name: Mapping, locked_name
     of a locked snapshot to this destination is unfinished, and not received from anything else;
     a complete one of a snapshot the source no longer has, or whose name is taken, is left alone."""
     arrivals = {posixpath.basename(s.path) for s in snapshots} - {s.name for s in snapshots}
-    by_uuid = {s.uuid: s for s in snapshots}
+    by_uuid = {stream_uuid(s): s for s in snapshots}
     locked = set(locked_names)
-    locked_uuids = {s.uuid for s in snapshots if s.name in locked}
+    locked_uuids = {stream_uuid(s) for s in snapshots if s.name in locked}
     renames, partials = [], []
     for name in sorted(arrivals):
         found = backups_by_name.get(name)
