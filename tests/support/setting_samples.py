@@ -17,6 +17,9 @@ _BY_TYPE = {
     "choice": lambda setting: [c for c in setting.choices if c != setting.default][-1],
     "locations": lambda setting: ["/mnt/b1", "/mnt/b2"],
     "ssh_options": lambda setting: ["ServerAliveInterval=5", "Compression=no"],
+    "commands": lambda setting: ["sync", "psql -c 'CHECKPOINT'"],
+    "duration": lambda setting: "90s",
+    "url": lambda setting: "https://hc-ping.com/0a1b2c3d-secret",
 }
 
 
