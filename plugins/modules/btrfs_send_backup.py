@@ -168,6 +168,16 @@ options:
     type: str
     choices: [abort, warn]
     default: abort
+  after_snapshot:
+    description:
+      - Commands run right after the snapshot was taken (C(--after-snapshot)), before any transfer, also
+        when it was not taken because a before-snapshot command failed - to undo what a before-snapshot
+        command did, for example V(fsfreeze --unfreeze /srv/db). Split and run as O(before_snapshot);
+        C(BTRFS_BACKUP_SNAPSHOT) holds the snapshot's path (empty when none was taken). One that fails
+        is a warning.
+    type: list
+    elements: str
+    default: []
   after_run:
     description:
       - Commands run after the run, also when it failed (C(--after-run)), for example to undo what a

@@ -11,7 +11,7 @@ from typing import Optional
 
 from .errors import ConfigError
 
-BEFORE_SNAPSHOT, AFTER_RUN = "before_snapshot", "after_run"
+BEFORE_SNAPSHOT, AFTER_SNAPSHOT, AFTER_RUN = "before_snapshot", "after_snapshot", "after_run"
 ABORT, WARN = "abort", "warn"  # what a failing before_snapshot hook does to the run
 FAILURE_CHOICES = (ABORT, WARN)
 DEFAULT_TIMEOUT = "5m"
@@ -76,9 +76,12 @@ def run_environment(*, job: str, source: str, snapshot: Optional[dict], failed: 
     }
 
 
-def before_snapshot_environment(*, job: str, source: str) -> dict:
-    """What a before_snapshot hook is told: the job and its source."""
-    return {"BTRFS_BACKUP_JOB": job, "BTRFS_BACKUP_SOURCE": source or ""}
+def snapshot_environment(*, job: str, source: str, snapshot: Optional[dict] = None) -> dict:
+    """What a before_snapshot hook is told (the job and its source), and an after_snapshot hook
+    (also the snapshot: empty when none was taken)."""
+    return {"BTRFS_BACKUP_JOB": job, "BTRFS_BACKUP_SOURCE": source or "",
+            "BTRFS_BACKUP_SNAPSHOT": (snapshot or {}).get("path") or "",
+            "BTRFS_BACKUP_SNAPSHOT_NAME": (snapshot or {}).get("name") or ""}
 
 
 class HookOutcome:

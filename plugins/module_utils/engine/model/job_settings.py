@@ -169,6 +169,12 @@ JOB_SETTINGS = (
             "its stderr) or warn (the run goes on).",
             HOOKS, ("--before-snapshot-failure",), choices=hooks.FAILURE_CHOICES,
             module="before_snapshot_failure", role="before_snapshot_failure"),
+    Setting("after_snapshot", COMMANDS, (),
+            "Run COMMAND right after the snapshot was taken, or was not (a before-snapshot command "
+            "failed), e.g. to undo what a before-snapshot command did (fsfreeze --unfreeze) before "
+            "the transfers. Repeat for several.",
+            HOOKS, ("--after-snapshot",), metavar="COMMAND", module="after_snapshot", role="after_snapshot",
+            check="after_snapshot"),
     Setting("after_run", COMMANDS, (),
             "Run COMMAND after the run, also when it failed, with its outcome in the environment "
             "(BTRFS_BACKUP_STATUS success or failed, BTRFS_BACKUP_JOB, _SNAPSHOT, "

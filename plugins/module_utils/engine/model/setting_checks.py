@@ -29,6 +29,7 @@ ENGINE_SETTINGS: dict[str, tuple[str, Callable]] = {
     "clock_skew": ("a clock skew", parse_clock_skew),
     "hook_timeout": ("a duration", lambda value: parse_duration(value, "hook_timeout")),
     "before_snapshot": ("a command line", lambda value: hook_argv(value, "before_snapshot")),
+    "after_snapshot": ("a command line", lambda value: hook_argv(value, "after_snapshot")),
     "after_run": ("a command line", lambda value: hook_argv(value, "after_run")),
     "ping_url": ("an http(s) URL", lambda value: check_url(value, "ping_url")),
     "ntfy_url": ("an http(s) URL", lambda value: check_url(value, "ntfy_url")),

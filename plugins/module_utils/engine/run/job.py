@@ -49,7 +49,7 @@ class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS)
     restore points). `max_unsent_snapshots`: how many snapshots source retention keeps for a
     destination that cannot be listed (0: no limit); at that many, it keeps only the newest one the
     destination holds, or, when that is not known or no destination answers, no snapshot is taken.
-    `before_snapshot` and `after_run`: hook command lines (model/hooks.py), each killed past
+    `before_snapshot`, `after_snapshot` and `after_run`: hook command lines (model/hooks.py), each killed past
     `hook_timeout`; `before_snapshot_failure`: "abort" or "warn". `ping_url`, `ntfy_url`,
     `ntfy_on_success`: notifications (model/notifications.py); the URLs are never shown whole.
     `now` fixes the clock (tests); otherwise a new snapshot waits for its second.
@@ -60,7 +60,8 @@ class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS)
     def __new__(cls, source, **settings):
         config = super().__new__(cls, source, **settings)
         return config._replace(destinations=list(config.destinations), ssh_options=list(config.ssh_options),
-                               before_snapshot=list(config.before_snapshot), after_run=list(config.after_run))
+                               before_snapshot=list(config.before_snapshot), after_snapshot=list(config.after_snapshot),
+                               after_run=list(config.after_run))
 
 
 class _Prepared:
@@ -197,12 +198,15 @@ class _Run:
         if self.unsent.ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
         self.folders.require_a_usable_one(destinations)
-        self.prepared.hooks.before_snapshot(self.result)
-        name, self.now = self.source.next_snapshot(listing, self.config.now)
-        new_snapshot = self.source.take_snapshot(self.executor, name,
-                                                 not_before=None if self.config.now else self.now)
-        info = snapshot_info(new_snapshot)
-        self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
+        try:
+            self.prepared.hooks.before_snapshot(self.result)
+            name, self.now = self.source.next_snapshot(listing, self.config.now)
+            new_snapshot = self.source.take_snapshot(self.executor, name,
+                                                     not_before=None if self.config.now else self.now)
+            info = snapshot_info(new_snapshot)
+            self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
+        finally:  # also when a before hook or the snapshot failed: what they quiesced is released
+            self.prepared.hooks.after_snapshot(self.result)
         return destinations, snapshots + [new_snapshot], new_snapshot
 
     def _with_locked_destinations(self, locks):
@@ -232,13 +236,14 @@ class _Run:
 
 
 class _Hooks:
-    """A job's hooks and notifications (checked when the run is prepared): the before_snapshot
-    commands, and around the run its start and end pings and the after_run commands."""
+    """A job's hooks and notifications (checked when the run is prepared): the commands before
+    and after the snapshot, and around the run its start and end pings and the after_run commands."""
 
     def __init__(self, config):
         self.config = config
-        self.before = hooks.hook_argvs(config.before_snapshot, hooks.BEFORE_SNAPSHOT)
-        self.after = hooks.hook_argvs(config.after_run, hooks.AFTER_RUN)
+        self.before_commands = hooks.hook_argvs(config.before_snapshot, hooks.BEFORE_SNAPSHOT)
+        self.after_snapshot_commands = hooks.hook_argvs(config.after_snapshot, hooks.AFTER_SNAPSHOT)
+        self.after_run_commands = hooks.hook_argvs(config.after_run, hooks.AFTER_RUN)
         self.on_failure = hooks.check_failure_choice(config.before_snapshot_failure)
         self.timeout = parse_duration(config.hook_timeout, "hook_timeout")
         self.ping_url = notifications.check_url(config.ping_url, "ping_url") if config.ping_url else ""
@@ -258,7 +263,8 @@ class _Hooks:
         self.active = active and not self.config.check_mode
         self.job = self.config.job_name or identity.name
         if not self.active:
-            if self.config.check_mode and (self.before or self.after or self.notifies):
+            if self.config.check_mode and (self.before_commands or self.after_snapshot_commands or self.after_run_commands
+                                           or self.notifies):
                 LOG.info("check mode: no hook runs and no notification is sent")
             yield
             return
@@ -287,9 +293,9 @@ class _Hooks:
         if not self.active:
             return
         from ..host.hooks import run_hook
-        environment = hooks.before_snapshot_environment(job=self.job, source=result.source)
-        for argv in self.before:
-            outcome = run_hook(argv, timeout=self.timeout, environment=environment, label="before_snapshot")
+        environment = hooks.snapshot_environment(job=self.job, source=result.source)
+        for argv in self.before_commands:
+            outcome = run_hook(argv, timeout=self.timeout, environment=environment, label=hooks.BEFORE_SNAPSHOT)
             verdict = hooks.before_snapshot_verdict(self.on_failure, outcome)
             if verdict == hooks.ABORT:
                 raise BackupError(hooks.failure_message(hooks.BEFORE_SNAPSHOT, outcome, self.timeout)
@@ -297,18 +303,25 @@ class _Hooks:
             if verdict == hooks.WARN:
                 result.warn(hooks.failure_message(hooks.BEFORE_SNAPSHOT, outcome, self.timeout))
 
+    def after_snapshot(self, result) -> None:
+        """Run the after_snapshot commands, told the snapshot (none if it was not taken)."""
+        if self.active:
+            self._run_all(hooks.AFTER_SNAPSHOT, self.after_snapshot_commands, result, hooks.snapshot_environment(
+                job=self.job, source=result.source, snapshot=result.snapshot))
+
+    def _run_all(self, setting, commands, result, environment) -> None:
+        """Run each command; one that fails is a warning (the run goes on)."""
+        from ..host.hooks import run_hook
+        for argv in commands:
+            outcome = run_hook(argv, timeout=self.timeout, environment=environment, label=setting)
+            if not outcome.ok:
+                result.warn(hooks.failure_message(setting, outcome, self.timeout))
+
     def _after_run(self, result) -> None:
         """Every after_run command, each told the run's outcome; one that fails is a warning."""
-        if not self.after:
-            return
-        from ..host.hooks import run_hook
-        environment = hooks.run_environment(job=self.job, source=result.source, snapshot=result.snapshot,
-                                            failed=result.failed, destinations=result.destinations,
-                                            errors=result.errors)
-        for argv in self.after:
-            outcome = run_hook(argv, timeout=self.timeout, environment=environment, label="after_run")
-            if not outcome.ok:
-                result.warn(hooks.failure_message(hooks.AFTER_RUN, outcome, self.timeout))
+        self._run_all(hooks.AFTER_RUN, self.after_run_commands, result, hooks.run_environment(
+            job=self.job, source=result.source, snapshot=result.snapshot, failed=result.failed,
+            destinations=result.destinations, errors=result.errors))
 
     def _notify(self, result, event, log_tail="") -> None:
         """Send the event's requests; one that is not delivered is a warning, never a failure."""

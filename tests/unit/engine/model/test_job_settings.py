@@ -59,4 +59,4 @@ def test_btrfs_backup_03_defaults():
         allow_same_filesystem=False, ssh_options=(), ssh_sudo=False, convert_rw=False, sync=False,
         btrfs_debug=False, check_mode=False, compress="auto", limit_rate=None, buffer=None,
         send_protocol="auto", max_unsent_snapshots=100, before_snapshot=(), before_snapshot_failure="abort",
-        after_run=(), hook_timeout="5m", ping_url="", ntfy_url="", ntfy_on_success=False)
+        after_snapshot=(), after_run=(), hook_timeout="5m", ping_url="", ntfy_url="", ntfy_on_success=False)

@@ -32,7 +32,7 @@ def test_a_hook_gets_its_environment_and_its_output_is_logged(caplog):
 
 def test_no_shell_reads_the_words():
     outcome = run_hook(["echo", "$HOME; false"], timeout=10, environment={}, label="before_snapshot")
-    assert outcome.ok
+    assert outcome.ok, (outcome.returncode, outcome.error, outcome.timed_out)
 
 
 def test_a_program_that_does_not_exist_is_a_failure_that_says_so():
