@@ -4,16 +4,21 @@ records every request, hangs once, or is not there at all; the secret in the URL
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
 from cli_helpers import job_state_folder, ok, run_cli, snapshot_names
+from support.btrfs_loop import run
 
 FS_SIZE = "256M"
 SECRET = "6d1f0c2a-secret-uuid"
@@ -177,3 +182,83 @@ def test_a_ping_server_that_hangs_or_refuses_delays_the_run_briefly_and_only_war
     paths = [p for _m, p, _body in server.requests]
     assert paths == ["/hang-once/%s/start" % SECRET] * 2 + ["/hang-once/%s" % SECRET]
     assert_secret_nowhere(done)
+
+
+# -- the guide's recipes (docs/docsite/rst/hooks.rst), for real ---------------------------------
+
+PG_BIN = "/usr/lib/postgresql/15/bin"
+
+
+def _as_postgres(*argv, check=True):
+    return run(["runuser", "-u", "postgres", "--", *argv], check=check, timeout=60)
+
+
+@contextlib.contextmanager
+def _postgres(data, sockets):
+    """A PostgreSQL server on `data`, reachable only by its unix socket in `sockets`."""
+    started = _as_postgres(f"{PG_BIN}/pg_ctl", "-D", data, "-w", "-l", sockets / "log", "-o",
+                           f"-k {sockets} -p 5499 -c listen_addresses=''", "start", check=False)
+    assert started.returncode == 0, (sockets / "log").read_text()
+    try:
+        yield ["psql", "-h", str(sockets), "-p", "5499", "-X", "-q", "-At", "-d", "postgres"]
+    finally:
+        _as_postgres(f"{PG_BIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "stop", check=False)
+
+
+@pytest.fixture
+def pg_sockets():
+    """A folder for the server's socket and log that the postgres user can reach (not under
+    pytest's own, which only root may enter)."""
+    folder = Path(tempfile.mkdtemp(prefix="btrfs-backup-pg-"))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.skipif(not os.path.exists(f"{PG_BIN}/initdb"), reason="PostgreSQL 15 is not installed")
+def test_the_postgresql_recipe_backs_up_a_database_that_starts_from_the_backup(src, dst, pg_sockets):
+    sockets = pg_sockets
+    data = src / "pgdata"
+    data.mkdir(mode=0o700)
+    for folder in (sockets, data):
+        shutil.chown(folder, "postgres", "postgres")
+    _as_postgres(f"{PG_BIN}/initdb", "-A", "trust", "-D", data, "--no-sync")
+    with _postgres(data, sockets) as psql:
+        _as_postgres(*psql, "-c", "CREATE TABLE t AS SELECT generate_series(1, 1000) AS n")
+        done = ok(src, dst / "backups", "--before-snapshot",
+                  f"runuser -u postgres -- psql -h {sockets} -p 5499 -X -q -c CHECKPOINT")
+        assert "before_snapshot: running runuser -u postgres -- psql" in done.stderr
+    name = done.result["snapshot"]["name"]
+    restored = dst / "restored"
+    run(["btrfs", "subvolume", "snapshot", dst / "backups" / name, restored])
+    # The copy is the server's state at the snapshot, as after a power loss: its pid file names a
+    # process of this machine that may be running now (the guide says to remove it).
+    (restored / "pgdata" / "postmaster.pid").unlink()
+    with _postgres(restored / "pgdata", sockets) as psql:
+        assert _as_postgres(*psql, "-c", "SELECT sum(n) FROM t").stdout.strip() == "500500"
+
+
+def test_the_fsfreeze_recipe_backs_up_a_clean_filesystem_and_thaws_it_before_the_transfers(src, dst, tmp_path):
+    image, mount = src / "app.img", tmp_path / "app"
+    mount.mkdir()
+    run(["truncate", "-s", "32M", image])
+    run(["mkfs.ext4", "-q", image])
+    device = run(["losetup", "--find", "--show", image]).stdout.strip()
+    try:
+        run(["mount", device, mount])
+        try:
+            (mount / "orders.txt").write_text("order 1\n")
+            # The after-snapshot command finds the filesystem thawed only if nothing else did.
+            check = "sh -c 'echo order 2 > %s/orders.txt && echo thawed'" % mount
+            done = ok(src, dst / "backups", "--before-snapshot", f"fsfreeze --freeze {mount}",
+                      "--after-snapshot", f"fsfreeze --unfreeze {mount}", "--after-run", check)
+            assert "after_run [stdout]: thawed" in done.stderr
+        finally:
+            run(["fsfreeze", "--unfreeze", mount], check=False)
+            run(["umount", mount])
+    finally:
+        run(["losetup", "-d", device], check=False)
+    backup_image = dst / "backups" / done.result["snapshot"]["name"] / "app.img"
+    assert run(["e2fsck", "-fn", backup_image], check=False).returncode == 0  # clean: nothing to replay
+    assert "order 1" in run(["debugfs", "-R", "cat /orders.txt", backup_image]).stdout
