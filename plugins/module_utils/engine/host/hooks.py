@@ -56,9 +56,11 @@ def run_hook(argv: list[str], *, timeout: float, environment: dict, label: str) 
             wait = min(deadline - now, 0.2) if exited_at is None else 0.1
             for key, _events in selector.select(max(wait, 0.01)):
                 _read(key.fileobj, streams, selector, label)
+        if not timed_out:  # its output ended (closed pipes): it may still be running
+            timed_out = not _exited_before(proc, deadline)
     finally:
         selector.close()
-        if proc.poll() is None:
+        if proc.poll() is None:  # past its timeout, or the run was stopped
             _kill_group(proc)
         for pipe, (name, lines) in streams.items():
             _log_end(label, name, lines)
@@ -66,6 +68,16 @@ def run_hook(argv: list[str], *, timeout: float, environment: dict, label: str) 
     returncode = proc.wait()
     return HookOutcome(argv, None if timed_out else returncode, timed_out=timed_out,
                        stderr_tail=list(streams[proc.stderr][1].tail))
+
+
+def _exited_before(proc, deadline: float) -> bool:
+    import subprocess
+
+    try:
+        proc.wait(max(deadline - time.monotonic(), 0.01))
+        return True
+    except subprocess.TimeoutExpired:
+        return False
 
 
 def _read(pipe, streams, selector, label) -> None:

@@ -75,3 +75,16 @@ def test_a_child_left_running_does_not_hold_the_run(tmp_path):
         assert outcome.ok and time.monotonic() - started < 5
     finally:
         os.kill(int(pidfile.read_text()), 9)
+
+
+def test_a_hook_that_closes_its_output_is_waited_for_not_killed():
+    outcome = run_hook(["sh", "-c", "exec >/dev/null 2>&1; sleep 0.3; exit 4"], timeout=10, environment={},
+                       label="after_run")
+    assert (outcome.returncode, outcome.timed_out) == (4, False)
+
+
+def test_a_hook_that_closes_its_output_and_hangs_is_killed_at_its_timeout(monkeypatch):
+    monkeypatch.setattr(host_hooks, "KILL_GRACE", 0.5)
+    outcome = run_hook(["sh", "-c", "exec >/dev/null 2>&1; sleep 60"], timeout=0.5, environment={},
+                       label="after_run")
+    assert outcome.timed_out and outcome.returncode is None

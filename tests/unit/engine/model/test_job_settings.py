@@ -60,3 +60,7 @@ def test_btrfs_backup_03_defaults():
         btrfs_debug=False, check_mode=False, compress="auto", limit_rate=None, buffer=None,
         send_protocol="auto", max_unsent_snapshots=100, before_snapshot=(), before_snapshot_failure="abort",
         after_snapshot=(), after_run=(), hook_timeout="5m", ping_url="", ntfy_url="", ntfy_on_success=False)
+
+
+def test_a_setting_that_may_hold_a_secret_is_no_log_in_the_modules():
+    assert {s.name for s in JOB_SETTINGS if s.module_spec().get("no_log")} == {"ping_url", "ntfy_url"}
