@@ -9,10 +9,13 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from typing import Callable, Optional
-
 from ..model import notifications
-from ..model.notifications import Request
+
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
+    from ..model.notifications import Request
 
 LOG = logging.getLogger("btrfs_backup")
 

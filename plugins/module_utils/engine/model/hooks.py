@@ -7,9 +7,12 @@ failing before-snapshot hook does to the run) and the bounded record of a hook's
 from __future__ import annotations
 
 import collections
-from typing import Optional
 
 from .errors import ConfigError
+
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
+if TYPE_CHECKING:
+    from typing import Optional
 
 BEFORE_SNAPSHOT, AFTER_SNAPSHOT, AFTER_RUN = "before_snapshot", "after_snapshot", "after_run"
 ABORT, WARN = "abort", "warn"  # what a failing before_snapshot hook does to the run

@@ -6,9 +6,13 @@ tries each, and how such a URL is shown (redacted: it may hold a secret)."""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+import collections
 
 from .errors import ConfigError
+
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
+if TYPE_CHECKING:
+    from typing import Optional
 
 START, SUCCESS, FAILURE = "start", "success", "failure"
 
@@ -20,13 +24,10 @@ DEADLINE = 15.0
 BODY_LIMIT = 10000  # characters of the log's tail in a failure ping (Healthchecks keeps 100 kB)
 
 
-class Request(NamedTuple):
-    """One HTTP request of a notification."""
+class Request(collections.namedtuple("Request", "method url body headers", defaults=(b"", ()))):
+    """One HTTP request of a notification: method, URL, body (bytes) and headers ((name, value) pairs)."""
 
-    method: str
-    url: str
-    body: bytes = b""
-    headers: tuple = ()  # (name, value) pairs
+    __slots__ = ()
 
 
 def check_url(url: str, setting: str) -> str:

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 
 from .compression import parse_compress
-from .hooks import hook_argv
-from .notifications import check_url, redact
 from .errors import ConfigError
+from .hooks import hook_argv
 from .name_trust import parse_clock_skew
+from .notifications import check_url, redact
 from .retention import parse_buckets, parse_min_age
 from .units import parse_duration, parse_size
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
