@@ -263,8 +263,8 @@ class _Hooks:
         self.active = active and not self.config.check_mode
         self.job = self.config.job_name or identity.name
         if not self.active:
-            if self.config.check_mode and (self.before_commands or self.after_snapshot_commands or self.after_run_commands
-                                           or self.notifies):
+            if self.config.check_mode and (self.before_commands or self.after_snapshot_commands
+                                           or self.after_run_commands or self.notifies):
                 LOG.info("check mode: no hook runs and no notification is sent")
             yield
             return

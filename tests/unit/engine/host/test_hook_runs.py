@@ -5,8 +5,6 @@ import logging
 import os
 import time
 
-import pytest
-
 from engine.host import hooks as host_hooks
 from engine.host.hooks import run_hook
 
