@@ -201,7 +201,7 @@ options:
         it starts, C(URL) when it succeeded and C(URL/fail), with the end of its log as the body, when
         it failed.
       - Each request waits a few seconds at most and is tried a few times; one that is not delivered
-        is a warning, never a failure, and delays the run by at most about 15 seconds.
+        is a warning, never a failure; each request delays the run by 15 seconds at most.
       - The URL may hold a secret; it is never logged nor returned (logs show C(https://host/…)).
     type: str
     default: ""
