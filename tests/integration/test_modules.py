@@ -398,3 +398,28 @@ def test_send_backup_a_failing_before_hook_fails_the_task_and_the_ping_url_stays
     assert any("notification to http://127.0.0.1:%d/… was not delivered" % port in w
                for w in failed.result.get("warnings", [])), failed.explain()
     assert secret not in json.dumps(failed.result)
+
+
+def test_restore_as_source_rebuilds_a_lost_source_once_and_the_next_backup_is_incremental(
+        module, src, make_fs, btrfs_pool):
+    backups = make_fs("backups") / "b"
+    backups.mkdir()
+    sent = module("btrfs_send_backup", {"source": str(src), "dest": [str(backups)]})
+    assert sent.code == 0, sent.explain()
+    lost = sent.result["snapshot"]
+    btrfs_pool.release(src.parent)  # the source's filesystem is gone
+    target = make_fs("newsrc") / "data"
+    args = {"backups": str(backups), "target": str(target), "as_source": True}
+
+    refused = module("btrfs_restore", dict(args, writable=True))
+    assert refused.code != 0 and "parameter writable" in refused.explain() and not target.exists()
+    first = module("btrfs_restore", args)
+    assert first.code == 0 and first.result["changed"], first.explain()
+    assert subvolume_facts(target / "snapshot" / lost["name"]).received_uuid == lost["uuid"]
+    second = module("btrfs_restore", args)
+    assert second.code == 0 and not second.result["changed"], second.explain()
+
+    after = module("btrfs_send_backup", {"source": str(target), "dest": [str(backups)]})
+    assert after.code == 0, after.explain()
+    assert [(t["mode"], t["parent"]) for t in after.result["destinations"][0]["transfers"]] == [
+        ("incremental", lost["name"])]

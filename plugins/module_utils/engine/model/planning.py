@@ -38,6 +38,13 @@ class DestinationPlan:
         }
 
 
+def stream_uuid(snapshot: object) -> str:
+    """The uuid a stream sent from `snapshot` carries, which its backup keeps as received_uuid: a
+    snapshot that was itself received (one a rebuilt source got back) passes on its received_uuid,
+    any other its own uuid (btrfs send does so)."""
+    return snapshot.received_uuid or snapshot.uuid
+
+
 def counterpart(snapshot: object, backups: Iterable) -> object | None:
     """The complete backup of `snapshot` among `backups`, matched by UUID (rule 1), or None."""
     for backup in backups:
@@ -81,7 +88,7 @@ def find_partial_receives(snapshots: Iterable, backups_by_name: Mapping, locked_
         if found is None or found.complete:
             continue
         snapshot = by_name.get(name)
-        if snapshot is not None and found.received_uuid not in (None, snapshot.uuid):
+        if snapshot is not None and found.received_uuid not in (None, stream_uuid(snapshot)):
             continue  # received from something else: not a partial of ours
         partials.append(found)
     return partials

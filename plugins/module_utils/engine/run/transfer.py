@@ -11,6 +11,7 @@ import sys
 from ..host import btrfs
 from ..host.compressibility import looks_compressible
 from ..model.errors import BackupError, TransferError
+from ..model.planning import stream_uuid
 from ..model.units import format_duration, format_size
 from ..host.listing import Subvolume, find_subvolume
 from ..host.pipeline import Stage, run_pipeline, run_stream
@@ -99,34 +100,38 @@ def progress_line(sent: int, seconds: float, estimate: int | None) -> str:
 
 
 def verify_received(destination, runner, snapshot: Subvolume) -> Subvolume:
-    """Rule 2: the received subvolume must be read-only with received_uuid = snapshot uuid."""
+    """Rule 2: the received subvolume must be read-only with received_uuid = the uuid the stream
+    carried (planning.stream_uuid: the snapshot's uuid, or what a rebuilt snapshot was received as)."""
     backup = find_subvolume(destination, runner, destination.path, snapshot.name)
     if backup is None:
         raise TransferError(f"{snapshot.name} did not appear at {destination.id} after the receive")
-    if not backup.complete or backup.received_uuid != snapshot.uuid:
+    expected = stream_uuid(snapshot)
+    if not backup.complete or backup.received_uuid != expected:
         raise TransferError(
             f"{snapshot.name} at {destination.id} did not verify (read-only: {backup.readonly}, "
-            f"received_uuid {backup.received_uuid}, expected {snapshot.uuid})")
+            f"received_uuid {backup.received_uuid}, expected {expected})")
     return backup
 
 
 def is_partial_receive_of(found: Subvolume | None, snapshot: Subvolume) -> bool:
     """Whether `found`, under the snapshot's name right after its receive failed, is what that
     receive left (not complete, received from nothing else)."""
-    return found is not None and not (found.complete and found.received_uuid == snapshot.uuid) \
-        and found.received_uuid in (None, snapshot.uuid)
+    expected = stream_uuid(snapshot)
+    return found is not None and not (found.complete and found.received_uuid == expected) \
+        and found.received_uuid in (None, expected)
 
 
 def planned_backup(destination, snapshot: Subvolume) -> Subvolume:
     """What check mode assumes arrives: the snapshot's backup under its name at the destination."""
     return Subvolume(name=snapshot.name, path=destination.join(snapshot.name), id=None, uuid=None,
-                     parent_uuid=None, received_uuid=snapshot.uuid, readonly=True)
+                     parent_uuid=None, received_uuid=stream_uuid(snapshot), readonly=True)
 
 
-def receive_backup(origin, backup: Subvolume, here, runner, folder: str) -> Subvolume:
-    """Receive `backup` from `origin` into `folder` at `here` (which exists); the staged copy
-    must be the complete backup (the same received_uuid)."""
-    send = origin.command(btrfs.send_argv(backup.path))
+def receive_backup(origin, backup: Subvolume, here, runner, folder: str, parent: Subvolume | None = None) -> Subvolume:
+    """Receive `backup` from `origin` into `folder` at `here` (which exists), incremental from
+    `parent` (an older backup at `origin` received there before); the staged copy must be the
+    complete backup (the same received_uuid)."""
+    send = origin.command(btrfs.send_argv(backup.path, parent.path if parent else None))
     receive = here.command(btrfs.receive_argv(folder))
     run_pipeline(runner, [Stage(f"btrfs send at {origin.id}", send), Stage("btrfs receive", receive)])
     staged = find_subvolume(here, runner, folder, backup.name)

@@ -156,3 +156,29 @@ def test_as_dict_is_the_check_mode_plan():
             {"snapshot": "s3", "parent": "s2", "mode": "incremental"},
         ],
     }
+
+
+# -- a rebuilt source's snapshots (restore --as-source): received, they stand for the lost ones -----
+
+
+def test_a_streams_uuid_is_a_received_snapshots_received_uuid_else_its_own():
+    from engine.model.planning import stream_uuid
+    plain, rebuilt = source("s1", "s2", received={"s2": "uuid-of-lost-s2"})
+    assert (stream_uuid(plain), stream_uuid(rebuilt)) == ("uuid-of-s1", "uuid-of-lost-s2")
+
+
+def test_a_rebuilt_snapshot_is_the_parent_of_the_destinations_that_hold_what_it_stands_for():
+    snapshots = source("s1", "s2", "s3", received={"s1": "uuid-of-lost-s1", "s2": "uuid-of-lost-s2"})
+    # One destination holds both lost snapshots' backups, another missed the second.
+    full = destination(B("s1", "uuid-of-lost-s1", True), B("s2", "uuid-of-lost-s2", True))
+    behind = destination(B("s1", "uuid-of-lost-s1", True))
+    plan = plan_destination(snapshots, full)
+    assert [(t.snapshot.name, t.parent.name) for t in plan.transfers] == [("s3", "s2")]
+    plan = plan_destination(snapshots, behind)
+    assert [(t.snapshot.name, t.parent.name) for t in plan.transfers] == [("s2", "s1"), ("s3", "s2")]
+
+
+def test_a_partial_receive_of_a_rebuilt_snapshot_is_recognised_by_the_uuid_its_stream_carries():
+    snapshots = source("s1", "s2", received={"s2": "uuid-of-lost-s2"})
+    held = destination(B("s1", uuid_of("s1"), True), B("s2", "uuid-of-lost-s2", False))
+    assert [p.name for p in plan_destination(snapshots, held, locked_names=["s2"]).partial_receives] == ["s2"]
