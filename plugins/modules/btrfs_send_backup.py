@@ -163,6 +163,75 @@ options:
         (C(--wait)) instead of failing at once. V(0) does not wait.
     type: int
     default: 0
+  before_snapshot:
+    description:
+      - Commands run, in order, before the snapshot is taken (C(--before-snapshot)), for example to
+        quiesce an application (V(psql -c CHECKPOINT), V(fsfreeze --freeze /srv/db)).
+      - Each item is one command line, split into words as a POSIX shell splits them, but run without a
+        shell; write V(sh -c "...") where one is wanted. Their output goes to the run's log.
+      - They run only when the job takes a snapshot, under the job's lock, and not in check mode.
+    type: list
+    elements: str
+    default: []
+  before_snapshot_failure:
+    description:
+      - What a before-snapshot command that fails or runs past O(hook_timeout) does
+        (C(--before-snapshot-failure)).
+      - V(abort) takes no snapshot, sends nothing and fails the task with an error that names the
+        command, its exit status and the end of its stderr (the run's record says it failed); V(warn)
+        only warns and the run goes on.
+    type: str
+    choices: [abort, warn]
+    default: abort
+  after_snapshot:
+    description:
+      - Commands run right after the snapshot was taken (C(--after-snapshot)), before any transfer, also
+        when it was not taken because a before-snapshot command failed - to undo what a before-snapshot
+        command did, for example V(fsfreeze --unfreeze /srv/db). Split and run as O(before_snapshot);
+        C(BTRFS_BACKUP_SNAPSHOT) holds the snapshot's path (empty when none was taken). One that fails
+        is a warning.
+    type: list
+    elements: str
+    default: []
+  after_run:
+    description:
+      - Commands run after the run, also when it failed (C(--after-run)), for example to undo what a
+        before-snapshot command did. Split and run as O(before_snapshot); one that fails is a warning.
+      - Their environment tells the outcome - C(BTRFS_BACKUP_STATUS) (V(success) or V(failed)),
+        C(BTRFS_BACKUP_JOB), C(BTRFS_BACKUP_SOURCE), C(BTRFS_BACKUP_SNAPSHOT) (the path of the snapshot
+        this run took, empty if none), C(BTRFS_BACKUP_SNAPSHOT_NAME), C(BTRFS_BACKUP_DESTINATIONS),
+        C(BTRFS_BACKUP_FAILED_DESTINATIONS) and C(BTRFS_BACKUP_ERRORS) (one item a line).
+    type: list
+    elements: str
+    default: []
+  hook_timeout:
+    description:
+      - How long one hook command may run (C(--hook-timeout)), for example V(30s) or V(10min). Past it
+        the command's process group (it and every process it started) gets SIGTERM, then SIGKILL.
+    type: str
+    default: 5m
+  ping_url:
+    description:
+      - A Healthchecks or Uptime Kuma style ping URL (C(--ping-url)). The run requests C(URL/start) when
+        it starts, C(URL) when it succeeded and C(URL/fail), with the end of its log as the body, when
+        it failed.
+      - Each request waits a few seconds at most and is tried a few times; one that is not delivered
+        is a warning, never a failure; each request delays the run by 15 seconds at most.
+      - The URL may hold a secret; it is never logged nor returned (logs show C(https://host/…)).
+    type: str
+    default: ""
+  ntfy_url:
+    description:
+      - An ntfy topic URL (C(--ntfy-url), for example C(https://ntfy.sh/TOPIC)) that gets a short
+        message when the run failed (and, with O(ntfy_on_success), when it succeeded). Sent and kept
+        secret as O(ping_url).
+    type: str
+    default: ""
+  ntfy_on_success:
+    description:
+      - Also post to O(ntfy_url) when the run succeeded (C(--ntfy-on-success)).
+    type: bool
+    default: false
   locked_dests:
     description:
       - Also send to every destination that has a lock in C(.outstanding_transfers) (C(--locked-dests)),
@@ -450,6 +519,7 @@ def job_config(params, check_mode):
         source=module_params.location(params, "source", params["source"]),
         progress=False,  # nobody watches a module's stderr
         check_mode=check_mode,
+        job_name=params.get("job_name"),
         **module_params.job_settings(params)
     )
 

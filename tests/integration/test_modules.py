@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import stat
 
 import pytest
@@ -380,6 +381,23 @@ def test_restore_from_ssh_twice_then_force_renames_aside(ansible, module, src, m
     assert os.path.basename(aside).startswith("home.before-restore-")
     assert_same_tree(snapshot, aside)
     assert_same_tree(snapshot, target)
+
+
+def test_send_backup_a_failing_before_hook_fails_the_task_and_the_ping_url_stays_secret(module, src, dst):
+    secret = "5e1f-secret-uuid"
+    with socket.socket() as sock:  # a loopback port that nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    failed = module("btrfs_send_backup", {
+        "source": str(src), "dest": [str(dst / "backups")], "hook_timeout": "20s",
+        "before_snapshot": ["sh -c 'echo the application did not answer >&2; exit 5'"],
+        "ping_url": "http://127.0.0.1:%d/ping/%s" % (port, secret)})
+    assert failed.code != 0 and failed.result["failed"], failed.explain()
+    assert "failed with exit status 5; its stderr ended with: the application did not answer" in failed.result["msg"]
+    assert failed.result["snapshot"] is None and not os.listdir(src / "snapshot")
+    assert any("notification to http://127.0.0.1:%d/… was not delivered" % port in w
+               for w in failed.result.get("warnings", [])), failed.explain()
+    assert secret not in json.dumps(failed.result)
 
 
 def test_restore_as_source_rebuilds_a_lost_source_once_and_the_next_backup_is_incremental(

@@ -40,7 +40,7 @@ def config_from_args(options: argparse.Namespace):
     if options.latest_only and not settings["num_snapshots"]:
         settings["num_snapshots"] = 1
     return JobConfig(source=options.source, progress=not (options.no_progress or options.quiet or options.json),
-                     **settings)
+                     job_name=getattr(options, "job_name", None), **settings)
 
 
 def _setup_logging(options):

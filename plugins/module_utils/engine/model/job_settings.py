@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import collections
 
-from . import unsent
+from . import hooks, unsent
 
 # The value kinds of a setting: how each front end types it.
 BOOL, COUNT, TEXT, PATH, PREFIX, POLICY, SIZE, COMPRESSION, CHOICE, LOCATIONS, SSH_OPTIONS, ORIGIN = (
     "bool", "count", "str", "path", "prefix", "policy", "size", "compression", "choice", "locations",
     "ssh_options", "origin")
-_LISTS = (LOCATIONS, SSH_OPTIONS)
+COMMANDS, DURATION, URL = "commands", "duration", "url"  # hook command lines; a timeout; a secret URL
+_LISTS = (LOCATIONS, SSH_OPTIONS, COMMANDS)
 
 # The CLI's help groups of the backup command, in the order the help shows them.
 DISPLAY = "Display settings"
@@ -24,8 +25,9 @@ TRANSFER = "Transfer related options"
 STREAM = "Stream settings"
 SSH = "SSH related options"
 MISC = "Miscellaneous options"
+HOOKS = "Hooks and notifications"
 WHERE = "Source and destination"
-GROUPS = (DISPLAY, RETENTION, SNAPSHOT, TRANSFER, STREAM, SSH, MISC, WHERE)
+GROUPS = (DISPLAY, RETENTION, SNAPSHOT, TRANSFER, STREAM, SSH, MISC, HOOKS, WHERE)
 
 
 # The fields of a setting (a namedtuple: the CLI imports this table on every run, dataclasses cost more).
@@ -83,6 +85,8 @@ class Setting(collections.namedtuple("Setting", _FIELDS,
             spec["choices"] = list(self.choices)
         if self.module_aliases:
             spec["aliases"] = list(self.module_aliases)
+        if self.type == URL:
+            spec["no_log"] = True  # it may hold a secret (a Healthchecks UUID, an ntfy topic)
         return spec
 
 
@@ -163,6 +167,44 @@ JOB_SETTINGS = (
     _switch("remove_locks", ("--remove-locks",), MISC,
             "Remove the locks of all given destinations. Only use this when no "
             "partial receive is left at those destinations.", module="remove_locks"),
+    Setting("before_snapshot", COMMANDS, (),
+            "Run COMMAND before the snapshot is taken, e.g. to quiesce an application "
+            "(repeat for several, run in order). Split into words as a shell would, but run "
+            "without one (write sh -c '...' for one). Its output goes to the log.",
+            HOOKS, ("--before-snapshot",), metavar="COMMAND", module="before_snapshot", role="before_snapshot",
+            check="before_snapshot"),
+    Setting("before_snapshot_failure", CHOICE, hooks.ABORT,
+            "What a before-snapshot command that fails (or runs past its timeout) does: abort (the "
+            "default: no snapshot, the run fails naming the command, its exit status and the end of "
+            "its stderr) or warn (the run goes on).",
+            HOOKS, ("--before-snapshot-failure",), choices=hooks.FAILURE_CHOICES,
+            module="before_snapshot_failure", role="before_snapshot_failure"),
+    Setting("after_snapshot", COMMANDS, (),
+            "Run COMMAND right after the snapshot was taken, or was not (a before-snapshot command "
+            "failed), e.g. to undo what a before-snapshot command did (fsfreeze --unfreeze) before "
+            "the transfers. Repeat for several.",
+            HOOKS, ("--after-snapshot",), metavar="COMMAND", module="after_snapshot", role="after_snapshot",
+            check="after_snapshot"),
+    Setting("after_run", COMMANDS, (),
+            "Run COMMAND after the run, also when it failed, with its outcome in the environment "
+            "(BTRFS_BACKUP_STATUS success or failed, BTRFS_BACKUP_JOB, _SNAPSHOT, "
+            "_FAILED_DESTINATIONS, ...). Repeat for several.",
+            HOOKS, ("--after-run",), metavar="COMMAND", module="after_run", role="after_run", check="after_run"),
+    Setting("hook_timeout", DURATION, hooks.DEFAULT_TIMEOUT,
+            "Kill a hook command (with every process it started) that runs longer than this, "
+            "e.g. 30s, 10min. Default 5m.",
+            HOOKS, ("--hook-timeout",), metavar="DURATION", module="hook_timeout", role="hook_timeout",
+            check="hook_timeout"),
+    Setting("ping_url", URL, "",
+            "Ping URL/start when the run starts, URL when it succeeded and URL/fail (the end of the log "
+            "as the body) when it failed: Healthchecks, Uptime Kuma and the like. A ping that "
+            "fails is a warning; the URL is never logged.",
+            HOOKS, ("--ping-url",), metavar="URL", module="ping_url", role="ping_url", check="ping_url"),
+    Setting("ntfy_url", URL, "",
+            "Post a short message to this ntfy topic (https://ntfy.sh/TOPIC) when the run failed.",
+            HOOKS, ("--ntfy-url",), metavar="URL", module="ntfy_url", role="ntfy_url", check="ntfy_url"),
+    _switch("ntfy_on_success", ("--ntfy-on-success",), HOOKS, "Also post to --ntfy-url when the run succeeded.",
+            module="ntfy_on_success", role="ntfy_on_success"),
     _switch("allow_same_filesystem", ("--allow-same-filesystem",), WHERE,
             "Accept a destination on the source's own btrfs filesystem. By default it is refused: "
             "such a backup is lost with the source's disk (often an unmounted backup disk).",

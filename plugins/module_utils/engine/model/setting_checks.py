@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from .compression import parse_compress
 from .errors import ConfigError
+from .hooks import hook_argv
 from .name_trust import parse_clock_skew
+from .notifications import check_url, redact
 from .retention import parse_buckets, parse_min_age
 from .snapper import snapper_config
 from .units import parse_duration, parse_size
@@ -29,17 +31,31 @@ ENGINE_SETTINGS: dict[str, tuple[str, Callable]] = {
     "quota": ("a quota", lambda value: parse_size(value, "quota")),
     "clock_skew": ("a clock skew", parse_clock_skew),
     "source_snapshots": ("own or snapper:CONFIG", snapper_config),
+    "hook_timeout": ("a duration", lambda value: parse_duration(value, "hook_timeout")),
+    "before_snapshot": ("a command line", lambda value: hook_argv(value, "before_snapshot")),
+    "after_snapshot": ("a command line", lambda value: hook_argv(value, "after_snapshot")),
+    "after_run": ("a command line", lambda value: hook_argv(value, "after_run")),
+    "ping_url": ("an http(s) URL", lambda value: check_url(value, "ping_url")),
+    "ntfy_url": ("an http(s) URL", lambda value: check_url(value, "ntfy_url")),
 }
 
 # Settings whose empty value means "none" (the others always need a value).
-OPTIONAL_SETTINGS = frozenset({"limit_rate", "buffer", "preserve_snapshots", "preserve_backups", "min_age", "quota"})
+OPTIONAL_SETTINGS = frozenset({"limit_rate", "buffer", "preserve_snapshots", "preserve_backups", "min_age", "quota",
+                               "ping_url", "ntfy_url"})
+
+
+# Settings whose value may hold a secret: a message shows it redacted.
+SECRET_SETTINGS = frozenset({"ping_url", "ntfy_url"})
 
 
 def setting_problem(setting: str, value, name: Optional[str] = None) -> Optional[str]:
     """None if the engine takes `value` for `setting` (or does not parse that setting), else
-    "NAME 'VALUE' is not WHAT (btrfs-backup: WHY)"; NAME is the setting unless given."""
+    "NAME 'VALUE' is not WHAT (btrfs-backup: WHY)"; NAME is the setting unless given. A list
+    (of hook commands) is checked item by item."""
     if setting not in ENGINE_SETTINGS:
         return None
+    if isinstance(value, (list, tuple)):
+        return next(filter(None, (setting_problem(setting, item, name) for item in value)), None)
     what, parse = ENGINE_SETTINGS[setting]
     text = "" if value is None else str(value)
     if not text.strip() and setting in OPTIONAL_SETTINGS:
@@ -47,5 +63,6 @@ def setting_problem(setting: str, value, name: Optional[str] = None) -> Optional
     try:
         parse(text)
     except ConfigError as err:
-        return f"{name or setting} '{text}' is not {what} (btrfs-backup: {err})"
+        shown = redact(text) if setting in SECRET_SETTINGS else text
+        return f"{name or setting} '{shown}' is not {what} (btrfs-backup: {err})"
     return None

@@ -6,12 +6,13 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime
 import logging
 import os
 
 from .destination_access import DestinationFolders
-from ..model import job_settings, unsent
+from ..model import hooks, job_settings, notifications, unsent
 from .destination_sync import DestinationSync
 from ..host.endpoints.location import parse_location
 from ..host.endpoints.ssh import SshConnections
@@ -27,15 +28,15 @@ from ..model.snapper import snapper_config
 from .source_side import SnapperSourceSide, SourceSide, snapshot_info
 from ..host.state_store import LEGACY_JOB_LOCK_NAME, job_lock_path, load_state
 from ..model.steps import RemoveLocks
-from ..model.units import parse_count
+from ..model.units import parse_count, parse_duration
 from ..host.streams import StreamOptions
 
 LOG = logging.getLogger("btrfs_backup")
 
-
 # Every setting of a job but its source, with its default (btrfs-backup 0.3's): the table's, and
-# how the run reports (`progress`) and its clock (`now`, for tests).
-_SETTINGS = dict(job_settings.defaults(), progress=False, now=None)
+# how the run reports (`progress`), its clock (`now`, for tests) and the job's name as its record
+# names it (`job_name`, for hooks and notifications; None: from the source).
+_SETTINGS = dict(job_settings.defaults(), progress=False, now=None, job_name=None)
 
 
 class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS), defaults=_SETTINGS.values())):
@@ -49,6 +50,9 @@ class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS)
     restore points). `max_unsent_snapshots`: how many snapshots source retention keeps for a
     destination that cannot be listed (0: no limit); at that many, it keeps only the newest one the
     destination holds, or, when that is not known or no destination answers, no snapshot is taken.
+    `before_snapshot`, `after_snapshot` and `after_run`: hook command lines (model/hooks.py), each killed past
+    `hook_timeout`; `before_snapshot_failure`: "abort" or "warn". `ping_url`, `ntfy_url`,
+    `ntfy_on_success`: notifications (model/notifications.py); the URLs are never shown whole.
     `now` fixes the clock (tests); otherwise a new snapshot waits for its second.
     """
 
@@ -56,7 +60,9 @@ class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS)
 
     def __new__(cls, source, **settings):
         config = super().__new__(cls, source, **settings)
-        return config._replace(destinations=list(config.destinations), ssh_options=list(config.ssh_options))
+        return config._replace(destinations=list(config.destinations), ssh_options=list(config.ssh_options),
+                               before_snapshot=list(config.before_snapshot), after_snapshot=list(config.after_snapshot),
+                               after_run=list(config.after_run))
 
 
 class _Prepared:
@@ -86,6 +92,7 @@ class _Prepared:
         self.max_unsent = parse_count(config.max_unsent_snapshots, "max_unsent_snapshots")
         self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
                                     config.btrfs_debug)
+        self.hooks = _Hooks(config)
         self.destinations = []
         seen = set()
         for spec in config.destinations:
@@ -149,8 +156,10 @@ class _Run:
             with self.executor.holding(lock) as held:  # rule 5
                 if held and self.source.endpoint.on_this_machine:
                     remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
-                # Listed under the lock, so no other run of this job changes it meanwhile.
-                self._phases(self._snapshot_folder())
+                # Hooks and notifications only for a real run that holds the job (a busy job is no run).
+                with self.prepared.hooks.around(self.result, self.source.identity, active=held is not None):
+                    # Listed under the lock, so no other run of this job changes it meanwhile.
+                    self._phases(self._snapshot_folder())
 
     def _snapshot_folder(self):
         """The snapshot folder's listing; on the first run the folder is created (None in check mode)."""
@@ -204,11 +213,15 @@ class _Run:
         if self.unsent.ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
         self.folders.require_a_usable_one(destinations)
-        name, self.now = self.source.next_snapshot(listing, self.config.now)
-        new_snapshot = self.source.take_snapshot(self.executor, name,
-                                                 not_before=None if self.config.now else self.now)
-        info = snapshot_info(new_snapshot)
-        self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
+        try:
+            self.prepared.hooks.before_snapshot(self.result)
+            name, self.now = self.source.next_snapshot(listing, self.config.now)
+            new_snapshot = self.source.take_snapshot(self.executor, name,
+                                                     not_before=None if self.config.now else self.now)
+            info = snapshot_info(new_snapshot)
+            self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
+        finally:  # also when a before hook or the snapshot failed: what they quiesced is released
+            self.prepared.hooks.after_snapshot(self.result)
         return destinations, snapshots + [new_snapshot], new_snapshot
 
     def _snapper_snapshot(self, snapshots, locks):
@@ -257,6 +270,110 @@ class _Run:
             if touched:
                 self.executor.carry_out(RemoveLocks(destination=dest, names=tuple(touched)))
                 self.result.locks_removed.extend({"snapshot": name, "destination": dest.id} for name in touched)
+
+
+class _Hooks:
+    """A job's hooks and notifications (checked when the run is prepared): the commands before
+    and after the snapshot, and around the run its start and end pings and the after_run commands."""
+
+    def __init__(self, config):
+        self.config = config
+        self.before_commands = hooks.hook_argvs(config.before_snapshot, hooks.BEFORE_SNAPSHOT)
+        self.after_snapshot_commands = hooks.hook_argvs(config.after_snapshot, hooks.AFTER_SNAPSHOT)
+        self.after_run_commands = hooks.hook_argvs(config.after_run, hooks.AFTER_RUN)
+        self.on_failure = hooks.check_failure_choice(config.before_snapshot_failure)
+        self.timeout = parse_duration(config.hook_timeout, "hook_timeout")
+        self.ping_url = notifications.check_url(config.ping_url, "ping_url") if config.ping_url else ""
+        self.ntfy_url = notifications.check_url(config.ntfy_url, "ntfy_url") if config.ntfy_url else ""
+        self.job = None
+        self.active = False
+
+    @property
+    def notifies(self) -> bool:
+        return bool(self.ping_url or self.ntfy_url)
+
+    @contextlib.contextmanager
+    def around(self, result, identity, *, active):
+        """The start ping, then the run; after it, also when it failed or was stopped, the
+        after_run hooks and the end's notifications. A BackupError of the run is recorded in
+        `result` here, so that the hooks and the pings know the run failed."""
+        self.active = active and not self.config.check_mode
+        self.job = self.config.job_name or identity.name
+        if not self.active:
+            if self.config.check_mode and (self.before_commands or self.after_snapshot_commands
+                                           or self.after_run_commands or self.notifies):
+                LOG.info("check mode: no hook runs and no notification is sent")
+            yield
+            return
+        from ..host import notify
+        tail = notify.LogTail()
+        LOG.addHandler(tail)
+        try:
+            self._notify(result, notifications.START)
+            try:
+                yield
+            except BackupError as err:
+                result.fail(err)
+            except BaseException as err:  # stopped: the after hooks still undo what the before hooks did
+                result.fail(BackupError(f"the run was stopped ({type(err).__name__})"))
+                self._after_run(result)
+                self._notify(result, notifications.FAILURE, tail.text())
+                raise
+            self._after_run(result)
+            self._notify(result, notifications.FAILURE if result.failed else notifications.SUCCESS, tail.text())
+        finally:
+            LOG.removeHandler(tail)
+
+    def before_snapshot(self, result) -> None:
+        """Run the before_snapshot commands in order; one that fails stops the run (BackupError:
+        no snapshot) or, with before_snapshot_failure warn, is a warning."""
+        if not self.active:
+            return
+        from ..host.hooks import run_hook
+        environment = hooks.snapshot_environment(job=self.job, source=result.source)
+        for argv in self.before_commands:
+            outcome = run_hook(argv, timeout=self.timeout, environment=environment, label=hooks.BEFORE_SNAPSHOT)
+            verdict = hooks.before_snapshot_verdict(self.on_failure, outcome)
+            if verdict == hooks.ABORT:
+                raise BackupError(hooks.failure_message(hooks.BEFORE_SNAPSHOT, outcome, self.timeout)
+                                  + ": no snapshot was taken")
+            if verdict == hooks.WARN:
+                result.warn(hooks.failure_message(hooks.BEFORE_SNAPSHOT, outcome, self.timeout))
+
+    def after_snapshot(self, result) -> None:
+        """Run the after_snapshot commands, told the snapshot (none if it was not taken)."""
+        if self.active:
+            self._run_all(hooks.AFTER_SNAPSHOT, self.after_snapshot_commands, result, hooks.snapshot_environment(
+                job=self.job, source=result.source, snapshot=result.snapshot))
+
+    def _run_all(self, setting, commands, result, environment) -> None:
+        """Run each command; one that fails is a warning (the run goes on)."""
+        from ..host.hooks import run_hook
+        for argv in commands:
+            outcome = run_hook(argv, timeout=self.timeout, environment=environment, label=setting)
+            if not outcome.ok:
+                result.warn(hooks.failure_message(setting, outcome, self.timeout))
+
+    def _after_run(self, result) -> None:
+        """Every after_run command, each told the run's outcome; one that fails is a warning."""
+        self._run_all(hooks.AFTER_RUN, self.after_run_commands, result, hooks.run_environment(
+            job=self.job, source=result.source, snapshot=result.snapshot, failed=result.failed,
+            destinations=result.destinations, errors=result.errors))
+
+    def _notify(self, result, event, log_tail="") -> None:
+        """Send the event's requests; one that is not delivered is a warning, never a failure."""
+        if not self.notifies:
+            return
+        from ..host import notify
+        text = notifications.summary(job=self.job, failed=result.failed, snapshot=result.snapshot,
+                                     errors=result.errors,
+                                     failed_destinations=[d.id for d in result.destinations if d.status == "failed"])
+        for url, request in notifications.run_requests(
+                event=event, ping_url=self.ping_url, ntfy_url=self.ntfy_url,
+                ntfy_on_success=self.config.ntfy_on_success, job=self.job, summary=text, log_tail=log_tail):
+            problem = notify.send(url, request)
+            if problem:
+                result.warn(problem)
 
 
 class _UnsentSnapshots:

@@ -9,7 +9,9 @@ from engine.run.job import JobConfig
 from support.setting_samples import sample
 
 KINDS = {"bool", "count", "str", "path", "prefix", "policy", "size", "compression", "choice", "locations",
-         "ssh_options", "origin"}
+         "ssh_options", "origin", "commands", "duration", "url"}
+# A value that no check takes (any text is a command line, but not one with an open quote).
+NONSENSE = {"commands": "not a 'command"}
 
 
 def test_names_flags_parameters_and_keys_are_unique():
@@ -36,12 +38,14 @@ def test_each_setting_is_complete(setting):
 def test_each_check_takes_the_default_and_refuses_nonsense(setting):
     assert setting_problem(setting.check, setting.default) is None
     assert setting_problem(setting.check, sample(setting)) is None
-    assert setting.name in setting_problem(setting.check, "not a value %%", setting.name)
+    nonsense = NONSENSE.get(setting.type, "not a value %%")
+    assert setting.name in setting_problem(setting.check, nonsense, setting.name)
+    assert setting.name in setting_problem(setting.check, ["true", nonsense], setting.name)
 
 
 def test_job_config_has_a_field_for_each_setting_with_its_default():
     config = JobConfig(source="/home")
-    assert set(config._fields) == {"source", "progress", "now"} | set(SETTINGS)
+    assert set(config._fields) == {"source", "progress", "now", "job_name"} | set(SETTINGS)
     for setting in JOB_SETTINGS:
         default = list(setting.default) if setting.is_list else setting.default
         assert getattr(config, setting.name) == default, setting.name
@@ -54,4 +58,10 @@ def test_btrfs_backup_03_defaults():
         no_incremental=False, locked_dests=False, remove_locks=False, require_destination=False,
         allow_same_filesystem=False, ssh_options=(), ssh_sudo=False, convert_rw=False, sync=False,
         btrfs_debug=False, check_mode=False, compress="auto", limit_rate=None, buffer=None,
-        send_protocol="auto", max_unsent_snapshots=100, source_snapshots="own", wait=0)
+        send_protocol="auto", max_unsent_snapshots=100, source_snapshots="own", wait=0,
+        before_snapshot=(), before_snapshot_failure="abort", after_snapshot=(), after_run=(), hook_timeout="5m",
+        ping_url="", ntfy_url="", ntfy_on_success=False)
+
+
+def test_a_setting_that_may_hold_a_secret_is_no_log_in_the_modules():
+    assert {s.name for s in JOB_SETTINGS if s.module_spec().get("no_log")} == {"ping_url", "ntfy_url"}

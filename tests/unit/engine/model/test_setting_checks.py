@@ -32,6 +32,16 @@ CASES = [
     ("compress", "zstd:19", None),
     ("compress", "zstd:20", "compress 'zstd:20' is not a compression setting"),
     ("schedule", "whenever", None),  # systemd's to check, not the engine's
+    ("hook_timeout", "30s", None),
+    ("hook_timeout", "0", "hook_timeout '0' is not a duration"),
+    ("before_snapshot", "psql -c 'CHECKPOINT'", None),
+    ("before_snapshot", ["sync", "psql -c 'CHECKPOINT"], "before_snapshot 'psql -c 'CHECKPOINT' is not a command line"),
+    ("after_run", "", "after_run '' is not a command line (btrfs-backup: after_run command '' is empty)"),
+    ("ping_url", "", None),
+    ("ping_url", "https://hc-ping.com/uuid", None),
+    # A URL may hold a secret: the problem shows its scheme and host only.
+    ("ping_url", "hcping.com/secret-uuid", "ping_url '(a URL)' is not an http(s) URL (btrfs-backup: ping_url (a URL)"),
+    ("ntfy_url", "ftp://ntfy.lan/secret-topic", "ntfy_url 'ftp://ntfy.lan/…' is not an http(s) URL"),
 ]
 
 
@@ -42,6 +52,7 @@ def test_setting_problem(setting, value, problem):
         assert found is None
     else:
         assert found is not None and found.startswith(problem), found
+        assert "secret" not in found
 
 
 def test_the_name_shown_may_be_the_role_variable():

@@ -119,6 +119,10 @@ def test_a_variable_holds_the_setting_its_name_ends_with(variable, setting):
 
 @pytest.mark.parametrize("setting", [s for s in JOB_SETTINGS if s.role and s.check], ids=lambda s: s.name)
 def test_every_checked_job_key_of_the_table_is_checked(setting):
-    problems = job_settings([dict(HOME, **{setting.role: "no such value"})], "src1", JOB_OPTIONS)["problems"]
-    assert len(problems) == 1 and problems[0].startswith("src1: backup job 'home': %s 'no such value' is not "
-                                                         % setting.role)
+    # A command line is any text but one with an open quote; a URL is shown without its secret part.
+    value, shown = {"commands": (["true", "no 'such value"], "no 'such value"),
+                    "url": ("ftp://host/secret-token", "ftp://host/…")}.get(setting.type, ("no such value",) * 2)
+    problems = job_settings([dict(HOME, **{setting.role: value})], "src1", JOB_OPTIONS)["problems"]
+    assert len(problems) == 1 and problems[0].startswith("src1: backup job 'home': %s '%s' is not "
+                                                         % (setting.role, shown))
+    assert "secret-token" not in problems[0]
