@@ -165,6 +165,8 @@ class DestinationSync(_DestinationPlans):
                 record.update(status="done", bytes=done.bytes_sent, seconds=done.seconds)
                 if done.wire_bytes:
                     record["compressed_bytes"] = done.wire_bytes
+                if done.resumed_bytes is not None:
+                    record["resumed_bytes"] = done.resumed_bytes  # staged: what an earlier run had sent
             if not isinstance(done, TransferError) and item.held is not None:
                 item.outcome.present[snapshot.name] = item.held[snapshot.name] = done.backup
 

@@ -13,8 +13,8 @@ from ..model import resumable
 from ..model.errors import BackupError, TransferError
 from ..model.steps import DeletePartialReceives
 from ..model.units import format_size
-from .staged_send import send_staged
-from .transfer import (ProgressLog, is_partial_receive_of, planned_backup, sample_compressible, send_stream,
+from .staged_send import StagedProgress, send_staged
+from .transfer import (is_partial_receive_of, planned_backup, sample_compressible, send_stream,
                        verify_received)
 
 LOG = logging.getLogger("btrfs_backup")
@@ -22,14 +22,15 @@ LOG = logging.getLogger("btrfs_backup")
 
 class SendOutcome:
     """What one Send gave one destination: the verified backup (the snapshot, for a stream sink),
-    the stream's size, its compressed size on the link (None: not compressed); `planned`: check
-    mode's stand-in, nothing was sent."""
+    the stream's size (a staged transfer: the bytes this run sent), its compressed size on the link
+    (None: not compressed); `planned`: check mode's stand-in, nothing was sent."""
 
-    __slots__ = ("backup", "bytes_sent", "seconds", "wire_bytes", "planned")
+    __slots__ = ("backup", "bytes_sent", "seconds", "wire_bytes", "planned", "resumed_bytes")
 
-    def __init__(self, backup, bytes_sent=None, seconds=None, wire_bytes=None, planned=False):
+    def __init__(self, backup, bytes_sent=None, seconds=None, wire_bytes=None, planned=False, resumed_bytes=None):
         self.backup, self.bytes_sent, self.seconds, self.wire_bytes = backup, bytes_sent, seconds, wire_bytes
         self.planned = planned
+        self.resumed_bytes = resumed_bytes  # a staged transfer: the bytes already staged (None: not staged)
 
 
 def plan_send(executor, step) -> dict:
@@ -63,13 +64,14 @@ def send(executor, step) -> dict:
             stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
                                 executor.probe(step.source))
             failures.update(stats.failures)
-            arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds)) for dest in direct)
+            arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None))
+                           for dest in direct)
         except BackupError as err:  # the stream could not start (a program missing): none got it
             failures.update((dest, str(err)) for dest in direct)
     for dest in staged:
         try:
             done = _send_staged(executor, step, dest, estimate)
-            arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds)
+            arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds, done.skipped)
         except BackupError as err:
             failures[dest] = str(err)
     outcomes = {dest.id: _arrival(executor, dest, snapshot, parent_name, arrived.get(dest), failures.get(dest))
@@ -96,15 +98,15 @@ def _send_staged(executor, step, dest, estimate):
     """One staged transfer, with its progress lines and the compression sample of a direct one."""
     ends = executor.probe(step.source)
     compressible = sample_compressible(step.source, [dest], step.snapshot, executor.options.stream, ends)
-    progress = ProgressLog([dest], step.source, executor.runner, step.snapshot, step.parent)
-    progress.estimate, progress.asked = estimate, True
+    progress = StagedProgress(dest, step.snapshot.name, estimate)
     LOG.info("%s: %s goes as a resumable transfer (staged in chunks of %s)", dest.id, step.snapshot.name,
              format_size(executor.options.stream.chunk_size))
     return send_staged(executor, step, dest, estimate, compressible, progress)
 
 
 def _arrival(executor, dest, snapshot, parent_name, arrived, failure):
-    """What arrived at one destination (`arrived`: bytes sent, compressed bytes, seconds): its
+    """What arrived at one destination (`arrived`: bytes sent, compressed bytes, seconds, bytes
+    resumed from staging or None): its
     SendOutcome, or the TransferError that says why not."""
     try:
         if failure is not None:
@@ -116,10 +118,10 @@ def _arrival(executor, dest, snapshot, parent_name, arrived, failure):
         error.partial_receive_deleted = _remove_partial_receive(executor, dest, snapshot) if dest.can_list else None
         return error
     executor.locks.settle(snapshot.name, parent_name, dest.id_aliases)
-    sent, wire, seconds = arrived
-    LOG.info("%s: %s arrived (%s bytes%s in %.1fs)", dest.id, snapshot.name, sent,
-             f", {wire} compressed" if wire else "", seconds)
-    return SendOutcome(backup, sent, round(seconds, 3), wire)
+    sent, wire, seconds, resumed = arrived
+    LOG.info("%s: %s arrived (%s bytes%s%s in %.1fs)", dest.id, snapshot.name, sent,
+             f", {wire} compressed" if wire else "", f", {resumed} resumed from staging" if resumed else "", seconds)
+    return SendOutcome(backup, sent, round(seconds, 3), wire, resumed_bytes=resumed)
 
 
 def _remove_partial_receive(executor, dest, snapshot):

@@ -17,6 +17,7 @@ from ..host.streams import plan_staged_stream
 from ..model import resumable
 from ..model.errors import TransferError
 from ..model.units import format_size
+from .transfer import progress_line
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -30,6 +31,21 @@ class StagedResult:
 
     def __init__(self, bytes_sent, wire_bytes, skipped, seconds):
         self.bytes_sent, self.wire_bytes, self.skipped, self.seconds = bytes_sent, wire_bytes, skipped, seconds
+
+
+class StagedProgress:
+    """A log line every 30 s of a staged transfer: "resumable transfer of S to D at 63%", with the
+    bytes this run sent, its rate and the time left for the rest (`percent`: the last share said)."""
+
+    def __init__(self, destination, snapshot_name: str, estimate: int | None):
+        self.where, self.name, self.estimate = destination.id, snapshot_name, estimate
+        self.skipped, self.percent = 0, None
+
+    def __call__(self, sent: int, seconds: float) -> None:
+        left = self.estimate - self.skipped if self.estimate else None
+        self.percent = resumable.staged_percent(self.skipped + sent, self.estimate)
+        LOG.info("resumable transfer of %s to %s%s: %s", self.name, self.where,
+                 " at %d%%" % self.percent if self.percent is not None else "", progress_line(sent, seconds, left))
 
 
 def send_staged(executor, step, destination, estimate: int | None, compressible=None,
@@ -53,16 +69,20 @@ def send_staged(executor, step, destination, estimate: int | None, compressible=
         if resume.chunks:
             LOG.info("%s: resuming the transfer of %s after %d staged chunks (%s)", destination.id,
                      snapshot.name, resume.chunks, format_size(skipped))
-            staged = _staged_hashes(state)[:resume.chunks]
+            staged = resumable.parse_chunk_hashes(state.hashes_text)[:resume.chunks]
         else:
             staging.start(wanted)
             staged = []
+        if on_progress is not None:
+            on_progress.skipped = skipped
         result, failure = _stream(executor, step, destination, staging, staged, wanted, compressible, on_progress)
         if failure is not None and resumable.DIFFERS in failure:
             index = failure.split(resumable.DIFFERS, 1)[1].split()[0].rstrip(")/;")
             LOG.warning("%s: %s %s: starting over", destination.id, resumable.DIFFERS, index)
             staging.start(wanted)
             skipped = 0
+            if on_progress is not None:
+                on_progress.skipped = 0
             result, failure = _stream(executor, step, destination, staging, [], wanted, compressible, on_progress)
         if failure is not None:
             raise TransferError(failure)
@@ -89,10 +109,6 @@ def _resume(destination, state, wanted) -> resumable.Resume:
     if resume.reason:
         LOG.warning("%s: %s", destination.id, resume.reason)
     return resume
-
-
-def _staged_hashes(state):
-    return resumable.parse_chunk_hashes(state.hashes_text)
 
 
 def _stream(executor, step, destination, staging, staged_hashes, wanted, compressible, on_progress):
