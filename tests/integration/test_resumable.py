@@ -11,7 +11,7 @@ import signal
 import time
 from pathlib import Path
 
-from cli_helpers import assert_backup, assert_no_partial, destination, ok, sent, ssh_args
+from cli_helpers import assert_backup, assert_no_partial, destination, ok, sent, snapshot_names, ssh_args
 from faults import start_cli, wait_for
 from support.trees import modify_tree
 
@@ -72,7 +72,7 @@ def test_a_cut_transfer_resumes_with_only_the_rest(src, dst, sshd):
     assert_no_partial(dest)
 
     run = ok(*args(sshd, "--no-snapshot"), src, url)  # the cut snapshot only: its bytes are counted
-    first = sorted(os.listdir(snaps))[0]
+    first = snapshot_names(snaps)[0]
     assert sent(run.result, url) == [(first, "full", None)]
     assert "resuming the transfer of %s after %d staged chunks" % (first, staged) in run.stderr
     transfer = destination(run.result, url)["transfers"][0]
@@ -106,7 +106,7 @@ def test_a_staged_prefix_that_differs_starts_over(src, dst, sshd):
 
     run = ok(*args(sshd, "--no-snapshot"), src, url)
     assert "regenerated stream differs from the staged one at chunk 1: starting over" in run.stderr
-    name = sorted(os.listdir(snaps))[0]
+    name = snapshot_names(snaps)[0]
     assert_backup(dest, snaps / name)
     assert file_hashes(dest / name) == file_hashes(snaps / name)
     assert not (dest / STAGING).exists()
