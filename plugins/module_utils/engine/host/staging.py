@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import json
 import posixpath
 import sys
 
@@ -130,6 +131,12 @@ while True:
 # argv: the staging folder, then the receive's argv: the chunks in order into `btrfs receive`.
 _RECEIVE_SCRIPT = 'cd -- "$1" && shift && cat -- [0-9]*.chunk | "$@"'
 REMOTE_PYTHON = "python3"
+REFUSED = 126  # serve's exit status for a command it refuses
+
+
+class StagingRefused(EndpointError):
+    """A backup server's `serve` refused the staging verbs (one from before them): the transfer
+    goes directly instead."""
 
 
 class StagingState:
@@ -144,15 +151,31 @@ class StagingState:
 
 
 class Staging:
-    """One (snapshot, parent)'s staging folder at an ssh destination, and the commands on it."""
+    """One (snapshot, parent)'s staging folder at an ssh destination, and the commands on it.
+    At a backup server (`serve`: True) the commands are serve's staging verbs (SERVE_COMMAND),
+    which do the same on the host's own folder only (frontends/serve_staging.py)."""
 
-    def __init__(self, destination: Endpoint, runner: CommandRunner, key: str):
-        self.destination, self.runner, self.key = destination, runner, key
+    def __init__(self, destination: Endpoint, runner: CommandRunner, key: str, serve: bool = False):
+        self.destination, self.runner, self.key, self.serve = destination, runner, key, serve
         self.root = destination.join(resumable.STAGING_FOLDER)
         self.folder = posixpath.join(self.root, key)
 
+    def _verb(self, verb, *words):
+        return [resumable.SERVE_COMMAND, verb, self.destination.path] + list(words)
+
     def read(self) -> StagingState:
         """The staging folders there and this one's manifest, hashes and completion, in one round."""
+        if self.serve:
+            result = self.destination.run(self.runner, self._verb("read", self.key))
+            if result.returncode == REFUSED and "not a command that a backup sends" in result.stderr:
+                raise StagingRefused("%s: its btrfs-backup serve takes no staging commands (update it on "
+                                     "the server)" % self.destination.id)
+            self._check(result, "read the staging")
+            try:
+                found = json.loads(result.stdout)
+                return StagingState(list(found["keys"]), found["manifest"], found["hashes"], bool(found["complete"]))
+            except (ValueError, KeyError, TypeError) as err:
+                raise EndpointError("%s: the staging could not be read (%s)" % (self.destination.id, err))
         results = self.destination.run_batch(self.runner, [
             (["ls", "-1", "-A", "--", self.root], True),
             (["cat", "--", posixpath.join(self.folder, resumable.MANIFEST)], True),
@@ -167,13 +190,20 @@ class Staging:
     def remove(self, keys) -> None:
         """Remove the staging folders `keys` (names inside the staging root only)."""
         paths = [posixpath.join(self.root, key) for key in keys if key and "/" not in key and key not in (".", "..")]
-        if paths:
+        if paths and self.serve:
+            self._check(self.destination.run(self.runner, self._verb("remove", *[posixpath.basename(p) for p in paths])),
+                        "remove staging")
+        elif paths:
             self._check(self.destination.run(self.runner, ["rm", "-rf", "--"] + paths), "remove staging")
             # The root goes too once it is empty (rmdir refuses otherwise).
             self.destination.run(self.runner, ["rmdir", "--", self.root])
 
     def start(self, manifest: resumable.Manifest) -> None:
         """An empty staging folder with its manifest (any earlier one of this key is dropped)."""
+        if self.serve:
+            self._check(self.destination.run(self.runner, self._verb("start", self.key),
+                                             input_text=resumable.manifest_text(manifest)), "start the staging")
+            return
         self._check(self.destination.run(self.runner, ["rm", "-rf", "--", self.folder]), "clear staging")
         self._check(self.destination.run(self.runner, ["mkdir", "-p", "-m", "700", "--", self.folder]),
                     "create staging")
@@ -183,12 +213,17 @@ class Staging:
 
     def receiver(self, chunk_size: int, limit: int, decompress_argv=None) -> tuple:
         """(stage name, argv) of the program that lands the framed stream's chunks there."""
-        argv = [REMOTE_PYTHON, "-c", STAGE_RECEIVER, self.folder, str(chunk_size), str(limit)]
+        argv = self._verb("land", self.key) if self.serve else \
+            [REMOTE_PYTHON, "-c", STAGE_RECEIVER, self.folder, str(chunk_size), str(limit)]
         return "staging at %s" % self.destination.id, self.destination.stream_command(argv, decompress_argv)
 
     def receive(self, btrfs_debug: bool = False) -> None:
         """`btrfs receive` of the complete staged stream from its chunks, at the destination."""
-        argv = ["sh", "-c", _RECEIVE_SCRIPT, "sh", self.folder] + btrfs.receive_argv(self.destination.path, btrfs_debug)
+        if self.serve:
+            argv = self._verb("receive", self.key, *(["-vv"] if btrfs_debug else []))
+        else:
+            argv = ["sh", "-c", _RECEIVE_SCRIPT, "sh", self.folder] + btrfs.receive_argv(self.destination.path,
+                                                                                     btrfs_debug)
         result = self.destination.run(self.runner, argv)
         if not result.ok:
             lines = [line for line in result.stderr.strip().splitlines() if line.strip()]

@@ -30,6 +30,8 @@ STAGING_FOLDER = ".btrfs-backup-staging"
 MANIFEST = "manifest.json"
 CHUNK_HASHES = "chunks.sha256"
 COMPLETE = "complete"
+# The command a source sends to a backup server's `serve` for its staging (frontends/serve_staging.py).
+SERVE_COMMAND = "btrfs-backup-stage"
 # The message of a regenerated stream whose prefix is not the staged one (the sender's program
 # prints it; the run recognises it).
 DIFFERS = "regenerated stream differs from the staged one at chunk"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from ..host.listing import list_folder
+from ..host.staging import StagingRefused
 from ..host.stream_size import estimate_stream_size
 from ..model import resumable
 from ..model.errors import BackupError, TransferError
@@ -58,6 +59,15 @@ def send(executor, step) -> dict:
     staged, estimate = _staged_destinations(executor, step)
     direct = [dest for dest in dests if dest not in staged]
     arrived, failures = {}, {}
+    for dest in staged:
+        try:
+            done = _send_staged(executor, step, dest, estimate)
+            arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds, done.skipped)
+        except StagingRefused as err:
+            LOG.warning("%s; %s is sent directly", err, snapshot.name)
+            direct.append(dest)
+        except BackupError as err:
+            failures[dest] = str(err)
     # A failure, or an interruption (SIGTERM, Ctrl-C), leaves the lock: the next run cleans up.
     if direct:
         try:
@@ -68,12 +78,6 @@ def send(executor, step) -> dict:
                            for dest in direct)
         except BackupError as err:  # the stream could not start (a program missing): none got it
             failures.update((dest, str(err)) for dest in direct)
-    for dest in staged:
-        try:
-            done = _send_staged(executor, step, dest, estimate)
-            arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds, done.skipped)
-        except BackupError as err:
-            failures[dest] = str(err)
     outcomes = {dest.id: _arrival(executor, dest, snapshot, parent_name, arrived.get(dest), failures.get(dest))
                 for dest in dests}
     if len(outcomes) > sum(isinstance(o, TransferError) for o in outcomes.values()):
@@ -83,10 +87,10 @@ def send(executor, step) -> dict:
 
 def _staged_destinations(executor, step):
     """The destinations whose transfer is staged (resumable.stages), and the stream's estimated
-    size when it was asked for (None otherwise). Only an ssh folder stages; a `serve` server
-    takes no staging commands and is sent to directly."""
-    stream, ends = executor.options.stream, executor.probe(step.source)
-    candidates = [d for d in step.destinations if d.can_stage and not ends.is_serve(d)]
+    size when it was asked for (None otherwise). Only an ssh folder stages (a backup server's
+    `serve` too, through its staging verbs)."""
+    stream = executor.options.stream
+    candidates = [d for d in step.destinations if d.can_stage]
     if not candidates or stream.resumable == "never":
         return [], None
     estimate = estimate_stream_size(step.source, executor.runner, step.snapshot.path,
@@ -101,7 +105,7 @@ def _send_staged(executor, step, dest, estimate):
     progress = StagedProgress(dest, step.snapshot.name, estimate)
     LOG.info("%s: %s goes as a resumable transfer (staged in chunks of %s)", dest.id, step.snapshot.name,
              format_size(executor.options.stream.chunk_size))
-    return send_staged(executor, step, dest, estimate, compressible, progress)
+    return send_staged(executor, step, dest, estimate, compressible, progress, serve=ends.is_serve(dest))
 
 
 def _arrival(executor, dest, snapshot, parent_name, arrived, failure):

@@ -49,13 +49,13 @@ class StagedProgress:
 
 
 def send_staged(executor, step, destination, estimate: int | None, compressible=None,
-                on_progress=None) -> StagedResult:
-    """Stage `step`'s stream at `destination`, resuming what is staged there, and receive it
-    there; raises TransferError (the staging stays for the next run, unless it was refused)."""
+                on_progress=None, serve: bool = False) -> StagedResult:
+    """Stage `step`'s stream at `destination` (`serve`: a backup server's), resuming what is staged
+    there, and receive it there; raises TransferError (the staging stays for the next run)."""
     snapshot, parent, options = step.snapshot, step.parent, executor.options.stream
     parent_uuid = parent.uuid if parent else None
     key = resumable.staging_key(snapshot.name, parent_uuid)
-    staging = Staging(destination, executor.runner, key)
+    staging = Staging(destination, executor.runner, key, serve)
     state = staging.read()
     stale = resumable.stale_stagings(state.keys, key)
     if stale:
