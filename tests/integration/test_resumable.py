@@ -11,8 +11,11 @@ import signal
 import time
 from pathlib import Path
 
-from cli_helpers import assert_backup, assert_no_partial, destination, ok, sent, snapshot_names, ssh_args
+import pytest
+
+from cli_helpers import CLI, assert_backup, assert_no_partial, destination, ok, sent, snapshot_names, ssh_args
 from faults import start_cli, wait_for
+from support.sshd import Sshd
 from support.trees import modify_tree
 
 MiB = 1 << 20
@@ -47,10 +50,10 @@ def file_hashes(root: Path) -> dict:
     return found
 
 
-def cut_after(sshd, source, url, dest, chunks: int) -> Path:
+def cut_after(sshd, source, url, dest, chunks: int, *extra) -> Path:
     """Start a rate-limited staged run and kill it with its whole pipeline once `chunks` chunks
     have landed; the staging folder it left."""
-    with start_cli(*args(sshd, "--limit-rate", "4M"), source, url) as cli:
+    with start_cli(*args(sshd, "--limit-rate", "4M", *extra), source, url) as cli:
         folder = wait_for("a staging folder", lambda: (staging_folders(dest) or [None])[0], timeout=60)
         wait_for("%d landed chunks" % chunks, lambda: landed_chunks(folder) >= chunks, timeout=60, interval=0.01)
         cli.signal_group(signal.SIGKILL)
@@ -124,3 +127,33 @@ def test_stale_staging_is_removed_by_the_next_run(src, dst, sshd):
     assert "removing stale staging" in run.stderr
     assert not (dest / STAGING).exists()
     assert len(sent(run.result, url)) == 1
+
+
+@pytest.fixture
+def backup_server(make_fs):
+    """A backup server: an sshd whose only key runs `serve --root <fs>/web1` (as the role sets it up)."""
+    fs = make_fs("server", size=FS_SIZE)
+    (fs / "web1" / "data").mkdir(parents=True)
+    (fs / "web2").mkdir()
+    with Sshd(host="127.0.0.6") as server:
+        forced = " ".join([str(CLI), "serve", "--root", str(fs / "web1")])
+        key = (server.workdir / "id_ed25519.pub").read_text().strip()
+        (server.workdir / "authorized_keys").write_text('restrict,command="%s" %s\n' % (forced, key))
+        yield server, fs
+
+
+def test_a_cut_transfer_to_a_backup_server_resumes_through_serve(src, backup_server):
+    server, fs = backup_server
+    dest, snaps = fs / "web1" / "data", src / "snapshot"
+    url = server.url(dest)
+    folder = cut_after(server, src, url, dest, 6, "--compress", "zstd")  # serve's `zstd -d | land` too
+    staged = landed_chunks(folder)
+    assert staged >= 6
+
+    run = ok(*args(server, "--no-snapshot", "--compress", "zstd"), src, url)
+    first = snapshot_names(snaps)[0]
+    assert "resuming the transfer of %s after %d staged chunks" % (first, staged) in run.stderr
+    assert destination(run.result, url)["transfers"][0]["resumed_bytes"] == staged * CHUNK
+    assert_backup(dest, snaps / first)
+    assert file_hashes(dest / first) == file_hashes(snaps / first)
+    assert not (dest / STAGING).exists() and list((fs / "web2").iterdir()) == []

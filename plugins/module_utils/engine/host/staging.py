@@ -66,10 +66,12 @@ write(b"E" + struct.pack("<QQ", index, total))
 sys.stdout.buffer.flush()
 """
 
-# argv: the staging folder, the chunk size, the most bytes the staging may hold (0: no bound).
+# argv: the staging folder, the chunk size, the most bytes the staging may hold (0: no bound), and
+# optionally the receive's argv: then each verified chunk is also fed to that receive as it lands
+# (from the first chunk of this session on, which proves the sender's prefix), and it ends with it.
 STAGE_RECEIVER = r"""
-import hashlib, os, struct, sys
-folder, size, limit = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+import hashlib, os, struct, subprocess, sys, threading
+folder, size, limit, receive_argv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
 hashes_path = os.path.join(folder, "chunks.sha256")
 read = sys.stdin.buffer.read
 with open(hashes_path, "ab+") as hashes:
@@ -78,6 +80,42 @@ with open(hashes_path, "ab+") as hashes:
     kept = text[:text.rfind(b"\n") + 1]
     hashes.truncate(len(kept))
 expected, staged, short = kept.count(b"\n"), kept.count(b"\n") * size, False
+landed = threading.Condition()
+fed = {"verified": expected, "ended": False}
+receiver = feeder = None
+
+def feed():
+    index = 0
+    try:
+        while True:
+            with landed:
+                while index >= fed["verified"] and not fed["ended"]:
+                    landed.wait()
+                if index >= fed["verified"]:
+                    break
+            with open(os.path.join(folder, "%08d.chunk" % index), "rb") as chunk:
+                for block in iter(lambda: chunk.read(1 << 20), b""):
+                    receiver.stdin.write(block)
+            index += 1
+    except OSError:
+        pass  # the receive ended early: its status says why
+    finally:
+        try:
+            receiver.stdin.close()
+        except OSError:
+            pass
+
+def start_receiving():
+    global receiver, feeder
+    if receive_argv and receiver is None:
+        receiver = subprocess.Popen(receive_argv, stdin=subprocess.PIPE)
+        feeder = threading.Thread(target=feed, daemon=True)
+        feeder.start()
+
+def verified(count):
+    with landed:
+        fed["verified"] = count
+        landed.notify()
 
 def take(count):
     data = read(count)
@@ -85,47 +123,68 @@ def take(count):
         sys.exit("the stream was cut after %d verified chunks" % expected)
     return data
 
-while True:
-    kind = take(1)
-    if kind == b"E":
-        count, total = struct.unpack("<QQ", take(16))
-        if count != expected or total != staged:
-            sys.exit("the stream ended after %d chunks (%d bytes), the staging holds %d (%d bytes)"
-                     % (count, total, expected, staged))
-        with open(os.path.join(folder, "complete"), "w") as done:
-            done.write("%d\n" % total)
-            done.flush()
-            os.fsync(done.fileno())
-        sys.exit(0)
-    if kind != b"C" or short:
-        sys.exit("not a staged stream: %r after chunk %d" % (kind, expected - 1))
-    index = struct.unpack("<Q", take(8))[0]
-    if index != expected:
-        sys.exit("chunk %d arrived where chunk %d was expected" % (index, expected))
-    name = "%08d.chunk" % index
-    part = os.path.join(folder, name + ".part")
-    digest, got = hashlib.sha256(), 0
-    with open(part, "wb") as out:
-        while True:
-            length = struct.unpack("<I", take(4))[0]
-            if not length:
-                break
-            if got + length > size or (limit and staged + got + length > limit):
-                sys.exit("chunk %d is larger than the chunk size or the stream's announced size" % index)
-            block = take(length)
-            digest.update(block)
-            out.write(block)
-            got += length
-        out.flush()
-        os.fsync(out.fileno())
-    if take(32) != digest.digest():
-        sys.exit("chunk %d: its sha256 is not the one the sender computed" % index)
-    os.rename(part, os.path.join(folder, name))
-    with open(hashes_path, "a") as hashes:
-        hashes.write("%s  %s\n" % (digest.hexdigest(), name))
-        hashes.flush()
-        os.fsync(hashes.fileno())
-    expected, staged, short = expected + 1, staged + got, got < size
+def land():
+    global expected, staged, short
+    while True:
+        kind = take(1)
+        if kind == b"E":
+            count, total = struct.unpack("<QQ", take(16))
+            if count != expected or total != staged:
+                sys.exit("the stream ended after %d chunks (%d bytes), the staging holds %d (%d bytes)"
+                         % (count, total, expected, staged))
+            with open(os.path.join(folder, "complete"), "w") as done:
+                done.write("%d\n" % total)
+                done.flush()
+                os.fsync(done.fileno())
+            return
+        if kind != b"C" or short:
+            sys.exit("not a staged stream: %r after chunk %d" % (kind, expected - 1))
+        index = struct.unpack("<Q", take(8))[0]
+        if index != expected:
+            sys.exit("chunk %d arrived where chunk %d was expected" % (index, expected))
+        name = "%08d.chunk" % index
+        part = os.path.join(folder, name + ".part")
+        digest, got = hashlib.sha256(), 0
+        with open(part, "wb") as out:
+            while True:
+                length = struct.unpack("<I", take(4))[0]
+                if not length:
+                    break
+                if got + length > size or (limit and staged + got + length > limit):
+                    sys.exit("chunk %d is larger than the chunk size or the stream's announced size" % index)
+                block = take(length)
+                digest.update(block)
+                out.write(block)
+                got += length
+            out.flush()
+            os.fsync(out.fileno())
+        if take(32) != digest.digest():
+            sys.exit("chunk %d: its sha256 is not the one the sender computed" % index)
+        os.rename(part, os.path.join(folder, name))
+        with open(hashes_path, "a") as hashes:
+            hashes.write("%s  %s\n" % (digest.hexdigest(), name))
+            hashes.flush()
+            os.fsync(hashes.fileno())
+        expected, staged, short = expected + 1, staged + got, got < size
+        start_receiving()
+        verified(expected)
+
+complete = False
+try:
+    land()
+    complete = True
+finally:
+    if receiver is not None and not complete:
+        receiver.kill()  # a stream that did not verify whole is never received
+if receive_argv:
+    start_receiving()
+    with landed:
+        fed["ended"] = True
+        landed.notify()
+    feeder.join()
+    status = receiver.wait()
+    if status:
+        sys.exit("btrfs receive of the staged stream failed with exit status %d" % status)
 """
 
 # argv: the staging folder, then the receive's argv: the chunks in order into `btrfs receive`.
@@ -211,10 +270,18 @@ class Staging:
             self.runner, ["sh", "-c", 'cat > "$1"', "sh", posixpath.join(self.folder, resumable.MANIFEST)],
             input_text=resumable.manifest_text(manifest)), "write the staging manifest")
 
-    def receiver(self, chunk_size: int, limit: int, decompress_argv=None) -> tuple:
-        """(stage name, argv) of the program that lands the framed stream's chunks there."""
+    @property
+    def receives_as_it_lands(self) -> bool:
+        """Whether the chunk receiver also receives the stream (a plain ssh host: as each chunk
+        lands), so that no receive is left after it; at a backup server, serve receives apart."""
+        return not self.serve
+
+    def receiver(self, chunk_size: int, limit: int, decompress_argv=None, btrfs_debug: bool = False) -> tuple:
+        """(stage name, argv) of the program that lands the framed stream's chunks there (and
+        receives them as they land, where it can)."""
         argv = self._verb("land", self.key) if self.serve else \
-            [REMOTE_PYTHON, "-c", STAGE_RECEIVER, self.folder, str(chunk_size), str(limit)]
+            [REMOTE_PYTHON, "-c", STAGE_RECEIVER, self.folder, str(chunk_size), str(limit)] \
+            + btrfs.receive_argv(self.destination.path, btrfs_debug)
         return "staging at %s" % self.destination.id, self.destination.stream_command(argv, decompress_argv)
 
     def receive(self, btrfs_debug: bool = False) -> None:

@@ -90,7 +90,8 @@ def send_staged(executor, step, destination, estimate: int | None, compressible=
         wire = result.wire_bytes.get(destination)
     else:
         LOG.info("%s: %s is staged complete; receiving it", destination.id, snapshot.name)
-    staging.receive(options.btrfs_debug)
+    if resume.complete or not staging.receives_as_it_lands:
+        staging.receive(options.btrfs_debug)
     staging.remove([key])
     return StagedResult(sent, wire, skipped, seconds)
 
@@ -124,7 +125,7 @@ def _stream(executor, step, destination, staging, staged_hashes, wanted, compres
         root, _compressed, _flags = plan_staged_stream(
             step.source, step.snapshot.path, step.parent.path if step.parent else None, destination, options,
             executor.probe(step.source), sender_argv(chunk_size, hashes_file),
-            lambda decompress: staging.receiver(chunk_size, limit, decompress), compressible)
+            lambda decompress: staging.receiver(chunk_size, limit, decompress, options.btrfs_debug), compressible)
         result = run_stream(executor.runner, root, on_progress=on_progress)
     finally:
         os.unlink(hashes_file)

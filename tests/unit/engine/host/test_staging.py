@@ -26,10 +26,11 @@ def frame(stream, staged_hashes, tmp_path):
     return proc.returncode, proc.stdout, proc.stderr.decode()
 
 
-def land(framed, folder, limit=0):
-    """The receiver's verdict on `framed` in `folder`: (exit status, stderr)."""
+def land(framed, folder, limit=0, receive=()):
+    """The receiver's verdict on `framed` in `folder`: (exit status, stderr); `receive` the argv
+    of the receive fed as chunks land."""
     folder.mkdir(exist_ok=True)
-    proc = subprocess.run([sys.executable, "-c", STAGE_RECEIVER, str(folder), str(CHUNK), str(limit)],
+    proc = subprocess.run([sys.executable, "-c", STAGE_RECEIVER, str(folder), str(CHUNK), str(limit)] + list(receive),
                           input=framed, capture_output=True)
     return proc.returncode, proc.stderr.decode()
 
@@ -107,3 +108,22 @@ def test_the_staging_never_grows_past_the_announced_size(tmp_path):
     code, error = land(framed, tmp_path / "s", limit=2 * CHUNK)
     assert code != 0 and "announced size" in error
     assert len(staged(tmp_path / "s")[1]) == 2
+
+
+def test_verified_chunks_are_received_as_they_land_and_a_cut_receive_is_stopped(tmp_path):
+    received = tmp_path / "received"
+    receive = ["sh", "-c", 'cat > "$0"', str(received)]
+    _, framed, _ = frame(STREAM, [], tmp_path)
+    code, _ = land(framed[:3 * CHUNK], tmp_path / "s", receive=receive)
+    assert code != 0
+    assert len(received.read_bytes()) <= 2 * CHUNK  # only verified chunks reached it, and it was stopped
+    _, rest, _ = frame(STREAM, staged(tmp_path / "s")[1], tmp_path)
+    assert land(rest, tmp_path / "s", receive=receive) == (0, "")
+    assert received.read_bytes() == STREAM  # the staged chunks first, then the rest as it landed
+
+
+def test_a_receive_that_fails_fails_the_landing(tmp_path):
+    _, framed, _ = frame(STREAM, [], tmp_path)
+    code, error = land(framed, tmp_path / "s", receive=["sh", "-c", "cat > /dev/null; exit 4"])
+    assert code != 0 and "exit status 4" in error
+    assert (tmp_path / "s" / resumable.COMPLETE).exists()  # staged whole: the next run only receives
