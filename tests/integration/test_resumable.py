@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import CLI, assert_backup, assert_no_partial, destination, ok, sent, snapshot_names, ssh_args
-from faults import start_cli, wait_for
+from faults import find_process, start_cli, wait_for
 from support.sshd import Sshd
 from support.trees import modify_tree
 
@@ -128,6 +128,30 @@ def test_stale_staging_is_removed_by_the_next_run(src, dst, sshd):
     assert "removing stale staging" in run.stderr
     assert not (dest / STAGING).exists()
     assert len(sent(run.result, url)) == 1
+
+
+def test_a_killed_receiver_fails_the_run_which_records_how_far_it_got(src, dst, sshd):
+    dest, snaps = dst / "backups", src / "snapshot"
+    dest.mkdir()
+    url = sshd.url(dest)
+    with start_cli(*args(sshd, "--limit-rate", "4M"), src, url) as cli:
+        folder = wait_for("a staging folder", lambda: (staging_folders(dest) or [None])[0], timeout=60)
+        wait_for("4 landed chunks", lambda: landed_chunks(folder) >= 4, timeout=60, interval=0.01)
+        lander = find_process("the chunk receiver", sshd.pid,
+                              lambda p: p.comm.startswith("python") and str(folder) in p.argv)
+        os.kill(lander.pid, signal.SIGKILL)
+        done = cli.finish()
+    assert done.code != 0, done.explain()
+    transfer = destination(done.result, url)["transfers"][0]
+    assert transfer["status"] == "failed"
+    left = transfer["resumable"]
+    assert left["staged_bytes"] == landed_chunks(folder) * CHUNK >= 4 * CHUNK
+    assert 0 < left["percent"] < 100 and left["stream_bytes"] > 24 * MiB
+    run = ok(*args(sshd, "--no-snapshot"), src, url)
+    name = snapshot_names(snaps)[0]
+    assert "resuming the transfer of %s" % name in run.stderr
+    assert_backup(dest, snaps / name)
+    assert not (dest / STAGING).exists()
 
 
 @pytest.fixture

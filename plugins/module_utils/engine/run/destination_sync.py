@@ -156,6 +156,8 @@ class DestinationSync(_DestinationPlans):
             if isinstance(done, TransferError):
                 record["status"] = "failed"
                 record["error"] = done.detail or str(done)
+                if getattr(done, "resumable", None):
+                    record["resumable"] = done.resumable  # staged so far: the next run resumes there
                 if done.partial_receive_deleted:
                     item.outcome.partial_receives_deleted.append(done.partial_receive_deleted)
                 self._fail(item.dest, item.outcome, done)

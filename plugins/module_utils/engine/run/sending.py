@@ -58,7 +58,7 @@ def send(executor, step) -> dict:
     executor.save_locks()
     staged, estimate = _staged_destinations(executor, step)
     direct = [dest for dest in dests if dest not in staged]
-    arrived, failures = {}, {}
+    arrived, failures, left_staged = {}, {}, {}
     for dest in staged:
         try:
             done = _send_staged(executor, step, dest, estimate)
@@ -68,6 +68,7 @@ def send(executor, step) -> dict:
             direct.append(dest)
         except BackupError as err:
             failures[dest] = str(err)
+            left_staged[dest] = getattr(err, "resumable", None)
     # A failure, or an interruption (SIGTERM, Ctrl-C), leaves the lock: the next run cleans up.
     if direct:
         try:
@@ -80,6 +81,8 @@ def send(executor, step) -> dict:
             failures.update((dest, str(err)) for dest in direct)
     outcomes = {dest.id: _arrival(executor, dest, snapshot, parent_name, arrived.get(dest), failures.get(dest))
                 for dest in dests}
+    for dest, share in left_staged.items():
+        outcomes[dest.id].resumable = share  # how far a cut resumable transfer got (the run record)
     if len(outcomes) > sum(isinstance(o, TransferError) for o in outcomes.values()):
         executor.save_locks(durable=False)  # the backups are verified: losing this write is harmless
     return outcomes

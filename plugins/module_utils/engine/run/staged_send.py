@@ -15,7 +15,7 @@ from ..host.pipeline import run_stream
 from ..host.staging import Staging, sender_argv
 from ..host.streams import plan_staged_stream
 from ..model import resumable
-from ..model.errors import TransferError
+from ..model.errors import BackupError, TransferError
 from ..model.units import format_size
 from .transfer import progress_line
 
@@ -85,7 +85,9 @@ def send_staged(executor, step, destination, estimate: int | None, compressible=
                 on_progress.skipped = 0
             result, failure = _stream(executor, step, destination, staging, [], wanted, compressible, on_progress)
         if failure is not None:
-            raise TransferError(failure)
+            error = TransferError(failure)
+            error.resumable = _staged_share(staging, options.chunk_size, estimate)
+            raise error
         seconds, sent = result.seconds, result.bytes_sent
         wire = result.wire_bytes.get(destination)
     else:
@@ -94,6 +96,17 @@ def send_staged(executor, step, destination, estimate: int | None, compressible=
         staging.receive(options.btrfs_debug)
     staging.remove([key])
     return StagedResult(sent, wire, skipped, seconds)
+
+
+def _staged_share(staging, chunk_size, estimate) -> dict | None:
+    """What a cut transfer left staged, for the run record: {"staged_bytes", "stream_bytes",
+    "percent"} (None when the staging cannot be read now: the next run reads it anyway)."""
+    try:
+        hashes = resumable.parse_chunk_hashes(staging.read().hashes_text)
+    except (BackupError, ValueError):
+        return None
+    staged = len(hashes) * chunk_size
+    return {"staged_bytes": staged, "stream_bytes": estimate, "percent": resumable.staged_percent(staged, estimate)}
 
 
 def _resume(destination, state, wanted) -> resumable.Resume:

@@ -103,3 +103,27 @@ def test_stale_stagings():
 @pytest.mark.parametrize("staged, size, percent", [(0, 100, 0), (63, 100, 63), (150, 100, 100), (5, None, None)])
 def test_staged_percent(staged, size, percent):
     assert resumable.staged_percent(staged, size) == percent
+
+
+def _run_result(transfers, status="failed"):
+    return {"destinations": [{"id": "ssh://nas/b", "status": status, "error": "the ssh connection was lost",
+                              "transfers": transfers}], "retention": [], "snapshot": None, "locks": {}}
+
+
+def test_the_run_record_status_and_metrics_say_how_far_a_cut_resumable_transfer_got():
+    from engine.model import metrics
+    from engine.model.run_record import resumable_text, state_after_run
+
+    cut = {"snapshot": "p20260101-000000", "status": "failed", "bytes": None,
+           "resumable": {"staged_bytes": 63, "stream_bytes": 100, "percent": 63}}
+    state = state_after_run(None, _run_result([cut]), job="home", prefix="p", started=1.0, duration=2.0)
+    record = state["destinations"]["ssh://nas/b"]
+    assert resumable_text(record) == "resumable transfer of p20260101-000000 at 63%"
+    assert ("btrfs_backup_resumable_staged_ratio", {"backup_job": "home", "destination": "ssh://nas/b"}, 0.63) \
+        in metrics.samples("home", state)
+    done = dict(cut, status="done", resumable=None)
+    state = state_after_run(state, _run_result([done], "ok"), job="home", prefix="p", started=3.0, duration=2.0)
+    record = state["destinations"]["ssh://nas/b"]
+    assert resumable_text(record) is None
+    assert ("btrfs_backup_resumable_staged_ratio", {"backup_job": "home", "destination": "ssh://nas/b"}, 0.0) \
+        in metrics.samples("home", state)
