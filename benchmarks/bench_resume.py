@@ -56,10 +56,11 @@ class ResumeBench:
 
     def setup(self):
         mib = self.args.mib
-        self.pool = self.stack.enter_context(BtrfsPool(tmpfs_size="%dM" % (mib * 4 + 1024), prefix="bench-resume-"))
+        self.pool = self.stack.enter_context(BtrfsPool(tmpfs_size="%dM" % (mib * 7 + 1024), prefix="bench-resume-"))
         self.tmp = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-resume-cfg-")))
         self.src = self.pool.filesystem("src", "%dM" % (mib * 1.3 + 256))
-        self.dst = self.pool.filesystem("dst", "%dM" % (mib * 2.6 + 256))
+        # Room for each run's backup side by side: deleting 1 GiB between runs takes minutes here.
+        self.dst = self.pool.filesystem("dst", "%dM" % (mib * 5.5 + 256))
         netns = self.stack.enter_context(Netns("bench-resume-%d" % os.getpid(),
                                                ["tbf", "rate", self.args.link_rate, "burst", "256kb", "latency", "200ms"]))
         (self.tmp / "home").mkdir()
@@ -138,17 +139,17 @@ class ResumeBench:
         log("%-34s %7.1f s %8.1f MiB %s" % (label, seconds, link_bytes / MiB, note))
 
     def run(self):
-        dest = self.dst / "backups"
         chunk = ["--resumable-chunk-size", self.args.chunk]
-        for label, flags in (("ours direct (--resumable never)", ["--resumable", "never"]),
-                             ("ours staged, uncut", ["--resumable", "always"] + chunk)):
+        for label, flags, dest in (
+                ("ours direct (--resumable never)", ["--resumable", "never"], self.dst / "direct"),
+                ("ours staged, uncut", ["--resumable", "always"] + chunk, self.dst / "staged")):
             dest.mkdir()
             seconds, link_bytes, code = self._ours(dest, *flags)
             if code:
                 raise BenchError("%s failed: %s" % (label, (self.tmp / "last.log").read_text()[-2000:]))
             self._check(dest, SNAP_NAME)
             self._row(label, seconds, link_bytes)
-            self._clear(dest)
+        dest = self.dst / "cut"
         dest.mkdir()
         cut = self._ours(dest, "--resumable", "always", *chunk, cut_at=self.args.cut)
         staged = sum(1 for _ in (dest / STAGING).glob("*/*.chunk"))
@@ -161,9 +162,10 @@ class ResumeBench:
             raise BenchError("staging left behind after the resume")
         self._row("ours resumed run", resumed[0], resumed[1])
         self._row("ours cut + resumed, total", cut[0] + resumed[0], cut[1] + resumed[1])
-        self._clear(dest)
         if not self.args.no_btrbk:
-            self._btrbk(dest)
+            for name in ("direct", "staged", "cut"):
+                self._clear(self.dst / name)
+            self._btrbk(self.dst / "btrbk")
 
     def _btrbk(self, dest):
         conf = self.tmp / "btrbk.conf"

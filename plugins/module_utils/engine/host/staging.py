@@ -249,9 +249,11 @@ class Staging:
     def remove(self, keys) -> None:
         """Remove the staging folders `keys` (names inside the staging root only)."""
         paths = [posixpath.join(self.root, key) for key in keys if key and "/" not in key and key not in (".", "..")]
-        if paths and self.serve:
-            self._check(self.destination.run(self.runner, self._verb("remove", *[posixpath.basename(p) for p in paths])),
-                        "remove staging")
+        if self.serve:
+            # serve removes only what is named as a staging (anything else there is not ours to touch).
+            keys = [posixpath.basename(p) for p in paths if resumable.parse_staging_key(posixpath.basename(p))]
+            if keys:
+                self._check(self.destination.run(self.runner, self._verb("remove", *keys)), "remove staging")
         elif paths:
             self._check(self.destination.run(self.runner, ["rm", "-rf", "--"] + paths), "remove staging")
             # The root goes too once it is empty (rmdir refuses otherwise).

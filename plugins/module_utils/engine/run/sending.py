@@ -98,7 +98,10 @@ def _staged_destinations(executor, step):
         return [], None
     estimate = estimate_stream_size(step.source, executor.runner, step.snapshot.path,
                                     step.parent.path if step.parent else None)
-    return [d for d in candidates if resumable.stages(stream.resumable, estimate, True)], estimate
+    # A backup server bounds a staging by the stream's size: without an estimate, no staging there.
+    ends = executor.probe(step.source)
+    return [d for d in candidates if resumable.stages(stream.resumable, estimate, True)
+            and (estimate is not None or not ends.is_serve(d))], estimate
 
 
 def _send_staged(executor, step, dest, estimate):
