@@ -123,9 +123,9 @@ options:
     default: auto
   resumable_chunk_size:
     description:
-      - The size of each staged chunk (C(--resumable-chunk-size)), for example V(64M); a cut costs at most one.
+      - The size of each staged chunk (C(--resumable-chunk-size)), for example V(16M); a cut costs at most one.
     type: str
-    default: 64M
+    default: 16M
   send_protocol:
     description:
       - The btrfs send protocol (C(--send-protocol)). V(2) sends extents that btrfs already compressed

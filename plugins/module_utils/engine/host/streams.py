@@ -41,7 +41,7 @@ class StreamOptions:
                  "resumable", "chunk_size")
 
     def __init__(self, compress="auto", limit_rate=None, buffer=None, send_protocol="auto", btrfs_debug=False,
-                 resumable="auto", resumable_chunk_size="64M"):
+                 resumable="auto", resumable_chunk_size="16M"):
         self.resumable = parse_mode(resumable)
         self.chunk_size = parse_chunk_size(resumable_chunk_size)
         self.compress_level, self.compress_explicit = parse_compress(compress)

@@ -131,9 +131,9 @@ JOB_SETTINGS = (
             "where it stopped: auto (the default: streams of about 1 GiB or more), always or never.",
             TRANSFER, ("--resumable",), choices=("auto", "always", "never"), module="resumable",
             role="resumable"),
-    Setting("resumable_chunk_size", SIZE, "64M",
+    Setting("resumable_chunk_size", SIZE, "16M",
             "The size of each staged chunk of a resumable transfer (a cut costs at most one chunk). "
-            "Default 64M.", TRANSFER, ("--resumable-chunk-size",), metavar="SIZE",
+            "Default 16M.", TRANSFER, ("--resumable-chunk-size",), metavar="SIZE",
             module="resumable_chunk_size", role="resumable_chunk_size", check="resumable_chunk_size"),
     Setting("compress", COMPRESSION, "auto",
             "auto (the default: zstd level 3 where a stream crosses ssh, both ends "

@@ -22,7 +22,6 @@ from .units import parse_size
 MODES = ("auto", "always", "never")
 # `auto` stages a stream whose estimated size is at least this: below it, a cut costs little.
 AUTO_THRESHOLD = 1 << 30
-DEFAULT_CHUNK_SIZE = 64 << 20
 # A chunk between 1 MiB and 4 GiB: smaller costs a verification per MiB, larger a long resend.
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 1 << 20, 4 << 30
 # Hidden, and starting with a dot: no snapshot name can be it (names.validate_name).

@@ -55,4 +55,4 @@ def test_btrfs_backup_03_defaults():
         allow_same_filesystem=False, ssh_options=(), ssh_sudo=False, convert_rw=False, sync=False,
         btrfs_debug=False, check_mode=False, compress="auto", limit_rate=None, buffer=None,
         send_protocol="auto", max_unsent_snapshots=100,
-        resumable="auto", resumable_chunk_size="64M")
+        resumable="auto", resumable_chunk_size="16M")
