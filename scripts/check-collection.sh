@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The collection's checks, on the built tarball as ansible-galaxy installs it (what Galaxy and users
 # get): for each ansible-core of requirements-ansible-matrix.txt, ansible-test sanity (every test)
-# and units; then ansible-lint --profile production, antsibull-docs lint-collection-docs,
-# antsibull-changelog lint and galaxy-importer. Run by scripts/test.sh after install-deps.sh and
-# install-matrix.sh. Two ansible-core versions run at a time; each tool's output goes to a log
-# that is shown when it fails.
+# and units; then ansible-lint --profile production, antsibull-docs lint-collection-docs, the docs
+# site build (scripts/build-docsite.sh), antsibull-changelog lint and galaxy-importer. Run by
+# scripts/test.sh after install-deps.sh and install-matrix.sh. Two ansible-core versions run at a
+# time; each tool's output goes to a log that is shown when it fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO="$PWD"
@@ -52,6 +52,7 @@ summary() {
         lint) echo ": $(grep -E '^(Passed|Failed)' "$log" | sed 's/\x1b\[[0-9;]*m//g' | tail -n 1)" ;;
         docs) echo ": $(grep -v "^WARNING: Location" "$log" | grep -c . || true) findings" ;;
         changelog) echo ": no findings" ;;
+        docsite) echo ": $(tail -n 1 "$log" | sed 's/^build-docsite: //')" ;;
     esac
 }
 
@@ -106,6 +107,9 @@ export ANSIBLE_COLLECTIONS_PATH="$work/tools"
 check lint "$collection" ansible-lint --profile production --nocolor || failed=1
 check docs "$collection" \
     antsibull-docs lint-collection-docs --plugin-docs --check-extra-docs-refs . || failed=1
+# The docs site as the Ansible documentation builds it, from this install; any warning but the
+# unreachable intersphinx inventories fails it.
+check docsite "$REPO" scripts/build-docsite.sh "$work/docsite" "$work/tools" || failed=1
 check changelog "$collection" antsibull-changelog lint || failed=1
 unset ANSIBLE_COLLECTIONS_PATH  # galaxy-importer installs the tarball where it wants it
 

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Install what is needed, then run every test: the engine's unit tests; the collection's checks
 # on its built tarball (ansible-test sanity and units across the ansible-core matrix, ansible-lint,
-# antsibull-docs, antsibull-changelog, galaxy-importer: scripts/check-collection.sh); then
-# integration tests on real loop-backed btrfs and a private sshd on loopback, the CLI's and the
-# modules'; then the role on a fleet of systemd-nspawn hosts (as root).
+# antsibull-docs and the docs site build, antsibull-changelog, galaxy-importer:
+# scripts/check-collection.sh); then integration tests on real loop-backed btrfs and a private sshd
+# on loopback, the CLI's and the modules'; then the role on a fleet of systemd-nspawn hosts (as root).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh

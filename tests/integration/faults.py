@@ -313,7 +313,7 @@ def midstream(cli: BackgroundCli, after: int = 8 * MiB, remote=None) -> Proc:
     root = cli.pid if remote is None else remote.pid
     receiver = find_process("btrfs receive", root, lambda p: is_btrfs(p, "receive"), 60,
                             interval=0.0002)
-    os.kill(receiver.pid, signal.SIGSTOP)
+    _signal_receiver(receiver, signal.SIGSTOP)
     if remote is None:
         cli.seen.setdefault(receiver.pid, receiver)  # one of the run's own processes
     deadline = time.monotonic() + 60
@@ -325,11 +325,19 @@ def midstream(cli: BackgroundCli, after: int = 8 * MiB, remote=None) -> Proc:
             break
         if time.monotonic() > deadline:
             raise FaultError("btrfs receive did not read %d bytes within 60s" % after)
-        os.kill(receiver.pid, signal.SIGCONT)
+        _signal_receiver(receiver, signal.SIGCONT)
         time.sleep(0.002)
-        os.kill(receiver.pid, signal.SIGSTOP)
+        _signal_receiver(receiver, signal.SIGSTOP)
     cli.children()  # remember the whole pipeline (for `strays` and `ssh_masters`)
     return receiver
+
+
+def _signal_receiver(receiver: Proc, signum: int):
+    # On a loaded machine one slice can last long enough for the receive to read the whole rest.
+    try:
+        os.kill(receiver.pid, signum)
+    except ProcessLookupError:
+        raise FaultError("the transfer ended before it could be broken (btrfs receive exited)") from None
 
 
 def let_go(proc: Proc):

@@ -25,3 +25,23 @@ def literals(cells: List[str]) -> List[str]:
         for literal in re.findall(r"``([^`]+)``", cell):
             words += literal.split(" ")[0].split("/")
     return words
+
+
+def section(guide: str, title: str) -> str:
+    """The text of the section headed `title` in `guide`, up to the next heading of its level or above."""
+    lines = (GUIDES / guide).read_text().splitlines()
+    levels: List[str] = []  # the adornment characters in the order the guide first uses them
+    start = level = None
+    for i, line in enumerate(lines[:-1]):
+        under = lines[i + 1]
+        if not line.strip() or not re.fullmatch(r"([=\-~^\"'`#*+.:_])\1+", under) or len(under) < len(line.strip()):
+            continue
+        if under[0] not in levels:
+            levels.append(under[0])
+        if start is None and line.strip() == title:
+            start, level = i, levels.index(under[0])
+        elif start is not None and levels.index(under[0]) <= level:
+            return "\n".join(lines[start:i])
+    if start is None:
+        raise ValueError(f"{guide} has no section {title!r}")
+    return "\n".join(lines[start:])

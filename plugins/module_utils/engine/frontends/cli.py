@@ -317,6 +317,24 @@ def build_serve_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _build_status_parser() -> argparse.ArgumentParser:
+    from .status import build_status_parser  # imported by the runs of `status` only
+    return build_status_parser()
+
+
+#: The parser of every command besides a backup run, by name: main() runs these commands and no
+#: other; --help and the man page list them from job_options.COMMANDS (a test holds the two equal).
+COMMAND_PARSERS = {"restore": build_restore_parser, "verify": build_verify_parser, "status": _build_status_parser,
+                   "serve": build_serve_parser, "prune": build_prune_parser}
+
+
+def build_backup_parser() -> argparse.ArgumentParser:
+    """The parser of a backup run: every job setting, and where the run's record goes."""
+    parser = build_parser()
+    recording.add_options(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "serve":
@@ -335,8 +353,7 @@ def main(argv: list[str] | None = None) -> int:
         except ConfigError as err:
             sys.stderr.write("btrfs-backup %s: error: %s\n" % (argv[0], err))
             return EXIT_USAGE
-    parser = build_parser()
-    recording.add_options(parser)
+    parser = build_backup_parser()
     try:
         argv = expand_argfiles(argv)
     except ConfigError as err:

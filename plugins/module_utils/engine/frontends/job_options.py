@@ -19,12 +19,27 @@ only what the retention settings say. A destination is tracked by subvolume UUID
 destination continues incrementally on its own; a failed transfer is recorded in
 .outstanding_transfers and cleaned up and retried by the next run."""
 
+#: The commands besides a backup run, as --help and the man page list them: (name, its arguments,
+#: what it does). cli.COMMAND_PARSERS holds their parsers; a test holds the two equal.
+COMMANDS = (
+    ("restore", "BACKUPS TARGET", "bring a backup back as a subvolume (read-only or -W writable)"),
+    ("verify", "SOURCE BACKUPS", "check a backup's UUID chain and content against its snapshot"),
+    ("status", "[--config-dir DIR]", "each job's newest backups and their age, last run, locks, next run"),
+    ("serve", "--root DIR", "the forced command of a source's ssh key on a backup server"),
+    ("prune", "FOLDER ...", "a backup server's own retention (beside serve --append-only)"),
+)
+
+
+def _command_lines() -> str:
+    """The list of commands of --help, one aligned line each."""
+    calls = ["btrfs-backup %s %s" % (name, arguments) for name, arguments, _ in COMMANDS]
+    width = max(len(call) for call in calls) + 3
+    return "\n".join("  " + call.ljust(width) + what for call, (_, _, what) in zip(calls, COMMANDS))
+
+
 EPILOG = """\
 Commands (each has its own --help):
-  btrfs-backup restore BACKUPS TARGET   bring a backup back as a subvolume (read-only or -W writable)
-  btrfs-backup verify SOURCE BACKUPS    check a backup's UUID chain and content against its snapshot
-  btrfs-backup serve --root DIR         the forced command of a source's ssh key on a backup server
-  btrfs-backup prune FOLDER ...         a backup server's own retention (beside serve --append-only)
+""" + _command_lines() + """
 Without a command, btrfs-backup backs up SOURCE to each DEST, as below.
 
 Argument files: any argument written @FILE is replaced by the arguments in FILE, one flag,
@@ -108,7 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
     """The backup command's parser: every job setting of the table, in its help group."""
     parser = argparse.ArgumentParser(
         prog="btrfs-backup", description=DESCRIPTION, epilog=EPILOG, add_help=False,
-        usage="%(prog)s [options] SOURCE [DEST ...]\n       %(prog)s {restore,verify,serve,prune} [options] ...",
+        usage="%(prog)s [options] SOURCE [DEST ...]\n       %(prog)s {" + ",".join(name for name, _, _ in COMMANDS)
+              + "} [options] ...",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     for title in job_settings.GROUPS:
         group = parser.add_argument_group(title)

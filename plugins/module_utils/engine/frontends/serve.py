@@ -44,7 +44,7 @@ node_exporter (refusal_counter).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import datetime
 import errno

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
-from typing import Optional, Tuple
 
 from .endpoints.base import Endpoint, check_path
 from .endpoints.location import parse_location
 from .state_store import state_root
 from ..model.job_identity import DEFAULT_SNAPSHOT_FOLDER, JobIdentity, job_identity
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
 
 
 def resolved_source(endpoint: Endpoint) -> Endpoint:

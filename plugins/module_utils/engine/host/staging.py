@@ -18,7 +18,7 @@ every verified chunk in place. Both are short `python3 -c` programs, each one ar
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import json
 import posixpath

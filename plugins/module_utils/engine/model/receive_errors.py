@@ -13,7 +13,9 @@ read here: the stream itself never passes through Python.
 from __future__ import annotations
 
 import threading
-from typing import BinaryIO, List
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
+if TYPE_CHECKING:
+    from typing import BinaryIO, List
 
 _ERROR_PREFIX = b"ERROR:"
 _KEPT_LINES = 20  # enough to say what broke; a stream that makes thousands says no more

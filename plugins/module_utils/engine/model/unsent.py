@@ -27,12 +27,12 @@ STOPPED = "stopped"  # no snapshot is taken; every snapshot is kept
 def waiting_for(snapshot_names, prefix: str, newest_backup: str | None) -> list:
     """The snapshots newer than the destination's newest backup (all of them if it has none known),
     oldest first: what it still has to receive."""
-    ordered = sorted((n for n in snapshot_names if names.is_snapshot_name(prefix, n)),
-                     key=lambda n: names.sort_key(prefix, n))
-    if newest_backup is None or not names.is_snapshot_name(prefix, newest_backup):
-        return ordered
-    newest = names.sort_key(prefix, newest_backup)
-    return [n for n in ordered if names.sort_key(prefix, n) > newest]
+    # Each name parsed once: every run calls this with all the job's snapshots.
+    keyed = sorted(key for key in (names.sort_key(prefix, n) for n in snapshot_names) if key[0] != datetime.datetime.min)
+    newest = names.sort_key(prefix, newest_backup) if newest_backup is not None else None
+    if newest is None or newest[0] == datetime.datetime.min:
+        return [name for _, name in keyed]
+    return [name for when, name in keyed if (when, name) > newest]
 
 
 def ceiling_reached(waiting: int, ceiling: int) -> bool:

@@ -10,7 +10,7 @@ nothing behind, and an existing target is never overwritten (with `force`, it is
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import datetime
 import posixpath

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 
 from ..host.pipeline import run_stream
 from ..host.staging import Staging, sender_argv
@@ -131,6 +130,8 @@ def _stream(executor, step, destination, staging, staged_hashes, wanted, compres
     chunk_size = options.chunk_size
     # The staging never grows past the announced stream (rounded up to a whole chunk).
     limit = -(-wanted.stream_size // chunk_size) * chunk_size if wanted.stream_size else 0
+    import tempfile  # only a staged transfer needs it (start-up time of every run)
+
     handle, hashes_file = tempfile.mkstemp(prefix="btrfs-backup-staged-")
     try:
         with os.fdopen(handle, "w") as out:

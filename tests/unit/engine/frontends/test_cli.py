@@ -5,7 +5,7 @@ import signal
 
 import pytest
 
-from engine.frontends import cli
+from engine.frontends import cli, job_options
 
 
 def parse(*argv):
@@ -148,6 +148,18 @@ def test_argfile_flags_reach_the_config(tmp_path):
         ("home", 1, ["IdentityFile=/root/my key"], "/home", ["ssh://nas/backup/home"], False)
 
 
-@pytest.mark.parametrize("command", cli.SUBCOMMANDS + ("serve",))
-def test_top_level_help_names_each_command(command):
-    assert "btrfs-backup %s " % command in cli.build_parser().format_help()
+def test_help_lists_the_commands_that_main_runs():
+    listed = {name for name, _, _ in job_options.COMMANDS}
+    assert listed == set(cli.COMMAND_PARSERS), \
+        "list each command of cli.COMMAND_PARSERS in job_options.COMMANDS (--help and the man page list those)"
+
+
+@pytest.mark.parametrize("command", list(cli.COMMAND_PARSERS))
+def test_main_runs_each_command_and_help_names_it(command, capsys):
+    with pytest.raises(SystemExit) as exited:
+        cli.main([command, "--help"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.startswith("usage: btrfs-backup %s " % command)
+    help_text = cli.build_backup_parser().format_help()
+    assert "\n  btrfs-backup %s " % command in help_text
+    assert command in help_text.split("{", 1)[1].split("}", 1)[0].split(",")  # the usage line

@@ -37,8 +37,8 @@ def test_the_parser_has_no_job_option_outside_the_table():
 
 def test_the_cli_guides_option_table_names_every_flag_and_no_other():
     listed = set(literals(first_column("cli.rst", "Options (btrfs-backup 0.3's, plus a few)")))
-    parser = job_options.build_parser()
-    flags = {flag for action in parser._actions for flag in action.option_strings} - {"-h", "--help", "--version"}
+    parser = cli.build_backup_parser()  # the job settings and the run record's options
+    flags = {flag for action in parser._actions for flag in action.option_strings}
     setting_flags = {flag for s in JOB_SETTINGS if not s.positional for flag in s.flags}
     assert setting_flags <= listed, sorted(setting_flags - listed)
     assert listed <= flags, sorted(listed - flags)

@@ -1,5 +1,7 @@
 """engine.model.job_identity: one job whichever spelling names it; its name, state, lock, metrics file."""
 
+import hashlib
+
 import pytest
 
 from engine.model.errors import ConfigError
@@ -114,6 +116,20 @@ def test_a_jobs_folder_is_named_readably_and_uniquely(source, folder):
     others = {job_key(s, f) for s, f in KEYS if (s, f) != (source, folder)}
     assert key not in others
     assert job_key("ssh://other@db:22/var/lib/pg", folder) != key  # same folder, other host
+
+
+# State folders written by earlier versions must keep their names: the digest is sha256 of
+# "source\0folder", whichever sha256 implementation computed it.
+KNOWN_KEYS = [
+    ("/home", "/home/snapshot", "home_snapshot-2b462c995a17bdb8"),
+    (PULL, "/var/lib/pg/snapshot", "var_lib_pg_snapshot-%s" % hashlib.sha256(
+        ("%s\0/var/lib/pg/snapshot" % PULL).encode()).hexdigest()[:16]),
+]
+
+
+@pytest.mark.parametrize("source, folder, key", KNOWN_KEYS)
+def test_a_jobs_folder_keeps_its_name_across_versions(source, folder, key):
+    assert job_key(source, folder) == key
 
 
 def test_legacy_places():
