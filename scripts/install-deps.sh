@@ -4,9 +4,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # sudo: the --ssh-sudo tests; btrbk and strace: the benchmarks (btrbk is compared, strace counts processes);
-# prometheus: promtool checks the metrics and tests the alert rules.
+# prometheus: promtool checks the metrics and tests the alert rules; snapper: the jobs that send its snapshots.
 APT_PACKAGES=(btrfs-progs openssh-server openssh-client pv zstd mbuffer sudo btrbk strace
-              python3 python3-venv python3-pip util-linux coreutils prometheus)
+              python3 python3-venv python3-pip util-linux coreutils prometheus snapper)
 
 ./scripts/apt-install-missing.sh install-deps "${APT_PACKAGES[@]}"
 

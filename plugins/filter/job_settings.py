@@ -130,6 +130,12 @@ def _key_problems(where, job, job_options):
     return lines
 
 
+def _sends_snapper_snapshots(job):
+    """Whether a job's source_snapshots is a valid snapper:CONFIG (a bad value is reported apart)."""
+    value = job.get("source_snapshots")
+    return value not in (None, "own") and setting_problem("source_snapshots", value) is None
+
+
 def job_settings(jobs, host, job_options, variables=None):
     """{'problems': [line, ...], 'systemd': [{'kind', 'value', 'uses'}, ...]} for one host."""
     if not isinstance(jobs, list):
@@ -163,6 +169,10 @@ def job_settings(jobs, host, job_options, variables=None):
                 check(where, key, key, job[key])
             elif key in job_options and key in _JOB_KEY_CHECKS:
                 check(where, key, _JOB_KEY_CHECKS[key], job[key])
+        if _sends_snapper_snapshots(job) and job.get("server", True):
+            problems.append("%s: source_snapshots %s cannot go to the backup server (btrfs-backup serve does not "
+                            "take snapper's snapshots yet): set server: false and give the job destinations"
+                            % (where, job["source_snapshots"]))
     return {"problems": problems, "systemd": sorted(systemd.values(), key=lambda e: (e["kind"], e["value"]))}
 
 

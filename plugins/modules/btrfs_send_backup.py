@@ -163,6 +163,21 @@ options:
         when it is unreachable.
     type: int
     default: 100
+  source_snapshots:
+    description:
+      - Where the job's snapshots come from (C(--source-snapshots)). V(own) takes one at each run.
+      - V(snapper:CONFIG) sends the read-only snapshots that snapper takes of O(source) with its
+        configuration CONFIG (C(SOURCE/.snapshots/N/snapshot)), named C(<prefix><date>_<N>) from
+        snapper's date and number; no snapshot is taken, and snapper's cleanup keeps them at the source
+        (O(num_snapshots) and O(preserve_snapshots) are ignored). O(source) must be a local path.
+    type: str
+    default: own
+  wait:
+    description:
+      - When another run of the same job holds its lock, wait up to this many seconds for it to end
+        (C(--wait)) instead of failing at once. V(0) does not wait.
+    type: int
+    default: 0
   locked_dests:
     description:
       - Also send to every destination that has a lock in C(.outstanding_transfers) (C(--locked-dests)),

@@ -380,3 +380,28 @@ def test_restore_from_ssh_twice_then_force_renames_aside(ansible, module, src, m
     assert os.path.basename(aside).startswith("home.before-restore-")
     assert_same_tree(snapshot, aside)
     assert_same_tree(snapshot, target)
+
+
+def test_restore_as_source_rebuilds_a_lost_source_once_and_the_next_backup_is_incremental(
+        module, src, make_fs, btrfs_pool):
+    backups = make_fs("backups") / "b"
+    backups.mkdir()
+    sent = module("btrfs_send_backup", {"source": str(src), "dest": [str(backups)]})
+    assert sent.code == 0, sent.explain()
+    lost = sent.result["snapshot"]
+    btrfs_pool.release(src.parent)  # the source's filesystem is gone
+    target = make_fs("newsrc") / "data"
+    args = {"backups": str(backups), "target": str(target), "as_source": True}
+
+    refused = module("btrfs_restore", dict(args, writable=True))
+    assert refused.code != 0 and "parameter writable" in refused.explain() and not target.exists()
+    first = module("btrfs_restore", args)
+    assert first.code == 0 and first.result["changed"], first.explain()
+    assert subvolume_facts(target / "snapshot" / lost["name"]).received_uuid == lost["uuid"]
+    second = module("btrfs_restore", args)
+    assert second.code == 0 and not second.result["changed"], second.explain()
+
+    after = module("btrfs_send_backup", {"source": str(target), "dest": [str(backups)]})
+    assert after.code == 0, after.explain()
+    assert [(t["mode"], t["parent"]) for t in after.result["destinations"][0]["transfers"]] == [
+        ("incremental", lost["name"])]

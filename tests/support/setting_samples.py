@@ -17,6 +17,7 @@ _BY_TYPE = {
     "choice": lambda setting: [c for c in setting.choices if c != setting.default][-1],
     "locations": lambda setting: ["/mnt/b1", "/mnt/b2"],
     "ssh_options": lambda setting: ["ServerAliveInterval=5", "Compression=no"],
+    "origin": lambda setting: "snapper:home",
 }
 
 

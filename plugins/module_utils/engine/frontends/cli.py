@@ -111,8 +111,61 @@ def build_restore_parser() -> argparse.ArgumentParser:
     parser.add_argument("-W", "--writable", action="store_true",
                         help="Make the restored subvolume writable, ready to use.")
     parser.add_argument("--force", action="store_true", help="Rename an existing TARGET aside.")
+    rebuild = parser.add_argument_group(
+        "Rebuild a lost source (--as-source)",
+        "TARGET is the job's source, lost with its filesystem: it is made anew, writable, from the "
+        "backup, with the backup (and with --snapshots N, older ones) in the job's snapshot folder, "
+        "so that the job's next run continues incrementally to every destination. TARGET must not "
+        "exist (run again, nothing is done while it holds that backup's snapshot); its folder must be "
+        "on btrfs.")
+    rebuild.add_argument("--as-source", action="store_true", help="Rebuild the job's source at TARGET.")
+    rebuild.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
+                         help="The job's snapshot folder, absolute or relative to TARGET. Default 'snapshot'.")
+    rebuild.add_argument("--snapshots", type=whole_number, default=1, metavar="N",
+                         help="Bring back the N newest backups up to the chosen one (default 1).")
+    rebuild.add_argument("--job-name", metavar="NAME",
+                         help="The job's name in its state (default: the one its runs recorded).")
     _add_common(parser)
     return parser
+
+
+def _restore(options) -> dict:
+    """`restore`: a backup at TARGET, or with --as-source the job's source rebuilt at TARGET."""
+    from ..run.restore import restore
+    if not options.as_source:
+        given = [flag for flag, value in (("-f/--snapshot-folder", options.snapshot_folder != "snapshot"),
+                                          ("--snapshots", options.snapshots != 1),
+                                          ("--job-name", options.job_name)) if value]
+        if given:
+            raise ConfigError("%s: only with --as-source" % ", ".join(given))
+        return restore(options.backups, options.target, name=options.snapshot,
+                       prefix=options.snapshot_prefix, writable=options.writable,
+                       force=options.force, check_mode=options.check,
+                       ssh_options=options.ssh_opt, ssh_sudo=options.ssh_sudo)
+    from ..run.rebuild import rebuild_source
+    if options.writable or options.force:
+        raise ConfigError("--as-source makes a writable source and never replaces one: "
+                          "-W and --force do not apply")
+    return rebuild_source(options.backups, options.target, snapshot_folder=options.snapshot_folder,
+                          prefix=options.snapshot_prefix, name=options.snapshot, count=options.snapshots,
+                          job_name=options.job_name, check_mode=options.check,
+                          ssh_options=options.ssh_opt, ssh_sudo=options.ssh_sudo)
+
+
+def _say_rebuilt(result, check):
+    if not result["changed"]:
+        LOG.info("%s already holds the snapshot of %s from %s: nothing to do", result["target"],
+                 result["snapshot"], result["source"])
+        return
+    if check:
+        for line in result["plan"]:
+            LOG.info("would %s", line)
+        return
+    LOG.info("rebuilt %s from %s at %s, with %s in %s: the next run continues incrementally",
+             result["target"], result["snapshot"], result["source"], ", ".join(result["snapshots"]),
+             result["snapshot_folder"])
+    for warning in result.get("warnings") or ():
+        LOG.warning("%s", warning)
 
 
 def build_verify_parser() -> argparse.ArgumentParser:
@@ -198,7 +251,6 @@ def _add_common(parser):
 
 def _run_subcommand(command, argv):
     """`restore`, `verify` and `prune`: one operation each, JSON or a short summary."""
-    from ..run.restore import restore
     from ..run.verify import verify
     parser = {"restore": build_restore_parser, "verify": build_verify_parser,
               "prune": build_prune_parser}[command]()
@@ -211,11 +263,7 @@ def _run_subcommand(command, argv):
         if command == "prune":
             result, ok = _prune(options), True
         elif command == "restore":
-            result = restore(options.backups, options.target, name=options.snapshot,
-                             prefix=options.snapshot_prefix, writable=options.writable,
-                             force=options.force, check_mode=options.check,
-                             ssh_options=options.ssh_opt, ssh_sudo=options.ssh_sudo)
-            ok = True
+            result, ok = _restore(options), True
         else:
             job, _max_age = recording.check_options(options)
             _source, identity = job_source(options.source, ssh_options=options.ssh_opt,
@@ -247,6 +295,8 @@ def _run_subcommand(command, argv):
         sys.stdout.write("\n")
     elif command == "prune":
         pass  # each folder was reported as it was pruned
+    elif command == "restore" and options.as_source:
+        _say_rebuilt(result, options.check)
     elif command == "restore" and not result["changed"]:
         LOG.info("%s already holds %s from %s: nothing to do", result["target"],
                  result["snapshot"], result["source"])

@@ -35,6 +35,8 @@ class JobSpec:
     metrics_dir: Optional[str] = None
     # False for a job given ad hoc without --job-name: the name its runs recorded is its name.
     name_given: bool = True
+    # "own", or "snapper:CONFIG": snapper takes the job's snapshots (model/snapper.py).
+    source_snapshots: str = "own"
 
     def named(self, name: str | None) -> JobSpec:
         """The same job under another name (None keeps it)."""
@@ -70,10 +72,11 @@ def job_from_settings(source: str, settings: Dict[str, Any], name: Optional[str]
     settings = dict(job_settings.defaults(), **settings)
     _source, identity = job_source(source, ssh_options=settings["ssh_options"], ssh_sudo=settings["ssh_sudo"],
                                    snapshot_folder=settings["snapshot_folder"], prefix=settings["prefix"],
-                                   job_name=name)
+                                   job_name=name, source_snapshots=settings["source_snapshots"])
     return JobSpec(identity=identity, source=source, destinations=list(settings["destinations"]),
                    ssh_options=list(settings["ssh_options"]), ssh_sudo=settings["ssh_sudo"],
-                   max_age=max_age, config_file=config_file, metrics_dir=metrics_dir, name_given=bool(name))
+                   max_age=max_age, config_file=config_file, metrics_dir=metrics_dir, name_given=bool(name),
+                   source_snapshots=settings["source_snapshots"])
 
 
 def jobs_from_config_dir(config_dir: str = DEFAULT_CONFIG_DIR) -> tuple[list[JobSpec], list[str]]:

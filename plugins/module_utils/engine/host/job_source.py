@@ -8,6 +8,7 @@ from .endpoints.base import Endpoint, check_path
 from .endpoints.location import parse_location
 from .state_store import state_root
 from ..model.job_identity import DEFAULT_SNAPSHOT_FOLDER, JobIdentity, job_identity
+from ..model.snapper import snapshot_folder_of
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 if TYPE_CHECKING:
     from typing import Optional, Tuple
@@ -33,8 +34,10 @@ def identify_job(source: Endpoint, *, snapshot_folder: Optional[str] = DEFAULT_S
 
 def job_source(location: str, *, ssh_options=(), ssh_sudo: bool = False,
                snapshot_folder: Optional[str] = DEFAULT_SNAPSHOT_FOLDER, prefix: str = "",
-               job_name: Optional[str] = None) -> Tuple[Endpoint, JobIdentity]:
+               job_name: Optional[str] = None, source_snapshots: Optional[str] = None) -> Tuple[Endpoint, JobIdentity]:
     """(the resolved source endpoint, the job's identity) of a source location as a user gave it;
-    ConfigError for a bad location, snapshot folder, prefix or name (nothing has run yet)."""
+    ConfigError for a bad location, snapshot folder, prefix or name (nothing has run yet). A job
+    whose snapshots snapper takes (`source_snapshots`) has them in snapper's folder."""
+    folder = snapshot_folder_of(source_snapshots, snapshot_folder)
     source = resolved_source(parse_location(location, ssh_options, ssh_sudo, allow_shell=False))
-    return source, identify_job(source, snapshot_folder=snapshot_folder, prefix=prefix, job_name=job_name)
+    return source, identify_job(source, snapshot_folder=folder, prefix=prefix, job_name=job_name)

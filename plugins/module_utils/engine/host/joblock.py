@@ -6,9 +6,15 @@
 from __future__ import annotations
 
 import fcntl
+import logging
 import os
+import time
 
 from ..model.errors import BackupError, JobBusyError
+
+LOG = logging.getLogger("btrfs_backup")
+#: How often a waiting run tries the lock again (seconds).
+POLL_SECONDS = 0.5
 
 
 def remove_legacy_lock(path: str) -> None:
@@ -31,10 +37,13 @@ def remove_legacy_lock(path: str) -> None:
 
 
 class JobLock:
-    """Context manager: take the lock without waiting, or raise JobBusyError naming the holder."""
+    """Context manager: take the lock, waiting up to `wait` seconds (--wait) for a running run of
+    job `job` to end, or raise JobBusyError naming the holder (and how long this run waited)."""
 
-    def __init__(self, path):
+    def __init__(self, path, wait: float = 0, job: str = "this job"):
         self.path = path
+        self.wait = wait
+        self.job = job
         self._fd = None
 
     def __enter__(self):
@@ -43,13 +52,26 @@ class JobLock:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
         except OSError as err:
             raise BackupError("cannot open the job lock %s: %s" % (self.path, err.strerror))
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode("ascii", "replace").strip() or "unknown"
-            os.close(fd)
-            raise JobBusyError("another run of this job is in progress (pid %s holds %s)" % (
-                holder, self.path))
+        started = time.monotonic()
+        deadline = started + self.wait
+        said = False
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                holder = _holder(fd)
+                now = time.monotonic()
+                if now >= deadline:
+                    os.close(fd)
+                    waited = " after waiting %ds for it" % round(now - started) if self.wait else ""
+                    raise JobBusyError("another run of this job is in progress (pid %s holds %s)%s" % (
+                        holder, self.path, waited))
+                if not said:  # once: a timer's journal should not fill with it
+                    LOG.info("waiting for the running run of %s (pid %s), at most %ds", self.job, holder,
+                             round(self.wait))
+                    said = True
+                time.sleep(min(POLL_SECONDS, deadline - now))
         os.ftruncate(fd, 0)
         os.write(fd, ("%d\n" % os.getpid()).encode("ascii"))
         self._fd = fd
@@ -60,3 +82,8 @@ class JobLock:
             os.close(self._fd)
             self._fd = None
         return False
+
+
+def _holder(fd: int) -> str:
+    """The pid the holder wrote into the lock file ("unknown" before it wrote it)."""
+    return os.pread(fd, 64, 0).decode("ascii", "replace").strip() or "unknown"

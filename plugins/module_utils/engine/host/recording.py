@@ -11,7 +11,7 @@ from ..model import metrics, run_record
 
 from . import state_store
 from ..model.errors import BackupError, ConfigError
-from ..model.job_identity import validate_job_name
+from ..model.job_identity import default_job_name, validate_job_name
 
 if TYPE_CHECKING:
     import argparse
@@ -97,3 +97,15 @@ def refresh_metrics(*, identity: JobIdentity, metrics_dir: str, max_age: float |
             break
         state = now
     return state_store.metrics_path(metrics_dir, identity)
+
+
+def record_rebuild(*, identity: JobIdentity, origin: str, snapshots: list, when: float) -> str:
+    """Record a rebuilt source in the job's state (run_record.record_rebuild), under the name its
+    runs recorded unless one was given: the state file's path."""
+    previous = state_store.load_state(identity)
+    job = identity.name if identity.name != default_job_name(identity.source_id) else \
+        (previous or {}).get("job") or identity.name
+    state = run_record.record_rebuild(previous, job=job, prefix=identity.prefix, source=identity.source_id,
+                                      snapshot_folder=identity.snapshot_folder, origin=origin,
+                                      snapshots=snapshots, when=when)
+    return state_store.save_state(identity, state)

@@ -10,7 +10,7 @@ TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts 
 
 import os
 
-from . import effects
+from . import btrfs, effects
 from .listing import list_folder
 from .locks import LOCK_FILE_NAME
 from ..model.errors import BackupError
@@ -66,6 +66,16 @@ def remove_stale_run_files(target: str) -> None:
         except OSError:
             continue  # unreadable folders are data the restore leaves as they came
     return sorted(removed)
+
+
+def remove_rebuilt(here: Endpoint, runner: CommandRunner, source: str, folder: str, snapshots: list) -> None:
+    """Undo a rebuild that failed after it made the source: the snapshots placed in the snapshot
+    folder, then the source (best effort: the error that stopped the rebuild is what is reported)."""
+    made = [p for p in (os.path.join(folder, name) for name in snapshots) if os.path.isdir(p)]
+    if os.path.isdir(source):
+        made.append(source)
+    for path in made:
+        here.run(runner, btrfs.delete_argv([path]))
 
 
 def remove_staging(here: Endpoint, runner: CommandRunner, staging: str) -> None:

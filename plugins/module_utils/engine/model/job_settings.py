@@ -11,9 +11,9 @@ import collections
 from . import unsent
 
 # The value kinds of a setting: how each front end types it.
-BOOL, COUNT, TEXT, PATH, PREFIX, POLICY, SIZE, COMPRESSION, CHOICE, LOCATIONS, SSH_OPTIONS = (
+BOOL, COUNT, TEXT, PATH, PREFIX, POLICY, SIZE, COMPRESSION, CHOICE, LOCATIONS, SSH_OPTIONS, ORIGIN = (
     "bool", "count", "str", "path", "prefix", "policy", "size", "compression", "choice", "locations",
-    "ssh_options")
+    "ssh_options", "origin")
 _LISTS = (LOCATIONS, SSH_OPTIONS)
 
 # The CLI's help groups of the backup command, in the order the help shows them.
@@ -115,6 +115,12 @@ JOB_SETTINGS = (
             "is taken and the run fails saying so. 0: no limit. Default 100.",
             SNAPSHOT, ("--max-unsent-snapshots",), metavar="N", module="max_unsent_snapshots",
             role="max_unsent_snapshots"),
+    Setting("source_snapshots", ORIGIN, "own",
+            "Where the job's snapshots come from: own (the default: each run takes one) or "
+            "snapper:CONFIG (the read-only snapshots snapper takes of the source are sent; "
+            "no snapshot is taken and snapper's own cleanup deletes them at the source).",
+            SNAPSHOT, ("--source-snapshots",), metavar="FROM", module="source_snapshots",
+            role="source_snapshots", check="source_snapshots"),
     Setting("snapshot_folder", PATH, "snapshot",
             "Snapshot folder, absolute or relative to the source. Default 'snapshot'.",
             SNAPSHOT, ("-f", "--snapshot-folder"), metavar="FOLDER", module="snapshot_folder",
@@ -159,6 +165,10 @@ JOB_SETTINGS = (
     _switch("convert_rw", ("-w", "--convert-rw"), MISC,
             "Make read-only snapshots writable before deleting them (for user_subvol_rm_allowed).",
             module="convert_rw"),
+    Setting("wait", COUNT, 0,
+            "When another run of this job is in progress, wait up to SECONDS for it to end "
+            "instead of failing at once (0, the default: do not wait).",
+            MISC, ("--wait",), metavar="SECONDS", module="wait", role="wait"),
     _switch("remove_locks", ("--remove-locks",), MISC,
             "Remove the locks of all given destinations. Only use this when no "
             "partial receive is left at those destinations.", module="remove_locks"),

@@ -7,6 +7,7 @@ backup that arrives, and whether a backup's name agrees with the time the server
 from __future__ import annotations
 
 import datetime
+import re
 
 from .units import format_duration, parse_duration
 from .names import parse_time
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
 #: How far a name may lie ahead of the server's clock: hosts' clocks differ by a few minutes.
 DEFAULT_CLOCK_SKEW = 15 * 60  # seconds
 _STAMP_LENGTH = len("YYYYMMDD-HHMMSS")
+_SNAPPER_NUMBER = re.compile(r"_[0-9]{1,10}\Z")  # after the stamp: snapper's number (names.format_snapper_name)
 
 
 def parse_clock_skew(text, setting: Optional[str] = None) -> int:
@@ -25,14 +27,15 @@ def parse_clock_skew(text, setting: Optional[str] = None) -> int:
 
 
 def name_time(name: str) -> Optional[datetime.datetime]:
-    """The time in the `YYYYMMDD-HHMMSS` that ends `name` (after any prefix), else None."""
+    """The time in the `YYYYMMDD-HHMMSS` that ends `name` (after any prefix; before any snapper
+    number), else None."""
     if len(name) < _STAMP_LENGTH:
         return None
-    return parse_time(name[:-_STAMP_LENGTH], name)
+    return parse_time(name_prefix(name), name)
 
 
 def name_prefix(name: str) -> str:
-    return name[:-_STAMP_LENGTH]
+    return _SNAPPER_NUMBER.sub("", name)[:-_STAMP_LENGTH]
 
 
 def _shown(when: datetime.datetime) -> str:

@@ -1,7 +1,8 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""Snapshot names: `<prefix>%Y%m%d-%H%M%S`, the btrfs-backup 0.3 scheme, and the safe-name rules."""
+"""Snapshot names: `<prefix>%Y%m%d-%H%M%S`, the btrfs-backup 0.3 scheme (`_N` after it: snapper's
+snapshot number N), and the safe-name rules."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ if TYPE_CHECKING:
     from typing import Iterable
 
 TIMESTAMP_FORMAT = "%Y%m%d-%H%M%S"
-_TIMESTAMP_RE = re.compile(r"^([0-9]{8}-[0-9]{6})\Z")
+_TIMESTAMP_RE = re.compile(r"^([0-9]{8}-[0-9]{6})(?:_([0-9]{1,10}))?\Z")
 # Prefixes end up in paths and remote command lines: keep them to a fixed alphabet.
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+@-]*\Z")
 # Any subvolume name the engine creates or deletes must match this.
@@ -50,8 +51,20 @@ def format_name(prefix: str, when: datetime.datetime) -> str:
     return prefix + when.strftime(TIMESTAMP_FORMAT)
 
 
+def format_snapper_name(prefix: str, when: datetime.datetime, number: int) -> str:
+    """The name of snapper's snapshot `number`, taken at `when`: `<prefix><timestamp>_<number>`
+    (snapper takes several snapshots in one second: its number keeps their names apart)."""
+    return "%s_%d" % (format_name(prefix, when), number)
+
+
+def snapper_number(prefix: str, name: str) -> int | None:
+    """The snapper number that ends a snapshot name of `prefix`, else None."""
+    match = _TIMESTAMP_RE.match(name[len(prefix):]) if name.startswith(prefix) else None
+    return int(match.group(2)) if match and match.group(2) else None
+
+
 def parse_time(prefix: str, name: str) -> datetime.datetime | None:
-    """The datetime encoded in `name` if it is `<prefix><timestamp>`, else None."""
+    """The datetime encoded in `name` if it is `<prefix><timestamp>[_<snapper number>]`, else None."""
     if not name.startswith(prefix):
         return None
     stamp = name[len(prefix):]
@@ -70,10 +83,12 @@ def is_snapshot_name(prefix: str, name: str) -> bool:
     return parse_time(prefix, name) is not None
 
 
-def sort_key(prefix: str, name: str) -> tuple[datetime.datetime, str]:
-    """Order snapshot names by their timestamp (names from one prefix sort by time)."""
+def sort_key(prefix: str, name: str) -> tuple[datetime.datetime, int, str]:
+    """Order snapshot names by their timestamp (names from one prefix sort by time), then by
+    snapper's number (several in one second)."""
     when = parse_time(prefix, name)
-    return (when or datetime.datetime.min, name)
+    number = snapper_number(prefix, name) if when else None
+    return (when or datetime.datetime.min, -1 if number is None else number, name)
 
 
 def next_snapshot_time(prefix: str, now: datetime.datetime, taken: Iterable[str],

@@ -8,6 +8,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import collections
+import posixpath
 
 if TYPE_CHECKING:
     from typing import Iterable, Mapping, Sequence
@@ -36,6 +37,13 @@ class DestinationPlan:
                            "mode": "incremental" if t.parent else "full"}
                           for t in self.transfers],
         }
+
+
+def stream_uuid(snapshot: object) -> str:
+    """The uuid a stream sent from `snapshot` carries, which its backup keeps as received_uuid: a
+    snapshot that was itself received (one a rebuilt source got back) passes on its received_uuid,
+    any other its own uuid (btrfs send does so)."""
+    return snapshot.received_uuid or snapshot.uuid
 
 
 def counterpart(snapshot: object, backups: Iterable) -> object | None:
@@ -81,10 +89,34 @@ def find_partial_receives(snapshots: Iterable, backups_by_name: Mapping, locked_
         if found is None or found.complete:
             continue
         snapshot = by_name.get(name)
-        if snapshot is not None and found.received_uuid not in (None, snapshot.uuid):
+        if snapshot is not None and found.received_uuid not in (None, stream_uuid(snapshot)):
             continue  # received from something else: not a partial of ours
         partials.append(found)
     return partials
+
+
+def stranded_arrivals(snapshots: Iterable, backups_by_name: Mapping, locked_names: Iterable[str] = ()) -> tuple:
+    """What receives left under a snapshot's subvolume name where that is not the snapshot's name
+    (snapper's are all `snapshot`; a backup is renamed once verified): ([(complete backup, the
+    name to give it)], [partial receives to delete]). A partial one is ours only while a transfer
+    of a locked snapshot to this destination is unfinished, and not received from anything else;
+    a complete one of a snapshot the source no longer has, or whose name is taken, is left alone."""
+    arrivals = {posixpath.basename(s.path) for s in snapshots} - {s.name for s in snapshots}
+    by_uuid = {stream_uuid(s): s for s in snapshots}
+    locked = set(locked_names)
+    locked_uuids = {stream_uuid(s) for s in snapshots if s.name in locked}
+    renames, partials = [], []
+    for name in sorted(arrivals):
+        found = backups_by_name.get(name)
+        if found is None:
+            continue
+        if found.complete:
+            snapshot = by_uuid.get(found.received_uuid)
+            if snapshot is not None and snapshot.name not in backups_by_name:
+                renames.append((found, snapshot.name))
+        elif locked and (found.received_uuid is None or found.received_uuid in locked_uuids):
+            partials.append(found)
+    return renames, partials
 
 
 def plan_destination(snapshots: Sequence, backups_by_name: Mapping, locked_names: Iterable[str] = (),

@@ -161,3 +161,16 @@ def with_survey(state: dict | None, survey: dict) -> dict:
         record["locks"] = sum(1 for entry in survey["locks"].values() if dest_id in entry.get("locks", []))
     merged["destinations"] = destinations
     return merged
+
+
+def record_rebuild(previous: dict | None, *, job: str, prefix: str, source: str, snapshot_folder: str,
+                   origin: str, snapshots: list, when: float) -> dict:
+    """The state after `btrfs-backup restore --as-source`: the source rebuilt from `origin` with
+    `snapshots` (oldest first) in its snapshot folder. A state the lost host left keeps its runs'
+    records (the destinations still hold what they held); the origin is not made a destination's
+    record, since a restore key's login names it differently from the job's destination."""
+    state = dict(previous or {"version": STATE_VERSION, "max_age_seconds": None, "last_run": None,
+                              "destinations": {}})
+    state.update(job=job, source=source, snapshot_folder=snapshot_folder, prefix=prefix)
+    state["rebuilt"] = {"time": when, "from": origin, "snapshots": list(snapshots)}
+    return state

@@ -11,6 +11,7 @@ from .compression import parse_compress
 from .errors import ConfigError
 from .name_trust import parse_clock_skew
 from .retention import parse_buckets, parse_min_age
+from .snapper import snapper_config
 from .units import parse_duration, parse_size
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ ENGINE_SETTINGS: dict[str, tuple[str, Callable]] = {
     "min_age": ("a minimum age", parse_min_age),
     "quota": ("a quota", lambda value: parse_size(value, "quota")),
     "clock_skew": ("a clock skew", parse_clock_skew),
+    "source_snapshots": ("own or snapper:CONFIG", snapper_config),
 }
 
 # Settings whose empty value means "none" (the others always need a value).

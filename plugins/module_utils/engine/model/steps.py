@@ -13,7 +13,8 @@ Send                   `snapshot` from `source` to `destinations` in one stream 
                        from `parent` or full; a received subvolume is checked (a stream sink cannot be)
 Delete                 delete subvolumes in one folder; `what`, `where` and `reason` word the plan
 WriteLocks             replace the lock file of `store` with `table`
-Receive                `backup` from `origin` into a new staging `folder` at `endpoint` (restore)
+Receive                `backup` from `origin` into a new staging `folder` at `endpoint` (restore), or incremental
+                       from `parent` into the folder where that backup was received before
 Rename                 rename `path` to `new_path` at `endpoint` (a restore target moved aside)
 SnapshotAt             a writable or read-only snapshot of `source_path` at `path` (the restored target)
 MarkOrigin             record on the restored `path` which backup it came from (`origin`), so a rerun changes nothing
@@ -70,7 +71,9 @@ Delete.at = property(lambda step: f" at {step.where}" if step.where else "")
 Delete.why = property(lambda step: f" ({step.reason})" if step.reason else "")
 WriteLocks = _step("WriteLocks", "store table", "write {step.store.path}")
 # A restore's steps.
-Receive = _step("Receive", "origin backup endpoint folder", "receive {step.backup.name} from {step.origin.id} into {step.folder}")
+Receive = _step("Receive", "origin backup parent endpoint folder",
+                "receive {step.backup.name} from {step.origin.id} into {step.folder}{step.mode}")
+Receive.mode = property(lambda step: f" (incremental from {step.parent.name})" if step.parent else "")
 Rename = _step("Rename", "endpoint path new_path", "rename {step.path} to {step.new_path}")
 SnapshotAt = _step("SnapshotAt", "endpoint source_path path writable", "{step.kind} snapshot of it at {step.path}")
 SnapshotAt.kind = property(lambda step: "writable" if step.writable else "read-only")

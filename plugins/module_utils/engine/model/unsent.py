@@ -31,8 +31,8 @@ def waiting_for(snapshot_names, prefix: str, newest_backup: str | None) -> list:
     keyed = sorted(key for key in (names.sort_key(prefix, n) for n in snapshot_names) if key[0] != datetime.datetime.min)
     newest = names.sort_key(prefix, newest_backup) if newest_backup is not None else None
     if newest is None or newest[0] == datetime.datetime.min:
-        return [name for _, name in keyed]
-    return [name for when, name in keyed if (when, name) > newest]
+        return [key[-1] for key in keyed]
+    return [key[-1] for key in keyed if key > newest]
 
 
 def ceiling_reached(waiting: int, ceiling: int) -> bool:

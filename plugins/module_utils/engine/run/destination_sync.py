@@ -9,9 +9,9 @@ import posixpath
 
 from ..model import names
 from ..model.errors import BackupError, TransferError
-from ..model.planning import plan_destination
+from ..model.planning import plan_destination, stranded_arrivals
 from ..model.result import DestinationResult
-from ..model.steps import ClearLocks, DeletePartialReceives, Send
+from ..model.steps import ClearLocks, DeletePartialReceives, Rename, Send
 
 
 class _Pending:
@@ -44,8 +44,14 @@ class _DestinationPlans:
         return _Pending(dest, outcome, plan.transfers, None)
 
     def _prepare_folder(self, dest, snapshots, outcome) -> _Pending:
+        if not self.source.takes_snapshots and self.executor.probe(self.source.endpoint).is_serve(dest):
+            # serve keeps what arrives under the name it arrived with, and refuses `snapshot`.
+            raise BackupError(f"{dest.id} is a backup server (btrfs-backup serve), which cannot take snapper's "
+                              "snapshots yet: each arrives named 'snapshot'; send them to a folder, or to an ssh "
+                              "host that runs btrfs receive itself")
         listing = self.folders.listing(dest)
         held = dict(listing.children) if listing is not None else {}
+        self._settle_arrivals(dest, snapshots, held, outcome)
         plan = plan_destination(snapshots, held, self._locked_names(dest), incremental=not self.config.no_incremental,
                                 keep_backups=self.keep_backups)
         outcome.plan = plan.as_dict()
@@ -65,12 +71,37 @@ class _DestinationPlans:
         outcome.backups = held
         return _Pending(dest, outcome, plan.transfers, held)
 
+    def _settle_arrivals(self, dest, snapshots, held, outcome):
+        """A backup that arrived under its subvolume's name (snapper's `snapshot`) but was not
+        renamed gets its snapshot's name; a partial one is deleted: the next receive needs the name."""
+        renames, partials = stranded_arrivals(snapshots, held, self._locked_names(dest))
+        for found, name in renames:
+            path = dest.join(name)
+            self.executor.carry_out(Rename(endpoint=dest, path=found.path, new_path=path))
+            del held[found.name]
+            held[name] = found._replace(name=name, path=path)
+        if partials:
+            paths = tuple(p.path for p in partials)
+            self.executor.carry_out(DeletePartialReceives(endpoint=dest, paths=paths, folder=dest.path,
+                                                          where=dest.id))
+            outcome.partial_receives_deleted.extend(paths)
+            for found in partials:
+                del held[found.name]
+        for name in sorted({posixpath.basename(s.path) for s in snapshots} - {s.name for s in snapshots}):
+            if name in held:  # not ours to rename or delete, and the next receive needs its name
+                raise BackupError(f"{held[name].path} at {dest.id} is in the way of the next receive (which "
+                                  f"arrives as '{name}'), and it is no backup of a snapshot at the source: "
+                                  "rename or delete it")
+
     def _explain_full_send(self, dest, plan, held):
         ours = [n for n, s in held.items() if s.complete and names.is_snapshot_name(self.source.prefix, n)]
         if plan.transfers and plan.transfers[0].parent is None and ours and not self.config.no_incremental:
             # The chain is broken (common snapshot deleted on one side): say why this is full.
+            why = "" if self.source.takes_snapshots else (
+                " (snapper's cleanup deleted them: keep more snapshots in its configuration, or run this "
+                "job more often)")
             self.result.warn(f"{dest.id} holds backups ({', '.join(sorted(ours)[-3:])}) but none of a "
-                             f"snapshot still at the source; sending {plan.transfers[0].snapshot.name} in full")
+                             f"snapshot still at the source{why}; sending {plan.transfers[0].snapshot.name} in full")
 
 
 class DestinationSync(_DestinationPlans):

@@ -129,8 +129,9 @@ class Executor:
         return effects.take_snapshot(step.endpoint, self.runner, step.source_path, step.path)
 
     def _receive(self, step):
-        effects.make_folder(step.endpoint, self.runner, step.folder)
-        receive_backup(step.origin, step.backup, step.endpoint, self.runner, step.folder)
+        if step.parent is None:  # an incremental receive goes where its parent was received
+            effects.make_folder(step.endpoint, self.runner, step.folder)
+        receive_backup(step.origin, step.backup, step.endpoint, self.runner, step.folder, step.parent)
 
     def _snapshot_at(self, step):
         effects.snapshot_at(step.endpoint, self.runner, step.source_path, step.path, step.writable)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import collections
 import datetime
+import logging
 import os
 
 from .destination_access import DestinationFolders
@@ -22,11 +23,14 @@ from ..model.result import JobResult
 from ..model.retention import Policy, parse_buckets
 from .retention_phase import RetentionPhase
 from ..host.runner import CommandRunner
-from .source_side import SourceSide, snapshot_info
+from ..model.snapper import snapper_config
+from .source_side import SnapperSourceSide, SourceSide, snapshot_info
 from ..host.state_store import LEGACY_JOB_LOCK_NAME, job_lock_path, load_state
 from ..model.steps import RemoveLocks
 from ..model.units import parse_count
 from ..host.streams import StreamOptions
+
+LOG = logging.getLogger("btrfs_backup")
 
 
 # Every setting of a job but its source, with its default (btrfs-backup 0.3's): the table's, and
@@ -60,12 +64,23 @@ class _Prepared:
     bad input is refused here, before anything is changed)."""
 
     def __init__(self, config, runner):
-        self.source = SourceSide.of(config.source, runner, snapshot_folder=config.snapshot_folder,
-                                    prefix=config.prefix, ssh_options=config.ssh_options,
-                                    ssh_sudo=config.ssh_sudo)
+        where = dict(snapshot_folder=config.snapshot_folder, prefix=config.prefix,
+                     ssh_options=config.ssh_options, ssh_sudo=config.ssh_sudo)
+        if snapper_config(config.source_snapshots):
+            self.source = SnapperSourceSide.of(config.source, runner, source_snapshots=config.source_snapshots,
+                                               **where)
+        else:
+            self.source = SourceSide.of(config.source, runner, **where)
         source = self.source.endpoint
         self.snapshot_policy = Policy(parse_count(config.num_snapshots, "num_snapshots"),
                                       parse_buckets(config.preserve_snapshots))
+        self.ignored_retention = None
+        if not self.source.takes_snapshots and not self.snapshot_policy.keeps_everything:
+            # The role gives every job a num_snapshots: ignored (logged), not refused.
+            self.ignored_retention = (
+                f"num_snapshots and preserve_snapshots are ignored: snapper's cleanup deletes the snapshots "
+                f"of configuration {self.source.config} (its NUMBER_LIMIT and TIMELINE_LIMIT_* settings)")
+            self.snapshot_policy = Policy()
         self.backup_policy = Policy(parse_count(config.num_backups, "num_backups"),
                                     parse_buckets(config.preserve_backups))
         self.max_unsent = parse_count(config.max_unsent_snapshots, "max_unsent_snapshots")
@@ -130,7 +145,8 @@ class _Run:
     def run(self) -> None:
         with SshConnections(self.runner, [self.source.endpoint] + self.prepared.destinations) as connections:
             self.connections = connections
-            with self.executor.holding(JobLock(job_lock_path(self.source.identity))) as held:  # rule 5
+            lock = JobLock(job_lock_path(self.source.identity), wait=self.config.wait, job=self.source.id)
+            with self.executor.holding(lock) as held:  # rule 5
                 if held and self.source.endpoint.on_this_machine:
                     remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
                 # Listed under the lock, so no other run of this job changes it meanwhile.
@@ -181,6 +197,8 @@ class _Run:
         destinations = self._with_locked_destinations(locks)
         if self.config.remove_locks:
             self._remove_locks(destinations, locks)
+        if not self.source.takes_snapshots:
+            return destinations, snapshots, self._snapper_snapshot(snapshots, locks)
         if self.config.no_snapshot:
             return destinations, snapshots, None
         if self.unsent.ceiling(destinations, snapshots) == unsent.STOPPED:
@@ -192,6 +210,28 @@ class _Run:
         info = snapshot_info(new_snapshot)
         self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
         return destinations, snapshots + [new_snapshot], new_snapshot
+
+    def _snapper_snapshot(self, snapshots, locks):
+        """A snapper job's newest snapshot is this run's (None: there is none, or --no-snapshot);
+        locked snapshots that snapper deleted are said."""
+        if self.prepared.ignored_retention:
+            LOG.warning("%s", self.prepared.ignored_retention)
+        present = {s.name for s in snapshots}
+        for name in sorted(set(locks.locks) - present):
+            reasons = locks.reasons(name)
+            if reasons:
+                self.result.warn(f"snapper deleted {name}, which the lock file keeps ({'; '.join(reasons)}): "
+                                 "those destinations continue from the newest backup whose snapshot "
+                                 "snapper still has, or in full")
+        if not snapshots or self.config.no_snapshot:
+            if not snapshots:
+                self.result.warn(f"snapper configuration {self.source.config} has no read-only "
+                                 "snapshot yet: nothing to send")
+            return None
+        newest = snapshots[-1]
+        info = snapshot_info(newest)
+        self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
+        return newest
 
     def _with_locked_destinations(self, locks):
         """The given destinations, plus (--locked-dests) every one that holds a lock."""

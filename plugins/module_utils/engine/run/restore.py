@@ -100,7 +100,7 @@ def _restore_steps(executor, origin, backup, here, staging, target, writable, as
     """Received and checked first, so that a failed receive leaves an existing target as it is;
     then the target moved aside (`aside`), the new one made, and a writable one marked and cleaned.
     Returns what a real run adds to the result: the restored uuid, the run files removed."""
-    executor.carry_out(Receive(origin=origin, backup=backup, endpoint=here, folder=staging))
+    executor.carry_out(Receive(origin=origin, backup=backup, parent=None, endpoint=here, folder=staging))
     if aside is not None:
         executor.carry_out(Rename(endpoint=here, path=target, new_path=aside))
     made = _carry_out(executor, SnapshotAt(endpoint=here, source_path=posixpath.join(staging, backup.name),

@@ -15,7 +15,7 @@ from ..model.errors import BackupError, TransferError
 from ..model.steps import DeletePartialReceives
 from ..model.units import format_size
 from .staged_send import StagedProgress, send_staged
-from .transfer import (is_partial_receive_of, planned_backup, sample_compressible, send_stream,
+from .transfer import (arrival_name, is_partial_receive_of, planned_backup, sample_compressible, send_stream,
                        verify_received)
 
 LOG = logging.getLogger("btrfs_backup")
@@ -137,7 +137,7 @@ def _arrival(executor, dest, snapshot, parent_name, arrived, failure):
 def _remove_partial_receive(executor, dest, snapshot):
     """Best effort right after a failure; if it fails too, the lock makes the next run do it."""
     try:
-        found = list_folder(dest, executor.runner).children.get(snapshot.name)
+        found = list_folder(dest, executor.runner).children.get(arrival_name(snapshot))
         if not is_partial_receive_of(found, snapshot):
             return None
         executor.carry_out(DeletePartialReceives(endpoint=dest, paths=(found.path,), folder=dest.path,

@@ -8,11 +8,11 @@ from __future__ import annotations
 import datetime
 import posixpath
 
-from ..model import names
+from ..model import names, snapper
 from ..host.endpoints.base import Endpoint
 from ..host.job_source import job_source
-from ..model.errors import BackupError, EndpointError, MissingPathError
-from ..host.listing import FolderListing, Subvolume, list_folder
+from ..model.errors import BackupError, ConfigError, EndpointError, MissingPathError
+from ..host.listing import FolderListing, Subvolume, find_subvolume, list_folder
 from ..host.locks import lock_store
 from ..model.job_identity import JobIdentity
 from ..model.steps import CreateFolder, TakeSnapshot
@@ -26,6 +26,9 @@ def not_a_subvolume(source_id: str) -> str:
 class SourceSide:
     """A source subvolume at an endpoint (resolved: see job_source) and the job's snapshot folder
     and naming scheme, from its identity."""
+
+    #: Whether a run takes the job's snapshots (a SnapperSourceSide's are snapper's).
+    takes_snapshots = True
 
     def __init__(self, endpoint: Endpoint, runner, identity: JobIdentity):
         self.endpoint = endpoint
@@ -104,6 +107,66 @@ class SourceSide:
         return executor.carry_out(TakeSnapshot(endpoint=self.endpoint, source_path=self.endpoint.path,
                                                path=posixpath.join(self.folder, name), label=label,
                                                not_before=not_before))
+
+
+class SnapperSourceSide(SourceSide):
+    """A source whose snapshots snapper takes (source_snapshots snapper:CONFIG): its read-only
+    SOURCE/.snapshots/N/snapshot are the job's snapshots, each named `<prefix><date>_<N>` from
+    snapper's list; no run takes one, and snapper's cleanup deletes them at the source."""
+
+    takes_snapshots = False
+
+    def __init__(self, endpoint: Endpoint, runner, identity: JobIdentity, config: str):
+        super().__init__(endpoint, runner, identity)
+        self.config = config
+
+    @classmethod
+    def of(cls, location: str, runner, *, source_snapshots: str, snapshot_folder: str = "snapshot",
+           prefix: str = "", ssh_options=(), ssh_sudo: bool = False, job_name: str | None = None):
+        endpoint, identity = job_source(location, ssh_options=ssh_options, ssh_sudo=ssh_sudo,
+                                        snapshot_folder=snapshot_folder, prefix=prefix, job_name=job_name,
+                                        source_snapshots=source_snapshots)
+        if not endpoint.on_this_machine:
+            raise ConfigError(f"source_snapshots {source_snapshots}: snapper's snapshots are sent from "
+                              f"the host they are on; run the job on that host (not for {endpoint.id})")
+        return cls(endpoint, runner, identity, snapper.snapper_config(source_snapshots))
+
+    def list(self) -> FolderListing:
+        listing = super().list()
+        if listing is None:
+            self._taken()  # the clearer error first: no such configuration, or one of another subvolume
+            raise EndpointError(f"source {self.id} has no {snapper.SNAPSHOTS_FOLDER} folder: is snapper "
+                                f"configuration {self.config} of it ('snapper -c {self.config} list')?")
+        return listing
+
+    def create_folder_step(self):
+        raise EndpointError(f"snapper makes {self.folder}, not this run")
+
+    def snapshots(self, listing: FolderListing | None) -> tuple:
+        """(snapper's read-only snapshots of the source as the job's snapshots, oldest first;
+        paths of writable ones, which are not sent)."""
+        found, writable = [], []
+        for taken in self._taken():
+            path = taken.path(self.endpoint.path)
+            sub = find_subvolume(self.endpoint, self.runner, posixpath.dirname(path), "snapshot")
+            if sub is None:
+                continue  # snapper is deleting it, or lists what is gone: not a snapshot to send
+            if not sub.readonly:
+                writable.append(path)
+                continue
+            found.append(sub._replace(name=names.format_snapper_name(self.prefix, taken.date, taken.number)))
+        return sorted(found, key=lambda s: names.sort_key(self.prefix, s.name)), sorted(writable)
+
+    def _taken(self) -> list:
+        """snapper's list of the configuration's snapshots (SnapperSnapshot), oldest first."""
+        result = self.endpoint.run(self.runner, snapper.list_argv(self.config))
+        if not result.ok:
+            detail = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+            raise EndpointError(f"snapper cannot list configuration {self.config}: {detail}")
+        return snapper.parse_list(result.stdout, self.config, self.endpoint.path)
+
+    def next_snapshot(self, listing, now) -> tuple:
+        raise BackupError(f"snapper takes the snapshots of {self.id}, not this run")
 
 
 def snapshot_info(subvolume: Subvolume) -> dict:

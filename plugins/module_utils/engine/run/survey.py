@@ -12,7 +12,10 @@ from ..host.listing import list_folder
 from ..host.locks import lock_store
 from ..model.planning import counterpart
 from ..model.run_record import snapshot_timestamp
+from ..model.snapper import snapper_config
+from ..host.job_source import resolved_source
 from ..host.runner import CommandRunner
+from .source_side import SnapperSourceSide
 
 if TYPE_CHECKING:
     from typing import Iterable
@@ -47,10 +50,15 @@ def survey_job(spec: object, runner: CommandRunner | None = None) -> dict:
     try:
         snapshots = []
         try:
-            listing = list_folder(source, runner, folder)
-            snapshots = sorted((s for s in listing.children.values()
-                                if s.readonly and names.is_snapshot_name(prefix, s.name)),
-                               key=lambda s: names.sort_key(prefix, s.name))
+            snapper = snapper_config(getattr(spec, "source_snapshots", None))
+            if snapper:
+                side = SnapperSourceSide(resolved_source(source), runner, spec.identity, snapper)
+                snapshots = side.snapshots(side.list())[0]
+            else:
+                listing = list_folder(source, runner, folder)
+                snapshots = sorted((s for s in listing.children.values()
+                                    if s.readonly and names.is_snapshot_name(prefix, s.name)),
+                                   key=lambda s: names.sort_key(prefix, s.name))
             report["snapshots"] = [_item(prefix, s.name) for s in snapshots]
             report["locks"] = lock_store(source, runner, folder).read().as_dict()
         except BackupError as err:

@@ -6,11 +6,13 @@
 from __future__ import annotations
 
 import logging
+import posixpath
 import sys
 
-from ..host import btrfs
+from ..host import btrfs, effects
 from ..host.compressibility import looks_compressible
 from ..model.errors import BackupError, TransferError
+from ..model.planning import stream_uuid
 from ..model.units import format_duration, format_size
 from ..host.listing import Subvolume, find_subvolume
 from ..host.pipeline import Stage, run_pipeline, run_stream
@@ -98,35 +100,57 @@ def progress_line(sent: int, seconds: float, estimate: int | None) -> str:
     return text
 
 
+def arrival_name(snapshot: Subvolume) -> str:
+    """The name a receive gives the snapshot's backup: its subvolume's own name, which is the
+    snapshot's name except for snapper's (all called `snapshot`; renamed once verified)."""
+    return posixpath.basename(snapshot.path)
+
+
 def verify_received(destination, runner, snapshot: Subvolume) -> Subvolume:
-    """Rule 2: the received subvolume must be read-only with received_uuid = snapshot uuid."""
-    backup = find_subvolume(destination, runner, destination.path, snapshot.name)
+    """Rule 2: the received subvolume must be read-only with received_uuid = the uuid the stream
+    carried (planning.stream_uuid: the snapshot's uuid, or what a rebuilt snapshot was received as);
+    one that arrived under another name (arrival_name) is then renamed to the snapshot's, in its folder."""
+    arrived = arrival_name(snapshot)
+    backup = find_subvolume(destination, runner, destination.path, arrived)
     if backup is None:
         raise TransferError(f"{snapshot.name} did not appear at {destination.id} after the receive")
-    if not backup.complete or backup.received_uuid != snapshot.uuid:
+    expected = stream_uuid(snapshot)
+    if not backup.complete or backup.received_uuid != expected:
         raise TransferError(
             f"{snapshot.name} at {destination.id} did not verify (read-only: {backup.readonly}, "
-            f"received_uuid {backup.received_uuid}, expected {snapshot.uuid})")
+            f"received_uuid {backup.received_uuid}, expected {expected})")
+    if arrived != snapshot.name:
+        return name_arrival(destination, runner, backup, snapshot.name)
     return backup
+
+
+def name_arrival(destination, runner, backup: Subvolume, name: str) -> Subvolume:
+    """Rename a verified backup that arrived as `snapshot` to its snapshot's name (within its folder,
+    which a read-only received subvolume allows)."""
+    path = destination.join(name)
+    effects.rename(destination, runner, backup.path, path)
+    return backup._replace(name=name, path=path)
 
 
 def is_partial_receive_of(found: Subvolume | None, snapshot: Subvolume) -> bool:
     """Whether `found`, under the snapshot's name right after its receive failed, is what that
     receive left (not complete, received from nothing else)."""
-    return found is not None and not (found.complete and found.received_uuid == snapshot.uuid) \
-        and found.received_uuid in (None, snapshot.uuid)
+    expected = stream_uuid(snapshot)
+    return found is not None and not (found.complete and found.received_uuid == expected) \
+        and found.received_uuid in (None, expected)
 
 
 def planned_backup(destination, snapshot: Subvolume) -> Subvolume:
     """What check mode assumes arrives: the snapshot's backup under its name at the destination."""
     return Subvolume(name=snapshot.name, path=destination.join(snapshot.name), id=None, uuid=None,
-                     parent_uuid=None, received_uuid=snapshot.uuid, readonly=True)
+                     parent_uuid=None, received_uuid=stream_uuid(snapshot), readonly=True)
 
 
-def receive_backup(origin, backup: Subvolume, here, runner, folder: str) -> Subvolume:
-    """Receive `backup` from `origin` into `folder` at `here` (which exists); the staged copy
-    must be the complete backup (the same received_uuid)."""
-    send = origin.command(btrfs.send_argv(backup.path))
+def receive_backup(origin, backup: Subvolume, here, runner, folder: str, parent: Subvolume | None = None) -> Subvolume:
+    """Receive `backup` from `origin` into `folder` at `here` (which exists), incremental from
+    `parent` (an older backup at `origin` received there before); the staged copy must be the
+    complete backup (the same received_uuid)."""
+    send = origin.command(btrfs.send_argv(backup.path, parent.path if parent else None))
     receive = here.command(btrfs.receive_argv(folder))
     run_pipeline(runner, [Stage(f"btrfs send at {origin.id}", send), Stage("btrfs receive", receive)])
     staged = find_subvolume(here, runner, folder, backup.name)

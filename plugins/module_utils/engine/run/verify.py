@@ -12,7 +12,7 @@ from ..host.endpoints.location import parse_location
 from ..host.endpoints.ssh import SshConnections
 from ..model.errors import BackupError, ConfigError
 from ..host.listing import list_folder
-from ..model.planning import counterpart
+from ..model.planning import counterpart, stream_uuid
 from ..host.runner import CommandRunner
 from .source_side import SourceSide
 
@@ -116,7 +116,7 @@ def verify(source: str, backups: str, snapshot_folder: str = "snapshot", prefix:
         if backup is None:
             same_name = held.get(snapshot.name)
             problems.append("no complete backup with received_uuid %s at %s%s" % (
-                snapshot.uuid, dest.id, " (a subvolume named %s exists but is not it)" % snapshot.name
+                stream_uuid(snapshot), dest.id, " (a subvolume named %s exists but is not it)" % snapshot.name
                 if same_name else ""))
         else:
             report["received_uuid"] = backup.received_uuid

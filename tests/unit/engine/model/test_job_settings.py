@@ -9,7 +9,7 @@ from engine.run.job import JobConfig
 from support.setting_samples import sample
 
 KINDS = {"bool", "count", "str", "path", "prefix", "policy", "size", "compression", "choice", "locations",
-         "ssh_options"}
+         "ssh_options", "origin"}
 
 
 def test_names_flags_parameters_and_keys_are_unique():
@@ -54,5 +54,5 @@ def test_btrfs_backup_03_defaults():
         no_incremental=False, locked_dests=False, remove_locks=False, require_destination=False,
         allow_same_filesystem=False, ssh_options=(), ssh_sudo=False, convert_rw=False, sync=False,
         btrfs_debug=False, check_mode=False, compress="auto", limit_rate=None, buffer=None,
-        send_protocol="auto", max_unsent_snapshots=100,
+        send_protocol="auto", max_unsent_snapshots=100, source_snapshots="own", wait=0,
         resumable="auto", resumable_chunk_size="16M")

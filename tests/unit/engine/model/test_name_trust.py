@@ -86,3 +86,9 @@ def test_clock_skews(text, seconds):
 def test_bad_clock_skews_are_refused(text):
     with pytest.raises(ConfigError):
         parse_clock_skew(text)
+
+
+def test_a_snapper_number_after_the_time_is_read_past():
+    assert name_time("home-20261204-110000_42") == datetime.datetime(2026, 12, 4, 11, 0, 0)
+    assert arrival_refusal(["home-20261204-115959_43"], ["home-20261204-110000_42"], NOW, SKEW) is None
+    assert "not newer" in arrival_refusal(["home-20261204-100000_41"], ["home-20261204-110000_42"], NOW, SKEW)

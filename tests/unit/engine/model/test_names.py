@@ -114,3 +114,25 @@ def test_sort_key_orders_by_time_and_puts_foreign_names_first():
         "home-20261124-181629",
         "home-20261124-181630",
     ]
+
+
+@pytest.mark.parametrize("prefix, name, when, number", [
+    ("", "20261205-052104_42", datetime.datetime(2026, 12, 5, 5, 21, 4), 42),
+    ("home-", "home-20261205-052104_1", datetime.datetime(2026, 12, 5, 5, 21, 4), 1),
+    ("", "20261205-052104", datetime.datetime(2026, 12, 5, 5, 21, 4), None),
+    ("", "20261205-052104_", None, None),
+    ("", "20261205-052104_x", None, None),
+    ("", "20261205-052104-42", None, None),
+])
+def test_a_snapper_number_may_follow_the_time(prefix, name, when, number):
+    assert names.parse_time(prefix, name) == when
+    assert names.snapper_number(prefix, name) == number
+    if number is not None:
+        assert names.format_snapper_name(prefix, when, number) == name
+        names.validate_name(name)
+
+
+def test_snappers_snapshots_of_one_second_sort_by_number():
+    shuffled = ["20261205-052104_10", "20261205-052105_3", "20261205-052104_9", "20261205-052104"]
+    assert sorted(shuffled, key=lambda n: names.sort_key("", n)) == [
+        "20261205-052104", "20261205-052104_9", "20261205-052104_10", "20261205-052105_3"]

@@ -5,7 +5,7 @@ import collections
 import pytest
 
 from engine.host.listing import Subvolume
-from engine.model.planning import plan_destination
+from engine.model.planning import plan_destination, stranded_arrivals
 
 
 def uuid_of(name):
@@ -156,3 +156,61 @@ def test_as_dict_is_the_check_mode_plan():
             {"snapshot": "s3", "parent": "s2", "mode": "incremental"},
         ],
     }
+
+
+def snapper_source(*names):
+    """Snapper's snapshots: each subvolume is called `snapshot`, in .snapshots/N."""
+    return [Subvolume(name, "/home/.snapshots/%d/snapshot" % (i + 1), 300 + i, uuid_of(name), "uuid-of-home",
+                      None, True)
+            for i, name in enumerate(names)]
+
+
+@pytest.mark.parametrize("backups, locked, renames, partials", [
+    pytest.param((), (), [], [], id="nothing-left"),
+    pytest.param((backup_of("a"), backup_of("b")), (), [], [], id="every-backup-named"),
+    pytest.param((backup_of("a"), backup_of("b", "snapshot")), ("b",), [("snapshot", "b")], [],
+                 id="verified-not-renamed"),
+    pytest.param((backup_of("a"), backup_of("b", "snapshot")), (), [("snapshot", "b")], [],
+                 id="verified-not-renamed-lock-lost"),
+    pytest.param((backup_of("a"), B("snapshot", None, False)), ("b",), [], ["snapshot"], id="a-partial-receive"),
+    pytest.param((B("snapshot", uuid_of("b"), False),), ("b",), [], ["snapshot"], id="received-not-finished"),
+    pytest.param((B("snapshot", None, False),), (), [], [], id="without-a-lock-somebody-elses"),
+    pytest.param((B("snapshot", "uuid-of-other", False),), ("b",), [], [], id="a-partial-of-something-else"),
+    pytest.param((B("snapshot", uuid_of("a"), False),), ("b",), [], [], id="a-partial-of-an-unlocked-snapshot"),
+    pytest.param((backup_of("gone", "snapshot"),), ("b",), [], [], id="complete-of-a-snapshot-snapper-deleted"),
+    pytest.param((backup_of("b"), backup_of("b", "snapshot")), (), [], [], id="its-name-is-taken"),
+])
+def test_what_a_receive_left_under_snappers_subvolume_name(backups, locked, renames, partials):
+    found = stranded_arrivals(snapper_source("a", "b"), destination(*backups), locked)
+    assert [(b.name, name) for b, name in found[0]] == renames
+    assert [p.name for p in found[1]] == partials
+
+
+def test_own_snapshots_arrive_under_their_names():
+    assert stranded_arrivals(source("snapshot", "b"), destination(B("snapshot", None, False)), ["b"]) == ([], [])
+
+
+# -- a rebuilt source's snapshots (restore --as-source): received, they stand for the lost ones -----
+
+
+def test_a_streams_uuid_is_a_received_snapshots_received_uuid_else_its_own():
+    from engine.model.planning import stream_uuid
+    plain, rebuilt = source("s1", "s2", received={"s2": "uuid-of-lost-s2"})
+    assert (stream_uuid(plain), stream_uuid(rebuilt)) == ("uuid-of-s1", "uuid-of-lost-s2")
+
+
+def test_a_rebuilt_snapshot_is_the_parent_of_the_destinations_that_hold_what_it_stands_for():
+    snapshots = source("s1", "s2", "s3", received={"s1": "uuid-of-lost-s1", "s2": "uuid-of-lost-s2"})
+    # One destination holds both lost snapshots' backups, another missed the second.
+    full = destination(B("s1", "uuid-of-lost-s1", True), B("s2", "uuid-of-lost-s2", True))
+    behind = destination(B("s1", "uuid-of-lost-s1", True))
+    plan = plan_destination(snapshots, full)
+    assert [(t.snapshot.name, t.parent.name) for t in plan.transfers] == [("s3", "s2")]
+    plan = plan_destination(snapshots, behind)
+    assert [(t.snapshot.name, t.parent.name) for t in plan.transfers] == [("s2", "s1"), ("s3", "s2")]
+
+
+def test_a_partial_receive_of_a_rebuilt_snapshot_is_recognised_by_the_uuid_its_stream_carries():
+    snapshots = source("s1", "s2", received={"s2": "uuid-of-lost-s2"})
+    held = destination(B("s1", uuid_of("s1"), True), B("s2", "uuid-of-lost-s2", False))
+    assert [p.name for p in plan_destination(snapshots, held, locked_names=["s2"]).partial_receives] == ["s2"]

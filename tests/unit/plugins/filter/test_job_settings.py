@@ -68,6 +68,13 @@ PROBLEM_CASES = {
         ["src1: btrfs_backup_server_clock_skew 'a few minutes' is not a clock skew (btrfs-backup: 'a few minutes' "
          "is not a duration: write 90min, 36h, 7d 12h or 2w (units s, min, h, d, w), or a number of seconds)"]),
     "no clock skew allowed": ([], {"btrfs_backup_server_clock_skew": "0"}, []),
+    "snapper's snapshots to the backup server": (
+        [dict(HOME, source_snapshots="snapper:home")], {},
+        ["src1: backup job 'home': source_snapshots snapper:home cannot go to the backup server (btrfs-backup "
+         "serve does not take snapper's snapshots yet): set server: false and give the job destinations"]),
+    "snapper's snapshots to destinations of the job's own": (
+        [dict(HOME, source_snapshots="snapper:home", server=False, destinations=["/mnt/b"]),
+         dict(HOME, name="x", source_snapshots="own")], {}, []),
     "empty values that mean none": (
         [dict(HOME, limit_rate="", buffer="")], {"btrfs_backup_server_quota": "", "btrfs_backup_server_min_age": "",
                                                  "btrfs_backup_preserve_backups": ""}, []),
