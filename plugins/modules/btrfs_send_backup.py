@@ -111,6 +111,21 @@ options:
       - Buffer this many bytes before each receiver (for example V(256M)) to smooth a bursty send
         over a slow link (C(--buffer)). Needs C(mbuffer) on the host that runs the backup.
     type: str
+  resumable:
+    description:
+      - Stage a transfer to an ssh destination in chunks, each verified by its sha256 as it lands, and
+        receive it there only once complete (C(--resumable)). A cut transfer (link down, killed run, reboot)
+        resumes on the next run with the bytes after the last landed chunk.
+      - V(auto) stages streams estimated at 1 GiB or more; V(always) stages every transfer to an ssh
+        destination; V(never) sends straight into C(btrfs receive). Local destinations never stage.
+    type: str
+    choices: [auto, always, never]
+    default: auto
+  resumable_chunk_size:
+    description:
+      - The size of each staged chunk (C(--resumable-chunk-size)), for example V(16M); a cut costs at most one.
+    type: str
+    default: 16M
   send_protocol:
     description:
       - The btrfs send protocol (C(--send-protocol)). V(2) sends extents that btrfs already compressed

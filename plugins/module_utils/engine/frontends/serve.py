@@ -62,6 +62,7 @@ from ..model import name_trust, units
 from ..model.receive_errors import StderrWatch, broken_receive_refusal
 from ..model.errors import ConfigError
 from ..model.server_mode import MODE_PROBE, serve_answer
+from .serve_staging import STAGE_COMMAND, StagingOperations, parse_stage_command
 
 if TYPE_CHECKING:
     from typing import Iterable
@@ -225,8 +226,8 @@ def parse_request(line, root, restore=False, hosts=None):
             raise Refused("malformed status marker %r" % status[1])
         marker = match.group(1)
         operation = parse_restore_command(command, root, hosts) if restore else parse_command(command, root)
-        if operation.op in ("receive", "send"):
-            raise Refused("btrfs %s cannot be part of a batch" % operation.op)
+        if operation.op in ("receive", "send") or operation.op.startswith("stage_"):
+            raise Refused("%s cannot be part of a batch" % operation.op.replace("stage_", "staging "))
         operations.append(operation)
     return Request(operations, marker)
 
@@ -240,9 +241,9 @@ def _parse_compressed_receive(tokens, root):
     if len(segments) != 1:
         raise Refused("the compressed receive cannot be part of a batch")
     operation = parse_command(segments[0], root)
-    if operation.op != "receive":
+    if operation.op not in ("receive", "stage_land"):
         raise Refused("a pipe may only lead from 'zstd -d -q' into btrfs receive")
-    return Operation("receive", operation.paths, operation.flags, decompress=True)
+    return Operation(operation.op, operation.paths, operation.flags, decompress=True)
 
 
 def parse_command(words, root):
@@ -269,6 +270,8 @@ def parse_command(words, root):
         return Operation("mkdir", [confine(args[-1], root, below=True)], args[:-2])
     if name == "btrfs":
         return _parse_btrfs(args, root)
+    if name == STAGE_COMMAND:
+        return Operation(*parse_stage_command(args, root, confine, Refused))
     raise Refused("%r is not a command that a backup sends" % " ".join(words))
 
 
@@ -534,6 +537,11 @@ class _ReceiveOperations:
     receive (rule 2) or a backup whose name lies (rule 12) is deleted at once."""
 
     def _op_receive(self, paths, flags, decompress=False):
+        return self._receive_from(paths, flags, self.stdin, decompress)
+
+    def _receive_from(self, paths, flags, stream, decompress=False):
+        """Receive `stream` (zstd-compressed with `decompress`: then the client's stdin) into
+        paths[0], then judge what arrived."""
         args = receive_args(flags, paths[0], self._tenant_subvolume())
         # A host at its quota is refused before anything runs.
         quota_left = None if self.quota_bytes is None else self._quota_left()
@@ -542,7 +550,7 @@ class _ReceiveOperations:
         if decompress:
             status = self._receive_compressed(args, paths[0], quota_left)
         else:
-            status = self._receive(args, paths[0], self.stdin, quota_left)
+            status = self._receive(args, paths[0], stream, quota_left)
         if status == 0 and self.receive_errors:
             # Rule 2: receive said it failed but its status did not; a broken backup never stays.
             refusal = self._delete_arrivals(paths[0], before, broken_receive_refusal(self.receive_errors))
@@ -780,8 +788,12 @@ class _Refusals:
         self.stderr.flush()
 
 
-class Server(_LocalOperations, _BtrfsOperations, _ReceiveOperations, _QuotaOperations, _ZstdOperations, _Refusals):
+class Server(_LocalOperations, _BtrfsOperations, _ReceiveOperations, _QuotaOperations, _ZstdOperations, _Refusals,
+             StagingOperations):
     """Runs accepted operations for one root, checking each path again on disk (symlinks)."""
+
+    environment = SERVE_ENV  # the environment of the programs serve runs
+    _refused = Refused  # how the staging verbs refuse (serve_staging)
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
                  use_sudo=None, append_only=False, log=None, quota_bytes=None, filesystem=None,
@@ -872,7 +884,7 @@ class Server(_LocalOperations, _BtrfsOperations, _ReceiveOperations, _QuotaOpera
             if self.append_only:
                 self._check_append_only(operation, paths)
             if operation.decompress:
-                return self._op_receive(paths, operation.flags, decompress=True)
+                return getattr(self, "_op_" + operation.op)(paths, operation.flags, decompress=True)
             return getattr(self, "_op_" + operation.op)(paths, operation.flags)
         except Refused as err:
             return self._refuse(err)

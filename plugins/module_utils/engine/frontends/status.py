@@ -9,6 +9,7 @@ import sys
 import time
 
 from ..model import health
+from ..model.run_record import resumable_text
 from ..model.units import format_duration, parse_duration
 from ..model.errors import BackupError, ConfigError
 from .jobspec import DEFAULT_CONFIG_DIR, job_from_args, jobs_from_config_dir
@@ -143,6 +144,9 @@ def status_rows(statuses: list, now: float) -> list:
         dests = sorted(((state or {}).get("destinations") or {}).items()) or [("-", {})]
         for dest_id, record in dests:
             error = record.get("error") or ""
+            left = resumable_text(record)
+            if left:
+                error = "%s; %s" % (left, error) if error else left
             verify = record.get("verify")
             if verify and not verify.get("ok"):
                 error = error or "verify: %s" % "; ".join(verify.get("problems") or [])

@@ -22,6 +22,7 @@ TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts 
 from . import btrfs
 from ..model.compression import ZSTD, parse_compress
 from ..model.errors import ConfigError
+from ..model.resumable import parse_chunk_size, parse_mode
 from ..model.units import parse_size
 from .pipeline import Node, Stage
 
@@ -33,11 +34,16 @@ if TYPE_CHECKING:
 class StreamOptions:
     """The user's stream settings: `compress` ("auto", "none", "zstd" or "zstd:N"), `limit_rate`
     (bytes per second, each destination), `buffer` (bytes, before each receiver), `send_protocol`
-    ("auto", "1" or "2") and `btrfs_debug` (-vv); sizes and levels are checked here (rule 7)."""
+    ("auto", "1" or "2"), `btrfs_debug` (-vv), `resumable` ("auto", "always", "never") and
+    `resumable_chunk_size` (a size); sizes and levels are checked here (rule 7)."""
 
-    __slots__ = ("compress_level", "compress_explicit", "limit_rate", "buffer", "send_protocol", "btrfs_debug")
+    __slots__ = ("compress_level", "compress_explicit", "limit_rate", "buffer", "send_protocol", "btrfs_debug",
+                 "resumable", "chunk_size")
 
-    def __init__(self, compress="auto", limit_rate=None, buffer=None, send_protocol="auto", btrfs_debug=False):
+    def __init__(self, compress="auto", limit_rate=None, buffer=None, send_protocol="auto", btrfs_debug=False,
+                 resumable="auto", resumable_chunk_size="16M"):
+        self.resumable = parse_mode(resumable)
+        self.chunk_size = parse_chunk_size(resumable_chunk_size)
         self.compress_level, self.compress_explicit = parse_compress(compress)
         self.limit_rate = parse_size(limit_rate, "limit_rate") if limit_rate not in (None, "") else None
         self.buffer = parse_size(buffer, "buffer") if buffer not in (None, "") else None
@@ -111,6 +117,31 @@ def plan_stream(source: Endpoint, snapshot_path: str, parent_path: str | None, d
         compress = Stage("zstd", _compress_argv(level), wire=True)
         root.children.append(Node([compress], [leaf(d, True) for d in zstd_dests]))
     return _single_chains(root), bool(zstd_dests), flags
+
+
+def plan_staged_stream(source: Endpoint, snapshot_path: str, parent_path: str | None, destination: Endpoint,
+                       options: StreamOptions, ends: Callable, framer_argv: list[str], stager: Callable,
+                       compressible: bool | None = None) -> tuple[Node, bool, list[str]]:
+    """The chain of one staged transfer (host/staging.py): the send, the program that frames it
+    into verified chunks (`framer_argv`; its output is what this run sends: the meter), zstd where
+    both ends have it, the rate limit and buffer, and `stager(decompress_argv)`'s (name, argv)
+    that lands the chunks at `destination`. Returns (root Node, compressed, send protocol flags)."""
+    here = ends(None)
+    level = options.compress_level
+    if compressible is False and not options.compress_explicit:
+        level = None
+    flags = send_flags(options, ends(source), [ends(destination)])
+    send_argv = btrfs.send_argv(snapshot_path, parent_path, options.btrfs_debug, flags)
+    compressed = level is not None and here.zstd and ends(destination).zstd
+    stages = [Stage(*source.sender(send_argv)), Stage("chunks", framer_argv, meter=True)]
+    if compressed:
+        stages.append(Stage("zstd", _compress_argv(level), wire=True))
+    if options.limit_rate:
+        stages.append(Stage("pv (rate limit)", ["pv", "-q", "-L", tool_size(options.limit_rate)]))
+    if options.buffer:
+        stages.append(Stage("mbuffer", ["mbuffer", "-q", "-m", tool_size(options.buffer)]))
+    stages.append(Stage(*stager([ZSTD, "-d", "-q"] if compressed else None)))
+    return Node(stages, leaf=destination), compressed, flags
 
 
 def _compress_argv(level):

@@ -136,6 +136,15 @@ JOB_SETTINGS = (
     _switch("no_incremental", ("-I", "--no-incremental"), TRANSFER,
             "Always send full streams (e.g. when piping to files).", module="incremental", module_negated=True),
     _switch("check_mode", ("--check",), TRANSFER, "Dry run: change nothing, print what would be done."),
+    Setting("resumable", CHOICE, "auto",
+            "Stage a transfer to an ssh destination in verified chunks, so that a cut one resumes "
+            "where it stopped: auto (the default: streams of about 1 GiB or more), always or never.",
+            TRANSFER, ("--resumable",), choices=("auto", "always", "never"), module="resumable",
+            role="resumable"),
+    Setting("resumable_chunk_size", SIZE, "16M",
+            "The size of each staged chunk of a resumable transfer (a cut costs at most one chunk). "
+            "Default 16M.", TRANSFER, ("--resumable-chunk-size",), metavar="SIZE",
+            module="resumable_chunk_size", role="resumable_chunk_size", check="resumable_chunk_size"),
     Setting("compress", COMPRESSION, "auto",
             "auto (the default: zstd level 3 where a stream crosses ssh, both ends "
             "have zstd and a sample of the data compresses), none, zstd or zstd:LEVEL (1-19).",

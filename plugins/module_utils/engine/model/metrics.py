@@ -16,6 +16,8 @@ METRICS = {
     "btrfs_backup_last_run_sent_bytes": ("Bytes sent to the destination by the last run.", True),
     "btrfs_backup_outstanding_locks": ("Snapshots locked for the destination (unfinished transfers).", True),
     "btrfs_backup_lock_outstanding_runs": ("Consecutive runs that ended with a lock for the destination.", True),
+    "btrfs_backup_resumable_staged_ratio": ("Share of the stream an unfinished resumable transfer to the "
+                                            "destination has staged there (0: none).", True),
     "btrfs_backup_unsent_snapshots": ("Snapshots kept at the source that the destination has not received yet.", True),
     "btrfs_backup_last_verify_timestamp_seconds": ("When the destination's newest backup was last verified.", True),
     "btrfs_backup_last_verify_success": ("1 if the last verify found the backup complete and equal, else 0.", True),
@@ -57,6 +59,8 @@ def samples(job: str, state: dict) -> list[tuple[str, dict, float]]:
             add("btrfs_backup_outstanding_locks", record.get("locks") or 0, destination=dest_id)
             add("btrfs_backup_lock_outstanding_runs", record.get("locked_runs") or 0, destination=dest_id)
             add("btrfs_backup_unsent_snapshots", record.get("unsent_snapshots"), destination=dest_id)
+            left = record.get("resumable") or {}
+            add("btrfs_backup_resumable_staged_ratio", (left.get("percent") or 0) / 100.0, destination=dest_id)
         add("btrfs_backup_last_success_timestamp_seconds", record.get("last_success"), destination=dest_id)
         add("btrfs_backup_newest_backup_timestamp_seconds", record.get("newest_backup_time"),
             destination=dest_id)

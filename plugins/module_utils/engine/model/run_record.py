@@ -22,6 +22,24 @@ def _lock_count(locks, dest_id):
     return sum(1 for entry in (locks or {}).values() if dest_id in (entry.get("locks") or []))
 
 
+def _resumable_left(transfers) -> dict | None:
+    """The resumable transfer a run left unfinished at a destination: its snapshot and how much is
+    staged ({"snapshot", "staged_bytes", "stream_bytes", "percent"}), or None."""
+    for transfer in transfers:
+        if transfer.get("status") == "failed" and transfer.get("resumable"):
+            return dict(transfer["resumable"], snapshot=transfer["snapshot"])
+    return None
+
+
+def resumable_text(record: dict) -> str | None:
+    """"resumable transfer of S at 63%" for a destination's record with an unfinished one."""
+    left = record.get("resumable")
+    if not left:
+        return None
+    percent = " at %d%%" % left["percent"] if left.get("percent") is not None else ""
+    return "resumable transfer of %s%s" % (left["snapshot"], percent)
+
+
 def state_after_run(previous: dict | None, result: dict, *, job: str, prefix: str, started: float, duration: float,
                     max_age: float | None = None) -> dict:
     """The state after a run: `result` is JobResult.as_dict(), `previous` the state before (or None).
@@ -72,6 +90,7 @@ def state_after_run(previous: dict | None, result: dict, *, job: str, prefix: st
             unsent_snapshots=dest.get("unsent_snapshots"),
             unsent_ceiling=dest.get("unsent_ceiling"),
             max_unsent_snapshots=result.get("max_unsent_snapshots"),
+            resumable=_resumable_left(dest["transfers"]),
         )
         destinations[dest_id] = record
     return {

@@ -24,6 +24,7 @@ ENGINE_SETTINGS: dict[str, tuple[str, Callable]] = {
     "compress": ("a compression setting", parse_compress),
     "limit_rate": ("a size", lambda value: parse_size(value, "limit_rate")),
     "buffer": ("a size", lambda value: parse_size(value, "buffer")),
+    "resumable_chunk_size": ("a size", lambda value: parse_size(value, "resumable_chunk_size")),
     "max_age": ("a duration", parse_duration),
     "preserve_snapshots": ("a retention policy", parse_buckets),
     "preserve_backups": ("a retention policy", parse_buckets),

@@ -187,6 +187,8 @@ class DestinationSync(_DestinationPlans):
             if isinstance(done, TransferError):
                 record["status"] = "failed"
                 record["error"] = done.detail or str(done)
+                if getattr(done, "resumable", None):
+                    record["resumable"] = done.resumable  # staged so far: the next run resumes there
                 if done.partial_receive_deleted:
                     item.outcome.partial_receives_deleted.append(done.partial_receive_deleted)
                 self._fail(item.dest, item.outcome, done)
@@ -196,6 +198,8 @@ class DestinationSync(_DestinationPlans):
                 record.update(status="done", bytes=done.bytes_sent, seconds=done.seconds)
                 if done.wire_bytes:
                     record["compressed_bytes"] = done.wire_bytes
+                if done.resumed_bytes is not None:
+                    record["resumed_bytes"] = done.resumed_bytes  # staged: what an earlier run had sent
             if not isinstance(done, TransferError) and item.held is not None:
                 item.outcome.present[snapshot.name] = item.held[snapshot.name] = done.backup
 

@@ -91,7 +91,7 @@ class _Prepared:
                                     parse_buckets(config.preserve_backups))
         self.max_unsent = parse_count(config.max_unsent_snapshots, "max_unsent_snapshots")
         self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
-                                    config.btrfs_debug)
+                                    config.btrfs_debug, config.resumable, config.resumable_chunk_size)
         self.hooks = _Hooks(config)
         self.destinations = []
         seen = set()

@@ -8,23 +8,30 @@ from __future__ import annotations
 import logging
 
 from ..host.listing import list_folder
+from ..host.staging import StagingRefused
+from ..host.stream_size import estimate_stream_size
+from ..model import resumable
 from ..model.errors import BackupError, TransferError
 from ..model.steps import DeletePartialReceives
-from .transfer import arrival_name, is_partial_receive_of, planned_backup, send_stream, verify_received
+from ..model.units import format_size
+from .staged_send import StagedProgress, send_staged
+from .transfer import (arrival_name, is_partial_receive_of, planned_backup, sample_compressible, send_stream,
+                       verify_received)
 
 LOG = logging.getLogger("btrfs_backup")
 
 
 class SendOutcome:
     """What one Send gave one destination: the verified backup (the snapshot, for a stream sink),
-    the stream's size, its compressed size on the link (None: not compressed); `planned`: check
-    mode's stand-in, nothing was sent."""
+    the stream's size (a staged transfer: the bytes this run sent), its compressed size on the link
+    (None: not compressed); `planned`: check mode's stand-in, nothing was sent."""
 
-    __slots__ = ("backup", "bytes_sent", "seconds", "wire_bytes", "planned")
+    __slots__ = ("backup", "bytes_sent", "seconds", "wire_bytes", "planned", "resumed_bytes")
 
-    def __init__(self, backup, bytes_sent=None, seconds=None, wire_bytes=None, planned=False):
+    def __init__(self, backup, bytes_sent=None, seconds=None, wire_bytes=None, planned=False, resumed_bytes=None):
         self.backup, self.bytes_sent, self.seconds, self.wire_bytes = backup, bytes_sent, seconds, wire_bytes
         self.planned = planned
+        self.resumed_bytes = resumed_bytes  # a staged transfer: the bytes already staged (None: not staged)
 
 
 def plan_send(executor, step) -> dict:
@@ -39,7 +46,9 @@ def plan_send(executor, step) -> dict:
 
 def send(executor, step) -> dict:
     """One send to every destination of the step; returns dest id -> SendOutcome, or the
-    TransferError of a destination whose transfer failed (the others are not stopped)."""
+    TransferError of a destination whose transfer failed (the others are not stopped). A
+    destination whose transfer is staged (resumable) gets a send of its own: a resumed stream
+    starts where its staging ends, which is not where another destination's starts."""
     snapshot, parent, dests = step.snapshot, step.parent, step.destinations
     parent_name = parent.name if parent else None
     LOG.info("sending %s to %s (%s)", snapshot.name, ", ".join(d.id for d in dests), step.mode)
@@ -47,22 +56,68 @@ def send(executor, step) -> dict:
     for dest in dests:
         executor.locks.hold(snapshot.name, parent_name, dest.id)
     executor.save_locks()
+    staged, estimate = _staged_destinations(executor, step)
+    direct = [dest for dest in dests if dest not in staged]
+    arrived, failures, left_staged = {}, {}, {}
+    for dest in staged:
+        try:
+            done = _send_staged(executor, step, dest, estimate)
+            arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds, done.skipped)
+        except StagingRefused as err:
+            LOG.warning("%s; %s is sent directly", err, snapshot.name)
+            direct.append(dest)
+        except BackupError as err:
+            failures[dest] = str(err)
+            left_staged[dest] = getattr(err, "resumable", None)
     # A failure, or an interruption (SIGTERM, Ctrl-C), leaves the lock: the next run cleans up.
-    try:
-        stats = send_stream(step.source, dests, snapshot, parent, executor.runner, executor.options,
-                            executor.probe(step.source))
-        failures = stats.failures
-    except BackupError as err:  # the stream could not start (a program missing): none got it
-        stats, failures = None, {dest: str(err) for dest in dests}
-    outcomes = {dest.id: _arrival(executor, dest, snapshot, parent_name, stats, failures.get(dest))
+    if direct:
+        try:
+            stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
+                                executor.probe(step.source))
+            failures.update(stats.failures)
+            arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None))
+                           for dest in direct)
+        except BackupError as err:  # the stream could not start (a program missing): none got it
+            failures.update((dest, str(err)) for dest in direct)
+    outcomes = {dest.id: _arrival(executor, dest, snapshot, parent_name, arrived.get(dest), failures.get(dest))
                 for dest in dests}
+    for dest, share in left_staged.items():
+        outcomes[dest.id].resumable = share  # how far a cut resumable transfer got (the run record)
     if len(outcomes) > sum(isinstance(o, TransferError) for o in outcomes.values()):
         executor.save_locks(durable=False)  # the backups are verified: losing this write is harmless
     return outcomes
 
 
-def _arrival(executor, dest, snapshot, parent_name, stats, failure):
-    """What arrived at one destination: its SendOutcome, or the TransferError that says why not."""
+def _staged_destinations(executor, step):
+    """The destinations whose transfer is staged (resumable.stages), and the stream's estimated
+    size when it was asked for (None otherwise). Only an ssh folder stages (a backup server's
+    `serve` too, through its staging verbs)."""
+    stream = executor.options.stream
+    candidates = [d for d in step.destinations if d.can_stage]
+    if not candidates or stream.resumable == "never":
+        return [], None
+    estimate = estimate_stream_size(step.source, executor.runner, step.snapshot.path,
+                                    step.parent.path if step.parent else None)
+    # A backup server bounds a staging by the stream's size: without an estimate, no staging there.
+    ends = executor.probe(step.source)
+    return [d for d in candidates if resumable.stages(stream.resumable, estimate, True)
+            and (estimate is not None or not ends.is_serve(d))], estimate
+
+
+def _send_staged(executor, step, dest, estimate):
+    """One staged transfer, with its progress lines and the compression sample of a direct one."""
+    ends = executor.probe(step.source)
+    compressible = sample_compressible(step.source, [dest], step.snapshot, executor.options.stream, ends)
+    progress = StagedProgress(dest, step.snapshot.name, estimate)
+    LOG.info("%s: %s goes as a resumable transfer (staged in chunks of %s)", dest.id, step.snapshot.name,
+             format_size(executor.options.stream.chunk_size))
+    return send_staged(executor, step, dest, estimate, compressible, progress, serve=ends.is_serve(dest))
+
+
+def _arrival(executor, dest, snapshot, parent_name, arrived, failure):
+    """What arrived at one destination (`arrived`: bytes sent, compressed bytes, seconds, bytes
+    resumed from staging or None): its
+    SendOutcome, or the TransferError that says why not."""
     try:
         if failure is not None:
             raise TransferError(failure)
@@ -73,10 +128,10 @@ def _arrival(executor, dest, snapshot, parent_name, stats, failure):
         error.partial_receive_deleted = _remove_partial_receive(executor, dest, snapshot) if dest.can_list else None
         return error
     executor.locks.settle(snapshot.name, parent_name, dest.id_aliases)
-    wire = stats.wire_bytes.get(dest)
-    LOG.info("%s: %s arrived (%s bytes%s in %.1fs)", dest.id, snapshot.name, stats.bytes_sent,
-             f", {wire} compressed" if wire else "", stats.seconds)
-    return SendOutcome(backup, stats.bytes_sent, round(stats.seconds, 3), wire)
+    sent, wire, seconds, resumed = arrived
+    LOG.info("%s: %s arrived (%s bytes%s%s in %.1fs)", dest.id, snapshot.name, sent,
+             f", {wire} compressed" if wire else "", f", {resumed} resumed from staging" if resumed else "", seconds)
+    return SendOutcome(backup, sent, round(seconds, 3), wire, resumed_bytes=resumed)
 
 
 def _remove_partial_receive(executor, dest, snapshot):

@@ -35,14 +35,14 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
             progress = estimate or True
     root, _compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
                                            destinations, stream, ends, progress,
-                                           _compressible(source, destinations, snapshot, stream, ends))
+                                           sample_compressible(source, destinations, snapshot, stream, ends))
     if flags:
         LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
     meter = ProgressLog(destinations, source, runner, snapshot, parent)
     return run_stream(runner, root, on_progress=None if progress else meter)
 
 
-def _compressible(source, destinations, snapshot, stream, ends):
+def sample_compressible(source, destinations, snapshot, stream, ends):
     """With `--compress auto`, whether a sample of a local snapshot's data compresses (None: not
     asked, or no sample; a remote source is not sampled, nor is data no end could compress)."""
     if stream.compress_level is None or stream.compress_explicit or not source.on_this_machine \

@@ -60,7 +60,8 @@ def test_btrfs_backup_03_defaults():
         btrfs_debug=False, check_mode=False, compress="auto", limit_rate=None, buffer=None,
         send_protocol="auto", max_unsent_snapshots=100, source_snapshots="own", wait=0,
         before_snapshot=(), before_snapshot_failure="abort", after_snapshot=(), after_run=(), hook_timeout="5m",
-        ping_url="", ntfy_url="", ntfy_on_success=False)
+        ping_url="", ntfy_url="", ntfy_on_success=False,
+        resumable="auto", resumable_chunk_size="16M")
 
 
 def test_a_setting_that_may_hold_a_secret_is_no_log_in_the_modules():

@@ -48,6 +48,9 @@ class Endpoint(abc.ABC):
     #: A stream sent to it ends in `btrfs receive` (False: in a command that takes any stream,
     #: so nothing of its tools is asked and it gets the plain protocol 1 stream).
     receives_with_btrfs = True
+    #: A transfer to it can be staged in verified chunks and resumed after a cut (host/staging.py):
+    #: a folder at another host, whose link may drop while this machine goes on.
+    can_stage = False
 
     def __init__(self, path):
         self.path = path
@@ -89,6 +92,11 @@ class Endpoint(abc.ABC):
         """(stage name, argv) of the process that takes a send stream here (`btrfs_debug`: a
         btrfs receive says what it does); `decompress_argv` first, when the stream comes
         compressed over a network."""
+
+    def stream_command(self, argv, decompress_argv=None) -> list:
+        """The argv that runs `argv` (privileged) there on a stream; `decompress_argv` first, when
+        the stream comes compressed over a network. Only an endpoint that `can_stage` has one."""
+        raise NotImplementedError("%s takes no staged stream" % self.what)
 
     def run(self, runner: CommandRunner, argv: list[str], privileged: bool = True,
             input_text: str | None = None) -> CommandResult:

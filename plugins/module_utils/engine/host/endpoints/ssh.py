@@ -85,6 +85,7 @@ class SshEndpoint(Endpoint):
     kind = "ssh"
     what = "an ssh folder"
     crosses_network = True
+    can_stage = True
     #: ssh's answer when the run's shared connection could not be opened (SshConnections), or None.
     connect_failure = None
 
@@ -205,6 +206,11 @@ class SshEndpoint(Endpoint):
         else:
             argv = self.command_pipeline([(decompress_argv, False), (receive_argv, True)])
         return "btrfs receive on %s" % self.host, argv
+
+    def stream_command(self, argv: list[str], decompress_argv: list[str] | None = None) -> list:
+        if decompress_argv is None:
+            return self.command(argv)
+        return self.command_pipeline([(decompress_argv, False), (argv, True)])
 
 
 class SshConnections:

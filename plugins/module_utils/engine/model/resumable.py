@@ -1,0 +1,174 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""Pure: resumable transfers (rule 13): when a stream is staged, what its staging folder is called,
+what its manifest says, whether a staging found at the destination can be resumed, and which are stale.
+
+A staged transfer lands at the destination as numbered chunk files in a hidden folder inside the
+destination folder (STAGING_FOLDER), one folder per (snapshot, parent). Its manifest names the
+snapshot, its UUID, the parent's UUID, the chunk size and the stream's expected size; a second
+file (CHUNK_HASHES, sha256sum's format) gets one line per chunk that landed and was verified.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+
+from .errors import ConfigError
+from .units import parse_size
+
+MODES = ("auto", "always", "never")
+# `auto` stages a stream whose estimated size is at least this: below it, a cut costs little.
+AUTO_THRESHOLD = 1 << 30
+# A chunk between 1 MiB and 4 GiB: smaller costs a verification per MiB, larger a long resend.
+MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 1 << 20, 4 << 30
+# Hidden, and starting with a dot: no snapshot name can be it (names.validate_name).
+STAGING_FOLDER = ".btrfs-backup-staging"
+MANIFEST = "manifest.json"
+CHUNK_HASHES = "chunks.sha256"
+COMPLETE = "complete"
+# The command a source sends to a backup server's `serve` for its staging (frontends/serve_staging.py).
+SERVE_COMMAND = "btrfs-backup-stage"
+# The message of a regenerated stream whose prefix is not the staged one (the sender's program
+# prints it; the run recognises it).
+DIFFERS = "regenerated stream differs from the staged one at chunk"
+
+_KEY_RE = re.compile(r"^(?P<snapshot>[A-Za-z0-9_][A-Za-z0-9._+@:-]*)\.(?P<parent>full|[0-9a-f-]{36})\Z")
+_HASH_LINE_RE = re.compile(r"^(?P<hash>[0-9a-f]{64})  (?P<index>[0-9]{8})\.chunk\Z")
+
+Manifest = collections.namedtuple("Manifest", "snapshot uuid parent_uuid chunk_size stream_size")
+
+
+def parse_mode(value) -> str:
+    """The `resumable` setting: auto, always or never (ConfigError otherwise)."""
+    if value not in MODES:
+        raise ConfigError(f"resumable must be auto, always or never, not {value!r}")
+    return value
+
+
+def parse_chunk_size(value) -> int:
+    """The `resumable_chunk_size` setting in bytes, within MIN_CHUNK_SIZE and MAX_CHUNK_SIZE."""
+    size = parse_size(value, "resumable_chunk_size")
+    if not MIN_CHUNK_SIZE <= size <= MAX_CHUNK_SIZE:
+        raise ConfigError(f"resumable_chunk_size must be between 1M and 4G, not {value!r}")
+    return size
+
+
+def stages(mode: str, estimate: int | None, can_stage: bool) -> bool:
+    """Whether a transfer to a destination is staged: never where it cannot be (a local
+    destination: a cut there is a crash of the whole machine), always with `always`, and with
+    `auto` when the stream's estimated size is at least AUTO_THRESHOLD (unknown: not staged)."""
+    if not can_stage or mode == "never":
+        return False
+    return mode == "always" or (estimate is not None and estimate >= AUTO_THRESHOLD)
+
+
+def staging_key(snapshot_name: str, parent_uuid: str | None) -> str:
+    """The folder of one (snapshot, parent)'s staging: `NAME.PARENT-UUID`, or `NAME.full`."""
+    return f"{snapshot_name}.{parent_uuid or 'full'}"
+
+
+def parse_staging_key(key: str) -> tuple[str, str | None] | None:
+    """(snapshot name, parent UUID or None) of a staging folder's name; None for any other name."""
+    match = _KEY_RE.match(key)
+    if not match:
+        return None
+    parent = match.group("parent")
+    return match.group("snapshot"), None if parent == "full" else parent
+
+
+def manifest_text(manifest: Manifest) -> str:
+    return json.dumps(manifest._asdict(), sort_keys=True) + "\n"
+
+
+def parse_manifest(text: str) -> Manifest:
+    """The manifest of a staging; ValueError if it is not one."""
+    try:
+        fields = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"the manifest is not JSON ({err})")
+    if not isinstance(fields, dict) or set(fields) != set(Manifest._fields):
+        raise ValueError("the manifest does not have the fields " + ", ".join(Manifest._fields))
+    manifest = Manifest(**fields)
+    if not isinstance(manifest.chunk_size, int) or manifest.chunk_size < 1 \
+            or not (manifest.stream_size is None or isinstance(manifest.stream_size, int)):
+        raise ValueError("the manifest's chunk size or stream size is not a number")
+    return manifest
+
+
+def parse_chunk_hashes(text: str) -> list[str]:
+    """The sha256 of each landed chunk, in order from chunk 0 (sha256sum's lines); ValueError for
+    a line of another shape or a chunk out of order. A line cut by a crash ends the list."""
+    hashes = []
+    lines = text.split("\n")
+    for number, line in enumerate(lines):
+        if not line:
+            continue
+        match = _HASH_LINE_RE.match(line)
+        if not match:
+            if number == len(lines) - 1:
+                break  # the last line, cut while it was written: that chunk is sent again
+            raise ValueError(f"line {number + 1} of {CHUNK_HASHES} is not a chunk's sha256")
+        if int(match.group("index")) != len(hashes):
+            raise ValueError(f"{CHUNK_HASHES} names chunk {int(match.group('index'))} where chunk "
+                             f"{len(hashes)} was expected")
+        hashes.append(match.group("hash"))
+    return hashes
+
+
+def hash_line(index: int, digest: str) -> str:
+    """One line of CHUNK_HASHES (sha256sum's format, so `sha256sum -c` checks the chunks)."""
+    return f"{digest}  {chunk_name(index)}\n"
+
+
+def chunk_name(index: int) -> str:
+    return "%08d.chunk" % index
+
+
+class Resume(collections.namedtuple("Resume", "chunks complete reason")):
+    """What to do with what a destination has staged: `chunks` landed chunks to prove and skip
+    (0: send from the start), `complete` the whole stream is staged (only the receive is left),
+    `reason` why a staging found there is not used (None: there was none, or it is used)."""
+
+    __slots__ = ()
+
+
+def resume_from(found: Manifest | None, hashes: list[str], complete: bool, wanted: Manifest) -> Resume:
+    """How a transfer described by `wanted` continues from what is staged (`found`: the manifest
+    there, None when there is no staging; `hashes` the landed chunks; `complete` the stream ended
+    there). Another snapshot, UUID, parent or chunk size: start over, saying why."""
+    if found is None:
+        return Resume(0, False, None)
+    for field, what in (("snapshot", "snapshot"), ("uuid", "snapshot UUID"),
+                        ("parent_uuid", "parent"), ("chunk_size", "chunk size")):
+        if getattr(found, field) != getattr(wanted, field):
+            return Resume(0, False, f"the staged stream has another {what} "
+                                    f"({getattr(found, field)}, now {getattr(wanted, field)}): starting over")
+    if complete:
+        return Resume(len(hashes), True, None)
+    if found.stream_size is not None and len(hashes) * found.chunk_size > found.stream_size + found.chunk_size:
+        return Resume(0, False, "the staging holds more chunks than its stream has: starting over")
+    return Resume(len(hashes), False, None)
+
+
+def stale_stagings(keys: list[str], current: str) -> list[str]:
+    """The staging folders to remove before the transfer of `current` (a staging key): those of the
+    same snapshot from another parent, of older snapshots (the chain has gone past them: they are
+    not wanted any more), and any folder that is not a staging's. Newer snapshots' are kept: this
+    run may still send them."""
+    snapshot, _parent = parse_staging_key(current)
+    stale = []
+    for key in keys:
+        parsed = parse_staging_key(key)
+        if key != current and (parsed is None or parsed[0] <= snapshot):
+            stale.append(key)
+    return sorted(stale)
+
+
+def staged_percent(staged_bytes: int, stream_size: int | None) -> int | None:
+    """How much of the stream has landed, in whole percent (None when its size is unknown)."""
+    if not stream_size:
+        return None
+    return min(100, 100 * staged_bytes // stream_size)

@@ -1,0 +1,184 @@
+"""Resumable transfers over real ssh to real btrfs (rule 13): a transfer cut mid-way completes on
+the next run, which sends only what had not landed; a staged prefix that is not the regenerated
+stream's is dropped with the reason; stale staging is removed; nothing staged is left behind."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from cli_helpers import CLI, assert_backup, assert_no_partial, destination, ok, sent, snapshot_names, ssh_args
+from faults import find_process, start_cli, wait_for
+from support.sshd import Sshd
+from support.trees import modify_tree
+
+MiB = 1 << 20
+CHUNK = MiB
+FS_SIZE = "1G"
+# A 24 MiB file of random data (it does not compress) and a few small ones: 24 chunks or so.
+SOURCE_TREE = dict(n_small=20, small_size=2048, large_files=[24 * MiB], seed=7)
+STAGING = ".btrfs-backup-staging"
+
+
+def args(sshd, *extra):
+    return ssh_args(sshd) + ["--resumable", "always", "--resumable-chunk-size", "1M",
+                             "--compress", "none"] + list(extra)
+
+
+def staging_folders(dest: Path) -> list:
+    root = dest / STAGING
+    return sorted(p for p in root.iterdir()) if root.is_dir() else []
+
+
+def landed_chunks(folder: Path) -> int:
+    return sum(1 for p in folder.iterdir() if p.name.endswith(".chunk"))
+
+
+def file_hashes(root: Path) -> dict:
+    found = {}
+    for folder, _dirs, files in os.walk(root):
+        for name in files:
+            path = Path(folder, name)
+            if path.is_file() and not path.is_symlink():
+                found[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return found
+
+
+def cut_after(sshd, source, url, dest, chunks: int, *extra) -> Path:
+    """Start a rate-limited staged run and kill it with its whole pipeline once `chunks` chunks
+    have landed; the staging folder it left."""
+    with start_cli(*args(sshd, "--limit-rate", "4M", *extra), source, url) as cli:
+        folder = wait_for("a staging folder", lambda: (staging_folders(dest) or [None])[0], timeout=60)
+        wait_for("%d landed chunks" % chunks, lambda: landed_chunks(folder) >= chunks, timeout=60, interval=0.01)
+        cli.signal_group(signal.SIGKILL)
+        cli.proc.wait(timeout=30)
+    time.sleep(0.5)  # the destination's receiver sees its stdin close and exits
+    return folder
+
+
+def test_a_cut_transfer_resumes_with_only_the_rest(src, dst, sshd):
+    dest, snaps = dst / "backups", src / "snapshot"
+    dest.mkdir()
+    url = sshd.url(dest)
+    folder = cut_after(sshd, src, url, dest, chunks=8)
+    staged = landed_chunks(folder)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stream_size = manifest["stream_size"]
+    assert manifest["chunk_size"] == CHUNK and stream_size > 24 * MiB
+    assert 8 <= staged < stream_size // CHUNK
+    # The verified chunks were being received as they landed: the cut left a partial receive
+    # (never a backup: rule 2), which the next run deletes before it resumes.
+
+    run = ok(*args(sshd, "--no-snapshot"), src, url)  # the cut snapshot only: its bytes are counted
+    first = snapshot_names(snaps)[0]
+    assert sent(run.result, url) == [(first, "full", None)]
+    assert "resuming the transfer of %s after %d staged chunks" % (first, staged) in run.stderr
+    transfer = destination(run.result, url)["transfers"][0]
+    # This run sent the rest of the stream (framed: 49 bytes a chunk) and at most one chunk more.
+    assert transfer["bytes"] <= stream_size - staged * CHUNK + CHUNK + 64 * 49, (transfer, stream_size, staged)
+    assert_backup(dest, snaps / first)
+    assert file_hashes(dest / first) == file_hashes(snaps / first)
+    assert not (dest / STAGING).exists()
+    assert_no_partial(dest)
+
+    # The chain goes on incrementally from the resumed backup.
+    modify_tree(src / "small", 8 * 1024, seed=3, add_files=1, remove_files=1)
+    second = ok(*args(sshd), src, url).result["snapshot"]["name"]
+    assert_backup(dest, snaps / second, parent_name=first)
+    assert not (dest / STAGING).exists()
+
+
+def test_a_staged_prefix_that_differs_starts_over(src, dst, sshd):
+    dest, snaps = dst / "backups", src / "snapshot"
+    dest.mkdir()
+    url = sshd.url(dest)
+    folder = cut_after(sshd, src, url, dest, chunks=4)
+    # Chunk 1 and its recorded hash agree with each other, not with the stream.
+    chunk = folder / "00000001.chunk"
+    data = bytearray(chunk.read_bytes())
+    data[100] ^= 0xFF
+    chunk.write_bytes(bytes(data))
+    lines = (folder / "chunks.sha256").read_text().splitlines()
+    lines[1] = "%s  00000001.chunk" % hashlib.sha256(bytes(data)).hexdigest()
+    (folder / "chunks.sha256").write_text("\n".join(lines) + "\n")
+
+    run = ok(*args(sshd, "--no-snapshot"), src, url)
+    assert "regenerated stream differs from the staged one at chunk 1: starting over" in run.stderr
+    name = snapshot_names(snaps)[0]
+    assert_backup(dest, snaps / name)
+    assert file_hashes(dest / name) == file_hashes(snaps / name)
+    assert not (dest / STAGING).exists()
+
+
+def test_stale_staging_is_removed_by_the_next_run(src, dst, sshd):
+    dest = dst / "backups"
+    stale = [dest / STAGING / "20000101-000000.full",  # an older snapshot: the chain has gone past it
+             dest / STAGING / "not-a-staging"]
+    for folder in stale:
+        folder.mkdir(parents=True)
+        (folder / "00000000.chunk").write_bytes(b"x" * 1000)
+    url = sshd.url(dest)
+    run = ok(*args(sshd), src, url)
+    assert "removing stale staging" in run.stderr
+    assert not (dest / STAGING).exists()
+    assert len(sent(run.result, url)) == 1
+
+
+def test_a_killed_receiver_fails_the_run_which_records_how_far_it_got(src, dst, sshd):
+    dest, snaps = dst / "backups", src / "snapshot"
+    dest.mkdir()
+    url = sshd.url(dest)
+    with start_cli(*args(sshd, "--limit-rate", "4M"), src, url) as cli:
+        folder = wait_for("a staging folder", lambda: (staging_folders(dest) or [None])[0], timeout=60)
+        wait_for("4 landed chunks", lambda: landed_chunks(folder) >= 4, timeout=60, interval=0.01)
+        lander = find_process("the chunk receiver", sshd.pid,
+                              lambda p: p.comm.startswith("python") and str(folder) in p.argv)
+        os.kill(lander.pid, signal.SIGKILL)
+        done = cli.finish()
+    assert done.code != 0, done.explain()
+    transfer = destination(done.result, url)["transfers"][0]
+    assert transfer["status"] == "failed"
+    left = transfer["resumable"]
+    assert left["staged_bytes"] == landed_chunks(folder) * CHUNK >= 4 * CHUNK
+    assert 0 < left["percent"] < 100 and left["stream_bytes"] > 24 * MiB
+    run = ok(*args(sshd, "--no-snapshot"), src, url)
+    name = snapshot_names(snaps)[0]
+    assert "resuming the transfer of %s" % name in run.stderr
+    assert_backup(dest, snaps / name)
+    assert not (dest / STAGING).exists()
+
+
+@pytest.fixture
+def backup_server(make_fs):
+    """A backup server: an sshd whose only key runs `serve --root <fs>/web1` (as the role sets it up)."""
+    fs = make_fs("server", size=FS_SIZE)
+    (fs / "web1" / "data").mkdir(parents=True)
+    (fs / "web2").mkdir()
+    with Sshd(host="127.0.0.6") as server:
+        forced = " ".join([str(CLI), "serve", "--root", str(fs / "web1")])
+        key = (server.workdir / "id_ed25519.pub").read_text().strip()
+        (server.workdir / "authorized_keys").write_text('restrict,command="%s" %s\n' % (forced, key))
+        yield server, fs
+
+
+def test_a_cut_transfer_to_a_backup_server_resumes_through_serve(src, backup_server):
+    server, fs = backup_server
+    dest, snaps = fs / "web1" / "data", src / "snapshot"
+    url = server.url(dest)
+    folder = cut_after(server, src, url, dest, 6, "--compress", "zstd")  # serve's `zstd -d | land` too
+    staged = landed_chunks(folder)
+    assert staged >= 6
+
+    run = ok(*args(server, "--no-snapshot", "--compress", "zstd"), src, url)
+    first = snapshot_names(snaps)[0]
+    assert "resuming the transfer of %s after %d staged chunks" % (first, staged) in run.stderr
+    assert destination(run.result, url)["transfers"][0]["resumed_bytes"] == staged * CHUNK
+    assert_backup(dest, snaps / first)
+    assert file_hashes(dest / first) == file_hashes(snaps / first)
+    assert not (dest / STAGING).exists() and list((fs / "web2").iterdir()) == []
