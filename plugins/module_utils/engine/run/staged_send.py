@@ -56,7 +56,7 @@ def send_staged(executor, step, destination, estimate: int | None, compressible=
     key = resumable.staging_key(snapshot.name, parent_uuid)
     staging = Staging(destination, executor.runner, key, serve)
     state = staging.read()
-    stale = resumable.stale_stagings(state.keys, key)
+    stale = resumable.stale_stagings(state.keys, key, state.ages)
     if stale:
         LOG.info("%s: removing stale staging %s", destination.id, ", ".join(stale))
         staging.remove(stale)
