@@ -182,6 +182,34 @@ def test_a_killed_receiver_fails_the_run_which_records_how_far_it_got(src, dst, 
     assert not (dest / STAGING).exists()
 
 
+def test_a_run_killed_outright_leaves_its_share_beside_the_lock_file_for_status(src, dst, sshd):
+    dest, snaps = dst / "backups", src / "snapshot"
+    dest.mkdir()
+    url = sshd.url(dest)
+    folder = cut_after(sshd, src, url, dest, chunks=6)  # SIGKILL: no run record
+    name = snapshot_names(snaps)[0]
+    staged = landed_chunks(folder)
+    stream_size = json.loads((folder / "manifest.json").read_text())["stream_size"]
+    # The lock file keeps btrfs-backup 0.3's shape; the share lies beside it.
+    assert json.loads((snaps / ".outstanding_transfers").read_text()) == {name: {"locks": [url]}}
+    cut_after(sshd, src, url, dest, staged + 4, "--no-snapshot")  # resumed, killed again
+    figure = json.loads((snaps / ".outstanding_transfers.staged").read_text())[name][url]
+    assert figure["staged_bytes"] >= staged * CHUNK and figure["stream_bytes"] == stream_size
+    percent = 100 * figure["staged_bytes"] // stream_size
+    assert 0 < percent < 100
+
+    shown = run_raw("status", *args(sshd), str(src), url)
+    assert "resumable transfer of %s at %d%%" % (name, percent) in shown.stdout, shown.stdout + shown.stderr
+    state = json.loads(run_raw("status", "--json", *args(sshd), str(src), url).stdout)["jobs"][0]["state"]
+    assert state["destinations"][url]["resumable"]["percent"] == percent
+
+    ok(*args(sshd, "--no-snapshot"), src, url)  # it completes: no share is left to tell
+    assert not (snaps / ".outstanding_transfers.staged").exists()
+    shown = run_raw("status", *args(sshd), str(src), url)
+    assert "resumable transfer" not in shown.stdout
+    assert_backup(dest, snaps / name)
+
+
 @pytest.fixture
 def backup_server(make_fs):
     """A backup server: an sshd whose only key runs `serve --root <fs>/web1` (as the role sets it up)."""
