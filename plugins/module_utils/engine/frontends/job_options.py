@@ -32,9 +32,9 @@ COMMANDS = (
 
 def _command_lines() -> str:
     """The list of commands of --help, one aligned line each."""
-    calls = ["btrfs-backup %s %s" % (name, arguments) for name, arguments, _ in COMMANDS]
+    calls = ["btrfs-backup %s %s" % command[:2] for command in COMMANDS]
     width = max(len(call) for call in calls) + 3
-    return "\n".join("  " + call.ljust(width) + what for call, (_, _, what) in zip(calls, COMMANDS))
+    return "\n".join("  " + call.ljust(width) + command[2] for call, command in zip(calls, COMMANDS))
 
 
 EPILOG = """\
@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The backup command's parser: every job setting of the table, in its help group."""
     parser = argparse.ArgumentParser(
         prog="btrfs-backup", description=DESCRIPTION, epilog=EPILOG, add_help=False,
-        usage="%(prog)s [options] SOURCE [DEST ...]\n       %(prog)s {" + ",".join(name for name, _, _ in COMMANDS)
+        usage="%(prog)s [options] SOURCE [DEST ...]\n       %(prog)s {" + ",".join(command[0] for command in COMMANDS)
               + "} [options] ...",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     for title in job_settings.GROUPS:
