@@ -6,13 +6,17 @@ Each sequence is drawn from a seeded generator, so a failure is replayed exactly
 ssh), some with a fault (a receive cut mid-stream, a full disk, an unreachable host), runs
 killed at a random moment (SIGTERM or SIGKILL, the CLI alone or its whole process group), data
 changes, hand deletions of snapshots and backups, changes of retention settings, and
-`--no-snapshot --locked-dests` retries. A run to several destinations shares one send among
+`--no-snapshot --locked-dests` retries, and resumable transfers to the ssh destination cut
+mid-staging (the client killed, alone or with its group, or the destination's chunk receiver
+killed), each followed by the next run that resumes it. A run to several destinations shares one send among
 those that need the same snapshot from the same parent (fan-out); the ssh destination gets the
 stream compressed unless the run says otherwise (`--compress none`, a level, a buffer, protocol 1). After every step the checks below hold; after every
 run, also what the model says: nothing that existed is missing unless the run reported
 deleting it, and what a run reports as sent is there.
 
-In CI: the fixed seeds plus two fresh ones, 12 steps each. Soak: `CHAOS_SOAK_MINUTES=60` draws
+Cuts of resumable transfers come between the steps from a generator of their own, in every
+sequence but the fixed seeds' (which replay as they were found; RESUMABLE_SEEDS are fixed ones
+with cuts). In CI: the fixed seeds plus two fresh ones, 12 steps each. Soak: `CHAOS_SOAK_MINUTES=60` draws
 fresh seeds until the time is up and prints the counts.
 """
 
@@ -29,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import LOCK_FILE, failing_receive_env, run_cli, ssh_args, subvolumes
-from faults import descendants, fill_up, process_table, start_cli, wait_for
+from faults import descendants, find_process, fill_up, process_table, start_cli, wait_for
 from support.btrfs_loop import run
 from support.sshd import free_port
 from support.trees import MiB, assert_same_tree, modify_tree, write_file, write_mixed_tree, write_text_files
@@ -41,7 +45,11 @@ from support.trees import MiB, assert_same_tree, modify_tree, write_file, write_
 # 538500082 left one in the way of the final run: reported as a conflict, left alone;
 # 3932828797: a killed run's ssh receive completed after the kill step, during the next one.
 FIXED_SEEDS = [11, 23, 42, 2264788707, 15280, 3732603099, 538500082, 3932828797]
+RESUMABLE_SEEDS = [3]  # five cuts: the client killed (SIGTERM, SIGKILL, alone, with its group), the receiver killed
 STEPS = int(os.environ.get("CHAOS_STEPS", "12"))
+CUT_SHARE = 0.2  # of the steps, how many are preceded by the cut of a resumable transfer
+STAGING = ".btrfs-backup-staging"
+RESUMABLE = ["--resumable", "always", "--resumable-chunk-size", "1M"]
 SOAK_MINUTES = float(os.environ.get("CHAOS_SOAK_MINUTES", "0"))
 COUNTS = collections.Counter()  # steps, faults and checks, printed at the end of the session
 
@@ -50,7 +58,7 @@ def _seeds():
     if os.environ.get("CHAOS_SEEDS"):
         return [int(s) for s in os.environ["CHAOS_SEEDS"].split(",")]
     fresh = [int.from_bytes(os.urandom(4), "big") for _ in range(2)]
-    return FIXED_SEEDS + fresh
+    return FIXED_SEEDS + RESUMABLE_SEEDS + fresh
 
 
 class World:
@@ -154,10 +162,15 @@ def step_kill(world, rng):
             pass  # it had finished
         cli.finish()
     COUNTS["fault: killed by %s%s" % (signum.name, " (group)" if whole_group else "")] += 1
-    # The receive on the ssh side outlives a killed client until its stream ends (and may still
-    # complete the backup); sshd may even start it after the client died, from what it had
-    # buffered. The next step starts from what it leaves: wait until no receive into the
-    # destinations and no command of an ssh session has run for a while.
+    wait_until_quiet(world)
+    world.locks()
+
+
+def wait_until_quiet(world):
+    """The receive on the ssh side outlives a killed client until its stream ends (and may still
+    complete the backup); sshd may even start it after the client died, from what it had
+    buffered. The next step starts from what it leaves: wait until no receive into the
+    destinations and no command of an ssh session has run for a while."""
     folders = [str(f) for f in world.folders.values()]
 
     def busy():
@@ -176,7 +189,68 @@ def step_kill(world, rng):
         return quiet_since[0] is not None and now - quiet_since[0] >= 1.5
 
     wait_for("the killed run's receivers to end", quiet_for_a_while, timeout=90, interval=0.1)
-    world.locks()
+
+
+def staged_chunks(world) -> dict:
+    """{staging key: chunks verified there} at the ssh destination."""
+    root = world.folders["ssh"] / STAGING
+    if not root.is_dir():
+        return {}
+    return {folder.name: sum(1 for line in (folder / "chunks.sha256").read_text().splitlines()
+                             if line.endswith(".chunk")) if (folder / "chunks.sha256").exists() else 0
+            for folder in root.iterdir()}
+
+
+def step_resumable_cut(world, rng):
+    """A resumable transfer to the ssh destination (and maybe others) cut once some chunks have
+    landed, then the next run: the rules hold after it, and it resumed from what was staged."""
+    write_file(world.files / ("grow-%d.bin" % rng.randrange(1 << 30)), 6 * MiB, seed=rng.randrange(1000))
+    dests = ["ssh"] + [d for d in ("local", "small") if rng.random() < 0.4]
+    urls = {d: world.ids[d] for d in dests}
+    fault = rng.choice(["client SIGKILL group", "client SIGKILL", "client SIGTERM", "client SIGTERM group",
+                        "receiver SIGKILL"])
+    chunks = rng.randint(1, 5)
+    with start_cli(*ssh_args(world.sshd), *RESUMABLE, "--limit-rate", "4M", world.source, *urls.values()) as cli:
+        def landed():
+            return cli.proc.poll() is not None or max(staged_chunks(world).values() or [0]) >= chunks
+        wait_for("%d staged chunks" % chunks, landed, timeout=90, interval=0.01)
+        try:
+            if fault.startswith("receiver"):
+                root = str(world.folders["ssh"] / STAGING)
+                lander = find_process("the chunk receiver", world.sshd.pid,
+                                      lambda p: p.comm.startswith("python") and any(a.startswith(root) for a in p.argv),
+                                      timeout=5)
+                os.kill(lander.pid, signal.SIGKILL)
+            else:
+                signum = signal.SIGKILL if "SIGKILL" in fault else signal.SIGTERM
+                cli.signal_group(signum) if fault.endswith("group") else cli.signal(signum)
+        except (ProcessLookupError, AssertionError):
+            fault = "none (it had finished)"
+        cli.finish()
+    COUNTS["fault: resumable transfer cut, %s" % fault] += 1
+    wait_until_quiet(world)
+    staged = staged_chunks(world)
+
+    before = world.state()
+    done = run_cli(*ssh_args(world.sshd), "--ssh-opt", "ConnectTimeout=5", *RESUMABLE, "--no-snapshot",
+                   world.source, *urls.values())
+    assert done.result is not None, done.explain()
+    check_run(world, before, done.result, urls)
+    outcome = next(o for o in done.result["destinations"] if o["id"] == world.ids["ssh"])
+    snapshots = world.snapshots()
+    for transfer in outcome["transfers"]:
+        parent = transfer.get("parent")
+        key = "%s.%s" % (transfer["snapshot"], snapshots[parent].uuid if parent in snapshots else "full")
+        if transfer["status"] == "done" and key in staged and "starting over" not in done.stderr:
+            # Rule 13: what had landed was proven and kept, only the rest was sent.
+            assert transfer["resumed_bytes"] == staged[key] * MiB, (transfer, staged)
+            COUNTS["check: a cut resumable transfer resumed from its staging"] += 1
+    if outcome["status"] == "ok":
+        # Nothing is left staged of what arrived.
+        arrived = {t["snapshot"] for t in outcome["transfers"] if t["status"] == "done"}
+        left = [k for k in staged_chunks(world) if k.split(".")[0] in arrived]
+        assert not left, "staging of arrived snapshots left at the ssh destination: %s" % left
+        COUNTS["check: no staging left of what arrived"] += 1
 
 
 def step_change(world, rng):
@@ -305,10 +379,21 @@ def check_run(world, before, result, in_run):
 
 def play(world, seed, steps):
     rng = random.Random(seed)
+    # Cuts of resumable transfers draw from a generator of their own: the other steps are the
+    # ones the seed always drew, and the fixed seeds replay exactly as they were found.
+    cuts = random.Random("resumable cuts %d" % seed) if seed not in FIXED_SEEDS else None
     kinds, weights = zip(*STEP_KINDS)
     done = []
     for _ in range(steps):
         step = rng.choices(kinds, weights)[0]
+        if cuts is not None and cuts.random() < CUT_SHARE:
+            done.append(step_resumable_cut.__name__)
+            try:
+                step_resumable_cut(world, cuts)
+            except Exception as err:
+                raise AssertionError("seed %d, step %d (%s): %s\nreplay: CHAOS_SEEDS=%d CHAOS_STEPS=%d"
+                                     % (seed, len(done), " -> ".join(done), err, seed, steps)) from err
+            COUNTS["steps"] += 1
         done.append(step.__name__)
         try:
             step(world, rng)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from cli_helpers import CLI, assert_backup, assert_no_partial, destination, ok, sent, snapshot_names, ssh_args
+from cli_helpers import (CLI, assert_backup, assert_no_partial, destination, ok, run_raw, sent, snapshot_names,
+                         ssh_args)
 from faults import find_process, start_cli, wait_for
 from support.sshd import Sshd
 from support.trees import modify_tree
@@ -116,18 +117,45 @@ def test_a_staged_prefix_that_differs_starts_over(src, dst, sshd):
     assert not (dest / STAGING).exists()
 
 
-def test_stale_staging_is_removed_by_the_next_run(src, dst, sshd):
+def make_staging(folder: Path, days_old: float = 0) -> Path:
+    """A staging folder with one chunk whose last chunk landed `days_old` days ago."""
+    folder.mkdir(parents=True)
+    (folder / "00000000.chunk").write_bytes(b"x" * 1000)
+    if days_old:
+        landed = time.time() - days_old * 86400
+        os.utime(folder, (landed, landed))
+    return folder
+
+
+def test_stale_staging_is_removed_by_the_next_run_and_by_the_servers_prune(src, dst, sshd):
     dest = dst / "backups"
-    stale = [dest / STAGING / "20000101-000000.full",  # an older snapshot: the chain has gone past it
-             dest / STAGING / "not-a-staging"]
-    for folder in stale:
-        folder.mkdir(parents=True)
-        (folder / "00000000.chunk").write_bytes(b"x" * 1000)
+    stale = [make_staging(dest / STAGING / "20000101-000000.full"),  # an older snapshot: the chain went past it
+             make_staging(dest / STAGING / "not-a-staging"),
+             make_staging(dest / STAGING / "29980101-000000.full", days_old=8)]  # no chunk for a week
+    wanted = make_staging(dest / STAGING / "29990101-000000.full", days_old=1)  # a newer snapshot's, fresh
     url = sshd.url(dest)
     run = ok(*args(sshd), src, url)
     assert "removing stale staging" in run.stderr
-    assert not (dest / STAGING).exists()
+    assert not any(folder.exists() for folder in stale)
+    assert staging_folders(dest) == [wanted]
     assert len(sent(run.result, url)) == 1
+
+    # The server's prune (on the server, by what it observed): a staging older than the age, or one
+    # whose last chunk landed before a backup arrived (the host went on without it), goes; one
+    # still being staged after the newest backup arrived stays.
+    old = make_staging(dest / STAGING / "29970101-000000.full", days_old=8)
+    now = time.time() + 60
+    fresh = dest / STAGING / "30000101-000000.full"
+    make_staging(fresh)
+    os.utime(fresh, (now, now))
+    done = run_raw("prune", "--json", "-n", "5", str(dest))
+    assert done.returncode == 0, done.stderr
+    result, = json.loads(done.stdout)["folders"]
+    removed = {item["key"]: item["reason"] for item in result["stale_staging"]}
+    assert removed == {old.name: "its last chunk landed 8 days ago (stale after 7 days)",
+                       wanted.name: "a backup arrived after its last chunk landed: the host went on without it"}
+    assert result["changed"] and staging_folders(dest) == [fresh]
+    assert "removed stale staging %s" % old.name in done.stderr
 
 
 def test_a_killed_receiver_fails_the_run_which_records_how_far_it_got(src, dst, sshd):
@@ -152,6 +180,34 @@ def test_a_killed_receiver_fails_the_run_which_records_how_far_it_got(src, dst, 
     assert "resuming the transfer of %s" % name in run.stderr
     assert_backup(dest, snaps / name)
     assert not (dest / STAGING).exists()
+
+
+def test_a_run_killed_outright_leaves_its_share_beside_the_lock_file_for_status(src, dst, sshd):
+    dest, snaps = dst / "backups", src / "snapshot"
+    dest.mkdir()
+    url = sshd.url(dest)
+    folder = cut_after(sshd, src, url, dest, chunks=6)  # SIGKILL: no run record
+    name = snapshot_names(snaps)[0]
+    staged = landed_chunks(folder)
+    stream_size = json.loads((folder / "manifest.json").read_text())["stream_size"]
+    # The lock file keeps btrfs-backup 0.3's shape; the share lies beside it.
+    assert json.loads((snaps / ".outstanding_transfers").read_text()) == {name: {"locks": [url]}}
+    cut_after(sshd, src, url, dest, staged + 4, "--no-snapshot")  # resumed, killed again
+    figure = json.loads((snaps / ".outstanding_transfers.staged").read_text())[name][url]
+    assert figure["staged_bytes"] >= staged * CHUNK and figure["stream_bytes"] == stream_size
+    percent = 100 * figure["staged_bytes"] // stream_size
+    assert 0 < percent < 100
+
+    shown = run_raw("status", *args(sshd), str(src), url)
+    assert "resumable transfer of %s at %d%%" % (name, percent) in shown.stdout, shown.stdout + shown.stderr
+    state = json.loads(run_raw("status", "--json", *args(sshd), str(src), url).stdout)["jobs"][0]["state"]
+    assert state["destinations"][url]["resumable"]["percent"] == percent
+
+    ok(*args(sshd, "--no-snapshot"), src, url)  # it completes: no share is left to tell
+    assert not (snaps / ".outstanding_transfers.staged").exists()
+    shown = run_raw("status", *args(sshd), str(src), url)
+    assert "resumable transfer" not in shown.stdout
+    assert_backup(dest, snaps / name)
 
 
 @pytest.fixture

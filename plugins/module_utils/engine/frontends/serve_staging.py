@@ -24,7 +24,7 @@ import shutil
 import subprocess
 import sys
 
-from ..host.staging import STAGE_RECEIVER
+from ..host.staging import STAGE_RECEIVER, staging_ages
 from ..model import resumable
 
 STAGE_COMMAND = resumable.SERVE_COMMAND
@@ -76,7 +76,8 @@ class StagingOperations:
 
     def _op_stage_read(self, paths, flags):
         root, folder = self._staging(paths[0]), self._staging(paths[0], flags[0])
-        found = {"keys": sorted(os.listdir(root)) if os.path.isdir(root) else [],
+        keys = sorted(os.listdir(root)) if os.path.isdir(root) else []
+        found = {"keys": keys, "ages": staging_ages(root, keys),
                  "manifest": _read(posixpath.join(folder, resumable.MANIFEST)),
                  "hashes": _read(posixpath.join(folder, resumable.CHUNK_HASHES)) or "",
                  "complete": os.path.exists(posixpath.join(folder, resumable.COMPLETE))}

@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 
 LOCK_FILE_NAME = ".outstanding_transfers"
 LOCK_KINDS = ("locks", "parent_locks")
+# Beside the lock file: how far each running resumable transfer has staged, {snapshot: {dest_id:
+# {"staged_bytes", "stream_bytes", "time"}}}. Its own file, since btrfs-backup 0.3 refuses a lock
+# file whose entries have any key but the two lock kinds (it must keep reading ours).
+STAGED_FILE_NAME = LOCK_FILE_NAME + ".staged"
 
 
 def parse_locks(text: str, where: str = LOCK_FILE_NAME) -> dict:
@@ -49,6 +53,22 @@ def parse_locks(text: str, where: str = LOCK_FILE_NAME) -> dict:
             parsed[kind] = set(dest_ids)
         locks[snapshot] = {kind: parsed.get(kind, set()) for kind in LOCK_KINDS}
     return locks
+
+
+def parse_staged(text) -> dict:
+    """The staged-progress file's entries; anything malformed is dropped (a progress figure only:
+    the lock file, not this, says what is unfinished)."""
+    import json
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    found = {}
+    for snapshot, entries in (data.items() if isinstance(data, dict) else ()):
+        for dest_id, entry in (entries.items() if isinstance(entries, dict) else ()):
+            if isinstance(entry, dict) and isinstance(entry.get("staged_bytes"), int):
+                found.setdefault(snapshot, {})[dest_id] = entry
+    return found
 
 
 def serialize_locks(locks: dict) -> str:
@@ -140,6 +160,35 @@ class LocalLockStore:
 
     def __init__(self, folder):
         self.path = os.path.join(folder, LOCK_FILE_NAME)
+        self.staged_path = os.path.join(folder, STAGED_FILE_NAME)
+
+    def read_staged(self) -> dict:
+        """The staged-progress entries ({} when there are none)."""
+        try:
+            with open(self.staged_path, "rb") as handle:
+                return parse_staged(handle.read())
+        except OSError:
+            return {}
+
+    def write_staged(self, staged: dict) -> None:
+        """Replace the staged-progress file atomically (none when `staged` is empty); not synced:
+        a lost figure is only a less precise `status`."""
+        import json
+        if not staged:
+            try:
+                os.unlink(self.staged_path)
+            except FileNotFoundError:
+                pass
+            except OSError as err:
+                raise LockFileError("cannot remove %s: %s" % (self.staged_path, err.strerror))
+            return
+        tmp = "%s.%d.tmp" % (self.staged_path, os.getpid())
+        try:
+            with open(tmp, "w") as handle:
+                handle.write(json.dumps(staged, indent=2, sort_keys=True) + "\n")
+            os.replace(tmp, self.staged_path)
+        except OSError as err:
+            raise LockFileError("cannot write %s: %s" % (self.staged_path, err.strerror))
 
     def read(self) -> LockTable:
         try:
@@ -190,7 +239,24 @@ class RemoteLockStore:
         self.endpoint = endpoint
         self.runner = runner
         self.path = endpoint.join(folder, LOCK_FILE_NAME) if folder else endpoint.join(LOCK_FILE_NAME)
+        self.staged_path = self.path[:-len(LOCK_FILE_NAME)] + STAGED_FILE_NAME
         self.label = "%s:%s" % (endpoint.host, self.path)
+
+    def read_staged(self) -> dict:
+        result = self.endpoint.run(self.runner, ["cat", "--", self.staged_path])
+        return parse_staged(result.stdout) if result.ok else {}
+
+    def write_staged(self, staged: dict) -> None:
+        import json
+        if staged:
+            argv = ["sh", "-c", 'cat > "$1.tmp" && mv -f -- "$1.tmp" "$1"', "sh", self.staged_path]
+            text = json.dumps(staged, indent=2, sort_keys=True) + "\n"
+        else:
+            argv, text = ["rm", "-f", "--", self.staged_path], None
+        result = self.endpoint.run(self.runner, argv, input_text=text)
+        if not result.ok:
+            raise LockFileError("cannot write %s:%s: %s" % (self.endpoint.host, self.staged_path,
+                                                            result.stderr.strip()))
 
     def read(self) -> LockTable:
         exists, content = self.endpoint.run_batch(
@@ -209,6 +275,19 @@ class RemoteLockStore:
                                    input_text=serialize_locks(table.locks))
         if not result.ok:
             raise LockFileError("cannot write %s: %s" % (self.label, result.stderr.strip()))
+
+
+def staged_here(folder: str) -> tuple:
+    """(staged-progress entries, the lock file's locks as a dict) of a snapshot folder on this
+    machine, for `status`; ({}, {}) when there is no figure or the lock file cannot be read."""
+    store = LocalLockStore(folder)
+    staged = store.read_staged()
+    if not staged:
+        return {}, {}
+    try:
+        return staged, store.read().as_dict()
+    except LockFileError:
+        return {}, {}
 
 
 def lock_store(endpoint: Endpoint, runner: CommandRunner, folder: str) -> LocalLockStore | RemoteLockStore:

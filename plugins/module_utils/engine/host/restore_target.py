@@ -12,7 +12,7 @@ import os
 
 from . import btrfs, effects
 from .listing import list_folder
-from .locks import LOCK_FILE_NAME
+from .locks import LOCK_FILE_NAME, STAGED_FILE_NAME
 from ..model.errors import BackupError
 
 if TYPE_CHECKING:
@@ -43,7 +43,7 @@ def record_origin(target: str, value: str) -> None:
 
 def is_stale_run_file(name: str) -> bool:
     """Pure: whether a file of a restored snapshot folder is a run's leftover, not data."""
-    return name == LOCK_FILE_NAME or name.startswith(RUN_FILE_PREFIX)
+    return name in (LOCK_FILE_NAME, STAGED_FILE_NAME) or name.startswith(RUN_FILE_PREFIX)
 
 
 def remove_stale_run_files(target: str) -> None:

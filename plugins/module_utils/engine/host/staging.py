@@ -21,8 +21,10 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import json
+import os
 import posixpath
 import sys
+import time
 
 from ..model import resumable
 from ..model.errors import EndpointError, TransferError
@@ -200,13 +202,31 @@ class StagingRefused(EndpointError):
 
 class StagingState:
     """What a destination holds of one staging: the names of every staging folder there, the
-    manifest's text of this one (None: none), its landed chunks' hashes and whether it is complete."""
+    seconds since each one's last chunk landed (`ages`, by name; measured there), the manifest's
+    text of this one (None: none), its landed chunks' hashes and whether it is complete."""
 
-    __slots__ = ("keys", "manifest_text", "hashes_text", "complete")
+    __slots__ = ("keys", "manifest_text", "hashes_text", "complete", "ages")
 
-    def __init__(self, keys, manifest_text, hashes_text, complete):
+    def __init__(self, keys, manifest_text, hashes_text, complete, ages=None):
         self.keys, self.manifest_text = keys, manifest_text
-        self.hashes_text, self.complete = hashes_text, complete
+        self.hashes_text, self.complete, self.ages = hashes_text, complete, ages or {}
+
+
+def parse_ages(listing: str, now_text: str) -> dict:
+    """{name: seconds since its last change} from `find -printf '%T@ %f\\n'` lines and the
+    destination's `date +%s` (its own clock: the two hosts' clocks may differ)."""
+    try:
+        now = float(now_text.strip())
+    except ValueError:
+        return {}
+    ages = {}
+    for line in listing.splitlines():
+        stamp, _space, name = line.partition(" ")
+        try:
+            ages[name] = max(0.0, now - float(stamp))
+        except ValueError:
+            continue
+    return ages
 
 
 class Staging:
@@ -232,19 +252,23 @@ class Staging:
             self._check(result, "read the staging")
             try:
                 found = json.loads(result.stdout)
-                return StagingState(list(found["keys"]), found["manifest"], found["hashes"], bool(found["complete"]))
+                return StagingState(list(found["keys"]), found["manifest"], found["hashes"], bool(found["complete"]),
+                                    dict(found.get("ages") or {}))
             except (ValueError, KeyError, TypeError) as err:
                 raise EndpointError("%s: the staging could not be read (%s)" % (self.destination.id, err))
         results = self.destination.run_batch(self.runner, [
-            (["ls", "-1", "-A", "--", self.root], True),
+            # A folder's time changes as each chunk is renamed into it: when its last chunk landed.
+            (["find", self.root, "-mindepth", "1", "-maxdepth", "1", "-printf", "%T@ %f\\n"], True),
+            (["date", "+%s"], True),
             (["cat", "--", posixpath.join(self.folder, resumable.MANIFEST)], True),
             (["cat", "--", posixpath.join(self.folder, resumable.CHUNK_HASHES)], True),
             (["test", "-e", posixpath.join(self.folder, resumable.COMPLETE)], True),
         ])
-        listing, manifest, hashes, complete = results
-        keys = [line for line in listing.stdout.splitlines() if line] if listing.ok else []
+        listing, now, manifest, hashes, complete = results
+        ages = parse_ages(listing.stdout, now.stdout) if listing.ok and now.ok else {}
+        keys = sorted(line.partition(" ")[2] for line in listing.stdout.splitlines() if line) if listing.ok else []
         return StagingState(keys, manifest.stdout if manifest.ok else None,
-                            hashes.stdout if hashes.ok else "", complete.ok)
+                            hashes.stdout if hashes.ok else "", complete.ok, ages)
 
     def remove(self, keys) -> None:
         """Remove the staging folders `keys` (names inside the staging root only)."""
@@ -306,6 +330,37 @@ class Staging:
                 raise failure
             detail = (result.stderr.strip().splitlines() or ["failed"])[-1]
             raise EndpointError("%s: cannot %s %s: %s" % (self.destination.id, what, self.folder, detail))
+
+
+def staging_ages(root: str, keys) -> dict:
+    """{key: seconds since its last chunk landed} (a folder's time changes as each chunk is
+    renamed into it); a folder gone meanwhile is left out."""
+    now, ages = time.time(), {}
+    for key in keys:
+        try:
+            ages[key] = max(0.0, now - os.stat(posixpath.join(root, key)).st_mtime)
+        except OSError:
+            continue
+    return ages
+
+
+def remove_stale_here(folder: str, newest_backup_age: float | None, check_mode: bool = False) -> list[dict]:
+    """On a backup server (prune): remove the stale stagings of `folder` (model/resumable's
+    stale_on_server); [{"key", "reason"}] of those removed (in check mode: that would be)."""
+    root = posixpath.join(folder, resumable.STAGING_FOLDER)
+    if os.path.islink(root) or not os.path.isdir(root):
+        return []
+    stale = resumable.stale_on_server(staging_ages(root, sorted(os.listdir(root))), newest_backup_age)
+    if not check_mode:
+        import shutil  # only a prune that finds stale staging needs it
+
+        for key in stale:
+            shutil.rmtree(posixpath.join(root, key), ignore_errors=True)
+        try:
+            os.rmdir(root)
+        except OSError:
+            pass  # not empty (a staging still wanted)
+    return [{"key": key, "reason": reason} for key, reason in stale.items()]
 
 
 def sender_argv(chunk_size: int, staged_hashes_file: str) -> list[str]:

@@ -34,6 +34,9 @@ SERVE_COMMAND = "btrfs-backup-stage"
 # The message of a regenerated stream whose prefix is not the staged one (the sender's program
 # prints it; the run recognises it).
 DIFFERS = "regenerated stream differs from the staged one at chunk"
+# A staging whose last chunk landed longer ago than this is stale: a transfer not continued for a
+# week is abandoned (its snapshot gone, the job moved or removed), and its chunks take room.
+STALE_AGE = 7 * 24 * 3600
 
 _KEY_RE = re.compile(r"^(?P<snapshot>[A-Za-z0-9_][A-Za-z0-9._+@:-]*)\.(?P<parent>full|[0-9a-f-]{36})\Z")
 _HASH_LINE_RE = re.compile(r"^(?P<hash>[0-9a-f]{64})  (?P<index>[0-9]{8})\.chunk\Z")
@@ -153,18 +156,39 @@ def resume_from(found: Manifest | None, hashes: list[str], complete: bool, wante
     return Resume(len(hashes), False, None)
 
 
-def stale_stagings(keys: list[str], current: str) -> list[str]:
+def stale_stagings(keys: list[str], current: str, ages: dict | None = None) -> list[str]:
     """The staging folders to remove before the transfer of `current` (a staging key): those of the
     same snapshot from another parent, of older snapshots (the chain has gone past them: they are
-    not wanted any more), and any folder that is not a staging's. Newer snapshots' are kept: this
+    not wanted any more), any folder that is not a staging's, and any whose last chunk landed more
+    than STALE_AGE ago (`ages`: seconds since, by key). Newer snapshots' fresh ones are kept: this
     run may still send them."""
     snapshot, _parent = parse_staging_key(current)
+    ages = ages or {}
     stale = []
     for key in keys:
         parsed = parse_staging_key(key)
-        if key != current and (parsed is None or parsed[0] <= snapshot):
+        if key != current and (parsed is None or parsed[0] <= snapshot or ages.get(key, 0) > STALE_AGE):
             stale.append(key)
     return sorted(stale)
+
+
+def stale_on_server(ages: dict, newest_backup_age: float | None) -> dict:
+    """Pure: the stagings a backup server's prune removes, with the reason ({key: reason}), from
+    what the server observed (rule 12): `ages` seconds since each staging's last chunk landed,
+    `newest_backup_age` seconds since the newest complete backup there was received (None: none).
+    Stale: its last chunk landed more than STALE_AGE ago, or a backup arrived after it (a host
+    resumes a cut transfer before it sends anything newer: one that went on no longer has or wants
+    that snapshot). Folders that are not a staging's are not serve's, so not prune's either."""
+    stale = {}
+    for key, age in sorted(ages.items()):
+        if parse_staging_key(key) is None:
+            continue
+        if age > STALE_AGE:
+            stale[key] = "its last chunk landed %d days ago (stale after %d days)" % (
+                age // 86400, STALE_AGE // 86400)
+        elif newest_backup_age is not None and newest_backup_age < age:
+            stale[key] = "a backup arrived after its last chunk landed: the host went on without it"
+    return stale
 
 
 def staged_percent(staged_bytes: int, stream_size: int | None) -> int | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import names
+from . import names, resumable
 
 STATE_VERSION = 1
 
@@ -142,6 +142,30 @@ def with_configuration(state: dict | None, *, max_age: float | None = None) -> d
     if max_age is not None:
         current["max_age_seconds"] = max_age
     return current
+
+
+def with_staged(state: dict | None, staged: dict, locks: dict) -> dict | None:
+    """The state with the share of each resumable transfer that the file beside the lock file
+    has (host/locks.py's STAGED_FILE_NAME: `staged`, {snapshot: {dest_id: entry}}) where the run
+    record has none or an older one (a run killed outright records nothing): only for a transfer
+    still locked (`locks`: the lock file's {snapshot: {"locks": [...]}}), so never one that arrived."""
+    held = [(name, dest_id, entry) for name, found in sorted(staged.items()) for dest_id, entry in sorted(found.items())
+            if dest_id in ((locks.get(name) or {}).get("locks") or ())]
+    if not held:
+        return state
+    merged = dict(state or {"last_run": None, "max_age_seconds": None})
+    destinations = {k: dict(v) for k, v in ((state or {}).get("destinations") or {}).items()}
+    last_start = ((state or {}).get("last_run") or {}).get("start") or 0
+    for name, dest_id, entry in held:
+        record = destinations.setdefault(dest_id, {"status": None, "error": None, "locks": 0})
+        if record.get("resumable") and (entry.get("time") or 0) < last_start:
+            continue  # the run record is the newer word
+        stream = entry.get("stream_bytes")
+        record["resumable"] = {"snapshot": name, "staged_bytes": entry["staged_bytes"], "stream_bytes": stream,
+                               "percent": resumable.staged_percent(entry["staged_bytes"], stream),
+                               "recorded": entry.get("time")}
+    merged["destinations"] = destinations
+    return merged
 
 
 def with_survey(state: dict | None, survey: dict) -> dict:

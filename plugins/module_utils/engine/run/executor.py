@@ -13,12 +13,13 @@ TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts 
 import contextlib
 import logging
 import posixpath
+import time
 
 from ..host import effects, restore_target
 from ..host.capabilities import EndToolsProbe
 from ..host.listing import Subvolume
 from ..host.streams import StreamOptions
-from ..model.errors import ConfigError
+from ..model.errors import BackupError, ConfigError
 from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, MarkOrigin, Receive, RemoveLocks,
                            RemoveRunFiles, Rename, Send, SnapshotAt, TakeSnapshot, WriteLocks, render)
 from . import sending
@@ -55,6 +56,7 @@ class Executor:
             _require_tools(self.options.stream)  # rule 7: a missing program changes nothing
         self.locks = self.store = None  # set by a run that sends or edits locks
         self.ends = None  # what the ends of the streams support, asked at the first send
+        self.staged = {}  # how far this run's resumable transfers have staged (record_staged)
         self.steps = []
         self._effects = {
             CreateFolder: self._create_folder, TakeSnapshot: self._take_snapshot,
@@ -113,6 +115,23 @@ class Executor:
     def save_locks(self, durable: bool = True) -> None:
         if not self.check_mode:
             self.store.write(self.locks, durable)
+
+    def record_staged(self, snapshot: str, dest_id: str, staged_bytes: int | None, stream_bytes: int | None) -> None:
+        """Beside the lock file: how far a running resumable transfer of `snapshot` to `dest_id`
+        has staged (`staged_bytes` None: it ended), so that `status` can say it after a run that
+        was killed outright. Best effort: a figure that cannot be written never fails a transfer."""
+        if self.check_mode or self.store is None or not hasattr(self.store, "write_staged"):
+            return
+        entries = self.staged.setdefault(snapshot, {})
+        if staged_bytes is None:
+            entries.pop(dest_id, None)
+        else:
+            entries[dest_id] = {"staged_bytes": staged_bytes, "stream_bytes": stream_bytes, "time": int(time.time())}
+        self.staged = {name: found for name, found in self.staged.items() if found}
+        try:
+            self.store.write_staged(self.staged)
+        except BackupError as err:
+            LOG.debug("the staged share was not recorded: %s", err)
 
     # -- one method per kind of step, for a real run ---------------------------------------------
 

@@ -68,7 +68,9 @@ def send(executor, step) -> dict:
             direct.append(dest)
         except BackupError as err:
             failures[dest] = str(err)
-            left_staged[dest] = getattr(err, "resumable", None)
+            left_staged[dest] = share = getattr(err, "resumable", None)
+            if share:
+                executor.record_staged(snapshot.name, dest.id, share["staged_bytes"], estimate)
     # A failure, or an interruption (SIGTERM, Ctrl-C), leaves the lock: the next run cleans up.
     if direct:
         try:
@@ -108,10 +110,14 @@ def _send_staged(executor, step, dest, estimate):
     """One staged transfer, with its progress lines and the compression sample of a direct one."""
     ends = executor.probe(step.source)
     compressible = sample_compressible(step.source, [dest], step.snapshot, executor.options.stream, ends)
-    progress = StagedProgress(dest, step.snapshot.name, estimate)
-    LOG.info("%s: %s goes as a resumable transfer (staged in chunks of %s)", dest.id, step.snapshot.name,
+    name = step.snapshot.name
+    progress = StagedProgress(dest, name, estimate,
+                              record=lambda staged: executor.record_staged(name, dest.id, staged, estimate))
+    LOG.info("%s: %s goes as a resumable transfer (staged in chunks of %s)", dest.id, name,
              format_size(executor.options.stream.chunk_size))
-    return send_staged(executor, step, dest, estimate, compressible, progress, serve=ends.is_serve(dest))
+    done = send_staged(executor, step, dest, estimate, compressible, progress, serve=ends.is_serve(dest))
+    executor.record_staged(name, dest.id, None, estimate)  # it arrived: no share left to tell
+    return done
 
 
 def _arrival(executor, dest, snapshot, parent_name, arrived, failure):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 
 from ..model import names
 from ..host.endpoints.local import LocalEndpoint
@@ -16,6 +17,7 @@ from ..model.errors import ConfigError
 from .executor import Executor
 from .retention_phase import retain
 from ..host.listing import list_folder_here
+from ..host.staging import remove_stale_here
 from ..model.name_trust import DEFAULT_CLOCK_SKEW, name_lies, name_time, received_datetime
 from ..model.retention import Policy, parse_buckets, parse_min_age, plan_folder
 from ..host.runner import CommandRunner
@@ -59,7 +61,8 @@ def prune_backups(path: str, prefix: str = "", count: int = 0, preserve: str = "
                   now: datetime.datetime | None = None) -> dict:
     """Apply the count and time-bucket policies to the complete backups of the naming scheme in
     one local folder, by received time: the newest received always stays, nothing received less
-    than `min_age` ago is deleted, and a backup whose name lies ranks below every other."""
+    than `min_age` ago is deleted, and a backup whose name lies ranks below every other. Stale
+    stagings of resumable transfers there go too (`stale_staging` in the result, with reasons)."""
     names.validate_prefix(prefix)
     policy = Policy(count, parse_buckets(preserve))
     youngest_kept = parse_min_age(min_age)
@@ -78,4 +81,18 @@ def prune_backups(path: str, prefix: str = "", count: int = 0, preserve: str = "
     done = retain(Executor(runner or CommandRunner(), check_mode), LocalEndpoint(folder), backups, decisions,
                   where=path, policy=policy)
     done.update(untrusted_names=untrusted, received={n: backups[n].received_time for n in sorted(backups)})
+    done["stale_staging"] = _prune_staging(folder, backups, check_mode)
+    done["changed"] = done["changed"] or bool(done["stale_staging"])
     return done
+
+
+def _prune_staging(folder: str, backups: dict, check_mode: bool) -> list[dict]:
+    """Remove the folder's stale stagings (by when this server received its newest backup and
+    when each staging's last chunk landed), saying why for each."""
+    received = [b.received_time for b in backups.values() if b.received_time is not None]
+    newest_age = time.time() - max(received) if received else None
+    stale = remove_stale_here(folder, newest_age, check_mode)
+    for item in stale:
+        LOG.info("%s: %s stale staging %s: %s", folder, "would remove" if check_mode else "removed",
+                 item["key"], item["reason"])
+    return stale

@@ -34,15 +34,18 @@ class StagedResult:
 
 class StagedProgress:
     """A log line every 30 s of a staged transfer: "resumable transfer of S to D at 63%", with the
-    bytes this run sent, its rate and the time left for the rest (`percent`: the last share said)."""
+    bytes this run sent, its rate and the time left for the rest (`percent`: the last share said);
+    `record(staged bytes)`, when given, keeps the same figure beside the lock file."""
 
-    def __init__(self, destination, snapshot_name: str, estimate: int | None):
+    def __init__(self, destination, snapshot_name: str, estimate: int | None, record=None):
         self.where, self.name, self.estimate = destination.id, snapshot_name, estimate
-        self.skipped, self.percent = 0, None
+        self.skipped, self.percent, self.record = 0, None, record
 
     def __call__(self, sent: int, seconds: float) -> None:
         left = self.estimate - self.skipped if self.estimate else None
         self.percent = resumable.staged_percent(self.skipped + sent, self.estimate)
+        if self.record is not None:
+            self.record(self.skipped + sent)
         LOG.info("resumable transfer of %s to %s%s: %s", self.name, self.where,
                  " at %d%%" % self.percent if self.percent is not None else "", progress_line(sent, seconds, left))
 
@@ -56,7 +59,7 @@ def send_staged(executor, step, destination, estimate: int | None, compressible=
     key = resumable.staging_key(snapshot.name, parent_uuid)
     staging = Staging(destination, executor.runner, key, serve)
     state = staging.read()
-    stale = resumable.stale_stagings(state.keys, key)
+    stale = resumable.stale_stagings(state.keys, key, state.ages)
     if stale:
         LOG.info("%s: removing stale staging %s", destination.id, ", ".join(stale))
         staging.remove(stale)
@@ -74,6 +77,8 @@ def send_staged(executor, step, destination, estimate: int | None, compressible=
             staged = []
         if on_progress is not None:
             on_progress.skipped = skipped
+            if on_progress.record is not None:
+                on_progress.record(skipped)  # what the staging holds as this run starts to add to it
         result, failure = _stream(executor, step, destination, staging, staged, wanted, compressible, on_progress)
         if failure is not None and resumable.DIFFERS in failure:
             index = failure.split(resumable.DIFFERS, 1)[1].split()[0].rstrip(")/;")

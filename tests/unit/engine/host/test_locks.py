@@ -7,8 +7,8 @@ import stat
 import pytest
 
 from engine.model.errors import LockFileError
-from engine.host.locks import (LOCK_FILE_NAME, LocalLockStore, LockTable, parse_locks,
-                          serialize_locks)
+from engine.host.locks import (LOCK_FILE_NAME, LocalLockStore, LockTable, parse_locks, parse_staged,
+                          serialize_locks, staged_here)
 
 # Written by btrfs-backup 0.3.1 after a failed incremental transfer to two destinations.
 BTRFS_BACKUP_03 = json.dumps({
@@ -168,3 +168,23 @@ def test_write_into_a_missing_folder_is_a_lock_file_error(tmp_path):
     with pytest.raises(LockFileError) as err:
         LocalLockStore(str(tmp_path / "gone")).write(_table())
     assert "cannot write" in str(err.value)
+
+
+def test_the_staged_share_lies_beside_the_lock_file_which_keeps_its_shape(tmp_path):
+    store = LocalLockStore(str(tmp_path))
+    table = LockTable()
+    table.hold("s2", "s1", "ssh://h/b")
+    store.write(table)
+    store.write_staged({"s2": {"ssh://h/b": {"staged_bytes": 5, "stream_bytes": 10, "time": 1}}})
+    # btrfs-backup 0.3 refuses any key in an entry but the two lock kinds: the file keeps only those.
+    assert json.loads((tmp_path / LOCK_FILE_NAME).read_text()) == {"s2": {"locks": ["ssh://h/b"]},
+                                                                  "s1": {"parent_locks": ["ssh://h/b"]}}
+    staged, locks = staged_here(str(tmp_path))
+    assert staged["s2"]["ssh://h/b"]["staged_bytes"] == 5 and locks["s2"]["locks"] == ["ssh://h/b"]
+    store.write_staged({})
+    assert staged_here(str(tmp_path)) == ({}, {}) and sorted(os.listdir(tmp_path)) == [LOCK_FILE_NAME]
+
+
+@pytest.mark.parametrize("text", ["", "not json", "[]", '{"s": []}', '{"s": {"d": {"staged_bytes": "5"}}}'])
+def test_a_malformed_staged_share_is_no_figure(text):
+    assert parse_staged(text) == {}

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from engine.host.staging import STAGE_RECEIVER, STAGE_SENDER
+from engine.host.staging import STAGE_RECEIVER, STAGE_SENDER, parse_ages, remove_stale_here
 from engine.model import resumable
 
 CHUNK = 1000
@@ -127,3 +127,24 @@ def test_a_receive_that_fails_fails_the_landing(tmp_path):
     code, error = land(framed, tmp_path / "s", receive=["sh", "-c", "cat > /dev/null; exit 4"])
     assert code != 0 and "exit status 4" in error
     assert (tmp_path / "s" / resumable.COMPLETE).exists()  # staged whole: the next run only receives
+
+
+def test_ages_are_measured_by_the_destinations_clock():
+    listing = "1000.5 p20260101-000000.full\n990 other name\nbad line\n"
+    assert parse_ages(listing, "1010\n") == {"p20260101-000000.full": 9.5, "other name": 20.0}
+    assert parse_ages(listing, "") == {}
+
+
+def test_a_servers_prune_removes_stale_staging_and_keeps_fresh(tmp_path):
+    root = tmp_path / resumable.STAGING_FOLDER
+    old, fresh, other = (root / "p20260101-000000.full", root / "p20260102-000000.full", root / "not-ours")
+    for folder in (old, fresh, other):
+        folder.mkdir(parents=True)
+        (folder / "00000000.chunk").write_bytes(b"x")
+    week_ago = os.stat(old).st_mtime - resumable.STALE_AGE - 60
+    os.utime(old, (week_ago, week_ago))
+    assert [s["key"] for s in remove_stale_here(str(tmp_path), None, check_mode=True)] == [old.name]
+    assert old.exists()
+    removed = remove_stale_here(str(tmp_path), None)
+    assert [s["key"] for s in removed] == [old.name] and "7 days" in removed[0]["reason"]
+    assert not old.exists() and fresh.exists() and other.exists()

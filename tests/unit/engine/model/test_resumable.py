@@ -100,6 +100,38 @@ def test_stale_stagings():
     assert resumable.stale_stagings(keys, current) == sorted([keys[1], keys[2], "junk"])
 
 
+DAY = 86400
+NEWER = resumable.staging_key("p20260105-000000", UUID)
+
+
+@pytest.mark.parametrize("age, stale", [
+    (None, False),  # no age known (an older serve): kept, this run may send it
+    (0, False),
+    (resumable.STALE_AGE, False),
+    (resumable.STALE_AGE + 1, True),  # a week without a chunk landing: abandoned
+    (30 * DAY, True),
+])
+def test_a_newer_snapshots_staging_is_stale_after_the_documented_age(age, stale):
+    current = resumable.staging_key("p20260103-000000", PARENT)
+    ages = {} if age is None else {NEWER: age, current: 365 * DAY}
+    assert resumable.stale_stagings([current, NEWER], current, ages) == ([NEWER] if stale else [])
+
+
+@pytest.mark.parametrize("age, newest_backup_age, reason", [
+    (DAY, None, None),  # fresh, nothing received yet: a first backup still being staged
+    (DAY, 2 * DAY, None),  # the newest backup arrived before its last chunk: still wanted
+    (DAY, DAY / 2, "a backup arrived after its last chunk landed"),  # the host went on without it
+    (resumable.STALE_AGE + 1, None, "its last chunk landed 7 days ago (stale after 7 days)"),
+    (10 * DAY, 20 * DAY, "its last chunk landed 10 days ago"),
+])
+def test_what_a_servers_prune_removes_of_the_staging(age, newest_backup_age, reason):
+    stale = resumable.stale_on_server({NEWER: age, "not-a-staging": 99 * DAY}, newest_backup_age)
+    if reason is None:
+        assert stale == {}
+    else:
+        assert list(stale) == [NEWER] and reason in stale[NEWER]
+
+
 @pytest.mark.parametrize("staged, size, percent", [(0, 100, 0), (63, 100, 63), (150, 100, 100), (5, None, None)])
 def test_staged_percent(staged, size, percent):
     assert resumable.staged_percent(staged, size) == percent

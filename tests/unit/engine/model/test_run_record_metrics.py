@@ -6,7 +6,8 @@ import subprocess
 import pytest
 
 from engine.model.metrics import render
-from engine.model.run_record import state_after_run, record_verify, snapshot_timestamp, with_configuration
+from engine.model.run_record import (state_after_run, record_verify, resumable_text, snapshot_timestamp, with_configuration,
+                                     with_staged)
 
 S1, S2, S3 = "20260301-080000", "20260302-080000", "20260303-080000"
 
@@ -133,3 +134,24 @@ def test_metrics_follow_the_configuration(case, recorded, max_age, expected):
     if recorded is None:
         assert [line for line in text.splitlines() if not line.startswith("#")] == [
             'btrfs_backup_max_age_seconds{backup_job="home"} %d' % expected]
+
+
+DEST = "ssh://root@127.0.0.1:22/backups"
+STAGED = {S3: {DEST: {"staged_bytes": 63, "stream_bytes": 100, "time": 2000}}}
+LOCKED = {S3: {"locks": [DEST]}}
+RECORDED = {"last_run": {"start": 1000}, "destinations": {DEST: {"status": "failed", "resumable": {
+    "snapshot": S3, "staged_bytes": 30, "stream_bytes": 100, "percent": 30}}}}
+
+
+@pytest.mark.parametrize("state, staged, locks, shown", [
+    (None, STAGED, LOCKED, "resumable transfer of %s at 63%%" % S3),  # a first run killed outright
+    (RECORDED, STAGED, LOCKED, "resumable transfer of %s at 63%%" % S3),  # killed after the recorded run
+    (dict(RECORDED, last_run={"start": 3000}), STAGED, LOCKED, "resumable transfer of %s at 30%%" % S3),
+    (None, STAGED, {S3: {"parent_locks": [DEST]}}, None),  # not locked: it arrived, the figure is old
+    (None, STAGED, {}, None),
+    (None, {}, LOCKED, None),
+])
+def test_the_share_beside_the_lock_file_is_shown_where_the_run_record_has_none_newer(state, staged, locks, shown):
+    merged = with_staged(state, staged, locks)
+    record = ((merged or {}).get("destinations") or {}).get(DEST) or {}
+    assert resumable_text(record) == shown
