@@ -15,7 +15,7 @@ import pytest
 
 from cli_helpers import (CLI, assert_backup, assert_no_partial, destination, ok, run_raw, sent, snapshot_names,
                          ssh_args)
-from faults import find_process, start_cli, wait_for
+from faults import find_process, is_btrfs, start_cli, wait_for
 from support.sshd import Sshd
 from support.trees import modify_tree
 
@@ -238,3 +238,51 @@ def test_a_cut_transfer_to_a_backup_server_resumes_through_serve(src, backup_ser
     assert_backup(dest, snaps / first)
     assert file_hashes(dest / first) == file_hashes(snaps / first)
     assert not (dest / STAGING).exists() and list((fs / "web2").iterdir()) == []
+
+
+def _the_connection(cli, server):
+    # The run's ssh connection master (`ssh -N`, or retitled "ssh: PATH [mux]" once in the
+    # background): killing it cuts every channel of the link at once.
+    def master():
+        found = cli.children() + cli.ssh_masters()
+        return next((p for p in found if p.comm == "ssh" and ("-N" in p.argv or any("[mux]" in a for a in p.argv))),
+                    None)
+    return wait_for("the run's ssh connection", master, timeout=10, interval=0.01)
+
+
+def _serve(cli, server):
+    return find_process("serve's staging", server.pid,
+                        lambda p: "serve" in p.argv and "--root" in p.argv and "python" in p.comm)
+
+
+def _the_receive(cli, server):
+    return find_process("btrfs receive at the server", server.pid, lambda p: is_btrfs(p, "receive"))
+
+
+@pytest.mark.parametrize("cut", [_the_connection, _serve, _the_receive], ids=["ssh connection", "serve", "receive"])
+def test_a_transfer_cut_at_either_end_resumes_from_what_landed(src, backup_server, cut):
+    """The link dropped (the ssh connection killed), the server's `serve` killed, the server's
+    `btrfs receive` killed: the chunks that landed stay, and the next run sends only the rest."""
+    server, fs = backup_server
+    dest, snaps = fs / "web1" / "data", src / "snapshot"
+    url = server.url(dest)
+    with start_cli(*args(server, "--limit-rate", "4M"), src, url) as cli:
+        folder = wait_for("a staging folder", lambda: (staging_folders(dest) or [None])[0], timeout=60)
+        wait_for("6 landed chunks", lambda: landed_chunks(folder) >= 6, timeout=60, interval=0.01)
+        os.kill(cut(cli, server).pid, signal.SIGKILL)
+        done = cli.finish()
+    assert done.code != 0, done.explain()
+    staged = landed_chunks(folder)
+    stream_size = json.loads((folder / "manifest.json").read_text())["stream_size"]
+    # A killed receive does not stop the chunks from landing: the whole stream may be staged.
+    assert 6 <= staged <= -(-stream_size // CHUNK)
+
+    run = ok(*args(server, "--no-snapshot"), src, url)
+    first = snapshot_names(snaps)[0]
+    transfer = destination(run.result, url)["transfers"][0]
+    assert transfer["resumed_bytes"] == min(staged * CHUNK, stream_size)
+    # The rest of the stream (framed: 49 bytes a chunk), at most one chunk more.
+    assert transfer["bytes"] <= stream_size - staged * CHUNK + CHUNK + 64 * 49, (transfer, stream_size, staged)
+    assert_backup(dest, snaps / first)
+    assert file_hashes(dest / first) == file_hashes(snaps / first)
+    assert not (dest / STAGING).exists()

@@ -67,6 +67,8 @@ def send_staged(executor, step, destination, estimate: int | None, compressible=
     resume = _resume(destination, state, wanted)
     seconds = sent = wire = 0
     skipped = resume.chunks * options.chunk_size
+    if estimate is not None:
+        skipped = min(skipped, estimate)  # the last chunk of a complete staging is a short one
     if not resume.complete:
         if resume.chunks:
             LOG.info("%s: resuming the transfer of %s after %d staged chunks (%s)", destination.id,
