@@ -57,25 +57,34 @@ def format_snapper_name(prefix: str, when: datetime.datetime, number: int) -> st
     return "%s_%d" % (format_name(prefix, when), number)
 
 
+def _parse(prefix: str, name: str) -> tuple[datetime.datetime, int | None] | None:
+    """(time, snapper number or None) of `<prefix><timestamp>[_<snapper number>]`, else None: one
+    match for every question a run asks of its hundreds of names."""
+    if not name.startswith(prefix):
+        return None
+    match = _TIMESTAMP_RE.match(name[len(prefix):])
+    if not match:
+        return None
+    stamp = match.group(1)
+    try:
+        # Slicing instead of strptime: runs see hundreds of names, strptime is slow.
+        when = datetime.datetime(int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]),
+                                 int(stamp[9:11]), int(stamp[11:13]), int(stamp[13:15]))
+    except ValueError:
+        return None
+    return when, int(match.group(2)) if match.group(2) else None
+
+
 def snapper_number(prefix: str, name: str) -> int | None:
     """The snapper number that ends a snapshot name of `prefix`, else None."""
-    match = _TIMESTAMP_RE.match(name[len(prefix):]) if name.startswith(prefix) else None
-    return int(match.group(2)) if match and match.group(2) else None
+    parsed = _parse(prefix, name)
+    return parsed[1] if parsed else None
 
 
 def parse_time(prefix: str, name: str) -> datetime.datetime | None:
     """The datetime encoded in `name` if it is `<prefix><timestamp>[_<snapper number>]`, else None."""
-    if not name.startswith(prefix):
-        return None
-    stamp = name[len(prefix):]
-    if not _TIMESTAMP_RE.match(stamp):
-        return None
-    try:
-        # Slicing instead of strptime: runs see hundreds of names, strptime is slow.
-        return datetime.datetime(int(stamp[0:4]), int(stamp[4:6]), int(stamp[6:8]),
-                                 int(stamp[9:11]), int(stamp[11:13]), int(stamp[13:15]))
-    except ValueError:
-        return None
+    parsed = _parse(prefix, name)
+    return parsed[0] if parsed else None
 
 
 def is_snapshot_name(prefix: str, name: str) -> bool:
@@ -86,8 +95,7 @@ def is_snapshot_name(prefix: str, name: str) -> bool:
 def sort_key(prefix: str, name: str) -> tuple[datetime.datetime, int, str]:
     """Order snapshot names by their timestamp (names from one prefix sort by time), then by
     snapper's number (several in one second)."""
-    when = parse_time(prefix, name)
-    number = snapper_number(prefix, name) if when else None
+    when, number = _parse(prefix, name) or (None, None)
     return (when or datetime.datetime.min, -1 if number is None else number, name)
 
 
