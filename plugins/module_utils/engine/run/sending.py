@@ -75,7 +75,7 @@ def send(executor, step) -> dict:
     if direct:
         try:
             stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
-                                executor.probe(step.source))
+                                executor.probe(step.source), estimate)
             failures.update(stats.failures)
             arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None))
                            for dest in direct)

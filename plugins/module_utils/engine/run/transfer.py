@@ -22,23 +22,26 @@ from ..host.streams import plan_stream
 LOG = logging.getLogger("btrfs_backup")
 
 
-def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options, ends):
+def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options, ends,
+                estimate: int | None = None):
     """One `btrfs send [-p parent]` at the source, fanned out to every destination's receiver
-    (streams.plan_stream); returns the pipeline's StreamResult (each destination's verdict)."""
+    (streams.plan_stream); returns the pipeline's StreamResult (each destination's verdict).
+    `estimate`: the stream's size when the run already has it (not asked again)."""
     stream = options.stream
     _say_fallbacks(source, destinations, stream, ends)
     progress = False
     if options.progress and sys.stderr.isatty():
         import shutil  # only here: start-up time of every run
         if shutil.which("pv"):
-            estimate = estimate_stream_size(source, runner, snapshot.path, parent.path if parent else None)
+            if estimate is None:
+                estimate = estimate_stream_size(source, runner, snapshot.path, parent.path if parent else None)
             progress = estimate or True
     root, _compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
                                            destinations, stream, ends, progress,
                                            sample_compressible(source, destinations, snapshot, stream, ends))
     if flags:
         LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
-    meter = ProgressLog(destinations, source, runner, snapshot, parent)
+    meter = ProgressLog(destinations, source, runner, snapshot, parent, estimate)
     return run_stream(runner, root, on_progress=None if progress else meter)
 
 
@@ -73,12 +76,12 @@ class ProgressLog:
     bytes so far, the rate, and once the stream's size is estimated, how much is left and when
     it should end."""
 
-    def __init__(self, destinations, source, runner, snapshot, parent):
+    def __init__(self, destinations, source, runner, snapshot, parent, estimate: int | None = None):
         self.name = snapshot.name
         self.where = ", ".join(d.id for d in destinations)
         self.estimate_args = (source, runner, snapshot.path, parent.path if parent else None)
-        self.estimate = None
-        self.asked = False
+        self.estimate = estimate
+        self.asked = estimate is not None  # known already: not asked again
 
     def __call__(self, sent, seconds):
         if not self.asked:
