@@ -384,23 +384,22 @@ def play(world, seed, steps):
     cuts = random.Random("resumable cuts %d" % seed) if seed not in FIXED_SEEDS else None
     kinds, weights = zip(*STEP_KINDS)
     done = []
-    for _ in range(steps):
-        step = rng.choices(kinds, weights)[0]
-        if cuts is not None and cuts.random() < CUT_SHARE:
-            done.append(step_resumable_cut.__name__)
-            try:
-                step_resumable_cut(world, cuts)
-            except Exception as err:
-                raise AssertionError("seed %d, step %d (%s): %s\nreplay: CHAOS_SEEDS=%d CHAOS_STEPS=%d"
-                                     % (seed, len(done), " -> ".join(done), err, seed, steps)) from err
-            COUNTS["steps"] += 1
+
+    def take(step, generator):
+        """One step; its failure names the seed, the steps so far and how to replay them."""
         done.append(step.__name__)
         try:
-            step(world, rng)
+            step(world, generator)
         except Exception as err:
             raise AssertionError("seed %d, step %d (%s): %s\nreplay: CHAOS_SEEDS=%d CHAOS_STEPS=%d"
                                  % (seed, len(done), " -> ".join(done), err, seed, steps)) from err
         COUNTS["steps"] += 1
+
+    for _ in range(steps):
+        step = rng.choices(kinds, weights)[0]
+        if cuts is not None and cuts.random() < CUT_SHARE:
+            take(step_resumable_cut, cuts)
+        take(step, rng)
         if os.environ.get("CHAOS_TRACE"):
             print("after %s: snapshots %s; local %s" % (
                 step.__name__, {n: s.uuid[:8] for n, s in sorted(world.snapshots().items())},

@@ -10,14 +10,12 @@ tells an operator to do it.
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
 
 from cli_helpers import ok, run_subcommand, show, ssh_args, subvolumes
-from support.sshd import Sshd
 from support.trees import MiB, checksum_tree, write_mixed_tree
-from test_serve_restore import RestoreServer, forced, require_sshd
+from test_serve_restore import require_sshd, restore_server_on
 
 FS_SIZE = "384M"
 LARGE = 12 * MiB  # a full send is at least this; an incremental one of a few small edits is far less
@@ -29,17 +27,8 @@ def server(require_btrfs, make_fs):
     require_sshd()
     fs = make_fs("server", size=FS_SIZE)
     (fs / "web1").mkdir()
-    with Sshd(host="127.0.0.44") as sshd:
-        restore_key = sshd.workdir / "id_restore"
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin-restore", "-f", str(restore_key)],
-                       check=True, stdout=subprocess.DEVNULL)
-        source_key = (sshd.workdir / "id_ed25519.pub").read_text().strip()
-        admin_key = (sshd.workdir / "id_restore.pub").read_text().strip()
-        (sshd.workdir / "authorized_keys").write_text(
-            'restrict,command="%s" %s\nrestrict,command="%s" %s\n' % (
-                forced("--append-only", "--root", fs / "web1"), source_key,
-                forced("--restore", "--root", fs), admin_key))
-        yield RestoreServer(sshd, fs, restore_key)
+    with restore_server_on(fs, "127.0.0.44") as restore_server:
+        yield restore_server
 
 
 def transfers(result, dest_id):

@@ -8,6 +8,7 @@ guides tell an administrator to run them.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import subprocess
 
@@ -54,14 +55,11 @@ class RestoreServer:
         return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=False, **kwargs)
 
 
-@pytest.fixture
-def restore_server(require_btrfs, make_fs):
-    """web1's folder takes pushes through the source's key; the restore key reads every host's."""
-    require_sshd()
-    fs = make_fs("server")
-    (fs / "web1").mkdir()
-    (fs / "web2").mkdir()
-    with Sshd(host="127.0.0.41") as sshd:
+@contextlib.contextmanager
+def restore_server_on(fs, host):
+    """An sshd at `host` where the source's key pushes into fs/web1 (`serve --append-only`) and
+    an administrator's restore key reads every host's folder of `fs` (`serve --restore`)."""
+    with Sshd(host=host) as sshd:
         restore_key = sshd.workdir / "id_restore"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "admin-restore", "-f", str(restore_key)],
                        check=True, stdout=subprocess.DEVNULL)
@@ -72,6 +70,17 @@ def restore_server(require_btrfs, make_fs):
                 forced("--append-only", "--root", fs / "web1"), source_key,
                 forced("--restore", "--root", fs), admin_key))
         yield RestoreServer(sshd, fs, restore_key)
+
+
+@pytest.fixture
+def restore_server(require_btrfs, make_fs):
+    """web1's folder takes pushes through the source's key; the restore key reads every host's."""
+    require_sshd()
+    fs = make_fs("server")
+    (fs / "web1").mkdir()
+    (fs / "web2").mkdir()
+    with restore_server_on(fs, "127.0.0.41") as server:
+        yield server
 
 
 def push_two_backups(server, source):
