@@ -107,8 +107,8 @@ export ANSIBLE_COLLECTIONS_PATH="$work/tools"
 check lint "$collection" ansible-lint --profile production --nocolor || failed=1
 check docs "$collection" \
     antsibull-docs lint-collection-docs --plugin-docs --check-extra-docs-refs . || failed=1
-# The docs site as the Ansible documentation builds it, from this install; any warning but the
-# unreachable intersphinx inventories fails it.
+# The docs site as the Ansible documentation builds it, from this install, offline; any warning
+# fails it.
 check docsite "$REPO" scripts/build-docsite.sh "$work/docsite" "$work/tools" || failed=1
 check changelog "$collection" antsibull-changelog lint || failed=1
 unset ANSIBLE_COLLECTIONS_PATH  # galaxy-importer installs the tarball where it wants it
