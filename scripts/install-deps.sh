@@ -4,9 +4,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # sudo: the --ssh-sudo tests; btrbk and strace: the benchmarks (btrbk is compared, strace counts processes);
-# prometheus: promtool checks the metrics and tests the alert rules; snapper: the jobs that send its snapshots.
+# prometheus: promtool checks the metrics and tests the alert rules; snapper: the jobs that send its snapshots;
+# borgbackup, restic, rclone: archive destinations, and rclone's append-only REST server for restic.
 APT_PACKAGES=(btrfs-progs openssh-server openssh-client pv zstd mbuffer sudo btrbk strace
-              python3 python3-venv python3-pip util-linux coreutils prometheus snapper)
+              python3 python3-venv python3-pip util-linux coreutils prometheus snapper
+              borgbackup restic rclone)
 
 ./scripts/apt-install-missing.sh install-deps "${APT_PACKAGES[@]}"
 
