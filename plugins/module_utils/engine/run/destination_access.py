@@ -71,6 +71,8 @@ class DestinationFolders:
             raise EndpointError(not_mounted_hint(err)) from err
 
     def _listing(self, dest, create):
+        if dest.holds_archives:  # a repository that cannot be listed is a clear error: no folder to create
+            return dest.list_backups(self.runner)
         try:
             return self._refuse_on_source_filesystem(dest, list_folder(dest, self.runner), dest.path)
         except MissingPathError:
@@ -108,7 +110,8 @@ class DestinationFolders:
         if not dest.can_list:
             return {}
         try:
-            return present_backups(snapshots, list_folder(dest, self.runner).children.values())
+            listing = dest.list_backups(self.runner) if dest.holds_archives else list_folder(dest, self.runner)
+            return present_backups(snapshots, listing.children.values())
         except BackupError as err:
             self.result.warn(f"{dest.id} could not be checked: {err}")
             return None

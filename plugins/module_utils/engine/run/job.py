@@ -14,6 +14,7 @@ import os
 from .destination_access import DestinationFolders
 from ..model import hooks, job_settings, notifications, unsent
 from .destination_sync import DestinationSync
+from ..host.endpoints.archive import ArchiveSettings
 from ..host.endpoints.location import parse_location
 from ..host.endpoints.ssh import SshConnections
 from ..model.errors import BackupError, ConfigError
@@ -93,10 +94,15 @@ class _Prepared:
         self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
                                     config.btrfs_debug, config.resumable, config.resumable_chunk_size)
         self.hooks = _Hooks(config)
+        self.archive = ArchiveSettings(job=config.job_name or self.source.identity.name,
+                                       key_file=config.archive_key_file, env_file=config.archive_env_file,
+                                       full_every=config.archive_full_every)
         self.destinations = []
         seen = set()
         for spec in config.destinations:
-            endpoint = parse_location(spec, config.ssh_options, config.ssh_sudo)
+            endpoint = parse_location(spec, config.ssh_options, config.ssh_sudo, archive=self.archive)
+            if endpoint.holds_archives and not config.check_mode:
+                self.archive.require_files(endpoint.id)
             if endpoint.id not in seen:
                 seen.add(endpoint.id)
                 self.destinations.append(endpoint)
@@ -256,7 +262,8 @@ class _Run:
             if dest_id in known:
                 continue
             try:
-                endpoint = parse_location(dest_id, self.config.ssh_options, self.config.ssh_sudo)
+                endpoint = parse_location(dest_id, self.config.ssh_options, self.config.ssh_sudo,
+                                          archive=self.prepared.archive)
             except ConfigError as err:
                 self.result.warn(f"locked destination {dest_id!r} cannot be used: {err}")
                 continue

@@ -127,7 +127,10 @@ def _arrival(executor, dest, snapshot, parent_name, arrived, failure):
     try:
         if failure is not None:
             raise TransferError(failure)
-        backup = verify_received(dest, executor.runner, snapshot) if dest.can_list else snapshot
+        if dest.holds_archives:
+            backup = dest.arrived(executor.runner, snapshot)
+        else:
+            backup = verify_received(dest, executor.runner, snapshot) if dest.can_list else snapshot
     except BackupError as err:
         error = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}")
         error.detail = str(err)
@@ -142,6 +145,8 @@ def _arrival(executor, dest, snapshot, parent_name, arrived, failure):
 
 def _remove_partial_receive(executor, dest, snapshot):
     """Best effort right after a failure; if it fails too, the lock makes the next run do it."""
+    if dest.holds_archives:
+        return _remove_failed_archive(executor, dest, snapshot)
     try:
         found = list_folder(dest, executor.runner).children.get(arrival_name(snapshot))
         if not is_partial_receive_of(found, snapshot):
@@ -153,3 +158,17 @@ def _remove_partial_receive(executor, dest, snapshot):
         LOG.warning("%s: could not remove the partial receive of %s now (%s); "
                     "the next run will", dest.id, snapshot.name, err)
         return None
+
+
+def _remove_failed_archive(executor, dest, snapshot):
+    """Rule 2 at an archive store: an archive of the failed send (restic keeps what a cut stdin
+    gave it, if anything passed its guard) is deleted now; if that fails, the lock makes the next run."""
+    try:
+        removed = dest.remove_failed(executor.runner, snapshot)
+    except BackupError as err:
+        LOG.warning("%s: could not remove what the failed send of %s stored (%s); the next run will",
+                    dest.id, snapshot.name, err)
+        return None
+    if removed:
+        LOG.warning("%s: removed the archive %s that the failed send of %s left", dest.id, removed, snapshot.name)
+    return removed
