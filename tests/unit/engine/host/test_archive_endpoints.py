@@ -175,6 +175,9 @@ def test_deleting_names_the_archives_and_compacts():
     assert runner.argvs[0][-4:] == ["delete", "/b", "home-a", "home-b"] and runner.argvs[1][-2:] == ["compact", "/b"]
     with pytest.raises(EndpointError, match="no archive name"):
         store.delete_archives(runner, ["../x"])
+    runner = Runner(CommandResult([], 0, "", ""), CommandResult([], 0, "", ""))
+    parse_location("restic:/r", archive=SETTINGS).delete_archives(runner, ["ab" * 32])
+    assert runner.argvs[0][-1:] == ["unlock"] and runner.argvs[1][-3:] == ["forget", "--prune", "ab" * 32]
     with pytest.raises(EndpointError, match="no snapshot id"):
         parse_location("restic:/r", archive=SETTINGS).delete_archives(runner, ["--all"])
 

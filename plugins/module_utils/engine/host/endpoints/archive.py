@@ -354,6 +354,9 @@ class ResticEndpoint(ArchiveEndpoint):
         for ref in refs:
             if not ref or not all(c in "0123456789abcdef" for c in ref):
                 raise EndpointError(f"{self.id}: {ref!r} is no snapshot id")
+        # A run killed mid-send leaves restic's lock behind, which forget's exclusive lock would
+        # trip over: `unlock` removes only the locks of processes that are gone.
+        self.run_tool(runner, ["restic", "unlock"], "removing stale locks")
         self.run_tool(runner, ["restic", "forget", "--prune"] + refs, "forgetting " + ", ".join(r[:8] for r in refs))
 
     def extract_argv(self, record) -> list[str]:
