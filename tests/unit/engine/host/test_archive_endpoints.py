@@ -199,3 +199,17 @@ def test_an_archive_store_runs_no_command_and_has_no_folder():
         with pytest.raises(EndpointError, match="is an archive store"):
             call()
     assert isinstance(store, BorgEndpoint) and isinstance(parse_location("restic:/r"), ResticEndpoint)
+
+
+def test_an_archive_just_stored_is_known_without_listing_and_restic_resolves_it_when_deleted():
+    a, b = _snapshot("a", U1), _snapshot("b", U2)
+    borg = parse_location("borg:/b", archive=SETTINGS)
+    backup = borg.arrived(Runner(), b, a)  # no command run
+    assert (backup.name, backup.path, backup.received_uuid, backup.parent_uuid) == ("b", "home-b", U2, U1)
+    restic = parse_location("restic:/r", archive=SETTINGS)
+    backup = restic.arrived(Runner(), a)
+    assert backup.path == "uuid=" + U1 and backup.complete
+    listing = json.dumps([{"id": "c" * 64, "tags": ArchiveLabel("home", "a", U1, None).words()}])
+    runner = Runner(CommandResult([], 0, listing, ""), CommandResult([], 0, "", ""), CommandResult([], 0, "", ""))
+    restic.delete_archives(runner, [backup.path])
+    assert runner.argvs[-1][-3:] == ["forget", "--prune", "c" * 64]
