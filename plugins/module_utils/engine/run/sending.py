@@ -81,7 +81,7 @@ def send(executor, step) -> dict:
                            for dest in direct)
         except BackupError as err:  # the stream could not start (a program missing): none got it
             failures.update((dest, str(err)) for dest in direct)
-    outcomes = {dest.id: _arrival(executor, dest, snapshot, parent_name, arrived.get(dest), failures.get(dest))
+    outcomes = {dest.id: _arrival(executor, dest, snapshot, parent, arrived.get(dest), failures.get(dest))
                 for dest in dests}
     for dest, share in left_staged.items():
         outcomes[dest.id].resumable = share  # how far a cut resumable transfer got (the run record)
@@ -120,7 +120,7 @@ def _send_staged(executor, step, dest, estimate):
     return done
 
 
-def _arrival(executor, dest, snapshot, parent_name, arrived, failure):
+def _arrival(executor, dest, snapshot, parent, arrived, failure):
     """What arrived at one destination (`arrived`: bytes sent, compressed bytes, seconds, bytes
     resumed from staging or None): its
     SendOutcome, or the TransferError that says why not."""
@@ -128,7 +128,7 @@ def _arrival(executor, dest, snapshot, parent_name, arrived, failure):
         if failure is not None:
             raise TransferError(failure)
         if dest.holds_archives:
-            backup = dest.arrived(executor.runner, snapshot)
+            backup = dest.arrived(executor.runner, snapshot, parent)
         else:
             backup = verify_received(dest, executor.runner, snapshot) if dest.can_list else snapshot
     except BackupError as err:
@@ -136,7 +136,7 @@ def _arrival(executor, dest, snapshot, parent_name, arrived, failure):
         error.detail = str(err)
         error.partial_receive_deleted = _remove_partial_receive(executor, dest, snapshot) if dest.can_list else None
         return error
-    executor.locks.settle(snapshot.name, parent_name, dest.id_aliases)
+    executor.locks.settle(snapshot.name, parent.name if parent else None, dest.id_aliases)
     sent, wire, seconds, resumed = arrived
     LOG.info("%s: %s arrived (%s bytes%s%s in %.1fs)", dest.id, snapshot.name, sent,
              f", {wire} compressed" if wire else "", f", {resumed} resumed from staging" if resumed else "", seconds)

@@ -165,12 +165,16 @@ class ArchiveEndpoint(Endpoint):
         partial: the run that stored it ended before it verified it (rule 2), so it is deleted."""
         return {name: sub._replace(readonly=False) if name in locked_names else sub for name, sub in held.items()}
 
-    def arrived(self, runner: CommandRunner, snapshot) -> Subvolume:
-        """The archive of `snapshot` after its send, as listed; TransferError if it is not there."""
-        found = self.list_backups(runner).children.get(snapshot.name)
-        if found is None or found.received_uuid != stream_uuid(snapshot):
-            raise TransferError(f"{snapshot.name}: no archive of it is in {self.id} after the send")
-        return found
+    def arrived(self, runner: CommandRunner, snapshot, parent=None) -> Subvolume:
+        """The archive of `snapshot` after a send whose every stage exited 0 (so the store committed
+        it: borg's create, restic's backup behind the guard), as listing it would give it; not
+        listed again, which would cost the store a second opening of the repository per send."""
+        label = self.storing(snapshot, parent).label
+        return archive_subvolume(archives.ArchiveRecord(self.arrival_ref(label), label))
+
+    def arrival_ref(self, label) -> str:
+        """How a just-stored archive is named to the store before it is listed."""
+        return archives.archive_name(label.job, label.snapshot)
 
     def remove_failed(self, runner: CommandRunner, snapshot) -> str | None:
         """After a failed send: delete whatever archive of `snapshot` the store kept (its name, or None)."""
@@ -349,11 +353,20 @@ class ResticEndpoint(ArchiveEndpoint):
                                "listing the snapshots")
         return parse_restic_snapshots(result.stdout)
 
+    def arrival_ref(self, label) -> str:
+        return "uuid=" + label.uuid  # its snapshot id is known once listed (delete_archives asks)
+
     def delete_archives(self, runner, refs) -> None:
         refs = list(refs)
+        if any(ref.startswith("uuid=") for ref in refs):
+            ids = {"uuid=" + r.label.uuid: r.ref for r in self.records(runner) if r.label.job == self.settings.job}
+            refs = [ids.get(ref, ref) if ref.startswith("uuid=") else ref for ref in refs]
         for ref in refs:
             if not ref or not all(c in "0123456789abcdef" for c in ref):
                 raise EndpointError(f"{self.id}: {ref!r} is no snapshot id")
+        # A run killed mid-send leaves restic's lock behind, which forget's exclusive lock would
+        # trip over: `unlock` removes only the locks of processes that are gone.
+        self.run_tool(runner, ["restic", "unlock"], "removing stale locks")
         self.run_tool(runner, ["restic", "forget", "--prune"] + refs, "forgetting " + ", ".join(r[:8] for r in refs))
 
     def extract_argv(self, record) -> list[str]:
