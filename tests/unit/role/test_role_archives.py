@@ -183,3 +183,31 @@ def test_the_rest_server_serves_tls_when_given_a_certificate():
                   btrfs_backup_restic_server_tls_cert="/etc/ssl/rest.pem", btrfs_backup_restic_server_tls_key="/k.pem",
                   btrfs_backup_restic_server_listen=":8443")
     assert _exec_start(text)[5:] == ["--addr", ":8443", "--cert", "/etc/ssl/rest.pem", "--key", "/k.pem", "/srv/restic"]
+
+
+# -- restore drills ----------------------------------------------------------------------------------
+
+def _drill_options(job, folder):
+    from engine.frontends.argfiles import expand_argfiles
+    from engine.frontends.cli import build_verify_parser
+
+    text = render("verify.conf.j2", item=job, __btrfs_backup_bin="/usr/local/bin/btrfs-backup",
+                  __btrfs_backup_metrics_dir="", __btrfs_backup_key="/etc/btrfs-backup/ssh/id_ed25519",
+                  __btrfs_backup_known_hosts="/etc/btrfs-backup/ssh/known_hosts",
+                  __btrfs_backup_server_url="ssh://btrfs-backup@nas:22/srv/backups/web1")
+    path = folder / "drill.verify.conf"
+    path.write_text(text)
+    return build_verify_parser().parse_args(expand_argfiles(["@%s" % path])), text
+
+
+def test_a_drill_of_an_archive_destination_reads_it_with_the_jobs_passphrase_and_environment(tmp_path):
+    options, text = _drill_options(dict(JOB, destinations=["restic:s3:https://s3.example.com/web1"],
+                                        archive_key="pass phrase", archive_env={"AWS_SECRET_ACCESS_KEY": "s3cr3t"}), tmp_path)
+    assert (options.archive_key_file, options.archive_env_file) == (
+        "/etc/btrfs-backup/archive/home.key", "/etc/btrfs-backup/archive/home.env")
+    assert "pass phrase" not in text and "s3cr3t" not in text
+
+
+def test_a_drill_gets_the_files_a_job_names_itself(tmp_path):
+    options, _ = _drill_options(dict(JOB, destinations=["borg:/mnt/usb/borg"], archive_key_file="/root/borg.pass"), tmp_path)
+    assert (options.archive_key_file, options.archive_env_file) == ("/root/borg.pass", "")
