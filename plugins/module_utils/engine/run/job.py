@@ -101,7 +101,7 @@ class _Prepared:
         seen = set()
         for spec in config.destinations:
             endpoint = parse_location(spec, config.ssh_options, config.ssh_sudo, archive=self.archive)
-            if endpoint.holds_archives and not config.check_mode:
+            if endpoint.holds_archives:  # check mode lists the repository too: it needs them as well
                 self.archive.require_files(endpoint.id)
             if endpoint.id not in seen:
                 seen.add(endpoint.id)
