@@ -177,12 +177,14 @@ def report(args, tree_bytes, figures, rows, loads):
           f"{args.days} days of {args.change_mib} MiB new data plus 5 % of the small files rewritten.")
     print(f"Load average (1/5/15 min) at start: {loads[0]}; at end: {loads[1]} (2 CPUs, shared).\n")
     print("## Our run against the raw pipe (fresh repository, full stream)\n")
-    print("| store | raw median s | ours median s | ratio (median of pairs) | ratios |")
-    print("|---|---|---|---|---|")
+    print("| store | raw median s | ours median s | ratio (median of pairs) | ratios | ours - raw (median) |")
+    print("|---|---|---|---|---|---|")
     for tool, found in figures.items():
         ratios = [o / r for o, r in zip(found["ours"], found["raw"])]
+        extra = [o - r for o, r in zip(found["ours"], found["raw"])]
         print(f"| {tool} | {statistics.median(found['raw']):.2f} | {statistics.median(found['ours']):.2f} | "
-              f"{statistics.median(ratios):.3f} | {', '.join('%.2f' % r for r in ratios)} |")
+              f"{statistics.median(ratios):.3f} | {', '.join('%.2f' % r for r in ratios)} | "
+              f"{statistics.median(extra):+.2f} s |")
     print("\n## Storage and time per run over daily changes, restore of the newest snapshot\n")
     print("| store | archive_full_every | repository after day 1 | after last day | added per day (mean) "
           "| run s (median) | restore s | archives replayed |")

@@ -85,7 +85,8 @@ def _die_with_parent():
 
 def guard(argv, environment):
     """Run the store on the stream; its exit status, or 1 with the store stopped when the stream was cut."""
-    store = subprocess.Popen(argv, stdin=subprocess.PIPE, env=environment, preexec_fn=_die_with_parent)
+    store = subprocess.Popen(argv, stdin=subprocess.PIPE, env=environment,  # pylint: disable=ansible-bad-function
+                             preexec_fn=_die_with_parent)
     try:
         tail = copy_stream(0, store.stdin.fileno())
     except OSError as err:  # the store stopped reading: its own status says why

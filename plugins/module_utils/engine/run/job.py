@@ -88,6 +88,10 @@ class _Prepared:
                 f"num_snapshots and preserve_snapshots are ignored: snapper's cleanup deletes the snapshots "
                 f"of configuration {self.source.config} (its NUMBER_LIMIT and TIMELINE_LIMIT_* settings)")
             self.snapshot_policy = Policy()
+        problem = hooks.snapshot_hooks_problem(self.source.takes_snapshots, config.before_snapshot,
+                                               config.after_snapshot, getattr(self.source, "config", ""))
+        if problem:
+            raise ConfigError(problem)
         self.backup_policy = Policy(parse_count(config.num_backups, "num_backups"),
                                     parse_buckets(config.preserve_backups))
         self.max_unsent = parse_count(config.max_unsent_snapshots, "max_unsent_snapshots")
@@ -101,7 +105,7 @@ class _Prepared:
         seen = set()
         for spec in config.destinations:
             endpoint = parse_location(spec, config.ssh_options, config.ssh_sudo, archive=self.archive)
-            if endpoint.holds_archives and not config.check_mode:
+            if endpoint.holds_archives:  # check mode lists the repository too: it needs them as well
                 self.archive.require_files(endpoint.id)
             if endpoint.id not in seen:
                 seen.add(endpoint.id)

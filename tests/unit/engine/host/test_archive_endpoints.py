@@ -11,7 +11,7 @@ from engine.host.endpoints.archive import (ArchiveSettings, BorgEndpoint, Restic
 from engine.host.endpoints.location import parse_location
 from engine.host.runner import CommandResult
 from engine.model.archives import ArchiveLabel
-from engine.model.errors import ConfigError, EndpointError
+from engine.model.errors import ConfigError, EndpointError, UnreachableError
 from engine.model.planning import Transfer, present_backups
 from engine.host.listing import Subvolume
 
@@ -213,3 +213,19 @@ def test_an_archive_just_stored_is_known_without_listing_and_restic_resolves_it_
     runner = Runner(CommandResult([], 0, listing, ""), CommandResult([], 0, "", ""), CommandResult([], 0, "", ""))
     restic.delete_archives(runner, [backup.path])
     assert runner.argvs[-1][-3:] == ["forget", "--prune", "c" * 64]
+
+
+@pytest.mark.parametrize("stderr", [
+    "Remote: ssh: connect to host box port 23: Connection refused\nConnection closed by remote host",
+    "Fatal: unable to open config file: Stat: Get \"http://127.0.0.1:9/config\": dial tcp 127.0.0.1:9: connect: connection refused",
+    "ssh: Could not resolve hostname box: Name or service not known",
+])
+def test_a_store_out_of_reach_is_unreachable_not_broken(stderr):
+    store = parse_location("borg+ssh://box/b", archive=SETTINGS)
+    with pytest.raises(UnreachableError):
+        store.records(Runner(CommandResult([], 2, "", stderr)))
+
+
+def test_an_unbound_store_stores_no_stream():
+    with pytest.raises(EndpointError, match="only as the archive of a snapshot"):
+        parse_location("restic:/r", archive=SETTINGS).receiver()

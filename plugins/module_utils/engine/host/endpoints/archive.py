@@ -14,7 +14,7 @@ import shlex
 import sys
 
 from ...model import archives
-from ...model.errors import ConfigError, EndpointError, TransferError
+from ...model.errors import ConfigError, EndpointError, UnreachableError
 from ...model.planning import stream_uuid
 from ..listing import FolderListing, Subvolume
 from .base import Endpoint, check_path
@@ -93,6 +93,11 @@ class ArchiveEndpoint(Endpoint):
                                            stream_uuid(parent) if parent is not None else None)
         return bound
 
+    def _bound_label(self):
+        if self.label is None:
+            raise EndpointError(f"{self.id}: a stream is stored only as the archive of a snapshot (storing())")
+        return self.label
+
     # -- what an archive store is not ------------------------------------------------------------
 
     def command(self, argv, privileged=True) -> list:
@@ -126,7 +131,8 @@ class ArchiveEndpoint(Endpoint):
         """Run the tool; EndpointError naming `what` and the tool's own last words when it fails."""
         result = runner.run(self.tool_argv(argv))
         if not result.ok:
-            raise EndpointError(f"{self.id}: {what} failed: {self.failure_text(result)}")
+            error = UnreachableError if unreachable(result.stderr) else EndpointError
+            raise error(f"{self.id}: {what} failed: {self.failure_text(result)}")
         return result
 
     def failure_text(self, result: CommandResult) -> str:
@@ -207,6 +213,18 @@ class ArchiveEndpoint(Endpoint):
         return self.id
 
 
+_UNREACHABLE = ("connection refused", "connection timed out", "no route to host", "could not resolve",
+                "connection closed by", "connection reset", "name or service not known", "dial tcp",
+                "network is unreachable", "remote: ssh: connect to host")
+
+
+def unreachable(stderr: str) -> bool:
+    """Pure: whether a store's tool failed because its server could not be reached (it may come
+    back: the snapshot is still taken and sent when it is), rather than by what it found there."""
+    lowered = stderr.lower()
+    return any(words in lowered for words in _UNREACHABLE)
+
+
 def archive_subvolume(record) -> Subvolume:
     """Pure: an archive as the record planning knows (a complete received subvolume)."""
     label = record.label
@@ -261,7 +279,7 @@ class BorgEndpoint(ArchiveEndpoint):
     def receiver(self, btrfs_debug=False, decompress_argv=None) -> tuple:
         if decompress_argv is not None:
             raise ValueError("an archive store takes the plain stream")
-        label = self.label
+        label = self._bound_label()
         name = archives.archive_name(label.job, label.snapshot)
         create = ["borg", "create", "--content-from-command", "--stdin-name", name + ".btrfs",
                   "--comment", label.comment(), self.archive(name), "--"] + _exec_program() + ["check"]
@@ -342,7 +360,7 @@ class ResticEndpoint(ArchiveEndpoint):
     def receiver(self, btrfs_debug=False, decompress_argv=None) -> tuple:
         if decompress_argv is not None:
             raise ValueError("an archive store takes the plain stream")
-        label = self.label
+        label = self._bound_label()
         name = archives.archive_name(label.job, label.snapshot)
         backup = ["restic", "backup", "--quiet", "--stdin", "--stdin-filename", name + ".btrfs",
                   "--tag", ",".join(label.words())]
