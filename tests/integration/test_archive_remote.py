@@ -14,7 +14,7 @@ from typing import Dict, List
 
 import pytest
 
-from cli_helpers import job_state_folders, run_cli, run_subcommand, wait_next_second
+from cli_helpers import job_state_folders, run_cli, run_raw, run_subcommand, wait_next_second
 from support.archive_stores import (PASSPHRASE, REST_PASSWORD, S3_SECRET_KEY, borg_env, restic_env, run,
                                     write_env_file)
 from support.trees import assert_same_tree, modify_tree
@@ -148,6 +148,12 @@ def test_full_then_a_cut_send_then_incremental_and_a_restore(store, src, restore
     assert [label["parent"] for label in labels] == ["none", labels[0]["uuid"], labels[1]["uuid"]]
     newest = recovered.result["snapshot"]
     assert labels[-1]["uuid"] == newest["uuid"]
+
+    # status and the metrics name the newest archive and the chain a restore of it replays.
+    shown = run_raw("status", *flags, src, store.destination)
+    assert f"{newest['name']} (chain of 3 archives)" in shown.stdout, shown.stdout + shown.stderr
+    assert f'btrfs_backup_archive_chain_archives{{backup_job="home",destination="{store.destination}"}} 3' \
+        in (metrics / "btrfs_backup_home.prom").read_text()
 
     # A restore replays the chain and gives back the newest snapshot, file by file.
     target = restore_fs / "home"
