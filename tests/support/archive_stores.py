@@ -59,6 +59,15 @@ def _port_open(host: str, port: int) -> bool:
         return False
 
 
+def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
+    """Return once something listens on host:port; StoreError after *timeout* seconds."""
+    deadline = time.monotonic() + timeout
+    while not _port_open(host, port):
+        if time.monotonic() > deadline:
+            raise StoreError(f"nothing listens on {host}:{port} after {timeout}s")
+        time.sleep(0.1)
+
+
 class _Server:
     """A server process of our own on a loopback port, stopped by its PID."""
 

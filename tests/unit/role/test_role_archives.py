@@ -5,13 +5,13 @@ borg and restic REST servers' forced command and unit."""
 import shlex
 from pathlib import Path
 
-import jinja2
 import pytest
 import yaml
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar
 
 from support.role_job_config import render_job_config
+from support.role_templates import render_role_template as render
 
 try:  # ansible-core 2.19 templates only what is marked trusted
     from ansible.template import trust_as_template
@@ -43,18 +43,6 @@ def role_value(expression: str, **variables):
     values.update(groups={"all": ["src1"]}, inventory_hostname="src1", hostvars={}, role_path=str(ROLE))
     values.update(variables)
     return Templar(loader=DataLoader(), variables=values).template(trust_as_template(expression))
-
-
-def render(template: str, **variables) -> str:
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
-    env.filters["comment"] = lambda text: "# " + text
-    env.filters["bool"] = lambda value: value if isinstance(value, bool) else str(value).lower() in ("yes", "true", "1")
-    values = yaml.safe_load((ROLE / "defaults/main.yml").read_text())
-    values.update(ansible_managed="Ansible managed", __btrfs_backup_marker="Managed by the btrfs.backup role",
-                  __btrfs_backup_borg_repos_dir="/srv/borg/repos",
-                  __btrfs_backup_restic_env_file="/etc/btrfs-backup/restic-rest.env")
-    values.update(variables)
-    return env.from_string((ROLE / "templates" / template).read_text()).render(values)
 
 
 # -- packages ------------------------------------------------------------------------------------
