@@ -44,9 +44,9 @@ options:
         (for example C(shell://cat > /mnt/usb/home.btrfs-stream)); it cannot be listed, so it gets this
         run's snapshot as a full stream, plus a retry of any stream that failed before.
       - C(borg:PATH), C(borg+ssh://[user@]host[:port]/PATH) or C(restic:REPOSITORY) (restic's own
-        repository string, such as a path, C(sftp:), C(rest:), C(s3:), C(rclone:)), an existing repository
-        that keeps each snapshot as one encrypted archive, named and labelled with the job, the
-        snapshot and their UUIDs; needs O(archive_key_file).
+        repository string, a path or C(sftp:), C(rest:), C(s3:), C(rclone:) and so on), an existing
+        repository that keeps each snapshot as one encrypted archive, named and labelled with the job,
+        the snapshot and their UUIDs; needs O(archive_key_file).
       - Written as one string, several destinations may be separated by commas; give a list when a
         C(shell://) command contains a comma.
       - A missing destination folder is created if its parent folder exists.

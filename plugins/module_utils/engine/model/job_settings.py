@@ -162,12 +162,12 @@ JOB_SETTINGS = (
             "btrfs send protocol; 2 sends extents that btrfs compressed as they are. "
             "auto (the default): 2 where the source and every receiver support it.",
             STREAM, ("--send-protocol",), choices=("auto", "1", "2"), module="send_protocol"),
-    Setting("archive_key_file", PATH, "",
+    Setting("archive_key_file", TEXT, "",
             "The file that holds the passphrase of the borg or restic repositories among the "
             "destinations (borg gets it through BORG_PASSCOMMAND, restic through "
             "RESTIC_PASSWORD_FILE); it never appears on a command line, in a log or a result.",
             ARCHIVE, ("--archive-key-file",), metavar="FILE", module="archive_key_file", role="archive_key_file"),
-    Setting("archive_env_file", PATH, "",
+    Setting("archive_env_file", TEXT, "",
             "A file of KEY=VALUE lines put into the environment of borg and restic: S3 or REST "
             "credentials, BORG_* and RESTIC_* options. Its values are never logged.",
             ARCHIVE, ("--archive-env-file",), metavar="FILE", module="archive_env_file", role="archive_env_file"),
