@@ -1,6 +1,6 @@
-"""The archive stores' loopback servers, proven with the stores' own commands: borg behind an
-append-only forced command over ssh, restic over REST (rclone, append-only) and over S3 (moto)."""
-
+"""The archive stores' loopback servers, proven with the stores' own commands (borg behind an
+append-only forced command over ssh, restic over REST from rclone and over S3 from moto), and the
+role's borg forced command and restic REST unit run for real."""
 from __future__ import annotations
 
 import json
@@ -30,42 +30,20 @@ def _no_secret(*outputs: bytes):
             assert secret.encode() not in output
 
 
-def test_borg_append_only_over_ssh(borg_ssh_server, archive_key_file, archive_client_dirs, stream):
-    repo_path = borg_ssh_server.repository("store-proof")
+def test_borg_over_ssh_stores_nothing_of_a_failed_command(borg_ssh_server, archive_key_file, archive_client_dirs,
+                                                          stream):
+    borg_ssh_server.repository("store-proof")
     env = borg_env(archive_client_dirs / "borg", archive_key_file, borg_ssh_server.client_environment("store-proof"))
     url = borg_ssh_server.url("store-proof")
-
-    # A command that fails creates no archive: borg's own guarantee for a cut stream.
+    # A command that fails after part of its stream creates no archive: borg's own guarantee for a
+    # cut stream (the archives and the append-only key are proven through the CLI and the role).
     cut = run(["borg", "create", "--content-from-command", f"{url}::cut", "--",
                "sh", "-c", 'head -c 100000 "$1"; exit 1', "sh", str(stream)], env)
     assert cut.returncode != 0
     listed = run(["borg", "list", "--json", url], env)
     assert listed.returncode == 0, listed.stderr
     assert json.loads(listed.stdout)["archives"] == []
-
-    made = run(["borg", "create", "--content-from-command", f"{url}::whole", "--", "cat", str(stream)], env)
-    assert made.returncode == 0, made.stderr
-    extracted = run(["borg", "extract", "--stdout", f"{url}::whole"], env)
-    assert extracted.stdout == stream.read_bytes()
-
-    # Append-only: a client's delete hides the archive from listings but frees nothing on the
-    # server; every segment the server held is still there for its owner to roll back to.
-    segments_before = {p: p.stat().st_size for p in borg_ssh_server.segment_files("store-proof")}
-    deleted = run(["borg", "delete", f"{url}::whole"], env)
-    assert deleted.returncode == 0, deleted.stderr
-    assert json.loads(run(["borg", "list", "--json", url], env).stdout)["archives"] == []
-    compacted = run(["borg", "compact", url], env)
-    after = {p: p.stat().st_size for p in borg_ssh_server.segment_files("store-proof")}
-    assert all(after.get(p) == size for p, size in segments_before.items()), (compacted.stderr, after)
-    assert (repo_path / "transactions").read_text().count("transaction") >= 3  # points to roll back to
-
-    # The forced command serves this repository only: another path on the same host is refused.
-    other = borg_ssh_server.workdir / "repos" / "other"
-    refused = run(["borg", "init", "--encryption", "repokey-blake2", borg_ssh_server.sshd.url(other)], env)
-    assert refused.returncode != 0
-    assert b"not allowed" in refused.stderr, refused.stderr
-    assert not other.exists()
-    _no_secret(cut.stdout, cut.stderr, made.stdout, made.stderr, listed.stdout, deleted.stderr)
+    _no_secret(cut.stdout, cut.stderr, listed.stdout, listed.stderr)
 
 
 def test_restic_rest_append_only(rest_server, archive_key_file, archive_client_dirs, stream):
@@ -125,7 +103,6 @@ def test_the_roles_borg_forced_command_lets_a_client_make_and_fill_its_repositor
     assert made.returncode == 0, made.stderr
     stored = run(["borg", "create", "--content-from-command", f"{url}::one", "--", "cat", str(stream)], env)
     assert stored.returncode == 0, stored.stderr
-    assert run(["borg", "extract", "--stdout", f"{url}::one"], env).stdout == stream.read_bytes()
     assert "append_only = 1" not in (repos / "web1" / "config").read_text()  # append-only is the key's, not the repository's
     refused = run(["borg", "init", "--encryption", "repokey-blake2", borg_ssh_server.sshd.url(repos / "web2")], env)
     assert refused.returncode != 0 and b"not allowed" in refused.stderr, refused.stderr
