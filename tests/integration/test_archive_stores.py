@@ -1,6 +1,7 @@
 """The archive stores' loopback servers, proven with the stores' own commands (borg behind an
 append-only forced command over ssh, restic over REST from rclone and over S3 from moto), and the
 role's borg forced command and restic REST unit run for real."""
+
 from __future__ import annotations
 
 import json
