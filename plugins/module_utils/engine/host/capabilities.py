@@ -64,6 +64,21 @@ class EndToolsProbe:
             self._known[key] = self._ask(endpoint) if remote else self._ask_here()
         return self._known[key]
 
+    def knows(self, endpoint) -> bool:
+        """Whether `endpoint`'s tools are known already (asked, or learned from its survey)."""
+        return endpoint.id in self._known
+
+    def refused_mode_probe(self, endpoint) -> None:
+        """`endpoint` refused a batch with the mode probe in it (a serve from before that probe):
+        its tools are asked without it."""
+        self._modes[endpoint.id] = None
+
+    def learn(self, endpoint, tools, mode) -> None:
+        """What a destination's survey (destination_survey.py) said: its tools and serve mode, so
+        that neither is asked again in this run."""
+        self._known[endpoint.id] = tools
+        self._modes[endpoint.id] = mode
+
     def append_only(self, endpoint) -> bool:
         """Whether `endpoint` said it is `serve --append-only` (asked with its tools, once)."""
         if endpoint is None or not endpoint.crosses_network:
@@ -95,7 +110,8 @@ class EndToolsProbe:
         if is_source:
             commands.append((["cat", SEND_STREAM_VERSION], False))
         try:
-            results = self._ask_with_mode(endpoint, commands) if not is_source \
+            asks_mode = not is_source and endpoint.id not in self._modes
+            results = self._ask_with_mode(endpoint, commands) if asks_mode \
                 else endpoint.run_batch(self.runner, commands)
         except BackupError as err:
             LOG.info("%s: could not ask what it supports (%s); streams to it are plain", endpoint.id, err)
