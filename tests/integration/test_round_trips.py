@@ -5,10 +5,8 @@ the client sends before running it, so the test sees what the server saw."""
 
 from __future__ import annotations
 
-import os
 import shlex
 import stat
-import subprocess
 
 import pytest
 
@@ -34,15 +32,21 @@ def logging_forced_command(server, log, then):
 
 
 class RemoteCommands:
-    """The commands a logging forced command saw since the last `take()`."""
+    """The commands a logging forced command saw, and the connections sshd accepted, since the
+    last `take()`."""
 
-    def __init__(self, log):
+    def __init__(self, log, server):
         self.log = log
+        self.server = server
         self.seen = 0
+        self.connections_seen = 0
+        self.take()  # not the server's readiness probe
 
     def take(self) -> list:
         lines = self.log.read_text().splitlines() if self.log.exists() else []
         new, self.seen = lines[self.seen:], len(lines)
+        accepted = self.server.log_file.read_text(errors="replace").count("Accepted publickey")
+        self.connections, self.connections_seen = accepted - self.connections_seen, accepted
         return new
 
 
@@ -54,7 +58,7 @@ def logged_sshd(require_btrfs, tmp_path):
     log = tmp_path / "remote-commands.log"
     with Sshd(host="127.0.0.6") as server:
         logging_forced_command(server, log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
-        yield server, RemoteCommands(log)
+        yield server, RemoteCommands(log, server)
 
 
 @pytest.fixture
@@ -67,7 +71,7 @@ def logged_serve(require_btrfs, make_fs, tmp_path):
     log = tmp_path / "remote-commands.log"
     with Sshd(host="127.0.0.7") as server:
         logging_forced_command(server, log, f"{shlex.quote(str(CLI))} serve --root {shlex.quote(str(fs / 'web1'))}")
-        yield server, RemoteCommands(log), fs / "web1"
+        yield server, RemoteCommands(log, server), fs / "web1"
 
 
 def assert_commands(commands, at_most, what):
@@ -76,18 +80,16 @@ def assert_commands(commands, at_most, what):
 
 def three_runs(args, dest_id, commands, source):
     """A full run, an incremental run and a run with nothing to send (-S, as btrfs-backup 0.3's):
-    the remote commands of each."""
-    first = ok(*args).result
-    full = commands.take()
-    assert sent(first, dest_id)[0][1] == "full", first
-    (source / "more.txt").write_text("more\n")
-    second = ok(*args).result
-    incremental = commands.take()
-    assert sent(second, dest_id)[0][1] == "incremental", second
-    third = ok("-S", *args).result
-    nothing = commands.take()
-    assert sent(third, dest_id) == [], third
-    return full, incremental, nothing
+    the remote commands of each; each run opened one connection and ran them all through it."""
+    taken = []
+    for flags, mode in (([], "full"), ([], "incremental"), (["-S"], None)):
+        if mode == "incremental":
+            (source / "more.txt").write_text("more\n")
+        result = ok(*flags, *args).result
+        taken.append(commands.take())
+        assert [t[1] for t in sent(result, dest_id)] == ([mode] if mode else []), result
+        assert commands.connections == 1, f"{commands.connections} ssh connections in one run"
+    return taken
 
 
 def show(**runs):
@@ -129,5 +131,7 @@ def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
     full, incremental, nothing = three_runs(ssh_args(server) + [server.url(source), dest], str(dest), commands,
                                             source)
     show(full=full, incremental=incremental, nothing=nothing)
-    assert_commands(incremental, SOMETHING_TO_SEND, "incremental pull")
+    # A pulled source also takes the snapshot (with its listing) and has the lock file written
+    # before the send and after it: two more than a destination.
+    assert_commands(incremental, SOMETHING_TO_SEND + 2, "incremental pull")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to pull")
