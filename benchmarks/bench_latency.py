@@ -115,9 +115,9 @@ class LatencyBench:
     def setup(self):
         a = self.args
         mib = a.data_mib
-        self.pool = self.stack.enter_context(BtrfsPool(tmpfs_size="%dM" % (mib * 5 + 1024), prefix="bench-latency-"))
+        self.pool = self.stack.enter_context(BtrfsPool(tmpfs_size="%dM" % (mib * 6 + 1024), prefix="bench-latency-"))
         self.src = self.pool.filesystem("src", "%dM" % (mib * 2 + 512))
-        self.dst = self.pool.filesystem("dst", "%dM" % (mib * 2 + 512))
+        self.dst = self.pool.filesystem("dst", "%dM" % (mib * 3 + 512))
         self.tmp = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-latency-cfg-")))
         self.netns = self.stack.enter_context(Netns("bench-latency-%d" % os.getpid()))
         self._shape()
@@ -269,7 +269,13 @@ class LatencyBench:
                 self._check(ours_dst / name, ours_snaps / name, None)
 
     def incremental_setup(self):
-        """Untimed: one full backup in each chain, so that every timed run is incremental."""
+        """Untimed: one full backup in each chain, so that every timed run is incremental (the
+        full scenario's backups and snapshots go first: room for the chains)."""
+        for fs, folders in ((self.dst, ("full-ours", "full-raw")), (self.src, ("full-ours-snaps", "full-raw-snaps"))):
+            for folder in (fs / name for name in folders):
+                if folder.exists():
+                    delete_subvolumes(folder, fs)
+                    shutil.rmtree(folder)
         for tool in ("ours", "raw"):
             for folder in (self.dst / ("inc-" + tool), self.src / ("inc-%s-snaps" % tool)):
                 folder.mkdir()
