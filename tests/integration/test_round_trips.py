@@ -135,3 +135,19 @@ def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
     # before the send and after it: two more than a destination.
     assert_commands(incremental, SOMETHING_TO_SEND + 2, "incremental pull")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to pull")
+
+
+
+def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
+    """A pulled source sent on to another host: the destination host's count is a push's."""
+    server, commands = logged_sshd
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=4)
+    dest = make_fs("dst") / "relayed"
+    dest.mkdir()
+    url = server.url(dest)
+    full, incremental, nothing = three_runs(ssh_args(sshd, server) + [sshd.url(source), url], url, commands, source)
+    show(full=full, incremental=incremental, nothing=nothing)
+    assert_commands(full, SOMETHING_TO_SEND, "full relay")
+    assert_commands(incremental, SOMETHING_TO_SEND, "incremental relay")
+    assert_commands(nothing, NOTHING_TO_SEND, "nothing to relay")
