@@ -1,7 +1,8 @@
-"""Remote commands per run and destination: a run with something to send asks each ssh host at most
-3 times (what it must know, the receive, what follows), a run with nothing to send once; over plain
-ssh, through `serve`, and from a pulled source. Counted by a forced command that logs each command
-the client sends before running it, so the test sees what the server saw."""
+"""Remote commands per run at an ssh destination: a run with something to send asks it at most 3
+times (all it must know, the receive, the check of what arrived), a run with nothing to send once;
+over plain ssh, through `serve` and in a relay. A pulled source is asked once for a run with nothing
+to send. Counted by a forced command that logs each command the client sends before running it, so
+the test sees what the server saw; sshd's log shows that each run opened one connection."""
 
 from __future__ import annotations
 
