@@ -103,7 +103,8 @@ class _Host:
 
 
 def _whole_answer():
-    parts = [FOLDER + "\n", MOUNTINFO, LIST, LIST, "btrfs-progs v6.2\n", "zstd v1.5\n", "btrfs-backup-serve-mode open\n"]
+    parts = [FOLDER + "\n", MOUNTINFO, LIST, LIST, "btrfs-progs v6.2\n", "zstd v1.5\n",
+             "btrfs-backup-serve-mode open\n"]
     return "".join(f"{part}\nMARK 0\n" for part in parts)
 
 
