@@ -32,6 +32,9 @@ class DestinationFolders:
         # Destinations that failed the check before the snapshot: a host that never answers
         # costs a ConnectTimeout, so it is not asked again in the same run.
         self.unusable = {}
+        # Archive stores listed in this run: each listing opens the repository (key derivation,
+        # index), and the job's lock keeps other runs of it from changing what it holds meanwhile.
+        self.archive_listings = {}
 
     def require_a_usable_one(self, destinations) -> None:
         """Rule 7: if no destination can take a backup (a mistyped path, a disk that is not
@@ -72,7 +75,9 @@ class DestinationFolders:
 
     def _listing(self, dest, create):
         if dest.holds_archives:  # a repository that cannot be listed is a clear error: no folder to create
-            return dest.list_backups(self.runner)
+            if dest.id not in self.archive_listings:
+                self.archive_listings[dest.id] = dest.list_backups(self.runner)
+            return self.archive_listings[dest.id]
         try:
             return self._refuse_on_source_filesystem(dest, list_folder(dest, self.runner), dest.path)
         except MissingPathError:
