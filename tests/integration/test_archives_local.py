@@ -119,12 +119,24 @@ def test_full_then_incremental_and_the_restore_equals_the_snapshot(store, src, r
                         restored.stderr, verified.stderr, json.dumps(verified.result), folders=[job_state_dir])
 
 
-def test_one_send_feeds_a_btrfs_folder_and_an_archive(borg, src, dst):
+def test_one_send_feeds_a_btrfs_folder_and_an_archive(borg, src, dst, tmp_path):
+    planned = ok(*borg.args("--check"), src, dst, borg.location)
+    assert [(t["mode"], t["status"]) for d in planned.result["destinations"] for t in d["transfers"]] == \
+        [("full", "planned"), ("full", "planned")]
+    assert borg.labels() == [] and not (src / "snapshot").exists()
     done = ok(*borg.args(), src, dst, borg.location)
     name = snapshot_names(src / "snapshot")[0]
     for dest in done.result["destinations"]:
         assert dest["transfers"][0]["status"] == "done" and dest["transfers"][0].get("shared_with"), dest
     assert subvolumes(dst)[name].received_uuid == subvolumes(src / "snapshot")[name].uuid
+    assert [l["snapshot"] for l in borg.labels()] == [name]
+    # Rule 9: an archive store that fails (here: a wrong passphrase) costs the btrfs folder nothing.
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("not-the-passphrase\n")
+    failed = run_cli("--archive-key-file", wrong, src, dst, borg.location)
+    assert failed.code != 0, failed.explain()
+    newest = snapshot_names(src / "snapshot")[-1]
+    assert newest != name and subvolumes(dst)[newest].received_uuid == subvolumes(src / "snapshot")[newest].uuid
     assert [l["snapshot"] for l in borg.labels()] == [name]
 
 

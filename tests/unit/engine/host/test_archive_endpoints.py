@@ -143,6 +143,7 @@ def test_the_listing_is_what_planning_matches_by_uuid():
     ("Failed to create/acquire the lock /b/lock.exclusive (timeout).", "the repository is locked"),
     ("Fatal: unable to create lock in backend: repository is already locked by PID 7", "the repository is locked"),
     ("Repository /b does not exist.", "create the repository first"),
+    ("borg: No such file or directory", "install borgbackup on this host"),
 ])
 def test_a_failed_tool_says_what_to_do(stderr, hint):
     store = parse_location("borg:/b", archive=SETTINGS)

@@ -145,6 +145,8 @@ class ArchiveEndpoint(Endpoint):
         if "lock" in lowered:
             return (f"{text} (the repository is locked: another backup, prune or check is running, "
                     f"or one was killed; `{self.tool} ... break-lock`/`unlock` once none runs)")
+        if f"{self.tool}: no such file or directory" in lowered:
+            return f"{text} (install {'borgbackup' if self.tool == 'borg' else 'restic'} on this host)"
         if "does not exist" in lowered or "is not a valid repository" in lowered or "unable to open config" in lowered:
             return f"{text} (create the repository first: {self.tool} init)"
         return text
