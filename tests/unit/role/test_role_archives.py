@@ -199,3 +199,45 @@ def test_a_drill_of_an_archive_destination_reads_it_with_the_jobs_passphrase_and
 def test_a_drill_gets_the_files_a_job_names_itself(tmp_path):
     options, _ = _drill_options(dict(JOB, destinations=["borg:/mnt/usb/borg"], archive_key_file="/root/borg.pass"), tmp_path)
     assert (options.archive_key_file, options.archive_env_file) == ("/root/borg.pass", "")
+
+
+def test_a_drill_checks_the_archive_destination_it_is_told_to(tmp_path):
+    repository = "borg+ssh://borg@vault/srv/borg/repos/web1"
+    options, text = _drill_options(dict(JOB, server=True, destinations=["/mnt/usb", repository],
+                                        verify_destination=repository, archive_key_file="/root/borg.pass"), tmp_path)
+    assert (options.source, options.backups, options.no_content) == ("/home", repository, False)
+    assert "IdentityFile=/etc/btrfs-backup/ssh/id_ed25519" not in text
+
+
+@pytest.mark.parametrize("job, backups, no_content", [
+    pytest.param(dict(JOB, server=True), "ssh://btrfs-backup@nas:22/srv/backups/web1/home", True, id="the-server"),
+    pytest.param(dict(JOB, destinations=["restic:/mnt/usb/restic", "/mnt/b"]), "restic:/mnt/usb/restic", False,
+                 id="the-first-destination"),
+])
+def test_a_drill_checks_the_server_or_else_the_first_destination_by_default(job, backups, no_content, tmp_path):
+    options, _ = _drill_options(job, tmp_path)
+    assert (options.backups, options.no_content) == (backups, no_content)
+
+
+ARCHIVE_CHECK = "Check each job's archive passphrase, store environment and drilled destination"
+
+
+@pytest.mark.parametrize("job, passes", [
+    pytest.param(dict(JOB, destinations=["borg:/b"], archive_key="one line", archive_env={"BORG_RSH": "ssh -i /k"}),
+                 True, id="good"),
+    pytest.param(dict(JOB, archive_key="k", archive_key_file="/k"), False, id="key-and-key-file"),
+    pytest.param(dict(JOB, archive_env={"A": "1"}, archive_env_file="/e"), False, id="env-and-env-file"),
+    pytest.param(dict(JOB, archive_key="two\nlines"), False, id="key-of-two-lines"),
+    pytest.param(dict(JOB, archive_key=["a", "list"]), False, id="key-not-text"),
+    pytest.param(dict(JOB, archive_env={"aws_key": "x"}), False, id="lower-case-name"),
+    pytest.param(dict(JOB, archive_env={"A": "x\ny"}), False, id="value-of-two-lines"),
+    pytest.param(dict(JOB, destinations=["borg:/b"], verify_destination="borg:/b"), True, id="drill-of-a-destination"),
+    pytest.param(dict(JOB, destinations=["borg:/b"], verify_destination="borg:/c"), False, id="drill-of-another"),
+])
+def test_the_archive_settings_check(job, passes):
+    task = {t["name"]: t for t in _tasks("preflight.yml")}[ARCHIVE_CHECK]
+    conditions = [trust_as_template("{{ %s }}" % condition) for condition in task["ansible.builtin.assert"]["that"]]
+    job_var = _trusted(task["vars"]["__btrfs_backup_job"])
+    results = [role_value(condition, btrfs_backup_jobs=[job], item=job["name"], __btrfs_backup_job=job_var)
+               for condition in conditions]
+    assert all(results) == passes, results
