@@ -174,6 +174,8 @@ class _Run:
     def _snapshot_folder(self):
         """The snapshot folder's listing; on the first run the folder is created (None in check mode)."""
         listing = self.source.list()
+        if self.source.tools is not None:
+            self.executor.probe(self.source.endpoint).learn(self.source.endpoint, self.source.tools, None)
         if listing is None:
             self.folders.require_a_usable_one(self.prepared.destinations)
             if self.executor.carry_out(self.source.create_folder_step()) is not None:
@@ -207,7 +209,7 @@ class _Run:
     def _source_phase(self, listing):
         """Locks, the destinations to serve, and the new snapshot: (destinations, snapshots, new snapshot)."""
         store = self.source.lock_store()
-        self.executor.locks = locks = store.read() if listing is not None else LockTable()
+        self.executor.locks = locks = self.source.read_locks(store) if listing is not None else LockTable()
         self.executor.store = store
         self.result.locks_before = locks.as_dict()
         snapshots, writable = self.source.snapshots(listing)
