@@ -19,7 +19,7 @@ from support.archive_stores import (PASSPHRASE, REST_PASSWORD, S3_SECRET_KEY, bo
                                     write_env_file)
 from support.trees import assert_same_tree, modify_tree
 
-SECRETS = (PASSPHRASE, S3_SECRET_KEY)
+SECRETS = (PASSPHRASE, S3_SECRET_KEY, REST_PASSWORD)
 
 
 class Store:
@@ -62,12 +62,20 @@ def _borg_store(borg_ssh_server, archive_key_file, client_dirs, name) -> Store:
     return Store(borg_ssh_server.destination(name), flags, env, "borg", borg_ssh_server.url(name))
 
 
-def _restic_store(repository, archive_key_file, client_dirs, extra_env, tmp_path) -> Store:
+def _restic_store(repository, archive_key_file, client_dirs, extra_env, tmp_path, destination=None) -> Store:
+    """A new restic repository: `repository` as restic's own commands reach it, `destination` (the
+    same without credentials, when they differ) as the job gives it, `extra_env` in its env file."""
     env = restic_env(client_dirs / "restic-cache", archive_key_file, extra_env)
     made = run(["restic", "-r", repository, "init"], env)
     assert made.returncode == 0, made.stderr
     flags = ["--archive-env-file", str(write_env_file(tmp_path / "store.env", extra_env))] if extra_env else []
-    return Store("restic:" + repository, flags, env, "restic", repository)
+    return Store("restic:" + (destination or repository), flags, env, "restic", repository)
+
+
+def _rest_store(server, name, archive_key_file, client_dirs, tmp_path) -> Store:
+    """A repository on the REST server, its credentials in the job's env file."""
+    return _restic_store(server.repository(name), archive_key_file, client_dirs, server.environment(), tmp_path,
+                         destination=server.plain_repository(name))
 
 
 @pytest.fixture(params=["borg-ssh", "restic-rest", "restic-s3"])
@@ -76,8 +84,8 @@ def store(request, archive_key_file, archive_client_dirs, tmp_path):
         return _borg_store(request.getfixturevalue("borg_ssh_server"), archive_key_file, archive_client_dirs,
                            tmp_path.name)
     if request.param == "restic-rest":
-        server = request.getfixturevalue("rest_server")
-        return _restic_store(server.repository(tmp_path.name), archive_key_file, archive_client_dirs, {}, tmp_path)
+        return _rest_store(request.getfixturevalue("rest_server"), tmp_path.name, archive_key_file,
+                           archive_client_dirs, tmp_path)
     server = request.getfixturevalue("s3_server")
     bucket = "b-" + tmp_path.name.lower().replace("_", "-")[-40:]
     return _restic_store(server.repository(bucket), archive_key_file, archive_client_dirs, server.environment(),
@@ -185,12 +193,21 @@ def test_append_only_borg_retention_hides_but_never_destroys(borg_ssh_server, ar
     assert all(after.get(p) == size for p, size in segments.items())
 
 
-@pytest.mark.xfail(strict=True, reason="restic 0.14 takes REST credentials only in the repository URL, and the "
-                                       "engine shows a restic destination's repository string as it is")
-def test_rest_credentials_in_the_repository_url_appear_in_no_log_or_result(rest_server, archive_key_file,
+def test_rest_credentials_go_in_the_env_file_and_a_url_with_them_is_refused(rest_server, archive_key_file,
                                                                            archive_client_dirs, src, key_args,
                                                                            tmp_path):
-    store = _restic_store(rest_server.repository("credentials"), archive_key_file, archive_client_dirs, {}, tmp_path)
-    done = run_cli(*key_args, "--job-name", "home", "--check", src, store.destination)
+    store = _rest_store(rest_server, "credentials", archive_key_file, archive_client_dirs, tmp_path)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    done = run_cli(*key_args, *store.flags, "--job-name", "home", "--metrics-dir", str(metrics), src,
+                   store.destination)
     assert done.code == 0, done.explain()
-    assert REST_PASSWORD not in _everything_written([json.dumps(done.result), done.stderr], tmp_path)
+    assert len(store.labels()) == 1
+    # The same repository with user:password@ in the destination string: refused, the password unshown.
+    refused = run_cli(*key_args, "--job-name", "other", src, "restic:" + rest_server.repository("credentials"))
+    assert refused.code != 0
+    assert "a user and password in the repository string would show in logs" in refused.stderr
+    written = _everything_written([json.dumps(done.result), done.stderr, json.dumps(refused.result),
+                                   refused.stderr], metrics)
+    assert REST_PASSWORD not in written
+    assert len(store.labels()) == 1  # the refused run changed nothing

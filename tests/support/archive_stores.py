@@ -188,10 +188,19 @@ class RcloneRestServer(_Server):
         return argv + [str(self.data_dir)]
 
     def repository(self, name: str) -> str:
-        """restic's repository string for the repository *name* on this server."""
+        """restic's repository string for the repository *name* on this server, with the credentials
+        in it (how restic 0.14 itself takes them)."""
         user = urllib.parse.quote(self.user, safe="")
         password = urllib.parse.quote(self.password, safe="")
         return f"rest:http://{user}:{password}@{self.host}:{self.port}/{name}"
+
+    def plain_repository(self, name: str) -> str:
+        """The repository string without credentials: what a destination gives."""
+        return f"rest:http://{self.host}:{self.port}/{name}"
+
+    def environment(self) -> Dict[str, str]:
+        """The credentials as an ``archive_env_file`` gives them."""
+        return {"RESTIC_REST_USERNAME": self.user, "RESTIC_REST_PASSWORD": self.password}
 
     def delete_status(self, name: str, kind: str, blob_id: str) -> int:
         """The HTTP status of a DELETE of one file of repository *name* (403 when append-only)."""
