@@ -419,4 +419,3 @@ def stream_file_name(record) -> str:
     """The file an archive holds: the stream, named after the archive (borg --stdin-name, restic
     --stdin-filename)."""
     return archives.archive_name(record.label.job, record.label.snapshot) + ".btrfs"
-
