@@ -53,6 +53,8 @@ from support.tenant_keys import authorize_hosts, cli_ssh_flags  # noqa: E402
 from support.trees import MiB, write_file  # noqa: E402
 
 CLI = REPO / "bin" / "btrfs-backup"
+#: Every program of a run from the system's folders, as on a fleet's hosts (no pyenv shims).
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 TICK = os.sysconf("SC_CLK_TCK")
 MB = 1_000_000
 
@@ -195,6 +197,15 @@ class Bench:
             run(["btrfs", "subvolume", "snapshot", "-r", self.sources_fs / host, self.sources_fs / ("%s.raw" % host)])
         self.round = 0
 
+    def plain_shell(self):
+        """Each key's session with a HOME that has no shell start-up files: sshd runs the commands
+        through root's login shell here (bash), and root's ~/.bashrc here starts pyenv, which a
+        backup server's receive user (/bin/sh) never pays for."""
+        keys = self.sshd.workdir / "authorized_keys"
+        lines = keys.read_text().splitlines()
+        keys.write_text("".join('environment="HOME=%s",%s\n' % (self.empty_home, line) if line.startswith("restrict")
+                                else 'environment="HOME=%s" %s\n' % (self.empty_home, line) for line in lines))
+
     def fresh_roots(self, hosts):
         """A new folder (subvolume) per host on the server, as the role makes them."""
         self.round += 1
@@ -251,8 +262,9 @@ class Bench:
             for key in self.sshd.workdir.glob("id_%s*" % host):
                 key.unlink()
         keys = authorize_hosts(self.sshd, CLI, roots, flags)
+        self.plain_shell()
         state = tempfile.mkdtemp(prefix="bench-fanin-state-")
-        env = dict(os.environ, BTRFS_BACKUP_STATE_DIR=state)
+        env = dict(os.environ, BTRFS_BACKUP_STATE_DIR=state, PATH=SYSTEM_PATH)
 
         def start():
             return [subprocess.Popen([str(CLI), "--json"] + cli_ssh_flags(self.sshd, keys[host])
@@ -276,6 +288,7 @@ class Bench:
         base, roots = self.fresh_roots(hosts)
         # The server's own client key, unconfined (ours() replaces authorized_keys with the hosts' keys).
         (self.sshd.workdir / "authorized_keys").write_text((self.sshd.workdir / "id_ed25519.pub").read_text())
+        self.plain_shell()
 
         def start():
             procs = []
@@ -283,7 +296,7 @@ class Bench:
                 remote = "zstd -d -q | btrfs receive -q %s" % shlex.quote(str(roots[host] / "data"))
                 pipe = "%s | zstd -3 -q | %s" % (shlex.join(["btrfs", "send", "-q", str(self.sources_fs / ("%s.raw" % host))]),
                                                  shlex.join(self.sshd.ssh_argv(remote)))
-                procs.append(subprocess.Popen(["bash", "-o", "pipefail", "-c", pipe],
+                procs.append(subprocess.Popen(["bash", "-o", "pipefail", "-c", pipe], env=dict(os.environ, PATH=SYSTEM_PATH),
                                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                               stderr=subprocess.PIPE, text=True))
             return procs
@@ -332,7 +345,9 @@ def main() -> int:
         bench = Bench(pool, options)
         dropin = Path(tempfile.mkdtemp(prefix="bench-fanin-sshd-")) / "btrfs-backup.conf"
         dropin.write_text(render_sshd_dropin(max(options.n)))
-        with Sshd(host="127.0.0.9", max_startups=None, extra_config=["Include %s" % dropin]) as sshd:
+        bench.empty_home = dropin.parent
+        with Sshd(host="127.0.0.9", max_startups=None,
+                  extra_config=["Include %s" % dropin, "PermitUserEnvironment yes"]) as sshd:
             bench.sshd = sshd
             variants = [("ours", lambda h: bench.ours(h, 0)), ("raw-ssh", bench.raw_ssh), ("raw", bench.raw)]
             if options.slots:

@@ -49,7 +49,7 @@ def timeout_line(busy: int, wait: float) -> str:
 
 def retry_delay(tries: int) -> float:
     """Seconds before the `tries`-th look for a free slot (1, 2, ...): doubling up to LONGEST_RETRY."""
-    return min(LONGEST_RETRY, FIRST_RETRY * (2 ** max(tries - 1, 0)))
+    return min(LONGEST_RETRY, FIRST_RETRY * (2 ** min(max(tries - 1, 0), 16)))  # an hour's tries never overflow
 
 
 def slot_wait(stderr: str) -> tuple[str | None, float | None]:
