@@ -339,7 +339,8 @@ def main() -> int:
     options = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("needs root (loop devices, mount, sshd)")
-    print("machine: %d cores, load average before: %s" % (os.cpu_count(), open("/proc/loadavg").read().split()[:3]))
+    print("machine: %d cores, load average before: %s; sshd MaxStartups from the role's drop-in for %d sources"
+          % (os.cpu_count(), open("/proc/loadavg").read().split()[:3], max(options.n)))
     tmpfs = "%dM" % (max(options.n) * options.mib * 8 + 3072)
     with BtrfsPool(tmpfs_size=tmpfs, prefix="bench-fanin-") as pool:
         bench = Bench(pool, options)
@@ -353,6 +354,7 @@ def main() -> int:
             if options.slots:
                 variants.insert(1, ("ours-slots", lambda h: bench.ours(h, options.slots)))
             results = collections.defaultdict(list)
+            dropped = 0
             for n in options.n:
                 hosts = bench.hosts[:n]
                 for rnd in range(options.rounds):
@@ -360,12 +362,16 @@ def main() -> int:
                     for name, fn in order:
                         seconds, cpu, busy, failed, waited = fn(hosts)
                         results[(n, name)].append((seconds, cpu, busy, failed, waited))
-                        print("  N=%-2d %-10s %6.2f s  %s%s  (machine busy %.1f cpu-s)%s" % (
+                        log = sshd.log_file.read_text(errors="replace")
+                        dropped, before = log.count("past MaxStartups"), dropped
+                        print("  N=%-2d %-10s %6.2f s  %s%s%s  (machine busy %.1f cpu-s)%s" % (
                             n, name, seconds, "ALL OK" if not failed else "%d FAILED" % len(failed),
-                            ", %d waited for a slot" % waited if waited else "", busy,
+                            ", %d waited for a slot" % waited if waited else "",
+                            ", sshd dropped %d connections" % (dropped - before) if dropped > before else "", busy,
                             "" if not failed else "\n      " + "\n      ".join(failed[:3])), flush=True)
         dropin.unlink()
         dropin.parent.rmdir()
+    print("load average after: %s" % open("/proc/loadavg").read().split()[:3])
     print()
     print("Fan-in, %d MiB per host (half random, half text), median of %d round(s); MB/s = N x data / wall"
           % (options.mib, options.rounds))

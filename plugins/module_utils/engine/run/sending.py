@@ -106,10 +106,10 @@ def _slot_waits(destinations, stats) -> dict:
         if waiting is None:
             continue
         if waited is not None:
-            LOG.info("%s: the backup server was %s; waited %.1f s", dest.id, waiting, waited)
+            LOG.info("%s: %s at the backup server; waited %.1f s", dest.id, waiting, waited)
             waits[dest] = round(waited, 3)
         else:
-            LOG.warning("%s: the backup server was %s, and none came free", dest.id, waiting)
+            LOG.warning("%s: %s at the backup server; none came free", dest.id, waiting)
     return waits
 
 
