@@ -376,18 +376,19 @@ def main() -> int:
     print("Fan-in, %d MiB per host (half random, half text), median of %d round(s); MB/s = N x data / wall"
           % (options.mib, options.rounds))
     names = [name for name, _fn in variants]
-    print("%-3s %-10s %8s %9s %10s  %s" % ("N", "variant", "wall s", "agg MB/s", "time/raw", "CPU seconds by program (median run)"))
+    print("%-3s %-10s %8s %8s %9s %10s %9s  %s" % ("N", "variant", "wall s", "min s", "agg MB/s", "time/raw",
+                                                  "/raw-ssh", "CPU seconds by program (median run)"))
     for n in options.n:
         raw_wall = statistics.median(r[0] for r in results[(n, "raw")])
+        ssh_wall = statistics.median(r[0] for r in results[(n, "raw-ssh")])
         for name in names:
             runs = results[(n, name)]
             wall = statistics.median(r[0] for r in runs)
-            middle = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+            middle = sorted(runs, key=lambda r: r[0])[(len(runs) - 1) // 2]
             ok = all(not r[3] for r in runs)
-            print("%-3d %-10s %8.2f %9.1f %10s  %s; machine %.1f%s" % (
-                n, name, wall, n * options.mib * MiB / MB / wall,
-                "%.2f" % (wall / raw_wall) if name != "raw" else "1.00", fmt_cpu(middle[1]), middle[2],
-                "" if ok else "  (FAILURES)"))
+            print("%-3d %-10s %8.2f %8.2f %9.1f %10.2f %9.2f  %s; machine %.1f%s" % (
+                n, name, wall, min(r[0] for r in runs), n * options.mib * MiB / MB / wall, wall / raw_wall,
+                wall / ssh_wall, fmt_cpu(middle[1]), middle[2], "" if ok else "  (FAILURES)"))
     return 0
 
 

@@ -36,8 +36,8 @@ def test_slot_files(count, names):
     assert slot_files(count) == names
 
 
-@pytest.mark.parametrize("tries, delay", [(1, 0.1), (2, 0.2), (3, 0.4), (4, 0.8), (5, LONGEST_RETRY), (50, LONGEST_RETRY), (3601, LONGEST_RETRY)])
-def test_a_waiting_receive_looks_again_soon_then_every_second(tries, delay):
+@pytest.mark.parametrize("tries, delay", [(1, 0.1), (2, 0.2), (3, LONGEST_RETRY), (50, LONGEST_RETRY), (14401, LONGEST_RETRY)])
+def test_a_waiting_receive_looks_again_soon_then_often(tries, delay):
     assert retry_delay(tries) == pytest.approx(delay)
 
 
