@@ -35,6 +35,11 @@ delete only what is not a complete backup (a partial receive: writable, or witho
 UUID), so failed transfers are still cleaned up, and it cannot make a backup writable. Complete
 backups are then deleted only by the server's own retention (`btrfs-backup prune`).
 
+With `--receive-slots N` (the same N and `--slot-folder` on every host's key), at most N receives
+run at once on the server: a receive beyond them waits for a slot (receive_slots: a flock that the
+kernel frees when its holder ends), says so to its source, and gives up after `--slot-wait` or as
+soon as its source hangs up, with nothing received.
+
 A normal source never meets a refusal, so each one is a signal. It is logged to the server's
 syslog (the journal, facility auth, tag btrfs-backup-serve) as `refused[KIND] for ROOT: why;
 command: '...'`, at the priority of its kind (REFUSAL_KINDS: `alert` for what no backup sends,
@@ -59,7 +64,7 @@ import sys
 from ..host import btrfs, quota, receive_slots, refusal_counter, subvol_info
 
 from ..model import name_trust, units
-from ..model.receive_slots import timeout_line, waited_line, waiting_line
+from ..model.receive_slots import gone_line, timeout_line, waited_line, waiting_line
 from ..model.receive_errors import StderrWatch, broken_receive_refusal
 from ..model.errors import ConfigError
 from ..model.server_mode import MODE_PROBE, serve_answer
@@ -916,7 +921,7 @@ class Server(_LocalOperations, _BtrfsOperations, _ReceiveOperations, _QuotaOpera
             self._say(timeout_line(err.busy, self.slot_wait))
             return EXIT_NO_SLOT
         except receive_slots.SenderGone:
-            self._say("btrfs-backup serve: the source hung up while its receive waited for a slot; nothing was received")
+            self._say(gone_line())
             return EXIT_NO_SLOT
         except OSError as err:
             self._say("btrfs-backup serve: cannot take a receive slot in %s: %s"

@@ -49,6 +49,11 @@ def timeout_line(busy: int, wait: float) -> str:
             % (_SAID_BY, format_duration(wait), busy))
 
 
+def gone_line() -> str:
+    """serve's line when the source hung up while its receive waited (nobody reads it but the log)."""
+    return "%sthe source hung up while its receive waited for a slot; nothing was received" % _SAID_BY
+
+
 def retry_delay(tries: int) -> float:
     """Seconds before the `tries`-th look for a free slot (1, 2, ...): doubling up to LONGEST_RETRY."""
     return min(LONGEST_RETRY, FIRST_RETRY * (2 ** min(max(tries - 1, 0), 16)))  # an hour's tries never overflow
