@@ -21,6 +21,8 @@ BORG, BORG_SSH, RESTIC = "borg:", "borg+ssh://", "restic:"
 
 #: The tag (restic) and comment word (borg) that marks an archive this project stored.
 MARK = "btrfs-backup"
+# A Go stack trace's function line: "github.com/x/y.(*T).F", "golang.org/x/sync/errgroup.(*Group).Go.func1", "runtime.goexit".
+_GO_FRAME = re.compile(r"^(?:[\w.-]+/)*[\w.-]+\.(?:\(\*?\w+\)\.)?[\w.]+$")
 
 #: How many archives a chain holds before the next one is a full stream again (see docs: the
 #: measured trade-off between storage per day, time per run, restore time and retention).
@@ -58,6 +60,21 @@ class ArchiveLabel(collections.namedtuple("ArchiveLabel", _LABEL_KEYS)):
 
     def comment(self) -> str:
         return " ".join(self.words())
+
+
+def error_lines(stderr: str) -> list[str]:
+    """A store's stderr without what explains nothing to a user: blank lines, a Go stack trace's
+    frames (restic prints them after its error), restic's retry notices past the first."""
+    found, retries = [], 0
+    for line in stderr.splitlines():
+        if not line.strip() or line.startswith(("\t", "    ")) or _GO_FRAME.match(line):
+            continue
+        if "returned error, retrying after" in line:
+            retries += 1
+            if retries > 1:
+                continue
+        found.append(line)
+    return found
 
 
 def credentials_in_url(repository: str) -> bool:

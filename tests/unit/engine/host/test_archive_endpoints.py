@@ -237,3 +237,16 @@ def test_a_store_out_of_reach_is_unreachable_not_broken(stderr):
 def test_an_unbound_store_stores_no_stream():
     with pytest.raises(EndpointError, match="only as the archive of a snapshot"):
         parse_location("restic:/r", archive=SETTINGS).receiver()
+
+
+def test_a_deletion_an_append_only_server_refuses_says_so_without_the_stack_trace():
+    stderr = ("Remove(<snapshot/80e06cdf76>) returned error, retrying after 552ms: blob not removed, server "
+              "response: 403 Forbidden (403)\nunable to remove <snapshot/80e06cdf76> from the repository\n"
+              "blob not removed, server response: 403 Forbidden (403)\n"
+              "golang.org/x/sync/errgroup.(*Group).Go.func1\n\tgolang.org/x/sync/errgroup/errgroup.go:75\n"
+              "runtime.goexit\n\truntime/asm_amd64.s:1594\n")  # restic 0.14's forget, as captured (shortened)
+    store = parse_location("restic:rest:http://127.0.0.1:8000/r", archive=SETTINGS)
+    text = store.failure_text(CommandResult(["restic"], 1, "", stderr))
+    assert "unable to remove <snapshot/80e06cdf76> from the repository" in text
+    assert "the repository refuses deletions: an append-only server" in text
+    assert "goexit" not in text and "errgroup" not in text

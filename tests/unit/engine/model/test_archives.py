@@ -175,3 +175,29 @@ def test_chain_protection(kept, parent_of, needed):
 def test_credentials_in_a_repository_url(repository, has_credentials, shown):
     assert archives.credentials_in_url(repository) is has_credentials
     assert archives.without_credentials(repository) == shown
+
+
+RESTIC_APPEND_ONLY_FORGET = """\
+Remove(<snapshot/80e06cdf76>) returned error, retrying after 552.330144ms: blob not removed, server response: 403 Forbidden (403)
+Remove(<snapshot/80e06cdf76>) returned error, retrying after 1.080381816s: blob not removed, server response: 403 Forbidden (403)
+unable to remove <snapshot/80e06cdf76> from the repository
+blob not removed, server response: 403 Forbidden (403)
+github.com/restic/restic/internal/backend/rest.(*Backend).Remove
+\tgithub.com/restic/restic/internal/backend/rest/rest.go:298
+github.com/restic/restic/cmd/restic.deleteFiles.func2
+\tgithub.com/restic/restic/cmd/restic/delete.go:47
+golang.org/x/sync/errgroup.(*Group).Go.func1
+\tgolang.org/x/sync/errgroup/errgroup.go:75
+runtime.goexit
+\truntime/asm_amd64.s:1594
+"""
+
+
+def test_a_stores_error_lines_leave_out_go_stack_frames_and_repeated_retries():
+    assert archives.error_lines(RESTIC_APPEND_ONLY_FORGET) == [
+        "Remove(<snapshot/80e06cdf76>) returned error, retrying after 552.330144ms: blob not removed, "
+        "server response: 403 Forbidden (403)",
+        "unable to remove <snapshot/80e06cdf76> from the repository",
+        "blob not removed, server response: 403 Forbidden (403)",
+    ]
+    assert archives.error_lines("Fatal: wrong password or no key found\n") == ["Fatal: wrong password or no key found"]

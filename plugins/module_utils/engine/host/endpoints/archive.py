@@ -137,9 +137,12 @@ class ArchiveEndpoint(Endpoint):
 
     def failure_text(self, result: CommandResult) -> str:
         """Pure: a failed tool run in one line, with a hint for the failures people meet."""
-        lines = [line.strip() for line in result.stderr.strip().splitlines() if line.strip()]
+        lines = [line.strip() for line in archives.error_lines(result.stderr)]
         text = " / ".join(lines[-3:]) or f"exit status {result.returncode}"
         lowered = text.lower()
+        if "403 forbidden" in lowered or "(403)" in lowered:
+            return (f"{text} (the repository refuses deletions: an append-only server; give this destination "
+                    f"no backup retention and prune on the server)")
         if "passphrase" in lowered or "password" in lowered or "wrong" in lowered and "key" in lowered:
             return f"{text} (is archive_key_file the repository's passphrase?)"
         if "lock" in lowered:
