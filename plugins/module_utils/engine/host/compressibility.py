@@ -1,12 +1,16 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""Whether a snapshot's data is worth compressing: a quick sample of its files, before the send.
+"""Whether a stream's data is worth compressing: a quick sample of the data it carries, before the send.
 
 Compressing data that does not compress (media, archives, encrypted files) only costs CPU at both
 ends: on a fast link that is slower than no compression at all. `--compress auto` therefore reads
-a small sample (the start of the largest files found in a bounded walk, and some small files) and
-compresses it with zlib's fastest level, a proxy for zstd's ratio that the standard library has.
+a small sample and compresses it with zlib's fastest level, a proxy for zstd's ratio that the
+standard library has (compression.judge_sample decides). What is sampled is what the stream
+carries: for a full send of a local snapshot, its files (the start of the largest found in a
+bounded walk, and some small ones); for a local incremental, the changed file ranges that its
+`--no-data` twin names, read from the snapshot; at a remote source (a pull), the stream's own
+first bytes, through the same send command at that host.
 """
 
 from __future__ import annotations
@@ -14,21 +18,32 @@ from __future__ import annotations
 import os
 import zlib
 
-INCOMPRESSIBLE = 0.9  # a sample that zlib -1 cannot shrink by 10 % is not worth zstd's CPU
+from . import btrfs
 WALK_LIMIT = 4000     # directory entries looked at, at most
 LARGE_FILES = 24      # the largest files found, sampled at their start
 CHUNK = 128 * 1024    # bytes read from each of them
 SMALL_BUDGET = 1024 * 1024  # bytes read from small files, in walk order
+SAMPLE_BUDGET = 2 * 1024 * 1024  # bytes read from an incremental's changes or a remote stream
+PIECE = 64 * 1024  # bytes read at each of the places sampled in an incremental's changes
 
 
-def looks_compressible(ratio: float | None) -> bool | None:
-    """Pure: None (no sample: compress, as asked) or whether the sampled ratio pays for zstd."""
-    return None if ratio is None else ratio < INCOMPRESSIBLE
+def sample_stream_data(source, runner, snapshot_path: str, parent_path: str | None) -> tuple[str, int, int]:
+    """(what was sampled, bytes sampled, bytes zlib -1 made of them) for the stream of `btrfs send
+    [-p parent_path] snapshot_path` at `source`: see the module's docstring. Nothing that can be
+    read is (0, 0): no evidence, never a failure."""
+    if source.crosses_network:
+        return ("the stream's first bytes at %s" % source.id,) + sample_stream_head(source, runner, snapshot_path,
+                                                                                      parent_path)
+    if parent_path is None:
+        return ("the snapshot's data",) + sample_snapshot(snapshot_path)
+    from .stream_size import changed_extents
+
+    extents = changed_extents(source, runner, snapshot_path, parent_path)
+    return ("the incremental's changed data",) + sample_extents(snapshot_path, extents or [])
 
 
-def sample_ratio(root: str) -> float | None:
-    """Compressed / original size of a sample of the files below `root` (None if there is too
-    little data to judge, or it cannot be read)."""
+def sample_snapshot(root: str) -> tuple[int, int]:
+    """(bytes read, bytes zlib -1 made of them) of a sample of the files below `root`."""
     files, small = _walk(root)
     largest = sorted(files, reverse=True)[:LARGE_FILES]
     original = packed = 0
@@ -46,9 +61,70 @@ def sample_ratio(root: str) -> float | None:
         original += len(data)
         packed += len(compressor.compress(data))
     packed += len(compressor.flush())
-    if original < 64 * 1024:
-        return None
-    return packed / float(original)
+    return original, packed
+
+
+def sample_places(extents: list, budget: int = SAMPLE_BUDGET, piece: int = PIECE) -> list:
+    """Pure: (path, offset, length) to read from `extents` ((path, file offset, size) of the file
+    ranges a stream carries): all of them within `budget` bytes, else `budget // piece` pieces
+    spread evenly over their bytes, so that no one file stands for the whole stream."""
+    total = sum(size for _path, _offset, size in extents)
+    if total <= budget:
+        return [(path, offset, size) for path, offset, size in extents if size]
+    count = budget // piece
+    targets = [total * (2 * number + 1) // (2 * count) for number in range(count)]
+    places, start, index = [], 0, 0
+    for path, offset, size in extents:
+        end = start + size
+        while index < len(targets) and targets[index] < end:
+            into = targets[index] - start
+            places.append((path, offset + into, min(piece, size - into)))
+            index += 1
+        start = end
+    return places
+
+
+def sample_extents(root: str, extents: list) -> tuple[int, int]:
+    """(bytes read, bytes zlib -1 made of them) of the places sample_places picks, read from the
+    files below `root` (the snapshot the stream is sent from)."""
+    original = packed = 0
+    compressor = zlib.compressobj(1)
+    for path, offset, length in sample_places(extents):
+        try:
+            fd = os.open(os.path.join(root, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # a name the stream uses only on the way (an orphan's), or gone
+        try:
+            data = os.pread(fd, length, offset)
+        except OSError:
+            data = b""
+        finally:
+            os.close(fd)
+        original += len(data)
+        packed += len(compressor.compress(data))
+    return original, packed + len(compressor.flush())
+
+
+def sample_stream_head(source, runner, snapshot_path: str, parent_path: str | None,
+                       budget: int = SAMPLE_BUDGET, timeout: float = 60.0) -> tuple[int, int]:
+    """(bytes read, bytes zlib -1 made of them) of the first `budget` bytes of the send stream at
+    `source`: the send command the transfer runs there, cut short by `head` at that host."""
+    import subprocess  # here: runs that sample nothing never pay for it (start-up time)
+
+    _name, argv = source.sender(btrfs.send_argv(snapshot_path, parent_path), ["head", "-c", str(budget)])
+    try:
+        proc = runner.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    except OSError:
+        return 0, 0
+    try:
+        data, _errors = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        return 0, 0
+    if proc.returncode != 0:
+        return 0, 0  # a server that takes no such command (serve), ssh failing: no evidence
+    return len(data), len(zlib.compress(data, 1))
 
 
 def _walk(root):
