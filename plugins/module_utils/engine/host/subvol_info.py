@@ -105,6 +105,8 @@ _SEARCH_HEADER = struct.Struct("<3Q2I")
 _SEARCH_ARGS_SIZE = 112
 _TREE_SEARCH_V2 = (3 << 30) | (_SEARCH_ARGS_SIZE << 16) | (0x94 << 8) | 17
 _SEARCH_BUFFER = 256 * 1024
+_ITEMS_PER_SEARCH = 4096
+_ROOM_FOR_ANY_ITEM = _SEARCH_HEADER.size + 64 * 1024  # an item fits in a tree node (64 KiB at most)
 _ROOT_TREE = 1
 _ROOT_ITEM, _ROOT_REF = 132, 156
 _MAX_U64 = (1 << 64) - 1
@@ -120,8 +122,9 @@ def _search_root_tree(fd, first, last):
     low = first
     while True:
         args = bytearray(_SEARCH_ARGS_SIZE + _SEARCH_BUFFER)
+        view = memoryview(args)  # items are handed out as views: no copy of each
         _SEARCH_KEY.pack_into(args, 0, _ROOT_TREE, low[0], last[0], low[2], last[2], 0, _MAX_U64,
-                              low[1], last[1], 4096, 0, 0, 0, 0, 0)
+                              low[1], last[1], _ITEMS_PER_SEARCH, 0, 0, 0, 0, 0)
         struct.pack_into("<Q", args, 104, _SEARCH_BUFFER)
         fcntl.ioctl(fd, _TREE_SEARCH_V2, args, True)
         found, = struct.unpack_from("<I", args, 64)
@@ -131,8 +134,10 @@ def _search_root_tree(fd, first, last):
         for _ in range(found):
             _transid, objectid, offset, item_type, length = _SEARCH_HEADER.unpack_from(args, pos)
             pos += _SEARCH_HEADER.size
-            yield objectid, item_type, offset, args[pos:pos + length]
+            yield objectid, item_type, offset, view[pos:pos + length]
             pos += length
+        if found < _ITEMS_PER_SEARCH and _SEARCH_ARGS_SIZE + _SEARCH_BUFFER - pos >= _ROOM_FOR_ANY_ITEM:
+            return  # it stops short of the count only when the next item does not fit: the range is done
         # The buffer held only part of the range: go on after the last key it held.
         if offset < _MAX_U64:
             low = (objectid, item_type, offset + 1)

@@ -12,7 +12,11 @@ MODULE_UTILS = Path(__file__).resolve().parents[4] / "plugins" / "module_utils"
 
 # Costly to import and needed by some runs only (a digest, a send, a pull, a status view).
 NOT_AT_START = ["typing", "dataclasses", "hashlib", "subprocess", "socket", "inspect", "ast",
-                "concurrent.futures", "selectors", "email", "http", "urllib.request"]
+                "concurrent.futures", "selectors", "email", "http", "urllib.request", "shutil", "zlib",
+                # the send machinery: a run with nothing to send never loads it
+                "engine.run.sending", "engine.run.transfer", "engine.run.staged_send",
+                "engine.host.capabilities", "engine.host.compressibility", "engine.host.stream_size",
+                "engine.host.staging"]
 
 _LOADED = """
 import json, sys
