@@ -23,8 +23,40 @@ WALK_LIMIT = 4000     # directory entries looked at, at most
 LARGE_FILES = 24      # the largest files found, sampled at their start
 CHUNK = 128 * 1024    # bytes read from each of them
 SMALL_BUDGET = 1024 * 1024  # bytes read from small files, in walk order
-SAMPLE_BUDGET = 2 * 1024 * 1024  # bytes read from an incremental's changes or a remote stream
-PIECE = 64 * 1024  # bytes read at each of the places sampled in an incremental's changes
+SAMPLE_BUDGET = 1024 * 1024  # bytes read from an incremental's changes or a remote stream
+PIECE = 32 * 1024  # bytes read at each of the places sampled in an incremental's changes
+# zlib takes ~20 ms a MiB of random data here: once this much is read and it plainly does not
+# compress, the rest is not read (a sample must not cost what not compressing saves).
+EARLY_LOOK = 256 * 1024
+PLAINLY_INCOMPRESSIBLE = 0.98
+
+
+class _Sample:
+    """zlib -1 over the data added, in blocks of PIECE or more (each compressed alone, so that what
+    was added so far is measured exactly); `plain` once enough of it plainly does not compress."""
+
+    def __init__(self):
+        self.original = self.packed = 0
+        self._pending = bytearray()
+
+    def add(self, data: bytes) -> None:
+        self._pending += data
+        if len(self._pending) >= PIECE:
+            self._pack()
+
+    def _pack(self):
+        if self._pending:
+            self.original += len(self._pending)
+            self.packed += len(zlib.compress(bytes(self._pending), 1))
+            self._pending.clear()
+
+    @property
+    def plain(self) -> bool:
+        return self.original >= EARLY_LOOK and self.packed >= PLAINLY_INCOMPRESSIBLE * self.original
+
+    def result(self) -> tuple[int, int]:
+        self._pack()
+        return self.original, self.packed
 
 
 def sample_stream_data(source, runner, snapshot_path: str, parent_path: str | None) -> tuple[str, int, int]:
@@ -46,31 +78,31 @@ def sample_snapshot(root: str) -> tuple[int, int]:
     """(bytes read, bytes zlib -1 made of them) of a sample of the files below `root`."""
     files, small = _walk(root)
     largest = sorted(files, reverse=True)[:LARGE_FILES]
-    original = packed = 0
-    compressor = zlib.compressobj(1)
+    sample = _Sample()
     for size, path in largest:
-        data = _read(path, CHUNK)
-        original += len(data)
-        packed += len(compressor.compress(data))
+        sample.add(_read(path, CHUNK))
+        if sample.plain:
+            return sample.result()
     budget = SMALL_BUDGET
     for path in small:
-        if budget <= 0:
+        if budget <= 0 or sample.plain:
             break
         data = _read(path, budget)
         budget -= len(data)
-        original += len(data)
-        packed += len(compressor.compress(data))
-    packed += len(compressor.flush())
-    return original, packed
+        sample.add(data)
+    return sample.result()
 
 
 def sample_places(extents: list, budget: int = SAMPLE_BUDGET, piece: int = PIECE) -> list:
     """Pure: (path, offset, length) to read from `extents` ((path, file offset, size) of the file
-    ranges a stream carries): all of them within `budget` bytes, else `budget // piece` pieces
-    spread evenly over their bytes, so that no one file stands for the whole stream."""
+    ranges a stream carries), at most `piece` bytes each: all of them within `budget` bytes, else
+    `budget // piece` pieces spread evenly over their bytes, so that no one file stands for the
+    whole stream. Every fourth first: a sample stopped early still spans the whole stream."""
     total = sum(size for _path, _offset, size in extents)
     if total <= budget:
-        return [(path, offset, size) for path, offset, size in extents if size]
+        places = [(path, offset + into, min(piece, size - into))
+                  for path, offset, size in extents for into in range(0, size, piece)]
+        return places[::4] + places[1::4] + places[2::4] + places[3::4]
     count = budget // piece
     targets = [total * (2 * number + 1) // (2 * count) for number in range(count)]
     places, start, index = [], 0, 0
@@ -81,15 +113,16 @@ def sample_places(extents: list, budget: int = SAMPLE_BUDGET, piece: int = PIECE
             places.append((path, offset + into, min(piece, size - into)))
             index += 1
         start = end
-    return places
+    return places[::4] + places[1::4] + places[2::4] + places[3::4]
 
 
 def sample_extents(root: str, extents: list) -> tuple[int, int]:
     """(bytes read, bytes zlib -1 made of them) of the places sample_places picks, read from the
     files below `root` (the snapshot the stream is sent from)."""
-    original = packed = 0
-    compressor = zlib.compressobj(1)
+    sample = _Sample()
     for path, offset, length in sample_places(extents):
+        if sample.plain:
+            break
         try:
             fd = os.open(os.path.join(root, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except OSError:
@@ -100,31 +133,42 @@ def sample_extents(root: str, extents: list) -> tuple[int, int]:
             data = b""
         finally:
             os.close(fd)
-        original += len(data)
-        packed += len(compressor.compress(data))
-    return original, packed + len(compressor.flush())
+        sample.add(data)
+    return sample.result()
 
 
 def sample_stream_head(source, runner, snapshot_path: str, parent_path: str | None,
                        budget: int = SAMPLE_BUDGET, timeout: float = 60.0) -> tuple[int, int]:
     """(bytes read, bytes zlib -1 made of them) of the first `budget` bytes of the send stream at
-    `source`: the send command the transfer runs there, cut short by `head` at that host."""
+    `source`: the send command the transfer runs there, cut short by `head` at that host (and
+    sooner by us, once they plainly do not compress)."""
     import subprocess  # here: runs that sample nothing never pay for it (start-up time)
+    import threading
 
     _name, argv = source.sender(btrfs.send_argv(snapshot_path, parent_path), ["head", "-c", str(budget)])
     try:
         proc = runner.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     except OSError:
         return 0, 0
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    sample = _Sample()
     try:
-        data, _errors = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        return 0, 0
-    if proc.returncode != 0:
+        while not sample.plain:
+            data = proc.stdout.read(PIECE)
+            if not data:
+                break
+            sample.add(data)
+        stopped_early = sample.plain
+    finally:
+        timer.cancel()
+        proc.stdout.close()
+        if proc.poll() is None:
+            proc.kill()
+        returncode = proc.wait()
+    if returncode != 0 and not stopped_early:
         return 0, 0  # a server that takes no such command (serve), ssh failing: no evidence
-    return len(data), len(zlib.compress(data, 1))
+    return sample.result()
 
 
 def _walk(root):

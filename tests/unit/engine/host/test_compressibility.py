@@ -5,7 +5,8 @@ import random
 
 import pytest
 
-from engine.host.compressibility import PIECE, SAMPLE_BUDGET, sample_extents, sample_places, sample_snapshot
+from engine.host.compressibility import (EARLY_LOOK, PIECE, SAMPLE_BUDGET, sample_extents, sample_places,
+                                         sample_snapshot)
 from engine.model.compression import judge_sample
 
 
@@ -60,7 +61,9 @@ PLACES = [
     ([("a", 0, 0)], []),
     # all of it fits the budget: every range as it is
     ([("a", 0, 100), ("b", 4096, 200)], [("a", 0, 100), ("b", 4096, 200)]),
-    ([("a", 0, SAMPLE_BUDGET)], [("a", 0, SAMPLE_BUDGET)]),
+    # in pieces, every fourth first: a sample stopped early still spans all of it
+    ([("a", 0, 5 * PIECE)], [("a", 0, PIECE), ("a", 4 * PIECE, PIECE), ("a", PIECE, PIECE),
+                             ("a", 2 * PIECE, PIECE), ("a", 3 * PIECE, PIECE)]),
 ]
 
 
@@ -88,8 +91,16 @@ def test_the_extents_sample_reads_only_the_changed_ranges(tmp_path, random_file,
     other = "unchanged" if random_file == "changed" else "changed"
     (tmp_path / other).write_bytes(prose(2 * MIB, 1))
     sample = sample_extents(str(tmp_path), [("changed", 0, 2 * MIB)])
-    assert sample[0] == 2 * MIB
+    assert sample[0] == (EARLY_LOOK if random_file == "changed" else SAMPLE_BUDGET)
     assert verdict(sample) is compressible
+
+
+def test_random_data_is_read_only_until_it_plainly_does_not_compress(tmp_path):
+    (tmp_path / "media").write_bytes(os.urandom(4 * MIB))
+    read, _packed = sample_extents(str(tmp_path), [("media", 0, 4 * MIB)])
+    assert read == EARLY_LOOK
+    read, _packed = sample_snapshot(str(tmp_path))
+    assert read < SAMPLE_BUDGET
 
 
 def test_names_the_snapshot_no_longer_has_are_passed_over(tmp_path):
