@@ -157,15 +157,19 @@ class CompressBench:
         for name in SCENARIOS:
             stream, packed = self.notes[name]
             print("## %s\n\nIncremental stream %.1f MiB (zstd -3: %.1f MiB).\n" % (titles[name], stream / MiB, packed / MiB))
+            print("Ratios are medians of the ratios within each round (the three runs of a round follow "
+                  "each other, so the machine's load changes less between them).\n")
             print("| --compress | seconds (median / min) | link MiB | CPU s | / none | / zstd |")
             print("|---|---:|---:|---:|---:|---:|")
             med = {c: statistics.median(s[0] for s in self.samples[name, c]) for c in SETTINGS}
             for c in SETTINGS:
                 runs = self.samples[name, c]
+                paired = {other: statistics.median(mine[0] / theirs[0] for mine, theirs in
+                                                   zip(runs, self.samples[name, other])) for other in ("none", "zstd")}
                 print("| %s | %s / %s | %.1f | %.2f | %.2f | %.2f |" % (
                     c, fmt_s(med[c]), fmt_s(min(s[0] for s in runs)),
                     statistics.median(s[1] for s in runs) / MiB, statistics.median(s[2] for s in runs),
-                    med[c] / med["none"], med[c] / med["zstd"]))
+                    paired["none"], paired["zstd"]))
             print()
 
 
