@@ -23,8 +23,8 @@ def _uuid(raw):
     """The 16 bytes in the usual 8-4-4-4-12 form (as uuid.UUID prints them, without its import cost)."""
     if raw == _EMPTY_UUID:
         return None
-    text = bytes(raw).hex()
-    return "%s-%s-%s-%s-%s" % (text[:8], text[8:12], text[12:16], text[16:20], text[20:])
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def _get_subvol_info(path):
@@ -110,10 +110,11 @@ _ROOM_FOR_ANY_ITEM = _SEARCH_HEADER.size + 64 * 1024  # an item fits in a tree n
 _ROOT_TREE = 1
 _ROOT_ITEM, _ROOT_REF = 132, 156
 _MAX_U64 = (1 << 64) - 1
-# struct btrfs_root_item (packed, 439 bytes since Linux 3.6): flags, then the uuids and times.
+# struct btrfs_root_item (packed, 439 bytes since Linux 3.6), from its flags (at byte 208) on:
+# flags, the uuid, parent and received uuids (at 247), otime (339) and rtime (363) as (sec, nsec).
 _ROOT_ITEM_SIZE = 439
-_ITEM_FLAGS, _ITEM_UUID, _ITEM_PARENT_UUID, _ITEM_RECEIVED_UUID = 208, 247, 263, 279
-_ITEM_OTIME, _ITEM_RTIME = 339, 363
+_ROOT_ITEM_FACTS = struct.Struct("<Q31x16s16s16s44xQI12xQI")
+_ITEM_FLAGS = 208
 
 
 def _search_root_tree(fd, first, last):
@@ -152,10 +153,9 @@ def _search_root_tree(fd, first, last):
 def _root_item_facts(tree_id, item):
     if len(item) < _ROOT_ITEM_SIZE:
         raise OSError("a root item without uuids (a filesystem made before Linux 3.6)")
-    flags, = struct.unpack_from("<Q", item, _ITEM_FLAGS)
-    received = _seconds(item, _ITEM_RTIME) or _seconds(item, _ITEM_OTIME)
-    return (tree_id, _uuid(item[_ITEM_UUID:_ITEM_UUID + 16]), _uuid(item[_ITEM_PARENT_UUID:_ITEM_PARENT_UUID + 16]),
-            _uuid(item[_ITEM_RECEIVED_UUID:_ITEM_RECEIVED_UUID + 16]), bool(flags & _ROOT_SUBVOL_RDONLY), received)
+    flags, uuid, parent_uuid, received_uuid, osec, onsec, rsec, rnsec = _ROOT_ITEM_FACTS.unpack_from(item, _ITEM_FLAGS)
+    received = rsec + rnsec / 1e9 if rsec else (osec + onsec / 1e9 if osec else None)
+    return (tree_id, _uuid(uuid), _uuid(parent_uuid), _uuid(received_uuid), bool(flags & _ROOT_SUBVOL_RDONLY), received)
 
 
 def folder_subvolume_facts(folder: str) -> dict:
