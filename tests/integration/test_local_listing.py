@@ -1,12 +1,16 @@
-"""engine.host.subvol_info's folder listing on real btrfs: the subvolumes directly inside a folder,
-found by tree searches of the root tree, with exactly the facts one ioctl per subvolume gives
-(rule 1: a backup is known by its UUIDs; rule 2: a partial receive is never complete), for every
-kind of entry a snapshot or backup folder can hold."""
+"""A local run with nothing to send, on real btrfs: engine.host.subvol_info's folder listing (the
+subvolumes directly inside a folder, found by tree searches of the root tree, with exactly the
+facts one ioctl per subvolume gives; rule 1: a backup is known by its UUIDs; rule 2: a partial
+receive is never complete) for every kind of entry a snapshot or backup folder can hold, and the
+run itself: it loads no send machinery and still leaves its record (rule 11)."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +19,7 @@ from cli_helpers import leave_partial_receive
 from support.btrfs_loop import create_subvolume, pipeline, run, snapshot
 
 _MODULE_UTILS = str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils")
+_LAUNCHER = Path(__file__).resolve().parents[2] / "bin" / "btrfs-backup"
 if _MODULE_UTILS not in sys.path:
     sys.path.insert(0, _MODULE_UTILS)
 
@@ -88,3 +93,41 @@ def test_the_listing_is_the_same_without_the_tree_search(crowded, monkeypatch):
 
     monkeypatch.setattr("engine.host.listing.folder_subvolume_facts", refused)
     assert list_folder_here(str(folder)).children == searched.children
+
+
+_NOTHING_TO_SEND = """
+import json, sys
+sys.path.insert(0, sys.argv.pop(1))
+from engine.frontends.cli import main
+status = main()
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+
+def test_a_run_with_nothing_to_send_loads_no_send_machinery_and_leaves_its_record(make_fs, tmp_path):
+    # Rule 11 holds for the cheapest run: its record and metrics are written; and it imports only
+    # what it needs (the start-up guard in tests/unit/engine/frontends covers the import itself).
+    fs = make_fs("nothing")
+    data = create_subvolume(fs / "data")
+    (data / "file").write_text("x")
+    dest = make_fs("nothing-dest") / "backups"
+    dest.mkdir()
+    first = subprocess.run([str(_LAUNCHER), "-q", data, dest], capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    before = time.time()
+    done = subprocess.run([sys.executable, "-I", "-S", "-c", _NOTHING_TO_SEND, _MODULE_UTILS, "-S", "-q",
+                           "--metrics-dir", str(metrics), str(data), str(dest)],
+                          capture_output=True, text=True, env=dict(os.environ))
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert found["status"] == 0
+    sent_nothing = {"engine.run.sending", "engine.run.transfer", "engine.host.capabilities",
+                    "engine.host.stream_size", "engine.host.compressibility", "subprocess", "shutil"}
+    assert not sent_nothing & set(found["modules"])
+    assert len(list(dest.iterdir())) == 1  # the one backup of the first run, nothing new
+    records = list(Path(os.environ["BTRFS_BACKUP_STATE_DIR"]).glob("*/last-run.json"))
+    last_run = json.loads(records[0].read_text())["last_run"]
+    assert last_run["ok"] and not last_run["changed"] and last_run["start"] >= before, last_run
+    assert [p.suffix for p in metrics.iterdir()] == [".prom"]
