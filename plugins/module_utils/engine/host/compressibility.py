@@ -71,7 +71,9 @@ def sample_stream_data(source, runner, snapshot_path: str, parent_path: str | No
     from .stream_size import changed_extents
 
     extents = changed_extents(source, runner, snapshot_path, parent_path)
-    return ("the incremental's changed data",) + sample_extents(snapshot_path, extents or [])
+    if extents is None:  # no --no-data send here: the snapshot's files, the best evidence left
+        return ("the snapshot's data",) + sample_snapshot(snapshot_path)
+    return ("the incremental's changed data",) + sample_extents(snapshot_path, extents)
 
 
 def sample_snapshot(root: str) -> tuple[int, int]:
