@@ -13,6 +13,9 @@ cd "$(dirname "$0")/.."
 REPO="$PWD"
 dest="$(mkdir -p "${1:?usage: build-docsite.sh DEST [COLLECTIONS_ROOT]}" && cd "$1" && pwd)"
 export PATH="$REPO/.venv/bin:$PATH"
+# Plain text in the log, also where the caller asks for colours (FORCE_COLOR): it is read below.
+export NO_COLOR=1
+unset FORCE_COLOR
 root="${2:-}"
 if [ -z "$root" ]; then
     root="$dest/collections"

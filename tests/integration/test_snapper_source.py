@@ -159,6 +159,18 @@ def test_a_snapper_job_with_another_configurations_subvolume_or_none_changes_not
     assert not (dst / "b").exists() or not subvolumes(dst / "b")
 
 
+def test_a_snapper_job_with_a_quiescing_hook_is_refused_before_anything_is_sent(src, dst, snapper, tmp_path):
+    ran = tmp_path / "hook-ran"
+    snapper("create")
+    done = run_raw("--json", "--source-snapshots", f"snapper:{snapper.config}",
+                   "--before-snapshot", f"touch {ran}", src, dst / "b")
+    assert done.returncode != 0
+    assert (f"before_snapshot cannot run: snapper takes this job's snapshots (configuration {snapper.config})"
+            in done.stderr)
+    assert not ran.exists()
+    assert not (dst / "b").exists() or not subvolumes(dst / "b")
+
+
 def test_a_backup_server_is_refused_before_anything_is_sent_and_the_others_get_their_backups(src, dst, make_fs,
                                                                                              snapper):
     server_fs = make_fs("server")

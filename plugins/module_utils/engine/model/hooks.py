@@ -127,6 +127,17 @@ def before_snapshot_verdict(on_failure: str, outcome: HookOutcome) -> Optional[s
     return WARN if on_failure == WARN else ABORT
 
 
+def snapshot_hooks_problem(takes_snapshots: bool, before: list, after: list, snapper_config: str) -> Optional[str]:
+    """None if the job's snapshot hooks can run, else why not: a job whose snapshots snapper takes
+    has no snapshot of its own to run them around (a quiescing hook that silently never ran would
+    leave backups the user believes consistent)."""
+    if takes_snapshots or not (before or after):
+        return None
+    given = " and ".join(name for name, commands in ((BEFORE_SNAPSHOT, before), (AFTER_SNAPSHOT, after)) if commands)
+    return (f"{given} cannot run: snapper takes this job's snapshots (configuration {snapper_config}); "
+            f"quiesce through snapper's own hooks, or let this job take its snapshots")
+
+
 class OutputLines:
     """One stream of a hook's output, fed in chunks as it comes, in bounded memory: whole lines
     (cut at MAX_LINE characters) are handed out to be logged up to LOGGED_LINES; after that only

@@ -87,6 +87,10 @@ class _Prepared:
                 f"num_snapshots and preserve_snapshots are ignored: snapper's cleanup deletes the snapshots "
                 f"of configuration {self.source.config} (its NUMBER_LIMIT and TIMELINE_LIMIT_* settings)")
             self.snapshot_policy = Policy()
+        problem = hooks.snapshot_hooks_problem(self.source.takes_snapshots, config.before_snapshot,
+                                               config.after_snapshot, getattr(self.source, "config", ""))
+        if problem:
+            raise ConfigError(problem)
         self.backup_policy = Policy(parse_count(config.num_backups, "num_backups"),
                                     parse_buckets(config.preserve_backups))
         self.max_unsent = parse_count(config.max_unsent_snapshots, "max_unsent_snapshots")

@@ -119,3 +119,16 @@ def test_a_line_without_end_is_cut_not_kept_whole():
     assert lines.partial == ""
     assert lines.feed("yy\nnext\n") == ["next"]
     assert lines.feed("z" * 50 + "\n") == ["z" * 10 + " [cut]"]
+
+
+@pytest.mark.parametrize("takes_snapshots, before, after, problem", [
+    (True, ["sync"], ["sync"], None),
+    (False, [], [], None),
+    (False, ["fsfreeze --freeze /srv"], [], "before_snapshot cannot run: snapper takes this job's snapshots "
+                                             "(configuration root)"),
+    (False, [], ["sync"], "after_snapshot cannot run"),
+    (False, ["a"], ["b"], "before_snapshot and after_snapshot cannot run"),
+])
+def test_snapshot_hooks_need_a_job_that_takes_its_snapshots(takes_snapshots, before, after, problem):
+    found = hooks.snapshot_hooks_problem(takes_snapshots, before, after, "root")
+    assert (found is None) if problem is None else found.startswith(problem)
