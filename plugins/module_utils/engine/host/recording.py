@@ -7,7 +7,7 @@ TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts 
 import logging
 import os
 
-from ..model import run_record
+from ..model import metrics, run_record
 
 from . import state_store
 from ..model.errors import BackupError, ConfigError
@@ -47,8 +47,6 @@ def check_options(options: argparse.Namespace) -> tuple:
 def _save(identity, state, metrics_dir):
     state_store.save_state(identity, state)
     if metrics_dir:
-        from ..model import metrics  # a run without --metrics-dir does without it (start-up time)
-
         state_store.save_metrics(metrics_dir, identity, metrics.render(identity.name, state))
 
 
