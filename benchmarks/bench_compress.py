@@ -34,7 +34,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -156,7 +155,8 @@ class CompressBench:
                   "slow": "slow link (tbf %s), random snapshot, text added" % a.link_rate}
         for name in SCENARIOS:
             stream, packed = self.notes[name]
-            print("## %s\n\nIncremental stream %.1f MiB (zstd -3: %.1f MiB).\n" % (titles[name], stream / MiB, packed / MiB))
+            print("## %s\n\nIncremental stream %.1f MiB (zstd -3: %.1f MiB).\n" % (
+                titles[name], stream / MiB, packed / MiB))
             print("Ratios are medians of the ratios within each round (the three runs of a round follow "
                   "each other, so the machine's load changes less between them).\n")
             print("| --compress | seconds (median / min) | link MiB | CPU s | / none | / zstd |")
@@ -177,7 +177,8 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rounds", type=int, default=6, help="rounds (default 6: each order twice)")
     p.add_argument("--base-mib", type=int, default=48, help="MiB in the base snapshot (default 48)")
-    p.add_argument("--change-mib", type=int, default=48, help="MiB added for the incremental (default 48, a multiple of 8)")
+    p.add_argument("--change-mib", type=int, default=48,
+                   help="MiB added for the incremental (default 48, a multiple of 8)")
     p.add_argument("--link-rate", default="100mbit", help="the slow link's rate, as tc reads it (default 100mbit)")
     p.add_argument("--no-gate", action="store_true", help="do not wait for a quiet machine before each run")
     return p.parse_args(argv)

@@ -64,8 +64,8 @@ def sample_stream_data(source, runner, snapshot_path: str, parent_path: str | No
     [-p parent_path] snapshot_path` at `source`: see the module's docstring. Nothing that can be
     read is (0, 0): no evidence, never a failure."""
     if source.crosses_network:
-        return ("the start of the stream at %s" % source.id,) + sample_stream_head(source, runner, snapshot_path,
-                                                                                      parent_path)
+        head = sample_stream_head(source, runner, snapshot_path, parent_path)
+        return ("the start of the stream at %s" % source.id,) + head
     if parent_path is None:
         return ("the snapshot's data",) + sample_snapshot(snapshot_path)
     from .stream_size import changed_extents
