@@ -43,6 +43,10 @@ options:
       - C(shell://COMMAND), a shell command that receives the stream on its standard input
         (for example C(shell://cat > /mnt/usb/home.btrfs-stream)); it cannot be listed, so it gets this
         run's snapshot as a full stream, plus a retry of any stream that failed before.
+      - C(borg:PATH), C(borg+ssh://[user@]host[:port]/PATH) or C(restic:REPOSITORY) (restic's own
+        repository string, a path or C(sftp:), C(rest:), C(s3:), C(rclone:) and so on), an existing
+        repository that keeps each snapshot as one encrypted archive, named and labelled with the job,
+        the snapshot and their UUIDs; needs O(archive_key_file).
       - Written as one string, several destinations may be separated by commas; give a list when a
         C(shell://) command contains a comma.
       - A missing destination folder is created if its parent folder exists.
@@ -126,6 +130,29 @@ options:
       - The size of each staged chunk (C(--resumable-chunk-size)), for example V(16M); a cut costs at most one.
     type: str
     default: 16M
+  archive_key_file:
+    description:
+      - The file that holds the passphrase of the borg or restic repositories among O(dest)
+        (C(--archive-key-file)). borg gets it through C(BORG_PASSCOMMAND), restic through
+        C(RESTIC_PASSWORD_FILE); the passphrase never appears on a command line, in a log or in the result.
+      - Required when O(dest) names a C(borg:), C(borg+ssh://) or C(restic:) repository.
+    type: str
+    default: ""
+  archive_env_file:
+    description:
+      - A file of C(KEY=VALUE) lines put into the environment of borg and restic
+        (C(--archive-env-file)), for example S3 or REST credentials and C(BORG_*) or C(RESTIC_*)
+        options. Its values are never logged.
+    type: str
+    default: ""
+  archive_full_every:
+    description:
+      - In a borg or restic repository, every Nth archive is a full stream and the others are
+        incremental from the one before (C(--archive-full-every)); V(1) stores every archive in full.
+        A restore replays at most N archives, and retention keeps the parents of every incremental
+        archive it keeps.
+    type: int
+    default: 7
   send_protocol:
     description:
       - The btrfs send protocol (C(--send-protocol)). V(2) sends extents that btrfs already compressed

@@ -109,12 +109,15 @@ def _subcommand_parser(name, description, **positionals):
 
 def build_restore_parser() -> argparse.ArgumentParser:
     parser = _subcommand_parser(
-        "restore", "Bring a backup back: receive it from a backup folder (local or ssh://) "
+        "restore", "Bring a backup back: receive it from a backup folder (local or ssh://), or replay "
+        "its chain of archives from a borg or restic repository, "
         "and place it at TARGET on a btrfs filesystem, read-only as received or "
         "writable (-W). An existing TARGET is never overwritten; with --force it is "
         "renamed aside to TARGET.before-restore-<timestamp>.",
-        backups="Backup folder: /path or ssh://[user@]host[:port]/path.",
+        backups="Backup folder: /path or ssh://[user@]host[:port]/path; or borg:PATH, "
+                "borg+ssh://[user@]host[:port]/PATH, restic:REPOSITORY.",
         target="Absolute path of the restored subvolume (must not exist).")
+    _add_archive_options(parser)
     parser.add_argument("--snapshot", metavar="NAME", help="Which backup (default: the newest).")
     parser.add_argument("-p", "--snapshot-prefix", default="", metavar="PREFIX",
                         help="Prefix of the snapshot names. Default is ''.")
@@ -139,9 +142,27 @@ def build_restore_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_archive_options(parser):
+    group = parser.add_argument_group("Archive stores (borg, restic)")
+    group.add_argument("--archive-key-file", default="", metavar="FILE",
+                       help="The file that holds the repository's passphrase.")
+    group.add_argument("--archive-env-file", default="", metavar="FILE",
+                       help="KEY=VALUE lines for the environment of borg or restic (credentials, options).")
+
+
 def _restore(options) -> dict:
     """`restore`: a backup at TARGET, or with --as-source the job's source rebuilt at TARGET."""
     from ..run.restore import restore
+    from ..model.archives import is_archive_location
+    if is_archive_location(options.backups):
+        if options.as_source or options.snapshot_folder != "snapshot" or options.snapshots != 1:
+            raise ConfigError("from an archive store, restore brings one snapshot back at TARGET: "
+                              "--as-source, -f and --snapshots do not apply")
+        from ..run.archive_restore import restore_archive
+        return restore_archive(options.backups, options.target, key_file=options.archive_key_file,
+                               env_file=options.archive_env_file, job=options.job_name, name=options.snapshot,
+                               prefix=options.snapshot_prefix, writable=options.writable, force=options.force,
+                               check_mode=options.check, ssh_options=options.ssh_opt)
     if not options.as_source:
         given = [flag for flag, value in (("-f/--snapshot-folder", options.snapshot_folder != "snapshot"),
                                           ("--snapshots", options.snapshots != 1),
@@ -185,7 +206,13 @@ def build_verify_parser() -> argparse.ArgumentParser:
         "and, unless --no-content, every entry's type, mode, owner, size, link "
         "target and sha256.",
         source="The backed-up subvolume: /path or ssh:// URL.",
-        backups="Backup folder: /path or ssh:// URL.")
+        backups="Backup folder: /path or ssh:// URL; or a borg or restic repository (borg:PATH, "
+                "borg+ssh://..., restic:REPOSITORY): then the store's own check, the snapshot's chain "
+                "of archives and its stream parsed by 'btrfs receive --dump' are verified.")
+    _add_archive_options(parser)
+    parser.add_argument("--read-data-subset", default="5%", metavar="SUBSET",
+                        help="A restic repository: the share of its data that its check reads "
+                             "(restic check --read-data-subset). Default 5%%.")
     parser.add_argument("--snapshot", metavar="NAME",
                         help="Which snapshot (default: the newest the destination holds).")
     parser.add_argument("-f", "--snapshot-folder", default="snapshot", metavar="FOLDER",
@@ -261,7 +288,6 @@ def _add_common(parser):
 
 def _run_subcommand(command, argv):
     """`restore`, `verify` and `prune`: one operation each, JSON or a short summary."""
-    from ..run.verify import verify
     parser = {"restore": build_restore_parser, "verify": build_verify_parser,
               "prune": build_prune_parser}[command]()
     options = parser.parse_args(expand_argfiles(argv))
@@ -280,10 +306,7 @@ def _run_subcommand(command, argv):
                                            ssh_sudo=options.ssh_sudo, snapshot_folder=options.snapshot_folder,
                                            prefix=options.snapshot_prefix, job_name=job)
             try:
-                result = verify(options.source, options.backups, options.snapshot_folder,
-                                options.snapshot_prefix, options.snapshot,
-                                content=not options.no_content, ssh_options=options.ssh_opt,
-                                ssh_sudo=options.ssh_sudo)
+                result = _verify(options, identity)
             except ConfigError:
                 raise
             except BackupError as err:
@@ -325,13 +348,29 @@ def _run_subcommand(command, argv):
     return EXIT_OK if ok else EXIT_FAILED
 
 
+def _verify(options, identity) -> dict:
+    """`verify` of a backup folder against its source, or of an archive store's newest archive."""
+    from ..model.archives import is_archive_location
+    if is_archive_location(options.backups):
+        from ..run.archive_restore import verify_archive
+        return verify_archive(options.backups, key_file=options.archive_key_file, env_file=options.archive_env_file,
+                              job=identity.name, name=options.snapshot, prefix=options.snapshot_prefix,
+                              read_data_subset=options.read_data_subset, ssh_options=options.ssh_opt)
+    from ..run.verify import verify
+    return verify(options.source, options.backups, options.snapshot_folder, options.snapshot_prefix,
+                  options.snapshot, content=not options.no_content, ssh_options=options.ssh_opt,
+                  ssh_sudo=options.ssh_sudo)
+
+
 def _record_verify(options, identity, report, err):
     """Record a verify in the job's state (not in check mode); False when that failed."""
     from ..host.endpoints.location import parse_location
+    from ..model.archives import is_archive_location
     if options.check:
         return True
     if report is None:
-        dest = parse_location(options.backups, options.ssh_opt, options.ssh_sudo, allow_shell=False)
+        dest = parse_location(options.backups, options.ssh_opt, options.ssh_sudo,
+                              allow_shell=is_archive_location(options.backups))
         report = {"destination": dest.id, "snapshot": None, "ok": False, "problems": [str(err)]}
     problem = recording.record_verify(report, identity=identity, when=time.time(),
                                       metrics_dir=options.metrics_dir)

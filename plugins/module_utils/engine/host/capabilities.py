@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import re
 
-from .compressibility import sample_stream_data
 from ..model.errors import BackupError, UnreachableError
 from ..model.server_mode import APPEND_ONLY, MODE_PROBE, OPEN, parse_mode
 from .streams import EndTools
@@ -37,6 +36,16 @@ def end_tools_from(btrfs_version: tuple[int, int] | None, zstd_ok: bool,
     return EndTools(zstd=zstd_ok, proto2=proto2)
 
 
+#: What a source host is asked: its btrfs and zstd, and its kernel's send protocol.
+SOURCE_PROBES = ((["btrfs", "--version"], True), (["zstd", "--version"], False), (["cat", SEND_STREAM_VERSION], False))
+
+
+def source_tools_from(results) -> EndTools:
+    """Pure: a source host's EndTools from the results of SOURCE_PROBES, in their order."""
+    btrfs, zstd, stream_version = results
+    return end_tools_from(btrfs.stdout if btrfs.ok else "", zstd.ok, stream_version.stdout if stream_version.ok else "")
+
+
 class EndToolsProbe:
     """`probe(endpoint)`: the EndTools of that endpoint (None: this machine), asked once per run.
     A source is also asked for its kernel's send protocol; a destination for its tools and, in
@@ -56,6 +65,8 @@ class EndToolsProbe:
         `source` (compressibility.sample_stream_data), once."""
         key = (source.id, snapshot_path, parent_path)
         if key not in self._samples:
+            from .compressibility import sample_stream_data  # at the first send: start-up time
+
             self._samples[key] = sample_stream_data(source, self.runner, snapshot_path, parent_path)
         return self._samples[key]
 
@@ -65,6 +76,21 @@ class EndToolsProbe:
         if key not in self._known:
             self._known[key] = self._ask(endpoint) if remote else self._ask_here()
         return self._known[key]
+
+    def knows(self, endpoint) -> bool:
+        """Whether `endpoint`'s tools are known already (asked, or learned from its survey)."""
+        return endpoint.id in self._known
+
+    def refused_mode_probe(self, endpoint) -> None:
+        """`endpoint` refused a batch with the mode probe in it (a serve from before that probe):
+        its tools are asked without it."""
+        self._modes[endpoint.id] = None
+
+    def learn(self, endpoint, tools, mode) -> None:
+        """What a destination's survey (destination_survey.py) said: its tools and serve mode, so
+        that neither is asked again in this run."""
+        self._known[endpoint.id] = tools
+        self._modes[endpoint.id] = mode
 
     def append_only(self, endpoint) -> bool:
         """Whether `endpoint` said it is `serve --append-only` (asked with its tools, once)."""
@@ -92,19 +118,19 @@ class EndToolsProbe:
         return end_tools_from(version.stdout if version.ok else "", shutil.which("zstd") is not None, stream_version)
 
     def _ask(self, endpoint):
-        commands = [(["btrfs", "--version"], True), (["zstd", "--version"], False)]
         is_source = self.source is not None and endpoint.id == self.source.id
-        if is_source:
-            commands.append((["cat", SEND_STREAM_VERSION], False))
+        commands = [(list(argv), privileged) for argv, privileged in SOURCE_PROBES[:3 if is_source else 2]]
         try:
-            results = self._ask_with_mode(endpoint, commands) if not is_source \
+            asks_mode = not is_source and endpoint.id not in self._modes
+            results = self._ask_with_mode(endpoint, commands) if asks_mode \
                 else endpoint.run_batch(self.runner, commands)
         except BackupError as err:
             LOG.info("%s: could not ask what it supports (%s); streams to it are plain", endpoint.id, err)
             return EndTools()
-        btrfs, zstd = results[0], results[1]
-        stream_version = (results[2].stdout if results[2].ok else "") if is_source else None
-        return end_tools_from(btrfs.stdout if btrfs.ok else "", zstd.ok, stream_version)
+        if is_source:
+            return source_tools_from(results)
+        btrfs, zstd = results
+        return end_tools_from(btrfs.stdout if btrfs.ok else "", zstd.ok)
 
     def _ask_with_mode(self, endpoint, commands):
         """The results of `commands` at a destination, asking in the same batch what it is."""

@@ -14,7 +14,7 @@ import time
 from . import btrfs
 
 from ..model import names
-from .listing import find_subvolume
+from .listing import build_listing, find_subvolume, listing_commands
 from ..model.errors import BackupError, EndpointError
 
 if TYPE_CHECKING:
@@ -45,9 +45,17 @@ def take_snapshot(endpoint: Endpoint, runner: CommandRunner, source_path: str, s
     """A read-only snapshot of `source_path` at `snapshot_path`; returns it as listed."""
     folder, name = posixpath.split(snapshot_path)
     names.validate_name(name)
-    run_or_raise(endpoint, runner, btrfs.snapshot_argv(source_path, snapshot_path),
-                 "snapshot %s to %s" % (source_path, snapshot_path))
-    created = find_subvolume(endpoint, runner, folder, name)
+    argv, what = btrfs.snapshot_argv(source_path, snapshot_path), "snapshot %s to %s" % (source_path, snapshot_path)
+    if endpoint.kernel_answers(runner):
+        run_or_raise(endpoint, runner, argv, what)
+        created = find_subvolume(endpoint, runner, folder, name)
+    else:
+        # At another host the snapshot and its listing go in one remote command: one round trip.
+        taken, *listed = endpoint.run_batch(runner, [(argv, True)] + listing_commands(folder))
+        if not taken.ok:
+            detail = (taken.stderr.strip().splitlines() or ["exit status %d" % taken.returncode])[-1]
+            raise BackupError("cannot %s: %s" % (what, detail))
+        created = build_listing(folder, (), listed).children.get(name)
     if created is None or not created.readonly:
         raise BackupError(f"snapshot {snapshot_path} was not created read-only")
     return created

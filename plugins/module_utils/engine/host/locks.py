@@ -258,9 +258,14 @@ class RemoteLockStore:
             raise LockFileError("cannot write %s:%s: %s" % (self.endpoint.host, self.staged_path,
                                                             result.stderr.strip()))
 
-    def read(self) -> LockTable:
-        exists, content = self.endpoint.run_batch(
-            self.runner, [(["test", "-e", self.path], True), (["cat", "--", self.path], True)])
+    def read_commands(self) -> list[tuple[list[str], bool]]:
+        """The commands that read it, for a batch that asks its host other things too."""
+        return [(["test", "-e", self.path], True), (["cat", "--", self.path], True)]
+
+    def read(self, answers: list | None = None) -> LockTable:
+        """The lock file; from `answers` (the results of read_commands(), run in another batch)
+        when given, else asked now."""
+        exists, content = answers or self.endpoint.run_batch(self.runner, self.read_commands())
         if not exists.ok:
             return LockTable()
         if not content.ok:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import collections
 
-from . import hooks, unsent
+from . import archives, hooks, unsent
 
 # The value kinds of a setting: how each front end types it.
 BOOL, COUNT, TEXT, PATH, PREFIX, POLICY, SIZE, COMPRESSION, CHOICE, LOCATIONS, SSH_OPTIONS, ORIGIN = (
@@ -27,7 +27,8 @@ SSH = "SSH related options"
 MISC = "Miscellaneous options"
 HOOKS = "Hooks and notifications"
 WHERE = "Source and destination"
-GROUPS = (DISPLAY, RETENTION, SNAPSHOT, TRANSFER, STREAM, SSH, MISC, HOOKS, WHERE)
+ARCHIVE = "Archive destinations (borg, restic)"
+GROUPS = (DISPLAY, RETENTION, SNAPSHOT, TRANSFER, STREAM, ARCHIVE, SSH, MISC, HOOKS, WHERE)
 
 
 # The fields of a setting (a namedtuple: the CLI imports this table on every run, dataclasses cost more).
@@ -161,6 +162,22 @@ JOB_SETTINGS = (
             "btrfs send protocol; 2 sends extents that btrfs compressed as they are. "
             "auto (the default): 2 where the source and every receiver support it.",
             STREAM, ("--send-protocol",), choices=("auto", "1", "2"), module="send_protocol"),
+    Setting("archive_key_file", TEXT, "",
+            "The file that holds the passphrase of the borg or restic repositories among the "
+            "destinations (borg gets it through BORG_PASSCOMMAND, restic through "
+            "RESTIC_PASSWORD_FILE); it never appears on a command line, in a log or a result.",
+            ARCHIVE, ("--archive-key-file",), metavar="FILE", module="archive_key_file"),
+    Setting("archive_env_file", TEXT, "",
+            "A file of KEY=VALUE lines put into the environment of borg and restic: S3 or REST "
+            "credentials, BORG_* and RESTIC_* options. Its values are never logged.",
+            ARCHIVE, ("--archive-env-file",), metavar="FILE", module="archive_env_file"),
+    Setting("archive_full_every", COUNT, archives.DEFAULT_FULL_EVERY,
+            "In a borg or restic repository, store every Nth archive as a full stream and the "
+            "others incremental from the one before (1: every archive full). A restore replays "
+            "at most N archives; retention keeps the parents of every incremental it keeps. "
+            "Default %d." % archives.DEFAULT_FULL_EVERY,
+            ARCHIVE, ("--archive-full-every",), metavar="N", module="archive_full_every",
+            check="archive_full_every"),
     Setting("ssh_options", SSH_OPTIONS, (),
             "Pass an ssh_config option to ssh(1), e.g. --ssh-opt IdentityFile=/root/id.",
             SSH, ("--ssh-opt",), metavar="OPTION", module="ssh_options", role="ssh_options"),
@@ -221,8 +238,9 @@ JOB_SETTINGS = (
     _switch("locked_dests", ("--locked-dests",), WHERE, "Add every destination for which locks exist.",
             module="locked_dests"),
     Setting("destinations", LOCATIONS, (),
-            "Destinations: /path, ssh://[user@]host[:port]/path or "
-            "'shell://cat > some-file'. Any number, or none.",
+            "Destinations: /path, ssh://[user@]host[:port]/path, "
+            "'shell://cat > some-file', borg:PATH, borg+ssh://[user@]host[:port]/PATH or "
+            "restic:REPOSITORY. Any number, or none.",
             WHERE, ("dest",), module="dest", role="destinations"),
 )
 

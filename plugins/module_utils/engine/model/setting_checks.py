@@ -7,6 +7,7 @@ compression), by the setting's name, so that a deployment can refuse a value bef
 from __future__ import annotations
 
 
+from .archives import parse_full_every
 from .compression import parse_compress
 from .errors import ConfigError
 from .hooks import hook_argv
@@ -38,6 +39,7 @@ ENGINE_SETTINGS: dict[str, tuple[str, Callable]] = {
     "after_run": ("a command line", lambda value: hook_argv(value, "after_run")),
     "ping_url": ("an http(s) URL", lambda value: check_url(value, "ping_url")),
     "ntfy_url": ("an http(s) URL", lambda value: check_url(value, "ntfy_url")),
+    "archive_full_every": ("a count of 1 or more", parse_full_every),
 }
 
 # Settings whose empty value means "none" (the others always need a value).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import posixpath
 
 from ..model.errors import BackupError, EndpointError, MissingPathError, NotBtrfsError, UnreachableError
+from ..host.destination_survey import survey
 from ..host.listing import FolderListing, list_folder
 from ..model.planning import present_backups
 from ..model.steps import CreateFolder
@@ -32,6 +33,10 @@ class DestinationFolders:
         # Destinations that failed the check before the snapshot: a host that never answers
         # costs a ConnectTimeout, so it is not asked again in the same run.
         self.unusable = {}
+        # Each destination's listing, asked once per run: the check before the snapshot is also
+        # the plan's (nothing changes a destination's folder in between but this run's own steps).
+        self._listings = {}
+        self._missing = {}  # a destination whose folder is missing -> its parent's listing
 
     def require_a_usable_one(self, destinations) -> None:
         """Rule 7: if no destination can take a backup (a mistyped path, a disk that is not
@@ -65,26 +70,63 @@ class DestinationFolders:
         (None in check mode, or when `create` is False)."""
         if dest.id in self.unusable:
             raise self.unusable[dest.id]
+        if dest.id in self._listings:
+            return self._listings[dest.id]
         try:
-            return self._listing(dest, create)
+            listing = self._listing(dest, create)
         except NotBtrfsError as err:
             raise EndpointError(not_mounted_hint(err)) from err
+        if listing is not None:
+            self._listings[dest.id] = listing
+        return listing
 
     def _listing(self, dest, create):
-        try:
-            return self._refuse_on_source_filesystem(dest, list_folder(dest, self.runner), dest.path)
-        except MissingPathError:
-            parent = posixpath.dirname(dest.path)
+        if dest.holds_archives:  # a repository that cannot be listed is a clear error: no folder to create
+            return dest.list_backups(self.runner)
+        parent_listing = self._missing.get(dest.id)
+        if parent_listing is None:
             try:
-                # A missing folder is created only where its parent is not on the source's disk.
-                self._refuse_on_source_filesystem(dest, list_folder(dest, self.runner, parent), parent)
+                return self._refuse_on_source_filesystem(dest, self._list_surveying(dest), dest.path)
             except MissingPathError:
-                raise EndpointError(missing_destination(dest, parent, self._on_backup_server(dest)))
-            if not create:
-                return None
-            created = self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
-                                                           what="destination folder", shown=dest.id))
-            return None if created is None else list_folder(dest, self.runner)
+                parent = posixpath.dirname(dest.path)
+                try:
+                    # A missing folder is created only where its parent is not on the source's disk.
+                    parent_listing = self._refuse_on_source_filesystem(
+                        dest, list_folder(dest, self.runner, parent), parent)
+                except MissingPathError:
+                    raise EndpointError(missing_destination(dest, parent, self._on_backup_server(dest)))
+                self._missing[dest.id] = parent_listing
+        if not create:
+            return None
+        created = self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
+                                                       what="destination folder", shown=dest.id))
+        del self._missing[dest.id]
+        # The folder this run just made is empty, on its parent's filesystem: nothing to ask.
+        return None if created is None else FolderListing(dest.path, {}, set(), filesystem=parent_listing.filesystem,
+                                                          uuids=parent_listing.uuids)
+
+    def _list_surveying(self, dest) -> FolderListing:
+        """The destination folder's listing; at another host, in the same remote command, its
+        tools and whether it is a backup server's serve (destination_survey): one round trip
+        tells the run all it needs before sending."""
+        if not dest.crosses_network or self.source is None:
+            return list_folder(dest, self.runner)
+        probe = self.executor.probe(self.source.endpoint)
+        if probe.knows(dest):
+            return list_folder(dest, self.runner)
+        try:
+            found = survey(dest, self.runner)
+        except UnreachableError:
+            raise
+        except BackupError:
+            # A serve from before the mode probe refuses the whole batch: list alone, and the
+            # tools are asked apart, without that probe (capabilities.py).
+            probe.refused_mode_probe(dest)
+            return list_folder(dest, self.runner)
+        probe.learn(dest, found.tools, found.mode)
+        if found.problem is not None:
+            raise found.problem
+        return found.listing
 
     def _on_backup_server(self, dest) -> bool:
         """Whether `dest` is a backup server's serve key (asked with its tools, once per run)."""
@@ -108,7 +150,8 @@ class DestinationFolders:
         if not dest.can_list:
             return {}
         try:
-            return present_backups(snapshots, list_folder(dest, self.runner).children.values())
+            listing = dest.list_backups(self.runner) if dest.holds_archives else list_folder(dest, self.runner)
+            return present_backups(snapshots, listing.children.values())
         except BackupError as err:
             self.result.warn(f"{dest.id} could not be checked: {err}")
             return None

@@ -50,10 +50,11 @@ class _DestinationPlans:
                               "snapshots yet: each arrives named 'snapshot'; send them to a folder, or to an ssh "
                               "host that runs btrfs receive itself")
         listing = self.folders.listing(dest)
-        held = dict(listing.children) if listing is not None else {}
+        held = dest.mark_unfinished(dict(listing.children) if listing is not None else {}, self._locked_names(dest))
         self._settle_arrivals(dest, snapshots, held, outcome)
         plan = plan_destination(snapshots, held, self._locked_names(dest), incremental=not self.config.no_incremental,
                                 keep_backups=self.keep_backups)
+        plan.transfers = dest.shape_transfers(plan.transfers, held)
         outcome.plan = plan.as_dict()
         for conflict in plan.conflicts:
             outcome.conflicts.append(conflict.reason)
@@ -62,7 +63,8 @@ class _DestinationPlans:
         if plan.partial_receives:
             paths = tuple(p.path for p in plan.partial_receives)
             self.executor.carry_out(DeletePartialReceives(endpoint=dest, paths=paths,
-                                                          folder=posixpath.dirname(paths[0]), where=dest.id))
+                                                          folder=dest.path if dest.holds_archives
+                                                          else posixpath.dirname(paths[0]), where=dest.id))
             outcome.partial_receives_deleted.extend(paths)
         # Partial receives are gone (or never existed): this destination's old locks are settled.
         self._clear_locks(dest, sorted(self.executor.locks.locks), outcome)

@@ -171,6 +171,9 @@ class Executor:
         self._delete_subvolumes(step.endpoint, step.paths, step.folder)
 
     def _delete_subvolumes(self, endpoint, paths, folder):
+        if endpoint.holds_archives:  # an archive's "path" names it to its store
+            endpoint.delete_archives(self.runner, paths)
+            return
         effects.delete_subvolumes(endpoint, self.runner, paths, folder,
                                   convert_rw=self.options.convert_rw, sync=self.options.sync)
 

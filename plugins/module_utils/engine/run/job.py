@@ -14,6 +14,7 @@ import os
 from .destination_access import DestinationFolders
 from ..model import hooks, job_settings, notifications, unsent
 from .destination_sync import DestinationSync
+from ..host.endpoints.archive import ArchiveSettings
 from ..host.endpoints.location import parse_location
 from ..host.endpoints.ssh import SshConnections
 from ..model.errors import BackupError, ConfigError
@@ -97,10 +98,15 @@ class _Prepared:
         self.stream = StreamOptions(config.compress, config.limit_rate, config.buffer, config.send_protocol,
                                     config.btrfs_debug, config.resumable, config.resumable_chunk_size)
         self.hooks = _Hooks(config)
+        self.archive = ArchiveSettings(job=config.job_name or self.source.identity.name,
+                                       key_file=config.archive_key_file, env_file=config.archive_env_file,
+                                       full_every=config.archive_full_every)
         self.destinations = []
         seen = set()
         for spec in config.destinations:
-            endpoint = parse_location(spec, config.ssh_options, config.ssh_sudo)
+            endpoint = parse_location(spec, config.ssh_options, config.ssh_sudo, archive=self.archive)
+            if endpoint.holds_archives:  # check mode lists the repository too: it needs them as well
+                self.archive.require_files(endpoint.id)
             if endpoint.id not in seen:
                 seen.add(endpoint.id)
                 self.destinations.append(endpoint)
@@ -168,6 +174,8 @@ class _Run:
     def _snapshot_folder(self):
         """The snapshot folder's listing; on the first run the folder is created (None in check mode)."""
         listing = self.source.list()
+        if self.source.tools is not None:
+            self.executor.probe(self.source.endpoint).learn(self.source.endpoint, self.source.tools, None)
         if listing is None:
             self.folders.require_a_usable_one(self.prepared.destinations)
             if self.executor.carry_out(self.source.create_folder_step()) is not None:
@@ -201,7 +209,7 @@ class _Run:
     def _source_phase(self, listing):
         """Locks, the destinations to serve, and the new snapshot: (destinations, snapshots, new snapshot)."""
         store = self.source.lock_store()
-        self.executor.locks = locks = store.read() if listing is not None else LockTable()
+        self.executor.locks = locks = self.source.read_locks(store) if listing is not None else LockTable()
         self.executor.store = store
         self.result.locks_before = locks.as_dict()
         snapshots, writable = self.source.snapshots(listing)
@@ -260,7 +268,8 @@ class _Run:
             if dest_id in known:
                 continue
             try:
-                endpoint = parse_location(dest_id, self.config.ssh_options, self.config.ssh_sudo)
+                endpoint = parse_location(dest_id, self.config.ssh_options, self.config.ssh_sudo,
+                                          archive=self.prepared.archive)
             except ConfigError as err:
                 self.result.warn(f"locked destination {dest_id!r} cannot be used: {err}")
                 continue

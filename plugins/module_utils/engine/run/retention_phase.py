@@ -9,7 +9,7 @@ TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts 
 
 import logging
 
-from ..model import names
+from ..model import archives, names
 from ..model.errors import BackupError
 from ..model.planning import counterpart, describe_foreign
 from ..model.result import RetentionSection
@@ -27,9 +27,20 @@ APPEND_ONLY_REFUSAL = "refused: append-only"
 SERVER_PRUNES = "the server is append-only: its own retention (btrfs-backup prune) decides"
 
 
-def weigh(items: dict, policy, protected: dict, now, prefix: str, section: RetentionSection) -> tuple:
-    """Record in `section` what to keep of `items` (name -> Subvolume) and why; the paths it lets go."""
-    decisions = plan_retention([(n, names.parse_time(prefix, n)) for n in items], policy, protected, now)
+def weigh(items: dict, policy, protected: dict, now, prefix: str, section: RetentionSection,
+          parent_of: dict | None = None) -> tuple:
+    """Record in `section` what to keep of `items` (name -> Subvolume) and why; the paths it lets go.
+    `parent_of` (archives: name -> its parent's name): what is kept keeps its whole chain (rule 4)."""
+    dated = [(n, names.parse_time(prefix, n)) for n in items]
+    protected = {name: list(why) for name, why in protected.items()}
+    while True:
+        decisions = plan_retention(dated, policy, protected, now)
+        needed = archives.chain_protection([d.name for d in decisions if d.keep], parent_of or {})
+        missing = {name: why for name, why in needed.items() if name in items and why not in protected.get(name, ())}
+        if not missing:
+            break
+        for name, why in missing.items():
+            protected.setdefault(name, []).append(why)
     for decision in decisions:
         section.record(decision)
     return tuple(items[d.name].path for d in decisions if not d.keep)
@@ -86,6 +97,13 @@ def our_backups(held: dict, snapshots, prefix: str) -> tuple:
     return backups, foreign
 
 
+def archive_parents(backups: dict) -> dict:
+    """Pure: each archive's parent archive by snapshot name (None: a full stream, or a parent
+    that is not among them), from the UUIDs in their labels."""
+    by_uuid = {sub.received_uuid: name for name, sub in backups.items()}
+    return {name: by_uuid.get(sub.parent_uuid) for name, sub in backups.items()}
+
+
 class RetentionPhase:
     """Applies the policies of one run, after its transfers (what arrived decides what may go)."""
 
@@ -122,12 +140,13 @@ class RetentionPhase:
             protected.setdefault(common[-1], []).append(
                 "newest backup whose snapshot is still at the source (next incremental parent)")
         append_only = self.executor.probe(self.source).append_only(dest)
-        self._apply(dest, backups, policy, protected, dest.path, dest.id, append_only)
+        parent_of = archive_parents(backups) if dest.holds_archives else None
+        self._apply(dest, backups, policy, protected, dest.path, dest.id, append_only, parent_of)
 
-    def _apply(self, endpoint, items, policy, protected, folder, where, append_only=False) -> frozenset:
+    def _apply(self, endpoint, items, policy, protected, folder, where, append_only=False, parent_of=None) -> frozenset:
         """Weigh and delete; the names deleted (none when the deletion failed or was refused)."""
         section = self.result.retention_section(where, policy)
-        doomed = weigh(items, policy, protected, self.now, self.prefix, section)
+        doomed = weigh(items, policy, protected, self.now, self.prefix, section, parent_of)
         if not doomed:
             return frozenset()
         if append_only:

@@ -10,9 +10,10 @@ import posixpath
 
 from ..model import names, snapper
 from ..host.endpoints.base import Endpoint
+from ..host.capabilities import SOURCE_PROBES, source_tools_from
 from ..host.job_source import job_source
 from ..model.errors import BackupError, ConfigError, EndpointError, MissingPathError
-from ..host.listing import FolderListing, Subvolume, find_subvolume, list_folder
+from ..host.listing import FolderListing, Subvolume, build_listing, find_subvolume, list_folder, listing_commands
 from ..host.locks import lock_store
 from ..model.job_identity import JobIdentity
 from ..model.steps import CreateFolder, TakeSnapshot
@@ -37,6 +38,8 @@ class SourceSide:
         self.prefix = identity.prefix
         self.folder = identity.snapshot_folder
         self.filesystem = None  # the source's filesystem, once listed (rule 8)
+        self._lock_answers = None  # a remote source's lock file, read with its listing
+        self.tools = None  # a remote source's EndTools, asked with its listing (None: not asked)
 
     @classmethod
     def of(cls, location: str, runner, *, snapshot_folder: str = "snapshot", prefix: str = "",
@@ -55,7 +58,7 @@ class SourceSide:
         None: the folder does not exist yet (first run), and the source was checked apart."""
         source = self.endpoint.path
         try:
-            listing = list_folder(self.endpoint, self.runner, self.folder, [source])
+            listing = self._list_with_locks(source)
         except MissingPathError as err:
             if source in err.paths:
                 raise EndpointError(f"source {self.id} does not exist")
@@ -68,6 +71,24 @@ class SourceSide:
             raise EndpointError(not_a_subvolume(self.id))
         self.filesystem = listing
         return listing
+
+    def _list_with_locks(self, source: str) -> FolderListing:
+        """The snapshot folder's listing; at another host its lock file and tools are asked in the
+        same remote command (one round trip for all a run needs there before its snapshot)."""
+        if not self.endpoint.crosses_network:
+            return list_folder(self.endpoint, self.runner, self.folder, [source])
+        commands = listing_commands(self.folder, [source])
+        lock_commands = self.lock_store().read_commands()
+        results = self.endpoint.run_batch(self.runner, commands + lock_commands + list(SOURCE_PROBES))
+        listing = build_listing(self.folder, [source], results[:len(commands)])
+        self._lock_answers = results[len(commands):len(commands) + len(lock_commands)]
+        self.tools = source_tools_from(results[len(commands) + len(lock_commands):])
+        return listing
+
+    def read_locks(self, store):
+        """The lock file of `store` (this side's lock_store()): as read with the listing, or now."""
+        answers, self._lock_answers = self._lock_answers, None
+        return store.read(answers) if answers else store.read()
 
     def create_folder_step(self) -> CreateFolder:
         return CreateFolder(endpoint=self.endpoint, path=self.folder, parents=True,

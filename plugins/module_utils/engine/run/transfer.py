@@ -36,13 +36,18 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
             if estimate is None:
                 estimate = estimate_stream_size(source, runner, snapshot.path, parent.path if parent else None)
             progress = estimate or True
+    # An archive store's receiver names the archive of this snapshot: each gets a bound copy.
+    bound = {dest.storing(snapshot, parent): dest for dest in destinations}
     root, _compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
-                                           destinations, stream, ends, progress,
+                                           list(bound), stream, ends, progress,
                                            sample_compressible(source, destinations, snapshot, stream, ends, parent))
     if flags:
         LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
     meter = ProgressLog(destinations, source, runner, snapshot, parent, estimate)
-    return run_stream(runner, root, on_progress=None if progress else meter)
+    result = run_stream(runner, root, on_progress=None if progress else meter)
+    result.failures = {bound[leaf]: why for leaf, why in result.failures.items()}
+    result.wire_bytes = {bound[leaf]: size for leaf, size in result.wire_bytes.items()}
+    return result
 
 
 def sample_compressible(source, destinations, snapshot, stream, ends, parent: Subvolume | None = None):

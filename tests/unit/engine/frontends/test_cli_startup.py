@@ -15,8 +15,7 @@ NOT_AT_START = ["typing", "dataclasses", "hashlib", "subprocess", "socket", "ins
                 "concurrent.futures", "selectors", "email", "http", "urllib.request", "shutil", "zlib",
                 # the send machinery: a run with nothing to send never loads it
                 "engine.run.sending", "engine.run.transfer", "engine.run.staged_send",
-                "engine.host.capabilities", "engine.host.compressibility", "engine.host.stream_size",
-                "engine.host.staging"]
+                "engine.host.compressibility", "engine.host.stream_size", "engine.host.staging"]
 
 _LOADED = """
 import json, sys

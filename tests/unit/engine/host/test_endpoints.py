@@ -160,8 +160,9 @@ def test_a_stream_that_crosses_no_network_is_not_compressed(spec):
 
 def test_the_kinds_table_names_every_scheme():
     assert {scheme: cls.kind for scheme, cls in KINDS.items()} == {"ssh": "ssh", "shell": "shell"}
-    with pytest.raises(ConfigError, match=r"unknown scheme \(use a path, ssh:// or shell://\)"):
-        parse_location("borg://x/y")
+    with pytest.raises(ConfigError, match=r"unknown scheme \(use a path, ssh://, shell://, borg:PATH, "
+                                          r"borg\+ssh:// or restic:REPOSITORY\)"):
+        parse_location("zfs://x/y")
 
 
 # -- parse_location: what each accepted spelling becomes -----------------------------------------

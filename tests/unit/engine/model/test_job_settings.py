@@ -61,7 +61,8 @@ def test_btrfs_backup_03_defaults():
         send_protocol="auto", max_unsent_snapshots=100, source_snapshots="own", wait=0,
         before_snapshot=(), before_snapshot_failure="abort", after_snapshot=(), after_run=(), hook_timeout="5m",
         ping_url="", ntfy_url="", ntfy_on_success=False,
-        resumable="auto", resumable_chunk_size="16M")
+        resumable="auto", resumable_chunk_size="16M",
+        archive_key_file="", archive_env_file="", archive_full_every=7)
 
 
 def test_a_setting_that_may_hold_a_secret_is_no_log_in_the_modules():

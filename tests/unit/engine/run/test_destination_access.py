@@ -46,3 +46,26 @@ def test_a_destination_not_on_btrfs_asks_whether_the_disk_is_mounted(path, fstyp
     message = not_mounted_hint(NotBtrfsError(path, fstype))
     assert message.startswith(expected)
     assert f"if a backup disk should be mounted at {path}, mount it" in message
+
+
+def test_an_archive_store_is_listed_once_per_run():
+    # Each listing opens the repository (its key derivation alone costs restic about 0.7 s): the
+    # check before the snapshot and the destination's plan share one.
+    from engine.host.endpoints.archive import ArchiveSettings
+    from engine.host.runner import CommandResult
+    from engine.run.destination_access import DestinationFolders
+
+    class Runner:
+        calls = 0
+
+        def run(self, argv, input_text=None):
+            Runner.calls += 1
+            return CommandResult(argv, 0, "", "")
+
+    class Executor:
+        runner = Runner()
+
+    store = parse_location("borg:/b", archive=ArchiveSettings(job="home", key_file="/k"))
+    folders = DestinationFolders(Executor(), None, gate=True, require_destination=False)
+    folders.require_a_usable_one([store])
+    assert folders.listing(store).children == {} and Runner.calls == 1

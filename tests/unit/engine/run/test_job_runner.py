@@ -449,6 +449,43 @@ def test_an_older_serve_is_asked_again_without_the_mode_probe(tmp_path):
     assert host.ran("btrfs", "--version"), "the second batch was answered"
 
 
+# -- one remote command tells the run all it must know of an ssh destination before sending ------
+
+
+def test_an_ssh_destination_is_asked_once_before_sending_and_once_after(tmp_path):
+    host = FakeHost(tmp_path)
+    at_append_only_server(host)
+    os.utime(host.path("data"))  # something new to send
+    done = run_job(JobConfig(source=host.path("data"), destinations=[_fill(SERVER, host.root)], now=NOW),
+                   runner=host)
+    assert not done.failed, done.as_dict()
+    remote = [argv[-1] for argv in host.ran("ssh") if "--" in argv]
+    # What it must know (listing, tools, mode), the receive, the check of what arrived.
+    assert len(remote) == 3, remote
+    assert "btrfs-backup-serve-mode" in remote[0] and "zstd --version" in remote[0] and "list" in remote[0]
+    assert "btrfs receive" in remote[1] and "list" in remote[2]
+
+
+class _GarbledHost(FakeHost):
+    """Every batch the ssh destination answers comes back garbled (its status markers broken)."""
+
+    def _ssh(self, argv):
+        result = super()._ssh(argv)
+        if "--" in argv and "__btrfs_backup_" in argv[-1]:
+            result.stdout = re.sub(r"(__btrfs_backup_\w+__) \d+", r"\1 ?", result.stdout)
+        return result
+
+
+def test_a_garbled_answer_is_a_clear_error_and_nothing_is_made(tmp_path):
+    host = _GarbledHost(tmp_path)
+    incremental(host)
+    before = {path: dict(sub) for path, sub in host.subvolumes.items()}
+    done = run_job(JobConfig(source=host.path("data"), destinations=[_fill(SERVER, host.root)], now=NOW),
+                   runner=host)
+    assert done.failed and host.subvolumes == before and render(done.steps) == []
+    assert "no snapshot taken" in " ".join(done.errors) and "unexpected output" in " ".join(done.errors), done.errors
+
+
 # -- restore: the same promise, check mode plans exactly the steps a restore carries out ---------
 
 B1, B2 = "20260101-000000", "20260102-000000"

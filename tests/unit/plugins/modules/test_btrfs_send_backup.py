@@ -248,3 +248,12 @@ def test_failure_message_names_failed_destinations():
 class _Policy(object):
     def describe(self):
         return "newest 1"
+
+
+def test_archive_destinations_and_their_settings_reach_the_job_config():
+    config = btrfs_send_backup.job_config(params_with(
+        source="/home", dest=["/backup", "borg:/mnt/usb/borg", "restic:s3:http://127.0.0.1:9000/b"],
+        archive_key_file="/etc/btrfs-backup/home.key", archive_env_file="", archive_full_every=3), check_mode=False)
+    assert config.destinations == ["/backup", "borg:/mnt/usb/borg", "restic:s3:http://127.0.0.1:9000/b"]
+    assert (config.archive_key_file, config.archive_env_file, config.archive_full_every) == \
+        ("/etc/btrfs-backup/home.key", "", 3)

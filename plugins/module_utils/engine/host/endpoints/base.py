@@ -51,6 +51,9 @@ class Endpoint(abc.ABC):
     #: A transfer to it can be staged in verified chunks and resumed after a cut (host/staging.py):
     #: a folder at another host, whose link may drop while this machine goes on.
     can_stage = False
+    #: It keeps each stream as an archive of a store (borg, restic): listed, deleted and given
+    #: back by that store's tool (host/endpoints/archive.py), never received by btrfs.
+    holds_archives = False
 
     def __init__(self, path):
         self.path = path
@@ -97,6 +100,21 @@ class Endpoint(abc.ABC):
         """The argv that runs `argv` (privileged) there on a stream; `decompress_argv` first, when
         the stream comes compressed over a network. Only an endpoint that `can_stage` has one."""
         raise NotImplementedError("%s takes no staged stream" % self.what)
+
+    def storing(self, snapshot, parent) -> Endpoint:
+        """This place bound to the stream of `snapshot` from `parent` (an archive store names the
+        archive it stores after them); any other is itself."""
+        return self
+
+    def shape_transfers(self, transfers: list, held: dict) -> list:
+        """The planned transfers as this kind sends them (an archive store starts a new chain
+        with a full stream now and then); most send them as planned."""
+        return transfers
+
+    def mark_unfinished(self, held: dict, locked_names) -> dict:
+        """What it holds, with what an unfinished transfer left counted as partial; a btrfs
+        folder's listing says that itself (a writable subvolume without received_uuid)."""
+        return held
 
     def run(self, runner: CommandRunner, argv: list[str], privileged: bool = True,
             input_text: str | None = None) -> CommandResult:

@@ -9,7 +9,9 @@ TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts 
 
 import re
 
+from ...model import archives
 from ...model.errors import ConfigError
+from .archive import BorgEndpoint, ResticEndpoint
 from .local import LocalEndpoint
 from .shell import ShellEndpoint
 from .ssh import SshEndpoint
@@ -27,18 +29,30 @@ KINDS = {
 _SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://"
 
 
+#: The archive stores, by the prefix that names them (`borg:PATH`, `restic:REPOSITORY`: no `//`).
+ARCHIVE_KINDS = {
+    archives.BORG_SSH: BorgEndpoint,
+    archives.BORG: BorgEndpoint,
+    archives.RESTIC: ResticEndpoint,
+}
+
+
 def parse_location(spec: str, ssh_options: Iterable[str] = (), ssh_sudo: bool = False,
-                   allow_shell: bool = True) -> Endpoint:
-    """Turn a command-line location (path, ssh:// URL, shell:// command) into an Endpoint;
-    `allow_shell` False: a source, which only a kind with a folder can be."""
+                   allow_shell: bool = True, archive=None) -> Endpoint:
+    """Turn a command-line location (path, ssh:// URL, shell:// command, borg or restic
+    repository) into an Endpoint; `allow_shell` False: a source, which only a kind with a folder
+    can be; `archive`: the job's ArchiveSettings, which an archive store is given."""
     if not isinstance(spec, str) or not spec:
         raise ConfigError("empty location")
+    for prefix, store in ARCHIVE_KINDS.items():
+        if spec.startswith(prefix):
+            return store.from_location(spec, ssh_options=ssh_options, as_source=not allow_shell, archive=archive)
     scheme, sep, _rest = spec.partition("://")
     kind = KINDS.get(scheme) if sep else None
     if kind is not None:
         return kind.from_location(spec, ssh_options=ssh_options, ssh_sudo=ssh_sudo,
                                   as_source=not allow_shell)
     if sep and re.match(_SCHEME_RE, spec):
-        raise ConfigError("%r: unknown scheme (use a path, %s)"
-                          % (spec, " or ".join("%s://" % name for name in KINDS)))
+        raise ConfigError("%r: unknown scheme (use a path, %s, borg:PATH, borg+ssh:// or restic:REPOSITORY)"
+                          % (spec, ", ".join("%s://" % name for name in KINDS)))
     return LocalEndpoint.from_location(spec)

@@ -1,0 +1,180 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""Pure: archive destinations (borg, restic): their locations, the archives' names and labels,
+full or incremental streams, and which archives retention must keep for their chains."""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
+
+import collections
+import re
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from typing import Iterable, Mapping, Sequence
+
+#: The location prefixes of archive destinations: `borg:PATH`, `borg+ssh://...`, `restic:REPOSITORY`.
+BORG, BORG_SSH, RESTIC = "borg:", "borg+ssh://", "restic:"
+
+#: The tag (restic) and comment word (borg) that marks an archive this project stored.
+MARK = "btrfs-backup"
+
+#: How many archives a chain holds before the next one is a full stream again (see docs: the
+#: measured trade-off between storage per day, time per run, restore time and retention).
+DEFAULT_FULL_EVERY = 7
+
+#: A borg archive named like this is borg's own checkpoint of an unfinished create: never a backup.
+_CHECKPOINT_RE = re.compile(r"\.checkpoint(\.[0-9]+)?\Z")
+_UUID_RE = re.compile(r"^[0-9a-fA-F-]{8,64}\Z")
+_LABEL_KEYS = ("job", "snapshot", "uuid", "parent")
+
+
+def is_archive_location(spec: str) -> bool:
+    """Whether a destination string names an archive store (borg or restic) rather than a folder."""
+    return isinstance(spec, str) and spec.startswith((BORG, BORG_SSH, RESTIC))
+
+
+def check_repository_text(text: str, what: str) -> str:
+    """A repository string as given: not empty, no control characters (it becomes one argv item)."""
+    if not text or not text.strip():
+        raise ConfigError(f"{what}: a repository is required, e.g. borg:/backup/borg or restic:/backup/restic")
+    if any(ord(c) < 32 for c in text):
+        raise ConfigError(f"{what} {text!r}: control characters are not allowed")
+    return text
+
+
+class ArchiveLabel(collections.namedtuple("ArchiveLabel", _LABEL_KEYS)):
+    """What an archive says of itself: the job, the snapshot's name and UUID (the one its stream
+    carries), and the UUID of the parent it is incremental from (None: a full stream)."""
+
+    __slots__ = ()
+
+    def words(self) -> list[str]:
+        """key=value words; restic stores them as tags, borg in the archive's comment."""
+        return [MARK] + [f"{key}={getattr(self, key) or 'none'}" for key in _LABEL_KEYS]
+
+    def comment(self) -> str:
+        return " ".join(self.words())
+
+
+def check_label(job: str, snapshot: str, uuid: str, parent_uuid: str | None) -> ArchiveLabel:
+    """A label whose words hold no separator (space, comma, '='), so that it reads back as written."""
+    for key, value in (("job", job), ("snapshot", snapshot), ("uuid", uuid), ("parent", parent_uuid)):
+        if value is not None and (not value or re.search(r"[\s,=]", value)):
+            raise ConfigError(f"an archive's {key} {value!r} cannot be stored in its label")
+    return ArchiveLabel(job, snapshot, uuid, parent_uuid)
+
+
+def parse_label(words: Iterable[str]) -> ArchiveLabel | None:
+    """The label in an archive's tags or comment words, or None: not one of ours (or damaged)."""
+    words = list(words)
+    if MARK not in words:
+        return None
+    found = dict(word.split("=", 1) for word in words if "=" in word)
+    if any(key not in found for key in _LABEL_KEYS) or not _UUID_RE.match(found["uuid"]):
+        return None
+    parent = None if found["parent"] == "none" else found["parent"]
+    if parent is not None and not _UUID_RE.match(parent):
+        return None
+    return ArchiveLabel(found["job"], found["snapshot"], found["uuid"], parent)
+
+
+def archive_name(job: str, snapshot: str) -> str:
+    """The archive's name (borg) and stdin file name stem (restic): the job, then the snapshot."""
+    return f"{job}-{snapshot}"
+
+
+def is_checkpoint(name: str) -> bool:
+    """Whether a borg archive name is one of borg's checkpoints (an unfinished create)."""
+    return bool(_CHECKPOINT_RE.search(name))
+
+
+ArchiveRecord = collections.namedtuple("ArchiveRecord", "ref label")
+ArchiveRecord.__doc__ = ("One archive of ours in a repository: `ref` names it to the store (borg: its "
+                         "name; restic: its snapshot id), `label` what it holds.")
+
+
+def job_archives(records: Iterable[ArchiveRecord], job: str) -> dict:
+    """The job's archives by snapshot name (a snapshot stored twice: its first archive counts, the
+    others are duplicates that retention may delete with it)."""
+    found = {}
+    for record in records:
+        if record.label.job == job:
+            found.setdefault(record.label.snapshot, record)
+    return found
+
+
+def chain_depth(archives_by_uuid: Mapping, uuid: str) -> int | None:
+    """How many archives a restore of the snapshot `uuid` replays: 1 for a full stream, one more
+    per incremental parent; None when a link of its chain is missing (it cannot be restored)."""
+    depth, seen = 0, set()
+    while uuid is not None:
+        record = archives_by_uuid.get(uuid)
+        if record is None or uuid in seen:
+            return None
+        seen.add(uuid)
+        depth += 1
+        uuid = record.label.parent
+    return depth
+
+
+def restore_chain(archives_by_uuid: Mapping, uuid: str) -> list:
+    """The archives a restore of snapshot `uuid` replays, oldest (the full stream) first;
+    ConfigError naming the missing link when the chain is broken."""
+    chain, seen = [], set()
+    while uuid is not None:
+        record = archives_by_uuid.get(uuid)
+        if record is None:
+            missing = f"the archive of parent {uuid}" if chain else f"no archive of snapshot {uuid}"
+            raise ConfigError(f"cannot restore: {missing} is not in the repository")
+        if uuid in seen:
+            raise ConfigError(f"cannot restore: the archives' parents form a loop at {uuid}")
+        seen.add(uuid)
+        chain.append(record)
+        uuid = record.label.parent
+    return chain[::-1]
+
+
+def parse_full_every(value) -> int:
+    """archive_full_every: a count >= 1 (1: every archive is a full stream)."""
+    try:
+        count = int(str(value).strip())
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ConfigError(f"archive_full_every must be a whole number of archives, 1 or more, not {value!r}")
+    return count
+
+
+def with_full_streams(transfers: Sequence, depth_of: Mapping, full_every: int) -> list:
+    """The planned transfers (planning.Transfer, oldest first) with a parent dropped wherever the
+    chain would grow past `full_every` archives; `depth_of` maps a snapshot name to the depth of its
+    archive's chain (chain_depth). A parent whose chain is broken gives a full stream too."""
+    depths = dict(depth_of)
+    shaped = []
+    for transfer in transfers:
+        parent = transfer.parent
+        parent_depth = depths.get(parent.name) if parent is not None else None
+        if parent is not None and (parent_depth is None or parent_depth >= full_every):
+            transfer = transfer._replace(parent=None)
+            parent_depth = None
+        depths[transfer.snapshot.name] = (parent_depth or 0) + 1
+        shaped.append(transfer)
+    return shaped
+
+
+def chain_protection(kept: Iterable[str], parent_of: Mapping) -> dict:
+    """Rule 4 for archives: every archive that an archive retention keeps needs (its parent, its
+    parent's parent...), by snapshot name -> why. `parent_of` maps a snapshot name to its parent's
+    snapshot name (None: a full stream)."""
+    needed = {}
+    for name in kept:
+        child = name
+        parent = parent_of.get(child)
+        while parent is not None and parent not in needed:
+            needed[parent] = f"parent of the kept incremental archive {child}"
+            child, parent = parent, parent_of.get(parent)
+    return needed

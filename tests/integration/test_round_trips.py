@@ -1,0 +1,154 @@
+"""Remote commands per run at an ssh destination: a run with something to send asks it at most 3
+times (all it must know, the receive, the check of what arrived), a run with nothing to send once;
+over plain ssh, through `serve` and in a relay. A pulled source is asked once for a run with nothing
+to send. Counted by a forced command that logs each command the client sends before running it, so
+the test sees what the server saw; sshd's log shows that each run opened one connection."""
+
+from __future__ import annotations
+
+import shlex
+import stat
+
+import pytest
+
+from cli_helpers import CLI, ok, sent, ssh_args
+from support.sshd import Sshd
+from support.trees import write_mixed_tree
+
+SOMETHING_TO_SEND = 3
+NOTHING_TO_SEND = 1
+
+
+def logging_forced_command(server, log, then):
+    """Make every connection of the server's key log the command it asked for (one line,
+    quoted) and then run `then` (a command line that reads $SSH_ORIGINAL_COMMAND)."""
+    script = server.workdir / "log-and-run"
+    script.write_text("#!/bin/sh\n"
+                      f"printf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" | tr '\\n' ' ' >> {shlex.quote(str(log))}\n"
+                      f"printf '\\n' >> {shlex.quote(str(log))}\n"
+                      f"exec {then}\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    key = (server.workdir / "id_ed25519.pub").read_text().strip()
+    (server.workdir / "authorized_keys").write_text(f'command="{script}" {key}\n')
+
+
+class RemoteCommands:
+    """The commands a logging forced command saw, and the connections sshd accepted, since the
+    last `take()`."""
+
+    def __init__(self, log, server):
+        self.log = log
+        self.server = server
+        self.seen = 0
+        self.connections_seen = 0
+        self.take()  # not the server's readiness probe
+
+    def take(self) -> list:
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        new, self.seen = lines[self.seen:], len(lines)
+        accepted = self.server.log_file.read_text(errors="replace").count("Accepted publickey")
+        self.connections, self.connections_seen = accepted - self.connections_seen, accepted
+        return new
+
+
+@pytest.fixture
+def logged_sshd(require_btrfs, tmp_path):
+    from conftest import _require  # noqa: PLC0415 - the integration suite's own prerequisite check
+    from support import sshd as sshd_support
+    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    log = tmp_path / "remote-commands.log"
+    with Sshd(host="127.0.0.6") as server:
+        logging_forced_command(server, log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+        yield server, RemoteCommands(log, server)
+
+
+@pytest.fixture
+def logged_serve(require_btrfs, make_fs, tmp_path):
+    from conftest import _require  # noqa: PLC0415
+    from support import sshd as sshd_support
+    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    fs = make_fs("server")
+    (fs / "web1").mkdir()
+    log = tmp_path / "remote-commands.log"
+    with Sshd(host="127.0.0.7") as server:
+        logging_forced_command(server, log, f"{shlex.quote(str(CLI))} serve --root {shlex.quote(str(fs / 'web1'))}")
+        yield server, RemoteCommands(log, server), fs / "web1"
+
+
+def assert_commands(commands, at_most, what):
+    assert len(commands) <= at_most, f"{what}: {len(commands)} remote commands:\n" + "\n".join(commands)
+
+
+def three_runs(args, dest_id, commands, source):
+    """A full run, an incremental run and a run with nothing to send (-S, as btrfs-backup 0.3's):
+    the remote commands of each; each run opened one connection and ran them all through it."""
+    taken = []
+    for flags, mode in (([], "full"), ([], "incremental"), (["-S"], None)):
+        if mode == "incremental":
+            (source / "more.txt").write_text("more\n")
+        result = ok(*flags, *args).result
+        taken.append(commands.take())
+        assert [t[1] for t in sent(result, dest_id)] == ([mode] if mode else []), result
+        assert commands.connections == 1, f"{commands.connections} ssh connections in one run"
+    return taken
+
+
+def show(**runs):
+    print("\n".join(f"{what}: {len(commands)}\n  " + "\n  ".join(commands) for what, commands in runs.items()))
+
+
+def test_push_over_ssh(logged_sshd, make_fs, subvolume):
+    server, commands = logged_sshd
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=1)
+    dest = make_fs("dst") / "backups"
+    url = server.url(dest)
+    full, incremental, nothing = three_runs(ssh_args(server) + [source, url], url, commands, source)
+    show(full=full, incremental=incremental, nothing=nothing)
+    # The first run also lists the folder's parent and creates the folder.
+    assert_commands(full, SOMETHING_TO_SEND + 2, "full send to a new folder")
+    assert_commands(incremental, SOMETHING_TO_SEND, "incremental send")
+    assert_commands(nothing, NOTHING_TO_SEND, "nothing to send")
+
+
+def test_push_through_serve(logged_serve, make_fs, subvolume):
+    server, commands, root = logged_serve
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=2)
+    (root / "data").mkdir()
+    url = server.url(root / "data")
+    full, incremental, nothing = three_runs(ssh_args(server) + [source, url], url, commands, source)
+    show(full=full, incremental=incremental, nothing=nothing)
+    assert_commands(full, SOMETHING_TO_SEND, "full send")
+    assert_commands(incremental, SOMETHING_TO_SEND, "incremental send")
+    assert_commands(nothing, NOTHING_TO_SEND, "nothing to send")
+
+
+def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
+    server, commands = logged_sshd
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=3)
+    dest = make_fs("dst")
+    full, incremental, nothing = three_runs(ssh_args(server) + [server.url(source), dest], str(dest), commands,
+                                            source)
+    show(full=full, incremental=incremental, nothing=nothing)
+    # A pulled source also takes the snapshot (with its listing) and has the lock file written
+    # before the send and after it: two more than a destination.
+    assert_commands(incremental, SOMETHING_TO_SEND + 2, "incremental pull")
+    assert_commands(nothing, NOTHING_TO_SEND, "nothing to pull")
+
+
+
+def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
+    """A pulled source sent on to another host: the destination host's count is a push's."""
+    server, commands = logged_sshd
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=4)
+    dest = make_fs("dst") / "relayed"
+    dest.mkdir()
+    url = server.url(dest)
+    full, incremental, nothing = three_runs(ssh_args(sshd, server) + [sshd.url(source), url], url, commands, source)
+    show(full=full, incremental=incremental, nothing=nothing)
+    assert_commands(full, SOMETHING_TO_SEND, "full relay")
+    assert_commands(incremental, SOMETHING_TO_SEND, "incremental relay")
+    assert_commands(nothing, NOTHING_TO_SEND, "nothing to relay")

@@ -1,0 +1,232 @@
+"""engine.host.endpoints.archive: borg and restic locations, their listings as the records planning
+uses, the argv of each tool (secrets only by file, never on a command line), their errors."""
+
+import json
+import shlex
+
+import pytest
+
+from engine.host.endpoints.archive import (ArchiveSettings, BorgEndpoint, ResticEndpoint, borg_rsh,
+                                           parse_borg_list, parse_restic_snapshots)
+from engine.host.endpoints.location import parse_location
+from engine.host.runner import CommandResult
+from engine.model.archives import ArchiveLabel
+from engine.model.errors import ConfigError, EndpointError, UnreachableError
+from engine.model.planning import Transfer, present_backups
+from engine.host.listing import Subvolume
+
+U1, U2 = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
+SETTINGS = ArchiveSettings(job="home", key_file="/etc/k", env_file="/etc/env", full_every=7)
+
+
+@pytest.mark.parametrize("spec, kind, repository, dest_id", [
+    ("borg:/backup/borg", "borg", "/backup/borg", "borg:/backup/borg"),
+    ("borg:/backup//borg/", "borg", "/backup/borg", "borg:/backup/borg"),
+    ("borg+ssh://u@box:23/./borg", "borg", "ssh://u@box:23/./borg", "borg+ssh://u@box:23/./borg"),
+    ("borg+ssh://box/srv/borg", "borg", "ssh://box/srv/borg", "borg+ssh://box/srv/borg"),
+    ("restic:/backup/restic", "restic", "/backup/restic", "restic:/backup/restic"),
+    ("restic:rest:http://127.0.0.1:8000/", "restic", "rest:http://127.0.0.1:8000/",
+     "restic:rest:http://127.0.0.1:8000/"),
+    ("restic:s3:http://127.0.0.1:9000/bucket", "restic", "s3:http://127.0.0.1:9000/bucket",
+     "restic:s3:http://127.0.0.1:9000/bucket"),
+])
+def test_archive_locations(spec, kind, repository, dest_id):
+    store = parse_location(spec, archive=SETTINGS)
+    assert (store.kind, store.repository, store.id) == (kind, repository, dest_id)
+    assert store.holds_archives and store.can_list and not store.receives_with_btrfs
+    assert parse_location(store.id, archive=SETTINGS).id == store.id  # a lock file's id parses back
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("borg:", "a path is required"),
+    ("borg:relative/repo", "absolute path"),
+    ("borg:/a/../b", "'..' is not allowed"),
+    ("restic:", "a repository is required"),
+    ("restic:relative", "absolute path or its own repository string"),
+    ("restic:/a\nb", "control characters"),
+])
+def test_bad_archive_locations_are_clear_errors(spec, message):
+    with pytest.raises(ConfigError, match=message):
+        parse_location(spec, archive=SETTINGS)
+
+
+@pytest.mark.parametrize("spec", ["borg:/b", "restic:/r"])
+def test_an_archive_store_is_no_source(spec):
+    with pytest.raises(ConfigError, match="can only be a destination"):
+        parse_location(spec, allow_shell=False)
+
+
+def test_borgs_ssh_options_go_into_borg_rsh_quoted():
+    store = parse_location("borg+ssh://u@box:23/./borg", ssh_options=["IdentityFile=/root/my key"],
+                           archive=SETTINGS)
+    rsh = [item for item in store.environment() if item.startswith("BORG_RSH=")][0][len("BORG_RSH="):]
+    assert shlex.split(rsh) == ["ssh", "-o", "BatchMode=yes", "-o", "IdentityFile=/root/my key"]
+    assert borg_rsh(["A=$(x)"]) == "ssh -o BatchMode=yes -o 'A=$(x)'"
+
+
+@pytest.mark.parametrize("spec, needed", [
+    ("borg:/b", "BORG_PASSCOMMAND=cat -- /etc/k"),
+    ("restic:/r", "RESTIC_PASSWORD_FILE=/etc/k"),
+])
+def test_the_passphrase_goes_by_its_file_into_the_environment(spec, needed):
+    store = parse_location(spec, archive=SETTINGS)
+    argv = store.tool_argv(["tool"])
+    assert needed in argv and argv[argv.index("--env-file") + 1] == "/etc/env"
+    assert argv[-2:] == ["--", "tool"]
+
+
+def _snapshot(name, uuid):
+    return Subvolume(name=name, path="/src/snapshot/" + name, id=1, uuid=uuid, parent_uuid=None,
+                     received_uuid=None, readonly=True)
+
+
+def test_a_bound_receiver_stores_the_labelled_archive():
+    a, b = _snapshot("20240101-000000", U1), _snapshot("20240102-000000", U2)
+    borg = parse_location("borg:/b", archive=SETTINGS).storing(b, a)
+    name, argv = borg.receiver()
+    comment = argv[argv.index("--comment") + 1]
+    assert comment == ArchiveLabel("home", b.name, U2, U1).comment()
+    assert "/b::home-20240102-000000" in argv and "--content-from-command" in argv and argv[-1] == "check"
+    restic = parse_location("restic:/r", archive=SETTINGS).storing(a, None)
+    _name, argv = restic.receiver()
+    assert argv[argv.index("--tag") + 1] == ",".join(ArchiveLabel("home", a.name, U1, None).words())
+    assert "guard" in argv and argv[argv.index("--stdin-filename") + 1] == "home-20240101-000000.btrfs"
+
+
+BORG_LIST = "\0".join([
+    "home-a\tbtrfs-backup job=home snapshot=a uuid=%s parent=none" % U1,
+    "home-b.checkpoint\tbtrfs-backup job=home snapshot=b uuid=%s parent=%s" % (U2, U1),
+    "someone-elses\tmy comment",
+    "home-b\tbtrfs-backup job=home snapshot=b uuid=%s parent=%s" % (U2, U1),
+    "",
+])
+
+
+def test_a_borg_listing_gives_our_archives_and_never_a_checkpoint():
+    records = parse_borg_list(BORG_LIST)
+    assert [(r.ref, r.label.snapshot, r.label.parent) for r in records] == [("home-a", "a", None), ("home-b", "b", U1)]
+
+
+def test_a_restic_listing_gives_our_snapshots_oldest_first():
+    entries = [{"id": "f" * 64, "time": "2024-01-02", "tags": ArchiveLabel("home", "b", U2, U1).words()},
+               {"id": "e" * 64, "time": "2024-01-01", "tags": ArchiveLabel("home", "a", U1, None).words()},
+               {"id": "d" * 64, "time": "2024-01-03", "tags": ["mine"]}]
+    records = parse_restic_snapshots(json.dumps(entries))
+    assert [(r.ref, r.label.snapshot) for r in records] == [("e" * 64, "a"), ("f" * 64, "b")]
+    with pytest.raises(EndpointError, match="no JSON"):
+        parse_restic_snapshots("oops")
+
+
+class Runner:
+    """Answers each tool command with the next canned result; keeps the argv it was given."""
+
+    def __init__(self, *results):
+        self.results, self.argvs = list(results), []
+
+    def run(self, argv, input_text=None):
+        self.argvs.append(argv)
+        return self.results.pop(0)
+
+
+def test_the_listing_is_what_planning_matches_by_uuid():
+    store = parse_location("borg:/b", archive=SETTINGS)
+    listing = store.list_backups(Runner(CommandResult([], 0, BORG_LIST, "")))
+    held = listing.children
+    assert sorted(held) == ["a", "b"] and held["b"].complete and held["b"].path == "home-b"
+    present = present_backups([_snapshot("a", U1), _snapshot("b", U2), _snapshot("c", "x")], held.values())
+    assert sorted(present) == ["a", "b"]
+
+
+@pytest.mark.parametrize("stderr, hint", [
+    ("passphrase supplied in BORG_PASSCOMMAND is incorrect.", "is archive_key_file the repository's passphrase?"),
+    ("Fatal: wrong password or no key found", "is archive_key_file the repository's passphrase?"),
+    ("Failed to create/acquire the lock /b/lock.exclusive (timeout).", "the repository is locked"),
+    ("Fatal: unable to create lock in backend: repository is already locked by PID 7", "the repository is locked"),
+    ("Repository /b does not exist.", "create the repository first"),
+    ("borg: No such file or directory", "install borgbackup on this host"),
+])
+def test_a_failed_tool_says_what_to_do(stderr, hint):
+    store = parse_location("borg:/b", archive=SETTINGS)
+    with pytest.raises(EndpointError, match="borg:/b: listing the archives failed") as raised:
+        store.records(Runner(CommandResult([], 2, "", stderr)))
+    assert hint in str(raised.value)
+
+
+def test_an_unfinished_transfers_archive_counts_as_partial():
+    store = parse_location("restic:/r", archive=SETTINGS)
+    held = store.list_backups(Runner(CommandResult([], 0, json.dumps([
+        {"id": "e" * 64, "tags": ArchiveLabel("home", "a", U1, None).words()}]), ""))).children
+    marked = store.mark_unfinished(held, {"a"})
+    assert not marked["a"].complete and held["a"].complete
+
+
+def test_full_every_shapes_the_plan():
+    store = parse_location("borg:/b", archive=ArchiveSettings(job="home", key_file="/k", full_every=2))
+    held = parse_location("borg:/b", archive=SETTINGS).list_backups(
+        Runner(CommandResult([], 0, BORG_LIST, ""))).children  # a <- b: a chain of 2
+    c = _snapshot("c", "33333333-3333-3333-3333-333333333333")
+    shaped = store.shape_transfers([Transfer(c, _snapshot("b", U2))], held)
+    assert shaped[0].parent is None
+
+
+def test_deleting_names_the_archives_and_compacts():
+    store = parse_location("borg:/b", archive=SETTINGS)
+    runner = Runner(CommandResult([], 0, "", ""), CommandResult([], 0, "", ""))
+    store.delete_archives(runner, ["home-a", "home-b"])
+    assert runner.argvs[0][-4:] == ["delete", "/b", "home-a", "home-b"] and runner.argvs[1][-2:] == ["compact", "/b"]
+    with pytest.raises(EndpointError, match="no archive name"):
+        store.delete_archives(runner, ["../x"])
+    runner = Runner(CommandResult([], 0, "", ""), CommandResult([], 0, "", ""))
+    parse_location("restic:/r", archive=SETTINGS).delete_archives(runner, ["ab" * 32])
+    assert runner.argvs[0][-1:] == ["unlock"] and runner.argvs[1][-3:] == ["forget", "--prune", "ab" * 32]
+    with pytest.raises(EndpointError, match="no snapshot id"):
+        parse_location("restic:/r", archive=SETTINGS).delete_archives(runner, ["--all"])
+
+
+def test_the_key_file_is_required_and_checked(tmp_path):
+    with pytest.raises(ConfigError, match="give --archive-key-file"):
+        ArchiveSettings(job="home").require_files("borg:/b")
+    with pytest.raises(ConfigError, match="archive_key_file .*: no such file"):
+        ArchiveSettings(job="home", key_file=str(tmp_path / "nope")).require_files("borg:/b")
+    key = tmp_path / "key"
+    key.write_text("secret\n")
+    ArchiveSettings(job="home", key_file=str(key)).require_files("borg:/b")
+
+
+def test_an_archive_store_runs_no_command_and_has_no_folder():
+    store = parse_location("borg:/b", archive=SETTINGS)
+    for call in (lambda: store.command(["ls"]), lambda: store.with_path("/x"), lambda: store.lock_store(None, "/x"),
+                 lambda: store.sender(["btrfs", "send"])):
+        with pytest.raises(EndpointError, match="is an archive store"):
+            call()
+    assert isinstance(store, BorgEndpoint) and isinstance(parse_location("restic:/r"), ResticEndpoint)
+
+
+def test_an_archive_just_stored_is_known_without_listing_and_restic_resolves_it_when_deleted():
+    a, b = _snapshot("a", U1), _snapshot("b", U2)
+    borg = parse_location("borg:/b", archive=SETTINGS)
+    backup = borg.arrived(Runner(), b, a)  # no command run
+    assert (backup.name, backup.path, backup.received_uuid, backup.parent_uuid) == ("b", "home-b", U2, U1)
+    restic = parse_location("restic:/r", archive=SETTINGS)
+    backup = restic.arrived(Runner(), a)
+    assert backup.path == "uuid=" + U1 and backup.complete
+    listing = json.dumps([{"id": "c" * 64, "tags": ArchiveLabel("home", "a", U1, None).words()}])
+    runner = Runner(CommandResult([], 0, listing, ""), CommandResult([], 0, "", ""), CommandResult([], 0, "", ""))
+    restic.delete_archives(runner, [backup.path])
+    assert runner.argvs[-1][-3:] == ["forget", "--prune", "c" * 64]
+
+
+@pytest.mark.parametrize("stderr", [
+    "Remote: ssh: connect to host box port 23: Connection refused\nConnection closed by remote host",
+    "Fatal: unable to open config file: Stat: Get \"http://127.0.0.1:9/config\": dial tcp 127.0.0.1:9: connect: connection refused",
+    "ssh: Could not resolve hostname box: Name or service not known",
+])
+def test_a_store_out_of_reach_is_unreachable_not_broken(stderr):
+    store = parse_location("borg+ssh://box/b", archive=SETTINGS)
+    with pytest.raises(UnreachableError):
+        store.records(Runner(CommandResult([], 2, "", stderr)))
+
+
+def test_an_unbound_store_stores_no_stream():
+    with pytest.raises(EndpointError, match="only as the archive of a snapshot"):
+        parse_location("restic:/r", archive=SETTINGS).receiver()

@@ -1,0 +1,82 @@
+"""engine.host.archive_exec: a stream passes only whole (the btrfs send end command last), a cut
+one stops the store before it can save; the environment comes from the file, never an argv."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from engine.host import archive_exec
+
+PROGRAM = archive_exec.__file__
+# A btrfs send stream's end: the end command's header (length 0, command 21, its crc32c).
+END = (0).to_bytes(4, "little") + (21).to_bytes(2, "little") + bytes.fromhex("a3a1b0d7")
+WHOLE = b"btrfs-stream\0" + (1).to_bytes(4, "little") + os.urandom(3000) + END
+
+
+@pytest.mark.parametrize("tail, whole", [
+    (WHOLE, True),
+    (WHOLE[:-1], False),
+    (WHOLE[:-4000 + 1000], False),
+    (b"", False),
+    (END, True),
+    ((1).to_bytes(4, "little") + (21).to_bytes(2, "little") + b"\0\0\0\0", False),  # length is not 0
+    ((0).to_bytes(4, "little") + (20).to_bytes(2, "little") + b"\0\0\0\0", False),  # not the end command
+])
+def test_a_stream_is_whole_only_with_its_end_command_last(tail, whole):
+    assert archive_exec.stream_is_whole(tail) is whole
+
+
+def _run(args, data):
+    return subprocess.run([sys.executable, PROGRAM] + args, input=data, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, check=False)
+
+
+def test_check_passes_a_whole_stream_on_unchanged():
+    run = _run(["check"], WHOLE)
+    assert run.returncode == 0 and run.stdout == WHOLE
+
+
+def test_check_fails_a_cut_stream():
+    run = _run(["check"], WHOLE[:2000])
+    assert run.returncode == 1 and b"the send stream was cut" in run.stderr
+
+
+def test_guard_gives_the_store_a_whole_stream_and_its_exit_status(tmp_path):
+    out = tmp_path / "stored"
+    run = _run(["guard", "--", "sh", "-c", 'cat > "$0"; exit 3', str(out)], WHOLE)
+    assert run.returncode == 3 and out.read_bytes() == WHOLE
+
+
+def test_guard_stops_the_store_before_a_cut_stream_ends(tmp_path):
+    # The store saves only when its input ends; a cut one never ends for it: it is interrupted.
+    out = tmp_path / "saved"
+    store = 'trap "exit 130" INT; cat > /dev/null; touch "$0"'
+    run = _run(["guard", "--", "sh", "-c", store, str(out)], WHOLE[:2000])
+    assert run.returncode == 1 and b"saved nothing" in run.stderr
+    assert not out.exists()
+
+
+def test_the_environment_comes_from_the_file_and_the_settings(tmp_path):
+    env_file = tmp_path / "env"
+    env_file.write_text("# credentials\nAWS_SECRET_ACCESS_KEY=s3cr3t\nexport RESTIC_X='quoted value'\n\n")
+    run = _run(["exec", "--env-file", str(env_file), "--set", "RESTIC_PASSWORD_FILE=/k", "--",
+                "sh", "-c", 'printf "%s|%s|%s" "$AWS_SECRET_ACCESS_KEY" "$RESTIC_X" "$RESTIC_PASSWORD_FILE"'], b"")
+    assert run.returncode == 0 and run.stdout == b"s3cr3t|quoted value|/k"
+
+
+@pytest.mark.parametrize("content, problem", [
+    ("not a setting\n", "line 1 is not KEY=VALUE"),
+    ("A-B=1\n", "line 1 is not KEY=VALUE"),
+])
+def test_a_bad_environment_file_is_named_without_its_values(tmp_path, content, problem):
+    env_file = tmp_path / "env"
+    env_file.write_text(content)
+    run = _run(["exec", "--env-file", str(env_file), "--", "true"], b"")
+    assert run.returncode == 1 and problem in run.stderr.decode()
+
+
+def test_a_missing_environment_file_is_a_clear_error(tmp_path):
+    run = _run(["exec", "--env-file", str(tmp_path / "nope"), "--", "true"], b"")
+    assert run.returncode == 1 and "archive_env_file" in run.stderr.decode()
