@@ -9,8 +9,8 @@ a small sample and compresses it with zlib's fastest level, a proxy for zstd's r
 standard library has (compression.judge_sample decides). What is sampled is what the stream
 carries: for a full send of a local snapshot, its files (the start of the largest found in a
 bounded walk, and some small ones); for a local incremental, the changed file ranges that its
-`--no-data` twin names, read from the snapshot; at a remote source (a pull), the stream's own
-first bytes, through the same send command at that host.
+`--no-data` twin names, read from the snapshot. A remote source (a pull) is not sampled: that
+would cost a remote command of its own.
 """
 
 from __future__ import annotations
@@ -18,12 +18,11 @@ from __future__ import annotations
 import os
 import zlib
 
-from . import btrfs
 WALK_LIMIT = 4000     # directory entries looked at, at most
 LARGE_FILES = 24      # the largest files found, sampled at their start
 CHUNK = 128 * 1024    # bytes read from each of them
 SMALL_BUDGET = 1024 * 1024  # bytes read from small files, in walk order
-SAMPLE_BUDGET = 1024 * 1024  # bytes read from an incremental's changes or a remote stream
+SAMPLE_BUDGET = 1024 * 1024  # bytes read from an incremental's changes
 PIECE = 32 * 1024  # bytes read at each of the places sampled in an incremental's changes
 # zlib takes ~20 ms a MiB of random data here: once this much is read and it plainly does not
 # compress, the rest is not read (a sample must not cost what not compressing saves).
@@ -61,11 +60,8 @@ class _Sample:
 
 def sample_stream_data(source, runner, snapshot_path: str, parent_path: str | None) -> tuple[str, int, int]:
     """(what was sampled, bytes sampled, bytes zlib -1 made of them) for the stream of `btrfs send
-    [-p parent_path] snapshot_path` at `source`: see the module's docstring. Nothing that can be
-    read is (0, 0): no evidence, never a failure."""
-    if source.crosses_network:
-        head = sample_stream_head(source, runner, snapshot_path, parent_path)
-        return ("the start of the stream at %s" % source.id,) + head
+    [-p parent_path] snapshot_path` at `source` (on this machine): see the module's docstring.
+    Nothing that can be read is (0, 0): no evidence, never a failure."""
     if parent_path is None:
         return ("the snapshot's data",) + sample_snapshot(snapshot_path)
     from .stream_size import changed_extents
@@ -136,40 +132,6 @@ def sample_extents(root: str, extents: list) -> tuple[int, int]:
         finally:
             os.close(fd)
         sample.add(data)
-    return sample.result()
-
-
-def sample_stream_head(source, runner, snapshot_path: str, parent_path: str | None,
-                       budget: int = SAMPLE_BUDGET, timeout: float = 60.0) -> tuple[int, int]:
-    """(bytes read, bytes zlib -1 made of them) of the first `budget` bytes of the send stream at
-    `source`: the send command the transfer runs there, cut short by `head` at that host (and
-    sooner by us, once they plainly do not compress)."""
-    import subprocess  # here: runs that sample nothing never pay for it (start-up time)
-    import threading
-
-    _name, argv = source.sender(btrfs.send_argv(snapshot_path, parent_path), ["head", "-c", str(budget)])
-    try:
-        proc = runner.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-    except OSError:
-        return 0, 0
-    timer = threading.Timer(timeout, proc.kill)
-    timer.start()
-    sample = _Sample()
-    try:
-        while not sample.plain:
-            data = proc.stdout.read(PIECE)
-            if not data:
-                break
-            sample.add(data)
-        stopped_early = sample.plain
-    finally:
-        timer.cancel()
-        proc.stdout.close()
-        if proc.poll() is None:
-            proc.kill()
-        returncode = proc.wait()
-    if returncode != 0 and not stopped_early:
-        return 0, 0  # a server that takes no such command (serve), ssh failing: no evidence
     return sample.result()
 
 

@@ -51,16 +51,12 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
 
 
 def sample_compressible(source, destinations, snapshot, stream, ends, parent: Subvolume | None = None):
-    """With `--compress auto`, whether a sample of the data the stream carries compresses (None:
-    not asked, or too small a sample; nothing is sampled where no end could compress): the
-    snapshot's files for a full send, the changed data for an incremental, the stream's first
-    bytes at a remote source (compressibility.sample_stream_data)."""
-    if stream.compress_level is None or stream.compress_explicit or not ends(None).zstd:
-        return None
-    if source.crosses_network:
-        if not ends(source).zstd:
-            return None
-    elif not any(d.crosses_network and ends(d).zstd for d in destinations):
+    """With `--compress auto`, whether a sample of the data a local snapshot's stream carries
+    compresses (None: not asked, or too small a sample; a remote source is not sampled, nor is
+    data no end could compress): the snapshot's files for a full send, the changed data for an
+    incremental (compressibility.sample_stream_data)."""
+    if stream.compress_level is None or stream.compress_explicit or not source.on_this_machine \
+            or not ends(None).zstd or not any(d.crosses_network and ends(d).zstd for d in destinations):
         return None
     what, sampled, packed = ends.sample(source, snapshot.path, parent.path if parent else None)
     compressible, reason = judge_sample(what, sampled, packed)
