@@ -123,8 +123,10 @@ def _key_problems(where, job, job_options):
         wrong_type = re.match(r"argument '([^']+)' is of type", str(error))
         if type(error).__name__ == "ArgumentTypeError" and wrong_type and wrong_type.group(1) in job:
             key = wrong_type.group(1)
-            lines.append("%s: key '%s' must be of type %s, not %r"
-                         % (where, key, job_options[key].get("type", "str"), job[key]))
+            # A secret (a repository passphrase, a store's credentials) is named, never shown.
+            shown = "a %s (hidden)" % type(job[key]).__name__ if job_options[key].get("no_log") else repr(job[key])
+            lines.append("%s: key '%s' must be of type %s, not %s"
+                         % (where, key, job_options[key].get("type", "str"), shown))
         else:
             lines.append("%s: %s" % (where, str(error).replace("argument '", "key '", 1)))
     return lines

@@ -264,6 +264,12 @@ jobs:
         newest_backup_age:
           description: Its age in seconds.
           type: float
+        archive_chain:
+          description:
+            - For a borg or restic destination, how many archives a restore of the newest backup
+              replays (its full stream and each incremental one after it); null where unknown or
+              for a btrfs destination.
+          type: int
         last_success:
           description: When a run last synced it without error (seconds since the epoch).
           type: float
@@ -344,6 +350,7 @@ def job_facts(status, now):
             "newest_backup": record.get("newest_backup"),
             "newest_backup_time": newest,
             "newest_backup_age": None if newest is None else now - newest,
+            "archive_chain": record.get("archive_chain"),
             "last_success": record.get("last_success"),
             "locks": record.get("locks") or 0,
             "verify": record.get("verify"),

@@ -14,7 +14,7 @@ _TESTS_DIR = str(Path(__file__).resolve().parents[1])
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
-from support import btrfs_loop, sshd as sshd_support  # noqa: E402
+from support import archive_stores, btrfs_loop, sshd as sshd_support  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
 from support.trees import MiB, write_mixed_tree  # noqa: E402
@@ -124,6 +124,46 @@ def sshd2():
     _require(sshd_support.REQUIRED_TOOLS, "sshd")
     with Sshd(host="127.0.0.3") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def borg_ssh_server():
+    """A borg server on 127.0.0.6 over a private sshd: ``borg_ssh_server.repository(name)`` makes a
+    repository whose own client key is forced to ``borg serve --append-only --restrict-to-repository``."""
+    _require(sshd_support.REQUIRED_TOOLS + archive_stores.BORG_TOOLS, "borg over ssh")
+    with archive_stores.BorgSshServer(host="127.0.0.6") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def rest_server():
+    """``rclone serve restic --append-only`` on loopback (restic's REST protocol, with a password)."""
+    _require(archive_stores.REST_SERVER_TOOLS, "restic REST")
+    with archive_stores.RcloneRestServer(append_only=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """An S3 API on loopback (moto's server), for ``restic:s3:http://127.0.0.1:PORT/bucket``."""
+    _require(archive_stores.S3_SERVER_TOOLS, "restic S3")
+    with archive_stores.MotoS3Server() as server:
+        yield server
+
+
+@pytest.fixture
+def archive_key_file(tmp_path):
+    """A repository passphrase in a 0600 file (the ``archive_key_file`` setting)."""
+    return archive_stores.write_secret(tmp_path / "archive.key", archive_stores.PASSPHRASE + "\n")
+
+
+@pytest.fixture
+def archive_client_dirs(tmp_path, monkeypatch):
+    """borg's and restic's client caches and security records in the test's own folder, never
+    root's home (the CLI a test starts inherits them)."""
+    monkeypatch.setenv("BORG_BASE_DIR", str(tmp_path / "borg-base"))
+    monkeypatch.setenv("RESTIC_CACHE_DIR", str(tmp_path / "restic-cache"))
+    return tmp_path
 
 
 def _fs_size(request) -> str:

@@ -20,9 +20,7 @@ JOB = {"name": "home", "source": "/home", "server": False}
 # Settings that are no job key: a job gives them in extra_args if it must (the role runs every job
 # for real, shows no progress and has its own defaults for the rest).
 WITHOUT_KEY = {"btrfs_debug", "no_snapshot", "no_transfer", "no_incremental", "check_mode", "send_protocol",
-               "ssh_sudo", "sync", "convert_rw", "remove_locks", "locked_dests",
-               # The role's archive job keys come with its archive support (key files it distributes).
-               "archive_key_file", "archive_env_file", "archive_full_every"}
+               "ssh_sudo", "sync", "convert_rw", "remove_locks", "locked_dests"}
 
 
 def test_the_settings_without_a_job_key():

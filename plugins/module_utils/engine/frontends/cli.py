@@ -401,6 +401,13 @@ SERVE_OPTIONS = (
                                                                         "default: every host's folder in DIR.")),
     ("--metrics-file", dict(metavar="PATH", help="Count refusals per host (DIR's name) and kind in this node_exporter textfile "
                                                  "(btrfs_backup_serve_refusals_total); its folder must be writable.")),
+    ("--receive-slots", dict(metavar="N", help="At most N receives at once on this server, whichever hosts send them (give every "
+                                               "host's key the same N and --slot-folder); a receive beyond them waits for a slot and "
+                                               "says so to its source. Default: no limit.")),
+    ("--slot-folder", dict(metavar="DIR", help="The folder of the receive slots' lock files (with --receive-slots); writable by "
+                                               "the keys' user.")),
+    ("--slot-wait", dict(default="1h", metavar="DURATION", help="How long a receive waits for a receive slot before it fails "
+                                                                "with nothing received, e.g. '30min'. Default 1h.")),
 )
 
 
@@ -442,7 +449,8 @@ def main(argv: list[str] | None = None) -> int:
         return serve.main(options.root, options.btrfs, append_only=options.append_only,
                           quota_size=options.quota, filesystem=options.filesystem,
                           clock_skew=options.clock_skew, metrics_file=options.metrics_file,
-                          restore=options.restore, hosts=options.hosts)
+                          restore=options.restore, hosts=options.hosts, receive_slots=options.receive_slots,
+                          slot_folder=options.slot_folder, slot_wait=options.slot_wait)
     if argv and argv[0] == "status":
         from .status import main as status_main
         return status_main(argv[1:])

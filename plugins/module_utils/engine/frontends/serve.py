@@ -35,6 +35,11 @@ delete only what is not a complete backup (a partial receive: writable, or witho
 UUID), so failed transfers are still cleaned up, and it cannot make a backup writable. Complete
 backups are then deleted only by the server's own retention (`btrfs-backup prune`).
 
+With `--receive-slots N` (the same N and `--slot-folder` on every host's key), at most N receives
+run at once on the server: a receive beyond them waits for a slot (receive_slots: a flock that the
+kernel frees when its holder ends), says so to its source, and gives up after `--slot-wait` or as
+soon as its source hangs up, with nothing received.
+
 A normal source never meets a refusal, so each one is a signal. It is logged to the server's
 syslog (the journal, facility auth, tag btrfs-backup-serve) as `refused[KIND] for ROOT: why;
 command: '...'`, at the priority of its kind (REFUSAL_KINDS: `alert` for what no backup sends,
@@ -56,9 +61,10 @@ import shlex
 import subprocess
 import sys
 
-from ..host import btrfs, quota, refusal_counter, subvol_info
+from ..host import btrfs, quota, receive_slots, refusal_counter, subvol_info
 
 from ..model import name_trust, units
+from ..model.receive_slots import gone_line, timeout_line, waited_line, waiting_line
 from ..model.receive_errors import StderrWatch, broken_receive_refusal
 from ..model.errors import ConfigError
 from ..model.server_mode import MODE_PROBE, serve_answer
@@ -68,6 +74,12 @@ if TYPE_CHECKING:
     from typing import Iterable
 
 EXIT_REFUSED = 126
+#: No receive slot came free in time (EX_TEMPFAIL): nothing was received, a later run sends it.
+EXIT_NO_SLOT = 75
+#: The operations that run `btrfs receive`: each takes a receive slot when serve has them.
+SLOT_OPERATIONS = ("receive", "stage_receive")
+#: How long a receive waits for a slot by default (--slot-wait).
+DEFAULT_SLOT_WAIT = "1h"
 #: Leads every append-only refusal, so a source can tell it from other failures.
 APPEND_ONLY = "append-only"
 #: The decompressor of a compressed receive, as the client names it and as serve runs it.
@@ -797,8 +809,12 @@ class Server(_LocalOperations, _BtrfsOperations, _ReceiveOperations, _QuotaOpera
 
     def __init__(self, root, btrfs_path="btrfs", stdin=None, stdout=None, stderr=None,
                  use_sudo=None, append_only=False, log=None, quota_bytes=None, filesystem=None,
-                 clock_skew=name_trust.DEFAULT_CLOCK_SKEW, metrics_file=None, restore=False, hosts=None):
+                 clock_skew=name_trust.DEFAULT_CLOCK_SKEW, metrics_file=None, restore=False, hosts=None,
+                 receive_slots=None, slot_folder=None, slot_wait=3600):
         self.root = check_root(root)
+        # At most `receive_slots` receives at once on this server (all hosts), each waiting up to
+        # `slot_wait` seconds for a flock on a slot file in `slot_folder` (None: no limit).
+        self.receive_slots, self.slot_folder, self.slot_wait = receive_slots, slot_folder, slot_wait
         self.restore = restore  # a restore key: reads backups, writes nothing (parse_restore_command)
         self.hosts = None if hosts is None else frozenset(hosts)  # the host folders a restore key may read
         self.clock_skew = clock_skew  # seconds a received backup's name may be ahead of this clock
@@ -883,11 +899,40 @@ class Server(_LocalOperations, _BtrfsOperations, _ReceiveOperations, _QuotaOpera
             paths = [self._on_disk(p) for p in operation.paths]
             if self.append_only:
                 self._check_append_only(operation, paths)
-            if operation.decompress:
-                return getattr(self, "_op_" + operation.op)(paths, operation.flags, decompress=True)
-            return getattr(self, "_op_" + operation.op)(paths, operation.flags)
+            if self.receive_slots and operation.op in SLOT_OPERATIONS:
+                return self._in_receive_slot(operation, paths)
+            return self._carry_out(operation, paths)
         except Refused as err:
             return self._refuse(err)
+
+    def _carry_out(self, operation, paths):
+        if operation.decompress:
+            return getattr(self, "_op_" + operation.op)(paths, operation.flags, decompress=True)
+        return getattr(self, "_op_" + operation.op)(paths, operation.flags)
+
+    def _in_receive_slot(self, operation, paths):
+        """The receive once it holds one of the server's receive slots (waiting for one, said on
+        stderr for the source); EXIT_NO_SLOT, with nothing received, when none came free in time."""
+        try:
+            held, waited = receive_slots.take_slot(self.slot_folder, self.receive_slots, self.slot_wait,
+                                                   lambda busy: self._say(waiting_line(busy)),
+                                                   lambda: receive_slots.hung_up(self.stdout.fileno()))
+        except receive_slots.NoSlot as err:
+            self._say(timeout_line(err.busy, self.slot_wait))
+            return EXIT_NO_SLOT
+        except receive_slots.SenderGone:
+            self._say(gone_line())
+            return EXIT_NO_SLOT
+        except OSError as err:
+            self._say("btrfs-backup serve: cannot take a receive slot in %s: %s"
+                      % (self.slot_folder, err.strerror or err))
+            return 1
+        try:
+            if waited:
+                self._say(waited_line(waited))
+            return self._carry_out(operation, paths)
+        finally:
+            os.close(held)
 
 
 #: What serve answers also when its root is missing: the probes, and the paths' existence.
@@ -956,8 +1001,22 @@ def _syslog(message, priority):
     syslog.syslog(getattr(syslog, "LOG_" + priority.upper()), "from %s: %s" % (client, message))
 
 
+def slot_settings(receive_slots, slot_folder, slot_wait) -> tuple[int | None, str | None, int]:
+    """Pure: (slots or None for no limit, their folder, seconds a receive waits) from serve's
+    --receive-slots, --slot-folder and --slot-wait; ConfigError for what cannot work."""
+    count = units.parse_count(receive_slots, "--receive-slots") if receive_slots not in (None, "") else 0
+    wait = units.parse_duration(slot_wait, "--slot-wait")
+    if not count:
+        return None, None, wait
+    if not slot_folder or not slot_folder.startswith("/") or _has_control(slot_folder):
+        raise ConfigError("--receive-slots needs --slot-folder: an absolute folder for the slot files, "
+                          "writable by this key's user and the same for every host's key")
+    return count, posixpath.normpath(slot_folder), wait
+
+
 def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=None, filesystem=None,
-         clock_skew="15m", metrics_file=None, restore=False, hosts=None):
+         clock_skew="15m", metrics_file=None, restore=False, hosts=None, receive_slots=None, slot_folder=None,
+         slot_wait=DEFAULT_SLOT_WAIT):
     """`btrfs-backup serve --root DIR`: the forced command of a source host's key (`restore`: of
     an administrator's restore key, within the folders of `hosts` when given)."""
     environ = os.environ if environ is None else environ
@@ -972,9 +1031,11 @@ def main(root, btrfs_path="btrfs", environ=None, append_only=False, quota_size=N
                 raise ConfigError("--host %r is not a host folder name" % (host,))
         quota_bytes = units.parse_size(quota_size, "--quota") if quota_size else None
         skew = name_trust.parse_clock_skew(clock_skew, "--clock-skew")
+        slots = slot_settings(receive_slots, slot_folder, slot_wait)
         server = Server(root, btrfs_path, append_only=append_only, quota_bytes=quota_bytes,
                         filesystem=filesystem.lower() if filesystem else None, clock_skew=skew,
-                        metrics_file=metrics_file, restore=restore, hosts=hosts or None)
+                        metrics_file=metrics_file, restore=restore, hosts=hosts or None,
+                        receive_slots=slots[0], slot_folder=slots[1], slot_wait=slots[2])
     except (Refused, ConfigError) as err:
         sys.stderr.write("btrfs-backup serve: %s\n" % err)
         return 2

@@ -9,7 +9,7 @@ import sys
 import time
 
 from ..model import health
-from ..model.run_record import resumable_text
+from ..model.run_record import archive_chain_text, resumable_text
 from ..model.units import format_duration, parse_duration
 from ..model.errors import BackupError, ConfigError
 from .jobspec import DEFAULT_CONFIG_DIR, job_from_args, jobs_from_config_dir
@@ -151,7 +151,8 @@ def status_rows(statuses: list, now: float) -> list:
             if verify and not verify.get("ok"):
                 error = error or "verify: %s" % "; ".join(verify.get("problems") or [])
             rows.append([
-                spec.identity.name, dest_id, record.get("newest_backup") or "-",
+                spec.identity.name, dest_id,
+                record.get("newest_backup") + archive_chain_text(record) if record.get("newest_backup") else "-",
                 format_duration(now - record["newest_backup_time"])
                 if record.get("newest_backup_time") else "-",
                 last_text, (error[:60] + "...") if len(error) > 63 else error or "-",

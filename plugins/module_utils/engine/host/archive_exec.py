@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import urllib.parse
 
 # The last 10 bytes of a whole btrfs send stream: the end command's header (length 0, command 21,
 # its crc32c), which is the same in every stream.
@@ -49,7 +50,20 @@ def build_environment(env_file, settings):
     for item in settings:
         key, _sep, value = item.partition("=")
         environment[key] = value
-    return environment
+    return with_rest_credentials(environment)
+
+
+def with_rest_credentials(environment):
+    """The environment with RESTIC_REST_USERNAME/RESTIC_REST_PASSWORD also written into a rest:
+    RESTIC_REPOSITORY's URL: restic reads those variables only from 0.16 on, older ones only the URL.
+    The URL with the password lives in this environment alone, never on a command line."""
+    repository = environment.get("RESTIC_REPOSITORY", "")
+    user, password = environment.get("RESTIC_REST_USERNAME"), environment.get("RESTIC_REST_PASSWORD")
+    scheme, sep, rest = repository.partition("://")
+    if not (repository.startswith("rest:") and sep and user and password) or "@" in rest.split("/", 1)[0]:
+        return environment
+    userinfo = "%s:%s@" % (urllib.parse.quote(user, safe=""), urllib.parse.quote(password, safe=""))
+    return dict(environment, RESTIC_REPOSITORY="%s://%s%s" % (scheme, userinfo, rest))
 
 
 def stream_is_whole(tail):
@@ -133,4 +147,4 @@ def main(args):
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    raise SystemExit(main(sys.argv[1:]))

@@ -48,7 +48,7 @@ def parse_survey(folder: str, results: list[CommandResult]) -> Survey:
     is missing or not on btrfs is the listing's own error, kept for the caller to raise."""
     if len(results) != len(survey_commands(folder)):
         raise EndpointError(f"unexpected answer from the destination of {folder}: "
-                          f"{len(results)} results for {len(survey_commands(folder))} commands")
+                            f"{len(results)} results for {len(survey_commands(folder))} commands")
     listing_results, (btrfs, zstd, mode) = results[:-len(TOOL_COMMANDS)], results[-len(TOOL_COMMANDS):]
     tools = end_tools_from(btrfs.stdout if btrfs.ok else "", zstd.ok)
     try:

@@ -66,11 +66,13 @@ class StreamResult:
     """What a stream did: `failures` leaf -> the reason it failed (absent: it succeeded);
     `bytes_sent` the stream's size (the meter stage's output; None when no stage here sees the
     uncompressed stream), `wire_bytes` leaf -> what crossed its link compressed (absent: not
-    compressed), `seconds` the wall time."""
+    compressed), `seconds` the wall time, `stderr` leaf -> what the stages on its way said on
+    stderr (a backup server's notes, such as a wait for a receive slot)."""
 
-    def __init__(self, failures, bytes_sent, wire_bytes, seconds):
+    def __init__(self, failures, bytes_sent, wire_bytes, seconds, stderr=None):
         self.failures, self.bytes_sent = failures, bytes_sent
         self.wire_bytes, self.seconds = wire_bytes, seconds
+        self.stderr = stderr or {}
 
 
 def _stderr_log():
@@ -163,15 +165,16 @@ def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None =
                 log.seek(0)
                 errors[id(stage)] = log.read().decode("utf-8", "replace")
                 log.close()
-    failures, compressed = {}, {}
+    failures, compressed, said = {}, {}, {}
     for leaf, path in root.leaves():
         if wire_bytes is not None and any(stage.wire for stage in path):
             compressed[leaf] = wire_bytes
+        said[leaf] = "".join(errors.get(id(s), "") for s in path)
         path = path + [started.tees[id(n)] for n in root.walk() if id(n) in started.tees and _on_path(n, leaf)]
         failed = [(s, codes[id(s)], errors.get(id(s), "")) for s in path if codes.get(id(s), 0) != 0]
         if failed:
             failures[leaf] = _describe_failure(failed)
-    return StreamResult(failures, bytes_sent, compressed, seconds)
+    return StreamResult(failures, bytes_sent, compressed, seconds, said)
 
 
 def run_pipeline(runner: CommandRunner, stages: list[Stage]) -> StreamResult:

@@ -60,6 +60,23 @@ class ArchiveLabel(collections.namedtuple("ArchiveLabel", _LABEL_KEYS)):
         return " ".join(self.words())
 
 
+def credentials_in_url(repository: str) -> bool:
+    """Whether a repository string carries user:password@ in a URL (restic's rest:http://user:pw@host/):
+    a destination string shows in logs, results, states and process lists, so it must not."""
+    scheme, sep, rest = repository.partition("://")
+    userinfo, at, _host = rest.split("/", 1)[0].rpartition("@")
+    return bool(sep and at) and ":" in userinfo  # a user alone (sftp://user@host/) is no secret
+
+
+def without_credentials(repository: str) -> str:
+    """The repository string as messages may show it: a URL's user:password@ replaced by …@."""
+    scheme, sep, rest = repository.partition("://")
+    authority, slash, path = rest.partition("/")
+    if not credentials_in_url(repository):
+        return repository
+    return f"{scheme}://…@{authority.rpartition('@')[2]}{slash}{path}"
+
+
 def check_label(job: str, snapshot: str, uuid: str, parent_uuid: str | None) -> ArchiveLabel:
     """A label whose words hold no separator (space, comma, '='), so that it reads back as written."""
     for key, value in (("job", job), ("snapshot", snapshot), ("uuid", uuid), ("parent", parent_uuid)):

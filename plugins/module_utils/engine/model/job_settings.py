@@ -166,17 +166,17 @@ JOB_SETTINGS = (
             "The file that holds the passphrase of the borg or restic repositories among the "
             "destinations (borg gets it through BORG_PASSCOMMAND, restic through "
             "RESTIC_PASSWORD_FILE); it never appears on a command line, in a log or a result.",
-            ARCHIVE, ("--archive-key-file",), metavar="FILE", module="archive_key_file"),
+            ARCHIVE, ("--archive-key-file",), metavar="FILE", module="archive_key_file", role="archive_key_file"),
     Setting("archive_env_file", TEXT, "",
             "A file of KEY=VALUE lines put into the environment of borg and restic: S3 or REST "
             "credentials, BORG_* and RESTIC_* options. Its values are never logged.",
-            ARCHIVE, ("--archive-env-file",), metavar="FILE", module="archive_env_file"),
+            ARCHIVE, ("--archive-env-file",), metavar="FILE", module="archive_env_file", role="archive_env_file"),
     Setting("archive_full_every", COUNT, archives.DEFAULT_FULL_EVERY,
             "In a borg or restic repository, store every Nth archive as a full stream and the "
             "others incremental from the one before (1: every archive full). A restore replays "
             "at most N archives; retention keeps the parents of every incremental it keeps. "
             "Default %d." % archives.DEFAULT_FULL_EVERY,
-            ARCHIVE, ("--archive-full-every",), metavar="N", module="archive_full_every",
+            ARCHIVE, ("--archive-full-every",), metavar="N", module="archive_full_every", role="archive_full_every",
             check="archive_full_every"),
     Setting("ssh_options", SSH_OPTIONS, (),
             "Pass an ssh_config option to ssh(1), e.g. --ssh-opt IdentityFile=/root/id.",

@@ -19,6 +19,9 @@ METRICS = {
     "btrfs_backup_resumable_staged_ratio": ("Share of the stream an unfinished resumable transfer to the "
                                             "destination has staged there (0: none).", True),
     "btrfs_backup_unsent_snapshots": ("Snapshots kept at the source that the destination has not received yet.", True),
+    "btrfs_backup_archive_chain_archives": ("Archives a restore of the newest backup at an archive destination "
+                                            "(borg, restic) replays: its full stream and each incremental after it.",
+                                            True),
     "btrfs_backup_last_verify_timestamp_seconds": ("When the destination's newest backup was last verified.", True),
     "btrfs_backup_last_verify_success": ("1 if the last verify found the backup complete and equal, else 0.", True),
 }
@@ -65,6 +68,7 @@ def samples(job: str, state: dict) -> list[tuple[str, dict, float]]:
         add("btrfs_backup_newest_backup_timestamp_seconds", record.get("newest_backup_time"),
             destination=dest_id)
         add("btrfs_backup_backups", record.get("backups"), destination=dest_id)
+        add("btrfs_backup_archive_chain_archives", record.get("archive_chain"), destination=dest_id)
         verify = record.get("verify")
         if verify:
             add("btrfs_backup_last_verify_timestamp_seconds", verify.get("time"), destination=dest_id)

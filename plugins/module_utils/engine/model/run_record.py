@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import names, resumable
+from . import archives, names, resumable
 
 STATE_VERSION = 1
 
@@ -38,6 +38,32 @@ def resumable_text(record: dict) -> str | None:
         return None
     percent = " at %d%%" % left["percent"] if left.get("percent") is not None else ""
     return "resumable transfer of %s%s" % (left["snapshot"], percent)
+
+
+def archive_chain(dest_id: str, before: dict, done: list, newest: str | None) -> int | None:
+    """How many archives a restore of the newest backup at an archive destination (borg, restic)
+    replays: its full stream and each incremental one after it. Known from the chain recorded before
+    and this run's transfers (`done`, in the order sent); None where unknown or not an archive."""
+    if not archives.is_archive_location(dest_id):
+        return None
+    depths = {}
+    if before.get("newest_backup") and before.get("archive_chain"):
+        depths[before["newest_backup"]] = before["archive_chain"]
+    for transfer in done:
+        parent_depth = depths.get(transfer.get("parent"))
+        if transfer.get("mode") == "full":
+            depths[transfer["snapshot"]] = 1
+        else:
+            depths[transfer["snapshot"]] = parent_depth + 1 if parent_depth else None
+    return depths.get(newest)
+
+
+def archive_chain_text(record: dict) -> str:
+    """" (chain of 3 archives)" after an archive destination's newest backup, "" where unknown."""
+    chain = record.get("archive_chain")
+    if not chain:
+        return ""
+    return " (full archive)" if chain == 1 else " (chain of %d archives)" % chain
 
 
 def state_after_run(previous: dict | None, result: dict, *, job: str, prefix: str, started: float, duration: float,
@@ -91,6 +117,7 @@ def state_after_run(previous: dict | None, result: dict, *, job: str, prefix: st
             unsent_ceiling=dest.get("unsent_ceiling"),
             max_unsent_snapshots=result.get("max_unsent_snapshots"),
             resumable=_resumable_left(dest["transfers"]),
+            archive_chain=archive_chain(dest_id, before, done, newest),
         )
         destinations[dest_id] = record
     return {

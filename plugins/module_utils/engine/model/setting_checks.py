@@ -32,6 +32,7 @@ ENGINE_SETTINGS: dict[str, tuple[str, Callable]] = {
     "min_age": ("a minimum age", parse_min_age),
     "quota": ("a quota", lambda value: parse_size(value, "quota")),
     "clock_skew": ("a clock skew", parse_clock_skew),
+    "slot_wait": ("a duration", lambda value: parse_duration(value, "slot_wait")),
     "source_snapshots": ("own or snapper:CONFIG", snapper_config),
     "hook_timeout": ("a duration", lambda value: parse_duration(value, "hook_timeout")),
     "before_snapshot": ("a command line", lambda value: hook_argv(value, "before_snapshot")),

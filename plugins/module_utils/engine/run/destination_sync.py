@@ -202,6 +202,8 @@ class DestinationSync(_DestinationPlans):
                     record["compressed_bytes"] = done.wire_bytes
                 if done.resumed_bytes is not None:
                     record["resumed_bytes"] = done.resumed_bytes  # staged: what an earlier run had sent
+                if done.slot_wait is not None:
+                    record["receive_slot_wait_seconds"] = done.slot_wait  # the server was saturated
             if not isinstance(done, TransferError) and item.held is not None:
                 item.outcome.present[snapshot.name] = item.held[snapshot.name] = done.backup
 

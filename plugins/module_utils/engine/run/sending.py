@@ -12,6 +12,7 @@ from ..host.staging import StagingRefused
 from ..host.stream_size import estimate_stream_size
 from ..model import resumable
 from ..model.errors import BackupError, TransferError
+from ..model.receive_slots import slot_wait
 from ..model.steps import DeletePartialReceives
 from ..model.units import format_size
 from .staged_send import StagedProgress, send_staged
@@ -26,12 +27,14 @@ class SendOutcome:
     the stream's size (a staged transfer: the bytes this run sent), its compressed size on the link
     (None: not compressed); `planned`: check mode's stand-in, nothing was sent."""
 
-    __slots__ = ("backup", "bytes_sent", "seconds", "wire_bytes", "planned", "resumed_bytes")
+    __slots__ = ("backup", "bytes_sent", "seconds", "wire_bytes", "planned", "resumed_bytes", "slot_wait")
 
-    def __init__(self, backup, bytes_sent=None, seconds=None, wire_bytes=None, planned=False, resumed_bytes=None):
+    def __init__(self, backup, bytes_sent=None, seconds=None, wire_bytes=None, planned=False, resumed_bytes=None,
+                 slot_wait=None):
         self.backup, self.bytes_sent, self.seconds, self.wire_bytes = backup, bytes_sent, seconds, wire_bytes
         self.planned = planned
         self.resumed_bytes = resumed_bytes  # a staged transfer: the bytes already staged (None: not staged)
+        self.slot_wait = slot_wait  # seconds the backup server's receive waited for a slot (None: no wait)
 
 
 def plan_send(executor, step) -> dict:
@@ -58,7 +61,7 @@ def send(executor, step) -> dict:
     executor.save_locks()
     staged, estimate = _staged_destinations(executor, step)
     direct = [dest for dest in dests if dest not in staged]
-    arrived, failures, left_staged = {}, {}, {}
+    arrived, failures, left_staged, slot_waits = {}, {}, {}, {}
     for dest in staged:
         try:
             done = _send_staged(executor, step, dest, estimate)
@@ -79,15 +82,35 @@ def send(executor, step) -> dict:
             failures.update(stats.failures)
             arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None))
                            for dest in direct)
+            slot_waits = _slot_waits(direct, stats)
         except BackupError as err:  # the stream could not start (a program missing): none got it
             failures.update((dest, str(err)) for dest in direct)
     outcomes = {dest.id: _arrival(executor, dest, snapshot, parent, arrived.get(dest), failures.get(dest))
                 for dest in dests}
+    for dest, waited in slot_waits.items():
+        if not isinstance(outcomes[dest.id], TransferError):
+            outcomes[dest.id].slot_wait = waited
     for dest, share in left_staged.items():
         outcomes[dest.id].resumable = share  # how far a cut resumable transfer got (the run record)
     if len(outcomes) > sum(isinstance(o, TransferError) for o in outcomes.values()):
         executor.save_locks(durable=False)  # the backups are verified: losing this write is harmless
     return outcomes
+
+
+def _slot_waits(destinations, stats) -> dict:
+    """dest -> seconds its backup server's receive waited for a receive slot, for those that waited
+    (each said in the log: a fleet sees that its server is saturated)."""
+    waits = {}
+    for dest in destinations:
+        waiting, waited = slot_wait(stats.stderr.get(dest, ""))
+        if waiting is None:
+            continue
+        if waited is not None:
+            LOG.info("%s: %s at the backup server; waited %.1f s", dest.id, waiting, waited)
+            waits[dest] = round(waited, 3)
+        else:
+            LOG.warning("%s: %s at the backup server; none came free", dest.id, waiting)
+    return waits
 
 
 def _staged_destinations(executor, step):

@@ -44,10 +44,17 @@ def test_archive_locations(spec, kind, repository, dest_id):
     ("restic:", "a repository is required"),
     ("restic:relative", "absolute path or its own repository string"),
     ("restic:/a\nb", "control characters"),
+    ("restic:rest:http://user:s3cret@127.0.0.1:8000/repo", "a user and password in the repository string"),
 ])
 def test_bad_archive_locations_are_clear_errors(spec, message):
     with pytest.raises(ConfigError, match=message):
         parse_location(spec, archive=SETTINGS)
+
+
+def test_a_refused_repository_string_keeps_its_password_out_of_the_message():
+    with pytest.raises(ConfigError) as refused:
+        parse_location("restic:rest:https://user:s3cret@box:8000/repo", archive=SETTINGS)
+    assert "s3cret" not in str(refused.value) and "restic:rest:https://…@box:8000/repo" in str(refused.value)
 
 
 @pytest.mark.parametrize("spec", ["borg:/b", "restic:/r"])

@@ -80,3 +80,17 @@ def test_a_bad_environment_file_is_named_without_its_values(tmp_path, content, p
 def test_a_missing_environment_file_is_a_clear_error(tmp_path):
     run = _run(["exec", "--env-file", str(tmp_path / "nope"), "--", "true"], b"")
     assert run.returncode == 1 and "archive_env_file" in run.stderr.decode()
+
+
+@pytest.mark.parametrize("environment, repository", [
+    ({"RESTIC_REPOSITORY": "rest:http://127.0.0.1:8000/r", "RESTIC_REST_USERNAME": "u",
+      "RESTIC_REST_PASSWORD": "p w/@"}, "rest:http://u:p%20w%2F%40@127.0.0.1:8000/r"),
+    ({"RESTIC_REPOSITORY": "rest:http://127.0.0.1:8000/r", "RESTIC_REST_USERNAME": "u"},
+     "rest:http://127.0.0.1:8000/r"),  # no password: left to restic
+    ({"RESTIC_REPOSITORY": "s3:http://127.0.0.1:9000/b", "RESTIC_REST_USERNAME": "u", "RESTIC_REST_PASSWORD": "p"},
+     "s3:http://127.0.0.1:9000/b"),  # not a REST repository
+    ({"RESTIC_REPOSITORY": "rest:http://a:b@127.0.0.1:8000/r", "RESTIC_REST_USERNAME": "u",
+      "RESTIC_REST_PASSWORD": "p"}, "rest:http://a:b@127.0.0.1:8000/r"),  # the URL's own are kept
+])
+def test_rest_credentials_reach_restic_through_the_environment_only(environment, repository):
+    assert archive_exec.with_rest_credentials(environment)["RESTIC_REPOSITORY"] == repository

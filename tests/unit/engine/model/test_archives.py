@@ -161,3 +161,17 @@ def test_chain_protection(kept, parent_of, needed):
     found = archives.chain_protection(kept, parent_of)
     assert set(found) == needed
     assert all("parent of the kept incremental archive" in why for why in found.values())
+
+
+@pytest.mark.parametrize("repository, has_credentials, shown", [
+    ("/backup/restic", False, "/backup/restic"),
+    ("rest:http://127.0.0.1:8000/repo", False, "rest:http://127.0.0.1:8000/repo"),
+    ("rest:https://user:pw@box:8000/repo", True, "rest:https://…@box:8000/repo"),
+    ("rest:https://user@box/", False, "rest:https://user@box/"),
+    ("sftp://user@host:2222//srv/restic", False, "sftp://user@host:2222//srv/restic"),
+    ("s3:http://127.0.0.1:9000/bucket@2", False, "s3:http://127.0.0.1:9000/bucket@2"),  # @ in the path only
+    ("sftp:user@host:/srv/restic", False, "sftp:user@host:/srv/restic"),  # ssh's user, no password
+])
+def test_credentials_in_a_repository_url(repository, has_credentials, shown):
+    assert archives.credentials_in_url(repository) is has_credentials
+    assert archives.without_credentials(repository) == shown

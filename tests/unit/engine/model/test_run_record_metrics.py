@@ -155,3 +155,42 @@ def test_the_share_beside_the_lock_file_is_shown_where_the_run_record_has_none_n
     merged = with_staged(state, staged, locks)
     record = ((merged or {}).get("destinations") or {}).get(DEST) or {}
     assert resumable_text(record) == shown
+
+
+def sent(name, mode, parent=None):
+    return dict(transfer(name), mode=mode, parent=parent)
+
+
+# (case, destination id, previous record, this run's transfers, the newest backup's chain)
+CHAIN_CASES = [
+    ("a full archive", "borg:/r", None, [sent(S3, "full")], 1),
+    ("incremental after a known chain", "restic:/r", {"newest_backup": S2, "archive_chain": 2},
+     [sent(S3, "incremental", S2)], 3),
+    ("two in one run", "borg+ssh://u@h/r", {"newest_backup": S1, "archive_chain": 1},
+     [sent(S2, "incremental", S1), sent(S3, "incremental", S2)], 3),
+    ("a full archive starts a new chain", "borg:/r", {"newest_backup": S2, "archive_chain": 6},
+     [sent(S3, "full")], 1),
+    ("incremental from an unknown chain", "restic:/r", {"newest_backup": S2}, [sent(S3, "incremental", S2)], None),
+    ("incremental from another parent", "borg:/r", {"newest_backup": S2, "archive_chain": 2},
+     [sent(S3, "incremental", S1)], None),
+    ("nothing sent keeps the chain", "borg:/r", {"newest_backup": S3, "archive_chain": 4}, [], 4),
+    ("a btrfs destination has none", "/b", None, [sent(S3, "full")], None),
+]
+
+
+@pytest.mark.parametrize("case, dest_id, before, transfers, chain", CHAIN_CASES, ids=[c[0] for c in CHAIN_CASES])
+def test_an_archive_destination_records_the_chain_a_restore_replays(case, dest_id, before, transfers, chain):
+    previous = {"destinations": {dest_id: before}} if before else None
+    state = run(previous, result([{"id": dest_id, "status": "ok", "transfers": transfers}]))
+    assert state["destinations"][dest_id]["archive_chain"] == chain
+
+
+def test_the_chain_is_a_metric_and_a_text_after_the_newest_backup():
+    from engine.model.run_record import archive_chain_text
+
+    state = run({"destinations": {"borg:/r": {"newest_backup": S2, "archive_chain": 2}}},
+                result([{"id": "borg:/r", "status": "ok", "transfers": [sent(S3, "incremental", S2)]}]))
+    assert 'btrfs_backup_archive_chain_archives{backup_job="home",destination="borg:/r"} 3' in render("home", state)
+    assert archive_chain_text(state["destinations"]["borg:/r"]) == " (chain of 3 archives)"
+    assert archive_chain_text({"archive_chain": 1}) == " (full archive)"
+    assert archive_chain_text({"archive_chain": None}) == ""

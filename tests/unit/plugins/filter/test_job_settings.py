@@ -51,6 +51,9 @@ PROBLEM_CASES = {
     "a number that is not one": (
         [dict(HOME, num_snapshots="three")], {},
         ["src1: backup job 'home': key 'num_snapshots' must be of type int, not 'three'"]),
+    "a passphrase of the wrong type is named, never shown": (
+        [dict(HOME, archive_env=["AWS_SECRET_ACCESS_KEY=s3cr3t"])], {},
+        ["src1: backup job 'home': key 'archive_env' must be of type dict, not a list (hidden)"]),
     "a job without a name": ([{"source": "/x"}], {}, ["src1: backup job #1 (no name): missing required arguments: name"]),
     "a job that is not a dictionary": (["home"], {}, ["src1: backup job #1 (no name): is 'home', not a dictionary of job keys"]),
     "a role-wide default the engine refuses": (

@@ -59,3 +59,20 @@ def test_documentation_follows_the_argument_spec():
     for name, entry in spec.items():
         for key in ("type", "elements", "default", "choices"):
             assert documented[name].get(key) == entry.get(key), (name, key)
+
+
+def test_an_archive_destination_gives_the_chain_a_restore_of_its_newest_replays():
+    from types import SimpleNamespace
+
+    state = {"destinations": {
+        "borg:/mnt/usb/borg": {"status": "ok", "newest_backup": "20261205-020000", "newest_backup_time": 100.0,
+                               "archive_chain": 3},
+        "/mnt/backup": {"status": "ok", "newest_backup": "20261205-020000", "newest_backup_time": 100.0}}}
+    verdict = SimpleNamespace(row_label=lambda dest_id: "OK", label="OK", level=0, reasons=[])
+    status = SimpleNamespace(
+        spec=SimpleNamespace(identity=SimpleNamespace(name="home", source_id="/home", snapshot_folder="/home/snapshot"),
+                             config_file=None),
+        judged=SimpleNamespace(state=state, verdict=verdict, timer=None, max_age=None), survey=None)
+    facts = btrfs_backup_info.job_facts(status, now=160.0)
+    chains = {d["id"]: d["archive_chain"] for d in facts["destinations"]}
+    assert chains == {"borg:/mnt/usb/borg": 3, "/mnt/backup": None}

@@ -342,6 +342,11 @@ class ResticEndpoint(ArchiveEndpoint):
             raise ConfigError(f"{spec!r}: an archive store can only be a destination (restore from it "
                               "with btrfs-backup restore)")
         repository = archives.check_repository_text(spec[len(archives.RESTIC):], "restic repository")
+        if archives.credentials_in_url(repository):
+            raise ConfigError(f"restic:{archives.without_credentials(repository)}: a user and password in the "
+                              "repository string would show in logs, results and process lists; give the "
+                              "repository without them and put RESTIC_REST_USERNAME and RESTIC_REST_PASSWORD "
+                              "(or the store's own credential variables) in archive_env_file")
         if repository.startswith("/"):
             repository = check_path(repository, "restic repository path")
         elif ":" not in repository:
@@ -414,4 +419,3 @@ def stream_file_name(record) -> str:
     """The file an archive holds: the stream, named after the archive (borg --stdin-name, restic
     --stdin-filename)."""
     return archives.archive_name(record.label.job, record.label.snapshot) + ".btrfs"
-

@@ -1,0 +1,213 @@
+"""Archive destinations on remote stores through the CLI: borg over ssh behind an append-only
+forced command, restic over REST (rclone, append-only) and over S3 (moto). Full then incremental
+runs, a send cut mid-stream and the run after it, restore, append-only retention, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Dict, List
+
+import pytest
+
+from cli_helpers import job_state_folders, run_cli, run_raw, run_subcommand, wait_next_second
+from support.archive_stores import (PASSPHRASE, REST_PASSWORD, S3_SECRET_KEY, borg_env, restic_env, run,
+                                    write_env_file)
+from support.trees import assert_same_tree, modify_tree
+
+SECRETS = (PASSPHRASE, S3_SECRET_KEY, REST_PASSWORD)
+
+
+class Store:
+    """One archive store as a test drives it: its destination string, the CLI flags that reach it,
+    and its archives' labels as the store's own command lists them."""
+
+    def __init__(self, destination: str, flags: List[str], env: Dict[str, str], kind: str, repository: str):
+        self.destination = destination
+        self.flags = flags
+        self.env = env
+        self.kind = kind
+        self.repository = repository
+
+    def labels(self) -> List[Dict[str, str]]:
+        """Each archive's label words (key=value), oldest first, read with the store's own client."""
+        if self.kind == "borg":
+            listed = run(["borg", "list", "--format", "{comment}{NL}", self.repository], self.env)
+            assert listed.returncode == 0, listed.stderr
+            comments = listed.stdout.decode().splitlines()
+        else:
+            listed = run(["restic", "-r", self.repository, "snapshots", "--json"], self.env)
+            assert listed.returncode == 0, listed.stderr
+            comments = [" ".join(s.get("tags") or []) for s in json.loads(listed.stdout)]
+        return [dict(w.split("=", 1) for w in c.split() if "=" in w) for c in comments]
+
+
+@pytest.fixture
+def key_args(archive_key_file):
+    return ["--archive-key-file", str(archive_key_file)]
+
+
+def _borg_store(borg_ssh_server, archive_key_file, client_dirs, name) -> Store:
+    borg_ssh_server.repository(name)
+    # Only the repository's own key: the sshd's unrestricted key would bypass the forced command.
+    flags = ["--ssh-opt", f"IdentityFile={borg_ssh_server.identity_file(name)}"]
+    for option in borg_ssh_server.sshd.ssh_options():
+        if not option.startswith("IdentityFile="):
+            flags += ["--ssh-opt", option]
+    env = borg_env(client_dirs / "borg-base", archive_key_file, borg_ssh_server.client_environment(name))
+    return Store(borg_ssh_server.destination(name), flags, env, "borg", borg_ssh_server.url(name))
+
+
+def _restic_store(repository, archive_key_file, client_dirs, extra_env, tmp_path, destination=None) -> Store:
+    """A new restic repository: `repository` as restic's own commands reach it, `destination` (the
+    same without credentials, when they differ) as the job gives it, `extra_env` in its env file."""
+    env = restic_env(client_dirs / "restic-cache", archive_key_file, extra_env)
+    made = run(["restic", "-r", repository, "init"], env)
+    assert made.returncode == 0, made.stderr
+    flags = ["--archive-env-file", str(write_env_file(tmp_path / "store.env", extra_env))] if extra_env else []
+    return Store("restic:" + (destination or repository), flags, env, "restic", repository)
+
+
+def _rest_store(server, name, archive_key_file, client_dirs, tmp_path) -> Store:
+    """A repository on the REST server, its credentials in the job's env file."""
+    return _restic_store(server.repository(name), archive_key_file, client_dirs, server.environment(), tmp_path,
+                         destination=server.plain_repository(name))
+
+
+@pytest.fixture(params=["borg-ssh", "restic-rest", "restic-s3"])
+def store(request, archive_key_file, archive_client_dirs, tmp_path):
+    if request.param == "borg-ssh":
+        return _borg_store(request.getfixturevalue("borg_ssh_server"), archive_key_file, archive_client_dirs,
+                           tmp_path.name)
+    if request.param == "restic-rest":
+        return _rest_store(request.getfixturevalue("rest_server"), tmp_path.name, archive_key_file,
+                           archive_client_dirs, tmp_path)
+    server = request.getfixturevalue("s3_server")
+    bucket = "b-" + tmp_path.name.lower().replace("_", "-")[-40:]
+    return _restic_store(server.repository(bucket), archive_key_file, archive_client_dirs, server.environment(),
+                         tmp_path)
+
+
+def cut_send_env(workdir: Path, nbytes: int = 50_000) -> Dict[str, str]:
+    """A PATH whose `btrfs send` is killed (SIGKILL) after `nbytes` of its stream; every other
+    btrfs command is the real one."""
+    real = shlex.quote(shutil.which("btrfs"))
+    bindir = workdir / "cut-send-bin"
+    bindir.mkdir(exist_ok=True)
+    wrapper = bindir / "btrfs"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "# Test stand-in: 'btrfs send' dies after %d bytes of its stream.\n"
+        'if [ "$1" = send ]; then\n'
+        '    %s "$@" | head -c %d\n'
+        "    kill -KILL $$\n"
+        "fi\n"
+        'exec %s "$@"\n' % (nbytes, real, nbytes, real))
+    wrapper.chmod(0o755)
+    return {"PATH": f"{bindir}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
+
+
+def _everything_written(outputs, metrics_dir: Path) -> str:
+    """Every run's stdout and stderr, the job states and the metrics: where a secret must not be."""
+    texts = list(outputs)
+    for folder in job_state_folders() + [metrics_dir]:
+        texts += [p.read_text(errors="replace") for p in Path(folder).rglob("*") if p.is_file()]
+    return "\n".join(texts)
+
+
+def test_full_then_a_cut_send_then_incremental_and_a_restore(store, src, restore_fs, key_args, tmp_path):
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    flags = key_args + store.flags + ["--job-name", "home", "--metrics-dir", str(metrics)]
+    outputs = []
+
+    def backup(env=None):
+        done = run_cli(*flags, src, store.destination, env=env)
+        outputs.extend([json.dumps(done.result), done.stderr])
+        return done
+
+    first = backup()
+    assert first.code == 0, first.explain()
+    assert [t["mode"] for t in first.result["destinations"][0]["transfers"]] == ["full"]
+
+    # A send killed mid-stream: the run fails and the store holds no archive of that snapshot.
+    wait_next_second()
+    modify_tree(src / "small", 200_000, seed=2, add_files=1, remove_files=1)
+    cut = backup(env=cut_send_env(tmp_path))
+    assert cut.code != 0 and cut.result["failed"], cut.explain()
+    (full,) = store.labels()
+    assert (full["snapshot"], full["uuid"], full["parent"]) == (
+        first.result["snapshot"]["name"], first.result["snapshot"]["uuid"], "none"), cut.explain()
+
+    # The next run sends what is missing, incrementally, each archive labelled with its parent.
+    wait_next_second()
+    modify_tree(src / "small", 200_000, seed=3, add_files=1, remove_files=1)
+    recovered = backup()
+    assert recovered.code == 0, recovered.explain()
+    transfers = recovered.result["destinations"][0]["transfers"]
+    assert [t["snapshot"] for t in transfers] == [cut.result["snapshot"]["name"], recovered.result["snapshot"]["name"]]
+    assert {t["mode"] for t in transfers} == {"incremental"}
+    labels = store.labels()
+    assert [label["parent"] for label in labels] == ["none", labels[0]["uuid"], labels[1]["uuid"]]
+    newest = recovered.result["snapshot"]
+    assert labels[-1]["uuid"] == newest["uuid"]
+
+    # status and the metrics name the newest archive and the chain a restore of it replays.
+    shown = run_raw("status", *flags, src, store.destination)
+    assert f"{newest['name']} (chain of 3 archives)" in shown.stdout, shown.stdout + shown.stderr
+    assert f'btrfs_backup_archive_chain_archives{{backup_job="home",destination="{store.destination}"}} 3' \
+        in (metrics / "btrfs_backup_home.prom").read_text()
+
+    # A restore replays the chain and gives back the newest snapshot, file by file.
+    target = restore_fs / "home"
+    restored = run_subcommand("restore", *key_args, *store.flags, "--job-name", "home", store.destination, target)
+    outputs += [json.dumps(restored.result), restored.stderr]
+    assert restored.code == 0, restored.explain()
+    assert_same_tree(newest["path"], target)
+
+    # Secrets in no log, result, job state or metric.
+    written = _everything_written(outputs, metrics)
+    for secret in SECRETS:
+        assert secret not in written
+
+
+def test_append_only_borg_retention_hides_but_never_destroys(borg_ssh_server, archive_key_file, archive_client_dirs,
+                                                             src, key_args, tmp_path):
+    store = _borg_store(borg_ssh_server, archive_key_file, archive_client_dirs, "append-only-retention")
+    flags = key_args + store.flags + ["--job-name", "home", "--archive-full-every", "1"]
+    done = run_cli(*flags, src, store.destination)
+    assert done.code == 0, done.explain()
+    wait_next_second()
+    segments = {p: p.stat().st_size for p in borg_ssh_server.segment_files("append-only-retention")}
+    pruned = run_cli(*flags, "--num-backups", "1", src, store.destination)
+    assert pruned.code == 0, pruned.explain()
+    assert [d["name"] for d in pruned.result["retention"][0]["deleted"]] == [done.result["snapshot"]["name"]]
+    # The client's delete through the append-only key: the older archives leave the listing ...
+    assert len(store.labels()) == 1
+    # ... but every byte the server held is still there (the server's owner can roll back).
+    after = {p: p.stat().st_size for p in borg_ssh_server.segment_files("append-only-retention")}
+    assert all(after.get(p) == size for p, size in segments.items())
+
+
+def test_rest_credentials_go_in_the_env_file_and_a_url_with_them_is_refused(rest_server, archive_key_file,
+                                                                           archive_client_dirs, src, key_args,
+                                                                           tmp_path):
+    store = _rest_store(rest_server, "credentials", archive_key_file, archive_client_dirs, tmp_path)
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    done = run_cli(*key_args, *store.flags, "--job-name", "home", "--metrics-dir", str(metrics), src,
+                   store.destination)
+    assert done.code == 0, done.explain()
+    assert len(store.labels()) == 1
+    # The same repository with user:password@ in the destination string: refused, the password unshown.
+    refused = run_cli(*key_args, "--job-name", "other", src, "restic:" + rest_server.repository("credentials"))
+    assert refused.code != 0
+    assert "a user and password in the repository string would show in logs" in refused.stderr
+    written = _everything_written([json.dumps(done.result), done.stderr, json.dumps(refused.result),
+                                   refused.stderr], metrics)
+    assert REST_PASSWORD not in written
+    assert len(store.labels()) == 1  # the refused run changed nothing
