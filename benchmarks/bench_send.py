@@ -968,6 +968,16 @@ class Bench:
                       for t in ("ours", "0.3.1", "btrbk")]
             name = titles[scenario] + (" (raw: list src + dest)" if scenario.startswith("noop") else "")
             lines.append("| %s | %s |" % (name, " | ".join(cells + ratios)))
+        for scenario in ("noop-local", "noop-ssh"):
+            ours, old = self.results[scenario]["ours"], self.results[scenario]["0.3.1"]
+            if min(len(ours), len(old)) >= 2:
+                # The k-th runs of the two come from the same round and repetition: one after the
+                # other, so the machine's load changes little between them.
+                paired = [a.seconds / b.seconds for a, b in zip(ours, old)]
+                lines.append("")
+                lines.append("%s, ours / 0.3.1 paired run by run (%d pairs): median %.3f, quartiles %.3f-%.3f." % (
+                    titles[scenario], len(paired), statistics.median(paired),
+                    *statistics.quantiles(paired, n=4)[::2]))
         ref = self.results["full-ssh"].get("raw-gcm")
         if ref:
             med_ref = self._median("full-ssh", "raw-gcm")

@@ -21,6 +21,16 @@ from ..run.job import JobConfig, run_job
 
 LOG = logging.getLogger("btrfs_backup")
 
+
+def _untranslated(message: str) -> str:
+    return message
+
+
+# argparse looks each of its few words up through gettext; the first lookup imports locale and
+# searches for catalogs that Python does not ship (a fiftieth of a run with nothing to send).
+# Its words stay English, as the engine's own messages are.
+argparse._ = _untranslated
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUSY, EXIT_TERMINATED = 0, 1, 2, 3, 143
 
 

@@ -2,14 +2,13 @@
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
 """What each end of a run's streams can do (zstd, send protocol 2) and whether an ssh destination
-is an append-only serve, asked once per host and run; whether a snapshot's data compresses, sampled once."""
+is an append-only serve, asked once per host and run; whether a stream's data compresses, sampled once."""
 
 from __future__ import annotations
 
 import logging
 import re
 
-from .compressibility import sample_ratio
 from ..model.errors import BackupError, UnreachableError
 from ..model.server_mode import APPEND_ONLY, MODE_PROBE, OPEN, parse_mode
 from .streams import EndTools
@@ -61,11 +60,15 @@ class EndToolsProbe:
         self._samples = {}
         self.warned_no_zstd = set()  # ends whose missing zstd was already logged
 
-    def sample(self, snapshot_path: str) -> float | None:
-        """The compressibility sample of a local snapshot (compressibility.sample_ratio), once."""
-        if snapshot_path not in self._samples:
-            self._samples[snapshot_path] = sample_ratio(snapshot_path)
-        return self._samples[snapshot_path]
+    def sample(self, source, snapshot_path: str, parent_path: str | None = None) -> tuple[str, int, int]:
+        """The compressibility sample of the stream of `snapshot_path` (from `parent_path`) at
+        `source` (compressibility.sample_stream_data), once."""
+        key = (source.id, snapshot_path, parent_path)
+        if key not in self._samples:
+            from .compressibility import sample_stream_data  # at the first send: start-up time
+
+            self._samples[key] = sample_stream_data(source, self.runner, snapshot_path, parent_path)
+        return self._samples[key]
 
     def __call__(self, endpoint):
         remote = endpoint is not None and endpoint.crosses_network

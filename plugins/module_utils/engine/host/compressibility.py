@@ -1,12 +1,16 @@
 # Copyright: btrfs.backup maintainers
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
-"""Whether a snapshot's data is worth compressing: a quick sample of its files, before the send.
+"""Whether a stream's data is worth compressing: a quick sample of the data it carries, before the send.
 
 Compressing data that does not compress (media, archives, encrypted files) only costs CPU at both
 ends: on a fast link that is slower than no compression at all. `--compress auto` therefore reads
-a small sample (the start of the largest files found in a bounded walk, and some small files) and
-compresses it with zlib's fastest level, a proxy for zstd's ratio that the standard library has.
+a small sample and compresses it with zlib's fastest level, a proxy for zstd's ratio that the
+standard library has (compression.judge_sample decides). What is sampled is what the stream
+carries: for a full send of a local snapshot, its files (the start of the largest found in a
+bounded walk, and some small ones); for a local incremental, the changed file ranges that its
+`--no-data` twin names, read from the snapshot. A remote source (a pull) is not sampled: that
+would cost a remote command of its own.
 """
 
 from __future__ import annotations
@@ -14,41 +18,121 @@ from __future__ import annotations
 import os
 import zlib
 
-INCOMPRESSIBLE = 0.9  # a sample that zlib -1 cannot shrink by 10 % is not worth zstd's CPU
 WALK_LIMIT = 4000     # directory entries looked at, at most
 LARGE_FILES = 24      # the largest files found, sampled at their start
 CHUNK = 128 * 1024    # bytes read from each of them
 SMALL_BUDGET = 1024 * 1024  # bytes read from small files, in walk order
+SAMPLE_BUDGET = 1024 * 1024  # bytes read from an incremental's changes
+PIECE = 32 * 1024  # bytes read at each of the places sampled in an incremental's changes
+# zlib takes ~20 ms a MiB of random data here: once this much is read and it plainly does not
+# compress, the rest is not read (a sample must not cost what not compressing saves).
+EARLY_LOOK = 256 * 1024
+PLAINLY_INCOMPRESSIBLE = 0.98
 
 
-def looks_compressible(ratio: float | None) -> bool | None:
-    """Pure: None (no sample: compress, as asked) or whether the sampled ratio pays for zstd."""
-    return None if ratio is None else ratio < INCOMPRESSIBLE
+class _Sample:
+    """zlib -1 over the data added, in blocks of PIECE or more (each compressed alone, so that what
+    was added so far is measured exactly); `plain` once enough of it plainly does not compress."""
+
+    def __init__(self):
+        self.original = self.packed = 0
+        self._pending = bytearray()
+
+    def add(self, data: bytes) -> None:
+        self._pending += data
+        if len(self._pending) >= PIECE:
+            self._pack()
+
+    def _pack(self):
+        if self._pending:
+            self.original += len(self._pending)
+            self.packed += len(zlib.compress(bytes(self._pending), 1))
+            self._pending.clear()
+
+    @property
+    def plain(self) -> bool:
+        return self.original >= EARLY_LOOK and self.packed >= PLAINLY_INCOMPRESSIBLE * self.original
+
+    def result(self) -> tuple[int, int]:
+        self._pack()
+        return self.original, self.packed
 
 
-def sample_ratio(root: str) -> float | None:
-    """Compressed / original size of a sample of the files below `root` (None if there is too
-    little data to judge, or it cannot be read)."""
+def sample_stream_data(source, runner, snapshot_path: str, parent_path: str | None) -> tuple[str, int, int]:
+    """(what was sampled, bytes sampled, bytes zlib -1 made of them) for the stream of `btrfs send
+    [-p parent_path] snapshot_path` at `source` (on this machine): see the module's docstring.
+    Nothing that can be read is (0, 0): no evidence, never a failure."""
+    if parent_path is None:
+        return ("the snapshot's data",) + sample_snapshot(snapshot_path)
+    from .stream_size import changed_extents
+
+    extents = changed_extents(source, runner, snapshot_path, parent_path)
+    if extents is None:  # no --no-data send here: the snapshot's files, the best evidence left
+        return ("the snapshot's data",) + sample_snapshot(snapshot_path)
+    return ("the incremental's changed data",) + sample_extents(snapshot_path, extents)
+
+
+def sample_snapshot(root: str) -> tuple[int, int]:
+    """(bytes read, bytes zlib -1 made of them) of a sample of the files below `root`."""
     files, small = _walk(root)
     largest = sorted(files, reverse=True)[:LARGE_FILES]
-    original = packed = 0
-    compressor = zlib.compressobj(1)
+    sample = _Sample()
     for size, path in largest:
-        data = _read(path, CHUNK)
-        original += len(data)
-        packed += len(compressor.compress(data))
+        sample.add(_read(path, CHUNK))
+        if sample.plain:
+            return sample.result()
     budget = SMALL_BUDGET
     for path in small:
-        if budget <= 0:
+        if budget <= 0 or sample.plain:
             break
         data = _read(path, budget)
         budget -= len(data)
-        original += len(data)
-        packed += len(compressor.compress(data))
-    packed += len(compressor.flush())
-    if original < 64 * 1024:
-        return None
-    return packed / float(original)
+        sample.add(data)
+    return sample.result()
+
+
+def sample_places(extents: list, budget: int = SAMPLE_BUDGET, piece: int = PIECE) -> list:
+    """Pure: (path, offset, length) to read from `extents` ((path, file offset, size) of the file
+    ranges a stream carries), at most `piece` bytes each: all of them within `budget` bytes, else
+    `budget // piece` pieces spread evenly over their bytes, so that no one file stands for the
+    whole stream. Every fourth first: a sample stopped early still spans the whole stream."""
+    total = sum(size for _path, _offset, size in extents)
+    if total <= budget:
+        places = [(path, offset + into, min(piece, size - into))
+                  for path, offset, size in extents for into in range(0, size, piece)]
+        return places[::4] + places[1::4] + places[2::4] + places[3::4]
+    count = budget // piece
+    targets = [total * (2 * number + 1) // (2 * count) for number in range(count)]
+    places, start, index = [], 0, 0
+    for path, offset, size in extents:
+        end = start + size
+        while index < len(targets) and targets[index] < end:
+            into = targets[index] - start
+            places.append((path, offset + into, min(piece, size - into)))
+            index += 1
+        start = end
+    return places[::4] + places[1::4] + places[2::4] + places[3::4]
+
+
+def sample_extents(root: str, extents: list) -> tuple[int, int]:
+    """(bytes read, bytes zlib -1 made of them) of the places sample_places picks, read from the
+    files below `root` (the snapshot the stream is sent from)."""
+    sample = _Sample()
+    for path, offset, length in sample_places(extents):
+        if sample.plain:
+            break
+        try:
+            fd = os.open(os.path.join(root, path), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # a name the stream uses only on the way (an orphan's), or gone
+        try:
+            data = os.pread(fd, length, offset)
+        except OSError:
+            data = b""
+        finally:
+            os.close(fd)
+        sample.add(data)
+    return sample.result()
 
 
 def _walk(root):

@@ -13,7 +13,7 @@ import posixpath
 
 from . import btrfs
 from ..model.errors import EndpointError, MissingPathError, NotBtrfsError
-from .subvol_info import is_subvolume_root, subvolume_facts
+from .subvol_info import folder_subvolume_facts, is_subvolume_root, subvolume_facts
 
 if TYPE_CHECKING:
     from typing import Iterable
@@ -160,13 +160,24 @@ def list_folder_here(folder: str, extra_paths: Iterable[str] = ()) -> FolderList
     if len(set(sources)) > 1:
         raise EndpointError("%s must be on the same btrfs filesystem" % " and ".join(wanted))
     children = {}
-    for entry in os.scandir(folder):
-        path = posixpath.join(folder, entry.name)
-        if not entry.is_dir(follow_symlinks=False) or not is_subvolume_root(path):
-            continue
-        sub_id, sub_uuid, parent_uuid, received_uuid, readonly, received = subvolume_facts(path)
-        children[entry.name] = Subvolume(name=entry.name, path=path, id=sub_id, uuid=sub_uuid,
-                                         parent_uuid=parent_uuid, received_uuid=received_uuid, readonly=readonly,
-                                         received_time=received)
+    for name, (sub_id, sub_uuid, parent_uuid, received_uuid, readonly, received) in _facts_in(folder).items():
+        children[name] = Subvolume(name=name, path=posixpath.join(folder, name), id=sub_id, uuid=sub_uuid,
+                                   parent_uuid=parent_uuid, received_uuid=received_uuid, readonly=readonly,
+                                   received_time=received)
     subvolume_paths = {path for path in wanted if is_subvolume_root(path)}
     return FolderListing(folder, children, subvolume_paths, filesystem=sources[0])
+
+
+def _facts_in(folder: str) -> dict:
+    """{name: subvolume facts} of the subvolumes directly inside `folder`: a few tree searches as
+    root; otherwise (or where the kernel cannot search) an ioctl per subvolume."""
+    try:
+        return folder_subvolume_facts(folder)
+    except OSError:
+        pass
+    facts = {}
+    for entry in os.scandir(folder):
+        path = posixpath.join(folder, entry.name)
+        if entry.is_dir(follow_symlinks=False) and is_subvolume_root(path):
+            facts[entry.name] = subvolume_facts(path)
+    return facts

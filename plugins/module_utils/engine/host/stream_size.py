@@ -26,6 +26,7 @@ CMD_UPDATE_EXTENT = 22  # --no-data's stand-in for the WRITE commands of a file 
 LAST_CMD_OF_VERSION_1 = 22
 ATTR_SIZE = 4
 ATTR_PATH = 15
+ATTR_FILE_OFFSET = 18
 
 # File data per WRITE command: the kernel's send buffer (64 KiB in protocol 1, 144 KiB in
 # protocol 2) less the 16 KiB it keeps for the command's other parts.
@@ -56,8 +57,11 @@ class StreamSizer:
     A stream with data (no UPDATE_EXTENT) is estimated at its own length.
     """
 
-    def __init__(self):
+    def __init__(self, keep_extents: bool = False):
         self.version = None  # the send protocol, from the stream's header
+        # With keep_extents: (path in the snapshot, file offset, size) of each UPDATE_EXTENT,
+        # the file data the real stream carries (what a compression sample should read).
+        self.extents = [] if keep_extents else None
         self.commands = 0  # complete commands read
         self.data_bytes = 0  # file data the real stream carries (the UPDATE_EXTENT sizes)
         self.stream_bytes = 0  # bytes fed
@@ -158,6 +162,8 @@ class StreamSizer:
             start = self.stream_bytes - len(payload) - _COMMAND_HEADER.size
             data_size, path_size = update_extent_sizes(payload, start)
             self.data_bytes += data_size
+            if self.extents is not None:
+                self.extents.append(update_extent_range(payload, start))
             self._difference += (write_commands_size(data_size, path_size, self.version)
                                  - _COMMAND_HEADER.size - length)
 
@@ -165,6 +171,22 @@ class StreamSizer:
 def update_extent_sizes(payload, where: int) -> tuple:
     """Pure: (SIZE, length of PATH) of an UPDATE_EXTENT command's payload, which starts at byte
     `where` of the stream (named in the error of a malformed one)."""
+    attributes = _update_extent_attributes(payload, where)
+    return _U64.unpack(attributes[ATTR_SIZE])[0], len(attributes[ATTR_PATH])
+
+
+def update_extent_range(payload, where: int) -> tuple:
+    """Pure: (PATH as text, FILE_OFFSET, SIZE) of an UPDATE_EXTENT command's payload: the file
+    range whose data the real stream carries."""
+    attributes = _update_extent_attributes(payload, where)
+    offset = attributes.get(ATTR_FILE_OFFSET)
+    if offset is None or len(offset) != _U64.size:
+        raise ValueError(f"the update-extent command at byte {where} has no file offset")
+    return (bytes(attributes[ATTR_PATH]).decode("utf-8", "surrogateescape"), _U64.unpack(offset)[0],
+            _U64.unpack(attributes[ATTR_SIZE])[0])
+
+
+def _update_extent_attributes(payload, where):
     attributes, position = {}, 0
     while position < len(payload):
         if position + _ATTRIBUTE_HEADER.size > len(payload):
@@ -179,7 +201,7 @@ def update_extent_sizes(payload, where: int) -> tuple:
     size, path = attributes.get(ATTR_SIZE), attributes.get(ATTR_PATH)
     if size is None or path is None or len(size) != _U64.size:
         raise ValueError(f"the update-extent command at byte {where} has no path or no size")
-    return _U64.unpack(size)[0], len(path)
+    return attributes
 
 
 def estimate_stream_size(endpoint, runner, snapshot_path: str, parent_path: str | None = None,
@@ -188,6 +210,20 @@ def estimate_stream_size(endpoint, runner, snapshot_path: str, parent_path: str 
     `--no-data` send (metadata only); None when that cannot be had: btrfs missing or without
     --no-data, ssh failing, no answer within `timeout` seconds. The command is stopped before
     returning; an estimate is an extra and never fails a run."""
+    sizer = _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer())
+    return sizer.estimate if sizer else None
+
+
+def changed_extents(endpoint, runner, snapshot_path: str, parent_path: str | None = None,
+                    timeout: float = 60.0) -> list | None:
+    """(path in the snapshot, file offset, size) of every file range whose data `btrfs send
+    [-p parent_path] snapshot_path` carries, from its `--no-data` twin; None as for an estimate."""
+    sizer = _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer(keep_extents=True))
+    return sizer.extents if sizer else None
+
+
+def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, sizer):
+    """`sizer` once it has read the whole `--no-data` send, else None (the reason logged)."""
     import subprocess  # here: runs that estimate nothing never pay for it (start-up time)
 
     argv = endpoint.command(btrfs.send_argv(snapshot_path, parent_path, no_data=True))
@@ -198,7 +234,6 @@ def estimate_stream_size(endpoint, runner, snapshot_path: str, parent_path: str 
         LOG.debug("no size estimate for %s: cannot start %s: %s", snapshot_path, argv[0], err)
         return None
     try:
-        sizer = StreamSizer()
         errors = _read_stream(proc, sizer, deadline)
         returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         if returncode != 0:
@@ -206,7 +241,8 @@ def estimate_stream_size(endpoint, runner, snapshot_path: str, parent_path: str 
             LOG.debug("no size estimate for %s: %s ended with exit status %d%s", snapshot_path,
                       argv[0], returncode, ": " + lines[-1] if lines else "")
             return None
-        return sizer.finish()
+        sizer.finish()
+        return sizer
     except Exception as err:
         # A bad stream (ValueError), the time limit, a read that failed: no estimate, no failure.
         LOG.debug("no size estimate for %s: %s", snapshot_path, err)

@@ -26,3 +26,27 @@ def parse_compress(value: str | None) -> tuple[int | None, bool]:
         if level.isdigit() and 1 <= int(level) <= 19:
             return int(level), True
     raise ConfigError("compress must be %s, not %r" % (COMPRESS_CHOICES, value))
+
+
+# `auto`: a sample that zlib's fastest level cannot shrink by 10 % is not worth zstd's CPU at both
+# ends (on a fast link compressing such data is slower than sending it as it is).
+INCOMPRESSIBLE = 0.9
+MIN_SAMPLE = 64 * 1024  # bytes: less is no evidence either way
+
+
+def judge_sample(what: str, sampled: int, packed: int) -> tuple[bool | None, str]:
+    """Pure: whether `auto` compresses a stream, from a sample of the data it carries: `sampled`
+    bytes that zlib -1 packed into `packed`; `what` says what was sampled ("the changed data of
+    the incremental", ...). (True/False, or None when the sample is too small to judge: then the
+    stream is compressed as it always was; it carries little file data), and the log line's reason."""
+    if sampled < MIN_SAMPLE:
+        return None, (f"{what}: too little data to judge ({_kib(sampled)} sampled); "
+                      f"compressed as auto does by default")
+    ratio = packed / float(sampled)
+    if ratio >= INCOMPRESSIBLE:
+        return False, f"{what} does not compress (zlib ratio {ratio:.2f} over {_kib(sampled)}): sent uncompressed"
+    return True, f"{what} compresses (zlib ratio {ratio:.2f} over {_kib(sampled)}): sent with zstd"
+
+
+def _kib(size: int) -> str:
+    return f"{size / 1024:.0f} KiB"

@@ -57,9 +57,21 @@ def format_snapper_name(prefix: str, when: datetime.datetime, number: int) -> st
     return "%s_%d" % (format_name(prefix, when), number)
 
 
+_PARSED: dict = {}  # (prefix, name) -> _parse's answer: a run asks of each name several times
+
+
 def _parse(prefix: str, name: str) -> tuple[datetime.datetime, int | None] | None:
     """(time, snapper number or None) of `<prefix><timestamp>[_<snapper number>]`, else None: one
     match for every question a run asks of its hundreds of names."""
+    key = (prefix, name)
+    try:
+        return _PARSED[key]
+    except KeyError:
+        parsed = _PARSED[key] = _parse_anew(prefix, name)
+        return parsed
+
+
+def _parse_anew(prefix: str, name: str) -> tuple[datetime.datetime, int | None] | None:
     if not name.startswith(prefix):
         return None
     match = _TIMESTAMP_RE.match(name[len(prefix):])

@@ -16,17 +16,15 @@ import posixpath
 import time
 
 from ..host import effects, restore_target
-from ..host.capabilities import EndToolsProbe
 from ..host.listing import Subvolume
 from ..host.streams import StreamOptions
 from ..model.errors import BackupError, ConfigError
 from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, MarkOrigin, Receive, RemoveLocks,
                            RemoveRunFiles, Rename, Send, SnapshotAt, TakeSnapshot, WriteLocks, render)
-from . import sending
-from .transfer import receive_backup
 
 if TYPE_CHECKING:
     from typing import ContextManager, Iterator
+    from ..host.capabilities import EndToolsProbe
     from ..host.endpoints.base import Endpoint
 
 LOG = logging.getLogger("btrfs_backup")
@@ -63,7 +61,7 @@ class Executor:
             DeletePartialReceives: self._delete_partial_receives, Delete: self._delete,
             ClearLocks: self._forget_locks, RemoveLocks: self._forget_locks,
             WriteLocks: lambda step: step.store.write(step.table),
-            Send: lambda step: sending.send(self, step),
+            Send: lambda step: _sending().send(self, step),
             Receive: self._receive, SnapshotAt: self._snapshot_at,
             Rename: lambda step: effects.rename(step.endpoint, self.runner, step.path, step.new_path),
             MarkOrigin: lambda step: restore_target.record_origin(step.path, step.origin),
@@ -73,7 +71,7 @@ class Executor:
         self._planned = {
             TakeSnapshot: _planned_snapshot,
             ClearLocks: self._forget_planned_locks, RemoveLocks: self._forget_planned_locks,
-            Send: lambda step: sending.plan_send(self, step),
+            Send: lambda step: _sending().plan_send(self, step),
         }
 
     @property
@@ -95,6 +93,8 @@ class Executor:
     def probe(self, source) -> EndToolsProbe:
         """The run's one EndToolsProbe: what each end of `source`'s streams can do, asked once per host."""
         if self.ends is None:
+            from ..host.capabilities import EndToolsProbe  # a run that sends nothing never asks
+
             self.ends = EndToolsProbe(self.runner, source)
         return self.ends
 
@@ -150,6 +150,8 @@ class Executor:
     def _receive(self, step):
         if step.parent is None:  # an incremental receive goes where its parent was received
             effects.make_folder(step.endpoint, self.runner, step.folder)
+        from .transfer import receive_backup  # as _sending
+
         receive_backup(step.origin, step.backup, step.endpoint, self.runner, step.folder, step.parent)
 
     def _snapshot_at(self, step):
@@ -190,11 +192,21 @@ def _planned_snapshot(step) -> Subvolume:
                      parent_uuid=None, received_uuid=None, readonly=True)
 
 
+def _sending():
+    """The sending module, imported at the first send: a run with nothing to send does without
+    it and the stream machinery below it (a tenth of its start-up)."""
+    from . import sending
+
+    return sending
+
+
 def _require_tools(stream):
     """A rate limit needs pv and a buffer mbuffer on this host: missing, nothing is changed."""
-    import shutil  # only when asked for: start-up time of every run
-
     for tool, what in (("pv", stream.limit_rate), ("mbuffer", stream.buffer)):
-        if what and shutil.which(tool) is None:
+        if not what:
+            continue
+        import shutil  # only when asked for: shutil costs a run with nothing to send ~2 ms
+
+        if shutil.which(tool) is None:
             raise ConfigError(f"{'limit_rate' if tool == 'pv' else 'buffer'} needs {tool}, which is not "
                               f"installed on this host (install the {tool} package)")

@@ -361,6 +361,8 @@ class _Hooks:
 
     def _run_all(self, setting, commands, result, environment) -> None:
         """Run each command; one that fails is a warning (the run goes on)."""
+        if not commands:
+            return
         from ..host.hooks import run_hook
         for argv in commands:
             outcome = run_hook(argv, timeout=self.timeout, environment=environment, label=setting)

@@ -132,7 +132,7 @@ def _staged_destinations(executor, step):
 def _send_staged(executor, step, dest, estimate):
     """One staged transfer, with its progress lines and the compression sample of a direct one."""
     ends = executor.probe(step.source)
-    compressible = sample_compressible(step.source, [dest], step.snapshot, executor.options.stream, ends)
+    compressible = sample_compressible(step.source, [dest], step.snapshot, executor.options.stream, ends, step.parent)
     name = step.snapshot.name
     progress = StagedProgress(dest, name, estimate,
                               record=lambda staged: executor.record_staged(name, dest.id, staged, estimate))

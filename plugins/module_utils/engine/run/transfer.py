@@ -10,7 +10,7 @@ import posixpath
 import sys
 
 from ..host import btrfs, effects
-from ..host.compressibility import looks_compressible
+from ..model.compression import judge_sample
 from ..model.errors import BackupError, TransferError
 from ..model.planning import stream_uuid
 from ..model.units import format_duration, format_size
@@ -40,7 +40,7 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
     bound = {dest.storing(snapshot, parent): dest for dest in destinations}
     root, _compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
                                            list(bound), stream, ends, progress,
-                                           sample_compressible(source, destinations, snapshot, stream, ends))
+                                           sample_compressible(source, destinations, snapshot, stream, ends, parent))
     if flags:
         LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
     meter = ProgressLog(destinations, source, runner, snapshot, parent, estimate)
@@ -50,17 +50,17 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
     return result
 
 
-def sample_compressible(source, destinations, snapshot, stream, ends):
-    """With `--compress auto`, whether a sample of a local snapshot's data compresses (None: not
-    asked, or no sample; a remote source is not sampled, nor is data no end could compress)."""
+def sample_compressible(source, destinations, snapshot, stream, ends, parent: Subvolume | None = None):
+    """With `--compress auto`, whether a sample of the data a local snapshot's stream carries
+    compresses (None: not asked, or too small a sample; a remote source is not sampled, nor is
+    data no end could compress): the snapshot's files for a full send, the changed data for an
+    incremental (compressibility.sample_stream_data)."""
     if stream.compress_level is None or stream.compress_explicit or not source.on_this_machine \
             or not ends(None).zstd or not any(d.crosses_network and ends(d).zstd for d in destinations):
         return None
-    ratio = ends.sample(snapshot.path)
-    compressible = looks_compressible(ratio)
-    if compressible is False:
-        LOG.info("%s: a sample of its data does not compress (zlib ratio %.2f): sent uncompressed",
-                 snapshot.name, ratio)
+    what, sampled, packed = ends.sample(source, snapshot.path, parent.path if parent else None)
+    compressible, reason = judge_sample(what, sampled, packed)
+    LOG.info("%s: %s", snapshot.name, reason)
     return compressible
 
 

@@ -12,7 +12,10 @@ MODULE_UTILS = Path(__file__).resolve().parents[4] / "plugins" / "module_utils"
 
 # Costly to import and needed by some runs only (a digest, a send, a pull, a status view).
 NOT_AT_START = ["typing", "dataclasses", "hashlib", "subprocess", "socket", "inspect", "ast",
-                "concurrent.futures", "selectors", "email", "http", "urllib.request"]
+                "concurrent.futures", "selectors", "email", "http", "urllib.request", "shutil", "zlib",
+                # the send machinery: a run with nothing to send never loads it
+                "engine.run.sending", "engine.run.transfer", "engine.run.staged_send",
+                "engine.host.compressibility", "engine.host.stream_size", "engine.host.staging"]
 
 _LOADED = """
 import json, sys
@@ -42,3 +45,32 @@ def test_the_command_does_not_import_at_start(loaded_by_cli, module):
 def test_the_check_sees_what_the_command_imports(loaded_by_cli):
     # Without this, an import failure or an empty set would pass every case above.
     assert {"engine.frontends.cli", "engine.run.job", "argparse"} <= loaded_by_cli
+
+
+ENGINE = MODULE_UTILS / "engine"
+
+
+def _engine_trees():
+    import ast
+    for path in sorted(ENGINE.rglob("*.py")):
+        yield path, ast.parse(path.read_text(), str(path))
+
+
+def test_the_engine_works_without_docstrings_and_asserts():
+    # The launcher runs python3 -OO: docstrings are gone and asserts do not run.
+    import ast
+    found = []
+    for path, tree in _engine_trees():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assert):
+                found.append("%s:%d: assert" % (path.relative_to(ENGINE), node.lineno))
+            elif isinstance(node, ast.Attribute) and node.attr == "__doc__" and isinstance(node.ctx, ast.Load):
+                found.append("%s:%d: reads __doc__" % (path.relative_to(ENGINE), node.lineno))
+    assert not found, "the CLI runs under python -OO; use an if and raise, or a string of its own: %s" % found
+
+
+def test_the_launcher_runs_the_engine_isolated_without_site_and_docstrings():
+    launcher = (MODULE_UTILS.parents[1] / "roles" / "btrfs_backup" / "files" / "btrfs-backup").read_text()
+    assert "exec python3 -I -S -OO -c" in launcher
+    commands = [line for line in launcher.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in commands if "$(" in line], "each $(...) is a process of every run"

@@ -1,18 +1,17 @@
-"""The compressibility sample behind `--compress auto` (real files in a temp dir)."""
+"""The compressibility samples behind `--compress auto` (real files in a temp dir)."""
 
 import os
 import random
 
 import pytest
 
-from engine.host.compressibility import INCOMPRESSIBLE, looks_compressible, sample_ratio
+from engine.host.compressibility import (EARLY_LOOK, PIECE, SAMPLE_BUDGET, sample_extents, sample_places,
+                                         sample_snapshot)
+from engine.model.compression import judge_sample
 
 
-@pytest.mark.parametrize("ratio, verdict", [
-    (None, None), (0.3, True), (INCOMPRESSIBLE - 0.01, True), (INCOMPRESSIBLE, False), (1.01, False),
-])
-def test_looks_compressible(ratio, verdict):
-    assert looks_compressible(ratio) is verdict
+def verdict(sample):
+    return judge_sample("the data", *sample)[0]
 
 
 def text(size, seed):
@@ -39,10 +38,72 @@ def fill(root, make, sizes):
 ])
 def test_the_sample_tells_text_from_random(tmp_path, make, sizes, compressible):
     fill(tmp_path, make, sizes)
-    assert looks_compressible(sample_ratio(str(tmp_path))) is compressible
+    assert verdict(sample_snapshot(str(tmp_path))) is compressible
 
 
 def test_too_little_data_is_no_verdict(tmp_path):
     (tmp_path / "tiny").write_bytes(os.urandom(1000))
-    assert sample_ratio(str(tmp_path)) is None
-    assert sample_ratio(str(tmp_path / "missing")) is None
+    assert verdict(sample_snapshot(str(tmp_path))) is None
+    assert sample_snapshot(str(tmp_path / "missing"))[0] == 0
+
+
+MIB = 1024 * 1024
+
+
+def prose(size, seed):
+    """`size` bytes of log-like lines (compress well), made fast."""
+    lines = b"".join(b"%08d snapshot %d sent to backup host %d\n" % (n, n * seed % 97, n % 13) for n in range(size // 30 + 1))
+    return lines[:size]
+
+# (extents as (path, offset, size), places read)
+PLACES = [
+    ([], []),
+    ([("a", 0, 0)], []),
+    # all of it fits the budget: every range as it is
+    ([("a", 0, 100), ("b", 4096, 200)], [("a", 0, 100), ("b", 4096, 200)]),
+    # in pieces, every fourth first: a sample stopped early still spans all of it
+    ([("a", 0, 5 * PIECE)], [("a", 0, PIECE), ("a", 4 * PIECE, PIECE), ("a", PIECE, PIECE),
+                             ("a", 2 * PIECE, PIECE), ("a", 3 * PIECE, PIECE)]),
+]
+
+
+@pytest.mark.parametrize("extents, places", PLACES)
+def test_small_changes_are_read_whole(extents, places):
+    assert sample_places(extents) == places
+
+
+def test_large_changes_are_read_in_pieces_spread_over_all_of_them():
+    # One large file first, then many small ones: each gets its share, not the first alone.
+    extents = [("big", 0, 64 * MIB)] + [("small%d" % n, 0, 128 * 1024) for n in range(512)]
+    places = sample_places(extents)
+    assert len(places) == SAMPLE_BUDGET // PIECE
+    assert sum(length for _path, _offset, length in places) <= SAMPLE_BUDGET
+    assert {path for path, _offset, _length in places} & {"big"} and len({p for p, _o, _l in places}) > 10
+    for path, offset, length in places:
+        size = 64 * MIB if path == "big" else 128 * 1024
+        assert 0 <= offset and offset + length <= size
+
+
+@pytest.mark.parametrize("random_file, compressible", [("changed", False), ("unchanged", True)])
+def test_the_extents_sample_reads_only_the_changed_ranges(tmp_path, random_file, compressible):
+    # A snapshot where one file is random and one is text: the sample says what the changes hold.
+    (tmp_path / random_file).write_bytes(os.urandom(2 * MIB))
+    other = "unchanged" if random_file == "changed" else "changed"
+    (tmp_path / other).write_bytes(prose(2 * MIB, 1))
+    sample = sample_extents(str(tmp_path), [("changed", 0, 2 * MIB)])
+    assert sample[0] == (EARLY_LOOK if random_file == "changed" else SAMPLE_BUDGET)
+    assert verdict(sample) is compressible
+
+
+def test_random_data_is_read_only_until_it_plainly_does_not_compress(tmp_path):
+    (tmp_path / "media").write_bytes(os.urandom(4 * MIB))
+    read, _packed = sample_extents(str(tmp_path), [("media", 0, 4 * MIB)])
+    assert read == EARLY_LOOK
+    read, _packed = sample_snapshot(str(tmp_path))
+    assert read < SAMPLE_BUDGET
+
+
+def test_names_the_snapshot_no_longer_has_are_passed_over(tmp_path):
+    (tmp_path / "kept").write_bytes(prose(256 * 1024, 2))
+    sample = sample_extents(str(tmp_path), [("o257-7-0", 0, 4096), ("kept", 0, 256 * 1024)])
+    assert sample[0] == 256 * 1024 and verdict(sample) is True

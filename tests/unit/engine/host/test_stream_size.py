@@ -157,6 +157,22 @@ def test_pieces_cut_anywhere_give_the_same_result(pieces):
         (whole.estimate, whole.data_bytes, whole.commands) == (len(real), 200 * K + 11, 11)
 
 
+def test_the_changed_file_ranges_are_kept_when_asked():
+    # What a compression sample of an incremental reads: each UPDATE_EXTENT's path, offset, size.
+    no_data, _real = pair([(b"a", [(0, 10)]), (b"b/c", [(0, 200 * K), (400 * K, 1)])])
+    sizer = StreamSizer(keep_extents=True)
+    sizer.feed(no_data)
+    sizer.finish()
+    assert sizer.extents == [("a", 0, 10), ("b/c", 0, 200 * K), ("b/c", 400 * K, 1)]
+    assert sized(no_data).extents is None  # an estimate keeps none
+
+
+def test_an_update_extent_without_offset_is_refused_when_ranges_are_kept():
+    sizer = StreamSizer(keep_extents=True)
+    with pytest.raises(ValueError, match="no file offset"):
+        sizer.feed(header() + command(UPDATE_EXTENT, tlv(A_PATH, b"f"), u64(A_SIZE, 9)) + command(END))
+
+
 def test_the_estimate_grows_as_the_stream_is_fed():
     no_data, real = pair([(b"f", [(0, 100 * K)])])
     sizer, seen = StreamSizer(), []
