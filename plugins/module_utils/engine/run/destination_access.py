@@ -8,7 +8,6 @@ from __future__ import annotations
 import posixpath
 
 from ..model.errors import BackupError, EndpointError, MissingPathError, NotBtrfsError, UnreachableError
-from ..host.destination_survey import survey
 from ..host.listing import FolderListing, list_folder
 from ..model.planning import present_backups
 from ..model.steps import CreateFolder
@@ -114,6 +113,7 @@ class DestinationFolders:
         probe = self.executor.probe(self.source.endpoint)
         if probe.knows(dest):
             return list_folder(dest, self.runner)
+        from ..host.destination_survey import survey  # a run with only local destinations starts without it
         try:
             found = survey(dest, self.runner)
         except UnreachableError:

@@ -15,7 +15,9 @@ NOT_AT_START = ["typing", "dataclasses", "hashlib", "subprocess", "socket", "ins
                 "concurrent.futures", "selectors", "email", "http", "urllib.request", "shutil", "zlib",
                 # the send machinery: a run with nothing to send never loads it
                 "engine.run.sending", "engine.run.transfer", "engine.run.staged_send",
-                "engine.host.compressibility", "engine.host.stream_size", "engine.host.staging"]
+                "engine.host.compressibility", "engine.host.stream_size", "engine.host.staging",
+                # a job's archive stores and an ssh destination's survey: loaded by the runs that have them
+                "engine.host.endpoints.archive", "engine.host.archive_exec", "engine.host.destination_survey"]
 
 _LOADED = """
 import json, sys

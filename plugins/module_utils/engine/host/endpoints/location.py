@@ -11,7 +11,6 @@ import re
 
 from ...model import archives
 from ...model.errors import ConfigError
-from .archive import BorgEndpoint, ResticEndpoint
 from .local import LocalEndpoint
 from .shell import ShellEndpoint
 from .ssh import SshEndpoint
@@ -29,11 +28,12 @@ KINDS = {
 _SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://"
 
 
-#: The archive stores, by the prefix that names them (`borg:PATH`, `restic:REPOSITORY`: no `//`).
+#: The archive stores' endpoint classes (host/endpoints/archive.py), by the prefix that names them
+#: (`borg:PATH`, `restic:REPOSITORY`: no `//`).
 ARCHIVE_KINDS = {
-    archives.BORG_SSH: BorgEndpoint,
-    archives.BORG: BorgEndpoint,
-    archives.RESTIC: ResticEndpoint,
+    archives.BORG_SSH: "BorgEndpoint",
+    archives.BORG: "BorgEndpoint",
+    archives.RESTIC: "ResticEndpoint",
 }
 
 
@@ -44,8 +44,10 @@ def parse_location(spec: str, ssh_options: Iterable[str] = (), ssh_sudo: bool = 
     can be; `archive`: the job's ArchiveSettings, which an archive store is given."""
     if not isinstance(spec, str) or not spec:
         raise ConfigError("empty location")
-    for prefix, store in ARCHIVE_KINDS.items():
+    for prefix, class_name in ARCHIVE_KINDS.items():
         if spec.startswith(prefix):
+            from . import archive as archive_stores  # only where a job has one: every other run starts faster
+            store = getattr(archive_stores, class_name)
             return store.from_location(spec, ssh_options=ssh_options, as_source=not allow_shell, archive=archive)
     scheme, sep, _rest = spec.partition("://")
     kind = KINDS.get(scheme) if sep else None
