@@ -123,6 +123,8 @@ def _key_problems(where, job, job_options):
         wrong_type = re.match(r"argument '([^']+)' is of type", str(error))
         if type(error).__name__ == "ArgumentTypeError" and wrong_type and wrong_type.group(1) in job:
             key = wrong_type.group(1)
+            if key in _JOB_KEY_CHECKS:
+                continue  # the engine's own check of the key says it better (job_settings below)
             # A secret (a repository passphrase, a store's credentials) is named, never shown.
             shown = "a %s (hidden)" % type(job[key]).__name__ if job_options[key].get("no_log") else repr(job[key])
             lines.append("%s: key '%s' must be of type %s, not %s"

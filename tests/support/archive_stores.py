@@ -260,7 +260,7 @@ class BorgSshServer:
         path.parent.mkdir(exist_ok=True)
         # The repository is made on the server by its owner, as the role does; clients only serve.
         env = dict(os.environ, BORG_PASSPHRASE=passphrase, BORG_BASE_DIR=str(self.workdir / "server-borg"))
-        done = subprocess.run(["borg", "init", "--encryption", encryption, str(path)], env=env,
+        done = subprocess.run(["borg", "init", "--encryption", encryption, str(path)], env=env, check=False,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         if done.returncode != 0:
             raise StoreError(f"borg init {path} failed: {done.stdout}")
@@ -322,4 +322,4 @@ def restic_env(cache_dir: Path, password_file: Path, extra: Optional[Dict[str, s
 def run(argv: Sequence[str], env: Dict[str, str], stdin=None, timeout: float = 120) -> subprocess.CompletedProcess:
     """Run a store's client; output captured as bytes, never raising on failure."""
     return subprocess.run(list(argv), env=env, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          timeout=timeout)
+                          timeout=timeout, check=False)

@@ -132,7 +132,7 @@ def _search_root_tree(fd, first, last):
         if not found:
             return
         pos = _SEARCH_ARGS_SIZE
-        for _ in range(found):
+        for _item in range(found):
             _transid, objectid, offset, item_type, length = _SEARCH_HEADER.unpack_from(args, pos)
             pos += _SEARCH_HEADER.size
             yield objectid, item_type, offset, view[pos:pos + length]
