@@ -18,6 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+from .procs import stop
 from .sshd import Sshd, free_port
 
 BORG_TOOLS = ("borg",)
@@ -147,13 +148,7 @@ class _Server:
 
     def _terminate(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop(process)
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -1,9 +1,11 @@
-"""Processes below a PID, from the kernel's per-task child lists (for the tests and benchmarks)."""
+"""Processes of the tests and benchmarks: those below a PID (from the kernel's per-task child
+lists), and stopping a server they started."""
 
 from __future__ import annotations
 
 import os
-from typing import List
+import subprocess
+from typing import List, Optional
 
 
 def children(pid: int) -> List[int]:
@@ -20,3 +22,15 @@ def children(pid: int) -> List[int]:
         except OSError:
             pass
     return found
+
+
+def stop(process: Optional[subprocess.Popen], timeout: float = 5) -> None:
+    """Stop a process started by a test (SIGTERM, then SIGKILL after `timeout`) and reap it."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=timeout)

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
+from .procs import stop
+
 SSHD = "/usr/sbin/sshd"
 REQUIRED_TOOLS = (SSHD, "ssh", "ssh-keygen")
 SFTP_SERVERS = (
@@ -304,13 +306,7 @@ class Sshd:
 
     def _terminate(self) -> None:
         process, self.process = self.process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
+        stop(process)
         if self._log_handle is not None:
             self._log_handle.close()
             self._log_handle = None
