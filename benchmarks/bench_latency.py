@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_send import (  # noqa: E402
     KEEP_PIDS, OLD_SCRIPT, BenchError, Gate, become_subreaper, delete_subvolumes, engine_fingerprint,
     interrupt_on_signals, kill_live_children, log, ours_argv, ours_env, quiet_cleanup, sh, subvol_info,
-    subvolumes_in, syncfs, timed)
+    run_benchmark, subvolumes_in, syncfs, timed)
 from bench_streams import Netns, StreamBench  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -405,10 +405,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BenchError as err:
-        log("benchmark failed: %s" % err)
-        sys.exit(1)
+    run_benchmark(main)

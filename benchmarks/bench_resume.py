@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import signal
 import shutil
@@ -38,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_send import BTRBK, BenchError, log, ours_argv, ours_env, sh  # noqa: E402
+from bench_send import BTRBK, BenchError, log, ours_argv, ours_env, run_benchmark, sh  # noqa: E402
 from bench_streams import Link, Netns  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -231,10 +230,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BenchError as err:
-        log("benchmark failed: %s" % err)
-        sys.exit(1)
+    run_benchmark(main)

@@ -1190,7 +1190,8 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_benchmark(main) -> None:
+    """Run a benchmark's main() and exit with its status: 130 after Ctrl-C, 1 with the reason after a BenchError."""
     try:
         sys.exit(main())
     except KeyboardInterrupt:
@@ -1198,3 +1199,7 @@ if __name__ == "__main__":
     except BenchError as err:
         log("benchmark failed: %s" % err)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_benchmark(main)

@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_send import (  # noqa: E402
     BTRBK, GCM, KEEP_PIDS, LINGERING, OLD_SCRIPT, OURS_SCRIPT, REPO, BenchError, Gate, Launcher, Measurement,
     become_subreaper, delete_subvolumes, engine_fingerprint, fmt_s, interrupt_on_signals, kill_live_children,
-    log, ours_argv, ours_env, quiet_cleanup, sh, subvol_info, subvolumes_in, syncfs, timed, timed_run)
+    log, ours_argv, ours_env, quiet_cleanup, run_benchmark, sh, subvol_info, subvolumes_in, syncfs, timed, timed_run)
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.procs import children  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -1134,10 +1134,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        sys.exit(130)
-    except BenchError as err:
-        log("benchmark failed: %s" % err)
-        sys.exit(1)
+    run_benchmark(main)
