@@ -20,7 +20,9 @@ NOT_AT_START = ["typing", "dataclasses", "hashlib", "subprocess", "socket", "ins
                 # notifications are sent by the runs of a job that has a ping or ntfy URL
                 "engine.host.notify",
                 # a job's archive stores and an ssh destination's survey: loaded by the runs that have them
-                "engine.host.endpoints.archive", "engine.host.archive_exec", "engine.host.destination_survey"]
+                "engine.host.endpoints.archive", "engine.host.archive_exec", "engine.host.destination_survey",
+                # what only a run with an ssh or shell end uses: its quoting, sshd's refusals, the shell kind
+                "shlex", "engine.model.ssh_retry", "engine.host.endpoints.shell"]
 
 _LOADED = """
 import json, sys
