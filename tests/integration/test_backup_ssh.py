@@ -18,6 +18,7 @@ from cli_helpers import (
     run_cli,
     sent,
     ssh_args,
+    subvolumes,
     write_locks_03,
 )
 from support.sshd import free_port
@@ -66,6 +67,33 @@ def test_pull_from_an_ssh_source(src, dst, sshd, restore_fs):
 
     assert_backup(dest, snaps / two, parent_name=one)
     assert (snaps / ".outstanding_transfers").exists()  # written on the source host
+    assert_restores(dest / two, snaps / two, restore_fs)
+
+
+def test_a_pull_whose_lock_file_cannot_be_written_sends_nothing(src, dst, sshd, restore_fs):
+    """The lock file at a pulled source is written in the send's own remote command, before the
+    send (rule 3): when it cannot be written, no byte is sent, the run names the file, and the
+    next run sends the snapshot."""
+    dest, snaps = dst / "pulled", src / "snapshot"
+    args = ssh_args(sshd) + [sshd.url(src), dest]
+    one = ok(*args).result["snapshot"]["name"]
+    change(src, seed=2)
+    blocker = snaps / ".outstanding_transfers.tmp"
+    blocker.mkdir()  # the lock file's temp file cannot be written
+
+    failed = run_cli(*args)
+
+    assert failed.code == 1, failed.explain()
+    two = failed.result["snapshot"]["name"]
+    outcome = destination(failed.result, str(dest))
+    assert outcome["status"] == "failed", outcome
+    assert "cannot write the lock file %s" % (snaps / ".outstanding_transfers") in outcome["error"], outcome
+    assert sorted(subvolumes(dest)) == [one]  # nothing received, not even a partial
+    blocker.rmdir()
+    done = ok(*args).result
+    assert sent(done, str(dest))[0][:2] == (two, "incremental")
+    assert_backup(dest, snaps / two, parent_name=one)
+    assert live_locks(snaps) == {}
     assert_restores(dest / two, snaps / two, restore_fs)
 
 

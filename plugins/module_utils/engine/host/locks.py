@@ -22,6 +22,9 @@ LOCK_KINDS = ("locks", "parent_locks")
 # {"staged_bytes", "stream_bytes", "time"}}}. Its own file, since btrfs-backup 0.3 refuses a lock
 # file whose entries have any key but the two lock kinds (it must keep reading ours).
 STAGED_FILE_NAME = LOCK_FILE_NAME + ".staged"
+# A lock file's text travels on a remote command line (RemoteLockStore.write_command) up to this
+# size: well below Linux's 128 KiB for one argument (the remote shell's command line is one).
+MAX_INLINE_LOCK_TEXT = 32 * 1024
 
 
 def parse_locks(text: str, where: str = LOCK_FILE_NAME) -> dict:
@@ -271,6 +274,18 @@ class RemoteLockStore:
         if not content.ok:
             raise LockFileError("cannot read %s: %s" % (self.label, content.stderr.strip()))
         return LockTable(parse_locks(content.stdout, self.label))
+
+    def write_command(self, table: LockTable) -> tuple[list[str], bool] | None:
+        """The (argv, privileged) command that writes `table` durably (temp file, sync, rename)
+        with its text on the command line, to run as the first part of another remote command
+        (a send that starts only once it succeeded: one round trip less); None when the text is
+        too long for one command line (then write() it apart)."""
+        text = serialize_locks(table.locks)
+        if len(text) > MAX_INLINE_LOCK_TEXT:
+            return None
+        script = ('printf "%s" "$3" > "$1" && { sync -- "$1" 2>/dev/null; mv -f -- "$1" "$2"; } '
+                  '|| { echo "cannot write the lock file $2" >&2; exit 1; }')
+        return ["sh", "-c", script, "sh", self.path + ".tmp", self.path, text], True
 
     def write(self, table: LockTable, durable: bool = True) -> None:
         tmp = self.path + ".tmp"

@@ -56,11 +56,14 @@ def send_flags(options: StreamOptions, source_tools: EndTools, receiver_tools: I
 
 def plan_stream(source: Endpoint, snapshot_path: str, parent_path: str | None, destinations: list[Endpoint],
                 options: StreamOptions, ends: Callable, progress: bool = False,
-                compressible: bool | None = None) -> tuple[Node, bool, list[str]]:
+                compressible: bool | None = None,
+                first: tuple[list[str], bool] | None = None) -> tuple[Node, bool, list[str]]:
     """The tree of stages for one send to `destinations` (endpoints). `ends(endpoint)` gives its
     EndTools (this machine's for None and for an endpoint here); `progress` puts a pv bar
     (a size estimate, or True for none) where the uncompressed stream flows at this machine;
-    `compressible` False (a sample of the data did not compress) turns `auto` compression off.
+    `compressible` False (a sample of the data did not compress) turns `auto` compression off;
+    `first`: a command that the source runs before the send, in the send's own command (a remote
+    source's lock file written: the send starts only once it is).
     Returns (root Node, whether the stream is compressed, the send protocol flags)."""
     here = ends(None)
     level = options.compress_level
@@ -79,7 +82,7 @@ def plan_stream(source: Endpoint, snapshot_path: str, parent_path: str | None, d
         return Node(_receiver_stages(dest, compressed, options), leaf=dest)
 
     if compress_at_source:
-        root = Node([Stage(*source.sender(send_argv, _compress_argv(level)), wire=True)])
+        root = Node([Stage(*source.sender(send_argv, _compress_argv(level), first), wire=True)])
         root.children = [leaf(d, True) for d in zstd_dests]
         if plain_dests:
             decompress = Stage("zstd -d", [ZSTD, "-d", "-q", "-c"], meter=True)
@@ -87,7 +90,7 @@ def plan_stream(source: Endpoint, snapshot_path: str, parent_path: str | None, d
                                       [leaf(d, False) for d in plain_dests]))
         return _single_chains(root), True, flags
 
-    root = Node(_with_progress([Stage(*source.sender(send_argv), meter=True)], progress))
+    root = Node(_with_progress([Stage(*source.sender(send_argv, first=first), meter=True)], progress))
     root.children = [leaf(d, False) for d in plain_dests]
     if zstd_dests:
         compress = Stage("zstd", _compress_argv(level), wire=True)

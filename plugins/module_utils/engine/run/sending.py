@@ -58,9 +58,11 @@ def send(executor, step) -> dict:
     # Locked before the first byte moves, so a crash at any point is found by the next run (rule 3).
     for dest in dests:
         executor.locks.hold(snapshot.name, parent_name, dest.id)
-    executor.save_locks()
     staged, estimate = _staged_destinations(executor, step)
     direct = [dest for dest in dests if dest not in staged]
+    hold_first = None if staged else _hold_in_send(executor, step.source)
+    if hold_first is None:
+        executor.save_locks()
     arrived, failures, left_staged, slot_waits = {}, {}, {}, {}
     for dest in staged:
         try:
@@ -78,7 +80,7 @@ def send(executor, step) -> dict:
     if direct:
         try:
             stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
-                                executor.probe(step.source), estimate)
+                                executor.probe(step.source), estimate, hold_first)
             failures.update(stats.failures)
             arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None))
                            for dest in direct)
@@ -95,6 +97,17 @@ def send(executor, step) -> dict:
     if len(outcomes) > sum(isinstance(o, TransferError) for o in outcomes.values()):
         executor.save_locks(durable=False)  # the backups are verified: losing this write is harmless
     return outcomes
+
+
+def _hold_in_send(executor, source):
+    """The command that writes the held locks at a source across a network as the first part of
+    the send's own remote command (`WRITE && btrfs send`: the send never starts unless the lock
+    file is durable there, rule 3; one round trip less); None: written apart first (a source on
+    this machine, or a lock file too long for a command line)."""
+    write_command = getattr(executor.store, "write_command", None)
+    if not source.crosses_network or write_command is None:
+        return None
+    return write_command(executor.locks)
 
 
 def _slot_waits(destinations, stats) -> dict:

@@ -23,10 +23,11 @@ LOG = logging.getLogger("btrfs_backup")
 
 
 def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options, ends,
-                estimate: int | None = None):
+                estimate: int | None = None, first: tuple | None = None):
     """One `btrfs send [-p parent]` at the source, fanned out to every destination's receiver
     (streams.plan_stream); returns the pipeline's StreamResult (each destination's verdict).
-    `estimate`: the stream's size when the run already has it (not asked again)."""
+    `estimate`: the stream's size when the run already has it (not asked again); `first`: a
+    command the source runs in the send's own command before it (streams.plan_stream)."""
     stream = options.stream
     _say_fallbacks(source, destinations, stream, ends)
     progress = False
@@ -40,7 +41,8 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
     bound = {dest.storing(snapshot, parent): dest for dest in destinations}
     root, _compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
                                            list(bound), stream, ends, progress,
-                                           sample_compressible(source, destinations, snapshot, stream, ends, parent))
+                                           sample_compressible(source, destinations, snapshot, stream, ends, parent),
+                                           first)
     if flags:
         LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
     meter = ProgressLog(destinations, source, runner, snapshot, parent, estimate)

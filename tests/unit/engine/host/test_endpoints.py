@@ -137,6 +137,22 @@ def test_sender(spec, compress, name, words):
     assert (argv if spec == LOCAL else shlex.split(argv[-1])) == words
 
 
+@pytest.mark.parametrize("compress, words", [
+    pytest.param(None, SEND, id="plain"),
+    pytest.param(ZSTD_C, SEND + ["|"] + ZSTD_C, id="compressed"),
+])
+def test_a_remote_send_starts_only_after_the_command_before_it(compress, words):
+    """`FIRST && SEND [| ZSTD]`: the shell runs the pipe only if FIRST succeeded."""
+    first = (["sh", "-c", "echo it > \"$1\"", "sh", "/data/snapshot/x y"], True)
+    _name, argv = parse_location(SSH).sender(SEND, compress, first)
+    assert shlex.split(argv[-1]) == first[0] + ["&&"] + words
+
+
+def test_a_local_send_takes_no_command_before_it():
+    with pytest.raises(ValueError):
+        parse_location(LOCAL).sender(SEND, None, (["true"], False))
+
+
 @pytest.mark.parametrize("spec, decompress, name, words", [
     pytest.param(LOCAL, None, "btrfs receive", ["btrfs", "receive", "/backup"], id="local"),
     pytest.param(SSH, None, "btrfs receive on nas", ["btrfs", "receive", "/backup"], id="ssh"),

@@ -7,8 +7,9 @@ import stat
 import pytest
 
 from engine.model.errors import LockFileError
-from engine.host.locks import (LOCK_FILE_NAME, LocalLockStore, LockTable, parse_locks, parse_staged,
-                          serialize_locks, staged_here)
+from engine.host.locks import (LOCK_FILE_NAME, MAX_INLINE_LOCK_TEXT, LocalLockStore, LockTable, RemoteLockStore,
+                               parse_locks, parse_staged, serialize_locks, staged_here)
+from engine.host.endpoints.ssh import SshEndpoint
 
 # Written by btrfs-backup 0.3.1 after a failed incremental transfer to two destinations.
 BTRFS_BACKUP_03 = json.dumps({
@@ -188,3 +189,39 @@ def test_the_staged_share_lies_beside_the_lock_file_which_keeps_its_shape(tmp_pa
 @pytest.mark.parametrize("text", ["", "not json", "[]", '{"s": []}', '{"s": {"d": {"staged_bytes": "5"}}}'])
 def test_a_malformed_staged_share_is_no_figure(text):
     assert parse_staged(text) == {}
+
+
+# -- RemoteLockStore's command that goes before a send -------------------------------------------
+
+def _remote_store(folder):
+    return RemoteLockStore(SshEndpoint("nas", str(folder)), None, str(folder))
+
+
+def test_the_write_before_a_send_replaces_the_file_atomically(tmp_path):
+    """The command runs there in a shell: run here, it leaves the lock file and no temp file."""
+    import subprocess
+    table = _table()
+    (tmp_path / LOCK_FILE_NAME).write_text("{}\n")
+    argv, privileged = _remote_store(tmp_path).write_command(table)
+    assert privileged
+    subprocess.run(argv, check=True)
+    assert os.listdir(str(tmp_path)) == [LOCK_FILE_NAME]
+    assert parse_locks((tmp_path / LOCK_FILE_NAME).read_text()) == table.locks
+
+
+def test_a_failed_write_before_a_send_fails_and_says_which_file(tmp_path):
+    """Its failure stops the send that follows it with `&&` (rule 3), and says why."""
+    import subprocess
+    (tmp_path / (LOCK_FILE_NAME + ".tmp")).mkdir()  # the temp file cannot be written
+    argv, _privileged = _remote_store(tmp_path).write_command(_table())
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert done.returncode != 0
+    assert "cannot write the lock file %s" % (tmp_path / LOCK_FILE_NAME) in done.stderr
+    assert not (tmp_path / LOCK_FILE_NAME).exists()
+
+
+def test_a_lock_file_too_long_for_a_command_line_is_written_apart(tmp_path):
+    table = LockTable()
+    for n in range(MAX_INLINE_LOCK_TEXT // 40):
+        table.hold("20261124-%06d" % n, None, "ssh://nas/b")
+    assert _remote_store(tmp_path).write_command(table) is None

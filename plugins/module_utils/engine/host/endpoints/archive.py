@@ -109,7 +109,7 @@ class ArchiveEndpoint(Endpoint):
     def lock_store(self, runner, folder):
         raise EndpointError(f"{self.id} is an archive store: it has no snapshot folder")
 
-    def sender(self, send_argv, compress_argv=None) -> tuple:
+    def sender(self, send_argv, compress_argv=None, first=None) -> tuple:
         raise EndpointError(f"{self.id} is an archive store: restore from it with btrfs-backup restore")
 
     # -- the tool, run with its secrets in its environment -------------------------------------

@@ -86,9 +86,10 @@ class Endpoint(abc.ABC):
         """The lock file of its snapshot folder `folder` (host/locks.py)."""
 
     @abc.abstractmethod
-    def sender(self, send_argv, compress_argv=None) -> tuple:
+    def sender(self, send_argv, compress_argv=None, first=None) -> tuple:
         """(stage name, argv) of the process that writes a send stream here; `compress_argv`
-        compresses it before it leaves (only where the stream crosses a network)."""
+        compresses it before it leaves, and `first` ((argv, privileged)) runs there before it,
+        the send starting only once it succeeded (both only where the stream crosses a network)."""
 
     @abc.abstractmethod
     def receiver(self, btrfs_debug=False, decompress_argv=None) -> tuple:

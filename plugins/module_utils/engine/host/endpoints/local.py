@@ -51,8 +51,11 @@ class LocalEndpoint(Endpoint):
         from ..locks import LocalLockStore
         return LocalLockStore(folder)
 
-    def sender(self, send_argv: list[str], compress_argv: list[str] | None = None) -> tuple:
+    def sender(self, send_argv: list[str], compress_argv: list[str] | None = None,
+               first: tuple[list[str], bool] | None = None) -> tuple:
         _no_network("compress", compress_argv)
+        if first is not None:
+            raise ValueError("a local send needs no command before it in the same process: run it apart")
         return "btrfs send", list(send_argv)
 
     def receiver(self, btrfs_debug: bool = False, decompress_argv: list[str] | None = None) -> tuple:

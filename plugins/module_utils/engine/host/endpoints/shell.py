@@ -51,7 +51,8 @@ class ShellEndpoint(Endpoint):
     def lock_store(self, runner: CommandRunner, folder: str):
         raise EndpointError("a shell:// destination has no snapshot folder")
 
-    def sender(self, send_argv: list[str], compress_argv: list[str] | None = None) -> tuple:
+    def sender(self, send_argv: list[str], compress_argv: list[str] | None = None,
+               first: tuple[list[str], bool] | None = None) -> tuple:
         raise EndpointError("a shell:// command can only be a destination")
 
     def receiver(self, btrfs_debug: bool = False, decompress_argv: list[str] | None = None) -> tuple:

@@ -193,11 +193,17 @@ class SshEndpoint(Endpoint):
         from ..locks import RemoteLockStore
         return RemoteLockStore(self, runner, folder)
 
-    def sender(self, send_argv: list[str], compress_argv: list[str] | None = None) -> tuple:
+    def sender(self, send_argv: list[str], compress_argv: list[str] | None = None,
+               first: tuple[list[str], bool] | None = None) -> tuple:
         if compress_argv is None:
-            return "btrfs send on %s" % self.host, self.command(send_argv)
-        return ("btrfs send | %s on %s" % (compress_argv[0], self.host),
-                self.command_pipeline([(send_argv, True), (compress_argv, False)]))
+            name, argv = "btrfs send on %s" % self.host, self.command(send_argv)
+        else:
+            name, argv = ("btrfs send | %s on %s" % (compress_argv[0], self.host),
+                          self.command_pipeline([(send_argv, True), (compress_argv, False)]))
+        if first is not None:
+            # One remote line: `FIRST && SEND | ZSTD` starts the pipe only once FIRST succeeded.
+            argv[-1] = "%s && %s" % (self.remote_line(*first), argv[-1])
+        return name, argv
 
     def receiver(self, btrfs_debug: bool = False, decompress_argv: list[str] | None = None) -> tuple:
         receive_argv = btrfs.receive_argv(self.path, btrfs_debug)
