@@ -136,6 +136,9 @@ class Executor:
     # -- one method per kind of step, for a real run ---------------------------------------------
 
     def _create_folder(self, step) -> str:
+        if step.endpoint.creates_folder_on_receive and step.path == step.endpoint.path:
+            LOG.info("creating %s %s with its first receive", step.what, step.shown)
+            return step.path
         LOG.info("creating %s %s", step.what, step.shown)
         effects.make_folder(step.endpoint, self.runner, step.path, step.parents)
         return step.path

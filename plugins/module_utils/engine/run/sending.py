@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 
+from ..host import effects
 from ..host.listing import list_folder
 from ..host.staging import StagingRefused
 from ..host.stream_size import estimate_stream_size
@@ -144,6 +145,9 @@ def _staged_destinations(executor, step):
 
 def _send_staged(executor, step, dest, estimate):
     """One staged transfer, with its progress lines and the compression sample of a direct one."""
+    if dest.creates_folder_on_receive:  # its staging lies in the folder: made now, not by the receive
+        effects.make_folder(dest, executor.runner, dest.path, parents=True)
+        dest.creates_folder_on_receive = False
     ends = executor.probe(step.source)
     compressible = sample_compressible(step.source, [dest], step.snapshot, executor.options.stream, ends, step.parent)
     name = step.snapshot.name

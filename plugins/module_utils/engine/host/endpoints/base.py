@@ -54,6 +54,9 @@ class Endpoint(abc.ABC):
     #: It keeps each stream as an archive of a store (borg, restic): listed, deleted and given
     #: back by that store's tool (host/endpoints/archive.py), never received by btrfs.
     holds_archives = False
+    #: Its folder is missing and its next receive's own command creates it first (set by
+    #: create_folder_on_receive for this run).
+    creates_folder_on_receive = False
 
     def __init__(self, path):
         self.path = path
@@ -96,6 +99,11 @@ class Endpoint(abc.ABC):
         """(stage name, argv) of the process that takes a send stream here (`btrfs_debug`: a
         btrfs receive says what it does); `decompress_argv` first, when the stream comes
         compressed over a network."""
+
+    def create_folder_on_receive(self) -> bool:
+        """Let the next receive's own command create this missing folder (one remote command less
+        than a mkdir of its own); False: this kind cannot, the folder is made apart."""
+        return False
 
     def stream_command(self, argv, decompress_argv=None) -> list:
         """The argv that runs `argv` (privileged) there on a stream; `decompress_argv` first, when
