@@ -1,8 +1,11 @@
 """Remote commands per run at an ssh destination: a run with something to send asks it at most 3
 times (all it must know, the receive, the check of what arrived), a run with nothing to send once;
-over plain ssh, through `serve` and in a relay. A pulled source is asked once for a run with nothing
-to send. Counted by a forced command that logs each command the client sends before running it, so
-the test sees what the server saw; sshd's log shows that each run opened one connection."""
+over plain ssh, through `serve` and in a relay (also into a `serve`). The first run to a folder that
+does not exist yet asks one more (its parent's listing); the receive's own command creates it. A
+pulled source is asked 4 times for a run with something to send (also its first: the snapshot's
+command creates the snapshot folder), once for a run with nothing to send. Counted by a forced
+command that logs each command the client sends before running it, so the test sees what the server
+saw; sshd's log shows that each run opened one connection."""
 
 from __future__ import annotations
 
@@ -105,8 +108,11 @@ def test_push_over_ssh(logged_sshd, make_fs, subvolume):
     url = server.url(dest)
     full, incremental, nothing = three_runs(ssh_args(server) + [source, url], url, commands, source)
     show(full=full, incremental=incremental, nothing=nothing)
-    # The first run also lists the folder's parent and creates the folder.
-    assert_commands(full, SOMETHING_TO_SEND + 2, "full send to a new folder")
+    # The first run also lists the folder's parent (rule 8 and the parent's own checks); the
+    # receive's own command creates the folder (`mkdir -p -- F && zstd -d | btrfs receive F`).
+    assert_commands(full, SOMETHING_TO_SEND + 1, "full send to a new folder")
+    assert [c for c in full if c.startswith("mkdir")] == [c for c in full if "btrfs receive" in c], full
+    assert any(c.startswith("mkdir -p -- %s && " % shlex.quote(str(dest))) for c in full), full
     assert_commands(incremental, SOMETHING_TO_SEND, "incremental send")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to send")
 
@@ -134,10 +140,13 @@ def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
     show(full=full, incremental=incremental, nothing=nothing)
     # A pulled source also takes the snapshot (with its listing): one more than a destination.
     # Its lock file is written in the send's own command, before the send starts (rule 3), and
-    # settled in one command after the arrival was verified.
+    # settled in one command after the arrival was verified. On the first run the survey also
+    # answers for the source itself, and the snapshot's command creates the snapshot folder.
+    assert_commands(full, SOMETHING_TO_SEND + 1, "first pull")
     assert_commands(incremental, SOMETHING_TO_SEND + 1, "incremental pull")
+    send = [c for c in incremental if "btrfs send" in c]
+    assert len(send) == 1 and ".outstanding_transfers" in send[0].split("btrfs send")[0], incremental
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to pull")
-
 
 
 def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
@@ -153,3 +162,31 @@ def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
     assert_commands(full, SOMETHING_TO_SEND, "full relay")
     assert_commands(incremental, SOMETHING_TO_SEND, "incremental relay")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to relay")
+
+
+def test_push_through_serve_to_a_new_folder(logged_serve, make_fs, subvolume):
+    """A backup server's serve takes a mkdir of its own (it runs no `&&`): one more than a plain host."""
+    server, commands, root = logged_serve
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=5)
+    url = server.url(root / "data")
+    full, incremental, nothing = three_runs(ssh_args(server) + [source, url], url, commands, source)
+    show(full=full, incremental=incremental, nothing=nothing)
+    assert_commands(full, SOMETHING_TO_SEND + 2, "full send through serve to a new folder")
+    assert_commands(incremental, SOMETHING_TO_SEND, "incremental send")
+    assert_commands(nothing, NOTHING_TO_SEND, "nothing to send")
+
+
+def test_relay_into_serve(logged_serve, sshd, make_fs, subvolume):
+    """A pulled source sent on to a backup server's serve (serve offers no pull itself: a source
+    key cannot send, a restore key sends only complete backups back): the server's count is a push's."""
+    server, commands, root = logged_serve
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=6)
+    (root / "relayed").mkdir()
+    url = server.url(root / "relayed")
+    full, incremental, nothing = three_runs(ssh_args(sshd, server) + [sshd.url(source), url], url, commands, source)
+    show(full=full, incremental=incremental, nothing=nothing)
+    assert_commands(full, SOMETHING_TO_SEND, "full relay into serve")
+    assert_commands(incremental, SOMETHING_TO_SEND, "incremental relay into serve")
+    assert_commands(nothing, NOTHING_TO_SEND, "nothing to relay into serve")

@@ -50,8 +50,18 @@ def take_snapshot(endpoint: Endpoint, runner: CommandRunner, source_path: str, s
         run_or_raise(endpoint, runner, argv, what)
         created = find_subvolume(endpoint, runner, folder, name)
     else:
-        # At another host the snapshot and its listing go in one remote command: one round trip.
-        taken, *listed = endpoint.run_batch(runner, [(argv, True)] + listing_commands(folder))
+        # At another host the snapshot and its listing go in one remote command: one round trip;
+        # on a first run the folder is created in it too (create_in_next_command).
+        made = [(["mkdir", "-p", "--", folder], True)] if endpoint.folder_to_create == folder else []
+        answers = endpoint.run_batch(runner, made + [(argv, True)] + listing_commands(folder))
+        if made:
+            endpoint.folder_to_create = None
+            if not answers[0].ok:
+                # The batch's commands share one stderr: mkdir's own line says why.
+                lines = answers[0].stderr.strip().splitlines()
+                detail = next((line for line in lines if "mkdir" in line), "exit status %d" % answers[0].returncode)
+                raise BackupError("cannot create folder %s: %s" % (folder, detail))
+        taken, *listed = answers[len(made):]
         if not taken.ok:
             detail = (taken.stderr.strip().splitlines() or ["exit status %d" % taken.returncode])[-1]
             raise BackupError("cannot %s: %s" % (what, detail))

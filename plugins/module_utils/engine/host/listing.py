@@ -51,13 +51,15 @@ class FolderListing:
         return resolved_path in self._subvolume_paths
 
 
-def listing_commands(folder: str, extra_paths: Iterable[str] = ()) -> list[tuple[list[str], bool]]:
-    """The commands that one listing round runs, as (argv, needs_privileges) pairs."""
+def listing_commands(folder: str, extra_paths: Iterable[str] = (), listed: str | None = None) -> list[tuple[list[str], bool]]:
+    """The commands that one listing round runs, as (argv, needs_privileges) pairs. `listed`: the
+    path whose filesystem btrfs lists (every subvolume of it), when not the folder's: one that
+    exists even where the folder does not (a snapshot folder's source)."""
     resolves = [(["readlink", "-e", "--", path], False) for path in [folder] + list(extra_paths)]
     return resolves + [
         (["cat", "/proc/self/mountinfo"], False),
-        (btrfs.list_argv(folder), True),
-        (btrfs.list_argv(folder, readonly_only=True), True),
+        (btrfs.list_argv(listed or folder), True),
+        (btrfs.list_argv(listed or folder, readonly_only=True), True),
     ]
 
 

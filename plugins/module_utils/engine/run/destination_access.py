@@ -100,7 +100,7 @@ class DestinationFolders:
         if dest.crosses_network and not self._on_backup_server(dest):
             # At a plain ssh host the receive's own command creates it (`mkdir -p && btrfs
             # receive`): one remote command less; a backup server's serve takes its own mkdir.
-            dest.create_folder_on_receive()
+            dest.create_in_next_command(dest.path)
         created = self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
                                                        what="destination folder", shown=dest.id))
         del self._missing[dest.id]

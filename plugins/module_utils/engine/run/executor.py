@@ -136,8 +136,8 @@ class Executor:
     # -- one method per kind of step, for a real run ---------------------------------------------
 
     def _create_folder(self, step) -> str:
-        if step.endpoint.creates_folder_on_receive and step.path == step.endpoint.path:
-            LOG.info("creating %s %s with its first receive", step.what, step.shown)
+        if step.path == step.endpoint.folder_to_create:
+            LOG.info("creating %s %s in the command that first uses it", step.what, step.shown)
             return step.path
         LOG.info("creating %s %s", step.what, step.shown)
         effects.make_folder(step.endpoint, self.runner, step.path, step.parents)

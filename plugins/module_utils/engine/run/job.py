@@ -186,7 +186,7 @@ class _Run:
         if listing is None:
             self.folders.require_a_usable_one(self.prepared.destinations)
             if self.executor.carry_out(self.source.create_folder_step()) is not None:
-                listing = self.source.list()
+                listing = self.source.created_folder_listing() or self.source.list()
         return listing
 
     def _phases(self, listing):

@@ -145,9 +145,9 @@ def _staged_destinations(executor, step):
 
 def _send_staged(executor, step, dest, estimate):
     """One staged transfer, with its progress lines and the compression sample of a direct one."""
-    if dest.creates_folder_on_receive:  # its staging lies in the folder: made now, not by the receive
+    if dest.folder_to_create == dest.path:  # its staging lies in the folder: made now, not by the receive
         effects.make_folder(dest, executor.runner, dest.path, parents=True)
-        dest.creates_folder_on_receive = False
+        dest.folder_to_create = None
     ends = executor.probe(step.source)
     compressible = sample_compressible(step.source, [dest], step.snapshot, executor.options.stream, ends, step.parent)
     name = step.snapshot.name

@@ -38,6 +38,7 @@ class SourceSide:
         self.folder = identity.snapshot_folder
         self.filesystem = None  # the source's filesystem, once listed (rule 8)
         self._lock_answers = None  # a remote source's lock file, read with its listing
+        self._source_listing = None  # a remote source's own folder, listed with a missing snapshot folder
         self.tools = None  # a remote source's EndTools, asked with its listing (None: not asked)
 
     @classmethod
@@ -61,7 +62,7 @@ class SourceSide:
         except MissingPathError as err:
             if source in err.paths:
                 raise EndpointError(f"source {self.id} does not exist")
-            probe = list_folder(self.endpoint, self.runner, source)
+            probe = self._source_listing or list_folder(self.endpoint, self.runner, source)
             if not probe.is_subvolume(source):
                 raise EndpointError(not_a_subvolume(self.id))
             self.filesystem = probe
@@ -78,22 +79,40 @@ class SourceSide:
             return list_folder(self.endpoint, self.runner, self.folder, [source])
         from ..host.capabilities import SOURCE_PROBES, source_tools_from  # a remote source's only
 
-        commands = listing_commands(self.folder, [source])
+        # btrfs lists the source's filesystem, the snapshot folder's too: it answers also on a
+        # first run, when the folder does not exist yet.
+        commands = listing_commands(self.folder, [source], listed=source)
         lock_commands = self.lock_store().read_commands()
         results = self.endpoint.run_batch(self.runner, commands + lock_commands + list(SOURCE_PROBES))
-        listing = build_listing(self.folder, [source], results[:len(commands)])
         self._lock_answers = results[len(commands):len(commands) + len(lock_commands)]
         self.tools = source_tools_from(results[len(commands) + len(lock_commands):])
-        return listing
+        try:
+            return build_listing(self.folder, [source], results[:len(commands)])
+        except MissingPathError as err:
+            if source not in err.paths:  # the same answers, read as the listing of the source's folder
+                self._source_listing = build_listing(source, (), results[1:len(commands)])
+            raise
+
+    def created_folder_listing(self) -> FolderListing | None:
+        """The listing of the snapshot folder that this run has just created (or will create with
+        its snapshot, create_in_next_command) at another host: empty, on the source's filesystem,
+        without asking that host again; None where it is listed anew (this machine's, cheaply)."""
+        if not self.endpoint.crosses_network or self.filesystem is None:
+            return None
+        return FolderListing(self.folder, {}, {self.endpoint.path}, filesystem=self.filesystem.filesystem,
+                             uuids=self.filesystem.uuids)
+
+    def create_folder_step(self) -> CreateFolder:
+        """The step that creates the snapshot folder; at another host the snapshot's own command
+        creates it (`mkdir -p` in the snapshot's batch)."""
+        self.endpoint.create_in_next_command(self.folder)
+        return CreateFolder(endpoint=self.endpoint, path=self.folder, parents=True,
+                            what="snapshot folder", shown=self.folder)
 
     def read_locks(self, store):
         """The lock file of `store` (this side's lock_store()): as read with the listing, or now."""
         answers, self._lock_answers = self._lock_answers, None
         return store.read(answers) if answers else store.read()
-
-    def create_folder_step(self) -> CreateFolder:
-        return CreateFolder(endpoint=self.endpoint, path=self.folder, parents=True,
-                            what="snapshot folder", shown=self.folder)
 
     def lock_store(self):
         return lock_store(self.endpoint, self.runner, self.folder)

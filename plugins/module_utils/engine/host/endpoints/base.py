@@ -54,9 +54,9 @@ class Endpoint(abc.ABC):
     #: It keeps each stream as an archive of a store (borg, restic): listed, deleted and given
     #: back by that store's tool (host/endpoints/archive.py), never received by btrfs.
     holds_archives = False
-    #: Its folder is missing and its next receive's own command creates it first (set by
-    #: create_folder_on_receive for this run).
-    creates_folder_on_receive = False
+    #: A missing folder there that the next command which needs it (a receive into it, a snapshot
+    #: taken in it) creates first, in its own remote command (set by create_in_next_command).
+    folder_to_create = None
 
     def __init__(self, path):
         self.path = path
@@ -100,9 +100,10 @@ class Endpoint(abc.ABC):
         btrfs receive says what it does); `decompress_argv` first, when the stream comes
         compressed over a network."""
 
-    def create_folder_on_receive(self) -> bool:
-        """Let the next receive's own command create this missing folder (one remote command less
-        than a mkdir of its own); False: this kind cannot, the folder is made apart."""
+    def create_in_next_command(self, folder: str) -> bool:
+        """Let the next command that needs the missing `folder` (a receive into it, a snapshot
+        taken in it) create it first, in the same remote command: one round trip less than a mkdir
+        of its own. False: this kind cannot, the folder is made apart."""
         return False
 
     def stream_command(self, argv, decompress_argv=None) -> list:

@@ -211,12 +211,12 @@ class SshEndpoint(Endpoint):
             argv = self.command(receive_argv)
         else:
             argv = self.command_pipeline([(decompress_argv, False), (receive_argv, True)])
-        if self.creates_folder_on_receive:  # `mkdir -p -- F && ... btrfs receive F`: one remote line
+        if self.folder_to_create == self.path:  # `mkdir -p -- F && ... btrfs receive F`: one remote line
             argv[-1] = "%s && %s" % (self.remote_line(["mkdir", "-p", "--", self.path]), argv[-1])
         return "btrfs receive on %s" % self.host, argv
 
-    def create_folder_on_receive(self) -> bool:
-        self.creates_folder_on_receive = True
+    def create_in_next_command(self, folder: str) -> bool:
+        self.folder_to_create = folder
         return True
 
     def stream_command(self, argv: list[str], decompress_argv: list[str] | None = None) -> list:
