@@ -148,6 +148,21 @@ def test_a_remote_send_starts_only_after_the_command_before_it(compress, words):
     assert shlex.split(argv[-1]) == first[0] + ["&&"] + words
 
 
+@pytest.mark.parametrize("decompress, receive", [
+    pytest.param(None, ["btrfs", "receive", "/backup/new folder"], id="plain"),
+    pytest.param(ZSTD_D, ZSTD_D + ["|", "btrfs", "receive", "/backup/new folder"], id="compressed"),
+])
+def test_a_receive_into_a_missing_folder_creates_it_in_the_same_remote_line(decompress, receive):
+    dest = parse_location("ssh://nas/backup/new folder")
+    assert dest.create_in_next_command(dest.path)
+    _name, argv = dest.receiver(False, decompress)
+    assert shlex.split(argv[-1]) == ["mkdir", "-p", "--", "/backup/new folder", "&&"] + receive
+
+
+def test_only_a_remote_end_creates_a_folder_in_its_next_command():
+    assert not parse_location(LOCAL).create_in_next_command("/backup")
+
+
 def test_a_local_send_takes_no_command_before_it():
     with pytest.raises(ValueError):
         parse_location(LOCAL).sender(SEND, None, (["true"], False))

@@ -70,6 +70,15 @@ def test_listing_commands_order_matches_what_build_listing_expects():
     ]
 
 
+def test_a_listing_round_can_list_the_filesystem_through_another_path():
+    """A snapshot folder's filesystem is its source's: listed through the source, it answers also
+    where the folder does not exist yet."""
+    commands = [argv for argv, _ in listing_commands("/src/snapshot", ["/src"], listed="/src")]
+    assert commands[:3] == [["readlink", "-e", "--", "/src/snapshot"], ["readlink", "-e", "--", "/src"],
+                            ["cat", "/proc/self/mountinfo"]]
+    assert [argv[-1] for argv in commands[3:]] == ["/src", "/src"]
+
+
 @pytest.mark.parametrize("folder", [
     pytest.param("/mnt/pool/@data/snapshot", id="top-level-mount"),
     pytest.param("/srv/data/snapshot", id="subvol-at-data-mount"),
