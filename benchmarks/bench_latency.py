@@ -15,6 +15,10 @@ Scenarios, each in paired rounds (the order of the tools alternates from round t
                incremental send, verification, lock file) against the raw snapshot + `send -p` pipe
   nothing      a run with nothing to send (-S): ours against btrfs-backup 0.3.1, on the same
                snapshot folder and backups
+  pull         --change-mib MiB changed, then an incremental pull from the far source (`ssh://` as
+               the source, the backups here): ours against the raw `ssh 'btrfs subvolume snapshot -r
+               && btrfs send -p | zstd' | zstd -d | btrfs receive`; with --baseline, also another
+               checkout's bin/btrfs-backup (the engine before a change), in the same rotation
 
 A forced command on the server's key logs every remote command before running it, so the report
 gives the remote commands per run next to the times. It prints figures and never says pass or fail.
@@ -46,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import (  # noqa: E402
     KEEP_PIDS, OLD_SCRIPT, BenchError, Gate, become_subreaper, delete_subvolumes, engine_fingerprint,
-    interrupt_on_signals, kill_live_children, log, ours_argv, ours_env, quiet_cleanup, sh, subvol_info,
+    OURS_SCRIPT, interrupt_on_signals, kill_live_children, log, ours_argv, ours_env, quiet_cleanup, sh, subvol_info,
     run_benchmark, subvolumes_in, syncfs, timed)
 from bench_streams import Netns, StreamBench  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
@@ -301,6 +305,57 @@ class LatencyBench:
                 name = self._newest(folder)
                 self._check(folder / name, self.src / "inc-ours-snaps" / name, None)
 
+    def pull_setup(self):
+        """Untimed: one full pull into each chain (ours, the baseline's, raw's), so that every timed
+        pull is incremental. The snapshot folders are at the far source, the backups here."""
+        self.pull_tools = ["ours", "raw"] + (["baseline"] if self.args.baseline else [])
+        for tool in self.pull_tools:
+            for folder in (self.dst / ("pull-" + tool), self.src / ("pull-%s-snaps" % tool)):
+                folder.mkdir()
+            if tool != "raw":
+                subprocess.run(self._pull_argv(tool), env=self.env, check=True)
+        self.pull_raw_parent = None
+        self._raw_pull("pull-setup", 0)
+        self.samples.pop("pull-setup")
+        self.commands.pop("pull-setup")
+
+    def _pull_argv(self, tool: str) -> List[str]:
+        argv = self._ours("-f", self.src / ("pull-%s-snaps" % tool), self._url(self.data), self.dst / ("pull-" + tool))
+        if tool == "baseline":
+            argv[argv.index(os.fspath(OURS_SCRIPT))] = os.fspath(self.args.baseline)
+        return argv
+
+    def _raw_pull(self, scenario: str, rnd: int):
+        snaps, folder = self.src / "pull-raw-snaps", self.dst / "pull-raw"
+        snapshot = snaps / ("20200101-%06d" % rnd)
+        send = "btrfs send -q %s%s | zstd -3 -T0 -q" % (
+            "-p %s " % shlex.quote(str(self.pull_raw_parent)) if self.pull_raw_parent else "", shlex.quote(str(snapshot)))
+        remote = "btrfs subvolume snapshot -r %s %s >/dev/null && %s" % (
+            shlex.quote(str(self.data)), shlex.quote(str(snapshot)), send)
+        Gate.wait("%s raw" % scenario)
+        before = self._remote_commands()
+        m = timed([self._ssh(remote), ["zstd", "-d", "-q"], ["btrfs", "receive", str(folder)]],
+                  label="%s raw" % scenario)
+        self.samples.setdefault(scenario, {}).setdefault("raw", []).append(m.seconds)
+        self.commands.setdefault(scenario, {}).setdefault("raw", []).append(self._remote_commands() - before)
+        log("  %-11s %-8s %.3fs (%d remote commands)" % (scenario, "raw", m.seconds, self.commands[scenario]["raw"][-1]))
+        self._check(folder / snapshot.name, snapshot, self.pull_raw_parent)
+        self.pull_raw_parent = snapshot
+
+    def pull(self, rnd: int):
+        modify_tree(self.data / "files", self.args.change_mib * MiB, seed=500 + rnd, add_files=1, remove_files=1)
+        syncfs(self.src)
+        time.sleep(1.05)  # ours names its snapshots by the second
+        shift = rnd % len(self.pull_tools)
+        for tool in self.pull_tools[shift:] + self.pull_tools[:shift]:
+            if tool == "raw":
+                self._raw_pull("pull", rnd + 1)
+                continue
+            self._measure("pull", tool, [self._pull_argv(tool)])
+            folder, snaps = self.dst / ("pull-" + tool), self.src / ("pull-%s-snaps" % tool)
+            name = self._newest(folder)
+            self._check(folder / name, snaps / name, None)
+
     def nothing(self, rnd: int):
         snaps, folder = self.src / "inc-ours-snaps", self.dst / "inc-ours"
         held = len(subvolumes_in(folder))
@@ -335,7 +390,8 @@ class LatencyBench:
                     "/".join(map(str, counts))))
         out.append("")
         for scenario, (ours, other), goal in (("full", ("ours", "raw"), 1.03), ("incremental", ("ours", "raw"), 1.1),
-                                              ("nothing", ("ours", "0.3.1"), 0.8)):
+                                              ("nothing", ("ours", "0.3.1"), 0.8), ("pull", ("ours", "raw"), 1.1),
+                                              ("pull", ("ours", "baseline"), 1.0)):
             tools = self.samples.get(scenario, {})
             if ours in tools and other in tools:
                 ratio = statistics.median(tools[ours]) / statistics.median(tools[other])
@@ -361,6 +417,8 @@ def parse_args(argv=None):
     p.add_argument("--delay-ms", type=int, default=25, help="what the proxy holds each direction (default 25)")
     p.add_argument("--link-rate", default="200mbit", help="the shaped hop's rate, as tc reads it (default 200mbit)")
     p.add_argument("--no-gate", action="store_true", help="do not wait for a quiet machine before each run")
+    p.add_argument("--only", choices=("all", "pull"), default="all", help="run every scenario, or only the pulls")
+    p.add_argument("--baseline", type=Path, help="another checkout's bin/btrfs-backup, paired with ours in the pulls")
     args = p.parse_args(argv)
     if args.quick:
         args.data_mib, args.full_rounds, args.rounds = 100, 2, 4
@@ -387,14 +445,19 @@ def main(argv=None) -> int:
         bench = LatencyBench(args, stack)
         try:
             bench.setup()
-            for rnd in range(args.full_rounds):
+            for rnd in range(args.full_rounds if args.only == "all" else 0):
                 log("full, round %d of %d" % (rnd + 1, args.full_rounds))
                 bench.full(rnd)
-            bench.incremental_setup()
-            for rnd in range(args.rounds):
+            if args.only == "all":
+                bench.incremental_setup()
+            for rnd in range(args.rounds if args.only == "all" else 0):
                 log("incremental and nothing to send, round %d of %d" % (rnd + 1, args.rounds))
                 bench.incremental(rnd)
                 bench.nothing(rnd)
+            bench.pull_setup()
+            for rnd in range(args.rounds):
+                log("pull, round %d of %d" % (rnd + 1, args.rounds))
+                bench.pull(rnd)
             bench.report(load_start)
         except BaseException:
             quiet_cleanup()
