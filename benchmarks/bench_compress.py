@@ -39,8 +39,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import (  # noqa: E402
-    KEEP_PIDS, BenchError, Gate, become_subreaper, fmt_s, interrupt_on_signals,
-    kill_live_children, log, ours_argv, ours_env, quiet_cleanup, sh, subvol_info, syncfs, timed)
+    KEEP_PIDS, BenchError, Gate, become_subreaper, children_stopped_on_failure, fmt_s, interrupt_on_signals, log,
+    ours_argv, ours_env, run_benchmark, sh, subvol_info, syncfs, timed)
 from bench_streams import Link, Netns  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -199,17 +199,12 @@ def main(argv=None) -> int:
     become_subreaper()
     with contextlib.ExitStack() as stack:
         bench = CompressBench(args, stack)
-        try:
+        with children_stopped_on_failure():
             bench.setup()
             bench.run_rounds()
             bench.report()
-        except BaseException:
-            quiet_cleanup()
-            kill_live_children()
-            raise
-        quiet_cleanup()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

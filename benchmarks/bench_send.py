@@ -56,7 +56,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
@@ -1170,7 +1170,7 @@ def main(argv=None) -> int:
     # mount, loop device and the tmpfs (BtrfsPool), then the config dir.
     with contextlib.ExitStack() as stack:
         bench = Bench(args, stack)
-        try:
+        with children_stopped_on_failure():
             bench.setup()
             bench.warm_up()
             bench.run_rounds()
@@ -1179,15 +1179,24 @@ def main(argv=None) -> int:
             if args.diagnose:
                 bench.diagnose()
                 bench.print_diagnosis()
-        except BaseException as err:
-            if isinstance(err, KeyboardInterrupt):
-                log("interrupted: cleaning up")
-            quiet_cleanup()
-            kill_live_children()
-            raise
-        quiet_cleanup()
     log("total %.0fs; everything unmounted and removed" % (time.perf_counter() - started))
     return 0
+
+
+@contextlib.contextmanager
+def children_stopped_on_failure() -> Iterator[None]:
+    """Around a benchmark's work, inside the stack that unmounts: after a failure or Ctrl-C, every
+    process it started is stopped (by its id) before the mounts unwind; either way, a second Ctrl-C
+    while cleaning up is ignored."""
+    try:
+        yield
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt):
+            log("interrupted: cleaning up")
+        quiet_cleanup()
+        kill_live_children()
+        raise
+    quiet_cleanup()
 
 
 def run_benchmark(main) -> None:

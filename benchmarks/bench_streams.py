@@ -56,8 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import (  # noqa: E402
     BTRBK, GCM, KEEP_PIDS, LINGERING, OLD_SCRIPT, OURS_SCRIPT, REPO, BenchError, Gate, Launcher, Measurement,
-    become_subreaper, delete_subvolumes, engine_fingerprint, fmt_s, interrupt_on_signals, kill_live_children,
-    log, ours_argv, ours_env, quiet_cleanup, run_benchmark, sh, subvol_info, subvolumes_in, syncfs, timed, timed_run)
+    become_subreaper, children_stopped_on_failure, delete_subvolumes, engine_fingerprint, fmt_s, interrupt_on_signals,
+    log, ours_argv, ours_env, run_benchmark, sh, subvol_info, subvolumes_in, syncfs, timed, timed_run)
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.procs import children  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -1115,20 +1115,13 @@ def main(argv=None) -> int:
     # mount, loop device and the tmpfs, the config folder.
     with contextlib.ExitStack() as stack:
         bench = StreamBench(args, stack)
-        try:
+        with children_stopped_on_failure():
             bench.setup()
             bench.warm_up()
             bench.probe_links()
             bench.describe()
             bench.run_rounds()
             bench.report()
-        except BaseException as err:
-            if isinstance(err, KeyboardInterrupt):
-                log("interrupted: cleaning up")
-            quiet_cleanup()
-            kill_live_children()
-            raise
-        quiet_cleanup()
     log("total %.0fs; everything unmounted and removed" % (time.perf_counter() - started))
     return 0
 
