@@ -45,7 +45,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_send import log, run_benchmark  # noqa: E402
 from support.btrfs_loop import BtrfsPool, run  # noqa: E402
 from support.role_sshd import render_sshd_dropin  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -338,7 +340,8 @@ def main() -> int:
     parser.add_argument("--slots", type=int, default=2, help="receive slots of the ours-slots variant (0: leave it out)")
     options = parser.parse_args()
     if os.geteuid() != 0:
-        sys.exit("needs root (loop devices, mount, sshd)")
+        log("bench_fanin.py needs root (loop devices, mount, sshd)")
+        return 2
     print("machine: %d cores, load average before: %s; sshd MaxStartups from the role's drop-in for %d sources"
           % (os.cpu_count(), open("/proc/loadavg").read().split()[:3], max(options.n)))
     tmpfs = "%dM" % (max(options.n) * options.mib * 8 + 3072)
@@ -362,8 +365,8 @@ def main() -> int:
                     for name, fn in order:
                         seconds, cpu, busy, failed, waited = fn(hosts)
                         results[(n, name)].append((seconds, cpu, busy, failed, waited))
-                        log = sshd.log_file.read_text(errors="replace")
-                        dropped, before = log.count("past MaxStartups"), dropped
+                        sshd_log = sshd.log_file.read_text(errors="replace")
+                        dropped, before = sshd_log.count("past MaxStartups"), dropped
                         print("  N=%-2d %-10s %6.2f s  %s%s%s  (machine busy %.1f cpu-s)%s" % (
                             n, name, seconds, "ALL OK" if not failed else "%d FAILED" % len(failed),
                             ", %d waited for a slot" % waited if waited else "",
@@ -393,4 +396,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)
