@@ -80,6 +80,12 @@ def make_source(path: Path, mib: int, seed: int) -> None:
     write_text(path / "text.log", mib * MiB // 2, seed)
 
 
+def cli_succeeded(out: str) -> bool:
+    """The CLI's --json result is there and names no failed destination."""
+    result = json.loads(out) if out.strip() else None
+    return bool(result) and not result.get("failed")
+
+
 # -- CPU per program --------------------------------------------------------------------------
 def _stat(pid: str):
     try:
@@ -235,6 +241,18 @@ class Bench:
                 lock.unlink()
         run(["btrfs", "subvolume", "sync", self.server_fs])
 
+    def failed_then_clean(self, hosts, base, roots, statuses, succeeded=lambda out: True) -> list:
+        """The hosts whose run failed (exit status, or `succeeded` of its output) or whose backup did not
+        arrive (one subvolume in its folder), each with its last error line; then the round's subvolumes
+        are deleted."""
+        failed = []
+        for host, (status, out, err) in zip(hosts, statuses):
+            arrived = list((roots[host] / "data").iterdir())
+            if status != 0 or not succeeded(out) or len(arrived) != 1:
+                failed.append("%s: exit %s: %s" % (host, status, (err.strip().splitlines() or [""])[-1]))
+        self.clean(base, hosts)
+        return failed
+
     def timed(self, procs_started, hosts, base):
         """Start, sample, wait, sync: (seconds, cpu split, machine busy seconds, statuses)."""
         server_before, sources_before = tree_seconds(self.sshd.pid), children_seconds()
@@ -274,15 +292,8 @@ class Bench:
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, text=True) for host in hosts]
         seconds, cpu, busy, statuses = self.timed(start, hosts, base)
-        failed = []
-        waited = 0
-        for host, (status, out, err) in zip(hosts, statuses):
-            result = json.loads(out) if out.strip() else None
-            arrived = list((roots[host] / "data").iterdir())
-            if status != 0 or not result or result.get("failed") or len(arrived) != 1:
-                failed.append("%s: exit %s: %s" % (host, status, err.strip().splitlines()[-1:] if err else ""))
-            waited += err.count("waiting for a receive slot")
-        self.clean(base, hosts)
+        waited = sum(err.count("waiting for a receive slot") for _status, _out, err in statuses)
+        failed = self.failed_then_clean(hosts, base, roots, statuses, cli_succeeded)
         subprocess.run(["rm", "-rf", state])
         return seconds, cpu, busy, failed, waited
 
@@ -303,10 +314,7 @@ class Bench:
                                               stderr=subprocess.PIPE, text=True))
             return procs
         seconds, cpu, busy, statuses = self.timed(start, hosts, base)
-        failed = ["%s: %s" % (h, s[2].strip()[-200:]) for h, s in zip(hosts, statuses) if s[0] != 0
-                  or len(list((roots[h] / "data").iterdir())) != 1]
-        self.clean(base, hosts)
-        return seconds, cpu, busy, failed, 0
+        return seconds, cpu, busy, self.failed_then_clean(hosts, base, roots, statuses), 0
 
     def raw(self, hosts):
         base, roots = self.fresh_roots(hosts)
@@ -320,10 +328,7 @@ class Bench:
                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
             return procs
         seconds, cpu, busy, statuses = self.timed(start, hosts, base)
-        failed = ["%s: %s" % (h, s[2].strip()[-200:]) for h, s in zip(hosts, statuses) if s[0] != 0
-                  or len(list((roots[h] / "data").iterdir())) != 1]
-        self.clean(base, hosts)
-        return seconds, cpu, busy, failed, 0
+        return seconds, cpu, busy, self.failed_then_clean(hosts, base, roots, statuses), 0
 
 
 def fmt_cpu(cpu: dict) -> str:
