@@ -7,18 +7,16 @@ import base64
 import os
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .procs import stop
+from .procs import NotListening, stop, wait_listening
 from .sshd import Sshd, free_port
 
 BORG_TOOLS = ("borg",)
@@ -50,23 +48,6 @@ def write_secret(path: Path, text: str) -> Path:
 def write_env_file(path: Path, variables: Dict[str, str]) -> Path:
     """A KEY=VALUE file, one line each, mode 0600 (the ``archive_env_file`` format)."""
     return write_secret(path, "".join(f"{key}={value}\n" for key, value in variables.items()))
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
-    """Return once something listens on host:port; StoreError after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not _port_open(host, port):
-        if time.monotonic() > deadline:
-            raise StoreError(f"nothing listens on {host}:{port} after {timeout}s")
-        time.sleep(0.1)
 
 
 class _Server:
@@ -136,15 +117,10 @@ class _Server:
         )
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise StoreError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
-            if _port_open(self.host, self.port):
-                return
-            time.sleep(0.1)
-        raise StoreError(f"{self.name} not listening on {self.host}:{self.port} after "
-                         f"{self.start_timeout}s:\n{self.log_tail()}")
+        try:
+            wait_listening(self.process, self.host, self.port, self.start_timeout)
+        except NotListening as err:
+            raise StoreError(f"{self.name} {err}:\n{self.log_tail()}") from None
 
     def _terminate(self) -> None:
         process, self.process = self.process, None

@@ -8,11 +8,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
-from .procs import stop
+from .procs import NotListening, port_open, stop, wait_listening
 
 SSHD = "/usr/sbin/sshd"
 REQUIRED_TOOLS = (SSHD, "ssh", "ssh-keygen")
@@ -265,39 +264,22 @@ class Sshd:
         )
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        last = "port never accepted connections"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SshdError(f"sshd exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self._port_open():
-                try:
-                    probe = subprocess.run(
-                        self.ssh_argv("true"),
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                        timeout=max(1.0, deadline - time.monotonic()),
-                    )
-                except subprocess.TimeoutExpired:
-                    last = "ssh true timed out"
-                    continue
-                if probe.returncode == 0:
-                    return
-                last = f"ssh true failed: {probe.stderr.strip()}"
-            time.sleep(0.1)
-        where = f"{self.host}:{self.port}"
-        raise SshdError(f"sshd on {where} not ready after {self.start_timeout}s ({last}):\n{self.log_tail()}")
-
-    def _port_open(self) -> bool:
-        if self.run_prefix:
-            return True  # another network namespace: the ssh probe alone tells
         try:
-            with socket.create_connection((self.host, self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+            wait_listening(self.process, self.host, self.port, self.start_timeout, ready=self._not_ready)
+        except NotListening as err:
+            raise SshdError(f"sshd {err}:\n{self.log_tail()}") from None
+
+    def _not_ready(self, seconds_left: float) -> Optional[str]:
+        """Why a client cannot log in yet (None once ``ssh true`` works)."""
+        # In another network namespace, the port probe here would ask the wrong one: ssh alone tells.
+        if not self.run_prefix and not port_open(self.host, self.port):
+            return "port never accepted connections"
+        try:
+            probe = subprocess.run(self.ssh_argv("true"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, timeout=max(1.0, seconds_left), check=False)
+        except subprocess.TimeoutExpired:
+            return "ssh true timed out"
+        return None if probe.returncode == 0 else f"ssh true failed: {probe.stderr.strip()}"
 
     def _write_known_hosts(self) -> None:
         host_key = self._path("ssh_host_ed25519_key.pub").read_text().split()
