@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_send import log, run_benchmark  # noqa: E402
+from bench_send import cannot_run_here, run_benchmark  # noqa: E402
 from support.btrfs_loop import BtrfsPool, run  # noqa: E402
 from support.role_sshd import render_sshd_dropin  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -344,8 +344,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--slots", type=int, default=2, help="receive slots of the ours-slots variant (0: leave it out)")
     options = parser.parse_args()
-    if os.geteuid() != 0:
-        log("bench_fanin.py needs root (loop devices, mount, sshd)")
+    if cannot_run_here("bench_fanin.py", "loop devices, mount, sshd"):
         return 2
     print("machine: %d cores, load average before: %s; sshd MaxStartups from the role's drop-in for %d sources"
           % (os.cpu_count(), open("/proc/loadavg").read().split()[:3], max(options.n)))

@@ -1142,6 +1142,18 @@ def interrupt_on_signals() -> None:
         signal.signal(sig, _on_signal)
 
 
+def cannot_run_here(benchmark: str, needs: str, tools: Sequence = ()) -> bool:
+    """Whether this machine lacks what `benchmark` needs: root (for `needs`, e.g. "loop devices,
+    mount, sshd") or one of `tools` (names on PATH, or paths); it says which."""
+    if os.geteuid() != 0:
+        log("%s needs root (%s)" % (benchmark, needs))
+        return True
+    missing = [os.fspath(tool) for tool in tools if not shutil.which(os.fspath(tool))]
+    if missing:
+        log("missing tools: %s" % ", ".join(missing))
+    return bool(missing)
+
+
 def quiet_cleanup() -> None:
     """Once cleaning up, a second Ctrl-C must not leave mounts behind."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -1153,14 +1165,8 @@ def main(argv=None) -> int:
     Gate.enabled = not args.no_gate
     Gate.threshold = args.gate_threshold / 100
     Gate.max_wait = args.gate_max_wait
-    if os.geteuid() != 0:
-        log("bench_send.py needs root (loop devices, mount, sshd)")
-        return 2
-    missing = [t for t in ("btrfs", "mkfs.btrfs", "losetup", "ssh", "/usr/sbin/sshd", BTRBK) if not shutil.which(t)]
-    if not OLD_SCRIPT.exists():
-        missing.append(str(OLD_SCRIPT))
-    if missing:
-        log("missing tools: %s" % ", ".join(missing))
+    if cannot_run_here("bench_send.py", "loop devices, mount, sshd",
+                       ("btrfs", "mkfs.btrfs", "losetup", "ssh", "/usr/sbin/sshd", BTRBK, OLD_SCRIPT)):
         return 2
 
     interrupt_on_signals()

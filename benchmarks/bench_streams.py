@@ -56,7 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import (  # noqa: E402
     BTRBK, GCM, KEEP_PIDS, LINGERING, OLD_SCRIPT, OURS_SCRIPT, REPO, BenchError, Gate, Launcher, Measurement,
-    become_subreaper, children_stopped_on_failure, delete_subvolumes, engine_fingerprint, fmt_s, interrupt_on_signals,
+    become_subreaper, cannot_run_here, children_stopped_on_failure, delete_subvolumes, engine_fingerprint, fmt_s, interrupt_on_signals,
     log, ours_argv, ours_env, run_benchmark, sh, subvol_info, subvolumes_in, syncfs, timed, timed_run)
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.procs import children  # noqa: E402
@@ -1098,15 +1098,9 @@ def main(argv=None) -> int:
     Gate.enabled = not args.no_gate
     Gate.threshold = args.gate_threshold / 100
     Gate.max_wait = args.gate_max_wait
-    if os.geteuid() != 0:
-        log("bench_streams.py needs root (loop devices, mounts, network namespaces, sshd)")
-        return 2
-    missing = [t for t in ("btrfs", "mkfs.btrfs", "losetup", "ip", "tc", "nsenter", "ssh", "/usr/sbin/sshd", "zstd",
-                           "pv", "tee", BTRBK) if not shutil.which(t)]
-    if not OLD_SCRIPT.exists():
-        missing.append(str(OLD_SCRIPT))
-    if missing:
-        log("missing tools: %s" % ", ".join(missing))
+    if cannot_run_here("bench_streams.py", "loop devices, mounts, network namespaces, sshd",
+                       ("btrfs", "mkfs.btrfs", "losetup", "ip", "tc", "nsenter", "ssh", "/usr/sbin/sshd", "zstd",
+                        "pv", "tee", BTRBK, OLD_SCRIPT)):
         return 2
     interrupt_on_signals()
     become_subreaper()
