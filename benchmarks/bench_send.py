@@ -62,6 +62,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from support.btrfs_loop import BtrfsPool, run  # noqa: E402
+from support.procs import children  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
 from support.trees import MiB, modify_tree, write_mixed_tree  # noqa: E402
 
@@ -114,21 +115,8 @@ def become_subreaper() -> None:
 
 
 def our_children() -> set:
-    """PIDs whose parent is this process (scans /proc; /proc/PID/task/*/children is not always built in)."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 1 and int(fields[1]) == me:
-            found.add(int(entry))
-    return found - KEEP_PIDS
+    """PIDs whose parent is this process, but for KEEP_PIDS."""
+    return set(children(os.getpid())) - KEEP_PIDS
 
 
 def reap_orphans(label: str, wait: float = 5.0) -> None:

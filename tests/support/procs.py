@@ -1,5 +1,5 @@
 """Processes of the tests and benchmarks: those below a PID (from the kernel's per-task child
-lists), and waiting for a server they started to listen, and stopping it."""
+lists, or every process's parent), and waiting for a server they started to listen, and stopping it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,15 @@ import time
 from typing import Callable, List, Optional
 
 
+#: Whether this kernel keeps per-task child lists (CONFIG_PROC_CHILDREN): quick enough to catch a
+#: process right after it starts.
+_TASK_CHILD_LISTS = os.path.exists("/proc/self/task/%d/children" % os.getpid())
+
+
 def children(pid: int) -> List[int]:
     """The PIDs of `pid`'s children (none if it has gone)."""
+    if not _TASK_CHILD_LISTS:
+        return _children_by_parent(pid)
     found = []
     try:
         tasks = os.listdir("/proc/%d/task" % pid)
@@ -23,6 +30,24 @@ def children(pid: int) -> List[int]:
                 found.extend(int(c) for c in handle.read().split())
         except OSError:
             pass
+    return found
+
+
+def _children_by_parent(pid: int) -> List[int]:
+    """`pid`'s children from every process's parent (/proc/PID/stat): slower, but on every kernel."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry, "rb") as handle:
+                stat = handle.read()
+        except OSError:
+            continue
+        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
+        fields = stat[stat.rfind(b")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            found.append(int(entry))
     return found
 
 
