@@ -1,13 +1,15 @@
 """Processes of the tests and benchmarks: those below a PID (from the kernel's per-task child
-lists, or every process's parent), and waiting for a server they started to listen, and stopping it."""
+lists, or every process's parent), and a server they start: its log, waiting for it to listen, stopping it."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
-from typing import Callable, List, Optional
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
 
 
 #: Whether this kernel keeps per-task child lists (CONFIG_PROC_CHILDREN): quick enough to catch a
@@ -61,6 +63,63 @@ def stop(process: Optional[subprocess.Popen], timeout: float = 5) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=timeout)
+
+
+class ServerProcess:
+    """A server a test started in a session of its own, its output in a log in its temp folder;
+    stopped by its PID, the folder removed (also at the end of a ``with``)."""
+
+    name = "server"
+
+    def __init__(self) -> None:
+        self.workdir: Optional[Path] = None
+        self.process: Optional[subprocess.Popen] = None
+        self._log_handle = None
+
+    @property
+    def log_file(self) -> Path:
+        """The server's stdout and stderr."""
+        if self.workdir is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self.workdir / f"{self.name}.log"
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+        except (OSError, RuntimeError):
+            return f"(no {self.name} log)"
+
+    def start(self):
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the server (by its PID only) and remove its temp folder."""
+        self._terminate()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+    def _launch(self, argv: Sequence[str]) -> None:
+        self._log_handle = open(self.log_file, "ab")
+        self.process = subprocess.Popen(
+            list(argv), stdin=subprocess.DEVNULL, stdout=self._log_handle, stderr=subprocess.STDOUT,
+            # Own session: a Ctrl-C aimed at pytest must not stop it before the teardown does.
+            start_new_session=True,
+        )
+
+    def _terminate(self) -> None:
+        process, self.process = self.process, None
+        stop(process)
+        if self._log_handle is not None:
+            self._log_handle.close()
+            self._log_handle = None
 
 
 class NotListening(RuntimeError):

@@ -11,7 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
-from .procs import NotListening, port_open, stop, wait_listening
+from .procs import NotListening, ServerProcess, port_open, wait_listening
 
 SSHD = "/usr/sbin/sshd"
 REQUIRED_TOOLS = (SSHD, "ssh", "ssh-keygen")
@@ -41,12 +41,14 @@ class SshdError(RuntimeError):
     """The private sshd did not come up (message includes its log tail)."""
 
 
-class Sshd:
+class Sshd(ServerProcess):
     """Run ``/usr/sbin/sshd -D -e`` as root on a loopback address for the duration of a ``with``.
 
     Several instances may run at once on different addresses (127.0.0.2, 127.0.0.3, ...),
     each acting as a separate "host" with its own keys.
     """
+
+    name = "sshd"
 
     def __init__(
         self,
@@ -72,9 +74,7 @@ class Sshd:
         self.start_timeout = start_timeout
         self.run_prefix = list(run_prefix)
         self.max_startups = max_startups
-        self.workdir: Optional[Path] = None
-        self.process: Optional[subprocess.Popen] = None
-        self._log_handle = None
+        super().__init__()
 
     # -- paths -----------------------------------------------------------
 
@@ -96,11 +96,6 @@ class Sshd:
     @property
     def config_file(self) -> Path:
         return self._path("sshd_config")
-
-    @property
-    def log_file(self) -> Path:
-        """sshd's stderr log (``-e``)."""
-        return self._path("sshd.log")
 
     @property
     def pid(self) -> Optional[int]:
@@ -159,20 +154,7 @@ class Sshd:
             ),
         }
 
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except (OSError, RuntimeError):
-            return "(no sshd log)"
-
     # -- lifecycle -------------------------------------------------------
-
-    def __enter__(self) -> "Sshd":
-        self.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.stop()
 
     def start(self) -> "Sshd":
         if self.process is not None:
@@ -190,7 +172,7 @@ class Sshd:
                 self._write_config()
                 # known_hosts depends on the port; the readiness probe already checks the key.
                 self._write_known_hosts()
-                self._launch()
+                self._launch(self.run_prefix + [SSHD, "-D", "-e", "-f", str(self.config_file)])
                 try:
                     self._wait_ready()
                     break
@@ -203,13 +185,6 @@ class Sshd:
         except BaseException:
             self.stop()
             raise
-
-    def stop(self) -> None:
-        """Stop our sshd (by its PID only) and remove the temp dir."""
-        self._terminate()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
 
     # -- internals -------------------------------------------------------
 
@@ -252,17 +227,6 @@ class Sshd:
         lines += self.extra_config
         self.config_file.write_text("\n".join(lines) + "\n")
 
-    def _launch(self) -> None:
-        self._log_handle = open(self.log_file, "ab")
-        self.process = subprocess.Popen(
-            self.run_prefix + [SSHD, "-D", "-e", "-f", str(self.config_file)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_handle,
-            stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C aimed at pytest should not kill it before teardown.
-            start_new_session=True,
-        )
-
     def _wait_ready(self) -> None:
         try:
             wait_listening(self.process, self.host, self.port, self.start_timeout, ready=self._not_ready)
@@ -285,10 +249,3 @@ class Sshd:
         host_key = self._path("ssh_host_ed25519_key.pub").read_text().split()
         name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
         self.known_hosts_file.write_text(f"{name} {host_key[0]} {host_key[1]}\n")
-
-    def _terminate(self) -> None:
-        process, self.process = self.process, None
-        stop(process)
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None
