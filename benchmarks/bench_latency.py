@@ -50,7 +50,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import (  # noqa: E402
     KEEP_PIDS, OLD_SCRIPT, BenchError, Gate, become_subreaper, delete_subvolumes, engine_fingerprint,
-    OURS_SCRIPT, interrupt_on_signals, kill_live_children, log, ours_argv, ours_env, quiet_cleanup, sh, subvol_info,
+    OURS_SCRIPT, children_stopped_on_failure, interrupt_on_signals, log, ours_argv, ours_env, sh, subvol_info,
     run_benchmark, subvolumes_in, syncfs, timed)
 from bench_streams import Netns, StreamBench  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
@@ -443,7 +443,7 @@ def main(argv=None) -> int:
     load_start = _load()
     with contextlib.ExitStack() as stack:
         bench = LatencyBench(args, stack)
-        try:
+        with children_stopped_on_failure():
             bench.setup()
             for rnd in range(args.full_rounds if args.only == "all" else 0):
                 log("full, round %d of %d" % (rnd + 1, args.full_rounds))
@@ -459,11 +459,6 @@ def main(argv=None) -> int:
                 log("pull, round %d of %d" % (rnd + 1, args.rounds))
                 bench.pull(rnd)
             bench.report(load_start)
-        except BaseException:
-            quiet_cleanup()
-            kill_live_children()
-            raise
-        quiet_cleanup()
     return 0
 
 
