@@ -14,7 +14,7 @@ import stat
 
 import pytest
 
-from cli_helpers import CLI, ok, sent, ssh_args
+from cli_helpers import CLI, live_locks, ok, sent, snapshot_names, ssh_args
 from support.sshd import Sshd
 from support.trees import write_mixed_tree
 
@@ -147,6 +147,27 @@ def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
     send = [c for c in incremental if "btrfs send" in c]
     assert len(send) == 1 and ".outstanding_transfers" in send[0].split("btrfs send")[0], incremental
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to pull")
+
+
+def test_pull_with_retention_at_the_source(logged_sshd, make_fs, subvolume):
+    """An hourly pull that also deletes an old snapshot at the source (-N): the settled lock file
+    goes in the deletion's command (`WRITE && btrfs subvolume delete`), so the run still asks 4 times."""
+    server, commands = logged_sshd
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=7)
+    dest = make_fs("dst")
+    args = ssh_args(server) + ["-N", "2", server.url(source), dest]
+    for run in range(4):
+        (source / ("more-%d.txt" % run)).write_text("more\n")
+        ok(*args)
+        taken = commands.take()
+        show(**{"run %d" % run: taken})
+        deletes = [c for c in taken if "btrfs subvolume delete" in c]
+        if run >= 2:
+            assert_commands(taken, SOMETHING_TO_SEND + 1, "incremental pull with retention at the source")
+            assert len(deletes) == 1 and ".outstanding_transfers" in deletes[0].split("btrfs subvolume delete")[0]
+    assert len(snapshot_names(source / "snapshot")) == 2
+    assert live_locks(source / "snapshot") == {}
 
 
 def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):

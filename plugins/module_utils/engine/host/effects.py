@@ -24,9 +24,10 @@ if TYPE_CHECKING:
 
 
 def run_or_raise(endpoint: Endpoint, runner: CommandRunner, argv: list[str], what: str,
-                 privileged: bool = True) -> CommandResult:
-    """Run `argv` at `endpoint`; a failure raises with the command's last stderr line."""
-    result = endpoint.run(runner, argv, privileged)
+                 privileged: bool = True, first: tuple | None = None) -> CommandResult:
+    """Run `argv` at `endpoint` (after `first`, in the same remote command: Endpoint.run_after); a
+    failure raises with the command's last stderr line."""
+    result = endpoint.run(runner, argv, privileged) if first is None else endpoint.run_after(runner, first, argv, privileged)
     if not result.ok:
         failure = endpoint.connection_failure(result)
         if failure is not None:
@@ -92,25 +93,27 @@ def rename(endpoint: Endpoint, runner: CommandRunner, path: str, new_path: str):
 
 
 def delete_subvolumes(endpoint: Endpoint, runner: CommandRunner, paths: list[str], folder: str,
-                      convert_rw: bool = False, sync: bool = False):
-    """Delete subvolumes in one btrfs call; -w makes them writable first, -s waits for the cleaner."""
+                      convert_rw: bool = False, sync: bool = False, first: tuple | None = None):
+    """Delete subvolumes in one btrfs call; -w makes them writable first, -s waits for the cleaner.
+    `first` ((argv, privileged), at an end across a network): run before the first of these
+    commands, in its own remote command, which goes on only if it succeeded."""
     for path in paths:
         names.validate_name(posixpath.basename(path))
     if convert_rw:
         for path in paths:
-            make_writable(endpoint, runner, path)
-    run_or_raise(endpoint, runner, btrfs.delete_argv(paths, commit=sync),
-                 "delete %s" % ", ".join(paths))
+            make_writable(endpoint, runner, path, first)
+            first = None
+    run_or_raise(endpoint, runner, btrfs.delete_argv(paths, commit=sync), "delete %s" % ", ".join(paths), first=first)
     if sync:
         run_or_raise(endpoint, runner, btrfs.sync_argv(folder), "sync %s" % folder)
 
 
-def make_writable(endpoint: Endpoint, runner: CommandRunner, path: str):
+def make_writable(endpoint: Endpoint, runner: CommandRunner, path: str, first: tuple | None = None):
     """`ro false` before a delete (-w). btrfs-progs >= 5.14 refuses it for a received backup
     unless forced, and older releases do not know -f: so force only when refused."""
     what = "make %s writable" % path
     try:
-        run_or_raise(endpoint, runner, btrfs.set_writable_argv(path), what)
+        run_or_raise(endpoint, runner, btrfs.set_writable_argv(path), what, first=first)
     except EndpointError:
         raise
     except BackupError as err:

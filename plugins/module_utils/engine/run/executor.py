@@ -53,6 +53,10 @@ class Executor:
         if not check_mode:
             _require_tools(self.options.stream)  # rule 7: a missing program changes nothing
         self.locks = self.store = None  # set by a run that sends or edits locks
+        # A job's run lets the lock file at a remote source, settled after verified arrivals, be
+        # written with the next command there (a retention's deletion) or at its end (flush_locks).
+        self.settle_later = False
+        self._unsaved_settle = False
         self.ends = None  # what the ends of the streams support, asked at the first send
         self.staged = {}  # how far this run's resumable transfers have staged (record_staged)
         self.steps = []
@@ -115,6 +119,31 @@ class Executor:
     def save_locks(self, durable: bool = True) -> None:
         if not self.check_mode:
             self.store.write(self.locks, durable)
+            self._unsaved_settle = False
+
+    def save_settled_locks(self) -> None:
+        """The lock file after verified arrivals: now, or (settle_later, a source across a network)
+        with the next command there, at the latest when the run ends (flush_locks). Losing this
+        write is harmless: the next run finds the backups complete and clears the locks."""
+        if self.settle_later and hasattr(self.store, "write_command"):
+            self._unsaved_settle = not self.check_mode
+        else:
+            self.save_locks(durable=False)
+
+    def flush_locks(self) -> None:
+        """Write a settled lock table that no command has taken along yet."""
+        if self._unsaved_settle:
+            self.save_locks(durable=False)
+
+    def _settle_first(self, endpoint):
+        """The unsaved settled lock table's write, to run first in a command at `endpoint` (None:
+        nothing to write there, or too long for a command line: written apart now)."""
+        if not self._unsaved_settle or getattr(self.store, "endpoint", None) is not endpoint:
+            return None
+        first = self.store.write_command(self.locks)
+        if first is None:
+            self.flush_locks()
+        return first
 
     def record_staged(self, snapshot: str, dest_id: str, staged_bytes: int | None, stream_bytes: int | None) -> None:
         """Beside the lock file: how far a running resumable transfer of `snapshot` to `dest_id`
@@ -177,8 +206,11 @@ class Executor:
         if endpoint.holds_archives:  # an archive's "path" names it to its store
             endpoint.delete_archives(self.runner, paths)
             return
+        first = self._settle_first(endpoint)  # the settled lock file with retention's deletion
         effects.delete_subvolumes(endpoint, self.runner, paths, folder,
-                                  convert_rw=self.options.convert_rw, sync=self.options.sync)
+                                  convert_rw=self.options.convert_rw, sync=self.options.sync, first=first)
+        if first is not None:
+            self._unsaved_settle = False
 
     def _forget_locks(self, step):
         self.locks.forget(step.names, step.destination.id_aliases)

@@ -190,6 +190,21 @@ class _Run:
         return listing
 
     def _phases(self, listing):
+        self.executor.settle_later = True  # flushed below, however the phases end
+        try:
+            self._run_phases(listing)
+        finally:
+            self._flush_locks()
+
+    def _flush_locks(self):
+        """The settled lock file that no command at the source took along (rule 3: the file says
+        what is unfinished when the run ends); a failure leaves the locks, which the next run clears."""
+        try:
+            self.executor.flush_locks()
+        except BackupError as err:
+            self.result.warn(f"the lock file could not be updated after the transfers: {err}")
+
+    def _run_phases(self, listing):
         destinations, snapshots, new_snapshot = self._source_phase(listing)
         # Retention comes last: what may go depends on what the destinations now hold.
         retention = RetentionPhase(self.executor, self.result, prefix=self.source.prefix, now=self.now,

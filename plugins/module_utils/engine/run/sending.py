@@ -96,7 +96,7 @@ def send(executor, step) -> dict:
     for dest, share in left_staged.items():
         outcomes[dest.id].resumable = share  # how far a cut resumable transfer got (the run record)
     if len(outcomes) > sum(isinstance(o, TransferError) for o in outcomes.values()):
-        executor.save_locks(durable=False)  # the backups are verified: losing this write is harmless
+        executor.save_settled_locks()  # the backups are verified: losing this write is harmless
     return outcomes
 
 

@@ -159,6 +159,18 @@ def test_a_receive_into_a_missing_folder_creates_it_in_the_same_remote_line(deco
     assert shlex.split(argv[-1]) == ["mkdir", "-p", "--", "/backup/new folder", "&&"] + receive
 
 
+def test_a_remote_command_after_another_runs_only_once_that_succeeded():
+    class Recorder:
+        def run(self, argv):
+            self.argv = argv
+            return "done"
+
+    runner = Recorder()
+    assert parse_location(SSH).run_after(runner, (["sh", "-c", "exit 0"], True), ["btrfs", "subvolume", "delete",
+                                                                                  "--", "/b/s 1"]) == "done"
+    assert shlex.split(runner.argv[-1]) == ["sh", "-c", "exit 0", "&&", "btrfs", "subvolume", "delete", "--", "/b/s 1"]
+
+
 def test_only_a_remote_end_creates_a_folder_in_its_next_command():
     assert not parse_location(LOCAL).create_in_next_command("/backup")
 

@@ -132,6 +132,12 @@ class Endpoint(abc.ABC):
         command = self.command(argv, privileged)
         return runner.run(command) if input_text is None else runner.run(command, input_text=input_text)
 
+    def run_after(self, runner: CommandRunner, first: tuple[list[str], bool], argv: list[str],
+                  privileged: bool = True) -> CommandResult:
+        """Run `argv` there only once `first` ((argv, privileged)) succeeded, in one command: at an
+        end across a network, one round trip for both. Only such an end is asked."""
+        raise NotImplementedError("%s runs no command after another in one" % self.what)
+
     def run_batch(self, runner: CommandRunner, commands: list[tuple[list[str], bool]]) -> list[CommandResult]:
         """Run several (argv, privileged) commands at the endpoint, returning one CommandResult each."""
         return [self.run(runner, argv, privileged) for argv, privileged in commands]

@@ -155,6 +155,13 @@ class SshEndpoint(Endpoint):
         self._fail_fast(self.id)
         return super().run(runner, argv, privileged, input_text)
 
+    def run_after(self, runner: CommandRunner, first: tuple[list[str], bool], argv: list[str],
+                  privileged: bool = True) -> CommandResult:
+        self._fail_fast(self.id)
+        command = self.command(argv, privileged)
+        command[-1] = "%s && %s" % (self.remote_line(*first), command[-1])  # `FIRST && COMMAND`: one line
+        return runner.run(command)
+
     def run_batch(self, runner: CommandRunner, commands: list[tuple[list[str], bool]]) -> list[CommandResult]:
         """One ssh connection for all commands; each one's exit status is echoed after a marker."""
         self._fail_fast("ssh host")
