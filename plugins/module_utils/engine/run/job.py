@@ -190,11 +190,15 @@ class _Run:
         return listing
 
     def _phases(self, listing):
-        self.executor.settle_later = True  # flushed below, however the phases end
+        self.executor.settle_later = True  # flushed below, also when a phase failed
         try:
             self._run_phases(listing)
-        finally:
+        except BackupError:
             self._flush_locks()
+            raise
+        # Not after an interruption (SIGTERM, Ctrl-C): the run ends at once, and the locks it
+        # leaves are cleared by the next run, which finds the backups complete.
+        self._flush_locks()
 
     def _flush_locks(self):
         """The settled lock file that no command at the source took along (rule 3: the file says
