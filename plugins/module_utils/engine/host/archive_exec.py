@@ -8,17 +8,25 @@ It runs as its own process, from its source text (`python3 -c`), so it imports n
 engine. Its modes:
 - `exec [--env-file F] [--set K=V]... -- ARGV`: ARGV with the environment built from the file's
   KEY=VALUE lines and the --set items (values never reach a command line or a log);
-- `check`: copy standard input to standard output; exit 1 unless the stream ended with a btrfs
-  send stream's end command (borg's --content-from-command then stores no archive);
+- `check [--verdict FILE]`: copy standard input to standard output; exit 1 unless the stream ended
+  with a btrfs send stream's end command (borg's --content-from-command then stores no archive);
 - `guard [options] -- ARGV`: ARGV (the store) reads the stream through this program, which stops
   it with SIGINT (then SIGKILL) instead of closing its input when the stream was cut, so that the
   store saves nothing (restic has no --stdin-from-command before 0.17); the store also dies with it.
+With `--verdict FILE` (a stream sent while the run still lists the repository) a whole stream is
+passed on only once FILE says `go`; `abort` there, or no verdict in time, counts as a cut.
+
+Pipe to pipe the bytes move with splice(2) and never enter this process, all but the last few:
+those are read, so that the end command is still checked.
 """
 
 import os
+import select
 import signal
+import stat
 import subprocess
 import sys
+import time
 import urllib.parse
 
 # The last 10 bytes of a whole btrfs send stream: the end command's header (length 0, command 21,
@@ -26,6 +34,12 @@ import urllib.parse
 _HEADER_SIZE = 10
 _END_COMMAND = 21
 _BLOCK = 1 << 20
+# How long a stream waits for the run's verdict (the run lists the repository meanwhile), how
+# often it looks, and how often a flowing stream looks for an abort.
+_VERDICT_TIMEOUT = 600.0
+_VERDICT_POLL = 0.005
+_VERDICT_LOOK = 0.05
+_POLL_MS = 50
 
 
 def build_environment(env_file, settings):
@@ -74,17 +88,117 @@ def stream_is_whole(tail):
     return int.from_bytes(header[0:4], "little") == 0 and int.from_bytes(header[4:6], "little") == _END_COMMAND
 
 
-def copy_stream(source_fd, target_fd):
-    """Copy everything from one descriptor to the other; the last bytes copied (to check the end)."""
+class Verdict:
+    """The run's word on a stream sent before it knew the repository's listing: a file that says
+    `go` or `abort` (none: no word yet). Without a file the stream needs no word."""
+
+    def __init__(self, path=None, timeout=_VERDICT_TIMEOUT):
+        self.path = path
+        self.deadline = None
+        self.timeout = timeout
+        self.next_look = 0.0
+
+    def said(self):
+        """`go`, `abort`, or None (nothing said yet)."""
+        if self.path is None:
+            return "go"
+        try:
+            with open(self.path) as handle:
+                word = handle.read().strip()
+        except FileNotFoundError:
+            return None
+        return "go" if word == "go" else "abort"
+
+    def aborted_meanwhile(self):
+        """Whether the run has said abort while the stream still flows (looked at a few times a second)."""
+        if self.path is None:
+            return False
+        now = time.monotonic()
+        if now < self.next_look:
+            return False
+        self.next_look = now + _VERDICT_LOOK
+        return self.said() == "abort"
+
+    def wait(self):
+        """Whether the run says go, waiting for its word (up to the timeout: then no)."""
+        deadline = time.monotonic() + self.timeout
+        while True:
+            word = self.said()
+            if word is not None:
+                return word == "go"
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(_VERDICT_POLL)
+
+
+class Aborted(Exception):
+    """The run said abort while the stream flowed."""
+
+
+def copy_stream(source_fd, target_fd, verdict=None):
+    """Copy everything from one descriptor to the other; the last bytes copied (to check the end).
+    Aborted when `verdict` says abort meanwhile."""
+    verdict = verdict or Verdict()
+    if _splices(source_fd, target_fd):
+        return _splice_stream(source_fd, target_fd, verdict)
     tail = b""
+    buffer = bytearray(_BLOCK)
+    whole = memoryview(buffer)
+    with os.fdopen(source_fd, "rb", buffering=0, closefd=False) as source:
+        while True:
+            if verdict.aborted_meanwhile():
+                raise Aborted()
+            count = source.readinto(buffer)
+            if not count:
+                return tail
+            _write_all(target_fd, whole[:count])
+            tail = (tail + bytes(whole[max(0, count - _HEADER_SIZE):count]))[-_HEADER_SIZE:]
+
+
+def _write_all(fd, view):
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _splices(source_fd, target_fd):
+    """Whether both ends are pipes and this Python has os.splice (3.10 on)."""
+    if not hasattr(os, "splice"):
+        return False
+    try:
+        return all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in (source_fd, target_fd))
+    except OSError:
+        return False
+
+
+def _available(fd):
+    """How many bytes wait in a pipe (FIONREAD)."""
+    import fcntl
+    import termios
+    count = bytearray(4)
+    fcntl.ioctl(fd, termios.FIONREAD, count)
+    return int.from_bytes(count, sys.byteorder)
+
+
+def _splice_stream(source_fd, target_fd, verdict):
+    """copy_stream pipe to pipe: what waits in the pipe is spliced but its last _HEADER_SIZE bytes,
+    which stay until more follows them or the stream ends; the end is read, never spliced."""
+    tail = b""
+    poller = select.poll()
+    poller.register(source_fd, select.POLLIN)
     while True:
-        block = os.read(source_fd, _BLOCK)
+        if verdict.aborted_meanwhile():
+            raise Aborted()
+        if not poller.poll(_POLL_MS):
+            continue
+        available = _available(source_fd)
+        if available > _HEADER_SIZE:
+            os.splice(source_fd, target_fd, available - _HEADER_SIZE)
+            continue
+        block = os.read(source_fd, max(available, 1) if available else _BLOCK)
         if not block:
             return tail
-        view = memoryview(block)
-        while view:
-            written = os.write(target_fd, view)
-            view = view[written:]
+        _write_all(target_fd, memoryview(block))
         tail = (tail + block)[-_HEADER_SIZE:]
 
 
@@ -97,49 +211,76 @@ def _die_with_parent():
         pass
 
 
-def guard(argv, environment):
-    """Run the store on the stream; its exit status, or 1 with the store stopped when the stream was cut."""
+_CUT = "the send stream was cut: the archive store was stopped and saved nothing"
+_ABORTED = "the run stopped this stream (the repository's listing asked for another one): nothing was saved"
+
+
+def guard(argv, environment, verdict=None):
+    """Run the store on the stream; its exit status, or 1 with the store stopped when the stream was
+    cut (or the run said abort)."""
+    verdict = verdict or Verdict()
     store = subprocess.Popen(argv, stdin=subprocess.PIPE, env=environment,  # pylint: disable=ansible-bad-function
                              preexec_fn=_die_with_parent)
     try:
-        tail = copy_stream(0, store.stdin.fileno())
+        tail = copy_stream(0, store.stdin.fileno(), verdict)
+    except Aborted:
+        return _stop(store, _ABORTED)
     except OSError as err:  # the store stopped reading: its own status says why
         store.stdin.close()
         return store.wait() or ("archive store stopped reading the stream: %s" % err)
     if not stream_is_whole(tail):
-        store.send_signal(signal.SIGINT)
-        try:
-            store.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            store.kill()
-            store.wait()
-        store.stdin.close()
-        return "the send stream was cut: the archive store was stopped and saved nothing"
+        return _stop(store, _CUT)
+    if not verdict.wait():
+        return _stop(store, _ABORTED)
     store.stdin.close()
     return store.wait()
 
 
+def _stop(store, why):
+    """Stop the store before its input ends (it saves nothing); `why`."""
+    store.send_signal(signal.SIGINT)
+    try:
+        store.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        store.kill()
+        store.wait()
+    store.stdin.close()
+    return why
+
+
+def check(verdict):
+    """Copy the stream to standard output; 0 when it was whole and the run says go."""
+    try:
+        tail = copy_stream(0, 1, verdict)
+    except Aborted:
+        return _ABORTED
+    if not stream_is_whole(tail):
+        return "the send stream was cut: no archive is stored"
+    return 0 if verdict.wait() else _ABORTED
+
+
 def main(args):
     mode, args = args[0], args[1:]
-    if mode == "check":
-        tail = copy_stream(0, 1)
-        return 0 if stream_is_whole(tail) else "the send stream was cut: no archive is stored"
-    env_file, settings = None, []
+    env_file, settings, verdict = None, [], Verdict()
     while args and args[0] != "--":
         option, value, args = args[0], args[1], args[2:]
         if option == "--env-file":
             env_file = value
         elif option == "--set":
             settings.append(value)
+        elif option == "--verdict":
+            verdict = Verdict(value)
         else:
             return "unknown option %s" % option
+    if mode == "check":
+        return check(verdict)
     argv = args[1:]
     try:
         environment = build_environment(env_file, settings)
     except OSError as err:
         return "archive_env_file %s: %s" % (env_file, err.strerror)
     if mode == "guard":
-        return guard(argv, environment)
+        return guard(argv, environment, verdict)
     try:
         os.execvpe(argv[0], argv, environment)
     except OSError as err:
