@@ -20,14 +20,11 @@ Pipe to pipe the bytes move with splice(2) and never enter this process, all but
 those are read, so that the end command is still checked.
 """
 
+# Only what every mode needs is imported here: this program starts for every store command, and
+# its start is part of the stream's time (subprocess, signal, select are imported where used).
 import os
-import select
-import signal
-import stat
-import subprocess
 import sys
 import time
-import urllib.parse
 
 # The last 10 bytes of a whole btrfs send stream: the end command's header (length 0, command 21,
 # its crc32c), which is the same in every stream.
@@ -76,6 +73,7 @@ def with_rest_credentials(environment):
     scheme, sep, rest = repository.partition("://")
     if not (repository.startswith("rest:") and sep and user and password) or "@" in rest.split("/", 1)[0]:
         return environment
+    import urllib.parse
     userinfo = "%s:%s@" % (urllib.parse.quote(user, safe=""), urllib.parse.quote(password, safe=""))
     return dict(environment, RESTIC_REPOSITORY="%s://%s%s" % (scheme, userinfo, rest))
 
@@ -165,6 +163,7 @@ def _splices(source_fd, target_fd):
     """Whether both ends are pipes and this Python has os.splice (3.10 on)."""
     if not hasattr(os, "splice"):
         return False
+    import stat
     try:
         return all(stat.S_ISFIFO(os.fstat(fd).st_mode) for fd in (source_fd, target_fd))
     except OSError:
@@ -183,6 +182,7 @@ def _available(fd):
 def _splice_stream(source_fd, target_fd, verdict):
     """copy_stream pipe to pipe: what waits in the pipe is spliced but its last _HEADER_SIZE bytes,
     which stay until more follows them or the stream ends; the end is read, never spliced."""
+    import select
     tail = b""
     poller = select.poll()
     poller.register(source_fd, select.POLLIN)
@@ -206,6 +206,7 @@ def _die_with_parent():
     """In the store's process: it gets SIGKILL when this program dies (a cut before it could decide)."""
     try:
         import ctypes
+        import signal
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
@@ -218,6 +219,7 @@ _ABORTED = "the run stopped this stream (the repository's listing asked for anot
 def guard(argv, environment, verdict=None):
     """Run the store on the stream; its exit status, or 1 with the store stopped when the stream was
     cut (or the run said abort)."""
+    import subprocess
     verdict = verdict or Verdict()
     store = subprocess.Popen(argv, stdin=subprocess.PIPE, env=environment,  # pylint: disable=ansible-bad-function
                              preexec_fn=_die_with_parent)
@@ -238,6 +240,8 @@ def guard(argv, environment, verdict=None):
 
 def _stop(store, why):
     """Stop the store before its input ends (it saves nothing); `why`."""
+    import signal
+    import subprocess
     store.send_signal(signal.SIGINT)
     try:
         store.wait(timeout=20)

@@ -79,6 +79,14 @@ class DestinationFolders:
             self._listings[dest.id] = listing
         return listing
 
+    def known(self, dest) -> bool:
+        """Whether the destination was listed in this run."""
+        return dest.id in self._listings
+
+    def remember(self, dest, listing) -> None:
+        """A listing this run got otherwise (an archive store listed beside a stream)."""
+        self._listings[dest.id] = listing
+
     def _listing(self, dest, create):
         if dest.holds_archives:  # a repository that cannot be listed is a clear error: no folder to create
             return dest.list_backups(self.runner)
