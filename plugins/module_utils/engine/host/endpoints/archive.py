@@ -123,14 +123,15 @@ class ArchiveEndpoint(Endpoint):
         """KEY=VALUE items that name the passphrase file and the tool's answers (no secret in them)."""
         return []
 
-    def tool_argv(self, argv: list[str], mode: str = "exec") -> list[str]:
-        """`argv` (the tool's) run by archive_exec in `mode` (exec or guard)."""
+    def tool_argv(self, argv: list[str], mode: str = "exec", extra=()) -> list[str]:
+        """`argv` (the tool's) run by archive_exec in `mode` (exec or guard), with the `extra`
+        KEY=VALUE items in its environment too."""
         wrapped = _exec_program() + [mode]
         if mode == "guard":
             wrapped += self.verdict_options()
         if self.settings.env_file:
             wrapped += ["--env-file", self.settings.env_file]
-        for item in self.environment():
+        for item in self.environment() + list(extra):
             wrapped += ["--set", item]
         return wrapped + ["--"] + argv
 
@@ -138,9 +139,9 @@ class ArchiveEndpoint(Endpoint):
         """archive_exec's options by which a stream waits for the run's word (none needed: [])."""
         return ["--verdict", self.verdict_path] if self.verdict_path else []
 
-    def run_tool(self, runner: CommandRunner, argv: list[str], what: str) -> CommandResult:
+    def run_tool(self, runner: CommandRunner, argv: list[str], what: str, extra=()) -> CommandResult:
         """Run the tool; EndpointError naming `what` and the tool's own last words when it fails."""
-        result = runner.run(self.tool_argv(argv))
+        result = runner.run(self.tool_argv(argv, extra=extra))
         if not result.ok:
             error = UnreachableError if unreachable(result.stderr) else EndpointError
             raise error(f"{self.id}: {what} failed: {self.failure_text(result)}")
@@ -309,9 +310,20 @@ class BorgEndpoint(ArchiveEndpoint):
     def records(self, runner, beside_a_write=False) -> list:
         # Beside this run's own create, which holds the repository's exclusive lock until the run
         # says go: read without the lock (borg reads the last committed state; create commits later).
-        bypass = ["--bypass-lock"] if beside_a_write else []
-        result = self.run_tool(runner, ["borg", "list"] + bypass + ["--format", "{name}{TAB}{comment}{NUL}",
-                                                                    self.repository], "listing the archives")
+        # borg's check against a replayed manifest still holds (its security folder is not the cache).
+        # create also holds its cache's lock, which list takes when that cache exists: an empty
+        # cache folder of its own (list reads no cache).
+        if not beside_a_write:
+            return parse_borg_list(self.run_tool(runner, ["borg", "list", "--format", "{name}{TAB}{comment}{NUL}",
+                                                          self.repository], "listing the archives").stdout)
+        import shutil
+        import tempfile
+        cache = tempfile.mkdtemp(prefix="btrfs-backup-borg-list-")
+        try:
+            result = self.run_tool(runner, ["borg", "list", "--bypass-lock", "--format", "{name}{TAB}{comment}{NUL}",
+                                            self.repository], "listing the archives", extra=["BORG_CACHE_DIR=" + cache])
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
         return parse_borg_list(result.stdout)
 
     def delete_archives(self, runner, refs) -> None:
