@@ -104,17 +104,28 @@ def forecast_path(identity) -> str:
     return os.path.join(identity.state_dir, FORECAST_FILE)
 
 
-def load_forecast(identity, dest):
-    """The listing the job's last run left at `dest` (FolderListing), empty for a store the job
-    has not recorded; None when the record cannot be read (then the run lists first)."""
+def _recorded(identity) -> dict | None:
+    """The forecast file's stores (dest id -> entry), {} without one; None when it cannot be read."""
     try:
         with open(forecast_path(identity), encoding="utf-8") as handle:
             recorded = json.load(handle)
     except FileNotFoundError:
-        recorded = {}
+        return {}
     except (OSError, ValueError):
         return None
-    if not isinstance(recorded, dict):
+    return recorded if isinstance(recorded, dict) else None
+
+
+def recorded_stores(identity) -> set:
+    """The archive stores whose forecast the job's last run there left."""
+    return set(_recorded(identity) or ())
+
+
+def load_forecast(identity, dest):
+    """The listing the job's last run left at `dest` (FolderListing), empty for a store the job
+    has not recorded; None when the record cannot be read (then the run lists first)."""
+    recorded = _recorded(identity)
+    if recorded is None:
         return None
     records = archives.forecast_records(dest.settings.job, recorded.get(dest.id, {}))
     return None if records is None else dest.listing_of(records)
