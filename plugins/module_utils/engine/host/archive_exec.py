@@ -88,7 +88,8 @@ def stream_is_whole(tail):
 
 class Verdict:
     """The run's word on a stream sent before it knew the repository's listing: a file that says
-    `go` or `abort` (none: no word yet). Without a file the stream needs no word."""
+    `go` or `abort` (none: no word yet). Without a file the stream needs no word. While the run
+    waits to give it, it holds a lock on the file's `.run` sibling: a run that died said abort."""
 
     def __init__(self, path=None, timeout=_VERDICT_TIMEOUT):
         self.path = path
@@ -118,15 +119,31 @@ class Verdict:
         return self.said() == "abort"
 
     def wait(self):
-        """Whether the run says go, waiting for its word (up to the timeout: then no)."""
+        """Whether the run says go, waiting for its word (up to the timeout, or until the run is
+        gone: then no)."""
         deadline = time.monotonic() + self.timeout
         while True:
             word = self.said()
             if word is not None:
                 return word == "go"
-            if time.monotonic() > deadline:
-                return False
+            if time.monotonic() > deadline or not self.run_alive():
+                return self.said() == "go"  # its last word may have come meanwhile
             time.sleep(_VERDICT_POLL)
+
+    def run_alive(self):
+        """Whether the run still holds its lock (it may still give its word)."""
+        import fcntl
+        try:
+            fd = os.open(self.path + ".run", os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)
+        return False
 
 
 class Aborted(Exception):

@@ -59,26 +59,41 @@ class Forecast:
         self.real = None  # the store's listing once settled (None: it could not be listed)
         self._folder = None
         self._judge = None
+        self._alive = None  # the descriptor whose lock says the run may still give its word
 
     def arm(self) -> None:
         """Before the stream starts: the file its end waits on, and the thread that writes it."""
+        import fcntl
         self._folder = tempfile.mkdtemp(prefix="btrfs-backup-verdict-")
         self.dest.verdict_path = os.path.join(self._folder, "verdict")
+        # Held until the word is given: a stream whose run died (killed) stops instead of waiting.
+        self._alive = os.open(self.dest.verdict_path + ".run", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._alive, fcntl.LOCK_EX)
         self._judge = threading.Thread(target=self._write_verdict, daemon=True)
         self._judge.start()
 
     def _write_verdict(self):
-        word = "go" if self.settle() else "abort"
-        temp = self.dest.verdict_path + ".tmp"
-        with open(temp, "w") as handle:
-            handle.write(word + "\n")
-        os.rename(temp, self.dest.verdict_path)  # whole or not at all for the stream that reads it
+        try:
+            word = "go" if self.settle() else "abort"
+            temp = self.dest.verdict_path + ".tmp"
+            with open(temp, "w") as handle:
+                handle.write(word + "\n")
+            os.rename(temp, self.dest.verdict_path)  # whole or not at all for the stream that reads it
+        finally:
+            self._let_go()
+
+    def _let_go(self):
+        """No word comes any more: a stream still waiting for one stops (no word is abort)."""
+        alive, self._alive = self._alive, None
+        if alive is not None:
+            os.close(alive)
 
     def disarm(self) -> None:
         """After the stream: the word was given (the judge is done) and its file is removed."""
         if self._judge is not None:
             self._judge.join()
             self._judge = None
+        self._let_go()
         self.dest.verdict_path = None
         if self._folder is not None:
             shutil.rmtree(self._folder, ignore_errors=True)
