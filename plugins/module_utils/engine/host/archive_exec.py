@@ -37,6 +37,10 @@ _VERDICT_TIMEOUT = 600.0
 _VERDICT_POLL = 0.005
 _VERDICT_LOOK = 0.05
 _POLL_MS = 50
+# The stream's pipe is made this large (Linux's default limit for a user), and while only the last
+# bytes wait in it the guard sleeps this long: what comes meanwhile moves in one splice.
+_PIPE_SIZE = 1 << 20
+_SPLICE_WAIT = 0.001
 
 
 def build_environment(env_file, settings):
@@ -198,21 +202,32 @@ def _available(fd):
 
 def _splice_stream(source_fd, target_fd, verdict):
     """copy_stream pipe to pipe: what waits in the pipe is spliced but its last _HEADER_SIZE bytes,
-    which stay until more follows them or the stream ends; the end is read, never spliced."""
+    which stay until more follows them or the stream ends; the end is read, never spliced. While
+    only those wait, this sleeps a moment rather than passing them on in a write of their own
+    (which would cost the reader a read of its own): the pipe, made larger, holds what comes meanwhile."""
+    import fcntl
     import select
+    try:
+        fcntl.fcntl(source_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
+    except OSError:
+        pass  # a smaller pipe only means more rounds
     tail = b""
     poller = select.poll()
     poller.register(source_fd, select.POLLIN)
     while True:
         if verdict.aborted_meanwhile():
             raise Aborted()
-        if not poller.poll(_POLL_MS):
+        events = poller.poll(_POLL_MS)
+        if not events:
             continue
         available = _available(source_fd)
         if available > _HEADER_SIZE:
             os.splice(source_fd, target_fd, available - _HEADER_SIZE)
             continue
-        block = os.read(source_fd, max(available, 1) if available else _BLOCK)
+        if available and not any(event & select.POLLHUP for _fd, event in events):
+            time.sleep(_SPLICE_WAIT)  # only the last bytes wait, and the writer is still there
+            continue
+        block = os.read(source_fd, _BLOCK)
         if not block:
             return tail
         _write_all(target_fd, memoryview(block))
