@@ -37,8 +37,8 @@ _VERDICT_TIMEOUT = 600.0
 _VERDICT_POLL = 0.005
 _VERDICT_LOOK = 0.05
 _POLL_MS = 50
-# The stream's pipe is made this large (Linux's default limit for a user), and while only the last
-# bytes wait in it the guard sleeps this long: what comes meanwhile moves in one splice.
+# The stream's pipes (in and out) are made this large (Linux's default limit for a user), and while
+# only the last bytes wait in it the guard sleeps this long: what comes meanwhile moves in one splice.
 _PIPE_SIZE = 1 << 20
 _SPLICE_WAIT = 0.001
 
@@ -207,10 +207,11 @@ def _splice_stream(source_fd, target_fd, verdict):
     (which would cost the reader a read of its own): the pipe, made larger, holds what comes meanwhile."""
     import fcntl
     import select
-    try:
-        fcntl.fcntl(source_fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
-    except OSError:
-        pass  # a smaller pipe only means more rounds
+    for fd in (source_fd, target_fd):
+        try:
+            fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), _PIPE_SIZE)
+        except OSError:
+            pass  # a smaller pipe only means more rounds
     tail = b""
     poller = select.poll()
     poller.register(source_fd, select.POLLIN)
