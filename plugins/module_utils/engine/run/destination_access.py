@@ -84,8 +84,9 @@ class DestinationFolders:
     def _took_the_last_run(self, dest) -> bool:
         """An archive store that took the job's last run there (its forecast is recorded): usable
         without listing it first, which would cost the run the store's whole opening before the
-        snapshot (it is listed beside the stream; a failure there fails that destination alone)."""
-        if not dest.holds_archives or self.source is None or self.executor.check_mode \
+        snapshot (it is listed beside the stream; a failure there fails that destination alone).
+        Not with require_destination: that job takes a snapshot only for a store that answers now."""
+        if not dest.holds_archives or self.source is None or self.executor.check_mode or self.require_destination \
                 or not getattr(self.runner, "kernel_listing", False):  # listed beside a stream: a real runner
             return False
         from .archive_forecast import recorded_stores  # only a run with an archive store needs it
