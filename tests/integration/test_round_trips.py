@@ -1,5 +1,5 @@
-"""Remote commands per run at an ssh destination: a run with something to send asks it at most 3
-times (all it must know, the receive, the check of what arrived), a run with nothing to send once;
+"""Remote commands per run at an ssh destination: a run with something to send asks it at most 2
+times (all it must know, the receive that also answers what arrived), a run with nothing to send once;
 over plain ssh, through `serve` and in a relay. A pulled source is asked once for a run with nothing
 to send. Counted by a forced command that logs each command the client sends before running it, so
 the test sees what the server saw; sshd's log shows that each run opened one connection."""
@@ -15,8 +15,11 @@ from cli_helpers import CLI, ok, sent, ssh_args
 from support.sshd import Sshd
 from support.trees import write_mixed_tree
 
-SOMETHING_TO_SEND = 3
+SOMETHING_TO_SEND = 2
 NOTHING_TO_SEND = 1
+#: A pulled source: all it must know, the snapshot (with its listing), the lock file written before
+#: the send and after it, the send.
+PULLED_SOURCE = 5
 
 
 def logging_forced_command(server, log, then):
@@ -132,9 +135,7 @@ def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
     full, incremental, nothing = three_runs(ssh_args(server) + [server.url(source), dest], str(dest), commands,
                                             source)
     show(full=full, incremental=incremental, nothing=nothing)
-    # A pulled source also takes the snapshot (with its listing) and has the lock file written
-    # before the send and after it: two more than a destination.
-    assert_commands(incremental, SOMETHING_TO_SEND + 2, "incremental pull")
+    assert_commands(incremental, PULLED_SOURCE, "incremental pull")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to pull")
 
 

@@ -10,7 +10,7 @@ import logging
 import re
 
 from ..model.errors import BackupError, UnreachableError
-from ..model.server_mode import APPEND_ONLY, MODE_PROBE, OPEN, parse_mode
+from ..model.server_mode import APPEND_ONLY, MODE_PROBE, NOT_SERVE, OPEN, parse_mode
 from .streams import EndTools
 
 LOG = logging.getLogger("btrfs_backup")
@@ -105,6 +105,14 @@ class EndToolsProbe:
             return False
         self(endpoint)
         return self._modes.get(endpoint.id) in (APPEND_ONLY, OPEN)
+
+    def is_plain_host(self, endpoint) -> bool:
+        """Whether `endpoint` said it is a plain ssh host, not serve (unknown, as a serve from before
+        the mode probe leaves it: not), so that more than the receive may run in its command."""
+        if endpoint is None or not endpoint.crosses_network:
+            return False
+        self(endpoint)
+        return self._modes.get(endpoint.id) == NOT_SERVE
 
     def _ask_here(self):
         import shutil  # only here: start-up time of every run

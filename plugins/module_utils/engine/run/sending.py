@@ -65,7 +65,7 @@ def send(executor, step) -> dict:
     for dest in staged:
         try:
             done = _send_staged(executor, step, dest, estimate)
-            arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds, done.skipped)
+            arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds, done.skipped, None)
         except StagingRefused as err:
             LOG.warning("%s; %s is sent directly", err, snapshot.name)
             direct.append(dest)
@@ -80,7 +80,8 @@ def send(executor, step) -> dict:
             stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
                                 executor.probe(step.source), estimate)
             failures.update(stats.failures)
-            arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None))
+            arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None,
+                                   stats.answers.get(dest)))
                            for dest in direct)
             slot_waits = _slot_waits(direct, stats)
         except BackupError as err:  # the stream could not start (a program missing): none got it
@@ -145,7 +146,7 @@ def _send_staged(executor, step, dest, estimate):
 
 def _arrival(executor, dest, snapshot, parent, arrived, failure):
     """What arrived at one destination (`arrived`: bytes sent, compressed bytes, seconds, bytes
-    resumed from staging or None): its
+    resumed from staging or None, the receive's answer about what arrived or None): its
     SendOutcome, or the TransferError that says why not."""
     try:
         if failure is not None:
@@ -153,14 +154,15 @@ def _arrival(executor, dest, snapshot, parent, arrived, failure):
         if dest.holds_archives:
             backup = dest.arrived(executor.runner, snapshot, parent)
         else:
-            backup = verify_received(dest, executor.runner, snapshot) if dest.can_list else snapshot
+            answer = arrived[4] if arrived else None
+            backup = verify_received(dest, executor.runner, snapshot, answer) if dest.can_list else snapshot
     except BackupError as err:
         error = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}")
         error.detail = str(err)
         error.partial_receive_deleted = _remove_partial_receive(executor, dest, snapshot) if dest.can_list else None
         return error
     executor.locks.settle(snapshot.name, parent.name if parent else None, dest.id_aliases)
-    sent, wire, seconds, resumed = arrived
+    sent, wire, seconds, resumed = arrived[:4]
     LOG.info("%s: %s arrived (%s bytes%s%s in %.1fs)", dest.id, snapshot.name, sent,
              f", {wire} compressed" if wire else "", f", {resumed} resumed from staging" if resumed else "", seconds)
     return SendOutcome(backup, sent, round(seconds, 3), wire, resumed_bytes=resumed)

@@ -54,6 +54,9 @@ class Endpoint(abc.ABC):
     #: It keeps each stream as an archive of a store (borg, restic): listed, deleted and given
     #: back by that store's tool (host/endpoints/archive.py), never received by btrfs.
     holds_archives = False
+    #: Its receive can answer, on its output, what arrived (host/arrival_check.py): the receive's
+    #: remote command reads it (receiver's `arrival`), or a backup server's serve says it by itself.
+    answers_arrival = False
 
     def __init__(self, path):
         self.path = path

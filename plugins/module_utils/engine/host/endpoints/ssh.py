@@ -86,6 +86,7 @@ class SshEndpoint(Endpoint):
     what = "an ssh folder"
     crosses_network = True
     can_stage = True
+    answers_arrival = True
     #: ssh's answer when the run's shared connection could not be opened (SshConnections), or None.
     connect_failure = None
 
@@ -199,12 +200,21 @@ class SshEndpoint(Endpoint):
         return ("btrfs send | %s on %s" % (compress_argv[0], self.host),
                 self.command_pipeline([(send_argv, True), (compress_argv, False)]))
 
-    def receiver(self, btrfs_debug: bool = False, decompress_argv: list[str] | None = None) -> tuple:
+    def receiver(self, btrfs_debug: bool = False, decompress_argv: list[str] | None = None,
+                 arrival: str | None = None) -> tuple:
+        """`arrival`: the name the stream arrives as; once the receive has exited with success,
+        the same remote command answers that subvolume's facts (arrival_check), or nothing when
+        they cannot be read (then its status is still the receive's)."""
         receive_argv = btrfs.receive_argv(self.path, btrfs_debug)
         if decompress_argv is None:
             argv = self.command(receive_argv)
         else:
             argv = self.command_pipeline([(decompress_argv, False), (receive_argv, True)])
+        if arrival is not None:
+            from ..arrival_check import ARRIVAL_MARKER, show_argv  # at the first send: start-up time
+
+            argv[-1] += " && printf '\\n%%s\\n' %s && { %s || :; }" % (
+                ARRIVAL_MARKER, self.remote_line(show_argv(self.join(arrival))))
         return "btrfs receive on %s" % self.host, argv
 
     def stream_command(self, argv: list[str], decompress_argv: list[str] | None = None) -> list:
