@@ -9,7 +9,6 @@ import logging
 
 from ..host.listing import list_folder
 from ..host.staging import StagingRefused
-from ..host.stream_size import estimate_stream_size
 from ..model import resumable
 from ..model.errors import BackupError, TransferError
 from ..model.receive_slots import slot_wait
@@ -122,10 +121,9 @@ def _staged_destinations(executor, step):
     candidates = [d for d in step.destinations if d.can_stage]
     if not candidates or stream.resumable == "never":
         return [], None
-    estimate = estimate_stream_size(step.source, executor.runner, step.snapshot.path,
-                                    step.parent.path if step.parent else None)
-    # A backup server bounds a staging by the stream's size: without an estimate, no staging there.
     ends = executor.probe(step.source)
+    estimate = ends.estimate(step.source, step.snapshot.path, step.parent.path if step.parent else None)
+    # A backup server bounds a staging by the stream's size: without an estimate, no staging there.
     return [d for d in candidates if resumable.stages(stream.resumable, estimate, True)
             and (estimate is not None or not ends.is_serve(d))], estimate
 
