@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 
 from ..model.errors import BackupError, UnreachableError
 from ..model.server_mode import APPEND_ONLY, MODE_PROBE, NOT_SERVE, OPEN, parse_mode
@@ -59,6 +60,7 @@ class EndToolsProbe:
         self._modes = {}  # ssh endpoint id -> server_mode's answer (None: unknown)
         self._samples = {}
         self._no_data_sends = {}  # (source id, snapshot path, parent path) -> its --no-data send read
+        self._no_data_lock = threading.Lock()
         self.warned_no_zstd = set()  # ends whose missing zstd was already logged
 
     def sample(self, source, snapshot_path: str, parent_path: str | None = None) -> tuple[str, int, int]:
@@ -83,13 +85,14 @@ class EndToolsProbe:
         the same pass. The file ranges are kept only where a sample reads them (an incremental
         here)."""
         key = (source.id, snapshot_path, parent_path)
-        if key not in self._no_data_sends:
-            from .stream_size import read_no_data_send  # at the first send: start-up time
+        with self._no_data_lock:  # the sample may ask from its own thread (overlap.py): one pass still
+            if key not in self._no_data_sends:
+                from .stream_size import read_no_data_send  # at the first send: start-up time
 
-            keep_extents = parent_path is not None and source.on_this_machine
-            self._no_data_sends[key] = read_no_data_send(source, self.runner, snapshot_path, parent_path,
-                                                         keep_extents=keep_extents)
-        return self._no_data_sends[key]
+                keep_extents = parent_path is not None and source.on_this_machine
+                self._no_data_sends[key] = read_no_data_send(source, self.runner, snapshot_path, parent_path,
+                                                             keep_extents=keep_extents)
+            return self._no_data_sends[key]
 
     def __call__(self, endpoint):
         remote = endpoint is not None and endpoint.crosses_network

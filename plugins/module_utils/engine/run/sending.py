@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 
 from ..host.listing import list_folder
+from ..host.overlap import InBackground
 from ..host.staging import StagingRefused
 from ..model import resumable
 from ..model.errors import BackupError, TransferError
@@ -58,12 +59,17 @@ def send(executor, step) -> dict:
     for dest in dests:
         executor.locks.hold(snapshot.name, parent_name, dest.id)
     executor.save_locks()
+    # The compressibility sample reads the snapshot while the stream's size is estimated: neither
+    # decides anything about the other (an incremental's sample waits for that estimate's pass).
+    sampling = InBackground(sample_compressible, step.source, dests, snapshot, executor.options.stream,
+                            executor.probe(step.source), parent)
     staged, estimate = _staged_destinations(executor, step)
+    compressible = sampling.result()
     direct = [dest for dest in dests if dest not in staged]
     arrived, failures, left_staged, slot_waits = {}, {}, {}, {}
     for dest in staged:
         try:
-            done = _send_staged(executor, step, dest, estimate)
+            done = _send_staged(executor, step, dest, estimate, compressible)
             arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds, done.skipped, None)
         except StagingRefused as err:
             LOG.warning("%s; %s is sent directly", err, snapshot.name)
@@ -77,7 +83,7 @@ def send(executor, step) -> dict:
     if direct:
         try:
             stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
-                                executor.probe(step.source), estimate)
+                                executor.probe(step.source), estimate, compressible)
             failures.update(stats.failures)
             arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None,
                                    stats.answers.get(dest)))
@@ -128,10 +134,9 @@ def _staged_destinations(executor, step):
             and (estimate is not None or not ends.is_serve(d))], estimate
 
 
-def _send_staged(executor, step, dest, estimate):
-    """One staged transfer, with its progress lines and the compression sample of a direct one."""
+def _send_staged(executor, step, dest, estimate, compressible):
+    """One staged transfer, with its progress lines and the compression sample's verdict of a direct one."""
     ends = executor.probe(step.source)
-    compressible = sample_compressible(step.source, [dest], step.snapshot, executor.options.stream, ends, step.parent)
     name = step.snapshot.name
     progress = StagedProgress(dest, name, estimate,
                               record=lambda staged: executor.record_staged(name, dest.id, staged, estimate))

@@ -24,10 +24,11 @@ LOG = logging.getLogger("btrfs_backup")
 
 
 def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options, ends,
-                estimate: int | None = None):
+                estimate: int | None = None, compressible: bool | None = None):
     """One `btrfs send [-p parent]` at the source, fanned out to every destination's receiver
     (streams.plan_stream); returns the pipeline's StreamResult (each destination's verdict).
-    `estimate`: the stream's size when the run already has it (not asked again)."""
+    `estimate`: the stream's size when the run already has it (not asked again); `compressible`:
+    the compressibility sample's verdict (sample_compressible)."""
     stream = options.stream
     _say_fallbacks(source, destinations, stream, ends)
     progress = False
@@ -43,8 +44,7 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
     checked = [leaf for leaf, dest in bound.items() if dest.answers_arrival and ends.is_plain_host(dest)]
     root, _compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
                                            list(bound), stream, ends, progress,
-                                           sample_compressible(source, destinations, snapshot, stream, ends, parent),
-                                           checked)
+                                           compressible, checked)
     if flags:
         LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
     meter = ProgressLog(destinations, source, runner, snapshot, parent, estimate)
