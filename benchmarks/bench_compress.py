@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -39,8 +38,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import (  # noqa: E402
-    KEEP_PIDS, BenchError, Gate, become_subreaper, fmt_s, interrupt_on_signals,
-    kill_live_children, log, ours_argv, ours_env, quiet_cleanup, sh, subvol_info, syncfs, timed)
+    KEEP_PIDS, BenchError, Gate, become_subreaper, cannot_run_here, children_stopped_on_failure, fmt_s, interrupt_on_signals, log,
+    ours_argv, ours_env, run_benchmark, sh, subvol_info, syncfs, timed)
 from bench_streams import Link, Netns  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -188,28 +187,19 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     Gate.enabled = not args.no_gate
     Gate.max_wait = 10.0
-    if os.geteuid() != 0:
-        log("bench_compress.py needs root (loop devices, mounts, network namespaces, sshd)")
-        return 2
-    missing = [t for t in ("btrfs", "ip", "tc", "nsenter", "ssh", "/usr/sbin/sshd", "zstd") if not shutil.which(t)]
-    if missing:
-        log("missing tools: %s" % ", ".join(missing))
+    if cannot_run_here("bench_compress.py", "loop devices, mounts, network namespaces, sshd",
+                       ("btrfs", "ip", "tc", "nsenter", "ssh", "/usr/sbin/sshd", "zstd")):
         return 2
     interrupt_on_signals()
     become_subreaper()
     with contextlib.ExitStack() as stack:
         bench = CompressBench(args, stack)
-        try:
+        with children_stopped_on_failure():
             bench.setup()
             bench.run_rounds()
             bench.report()
-        except BaseException:
-            quiet_cleanup()
-            kill_live_children()
-            raise
-        quiet_cleanup()
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

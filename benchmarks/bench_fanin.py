@@ -45,7 +45,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from bench_send import cannot_run_here, run_benchmark  # noqa: E402
 from support.btrfs_loop import BtrfsPool, run  # noqa: E402
 from support.role_sshd import render_sshd_dropin  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -76,6 +78,12 @@ def make_source(path: Path, mib: int, seed: int) -> None:
     run(["btrfs", "subvolume", "create", path])
     write_file(path / "random.bin", mib * MiB // 2, seed=seed)
     write_text(path / "text.log", mib * MiB // 2, seed)
+
+
+def cli_succeeded(out: str) -> bool:
+    """The CLI's --json result is there and names no failed destination."""
+    result = json.loads(out) if out.strip() else None
+    return bool(result) and not result.get("failed")
 
 
 # -- CPU per program --------------------------------------------------------------------------
@@ -233,6 +241,18 @@ class Bench:
                 lock.unlink()
         run(["btrfs", "subvolume", "sync", self.server_fs])
 
+    def failed_then_clean(self, hosts, base, roots, statuses, succeeded=lambda out: True) -> list:
+        """The hosts whose run failed (exit status, or `succeeded` of its output) or whose backup did not
+        arrive (one subvolume in its folder), each with its last error line; then the round's subvolumes
+        are deleted."""
+        failed = []
+        for host, (status, out, err) in zip(hosts, statuses):
+            arrived = list((roots[host] / "data").iterdir())
+            if status != 0 or not succeeded(out) or len(arrived) != 1:
+                failed.append("%s: exit %s: %s" % (host, status, (err.strip().splitlines() or [""])[-1]))
+        self.clean(base, hosts)
+        return failed
+
     def timed(self, procs_started, hosts, base):
         """Start, sample, wait, sync: (seconds, cpu split, machine busy seconds, statuses)."""
         server_before, sources_before = tree_seconds(self.sshd.pid), children_seconds()
@@ -272,15 +292,8 @@ class Bench:
                                      stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=env, text=True) for host in hosts]
         seconds, cpu, busy, statuses = self.timed(start, hosts, base)
-        failed = []
-        waited = 0
-        for host, (status, out, err) in zip(hosts, statuses):
-            result = json.loads(out) if out.strip() else None
-            arrived = list((roots[host] / "data").iterdir())
-            if status != 0 or not result or result.get("failed") or len(arrived) != 1:
-                failed.append("%s: exit %s: %s" % (host, status, err.strip().splitlines()[-1:] if err else ""))
-            waited += err.count("waiting for a receive slot")
-        self.clean(base, hosts)
+        waited = sum(err.count("waiting for a receive slot") for _status, _out, err in statuses)
+        failed = self.failed_then_clean(hosts, base, roots, statuses, cli_succeeded)
         subprocess.run(["rm", "-rf", state])
         return seconds, cpu, busy, failed, waited
 
@@ -301,10 +314,7 @@ class Bench:
                                               stderr=subprocess.PIPE, text=True))
             return procs
         seconds, cpu, busy, statuses = self.timed(start, hosts, base)
-        failed = ["%s: %s" % (h, s[2].strip()[-200:]) for h, s in zip(hosts, statuses) if s[0] != 0
-                  or len(list((roots[h] / "data").iterdir())) != 1]
-        self.clean(base, hosts)
-        return seconds, cpu, busy, failed, 0
+        return seconds, cpu, busy, self.failed_then_clean(hosts, base, roots, statuses), 0
 
     def raw(self, hosts):
         base, roots = self.fresh_roots(hosts)
@@ -318,10 +328,7 @@ class Bench:
                                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
             return procs
         seconds, cpu, busy, statuses = self.timed(start, hosts, base)
-        failed = ["%s: %s" % (h, s[2].strip()[-200:]) for h, s in zip(hosts, statuses) if s[0] != 0
-                  or len(list((roots[h] / "data").iterdir())) != 1]
-        self.clean(base, hosts)
-        return seconds, cpu, busy, failed, 0
+        return seconds, cpu, busy, self.failed_then_clean(hosts, base, roots, statuses), 0
 
 
 def fmt_cpu(cpu: dict) -> str:
@@ -337,8 +344,8 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--slots", type=int, default=2, help="receive slots of the ours-slots variant (0: leave it out)")
     options = parser.parse_args()
-    if os.geteuid() != 0:
-        sys.exit("needs root (loop devices, mount, sshd)")
+    if cannot_run_here("bench_fanin.py", "loop devices, mount, sshd"):
+        return 2
     print("machine: %d cores, load average before: %s; sshd MaxStartups from the role's drop-in for %d sources"
           % (os.cpu_count(), open("/proc/loadavg").read().split()[:3], max(options.n)))
     tmpfs = "%dM" % (max(options.n) * options.mib * 8 + 3072)
@@ -362,8 +369,8 @@ def main() -> int:
                     for name, fn in order:
                         seconds, cpu, busy, failed, waited = fn(hosts)
                         results[(n, name)].append((seconds, cpu, busy, failed, waited))
-                        log = sshd.log_file.read_text(errors="replace")
-                        dropped, before = log.count("past MaxStartups"), dropped
+                        sshd_log = sshd.log_file.read_text(errors="replace")
+                        dropped, before = sshd_log.count("past MaxStartups"), dropped
                         print("  N=%-2d %-10s %6.2f s  %s%s%s  (machine busy %.1f cpu-s)%s" % (
                             n, name, seconds, "ALL OK" if not failed else "%d FAILED" % len(failed),
                             ", %d waited for a slot" % waited if waited else "",
@@ -393,4 +400,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_benchmark(main)

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import (  # noqa: E402
     KEEP_PIDS, OLD_SCRIPT, BenchError, Gate, become_subreaper, delete_subvolumes, engine_fingerprint,
-    interrupt_on_signals, kill_live_children, log, ours_argv, ours_env, quiet_cleanup, sh, subvol_info,
+    children_stopped_on_failure, interrupt_on_signals, log, ours_argv, ours_env, sh, subvol_info,
     run_benchmark, subvolumes_in, syncfs, timed)
 from bench_streams import Netns, StreamBench  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
@@ -396,7 +396,7 @@ def main(argv=None) -> int:
     load_start = _load()
     with contextlib.ExitStack() as stack:
         bench = LatencyBench(args, stack)
-        try:
+        with children_stopped_on_failure():
             bench.setup()
             for rnd in range(args.full_rounds):
                 log("full, round %d of %d" % (rnd + 1, args.full_rounds))
@@ -407,11 +407,6 @@ def main(argv=None) -> int:
                 bench.incremental(rnd)
                 bench.nothing(rnd)
             bench.report(load_start)
-        except BaseException:
-            quiet_cleanup()
-            kill_live_children()
-            raise
-        quiet_cleanup()
     return 0
 
 

@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
-from bench_send import Gate, log  # noqa: E402
+from bench_send import Gate, cannot_run_here, log  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.trees import write_mixed_tree  # noqa: E402
 
@@ -81,8 +81,7 @@ def main() -> int:
     parser.add_argument("--no-gate", action="store_true", help="do not wait for a quiet machine")
     args = parser.parse_args()
     Gate.enabled = not args.no_gate
-    if os.geteuid() != 0:
-        log("bench_module.py needs root (loop devices, mount)")
+    if cannot_run_here("bench_module.py", "loop devices, mount"):
         return 2
     with BtrfsPool(tmpfs_size="1200M", prefix="bench-module-") as pool, \
             tempfile.TemporaryDirectory(prefix="bench-module-") as tmp:

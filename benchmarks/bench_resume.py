@@ -37,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_send import BTRBK, BenchError, log, ours_argv, ours_env, run_benchmark, sh  # noqa: E402
+from bench_send import BTRBK, BenchError, cannot_run_here, log, ours_argv, ours_env, run_benchmark, sh  # noqa: E402
 from bench_streams import Link, Netns  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -218,8 +218,7 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    if os.geteuid() != 0:
-        log("bench_resume.py needs root (loop devices, mounts, a network namespace, sshd)")
+    if cannot_run_here("bench_resume.py", "loop devices, mounts, a network namespace, sshd"):
         return 2
     with contextlib.ExitStack() as stack:
         bench = ResumeBench(args, stack)

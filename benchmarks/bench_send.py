@@ -56,12 +56,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Iterator, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
 from support.btrfs_loop import BtrfsPool, run  # noqa: E402
+from support.procs import children  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
 from support.trees import MiB, modify_tree, write_mixed_tree  # noqa: E402
 
@@ -114,21 +115,8 @@ def become_subreaper() -> None:
 
 
 def our_children() -> set:
-    """PIDs whose parent is this process (scans /proc; /proc/PID/task/*/children is not always built in)."""
-    me, found = os.getpid(), set()
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may contain spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 1 and int(fields[1]) == me:
-            found.add(int(entry))
-    return found - KEEP_PIDS
+    """PIDs whose parent is this process, but for KEEP_PIDS."""
+    return set(children(os.getpid())) - KEEP_PIDS
 
 
 def reap_orphans(label: str, wait: float = 5.0) -> None:
@@ -1142,6 +1130,18 @@ def interrupt_on_signals() -> None:
         signal.signal(sig, _on_signal)
 
 
+def cannot_run_here(benchmark: str, needs: str, tools: Sequence = ()) -> bool:
+    """Whether this machine lacks what `benchmark` needs: root (for `needs`, e.g. "loop devices,
+    mount, sshd") or one of `tools` (names on PATH, or paths); it says which."""
+    if os.geteuid() != 0:
+        log("%s needs root (%s)" % (benchmark, needs))
+        return True
+    missing = [os.fspath(tool) for tool in tools if not shutil.which(os.fspath(tool))]
+    if missing:
+        log("missing tools: %s" % ", ".join(missing))
+    return bool(missing)
+
+
 def quiet_cleanup() -> None:
     """Once cleaning up, a second Ctrl-C must not leave mounts behind."""
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -1153,14 +1153,8 @@ def main(argv=None) -> int:
     Gate.enabled = not args.no_gate
     Gate.threshold = args.gate_threshold / 100
     Gate.max_wait = args.gate_max_wait
-    if os.geteuid() != 0:
-        log("bench_send.py needs root (loop devices, mount, sshd)")
-        return 2
-    missing = [t for t in ("btrfs", "mkfs.btrfs", "losetup", "ssh", "/usr/sbin/sshd", BTRBK) if not shutil.which(t)]
-    if not OLD_SCRIPT.exists():
-        missing.append(str(OLD_SCRIPT))
-    if missing:
-        log("missing tools: %s" % ", ".join(missing))
+    if cannot_run_here("bench_send.py", "loop devices, mount, sshd",
+                       ("btrfs", "mkfs.btrfs", "losetup", "ssh", "/usr/sbin/sshd", BTRBK, OLD_SCRIPT)):
         return 2
 
     interrupt_on_signals()
@@ -1170,7 +1164,7 @@ def main(argv=None) -> int:
     # mount, loop device and the tmpfs (BtrfsPool), then the config dir.
     with contextlib.ExitStack() as stack:
         bench = Bench(args, stack)
-        try:
+        with children_stopped_on_failure():
             bench.setup()
             bench.warm_up()
             bench.run_rounds()
@@ -1179,15 +1173,24 @@ def main(argv=None) -> int:
             if args.diagnose:
                 bench.diagnose()
                 bench.print_diagnosis()
-        except BaseException as err:
-            if isinstance(err, KeyboardInterrupt):
-                log("interrupted: cleaning up")
-            quiet_cleanup()
-            kill_live_children()
-            raise
-        quiet_cleanup()
     log("total %.0fs; everything unmounted and removed" % (time.perf_counter() - started))
     return 0
+
+
+@contextlib.contextmanager
+def children_stopped_on_failure() -> Iterator[None]:
+    """Around a benchmark's work, inside the stack that unmounts: after a failure or Ctrl-C, every
+    process it started is stopped (by its id) before the mounts unwind; either way, a second Ctrl-C
+    while cleaning up is ignored."""
+    try:
+        yield
+    except BaseException as err:
+        if isinstance(err, KeyboardInterrupt):
+            log("interrupted: cleaning up")
+        quiet_cleanup()
+        kill_live_children()
+        raise
+    quiet_cleanup()
 
 
 def run_benchmark(main) -> None:

@@ -56,8 +56,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import (  # noqa: E402
     BTRBK, GCM, KEEP_PIDS, LINGERING, OLD_SCRIPT, OURS_SCRIPT, REPO, BenchError, Gate, Launcher, Measurement,
-    become_subreaper, delete_subvolumes, engine_fingerprint, fmt_s, interrupt_on_signals, kill_live_children,
-    log, ours_argv, ours_env, quiet_cleanup, run_benchmark, sh, subvol_info, subvolumes_in, syncfs, timed, timed_run)
+    become_subreaper, cannot_run_here, children_stopped_on_failure, delete_subvolumes, engine_fingerprint, fmt_s, interrupt_on_signals,
+    log, ours_argv, ours_env, run_benchmark, sh, subvol_info, subvolumes_in, syncfs, timed, timed_run)
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.procs import children  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
@@ -1098,15 +1098,9 @@ def main(argv=None) -> int:
     Gate.enabled = not args.no_gate
     Gate.threshold = args.gate_threshold / 100
     Gate.max_wait = args.gate_max_wait
-    if os.geteuid() != 0:
-        log("bench_streams.py needs root (loop devices, mounts, network namespaces, sshd)")
-        return 2
-    missing = [t for t in ("btrfs", "mkfs.btrfs", "losetup", "ip", "tc", "nsenter", "ssh", "/usr/sbin/sshd", "zstd",
-                           "pv", "tee", BTRBK) if not shutil.which(t)]
-    if not OLD_SCRIPT.exists():
-        missing.append(str(OLD_SCRIPT))
-    if missing:
-        log("missing tools: %s" % ", ".join(missing))
+    if cannot_run_here("bench_streams.py", "loop devices, mounts, network namespaces, sshd",
+                       ("btrfs", "mkfs.btrfs", "losetup", "ip", "tc", "nsenter", "ssh", "/usr/sbin/sshd", "zstd",
+                        "pv", "tee", BTRBK, OLD_SCRIPT)):
         return 2
     interrupt_on_signals()
     become_subreaper()
@@ -1115,20 +1109,13 @@ def main(argv=None) -> int:
     # mount, loop device and the tmpfs, the config folder.
     with contextlib.ExitStack() as stack:
         bench = StreamBench(args, stack)
-        try:
+        with children_stopped_on_failure():
             bench.setup()
             bench.warm_up()
             bench.probe_links()
             bench.describe()
             bench.run_rounds()
             bench.report()
-        except BaseException as err:
-            if isinstance(err, KeyboardInterrupt):
-                log("interrupted: cleaning up")
-            quiet_cleanup()
-            kill_live_children()
-            raise
-        quiet_cleanup()
     log("total %.0fs; everything unmounted and removed" % (time.perf_counter() - started))
     return 0
 

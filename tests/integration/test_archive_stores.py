@@ -12,7 +12,8 @@ import subprocess
 import pytest
 
 from support.archive_stores import (PASSPHRASE, REST_PASSWORD, REST_USER, S3_SECRET_KEY, RcloneRestServer, borg_env,
-                                    restic_env, run, wait_for_port)
+                                    restic_env, run)
+from support.procs import wait_listening
 from support.role_templates import render_role_template
 from support.sshd import free_port
 
@@ -130,7 +131,7 @@ def test_the_roles_rest_server_unit_serves_append_only_behind_its_password(archi
     try:
         rest = RcloneRestServer(user=REST_USER, password=REST_PASSWORD)
         rest.host, rest.port = "127.0.0.1", port
-        wait_for_port("127.0.0.1", port)
+        wait_listening(server, "127.0.0.1", port, 20)
         env = restic_env(archive_client_dirs / "restic", archive_key_file)
         anonymous = run(["restic", "-r", f"rest:http://127.0.0.1:{port}/web1", "init"], env)
         assert anonymous.returncode != 0 and b"401" in anonymous.stderr, anonymous.stderr

@@ -6,19 +6,16 @@ from __future__ import annotations
 import base64
 import os
 import shlex
-import shutil
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-from .procs import stop
+from .procs import NotListening, ServerProcess, wait_listening
 from .sshd import Sshd, free_port
 
 BORG_TOOLS = ("borg",)
@@ -52,55 +49,17 @@ def write_env_file(path: Path, variables: Dict[str, str]) -> Path:
     return write_secret(path, "".join(f"{key}={value}\n" for key, value in variables.items()))
 
 
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-def wait_for_port(host: str, port: int, timeout: float = 20.0) -> None:
-    """Return once something listens on host:port; StoreError after *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while not _port_open(host, port):
-        if time.monotonic() > deadline:
-            raise StoreError(f"nothing listens on {host}:{port} after {timeout}s")
-        time.sleep(0.1)
-
-
-class _Server:
+class _Server(ServerProcess):
     """A server process of our own on a loopback port, stopped by its PID."""
 
-    name = "server"
-
     def __init__(self, host: str = "127.0.0.1", start_timeout: float = 30.0) -> None:
+        super().__init__()
         self.host = host
         self.port: Optional[int] = None
         self.start_timeout = start_timeout
-        self.workdir: Optional[Path] = None
-        self.process: Optional[subprocess.Popen] = None
-        self._log = None
-
-    @property
-    def log_file(self) -> Path:
-        return self.workdir / f"{self.name}.log"
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return f"(no {self.name} log)"
 
     def argv(self) -> List[str]:
         raise NotImplementedError
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.stop()
 
     def start(self):
         self.workdir = Path(tempfile.mkdtemp(prefix=f"{self.name}-"))
@@ -108,7 +67,7 @@ class _Server:
             for attempt in range(3):
                 # A picked port can be taken before the server binds it: pick again.
                 self.port = free_port(self.host)
-                self._launch()
+                self._launch(self.argv())
                 try:
                     self._wait_ready()
                     return self
@@ -121,37 +80,11 @@ class _Server:
             raise
         return self
 
-    def stop(self) -> None:
-        self._terminate()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
-
-    def _launch(self) -> None:
-        self._log = open(self.log_file, "ab")
-        self.process = subprocess.Popen(
-            self.argv(), stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C aimed at pytest must not stop it before the teardown does.
-            start_new_session=True,
-        )
-
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise StoreError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
-            if _port_open(self.host, self.port):
-                return
-            time.sleep(0.1)
-        raise StoreError(f"{self.name} not listening on {self.host}:{self.port} after "
-                         f"{self.start_timeout}s:\n{self.log_tail()}")
-
-    def _terminate(self) -> None:
-        process, self.process = self.process, None
-        stop(process)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        try:
+            wait_listening(self.process, self.host, self.port, self.start_timeout)
+        except NotListening as err:
+            raise StoreError(f"{self.name} {err}:\n{self.log_tail()}") from None
 
 
 class RcloneRestServer(_Server):

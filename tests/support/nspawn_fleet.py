@@ -29,6 +29,8 @@ import sys
 import tempfile
 import time
 
+from procs import children  # beside this script (it runs as a script, not from the package)
+
 SUITE = "bookworm"
 
 
@@ -300,7 +302,7 @@ def down(state_dir):
             # running (its init is re-parented), and with it the mount namespace that keeps the
             # host's btrfs and loop device busy. Killing that init ends its whole PID namespace.
             log("%s: no poweroff after 30 s; killing the container (pid %d and its init)" % (host["name"], pid))
-            inits = _children(pid)
+            inits = children(pid)
             for child in inits + [pid]:
                 try:
                     os.kill(child, signal.SIGKILL)
@@ -346,24 +348,6 @@ def down(state_dir):
         raise RuntimeError("; ".join(problems))
     if os.path.exists(fleet.path):
         os.unlink(fleet.path)
-
-
-def _children(pid):
-    """PIDs whose parent is `pid` (from /proc/PID/stat)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open("/proc/%s/stat" % entry, "rb") as handle:
-                stat = handle.read()
-        except OSError:
-            continue
-        # pid (comm) state ppid ...: comm may hold spaces and parentheses.
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
 
 
 def _exists(pid):

@@ -8,11 +8,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
-from .procs import stop
+from .procs import NotListening, ServerProcess, port_open, wait_listening
 
 SSHD = "/usr/sbin/sshd"
 REQUIRED_TOOLS = (SSHD, "ssh", "ssh-keygen")
@@ -42,12 +41,14 @@ class SshdError(RuntimeError):
     """The private sshd did not come up (message includes its log tail)."""
 
 
-class Sshd:
+class Sshd(ServerProcess):
     """Run ``/usr/sbin/sshd -D -e`` as root on a loopback address for the duration of a ``with``.
 
     Several instances may run at once on different addresses (127.0.0.2, 127.0.0.3, ...),
     each acting as a separate "host" with its own keys.
     """
+
+    name = "sshd"
 
     def __init__(
         self,
@@ -73,9 +74,7 @@ class Sshd:
         self.start_timeout = start_timeout
         self.run_prefix = list(run_prefix)
         self.max_startups = max_startups
-        self.workdir: Optional[Path] = None
-        self.process: Optional[subprocess.Popen] = None
-        self._log_handle = None
+        super().__init__()
 
     # -- paths -----------------------------------------------------------
 
@@ -97,11 +96,6 @@ class Sshd:
     @property
     def config_file(self) -> Path:
         return self._path("sshd_config")
-
-    @property
-    def log_file(self) -> Path:
-        """sshd's stderr log (``-e``)."""
-        return self._path("sshd.log")
 
     @property
     def pid(self) -> Optional[int]:
@@ -160,20 +154,7 @@ class Sshd:
             ),
         }
 
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except (OSError, RuntimeError):
-            return "(no sshd log)"
-
     # -- lifecycle -------------------------------------------------------
-
-    def __enter__(self) -> "Sshd":
-        self.start()
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.stop()
 
     def start(self) -> "Sshd":
         if self.process is not None:
@@ -191,7 +172,7 @@ class Sshd:
                 self._write_config()
                 # known_hosts depends on the port; the readiness probe already checks the key.
                 self._write_known_hosts()
-                self._launch()
+                self._launch(self.run_prefix + [SSHD, "-D", "-e", "-f", str(self.config_file)])
                 try:
                     self._wait_ready()
                     break
@@ -204,13 +185,6 @@ class Sshd:
         except BaseException:
             self.stop()
             raise
-
-    def stop(self) -> None:
-        """Stop our sshd (by its PID only) and remove the temp dir."""
-        self._terminate()
-        if self.workdir is not None:
-            shutil.rmtree(self.workdir, ignore_errors=True)
-            self.workdir = None
 
     # -- internals -------------------------------------------------------
 
@@ -253,60 +227,25 @@ class Sshd:
         lines += self.extra_config
         self.config_file.write_text("\n".join(lines) + "\n")
 
-    def _launch(self) -> None:
-        self._log_handle = open(self.log_file, "ab")
-        self.process = subprocess.Popen(
-            self.run_prefix + [SSHD, "-D", "-e", "-f", str(self.config_file)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_handle,
-            stderr=subprocess.STDOUT,
-            # Own session: a Ctrl-C aimed at pytest should not kill it before teardown.
-            start_new_session=True,
-        )
-
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        last = "port never accepted connections"
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise SshdError(f"sshd exited with {self.process.returncode}:\n{self.log_tail()}")
-            if self._port_open():
-                try:
-                    probe = subprocess.run(
-                        self.ssh_argv("true"),
-                        stdin=subprocess.DEVNULL,
-                        stdout=subprocess.PIPE,
-                        stderr=subprocess.PIPE,
-                        text=True,
-                        timeout=max(1.0, deadline - time.monotonic()),
-                    )
-                except subprocess.TimeoutExpired:
-                    last = "ssh true timed out"
-                    continue
-                if probe.returncode == 0:
-                    return
-                last = f"ssh true failed: {probe.stderr.strip()}"
-            time.sleep(0.1)
-        where = f"{self.host}:{self.port}"
-        raise SshdError(f"sshd on {where} not ready after {self.start_timeout}s ({last}):\n{self.log_tail()}")
-
-    def _port_open(self) -> bool:
-        if self.run_prefix:
-            return True  # another network namespace: the ssh probe alone tells
         try:
-            with socket.create_connection((self.host, self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+            wait_listening(self.process, self.host, self.port, self.start_timeout, ready=self._not_ready)
+        except NotListening as err:
+            raise SshdError(f"sshd {err}:\n{self.log_tail()}") from None
+
+    def _not_ready(self, seconds_left: float) -> Optional[str]:
+        """Why a client cannot log in yet (None once ``ssh true`` works)."""
+        # In another network namespace, the port probe here would ask the wrong one: ssh alone tells.
+        if not self.run_prefix and not port_open(self.host, self.port):
+            return "port never accepted connections"
+        try:
+            probe = subprocess.run(self.ssh_argv("true"), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, timeout=max(1.0, seconds_left), check=False)
+        except subprocess.TimeoutExpired:
+            return "ssh true timed out"
+        return None if probe.returncode == 0 else f"ssh true failed: {probe.stderr.strip()}"
 
     def _write_known_hosts(self) -> None:
         host_key = self._path("ssh_host_ed25519_key.pub").read_text().split()
         name = self.host if self.port == 22 else f"[{self.host}]:{self.port}"
         self.known_hosts_file.write_text(f"{name} {host_key[0]} {host_key[1]}\n")
-
-    def _terminate(self) -> None:
-        process, self.process = self.process, None
-        stop(process)
-        if self._log_handle is not None:
-            self._log_handle.close()
-            self._log_handle = None

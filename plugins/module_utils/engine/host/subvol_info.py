@@ -117,9 +117,10 @@ _ROOT_ITEM_FACTS = struct.Struct("<Q31x16s16s16s44xQI12xQI")
 _ITEM_FLAGS = 208
 
 
-def _search_root_tree(fd, first, last):
+def _search_root_tree(fd, first, last, only_type=None):
     """(objectid, type, offset, data) of every root tree item with a key from `first` to `last`
-    ((objectid, type, offset) triples, compared as btrfs compares keys)."""
+    ((objectid, type, offset) triples, compared as btrfs compares keys); `only_type`: just the
+    items of that type (a range of objectids holds every type of each)."""
     low = first
     while True:
         args = bytearray(_SEARCH_ARGS_SIZE + _SEARCH_BUFFER)
@@ -135,7 +136,8 @@ def _search_root_tree(fd, first, last):
         for _item in range(found):
             _transid, objectid, offset, item_type, length = _SEARCH_HEADER.unpack_from(args, pos)
             pos += _SEARCH_HEADER.size
-            yield objectid, item_type, offset, view[pos:pos + length]
+            if only_type is None or item_type == only_type:
+                yield objectid, item_type, offset, view[pos:pos + length]
             pos += length
         if found < _ITEMS_PER_SEARCH and _SEARCH_ARGS_SIZE + _SEARCH_BUFFER - pos >= _ROOM_FOR_ANY_ITEM:
             return  # it stops short of the count only when the next item does not fit: the range is done
@@ -178,9 +180,9 @@ def folder_subvolume_facts(folder: str) -> dict:
                 names[child] = bytes(ref[18:18 + name_length]).decode("utf-8", "surrogateescape")
         facts = {}
         if names:
-            for tree_id, item_type, _offset, item in _search_root_tree(
-                    fd, (min(names), _ROOT_ITEM, 0), (max(names), _ROOT_ITEM, _MAX_U64)):
-                if item_type == _ROOT_ITEM and tree_id in names:
+            for tree_id, _type, _offset, item in _search_root_tree(
+                    fd, (min(names), _ROOT_ITEM, 0), (max(names), _ROOT_ITEM, _MAX_U64), _ROOT_ITEM):
+                if tree_id in names:
                     facts[names[tree_id]] = _root_item_facts(tree_id, item)
         if len(facts) != len(names):
             raise OSError("a subvolume in %s has no root item (deleted meanwhile)" % folder)

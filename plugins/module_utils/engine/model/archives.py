@@ -21,16 +21,17 @@ BORG, BORG_SSH, RESTIC = "borg:", "borg+ssh://", "restic:"
 
 #: The tag (restic) and comment word (borg) that marks an archive this project stored.
 MARK = "btrfs-backup"
+# Patterns are kept as text: re compiles each at its first use and keeps it, so start-up pays for none.
 # A Go stack trace's function line: "github.com/x/y.(*T).F", "golang.org/x/sync/errgroup.(*Group).Go.func1", "runtime.goexit".
-_GO_FRAME = re.compile(r"^(?:[\w.-]+/)*[\w.-]+\.(?:\(\*?\w+\)\.)?[\w.]+$")
+_GO_FRAME = r"^(?:[\w.-]+/)*[\w.-]+\.(?:\(\*?\w+\)\.)?[\w.]+$"
 
 #: How many archives a chain holds before the next one is a full stream again (see docs: the
 #: measured trade-off between storage per day, time per run, restore time and retention).
 DEFAULT_FULL_EVERY = 7
 
 #: A borg archive named like this is borg's own checkpoint of an unfinished create: never a backup.
-_CHECKPOINT_RE = re.compile(r"\.checkpoint(\.[0-9]+)?\Z")
-_UUID_RE = re.compile(r"^[0-9a-fA-F-]{8,64}\Z")
+_CHECKPOINT_RE = r"\.checkpoint(\.[0-9]+)?\Z"
+_UUID_RE = r"^[0-9a-fA-F-]{8,64}\Z"
 _LABEL_KEYS = ("job", "snapshot", "uuid", "parent")
 
 
@@ -67,7 +68,7 @@ def error_lines(stderr: str) -> list[str]:
     frames (restic prints them after its error), restic's retry notices past the first."""
     found, retries = [], 0
     for line in stderr.splitlines():
-        if not line.strip() or line.startswith(("\t", "    ")) or _GO_FRAME.match(line):
+        if not line.strip() or line.startswith(("\t", "    ")) or re.match(_GO_FRAME, line):
             continue
         if "returned error, retrying after" in line:
             retries += 1
@@ -108,10 +109,10 @@ def parse_label(words: Iterable[str]) -> ArchiveLabel | None:
     if MARK not in words:
         return None
     found = dict(word.split("=", 1) for word in words if "=" in word)
-    if any(key not in found for key in _LABEL_KEYS) or not _UUID_RE.match(found["uuid"]):
+    if any(key not in found for key in _LABEL_KEYS) or not re.match(_UUID_RE, found["uuid"]):
         return None
     parent = None if found["parent"] == "none" else found["parent"]
-    if parent is not None and not _UUID_RE.match(parent):
+    if parent is not None and not re.match(_UUID_RE, parent):
         return None
     return ArchiveLabel(found["job"], found["snapshot"], found["uuid"], parent)
 
@@ -123,7 +124,7 @@ def archive_name(job: str, snapshot: str) -> str:
 
 def is_checkpoint(name: str) -> bool:
     """Whether a borg archive name is one of borg's checkpoints (an unfinished create)."""
-    return bool(_CHECKPOINT_RE.search(name))
+    return bool(re.search(_CHECKPOINT_RE, name))
 
 
 ArchiveRecord = collections.namedtuple("ArchiveRecord", "ref label")

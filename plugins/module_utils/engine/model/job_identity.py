@@ -19,18 +19,19 @@ JOB_LOCK_FILE = "lock"
 # Where earlier versions kept the state: read once when the new state is missing, then removed.
 LEGACY_STATE_FILE_NAME = ".btrfs-backup.last-run.json"
 LEGACY_REMOTE_STATE_DIR = "/var/lib/btrfs-backup/state"
-_JOB_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}\Z")
-_OUTSIDE_NAME_ALPHABET = re.compile(r"[^A-Za-z0-9_.@-]+")
+# Patterns are kept as text: re compiles each at its first use and keeps it, so start-up pays for none.
+_JOB_NAME_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.@-]{0,99}\Z"
+_OUTSIDE_NAME_ALPHABET = r"[^A-Za-z0-9_.@-]+"
 
 
 def _file_name_part(text: str) -> str:
     """`text` in the job name alphabet: other characters become '_', no leading or trailing _ . - @."""
-    return _OUTSIDE_NAME_ALPHABET.sub("_", text).strip("_.-@")
+    return re.sub(_OUTSIDE_NAME_ALPHABET, "_", text).strip("_.-@")
 
 
 def validate_job_name(name: str) -> str:
     """A job name is used in file names and metric labels: a fixed alphabet."""
-    if not _JOB_NAME_RE.match(name or ""):
+    if not re.match(_JOB_NAME_RE, name or ""):
         raise ConfigError("job name %r is not allowed: use letters, digits and _ . @ - "
                           "(not starting with . - or @), at most 100 characters" % (name,))
     return name

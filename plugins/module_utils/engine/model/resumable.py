@@ -38,8 +38,9 @@ DIFFERS = "regenerated stream differs from the staged one at chunk"
 # week is abandoned (its snapshot gone, the job moved or removed), and its chunks take room.
 STALE_AGE = 7 * 24 * 3600
 
-_KEY_RE = re.compile(r"^(?P<snapshot>[A-Za-z0-9_][A-Za-z0-9._+@:-]*)\.(?P<parent>full|[0-9a-f-]{36})\Z")
-_HASH_LINE_RE = re.compile(r"^(?P<hash>[0-9a-f]{64})  (?P<index>[0-9]{8})\.chunk\Z")
+# Patterns are kept as text: re compiles each at its first use and keeps it, so start-up pays for none.
+_KEY_RE = r"^(?P<snapshot>[A-Za-z0-9_][A-Za-z0-9._+@:-]*)\.(?P<parent>full|[0-9a-f-]{36})\Z"
+_HASH_LINE_RE = r"^(?P<hash>[0-9a-f]{64})  (?P<index>[0-9]{8})\.chunk\Z"
 
 Manifest = collections.namedtuple("Manifest", "snapshot uuid parent_uuid chunk_size stream_size")
 
@@ -75,7 +76,7 @@ def staging_key(snapshot_name: str, parent_uuid: str | None) -> str:
 
 def parse_staging_key(key: str) -> tuple[str, str | None] | None:
     """(snapshot name, parent UUID or None) of a staging folder's name; None for any other name."""
-    match = _KEY_RE.match(key)
+    match = re.match(_KEY_RE, key)
     if not match:
         return None
     parent = match.group("parent")
@@ -109,7 +110,7 @@ def parse_chunk_hashes(text: str) -> list[str]:
     for number, line in enumerate(lines):
         if not line:
             continue
-        match = _HASH_LINE_RE.match(line)
+        match = re.match(_HASH_LINE_RE, line)
         if not match:
             if number == len(lines) - 1:
                 break  # the last line, cut while it was written: that chunk is sent again

@@ -22,7 +22,8 @@ Decision = collections.namedtuple("Decision", "name keep reasons")
 _UNITS = collections.OrderedDict([
     ("h", "hourly"), ("d", "daily"), ("w", "weekly"), ("m", "monthly"), ("y", "yearly"),
 ])
-_TERM_RE = re.compile(r"^(\d+|\*)([hdwmy])$")
+# Patterns are kept as text: re compiles each at its first use and keeps it, so start-up pays for none.
+_TERM_RE = r"^(\d+|\*)([hdwmy])$"
 
 
 class Policy:
@@ -60,7 +61,7 @@ def parse_buckets(text: str) -> dict:
     """Parse '24h 7d 4w 12m *y' into {unit: periods}; '*' keeps every period of that unit."""
     buckets = {}
     for term in (text or "").replace(",", " ").split():
-        match = _TERM_RE.match(term)
+        match = re.match(_TERM_RE, term)
         if not match:
             raise ConfigError(
                 "retention term %r is not valid: use <number><unit> or *<unit> with unit "

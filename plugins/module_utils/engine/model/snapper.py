@@ -22,7 +22,8 @@ SNAPPER = "snapper:"
 #: Where snapper keeps a configuration's snapshots: SUBVOLUME/.snapshots/N/snapshot.
 SNAPSHOTS_FOLDER = ".snapshots"
 # snapper's configuration names are file names in /etc/snapper/configs.
-_CONFIG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,99}\Z")
+# Patterns are kept as text: re compiles each at its first use and keeps it, so start-up pays for none.
+_CONFIG_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,99}\Z"
 
 
 def snapper_config(value: Optional[str]) -> Optional[str]:
@@ -32,7 +33,7 @@ def snapper_config(value: Optional[str]) -> Optional[str]:
     if text == OWN:
         return None
     config = text[len(SNAPPER):] if text.startswith(SNAPPER) else None
-    if not config or not _CONFIG_RE.match(config):
+    if not config or not re.match(_CONFIG_RE, config):
         raise ConfigError("source_snapshots %r is not 'own' or 'snapper:CONFIG' (CONFIG: the name of a "
                           "snapper configuration, as 'snapper list-configs' shows it)" % (value,))
     return config

@@ -23,13 +23,14 @@ if TYPE_CHECKING:
     from typing import Optional
 
 SIZE_FACTORS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-_SIZE_RE = re.compile(r"^(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?$", re.IGNORECASE)
+# Patterns are kept as text: re compiles each at its first use and keeps it, so start-up pays for none.
+_SIZE_RE = r"(?i)^(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)(?:i?b)?$"
 SIZE_EXAMPLES = "20M, 512K or 1.5G (K, M, G, T: powers of 1024)"
 
 DURATION_UNITS = {"s": 1, "min": 60, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 _NUMBER = r"(\d+(?:\.\d*)?|\.\d+)"
-_SECONDS_RE = re.compile(r"^%s$" % _NUMBER)
-_TERM_RE = re.compile(r"^%s([a-z]*)$" % _NUMBER)
+_SECONDS_RE = r"^%s$" % _NUMBER
+_TERM_RE = r"^%s([a-z]*)$" % _NUMBER
 _NO_FIXED_LENGTH = ("mo", "mon", "month", "months", "y", "yr", "year", "years")
 DURATION_EXAMPLES = "90min, 36h, 7d 12h or 2w (units s, min, h, d, w)"
 
@@ -40,7 +41,7 @@ def _subject(value, setting: Optional[str]) -> str:
 
 def parse_size(value, setting: Optional[str] = None) -> int:
     """Bytes in '20M', '512k', '1.5G', '50GiB' or a plain number; ConfigError unless >= 1 byte."""
-    match = _SIZE_RE.match(str("" if value is None else value).strip())
+    match = re.match(_SIZE_RE, str("" if value is None else value).strip())
     size = int(float(match.group(1)) * SIZE_FACTORS[match.group(2).lower()]) if match else 0
     if size < 1:
         raise ConfigError(f"{setting or 'a size'} must be a positive size such as {SIZE_EXAMPLES}, "
@@ -64,14 +65,14 @@ def parse_duration(value, setting: Optional[str] = None, *, beside_retention: bo
     m is refused as ambiguous and a plain number (no unit) too. ConfigError names `setting`."""
     text = str("" if value is None else value).strip()
     subject = _subject(value, setting)
-    if _SECONDS_RE.match(text) and not beside_retention:
+    if re.match(_SECONDS_RE, text) and not beside_retention:
         return _positive(float(text), subject)
     terms = text.replace(",", " ").split()
     if not terms:
         raise ConfigError(f"{subject} is not a duration: write {DURATION_EXAMPLES}")
     total = 0.0
     for term in terms:
-        match = _TERM_RE.match(term)
+        match = re.match(_TERM_RE, term)
         unit = match.group(2) if match else None
         if unit == "m" and beside_retention:
             raise ConfigError(f"{subject} is ambiguous: write 'min' for minutes (e.g. 90min); "

@@ -17,7 +17,7 @@ import time
 
 from ..host import effects, restore_target
 from ..host.listing import Subvolume
-from ..host.streams import StreamOptions
+from ..model.stream_options import StreamOptions
 from ..model.errors import BackupError, ConfigError
 from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, MarkOrigin, Receive, RemoveLocks,
                            RemoveRunFiles, Rename, Send, SnapshotAt, TakeSnapshot, WriteLocks, render)
@@ -32,7 +32,7 @@ LOG = logging.getLogger("btrfs_backup")
 
 class EffectOptions:
     """How effects are carried out: -w and -s for deletions, pv for sends, and the stream's
-    settings (streams.StreamOptions: compression, rate limit, buffer, send protocol, -vv)."""
+    settings (stream_options.StreamOptions: compression, rate limit, buffer, send protocol, -vv)."""
 
     __slots__ = ("convert_rw", "sync", "progress", "stream")
 

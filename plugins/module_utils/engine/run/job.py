@@ -29,7 +29,7 @@ from .source_side import SnapperSourceSide, SourceSide, snapshot_info
 from ..host.state_store import LEGACY_JOB_LOCK_NAME, job_lock_path, load_state
 from ..model.steps import RemoveLocks
 from ..model.units import parse_count, parse_duration
-from ..host.streams import StreamOptions
+from ..model.stream_options import StreamOptions
 
 LOG = logging.getLogger("btrfs_backup")
 
@@ -43,7 +43,7 @@ class JobConfig(collections.namedtuple("JobConfig", ["source"] + list(_SETTINGS)
     """Everything one run needs, given by keyword; the defaults are btrfs-backup 0.3's.
 
     `compress` ("auto", "none", "zstd", "zstd:LEVEL"), `limit_rate` and `buffer` (sizes such as
-    "20M"), `send_protocol` ("auto", "1", "2"): the stream's settings (streams.StreamOptions).
+    "20M"), `send_protocol` ("auto", "1", "2"): the stream's settings (stream_options.StreamOptions).
     `allow_same_filesystem`: accept a destination on the source's own filesystem (rule 8).
     `require_destination`: take no snapshot unless a destination can take it now (btrfs-backup
     0.3 and btrbk always take it: an outage of the server should not also stop the local
@@ -325,9 +325,7 @@ class _Hooks:
                 LOG.info("check mode: no hook runs and no notification is sent")
             yield
             return
-        from ..host import notify
-        tail = notify.LogTail()
-        LOG.addHandler(tail)
+        tail = _log_tail() if self.notifies else None  # the last lines go with a failure ping
         try:
             self._notify(result, notifications.START)
             try:
@@ -337,12 +335,13 @@ class _Hooks:
             except BaseException as err:  # stopped: the after hooks still undo what the before hooks did
                 result.fail(BackupError(f"the run was stopped ({type(err).__name__})"))
                 self._after_run(result)
-                self._notify(result, notifications.FAILURE, tail.text())
+                self._notify(result, notifications.FAILURE, tail)
                 raise
             self._after_run(result)
-            self._notify(result, notifications.FAILURE if result.failed else notifications.SUCCESS, tail.text())
+            self._notify(result, notifications.FAILURE if result.failed else notifications.SUCCESS, tail)
         finally:
-            LOG.removeHandler(tail)
+            if tail is not None:
+                LOG.removeHandler(tail)
 
     def before_snapshot(self, result) -> None:
         """Run the before_snapshot commands in order; one that fails stops the run (BackupError:
@@ -382,11 +381,13 @@ class _Hooks:
             job=self.job, source=result.source, snapshot=result.snapshot, failed=result.failed,
             destinations=result.destinations, errors=result.errors))
 
-    def _notify(self, result, event, log_tail="") -> None:
-        """Send the event's requests; one that is not delivered is a warning, never a failure."""
+    def _notify(self, result, event, tail=None) -> None:
+        """Send the event's requests (`tail`: the LogTail whose lines go with them); one that is
+        not delivered is a warning, never a failure."""
         if not self.notifies:
             return
         from ..host import notify
+        log_tail = tail.text() if tail is not None else ""
         text = notifications.summary(job=self.job, failed=result.failed, snapshot=result.snapshot,
                                      errors=result.errors,
                                      failed_destinations=[d.id for d in result.destinations if d.status == "failed"])
@@ -492,3 +493,12 @@ class _UnsentSnapshots:
         if waiting and outcome.unsent_ceiling != unsent.RELEASED:  # that run warned already
             self.result.warn(unsent.waiting_warning(dest.id, len(waiting), record.get("last_success"),
                                                     self.max_unsent))
+
+
+def _log_tail():
+    """A LogTail on the run's log (host/notify.py: imported only by a run that notifies)."""
+    from ..host import notify
+
+    tail = notify.LogTail()
+    LOG.addHandler(tail)
+    return tail

@@ -10,7 +10,6 @@ import posixpath
 
 from ..model import names, snapper
 from ..host.endpoints.base import Endpoint
-from ..host.capabilities import SOURCE_PROBES, source_tools_from
 from ..host.job_source import job_source
 from ..model.errors import BackupError, ConfigError, EndpointError, MissingPathError
 from ..host.listing import FolderListing, Subvolume, build_listing, find_subvolume, list_folder, listing_commands
@@ -77,6 +76,8 @@ class SourceSide:
         same remote command (one round trip for all a run needs there before its snapshot)."""
         if not self.endpoint.crosses_network:
             return list_folder(self.endpoint, self.runner, self.folder, [source])
+        from ..host.capabilities import SOURCE_PROBES, source_tools_from  # a remote source's only
+
         commands = listing_commands(self.folder, [source])
         lock_commands = self.lock_store().read_commands()
         results = self.endpoint.run_batch(self.runner, commands + lock_commands + list(SOURCE_PROBES))

@@ -16,8 +16,13 @@ NOT_AT_START = ["typing", "dataclasses", "hashlib", "subprocess", "socket", "ins
                 # the send machinery: a run with nothing to send never loads it
                 "engine.run.sending", "engine.run.transfer", "engine.run.staged_send",
                 "engine.host.compressibility", "engine.host.stream_size", "engine.host.staging",
+                "engine.host.streams", "engine.host.pipeline", "engine.host.capabilities",
+                # notifications are sent by the runs of a job that has a ping or ntfy URL
+                "engine.host.notify",
                 # a job's archive stores and an ssh destination's survey: loaded by the runs that have them
-                "engine.host.endpoints.archive", "engine.host.archive_exec", "engine.host.destination_survey"]
+                "engine.host.endpoints.archive", "engine.host.archive_exec", "engine.host.destination_survey",
+                # what only a run with an ssh or shell end uses: its quoting, sshd's refusals, the shell kind
+                "shlex", "engine.model.ssh_retry", "engine.host.endpoints.shell"]
 
 _LOADED = """
 import json, sys
@@ -76,3 +81,11 @@ def test_the_launcher_runs_the_engine_isolated_without_site_and_docstrings():
     assert "exec python3 -I -S -OO -c" in launcher
     commands = [line for line in launcher.splitlines() if not line.lstrip().startswith("#")]
     assert not [line for line in commands if "$(" in line], "each $(...) is a process of every run"
+
+
+def test_the_launcher_holds_the_garbage_collector_until_the_engine_is_imported():
+    launcher = (MODULE_UTILS.parents[1] / "roles" / "btrfs_backup" / "files" / "btrfs-backup").read_text()
+    body = launcher[launcher.index("exec python3"):]
+    disabled, imported = body.index("gc.disable()"), body.index("from engine.frontends.cli import run")
+    frozen, enabled, ran = body.index("gc.freeze()"), body.index("gc.enable()"), body.index("run()", imported + 40)
+    assert disabled < imported < frozen < enabled < ran, "collect nothing while importing, then freeze what was imported"

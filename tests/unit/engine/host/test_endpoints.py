@@ -9,7 +9,7 @@ import pytest
 
 from engine.host import btrfs, effects
 from engine.host.endpoints.local import LocalEndpoint
-from engine.host.endpoints.location import KINDS, parse_location
+from engine.host.endpoints.location import SCHEMES, endpoint_class, parse_location
 from engine.host.endpoints.shell import ShellEndpoint
 from engine.host.endpoints.ssh import (
     BULK_CIPHERS,
@@ -159,7 +159,8 @@ def test_a_stream_that_crosses_no_network_is_not_compressed(spec):
 
 
 def test_the_kinds_table_names_every_scheme():
-    assert {scheme: cls.kind for scheme, cls in KINDS.items()} == {"ssh": "ssh", "shell": "shell"}
+    assert {scheme: endpoint_class(scheme).kind for scheme in SCHEMES} == {"ssh": "ssh", "shell": "shell"}
+    assert endpoint_class("ftp") is None
     with pytest.raises(ConfigError, match=r"unknown scheme \(use a path, ssh://, shell://, borg:PATH, "
                                           r"borg\+ssh:// or restic:REPOSITORY\)"):
         parse_location("zfs://x/y")

@@ -7,7 +7,8 @@ from engine.host.endpoints.location import parse_location
 from engine.model.errors import ConfigError, TransferError
 from engine.host.pipeline import Node, Stage, run_pipeline, run_stream
 from engine.host.runner import CommandRunner
-from engine.host.streams import EndTools, StreamOptions, plan_stream
+from engine.host.streams import EndTools, plan_stream
+from engine.model.stream_options import StreamOptions
 from engine.model.compression import parse_compress
 from engine.run.transfer import progress_line
 

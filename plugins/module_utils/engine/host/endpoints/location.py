@@ -12,18 +12,26 @@ import re
 from ...model import archives
 from ...model.errors import ConfigError
 from .local import LocalEndpoint
-from .shell import ShellEndpoint
-from .ssh import SshEndpoint
 
 if TYPE_CHECKING:
     from typing import Iterable
     from .base import Endpoint
 
-#: The kinds a location names with a scheme (`scheme://...`); anything else is a local path.
-KINDS = {
-    "ssh": SshEndpoint,
-    "shell": ShellEndpoint,
-}
+#: The schemes that name a kind of endpoint (`scheme://...`); anything else is a local path.
+SCHEMES = ("ssh", "shell")
+
+
+def endpoint_class(scheme: str):
+    """The endpoint class a scheme of SCHEMES names, or None; imported only then: a run whose
+    ends are all local paths loads neither (start-up time of every run)."""
+    if scheme == "ssh":
+        from .ssh import SshEndpoint
+        return SshEndpoint
+    if scheme == "shell":
+        from .shell import ShellEndpoint
+        return ShellEndpoint
+    return None
+
 
 _SCHEME_RE = r"^[A-Za-z][A-Za-z0-9+.-]*://"
 
@@ -50,11 +58,11 @@ def parse_location(spec: str, ssh_options: Iterable[str] = (), ssh_sudo: bool = 
             store = getattr(archive_stores, class_name)
             return store.from_location(spec, ssh_options=ssh_options, as_source=not allow_shell, archive=archive)
     scheme, sep, _rest = spec.partition("://")
-    kind = KINDS.get(scheme) if sep else None
+    kind = endpoint_class(scheme) if sep else None
     if kind is not None:
         return kind.from_location(spec, ssh_options=ssh_options, ssh_sudo=ssh_sudo,
                                   as_source=not allow_shell)
     if sep and re.match(_SCHEME_RE, spec):
         raise ConfigError("%r: unknown scheme (use a path, %s, borg:PATH, borg+ssh:// or restic:REPOSITORY)"
-                          % (spec, ", ".join("%s://" % name for name in KINDS)))
+                          % (spec, ", ".join("%s://" % name for name in SCHEMES)))
     return LocalEndpoint.from_location(spec)

@@ -10,10 +10,8 @@ TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts 
 
 import os
 import re
-import shlex
 
 from ...model.errors import ConfigError, EndpointError, UnreachableError
-from ...model.ssh_retry import retry_delay, retry_message, turned_away
 from .. import btrfs
 from ..runner import LOG, CommandResult
 from .base import Endpoint, check_path
@@ -140,6 +138,8 @@ class SshEndpoint(Endpoint):
 
     def remote_line(self, argv: list[str], privileged: bool = True) -> str:
         """A remote command line with every word quoted (the remote login shell parses it)."""
+        import shlex  # here: a run whose ends are all on this machine never quotes for ssh
+
         words = (["sudo", "-n"] if (privileged and self.sudo) else []) + list(argv)
         return " ".join(shlex.quote(w) for w in words)
 
@@ -263,6 +263,8 @@ class SshConnections:
         reports the failure as usual (a refused key is not retried)."""
         if _user_multiplexing(endpoint):
             return
+        from ...model.ssh_retry import retry_delay, retry_message, turned_away  # a run with an ssh end only
+
         argv = endpoint.ssh_argv()
         argv = argv[:-1] + ["-N", argv[-1]]
         pause = getattr(self.runner, "pause", None)  # a fake runner does not wait
