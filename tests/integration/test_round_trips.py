@@ -7,11 +7,12 @@ the test sees what the server saw; sshd's log shows that each run opened one con
 from __future__ import annotations
 
 import shlex
+import shutil
 import stat
 
 import pytest
 
-from cli_helpers import CLI, ok, sent, ssh_args
+from cli_helpers import CLI, assert_backup, assert_no_partial, ok, run_cli, sent, snapshot_names, ssh_args
 from support.sshd import Sshd
 from support.trees import write_mixed_tree
 
@@ -153,3 +154,50 @@ def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
     assert_commands(full, SOMETHING_TO_SEND, "full relay")
     assert_commands(incremental, SOMETHING_TO_SEND, "incremental relay")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to relay")
+
+
+#: A btrfs in front of the real one at the ssh host: `subvolume show` fails (the receive's answer
+#: cannot be read), or `receive` leaves what it received writable (exit status 0 all the same).
+SHOW_FAILS = 'if [ "$1 $2" = "subvolume show" ]; then echo "ERROR: not now" >&2; exit 1; fi\n'
+RECEIVE_LEAVES_WRITABLE = ('if [ "$1" = receive ]; then for last; do :; done; "$REAL" "$@" || exit; '
+                           'for sub in "$last"/*; do "$REAL" property set -f -ts "$sub" ro false; done; exit 0; fi\n')
+
+
+def with_btrfs_wrapper(server, commands, body):
+    """The server's key runs each command with `body` as its btrfs (then the real one)."""
+    folder = server.workdir / "wrapped-bin"
+    folder.mkdir(exist_ok=True)
+    wrapper = folder / "btrfs"
+    wrapper.write_text(f"#!/bin/sh\nREAL={shlex.quote(shutil.which('btrfs'))}\n{body}exec \"$REAL\" \"$@\"\n")
+    wrapper.chmod(0o755)
+    logging_forced_command(server, commands.log, f'env PATH={shlex.quote(str(folder))}:"$PATH" '
+                                                 '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+
+
+def test_an_answer_that_cannot_be_read_gets_the_check_apart(logged_sshd, make_fs, subvolume):
+    """Rule 2 without the receive's answer: the arrival is checked by a command of its own."""
+    server, commands = logged_sshd
+    with_btrfs_wrapper(server, commands, SHOW_FAILS)
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=5)
+    dest = make_fs("dst") / "backups"
+    dest.mkdir()
+    ok(*ssh_args(server), "-f", source / "snapshot", source, server.url(dest))
+    taken = commands.take()
+    assert len(taken) == SOMETHING_TO_SEND + 1, "\n".join(taken)
+    assert "btrfs subvolume show" in taken[1] and "btrfs subvolume list" in taken[2], taken
+    assert_backup(dest, source / "snapshot" / snapshot_names(source / "snapshot")[0])
+
+
+def test_a_writable_arrival_named_in_the_answer_is_no_backup(logged_sshd, make_fs, subvolume):
+    """Rule 2 through the receive's own answer: what arrived writable fails the send and goes."""
+    server, commands = logged_sshd
+    with_btrfs_wrapper(server, commands, RECEIVE_LEAVES_WRITABLE)
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=6)
+    dest = make_fs("dst") / "backups"
+    dest.mkdir()
+    done = run_cli(*ssh_args(server), "-f", source / "snapshot", source, server.url(dest))
+    assert done.code != 0 and "did not verify (read-only: False" in done.stderr, done.explain()
+    assert_no_partial(dest)
+    assert not list(dest.iterdir()), "the writable arrival was left"
