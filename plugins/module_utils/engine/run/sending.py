@@ -55,14 +55,15 @@ def send(executor, step) -> dict:
     snapshot, parent, dests = step.snapshot, step.parent, step.destinations
     parent_name = parent.name if parent else None
     LOG.info("sending %s to %s (%s)", snapshot.name, ", ".join(d.id for d in dests), step.mode)
+    # The compressibility sample reads the snapshot while the locks are saved and the stream's size
+    # is estimated: none of them decides anything about the others (an incremental's sample waits
+    # for that estimate's pass).
+    sampling = InBackground(sample_compressible, step.source, dests, snapshot, executor.options.stream,
+                            executor.probe(step.source), parent)
     # Locked before the first byte moves, so a crash at any point is found by the next run (rule 3).
     for dest in dests:
         executor.locks.hold(snapshot.name, parent_name, dest.id)
     executor.save_locks()
-    # The compressibility sample reads the snapshot while the stream's size is estimated: neither
-    # decides anything about the other (an incremental's sample waits for that estimate's pass).
-    sampling = InBackground(sample_compressible, step.source, dests, snapshot, executor.options.stream,
-                            executor.probe(step.source), parent)
     staged, estimate = _staged_destinations(executor, step)
     compressible = sampling.result()
     direct = [dest for dest in dests if dest not in staged]
