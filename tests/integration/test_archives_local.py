@@ -60,6 +60,16 @@ class Store:
             words = [entry["tags"] or [] for entry in sorted(json.loads(out) or [], key=lambda e: e["time"])]
         return [dict(w.split("=", 1) for w in ws if "=" in w) for ws in words]
 
+    def delete_newest(self) -> None:
+        """Delete the newest archive with the tool itself, behind the job's back."""
+        if self.tool == "borg":
+            names = self._tool("borg", "list", "--short", str(self.path)).stdout.split()
+            self._tool("borg", "delete", f"{self.path}::{names[-1]}")
+        else:
+            out = self._tool("restic", "--repo", str(self.path), "snapshots", "--json").stdout
+            newest = sorted(json.loads(out), key=lambda e: e["time"])[-1]["id"]
+            self._tool("restic", "--repo", str(self.path), "forget", "--prune", newest)
+
     def args(self, *extra):
         return ["--archive-key-file", str(self.key), *extra]
 
@@ -117,6 +127,41 @@ def test_full_then_incremental_and_the_restore_equals_the_snapshot(store, src, r
     assert verified.code == 0 and verified.result["ok"] and verified.result["stream_parsed"], verified.explain()
     _no_secret_anywhere(first.stderr, json.dumps(first.result), second.stderr, json.dumps(second.result),
                         restored.stderr, verified.stderr, json.dumps(verified.result), folders=[job_state_dir])
+
+
+def test_a_run_sends_on_the_last_runs_forecast_while_the_store_is_listed(store, src, job_state_dir):
+    ok(*store.args(), src, store.location)
+    _change(src, 1)
+    second = ok(*store.args("-v", "debug"), src, store.location)
+    # The stream waited for the run's word (the listing beside it agreed with the forecast).
+    assert "--verdict" in second.stderr, second.explain()
+    names = snapshot_names(src / "snapshot")
+    uuids = [subvolumes(src / "snapshot")[n].uuid for n in names]
+    assert [(t["snapshot"], t["parent"], t["status"]) for t in second.result["destinations"][0]["transfers"]] == \
+        [(names[1], names[0], "done")]
+    assert [(l["uuid"], l["parent"]) for l in store.labels()] == [(uuids[0], "none"), (uuids[1], uuids[0])]
+    _no_secret_anywhere(second.stderr, folders=[job_state_dir])
+
+
+def test_a_forecast_the_listing_contradicts_is_stopped_and_planned_again(store, src):
+    # Rule 1: the run planned on what its last run left (parent: the newest archive), but that
+    # archive was deleted since: the stream is stopped, nothing of it stays, and the run sends again
+    # from the parent the store really holds.
+    ok(*store.args(), src, store.location)
+    _change(src, 1)
+    ok(*store.args(), src, store.location)
+    store.delete_newest()
+    _change(src, 2)
+    third = ok(*store.args("-v", "debug"), src, store.location)
+    names = snapshot_names(src / "snapshot")
+    uuids = [subvolumes(src / "snapshot")[n].uuid for n in names]
+    transfers = [(t["snapshot"], t["parent"], t["status"]) for t in third.result["destinations"][0]["transfers"]]
+    assert transfers == [(names[2], names[1], "replanned"), (names[1], names[0], "done"), (names[2], names[1], "done")], \
+        third.explain()
+    assert "holds other archives than the last run left" in third.stderr
+    assert [(l["snapshot"], l["uuid"], l["parent"]) for l in store.labels()] == \
+        [(names[0], uuids[0], "none"), (names[1], uuids[1], uuids[0]), (names[2], uuids[2], uuids[1])]
+    assert third.result["locks"] == {} and not third.result["errors"]
 
 
 def test_one_send_feeds_a_btrfs_folder_and_an_archive(borg, src, dst, tmp_path):

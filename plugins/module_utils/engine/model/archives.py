@@ -213,3 +213,35 @@ def chain_protection(kept: Iterable[str], parent_of: Mapping) -> dict:
             needed[parent] = f"parent of the kept incremental archive {child}"
             child, parent = parent, parent_of.get(parent)
     return needed
+
+
+def holdings(children: Mapping) -> dict:
+    """Pure: all that planning reads of a store's listing (name -> Subvolume): each archive's
+    snapshot name, the UUID its stream carried, its parent's, and whether it is complete. Two
+    listings with equal holdings give the same plan (rule 1), whatever names the archives to the store."""
+    return {name: (sub.received_uuid, sub.parent_uuid, bool(sub.readonly)) for name, sub in children.items()}
+
+
+def forecast_entry(children: Mapping) -> dict:
+    """Pure: a store's listing as the job's state keeps it for the next run's forecast (JSON)."""
+    return {name: {"uuid": sub.received_uuid, "parent": sub.parent_uuid, "ref": sub.path}
+            for name, sub in children.items() if sub.readonly and sub.received_uuid}
+
+
+def forecast_records(job: str, entry) -> list | None:
+    """Pure: the ArchiveRecords a forecast entry stands for; None when it is not one (a damaged or
+    foreign state: then there is no forecast, the run lists first)."""
+    if not isinstance(entry, dict):
+        return None
+    found = []
+    for name, item in sorted(entry.items()):
+        if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("uuid", "ref")):
+            return None
+        parent = item.get("parent")
+        if parent is not None and not isinstance(parent, str):
+            return None
+        try:
+            found.append(ArchiveRecord(item["ref"], check_label(job, name, item["uuid"], parent)))
+        except ConfigError:
+            return None
+    return found

@@ -49,6 +49,8 @@ class DestinationFolders:
         for dest in destinations:
             if not dest.can_list:
                 return  # a shell:// sink is only known by trying
+            if self._took_the_last_run(dest):
+                return
             try:
                 self.listing(dest, create=False)
                 return
@@ -78,6 +80,25 @@ class DestinationFolders:
         if listing is not None:
             self._listings[dest.id] = listing
         return listing
+
+    def _took_the_last_run(self, dest) -> bool:
+        """An archive store that took the job's last run there (its forecast is recorded): usable
+        without listing it first, which would cost the run the store's whole opening before the
+        snapshot (it is listed beside the stream; a failure there fails that destination alone).
+        Not with require_destination: that job takes a snapshot only for a store that answers now."""
+        if not dest.holds_archives or self.source is None or self.executor.check_mode or self.require_destination \
+                or not getattr(self.runner, "kernel_listing", False):  # listed beside a stream: a real runner
+            return False
+        from .archive_forecast import recorded_stores  # only a run with an archive store needs it
+        return dest.id in recorded_stores(self.source.identity)
+
+    def known(self, dest) -> bool:
+        """Whether the destination was listed in this run."""
+        return dest.id in self._listings
+
+    def remember(self, dest, listing) -> None:
+        """A listing this run got otherwise (an archive store listed beside a stream)."""
+        self._listings[dest.id] = listing
 
     def _listing(self, dest, create):
         if dest.holds_archives:  # a repository that cannot be listed is a clear error: no folder to create

@@ -49,7 +49,7 @@ class _DestinationPlans:
             raise BackupError(f"{dest.id} is a backup server (btrfs-backup serve), which cannot take snapper's "
                               "snapshots yet: each arrives named 'snapshot'; send them to a folder, or to an ssh "
                               "host that runs btrfs receive itself")
-        listing = self.folders.listing(dest)
+        listing = self._listing_or_forecast(dest)
         held = dest.mark_unfinished(dict(listing.children) if listing is not None else {}, self._locked_names(dest))
         self._settle_arrivals(dest, snapshots, held, outcome)
         plan = plan_destination(snapshots, held, self._locked_names(dest), incremental=not self.config.no_incremental,
@@ -72,6 +72,21 @@ class _DestinationPlans:
         outcome.present = dict(plan.present)
         outcome.backups = held
         return _Pending(dest, outcome, plan.transfers, held)
+
+    def _listing_or_forecast(self, dest):
+        """The destination's listing; for an archive store that is not listed yet, the forecast
+        the job's last run left (run/archive_forecast.py) while the store is listed meanwhile. A
+        store with a lock of this job (an unfinished transfer to settle) is listed first."""
+        if not (dest.holds_archives and getattr(self.executor.runner, "kernel_listing", False)) \
+                or self.executor.check_mode or dest.id in self.forecasts or self.folders.known(dest) \
+                or self.executor.locks.names_locked_by(dest.id_aliases):
+            return self.folders.listing(dest)
+        from . import archive_forecast  # only a run with an archive store needs it
+        predicted = archive_forecast.load_forecast(self.source.identity, dest)
+        if predicted is None:
+            return self.folders.listing(dest)
+        self.forecasts[dest.id] = archive_forecast.Forecast(dest, self.executor.runner, predicted)
+        return predicted
 
     def _settle_arrivals(self, dest, snapshots, held, outcome):
         """A backup that arrived under its subvolume's name (snapper's `snapshot`) but was not
@@ -121,6 +136,8 @@ class DestinationSync(_DestinationPlans):
         self.source = source
         self.folders = folders
         self.keep_backups = keep_backups
+        # Archive stores planned on a forecast while they are listed (dest id -> Forecast).
+        self.forecasts = {}
 
     def run(self, destinations, snapshots, new_snapshot) -> list:
         """Bring every destination up to date; a failure is recorded, never raised (rule 9).
@@ -134,7 +151,15 @@ class DestinationSync(_DestinationPlans):
                 pending.append(self._prepare(dest, snapshots, new_snapshot, outcome))
             except BackupError as err:
                 self._fail(dest, outcome, err)
+        self._planning = (snapshots, new_snapshot)
         self._send_all(pending)
+        # A forecast that no stream waited on is settled now: planned again where it was wrong.
+        wrong = [item for item in pending if item.outcome.status != "failed" and not self._forecast_holds(item.dest)]
+        while wrong:
+            redone = [self._replan(item) for item in wrong]
+            self._send_all(redone)
+            pending = [p for p in pending if p not in wrong] + redone
+            wrong = [item for item in redone if item.outcome.status != "failed" and not self._forecast_holds(item.dest)]
         for item in pending:
             if item.outcome.status == "failed":
                 continue
@@ -160,9 +185,11 @@ class DestinationSync(_DestinationPlans):
             first = min(waiting, key=lambda p: p.transfers[0].snapshot.name)
             key = _send_key(first.transfers[0])
             group = [p for p in waiting if _send_key(p.transfers[0]) == key]
-            self._send(group, first.transfers[0])
+            replanned = self._send(group, first.transfers[0])
             for item in group:
                 item.transfers.pop(0)
+            for item in replanned:
+                pending[pending.index(item)] = self._replan(item)
 
     def _send(self, group, transfer):
         snapshot, parent = transfer.snapshot, transfer.parent
@@ -177,6 +204,10 @@ class DestinationSync(_DestinationPlans):
             item.outcome.transfers.append(record)
         step = Send(source=self.source.endpoint, snapshot=snapshot, parent=parent,
                     destinations=tuple(item.dest for item in group))
+        armed = [self.forecasts[i.dest.id] for i in group
+                 if i.dest.id in self.forecasts and self.forecasts[i.dest.id].agreed is None]
+        for forecast in armed:
+            forecast.arm()
         try:
             sent = self.executor.carry_out(step)
         except BaseException:
@@ -184,9 +215,19 @@ class DestinationSync(_DestinationPlans):
             for record in records.values():
                 record["status"] = "interrupted"
             raise
+        finally:
+            for forecast in armed:
+                forecast.disarm()
+        replanned = []
         for item in group:
             record, done = records[item.dest.id], sent[item.dest.id]
-            if isinstance(done, TransferError):
+            if not self._forecast_holds(item.dest) and isinstance(done, TransferError):
+                # Stopped on the run's word: the store saved nothing, and this transfer owes nothing.
+                record["status"] = "replanned"
+                self.executor.locks.settle(snapshot.name, parent.name if parent else None, item.dest.id_aliases)
+                self.executor.save_locks()
+                replanned.append(item)
+            elif isinstance(done, TransferError):
                 record["status"] = "failed"
                 record["error"] = done.detail or str(done)
                 if getattr(done, "resumable", None):
@@ -206,6 +247,32 @@ class DestinationSync(_DestinationPlans):
                     record["receive_slot_wait_seconds"] = done.slot_wait  # the server was saturated
             if not isinstance(done, TransferError) and item.held is not None:
                 item.outcome.present[snapshot.name] = item.held[snapshot.name] = done.backup
+        return replanned
+
+    def _forecast_holds(self, dest) -> bool:
+        """Whether what `dest` was planned on is what it holds: its listing, or a forecast that
+        its listing confirmed (waited for here). Once confirmed, the listing's own records stand."""
+        forecast = self.forecasts.get(dest.id)
+        if forecast is None or self.folders.known(dest):  # listed, or planned again on its listing
+            return True
+        if forecast.settle():
+            self.folders.remember(dest, forecast.real)
+            return True
+        return False
+
+    def _replan(self, item) -> _Pending:
+        """A destination planned on a wrong forecast, planned again on its listing (listed anew
+        when the listing beside the stream failed)."""
+        forecast = self.forecasts[item.dest.id]
+        if forecast.real is not None:
+            self.folders.remember(item.dest, forecast.real)
+        snapshots, new_snapshot = self._planning
+        item.outcome.conflicts = []
+        try:
+            return self._prepare(item.dest, snapshots, new_snapshot, item.outcome)
+        except BackupError as err:
+            self._fail(item.dest, item.outcome, err)
+            return _Pending(item.dest, item.outcome, [], item.held)
 
     def _clear_locks(self, dest, snapshot_names, outcome):
         held = set(self.executor.locks.names_locked_by(dest.id_aliases))

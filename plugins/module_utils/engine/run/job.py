@@ -211,7 +211,25 @@ class _Run:
         for dest, outcome in synced:
             outcome.unsent_ceiling = self.unsent.at_ceiling.get(dest.id)
             self.unsent.count(dest, outcome, remaining)
+        if not self.config.check_mode and any(dest.holds_archives for dest, _outcome in synced):
+            self._record_archive_forecasts(synced)
         self.result.locks_after = self.executor.locks.as_dict()
+
+    def _record_archive_forecasts(self, synced):
+        """What each archive store holds after this run, for the next run's forecast
+        (run/archive_forecast.py): what it held and received, less what retention deleted there;
+        not known (the next run lists first) after a failure there."""
+        from .archive_forecast import save_forecasts
+        deleted = collections.defaultdict(set)
+        for section in self.result.retention:
+            deleted[section.where].update(d["name"] for d in section.deleted)
+        left = {}
+        for dest, outcome in synced:
+            if dest.holds_archives:
+                ok = outcome.status == "ok" and outcome.backups is not None
+                left[dest.id] = {name: sub for name, sub in outcome.backups.items()
+                                 if name not in deleted[dest.id]} if ok else None
+        save_forecasts(self.source.identity, left)
 
     def _source_phase(self, listing):
         """Locks, the destinations to serve, and the new snapshot: (destinations, snapshots, new snapshot)."""

@@ -2,6 +2,7 @@
 uses, the argv of each tool (secrets only by file, never on a command line), their errors."""
 
 import json
+import os
 import shlex
 
 import pytest
@@ -250,3 +251,27 @@ def test_a_deletion_an_append_only_server_refuses_says_so_without_the_stack_trac
     assert "unable to remove <snapshot/80e06cdf76> from the repository" in text
     assert "the repository refuses deletions: an append-only server" in text
     assert "goexit" not in text and "errgroup" not in text
+
+
+def test_a_stream_sent_on_a_forecast_waits_for_the_runs_word():
+    a = _snapshot("20240101-000000", U1)
+    for location in ("borg:/b", "restic:/r"):
+        store = parse_location(location, archive=SETTINGS)
+        store.verdict_path = "/run/verdict"
+        _name, argv = store.storing(a, None).receiver()
+        assert argv[argv.index("--verdict") + 1] == "/run/verdict", location
+        store.verdict_path = None
+        assert "--verdict" not in store.storing(a, None).receiver()[1]
+
+
+def test_borg_lists_beside_its_own_create_without_its_locks():
+    # create holds the repository's lock and its cache's until the run's word: list takes neither.
+    store = parse_location("borg:/b", archive=SETTINGS)
+    runner = Runner(CommandResult([], 0, BORG_LIST, ""), CommandResult([], 0, BORG_LIST, ""))
+    assert store.list_backups(runner, beside_a_write=True).children.keys() == {"a", "b"}
+    store.list_backups(runner)
+    beside, alone = runner.argvs
+    assert "--bypass-lock" in beside and "--bypass-lock" not in alone
+    cache = [beside[i + 1] for i, word in enumerate(beside) if word == "--set" and beside[i + 1].startswith("BORG_CACHE_DIR=")]
+    assert len(cache) == 1 and not os.path.exists(cache[0].split("=", 1)[1])  # its own, removed after
+    assert not any(word.startswith("BORG_CACHE_DIR=") for word in alone)

@@ -43,6 +43,72 @@ def test_check_fails_a_cut_stream():
     assert run.returncode == 1 and b"the send stream was cut" in run.stderr
 
 
+def test_check_copies_from_a_file_too(tmp_path):
+    # Not a pipe: copied through a buffer instead of spliced, the same bytes and the same check.
+    stream = tmp_path / "stream"
+    stream.write_bytes(WHOLE * 300)
+    with open(stream, "rb") as handle:
+        run = subprocess.run([sys.executable, PROGRAM, "check"], stdin=handle, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, check=False)
+    assert run.returncode == 0 and run.stdout == WHOLE * 300
+
+
+def test_check_passes_a_large_stream_through_pipes_unchanged():
+    data = os.urandom(5 << 20) + WHOLE
+    run = _run(["check"], data)
+    assert run.returncode == 0 and run.stdout == data
+
+
+@pytest.mark.parametrize("word, passes", [("go", True), ("abort", False), ("anything else", False)])
+def test_check_with_a_verdict_passes_a_whole_stream_only_on_go(tmp_path, word, passes):
+    verdict = tmp_path / "verdict"
+    verdict.write_text(word + "\n")
+    run = _run(["check", "--verdict", str(verdict)], WHOLE)
+    assert (run.returncode == 0) is passes
+    if not passes:
+        assert b"nothing was saved" in run.stderr
+
+
+def test_check_waits_for_the_verdict(tmp_path):
+    import fcntl
+    verdict = tmp_path / "verdict"
+    run_lock = os.open(str(verdict) + ".run", os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(run_lock, fcntl.LOCK_EX)
+    proc = subprocess.Popen([sys.executable, PROGRAM, "check", "--verdict", str(verdict)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(WHOLE)
+    proc.stdin.close()
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=0.3)  # a whole stream, but no word from the run yet
+    verdict.write_text("go")
+    assert proc.wait(timeout=10) == 0 and proc.stdout.read() == WHOLE
+
+
+def test_check_stops_waiting_when_the_run_is_gone(tmp_path):
+    # The run holds a lock on the verdict's .run file while it may still speak; a killed run does not.
+    import fcntl
+    verdict = tmp_path / "verdict"
+    run_lock = os.open(str(verdict) + ".run", os.O_WRONLY | os.O_CREAT)
+    fcntl.flock(run_lock, fcntl.LOCK_EX)
+    proc = subprocess.Popen([sys.executable, PROGRAM, "check", "--verdict", str(verdict)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdin.write(WHOLE)
+    proc.stdin.close()
+    with pytest.raises(subprocess.TimeoutExpired):
+        proc.wait(timeout=0.3)
+    os.close(run_lock)  # the run died without a word
+    assert proc.wait(timeout=10) == 1 and b"nothing was saved" in proc.stderr.read()
+
+
+def test_guard_stops_the_store_when_the_run_says_abort(tmp_path):
+    out, verdict = tmp_path / "saved", tmp_path / "verdict"
+    verdict.write_text("abort")
+    store = 'trap "exit 130" INT; cat > /dev/null; touch "$0"'
+    run = _run(["guard", "--verdict", str(verdict), "--", "sh", "-c", store, str(out)], WHOLE)
+    assert run.returncode == 1 and b"nothing was saved" in run.stderr
+    assert not out.exists()
+
+
 def test_guard_gives_the_store_a_whole_stream_and_its_exit_status(tmp_path):
     out = tmp_path / "stored"
     run = _run(["guard", "--", "sh", "-c", 'cat > "$0"; exit 3', str(out)], WHOLE)

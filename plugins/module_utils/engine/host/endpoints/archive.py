@@ -53,10 +53,12 @@ def _exec_program() -> list[str]:
     """The argv that starts host/archive_exec.py: its file where it is one, else its source text."""
     from .. import archive_exec
     path = getattr(archive_exec, "__file__", None)
+    # -I -S: the program needs nothing but the standard library, and starts in a third of the time
+    # (it starts for every store command, borg's check among them: part of the stream's time).
     if path and os.path.isfile(path):
-        return [sys.executable, path]
+        return [sys.executable, "-I", "-S", path]
     import inspect  # only inside a zip (an Ansible module's payload)
-    return [sys.executable, "-c", inspect.getsource(archive_exec)]
+    return [sys.executable, "-I", "-S", "-c", inspect.getsource(archive_exec)]
 
 
 class ArchiveEndpoint(Endpoint):
@@ -74,6 +76,9 @@ class ArchiveEndpoint(Endpoint):
         self.repository = repository
         self.settings = settings or ArchiveSettings()
         self.label = None  # the archive a bound receiver stores (storing())
+        # A file through which the run tells a stream sent before it knew the listing whether to
+        # keep it (archive_exec --verdict; run/archive_forecast.py); None: no word is needed.
+        self.verdict_path = None
 
     @property
     def id_aliases(self) -> set:
@@ -118,18 +123,25 @@ class ArchiveEndpoint(Endpoint):
         """KEY=VALUE items that name the passphrase file and the tool's answers (no secret in them)."""
         return []
 
-    def tool_argv(self, argv: list[str], mode: str = "exec") -> list[str]:
-        """`argv` (the tool's) run by archive_exec in `mode` (exec or guard)."""
+    def tool_argv(self, argv: list[str], mode: str = "exec", extra=()) -> list[str]:
+        """`argv` (the tool's) run by archive_exec in `mode` (exec or guard), with the `extra`
+        KEY=VALUE items in its environment too."""
         wrapped = _exec_program() + [mode]
+        if mode == "guard":
+            wrapped += self.verdict_options()
         if self.settings.env_file:
             wrapped += ["--env-file", self.settings.env_file]
-        for item in self.environment():
+        for item in self.environment() + list(extra):
             wrapped += ["--set", item]
         return wrapped + ["--"] + argv
 
-    def run_tool(self, runner: CommandRunner, argv: list[str], what: str) -> CommandResult:
+    def verdict_options(self) -> list[str]:
+        """archive_exec's options by which a stream waits for the run's word (none needed: [])."""
+        return ["--verdict", self.verdict_path] if self.verdict_path else []
+
+    def run_tool(self, runner: CommandRunner, argv: list[str], what: str, extra=()) -> CommandResult:
         """Run the tool; EndpointError naming `what` and the tool's own last words when it fails."""
-        result = runner.run(self.tool_argv(argv))
+        result = runner.run(self.tool_argv(argv, extra=extra))
         if not result.ok:
             error = UnreachableError if unreachable(result.stderr) else EndpointError
             raise error(f"{self.id}: {what} failed: {self.failure_text(result)}")
@@ -156,20 +168,24 @@ class ArchiveEndpoint(Endpoint):
 
     # -- listing, the records planning uses ------------------------------------------------------
 
-    def records(self, runner: CommandRunner) -> list:
-        """Every archive of ours in the repository (ArchiveRecord), any job's."""
+    def records(self, runner: CommandRunner, beside_a_write: bool = False) -> list:
+        """Every archive of ours in the repository (ArchiveRecord), any job's. `beside_a_write`:
+        while this run's own store writes to it (a stream sent on a forecast)."""
         raise NotImplementedError
 
-    def job_records(self, runner: CommandRunner) -> dict:
+    def job_records(self, runner: CommandRunner, beside_a_write: bool = False) -> dict:
         """This job's archives by snapshot name."""
-        return archives.job_archives(self.records(runner), self.settings.job)
+        return archives.job_archives(self.records(runner, beside_a_write), self.settings.job)
 
-    def list_backups(self, runner: CommandRunner) -> FolderListing:
+    def list_backups(self, runner: CommandRunner, beside_a_write: bool = False) -> FolderListing:
         """This job's archives as the records planning takes for received subvolumes: by snapshot
         name, `received_uuid` the UUID its stream carried (rule 1), `parent_uuid` its parent's,
         `path` what names the archive to the store. An archive is stored whole or not at all."""
-        children = {name: archive_subvolume(record) for name, record in self.job_records(runner).items()}
-        return FolderListing(self.id, children, set())
+        return self.listing_of(self.job_records(runner, beside_a_write).values())
+
+    def listing_of(self, records) -> FolderListing:
+        """Pure: archives (ArchiveRecord) as list_backups gives them."""
+        return FolderListing(self.id, {r.label.snapshot: archive_subvolume(r) for r in records}, set())
 
     def mark_unfinished(self, held: dict, locked_names) -> dict:
         """`held` with every archive of a snapshot whose transfer here is still locked counted as
@@ -287,12 +303,27 @@ class BorgEndpoint(ArchiveEndpoint):
         label = self._bound_label()
         name = archives.archive_name(label.job, label.snapshot)
         create = ["borg", "create", "--content-from-command", "--stdin-name", name + ".btrfs",
-                  "--comment", label.comment(), self.archive(name), "--"] + _exec_program() + ["check"]
+                  "--comment", label.comment(), self.archive(name), "--"] + _exec_program() + ["check"] + \
+            self.verdict_options()
         return f"borg create at {self.id}", self.tool_argv(create)
 
-    def records(self, runner) -> list:
-        result = self.run_tool(runner, ["borg", "list", "--format", "{name}{TAB}{comment}{NUL}", self.repository],
-                               "listing the archives")
+    def records(self, runner, beside_a_write=False) -> list:
+        # Beside this run's own create, which holds the repository's exclusive lock until the run
+        # says go: read without the lock (borg reads the last committed state; create commits later).
+        # borg's check against a replayed manifest still holds (its security folder is not the cache).
+        # create also holds its cache's lock, which list takes when that cache exists: an empty
+        # cache folder of its own (list reads no cache).
+        if not beside_a_write:
+            return parse_borg_list(self.run_tool(runner, ["borg", "list", "--format", "{name}{TAB}{comment}{NUL}",
+                                                          self.repository], "listing the archives").stdout)
+        import shutil
+        import tempfile
+        cache = tempfile.mkdtemp(prefix="btrfs-backup-borg-list-")
+        try:
+            result = self.run_tool(runner, ["borg", "list", "--bypass-lock", "--format", "{name}{TAB}{comment}{NUL}",
+                                            self.repository], "listing the archives", extra=["BORG_CACHE_DIR=" + cache])
+        finally:
+            shutil.rmtree(cache, ignore_errors=True)
         return parse_borg_list(result.stdout)
 
     def delete_archives(self, runner, refs) -> None:
@@ -376,7 +407,7 @@ class ResticEndpoint(ArchiveEndpoint):
                   "--tag", ",".join(label.words())]
         return f"restic backup at {self.id}", self.tool_argv(backup, mode="guard")
 
-    def records(self, runner) -> list:
+    def records(self, runner, beside_a_write=False) -> list:
         result = self.run_tool(runner, ["restic", "snapshots", "--json", "--tag", archives.MARK],
                                "listing the snapshots")
         return parse_restic_snapshots(result.stdout)

@@ -1,0 +1,169 @@
+# Copyright: btrfs.backup maintainers
+# MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
+# SPDX-License-Identifier: MIT
+"""An archive store's listing asked while the run goes on: the stream starts from the listing the
+last run left (its forecast), and is kept only if the store's own listing agrees (rule 1)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+
+from ..host import state_store
+from ..model import archives
+from ..model.errors import BackupError
+
+LOG = logging.getLogger("btrfs_backup")
+
+#: In the job's state folder: each archive store's archives after the job's last run there.
+FORECAST_FILE = "archive-forecast.json"
+
+
+class ListingInFlight:
+    """A store's listing, asked in a thread of its own (its repository opened meanwhile)."""
+
+    def __init__(self, dest, runner, beside_a_write: bool):
+        self.listing, self.error = None, None
+        self._thread = threading.Thread(target=self._list, args=(dest, runner, beside_a_write), daemon=True)
+        self._thread.start()
+
+    def _list(self, dest, runner, beside_a_write):
+        try:
+            self.listing = dest.list_backups(runner, beside_a_write)
+        except BackupError as err:
+            self.error = err
+
+    def wait(self):
+        """The listing (FolderListing); the BackupError of the listing when it failed."""
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.listing
+
+
+class Forecast:
+    """A stream to `dest` planned on `predicted` (a FolderListing: what the job's last run left
+    there), sent while the store is listed. Armed for its first send: the stream waits at its end
+    for the run's word, `go` only when the listing's holdings equal the forecast's; otherwise
+    `abort` (at once, while it still flows), and the store saves nothing (rule 2)."""
+
+    def __init__(self, dest, runner, predicted):
+        self.dest = dest
+        self.predicted = predicted
+        self.in_flight = ListingInFlight(dest, runner, beside_a_write=True)
+        self.agreed = None  # None: not settled yet; then True or False
+        self.real = None  # the store's listing once settled (None: it could not be listed)
+        self._folder = None
+        self._judge = None
+        self._alive = None  # the descriptor whose lock says the run may still give its word
+
+    def arm(self) -> None:
+        """Before the stream starts: the file its end waits on, and the thread that writes it."""
+        import fcntl
+        self._folder = tempfile.mkdtemp(prefix="btrfs-backup-verdict-")
+        self.dest.verdict_path = os.path.join(self._folder, "verdict")
+        # Held until the word is given: a stream whose run died (killed) stops instead of waiting.
+        self._alive = os.open(self.dest.verdict_path + ".run", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fcntl.flock(self._alive, fcntl.LOCK_EX)
+        self._judge = threading.Thread(target=self._write_verdict, daemon=True)
+        self._judge.start()
+
+    def _write_verdict(self):
+        try:
+            word = "go" if self.settle() else "abort"
+            temp = self.dest.verdict_path + ".tmp"
+            with open(temp, "w") as handle:
+                handle.write(word + "\n")
+            os.rename(temp, self.dest.verdict_path)  # whole or not at all for the stream that reads it
+        finally:
+            self._let_go()
+
+    def _let_go(self):
+        """No word comes any more: a stream still waiting for one stops (no word is abort)."""
+        alive, self._alive = self._alive, None
+        if alive is not None:
+            os.close(alive)
+
+    def disarm(self) -> None:
+        """After the stream: the word was given (the judge is done) and its file is removed."""
+        if self._judge is not None:
+            self._judge.join()
+            self._judge = None
+        self._let_go()
+        self.dest.verdict_path = None
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def settle(self) -> bool:
+        """Whether the store's listing agrees with the forecast (waits for it; False when it failed)."""
+        if self.agreed is None:
+            try:
+                self.real = self.in_flight.wait()
+            except BackupError as err:
+                LOG.info("%s: listing beside the stream failed (%s); listing again", self.dest.id, err)
+                self.real = None
+            self.agreed = self.real is not None and \
+                archives.holdings(self.real.children) == archives.holdings(self.predicted.children)
+            if not self.agreed:
+                LOG.info("%s holds other archives than the last run left: the stream sent on that "
+                         "forecast is stopped and planned again", self.dest.id)
+        return self.agreed
+
+
+def forecast_path(identity) -> str:
+    return os.path.join(identity.state_dir, FORECAST_FILE)
+
+
+def _recorded(identity) -> dict | None:
+    """The forecast file's stores (dest id -> entry), {} without one; None when it cannot be read."""
+    try:
+        with open(forecast_path(identity), encoding="utf-8") as handle:
+            recorded = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def recorded_stores(identity) -> set:
+    """The archive stores whose forecast the job's last run there left."""
+    return set(_recorded(identity) or ())
+
+
+def load_forecast(identity, dest):
+    """The listing the job's last run left at `dest` (FolderListing), empty for a store the job
+    has not recorded; None when the record cannot be read (then the run lists first)."""
+    recorded = _recorded(identity)
+    if recorded is None:
+        return None
+    records = archives.forecast_records(dest.settings.job, recorded.get(dest.id, {}))
+    return None if records is None else dest.listing_of(records)
+
+
+def save_forecasts(identity, left: dict) -> None:
+    """Record what each archive store holds after this run (`left`: dest id -> name -> Subvolume,
+    None: not known, the next run lists first); best effort: without it the next run lists first."""
+    try:
+        with open(forecast_path(identity), encoding="utf-8") as handle:
+            recorded = json.load(handle)
+        if not isinstance(recorded, dict):
+            recorded = {}
+    except (OSError, ValueError):
+        recorded = {}
+    for dest_id, children in left.items():
+        if children is None:
+            recorded.pop(dest_id, None)
+        else:
+            recorded[dest_id] = archives.forecast_entry(children)
+    try:
+        os.makedirs(state_store.require_trusted_folder(identity.state_dir), mode=0o755, exist_ok=True)
+        state_store.write_atomically(forecast_path(identity), json.dumps(recorded, sort_keys=True) + "\n",
+                                     durable=False, mode=0o600)
+    except (OSError, BackupError) as err:
+        LOG.warning("the archive stores' forecast was not written (%s): the next run lists them first", err)

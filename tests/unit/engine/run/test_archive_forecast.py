@@ -1,0 +1,111 @@
+"""engine.run.archive_forecast: the forecast a run leaves for each archive store, read back as the
+listing planning takes; a stream sent on it gets `go` only when the store's listing holds exactly
+those archives, `abort` otherwise or when the listing failed."""
+
+import json
+import threading
+
+import pytest
+
+from engine.host.endpoints.archive import ArchiveSettings, BorgEndpoint, ResticEndpoint
+from engine.model import archives
+from engine.model.errors import EndpointError
+from engine.model.job_identity import job_identity
+from engine.run import archive_forecast
+
+A, B, C = "11111111-aaaa", "22222222-bbbb", "33333333-cccc"
+
+
+def _identity(tmp_path):
+    return job_identity(source_id="/src", source_path="/src", state_root=str(tmp_path / "state"))
+
+
+def _borg():
+    return BorgEndpoint("/b", ArchiveSettings(job="home", key_file="/k"))
+
+
+def _listing(store, *archives_):
+    return store.listing_of(archives.ArchiveRecord(archives.archive_name("home", name), archives.ArchiveLabel(
+        "home", name, uuid, parent)) for name, uuid, parent in archives_)
+
+
+class _Store:
+    """An archive store whose listing comes when the test says (or fails)."""
+
+    def __init__(self, real, error=None):
+        self.id, self.real, self.error = "borg:/b", real, error
+        self.release = threading.Event()
+        self.asked = []
+        self.verdict_path = None
+
+    def list_backups(self, runner, beside_a_write=False):
+        self.asked.append(beside_a_write)
+        self.release.wait(10)
+        if self.error:
+            raise self.error
+        return self.real
+
+
+def test_a_store_the_job_has_not_recorded_is_forecast_empty_and_a_damaged_record_is_no_forecast(tmp_path):
+    identity = _identity(tmp_path)
+    assert archive_forecast.load_forecast(identity, _borg()).children == {}
+    assert archive_forecast.recorded_stores(identity) == set()
+    (tmp_path / "state").mkdir()
+    path = archive_forecast.forecast_path(identity)
+    (tmp_path / "state" / path.split("/")[-2]).mkdir()
+    for damaged in ("{not json", "[]", json.dumps({"borg:/b": {"x": {"uuid": 3, "ref": "r"}}}),
+                    json.dumps({"borg:/b": {"x y": {"uuid": A, "ref": "r"}}})):
+        with open(path, "w") as handle:
+            handle.write(damaged)
+        assert archive_forecast.load_forecast(identity, _borg()) is None, damaged
+
+
+def test_what_a_run_left_is_the_next_runs_forecast(tmp_path):
+    identity, store = _identity(tmp_path), _borg()
+    left = _listing(store, ("20240101-000000", A, None), ("20240102-000000", B, A)).children
+    restic = ResticEndpoint("/r", ArchiveSettings(job="home", key_file="/k"))
+    archive_forecast.save_forecasts(identity, {store.id: left, restic.id: {}})
+    forecast = archive_forecast.load_forecast(identity, store)
+    assert archives.holdings(forecast.children) == archives.holdings(left)
+    assert {n: s.path for n, s in forecast.children.items()} == {n: s.path for n, s in left.items()}
+    assert archive_forecast.recorded_stores(identity) == {store.id, restic.id}
+    archive_forecast.save_forecasts(identity, {store.id: None})  # a failure there: not known any more
+    assert archive_forecast.recorded_stores(identity) == {restic.id}
+
+
+@pytest.mark.parametrize("real, agreed", [
+    ([("a", A, None), ("b", B, A)], True),
+    ([("a", A, None)], False),  # the newest archive was deleted behind the job's back
+    ([("a", A, None), ("b", B, A), ("c", C, B)], False),  # another run stored one meanwhile
+    ([("a", A, None), ("b", B, None)], False),  # the same snapshot, stored from another parent
+])
+def test_the_stream_is_kept_only_when_the_listing_holds_what_was_forecast(tmp_path, real, agreed):
+    borg = _borg()
+    predicted = _listing(borg, ("a", A, None), ("b", B, A))
+    store = _Store(_listing(borg, *real))
+    forecast = archive_forecast.Forecast(store, runner=None, predicted=predicted)
+    forecast.arm()
+    verdict = store.verdict_path
+    assert verdict and not _said(verdict)  # no word before the listing is in
+    store.release.set()
+    forecast._judge.join(10)
+    assert _said(verdict) == ("go" if agreed else "abort")
+    forecast.disarm()
+    assert store.verdict_path is None and not (tmp_path / verdict).exists()
+    assert store.asked == [True] and forecast.agreed is agreed
+
+
+def test_a_listing_that_fails_beside_the_stream_stops_it(tmp_path):
+    borg = _borg()
+    store = _Store(None, EndpointError("borg:/b: listing the archives failed: lock"))
+    store.release.set()
+    forecast = archive_forecast.Forecast(store, runner=None, predicted=_listing(borg))
+    assert forecast.settle() is False and forecast.real is None
+
+
+def _said(path):
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except FileNotFoundError:
+        return None
