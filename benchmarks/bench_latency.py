@@ -196,7 +196,16 @@ class LatencyBench:
 
     def _ours(self, *args) -> List[str]:
         flags = [x for o in self.ssh_options for x in ("--ssh-opt", o)]
-        return self.netns.prefix + ours_argv("-q", *flags, *args)
+        return self.netns.prefix + self._traced() + ours_argv("-q", *flags, *args)
+
+    def _traced(self) -> List[str]:
+        """With --strace DIR: strace's words before ours' command (one file per run, DIR/ours-N.trace)."""
+        if not self.args.strace:
+            return []
+        self.traces = getattr(self, "traces", 0) + 1
+        Path(self.args.strace).mkdir(parents=True, exist_ok=True)
+        return ["strace", "-f", "--seccomp-bpf", "-ttt", "-s", "300", "-e", "trace=execve,connect,wait4,exit_group",
+                "-o", str(Path(self.args.strace) / ("ours-%d.trace" % self.traces))]
 
     def _make_data(self):
         t0 = time.perf_counter()
@@ -419,6 +428,8 @@ def parse_args(argv=None):
     p.add_argument("--no-gate", action="store_true", help="do not wait for a quiet machine before each run")
     p.add_argument("--only", choices=("all", "pull"), default="all", help="run every scenario, or only the pulls")
     p.add_argument("--baseline", type=Path, help="another checkout's bin/btrfs-backup, paired with ours in the pulls")
+    p.add_argument("--strace", metavar="DIR", help="run ours under strace -f -ttt, one trace file per run in DIR "
+                   "(for where the time goes; the times are then strace's, not ours)")
     args = p.parse_args(argv)
     if args.quick:
         args.data_mib, args.full_rounds, args.rounds = 100, 2, 4

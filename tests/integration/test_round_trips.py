@@ -1,25 +1,29 @@
-"""Remote commands per run at an ssh destination: a run with something to send asks it at most 3
-times (all it must know, the receive, the check of what arrived), a run with nothing to send once;
+"""Remote commands per run at an ssh destination: a run with something to send asks it at most 2
+times (all it must know, the receive that also answers what arrived), a run with nothing to send once;
 over plain ssh, through `serve` and in a relay (also into a `serve`). The first run to a folder that
 does not exist yet asks one more (its parent's listing); the receive's own command creates it. A
-pulled source is asked 4 times for a run with something to send (also its first: the snapshot's
-command creates the snapshot folder), once for a run with nothing to send. Counted by a forced
-command that logs each command the client sends before running it, so the test sees what the server
-saw; sshd's log shows that each run opened one connection."""
+pulled source is asked 4 times for a run with something to send (also its first, and one that
+deletes an old snapshot there), once for a run with nothing to send. Counted by a forced command
+that logs each command the client sends before running it, so the test sees what the server saw;
+sshd's log shows that each run opened one connection."""
 
 from __future__ import annotations
 
 import shlex
+import shutil
 import stat
 
 import pytest
 
-from cli_helpers import CLI, live_locks, ok, sent, snapshot_names, ssh_args
+from cli_helpers import CLI, assert_backup, assert_no_partial, live_locks, ok, run_cli, sent, snapshot_names, ssh_args
 from support.sshd import Sshd
 from support.trees import write_mixed_tree
 
-SOMETHING_TO_SEND = 3
+SOMETHING_TO_SEND = 2
 NOTHING_TO_SEND = 1
+#: A pulled source: all it must know, the snapshot (with its listing), the send (whose command writes
+#: the lock file first), the lock file settled after the verified arrival (with retention's deletion).
+PULLED_SOURCE = 4
 
 
 def logging_forced_command(server, log, then):
@@ -138,12 +142,11 @@ def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
     full, incremental, nothing = three_runs(ssh_args(server) + [server.url(source), dest], str(dest), commands,
                                             source)
     show(full=full, incremental=incremental, nothing=nothing)
-    # A pulled source also takes the snapshot (with its listing): one more than a destination.
     # Its lock file is written in the send's own command, before the send starts (rule 3), and
     # settled in one command after the arrival was verified. On the first run the survey also
     # answers for the source itself, and the snapshot's command creates the snapshot folder.
-    assert_commands(full, SOMETHING_TO_SEND + 1, "first pull")
-    assert_commands(incremental, SOMETHING_TO_SEND + 1, "incremental pull")
+    assert_commands(full, PULLED_SOURCE, "first pull")
+    assert_commands(incremental, PULLED_SOURCE, "incremental pull")
     send = [c for c in incremental if "btrfs send" in c]
     assert len(send) == 1 and ".outstanding_transfers" in send[0].split("btrfs send")[0], incremental
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to pull")
@@ -164,7 +167,7 @@ def test_pull_with_retention_at_the_source(logged_sshd, make_fs, subvolume):
         show(**{"run %d" % run: taken})
         deletes = [c for c in taken if "btrfs subvolume delete" in c]
         if run >= 2:
-            assert_commands(taken, SOMETHING_TO_SEND + 1, "incremental pull with retention at the source")
+            assert_commands(taken, PULLED_SOURCE, "incremental pull with retention at the source")
             assert len(deletes) == 1 and ".outstanding_transfers" in deletes[0].split("btrfs subvolume delete")[0]
     assert len(snapshot_names(source / "snapshot")) == 2
     assert live_locks(source / "snapshot") == {}
@@ -183,6 +186,53 @@ def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
     assert_commands(full, SOMETHING_TO_SEND, "full relay")
     assert_commands(incremental, SOMETHING_TO_SEND, "incremental relay")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to relay")
+
+
+#: A btrfs in front of the real one at the ssh host: `subvolume show` fails (the receive's answer
+#: cannot be read), or `receive` leaves what it received writable (exit status 0 all the same).
+SHOW_FAILS = 'if [ "$1 $2" = "subvolume show" ]; then echo "ERROR: not now" >&2; exit 1; fi\n'
+RECEIVE_LEAVES_WRITABLE = ('if [ "$1" = receive ]; then for last; do :; done; "$REAL" "$@" || exit; '
+                           'for sub in "$last"/*; do "$REAL" property set -f -ts "$sub" ro false; done; exit 0; fi\n')
+
+
+def with_btrfs_wrapper(server, commands, body):
+    """The server's key runs each command with `body` as its btrfs (then the real one)."""
+    folder = server.workdir / "wrapped-bin"
+    folder.mkdir(exist_ok=True)
+    wrapper = folder / "btrfs"
+    wrapper.write_text(f"#!/bin/sh\nREAL={shlex.quote(shutil.which('btrfs'))}\n{body}exec \"$REAL\" \"$@\"\n")
+    wrapper.chmod(0o755)
+    logging_forced_command(server, commands.log, f'env PATH={shlex.quote(str(folder))}:"$PATH" '
+                                                 '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+
+
+def test_an_answer_that_cannot_be_read_gets_the_check_apart(logged_sshd, make_fs, subvolume):
+    """Rule 2 without the receive's answer: the arrival is checked by a command of its own."""
+    server, commands = logged_sshd
+    with_btrfs_wrapper(server, commands, SHOW_FAILS)
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=5)
+    dest = make_fs("dst") / "backups"
+    dest.mkdir()
+    ok(*ssh_args(server), "-f", source / "snapshot", source, server.url(dest))
+    taken = commands.take()
+    assert len(taken) == SOMETHING_TO_SEND + 1, "\n".join(taken)
+    assert "btrfs subvolume show" in taken[1] and "btrfs subvolume list" in taken[2], taken
+    assert_backup(dest, source / "snapshot" / snapshot_names(source / "snapshot")[0])
+
+
+def test_a_writable_arrival_named_in_the_answer_is_no_backup(logged_sshd, make_fs, subvolume):
+    """Rule 2 through the receive's own answer: what arrived writable fails the send and goes."""
+    server, commands = logged_sshd
+    with_btrfs_wrapper(server, commands, RECEIVE_LEAVES_WRITABLE)
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=6)
+    dest = make_fs("dst") / "backups"
+    dest.mkdir()
+    done = run_cli(*ssh_args(server), "-f", source / "snapshot", source, server.url(dest))
+    assert done.code != 0 and "did not verify (read-only: False" in done.stderr, done.explain()
+    assert_no_partial(dest)
+    assert not list(dest.iterdir()), "the writable arrival was left"
 
 
 def test_push_through_serve_to_a_new_folder(logged_serve, make_fs, subvolume):

@@ -95,17 +95,38 @@ class FakeHost(object):
     def popen(self, argv, stdin=None, stdout=None, stderr=None, pass_fds=()):
         argv = list(argv)
         self.commands.append(argv)
-        ok = True
+        ok, answer = True, None
+        receive, check = self._remote_receive(argv) if argv[0] == "ssh" else ([], [])
         if argv[:2] == ["btrfs", "send"]:
             self._sending = argv[-1]
         elif argv[:2] == ["btrfs", "receive"]:
             ok = self._receive(argv[-1])
-        elif argv[0] == "ssh" and self._remote_words(argv)[-3:-1] == ["btrfs", "receive"]:
-            ok = self._receive(self._remote_words(argv)[-1])
+        elif receive[-3:-1] == ["btrfs", "receive"]:
+            if check and self.serve_mode:
+                raise AssertionError("serve refuses a receive with more after it: %s" % shlex.join(argv))
+            ok = self._receive(receive[-1])
+            if ok and (check or self.serve_mode == "append-only"):
+                # The receive's answer about what arrived: its own command's, or a serve's.
+                answer = self._show(os.path.join(receive[-1], os.path.basename(self._sending)))
         elif argv[0] not in ("pv", "tee", "zstd", "mbuffer") and argv[:2] != ["sh", "-c"]:
             raise AssertionError("the fake host does not stream %s" % shlex.join(argv))
-        return subprocess.Popen(["true" if ok else "false"], stdin=stdin, stdout=stdout, stderr=stderr,
-                                pass_fds=pass_fds)
+        process = ["true" if ok else "false"] if answer is None else ["printf", "%s", answer]
+        return subprocess.Popen(process, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds)
+
+    def _remote_receive(self, argv):
+        """(the words of a remote command up to its first `&&`, the words after it)."""
+        words = self._remote_words(argv)
+        if "&&" not in words:
+            return words, []
+        return words[:words.index("&&")], words[words.index("&&") + 1:]
+
+    def _show(self, path):
+        """`btrfs subvolume show` of a subvolume of the table, after the receive's answer marker."""
+        sub = self.subvolumes[path]
+        return ("\nbtrfs-backup-arrived\n%s\n\tName: \t\t\t%s\n\tUUID: \t\t\t%s\n\tParent UUID: \t\t%s\n"
+                "\tReceived UUID: \t\t%s\n\tSubvolume ID: \t\t%d\n\tFlags: \t\t\t%s\n\tSnapshot(s):\n" % (
+                    os.path.relpath(path, self.root), os.path.basename(path), sub["uuid"], sub["parent_uuid"] or "-",
+                    sub["received_uuid"] or "-", sub["id"], "readonly" if sub["readonly"] else "-"))
 
     def _receive(self, folder):
         snapshot = self.subvolumes[self._sending]

@@ -61,7 +61,7 @@ import shlex
 import subprocess
 import sys
 
-from ..host import btrfs, quota, receive_slots, refusal_counter, subvol_info
+from ..host import arrival_check, btrfs, quota, receive_slots, refusal_counter, subvol_info
 
 from ..model import name_trust, units
 from ..model.receive_slots import gone_line, timeout_line, waited_line, waiting_line
@@ -568,7 +568,24 @@ class _ReceiveOperations:
             refusal = self._delete_arrivals(paths[0], before, broken_receive_refusal(self.receive_errors))
             return self._refuse(Refused(refusal, "stream"))
         refusal = self._judge_arrivals(paths[0], before)
-        return status if refusal is None else self._refuse(Refused(refusal, "name"))
+        if refusal is not None:
+            return self._refuse(Refused(refusal, "name"))
+        if status == 0:
+            self._answer_arrival(paths[0], before)
+        return status
+
+    def _answer_arrival(self, folder, before):
+        """Once receive has exited with success: the facts of what it made (arrival_check), so that
+        the source's check of it needs no command of its own; nothing when they cannot be read
+        (the source then asks, as it asks a serve from before this answer)."""
+        arrived = sorted(_subvolumes_in(folder) - before)
+        if len(arrived) != 1:
+            return
+        status, out = self._btrfs(arrival_check.show_argv(arrived[0])[1:], capture=True)
+        if status == 0:
+            self.stdout.write(arrival_check.answer_text(out.decode("utf-8", "surrogateescape"))
+                              .encode("utf-8", "surrogateescape"))
+            self.stdout.flush()
 
     def _judge_arrivals(self, folder, before):
         """Rule 12: what this receive made must be one backup named as the engine names it (not

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 
 from ..model.errors import BackupError, UnreachableError
-from ..model.server_mode import APPEND_ONLY, MODE_PROBE, OPEN, parse_mode
+from ..model.server_mode import APPEND_ONLY, MODE_PROBE, NOT_SERVE, OPEN, parse_mode
 from .streams import EndTools
 
 LOG = logging.getLogger("btrfs_backup")
@@ -58,17 +59,40 @@ class EndToolsProbe:
         self._known = {}
         self._modes = {}  # ssh endpoint id -> server_mode's answer (None: unknown)
         self._samples = {}
+        self._no_data_sends = {}  # (source id, snapshot path, parent path) -> its --no-data send read
+        self._no_data_lock = threading.Lock()
         self.warned_no_zstd = set()  # ends whose missing zstd was already logged
 
     def sample(self, source, snapshot_path: str, parent_path: str | None = None) -> tuple[str, int, int]:
         """The compressibility sample of the stream of `snapshot_path` (from `parent_path`) at
-        `source` (compressibility.sample_stream_data), once."""
+        `source`, on this machine (compressibility.sample_stream_data), once."""
         key = (source.id, snapshot_path, parent_path)
         if key not in self._samples:
             from .compressibility import sample_stream_data  # at the first send: start-up time
 
-            self._samples[key] = sample_stream_data(source, self.runner, snapshot_path, parent_path)
+            no_data = self.no_data_send(source, snapshot_path, parent_path) if parent_path else None
+            self._samples[key] = sample_stream_data(snapshot_path, parent_path, no_data.extents if no_data else None)
         return self._samples[key]
+
+    def estimate(self, source, snapshot_path: str, parent_path: str | None = None) -> int | None:
+        """The estimated size of the stream of `snapshot_path` (from `parent_path`) at `source`."""
+        no_data = self.no_data_send(source, snapshot_path, parent_path)
+        return no_data.estimate if no_data else None
+
+    def no_data_send(self, source, snapshot_path: str, parent_path: str | None = None):
+        """The `--no-data` twin of that stream as read once per run (stream_size.read_no_data_send,
+        None: it could not be had): the size estimate and the changed data to sample come from
+        the same pass. The file ranges are kept only where a sample reads them (an incremental
+        here)."""
+        key = (source.id, snapshot_path, parent_path)
+        with self._no_data_lock:  # the sample may ask from its own thread (overlap.py): one pass still
+            if key not in self._no_data_sends:
+                from .stream_size import read_no_data_send  # at the first send: start-up time
+
+                keep_extents = parent_path is not None and source.on_this_machine
+                self._no_data_sends[key] = read_no_data_send(source, self.runner, snapshot_path, parent_path,
+                                                             keep_extents=keep_extents)
+            return self._no_data_sends[key]
 
     def __call__(self, endpoint):
         remote = endpoint is not None and endpoint.crosses_network
@@ -105,6 +129,14 @@ class EndToolsProbe:
             return False
         self(endpoint)
         return self._modes.get(endpoint.id) in (APPEND_ONLY, OPEN)
+
+    def is_plain_host(self, endpoint) -> bool:
+        """Whether `endpoint` said it is a plain ssh host, not serve (unknown, as a serve from before
+        the mode probe leaves it: not), so that more than the receive may run in its command."""
+        if endpoint is None or not endpoint.crosses_network:
+            return False
+        self(endpoint)
+        return self._modes.get(endpoint.id) == NOT_SERVE
 
     def _ask_here(self):
         import shutil  # only here: start-up time of every run

@@ -9,7 +9,7 @@ a small sample and compresses it with zlib's fastest level, a proxy for zstd's r
 standard library has (compression.judge_sample decides). What is sampled is what the stream
 carries: for a full send of a local snapshot, its files (the start of the largest found in a
 bounded walk, and some small ones); for a local incremental, the changed file ranges that its
-`--no-data` twin names, read from the snapshot. A remote source (a pull) is not sampled: that
+`--no-data` twin names (the pass that also estimates the stream's size), read from the snapshot. A remote source (a pull) is not sampled: that
 would cost a remote command of its own.
 """
 
@@ -58,16 +58,12 @@ class _Sample:
         return self.original, self.packed
 
 
-def sample_stream_data(source, runner, snapshot_path: str, parent_path: str | None) -> tuple[str, int, int]:
+def sample_stream_data(snapshot_path: str, parent_path: str | None, extents: list | None) -> tuple[str, int, int]:
     """(what was sampled, bytes sampled, bytes zlib -1 made of them) for the stream of `btrfs send
-    [-p parent_path] snapshot_path` at `source` (on this machine): see the module's docstring.
+    [-p parent_path] snapshot_path` on this machine: see the module's docstring. `extents`: the
+    file ranges an incremental carries (stream_size.read_no_data_send), None when unknown.
     Nothing that can be read is (0, 0): no evidence, never a failure."""
-    if parent_path is None:
-        return ("the snapshot's data",) + sample_snapshot(snapshot_path)
-    from .stream_size import changed_extents
-
-    extents = changed_extents(source, runner, snapshot_path, parent_path)
-    if extents is None:  # no --no-data send here: the snapshot's files, the best evidence left
+    if parent_path is None or extents is None:  # no --no-data send here: the snapshot's files, the best evidence left
         return ("the snapshot's data",) + sample_snapshot(snapshot_path)
     return ("the incremental's changed data",) + sample_extents(snapshot_path, extents)
 

@@ -29,13 +29,14 @@ if TYPE_CHECKING:
 class Stage:
     """One process. `meter`: its output is the whole uncompressed stream (its byte count is the
     transfer's size and its progress); `wire`: its output is what crosses the link compressed;
-    `capture_stderr=False` lets it draw on the terminal (pv)."""
+    `capture_stderr=False` lets it draw on the terminal (pv); `answers`: a leaf's last stage whose
+    output is kept (a receive's answer about what arrived, host/arrival_check.py)."""
 
-    __slots__ = ("name", "argv", "capture_stderr", "meter", "wire")
+    __slots__ = ("name", "argv", "capture_stderr", "meter", "wire", "answers")
 
-    def __init__(self, name, argv, capture_stderr=True, meter=False, wire=False):
+    def __init__(self, name, argv, capture_stderr=True, meter=False, wire=False, answers=False):
         self.name, self.argv, self.capture_stderr = name, argv, capture_stderr
-        self.meter, self.wire = meter, wire
+        self.meter, self.wire, self.answers = meter, wire, answers
 
     def __repr__(self):
         return "Stage(%r)" % (self.name,)
@@ -67,16 +68,18 @@ class StreamResult:
     `bytes_sent` the stream's size (the meter stage's output; None when no stage here sees the
     uncompressed stream), `wire_bytes` leaf -> what crossed its link compressed (absent: not
     compressed), `seconds` the wall time, `stderr` leaf -> what the stages on its way said on
-    stderr (a backup server's notes, such as a wait for a receive slot)."""
+    stderr (a backup server's notes, such as a wait for a receive slot), `answers` leaf -> the
+    output of its last stage where that stage `answers`."""
 
-    def __init__(self, failures, bytes_sent, wire_bytes, seconds, stderr=None):
+    def __init__(self, failures, bytes_sent, wire_bytes, seconds, stderr=None, answers=None):
         self.failures, self.bytes_sent = failures, bytes_sent
         self.wire_bytes, self.seconds = wire_bytes, seconds
         self.stderr = stderr or {}
+        self.answers = answers or {}
 
 
 def _stderr_log():
-    """A nameless in-memory file for one stage's stderr (read back when the stage has ended)."""
+    """A nameless in-memory file for one stage's stderr or answer (read back when the stage has ended)."""
     if hasattr(os, "memfd_create"):
         return os.fdopen(os.memfd_create("btrfs-backup-stderr", os.MFD_CLOEXEC), "w+b")
     import tempfile  # no memfd (not Linux): an unlinked temp file does the same
@@ -114,6 +117,7 @@ class _Started:
 
     def __init__(self):
         self.procs, self.stages, self.logs, self.tees = [], [], [], {}
+        self.answers = {}  # id(stage) -> the file its output goes to (Stage.answers)
 
     def add(self, stage: Stage, proc: subprocess.Popen, log: object) -> None:
         self.procs.append(proc)
@@ -162,19 +166,28 @@ def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None =
         errors = {}
         for stage, log in zip(started.stages, started.logs):
             if log is not None:
-                log.seek(0)
-                errors[id(stage)] = log.read().decode("utf-8", "replace")
-                log.close()
-    failures, compressed, said = {}, {}, {}
+                errors[id(stage)] = _read_back(log)
+        outputs = {key: _read_back(out) for key, out in started.answers.items()}
+    failures, compressed, said, answers = {}, {}, {}, {}
     for leaf, path in root.leaves():
         if wire_bytes is not None and any(stage.wire for stage in path):
             compressed[leaf] = wire_bytes
         said[leaf] = "".join(errors.get(id(s), "") for s in path)
+        if id(path[-1]) in outputs:
+            answers[leaf] = outputs[id(path[-1])]
         path = path + [started.tees[id(n)] for n in root.walk() if id(n) in started.tees and _on_path(n, leaf)]
         failed = [(s, codes[id(s)], errors.get(id(s), "")) for s in path if codes.get(id(s), 0) != 0]
         if failed:
             failures[leaf] = _describe_failure(failed)
-    return StreamResult(failures, bytes_sent, compressed, seconds, said)
+    return StreamResult(failures, bytes_sent, compressed, seconds, said, answers)
+
+
+def _read_back(log) -> str:
+    """What a stage wrote to its in-memory file, which is closed."""
+    log.seek(0)
+    text = log.read().decode("utf-8", "replace")
+    log.close()
+    return text
 
 
 def run_pipeline(runner: CommandRunner, stages: list[Stage]) -> StreamResult:
@@ -195,7 +208,10 @@ def _start(runner, subprocess, node, stdin, started):
     last = len(node.stages) - 1
     for index, stage in enumerate(node.stages):
         end = index == last and not node.children
-        stdin = _popen(runner, subprocess, stage, stdin, subprocess.DEVNULL if end else subprocess.PIPE, started)
+        stdout = subprocess.DEVNULL if end else subprocess.PIPE
+        if end and stage.answers:
+            stdout = started.answers[id(stage)] = _stderr_log()
+        stdin = _popen(runner, subprocess, stage, stdin, stdout, started)
     if len(node.children) == 1:
         _start(runner, subprocess, node.children[0], stdin, started)
     elif node.children:

@@ -210,16 +210,16 @@ def estimate_stream_size(endpoint, runner, snapshot_path: str, parent_path: str 
     `--no-data` send (metadata only); None when that cannot be had: btrfs missing or without
     --no-data, ssh failing, no answer within `timeout` seconds. The command is stopped before
     returning; an estimate is an extra and never fails a run."""
-    sizer = _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer())
+    sizer = read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout)
     return sizer.estimate if sizer else None
 
 
-def changed_extents(endpoint, runner, snapshot_path: str, parent_path: str | None = None,
-                    timeout: float = 60.0) -> list | None:
-    """(path in the snapshot, file offset, size) of every file range whose data `btrfs send
-    [-p parent_path] snapshot_path` carries, from its `--no-data` twin; None as for an estimate."""
-    sizer = _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer(keep_extents=True))
-    return sizer.extents if sizer else None
+def read_no_data_send(endpoint, runner, snapshot_path: str, parent_path: str | None = None,
+                      timeout: float = 300.0, keep_extents: bool = False) -> StreamSizer | None:
+    """The StreamSizer that read the whole `--no-data` twin of `btrfs send [-p parent_path]
+    snapshot_path` at `endpoint`: its `estimate`, and with `keep_extents` the file ranges whose
+    data the send carries (`extents`); None as for an estimate. One pass serves both."""
+    return _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer(keep_extents))
 
 
 def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, sizer):

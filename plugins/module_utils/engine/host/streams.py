@@ -19,6 +19,8 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
+import posixpath
+
 from . import btrfs
 from ..model.compression import ZSTD
 from .pipeline import Node, Stage
@@ -56,15 +58,17 @@ def send_flags(options: StreamOptions, source_tools: EndTools, receiver_tools: I
 
 def plan_stream(source: Endpoint, snapshot_path: str, parent_path: str | None, destinations: list[Endpoint],
                 options: StreamOptions, ends: Callable, progress: bool = False,
-                compressible: bool | None = None,
+                compressible: bool | None = None, checked: Iterable[Endpoint] = (),
                 first: tuple[list[str], bool] | None = None) -> tuple[Node, bool, list[str]]:
     """The tree of stages for one send to `destinations` (endpoints). `ends(endpoint)` gives its
     EndTools (this machine's for None and for an endpoint here); `progress` puts a pv bar
     (a size estimate, or True for none) where the uncompressed stream flows at this machine;
     `compressible` False (a sample of the data did not compress) turns `auto` compression off;
-    `first`: a command that the source runs before the send, in the send's own command (a remote
-    source's lock file written: the send starts only once it is).
-    Returns (root Node, whether the stream is compressed, the send protocol flags)."""
+    `checked`: destinations whose receive command also reads what arrived (arrival_check; the
+    output of every receiver that can answer is kept); `first`: a command that the source runs
+    before the send, in the send's own command (a remote source's lock file written: the send
+    starts only once it is). Returns (root Node, whether the stream is compressed, the send
+    protocol flags)."""
     here = ends(None)
     level = options.compress_level
     if compressible is False and not options.compress_explicit:
@@ -78,8 +82,11 @@ def plan_stream(source: Endpoint, snapshot_path: str, parent_path: str | None, d
     zstd_dests = [d for d in crossing_network if level is not None and here.zstd and ends(d).zstd]
     plain_dests = [d for d in destinations if d not in zstd_dests]
 
+    arrival = posixpath.basename(snapshot_path)
+    checked = list(checked)
+
     def leaf(dest, compressed):
-        return Node(_receiver_stages(dest, compressed, options), leaf=dest)
+        return Node(_receiver_stages(dest, compressed, options, arrival if dest in checked else None), leaf=dest)
 
     if compress_at_source:
         root = Node([Stage(*source.sender(send_argv, _compress_argv(level), first), wire=True)])
@@ -135,13 +142,16 @@ def _with_progress(stages, progress):
     return stages + [Stage("pv", ["pv"] + size, capture_stderr=False)]
 
 
-def _receiver_stages(dest, compressed, options):
+def _receiver_stages(dest, compressed, options, arrival=None):
     stages = []
     if options.limit_rate:
         stages.append(Stage("pv (rate limit)", ["pv", "-q", "-L", tool_size(options.limit_rate)]))
     if options.buffer:
         stages.append(Stage("mbuffer", ["mbuffer", "-q", "-m", tool_size(options.buffer)]))
-    stages.append(Stage(*dest.receiver(options.btrfs_debug, [ZSTD, "-d", "-q"] if compressed else None)))
+    decompress = [ZSTD, "-d", "-q"] if compressed else None
+    receiver = dest.receiver(options.btrfs_debug, decompress, arrival=arrival) if arrival is not None \
+        else dest.receiver(options.btrfs_debug, decompress)
+    stages.append(Stage(*receiver, answers=dest.answers_arrival))
     return stages
 
 

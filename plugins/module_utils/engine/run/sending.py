@@ -9,8 +9,8 @@ import logging
 
 from ..host import effects
 from ..host.listing import list_folder
+from ..host.overlap import InBackground
 from ..host.staging import StagingRefused
-from ..host.stream_size import estimate_stream_size
 from ..model import resumable
 from ..model.errors import BackupError, TransferError
 from ..model.receive_slots import slot_wait
@@ -56,19 +56,25 @@ def send(executor, step) -> dict:
     snapshot, parent, dests = step.snapshot, step.parent, step.destinations
     parent_name = parent.name if parent else None
     LOG.info("sending %s to %s (%s)", snapshot.name, ", ".join(d.id for d in dests), step.mode)
+    # The compressibility sample reads the snapshot while the locks are saved and the stream's size
+    # is estimated: none of them decides anything about the others (an incremental's sample waits
+    # for that estimate's pass).
+    sampling = InBackground(sample_compressible, step.source, dests, snapshot, executor.options.stream,
+                            executor.probe(step.source), parent)
     # Locked before the first byte moves, so a crash at any point is found by the next run (rule 3).
     for dest in dests:
         executor.locks.hold(snapshot.name, parent_name, dest.id)
     staged, estimate = _staged_destinations(executor, step)
-    direct = [dest for dest in dests if dest not in staged]
     hold_first = None if staged else _hold_in_send(executor, step.source)
     if hold_first is None:
         executor.save_locks()
+    compressible = sampling.result()
+    direct = [dest for dest in dests if dest not in staged]
     arrived, failures, left_staged, slot_waits = {}, {}, {}, {}
     for dest in staged:
         try:
-            done = _send_staged(executor, step, dest, estimate)
-            arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds, done.skipped)
+            done = _send_staged(executor, step, dest, estimate, compressible)
+            arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds, done.skipped, None)
         except StagingRefused as err:
             LOG.warning("%s; %s is sent directly", err, snapshot.name)
             direct.append(dest)
@@ -81,9 +87,10 @@ def send(executor, step) -> dict:
     if direct:
         try:
             stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
-                                executor.probe(step.source), estimate, hold_first)
+                                executor.probe(step.source), estimate, compressible, hold_first)
             failures.update(stats.failures)
-            arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None))
+            arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None,
+                                   stats.answers.get(dest)))
                            for dest in direct)
             slot_waits = _slot_waits(direct, stats)
         except BackupError as err:  # the stream could not start (a program missing): none got it
@@ -135,21 +142,19 @@ def _staged_destinations(executor, step):
     candidates = [d for d in step.destinations if d.can_stage]
     if not candidates or stream.resumable == "never":
         return [], None
-    estimate = estimate_stream_size(step.source, executor.runner, step.snapshot.path,
-                                    step.parent.path if step.parent else None)
-    # A backup server bounds a staging by the stream's size: without an estimate, no staging there.
     ends = executor.probe(step.source)
+    estimate = ends.estimate(step.source, step.snapshot.path, step.parent.path if step.parent else None)
+    # A backup server bounds a staging by the stream's size: without an estimate, no staging there.
     return [d for d in candidates if resumable.stages(stream.resumable, estimate, True)
             and (estimate is not None or not ends.is_serve(d))], estimate
 
 
-def _send_staged(executor, step, dest, estimate):
-    """One staged transfer, with its progress lines and the compression sample of a direct one."""
+def _send_staged(executor, step, dest, estimate, compressible):
+    """One staged transfer, with its progress lines and the compression sample's verdict of a direct one."""
     if dest.folder_to_create == dest.path:  # its staging lies in the folder: made now, not by the receive
         effects.make_folder(dest, executor.runner, dest.path, parents=True)
         dest.folder_to_create = None
     ends = executor.probe(step.source)
-    compressible = sample_compressible(step.source, [dest], step.snapshot, executor.options.stream, ends, step.parent)
     name = step.snapshot.name
     progress = StagedProgress(dest, name, estimate,
                               record=lambda staged: executor.record_staged(name, dest.id, staged, estimate))
@@ -162,7 +167,7 @@ def _send_staged(executor, step, dest, estimate):
 
 def _arrival(executor, dest, snapshot, parent, arrived, failure):
     """What arrived at one destination (`arrived`: bytes sent, compressed bytes, seconds, bytes
-    resumed from staging or None): its
+    resumed from staging or None, the receive's answer about what arrived or None): its
     SendOutcome, or the TransferError that says why not."""
     try:
         if failure is not None:
@@ -170,14 +175,15 @@ def _arrival(executor, dest, snapshot, parent, arrived, failure):
         if dest.holds_archives:
             backup = dest.arrived(executor.runner, snapshot, parent)
         else:
-            backup = verify_received(dest, executor.runner, snapshot) if dest.can_list else snapshot
+            answer = arrived[4] if arrived else None
+            backup = verify_received(dest, executor.runner, snapshot, answer) if dest.can_list else snapshot
     except BackupError as err:
         error = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}")
         error.detail = str(err)
         error.partial_receive_deleted = _remove_partial_receive(executor, dest, snapshot) if dest.can_list else None
         return error
     executor.locks.settle(snapshot.name, parent.name if parent else None, dest.id_aliases)
-    sent, wire, seconds, resumed = arrived
+    sent, wire, seconds, resumed = arrived[:4]
     LOG.info("%s: %s arrived (%s bytes%s%s in %.1fs)", dest.id, snapshot.name, sent,
              f", {wire} compressed" if wire else "", f", {resumed} resumed from staging" if resumed else "", seconds)
     return SendOutcome(backup, sent, round(seconds, 3), wire, resumed_bytes=resumed)

@@ -14,6 +14,7 @@ from ..model.compression import judge_sample
 from ..model.errors import BackupError, TransferError
 from ..model.planning import stream_uuid
 from ..model.units import format_duration, format_size
+from ..host.arrival_check import parse_arrival
 from ..host.listing import Subvolume, find_subvolume
 from ..host.pipeline import Stage, run_pipeline, run_stream
 from ..host.stream_size import estimate_stream_size
@@ -23,11 +24,12 @@ LOG = logging.getLogger("btrfs_backup")
 
 
 def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options, ends,
-                estimate: int | None = None, first: tuple | None = None):
+                estimate: int | None = None, compressible: bool | None = None, first: tuple | None = None):
     """One `btrfs send [-p parent]` at the source, fanned out to every destination's receiver
     (streams.plan_stream); returns the pipeline's StreamResult (each destination's verdict).
-    `estimate`: the stream's size when the run already has it (not asked again); `first`: a
-    command the source runs in the send's own command before it (streams.plan_stream)."""
+    `estimate`: the stream's size when the run already has it (not asked again); `compressible`:
+    the compressibility sample's verdict (sample_compressible); `first`: a command the source runs
+    in the send's own command before it (streams.plan_stream)."""
     stream = options.stream
     _say_fallbacks(source, destinations, stream, ends)
     progress = False
@@ -39,16 +41,18 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
             progress = estimate or True
     # An archive store's receiver names the archive of this snapshot: each gets a bound copy.
     bound = {dest.storing(snapshot, parent): dest for dest in destinations}
+    # A plain host's receive command also reads what arrived; a backup server's serve says it by itself.
+    checked = [leaf for leaf, dest in bound.items() if dest.answers_arrival and ends.is_plain_host(dest)]
     root, _compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
                                            list(bound), stream, ends, progress,
-                                           sample_compressible(source, destinations, snapshot, stream, ends, parent),
-                                           first)
+                                           compressible, checked, first)
     if flags:
         LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
     meter = ProgressLog(destinations, source, runner, snapshot, parent, estimate)
     result = run_stream(runner, root, on_progress=None if progress else meter)
     result.failures = {bound[leaf]: why for leaf, why in result.failures.items()}
     result.wire_bytes = {bound[leaf]: size for leaf, size in result.wire_bytes.items()}
+    result.answers = {bound[leaf]: text for leaf, text in result.answers.items()}
     return result
 
 
@@ -116,12 +120,16 @@ def arrival_name(snapshot: Subvolume) -> str:
     return posixpath.basename(snapshot.path)
 
 
-def verify_received(destination, runner, snapshot: Subvolume) -> Subvolume:
+def verify_received(destination, runner, snapshot: Subvolume, answer: str | None = None) -> Subvolume:
     """Rule 2: the received subvolume must be read-only with received_uuid = the uuid the stream
     carried (planning.stream_uuid: the snapshot's uuid, or what a rebuilt snapshot was received as);
-    one that arrived under another name (arrival_name) is then renamed to the snapshot's, in its folder."""
+    one that arrived under another name (arrival_name) is then renamed to the snapshot's, in its folder.
+    Its facts come from the receive's own `answer` (arrival_check) when that can be read, else
+    from the destination, asked now."""
     arrived = arrival_name(snapshot)
-    backup = find_subvolume(destination, runner, destination.path, arrived)
+    backup = parse_arrival(answer, destination.path, arrived) if answer else None
+    if backup is None:
+        backup = find_subvolume(destination, runner, destination.path, arrived)
     if backup is None:
         raise TransferError(f"{snapshot.name} did not appear at {destination.id} after the receive")
     expected = stream_uuid(snapshot)

@@ -11,6 +11,7 @@ import time
 import pytest
 
 from engine.host import btrfs
+from engine.host.capabilities import EndToolsProbe
 from engine.host.endpoints.local import LocalEndpoint
 from engine.host.stream_size import StreamSizer, estimate_stream_size, write_commands_size
 
@@ -356,3 +357,38 @@ def test_the_ssh_endpoint_wraps_the_no_data_send(stream_file):
     assert estimate_stream_size(endpoint, runner, "/src/snapshot/s1") == real_length
     (argv,) = runner.started
     assert argv[0] == "ssh" and argv[-1] == "sudo -n btrfs send --no-data /src/snapshot/s1"
+
+
+def test_one_no_data_send_gives_the_estimate_and_the_sample_of_an_incremental(stream_file, tmp_path):
+    """The resumable decision's estimate and `--compress auto`'s sample of the changed data read
+    the same `--no-data` send, once per run."""
+    path, real_length = stream_file
+    snapshot = tmp_path / "s2"
+    snapshot.mkdir()
+    (snapshot / "f").write_bytes(b"a" * 300 * K)  # the changed range the stream names
+    runner = StreamingRunner(["cat", str(path)])
+    ends = EndToolsProbe(runner)
+    source = LocalEndpoint(str(tmp_path))
+    assert ends.estimate(source, str(snapshot), "/src/snapshot/s1") == real_length
+    what, sampled, packed = ends.sample(source, str(snapshot), "/src/snapshot/s1")
+    assert what == "the incremental's changed data" and sampled > 0 and packed < sampled
+    assert len(runner.started) == 1 and "--no-data" in runner.started[0]
+
+
+def test_the_sample_in_its_own_thread_waits_for_the_estimates_pass(stream_file, tmp_path):
+    """The sample asked from a thread (overlap.py) while the estimate reads the `--no-data` send:
+    still one pass, and both get their answer from it."""
+    from engine.host.overlap import InBackground
+
+    path, real_length = stream_file
+    snapshot = tmp_path / "s2"
+    snapshot.mkdir()
+    (snapshot / "f").write_bytes(b"a" * 300 * K)
+    runner = StreamingRunner(python("import sys, time; time.sleep(0.3); sys.stdout.buffer.write(open(%r, 'rb').read())"
+                                    % str(path)))
+    ends = EndToolsProbe(runner)
+    source = LocalEndpoint(str(tmp_path))
+    sampling = InBackground(ends.sample, source, str(snapshot), "/src/snapshot/s1")
+    assert ends.estimate(source, str(snapshot), "/src/snapshot/s1") == real_length
+    assert sampling.result()[0] == "the incremental's changed data"
+    assert len(runner.started) == 1

@@ -452,18 +452,38 @@ def test_an_older_serve_is_asked_again_without_the_mode_probe(tmp_path):
 # -- one remote command tells the run all it must know of an ssh destination before sending ------
 
 
-def test_an_ssh_destination_is_asked_once_before_sending_and_once_after(tmp_path):
-    host = FakeHost(tmp_path)
+def plain_ssh_host(host):
+    """Both snapshots backed up at a plain ssh host (no serve)."""
     at_append_only_server(host)
+    host.serve_mode = None
+
+
+#: scene -> remote commands of a run with something to send: what it must know (listing, tools,
+#: mode), the receive that also answers what arrived, and a check of its own only where no answer comes
+#: (an older serve also refuses the first survey, which is asked again without the mode probe).
+ROUND_TRIPS = {
+    "a plain ssh host: the receive's command reads what arrived": (plain_ssh_host, 2, True),
+    "serve: it answers what arrived by itself": (at_append_only_server, 2, False),
+    "a serve from before the answer (and the mode probe): the check is asked apart": (
+        at_older_append_only_server, 5, False),
+}
+
+
+@pytest.mark.parametrize("scene", list(ROUND_TRIPS))
+def test_an_ssh_destination_is_asked_once_before_sending(tmp_path, scene):
+    at, count, folded = ROUND_TRIPS[scene]
+    host = FakeHost(tmp_path)
+    at(host)
     os.utime(host.path("data"))  # something new to send
     done = run_job(JobConfig(source=host.path("data"), destinations=[_fill(SERVER, host.root)], now=NOW),
                    runner=host)
     assert not done.failed, done.as_dict()
     remote = [argv[-1] for argv in host.ran("ssh") if "--" in argv]
-    # What it must know (listing, tools, mode), the receive, the check of what arrived.
-    assert len(remote) == 3, remote
+    assert len(remote) == count, remote
     assert "btrfs-backup-serve-mode" in remote[0] and "zstd --version" in remote[0] and "list" in remote[0]
-    assert "btrfs receive" in remote[1] and "list" in remote[2]
+    receive = [line for line in remote if "btrfs receive" in line]
+    assert len(receive) == 1 and ("btrfs subvolume show" in receive[0]) == folded, receive
+    assert ("list" in remote[-1]) == (count > 2), remote
 
 
 class _GarbledHost(FakeHost):

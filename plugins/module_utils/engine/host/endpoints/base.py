@@ -57,6 +57,9 @@ class Endpoint(abc.ABC):
     #: A missing folder there that the next command which needs it (a receive into it, a snapshot
     #: taken in it) creates first, in its own remote command (set by create_in_next_command).
     folder_to_create = None
+    #: Its receive can answer, on its output, what arrived (host/arrival_check.py): the receive's
+    #: remote command reads it (receiver's `arrival`), or a backup server's serve says it by itself.
+    answers_arrival = False
 
     def __init__(self, path):
         self.path = path

@@ -84,6 +84,7 @@ class SshEndpoint(Endpoint):
     what = "an ssh folder"
     crosses_network = True
     can_stage = True
+    answers_arrival = True
     #: ssh's answer when the run's shared connection could not be opened (SshConnections), or None.
     connect_failure = None
 
@@ -212,12 +213,21 @@ class SshEndpoint(Endpoint):
             argv[-1] = "%s && %s" % (self.remote_line(*first), argv[-1])
         return name, argv
 
-    def receiver(self, btrfs_debug: bool = False, decompress_argv: list[str] | None = None) -> tuple:
+    def receiver(self, btrfs_debug: bool = False, decompress_argv: list[str] | None = None,
+                 arrival: str | None = None) -> tuple:
+        """`arrival`: the name the stream arrives as; once the receive has exited with success,
+        the same remote command answers that subvolume's facts (arrival_check), or nothing when
+        they cannot be read (then its status is still the receive's)."""
         receive_argv = btrfs.receive_argv(self.path, btrfs_debug)
         if decompress_argv is None:
             argv = self.command(receive_argv)
         else:
             argv = self.command_pipeline([(decompress_argv, False), (receive_argv, True)])
+        if arrival is not None:
+            from ..arrival_check import ARRIVAL_MARKER, show_argv  # at the first send: start-up time
+
+            argv[-1] += " && printf '\\n%%s\\n' %s && { %s || :; }" % (
+                ARRIVAL_MARKER, self.remote_line(show_argv(self.join(arrival))))
         if self.folder_to_create == self.path:  # `mkdir -p -- F && ... btrfs receive F`: one remote line
             argv[-1] = "%s && %s" % (self.remote_line(["mkdir", "-p", "--", self.path]), argv[-1])
         return "btrfs receive on %s" % self.host, argv
