@@ -26,6 +26,7 @@ class LocalEndpoint(Endpoint):
     def __init__(self, path):
         path = check_path(path, "local path")
         super().__init__(os.path.abspath(path))
+        self.resolved = None  # the id, resolved once: a run asks for it again and again
 
     @classmethod
     def from_location(cls, spec: str, **_settings) -> LocalEndpoint:
@@ -35,7 +36,9 @@ class LocalEndpoint(Endpoint):
     def id(self) -> str:
         # btrfs-backup 0.3 used the absolute path; a symlinked path is resolved so that
         # two spellings of one folder share their locks.
-        return os.path.realpath(self.path)
+        if self.resolved is None:
+            self.resolved = os.path.realpath(self.path)
+        return self.resolved
 
     @property
     def id_aliases(self) -> set:
