@@ -21,7 +21,8 @@ class InBackground:
     def _run(self, work, args):
         try:
             self._value = work(*args)
-        except BaseException as err:  # pylint: disable=broad-except - handed to result()'s caller
+        # Whatever the work raised is raised again by result(), in its caller's thread.
+        except BaseException as err:  # pylint: disable=broad-except
             self._error = err
 
     def result(self):
