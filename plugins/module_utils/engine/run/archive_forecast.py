@@ -14,6 +14,7 @@ import tempfile
 import threading
 
 from ..host import state_store
+from ..host.overlap import InBackground
 from ..model import archives
 from ..model.errors import BackupError
 
@@ -21,28 +22,6 @@ LOG = logging.getLogger("btrfs_backup")
 
 #: In the job's state folder: each archive store's archives after the job's last run there.
 FORECAST_FILE = "archive-forecast.json"
-
-
-class ListingInFlight:
-    """A store's listing, asked in a thread of its own (its repository opened meanwhile)."""
-
-    def __init__(self, dest, runner, beside_a_write: bool):
-        self.listing, self.error = None, None
-        self._thread = threading.Thread(target=self._list, args=(dest, runner, beside_a_write), daemon=True)
-        self._thread.start()
-
-    def _list(self, dest, runner, beside_a_write):
-        try:
-            self.listing = dest.list_backups(runner, beside_a_write)
-        except BackupError as err:
-            self.error = err
-
-    def wait(self):
-        """The listing (FolderListing); the BackupError of the listing when it failed."""
-        self._thread.join()
-        if self.error is not None:
-            raise self.error
-        return self.listing
 
 
 class Forecast:
@@ -54,7 +33,7 @@ class Forecast:
     def __init__(self, dest, runner, predicted):
         self.dest = dest
         self.predicted = predicted
-        self.in_flight = ListingInFlight(dest, runner, beside_a_write=True)
+        self.in_flight = InBackground(dest.list_backups, runner, True)  # listed beside a write: the stream's
         self.agreed = None  # None: not settled yet; then True or False
         self.real = None  # the store's listing once settled (None: it could not be listed)
         self._folder = None
@@ -103,7 +82,7 @@ class Forecast:
         """Whether the store's listing agrees with the forecast (waits for it; False when it failed)."""
         if self.agreed is None:
             try:
-                self.real = self.in_flight.wait()
+                self.real = self.in_flight.result()
             except BackupError as err:
                 LOG.info("%s: listing beside the stream failed (%s); listing again", self.dest.id, err)
                 self.real = None
