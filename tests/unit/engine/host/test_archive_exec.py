@@ -69,9 +69,10 @@ def test_check_with_a_verdict_passes_a_whole_stream_only_on_go(tmp_path, word, p
         assert b"nothing was saved" in run.stderr
 
 
-def test_check_waits_for_the_verdict(tmp_path):
+def _check_waiting_for_a_word(verdict):
+    """A check that has read a whole stream and waits for the run's word, while the run holds the
+    lock on the verdict's .run file (as a run does while it may still speak); (process, lock fd)."""
     import fcntl
-    verdict = tmp_path / "verdict"
     run_lock = os.open(str(verdict) + ".run", os.O_WRONLY | os.O_CREAT)
     fcntl.flock(run_lock, fcntl.LOCK_EX)
     proc = subprocess.Popen([sys.executable, PROGRAM, "check", "--verdict", str(verdict)], stdin=subprocess.PIPE,
@@ -80,22 +81,19 @@ def test_check_waits_for_the_verdict(tmp_path):
     proc.stdin.close()
     with pytest.raises(subprocess.TimeoutExpired):
         proc.wait(timeout=0.3)  # a whole stream, but no word from the run yet
+    return proc, run_lock
+
+
+def test_check_waits_for_the_verdict(tmp_path):
+    verdict = tmp_path / "verdict"
+    proc, _run_lock = _check_waiting_for_a_word(verdict)
     verdict.write_text("go")
     assert proc.wait(timeout=10) == 0 and proc.stdout.read() == WHOLE
 
 
 def test_check_stops_waiting_when_the_run_is_gone(tmp_path):
     # The run holds a lock on the verdict's .run file while it may still speak; a killed run does not.
-    import fcntl
-    verdict = tmp_path / "verdict"
-    run_lock = os.open(str(verdict) + ".run", os.O_WRONLY | os.O_CREAT)
-    fcntl.flock(run_lock, fcntl.LOCK_EX)
-    proc = subprocess.Popen([sys.executable, PROGRAM, "check", "--verdict", str(verdict)], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    proc.stdin.write(WHOLE)
-    proc.stdin.close()
-    with pytest.raises(subprocess.TimeoutExpired):
-        proc.wait(timeout=0.3)
+    proc, run_lock = _check_waiting_for_a_word(tmp_path / "verdict")
     os.close(run_lock)  # the run died without a word
     assert proc.wait(timeout=10) == 1 and b"nothing was saved" in proc.stderr.read()
 
