@@ -104,10 +104,17 @@ def show(**runs):
     print("\n".join(f"{what}: {len(commands)}\n  " + "\n  ".join(commands) for what, commands in runs.items()))
 
 
+def small_source(make_fs, subvolume, seed):
+    """A source subvolume on a filesystem of its own, with a few small files: the commands are
+    counted, not the data."""
+    source = subvolume(make_fs("src") / "data")
+    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=seed)
+    return source
+
+
 def test_push_over_ssh(logged_sshd, make_fs, subvolume):
     server, commands = logged_sshd
-    source = subvolume(make_fs("src") / "data")
-    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=1)
+    source = small_source(make_fs, subvolume, seed=1)
     dest = make_fs("dst") / "backups"
     url = server.url(dest)
     full, incremental, nothing = three_runs(ssh_args(server) + [source, url], url, commands, source)
@@ -123,8 +130,7 @@ def test_push_over_ssh(logged_sshd, make_fs, subvolume):
 
 def test_push_through_serve(logged_serve, make_fs, subvolume):
     server, commands, root = logged_serve
-    source = subvolume(make_fs("src") / "data")
-    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=2)
+    source = small_source(make_fs, subvolume, seed=2)
     (root / "data").mkdir()
     url = server.url(root / "data")
     full, incremental, nothing = three_runs(ssh_args(server) + [source, url], url, commands, source)
@@ -136,8 +142,7 @@ def test_push_through_serve(logged_serve, make_fs, subvolume):
 
 def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
     server, commands = logged_sshd
-    source = subvolume(make_fs("src") / "data")
-    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=3)
+    source = small_source(make_fs, subvolume, seed=3)
     dest = make_fs("dst")
     full, incremental, nothing = three_runs(ssh_args(server) + [server.url(source), dest], str(dest), commands,
                                             source)
@@ -156,8 +161,7 @@ def test_pull_with_retention_at_the_source(logged_sshd, make_fs, subvolume):
     """An hourly pull that also deletes an old snapshot at the source (-N): the settled lock file
     goes in the deletion's command (`WRITE && btrfs subvolume delete`), so the run still asks 4 times."""
     server, commands = logged_sshd
-    source = subvolume(make_fs("src") / "data")
-    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=7)
+    source = small_source(make_fs, subvolume, seed=7)
     dest = make_fs("dst")
     args = ssh_args(server) + ["-N", "2", server.url(source), dest]
     for run in range(4):
@@ -176,8 +180,7 @@ def test_pull_with_retention_at_the_source(logged_sshd, make_fs, subvolume):
 def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
     """A pulled source sent on to another host: the destination host's count is a push's."""
     server, commands = logged_sshd
-    source = subvolume(make_fs("src") / "data")
-    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=4)
+    source = small_source(make_fs, subvolume, seed=4)
     dest = make_fs("dst") / "relayed"
     dest.mkdir()
     url = server.url(dest)
@@ -210,8 +213,7 @@ def test_an_answer_that_cannot_be_read_gets_the_check_apart(logged_sshd, make_fs
     """Rule 2 without the receive's answer: the arrival is checked by a command of its own."""
     server, commands = logged_sshd
     with_btrfs_wrapper(server, commands, SHOW_FAILS)
-    source = subvolume(make_fs("src") / "data")
-    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=5)
+    source = small_source(make_fs, subvolume, seed=5)
     dest = make_fs("dst") / "backups"
     dest.mkdir()
     ok(*ssh_args(server), "-f", source / "snapshot", source, server.url(dest))
@@ -225,8 +227,7 @@ def test_a_writable_arrival_named_in_the_answer_is_no_backup(logged_sshd, make_f
     """Rule 2 through the receive's own answer: what arrived writable fails the send and goes."""
     server, commands = logged_sshd
     with_btrfs_wrapper(server, commands, RECEIVE_LEAVES_WRITABLE)
-    source = subvolume(make_fs("src") / "data")
-    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=6)
+    source = small_source(make_fs, subvolume, seed=6)
     dest = make_fs("dst") / "backups"
     dest.mkdir()
     done = run_cli(*ssh_args(server), "-f", source / "snapshot", source, server.url(dest))
@@ -238,8 +239,7 @@ def test_a_writable_arrival_named_in_the_answer_is_no_backup(logged_sshd, make_f
 def test_push_through_serve_to_a_new_folder(logged_serve, make_fs, subvolume):
     """A backup server's serve takes a mkdir of its own (it runs no `&&`): one more than a plain host."""
     server, commands, root = logged_serve
-    source = subvolume(make_fs("src") / "data")
-    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=5)
+    source = small_source(make_fs, subvolume, seed=5)
     url = server.url(root / "data")
     full, incremental, nothing = three_runs(ssh_args(server) + [source, url], url, commands, source)
     show(full=full, incremental=incremental, nothing=nothing)
@@ -252,8 +252,7 @@ def test_relay_into_serve(logged_serve, sshd, make_fs, subvolume):
     """A pulled source sent on to a backup server's serve (serve offers no pull itself: a source
     key cannot send, a restore key sends only complete backups back): the server's count is a push's."""
     server, commands, root = logged_serve
-    source = subvolume(make_fs("src") / "data")
-    write_mixed_tree(source, n_small=4, small_size=1024, large_files=[], seed=6)
+    source = small_source(make_fs, subvolume, seed=6)
     (root / "relayed").mkdir()
     url = server.url(root / "relayed")
     full, incremental, nothing = three_runs(ssh_args(sshd, server) + [sshd.url(source), url], url, commands, source)
