@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -18,8 +17,7 @@ from .argfiles import expand_argfiles
 from .job_options import build_parser, settings_from_options, whole_number
 from ..model.errors import BackupError, ConfigError
 from ..run.job import JobConfig, run_job
-
-LOG = logging.getLogger("btrfs_backup")
+from ..model.log import LEVELS, LOG
 
 
 def _untranslated(message: str) -> str:
@@ -54,12 +52,20 @@ def config_from_args(options: argparse.Namespace):
 
 
 def _setup_logging(options):
-    level = "warning" if options.quiet and options.verbosity == "info" else options.verbosity
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("btrfs-backup: %(levelname)s: %(message)s"))
-    LOG.handlers[:] = [handler]
-    LOG.setLevel(getattr(logging, level.upper()))
-    LOG.propagate = False
+    """Messages at the chosen level and over go to stderr; logging itself is loaded by the first
+    of them (model/log.py), so a quiet run with nothing to say never loads it."""
+    level = LEVELS["warning" if options.quiet and options.verbosity == "info" else options.verbosity]
+
+    def to_stderr(logger):
+        import logging
+
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("btrfs-backup: %(levelname)s: %(message)s"))
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+
+    LOG.defer(level, to_stderr)
 
 
 def _summary(result):
@@ -509,7 +515,7 @@ def run() -> None:
         sys.stderr.flush()
     except (OSError, ValueError):
         status = status or 1  # the output could not be written, as sys.exit would have reported
-    logging.shutdown()
+    LOG.shutdown()
     os._exit(status)
 
 

@@ -6,15 +6,14 @@ is an append-only serve, asked once per host and run; whether a stream's data co
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 
 from ..model.errors import BackupError, UnreachableError
 from ..model.server_mode import APPEND_ONLY, MODE_PROBE, NOT_SERVE, OPEN, parse_mode
 from .streams import EndTools
+from ..model.log import LOG
 
-LOG = logging.getLogger("btrfs_backup")
 
 SEND_STREAM_VERSION = "/sys/fs/btrfs/features/send_stream_version"
 PROTO2_PROGS = (6, 0)  # btrfs-progs that send and receive protocol 2 (and encoded writes)

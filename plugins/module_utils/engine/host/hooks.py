@@ -6,14 +6,13 @@ log in bounded memory, killed with everything it started when it runs past its t
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import time
 
 from ..model.hooks import HookOutcome, OutputLines, describe
+from ..model.log import LOG
 
-LOG = logging.getLogger("btrfs_backup")
 
 KILL_GRACE = 2.0  # seconds between SIGTERM and SIGKILL of a hook's process group
 DRAIN_AFTER_EXIT = 1.0  # seconds to read what a hook's children still write after it exited

@@ -6,13 +6,12 @@
 from __future__ import annotations
 
 import fcntl
-import logging
 import os
 import time
 
 from ..model.errors import BackupError, JobBusyError
+from ..model.log import LOG
 
-LOG = logging.getLogger("btrfs_backup")
 #: How often a waiting run tries the lock again (seconds).
 POLL_SECONDS = 0.5
 

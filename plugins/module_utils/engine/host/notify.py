@@ -10,14 +10,13 @@ import collections
 import logging
 import time
 from ..model import notifications
+from ..model.log import LOG
 
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
     from ..model.notifications import Request
-
-LOG = logging.getLogger("btrfs_backup")
 
 
 def send(url: str, request: Request, *, pause: Callable[[float], None] = time.sleep,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
-import logging
 import os
 
 from ..model import metrics, run_record
@@ -16,8 +15,6 @@ from ..model.job_identity import default_job_name, validate_job_name
 if TYPE_CHECKING:
     import argparse
     from ..model.job_identity import JobIdentity
-
-LOG = logging.getLogger("btrfs_backup")
 
 
 def add_options(parser: argparse.ArgumentParser) -> None:

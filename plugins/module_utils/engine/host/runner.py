@@ -7,13 +7,12 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
-import logging
 import os
+from ..model.log import LOG
 
 if TYPE_CHECKING:
     import subprocess
 
-LOG = logging.getLogger("btrfs_backup")
 
 # btrfs output is parsed: force the C locale for every command.
 _ENV = dict(os.environ, LC_ALL="C")

@@ -5,13 +5,12 @@
 
 from __future__ import annotations
 
-import logging
 import struct
 import time
 
 from . import btrfs
+from ..model.log import LOG
 
-LOG = logging.getLogger("btrfs_backup")
 
 # The send stream (kernel fs/btrfs/send.h): a header, then commands, each a header and a payload
 # of attributes (type, length, value). All numbers are little-endian.

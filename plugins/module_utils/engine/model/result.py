@@ -7,14 +7,11 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
-import logging
-
 from .steps import render
+from .log import LOG
 
 if TYPE_CHECKING:
     from .retention import Decision, Policy
-
-LOG = logging.getLogger("btrfs_backup")
 
 
 class DestinationResult:

@@ -7,7 +7,6 @@ last run left (its forecast), and is kept only if the store's own listing agrees
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import tempfile
@@ -17,8 +16,8 @@ from ..host import state_store
 from ..host.overlap import InBackground
 from ..model import archives
 from ..model.errors import BackupError
+from ..model.log import LOG
 
-LOG = logging.getLogger("btrfs_backup")
 
 #: In the job's state folder: each archive store's archives after the job's last run there.
 FORECAST_FILE = "archive-forecast.json"

@@ -9,7 +9,6 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import datetime
-import logging
 import posixpath
 import uuid
 
@@ -25,11 +24,10 @@ from ..host.runner import CommandRunner
 from ..model import archives, names
 from ..model.errors import BackupError, ConfigError, EndpointError, MissingPathError
 from .restore import STAGING_PREFIX, choose_backup
+from ..model.log import LOG
 
 if TYPE_CHECKING:
     from typing import Iterable
-
-LOG = logging.getLogger("btrfs_backup")
 
 
 def open_store(location: str, *, key_file: str, env_file: str = "", job: str | None = None,

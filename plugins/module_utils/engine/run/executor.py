@@ -11,7 +11,6 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import contextlib
-import logging
 import posixpath
 import time
 
@@ -19,6 +18,7 @@ from ..host import effects, restore_target
 from ..host.listing import Subvolume
 from ..model.stream_options import StreamOptions
 from ..model.errors import BackupError, ConfigError
+from ..model.log import LOG
 from ..model.steps import (ClearLocks, CreateFolder, Delete, DeletePartialReceives, MarkOrigin, Receive, RemoveLocks,
                            RemoveRunFiles, Rename, Send, SnapshotAt, TakeSnapshot, WriteLocks, render)
 
@@ -26,8 +26,6 @@ if TYPE_CHECKING:
     from typing import ContextManager, Iterator
     from ..host.capabilities import EndToolsProbe
     from ..host.endpoints.base import Endpoint
-
-LOG = logging.getLogger("btrfs_backup")
 
 
 class EffectOptions:

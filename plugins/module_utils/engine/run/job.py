@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import datetime
-import logging
 import os
 
 from .destination_access import DestinationFolders
@@ -30,8 +29,8 @@ from ..host.state_store import LEGACY_JOB_LOCK_NAME, job_lock_path, load_state
 from ..model.steps import RemoveLocks
 from ..model.units import parse_count, parse_duration
 from ..model.stream_options import StreamOptions
+from ..model.log import LOG
 
-LOG = logging.getLogger("btrfs_backup")
 
 # Every setting of a job but its source, with its default (btrfs-backup 0.3's): the table's, and
 # how the run reports (`progress`), its clock (`now`, for tests) and the job's name as its record

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
-import logging
 
 from ..model import archives, names
 from ..model.errors import BackupError
@@ -15,11 +14,11 @@ from ..model.planning import counterpart, describe_foreign
 from ..model.result import RetentionSection
 from ..model.retention import plan_retention
 from ..model.steps import Delete
+from ..model.log import LOG
 
 if TYPE_CHECKING:
     from ..model.retention import Policy
 
-LOG = logging.getLogger("btrfs_backup")
 
 # What `serve --append-only` answers to a deletion of a complete backup (serve.APPEND_ONLY): a
 # serve from before the mode probe (server_mode) says it is append-only only this way.

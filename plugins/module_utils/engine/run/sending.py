@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 
 from ..host import effects
 from ..host.listing import list_folder
@@ -13,14 +12,13 @@ from ..host.overlap import InBackground
 from ..host.staging import StagingRefused
 from ..model import resumable
 from ..model.errors import BackupError, TransferError
+from ..model.log import LOG
 from ..model.receive_slots import slot_wait
 from ..model.steps import DeletePartialReceives
 from ..model.units import format_size
 from .staged_send import StagedProgress, send_staged
 from .transfer import (arrival_name, is_partial_receive_of, planned_backup, sample_compressible, send_stream,
                        verify_received)
-
-LOG = logging.getLogger("btrfs_backup")
 
 
 class SendOutcome:

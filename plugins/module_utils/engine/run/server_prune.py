@@ -7,7 +7,6 @@ backup, never by the name a source gave it (rule 12)."""
 from __future__ import annotations
 
 import datetime
-import logging
 import time
 
 from ..model import names
@@ -21,8 +20,7 @@ from ..host.staging import remove_stale_here
 from ..model.name_trust import DEFAULT_CLOCK_SKEW, name_lies, name_time, received_datetime
 from ..model.retention import Policy, parse_buckets, parse_min_age, plan_folder
 from ..host.runner import CommandRunner
-
-LOG = logging.getLogger("btrfs_backup")
+from ..model.log import LOG
 
 
 def local_folder(path: str) -> str:

@@ -7,7 +7,6 @@ is sent; the complete stream is received there from its chunks, then its staging
 
 from __future__ import annotations
 
-import logging
 import os
 
 from ..host.pipeline import run_stream
@@ -17,8 +16,7 @@ from ..model import resumable
 from ..model.errors import BackupError, TransferError
 from ..model.units import format_size
 from .transfer import progress_line
-
-LOG = logging.getLogger("btrfs_backup")
+from ..model.log import LOG
 
 
 class StagedResult:

@@ -5,7 +5,6 @@
 
 from __future__ import annotations
 
-import logging
 import posixpath
 import sys
 
@@ -19,8 +18,7 @@ from ..host.listing import Subvolume, find_subvolume
 from ..host.pipeline import Stage, run_pipeline, run_stream
 from ..host.stream_size import estimate_stream_size
 from ..host.streams import plan_stream
-
-LOG = logging.getLogger("btrfs_backup")
+from ..model.log import LOG
 
 
 def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options, ends,

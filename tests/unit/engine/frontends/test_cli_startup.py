@@ -22,7 +22,9 @@ NOT_AT_START = ["typing", "dataclasses", "hashlib", "subprocess", "socket", "ins
                 # a job's archive stores and an ssh destination's survey: loaded by the runs that have them
                 "engine.host.endpoints.archive", "engine.host.archive_exec", "engine.host.destination_survey",
                 # what only a run with an ssh or shell end uses: its quoting, sshd's refusals, the shell kind
-                "shlex", "engine.model.ssh_retry", "engine.host.endpoints.shell"]
+                "shlex", "engine.model.ssh_retry", "engine.host.endpoints.shell",
+                # logging and what it loads: the first message that may be shown loads them (model/log.py)
+                "logging", "traceback", "tokenize", "threading"]
 
 _LOADED = """
 import json, sys
