@@ -426,7 +426,8 @@ def parse_args(argv=None):
     p.add_argument("--delay-ms", type=int, default=25, help="what the proxy holds each direction (default 25)")
     p.add_argument("--link-rate", default="200mbit", help="the shaped hop's rate, as tc reads it (default 200mbit)")
     p.add_argument("--no-gate", action="store_true", help="do not wait for a quiet machine before each run")
-    p.add_argument("--only", choices=("all", "pull"), default="all", help="run every scenario, or only the pulls")
+    p.add_argument("--only", choices=("all", "push", "pull"), default="all",
+                   help="run every scenario, only the pushes (full, incremental, nothing) or only the pulls")
     p.add_argument("--baseline", type=Path, help="another checkout's bin/btrfs-backup, paired with ours in the pulls")
     p.add_argument("--strace", metavar="DIR", help="run ours under strace -f -ttt, one trace file per run in DIR "
                    "(for where the time goes; the times are then strace's, not ours)")
@@ -456,17 +457,18 @@ def main(argv=None) -> int:
         bench = LatencyBench(args, stack)
         with children_stopped_on_failure():
             bench.setup()
-            for rnd in range(args.full_rounds if args.only == "all" else 0):
+            for rnd in range(args.full_rounds if args.only != "pull" else 0):
                 log("full, round %d of %d" % (rnd + 1, args.full_rounds))
                 bench.full(rnd)
-            if args.only == "all":
+            if args.only != "pull":
                 bench.incremental_setup()
-            for rnd in range(args.rounds if args.only == "all" else 0):
+            for rnd in range(args.rounds if args.only != "pull" else 0):
                 log("incremental and nothing to send, round %d of %d" % (rnd + 1, args.rounds))
                 bench.incremental(rnd)
                 bench.nothing(rnd)
-            bench.pull_setup()
-            for rnd in range(args.rounds):
+            if args.only != "push":
+                bench.pull_setup()
+            for rnd in range(args.rounds if args.only != "push" else 0):
                 log("pull, round %d of %d" % (rnd + 1, args.rounds))
                 bench.pull(rnd)
             bench.report(load_start)

@@ -48,6 +48,7 @@ class FakeHost(object):
         self.failing_receives = {}  # folder -> whether a failed receive leaves a partial receive
         self._next_id = 256
         self._sending = None
+        self._early = []  # receives started before their send: (folder, check, verdict file prefix)
         self.serve_mode = None
         self.refusals = []  # what the emulated serve refused
 
@@ -99,6 +100,9 @@ class FakeHost(object):
         receive, check = self._remote_receive(argv) if argv[0] == "ssh" else ([], [])
         if argv[:2] == ["btrfs", "send"]:
             self._sending = argv[-1]
+            self._receive_early()
+        elif receive[-3:-1] == ["btrfs", "receive"] and isinstance(stdin, int):
+            return self._start_early_receive(argv, receive[-1], check, stdin, stdout, stderr)
         elif argv[:2] == ["btrfs", "receive"]:
             ok = self._receive(argv[-1])
         elif receive[-3:-1] == ["btrfs", "receive"]:
@@ -112,6 +116,30 @@ class FakeHost(object):
             raise AssertionError("the fake host does not stream %s" % shlex.join(argv))
         process = ["true" if ok else "false"] if answer is None else ["printf", "%s", answer]
         return subprocess.Popen(process, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds)
+
+    def _start_early_receive(self, argv, folder, check, stdin, stdout, stderr):
+        """A receive started before its send (a pipe's read end as its stdin): its process reads
+        the stream to its end, then says what the send's start decided (_receive_early); if no
+        send started, it got no stream and fails, having made nothing (like `btrfs receive`)."""
+        if check and self.serve_mode:
+            raise AssertionError("serve refuses a receive with more after it: %s" % shlex.join(argv))
+        prefix = os.path.join(self.root, ".early-receive-%d" % len(self.commands))
+        self._early.append((folder, check, prefix))
+        script = 'cat > /dev/null; [ -e "$1.code" ] || exit 1; cat "$1.answer"; exit "$(cat "$1.code")"'
+        return subprocess.Popen(["sh", "-c", script, "sh", prefix], stdin=stdin, stdout=stdout, stderr=stderr)
+
+    def _receive_early(self):
+        """The receives started before this send get its stream."""
+        early, self._early = self._early, []
+        for folder, check, prefix in early:
+            ok = self._receive(folder)
+            answer = ""
+            if ok and (check or self.serve_mode == "append-only"):
+                answer = self._show(os.path.join(folder, os.path.basename(self._sending)))
+            with open(prefix + ".answer", "w") as handle:
+                handle.write(answer)
+            with open(prefix + ".code", "w") as handle:
+                handle.write("0" if ok else "1")
 
     def _remote_receive(self, argv):
         """(the words of a remote command up to its first `&&`, the words after it)."""

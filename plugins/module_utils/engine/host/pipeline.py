@@ -131,12 +131,67 @@ class _Started:
         return None
 
 
+class EarlyStages:
+    """Last stages of a stream started before the stream (a remote receive: its ssh channel opens
+    while the run still works here). Each reads a pipe whose write end this run keeps until the
+    stage before it in the stream takes it (run_stream with a stage of the same argv), or until
+    `give_up()` closes it: the stage then reads an empty stream (a `btrfs receive` makes nothing)."""
+
+    def __init__(self, runner: CommandRunner):
+        self.runner = runner
+        self._waiting = {}  # tuple(argv) -> (Popen, write end, stderr log, answer file or None)
+
+    def start(self, stage: Stage) -> None:
+        """Start `stage` now, reading a pipe; if it cannot start, the stream starts it as usual."""
+        import subprocess
+
+        read, write = os.pipe()
+        log = _stderr_log()
+        answer = _stderr_log() if stage.answers else None
+        try:
+            proc = self.runner.popen(stage.argv, stdin=read, stdout=answer or subprocess.DEVNULL, stderr=log)
+        except OSError:
+            os.close(write)
+            for file in (log, answer):
+                if file is not None:
+                    file.close()
+            return
+        finally:
+            os.close(read)
+        self._waiting[tuple(stage.argv)] = (proc, write, log, answer)
+
+    def take(self, stage: Stage):
+        """(process, write end, stderr log, answer file) of the stage started early with this
+        stage's argv, now the stream's (None: none was)."""
+        return self._waiting.pop(tuple(stage.argv), None)
+
+    def give_up(self, timeout: float = 10.0) -> None:
+        """Every stage not taken reads an empty stream and is waited for (stopped after `timeout`);
+        what it said is not the run's: it got no stream."""
+        import subprocess
+
+        waiting, self._waiting = list(self._waiting.values()), {}
+        for _proc, write, _log, _answer in waiting:
+            os.close(write)
+        deadline = time.monotonic() + timeout
+        for proc, _write, log, answer in waiting:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for file in (log, answer):
+                if file is not None:
+                    file.close()
+
+
 def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None = None,
-               interval: float = 30.0) -> StreamResult:
+               interval: float = 30.0, early: EarlyStages | None = None) -> StreamResult:
     """Start every stage of the tree, wait for all, and judge each leaf by the exit status of
     every stage on its way (StreamResult). `on_progress(bytes so far, seconds)` is called every
-    `interval` seconds while the stream runs. On any exception (KeyboardInterrupt, SIGTERM)
-    every stage still running is stopped."""
+    `interval` seconds while the stream runs. `early`: leaf stages started already (EarlyStages),
+    taken where a stage of the same argv ends a chain. On any exception (KeyboardInterrupt,
+    SIGTERM) every stage still running is stopped."""
     import subprocess  # here, not at the top: runs with nothing to send never need it (start-up time)
 
     started = _Started()
@@ -144,7 +199,9 @@ def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None =
     done = threading.Event()
     ticker = None
     try:
-        _start(runner, subprocess, root, subprocess.DEVNULL, started)
+        _start(runner, subprocess, root, subprocess.DEVNULL, started, early)
+        if early is not None:
+            early.give_up()  # one this stream did not take (its command line changed) ends now
         meter = started.pid_of("meter")
         if on_progress is not None and meter is not None:
             ticker = threading.Thread(target=_tick, args=(done, meter, begun, on_progress, interval))
@@ -203,17 +260,32 @@ def _on_path(node, leaf):
     return any(found == leaf for found, _path in node.leaves())
 
 
-def _start(runner, subprocess, node, stdin, started):
-    """Start a node's stages, then its children; a node with several children gets a tee."""
+def _start(runner, subprocess, node, stdin, started, early=None):
+    """Start a node's stages, then its children; a node with several children gets a tee. A
+    chain's last stage started early (EarlyStages) is taken: the stage before it writes to it."""
     last = len(node.stages) - 1
     for index, stage in enumerate(node.stages):
         end = index == last and not node.children
         stdout = subprocess.DEVNULL if end else subprocess.PIPE
         if end and stage.answers:
             stdout = started.answers[id(stage)] = _stderr_log()
-        stdin = _popen(runner, subprocess, stage, stdin, stdout, started)
+        taken = None
+        if early is not None and index == last - 1 and not node.children:
+            taken = early.take(node.stages[last])
+        if taken is None:
+            stdin = _popen(runner, subprocess, stage, stdin, stdout, started)
+            continue
+        proc, write, log, answer = taken
+        try:
+            _popen(runner, subprocess, stage, stdin, write, started)
+        finally:
+            os.close(write)  # only the writer may hold it: the reader sees the stream's end
+            started.add(node.stages[last], proc, log)
+            if answer is not None:
+                started.answers[id(node.stages[last])] = answer
+        break
     if len(node.children) == 1:
-        _start(runner, subprocess, node.children[0], stdin, started)
+        _start(runner, subprocess, node.children[0], stdin, started, early)
     elif node.children:
         # tee -p: an output whose reader has gone (a failed destination) is dropped, the others go on.
         pipes = [os.pipe() for _child in node.children[1:]]
@@ -227,7 +299,7 @@ def _start(runner, subprocess, node, stdin, started):
                 os.close(w)
         reads = [first] + [os.fdopen(r, "rb") for r, _w in pipes]
         for child, read in zip(node.children, reads):
-            _start(runner, subprocess, child, read, started)
+            _start(runner, subprocess, child, read, started, early)
 
 
 def _popen(runner, subprocess, stage, stdin, stdout, started, pass_fds=()):

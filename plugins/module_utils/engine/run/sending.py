@@ -17,8 +17,8 @@ from ..model.receive_slots import slot_wait
 from ..model.steps import DeletePartialReceives
 from ..model.units import format_size
 from .staged_send import StagedProgress, send_staged
-from .transfer import (arrival_name, is_partial_receive_of, planned_backup, sample_compressible, send_stream,
-                       verify_received)
+from .transfer import (arrival_name, is_partial_receive_of, open_receive_early, planned_backup, sample_compressible,
+                       send_stream, verify_received)
 
 
 class SendOutcome:
@@ -50,7 +50,20 @@ def send(executor, step) -> dict:
     """One send to every destination of the step; returns dest id -> SendOutcome, or the
     TransferError of a destination whose transfer failed (the others are not stopped). A
     destination whose transfer is staged (resumable) gets a send of its own: a resumed stream
-    starts where its staging ends, which is not where another destination's starts."""
+    starts where its staging ends, which is not where another destination's starts. The receive
+    of a send to one ssh host starts first (transfer.open_receive_early): its channel opens while
+    the work here goes on; if no stream comes (an error here), it receives nothing."""
+    early = open_receive_early(step.source, step.destinations, step.snapshot, step.parent, executor.runner,
+                               executor.options, executor.probe(step.source))
+    try:
+        return _send(executor, step, early)
+    finally:
+        if early is not None:
+            early.give_up()
+
+
+def _send(executor, step, early) -> dict:
+    """send() with the receive it may have started already (`early`, or None)."""
     snapshot, parent, dests = step.snapshot, step.parent, step.destinations
     parent_name = parent.name if parent else None
     LOG.info("sending %s to %s (%s)", snapshot.name, ", ".join(d.id for d in dests), step.mode)
@@ -85,7 +98,7 @@ def send(executor, step) -> dict:
     if direct:
         try:
             stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
-                                executor.probe(step.source), estimate, compressible, hold_first)
+                                executor.probe(step.source), estimate, compressible, hold_first, early)
             failures.update(stats.failures)
             arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None,
                                    stats.answers.get(dest)))

@@ -15,19 +15,21 @@ from ..model.planning import stream_uuid
 from ..model.units import format_duration, format_size
 from ..host.arrival_check import parse_arrival
 from ..host.listing import Subvolume, find_subvolume
-from ..host.pipeline import Stage, run_pipeline, run_stream
+from ..host.pipeline import EarlyStages, Stage, run_pipeline, run_stream
 from ..host.stream_size import estimate_stream_size
 from ..host.streams import plan_stream
 from ..model.log import LOG
 
 
 def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options, ends,
-                estimate: int | None = None, compressible: bool | None = None, first: tuple | None = None):
+                estimate: int | None = None, compressible: bool | None = None, first: tuple | None = None,
+                early: EarlyStages | None = None):
     """One `btrfs send [-p parent]` at the source, fanned out to every destination's receiver
     (streams.plan_stream); returns the pipeline's StreamResult (each destination's verdict).
     `estimate`: the stream's size when the run already has it (not asked again); `compressible`:
     the compressibility sample's verdict (sample_compressible); `first`: a command the source runs
-    in the send's own command before it (streams.plan_stream)."""
+    in the send's own command before it (streams.plan_stream); `early`: the receive opened
+    already (open_receive_early), taken if its command line is still the one the stream needs."""
     stream = options.stream
     _say_fallbacks(source, destinations, stream, ends)
     progress = False
@@ -47,11 +49,34 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
     if flags:
         LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
     meter = ProgressLog(destinations, source, runner, snapshot, parent, estimate)
-    result = run_stream(runner, root, on_progress=None if progress else meter)
+    result = run_stream(runner, root, on_progress=None if progress else meter, early=early)
     result.failures = {bound[leaf]: why for leaf, why in result.failures.items()}
     result.wire_bytes = {bound[leaf]: size for leaf, size in result.wire_bytes.items()}
     result.answers = {bound[leaf]: text for leaf, text in result.answers.items()}
     return result
+
+
+def open_receive_early(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options,
+                       ends) -> EarlyStages | None:
+    """The receive of a send to one plain ssh host, started now (EarlyStages) so that its ssh
+    channel opens while the run still samples the data and saves the locks here; None where
+    nothing is started. Its command line is the one a compressed stream would need (the sample's
+    verdict is not known yet): send_stream takes it only if that is still the one. One that is
+    not taken reads an empty stream: `btrfs receive` refuses it and makes nothing. Not started
+    where the receive would change something first (a folder to create), at a backup server's
+    `serve` (an empty stream is a failed receive it counts), for a staged (resumable) transfer,
+    or for several destinations (a fan-out's receivers each follow a tee)."""
+    if len(destinations) != 1:
+        return None
+    dest = destinations[0]
+    if not dest.answers_arrival or not ends.is_plain_host(dest) or dest.folder_to_create is not None \
+            or (dest.can_stage and options.stream.resumable == "always"):
+        return None
+    root, _compressed, _flags = plan_stream(source, snapshot.path, parent.path if parent else None, [dest],
+                                            options.stream, ends, checked=[dest])
+    early = EarlyStages(runner)
+    early.start(root.stages[-1])
+    return early
 
 
 def sample_compressible(source, destinations, snapshot, stream, ends, parent: Subvolume | None = None):
