@@ -12,6 +12,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import stat
+import subprocess
 
 import pytest
 
@@ -126,6 +127,38 @@ def test_push_over_ssh(logged_sshd, make_fs, subvolume):
     assert any(c.startswith("mkdir -p -- %s && " % shlex.quote(str(dest))) for c in full), full
     assert_commands(incremental, SOMETHING_TO_SEND, "incremental send")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to send")
+
+
+def test_a_receive_started_before_a_send_that_fails_here_receives_nothing(logged_sshd, make_fs, subvolume):
+    """The receive of a send to a plain ssh host starts before the stream (its channel opens while
+    the run samples the data and saves the lock file). When the lock file cannot be saved (rule 3:
+    no byte before it is durable), that receive gets an empty stream: nothing arrives, not even a
+    partial receive; the run's error is the lock file's, and the next run sends the snapshot."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=7)
+    dest = make_fs("dst") / "backups"
+    url = server.url(dest)
+    args = ssh_args(server) + [source, url]
+    one = ok(*args).result["snapshot"]["name"]
+    lock_file = source / "snapshot" / ".outstanding_transfers"
+    assert lock_file.exists()
+    (source / "more.txt").write_text("more\n")
+    commands.take()
+    subprocess.run(["chattr", "+i", str(lock_file)], check=True)  # its replacement is refused (EPERM)
+    try:
+        failed = run_cli(*args)
+    finally:
+        subprocess.run(["chattr", "-i", str(lock_file)], check=True)
+    taken = commands.take()
+    assert failed.code == 1, failed.explain()
+    assert "cannot write %s" % lock_file in failed.explain(), failed.explain()
+    assert [c for c in taken if "btrfs receive" in c], f"no receive was started early: {taken}"
+    assert sorted(p.name for p in dest.iterdir()) == [one]
+    assert_no_partial(dest)
+    two = failed.result["snapshot"]["name"]
+    ok(*args)
+    assert_backup(dest, source / "snapshot" / two, parent_name=one)
+    assert live_locks(source / "snapshot") == {}
 
 
 def test_push_through_serve(logged_serve, make_fs, subvolume):

@@ -31,6 +31,15 @@ def _resumable_left(transfers) -> dict | None:
     return None
 
 
+def _stream_compressed(done, before) -> bool | None:
+    """Whether the newest stream that arrived at a destination crossed compressed (kept from the
+    state before when none arrived in this run; None: unknown). A run starts that destination's
+    receive before its own sample decides, with the command line this one needed."""
+    if not done:
+        return before.get("stream_compressed")
+    return bool(done[-1].get("compressed_bytes"))
+
+
 def resumable_text(record: dict) -> str | None:
     """"resumable transfer of S at 63%" for a destination's record with an unfinished one."""
     left = record.get("resumable")
@@ -118,6 +127,7 @@ def state_after_run(previous: dict | None, result: dict, *, job: str, prefix: st
             max_unsent_snapshots=result.get("max_unsent_snapshots"),
             resumable=_resumable_left(dest["transfers"]),
             archive_chain=archive_chain(dest_id, before, done, newest),
+            stream_compressed=_stream_compressed(done, before),
         )
         destinations[dest_id] = record
     return {

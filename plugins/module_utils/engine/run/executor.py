@@ -57,6 +57,8 @@ class Executor:
         self._unsaved_settle = False
         self.ends = None  # what the ends of the streams support, asked at the first send
         self.staged = {}  # how far this run's resumable transfers have staged (record_staged)
+        # dest id -> whether the last run's stream there went compressed (None: unknown), from the state
+        self.stream_compressed_before = lambda dest_id: None
         self.steps = []
         self._effects = {
             CreateFolder: self._create_folder, TakeSnapshot: self._take_snapshot,

@@ -164,6 +164,7 @@ class _Run:
         self.now = config.now or datetime.datetime.now()
         self.connections = None
         self.unsent = _UnsentSnapshots(self.folders, result, self.source, prepared.max_unsent)
+        executor.stream_compressed_before = lambda dest_id: self.unsent.last_record(dest_id).get("stream_compressed")
 
     def run(self) -> None:
         with SshConnections(self.runner, [self.source.endpoint] + self.prepared.destinations) as connections:
@@ -449,6 +450,10 @@ class _UnsentSnapshots:
         # and (released) id -> the snapshot each continues from, which source retention keeps.
         self.at_ceiling = {}
         self.continues_from = {}
+
+    def last_record(self, dest_id) -> dict:
+        """What the job's last-run state knows of a destination, read once per run ({}: nothing)."""
+        return self._recorded(dest_id)
 
     def _recorded(self, dest_id) -> dict:
         """What the job's last-run state knows of a destination ({} without one: not readable)."""

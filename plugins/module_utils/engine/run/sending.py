@@ -54,7 +54,8 @@ def send(executor, step) -> dict:
     of a send to one ssh host starts first (transfer.open_receive_early): its channel opens while
     the work here goes on; if no stream comes (an error here), it receives nothing."""
     early = open_receive_early(step.source, step.destinations, step.snapshot, step.parent, executor.runner,
-                               executor.options, executor.probe(step.source))
+                               executor.options, executor.probe(step.source),
+                               executor.stream_compressed_before(step.destinations[0].id))
     try:
         return _send(executor, step, early)
     finally:

@@ -57,12 +57,13 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
 
 
 def open_receive_early(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options,
-                       ends) -> EarlyStages | None:
+                       ends, compressed_before: bool | None = None) -> EarlyStages | None:
     """The receive of a send to one plain ssh host, started now (EarlyStages) so that its ssh
     channel opens while the run still samples the data and saves the locks here; None where
-    nothing is started. Its command line is the one a compressed stream would need (the sample's
-    verdict is not known yet): send_stream takes it only if that is still the one. One that is
-    not taken reads an empty stream: `btrfs receive` refuses it and makes nothing. Not started
+    nothing is started. The sample's verdict is not known yet: its command line is the one the
+    last stream there needed (`compressed_before` False: plain; else compressed where both ends
+    can), and send_stream takes it only if that is still the one. One that is not taken reads
+    an empty stream: `btrfs receive` refuses it and makes nothing. Not started
     where the receive would change something first (a folder to create), at a backup server's
     `serve` (an empty stream is a failed receive it counts), for a staged (resumable) transfer,
     or for several destinations (a fan-out's receivers each follow a tee)."""
@@ -73,7 +74,7 @@ def open_receive_early(source, destinations, snapshot: Subvolume, parent: Subvol
             or (dest.can_stage and options.stream.resumable == "always"):
         return None
     root, _compressed, _flags = plan_stream(source, snapshot.path, parent.path if parent else None, [dest],
-                                            options.stream, ends, checked=[dest])
+                                            options.stream, ends, compressible=compressed_before, checked=[dest])
     early = EarlyStages(runner)
     early.start(root.stages[-1])
     return early

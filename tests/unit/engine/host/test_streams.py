@@ -5,7 +5,7 @@ import pytest
 from engine.host.capabilities import end_tools_from, progs_version
 from engine.host.endpoints.location import parse_location
 from engine.model.errors import ConfigError, TransferError
-from engine.host.pipeline import Node, Stage, run_pipeline, run_stream
+from engine.host.pipeline import EarlyStages, Node, Stage, run_pipeline, run_stream
 from engine.host.runner import CommandRunner
 from engine.host.streams import EndTools, plan_stream
 from engine.model.stream_options import StreamOptions
@@ -174,6 +174,50 @@ def test_run_pipeline_raises_naming_the_stage():
     with pytest.raises(TransferError, match="btrfs receive failed \\(exit status 1\\): ERROR: nope"):
         run_pipeline(CommandRunner(), [Stage("btrfs send", ["true"]),
                                        Stage("btrfs receive", ["sh", "-c", "echo ERROR: nope >&2; exit 1"])])
+
+
+def _receiver(out, answer="arrived"):
+    """A receiver that keeps what it read in `out`, then answers (its output is kept: Stage.answers)."""
+    return Stage("receiver", ["sh", "-c", 'cat > "$0"; echo "$1"', str(out), answer], answers=True)
+
+
+def test_a_receiver_started_early_is_taken_by_its_stream(tmp_path):
+    out = tmp_path / "out"
+    early = EarlyStages(CommandRunner())
+    early.start(_receiver(out))
+    root = Node([Stage("produce", ["sh", "-c", "seq 1 100000"], meter=True), _receiver(out)], leaf="x")
+    result = run_stream(CommandRunner(), root, early=early)
+    assert result.failures == {}
+    assert out.read_text() == "".join("%d\n" % n for n in range(1, 100001))
+    assert result.answers == {"x": "arrived\n"}
+    assert early.take(_receiver(out)) is None  # taken once
+
+
+def test_a_receiver_started_early_that_gets_no_stream_reads_nothing(tmp_path):
+    out = tmp_path / "out"
+    early = EarlyStages(CommandRunner())
+    early.start(Stage("receiver", ["sh", "-c", 'wc -c > "$0"', str(out)]))
+    early.give_up()
+    assert out.read_text().strip() == "0"
+
+
+def test_a_stream_whose_receiver_changed_starts_its_own_and_the_early_one_reads_nothing(tmp_path):
+    early_out, out = tmp_path / "early", tmp_path / "out"
+    early = EarlyStages(CommandRunner())
+    early.start(Stage("receiver", ["sh", "-c", 'wc -c > "$0"', str(early_out)]))  # another command line
+    root = Node([Stage("produce", ["sh", "-c", "seq 1 1000"], meter=True), _receiver(out)], leaf="x")
+    result = run_stream(CommandRunner(), root, early=early)
+    assert result.failures == {}
+    assert out.read_text().count("\n") == 1000
+    assert early_out.read_text().strip() == "0"
+
+
+def test_a_failing_receiver_started_early_fails_its_leaf(tmp_path):
+    broken = Stage("receiver", ["sh", "-c", "cat > /dev/null; echo ERROR: no space >&2; exit 1"])
+    early = EarlyStages(CommandRunner())
+    early.start(broken)
+    result = run_stream(CommandRunner(), Node([Stage("produce", ["seq", "1", "10"]), broken], leaf="x"), early=early)
+    assert result.failures == {"x": "receiver failed (exit status 1): ERROR: no space"}
 
 
 def test_progress_is_reported_while_a_stream_runs():

@@ -53,6 +53,13 @@ DEST_CASES = [
     ("a failed chain keeps the part that arrived", {"newest_backup": S1},
      {"status": "failed", "error": "e", "transfers": [transfer(S2), transfer(S3, "failed")]},
      {"newest_backup": S2}),
+    ("the newest stream went compressed", None,
+     {"status": "ok", "transfers": [transfer(S2), dict(transfer(S3), compressed_bytes=300)]}, {"stream_compressed": True}),
+    ("the newest stream went plain", {"stream_compressed": True},
+     {"status": "ok", "transfers": [transfer(S3)]}, {"stream_compressed": False}),
+    ("nothing sent: what the last stream did is kept", {"stream_compressed": False},
+     {"status": "ok"}, {"stream_compressed": False}),
+    ("never sent: unknown", None, {"status": "ok"}, {"stream_compressed": None}),
 ]
 
 

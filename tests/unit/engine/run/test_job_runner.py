@@ -486,6 +486,43 @@ def test_an_ssh_destination_is_asked_once_before_sending(tmp_path, scene):
     assert ("list" in remote[-1]) == (count > 2), remote
 
 
+@pytest.mark.parametrize("at, early", [(plain_ssh_host, True), (at_append_only_server, False)],
+                         ids=["a plain ssh host: before the send", "serve: with the send"])
+def test_the_receive_of_a_send_to_one_plain_ssh_host_starts_before_the_send(tmp_path, at, early):
+    host = FakeHost(tmp_path)
+    at(host)
+    os.utime(host.path("data"))
+    done = run_job(JobConfig(source=host.path("data"), destinations=[_fill(SERVER, host.root)], now=NOW),
+                   runner=host)
+    assert not done.failed, done.as_dict()
+    order = [("receive" if "btrfs receive" in argv[-1] else "send") for argv in host.commands
+             if argv[:2] == ["btrfs", "send"] and "--no-data" not in argv or argv[0] == "ssh" and "btrfs receive" in argv[-1]]
+    assert order == (["receive", "send"] if early else ["send", "receive"]), order
+    new = [path for path, sub in host.subvolumes.items() if path.startswith(host.path("server")) and sub["received_uuid"]]
+    assert len(new) == 3, new  # S1, S2 and the new snapshot, complete
+
+
+def test_a_receive_started_early_gets_nothing_when_the_send_fails_before_its_stream(tmp_path, monkeypatch):
+    from engine.host.locks import LocalLockStore
+    from engine.model.errors import LockFileError
+
+    def refuse_held_locks(store, table, durable=True):
+        if "locks" in str(table.locks):
+            raise LockFileError("cannot write %s: Read-only file system" % store.path)
+    monkeypatch.setattr(LocalLockStore, "write", refuse_held_locks)
+    host = FakeHost(tmp_path)
+    plain_ssh_host(host)
+    os.utime(host.path("data"))
+    before = {path for path in host.subvolumes if path.startswith(host.path("server"))}
+    done = run_job(JobConfig(source=host.path("data"), destinations=[_fill(SERVER, host.root)], now=NOW),
+                   runner=host)
+    assert done.failed
+    assert "Read-only file system" in str(done.as_dict()), done.as_dict()
+    assert [argv for argv in host.ran("ssh") if "btrfs receive" in argv[-1]], "the receive was started early"
+    assert not [argv for argv in host.ran("btrfs", "send") if "--no-data" not in argv]
+    assert {path for path in host.subvolumes if path.startswith(host.path("server"))} == before
+
+
 class _GarbledHost(FakeHost):
     """Every batch the ssh destination answers comes back garbled (its status markers broken)."""
 
