@@ -58,6 +58,7 @@ class EndToolsProbe:
         self._known = {}
         self._modes = {}  # ssh endpoint id -> server_mode's answer (None: unknown)
         self._samples = {}
+        self._ahead = {}  # source id -> the sample of its subvolume's files in flight (sample_ahead)
         self._no_data_sends = {}  # (source id, snapshot path, parent path) -> its --no-data send read
         self._no_data_lock = threading.Lock()
         self.warned_no_zstd = set()  # ends whose missing zstd was already logged
@@ -66,12 +67,24 @@ class EndToolsProbe:
         """The compressibility sample of the stream of `snapshot_path` (from `parent_path`) at
         `source`, on this machine (compressibility.sample_stream_data), once."""
         key = (source.id, snapshot_path, parent_path)
+        ahead = self._ahead.pop(source.id, None) if parent_path is None else None
+        if ahead is not None and key not in self._samples:
+            self._samples[key] = ahead.result()
         if key not in self._samples:
             from .compressibility import sample_stream_data  # at the first send: start-up time
 
             no_data = self.no_data_send(source, snapshot_path, parent_path) if parent_path else None
             self._samples[key] = sample_stream_data(snapshot_path, parent_path, no_data.extents if no_data else None)
         return self._samples[key]
+
+    def sample_ahead(self, source, subvolume_path: str) -> None:
+        """Start sampling the files of `subvolume_path` at `source` (on this machine) in the
+        background: the next full send's sample from `source` is that one (sample). For a subvolume
+        about to be snapshotted and sent in full: its files are the snapshot's."""
+        from .compressibility import sample_stream_data
+        from .overlap import InBackground
+
+        self._ahead[source.id] = InBackground(sample_stream_data, subvolume_path, None, None)
 
     def estimate(self, source, snapshot_path: str, parent_path: str | None = None) -> int | None:
         """The estimated size of the stream of `snapshot_path` (from `parent_path`) at `source`."""

@@ -132,8 +132,13 @@ def sample_extents(root: str, extents: list) -> tuple[int, int]:
 
 
 def _walk(root):
-    """(size, path) of the regular files met in a bounded breadth-first walk, and the small ones."""
+    """(size, path) of the regular files met in a bounded breadth-first walk, and the small ones;
+    only in `root`'s own subvolume (a nested one, which a send does not carry, has another device)."""
     files, small, seen = [], [], 0
+    try:
+        device = os.stat(root).st_dev
+    except OSError:
+        return files, small
     folders = [root]
     while folders and seen < WALK_LIMIT:
         folder = folders.pop(0)
@@ -147,7 +152,8 @@ def _walk(root):
                 break
             try:
                 if entry.is_dir(follow_symlinks=False):
-                    folders.append(entry.path)
+                    if entry.stat(follow_symlinks=False).st_dev == device:
+                        folders.append(entry.path)
                 elif entry.is_file(follow_symlinks=False):
                     size = entry.stat(follow_symlinks=False).st_size
                     if size >= CHUNK:

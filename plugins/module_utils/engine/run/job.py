@@ -268,6 +268,10 @@ class _Run:
             return destinations, snapshots, None
         if self.unsent.ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
+        if not snapshots and not self.config.check_mode:  # the send will be full: sampled during the survey
+            from .transfer import sample_source_ahead  # only a run that will send needs it
+            sample_source_ahead(self.source.endpoint, destinations, self.executor.options.stream,
+                                self.executor.probe(self.source.endpoint))
         self.folders.require_a_usable_one(destinations)
         try:
             self.prepared.hooks.before_snapshot(self.result)

@@ -80,6 +80,16 @@ def open_receive_early(source, destinations, snapshot: Subvolume, parent: Subvol
     return early
 
 
+def sample_source_ahead(source, destinations, stream, ends) -> None:
+    """With `--compress auto`, the sample of a full send from a local source started before its
+    snapshot exists: the source subvolume's files (what the snapshot will hold and a full send
+    carries), read while the destinations are surveyed. Reading changes nothing (rule 7)."""
+    if stream.compress_level is None or stream.compress_explicit or not source.on_this_machine \
+            or not any(d.crosses_network for d in destinations):
+        return
+    ends.sample_ahead(source, source.path)
+
+
 def sample_compressible(source, destinations, snapshot, stream, ends, parent: Subvolume | None = None):
     """With `--compress auto`, whether a sample of the data a local snapshot's stream carries
     compresses (None: not asked, or too small a sample; a remote source is not sampled, nor is

@@ -107,3 +107,20 @@ def test_names_the_snapshot_no_longer_has_are_passed_over(tmp_path):
     (tmp_path / "kept").write_bytes(prose(256 * 1024, 2))
     sample = sample_extents(str(tmp_path), [("o257-7-0", 0, 4096), ("kept", 0, 256 * 1024)])
     assert sample[0] == 256 * 1024 and verdict(sample) is True
+
+
+def test_a_full_sends_sample_can_be_taken_from_the_source_before_its_snapshot(tmp_path):
+    """sample_ahead reads the source subvolume's files while the run surveys its destinations:
+    the full send's sample is that one (its snapshot is not read again); an incremental's is its own."""
+    from engine.host.capabilities import EndToolsProbe
+    from engine.host.endpoints.local import LocalEndpoint
+
+    source_folder, snapshot = tmp_path / "data", tmp_path / "snapshot"
+    fill(source_folder, text, [300 * 1024] * 4)
+    fill(snapshot, lambda size, seed: os.urandom(size), [300 * 1024] * 4)  # what a read of the snapshot would judge
+    ends = EndToolsProbe(runner=None)
+    source = LocalEndpoint(str(source_folder))
+    ends.sample_ahead(source, str(source_folder))
+    full = ends.sample(source, str(snapshot), None)
+    assert verdict(full[1:]) is True  # the source's text, not the snapshot's random bytes
+    assert ends.sample(source, str(snapshot), None) == full  # once per stream
