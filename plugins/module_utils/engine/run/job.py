@@ -268,7 +268,9 @@ class _Run:
             return destinations, snapshots, None
         if self.unsent.ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
-        if not snapshots and not self.config.check_mode:  # the send will be full: sampled during the survey
+        # A first run's sends are full: the source's files are sampled during the survey (not where a
+        # before_snapshot hook may still change them).
+        if not snapshots and not self.config.check_mode and not self.prepared.hooks.before_commands:
             from .transfer import sample_source_ahead  # only a run that will send needs it
             sample_source_ahead(self.source.endpoint, destinations, self.executor.options.stream,
                                 self.executor.probe(self.source.endpoint))

@@ -63,10 +63,10 @@ def open_receive_early(source, destinations, snapshot: Subvolume, parent: Subvol
     nothing is started. The sample's verdict is not known yet: its command line is the one the
     last stream there needed (`compressed_before` False: plain; else compressed where both ends
     can), and send_stream takes it only if that is still the one. One that is not taken reads
-    an empty stream: `btrfs receive` refuses it and makes nothing. Not started
-    where the receive would change something first (a folder to create), at a backup server's
-    `serve` (an empty stream is a failed receive it counts), for a staged (resumable) transfer,
-    or for several destinations (a fan-out's receivers each follow a tee)."""
+    an empty stream: `btrfs receive` refuses it and makes nothing. Not started where the receive
+    would change something first (a folder to create), at a backup server's `serve` (an empty
+    stream is a failed receive it counts), for a staged (resumable) transfer, or for several
+    destinations (a fan-out's receivers each follow a tee)."""
     if len(destinations) != 1:
         return None
     dest = destinations[0]
