@@ -183,11 +183,23 @@ class _Run:
         listing = self.source.list()
         if self.source.tools is not None:
             self.executor.probe(self.source.endpoint).learn(self.source.endpoint, self.source.tools, None)
+        self._sample_ahead(listing)
         if listing is None:
             self.folders.require_a_usable_one(self.prepared.destinations)
             if self.executor.carry_out(self.source.create_folder_step()) is not None:
                 listing = self.source.created_folder_listing() or self.source.list()
         return listing
+
+    def _sample_ahead(self, listing):
+        """A run with no snapshot yet sends in full: the source's files are sampled for `--compress
+        auto` while the destinations are surveyed (transfer.sample_source_ahead). Not where no
+        snapshot is taken, nor where a before_snapshot hook may still change them."""
+        if self.config.check_mode or self.config.no_snapshot or not self.source.takes_snapshots \
+                or self.prepared.hooks.before_commands or self.source.snapshots(listing)[0]:
+            return
+        from .transfer import sample_source_ahead  # only a run that sends needs it
+        sample_source_ahead(self.source.endpoint, self.prepared.destinations, self.executor.options.stream,
+                            self.executor.probe(self.source.endpoint))
 
     def _phases(self, listing):
         self.executor.settle_later = True  # flushed below, also when a phase failed
@@ -268,12 +280,6 @@ class _Run:
             return destinations, snapshots, None
         if self.unsent.ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
-        # A first run's sends are full: the source's files are sampled during the survey (not where a
-        # before_snapshot hook may still change them).
-        if not snapshots and not self.config.check_mode and not self.prepared.hooks.before_commands:
-            from .transfer import sample_source_ahead  # only a run that will send needs it
-            sample_source_ahead(self.source.endpoint, destinations, self.executor.options.stream,
-                                self.executor.probe(self.source.endpoint))
         self.folders.require_a_usable_one(destinations)
         try:
             self.prepared.hooks.before_snapshot(self.result)
