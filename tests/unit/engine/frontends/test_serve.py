@@ -13,7 +13,8 @@ from engine.host.endpoints.ssh import SshEndpoint
 from engine.host.listing import listing_commands
 from engine.frontends import serve as serve_module
 from engine.host import refusal_counter
-from engine.model.server_mode import MODE_PROBE, parse_mode
+from engine.host.capabilities import end_tools_from, progs_version
+from engine.model.server_mode import MODE_PROBE, parse_features, parse_mode
 from engine.frontends.serve import (APPEND_ONLY, EXIT_REFUSED, REFUSAL_KINDS, Operation, Refused, Server, on_its_disk,
                           append_only_refusal, complete_backup_refusal, filter_listing,
                           decompress_failure, parse_request, pipe_status)
@@ -500,7 +501,11 @@ def test_the_probes_answer_in_a_batch(receiving_root):
     status, out, err = serve(receiving_root, line, b"")
     assert status == 0, err
     zstd_out, btrfs_out, rest = out.split("\n%s 0\n" % MARKER)
-    assert "Zstandard" in zstd_out and btrfs_out.strip() == "btrfs-progs v6.2" and rest == ""
+    assert "Zstandard" in zstd_out and rest == ""
+    # btrfs's own line, then serve's features (server_mode), which every source's reading skips.
+    assert btrfs_out.splitlines() == ["btrfs-progs v6.2", "btrfs-backup-serve-accepts mkdir-receive"]
+    assert progs_version(btrfs_out) == (6, 2) and end_tools_from(btrfs_out, True).proto2
+    assert parse_features(btrfs_out) == {"mkdir-receive"}
 
 
 def test_without_zstd_the_probe_and_the_compressed_receive_fail_as_a_shell_would(receiving_root,
