@@ -9,6 +9,7 @@ import posixpath
 
 from ..model import names
 from ..model.errors import BackupError, TransferError
+from ..model.log import LOG
 from ..model.planning import plan_destination, stranded_arrivals
 from ..model.result import DestinationResult
 from ..model.steps import ClearLocks, DeletePartialReceives, Rename, Send
@@ -85,6 +86,11 @@ class _DestinationPlans:
         predicted = archive_forecast.load_forecast(self.source.identity, dest)
         if predicted is None:
             return self.folders.listing(dest)
+        if archive_forecast.unwritten_since_recorded(self.source.identity, dest):
+            LOG.info("%s: nothing was written to the repository since this job's last run there: "
+                     "planned on what that run left, without opening it to list it", dest.id)
+            self.folders.remember(dest, predicted)
+            return predicted
         self.forecasts[dest.id] = archive_forecast.Forecast(dest, self.executor.runner, predicted)
         return predicted
 
