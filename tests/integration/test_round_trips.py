@@ -23,7 +23,7 @@ SOMETHING_TO_SEND = 2
 NOTHING_TO_SEND = 1
 #: A pulled source: all it must know, the snapshot (with its listing), the send (whose command writes
 #: the lock file first), the lock file settled after the verified arrival (with retention's deletion).
-PULLED_SOURCE = 4
+PULLED_SOURCE = 3
 
 
 def logging_forced_command(server, log, then):
