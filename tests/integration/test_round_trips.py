@@ -2,28 +2,35 @@
 times (all it must know, the receive that also answers what arrived), a run with nothing to send once;
 over plain ssh, through `serve` and in a relay (also into a `serve`). The first run to a folder that
 does not exist yet asks one more (its parent's listing); the receive's own command creates it. A
-pulled source is asked 4 times for a run with something to send (also its first, and one that
-deletes an old snapshot there), once for a run with nothing to send. Counted by a forced command
-that logs each command the client sends before running it, so the test sees what the server saw;
-sshd's log shows that each run opened one connection."""
+pulled source is asked 3 times for a run with something to send (also its first, and one that
+deletes an old snapshot there): its snapshot rides in the send's command; 4 with an after_snapshot
+hook, which runs between them; once for a run with nothing to send. A snapshot that fails there, and
+a send cut there, leave nothing here and the next run catches up. Counted by a forced command that
+logs each command the client sends before running it, so the test sees what the server saw; sshd's
+log shows that each run opened one connection."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import stat
 
 import pytest
 
-from cli_helpers import CLI, assert_backup, assert_no_partial, live_locks, ok, run_cli, sent, snapshot_names, ssh_args
+from cli_helpers import (CLI, assert_backup, assert_no_partial, live_locks, ok, run_cli, sent, snapshot_names, ssh_args,
+                         subvolumes)
+from cli_helpers import show as show_subvolume
 from support.sshd import Sshd
-from support.trees import write_mixed_tree
+from support.trees import assert_same_tree, write_mixed_tree
 
 SOMETHING_TO_SEND = 2
 NOTHING_TO_SEND = 1
-#: A pulled source: all it must know, the snapshot (with its listing), the send (whose command writes
-#: the lock file first), the lock file settled after the verified arrival (with retention's deletion).
+#: A pulled source: all it must know, the send (whose command writes the lock file, then takes the
+#: snapshot and marks its facts on stderr), the lock file settled after the verified arrival (with
+#: retention's deletion). With an after_snapshot hook the snapshot is a command of its own.
 PULLED_SOURCE = 3
+PULLED_SOURCE_WITH_AFTER_HOOK = 4
 
 
 def logging_forced_command(server, log, then):
@@ -153,8 +160,17 @@ def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
     assert_commands(full, PULLED_SOURCE, "first pull")
     assert_commands(incremental, PULLED_SOURCE, "incremental pull")
     send = [c for c in incremental if "btrfs send" in c]
-    assert len(send) == 1 and ".outstanding_transfers" in send[0].split("btrfs send")[0], incremental
+    before_send = send[0].split("btrfs send")[0]
+    assert len(send) == 1 and ".outstanding_transfers" in before_send, incremental
+    assert before_send.index(".outstanding_transfers") < before_send.index("btrfs subvolume snapshot -r"), send
+    assert not [c for c in full + incremental if c.startswith("mkdir")], "the send's command makes the folder"
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to pull")
+    first, second = snapshot_names(source / "snapshot")
+    assert_backup(dest, source / "snapshot" / first)
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)  # the chain: parent uuid
+    assert_same_tree(source / "snapshot" / second, dest / second)
+    assert_no_partial(dest)
+    assert live_locks(source / "snapshot") == {}
 
 
 def test_pull_with_retention_at_the_source(logged_sshd, make_fs, subvolume):
@@ -174,6 +190,95 @@ def test_pull_with_retention_at_the_source(logged_sshd, make_fs, subvolume):
             assert_commands(taken, PULLED_SOURCE, "incremental pull with retention at the source")
             assert len(deletes) == 1 and ".outstanding_transfers" in deletes[0].split("btrfs subvolume delete")[0]
     assert len(snapshot_names(source / "snapshot")) == 2
+    assert live_locks(source / "snapshot") == {}
+
+
+def test_pull_with_an_after_snapshot_hook(logged_sshd, make_fs, subvolume, tmp_path):
+    """The after_snapshot hook runs between the snapshot and the send, told the snapshot: the
+    snapshot is a command of its own, as before (4); the hook sees it taken, its uuid known."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=8)
+    dest = make_fs("dst")
+    told = tmp_path / "told"
+    hook = f"sh -c 'test -d \"$BTRFS_BACKUP_SNAPSHOT\" && echo \"$BTRFS_BACKUP_SNAPSHOT\" >> {told}'"
+    args = ssh_args(server) + ["--after-snapshot", hook, server.url(source), dest]
+    ok(*args)
+    commands.take()
+    (source / "more.txt").write_text("more\n")
+    result = ok(*args).result
+    taken = commands.take()
+    show(incremental_with_hook=taken)
+    assert len(taken) == PULLED_SOURCE_WITH_AFTER_HOOK, "\n".join(taken)
+    assert "btrfs subvolume snapshot" in taken[1] and "btrfs send" not in taken[1], taken
+    first, second = snapshot_names(source / "snapshot")
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert told.read_text().split() == [str(source / "snapshot" / first), str(source / "snapshot" / second)]
+    assert result["snapshot"]["uuid"] == show_subvolume(source / "snapshot" / second).uuid
+
+
+def pulled_twice_then(server, commands, make_fs, subvolume, seed, body):
+    """A source pulled once (a full backup here), 20 KiB changed, and the server's btrfs then
+    wrapped by `body` (with_btrfs_wrapper): (source, dest, the pull's arguments)."""
+    source = small_source(make_fs, subvolume, seed=seed)
+    dest = make_fs("dst")
+    args = ssh_args(server) + [server.url(source), dest]
+    ok(*args)
+    write_mixed_tree(source / "changed", n_small=2, small_size=10240, large_files=[], seed=seed + 100)
+    with_btrfs_wrapper(server, commands, body)
+    commands.take()
+    return source, dest, args
+
+
+SNAPSHOT_FAILS = ('if [ "$1 $2" = "subvolume snapshot" ]; then '
+                  'echo "ERROR: cannot snapshot \'$4\': No space left on device" >&2; exit 1; fi\n')
+SEND_IS_CUT = 'if [ "$1" = send ]; then "$REAL" "$@" | head -c 300; exit 1; fi\n'
+
+
+def test_a_snapshot_that_fails_at_a_pulled_source(logged_sshd, make_fs, subvolume):
+    """The same clear error as a snapshot taken apart; nothing received, no lock left naming a
+    snapshot that does not exist (settled in the same run, its last command); the next run works."""
+    server, commands = logged_sshd
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 9, SNAPSHOT_FAILS)
+    before = sorted(subvolumes(dest))
+    done = run_cli(*args)
+    taken = commands.take()
+    show(failed_snapshot=taken)
+    assert done.code != 0, done.explain()
+    error = done.result["errors"][0]
+    assert re.match(r"cannot snapshot %s to %s/snapshot/[0-9-]+: ERROR: cannot snapshot '%s': No space left on device$"
+                    % (source, source, source), error), done.explain()
+    assert done.result["snapshot"] is None, done.result["snapshot"]
+    assert sorted(subvolumes(dest)) == before and len(snapshot_names(source / "snapshot")) == 1
+    assert live_locks(source / "snapshot") == {}, "a lock names the snapshot that was not taken"
+    assert len(taken) == PULLED_SOURCE and ".outstanding_transfers" in taken[-1], "\n".join(taken)
+    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    result = ok(*args).result
+    first, second = snapshot_names(source / "snapshot")
+    assert [t[1:] for t in sent(result, str(dest))] == [("incremental", first)]
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert_same_tree(source / "snapshot" / second, dest / second)
+
+
+def test_a_send_cut_at_a_pulled_source(logged_sshd, make_fs, subvolume):
+    """The snapshot stays at the source (locked), nothing partial is kept here, and the next run
+    sends it incrementally, then its own."""
+    server, commands = logged_sshd
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 10, SEND_IS_CUT)
+    done = run_cli(*args)
+    assert done.code != 0, done.explain()
+    first, cut = snapshot_names(source / "snapshot")
+    assert done.result["snapshot"]["uuid"] == show_subvolume(source / "snapshot" / cut).uuid
+    assert_no_partial(dest)
+    assert sorted(subvolumes(dest)) == [first]
+    assert live_locks(source / "snapshot") == {first: {"parent_locks": [str(dest)]}, cut: {"locks": [str(dest)]}}
+    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    (source / "more.txt").write_text("more\n")
+    result = ok(*args).result
+    newest = snapshot_names(source / "snapshot")[-1]
+    assert [t[1:] for t in sent(result, str(dest))] == [("incremental", first), ("incremental", cut)]
+    assert_backup(dest, source / "snapshot" / cut, parent_name=first)
+    assert_backup(dest, source / "snapshot" / newest, parent_name=cut)
+    assert_same_tree(source / "snapshot" / newest, dest / newest)
     assert live_locks(source / "snapshot") == {}
 
 

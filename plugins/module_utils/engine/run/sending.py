@@ -98,9 +98,6 @@ def send(executor, step) -> dict:
         try:
             stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
                                 executor.probe(step.source), estimate, compressible, hold_first)
-            if pending is not None:
-                snapshot, unverified = _taken_in_send(executor, step, pending, stats)
-                failures.update((dest, unverified) for dest in direct if unverified)
             failures.update(stats.failures)
             arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None,
                                    stats.answers.get(dest)))
@@ -108,6 +105,10 @@ def send(executor, step) -> dict:
             slot_waits = _slot_waits(direct, stats)
         except BackupError as err:  # the stream could not start (a program missing): none got it
             failures.update((dest, str(err)) for dest in direct)
+        else:
+            if pending is not None:  # raises when it was not taken: the run stops, as before
+                snapshot, unverified = _taken_in_send(executor, step, pending, stats)
+                failures.update((dest, unverified) for dest in direct if unverified and dest not in failures)
     # A snapshot taken in the send whose facts are not known: whatever arrived under its name,
     # which was free before this send, goes (never kept unverified).
     claimed = pending is not None and not pending.verified
