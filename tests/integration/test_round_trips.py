@@ -18,8 +18,8 @@ import stat
 
 import pytest
 
-from cli_helpers import (CLI, assert_backup, assert_no_partial, live_locks, ok, run_cli, sent, snapshot_names, ssh_args,
-                         subvolumes)
+from cli_helpers import (CLI, assert_backup, assert_no_partial, destination, live_locks, ok, run_cli, sent, snapshot_names,
+                         ssh_args, subvolumes)
 from cli_helpers import show as show_subvolume
 from support.sshd import Sshd
 from support.trees import assert_same_tree, write_mixed_tree
@@ -280,6 +280,58 @@ def test_a_send_cut_at_a_pulled_source(logged_sshd, make_fs, subvolume):
     assert_backup(dest, source / "snapshot" / newest, parent_name=cut)
     assert_same_tree(source / "snapshot" / newest, dest / newest)
     assert live_locks(source / "snapshot") == {}
+
+
+def test_snapshot_facts_that_cannot_be_read_are_asked_apart(logged_sshd, make_fs, subvolume):
+    """Rule 2 without the snapshot's marked facts (its `subvolume show` fails at the source): the
+    send goes on, the source is listed apart for the snapshot's UUID, and the backup is checked
+    against it (one command more)."""
+    server, commands = logged_sshd
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 11, SHOW_FAILS)
+    result = ok(*args).result
+    taken = commands.take()
+    assert len(taken) == PULLED_SOURCE + 1 and "btrfs subvolume list" in taken[2], "\n".join(taken)
+    first, second = snapshot_names(source / "snapshot")
+    assert result["snapshot"]["uuid"] == show_subvolume(source / "snapshot" / second).uuid
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert live_locks(source / "snapshot") == {}
+
+
+def test_snapshot_facts_that_cannot_be_read_at_all_keep_no_backup(logged_sshd, make_fs, subvolume):
+    """Neither the marked facts nor a listing apart answer after the snapshot: what arrived cannot be
+    checked, so it is not kept (never unverified); the next run sends it again."""
+    server, commands = logged_sshd
+    flag = server.workdir / "snapshot-taken"
+    body = (SHOW_FAILS + f'if [ "$1 $2" = "subvolume snapshot" ]; then touch {flag}; fi\n'
+            f'if [ "$1 $2" = "subvolume list" ] && [ -e {flag} ]; then echo "ERROR: not now" >&2; exit 1; fi\n')
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 12, body)
+    done = run_cli(*args)
+    assert done.code != 0 and "could not be read: its backup cannot be verified" in done.stderr, done.explain()
+    first, second = snapshot_names(source / "snapshot")
+    assert sorted(subvolumes(dest)) == [first], "an unverified backup was kept"
+    assert live_locks(source / "snapshot")[second] == {"locks": [str(dest)]}
+    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    result = ok(*args).result
+    assert [t[:2] for t in sent(result, str(dest))][0] == (second, "incremental")
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+
+
+def test_a_lock_of_a_snapshot_never_taken_is_cleared(logged_sshd, make_fs, subvolume):
+    """A run killed between the lock file's write and the snapshot in the send's command leaves a
+    lock naming a snapshot that does not exist: the next run clears it and goes on incrementally;
+    its record counts no lock (what `status` shows)."""
+    server, commands = logged_sshd
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 13, "")
+    first = snapshot_names(source / "snapshot")[0]
+    never = "20250101-000000"
+    (source / "snapshot" / ".outstanding_transfers").write_text(
+        '{"%s": {"locks": ["%s"]}, "%s": {"parent_locks": ["%s"]}}' % (never, dest, first, dest))
+    result = ok(*args).result
+    second = snapshot_names(source / "snapshot")[-1]
+    assert sorted(destination(result, str(dest))["locks_cleared"]) == sorted([first, never])
+    assert [t[1:] for t in sent(result, str(dest))] == [("incremental", first)]
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert live_locks(source / "snapshot") == {} and result["locks"] == {}
 
 
 def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
