@@ -334,6 +334,38 @@ def test_a_lock_of_a_snapshot_never_taken_is_cleared(logged_sshd, make_fs, subvo
     assert live_locks(source / "snapshot") == {} and result["locks"] == {}
 
 
+def test_one_pulled_stream_to_two_destinations(logged_sshd, make_fs, subvolume):
+    """One send (its snapshot in its command) fanned out to two folders here: each backup checked
+    against the snapshot's marked UUID; still 3 commands at the source."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=15)
+    dests = [make_fs("dst"), make_fs("dst")]
+    args = ssh_args(server) + [server.url(source)] + dests
+    ok(*args)
+    (source / "more.txt").write_text("more\n")
+    commands.take()
+    result = ok(*args).result
+    assert_commands(commands.take(), PULLED_SOURCE, "incremental pull to two destinations")
+    first, second = snapshot_names(source / "snapshot")
+    for dest in dests:
+        assert [t[1:] for t in sent(result, str(dest))] == [("incremental", first)]
+        assert_backup(dest, source / "snapshot" / second, parent_name=first)
+        assert_same_tree(source / "snapshot" / second, dest / second)
+
+
+def test_a_pull_in_check_mode(logged_sshd, make_fs, subvolume):
+    """Check mode plans the snapshot and its send in the same words; it asks the source once and
+    changes nothing there."""
+    server, commands = logged_sshd
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 14, "")
+    first = snapshot_names(source / "snapshot")[0]
+    plan = ok("--check", *args).result["plan"]
+    assert len(commands.take()) == NOTHING_TO_SEND
+    assert [re.sub(r"[0-9]{8}-[0-9]{6}", "NEW", line) for line in plan] == [
+        f"create snapshot {source}/snapshot/NEW of {source}", f"send NEW to {dest} (incremental from NEW)"], plan
+    assert snapshot_names(source / "snapshot") == [first] and live_locks(source / "snapshot") == {}
+
+
 def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
     """A pulled source sent on to another host: the destination host's count is a push's."""
     server, commands = logged_sshd
