@@ -41,7 +41,7 @@ ANSWERS = {
     "garbled subvolume id": (said(sub_id="x1"), True, None),
     "the show failed: the marker and nothing": (f"\n{SNAPSHOT_MARKER}\nERROR: cannot find {SNAP}\n", True, None),
     "cut short before the flags": (said()[:said().index("Flags")], True, None),
-    "missing: no marker (not taken)": (f"ERROR: cannot snapshot '/data': No space left on device\n", False, None),
+    "missing: no marker (not taken)": ("ERROR: cannot snapshot '/data': No space left on device\n", False, None),
     "nothing at all": ("", False, None),
     "another program's marker does not count": ("\nbtrfs-backup-arrived\n" + show(), False, None),
 }
