@@ -353,6 +353,18 @@ def test_one_pulled_stream_to_two_destinations(logged_sshd, make_fs, subvolume):
         assert_same_tree(source / "snapshot" / second, dest / second)
 
 
+def test_a_pulled_snapshot_no_send_takes(logged_sshd, make_fs, subvolume):
+    """A run whose snapshot no send takes along (a job without destinations) still takes it, in a
+    command of its own after the destinations' phase, with its uuid known."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=16)
+    for run in range(2):
+        result = ok(*ssh_args(server), server.url(source)).result
+        assert result["snapshot"]["uuid"] == show_subvolume(source / "snapshot" / result["snapshot"]["name"]).uuid
+        assert len(commands.take()) == 2  # all it must know, the snapshot
+    assert len(snapshot_names(source / "snapshot")) == 2 and live_locks(source / "snapshot") == {}
+
+
 def test_a_pull_in_check_mode(logged_sshd, make_fs, subvolume):
     """Check mode plans the snapshot and its send in the same words; it asks the source once and
     changes nothing there."""
