@@ -10,7 +10,9 @@ Run as root from the repository (borg and restic installed):
 1. Throughput: the same read-only snapshot stored in a fresh repository by the raw pipe
    (`btrfs send | borg create ... -` resp. `| restic backup --stdin`) and by
    `btrfs-backup -S` (our whole run: listing, the guarded stream, the check of what arrived), in
-   alternating order (raw first in even pairs), so that the shared machine's noise cancels.
+   alternating order (raw first in even pairs), so that the shared machine's noise cancels; then
+   the same into repositories that hold the job's last archive (a daily run's case: our run plans
+   on what its last run left), a later snapshot as a full stream.
 2. Daily changes: for each policy (archive_full_every 1 = every archive full, 7 = the default, 1000
    = incremental only) the same base tree and the same deterministic daily change (new and
    rewritten files), one run per day; the repository's size and each run's time are recorded.
@@ -86,10 +88,10 @@ def children_cpu() -> float:
 
 
 def raw_store(tool: str, snapshot: Path, repo: Path, env: dict) -> float:
-    """The raw pipe into a fresh repository: seconds."""
+    """The raw pipe into a repository (an archive named after the snapshot): seconds."""
     send = ["btrfs", "send", "-q", str(snapshot)]
     if tool == "borg":
-        store = ["borg", "create", "--stdin-name", "s.btrfs", f"{repo}::s", "-"]
+        store = ["borg", "create", "--stdin-name", "s.btrfs", f"{repo}::{snapshot.name}", "-"]
     else:
         store = ["restic", "backup", "--quiet", "--repo", str(repo), "--stdin", "--stdin-filename", "s.btrfs"]
     begun = time.monotonic()
@@ -120,20 +122,36 @@ def ours(tool: str, source: Path, repo: Path, key: Path, *extra) -> float:
     return seconds
 
 
-def throughput(pool_fs: Path, stores: Stores, source: Path, tools, pairs: int) -> dict:
-    """Raw pipe vs our run, alternating, on one snapshot already in the job's snapshot folder."""
-    snapshot = sorted((source / "snapshot").iterdir())[0]
+def throughput(pool_fs: Path, stores: Stores, source: Path, tools, pairs: int, next_snapshot: Path | None = None) -> dict:
+    """Raw pipe vs our run, alternating, on one snapshot already in the job's snapshot folder. With
+    `next_snapshot` (a later snapshot kept outside that folder): each repository first holds the
+    snapshot's archive (stored untimed, by the raw pipe resp. our run), and the timed store is of a
+    read-only snapshot of `next_snapshot` in the job's folder, as a full stream: a daily run's case,
+    where the job's last run left the repository."""
+    snapshot = sorted(p for p in (source / "snapshot").iterdir() if not p.name.startswith("."))[0]
     figures = {tool: {"raw": [], "ours": [], "raw_cpu": [], "ours_cpu": []} for tool in tools}
     for index in range(pairs):
         for tool in tools:
             order = ("raw", "ours") if index % 2 == 0 else ("ours", "raw")
             for which in order:
                 repo = stores.fresh(tool)
+                timed = snapshot
+                if next_snapshot is not None:
+                    if which == "raw":
+                        raw_store(tool, snapshot, repo, stores.env)
+                    else:
+                        ours(tool, source, repo, stores.key, "-S")
+                    timed = source / "snapshot" / next_snapshot.name
+                    run(["btrfs", "subvolume", "snapshot", "-r", str(next_snapshot), str(timed)])
                 cpu = children_cpu()
-                if which == "raw":
-                    seconds = raw_store(tool, snapshot, repo, stores.env)
-                else:
-                    seconds = ours(tool, source, repo, stores.key, "-S")
+                try:
+                    if which == "raw":
+                        seconds = raw_store(tool, timed, repo, stores.env)
+                    else:
+                        seconds = ours(tool, source, repo, stores.key, "-S", "--archive-full-every", "1")
+                finally:
+                    if next_snapshot is not None:
+                        run(["btrfs", "subvolume", "delete", str(timed)])
                 cpu = children_cpu() - cpu
                 figures[tool][which].append(seconds)
                 figures[tool][which + "_cpu"].append(cpu)
@@ -187,14 +205,7 @@ def policies(fs: Path, restore_fs: Path, stores: Stores, base: Path, tools, poli
     return rows
 
 
-def report(args, tree_bytes, figures, rows, loads):
-    print("# Archive destinations benchmark\n")
-    print(f"Source: {tree_bytes / MiB:.0f} MiB mixed tree; {args.pairs} alternating pairs; "
-          f"{args.days} days of {args.change_mib} MiB new data plus 5 % of the small files rewritten.")
-    print(f"Load average (1/5/15 min) at start: {loads[0]}; at end: {loads[1]} (2 CPUs, shared).\n")
-    print("## Our run against the raw pipe (fresh repository, full stream)\n")
-    print("Wall time suffers from the other work on the machine; CPU time (user + system of every "
-          "process of the run) does much less.\n")
+def ratio_table(figures) -> None:
     print("| store | measure | raw median | ours median | ratio (median of pairs) | ratios | ours - raw (median) |")
     print("|---|---|---|---|---|---|---|")
     for tool, found in figures.items():
@@ -205,6 +216,22 @@ def report(args, tree_bytes, figures, rows, loads):
             print(f"| {tool} | {measure} | {statistics.median(raw):.2f} | {statistics.median(ours_):.2f} | "
                   f"{statistics.median(ratios):.3f} | {', '.join('%.2f' % r for r in ratios)} | "
                   f"{statistics.median(extra):+.2f} |")
+
+
+def report(args, tree_bytes, figures, steady, rows, loads):
+    print("# Archive destinations benchmark\n")
+    print(f"Source: {tree_bytes / MiB:.0f} MiB mixed tree; {args.pairs} alternating pairs; "
+          f"{args.days} days of {args.change_mib} MiB new data plus 5 % of the small files rewritten.")
+    print(f"Load average (1/5/15 min) at start: {loads[0]}; at end: {loads[1]} (2 CPUs, shared).\n")
+    print("## Our run against the raw pipe (fresh repository, full stream)\n")
+    print("Wall time suffers from the other work on the machine; CPU time (user + system of every "
+          "process of the run) does much less.\n")
+    ratio_table(figures)
+    if steady:
+        print("\n## Our run against the raw pipe (the repository holds the job's last archive, full stream)\n")
+        print("Each repository first gets the source's first snapshot (untimed; our run records what it "
+              "left), then the timed store is of a later snapshot as a full stream (`--archive-full-every 1`).\n")
+        ratio_table(steady)
     if not rows:
         return
     print("\n## Storage and time per run over daily changes, restore of the newest snapshot\n")
@@ -227,6 +254,10 @@ def main(argv=None):
     parser.add_argument("--large-mib", type=int, default=160, help="the source's large files, in MiB")
     parser.add_argument("--tools", default="borg,restic")
     parser.add_argument("--policies", default="1,7,1000", help="archive_full_every values; '' for none")
+    parser.add_argument("--no-fresh", dest="fresh", action="store_false",
+                        help="skip the throughput into fresh repositories")
+    parser.add_argument("--no-steady", dest="steady", action="store_false",
+                        help="skip the throughput into repositories that hold the job's last archive")
     args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.days, args.large_mib = 2, 4, 40
@@ -247,10 +278,17 @@ def main(argv=None):
         (bench_source / "snapshot").mkdir()
         run(["btrfs", "subvolume", "snapshot", "-r", str(bench_source),
              str(bench_source / "snapshot" / "20240101-000000")])
-        figures = throughput(fs, stores, bench_source, tools, args.pairs)
+        figures = throughput(fs, stores, bench_source, tools, args.pairs) if args.fresh else {}
+        steady = {}
+        if args.steady:
+            held = fs / "held"
+            held.mkdir()
+            (bench_source / "added.bin").write_bytes(os.urandom(args.change_mib * MiB))
+            run(["btrfs", "subvolume", "snapshot", "-r", str(bench_source), str(held / "20240102-000000")])
+            steady = throughput(fs, stores, bench_source, tools, args.pairs, next_snapshot=held / "20240102-000000")
         rows = policies(fs, restore_fs, stores, base, tools, policy_list, args.days, args.change_mib)
         loads.append(load())
-    report(args, tree_bytes, figures, rows, loads)
+    report(args, tree_bytes, figures, steady, rows, loads)
 
 
 if __name__ == "__main__":

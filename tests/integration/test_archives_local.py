@@ -57,8 +57,9 @@ class Store:
             words = [line.split() for line in out.splitlines() if line.strip()]
         else:
             out = self._tool("restic", "--repo", str(self.path), "snapshots", "--json").stdout
-            words = [entry["tags"] or [] for entry in sorted(json.loads(out) or [], key=lambda e: e["time"])]
-        return [dict(w.split("=", 1) for w in ws if "=" in w) for ws in words]
+            words = [entry.get("tags") or [] for entry in sorted(json.loads(out) or [], key=lambda e: e["time"])]
+        labelled = [dict(w.split("=", 1) for w in ws if "=" in w) for ws in words]
+        return [label for label in labelled if label]  # not archives of something else
 
     def delete_newest(self) -> None:
         """Delete the newest archive with the tool itself, behind the job's back."""
@@ -69,6 +70,16 @@ class Store:
             out = self._tool("restic", "--repo", str(self.path), "snapshots", "--json").stdout
             newest = sorted(json.loads(out), key=lambda e: e["time"])[-1]["id"]
             self._tool("restic", "--repo", str(self.path), "forget", "--prune", newest)
+
+    def store_other_archive(self, folder: Path) -> None:
+        """Store an archive of something else (not this job's) with the tool itself: the repository
+        changes, this job's archives do not."""
+        other = folder / "other.txt"
+        other.write_text("not a snapshot\n")
+        if self.tool == "borg":
+            self._tool("borg", "create", f"{self.path}::other-thing", str(other))
+        else:
+            self._tool("restic", "--repo", str(self.path), "backup", str(other))
 
     def args(self, *extra):
         return ["--archive-key-file", str(self.key), *extra]
@@ -129,8 +140,27 @@ def test_full_then_incremental_and_the_restore_equals_the_snapshot(store, src, r
                         restored.stderr, verified.stderr, json.dumps(verified.result), folders=[job_state_dir])
 
 
-def test_a_run_sends_on_the_last_runs_forecast_while_the_store_is_listed(store, src, job_state_dir):
+def test_a_repository_nothing_wrote_to_since_is_not_listed_and_the_chain_is_exact(store, src, job_state_dir):
+    # Its own files (borg's transaction, restic's snapshot files) say nothing was written to it
+    # since the job's last run: that run's record is what it holds, and the repository is opened
+    # only by the store's own write.
     ok(*store.args(), src, store.location)
+    _change(src, 1)
+    second = ok(*store.args("-v", "debug"), src, store.location)
+    assert "without opening it to list it" in second.stderr, second.explain()
+    assert "--verdict" not in second.stderr
+    listed = [line for line in second.stderr.splitlines() if " list " in line or " snapshots " in line]
+    assert not [line for line in listed if store.tool in line and ("--json" in line or "--format" in line)], listed
+    names = snapshot_names(src / "snapshot")
+    uuids = [subvolumes(src / "snapshot")[n].uuid for n in names]
+    assert [(t["snapshot"], t["parent"], t["status"]) for t in second.result["destinations"][0]["transfers"]] == \
+        [(names[1], names[0], "done")]
+    assert [(l["uuid"], l["parent"]) for l in store.labels()] == [(uuids[0], "none"), (uuids[1], uuids[0])]
+
+
+def test_a_run_sends_on_the_last_runs_forecast_while_the_store_is_listed(store, src, job_state_dir, tmp_path):
+    ok(*store.args(), src, store.location)
+    store.store_other_archive(tmp_path)  # written to since: listed, and the listing agrees
     _change(src, 1)
     second = ok(*store.args("-v", "debug"), src, store.location)
     # The stream waited for the run's word (the listing beside it agreed with the forecast).
@@ -284,6 +314,8 @@ def test_retention_keeps_every_parent_a_kept_incremental_needs(borg, src):
     for day in range(4):
         _change(src, day, 50_000)
         done = ok(*args, src, store.location)
+        # A full stream by the policy is no broken chain, and is not reported as one.
+        assert "none of a snapshot still at the source" not in done.stderr, done.explain()
     # Runs made a(full) b(<-a) c(full) d(<-c): keeping the newest keeps d and its parent c.
     labels = store.labels()
     assert [l["parent"] == "none" for l in labels] == [True, False]

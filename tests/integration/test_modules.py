@@ -25,6 +25,8 @@ from ansible_helpers import (
     subvolume_facts,
     subvolume_names,
 )
+from support.archive_stores import PASSPHRASE, borg_env, restic_env, write_secret
+from support.archive_stores import run as run_store
 from support.btrfs_loop import pipeline, run
 from support.sshd import Sshd
 from support.trees import MiB, assert_same_tree, modify_tree, write_mixed_tree
@@ -177,6 +179,40 @@ def test_send_backup_pulls_from_an_ssh_source(ansible, module, make_fs, subvolum
     args["snapshot"] = False
     second = module("btrfs_send_backup", args)
     assert second.code == 0 and not second.result["changed"], second.explain()
+
+
+@pytest.mark.parametrize("tool", ["borg", "restic"])
+def test_send_backup_to_an_archive_twice_plans_the_second_on_the_forecast(module, src, tmp_path, job_state_dir, tool):
+    # The second run plans on what the first left (archive-forecast.json) and lists the repository
+    # in a thread beside the stream, inside the module's process: the chain must come out exact.
+    if shutil.which(tool) is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{tool} is not installed")
+    key = write_secret(tmp_path / "repo.key", PASSPHRASE + "\n")
+    repo = tmp_path / f"{tool}-repo"
+    env = borg_env(tmp_path / "borg-base", key) if tool == "borg" else restic_env(tmp_path / "restic-cache", key)
+    made = run_store([tool, "init", "--encryption", "repokey", str(repo)] if tool == "borg" else
+                     ["restic", "--repo", str(repo), "init"], env)
+    assert made.returncode == 0, made.stderr
+    args = {"source": str(src), "dest": [f"{tool}:{repo}"], "archive_key_file": str(key)}
+    first = module("btrfs_send_backup", args)
+    assert first.code == 0 and first.result["changed"], first.explain()
+    assert list(job_state_dir.rglob("archive-forecast.json")), "the first run recorded no forecast"
+    modify_tree(src, 64 * 1024, seed=11)
+    second = module("btrfs_send_backup", args)
+    assert second.code == 0 and second.result["changed"], second.explain()
+    names = subvolume_names(src / "snapshot")
+    assert [(t["snapshot"], t["mode"], t["parent"], t["status"]) for t in second.result["destinations"][0]["transfers"]] == \
+        [(names[1], "incremental", names[0], "done")], second.explain()
+    if tool == "borg":
+        listed = run_store(["borg", "list", "--format", "{comment}{NL}", str(repo)], env).stdout.decode()
+        labels = [line.split() for line in listed.splitlines() if line.strip()]
+    else:
+        listed = run_store(["restic", "--repo", str(repo), "snapshots", "--json"], env).stdout.decode()
+        labels = [entry["tags"] for entry in sorted(json.loads(listed), key=lambda e: e["time"])]
+    uuids = [subvolume_facts(src / "snapshot" / name).uuid for name in names]
+    assert [[w for w in words if w.startswith(("uuid=", "parent="))] for words in labels] == \
+        [[f"uuid={uuids[0]}", "parent=none"], [f"uuid={uuids[1]}", f"parent={uuids[0]}"]]
+    assert PASSPHRASE not in json.dumps(first.result) + json.dumps(second.result)
 
 
 def test_send_backup_check_mode_with_retention_changes_nothing(ansible, module, src, dst):

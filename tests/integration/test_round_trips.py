@@ -1,13 +1,14 @@
 """Remote commands per run at an ssh destination: a run with something to send asks it at most 2
 times (all it must know, the receive that also answers what arrived), a run with nothing to send once;
 over plain ssh, through `serve` and in a relay (also into a `serve`). The first run to a folder that
-does not exist yet asks one more (its parent's listing); the receive's own command creates it. A
-pulled source is asked 3 times for a run with something to send (also its first, and one that
-deletes an old snapshot there): its snapshot rides in the send's command; 4 with an after_snapshot
-hook, which runs between them; once for a run with nothing to send. A snapshot that fails there, and
-a send cut there, leave nothing here and the next run catches up. Counted by a forced command that
-logs each command the client sends before running it, so the test sees what the server saw; sshd's
-log shows that each run opened one connection."""
+does not exist yet asks one more (its parent's listing); the receive's own command creates it, also
+through a `serve` that says it takes that form (an older one gets a mkdir of its own). A pulled
+source is asked 3 times for a run with something to send (also its first, and one that deletes an
+old snapshot there): its snapshot rides in the send's command; 4 with an after_snapshot hook, which
+runs between them; once for a run with nothing to send. A snapshot that fails there, and a send cut
+there, leave nothing here and the next run catches up. Counted by a forced command that logs each
+command the client sends before running it, so the test sees what the server saw; sshd's log shows
+that each run opened one connection."""
 
 from __future__ import annotations
 
@@ -437,16 +438,66 @@ def test_a_writable_arrival_named_in_the_answer_is_no_backup(logged_sshd, make_f
     assert not list(dest.iterdir()), "the writable arrival was left"
 
 
+def assert_both_backups(source, dest):
+    """The full and the incremental backup arrived complete (read-only, received_uuid = the
+    snapshot's uuid, the incremental on top of the full) with the snapshots' data."""
+    snapshots = snapshot_names(source / "snapshot")
+    assert len(snapshots) == 2, snapshots
+    assert_backup(dest, source / "snapshot" / snapshots[0])
+    assert_backup(dest, source / "snapshot" / snapshots[1], parent_name=snapshots[0])
+    for name in snapshots:
+        assert_same_tree(source / "snapshot" / name, dest / name)
+    assert_no_partial(dest)
+
+
 def test_push_through_serve_to_a_new_folder(logged_serve, make_fs, subvolume):
-    """A backup server's serve takes a mkdir of its own (it runs no `&&`): one more than a plain host."""
+    """A serve that says it takes `mkdir -p -- F && ... btrfs receive F` creates the folder in the
+    receive's own command: as many commands as a plain host."""
     server, commands, root = logged_serve
     source = small_source(make_fs, subvolume, seed=5)
     url = server.url(root / "data")
     full, incremental, nothing = three_runs(ssh_args(server) + [source, url], url, commands, source)
     show(full=full, incremental=incremental, nothing=nothing)
-    assert_commands(full, SOMETHING_TO_SEND + 2, "full send through serve to a new folder")
+    assert_commands(full, SOMETHING_TO_SEND + 1, "full send through serve to a new folder")
+    assert [c for c in full if c.startswith("mkdir")] == [c for c in full if "btrfs receive" in c], full
+    assert any(c.startswith("mkdir -p -- %s && " % shlex.quote(str(root / "data"))) for c in full), full
     assert_commands(incremental, SOMETHING_TO_SEND, "incremental send")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to send")
+    assert_both_backups(source, root / "data")
+
+
+#: In front of serve, what a serve from before the receive that makes its folder does differently:
+#: it names no feature after btrfs's version, and it refuses any `&&` (as it refuses every shell
+#: operator but the compressed receive's pipe), before running anything.
+OLDER_SERVE = """\
+case "$SSH_ORIGINAL_COMMAND" in
+  *'&&'*) echo "btrfs-backup serve: refused: shell operator '&&' is not allowed" >&2; exit 126 ;;
+  *'btrfs --version'*)
+    status=$(mktemp)
+    { {serve}; echo $? > "$status"; } | sed '/^btrfs-backup-serve-accepts /d'
+    read -r code < "$status"; rm -f "$status"; exit "$code" ;;
+  *) exec {serve} ;;
+esac
+"""
+
+
+def test_push_through_an_older_serve_to_a_new_folder(logged_serve, make_fs, subvolume):
+    """A serve that does not say it takes the receive that makes its folder gets a mkdir of its
+    own, as before: one command more, and the backups land (nothing was refused)."""
+    server, commands, root = logged_serve
+    older = server.workdir / "older-serve"
+    older.write_text(OLDER_SERVE.replace("{serve}", f"{shlex.quote(str(CLI))} serve --root {shlex.quote(str(root))}"))
+    logging_forced_command(server, commands.log, f"/bin/sh {shlex.quote(str(older))}")
+    source = small_source(make_fs, subvolume, seed=8)
+    url = server.url(root / "data")
+    full, incremental, nothing = three_runs(ssh_args(server) + [source, url], url, commands, source)
+    show(full=full, incremental=incremental, nothing=nothing)
+    assert len(full) == SOMETHING_TO_SEND + 2, "\n".join(full)
+    assert not any("&&" in c for c in full + incremental + nothing), full
+    assert "mkdir -- %s" % shlex.quote(str(root / "data")) in [c.strip() for c in full], full
+    assert_commands(incremental, SOMETHING_TO_SEND, "incremental send")
+    assert_commands(nothing, NOTHING_TO_SEND, "nothing to send")
+    assert_both_backups(source, root / "data")
 
 
 def test_relay_into_serve(logged_serve, sshd, make_fs, subvolume):

@@ -16,10 +16,11 @@ import uuid
 
 try:
     from ansible_collections.btrfs.backup.plugins.module_utils.engine.host.runner import CommandResult
-    from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.server_mode import MODE_PROBE, serve_answer
+    from ansible_collections.btrfs.backup.plugins.module_utils.engine.model.server_mode import (
+        MODE_PROBE, features_line, serve_answer)
 except ImportError:  # the engine's own unit tests import it as `engine`, as the CLI does
     from engine.host.runner import CommandResult
-    from engine.model.server_mode import MODE_PROBE, serve_answer
+    from engine.model.server_mode import MODE_PROBE, features_line, serve_answer
 
 
 class FakeHost(object):
@@ -36,6 +37,8 @@ class FakeHost(object):
     host: a plain ssh host by default; `serve_mode` "append-only" makes it `serve --append-only`
     (it answers the mode probe and refuses deleting a complete backup, as serve does), and
     "append-only, older" a serve from before the mode probe (it refuses the probe's whole batch).
+    A serve names its features after btrfs's version (server_mode.features_line) unless
+    `serve_features` is False (a serve from before them: it refuses the receive that makes its folder).
     """
 
     REFUSED = 126  # serve.EXIT_REFUSED
@@ -49,6 +52,7 @@ class FakeHost(object):
         self._next_id = 256
         self._sending = None
         self.serve_mode = None
+        self.serve_features = True
         self.refusals = []  # what the emulated serve refused
 
     # -- building the scene --------------------------------------------------------------
@@ -114,11 +118,23 @@ class FakeHost(object):
         return subprocess.Popen(process, stdin=stdin, stdout=stdout, stderr=stderr, pass_fds=pass_fds)
 
     def _remote_receive(self, argv):
-        """(the words of a remote command up to its first `&&`, the words after it)."""
-        words = self._remote_words(argv)
+        """(the words of a remote command up to its first `&&`, the words after it); a leading
+        `mkdir -p -- F &&` (the receive that makes its folder) is carried out first."""
+        words = self._made_folder(self._remote_words(argv))
         if "&&" not in words:
             return words, []
         return words[:words.index("&&")], words[words.index("&&") + 1:]
+
+    def _made_folder(self, words):
+        """The words after a leading `[sudo -n] mkdir -p -- F &&`, once F is made; a serve that
+        named no features refuses that form, as one from before it does."""
+        first = words[2:] if words[:2] == ["sudo", "-n"] else words
+        if first[:3] != ["mkdir", "-p", "--"] or first[4:5] != ["&&"]:
+            return words
+        if self.serve_mode and not (self.serve_features and self.serve_mode == "append-only"):
+            raise AssertionError("this serve refuses `&&`: %s" % shlex.join(words))
+        os.makedirs(first[3], exist_ok=True)
+        return first[5:]
 
     def _show(self, path):
         """`btrfs subvolume show` of a subvolume of the table, after the receive's answer marker."""
@@ -196,6 +212,8 @@ class FakeHost(object):
             words = words[2:]
         if self.serve_mode and words == MODE_PROBE:
             return self._ok(words, serve_answer(append_only=True))
+        if self.serve_mode == "append-only" and self.serve_features and words == ["btrfs", "--version"]:
+            return self._ok(words, "btrfs-progs v6.2\n" + features_line())
         if self.serve_mode and words[:3] == ["btrfs", "subvolume", "delete"]:
             for path in words[words.index("--") + 1:]:
                 sub = self.subvolumes.get(path)

@@ -10,7 +10,8 @@ A source host's key on the backup server is installed as
 sshd then runs `serve` instead of whatever the client asked for, and puts the client's command
 line in SSH_ORIGINAL_COMMAND. `parse_request` (pure) accepts exactly the shapes that the
 engine's SshEndpoint sends to a push destination - one command, the compressed receive
-`zstd -d -q | btrfs receive PATH` (the only pipe), or a batch joined with
+`zstd -d -q | btrfs receive PATH` (the only pipe), a receive that creates its own folder first
+(`mkdir -p -- PATH && [zstd -d -q |] btrfs receive PATH`, the only `&&`), or a batch joined with
 `; printf '\\n<marker> %d\\n' $?` - with every path inside the key's root. `serve` runs the
 accepted commands itself, without a shell: btrfs as an argv list (through `sudo -n` unless
 already root), zstd as an argv list (unprivileged: it only turns one pipe into another), the
@@ -67,7 +68,7 @@ from ..model import name_trust, units
 from ..model.receive_slots import gone_line, timeout_line, waited_line, waiting_line
 from ..model.receive_errors import StderrWatch, broken_receive_refusal
 from ..model.errors import ConfigError
-from ..model.server_mode import MODE_PROBE, serve_answer
+from ..model.server_mode import MODE_PROBE, features_line, serve_answer
 from .serve_staging import STAGE_COMMAND, StagingOperations, parse_stage_command
 
 if TYPE_CHECKING:
@@ -145,11 +146,13 @@ class Operation:
 
 
 class Request:
-    """A parsed SSH_ORIGINAL_COMMAND: the operations in order, and the batch marker if any."""
+    """A parsed SSH_ORIGINAL_COMMAND: the operations in order, and the batch marker if any;
+    `chained` (`A && B`): each runs only once the one before it succeeded."""
 
-    def __init__(self, operations, marker=None):
+    def __init__(self, operations, marker=None, chained=False):
         self.operations = operations
         self.marker = marker
+        self.chained = chained
 
 
 def check_root(root: str) -> str:
@@ -217,6 +220,10 @@ def parse_request(line, root, restore=False, hosts=None):
     `restore`: the shapes a restore key may run (`parse_restore_command`), within `hosts`."""
     root = check_root(root)
     tokens = _tokens(line)
+    if "&&" in tokens:
+        if restore:
+            raise Refused("a restore key runs no `&&` (a restore sends `btrfs send` alone)")
+        return _parse_receive_making_its_folder(tokens, root)
     if "|" in tokens:
         if restore:
             raise Refused("a restore key runs no pipe (a restore sends `btrfs send` alone)")
@@ -242,6 +249,30 @@ def parse_request(line, root, restore=False, hosts=None):
             raise Refused("%s cannot be part of a batch" % operation.op.replace("stage_", "staging "))
         operations.append(operation)
     return Request(operations, marker)
+
+
+def _parse_receive_making_its_folder(tokens, root):
+    """`mkdir -p -- PATH && [zstd -d -q |] btrfs receive PATH`: a first receive into a folder that
+    does not exist yet creates it in the same command (the mkdir alone is as serve takes it; only
+    the receive's own folder, and the receive runs only once it exists)."""
+    at = tokens.index("&&")
+    before, after = tokens[:at], tokens[at + 1:]
+    if "&&" in after or any(token in ("|", ";") for token in before):
+        raise Refused("`&&` may only join a mkdir of the receive's folder to that receive")
+    segments = _segments(before)
+    make = parse_command(segments[0], root) if len(segments) == 1 else None
+    if make is None or make.op != "mkdir" or make.flags != ["-p"]:
+        raise Refused("`&&` may only join a mkdir of the receive's folder to that receive")
+    receive = _parse_compressed_receive(after, root) if "|" in after else None
+    if receive is None:
+        segments = _segments(after)
+        receive = parse_command(segments[0], root) if len(segments) == 1 else None
+    if receive is None or receive.op != "receive":
+        raise Refused("`&&` may only join a mkdir of the receive's folder to that receive")
+    if make.paths != receive.paths:
+        raise Refused("the mkdir before a receive may only create the receive's own folder (%s, not %s)"
+                      % (receive.paths[0], make.paths[0]), "path")
+    return Request([make, receive], chained=True)
 
 
 def _parse_compressed_receive(tokens, root):
@@ -480,7 +511,12 @@ class _BtrfsOperations:
         return proc.returncode, proc.stdout if capture else b""
 
     def _op_btrfs_version(self, paths, flags):
-        return self._btrfs(["--version"])[0]
+        """btrfs's version, then what this serve accepts beyond the shapes every serve takes
+        (server_mode: a line that every source's reading of this answer skips)."""
+        status = self._btrfs(["--version"])[0]
+        self.stdout.write(features_line().encode())
+        self.stdout.flush()
+        return status
 
     def _op_list(self, paths, flags):
         status, out = self._btrfs(["subvolume", "list"] + _LIST_FLAGS + flags + paths,
@@ -885,6 +921,11 @@ class Server(_LocalOperations, _BtrfsOperations, _ReceiveOperations, _QuotaOpera
             if request.marker is not None:
                 self.stdout.write(("\n%s %d\n" % (request.marker, status)).encode())
                 self.stdout.flush()
+            if request.chained and status != 0:
+                if operation.op == "mkdir":
+                    self._say("btrfs-backup serve: the folder %s could not be created, so nothing was "
+                              "received" % operation.paths[0])
+                break
         return status
 
     def _serve_without_root(self, request):

@@ -10,7 +10,7 @@ import re
 import threading
 
 from ..model.errors import BackupError, UnreachableError
-from ..model.server_mode import APPEND_ONLY, MODE_PROBE, NOT_SERVE, OPEN, parse_mode
+from ..model.server_mode import APPEND_ONLY, MODE_PROBE, NOT_SERVE, OPEN, RECEIVE_MAKES_FOLDER, parse_features, parse_mode
 from .streams import EndTools
 from ..model.log import LOG
 
@@ -57,6 +57,7 @@ class EndToolsProbe:
         self.source = source
         self._known = {}
         self._modes = {}  # ssh endpoint id -> server_mode's answer (None: unknown)
+        self._features = {}  # ssh endpoint id -> what its serve accepts beyond every serve's shapes
         self._samples = {}
         self._no_data_sends = {}  # (source id, snapshot path, parent path) -> its --no-data send read
         self._no_data_lock = threading.Lock()
@@ -109,11 +110,12 @@ class EndToolsProbe:
         its tools are asked without it."""
         self._modes[endpoint.id] = None
 
-    def learn(self, endpoint, tools, mode) -> None:
-        """What a destination's survey (destination_survey.py) said: its tools and serve mode, so
-        that neither is asked again in this run."""
+    def learn(self, endpoint, tools, mode, features=frozenset()) -> None:
+        """What a destination's survey (destination_survey.py) said: its tools, serve mode and
+        serve's features (server_mode), so that none is asked again in this run."""
         self._known[endpoint.id] = tools
         self._modes[endpoint.id] = mode
+        self._features[endpoint.id] = features
 
     def append_only(self, endpoint) -> bool:
         """Whether `endpoint` said it is `serve --append-only` (asked with its tools, once)."""
@@ -136,6 +138,14 @@ class EndToolsProbe:
             return False
         self(endpoint)
         return self._modes.get(endpoint.id) == NOT_SERVE
+
+    def receive_makes_folder(self, endpoint) -> bool:
+        """Whether a receive's own command may create its missing folder there (`mkdir -p -- F &&
+        ... btrfs receive F`): at a plain ssh host, or a serve that said it accepts that form (an
+        older serve refuses it: its folder gets a mkdir of its own; unknown: the same)."""
+        if self.is_plain_host(endpoint):
+            return True
+        return self.is_serve(endpoint) and RECEIVE_MAKES_FOLDER in self._features.get(endpoint.id, ())
 
     def _ask_here(self):
         import shutil  # only here: start-up time of every run
@@ -173,4 +183,5 @@ class EndToolsProbe:
             # A serve from before the mode probe refuses the whole batch: ask it without.
             return endpoint.run_batch(self.runner, commands)
         self._modes[endpoint.id] = parse_mode(results[-1].stdout) if results[-1].ok else None
+        self._features[endpoint.id] = parse_features(results[0].stdout)  # serve's line after btrfs's version
         return results[:-1]

@@ -10,7 +10,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 from ..model.errors import BackupError, EndpointError
-from ..model.server_mode import MODE_PROBE, parse_mode
+from ..model.server_mode import MODE_PROBE, parse_features, parse_mode
 from .capabilities import end_tools_from
 from .listing import build_listing, listing_commands
 
@@ -27,14 +27,16 @@ TOOL_COMMANDS = ((["btrfs", "--version"], True), (["zstd", "--version"], False),
 
 class Survey:
     """A destination's answer: its folder's `listing`, or the `problem` that says why there is
-    none (the same error a listing alone raises); its `tools` (EndTools) and serve `mode`
-    (server_mode's answer, None: not known)."""
+    none (the same error a listing alone raises); its `tools` (EndTools), serve `mode`
+    (server_mode's answer, None: not known) and what that serve accepts beyond every serve's
+    shapes (`features`, server_mode.parse_features)."""
 
-    __slots__ = ("listing", "problem", "tools", "mode")
+    __slots__ = ("listing", "problem", "tools", "mode", "features")
 
     def __init__(self, listing: FolderListing | None, problem: BackupError | None, tools: EndTools,
-                 mode: str | None):
+                 mode: str | None, features: frozenset = frozenset()):
         self.listing, self.problem, self.tools, self.mode = listing, problem, tools, mode
+        self.features = features
 
 
 def survey_commands(folder: str) -> list[tuple[list[str], bool]]:
@@ -55,7 +57,8 @@ def parse_survey(folder: str, results: list[CommandResult]) -> Survey:
         listing, problem = build_listing(folder, (), listing_results), None
     except BackupError as err:
         listing, problem = None, err
-    return Survey(listing, problem, tools, parse_mode(mode.stdout) if mode.ok else None)
+    return Survey(listing, problem, tools, parse_mode(mode.stdout) if mode.ok else None,
+                  parse_features(btrfs.stdout))
 
 
 def survey(endpoint: Endpoint, runner: CommandRunner, folder: str | None = None) -> Survey:

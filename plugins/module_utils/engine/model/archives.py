@@ -222,10 +222,25 @@ def holdings(children: Mapping) -> dict:
     return {name: (sub.received_uuid, sub.parent_uuid, bool(sub.readonly)) for name, sub in children.items()}
 
 
-def forecast_entry(children: Mapping) -> dict:
-    """Pure: a store's listing as the job's state keeps it for the next run's forecast (JSON)."""
-    return {name: {"uuid": sub.received_uuid, "parent": sub.parent_uuid, "ref": sub.path}
-            for name, sub in children.items() if sub.readonly and sub.received_uuid}
+#: In a store's forecast entry, beside its archives: what the repository's own files said after the
+#: job's last run there (a key that no snapshot name can be: a name starts with a letter, digit or _).
+REPOSITORY_STATE = "@repository"
+
+
+def forecast_entry(children: Mapping, repository_state: str | None = None) -> dict:
+    """Pure: a store's listing as the job's state keeps it for the next run's forecast (JSON),
+    with the repository's state when the store could tell it (a repository on this machine)."""
+    entry = {name: {"uuid": sub.received_uuid, "parent": sub.parent_uuid, "ref": sub.path}
+             for name, sub in children.items() if sub.readonly and sub.received_uuid}
+    if repository_state is not None:
+        entry[REPOSITORY_STATE] = repository_state
+    return entry
+
+
+def forecast_repository_state(entry) -> str | None:
+    """Pure: the repository's state a forecast entry recorded, None when it has none."""
+    state = entry.get(REPOSITORY_STATE) if isinstance(entry, dict) else None
+    return state if isinstance(state, str) else None
 
 
 def forecast_records(job: str, entry) -> list | None:
@@ -235,6 +250,8 @@ def forecast_records(job: str, entry) -> list | None:
         return None
     found = []
     for name, item in sorted(entry.items()):
+        if name == REPOSITORY_STATE:
+            continue
         if not isinstance(item, dict) or not all(isinstance(item.get(k), str) for k in ("uuid", "ref")):
             return None
         parent = item.get("parent")

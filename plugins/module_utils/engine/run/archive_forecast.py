@@ -2,7 +2,8 @@
 # MIT License (see LICENSES/MIT.txt or https://opensource.org/licenses/MIT)
 # SPDX-License-Identifier: MIT
 """An archive store's listing asked while the run goes on: the stream starts from the listing the
-last run left (its forecast), and is kept only if the store's own listing agrees (rule 1)."""
+last run left (its forecast), and is kept only if the store's own listing agrees (rule 1). A
+repository on this machine whose files say nothing was written to it since is not listed at all."""
 
 from __future__ import annotations
 
@@ -124,9 +125,22 @@ def load_forecast(identity, dest):
     return None if records is None else dest.listing_of(records)
 
 
-def save_forecasts(identity, left: dict) -> None:
+def unwritten_since_recorded(identity, dest) -> bool:
+    """Whether the repository's files say that nothing was written to it since the job's last run
+    there recorded its forecast (host/endpoints/archive.py repository_state): then that forecast
+    is what it holds, and it needs no listing. Never for a store at another host."""
+    recorded = _recorded(identity)
+    if not recorded:
+        return False
+    state = archives.forecast_repository_state(recorded.get(dest.id))
+    return state is not None and state == dest.repository_state()
+
+
+def save_forecasts(identity, left: dict, states: dict | None = None) -> None:
     """Record what each archive store holds after this run (`left`: dest id -> name -> Subvolume,
-    None: not known, the next run lists first); best effort: without it the next run lists first."""
+    None: not known, the next run lists first) and, where it could tell, its repository's state
+    after this run's last write (`states`: dest id -> repository_state()); best effort: without it
+    the next run lists first."""
     try:
         with open(forecast_path(identity), encoding="utf-8") as handle:
             recorded = json.load(handle)
@@ -138,7 +152,7 @@ def save_forecasts(identity, left: dict) -> None:
         if children is None:
             recorded.pop(dest_id, None)
         else:
-            recorded[dest_id] = archives.forecast_entry(children)
+            recorded[dest_id] = archives.forecast_entry(children, (states or {}).get(dest_id))
     try:
         os.makedirs(state_store.require_trusted_folder(identity.state_dir), mode=0o755, exist_ok=True)
         state_store.write_atomically(forecast_path(identity), json.dumps(recorded, sort_keys=True) + "\n",

@@ -118,9 +118,9 @@ class DestinationFolders:
                 self._missing[dest.id] = parent_listing
         if not create:
             return None
-        if dest.crosses_network and not self._on_backup_server(dest):
-            # At a plain ssh host the receive's own command creates it (`mkdir -p && btrfs
-            # receive`): one remote command less; a backup server's serve takes its own mkdir.
+        if dest.crosses_network and self._receive_makes_folder(dest):
+            # The receive's own command creates it (`mkdir -p && btrfs receive`): one remote
+            # command less; a serve that does not say it takes that form gets a mkdir of its own.
             dest.create_in_next_command(dest.path)
         created = self.executor.carry_out(CreateFolder(endpoint=dest, path=dest.path, parents=False,
                                                        what="destination folder", shown=dest.id))
@@ -148,10 +148,15 @@ class DestinationFolders:
             # tools are asked apart, without that probe (capabilities.py).
             probe.refused_mode_probe(dest)
             return list_folder(dest, self.runner)
-        probe.learn(dest, found.tools, found.mode)
+        probe.learn(dest, found.tools, found.mode, found.features)
         if found.problem is not None:
             raise found.problem
         return found.listing
+
+    def _receive_makes_folder(self, dest) -> bool:
+        """Whether the receive's own command may create the missing folder at `dest` (a plain ssh
+        host, or a serve that said it accepts `mkdir -p -- F && ... btrfs receive F`)."""
+        return self.source is None or self.executor.probe(self.source.endpoint).receive_makes_folder(dest)
 
     def _on_backup_server(self, dest) -> bool:
         """Whether `dest` is a backup server's serve key (asked with its tools, once per run)."""

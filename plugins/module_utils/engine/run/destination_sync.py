@@ -9,6 +9,7 @@ import posixpath
 
 from ..model import names
 from ..model.errors import BackupError, TransferError
+from ..model.log import LOG
 from ..model.planning import plan_destination, stranded_arrivals
 from ..model.result import DestinationResult
 from ..model.steps import ClearLocks, DeletePartialReceives, Rename, Send
@@ -54,12 +55,13 @@ class _DestinationPlans:
         self._settle_arrivals(dest, snapshots, held, outcome)
         plan = plan_destination(snapshots, held, self._locked_names(dest), incremental=not self.config.no_incremental,
                                 keep_backups=self.keep_backups)
+        # Said of the planner's choice: an archive store's policy (every Nth stream full) is no broken chain.
+        self._explain_full_send(dest, plan.transfers, held)
         plan.transfers = dest.shape_transfers(plan.transfers, held)
         outcome.plan = plan.as_dict()
         for conflict in plan.conflicts:
             outcome.conflicts.append(conflict.reason)
             self.result.warn(f"{dest.id}: {conflict.reason}")
-        self._explain_full_send(dest, plan, held)
         if plan.partial_receives:
             paths = tuple(p.path for p in plan.partial_receives)
             self.executor.carry_out(DeletePartialReceives(endpoint=dest, paths=paths,
@@ -85,6 +87,11 @@ class _DestinationPlans:
         predicted = archive_forecast.load_forecast(self.source.identity, dest)
         if predicted is None:
             return self.folders.listing(dest)
+        if archive_forecast.unwritten_since_recorded(self.source.identity, dest):
+            LOG.info("%s: nothing was written to the repository since this job's last run there: "
+                     "planned on what that run left, without opening it to list it", dest.id)
+            self.folders.remember(dest, predicted)
+            return predicted
         self.forecasts[dest.id] = archive_forecast.Forecast(dest, self.executor.runner, predicted)
         return predicted
 
@@ -110,15 +117,15 @@ class _DestinationPlans:
                                   f"arrives as '{name}'), and it is no backup of a snapshot at the source: "
                                   "rename or delete it")
 
-    def _explain_full_send(self, dest, plan, held):
+    def _explain_full_send(self, dest, transfers, held):
         ours = [n for n, s in held.items() if s.complete and names.is_snapshot_name(self.source.prefix, n)]
-        if plan.transfers and plan.transfers[0].parent is None and ours and not self.config.no_incremental:
+        if transfers and transfers[0].parent is None and ours and not self.config.no_incremental:
             # The chain is broken (common snapshot deleted on one side): say why this is full.
             why = "" if self.source.takes_snapshots else (
                 " (snapper's cleanup deleted them: keep more snapshots in its configuration, or run this "
                 "job more often)")
             self.result.warn(f"{dest.id} holds backups ({', '.join(sorted(ours)[-3:])}) but none of a "
-                             f"snapshot still at the source{why}; sending {plan.transfers[0].snapshot.name} in full")
+                             f"snapshot still at the source{why}; sending {transfers[0].snapshot.name} in full")
 
 
 class DestinationSync(_DestinationPlans):

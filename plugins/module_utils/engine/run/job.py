@@ -270,13 +270,14 @@ class _Run:
         deleted = collections.defaultdict(set)
         for section in self.result.retention:
             deleted[section.where].update(d["name"] for d in section.deleted)
-        left = {}
+        left, states = {}, {}
         for dest, outcome in synced:
             if dest.holds_archives:
                 ok = outcome.status == "ok" and outcome.backups is not None
                 left[dest.id] = {name: sub for name, sub in outcome.backups.items()
                                  if name not in deleted[dest.id]} if ok else None
-        save_forecasts(self.source.identity, left)
+                states[dest.id] = dest.repository_state() if ok else None
+        save_forecasts(self.source.identity, left, states)
 
     def _source_phase(self, listing):
         """Locks, the destinations to serve, and the new snapshot: (destinations, snapshots, new snapshot)."""

@@ -13,7 +13,8 @@ from engine.host.endpoints.ssh import SshEndpoint
 from engine.host.listing import listing_commands
 from engine.frontends import serve as serve_module
 from engine.host import refusal_counter
-from engine.model.server_mode import MODE_PROBE, parse_mode
+from engine.host.capabilities import end_tools_from, progs_version
+from engine.model.server_mode import MODE_PROBE, SERVE_FEATURES, features_line, parse_features, parse_mode, serve_answer
 from engine.frontends.serve import (APPEND_ONLY, EXIT_REFUSED, REFUSAL_KINDS, Operation, Refused, Server, on_its_disk,
                           append_only_refusal, complete_backup_refusal, filter_listing,
                           decompress_failure, parse_request, pipe_status)
@@ -125,6 +126,89 @@ def test_the_listing_batch_of_the_parent_folder_is_accepted():
 def test_a_trailing_slash_is_the_same_folder():
     assert parse_request("btrfs receive %s/root/" % ROOT, ROOT).operations == [
         Operation("receive", [ROOT + "/root"])]
+
+
+# -- the receive that creates its own folder: `mkdir -p -- F && [zstd -d -q |] btrfs receive F` --------
+
+def folder_making_line(folder, compress=True, sudo=False, debug=False):
+    """The exact line SshEndpoint.receiver sends when the receive's command creates its folder."""
+    endpoint = SshEndpoint("nas", folder, sudo=sudo)
+    endpoint.create_in_next_command(folder)
+    return endpoint.receiver(debug, ["zstd", "-d", "-q"] if compress else None)[1][-1]
+
+
+@pytest.mark.parametrize("sudo", [False, True], ids=["plain", "ssh-sudo"])
+@pytest.mark.parametrize("compress, debug, flags", [
+    pytest.param(True, False, [], id="compressed"),
+    pytest.param(False, False, [], id="plain-stream"),
+    pytest.param(True, True, ["-vv"], id="compressed-debug"),
+])
+def test_a_receive_that_creates_its_folder_is_accepted(compress, debug, flags, sudo):
+    folder = ROOT + "/home"
+    line = folder_making_line(folder, compress, sudo, debug)
+    assert line.count("&&") == 1 and line.startswith(("mkdir -p -- ", "sudo -n mkdir -p -- ")), line
+    request = parse_request(line, ROOT)
+    assert request.marker is None and request.chained
+    assert request.operations == [Operation("mkdir", [folder], ["-p"]),
+                                  Operation("receive", [folder], flags, decompress=compress)]
+
+
+FOLDER = ROOT + "/home"
+RECEIVE = "zstd -d -q | btrfs receive " + FOLDER
+
+FOLDER_MAKING_REFUSED = [
+    # The mkdir may only create the receive's own folder, below the key's root, as a mkdir alone.
+    ("mkdir-of-another-folder", "mkdir -p -- %s/other && %s" % (ROOT, RECEIVE), "path"),
+    ("mkdir-of-a-subfolder", "mkdir -p -- %s/x && %s" % (FOLDER, RECEIVE), "path"),
+    ("mkdir-of-the-parent", "mkdir -p -- %s && zstd -d -q | btrfs receive %s/x" % (FOLDER, FOLDER), "path"),
+    ("mkdir-of-the-root", "mkdir -p -- %s && btrfs receive %s" % (ROOT, ROOT), "path"),
+    ("mkdir-outside", "mkdir -p -- /srv/backups/web2/home && btrfs receive /srv/backups/web2/home", "path"),
+    ("mkdir-dotdot", "mkdir -p -- %s/../web2 && btrfs receive %s/../web2" % (ROOT, ROOT), "path"),
+    ("mkdir-hidden", "mkdir -p -- %s/.ssh && btrfs receive %s/.ssh" % (ROOT, ROOT), "path"),
+    ("mkdir-expansion", "mkdir -p -- $HOME && %s" % RECEIVE, "command"),
+    ("mkdir-without-p", "mkdir -- %s && %s" % (FOLDER, RECEIVE), "command"),
+    ("mkdir-mode", "mkdir -p -m 777 -- %s && %s" % (FOLDER, RECEIVE), "command"),
+    ("mkdir-extra-word", "mkdir -p -- %s %s/x && %s" % (FOLDER, FOLDER, RECEIVE), "command"),
+    ("receive-extra-word", "mkdir -p -- %s && btrfs receive %s %s" % (FOLDER, FOLDER, FOLDER), "command"),
+    ("receive-from-file", "mkdir -p -- %s && btrfs receive -f /etc/shadow %s" % (FOLDER, FOLDER), "command"),
+    ("zstd-extra-word", "mkdir -p -- %s && zstd -d -q -T0 | btrfs receive %s" % (FOLDER, FOLDER), "command"),
+    # `&&` anywhere else, or more of it.
+    ("receive-then-mkdir", "btrfs receive %s && mkdir -p -- %s" % (FOLDER, FOLDER), "command"),
+    ("compressed-receive-then-mkdir", "%s && mkdir -p -- %s" % (RECEIVE, FOLDER), "command"),
+    ("readlink-then-receive", "readlink -e -- %s && %s" % (FOLDER, RECEIVE), "command"),
+    ("mkdir-then-delete", "mkdir -p -- %s && btrfs subvolume delete -- %s/x" % (FOLDER, FOLDER), "command"),
+    ("mkdir-then-mkdir", "mkdir -p -- %s && mkdir -p -- %s" % (FOLDER, FOLDER), "command"),
+    ("mkdir-twice-then-receive", "mkdir -p -- %s && mkdir -p -- %s && %s" % (FOLDER, FOLDER, RECEIVE), "command"),
+    ("receive-then-answer", "mkdir -p -- %s && %s && printf '\\n%%s\\n' btrfs-backup-arrived" % (FOLDER, RECEIVE),
+     "command"),
+    ("mkdir-then-staging", "mkdir -p -- %s && zstd -d -q | btrfs-backup-stage land %s/x" % (FOLDER, FOLDER),
+     "command"),
+    ("and-and-alone", "&& %s" % RECEIVE, "command"),
+    ("and-and-at-end", "mkdir -p -- %s &&" % FOLDER, "command"),
+    # Other operators beside it.
+    ("semicolon-after", "mkdir -p -- %s && %s; id" % (FOLDER, RECEIVE), "command"),
+    ("semicolon-before", "id; mkdir -p -- %s && %s" % (FOLDER, RECEIVE), "command"),
+    ("semicolon-instead", "mkdir -p -- %s; %s" % (FOLDER, RECEIVE), "command"),
+    ("or-or-after", "mkdir -p -- %s && %s || id" % (FOLDER, RECEIVE), "command"),
+    ("or-or-instead", "mkdir -p -- %s || %s" % (FOLDER, RECEIVE), "command"),
+    ("background-instead", "mkdir -p -- %s & %s" % (FOLDER, RECEIVE), "command"),
+    ("pipe-before", "echo | mkdir -p -- %s && %s" % (FOLDER, RECEIVE), "command"),
+    ("redirect-after", "mkdir -p -- %s && %s > /tmp/x" % (FOLDER, RECEIVE), "command"),
+    ("newline-instead", "mkdir -p -- %s\n%s" % (FOLDER, RECEIVE), "command"),
+]
+
+
+@pytest.mark.parametrize("line, kind", [(line, kind) for _id, line, kind in FOLDER_MAKING_REFUSED],
+                         ids=[i for i, _line, _kind in FOLDER_MAKING_REFUSED])
+def test_only_the_receives_own_folder_may_be_made_before_it(line, kind):
+    with pytest.raises(Refused) as refused:
+        parse_request(line, ROOT)
+    assert refused.value.kind == kind, refused.value
+
+
+def test_a_restore_key_runs_no_receive_that_makes_its_folder():
+    with pytest.raises(Refused):
+        parse_request(folder_making_line(FOLDER), ROOT, restore=True)
 
 
 # -- refused: everything else ---------------------------------------------------------------------
@@ -400,6 +484,57 @@ def test_a_refused_line_runs_nothing(server_root):
     assert not (server_root / "a").exists() and (server_root.parent / "web2").is_dir()
 
 
+@pytest.mark.parametrize("compress", [False, True], ids=["plain-stream", "compressed"])
+def test_a_receive_creates_its_folder_first(receiving_root, compress):
+    folder = receiving_root / "home"
+    status, _out, err = serve(receiving_root, folder_making_line(str(folder), compress),
+                              compressed(STREAM) if compress else STREAM)
+    assert status == 0, err
+    assert folder.is_dir() and (receiving_root.parents[1] / "received").read_bytes() == STREAM
+    assert btrfs_calls(receiving_root) == ["btrfs receive --chroot %s" % folder]
+
+
+def test_a_folder_that_cannot_be_made_stops_before_the_receive(receiving_root):
+    """The mkdir fails (a file is in the way): no receive runs, the stream is not read, and the
+    source is told why."""
+    (receiving_root / "taken").write_text("not a folder")
+    folder = receiving_root / "taken" / "home"
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        stdin.write(compressed(STREAM))
+        stdin.seek(0)
+        server = Server(str(receiving_root), btrfs_path=str(receiving_root.parents[1] / "btrfs"), stdin=stdin,
+                        stdout=out, stderr=err, use_sudo=False, log=lambda *_: pytest.fail("logged as a refusal"))
+        status = server.serve(folder_making_line(str(folder)))
+        err.seek(0)
+        said = err.read().decode()
+        unread = stdin.tell() == 0
+    assert status == 1 and unread, (status, said)
+    assert "mkdir: cannot create directory '%s': Not a directory" % folder in said, said
+    assert "the folder %s could not be created, so nothing was received" % folder in said, said
+    assert btrfs_calls(receiving_root) == [] and not (receiving_root.parents[1] / "received").exists()
+
+
+def test_a_folder_through_a_symlink_is_refused_before_anything_runs(server_root):
+    os.symlink(str(server_root.parent / "web2"), str(server_root / "escape"))
+    folder = server_root / "escape" / "new"
+    status, _out, err = serve(server_root, folder_making_line(str(folder)), compressed(STREAM))
+    assert status == EXIT_REFUSED and "symbolic link" in err and "nothing was received" in err, err
+    assert not (server_root.parent / "web2" / "new").exists() and btrfs_calls(server_root) == []
+
+
+def test_an_append_only_key_may_make_the_folder_of_its_receive(receiving_root):
+    folder = receiving_root / "home"
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        stdin.write(STREAM)
+        stdin.seek(0)
+        server = Server(str(receiving_root), btrfs_path=str(receiving_root.parents[1] / "btrfs"), stdin=stdin,
+                        stdout=out, stderr=err, use_sudo=False, append_only=True,
+                        log=lambda *_: pytest.fail("logged as a refusal"))
+        status = server.serve(folder_making_line(str(folder), compress=False))
+    assert status == 0 and folder.is_dir()
+    assert (receiving_root.parents[1] / "received").read_bytes() == STREAM
+
+
 def test_the_mount_table_shows_only_mounts_on_the_way_to_the_root(server_root):
     status, out, _err = serve(server_root, "cat /proc/self/mountinfo")
     assert status == 0
@@ -500,7 +635,11 @@ def test_the_probes_answer_in_a_batch(receiving_root):
     status, out, err = serve(receiving_root, line, b"")
     assert status == 0, err
     zstd_out, btrfs_out, rest = out.split("\n%s 0\n" % MARKER)
-    assert "Zstandard" in zstd_out and btrfs_out.strip() == "btrfs-progs v6.2" and rest == ""
+    assert "Zstandard" in zstd_out and rest == ""
+    # btrfs's own line, then serve's features (server_mode), which every source's reading skips.
+    assert btrfs_out.splitlines() == ["btrfs-progs v6.2", "btrfs-backup-serve-accepts mkdir-receive"]
+    assert progs_version(btrfs_out) == (6, 2) and end_tools_from(btrfs_out, True).proto2
+    assert parse_features(btrfs_out) == {"mkdir-receive"}
 
 
 def test_without_zstd_the_probe_and_the_compressed_receive_fail_as_a_shell_would(receiving_root,
@@ -701,6 +840,25 @@ def test_a_plain_ssh_host_answers_the_mode_probe_with_none():
                                     "refused", "btrfs-backup-serve-mode append-only extra"])
 def test_anything_else_is_an_unknown_mode(answer):
     assert parse_mode(answer) is None
+
+
+@pytest.mark.parametrize("answer, features", [
+    pytest.param("btrfs-progs v6.2\nbtrfs-backup-serve-accepts mkdir-receive\n", {"mkdir-receive"}, id="serve"),
+    pytest.param("btrfs-progs v6.2\nbtrfs-backup-serve-accepts mkdir-receive later\n", {"mkdir-receive", "later"},
+                 id="serve-with-more"),
+    pytest.param("btrfs-progs v6.2\n", set(), id="plain-host-or-older-serve"),
+    pytest.param("btrfs-progs v6.2\nbtrfs-backup-serve-accepts\n", set(), id="none-named"),
+    pytest.param("btrfs-progs v6.2 btrfs-backup-serve-accepts mkdir-receive\n", set(), id="not-a-line-of-its-own"),
+    pytest.param("", set(), id="no-answer"),
+])
+def test_serves_features_are_read_from_its_answer_to_btrfs_version(answer, features):
+    assert parse_features(answer) == features
+
+
+def test_serve_names_every_feature_it_takes_and_keeps_the_mode_answer_two_words():
+    """An older source parses the mode answer as exactly two words: the features are not in it."""
+    assert parse_features(features_line()) == set(SERVE_FEATURES)
+    assert len(serve_answer(append_only=True).split()) == 2
 
 
 # -- refusals: each kind at its own syslog priority, counted per host -----------------------------

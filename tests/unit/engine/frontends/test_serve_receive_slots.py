@@ -110,3 +110,20 @@ def test_other_commands_never_wait_for_a_slot(root):
             os.close(fd)
     assert (status, err) == (0, "")
     assert calls == ["btrfs subvolume sync %s" % root]
+
+
+def test_a_receive_that_makes_its_folder_takes_a_slot_as_any_receive(root):
+    """`mkdir -p -- F && btrfs receive F`: the receive waits for a slot as any receive does."""
+    endpoint = SshEndpoint("nas", str(root / "new"))
+    endpoint.create_in_next_command(endpoint.path)
+    line = endpoint.receiver()[1][-1]
+    held = hold_all(root, 1)
+    try:
+        status, err, calls = serve(root, line, 1, wait=1)
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert status == EXIT_NO_SLOT and err.startswith("btrfs-backup serve: waiting for a receive slot (1 busy)")
+    assert calls == []  # btrfs receive never ran
+    status, err, calls = serve(root, line, 1)
+    assert (status, err) == (0, "") and calls == ["btrfs receive --chroot %s/new" % root]

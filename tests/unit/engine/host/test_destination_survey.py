@@ -4,9 +4,11 @@ import shlex
 
 import pytest
 
+from engine.host.capabilities import EndToolsProbe
 from engine.host.destination_survey import parse_survey, survey, survey_commands
 from engine.host.endpoints.ssh import SshEndpoint
 from engine.host.runner import CommandResult
+from engine.host.streams import EndTools
 from engine.model.errors import EndpointError, MissingPathError, NotBtrfsError, UnreachableError
 
 FOLDER = "/srv/backups/web1"
@@ -74,6 +76,43 @@ def test_parse_survey(changed, listed, zstd, proto2, mode):
     else:
         assert found.listing is None and isinstance(found.problem, listed), found.problem
     assert (found.tools.zstd, found.tools.proto2, found.mode) == (zstd, proto2, mode)
+
+
+SERVE_VERSION = "btrfs-progs v6.2\nbtrfs-backup-serve-accepts mkdir-receive\n"
+
+
+@pytest.mark.parametrize("changed, features", [
+    pytest.param({}, set(), id="plain-host"),
+    pytest.param({"btrfs": ok(SERVE_VERSION), "mode": ok("btrfs-backup-serve-mode append-only\n")},
+                 {"mkdir-receive"}, id="serve-that-names-its-features"),
+    pytest.param({"mode": ok("btrfs-backup-serve-mode open\n")}, set(), id="serve-from-before-its-features"),
+])
+def test_serve_names_its_features_after_btrfs_version_and_the_tools_read_as_before(changed, features):
+    found = parse_survey(FOLDER, answers(**changed))
+    assert found.features == features and found.problem is None
+    assert (found.tools.zstd, found.tools.proto2) == (True, True)
+
+
+def learned(mode, features=frozenset()):
+    """What a run's probe knows of a destination after its survey answered `mode` and `features`."""
+    endpoint = SshEndpoint("backup", FOLDER)
+    probe = EndToolsProbe(runner=None)
+    probe.learn(endpoint, EndTools(zstd=True, proto2=True), mode, frozenset(features))
+    return probe, endpoint
+
+
+@pytest.mark.parametrize("mode, features, makes_folder", [
+    pytest.param("none", (), True, id="plain-host"),
+    pytest.param("append-only", ("mkdir-receive",), True, id="serve-that-says-it"),
+    pytest.param("open", ("mkdir-receive", "later-feature"), True, id="open-serve-that-says-it"),
+    pytest.param("append-only", (), False, id="serve-from-before-it"),
+    pytest.param("open", ("later-feature",), False, id="serve-with-other-features"),
+    pytest.param(None, (), False, id="unknown-a-serve-from-before-the-mode-probe"),
+    pytest.param(None, ("mkdir-receive",), False, id="unknown-mode-whatever-it-says"),
+])
+def test_the_receive_makes_its_folder_only_where_the_destination_takes_it(mode, features, makes_folder):
+    probe, endpoint = learned(mode, features)
+    assert probe.receive_makes_folder(endpoint) is makes_folder
 
 
 def test_the_listings_own_messages_are_kept():

@@ -109,3 +109,61 @@ def _said(path):
             return handle.read().strip()
     except FileNotFoundError:
         return None
+
+
+def _borg_repository(folder, transaction="5", repo_id="4f1c"):
+    folder.mkdir(exist_ok=True)
+    for old in folder.glob("index.*"):
+        old.unlink()
+    (folder / f"index.{transaction}").write_bytes(b"")
+    (folder / "config").write_text(f"[repository]\nversion = 1\nid = {repo_id}\nkey = abc\n")
+
+
+def _restic_repository(folder, *snapshot_ids):
+    (folder / "snapshots").mkdir(parents=True, exist_ok=True)
+    for old in (folder / "snapshots").iterdir():
+        old.unlink()
+    for snapshot_id in snapshot_ids:
+        (folder / "snapshots" / snapshot_id).write_bytes(b"")
+
+
+@pytest.mark.parametrize("kind, change, unwritten", [
+    ("borg", None, True),
+    ("borg", "a commit", False),  # create, delete, prune, compact: the transaction advanced
+    ("borg", "another repository", False),  # the same transaction number, another repository id
+    ("borg", "mid-commit", False),  # two index files while borg commits: no state
+    ("restic", None, True),
+    ("restic", "a commit", False),  # backup, forget or tag: another set of snapshot files
+    ("restic", "mid-commit", True),  # a lock or a pack file of a stopped backup: no snapshot changed
+])
+def test_a_repository_here_that_nothing_wrote_to_needs_no_listing(tmp_path, kind, change, unwritten):
+    identity, repo = _identity(tmp_path), tmp_path / "repo"
+    settings = ArchiveSettings(job="home", key_file="/k")
+    if kind == "borg":
+        _borg_repository(repo)
+        store = BorgEndpoint(str(repo), settings)
+    else:
+        _restic_repository(repo, "aa11", "bb22")
+        store = ResticEndpoint(str(repo), settings)
+    left = _listing(store, ("20240101-000000", A, None)).children
+    archive_forecast.save_forecasts(identity, {store.id: left}, {store.id: store.repository_state()})
+    assert archive_forecast.load_forecast(identity, store).children.keys() == left.keys()
+    if change == "a commit":
+        _borg_repository(repo, transaction="9") if kind == "borg" else _restic_repository(repo, "aa11", "cc33")
+    elif change == "another repository":
+        _borg_repository(repo, repo_id="9e2d")
+    elif change == "mid-commit":
+        (repo / ("index.6" if kind == "borg" else "locks")).mkdir()
+    assert archive_forecast.unwritten_since_recorded(identity, store) is unwritten
+
+
+def test_a_store_at_another_host_or_unreadable_tells_no_state(tmp_path):
+    settings = ArchiveSettings(job="home", key_file="/k")
+    assert BorgEndpoint.from_location("borg+ssh://u@host/r", archive=settings).repository_state() is None
+    assert ResticEndpoint.from_location("restic:rest:http://127.0.0.1:8000/r", archive=settings).repository_state() is None
+    assert ResticEndpoint.from_location("restic:s3:http://127.0.0.1/b", archive=settings).repository_state() is None
+    assert BorgEndpoint(str(tmp_path / "missing"), settings).repository_state() is None
+    assert ResticEndpoint(str(tmp_path / "missing"), settings).repository_state() is None
+    identity, store = _identity(tmp_path), BorgEndpoint(str(tmp_path / "missing"), settings)
+    archive_forecast.save_forecasts(identity, {store.id: {}}, {store.id: None})
+    assert archive_forecast.unwritten_since_recorded(identity, store) is False

@@ -486,6 +486,43 @@ def test_an_ssh_destination_is_asked_once_before_sending(tmp_path, scene):
     assert ("list" in remote[-1]) == (count > 2), remote
 
 
+def first_backup(serve_mode, serve_features=True):
+    """A source without snapshots, and the server's folder for it (not yet the backup folder)."""
+    def scene(host):
+        fresh(host)
+        os.makedirs(host.path("server"))
+        host.serve_mode, host.serve_features = serve_mode, serve_features
+    return scene
+
+
+#: scene -> remote commands of a first run to a folder that does not exist yet, and whether the
+#: receive's own command creates it: the survey (the folder is missing), its parent's listing, the
+#: receive (a serve that does not say it takes that form gets a mkdir apart; one from before the mode
+#: probe is asked again without it, and for what arrived).
+NEW_FOLDER_ROUND_TRIPS = {
+    "a plain ssh host": (first_backup(None), 3, True),
+    "a serve that says it takes the receive that makes its folder": (first_backup("append-only"), 3, True),
+    "a serve from before that: a mkdir of its own": (first_backup("append-only", serve_features=False), 4, False),
+    "a serve from before the mode probe: a mkdir of its own": (first_backup("append-only, older"), 7, False),
+}
+
+
+@pytest.mark.parametrize("scene", list(NEW_FOLDER_ROUND_TRIPS))
+def test_a_first_run_to_a_new_folder_creates_it_in_the_receives_command_where_it_may(tmp_path, scene):
+    at, count, folded = NEW_FOLDER_ROUND_TRIPS[scene]
+    host = FakeHost(tmp_path)
+    at(host)
+    done = run_job(JobConfig(source=host.path("data"), destinations=[_fill(SERVER, host.root) + "/new"], now=NOW),
+                   runner=host)
+    assert not done.failed, done.as_dict()
+    assert host.subvolumes[host.path("server", "new", NEW)]["readonly"]
+    remote = [argv[-1] for argv in host.ran("ssh") if "--" in argv]
+    assert len(remote) == count, "\n".join(remote)
+    receive = [line for line in remote if "btrfs receive" in line]
+    assert len(receive) == 1 and receive[0].startswith("mkdir -p -- %s && " % host.path("server", "new")) == folded
+    assert any(line.startswith("mkdir -- ") for line in remote) != folded, remote
+
+
 class _GarbledHost(FakeHost):
     """Every batch the ssh destination answers comes back garbled (its status markers broken)."""
 

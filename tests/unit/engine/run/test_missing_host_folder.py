@@ -68,6 +68,7 @@ def test_without_its_folder_a_listing_says_missing_and_the_rest_is_refused_once(
 @pytest.mark.parametrize("line", [
     pytest.param("mkdir -p -- {root}/home", id="mkdir-p-would-make-the-root"),
     pytest.param("btrfs receive {root}/home", id="receive"),
+    pytest.param("mkdir -p -- {root}/home && zstd -d -q | btrfs receive {root}/home", id="receive-making-its-folder"),
 ])
 def test_without_its_folder_nothing_is_made(tmp_path, line):
     root = tmp_path / "backups" / "web1"

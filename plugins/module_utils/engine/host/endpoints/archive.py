@@ -187,6 +187,12 @@ class ArchiveEndpoint(Endpoint):
         """Pure: archives (ArchiveRecord) as list_backups gives them."""
         return FolderListing(self.id, {r.label.snapshot: archive_subvolume(r) for r in records}, set())
 
+    def repository_state(self) -> str | None:
+        """What the files of a repository on this machine say of its contents, read without
+        opening it (no passphrase, no lock, no key derivation): the same after two runs only if
+        nothing was written to it between them. None at another host, or when they cannot be read."""
+        return None
+
     def mark_unfinished(self, held: dict, locked_names) -> dict:
         """`held` with every archive of a snapshot whose transfer here is still locked counted as
         partial: the run that stored it ended before it verified it (rule 2), so it is deleted."""
@@ -297,6 +303,21 @@ class BorgEndpoint(ArchiveEndpoint):
     def archive(self, name: str) -> str:
         return f"{self.repository}::{name}"
 
+    def repository_state(self) -> str | None:
+        """borg's transaction (the N of its one index.N, which every commit advances: create,
+        delete, prune, compact; a listing or check does not) and the repository's id."""
+        if self.host:
+            return None
+        try:
+            transactions = [n[len("index."):] for n in os.listdir(self.repository) if n.startswith("index.")]
+            with open(os.path.join(self.repository, "config"), encoding="utf-8") as handle:
+                ids = [line.split("=", 1)[1].strip() for line in handle if line.replace(" ", "").startswith("id=")]
+        except (OSError, UnicodeDecodeError):
+            return None
+        if len(transactions) != 1 or not transactions[0].isdigit() or len(ids) != 1:
+            return None  # in the middle of a commit, or not a repository borg 1.x wrote
+        return f"borg {ids[0]} transaction {transactions[0]}"
+
     def receiver(self, btrfs_debug=False, decompress_argv=None) -> tuple:
         if decompress_argv is not None:
             raise ValueError("an archive store takes the plain stream")
@@ -391,6 +412,19 @@ class ResticEndpoint(ArchiveEndpoint):
     @property
     def id(self) -> str:
         return "restic:" + self.repository
+
+    def repository_state(self) -> str | None:
+        """The names of its snapshot files (restic names each by the hash of its content, and
+        writes a new one for every change to a snapshot: backup, forget, tag), as one digest."""
+        path = self.repository[len("local:"):] if self.repository.startswith("local:") else self.repository
+        if not path.startswith("/"):
+            return None
+        try:
+            names = sorted(os.listdir(os.path.join(path, "snapshots")))
+        except OSError:
+            return None
+        import hashlib  # only a run with a restic repository on this machine needs it
+        return "restic snapshots " + hashlib.sha256("\n".join(names).encode()).hexdigest()
 
     def environment(self) -> list[str]:
         items = ["RESTIC_REPOSITORY=" + self.repository]
