@@ -299,7 +299,7 @@ class _Run:
             return destinations, snapshots, None
         self.folders.require_a_usable_one(destinations)
         # Nothing runs between the snapshot and its send: it rides in the send's command.
-        self.executor.snapshot_in_send = not (self.prepared.hooks.after_snapshot_commands or self.config.progress)
+        self.executor.snapshot_in_send = not self.prepared.hooks.after_snapshot_commands
         try:
             self.prepared.hooks.before_snapshot(self.result)
             name, self.now = self.source.next_snapshot(listing, self.config.now)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import posixpath
+import sys
 
 from ..host import effects, snapshot_in_send
 from ..host.listing import find_subvolume, list_folder
@@ -126,8 +127,11 @@ def send(executor, step) -> dict:
 
 def _snapshot_rides(executor, step) -> bool:
     """Whether the pending snapshot of `step` can be taken in its send's own command: nothing
-    needs it before its stream starts (a staged transfer's estimate, an archive's name)."""
+    needs it before its stream starts (a staged transfer's estimate, an archive's name, the size
+    that pv's bar on a terminal shows)."""
     stream = executor.options.stream
+    if executor.options.progress and sys.stderr.isatty():
+        return False
     return not any(dest.holds_archives or (dest.can_stage and stream.resumable != "never")
                    for dest in step.destinations)
 
