@@ -252,6 +252,7 @@ def test_a_snapshot_that_fails_at_a_pulled_source(logged_sshd, make_fs, subvolum
     assert sorted(subvolumes(dest)) == before and len(snapshot_names(source / "snapshot")) == 1
     assert live_locks(source / "snapshot") == {}, "a lock names the snapshot that was not taken"
     assert len(taken) == PULLED_SOURCE and ".outstanding_transfers" in taken[-1], "\n".join(taken)
+    assert done.result["locks"] == {}  # the run's record (what `status` reads) counts no lock
     logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
     result = ok(*args).result
     first, second = snapshot_names(source / "snapshot")
