@@ -176,14 +176,16 @@ def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
 
 def test_pull_with_retention_at_the_source(logged_sshd, make_fs, subvolume):
     """An hourly pull that also deletes an old snapshot at the source (-N): the settled lock file
-    goes in the deletion's command (`WRITE && btrfs subvolume delete`), so the run still asks 4 times."""
+    goes in the deletion's command (`WRITE && btrfs subvolume delete`), so the run still asks 3 times.
+    Retention here (-n) knows each new backup as the snapshot's (by the UUID its send said)."""
     server, commands = logged_sshd
     source = small_source(make_fs, subvolume, seed=7)
     dest = make_fs("dst")
-    args = ssh_args(server) + ["-N", "2", server.url(source), dest]
+    args = ssh_args(server) + ["-N", "2", "-n", "2", server.url(source), dest]
     for run in range(4):
         (source / ("more-%d.txt" % run)).write_text("more\n")
-        ok(*args)
+        result = ok(*args).result
+        assert result["warnings"] == [], result["warnings"]
         taken = commands.take()
         show(**{"run %d" % run: taken})
         deletes = [c for c in taken if "btrfs subvolume delete" in c]
@@ -191,6 +193,7 @@ def test_pull_with_retention_at_the_source(logged_sshd, make_fs, subvolume):
             assert_commands(taken, PULLED_SOURCE, "incremental pull with retention at the source")
             assert len(deletes) == 1 and ".outstanding_transfers" in deletes[0].split("btrfs subvolume delete")[0]
     assert len(snapshot_names(source / "snapshot")) == 2
+    assert snapshot_names(dest) == snapshot_names(source / "snapshot")
     assert live_locks(source / "snapshot") == {}
 
 

@@ -224,7 +224,10 @@ class _Run:
             for dest in destinations:
                 present_by_dest[dest.id] = self.folders.held_without_sending(dest, snapshots)
         else:
-            for dest, outcome in zip(destinations, self.sync.run(destinations, snapshots, new_snapshot)):
+            outcomes = self.sync.run(destinations, snapshots, new_snapshot)
+            # Retention matches the new backups to the snapshot by its uuid, known from here on.
+            snapshots = self._with_pending_snapshot_taken(snapshots)
+            for dest, outcome in zip(destinations, outcomes):
                 present_by_dest[dest.id] = outcome.present
                 if outcome.status != "failed" and dest.can_list:
                     retention.at_destination(dest, snapshots, outcome, self.prepared.backup_policy)
