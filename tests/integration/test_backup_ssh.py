@@ -17,6 +17,7 @@ from cli_helpers import (
     ok,
     run_cli,
     sent,
+    snapshot_names,
     ssh_args,
     subvolumes,
     write_locks_03,
@@ -72,8 +73,8 @@ def test_pull_from_an_ssh_source(src, dst, sshd, restore_fs):
 
 def test_a_pull_whose_lock_file_cannot_be_written_sends_nothing(src, dst, sshd, restore_fs):
     """The lock file at a pulled source is written in the send's own remote command, before the
-    send (rule 3): when it cannot be written, no byte is sent, the run names the file, and the
-    next run sends the snapshot."""
+    snapshot and the send (rule 3): when it cannot be written, no snapshot is taken and no byte is
+    sent, the run names the file, and the next run takes its snapshot and sends it."""
     dest, snaps = dst / "pulled", src / "snapshot"
     args = ssh_args(sshd) + [sshd.url(src), dest]
     one = ok(*args).result["snapshot"]["name"]
@@ -84,13 +85,14 @@ def test_a_pull_whose_lock_file_cannot_be_written_sends_nothing(src, dst, sshd, 
     failed = run_cli(*args)
 
     assert failed.code == 1, failed.explain()
-    two = failed.result["snapshot"]["name"]
+    assert failed.result["snapshot"] is None and snapshot_names(snaps) == [one], failed.explain()
     outcome = destination(failed.result, str(dest))
     assert outcome["status"] == "failed", outcome
     assert "cannot write the lock file %s" % (snaps / ".outstanding_transfers") in outcome["error"], outcome
     assert sorted(subvolumes(dest)) == [one]  # nothing received, not even a partial
     blocker.rmdir()
     done = ok(*args).result
+    two = done["snapshot"]["name"]
     assert sent(done, str(dest))[0][:2] == (two, "incremental")
     assert_backup(dest, snaps / two, parent_name=one)
     assert live_locks(snaps) == {}

@@ -2,14 +2,17 @@
 times (all it must know, the receive that also answers what arrived), a run with nothing to send once;
 over plain ssh, through `serve` and in a relay (also into a `serve`). The first run to a folder that
 does not exist yet asks one more (its parent's listing); the receive's own command creates it, also
-through a `serve` that says it takes that form (an older one gets a mkdir of its own). A
-pulled source is asked 4 times for a run with something to send (also its first, and one that
-deletes an old snapshot there), once for a run with nothing to send. Counted by a forced command
-that logs each command the client sends before running it, so the test sees what the server saw;
-sshd's log shows that each run opened one connection."""
+through a `serve` that says it takes that form (an older one gets a mkdir of its own). A pulled
+source is asked 3 times for a run with something to send (also its first, and one that deletes an
+old snapshot there): its snapshot rides in the send's command; 4 with an after_snapshot hook, which
+runs between them; once for a run with nothing to send. A snapshot that fails there, and a send cut
+there, leave nothing here and the next run catches up. Counted by a forced command that logs each
+command the client sends before running it, so the test sees what the server saw; sshd's log shows
+that each run opened one connection."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import shutil
 import stat
@@ -17,15 +20,19 @@ import subprocess
 
 import pytest
 
-from cli_helpers import CLI, assert_backup, assert_no_partial, live_locks, ok, run_cli, sent, snapshot_names, ssh_args
+from cli_helpers import (CLI, assert_backup, assert_no_partial, destination, live_locks, ok, run_cli, sent, snapshot_names,
+                         ssh_args, subvolumes)
+from cli_helpers import show as show_subvolume
 from support.sshd import Sshd
 from support.trees import assert_same_tree, write_mixed_tree
 
 SOMETHING_TO_SEND = 2
 NOTHING_TO_SEND = 1
-#: A pulled source: all it must know, the snapshot (with its listing), the send (whose command writes
-#: the lock file first), the lock file settled after the verified arrival (with retention's deletion).
-PULLED_SOURCE = 4
+#: A pulled source: all it must know, the send (whose command writes the lock file, then takes the
+#: snapshot and marks its facts on stderr), the lock file settled after the verified arrival (with
+#: retention's deletion). With an after_snapshot hook the snapshot is a command of its own.
+PULLED_SOURCE = 3
+PULLED_SOURCE_WITH_AFTER_HOOK = 4
 
 
 def logging_forced_command(server, log, then):
@@ -187,20 +194,31 @@ def test_pull_from_ssh(logged_sshd, make_fs, subvolume):
     assert_commands(full, PULLED_SOURCE, "first pull")
     assert_commands(incremental, PULLED_SOURCE, "incremental pull")
     send = [c for c in incremental if "btrfs send" in c]
-    assert len(send) == 1 and ".outstanding_transfers" in send[0].split("btrfs send")[0], incremental
+    before_send = send[0].split("btrfs send")[0]
+    assert len(send) == 1 and ".outstanding_transfers" in before_send, incremental
+    assert before_send.index(".outstanding_transfers") < before_send.index("btrfs subvolume snapshot -r"), send
+    assert not [c for c in full + incremental if c.startswith("mkdir")], "the send's command makes the folder"
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to pull")
+    first, second = snapshot_names(source / "snapshot")
+    assert_backup(dest, source / "snapshot" / first)
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)  # the chain: parent uuid
+    assert_same_tree(source / "snapshot" / second, dest / second)
+    assert_no_partial(dest)
+    assert live_locks(source / "snapshot") == {}
 
 
 def test_pull_with_retention_at_the_source(logged_sshd, make_fs, subvolume):
     """An hourly pull that also deletes an old snapshot at the source (-N): the settled lock file
-    goes in the deletion's command (`WRITE && btrfs subvolume delete`), so the run still asks 4 times."""
+    goes in the deletion's command (`WRITE && btrfs subvolume delete`), so the run still asks 3 times.
+    Retention here (-n) knows each new backup as the snapshot's (by the UUID its send said)."""
     server, commands = logged_sshd
     source = small_source(make_fs, subvolume, seed=7)
     dest = make_fs("dst")
-    args = ssh_args(server) + ["-N", "2", server.url(source), dest]
+    args = ssh_args(server) + ["-N", "2", "-n", "2", server.url(source), dest]
     for run in range(4):
         (source / ("more-%d.txt" % run)).write_text("more\n")
-        ok(*args)
+        result = ok(*args).result
+        assert result["warnings"] == [], result["warnings"]
         taken = commands.take()
         show(**{"run %d" % run: taken})
         deletes = [c for c in taken if "btrfs subvolume delete" in c]
@@ -208,7 +226,194 @@ def test_pull_with_retention_at_the_source(logged_sshd, make_fs, subvolume):
             assert_commands(taken, PULLED_SOURCE, "incremental pull with retention at the source")
             assert len(deletes) == 1 and ".outstanding_transfers" in deletes[0].split("btrfs subvolume delete")[0]
     assert len(snapshot_names(source / "snapshot")) == 2
+    assert snapshot_names(dest) == snapshot_names(source / "snapshot")
     assert live_locks(source / "snapshot") == {}
+
+
+def test_pull_with_an_after_snapshot_hook(logged_sshd, make_fs, subvolume, tmp_path):
+    """The after_snapshot hook runs between the snapshot and the send, told the snapshot: the
+    snapshot is a command of its own, as before (4); the hook sees it taken, its uuid known."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=8)
+    dest = make_fs("dst")
+    told = tmp_path / "told"
+    hook = f"sh -c 'test -d \"$BTRFS_BACKUP_SNAPSHOT\" && echo \"$BTRFS_BACKUP_SNAPSHOT\" >> {told}'"
+    args = ssh_args(server) + ["--after-snapshot", hook, server.url(source), dest]
+    ok(*args)
+    commands.take()
+    (source / "more.txt").write_text("more\n")
+    result = ok(*args).result
+    taken = commands.take()
+    show(incremental_with_hook=taken)
+    assert len(taken) == PULLED_SOURCE_WITH_AFTER_HOOK, "\n".join(taken)
+    assert "btrfs subvolume snapshot" in taken[1] and "btrfs send" not in taken[1], taken
+    first, second = snapshot_names(source / "snapshot")
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert told.read_text().split() == [str(source / "snapshot" / first), str(source / "snapshot" / second)]
+    assert result["snapshot"]["uuid"] == show_subvolume(source / "snapshot" / second).uuid
+
+
+def pulled_twice_then(server, commands, make_fs, subvolume, seed, body):
+    """A source pulled once (a full backup here), 20 KiB changed, and the server's btrfs then
+    wrapped by `body` (with_btrfs_wrapper): (source, dest, the pull's arguments)."""
+    source = small_source(make_fs, subvolume, seed=seed)
+    dest = make_fs("dst")
+    args = ssh_args(server) + [server.url(source), dest]
+    ok(*args)
+    write_mixed_tree(source / "changed", n_small=2, small_size=10240, large_files=[], seed=seed + 100)
+    with_btrfs_wrapper(server, commands, body)
+    commands.take()
+    return source, dest, args
+
+
+SNAPSHOT_FAILS = ('if [ "$1 $2" = "subvolume snapshot" ]; then '
+                  'echo "ERROR: cannot snapshot \'$4\': No space left on device" >&2; exit 1; fi\n')
+SEND_IS_CUT = 'if [ "$1" = send ]; then "$REAL" "$@" | head -c 300; exit 1; fi\n'
+
+
+def test_a_snapshot_that_fails_at_a_pulled_source(logged_sshd, make_fs, subvolume):
+    """The same clear error as a snapshot taken apart; nothing received, no lock left naming a
+    snapshot that does not exist (settled in the same run, its last command); the next run works."""
+    server, commands = logged_sshd
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 9, SNAPSHOT_FAILS)
+    before = sorted(subvolumes(dest))
+    done = run_cli(*args)
+    taken = commands.take()
+    show(failed_snapshot=taken)
+    assert done.code != 0, done.explain()
+    error = done.result["errors"][0]
+    assert re.match(r"cannot snapshot %s to %s/snapshot/[0-9-]+: ERROR: cannot snapshot '%s': No space left on device$"
+                    % (source, source, source), error), done.explain()
+    assert done.result["snapshot"] is None, done.result["snapshot"]
+    assert sorted(subvolumes(dest)) == before and len(snapshot_names(source / "snapshot")) == 1
+    assert live_locks(source / "snapshot") == {}, "a lock names the snapshot that was not taken"
+    assert len(taken) == PULLED_SOURCE and ".outstanding_transfers" in taken[-1], "\n".join(taken)
+    assert done.result["locks"] == {}  # the run's record (what `status` reads) counts no lock
+    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    result = ok(*args).result
+    first, second = snapshot_names(source / "snapshot")
+    assert [t[1:] for t in sent(result, str(dest))] == [("incremental", first)]
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert_same_tree(source / "snapshot" / second, dest / second)
+
+
+def test_a_send_cut_at_a_pulled_source(logged_sshd, make_fs, subvolume):
+    """The snapshot stays at the source (locked), nothing partial is kept here, and the next run
+    sends it incrementally, then its own."""
+    server, commands = logged_sshd
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 10, SEND_IS_CUT)
+    done = run_cli(*args)
+    assert done.code != 0, done.explain()
+    first, cut = snapshot_names(source / "snapshot")
+    assert done.result["snapshot"]["uuid"] == show_subvolume(source / "snapshot" / cut).uuid
+    assert_no_partial(dest)
+    assert sorted(subvolumes(dest)) == [first]
+    assert live_locks(source / "snapshot") == {first: {"parent_locks": [str(dest)]}, cut: {"locks": [str(dest)]}}
+    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    (source / "more.txt").write_text("more\n")
+    result = ok(*args).result
+    newest = snapshot_names(source / "snapshot")[-1]
+    assert [t[1:] for t in sent(result, str(dest))] == [("incremental", first), ("incremental", cut)]
+    assert_backup(dest, source / "snapshot" / cut, parent_name=first)
+    assert_backup(dest, source / "snapshot" / newest, parent_name=cut)
+    assert_same_tree(source / "snapshot" / newest, dest / newest)
+    assert live_locks(source / "snapshot") == {}
+
+
+def test_snapshot_facts_that_cannot_be_read_are_asked_apart(logged_sshd, make_fs, subvolume):
+    """Rule 2 without the snapshot's marked facts (its `subvolume show` fails at the source): the
+    send goes on, the source is listed apart for the snapshot's UUID, and the backup is checked
+    against it (one command more)."""
+    server, commands = logged_sshd
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 11, SHOW_FAILS)
+    result = ok(*args).result
+    taken = commands.take()
+    assert len(taken) == PULLED_SOURCE + 1 and "btrfs subvolume list" in taken[2], "\n".join(taken)
+    first, second = snapshot_names(source / "snapshot")
+    assert result["snapshot"]["uuid"] == show_subvolume(source / "snapshot" / second).uuid
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert live_locks(source / "snapshot") == {}
+
+
+def test_snapshot_facts_that_cannot_be_read_at_all_keep_no_backup(logged_sshd, make_fs, subvolume):
+    """Neither the marked facts nor a listing apart answer after the snapshot: what arrived cannot be
+    checked, so it is not kept (never unverified); the next run sends it again."""
+    server, commands = logged_sshd
+    flag = server.workdir / "snapshot-taken"
+    body = (SHOW_FAILS + f'if [ "$1 $2" = "subvolume snapshot" ]; then touch {flag}; fi\n'
+            f'if [ "$1 $2" = "subvolume list" ] && [ -e {flag} ]; then echo "ERROR: not now" >&2; exit 1; fi\n')
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 12, body)
+    done = run_cli(*args)
+    assert done.code != 0 and "could not be read: its backup cannot be verified" in done.stderr, done.explain()
+    first, second = snapshot_names(source / "snapshot")
+    assert sorted(subvolumes(dest)) == [first], "an unverified backup was kept"
+    assert live_locks(source / "snapshot")[second] == {"locks": [str(dest)]}
+    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    result = ok(*args).result
+    assert [t[:2] for t in sent(result, str(dest))][0] == (second, "incremental")
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+
+
+def test_a_lock_of_a_snapshot_never_taken_is_cleared(logged_sshd, make_fs, subvolume):
+    """A run killed between the lock file's write and the snapshot in the send's command leaves a
+    lock naming a snapshot that does not exist: the next run clears it and goes on incrementally;
+    its record counts no lock (what `status` shows)."""
+    server, commands = logged_sshd
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 13, "")
+    first = snapshot_names(source / "snapshot")[0]
+    never = "20250101-000000"
+    (source / "snapshot" / ".outstanding_transfers").write_text(
+        '{"%s": {"locks": ["%s"]}, "%s": {"parent_locks": ["%s"]}}' % (never, dest, first, dest))
+    result = ok(*args).result
+    second = snapshot_names(source / "snapshot")[-1]
+    assert sorted(destination(result, str(dest))["locks_cleared"]) == sorted([first, never])
+    assert [t[1:] for t in sent(result, str(dest))] == [("incremental", first)]
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert live_locks(source / "snapshot") == {} and result["locks"] == {}
+
+
+def test_one_pulled_stream_to_two_destinations(logged_sshd, make_fs, subvolume):
+    """One send (its snapshot in its command) fanned out to two folders here: each backup checked
+    against the snapshot's marked UUID; still 3 commands at the source."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=15)
+    dests = [make_fs("dst"), make_fs("dst")]
+    args = ssh_args(server) + [server.url(source)] + dests
+    ok(*args)
+    (source / "more.txt").write_text("more\n")
+    commands.take()
+    result = ok(*args).result
+    assert_commands(commands.take(), PULLED_SOURCE, "incremental pull to two destinations")
+    first, second = snapshot_names(source / "snapshot")
+    for dest in dests:
+        assert [t[1:] for t in sent(result, str(dest))] == [("incremental", first)]
+        assert_backup(dest, source / "snapshot" / second, parent_name=first)
+        assert_same_tree(source / "snapshot" / second, dest / second)
+
+
+def test_a_pulled_snapshot_no_send_takes(logged_sshd, make_fs, subvolume):
+    """A run whose snapshot no send takes along (a job without destinations) still takes it, in a
+    command of its own after the destinations' phase, with its uuid known."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=16)
+    for run in range(2):
+        result = ok(*ssh_args(server), server.url(source)).result
+        assert result["snapshot"]["uuid"] == show_subvolume(source / "snapshot" / result["snapshot"]["name"]).uuid
+        assert len(commands.take()) == 2  # all it must know, the snapshot
+    assert len(snapshot_names(source / "snapshot")) == 2 and live_locks(source / "snapshot") == {}
+
+
+def test_a_pull_in_check_mode(logged_sshd, make_fs, subvolume):
+    """Check mode plans the snapshot and its send in the same words; it asks the source once and
+    changes nothing there."""
+    server, commands = logged_sshd
+    source, dest, args = pulled_twice_then(server, commands, make_fs, subvolume, 14, "")
+    first = snapshot_names(source / "snapshot")[0]
+    plan = ok("--check", *args).result["plan"]
+    assert len(commands.take()) == NOTHING_TO_SEND
+    assert [re.sub(r"[0-9]{8}-[0-9]{6}", "NEW", line) for line in plan] == [
+        f"create snapshot {source}/snapshot/NEW of {source}", f"send NEW to {dest} (incremental from NEW)"], plan
+    assert snapshot_names(source / "snapshot") == [first] and live_locks(source / "snapshot") == {}
 
 
 def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):

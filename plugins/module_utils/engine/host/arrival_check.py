@@ -50,15 +50,16 @@ def answer_text(show_text: str) -> str:
     return "\n%s\n%s" % (ARRIVAL_MARKER, "".join(lines))
 
 
-def parse_arrival(stdout: str, folder: str, name: str) -> Subvolume | None:
+def parse_arrival(stdout: str, folder: str, name: str, marker: str = ARRIVAL_MARKER) -> Subvolume | None:
     """Pure: the subvolume `name` in `folder` as the receive's answer on `stdout` describes it, or
     None when there is no readable answer about it (an older serve, a show that failed, an answer
     cut short or garbled, or about another name): the caller then checks by itself. A readable
-    answer is taken as it is: a writable subvolume or another received_uuid fails rule 2's check."""
+    answer is taken as it is: a writable subvolume or another received_uuid fails rule 2's check.
+    `marker`: the line the facts follow (a snapshot taken in a send's command marks its own)."""
     lines = stdout.splitlines()
-    if ARRIVAL_MARKER not in lines:
+    if marker not in lines:
         return None
-    after = len(lines) - lines[::-1].index(ARRIVAL_MARKER)
+    after = len(lines) - lines[::-1].index(marker)
     fields = answer_fields("\n".join(lines[after:]))
     if fields.get("Name") != name or "Flags" not in fields or not fields.get("Subvolume ID", "").isdigit():
         return None

@@ -69,13 +69,15 @@ class StreamResult:
     uncompressed stream), `wire_bytes` leaf -> what crossed its link compressed (absent: not
     compressed), `seconds` the wall time, `stderr` leaf -> what the stages on its way said on
     stderr (a backup server's notes, such as a wait for a receive slot), `answers` leaf -> the
-    output of its last stage where that stage `answers`."""
+    output of its last stage where that stage `answers`, `source_said` what the first stage (the
+    send) said on stderr (a pulled source's snapshot taken in its command: host/snapshot_in_send.py)."""
 
-    def __init__(self, failures, bytes_sent, wire_bytes, seconds, stderr=None, answers=None):
+    def __init__(self, failures, bytes_sent, wire_bytes, seconds, stderr=None, answers=None, source_said=""):
         self.failures, self.bytes_sent = failures, bytes_sent
         self.wire_bytes, self.seconds = wire_bytes, seconds
         self.stderr = stderr or {}
         self.answers = answers or {}
+        self.source_said = source_said
 
 
 def _stderr_log():
@@ -236,7 +238,8 @@ def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None =
         failed = [(s, codes[id(s)], errors.get(id(s), "")) for s in path if codes.get(id(s), 0) != 0]
         if failed:
             failures[leaf] = _describe_failure(failed)
-    return StreamResult(failures, bytes_sent, compressed, seconds, said, answers)
+    return StreamResult(failures, bytes_sent, compressed, seconds, said, answers,
+                        errors.get(id(root.stages[0]), "") if root.stages else "")
 
 
 def _read_back(log) -> str:

@@ -217,6 +217,12 @@ class DestinationSync(_DestinationPlans):
             forecast.arm()
         try:
             sent = self.executor.carry_out(step)
+        except BackupError as err:
+            # The run cannot go on (a snapshot taken in the send's command was not taken).
+            for item in group:
+                records[item.dest.id].update(status="failed", error=str(err))
+                item.outcome.fail(err)  # the run's error says it once
+            raise
         except BaseException:
             # Interrupted (SIGTERM, Ctrl-C): the locks stay, the next run cleans up.
             for record in records.values():

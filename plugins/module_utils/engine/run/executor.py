@@ -56,6 +56,10 @@ class Executor:
         self.settle_later = False
         self._unsaved_settle = False
         self.ends = None  # what the ends of the streams support, asked at the first send
+        # A job's run lets a source across a network take its snapshot in the command of the send
+        # that first sends it (nothing runs between them: no after_snapshot hook); `pending` is it.
+        self.snapshot_in_send = False
+        self.pending = None
         self.staged = {}  # how far this run's resumable transfers have staged (record_staged)
         # dest id -> whether the last run's stream there went compressed (None: unknown), from the state
         self.stream_compressed_before = lambda dest_id: None
@@ -173,11 +177,33 @@ class Executor:
         return step.path
 
     def _take_snapshot(self, step) -> Subvolume:
-        """The new read-only snapshot, as listed; a real run waits for the second its name gives."""
+        """The new read-only snapshot, as listed; a real run waits for the second its name gives.
+        At a source across a network with snapshot_in_send: its stand-in, taken by the send."""
         if step.not_before is not None:
             effects.wait_until(step.not_before)
+        if self.snapshot_in_send and step.endpoint.snapshots_in_send:
+            LOG.info("snapshot %s -> %s, in the command of its send", step.source_path, step.path)
+            self.pending = PendingSnapshot(step)
+            return self.pending.stand_in
         LOG.info("snapshot %s -> %s", step.source_path, step.path)
         return effects.take_snapshot(step.endpoint, self.runner, step.source_path, step.path)
+
+    def pending_of(self, snapshot: Subvolume) -> PendingSnapshot | None:
+        """The pending snapshot whose stand-in `snapshot` is, while it is not taken yet; else None."""
+        pending = self.pending
+        return pending if pending is not None and pending.state == PENDING and snapshot is pending.stand_in else None
+
+    def take_pending_snapshot(self) -> Subvolume | None:
+        """Take the pending snapshot apart now (no send took it along), as listed; None when there
+        is none left to take. A failure raises as a snapshot taken apart does."""
+        pending = self.pending
+        if pending is None or pending.state != PENDING:
+            return None
+        LOG.info("snapshot %s -> %s", pending.step.source_path, pending.step.path)
+        pending.state = NOT_TAKEN  # until it is listed: never tried twice
+        pending.took(effects.take_snapshot(pending.step.endpoint, self.runner, pending.step.source_path,
+                                           pending.step.path))
+        return pending.taken
 
     def _receive(self, step):
         if step.parent is None:  # an incremental receive goes where its parent was received
@@ -218,6 +244,41 @@ class Executor:
 
     def _forget_planned_locks(self, step):
         self.locks.forget(step.names, step.destination.id_aliases)
+
+
+#: A PendingSnapshot's states: not taken yet; taken (its facts known); taken, but its facts could
+#: not be read; not taken (its command failed).
+PENDING, TAKEN, UNKNOWN, NOT_TAKEN = "pending", "taken", "unknown", "not taken"
+
+
+class PendingSnapshot:
+    """A snapshot whose taking rides in the command of the send that first sends it: its step, the
+    stand-in the run plans with (its uuid matches nothing: the real one is not known yet), and
+    once the send has said so, what was taken (`taken`, as its facts describe it) and `state`."""
+
+    __slots__ = ("step", "stand_in", "taken", "state")
+
+    def __init__(self, step):
+        self.step = step
+        self.stand_in = Subvolume(name=posixpath.basename(step.path), path=step.path, id=None,
+                                  uuid=f"(taken in its send) {step.path}", parent_uuid=None, received_uuid=None,
+                                  readonly=True)
+        self.taken = None
+        self.state = PENDING
+
+    def took(self, snapshot: Subvolume | None) -> None:
+        """The send (or a command apart) took it: `snapshot` as its facts say, None if unreadable."""
+        self.taken = snapshot
+        self.state = TAKEN if snapshot is not None else UNKNOWN
+
+    def not_taken(self) -> None:
+        """Its command failed before the snapshot was taken."""
+        self.state = NOT_TAKEN
+
+    @property
+    def verified(self) -> bool:
+        """Taken, read-only, as its facts say: a backup of it can be checked (rule 2)."""
+        return self.state == TAKEN and self.taken.readonly
 
 
 def _planned_snapshot(step) -> Subvolume:

@@ -16,7 +16,7 @@ from .destination_sync import DestinationSync
 from ..host.endpoints.location import parse_location
 from ..host.endpoints.ssh import SshConnections
 from ..model.errors import BackupError, ConfigError
-from .executor import EffectOptions, Executor
+from .executor import NOT_TAKEN, PENDING, EffectOptions, Executor
 from ..host.joblock import JobLock, remove_legacy_lock
 from ..host.locks import LockTable
 from ..model.result import JobResult
@@ -222,6 +222,13 @@ class _Run:
 
     def _run_phases(self, listing):
         destinations, snapshots, new_snapshot = self._source_phase(listing)
+        try:
+            self._phases_at_destinations(destinations, snapshots, new_snapshot)
+        finally:
+            self._recorded_snapshot()
+
+    def _phases_at_destinations(self, destinations, snapshots, new_snapshot):
+        """Each destination's phase, then retention (what may go depends on what they now hold)."""
         # Retention comes last: what may go depends on what the destinations now hold.
         retention = RetentionPhase(self.executor, self.result, prefix=self.source.prefix, now=self.now,
                                    source=self.source.endpoint)
@@ -230,11 +237,15 @@ class _Run:
             for dest in destinations:
                 present_by_dest[dest.id] = self.folders.held_without_sending(dest, snapshots)
         else:
-            for dest, outcome in zip(destinations, self.sync.run(destinations, snapshots, new_snapshot)):
+            outcomes = self.sync.run(destinations, snapshots, new_snapshot)
+            # Retention matches the new backups to the snapshot by its uuid, known from here on.
+            snapshots = self._with_pending_snapshot_taken(snapshots)
+            for dest, outcome in zip(destinations, outcomes):
                 present_by_dest[dest.id] = outcome.present
                 if outcome.status != "failed" and dest.can_list:
                     retention.at_destination(dest, snapshots, outcome, self.prepared.backup_policy)
                 synced.append((dest, outcome))
+        snapshots = self._with_pending_snapshot_taken(snapshots)
         released = retention.at_source(self.source, snapshots, self.prepared.snapshot_policy, destinations,
                                        present_by_dest, continues_from=self.unsent.continues_from)
         # Counted after source retention: at the ceiling it may have deleted some of them.
@@ -245,6 +256,27 @@ class _Run:
         if not self.config.check_mode and any(dest.holds_archives for dest, _outcome in synced):
             self._record_archive_forecasts(synced)
         self.result.locks_after = self.executor.locks.as_dict()
+
+    def _with_pending_snapshot_taken(self, snapshots):
+        """The snapshots with this run's as it was taken: a snapshot that was to ride in a send's
+        command but none took along (no destination wanted it) is taken apart now."""
+        pending = self.executor.pending
+        if pending is None:
+            return snapshots
+        self.executor.take_pending_snapshot()
+        if pending.taken is None:
+            return snapshots  # taken, its facts unread: named as planned
+        return [pending.taken if s is pending.stand_in else s for s in snapshots]
+
+    def _recorded_snapshot(self):
+        """The run's snapshot in its result, once a send (or a command apart) has taken it: with its
+        uuid; none when it was not taken."""
+        pending = self.executor.pending
+        if pending is None or pending.state == PENDING:
+            return
+        taken = pending.taken if pending.taken is not None else pending.stand_in._replace(uuid=None)
+        info = snapshot_info(taken) if pending.state != NOT_TAKEN else None
+        self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")} if info else None
 
     def _record_archive_forecasts(self, synced):
         """What each archive store holds after this run, for the next run's forecast
@@ -282,13 +314,16 @@ class _Run:
         if self.unsent.ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
         self.folders.require_a_usable_one(destinations)
+        # Nothing runs between the snapshot and its send: it rides in the send's command.
+        self.executor.snapshot_in_send = not self.prepared.hooks.after_snapshot_commands
         try:
             self.prepared.hooks.before_snapshot(self.result)
             name, self.now = self.source.next_snapshot(listing, self.config.now)
             new_snapshot = self.source.take_snapshot(self.executor, name,
                                                      not_before=None if self.config.now else self.now)
-            info = snapshot_info(new_snapshot)
-            self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
+            if self.executor.pending is None:  # else recorded once its send has taken it
+                info = snapshot_info(new_snapshot)
+                self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
         finally:  # also when a before hook or the snapshot failed: what they quiesced is released
             self.prepared.hooks.after_snapshot(self.result)
         return destinations, snapshots + [new_snapshot], new_snapshot

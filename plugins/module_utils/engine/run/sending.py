@@ -5,16 +5,18 @@
 
 from __future__ import annotations
 
+import posixpath
+import sys
 
-from ..host import effects
-from ..host.listing import list_folder
+from ..host import effects, snapshot_in_send
+from ..host.listing import find_subvolume, list_folder
 from ..host.overlap import InBackground
 from ..host.staging import StagingRefused
 from ..model import resumable
 from ..model.errors import BackupError, TransferError
 from ..model.log import LOG
 from ..model.receive_slots import slot_wait
-from ..model.steps import DeletePartialReceives
+from ..model.steps import DeletePartialReceives, Send
 from ..model.units import format_size
 from .staged_send import StagedProgress, send_staged
 from .transfer import (arrival_name, is_partial_receive_of, open_receive_early, planned_backup, sample_compressible,
@@ -65,6 +67,12 @@ def send(executor, step) -> dict:
 
 def _send(executor, step, early) -> dict:
     """send() with the receive it may have started already (`early`, or None)."""
+    pending = executor.pending_of(step.snapshot)
+    if pending is not None and not _snapshot_rides(executor, step):
+        # Its stream is estimated or named before it starts: the snapshot must exist first.
+        step = Send(source=step.source, snapshot=executor.take_pending_snapshot(), parent=step.parent,
+                    destinations=step.destinations)
+        pending = None
     snapshot, parent, dests = step.snapshot, step.parent, step.destinations
     parent_name = parent.name if parent else None
     LOG.info("sending %s to %s (%s)", snapshot.name, ", ".join(d.id for d in dests), step.mode)
@@ -79,7 +87,12 @@ def _send(executor, step, early) -> dict:
     staged, estimate = _staged_destinations(executor, step)
     hold_first = None if staged else _hold_in_send(executor, step.source)
     if hold_first is None:
+        if pending is not None and step.source.folder_to_create is not None:
+            effects.make_folder(step.source, executor.runner, step.source.folder_to_create, parents=True)
+            step.source.folder_to_create = None  # the lock file goes there now
         executor.save_locks()
+    if pending is not None:  # `[mkdir &&] WRITE && snapshot && its facts && btrfs send`: rule 3 holds
+        hold_first = step.source.snapshot_in_send(pending.step.source_path, pending.step.path, hold_first)
     compressible = sampling.result()
     direct = [dest for dest in dests if dest not in staged]
     arrived, failures, left_staged, slot_waits = {}, {}, {}, {}
@@ -107,7 +120,14 @@ def _send(executor, step, early) -> dict:
             slot_waits = _slot_waits(direct, stats)
         except BackupError as err:  # the stream could not start (a program missing): none got it
             failures.update((dest, str(err)) for dest in direct)
-    outcomes = {dest.id: _arrival(executor, dest, snapshot, parent, arrived.get(dest), failures.get(dest))
+        else:
+            if pending is not None:  # raises when it was not taken: the run stops, as before
+                snapshot, unverified = _taken_in_send(executor, step, pending, stats)
+                failures.update((dest, unverified) for dest in direct if unverified and dest not in failures)
+    # A snapshot taken in the send whose facts are not known: whatever arrived under its name,
+    # which was free before this send, goes (never kept unverified).
+    claimed = pending is not None and not pending.verified
+    outcomes = {dest.id: _arrival(executor, dest, snapshot, parent, arrived.get(dest), failures.get(dest), claimed)
                 for dest in dests}
     for dest, waited in slot_waits.items():
         if not isinstance(outcomes[dest.id], TransferError):
@@ -117,6 +137,48 @@ def _send(executor, step, early) -> dict:
     if len(outcomes) > sum(isinstance(o, TransferError) for o in outcomes.values()):
         executor.save_settled_locks()  # the backups are verified: losing this write is harmless
     return outcomes
+
+
+def _snapshot_rides(executor, step) -> bool:
+    """Whether the pending snapshot of `step` can be taken in its send's own command: nothing
+    needs it before its stream starts (a staged transfer's estimate, an archive's name, the size
+    that pv's bar on a terminal shows)."""
+    stream = executor.options.stream
+    if executor.options.progress and sys.stderr.isatty():
+        return False
+    return not any(dest.holds_archives or (dest.can_stage and stream.resumable != "never")
+                   for dest in step.destinations)
+
+
+def _taken_in_send(executor, step, pending, stats) -> tuple:
+    """What the send's command says of the snapshot it took first: (the snapshot as its facts
+    describe it, or its stand-in when they cannot be read; why no backup of it may be kept, or
+    None). Its facts that cannot be read are asked apart; a snapshot that was not taken fails the
+    run as a snapshot taken apart does, its locks settled (rule 3: the lock file names no
+    snapshot that does not exist)."""
+    said, path = stats.source_said, pending.step.path
+    if not snapshot_in_send.was_taken(said):
+        pending.not_taken()
+        parent = step.parent.name if step.parent else None
+        for dest in step.destinations:
+            executor.locks.settle(pending.stand_in.name, parent, dest.id_aliases)
+            if dest.can_list:
+                _remove_partial_receive(executor, dest, pending.stand_in)
+        executor.save_settled_locks()
+        raise BackupError(snapshot_in_send.not_taken_reason(said, pending.step.source_path, path))
+    facts = snapshot_in_send.snapshot_facts(said, path)
+    if facts is None:
+        LOG.info("the facts of snapshot %s could not be read from its send; asking %s", path, step.source.id)
+        try:
+            facts = find_subvolume(step.source, executor.runner, posixpath.dirname(path), pending.stand_in.name)
+        except BackupError as err:
+            LOG.warning("the facts of snapshot %s cannot be read: %s", path, err)
+    pending.took(facts)
+    if facts is None:
+        return pending.stand_in, f"the facts of snapshot {path} could not be read: its backup cannot be verified"
+    if not facts.readonly:
+        return facts, f"snapshot {path} was not created read-only"
+    return facts, None
 
 
 def _hold_in_send(executor, source):
@@ -177,10 +239,11 @@ def _send_staged(executor, step, dest, estimate, compressible):
     return done
 
 
-def _arrival(executor, dest, snapshot, parent, arrived, failure):
+def _arrival(executor, dest, snapshot, parent, arrived, failure, claimed=False):
     """What arrived at one destination (`arrived`: bytes sent, compressed bytes, seconds, bytes
     resumed from staging or None, the receive's answer about what arrived or None): its
-    SendOutcome, or the TransferError that says why not."""
+    SendOutcome, or the TransferError that says why not (`claimed`: then whatever arrived under
+    the snapshot's name is removed, not only a partial receive)."""
     try:
         if failure is not None:
             raise TransferError(failure)
@@ -192,7 +255,8 @@ def _arrival(executor, dest, snapshot, parent, arrived, failure):
     except BackupError as err:
         error = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}")
         error.detail = str(err)
-        error.partial_receive_deleted = _remove_partial_receive(executor, dest, snapshot) if dest.can_list else None
+        error.partial_receive_deleted = _remove_partial_receive(executor, dest, snapshot, claimed) \
+            if dest.can_list else None
         return error
     executor.locks.settle(snapshot.name, parent.name if parent else None, dest.id_aliases)
     sent, wire, seconds, resumed = arrived[:4]
@@ -201,13 +265,14 @@ def _arrival(executor, dest, snapshot, parent, arrived, failure):
     return SendOutcome(backup, sent, round(seconds, 3), wire, resumed_bytes=resumed)
 
 
-def _remove_partial_receive(executor, dest, snapshot):
-    """Best effort right after a failure; if it fails too, the lock makes the next run do it."""
+def _remove_partial_receive(executor, dest, snapshot, claimed=False):
+    """Best effort right after a failure; if it fails too, the lock makes the next run do it.
+    `claimed`: the name was free before this send, so whatever is there now is its arrival."""
     if dest.holds_archives:
         return _remove_failed_archive(executor, dest, snapshot)
     try:
         found = list_folder(dest, executor.runner).children.get(arrival_name(snapshot))
-        if not is_partial_receive_of(found, snapshot):
+        if not (found is not None and claimed or is_partial_receive_of(found, snapshot)):
             return None
         executor.carry_out(DeletePartialReceives(endpoint=dest, paths=(found.path,), folder=dest.path,
                                                  where=dest.id))

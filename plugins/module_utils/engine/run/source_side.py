@@ -103,8 +103,8 @@ class SourceSide:
                              uuids=self.filesystem.uuids)
 
     def create_folder_step(self) -> CreateFolder:
-        """The step that creates the snapshot folder; at another host the snapshot's own command
-        creates it (`mkdir -p` in the snapshot's batch)."""
+        """The step that creates the snapshot folder; at another host the command that takes the
+        snapshot creates it (`mkdir -p` first: the send's, or the snapshot's own batch)."""
         self.endpoint.create_in_next_command(self.folder)
         return CreateFolder(endpoint=self.endpoint, path=self.folder, parents=True,
                             what="snapshot folder", shown=self.folder)

@@ -60,6 +60,8 @@ class Endpoint(abc.ABC):
     #: Its receive can answer, on its output, what arrived (host/arrival_check.py): the receive's
     #: remote command reads it (receiver's `arrival`), or a backup server's serve says it by itself.
     answers_arrival = False
+    #: A snapshot taken there can ride in the command of the send that sends it (snapshot_in_send).
+    snapshots_in_send = False
 
     def __init__(self, path):
         self.path = path
@@ -108,6 +110,12 @@ class Endpoint(abc.ABC):
         taken in it) create it first, in the same remote command: one round trip less than a mkdir
         of its own. False: this kind cannot, the folder is made apart."""
         return False
+
+    def snapshot_in_send(self, source_path: str, snapshot_path: str, lock_write: tuple | None = None) -> str | None:
+        """The start of a send's remote command that takes the read-only snapshot it sends
+        (host/snapshot_in_send.py: after the missing snapshot folder and `lock_write`, the lock
+        file, are made), to pass as the sender's `first`; None: this kind takes it apart (snapshots_in_send False)."""
+        return None
 
     def stream_command(self, argv, decompress_argv=None) -> list:
         """The argv that runs `argv` (privileged) there on a stream; `decompress_argv` first, when

@@ -9,6 +9,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import os
+import posixpath
 import re
 
 from ...model.errors import ConfigError, EndpointError, UnreachableError
@@ -85,6 +86,7 @@ class SshEndpoint(Endpoint):
     crosses_network = True
     can_stage = True
     answers_arrival = True
+    snapshots_in_send = True
     #: ssh's answer when the run's shared connection could not be opened (SshConnections), or None.
     connect_failure = None
 
@@ -209,9 +211,19 @@ class SshEndpoint(Endpoint):
             name, argv = ("btrfs send | %s on %s" % (compress_argv[0], self.host),
                           self.command_pipeline([(send_argv, True), (compress_argv, False)]))
         if first is not None:
-            # One remote line: `FIRST && SEND | ZSTD` starts the pipe only once FIRST succeeded.
-            argv[-1] = "%s && %s" % (self.remote_line(*first), argv[-1])
+            # One remote line: `FIRST && SEND | ZSTD` starts the pipe only once FIRST succeeded
+            # (a text: a line made for it, snapshot_in_send's).
+            argv[-1] = "%s && %s" % (first if isinstance(first, str) else self.remote_line(*first), argv[-1])
         return name, argv
+
+    def snapshot_in_send(self, source_path: str, snapshot_path: str, lock_write: tuple | None = None) -> str:
+        from ..snapshot_in_send import snapshot_line  # a pull's only
+
+        folder = posixpath.dirname(snapshot_path)
+        create = self.folder_to_create == folder  # a first run: the line makes the folder first
+        if create:
+            self.folder_to_create = None
+        return snapshot_line(self.remote_line, source_path, snapshot_path, create_folder=create, lock_write=lock_write)
 
     def receiver(self, btrfs_debug: bool = False, decompress_argv: list[str] | None = None,
                  arrival: str | None = None) -> tuple:
