@@ -119,9 +119,10 @@ class LatencyBench:
     def setup(self):
         a = self.args
         mib = a.data_mib
-        self.pool = self.stack.enter_context(BtrfsPool(tmpfs_size="%dM" % (mib * 6 + 1024), prefix="bench-latency-"))
+        # The destination holds the pushes' chains and then a full chain per pulling tool (ours, raw, a baseline).
+        self.pool = self.stack.enter_context(BtrfsPool(tmpfs_size="%dM" % (mib * 9 + 1536), prefix="bench-latency-"))
         self.src = self.pool.filesystem("src", "%dM" % (mib * 2 + 512))
-        self.dst = self.pool.filesystem("dst", "%dM" % (mib * 3 + 512))
+        self.dst = self.pool.filesystem("dst", "%dM" % (mib * 6 + 512))
         self.tmp = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-latency-cfg-")))
         self.netns = self.stack.enter_context(Netns("bench-latency-%d" % os.getpid()))
         self._shape()
