@@ -283,18 +283,22 @@ class RemoteLockStore:
         text = serialize_locks(table.locks)
         if len(text) > MAX_INLINE_LOCK_TEXT:
             return None
-        script = ('printf "%s" "$3" > "$1" && { sync -- "$1" 2>/dev/null; mv -f -- "$1" "$2"; } '
-                  '|| { echo "cannot write the lock file $2" >&2; exit 1; }')
+        script = _replace_script('printf "%s" "$3"', True) + ' || { echo "cannot write the lock file $2" >&2; exit 1; }'
         return ["sh", "-c", script, "sh", self.path + ".tmp", self.path, text], True
 
     def write(self, table: LockTable, durable: bool = True) -> None:
         tmp = self.path + ".tmp"
-        sync = 'sync -- "$1" 2>/dev/null; ' if durable else ""
-        script = 'cat > "$1" && { %smv -f -- "$1" "$2"; }' % sync
-        result = self.endpoint.run(self.runner, ["sh", "-c", script, "sh", tmp, self.path],
+        result = self.endpoint.run(self.runner, ["sh", "-c", _replace_script("cat", durable), "sh", tmp, self.path],
                                    input_text=serialize_locks(table.locks))
         if not result.ok:
             raise LockFileError("cannot write %s: %s" % (self.label, result.stderr.strip()))
+
+
+def _replace_script(fill: str, durable: bool) -> str:
+    """The sh script by which both remote writers replace the lock file whole: `fill` writes the
+    text to the temp file "$1", synced when `durable`, then renamed over "$2"."""
+    sync = 'sync -- "$1" 2>/dev/null; ' if durable else ""
+    return '%s > "$1" && { %smv -f -- "$1" "$2"; }' % (fill, sync)
 
 
 def staged_here(folder: str) -> tuple:

@@ -161,9 +161,13 @@ class SshEndpoint(Endpoint):
     def run_after(self, runner: CommandRunner, first: tuple[list[str], bool], argv: list[str],
                   privileged: bool = True) -> CommandResult:
         self._fail_fast(self.id)
-        command = self.command(argv, privileged)
-        command[-1] = "%s && %s" % (self.remote_line(*first), command[-1])  # `FIRST && COMMAND`: one line
-        return runner.run(command)
+        return runner.run(self._after(first, self.command(argv, privileged)))
+
+    def _after(self, first, command: list[str]) -> list[str]:
+        """`command` (an ssh argv) whose remote line runs only once `first` succeeded, in the same
+        line: `FIRST && LINE`. `first`: (argv, privileged), or a line quoted already."""
+        command[-1] = "%s && %s" % (first if isinstance(first, str) else self.remote_line(*first), command[-1])
+        return command
 
     def run_batch(self, runner: CommandRunner, commands: list[tuple[list[str], bool]]) -> list[CommandResult]:
         """One ssh connection for all commands; each one's exit status is echoed after a marker."""
@@ -210,10 +214,8 @@ class SshEndpoint(Endpoint):
         else:
             name, argv = ("btrfs send | %s on %s" % (compress_argv[0], self.host),
                           self.command_pipeline([(send_argv, True), (compress_argv, False)]))
-        if first is not None:
-            # One remote line: `FIRST && SEND | ZSTD` starts the pipe only once FIRST succeeded
-            # (a text: a line made for it, snapshot_in_send's).
-            argv[-1] = "%s && %s" % (first if isinstance(first, str) else self.remote_line(*first), argv[-1])
+        if first is not None:  # `FIRST && SEND | ZSTD`: the pipe starts only once FIRST succeeded
+            argv = self._after(first, argv)
         return name, argv
 
     def snapshot_in_send(self, source_path: str, snapshot_path: str, lock_write: tuple | None = None) -> str:
@@ -241,7 +243,7 @@ class SshEndpoint(Endpoint):
             argv[-1] += " && printf '\\n%%s\\n' %s && { %s || :; }" % (
                 ARRIVAL_MARKER, self.remote_line(show_argv(self.join(arrival))))
         if self.folder_to_create == self.path:  # `mkdir -p -- F && ... btrfs receive F`: one remote line
-            argv[-1] = "%s && %s" % (self.remote_line(["mkdir", "-p", "--", self.path]), argv[-1])
+            argv = self._after((["mkdir", "-p", "--", self.path], True), argv)
         return "btrfs receive on %s" % self.host, argv
 
     def create_in_next_command(self, folder: str) -> bool:
