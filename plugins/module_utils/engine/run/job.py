@@ -144,6 +144,12 @@ def run_job(config: JobConfig, runner=None) -> JobResult:
     return result
 
 
+def _run_snapshot(subvolume) -> dict:
+    """The run's snapshot as its result names it: name, path and uuid (source_side.snapshot_info)."""
+    info = snapshot_info(subvolume)
+    return {key: info[key] for key in ("name", "path", "uuid")}
+
+
 class _Run:
     """One run: the source phase, each destination's phase, then retention; all through one executor."""
 
@@ -274,9 +280,11 @@ class _Run:
         pending = self.executor.pending
         if pending is None or pending.state == PENDING:
             return
-        taken = pending.taken if pending.taken is not None else pending.stand_in._replace(uuid=None)
-        info = snapshot_info(taken) if pending.state != NOT_TAKEN else None
-        self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")} if info else None
+        if pending.state == NOT_TAKEN:
+            self.result.snapshot = None
+            return
+        # Facts that could not be read: its stand-in, which names it without a uuid (no id).
+        self.result.snapshot = _run_snapshot(pending.taken if pending.taken is not None else pending.stand_in)
 
     def _record_archive_forecasts(self, synced):
         """What each archive store holds after this run, for the next run's forecast
@@ -322,8 +330,7 @@ class _Run:
             new_snapshot = self.source.take_snapshot(self.executor, name,
                                                      not_before=None if self.config.now else self.now)
             if self.executor.pending is None:  # else recorded once its send has taken it
-                info = snapshot_info(new_snapshot)
-                self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
+                self.result.snapshot = _run_snapshot(new_snapshot)
         finally:  # also when a before hook or the snapshot failed: what they quiesced is released
             self.prepared.hooks.after_snapshot(self.result)
         return destinations, snapshots + [new_snapshot], new_snapshot
@@ -346,8 +353,7 @@ class _Run:
                                  "snapshot yet: nothing to send")
             return None
         newest = snapshots[-1]
-        info = snapshot_info(newest)
-        self.result.snapshot = {key: info[key] for key in ("name", "path", "uuid")}
+        self.result.snapshot = _run_snapshot(newest)
         return newest
 
     def _with_locked_destinations(self, locks):

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import collections
 import posixpath
 import sys
 
@@ -99,7 +100,7 @@ def _send(executor, step, early) -> dict:
     for dest in staged:
         try:
             done = _send_staged(executor, step, dest, estimate, compressible)
-            arrived[dest] = (done.bytes_sent, done.wire_bytes, done.seconds, done.skipped, None)
+            arrived[dest] = _Arrived(done.bytes_sent, done.wire_bytes, done.seconds, done.skipped, None)
         except StagingRefused as err:
             LOG.warning("%s; %s is sent directly", err, snapshot.name)
             direct.append(dest)
@@ -114,8 +115,8 @@ def _send(executor, step, early) -> dict:
             stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
                                 executor.probe(step.source), estimate, compressible, hold_first, early)
             failures.update(stats.failures)
-            arrived.update((dest, (stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None,
-                                   stats.answers.get(dest)))
+            arrived.update((dest, _Arrived(stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None,
+                                           stats.answers.get(dest)))
                            for dest in direct)
             slot_waits = _slot_waits(direct, stats)
         except BackupError as err:  # the stream could not start (a program missing): none got it
@@ -239,9 +240,14 @@ def _send_staged(executor, step, dest, estimate, compressible):
     return done
 
 
+#: What a send says of one destination: bytes sent, compressed bytes (None: not compressed),
+#: seconds, bytes resumed from staging (None: not staged) and the receive's answer about what
+#: arrived (None: none, host/arrival_check.py).
+_Arrived = collections.namedtuple("_Arrived", "sent wire seconds resumed answer")
+
+
 def _arrival(executor, dest, snapshot, parent, arrived, failure, claimed=False):
-    """What arrived at one destination (`arrived`: bytes sent, compressed bytes, seconds, bytes
-    resumed from staging or None, the receive's answer about what arrived or None): its
+    """What arrived at one destination (`arrived`: an _Arrived, None when nothing did): its
     SendOutcome, or the TransferError that says why not (`claimed`: then whatever arrived under
     the snapshot's name is removed, not only a partial receive)."""
     try:
@@ -250,7 +256,7 @@ def _arrival(executor, dest, snapshot, parent, arrived, failure, claimed=False):
         if dest.holds_archives:
             backup = dest.arrived(executor.runner, snapshot, parent)
         else:
-            answer = arrived[4] if arrived else None
+            answer = arrived.answer if arrived else None
             backup = verify_received(dest, executor.runner, snapshot, answer) if dest.can_list else snapshot
     except BackupError as err:
         error = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}")
@@ -259,10 +265,10 @@ def _arrival(executor, dest, snapshot, parent, arrived, failure, claimed=False):
             if dest.can_list else None
         return error
     executor.locks.settle(snapshot.name, parent.name if parent else None, dest.id_aliases)
-    sent, wire, seconds, resumed = arrived[:4]
-    LOG.info("%s: %s arrived (%s bytes%s%s in %.1fs)", dest.id, snapshot.name, sent,
-             f", {wire} compressed" if wire else "", f", {resumed} resumed from staging" if resumed else "", seconds)
-    return SendOutcome(backup, sent, round(seconds, 3), wire, resumed_bytes=resumed)
+    LOG.info("%s: %s arrived (%s bytes%s%s in %.1fs)", dest.id, snapshot.name, arrived.sent,
+             f", {arrived.wire} compressed" if arrived.wire else "",
+             f", {arrived.resumed} resumed from staging" if arrived.resumed else "", arrived.seconds)
+    return SendOutcome(backup, arrived.sent, round(arrived.seconds, 3), arrived.wire, resumed_bytes=arrived.resumed)
 
 
 def _remove_partial_receive(executor, dest, snapshot, claimed=False):
