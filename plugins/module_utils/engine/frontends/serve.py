@@ -603,18 +603,19 @@ class _ReceiveOperations:
             # Rule 2: receive said it failed but its status did not; a broken backup never stays.
             refusal = self._delete_arrivals(paths[0], before, broken_receive_refusal(self.receive_errors))
             return self._refuse(Refused(refusal, "stream"))
-        refusal = self._judge_arrivals(paths[0], before)
+        arrived = sorted(_subvolumes_in(paths[0]) - before)
+        refusal = self._judge_arrivals(paths[0], before, arrived)
         if refusal is not None:
             return self._refuse(Refused(refusal, "name"))
         if status == 0:
-            self._answer_arrival(paths[0], before)
+            self._answer_arrival(arrived)
         return status
 
-    def _answer_arrival(self, folder, before):
-        """Once receive has exited with success: the facts of what it made (arrival_check), so that
-        the source's check of it needs no command of its own; nothing when they cannot be read
-        (the source then asks, as it asks a serve from before this answer)."""
-        arrived = sorted(_subvolumes_in(folder) - before)
+    def _answer_arrival(self, arrived):
+        """Once receive has exited with success: the facts of what it made (`arrived`: the paths of
+        the subvolumes it made, arrival_check), so that the source's check of it needs no command of
+        its own; nothing when they cannot be read (the source then asks, as it asks a serve from
+        before this answer)."""
         if len(arrived) != 1:
             return
         status, out = self._btrfs(arrival_check.show_argv(arrived[0])[1:], capture=True)
@@ -623,11 +624,11 @@ class _ReceiveOperations:
                               .encode("utf-8", "surrogateescape"))
             self.stdout.flush()
 
-    def _judge_arrivals(self, folder, before):
-        """Rule 12: what this receive made must be one backup named as the engine names it (not
-        in the future, newer than every complete backup there); else serve deletes it at once
-        (its own decision, also when append-only) and says why."""
-        arrived = sorted(_subvolumes_in(folder) - before)
+    def _judge_arrivals(self, folder, before, arrived):
+        """Rule 12: what this receive made (`arrived`, the subvolumes in `folder` that were not
+        `before`) must be one backup named as the engine names it (not in the future, newer than
+        every complete backup there); else serve deletes it at once (its own decision, also when
+        append-only) and says why."""
         if not arrived:
             return None
         try:
