@@ -169,6 +169,122 @@ def test_a_receive_started_before_a_send_that_fails_here_receives_nothing(logged
     assert live_locks(source / "snapshot") == {}
 
 
+def survey_waits_for_the_receive(server, log, workdir):
+    """The server's key from now on: a survey (the batch that asks for zstd's version) waits up to
+    5 s for a receive to start and writes down whether one did ("yes"/"no" in the returned file)."""
+    started, said = workdir / "receive-started", workdir / "receive-before-survey"
+    logging_forced_command(server, log, "/bin/sh -c " + shlex.quote(
+        'case "$SSH_ORIGINAL_COMMAND" in\n'
+        f'  *"btrfs receive"*) : > {shlex.quote(str(started))} ;;\n'
+        f'  *"zstd --version"*) i=0; while [ ! -e {shlex.quote(str(started))} ] && [ $i -lt 50 ]; do\n'
+        '      sleep 0.1; i=$((i + 1)); done\n'
+        f'    if [ -e {shlex.quote(str(started))} ]; then echo yes; else echo no; fi >> {shlex.quote(str(said))} ;;\n'
+        'esac\n'
+        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"'))
+    return said
+
+
+def test_the_receive_starts_before_the_survey_answers(logged_sshd, make_fs, subvolume, tmp_path):
+    """A run whose one destination is a plain ssh host that received the last stream in its shell
+    starts the receive of its new snapshot before that host's survey answers: the receive's
+    channel opens during the survey's round trip. Here the survey waits until the receive has
+    started, which it does only when the run starts it first; the backup is the incremental one."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=11)
+    dest = make_fs("dst") / "backups"
+    url = server.url(dest)
+    args = ssh_args(server) + [source, url]
+    one = ok(*args).result["snapshot"]["name"]
+    said = survey_waits_for_the_receive(server, commands.log, tmp_path)
+    (source / "more.txt").write_text("more\n")
+    commands.take()
+    result = ok(*args).result
+    taken = commands.take()
+    assert said.read_text() == "yes\n", taken
+    assert_commands(taken, SOMETHING_TO_SEND, "incremental send with its receive started first")
+    two = result["snapshot"]["name"]
+    assert [t[1] for t in sent(result, url)] == ["incremental"], result
+    assert_backup(dest, source / "snapshot" / two, parent_name=one)
+    assert_same_tree(source / "snapshot" / two, dest / two)
+
+
+def test_a_receive_started_before_a_survey_that_refuses_makes_nothing(logged_sshd, make_fs, subvolume, tmp_path):
+    """The receive started before the survey is the last run's guess: when the survey then says
+    the destination cannot take the snapshot (its folder and that folder's parent are gone), the
+    run stops before the snapshot as always (rule 7), and that receive reads an empty stream: no
+    snapshot taken, nothing created there. With the folder back, the next run sends."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=12)
+    top = make_fs("dst") / "site"
+    dest = top / "backups"
+    top.mkdir()
+    url = server.url(dest)
+    args = ssh_args(server) + [source, url]
+    one = ok(*args).result["snapshot"]["name"]
+    subprocess.run(["btrfs", "subvolume", "delete", str(dest / one)], check=True, capture_output=True)
+    shutil.rmtree(top)
+    commands.take()
+    failed = run_cli(*args)
+    taken = commands.take()
+    assert failed.code == 1, failed.explain()
+    assert "no snapshot taken, as no destination can take it" in failed.explain(), failed.explain()
+    assert [c for c in taken if "btrfs receive" in c], f"no receive was started before the survey: {taken}"
+    assert not top.exists()
+    assert snapshot_names(source / "snapshot") == [one]
+    top.mkdir()
+    two = ok(*args).result["snapshot"]["name"]
+    assert sorted(p.name for p in dest.iterdir()) == [one, two]
+    assert_backup(dest, source / "snapshot" / two, parent_name=one)
+
+
+def test_a_receive_started_before_the_survey_into_a_folder_now_missing(logged_sshd, make_fs, subvolume):
+    """The last run's folder is gone but its parent is there: the receive started before the
+    survey fails on its own, the run creates the folder in its first send's receive command, and
+    the chain arrives again whole; nothing partial anywhere."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=13)
+    dest = make_fs("dst") / "backups"
+    url = server.url(dest)
+    args = ssh_args(server) + [source, url]
+    one = ok(*args).result["snapshot"]["name"]
+    subprocess.run(["btrfs", "subvolume", "delete", str(dest / one)], check=True, capture_output=True)
+    dest.rmdir()
+    commands.take()
+    result = ok(*args).result
+    taken = commands.take()
+    two = result["snapshot"]["name"]
+    assert [t[:2] for t in sent(result, url)] == [(one, "full"), (two, "incremental")], result
+    assert any(c.startswith("mkdir -p -- ") for c in taken), taken
+    assert sorted(p.name for p in dest.iterdir()) == [one, two]
+    assert_backup(dest, source / "snapshot" / two, parent_name=one)
+    assert_same_tree(source / "snapshot" / two, dest / two)
+    assert live_locks(source / "snapshot") == {}
+
+
+def test_a_catch_up_run_takes_the_receive_started_for_its_new_snapshot(logged_sshd, make_fs, subvolume):
+    """A run that first sends an older snapshot (the last run could not reach the host) still
+    gives the receive it started before the survey to its own new snapshot's send; both arrive
+    as incrementals of the chain."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=14)
+    dest = make_fs("dst") / "backups"
+    url = server.url(dest)
+    args = ssh_args(server) + [source, url]
+    one = ok(*args).result["snapshot"]["name"]
+    (source / "more.txt").write_text("more\n")
+    two = ok(*args, "-T").result["snapshot"]["name"]  # taken, not sent
+    (source / "again.txt").write_text("again\n")
+    commands.take()
+    result = ok(*args).result
+    taken = commands.take()
+    three = result["snapshot"]["name"]
+    assert [t[:2] for t in sent(result, url)] == [(two, "incremental"), (three, "incremental")], result
+    assert_commands(taken, SOMETHING_TO_SEND + 1, "catch-up run of two snapshots")
+    assert_backup(dest, source / "snapshot" / two, parent_name=one)
+    assert_backup(dest, source / "snapshot" / three, parent_name=two)
+    assert_same_tree(source / "snapshot" / three, dest / three)
+
+
 def test_push_through_serve(logged_serve, make_fs, subvolume):
     server, commands, root = logged_serve
     source = small_source(make_fs, subvolume, seed=2)

@@ -142,6 +142,12 @@ def _with_progress(stages, progress):
     return stages + [Stage("pv", ["pv"] + size, capture_stderr=False)]
 
 
+def receive_stage(dest: Endpoint, compressed: bool, options: StreamOptions, arrival: str | None = None) -> Stage:
+    """The stage that receives a stream at `dest` (decompressing it first where `compressed`);
+    with `arrival`, its command also answers what arrived under that name (arrival_check)."""
+    return _receiver_stages(dest, compressed, options, arrival)[-1]
+
+
 def _receiver_stages(dest, compressed, options, arrival=None):
     stages = []
     if options.limit_rate:

@@ -40,6 +40,15 @@ def _stream_compressed(done, before) -> bool | None:
     return bool(done[-1].get("compressed_bytes"))
 
 
+def _receive_in_shell(done, before) -> bool | None:
+    """Whether the newest stream that arrived at a destination was received in a plain ssh host's
+    shell (not through serve); kept from the state before when none arrived in this run. A run
+    starts such a destination's receive before it surveys the host."""
+    if not done:
+        return before.get("receive_in_shell")
+    return bool(done[-1].get("receive_in_shell"))
+
+
 def resumable_text(record: dict) -> str | None:
     """"resumable transfer of S at 63%" for a destination's record with an unfinished one."""
     left = record.get("resumable")
@@ -128,6 +137,7 @@ def state_after_run(previous: dict | None, result: dict, *, job: str, prefix: st
             resumable=_resumable_left(dest["transfers"]),
             archive_chain=archive_chain(dest_id, before, done, newest),
             stream_compressed=_stream_compressed(done, before),
+            receive_in_shell=_receive_in_shell(done, before),
         )
         destinations[dest_id] = record
     return {

@@ -254,6 +254,8 @@ class DestinationSync(_DestinationPlans):
                 record.update(status="done", bytes=done.bytes_sent, seconds=done.seconds)
                 if done.wire_bytes:
                     record["compressed_bytes"] = done.wire_bytes
+                if self._receives_in_shell(item.dest):
+                    record["receive_in_shell"] = True  # the next run may start its receive before the survey
                 if done.resumed_bytes is not None:
                     record["resumed_bytes"] = done.resumed_bytes  # staged: what an earlier run had sent
                 if done.slot_wait is not None:
@@ -261,6 +263,13 @@ class DestinationSync(_DestinationPlans):
             if not isinstance(done, TransferError) and item.held is not None:
                 item.outcome.present[snapshot.name] = item.held[snapshot.name] = done.backup
         return replanned
+
+    def _receives_in_shell(self, dest) -> bool:
+        """Whether `dest` received in a plain ssh host's shell, not through serve (as its survey said)."""
+        if not dest.answers_arrival:
+            return False
+        probe = self.executor.probe(self.source.endpoint)
+        return probe.knows(dest) and probe.is_plain_host(dest)
 
     def _forecast_holds(self, dest) -> bool:
         """Whether what `dest` was planned on is what it holds: its listing, or a forecast that

@@ -63,6 +63,9 @@ class Executor:
         self.staged = {}  # how far this run's resumable transfers have staged (record_staged)
         # dest id -> whether the last run's stream there went compressed (None: unknown), from the state
         self.stream_compressed_before = lambda dest_id: None
+        # (snapshot name, dest id, EarlyStages): the receive of this run's snapshot started before
+        # its destination was surveyed (job.py, transfer.receive_ahead), until its send takes it.
+        self.receive_ahead = None
         self.steps = []
         self._effects = {
             CreateFolder: self._create_folder, TakeSnapshot: self._take_snapshot,
@@ -105,6 +108,23 @@ class Executor:
 
             self.ends = EndToolsProbe(self.runner, source)
         return self.ends
+
+    def take_receive_ahead(self, step):
+        """The receive started ahead for this Send (its snapshot, to its one destination), now the
+        send's (EarlyStages), or None."""
+        ahead = self.receive_ahead
+        if ahead is None or len(step.destinations) != 1 \
+                or ahead[:2] != (step.snapshot.name, step.destinations[0].id):
+            return None
+        self.receive_ahead = None
+        return ahead[2]
+
+    def give_up_receive_ahead(self) -> None:
+        """A receive started ahead that no send took (the destination could not take the snapshot,
+        the run stopped before): it reads an empty stream and makes nothing."""
+        ahead, self.receive_ahead = self.receive_ahead, None
+        if ahead is not None:
+            ahead[2].give_up()
 
     def holding(self, lock: ContextManager) -> ContextManager:
         """`lock` (a context manager) held while a run changes things; check mode changes nothing: no lock."""

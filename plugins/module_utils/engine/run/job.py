@@ -181,8 +181,11 @@ class _Run:
                     remove_legacy_lock(os.path.join(self.source.folder, LEGACY_JOB_LOCK_NAME))
                 # Hooks and notifications only for a real run that holds the job (a busy job is no run).
                 with self.prepared.hooks.around(self.result, self.source.identity, active=held is not None):
-                    # Listed under the lock, so no other run of this job changes it meanwhile.
-                    self._phases(self._snapshot_folder())
+                    try:
+                        # Listed under the lock, so no other run of this job changes it meanwhile.
+                        self._phases(self._snapshot_folder())
+                    finally:
+                        self.executor.give_up_receive_ahead()
 
     def _snapshot_folder(self):
         """The snapshot folder's listing; on the first run the folder is created (None in check mode)."""
@@ -321,12 +324,13 @@ class _Run:
             return destinations, snapshots, None
         if self.unsent.ceiling(destinations, snapshots) == unsent.STOPPED:
             return destinations, snapshots, None
+        ahead = self._receive_ahead(listing, destinations)
         self.folders.require_a_usable_one(destinations)
         # Nothing runs between the snapshot and its send: it rides in the send's command.
         self.executor.snapshot_in_send = not self.prepared.hooks.after_snapshot_commands
         try:
             self.prepared.hooks.before_snapshot(self.result)
-            name, self.now = self.source.next_snapshot(listing, self.config.now)
+            name, self.now = ahead or self.source.next_snapshot(listing, self.config.now)
             new_snapshot = self.source.take_snapshot(self.executor, name,
                                                      not_before=None if self.config.now else self.now)
             if self.executor.pending is None:  # else recorded once its send has taken it
@@ -334,6 +338,26 @@ class _Run:
         finally:  # also when a before hook or the snapshot failed: what they quiesced is released
             self.prepared.hooks.after_snapshot(self.result)
         return destinations, snapshots + [new_snapshot], new_snapshot
+
+    def _receive_ahead(self, listing, destinations):
+        """(name, time) of this run's snapshot, chosen before its one destination is surveyed,
+        where the receive there starts now (transfer.receive_ahead): a plain ssh host whose shell
+        received the last stream that arrived there (run record). None otherwise: several
+        destinations, check mode, a before_snapshot hook (the name is the time after it), an
+        always-staged transfer."""
+        if self.config.check_mode or self.prepared.hooks.before_commands or len(destinations) != 1:
+            return None
+        dest = destinations[0]
+        record = self.unsent.last_record(dest.id)
+        compressed = record.get("stream_compressed")
+        if not (dest.answers_arrival and record.get("receive_in_shell")) or compressed is None \
+                or (dest.can_stage and self.executor.options.stream.resumable == "always"):
+            return None
+        from .transfer import receive_ahead  # only a run that sends needs it
+        name, when = self.source.next_snapshot(listing, self.config.now)
+        started = receive_ahead(dest, name, self.executor.options.stream, self.runner, compressed)
+        self.executor.receive_ahead = (name, dest.id, started)
+        return name, when
 
     def _snapper_snapshot(self, snapshots, locks):
         """A snapper job's newest snapshot is this run's (None: there is none, or --no-snapshot);

@@ -54,11 +54,12 @@ def send(executor, step) -> dict:
     TransferError of a destination whose transfer failed (the others are not stopped). A
     destination whose transfer is staged (resumable) gets a send of its own: a resumed stream
     starts where its staging ends, which is not where another destination's starts. The receive
-    of a send to one ssh host starts first (transfer.open_receive_early): its channel opens while
-    the work here goes on; if no stream comes (an error here), it receives nothing."""
-    early = open_receive_early(step.source, step.destinations, step.snapshot, step.parent, executor.runner,
-                               executor.options, executor.probe(step.source),
-                               executor.stream_compressed_before(step.destinations[0].id))
+    of a send to one ssh host starts first (transfer.open_receive_early), or started before the
+    survey already (transfer.receive_ahead): its channel opens while the work here goes on; if no
+    stream comes (an error here), it receives nothing."""
+    early = executor.take_receive_ahead(step) or open_receive_early(
+        step.source, step.destinations, step.snapshot, step.parent, executor.runner, executor.options,
+        executor.probe(step.source), executor.stream_compressed_before(step.destinations[0].id))
     try:
         return _send(executor, step, early)
     finally:

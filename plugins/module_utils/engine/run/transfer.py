@@ -17,7 +17,7 @@ from ..host.arrival_check import parse_arrival
 from ..host.listing import Subvolume, find_subvolume
 from ..host.pipeline import EarlyStages, Stage, run_pipeline, run_stream
 from ..host.stream_size import estimate_stream_size
-from ..host.streams import plan_stream
+from ..host.streams import plan_stream, receive_stage
 from ..model.log import LOG
 
 
@@ -77,6 +77,18 @@ def open_receive_early(source, destinations, snapshot: Subvolume, parent: Subvol
                                             options.stream, ends, compressible=compressed_before, checked=[dest])
     early = EarlyStages(runner)
     early.start(root.stages[-1])
+    return early
+
+
+def receive_ahead(dest, snapshot_name: str, options, runner, compressed: bool) -> EarlyStages:
+    """The receive of this run's snapshot `snapshot_name` at a plain ssh host, started before that
+    host is surveyed, so that its channel opens while the survey's answer is awaited (one round
+    trip less before the stream). What the host is, and whether the stream goes `compressed`, are
+    the last run's (run record): its snapshot's send takes this receive only if its command line is
+    still the one that stream needs (open_receive_early); otherwise it reads an empty stream, and
+    `btrfs receive` makes nothing. Starting it changes nothing there (rule 7)."""
+    early = EarlyStages(runner)
+    early.start(receive_stage(dest, compressed, options, arrival=snapshot_name))
     return early
 
 

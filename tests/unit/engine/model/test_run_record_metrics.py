@@ -60,6 +60,17 @@ DEST_CASES = [
     ("nothing sent: what the last stream did is kept", {"stream_compressed": False},
      {"status": "ok"}, {"stream_compressed": False}),
     ("never sent: unknown", None, {"status": "ok"}, {"stream_compressed": None}),
+    ("the newest stream was received in a plain host's shell", None,
+     {"status": "ok", "transfers": [transfer(S2), dict(transfer(S3), receive_in_shell=True)]}, {"receive_in_shell": True}),
+    ("the newest stream went through serve", {"receive_in_shell": True},
+     {"status": "ok", "transfers": [dict(transfer(S2), receive_in_shell=True), transfer(S3)]},
+     {"receive_in_shell": False}),
+    ("nothing sent: where the last stream was received is kept", {"receive_in_shell": True},
+     {"status": "ok"}, {"receive_in_shell": True}),
+    ("a failed transfer says nothing of the host", {"receive_in_shell": False},
+     {"status": "failed", "error": "e", "transfers": [dict(transfer(S3, "failed"), receive_in_shell=True)]},
+     {"receive_in_shell": False}),
+    ("never received: unknown", None, {"status": "ok"}, {"receive_in_shell": None}),
 ]
 
 
