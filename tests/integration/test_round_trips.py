@@ -285,6 +285,40 @@ def test_a_catch_up_run_takes_the_receive_started_for_its_new_snapshot(logged_ss
     assert_same_tree(source / "snapshot" / three, dest / three)
 
 
+def test_a_host_whose_key_now_runs_serve(logged_sshd, make_fs, subvolume, tmp_path):
+    """A host that received the last stream in its shell, whose key then was given to `serve`:
+    the next run still starts a plain host's receive before its survey. serve declines that form
+    at once (taken, it would hold the root's lock that the survey waits for), and counts no
+    refusal; the survey says it is serve, and the snapshot arrives through serve's own form,
+    incrementally. The run after that starts no such receive."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=15)
+    root = make_fs("dst") / "web1"
+    root.mkdir()
+    dest = root / "home"
+    url = server.url(dest)
+    args = ssh_args(server) + [source, url]
+    one = ok(*args).result["snapshot"]["name"]
+    metrics = tmp_path / "serve-refusals.prom"
+    logging_forced_command(server, commands.log, f"{shlex.quote(str(CLI))} serve --root {shlex.quote(str(root))} "
+                                                 f"--metrics-file {shlex.quote(str(metrics))}")
+    (source / "more.txt").write_text("more\n")
+    commands.take()
+    result = ok(*args).result
+    taken = commands.take()
+    two = result["snapshot"]["name"]
+    assert [c for c in taken if "btrfs-backup-arrived" in c], f"no plain host's receive was started: {taken}"
+    assert [t[:2] for t in sent(result, url)] == [(two, "incremental")], result
+    assert_backup(dest, source / "snapshot" / two, parent_name=one)
+    assert_same_tree(source / "snapshot" / two, dest / two)
+    assert sorted(p.name for p in dest.iterdir()) == [one, two]
+    counted = [line for line in metrics.read_text().splitlines() if line and not line.startswith("#")]
+    assert counted and all(line.endswith(" 0") for line in counted), counted
+    (source / "again.txt").write_text("again\n")
+    ok(*args)
+    assert not [c for c in commands.take() if "btrfs-backup-arrived" in c]  # the record now says serve
+
+
 def test_push_through_serve(logged_serve, make_fs, subvolume):
     server, commands, root = logged_serve
     source = small_source(make_fs, subvolume, seed=2)

@@ -12,7 +12,11 @@ line in SSH_ORIGINAL_COMMAND. `parse_request` (pure) accepts exactly the shapes 
 engine's SshEndpoint sends to a push destination - one command, the compressed receive
 `zstd -d -q | btrfs receive PATH` (the only pipe), a receive that creates its own folder first
 (`mkdir -p -- PATH && [zstd -d -q |] btrfs receive PATH`, the only `&&`), or a batch joined with
-`; printf '\\n<marker> %d\\n' $?` - with every path inside the key's root. `serve` runs the
+`; printf '\\n<marker> %d\\n' $?` - with every path inside the key's root. A plain ssh host's
+receive, which also asks what arrived (`RECEIVE && printf '\\n%s\\n' btrfs-backup-arrived && {
+btrfs subvolume show PATH/NAME || :; }`), is declined without a word in the refusal counters: a
+source that last sent here before this key ran serve starts it once before its survey, then sends
+serve's own form. `serve` runs the
 accepted commands itself, without a shell: btrfs as an argv list (through `sudo -n` unless
 already root), zstd as an argv list (unprivileged: it only turns one pipe into another), the
 rest (readlink -e, test -e, mkdir, the mount table) in Python.
@@ -108,6 +112,11 @@ REFUSAL_KINDS = {
 }
 #: The priority of a kind this table does not know.
 OTHER_PRIORITY = "err"
+#: A plain ssh host's receive, started by a source that last sent here before this key ran serve
+#: (it learns what the host is from its survey, beside it): declined, logged at `info` and not
+#: counted, since no source is wrong to send it once. serve could not take it: the receive would
+#: hold the root's lock until its stream came, and that source's survey waits for the same lock.
+SHELL_RECEIVE = "shell-receive"
 
 
 class Refused(Exception):
@@ -218,12 +227,22 @@ def _segments(tokens):
 def parse_request(line, root, restore=False, hosts=None):
     """Pure: the operations an SSH_ORIGINAL_COMMAND asks for, or Refused (nothing may run).
     `restore`: the shapes a restore key may run (`parse_restore_command`), within `hosts`."""
-    root = check_root(root)
-    tokens = _tokens(line)
+    return _parse_tokens(_tokens(line), check_root(root), restore, hosts)
+
+
+def _parse_tokens(tokens, root, restore, hosts):
+    """parse_request() of a command line's tokens."""
     if "&&" in tokens:
         if restore:
             raise Refused("a restore key runs no `&&` (a restore sends `btrfs send` alone)")
-        return _parse_receive_making_its_folder(tokens, root)
+        tokens, shown = _without_arrival_question(tokens, root)
+        if shown is None:
+            return _parse_receive_making_its_folder(tokens, root)
+        request = _parse_receive_making_its_folder(tokens, root) if "&&" in tokens \
+            else _parse_tokens(tokens, root, restore, hosts)
+        _receive_that_asked_for(shown, request)
+        raise Refused("this key runs btrfs-backup serve, not a shell: a receive here is sent in serve's own "
+                      "form (the source sends it so once it has asked what this host is)", SHELL_RECEIVE)
     if "|" in tokens:
         if restore:
             raise Refused("a restore key runs no pipe (a restore sends `btrfs send` alone)")
@@ -249,6 +268,40 @@ def parse_request(line, root, restore=False, hosts=None):
             raise Refused("%s cannot be part of a batch" % operation.op.replace("stage_", "staging "))
         operations.append(operation)
     return Request(operations, marker)
+
+
+#: The words between the receive and the path in a plain ssh host's question of what arrived
+#: (SshEndpoint.receiver, arrival_check): `&& printf '\n%s\n' MARKER && {` ... `|| :; }`.
+_ARRIVAL_QUESTION = ["&&", "printf", "\\n%s\\n", arrival_check.ARRIVAL_MARKER, "&&", "{"]
+_ARRIVAL_QUESTION_END = ["||", ":", ";", "}"]
+
+
+def _without_arrival_question(tokens, root):
+    """(the tokens before it, the path it shows) where the command ends in a plain ssh host's
+    question of what arrived; (tokens, None) where it does not. Only `[sudo -n] btrfs subvolume
+    show PATH` may be asked, of a path inside the root."""
+    if tokens[-len(_ARRIVAL_QUESTION_END):] != _ARRIVAL_QUESTION_END or "printf" not in tokens:
+        return tokens, None
+    at = len(tokens) - 1 - tokens[::-1].index("printf") - 1  # the `&&` before the last printf
+    if at < 1 or tokens[at:at + len(_ARRIVAL_QUESTION)] != _ARRIVAL_QUESTION:
+        raise Refused("`&&` may only join a mkdir of the receive's folder to that receive")
+    show = tokens[at + len(_ARRIVAL_QUESTION):-len(_ARRIVAL_QUESTION_END)]
+    if show[:2] == ["sudo", "-n"]:
+        show = show[2:]
+    if len(show) != 4 or show[:3] != ["btrfs", "subvolume", "show"]:
+        raise Refused("what arrived may only be asked with `btrfs subvolume show`")
+    return tokens[:at], confine(show[3], root, below=True)
+
+
+def _receive_that_asked_for(shown, request):
+    """Refused unless `request`, whose command asked for the facts of `shown` after it, is a
+    receive into that path's folder: the exact shape of a plain ssh host's receive."""
+    receive = request.operations[-1]
+    if receive.op != "receive":
+        raise Refused("only a receive may ask what arrived")
+    if posixpath.dirname(shown) != receive.paths[0]:
+        raise Refused("a receive may only ask what arrived in its own folder (%s, not %s)"
+                      % (receive.paths[0], posixpath.dirname(shown)), "path")
 
 
 def _parse_receive_making_its_folder(tokens, root):
@@ -829,6 +882,10 @@ class _Refusals:
 
     def _refuse(self, err):
         kind = getattr(err, "kind", "command")
+        if kind == SHELL_RECEIVE:
+            self._say("btrfs-backup serve: declined: %s" % err)
+            self.log("declined for %s: %s" % (self.root, err), "info")
+            return EXIT_REFUSED
         self._say("btrfs-backup serve: refused: %s" % err)
         self.log("refused[%s] for %s: %s; command: %r" % (kind, self.root, err, self.line),
                  refusal_priority(kind))

@@ -40,6 +40,9 @@ class CommandRunner:
     # This runner stands for the real machine, so local listings may ask its kernel directly
     # (listing.list_folder); a fake runner leaves this out and is asked through commands.
     kernel_listing = True
+    # Its commands may run from several threads at once (an ssh connection opened while the run
+    # works here); a fake runner, which records one order of commands, leaves this out.
+    runs_beside = True
 
     def __init__(self, timeout=None):
         self.timeout = timeout

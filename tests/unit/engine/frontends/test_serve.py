@@ -211,6 +211,75 @@ def test_a_restore_key_runs_no_receive_that_makes_its_folder():
         parse_request(folder_making_line(FOLDER), ROOT, restore=True)
 
 
+# -- a plain ssh host's receive, which also asks what arrived (`RECEIVE && printf ... && { show || :; }`) --
+# serve declines it: it would hold the root's lock until its stream came, while the source that
+# started it waits for its survey, which needs the same lock.
+
+def asking_line(folder, compress=True, sudo=False, create=False, name="20261205-120000"):
+    """The exact line SshEndpoint.receiver sends to a plain ssh host: a source that last sent to
+    one here starts it before it learns that this key runs serve."""
+    endpoint = SshEndpoint("nas", folder, sudo=sudo)
+    if create:
+        endpoint.create_in_next_command(folder)
+    return endpoint.receiver(False, ["zstd", "-d", "-q"] if compress else None, arrival=name)[1][-1]
+
+
+@pytest.mark.parametrize("sudo", [False, True], ids=["plain", "ssh-sudo"])
+@pytest.mark.parametrize("compress, create", [
+    pytest.param(True, False, id="compressed"),
+    pytest.param(False, False, id="plain-stream"),
+    pytest.param(True, True, id="compressed-making-its-folder"),
+])
+def test_a_plain_hosts_receive_is_declined_not_refused(compress, create, sudo):
+    """A source that last sent here through a shell starts it once before its survey says this is
+    serve: declined (its own kind, which is logged at info and not counted), never run."""
+    line = asking_line(FOLDER, compress, sudo, create)
+    assert "btrfs-backup-arrived" in line and line.endswith("|| :; }"), line
+    with pytest.raises(Refused) as refused:
+        parse_request(line, ROOT)
+    assert refused.value.kind == serve_module.SHELL_RECEIVE, refused.value
+    assert "serve's own form" in str(refused.value)
+
+
+ASKED = "&& printf '\\n%%s\\n' btrfs-backup-arrived && { btrfs subvolume show %s || :; }"
+ASKING_REFUSED = [
+    ("of-another-folder", "%s %s" % (RECEIVE, ASKED % (ROOT + "/other/n")), "path"),
+    ("of-the-folder-itself", "%s %s" % (RECEIVE, ASKED % FOLDER), "path"),
+    ("of-a-deeper-path", "%s %s" % (RECEIVE, ASKED % (FOLDER + "/n/x")), "path"),
+    ("outside-the-root", "%s %s" % (RECEIVE, ASKED % "/etc/n"), "path"),
+    ("dotdot", "%s %s" % (RECEIVE, ASKED % (FOLDER + "/../../web2/home/n")), "path"),
+    ("another-program", "%s && printf '\\n%%s\\n' btrfs-backup-arrived && { cat /etc/shadow || :; }" % RECEIVE,
+     "command"),
+    ("show-with-flags", "%s %s" % (RECEIVE, ASKED % ("-r " + FOLDER + "/n")), "command"),
+    ("another-marker", "%s && printf '\\n%%s\\n' other && { btrfs subvolume show %s/n || :; }" % (RECEIVE, FOLDER),
+     "command"),
+    ("another-format", "%s && printf '%%s' btrfs-backup-arrived && { btrfs subvolume show %s/n || :; }"
+     % (RECEIVE, FOLDER), "command"),
+    ("without-its-braces", "%s && printf '\\n%%s\\n' btrfs-backup-arrived && btrfs subvolume show %s/n || :; }"
+     % (RECEIVE, FOLDER), "command"),
+    ("asked-twice", "%s %s %s" % (RECEIVE, ASKED % (FOLDER + "/n"), ASKED % (FOLDER + "/n")), "command"),
+    ("after-a-delete", "btrfs subvolume delete -- %s/n %s" % (FOLDER, ASKED % (FOLDER + "/n")), "command"),
+    ("after-a-listing", "btrfs subvolume list -a -u -q -R %s %s" % (FOLDER, ASKED % (FOLDER + "/n")), "command"),
+    ("after-staging", "zstd -d -q | btrfs-backup-stage land %s/x %s" % (FOLDER, ASKED % (FOLDER + "/x/n")), "command"),
+    ("semicolon-inside", "%s && printf '\\n%%s\\n' btrfs-backup-arrived && { id; btrfs subvolume show %s/n || :; }"
+     % (RECEIVE, FOLDER), "command"),
+]
+
+
+@pytest.mark.parametrize("line, kind", [(line, kind) for _id, line, kind in ASKING_REFUSED],
+                         ids=[i for i, _line, _kind in ASKING_REFUSED])
+def test_only_the_exact_plain_host_receive_is_declined(line, kind):
+    """Anything else that asks what arrived is a refusal like any other (counted, alert or path)."""
+    with pytest.raises(Refused) as refused:
+        parse_request(line, ROOT)
+    assert refused.value.kind == kind, refused.value
+
+
+def test_a_restore_key_runs_no_receive_that_asks_what_arrived():
+    with pytest.raises(Refused):
+        parse_request(asking_line(FOLDER), ROOT, restore=True)
+
+
 # -- refused: everything else ---------------------------------------------------------------------
 
 REFUSED = [
@@ -609,6 +678,27 @@ def test_a_receive_that_reports_an_error_yet_exits_0_is_refused_as_a_broken_stre
     assert "refused: btrfs receive reported an error yet ended with status 0" in said, said
     assert [p for p, m in logged] == ["alert"] and logged[0][1].startswith("refused[stream]"), logged
     assert refusal_counter.parse_counts(metrics.read_text())[("web1", "stream")] == 1
+
+
+def test_a_plain_hosts_receive_runs_nothing_and_counts_no_refusal(receiving_root, tmp_path):
+    """Declined at once (it would hold the root's lock while its source waits for its survey):
+    nothing is received, the log line is at info, and no refusal counter moves."""
+    fake = receiving_root.parents[1] / "btrfs"
+    fake.write_text("#!/bin/sh\ntouch %s/ran\nexit 0\n" % tmp_path)
+    metrics = tmp_path / "refusals.prom"
+    line = asking_line(str(receiving_root / "root"))
+    with tempfile.TemporaryFile() as stdin, tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        logged = []
+        server = Server(str(receiving_root), btrfs_path=str(fake), stdin=stdin, stdout=out, stderr=err,
+                        use_sudo=False, metrics_file=str(metrics), log=lambda m, p: logged.append((p, m)))
+        status = server.serve(line)
+        err.seek(0)
+        said = err.read().decode()
+    assert status == EXIT_REFUSED, said
+    assert said.startswith("btrfs-backup serve: declined: this key runs btrfs-backup serve, not a shell"), said
+    assert [p for p, m in logged] == ["info"], logged
+    assert not (tmp_path / "ran").exists()
+    assert set(refusal_counter.parse_counts(metrics.read_text()).values()) == {0}
 
 
 def test_a_receive_that_says_nothing_wrong_keeps_its_status(receiving_root):

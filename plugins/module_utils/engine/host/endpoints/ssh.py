@@ -101,6 +101,7 @@ class SshEndpoint(Endpoint):
         self.ssh_binary = ssh_binary
         self.control_path = None  # set by SshConnections to share one connection per run
         self.bulk_ciphers = False  # set by SshConnections when ssh_config leaves Ciphers alone
+        self.connecting = None  # SshConnections' opening of the shared connection, while it runs
 
     @classmethod
     def from_location(cls, spec: str, *, ssh_options: Iterable[str] = (), ssh_sudo: bool = False,
@@ -122,6 +123,17 @@ class SshEndpoint(Endpoint):
         return {self.id}
 
     def ssh_argv(self) -> list[str]:
+        """ssh's argv up to the host, once the shared connection is open (SshConnections)."""
+        self._connected()
+        return self._argv()
+
+    def _connected(self) -> None:
+        """Wait until SshConnections has opened this host's shared connection (it opens while the
+        run works here): every command goes through it, and its options come from that opening."""
+        if self.connecting is not None:
+            self.connecting.result()
+
+    def _argv(self) -> list[str]:
         argv = [self.ssh_binary]
         for option in list(self.ssh_options) + list(DEFAULT_SSH_OPTIONS) + self._multiplexing():
             argv += ["-o", option]
@@ -182,6 +194,7 @@ class SshEndpoint(Endpoint):
     def _fail_fast(self, where):
         """A host whose shared connection could not be opened is not asked again in this run:
         each try would wait for the same failure (a silent host: a connect timeout each)."""
+        self._connected()
         if self.connect_failure is not None:
             raise unreachable(where, self.connect_failure)
 
@@ -276,17 +289,28 @@ class SshConnections:
         return False
 
     def attach(self, endpoint: Endpoint) -> Endpoint:
+        """`endpoint` with its shared connection opening: in the background with a real runner
+        (the handshake's round trips pass while the run lists and reads here); its first command
+        waits for it (SshEndpoint.ssh_argv)."""
         if not isinstance(endpoint, SshEndpoint):
             return endpoint
-        endpoint.bulk_ciphers = _configured_ciphers(endpoint, self.runner) == OPENSSH_DEFAULT_CIPHERS
         if self._dir is None:
             import tempfile  # only runs with ssh endpoints pay for it
             self._dir = tempfile.mkdtemp(prefix="btrfs-backup-ssh-")
+        self._endpoints.append(endpoint)
+        if getattr(self.runner, "runs_beside", False):
+            from ..overlap import InBackground  # a run with an ssh end only
+            endpoint.connecting = InBackground(self._connect, endpoint)
+        else:
+            self._connect(endpoint)
+        return endpoint
+
+    def _connect(self, endpoint):
+        """ssh's cipher choice for the host, then its shared connection."""
+        endpoint.bulk_ciphers = _configured_ciphers(endpoint, self.runner) == OPENSSH_DEFAULT_CIPHERS
         # %C is a hash of host, port and user: short enough for a socket path.
         endpoint.control_path = os.path.join(self._dir, "%C")
-        self._endpoints.append(endpoint)
         self._open_master(endpoint)
-        return endpoint
 
     def _open_master(self, endpoint):
         """Open the host's shared connection now, trying again while the server turns
@@ -298,7 +322,7 @@ class SshConnections:
             return
         from ...model.ssh_retry import retry_delay, retry_message, turned_away  # a run with an ssh end only
 
-        argv = endpoint.ssh_argv()
+        argv = endpoint._argv()  # pylint: disable=protected-access
         argv = argv[:-1] + ["-N", argv[-1]]
         pause = getattr(self.runner, "pause", None)  # a fake runner does not wait
         failed_try = 0
@@ -319,6 +343,10 @@ class SshConnections:
 
     def close(self) -> None:
         for endpoint in self._endpoints:
+            try:
+                endpoint._connected()  # pylint: disable=protected-access
+            except Exception:  # pylint: disable=broad-except
+                continue  # its opening failed (raised to the command that waited for it): nothing to close
             self.runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
         if self._dir is not None:
             import shutil
@@ -335,7 +363,7 @@ def _user_multiplexing(endpoint):
 
 def _configured_ciphers(endpoint, runner):
     """The cipher list ssh would use for the host (ssh -G: reads config, no connection)."""
-    argv = endpoint.ssh_argv()
+    argv = endpoint._argv()  # pylint: disable=protected-access
     result = runner.run(argv[:-1] + ["-G", argv[-1]])
     for line in result.stdout.splitlines() if result.ok else ():
         if line.startswith("ciphers "):
