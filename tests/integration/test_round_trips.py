@@ -5,8 +5,12 @@ does not exist yet asks one more (its parent's listing); the receive's own comma
 through a `serve` that says it takes that form (an older one gets a mkdir of its own). A pulled
 source is asked 3 times for a run with something to send (also its first, and one that deletes an
 old snapshot there): its snapshot rides in the send's command; 4 with an after_snapshot hook, which
-runs between them; once for a run with nothing to send. A snapshot that fails there, and a send cut
-there, leave nothing here and the next run catches up. Counted by a forced command that logs each
+runs between them; once for a run with nothing to send. A relay's source, whose stream may be staged
+(resumable), is asked once more: its snapshot rides in the size estimate's `--no-data` pass. A
+snapshot that fails there, and a send cut there, leave nothing here and the next run catches up.
+At a plain ssh host that received the last stream in its shell, the receive starts before the
+survey answers; what it cannot take then reads an empty stream (also at a key now given to serve,
+which declines it without counting a refusal). Counted by a forced command that logs each
 command the client sends before running it, so the test sees what the server saw; sshd's log shows
 that each run opened one connection."""
 
@@ -33,6 +37,10 @@ NOTHING_TO_SEND = 1
 #: retention's deletion). With an after_snapshot hook the snapshot is a command of its own.
 PULLED_SOURCE = 3
 PULLED_SOURCE_WITH_AFTER_HOOK = 4
+#: A relay's source with resumable transfers (the default): the snapshot rides in the command of
+#: the `--no-data` pass that estimates the stream's size (staged or not is decided on it before the
+#: first byte), then the send, then the settled lock file.
+RELAYED_SOURCE = 4
 
 
 def logging_forced_command(server, log, then):
@@ -447,6 +455,39 @@ def test_a_snapshot_that_fails_at_a_pulled_source(logged_sshd, make_fs, subvolum
     assert_same_tree(source / "snapshot" / second, dest / second)
 
 
+def test_a_snapshot_that_fails_at_a_relayed_source(logged_sshd, sshd, make_fs, subvolume):
+    """A relay's snapshot taken in its size estimate's command fails as one taken apart: the
+    same clear error, nothing sent, no snapshot and no lock left at the source; the next run
+    sends the change incrementally."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=16)
+    dest = make_fs("dst") / "relayed"
+    dest.mkdir()
+    url = sshd.url(dest)
+    args = ssh_args(server, sshd) + [server.url(source), url]
+    ok(*args)
+    write_mixed_tree(source / "changed", n_small=2, small_size=10240, large_files=[], seed=116)
+    with_btrfs_wrapper(server, commands, SNAPSHOT_FAILS)
+    commands.take()
+    before = sorted(subvolumes(dest))
+    done = run_cli(*args)
+    taken = commands.take()
+    assert done.code != 0, done.explain()
+    assert re.match(r"cannot snapshot %s to %s/snapshot/[0-9-]+: ERROR: cannot snapshot '%s': No space left on device$"
+                    % (source, source, source), done.result["errors"][0]), done.explain()
+    assert done.result["snapshot"] is None, done.result["snapshot"]
+    assert [c for c in taken if "--no-data" in c and "btrfs subvolume snapshot -r" in c], taken
+    assert not [c for c in taken if "btrfs send" in c and "--no-data" not in c], "a send after a failed snapshot"
+    assert sorted(subvolumes(dest)) == before and len(snapshot_names(source / "snapshot")) == 1
+    assert live_locks(source / "snapshot") == {}
+    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    result = ok(*args).result
+    first, second = snapshot_names(source / "snapshot")
+    assert [t[1:] for t in sent(result, url)] == [("incremental", first)]
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert_same_tree(source / "snapshot" / second, dest / second)
+
+
 def test_a_send_cut_at_a_pulled_source(logged_sshd, make_fs, subvolume):
     """The snapshot stays at the source (locked), nothing partial is kept here, and the next run
     sends it incrementally, then its own."""
@@ -578,6 +619,33 @@ def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
     assert_commands(full, SOMETHING_TO_SEND, "full relay")
     assert_commands(incremental, SOMETHING_TO_SEND, "incremental relay")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to relay")
+
+
+@pytest.mark.parametrize("resumable, at_most", [("auto", RELAYED_SOURCE), ("never", PULLED_SOURCE)])
+def test_relay_at_its_source(logged_sshd, sshd, make_fs, subvolume, resumable, at_most):
+    """A relay's source host. With the default `--resumable auto` a stream of 1 GiB or more to an
+    ssh host is staged, so its size is estimated before the first byte by a `--no-data` pass,
+    whose command also takes the snapshot: one command more than a pull's. Without staging,
+    a pulled source's count: the snapshot rides in the send's command."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=5)
+    dest = make_fs("dst") / "relayed"
+    dest.mkdir()
+    url = sshd.url(dest)
+    args = ssh_args(server, sshd) + ["--resumable", resumable, server.url(source), url]
+    full, incremental, nothing = three_runs(args, url, commands, source)
+    show(full=full, incremental=incremental, nothing=nothing)
+    assert_commands(full, at_most, "first relay, at its source")
+    assert_commands(incremental, at_most, "incremental relay, at its source")
+    assert_commands(nothing, NOTHING_TO_SEND, "nothing to relay, at its source")
+    snapshots = [c for c in incremental if "btrfs subvolume snapshot -r" in c]
+    assert len(snapshots) == 1 and "btrfs send" in snapshots[0], incremental
+    assert ("--no-data" in snapshots[0]) == (resumable == "auto"), snapshots
+    first, second = snapshot_names(source / "snapshot")
+    assert_backup(dest, source / "snapshot" / first)
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert_same_tree(source / "snapshot" / second, dest / second)
+    assert live_locks(source / "snapshot") == {}
 
 
 #: A btrfs in front of the real one at the ssh host: `subvolume show` fails (the receive's answer

@@ -218,41 +218,53 @@ def read_no_data_send(endpoint, runner, snapshot_path: str, parent_path: str | N
     """The StreamSizer that read the whole `--no-data` twin of `btrfs send [-p parent_path]
     snapshot_path` at `endpoint`: its `estimate`, and with `keep_extents` the file ranges whose
     data the send carries (`extents`); None as for an estimate. One pass serves both."""
-    return _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer(keep_extents))
+    return _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer(keep_extents))[0]
 
 
-def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, sizer):
-    """`sizer` once it has read the whole `--no-data` send, else None (the reason logged)."""
+def read_no_data_send_after(first: str, endpoint, runner, snapshot_path: str, parent_path: str | None = None,
+                            timeout: float = 300.0, keep_extents: bool = False) -> tuple:
+    """read_no_data_send() of a send at `endpoint` (across a network) whose remote line runs
+    `first` before it (`FIRST && btrfs send --no-data ...`: a snapshot taken in the same command,
+    snapshot_in_send); returns (the StreamSizer or None, what the command said on stderr)."""
+    return _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer(keep_extents), first)
+
+
+def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, sizer, first=None):
+    """(`sizer` once it has read the whole `--no-data` send, else None with the reason logged;
+    what the command said on stderr)."""
     import subprocess  # here: runs that estimate nothing never pay for it (start-up time)
 
-    argv = endpoint.command(btrfs.send_argv(snapshot_path, parent_path, no_data=True))
+    send_argv = btrfs.send_argv(snapshot_path, parent_path, no_data=True)
+    argv = endpoint.command(send_argv) if first is None else endpoint.sender(send_argv, first=first)[1]
     deadline = time.monotonic() + timeout
     try:
         proc = runner.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as err:
         LOG.debug("no size estimate for %s: cannot start %s: %s", snapshot_path, argv[0], err)
-        return None
+        return None, ""
+    errors = b""
     try:
         errors = _read_stream(proc, sizer, deadline)
         returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        errors += _waiting_output(proc.stderr)
         if returncode != 0:
-            lines = (errors + _waiting_output(proc.stderr)).decode("utf-8", "replace").strip().splitlines()
+            lines = errors.decode("utf-8", "replace").strip().splitlines()
             LOG.debug("no size estimate for %s: %s ended with exit status %d%s", snapshot_path,
                       argv[0], returncode, ": " + lines[-1] if lines else "")
-            return None
+            return None, errors.decode("utf-8", "replace")
         sizer.finish()
-        return sizer
+        return sizer, errors.decode("utf-8", "replace")
     except Exception as err:
         # A bad stream (ValueError), the time limit, a read that failed: no estimate, no failure.
         LOG.debug("no size estimate for %s: %s", snapshot_path, err)
-        return None
+        return None, errors.decode("utf-8", "replace")
     finally:
         _stop(proc)
 
 
 def _read_stream(proc, sizer, deadline):
     """Feed `proc`'s stdout to `sizer` until it closes; what came on stderr meanwhile (its last
-    4 KiB). stderr is read too, so that the process never blocks on it, but its end is not waited
+    64 KiB: a snapshot's facts before the send's own lines). stderr is read too, so that the process never blocks on it, but its end is not waited
     for: a background ssh master may hold it open after the command has ended."""
     import os
     import selectors
@@ -268,7 +280,7 @@ def _read_stream(proc, sizer, deadline):
             for key, _events in selector.select(left):
                 data = os.read(key.fd, 1 << 20)
                 if key.data == "stderr":
-                    errors = (errors + data)[-4096:]
+                    errors = (errors + data)[-65536:]
                     if not data:
                         selector.unregister(key.fileobj)
                 elif data:

@@ -72,7 +72,7 @@ def _send(executor, step, early) -> dict:
     pending = executor.pending_of(step.snapshot)
     if pending is not None and not _snapshot_rides(executor, step):
         # Its stream is estimated or named before it starts: the snapshot must exist first.
-        step = Send(source=step.source, snapshot=executor.take_pending_snapshot(), parent=step.parent,
+        step = Send(source=step.source, snapshot=_take_before_send(executor, step, pending), parent=step.parent,
                     destinations=step.destinations)
         pending = None
     snapshot, parent, dests = step.snapshot, step.parent, step.destinations
@@ -124,7 +124,7 @@ def _send(executor, step, early) -> dict:
             failures.update((dest, str(err)) for dest in direct)
         else:
             if pending is not None:  # raises when it was not taken: the run stops, as before
-                snapshot, unverified = _taken_in_send(executor, step, pending, stats)
+                snapshot, unverified = _taken_in_send(executor, step, pending, stats.source_said)
                 failures.update((dest, unverified) for dest in direct if unverified and dest not in failures)
     # A snapshot taken in the send whose facts are not known: whatever arrived under its name,
     # which was free before this send, goes (never kept unverified).
@@ -152,13 +152,34 @@ def _snapshot_rides(executor, step) -> bool:
                    for dest in step.destinations)
 
 
-def _taken_in_send(executor, step, pending, stats) -> tuple:
-    """What the send's command says of the snapshot it took first: (the snapshot as its facts
-    describe it, or its stand-in when they cannot be read; why no backup of it may be kept, or
-    None). Its facts that cannot be read are asked apart; a snapshot that was not taken fails the
-    run as a snapshot taken apart does, its locks settled (rule 3: the lock file names no
+def _take_before_send(executor, step, pending):
+    """The pending snapshot of `step`, taken before its stream. Where only a staged transfer's
+    size estimate needs it first, in the command of the `--no-data` pass that estimates it
+    (`{ SNAPSHOT && its facts; } >&2 && btrfs send --no-data ...`: one remote command for both);
+    for an archive's name or pv's bar, apart. Fails the run as a snapshot taken apart does."""
+    if any(dest.holds_archives for dest in step.destinations) or (executor.options.progress and sys.stderr.isatty()):
+        return executor.take_pending_snapshot()
+    path = pending.step.path
+    LOG.info("snapshot %s -> %s", pending.step.source_path, path)
+    first = step.source.snapshot_in_send(pending.step.source_path, path)
+    parent_path = step.parent.path if step.parent else None
+    said = executor.probe(step.source).no_data_send_after(first, step.source, path, parent_path)
+    if not snapshot_in_send.was_taken(said):  # nothing sent or locked for it yet
+        pending.not_taken()
+        raise BackupError(snapshot_in_send.not_taken_reason(said, pending.step.source_path, path))
+    snapshot, unverified = _taken_in_send(executor, step, pending, said)
+    if unverified:
+        raise BackupError(unverified)
+    return snapshot
+
+
+def _taken_in_send(executor, step, pending, said: str) -> tuple:
+    """What the send's command says on stderr (`said`) of the snapshot it took first: (the snapshot
+    as its facts describe it, or its stand-in when they cannot be read; why no backup of it may
+    be kept, or None). Its facts that cannot be read are asked apart; a snapshot that was not taken
+    fails the run as a snapshot taken apart does, its locks settled (rule 3: the lock file names no
     snapshot that does not exist)."""
-    said, path = stats.source_said, pending.step.path
+    path = pending.step.path
     if not snapshot_in_send.was_taken(said):
         pending.not_taken()
         parent = step.parent.name if step.parent else None
