@@ -142,6 +142,19 @@ class EarlyStages:
     def __init__(self, runner: CommandRunner):
         self.runner = runner
         self._waiting = {}  # tuple(argv) -> (Popen, write end, stderr log, answer file or None)
+        self._starting = None  # the start in the background (start_beside), until it is waited for
+
+    def start_beside(self, stage: Stage) -> None:
+        """start(stage) in the background: the run goes on with its next command at once (the
+        stage's process starts while that one's does); take and give_up wait for it."""
+        from .overlap import InBackground
+
+        self._starting = InBackground(self.start, stage)
+
+    def _started(self) -> None:
+        starting, self._starting = self._starting, None
+        if starting is not None:
+            starting.result()
 
     def start(self, stage: Stage) -> None:
         """Start `stage` now, reading a pipe; if it cannot start, the stream starts it as usual."""
@@ -165,6 +178,7 @@ class EarlyStages:
     def take(self, stage: Stage):
         """(process, write end, stderr log, answer file) of the stage started early with this
         stage's argv, now the stream's (None: none was)."""
+        self._started()
         return self._waiting.pop(tuple(stage.argv), None)
 
     def give_up(self, timeout: float = 10.0) -> None:
@@ -172,6 +186,7 @@ class EarlyStages:
         what it said is not the run's: it got no stream."""
         import subprocess
 
+        self._started()
         waiting, self._waiting = list(self._waiting.values()), {}
         for _proc, write, _log, _answer in waiting:
             os.close(write)

@@ -353,10 +353,12 @@ class _Run:
         if not (dest.answers_arrival and record.get("receive_in_shell")) or compressed is None \
                 or (dest.can_stage and self.executor.options.stream.resumable == "always"):
             return None
-        from .transfer import receive_ahead  # only a run that sends needs it
+        from ..host.overlap import InBackground  # only a run that sends needs them
+        from .transfer import receive_ahead
         name, when = self.source.next_snapshot(listing, self.config.now)
         started = receive_ahead(dest, name, self.executor.options.stream, self.runner, compressed)
         self.executor.receive_ahead = (name, dest.id, started)
+        InBackground(_load_a_sends_modules)
         return name, when
 
     def _snapper_snapshot(self, snapshots, locks):
@@ -512,6 +514,15 @@ class _Hooks:
             problem = notify.send(url, request)
             if problem:
                 result.warn(problem)
+
+
+def _load_a_sends_modules() -> None:
+    """Import what a snapshot's send needs while the survey's answer is awaited: otherwise those
+    imports come between that answer and the stream's first byte."""
+    import importlib
+
+    for name in (".sending", "..host.compressibility", "..host.hooks"):
+        importlib.import_module(name, __package__)
 
 
 class _UnsentSnapshots:

@@ -88,7 +88,7 @@ def receive_ahead(dest, snapshot_name: str, options, runner, compressed: bool) -
     still the one that stream needs (open_receive_early); otherwise it reads an empty stream, and
     `btrfs receive` makes nothing. Starting it changes nothing there (rule 7)."""
     early = EarlyStages(runner)
-    early.start(receive_stage(dest, compressed, options, arrival=snapshot_name))
+    early.start_beside(receive_stage(dest, compressed, options, arrival=snapshot_name))  # the survey starts meanwhile
     return early
 
 

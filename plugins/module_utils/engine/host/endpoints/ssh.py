@@ -295,8 +295,7 @@ class SshConnections:
         if not isinstance(endpoint, SshEndpoint):
             return endpoint
         if self._dir is None:
-            import tempfile  # only runs with ssh endpoints pay for it
-            self._dir = tempfile.mkdtemp(prefix="btrfs-backup-ssh-")
+            self._dir = _private_folder("btrfs-backup-ssh-")
         self._endpoints.append(endpoint)
         if getattr(self.runner, "runs_beside", False):
             from ..overlap import InBackground  # a run with an ssh end only
@@ -349,10 +348,26 @@ class SshConnections:
                 continue  # its opening failed (raised to the command that waited for it): nothing to close
             self.runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
         if self._dir is not None:
-            import shutil
-            shutil.rmtree(self._dir, ignore_errors=True)
+            try:
+                os.rmdir(self._dir)  # the masters took their sockets along
+            except OSError:
+                import shutil
+                shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
         self._endpoints = []
+
+
+def _private_folder(prefix: str) -> str:
+    """A new folder only this user can enter, in $TMPDIR or /tmp (tempfile.mkdtemp's, without
+    the import of tempfile and what it pulls in, a few ms before every run's first ssh command)."""
+    parent = os.environ.get("TMPDIR") or "/tmp"
+    while True:
+        path = os.path.join(parent, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
 
 
 def _user_multiplexing(endpoint):
