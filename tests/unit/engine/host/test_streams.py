@@ -181,10 +181,16 @@ def _receiver(out, answer="arrived"):
     return Stage("receiver", ["sh", "-c", 'cat > "$0"; echo "$1"', str(out), answer], answers=True)
 
 
-def test_a_receiver_started_early_is_taken_by_its_stream(tmp_path):
+def _start(early, stage, beside):
+    """EarlyStages.start, or its start in the background (start_beside: take and give_up wait for it)."""
+    (early.start_beside if beside else early.start)(stage)
+
+
+@pytest.mark.parametrize("beside", [False, True], ids=["started", "started-beside"])
+def test_a_receiver_started_early_is_taken_by_its_stream(tmp_path, beside):
     out = tmp_path / "out"
     early = EarlyStages(CommandRunner())
-    early.start(_receiver(out))
+    _start(early, _receiver(out), beside)
     root = Node([Stage("produce", ["sh", "-c", "seq 1 100000"], meter=True), _receiver(out)], leaf="x")
     result = run_stream(CommandRunner(), root, early=early)
     assert result.failures == {}
@@ -193,10 +199,11 @@ def test_a_receiver_started_early_is_taken_by_its_stream(tmp_path):
     assert early.take(_receiver(out)) is None  # taken once
 
 
-def test_a_receiver_started_early_that_gets_no_stream_reads_nothing(tmp_path):
+@pytest.mark.parametrize("beside", [False, True], ids=["started", "started-beside"])
+def test_a_receiver_started_early_that_gets_no_stream_reads_nothing(tmp_path, beside):
     out = tmp_path / "out"
     early = EarlyStages(CommandRunner())
-    early.start(Stage("receiver", ["sh", "-c", 'wc -c > "$0"', str(out)]))
+    _start(early, Stage("receiver", ["sh", "-c", 'wc -c > "$0"', str(out)]), beside)
     early.give_up()
     assert out.read_text().strip() == "0"
 
