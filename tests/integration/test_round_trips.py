@@ -280,9 +280,10 @@ def test_a_catch_up_run_takes_the_receive_started_for_its_new_snapshot(logged_ss
     args = ssh_args(server) + [source, url]
     one = ok(*args).result["snapshot"]["name"]
     (source / "more.txt").write_text("more\n")
-    two = ok(*args, "-T").result["snapshot"]["name"]  # taken, not sent
-    (source / "again.txt").write_text("again\n")
     commands.take()
+    two = ok(*args, "-T").result["snapshot"]["name"]  # taken, not sent
+    assert not [c for c in commands.take() if "btrfs receive" in c], "a run that sends nothing started a receive"
+    (source / "again.txt").write_text("again\n")
     result = ok(*args).result
     taken = commands.take()
     three = result["snapshot"]["name"]

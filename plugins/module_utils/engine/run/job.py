@@ -343,9 +343,10 @@ class _Run:
         """(name, time) of this run's snapshot, chosen before its one destination is surveyed,
         where the receive there starts now (transfer.receive_ahead): a plain ssh host whose shell
         received the last stream that arrived there (run record). None otherwise: several
-        destinations, check mode, a before_snapshot hook (the name is the time after it), an
-        always-staged transfer."""
-        if self.config.check_mode or self.prepared.hooks.before_commands or len(destinations) != 1:
+        destinations, check mode, a run that sends nothing (-T), a before_snapshot hook (the name
+        is the time after it), an always-staged transfer."""
+        if self.config.check_mode or self.config.no_transfer or self.prepared.hooks.before_commands \
+                or len(destinations) != 1:
             return None
         dest = destinations[0]
         record = self.unsent.last_record(dest.id)
