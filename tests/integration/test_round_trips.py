@@ -269,6 +269,24 @@ def test_a_receive_started_before_the_survey_into_a_folder_now_missing(logged_ss
     assert live_locks(source / "snapshot") == {}
 
 
+def test_no_receive_is_started_before_the_survey_of_a_host_that_cannot_be_reached(logged_sshd, make_fs, subvolume):
+    """The run's shared connection to the host fails: the receive is not started (it would try to
+    connect by itself, and a silent host would hold the run for its timeout); the run goes on as
+    for any unreachable host: its snapshot waits for the host to be back."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=17)
+    dest = make_fs("dst") / "backups"
+    url = server.url(dest)
+    args = ssh_args(server) + [source, url]
+    one = ok(*args).result["snapshot"]["name"]
+    server.stop()
+    failed = run_cli("-v", "debug", *args)
+    assert failed.code == 1, failed.explain()
+    assert "no destination can take a backup now" in failed.stderr, failed.explain()
+    assert "btrfs receive" not in failed.stderr, failed.stderr
+    assert len(snapshot_names(source / "snapshot")) == 2 and sorted(p.name for p in dest.iterdir()) == [one]
+
+
 def test_a_catch_up_run_takes_the_receive_started_for_its_new_snapshot(logged_sshd, make_fs, subvolume):
     """A run that first sends an older snapshot (the last run could not reach the host) still
     gives the receive it started before the survey to its own new snapshot's send; both arrive

@@ -358,6 +358,8 @@ class _Run:
         from .transfer import receive_ahead
         name, when = self.source.next_snapshot(listing, self.config.now)
         started = receive_ahead(dest, name, self.executor.options.stream, self.runner, compressed)
+        if started is None:
+            return None
         self.executor.receive_ahead = (name, dest.id, started)
         InBackground(_load_a_sends_modules)
         return name, when

@@ -80,15 +80,19 @@ def open_receive_early(source, destinations, snapshot: Subvolume, parent: Subvol
     return early
 
 
-def receive_ahead(dest, snapshot_name: str, options, runner, compressed: bool) -> EarlyStages:
+def receive_ahead(dest, snapshot_name: str, options, runner, compressed: bool) -> EarlyStages | None:
     """The receive of this run's snapshot `snapshot_name` at a plain ssh host, started before that
     host is surveyed, so that its channel opens while the survey's answer is awaited (one round
     trip less before the stream). What the host is, and whether the stream goes `compressed`, are
     the last run's (run record): its snapshot's send takes this receive only if its command line is
     still the one that stream needs (open_receive_early); otherwise it reads an empty stream, and
-    `btrfs receive` makes nothing. Starting it changes nothing there (rule 7)."""
+    `btrfs receive` makes nothing. Starting it changes nothing there (rule 7). None where the
+    run's shared connection to the host could not be opened: it would try to connect by itself."""
+    stage = receive_stage(dest, compressed, options, arrival=snapshot_name)  # once the connection is open
+    if getattr(dest, "connect_failure", None) is not None:
+        return None
     early = EarlyStages(runner)
-    early.start_beside(receive_stage(dest, compressed, options, arrival=snapshot_name))  # the survey starts meanwhile
+    early.start_beside(stage)  # the survey's command starts meanwhile
     return early
 
 
