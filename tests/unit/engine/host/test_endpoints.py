@@ -502,6 +502,59 @@ def test_bulk_ciphers_only_replace_the_openssh_default(configured, offered):
         connections.close()
 
 
+class _MasterWaits(_SshG):
+    """A real runner's stand-in (its commands may run beside each other): the master's `ssh -N`
+    waits until the test says the run went on meanwhile (`went_on`), at most 5 s."""
+
+    runs_beside = True
+
+    def __init__(self):
+        super().__init__(OPENSSH_DEFAULT_CIPHERS)
+        import threading
+        self.went_on = threading.Event()
+        self.waited = None
+
+    def run(self, argv, input_text=None):
+        if "-N" in argv:
+            self.waited = self.went_on.wait(5)
+        return super().run(argv, input_text)
+
+
+def test_the_shared_connection_opens_while_the_run_goes_on():
+    """attach() returns at once; the host's first command waits until its connection is open and
+    goes through it (its ControlPath, the cipher order `ssh -G` allowed)."""
+    runner = _MasterWaits()
+    endpoint = SshEndpoint("nas", "/b")
+    connections = SshConnections(runner)
+    try:
+        connections.attach(endpoint)
+        runner.went_on.set()  # only reached at once if attach did not wait for the master
+        argv = endpoint.ssh_argv()
+        assert runner.waited is True
+        assert [c for c in runner.calls if "-N" in c], runner.calls
+        assert "Ciphers=" + BULK_CIPHERS in argv and any(a.startswith("ControlPath=") for a in argv)
+    finally:
+        connections.close()
+
+
+@pytest.mark.parametrize("tmpdir", ["given", "missing", "unset"])
+def test_the_control_folder_is_private_and_removed(tmp_path, monkeypatch, tmpdir):
+    """In $TMPDIR, else /tmp (a $TMPDIR that does not exist too), mode 0700; gone after close()."""
+    if tmpdir == "unset":
+        monkeypatch.delenv("TMPDIR", raising=False)
+    else:
+        monkeypatch.setenv("TMPDIR", str(tmp_path if tmpdir == "given" else tmp_path / "missing"))
+    endpoint = SshEndpoint("nas", "/b")
+    connections = SshConnections(_SshG("aes256-ctr"), [endpoint])
+    folder = os.path.dirname(endpoint.control_path)
+    try:
+        assert os.path.dirname(folder) == (str(tmp_path) if tmpdir == "given" else "/tmp")
+        assert os.stat(folder).st_mode & 0o777 == 0o700
+    finally:
+        connections.close()
+    assert not os.path.exists(folder)
+
+
 def test_user_cipher_option_wins_over_the_bulk_order():
     endpoint = SshEndpoint("nas", "/b", ssh_options=["Ciphers=aes256-ctr"])
     endpoint.bulk_ciphers = True

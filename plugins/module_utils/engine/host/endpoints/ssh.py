@@ -358,9 +358,18 @@ class SshConnections:
 
 
 def _private_folder(prefix: str) -> str:
-    """A new folder only this user can enter, in $TMPDIR or /tmp (tempfile.mkdtemp's, without
-    the import of tempfile and what it pulls in, a few ms before every run's first ssh command)."""
-    parent = os.environ.get("TMPDIR") or "/tmp"
+    """A new folder only this user can enter, in $TMPDIR, else /tmp: tempfile.mkdtemp's, without
+    the import of tempfile and what it pulls in, a few ms before every run's first ssh command."""
+    tmpdir = os.environ.get("TMPDIR")
+    if tmpdir:
+        try:
+            return _new_folder_in(tmpdir, prefix)
+        except OSError:
+            pass  # missing or not writable: /tmp, as tempfile would
+    return _new_folder_in("/tmp", prefix)
+
+
+def _new_folder_in(parent: str, prefix: str) -> str:
     while True:
         path = os.path.join(parent, prefix + os.urandom(6).hex())
         try:
