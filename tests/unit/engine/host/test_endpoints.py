@@ -537,6 +537,23 @@ def test_the_shared_connection_opens_while_the_run_goes_on():
         connections.close()
 
 
+def test_endpoints_of_one_host_share_one_opening():
+    """A pull's source and a destination on the same host (as the same user): one `ssh -N`, both
+    through its socket, one `-O exit`; another user there gets a connection of its own."""
+    runner = _MasterWaits()
+    runner.went_on.set()
+    source, dest = SshEndpoint("nas", "/data"), SshEndpoint("nas", "/backup")
+    other = SshEndpoint("nas", "/backup", user="backup")
+    connections = SshConnections(runner, [source, dest, other])
+    try:
+        paths = [next(a for a in e.ssh_argv() if a.startswith("ControlPath=")) for e in (source, dest, other)]
+        assert paths[0] == paths[1]
+        assert len([c for c in runner.calls if "-N" in c]) == 2, runner.calls
+    finally:
+        connections.close()
+    assert len([c for c in runner.calls if "exit" in c]) == 2, runner.calls
+
+
 @pytest.mark.parametrize("tmpdir", ["given", "missing", "unset"])
 def test_the_control_folder_is_private_and_removed(tmp_path, monkeypatch, tmpdir):
     """In $TMPDIR, else /tmp (a $TMPDIR that does not exist too), mode 0700; gone after close()."""

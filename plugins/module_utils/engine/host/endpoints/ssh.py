@@ -8,6 +8,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
+import functools
 import os
 import posixpath
 import re
@@ -121,6 +122,11 @@ class SshEndpoint(Endpoint):
     @property
     def id_aliases(self) -> set:
         return {self.id}
+
+    def connection_key(self) -> tuple:
+        """What names ssh's shared connection to this host (the %C of its control socket: host,
+        port and user): endpoints with the same key share one."""
+        return (self.host, self.port, self.user)
 
     def ssh_argv(self) -> list[str]:
         """ssh's argv up to the host, once the shared connection is open (SshConnections)."""
@@ -277,7 +283,7 @@ class SshConnections:
     def __init__(self, runner, endpoints=()):
         self.runner = runner
         self._dir = None
-        self._endpoints = []
+        self._opened = {}  # SshEndpoint.connection_key() -> the endpoint whose opening serves that host
         for endpoint in endpoints:
             self.attach(endpoint)
 
@@ -296,12 +302,15 @@ class SshConnections:
             return endpoint
         if self._dir is None:
             self._dir = _private_folder("btrfs-backup-ssh-")
-        self._endpoints.append(endpoint)
+        # Endpoints of one host (a pull's source and a destination there) share its connection:
+        # two masters opened at once for one socket would race, and the loser never ends.
+        first = self._opened.setdefault(endpoint.connection_key(), endpoint)
+        opening = self._connect if first is endpoint else functools.partial(self._share, first)
         if getattr(self.runner, "runs_beside", False):
             from ..overlap import InBackground  # a run with an ssh end only
-            endpoint.connecting = InBackground(self._connect, endpoint)
+            endpoint.connecting = InBackground(opening, endpoint)
         else:
-            self._connect(endpoint)
+            opening(endpoint)
         return endpoint
 
     def _connect(self, endpoint):
@@ -310,6 +319,13 @@ class SshConnections:
         # %C is a hash of host, port and user: short enough for a socket path.
         endpoint.control_path = os.path.join(self._dir, "%C")
         self._open_master(endpoint)
+
+    @staticmethod
+    def _share(first, endpoint):
+        """`endpoint` goes through the connection opened for `first` (the same host, as the same user)."""
+        first._connected()  # pylint: disable=protected-access
+        endpoint.bulk_ciphers, endpoint.control_path = first.bulk_ciphers, first.control_path
+        endpoint.connect_failure = first.connect_failure
 
     def _open_master(self, endpoint):
         """Open the host's shared connection now, trying again while the server turns
@@ -341,7 +357,7 @@ class SshConnections:
                 pause(delay)
 
     def close(self) -> None:
-        for endpoint in self._endpoints:
+        for endpoint in self._opened.values():  # one master each
             try:
                 endpoint._connected()  # pylint: disable=protected-access
             except Exception:  # pylint: disable=broad-except
@@ -354,7 +370,7 @@ class SshConnections:
                 import shutil
                 shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
-        self._endpoints = []
+        self._opened = {}
 
 
 def _private_folder(prefix: str) -> str:
