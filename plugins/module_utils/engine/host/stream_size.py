@@ -242,7 +242,7 @@ def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, si
     except OSError as err:
         LOG.debug("no size estimate for %s: cannot start %s: %s", snapshot_path, argv[0], err)
         return None, ""
-    errors = b""
+    errors, read = b"", None
     try:
         errors = _read_stream(proc, sizer, deadline)
         returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
@@ -251,21 +251,22 @@ def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, si
             lines = errors.decode("utf-8", "replace").strip().splitlines()
             LOG.debug("no size estimate for %s: %s ended with exit status %d%s", snapshot_path,
                       argv[0], returncode, ": " + lines[-1] if lines else "")
-            return None, errors.decode("utf-8", "replace")
-        sizer.finish()
-        return sizer, errors.decode("utf-8", "replace")
+        else:
+            sizer.finish()
+            read = sizer
     except Exception as err:
         # A bad stream (ValueError), the time limit, a read that failed: no estimate, no failure.
         LOG.debug("no size estimate for %s: %s", snapshot_path, err)
-        return None, errors.decode("utf-8", "replace")
     finally:
         _stop(proc)
+    return read, errors.decode("utf-8", "replace")
 
 
 def _read_stream(proc, sizer, deadline):
     """Feed `proc`'s stdout to `sizer` until it closes; what came on stderr meanwhile (its last
-    64 KiB: a snapshot's facts before the send's own lines). stderr is read too, so that the process never blocks on it, but its end is not waited
-    for: a background ssh master may hold it open after the command has ended."""
+    64 KiB: a snapshot's facts come before the send's own lines). stderr is read too, so that the
+    process never blocks on it, but its end is not waited for: a background ssh master may hold it
+    open after the command has ended."""
     import os
     import selectors
 

@@ -351,11 +351,12 @@ class _Run:
         dest = destinations[0]
         record = self.unsent.last_record(dest.id)
         compressed = record.get("stream_compressed")
-        if not (dest.answers_arrival and record.get("receive_in_shell")) or compressed is None \
-                or (dest.can_stage and self.executor.options.stream.resumable == "always"):
+        if not record.get("receive_in_shell") or compressed is None:
             return None
-        from ..host.overlap import InBackground  # only a run that sends needs them
-        from .transfer import receive_ahead
+        from ..host.overlap import InBackground  # only a run that sends to an ssh host needs them
+        from .transfer import may_receive_early, receive_ahead
+        if not may_receive_early(dest, self.executor.options.stream):
+            return None
         name, when = self.source.next_snapshot(listing, self.config.now)
         started = receive_ahead(dest, name, self.executor.options.stream, self.runner, compressed)
         if started is None:

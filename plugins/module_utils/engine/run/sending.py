@@ -146,10 +146,14 @@ def _snapshot_rides(executor, step) -> bool:
     needs it before its stream starts (a staged transfer's estimate, an archive's name, the size
     that pv's bar on a terminal shows)."""
     stream = executor.options.stream
-    if executor.options.progress and sys.stderr.isatty():
-        return False
-    return not any(dest.holds_archives or (dest.can_stage and stream.resumable != "never")
-                   for dest in step.destinations)
+    return not _named_or_shown_first(executor, step) \
+        and not any(dest.can_stage and stream.resumable != "never" for dest in step.destinations)
+
+
+def _named_or_shown_first(executor, step) -> bool:
+    """Whether the pending snapshot of `step` must be taken in a command of its own before its
+    send: an archive is named after it, or pv's bar on a terminal shows its stream's size."""
+    return (executor.options.progress and sys.stderr.isatty()) or any(d.holds_archives for d in step.destinations)
 
 
 def _take_before_send(executor, step, pending):
@@ -157,7 +161,7 @@ def _take_before_send(executor, step, pending):
     size estimate needs it first, in the command of the `--no-data` pass that estimates it
     (`{ SNAPSHOT && its facts; } >&2 && btrfs send --no-data ...`: one remote command for both);
     for an archive's name or pv's bar, apart. Fails the run as a snapshot taken apart does."""
-    if any(dest.holds_archives for dest in step.destinations) or (executor.options.progress and sys.stderr.isatty()):
+    if _named_or_shown_first(executor, step):
         return executor.take_pending_snapshot()
     path = pending.step.path
     LOG.info("snapshot %s -> %s", pending.step.source_path, path)

@@ -70,14 +70,20 @@ def open_receive_early(source, destinations, snapshot: Subvolume, parent: Subvol
     if len(destinations) != 1:
         return None
     dest = destinations[0]
-    if not dest.answers_arrival or not ends.is_plain_host(dest) or dest.folder_to_create is not None \
-            or (dest.can_stage and options.stream.resumable == "always"):
+    if not may_receive_early(dest, options.stream) or not ends.is_plain_host(dest) \
+            or dest.folder_to_create is not None:
         return None
     root, _compressed, _flags = plan_stream(source, snapshot.path, parent.path if parent else None, [dest],
                                             options.stream, ends, compressible=compressed_before, checked=[dest])
     early = EarlyStages(runner)
     early.start(root.stages[-1])
     return early
+
+
+def may_receive_early(dest, stream) -> bool:
+    """Whether the receive at `dest` may start before its stream: an ssh host's, whose command
+    also answers what arrived, of a transfer that is not always staged (its chunks land otherwise)."""
+    return dest.answers_arrival and not (dest.can_stage and stream.resumable == "always")
 
 
 def receive_ahead(dest, snapshot_name: str, options, runner, compressed: bool) -> EarlyStages | None:
