@@ -129,6 +129,16 @@ def small_source(make_fs, subvolume, seed):
     return source
 
 
+def pushed_once(server, make_fs, subvolume, seed):
+    """A small source pushed once to a new folder at `server`: (source, dest, url, the run's
+    arguments, the first snapshot's name)."""
+    source = small_source(make_fs, subvolume, seed=seed)
+    dest = make_fs("dst") / "backups"
+    url = server.url(dest)
+    args = ssh_args(server) + [source, url]
+    return source, dest, url, args, ok(*args).result["snapshot"]["name"]
+
+
 def test_push_over_ssh(logged_sshd, make_fs, subvolume):
     server, commands = logged_sshd
     source = small_source(make_fs, subvolume, seed=1)
@@ -151,11 +161,7 @@ def test_a_receive_started_before_a_send_that_fails_here_receives_nothing(logged
     no byte before it is durable), that receive gets an empty stream: nothing arrives, not even a
     partial receive; the run's error is the lock file's, and the next run sends the snapshot."""
     server, commands = logged_sshd
-    source = small_source(make_fs, subvolume, seed=7)
-    dest = make_fs("dst") / "backups"
-    url = server.url(dest)
-    args = ssh_args(server) + [source, url]
-    one = ok(*args).result["snapshot"]["name"]
+    source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=7)
     lock_file = source / "snapshot" / ".outstanding_transfers"
     assert lock_file.exists()
     (source / "more.txt").write_text("more\n")
@@ -198,11 +204,7 @@ def test_the_receive_starts_before_the_survey_answers(logged_sshd, make_fs, subv
     channel opens during the survey's round trip. Here the survey waits until the receive has
     started, which it does only when the run starts it first; the backup is the incremental one."""
     server, commands = logged_sshd
-    source = small_source(make_fs, subvolume, seed=11)
-    dest = make_fs("dst") / "backups"
-    url = server.url(dest)
-    args = ssh_args(server) + [source, url]
-    one = ok(*args).result["snapshot"]["name"]
+    source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=11)
     said = survey_waits_for_the_receive(server, commands.log, tmp_path)
     (source / "more.txt").write_text("more\n")
     commands.take()
@@ -250,11 +252,7 @@ def test_a_receive_started_before_the_survey_into_a_folder_now_missing(logged_ss
     survey fails on its own, the run creates the folder in its first send's receive command, and
     the chain arrives again whole; nothing partial anywhere."""
     server, commands = logged_sshd
-    source = small_source(make_fs, subvolume, seed=13)
-    dest = make_fs("dst") / "backups"
-    url = server.url(dest)
-    args = ssh_args(server) + [source, url]
-    one = ok(*args).result["snapshot"]["name"]
+    source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=13)
     subprocess.run(["btrfs", "subvolume", "delete", str(dest / one)], check=True, capture_output=True)
     dest.rmdir()
     commands.take()
@@ -274,11 +272,7 @@ def test_no_receive_is_started_before_the_survey_of_a_host_that_cannot_be_reache
     connect by itself, and a silent host would hold the run for its timeout); the run goes on as
     for any unreachable host: its snapshot waits for the host to be back."""
     server, commands = logged_sshd
-    source = small_source(make_fs, subvolume, seed=17)
-    dest = make_fs("dst") / "backups"
-    url = server.url(dest)
-    args = ssh_args(server) + [source, url]
-    one = ok(*args).result["snapshot"]["name"]
+    source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=17)
     server.stop()
     failed = run_cli("-v", "debug", *args)
     assert failed.code == 1, failed.explain()
@@ -292,11 +286,7 @@ def test_a_catch_up_run_takes_the_receive_started_for_its_new_snapshot(logged_ss
     gives the receive it started before the survey to its own new snapshot's send; both arrive
     as incrementals of the chain."""
     server, commands = logged_sshd
-    source = small_source(make_fs, subvolume, seed=14)
-    dest = make_fs("dst") / "backups"
-    url = server.url(dest)
-    args = ssh_args(server) + [source, url]
-    one = ok(*args).result["snapshot"]["name"]
+    source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=14)
     (source / "more.txt").write_text("more\n")
     commands.take()
     two = ok(*args, "-T").result["snapshot"]["name"]  # taken, not sent

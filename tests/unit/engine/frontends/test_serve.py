@@ -130,11 +130,25 @@ def test_a_trailing_slash_is_the_same_folder():
 
 # -- the receive that creates its own folder: `mkdir -p -- F && [zstd -d -q |] btrfs receive F` --------
 
-def folder_making_line(folder, compress=True, sudo=False, debug=False):
-    """The exact line SshEndpoint.receiver sends when the receive's command creates its folder."""
+def receiver_line(folder, compress=True, sudo=False, debug=False, create=False, arrival=None):
+    """The exact line SshEndpoint.receiver sends: `create`, when the receive's command creates its
+    folder; `arrival`, when it also asks what arrived under that name (a plain ssh host's)."""
     endpoint = SshEndpoint("nas", folder, sudo=sudo)
-    endpoint.create_in_next_command(folder)
-    return endpoint.receiver(debug, ["zstd", "-d", "-q"] if compress else None)[1][-1]
+    if create:
+        endpoint.create_in_next_command(folder)
+    decompress = ["zstd", "-d", "-q"] if compress else None
+    return endpoint.receiver(debug, decompress, arrival=arrival)[1][-1]
+
+
+def folder_making_line(folder, compress=True, sudo=False, debug=False):
+    return receiver_line(folder, compress, sudo, debug, create=True)
+
+
+def refused_kind(line) -> str:
+    """The kind of serve's refusal of `line` (it must be refused)."""
+    with pytest.raises(Refused) as refused:
+        parse_request(line, ROOT)
+    return refused.value.kind
 
 
 @pytest.mark.parametrize("sudo", [False, True], ids=["plain", "ssh-sudo"])
@@ -201,9 +215,7 @@ FOLDER_MAKING_REFUSED = [
 @pytest.mark.parametrize("line, kind", [(line, kind) for _id, line, kind in FOLDER_MAKING_REFUSED],
                          ids=[i for i, _line, _kind in FOLDER_MAKING_REFUSED])
 def test_only_the_receives_own_folder_may_be_made_before_it(line, kind):
-    with pytest.raises(Refused) as refused:
-        parse_request(line, ROOT)
-    assert refused.value.kind == kind, refused.value
+    assert refused_kind(line) == kind
 
 
 def test_a_restore_key_runs_no_receive_that_makes_its_folder():
@@ -215,13 +227,10 @@ def test_a_restore_key_runs_no_receive_that_makes_its_folder():
 # serve declines it: it would hold the root's lock until its stream came, while the source that
 # started it waits for its survey, which needs the same lock.
 
-def asking_line(folder, compress=True, sudo=False, create=False, name="20261205-120000"):
+def asking_line(folder, compress=True, sudo=False, create=False):
     """The exact line SshEndpoint.receiver sends to a plain ssh host: a source that last sent to
     one here starts it before it learns that this key runs serve."""
-    endpoint = SshEndpoint("nas", folder, sudo=sudo)
-    if create:
-        endpoint.create_in_next_command(folder)
-    return endpoint.receiver(False, ["zstd", "-d", "-q"] if compress else None, arrival=name)[1][-1]
+    return receiver_line(folder, compress, sudo, create=create, arrival="20261205-120000")
 
 
 @pytest.mark.parametrize("sudo", [False, True], ids=["plain", "ssh-sudo"])
@@ -270,9 +279,7 @@ ASKING_REFUSED = [
                          ids=[i for i, _line, _kind in ASKING_REFUSED])
 def test_only_the_exact_plain_host_receive_is_declined(line, kind):
     """Anything else that asks what arrived is a refusal like any other (counted, alert or path)."""
-    with pytest.raises(Refused) as refused:
-        parse_request(line, ROOT)
-    assert refused.value.kind == kind, refused.value
+    assert refused_kind(line) == kind
 
 
 def test_a_restore_key_runs_no_receive_that_asks_what_arrived():
