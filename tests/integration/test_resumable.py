@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -286,3 +287,55 @@ def test_a_transfer_cut_at_either_end_resumes_from_what_landed(src, backup_serve
     assert_backup(dest, snaps / first)
     assert file_hashes(dest / first) == file_hashes(snaps / first)
     assert not (dest / STAGING).exists()
+
+
+def logging_btrfs(tmp_path: Path) -> tuple:
+    """A `btrfs` first in PATH that logs each of its command lines here, then runs the real one:
+    (the environment for the CLI, the log)."""
+    folder, log = tmp_path / "logged-bin", tmp_path / "btrfs.log"
+    folder.mkdir()
+    shim = folder / "btrfs"
+    shim.write_text("#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %s\nexec %s \"$@\"\n" % (log, shutil.which("btrfs")))
+    shim.chmod(0o755)
+    return {"PATH": "%s:%s" % (folder, os.environ["PATH"])}, log
+
+
+def local_estimates(log: Path) -> list:
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [line for line in lines if line.startswith("send") and "--no-data" in line.split()]
+
+
+def test_auto_sends_a_small_full_stream_without_estimating_it_first(src, dst, sshd, tmp_path):
+    """With `--resumable auto` (the default), a full send whose files bound it below the threshold
+    starts at once: no `--no-data` pass first, on a first run (sized by its sample's walk) and to
+    a new destination later (its snapshot walked). A subvolume whose files look large (a sparse
+    2 GiB file) is estimated first, and the estimate decides: not staged."""
+    env, log = logging_btrfs(tmp_path)
+    first_dest, second_dest = dst / "first", dst / "second"
+    first_dest.mkdir()
+    second_dest.mkdir()
+    run = ok(*ssh_args(sshd), src, sshd.url(first_dest), env=env)
+    name = run.result["snapshot"]["name"]
+    assert "%s: a full stream of at most" % name in run.stderr and "not estimated first" in run.stderr
+    assert local_estimates(log) == [], log.read_text()
+    assert "resumable transfer" not in run.stderr
+    snapshot = src / "snapshot" / name
+    assert_backup(first_dest, snapshot)
+    assert file_hashes(first_dest / name) == file_hashes(snapshot)
+
+    again = ok(*ssh_args(sshd), "--no-snapshot", src, sshd.url(second_dest), env=env)
+    assert sent(again.result, sshd.url(second_dest)) == [(name, "full", None)]
+    assert "not estimated first" in again.stderr and local_estimates(log) == []
+    assert_backup(second_dest, snapshot)
+    assert file_hashes(second_dest / name) == file_hashes(snapshot)
+
+    with open(src / "sparse", "wb") as handle:
+        handle.truncate(2 << 30)
+    (dst / "third").mkdir()
+    third = ok(*ssh_args(sshd), "-f", src.parent / "sparse-snaps", src, sshd.url(dst / "third"), env=env)
+    assert "not estimated first" not in third.stderr
+    assert len(local_estimates(log)) == 1, log.read_text()
+    assert "resumable transfer" not in third.stderr  # the estimate knows the hole is no data
+    sparse_name = third.result["snapshot"]["name"]
+    assert os.path.getsize(dst / "third" / sparse_name / "sparse") == 2 << 30
+    assert_no_partial(dst / "third")

@@ -60,6 +60,7 @@ class EndToolsProbe:
         self._features = {}  # ssh endpoint id -> what its serve accepts beyond every serve's shapes
         self._samples = {}
         self._ahead = {}  # source id -> the sample of its subvolume's files in flight (sample_ahead)
+        self._ahead_trees = {}  # snapshot path -> the TreeSize its sample's walk found (None: not all of it)
         self._no_data_sends = {}  # (source id, snapshot path, parent path) -> its --no-data send read
         self._no_data_lock = threading.Lock()
         self.warned_no_zstd = set()  # ends whose missing zstd was already logged
@@ -68,9 +69,10 @@ class EndToolsProbe:
         """The compressibility sample of the stream of `snapshot_path` (from `parent_path`) at
         `source`, on this machine (compressibility.sample_stream_data), once."""
         key = (source.id, snapshot_path, parent_path)
-        ahead = self._ahead.pop(source.id, None) if parent_path is None else None
+        ahead = self._ahead.get(source.id) if parent_path is None else None
         if ahead is not None and key not in self._samples:
-            self._samples[key] = ahead.result()
+            self._samples[key], self._ahead_trees[snapshot_path] = ahead.result()
+            del self._ahead[source.id]  # only now: tree_size may ask another thread meanwhile
         if key not in self._samples:
             from .compressibility import sample_stream_data  # at the first send: start-up time
 
@@ -82,10 +84,24 @@ class EndToolsProbe:
         """Start sampling the files of `subvolume_path` at `source` (on this machine) in the
         background: the next full send's sample from `source` is that one (sample). For a subvolume
         about to be snapshotted and sent in full: its files are the snapshot's."""
-        from .compressibility import sample_stream_data
+        from .compressibility import sample_and_size
         from .overlap import InBackground
 
-        self._ahead[source.id] = InBackground(sample_stream_data, subvolume_path, None, None)
+        self._ahead[source.id] = InBackground(sample_and_size, subvolume_path)
+
+    def tree_size(self, source, path: str):
+        """The TreeSize of the subvolume at `path` at `source` (this machine), None when a bounded
+        walk cannot meet all of it (compressibility.tree_size): the walk of the sample started
+        ahead for that source if there is one (the snapshot of that subvolume holds its files),
+        else one now."""
+        if path in self._ahead_trees:
+            return self._ahead_trees[path]
+        ahead = self._ahead.get(source.id)
+        if ahead is not None:
+            return ahead.result()[1]
+        from .compressibility import tree_size  # at the first full send: start-up time
+
+        return tree_size(path)
 
     def estimate(self, source, snapshot_path: str, parent_path: str | None = None) -> int | None:
         """The estimated size of the stream of `snapshot_path` (from `parent_path`) at `source`."""

@@ -11,10 +11,14 @@ carries: for a full send of a local snapshot, its files (the start of the larges
 bounded walk, and some small ones); for a local incremental, the changed file ranges that its
 `--no-data` twin names (the pass that also estimates the stream's size), read from the snapshot. A remote source (a pull) is not sampled: that
 would cost a remote command of its own.
+
+The same walk also sizes a small subvolume (tree_size): its files' bytes and its entries, which
+bound what a full send of it can carry (resumable.full_stream_bound).
 """
 
 from __future__ import annotations
 
+import collections
 import os
 import zlib
 
@@ -28,6 +32,11 @@ PIECE = 32 * 1024  # bytes read at each of the places sampled in an incremental'
 # compress, the rest is not read (a sample must not cost what not compressing saves).
 EARLY_LOOK = 256 * 1024
 PLAINLY_INCOMPRESSIBLE = 0.98
+SNAPSHOT_DATA = "the snapshot's data"
+
+#: The files of a subvolume that a bounded walk met in full: their bytes (apparent sizes) and how
+#: many entries (files, folders, links, others) it holds.
+TreeSize = collections.namedtuple("TreeSize", "file_bytes entries")
 
 
 class _Sample:
@@ -64,16 +73,33 @@ def sample_stream_data(snapshot_path: str, parent_path: str | None, extents: lis
     file ranges an incremental carries (stream_size.read_no_data_send), None when unknown.
     Nothing that can be read is (0, 0): no evidence, never a failure."""
     if parent_path is None or extents is None:  # no --no-data send here: the snapshot's files, the best evidence left
-        return ("the snapshot's data",) + sample_snapshot(snapshot_path)
+        return (SNAPSHOT_DATA,) + sample_snapshot(snapshot_path)
     return ("the incremental's changed data",) + sample_extents(snapshot_path, extents)
 
 
 def sample_snapshot(root: str) -> tuple[int, int]:
     """(bytes read, bytes zlib -1 made of them) of a sample of the files below `root`."""
-    files, small = _walk(root)
+    files, small, _tree = _walk(root)
+    return _sample_files(files, small)
+
+
+def sample_and_size(root: str) -> tuple[tuple[str, int, int], TreeSize | None]:
+    """A full send's sample of the files below `root` (sample_stream_data's answer) and their
+    tree_size, from one walk."""
+    files, small, tree = _walk(root)
+    return (SNAPSHOT_DATA,) + _sample_files(files, small), tree
+
+
+def tree_size(root: str) -> TreeSize | None:
+    """The TreeSize of the subvolume at `root`; None when the bounded walk could not meet all of
+    it (more than WALK_LIMIT entries, or a folder or file it could not look at)."""
+    return _walk(root)[2]
+
+
+def _sample_files(files, small):
     largest = sorted(files, reverse=True)[:LARGE_FILES]
     sample = _Sample()
-    for size, path in largest:
+    for _size, path in largest:
         sample.add(_read(path, CHUNK))
         if sample.plain:
             return sample.result()
@@ -132,19 +158,21 @@ def sample_extents(root: str, extents: list) -> tuple[int, int]:
 
 
 def _walk(root):
-    """(size, path) of the regular files met in a bounded breadth-first walk, and the small ones;
-    only in `root`'s own subvolume (a nested one, which a send does not carry, has another device)."""
-    files, small, seen = [], [], 0
+    """(size, path) of the regular files met in a bounded breadth-first walk, the small ones, and
+    the TreeSize of the whole subvolume when the walk met all of it (None otherwise); only in
+    `root`'s own subvolume (a nested one, which a send does not carry, has another device)."""
+    files, small, seen, file_bytes, whole = [], [], 0, 0, True
     try:
         device = os.stat(root).st_dev
     except OSError:
-        return files, small
+        return files, small, None
     folders = [root]
     while folders and seen < WALK_LIMIT:
         folder = folders.pop(0)
         try:
             entries = list(os.scandir(folder))
         except OSError:
+            whole = False
             continue
         for entry in entries:
             seen += 1
@@ -156,13 +184,16 @@ def _walk(root):
                         folders.append(entry.path)
                 elif entry.is_file(follow_symlinks=False):
                     size = entry.stat(follow_symlinks=False).st_size
+                    file_bytes += size
                     if size >= CHUNK:
                         files.append((size, entry.path))
                     else:
                         small.append(entry.path)
             except OSError:
+                whole = False
                 continue
-    return files, small
+    whole = whole and not folders and seen <= WALK_LIMIT
+    return files, small, TreeSize(file_bytes, seen) if whole else None
 
 
 def _read(path, limit):

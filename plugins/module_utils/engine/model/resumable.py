@@ -22,6 +22,12 @@ from .units import parse_size
 MODES = ("auto", "always", "never")
 # `auto` stages a stream whose estimated size is at least this: below it, a cut costs little.
 AUTO_THRESHOLD = 1 << 30
+# What a full send carries beyond its files' bytes, at most: each write command (up to 48 KiB of
+# data) repeats the file's path, a tenth more at the longest paths; and each file, folder or link
+# brings a few commands of its own (its making, name, owner, mode, times, extended attributes),
+# bounded here by 64 KiB each.
+WRITE_OVERHEAD_DIVISOR = 10
+ENTRY_METADATA_BOUND = 64 << 10
 # A chunk between 1 MiB and 4 GiB: smaller costs a verification per MiB, larger a long resend.
 MIN_CHUNK_SIZE, MAX_CHUNK_SIZE = 1 << 20, 4 << 30
 # Hidden, and starting with a dot: no snapshot name can be it (names.validate_name).
@@ -67,6 +73,22 @@ def stages(mode: str, estimate: int | None, can_stage: bool) -> bool:
     if not can_stage or mode == "never":
         return False
     return mode == "always" or (estimate is not None and estimate >= AUTO_THRESHOLD)
+
+
+def full_stream_bound(file_bytes: int, entries: int) -> int:
+    """Pure: the most a full send of a subvolume whose files hold `file_bytes` (apparent sizes: a
+    hole, a shared extent or a second hard link only make the stream smaller) among `entries`
+    entries can carry."""
+    return file_bytes + file_bytes // WRITE_OVERHEAD_DIVISOR + entries * ENTRY_METADATA_BOUND
+
+
+def estimate_needed(mode: str, bound: int | None) -> bool:
+    """Pure: whether a stream that a destination could stage must have its size estimated (a
+    `--no-data` pass before its first byte) to decide: `always` keeps the size in its manifest,
+    and `auto` needs it unless the stream's `bound` (None: unknown) is below AUTO_THRESHOLD."""
+    if mode == "never":
+        return False
+    return mode == "always" or bound is None or bound >= AUTO_THRESHOLD
 
 
 def staging_key(snapshot_name: str, parent_uuid: str | None) -> str:

@@ -241,13 +241,29 @@ def _staged_destinations(executor, step):
     `serve` too, through its staging verbs)."""
     stream = executor.options.stream
     candidates = [d for d in step.destinations if d.can_stage]
-    if not candidates or stream.resumable == "never":
+    if not candidates or not resumable.estimate_needed(stream.resumable, _full_stream_bound(executor, step)):
         return [], None
     ends = executor.probe(step.source)
     estimate = ends.estimate(step.source, step.snapshot.path, step.parent.path if step.parent else None)
     # A backup server bounds a staging by the stream's size: without an estimate, no staging there.
     return [d for d in candidates if resumable.stages(stream.resumable, estimate, True)
             and (estimate is not None or not ends.is_serve(d))], estimate
+
+
+def _full_stream_bound(executor, step) -> int | None:
+    """With `--resumable auto`, the most a full send from this machine can carry, when a bounded
+    walk of its files met all of them (resumable.full_stream_bound): below the threshold, no
+    `--no-data` pass holds its first byte back (~0.1 s for 3,000 files). None: unknown."""
+    if executor.options.stream.resumable != "auto" or step.parent is not None or not step.source.on_this_machine:
+        return None
+    tree = executor.probe(step.source).tree_size(step.source, step.snapshot.path)
+    if tree is None:
+        return None
+    bound = resumable.full_stream_bound(tree.file_bytes, tree.entries)
+    if bound < resumable.AUTO_THRESHOLD:
+        LOG.info("%s: a full stream of at most %s (%s in %d entries): sent directly, not estimated first",
+                 step.snapshot.name, format_size(bound), format_size(tree.file_bytes), tree.entries)
+    return bound
 
 
 def _send_staged(executor, step, dest, estimate, compressible):

@@ -5,8 +5,9 @@ import random
 
 import pytest
 
-from engine.host.compressibility import (EARLY_LOOK, PIECE, SAMPLE_BUDGET, sample_extents, sample_places,
-                                         sample_snapshot)
+from engine.host import compressibility
+from engine.host.compressibility import (EARLY_LOOK, PIECE, SAMPLE_BUDGET, WALK_LIMIT, TreeSize, sample_and_size,
+                                         sample_extents, sample_places, sample_snapshot, tree_size)
 from engine.model.compression import judge_sample
 
 
@@ -54,6 +55,7 @@ def prose(size, seed):
     """`size` bytes of log-like lines (compress well), made fast."""
     lines = b"".join(b"%08d snapshot %d sent to backup host %d\n" % (n, n * seed % 97, n % 13) for n in range(size // 30 + 1))
     return lines[:size]
+
 
 # (extents as (path, offset, size), places read)
 PLACES = [
@@ -124,3 +126,76 @@ def test_a_full_sends_sample_can_be_taken_from_the_source_before_its_snapshot(tm
     full = ends.sample(source, str(snapshot), None)
     assert verdict(full[1:]) is True  # the source's text, not the snapshot's random bytes
     assert ends.sample(source, str(snapshot), None) == full  # once per stream
+
+
+def file_bytes(root):
+    return sum(os.lstat(os.path.join(folder, name)).st_size
+               for folder, _dirs, names in os.walk(root) for name in names
+               if not os.path.islink(os.path.join(folder, name)))
+
+
+def test_a_small_subvolume_is_sized_by_its_walk(tmp_path):
+    """Its files' apparent sizes (a sparse file counts whole: a bound, never less than what is
+    sent) and every entry: files, folders, links."""
+    fill(tmp_path, text, [1000, 2000, 300 * 1024])  # 3 files in 3 folders
+    (tmp_path / "d0" / "link").symlink_to("f0")
+    with open(tmp_path / "sparse", "wb") as handle:
+        handle.truncate(5 << 20)
+    assert tree_size(str(tmp_path)) == TreeSize(file_bytes(tmp_path), 3 + 3 + 1 + 1)
+    assert file_bytes(tmp_path) > (5 << 20) + 300 * 1024
+    assert tree_size(str(tmp_path / "missing")) is None
+
+
+def test_a_subvolume_the_walk_cannot_meet_in_full_has_no_size(tmp_path):
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for number in range(WALK_LIMIT):
+        (folder / str(number)).touch()
+    assert tree_size(str(tmp_path)) is None  # the folder and its WALK_LIMIT files
+    (folder / "0").unlink()
+    assert tree_size(str(tmp_path)) == TreeSize(0, WALK_LIMIT)
+
+
+def test_a_folder_the_walk_cannot_read_leaves_the_size_unknown(tmp_path, monkeypatch):
+    fill(tmp_path, text, [1000] * 6)
+    real_scandir = os.scandir
+
+    def scandir(path):
+        if str(path).endswith("d1"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(compressibility.os, "scandir", scandir)
+    assert tree_size(str(tmp_path)) is None
+    assert sample_snapshot(str(tmp_path))[0] > 0  # the sample still reads what it can
+
+
+def test_the_sample_and_the_size_come_from_one_walk(tmp_path):
+    fill(tmp_path, text, [300 * 1024] * 4 + [3000] * 5)
+    sample, size = sample_and_size(str(tmp_path))
+    assert sample == ("the snapshot's data",) + sample_snapshot(str(tmp_path))
+    assert size == tree_size(str(tmp_path)) == TreeSize(file_bytes(tmp_path), 3 + 9)
+
+
+def test_a_full_sends_size_comes_from_the_walk_of_its_sample_taken_ahead(tmp_path, monkeypatch):
+    """tree_size of the snapshot whose sample was taken ahead walks nothing again, before and
+    after the sample is taken; another snapshot is walked."""
+    from engine.host.capabilities import EndToolsProbe
+    from engine.host.endpoints.local import LocalEndpoint
+
+    source_folder, snapshot, other = tmp_path / "data", tmp_path / "snapshot", tmp_path / "other"
+    fill(source_folder, text, [300 * 1024] * 2)
+    fill(other, text, [1000])
+    walks = []
+    real_walk = compressibility._walk
+    monkeypatch.setattr(compressibility, "_walk", lambda root: walks.append(root) or real_walk(root))
+    ends = EndToolsProbe(runner=None)
+    source = LocalEndpoint(str(source_folder))
+    ends.sample_ahead(source, str(source_folder))
+    expected = TreeSize(file_bytes(source_folder), 2 + 2)
+    assert ends.tree_size(source, str(snapshot)) == expected  # the ahead walk, still in flight or done
+    ends.sample(source, str(snapshot), None)
+    assert ends.tree_size(source, str(snapshot)) == expected
+    assert walks == [str(source_folder)]  # once, ahead
+    assert ends.tree_size(source, str(other)) == TreeSize(file_bytes(other), 2)
+    assert walks == [str(source_folder), str(other)]

@@ -28,6 +28,39 @@ def test_when_a_transfer_is_staged(mode, estimate, can_stage, staged):
     assert resumable.stages(mode, estimate, can_stage) is staged
 
 
+KiB = 1 << 10
+
+
+@pytest.mark.parametrize("file_bytes, entries, bound", [
+    (0, 0, 0),
+    (0, 1, 64 * KiB),  # an empty file or folder: its commands only
+    (1000, 0, 1100),   # each write command repeats its path: a tenth more at most
+    (300 << 20, 3000, (330 << 20) + 3000 * 64 * KiB),
+])
+def test_what_a_full_send_can_carry_at_most(file_bytes, entries, bound):
+    assert resumable.full_stream_bound(file_bytes, entries) == bound
+
+
+@pytest.mark.parametrize("mode, bound, needed", [
+    ("never", None, False),
+    ("always", 1, True),           # the manifest keeps the stream's size
+    ("always", None, True),
+    ("auto", None, True),          # nothing known: estimated first, as before
+    ("auto", GIB - 1, False),      # below the threshold, whatever the estimate: sent directly
+    ("auto", GIB, True),           # it may be as large as that: estimated, which decides
+    ("auto", 5 * GIB, True),
+])
+def test_when_a_stream_is_estimated_before_its_first_byte(mode, bound, needed):
+    assert resumable.estimate_needed(mode, bound) is needed
+
+
+def test_a_bound_below_the_threshold_never_stages_what_the_estimate_would_not_either():
+    """A bound is at least the stream's size, so what it lets go direct is what `auto` sends directly."""
+    for bound in (0, GIB // 2, GIB - 1):
+        assert not resumable.estimate_needed("auto", bound)
+        assert not resumable.stages("auto", bound, True)
+
+
 def test_settings_are_checked():
     assert resumable.parse_chunk_size("64M") == 64 << 20
     for bad in ("512K", "5G", "lots"):
