@@ -6,7 +6,7 @@ import random
 import pytest
 
 from engine.host import compressibility
-from engine.host.compressibility import (EARLY_LOOK, PIECE, SAMPLE_BUDGET, WALK_LIMIT, TreeSize, sample_and_size,
+from engine.host.compressibility import (EARLY_LOOK, PIECE, SAMPLE_BUDGET, SIZE_WALK_LIMIT, WALK_LIMIT, TreeSize, sample_and_size,
                                          sample_extents, sample_places, sample_snapshot, tree_size)
 from engine.model.compression import judge_sample
 
@@ -146,14 +146,24 @@ def test_a_small_subvolume_is_sized_by_its_walk(tmp_path):
     assert tree_size(str(tmp_path / "missing")) is None
 
 
-def test_a_subvolume_the_walk_cannot_meet_in_full_has_no_size(tmp_path):
+def test_a_subvolume_the_walk_cannot_meet_in_full_has_no_size(tmp_path, monkeypatch):
+    monkeypatch.setattr(compressibility, "SIZE_WALK_LIMIT", 50)
     folder = tmp_path / "many"
     folder.mkdir()
-    for number in range(WALK_LIMIT):
+    for number in range(50):
         (folder / str(number)).touch()
-    assert tree_size(str(tmp_path)) is None  # the folder and its WALK_LIMIT files
+    assert tree_size(str(tmp_path)) is None  # the folder and its 50 files
     (folder / "0").unlink()
-    assert tree_size(str(tmp_path)) == TreeSize(0, WALK_LIMIT)
+    assert tree_size(str(tmp_path)) == TreeSize(0, 50)
+
+
+def test_the_size_walk_goes_further_than_the_samples(tmp_path):
+    """The sample looks at WALK_LIMIT entries; the size of up to SIZE_WALK_LIMIT is known."""
+    assert SIZE_WALK_LIMIT > WALK_LIMIT
+    for number in range(WALK_LIMIT + 100):
+        (tmp_path / ("%05d" % number)).write_bytes(b"x")
+    assert tree_size(str(tmp_path)) == TreeSize(WALK_LIMIT + 100, WALK_LIMIT + 100)
+    assert sample_snapshot(str(tmp_path))[0] <= WALK_LIMIT  # one byte from each file it looked at
 
 
 def test_a_folder_the_walk_cannot_read_leaves_the_size_unknown(tmp_path, monkeypatch):
@@ -188,7 +198,7 @@ def test_a_full_sends_size_comes_from_the_walk_of_its_sample_taken_ahead(tmp_pat
     fill(other, text, [1000])
     walks = []
     real_walk = compressibility._walk
-    monkeypatch.setattr(compressibility, "_walk", lambda root: walks.append(root) or real_walk(root))
+    monkeypatch.setattr(compressibility, "_walk", lambda root, limit: walks.append(root) or real_walk(root, limit))
     ends = EndToolsProbe(runner=None)
     source = LocalEndpoint(str(source_folder))
     ends.sample_ahead(source, str(source_folder))
