@@ -16,6 +16,7 @@ that each run opened one connection."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -153,6 +154,34 @@ def test_push_over_ssh(logged_sshd, make_fs, subvolume):
     assert any(c.startswith("mkdir -p -- %s && " % shlex.quote(str(dest))) for c in full), full
     assert_commands(incremental, SOMETHING_TO_SEND, "incremental send")
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to send")
+
+
+def test_the_runs_ssh_master_is_told_to_exit_over_its_socket(logged_sshd, make_fs, subvolume, tmp_path):
+    """A run ends its shared connection's master through the master's control socket (ssh's
+    connection-sharing protocol), not with an `ssh -O exit` process: none is started, the master
+    is gone, and so is the run's private control folder."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=11)
+    url = server.url(make_fs("dst") / "backups")
+    shims, log = tmp_path / "logged-bin", tmp_path / "ssh.log"
+    shims.mkdir()
+    (shims / "ssh").write_text("#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %s\nexec %s \"$@\"\n"
+                               % (shlex.quote(str(log)), shutil.which("ssh")))
+    (shims / "ssh").chmod(0o755)
+    env = {"PATH": "%s:%s" % (shims, os.environ["PATH"])}
+    ok(*ssh_args(server), source, url, env=env)  # a full send
+    commands.take()
+    assert commands.connections == 1
+    ok(*ssh_args(server), source, url, env=env)  # nothing to send
+    commands.take()
+    assert commands.connections == 1
+    calls = log.read_text().splitlines()
+    masters = [c for c in calls if " -N " in c]
+    assert len(masters) == 2 and not [c for c in calls if "-O exit" in c], calls
+    folders = {re.search(r"ControlPath=(\S+)/%C", c).group(1) for c in masters}
+    assert len(folders) == 2 and not any(os.path.exists(f) for f in folders), folders
+    running = subprocess.run(["ps", "-eo", "args"], stdout=subprocess.PIPE, text=True, check=True).stdout
+    assert not [line for line in running.splitlines() if any(f in line for f in folders)], running
 
 
 def test_a_receive_started_before_a_send_that_fails_here_receives_nothing(logged_sshd, make_fs, subvolume):

@@ -17,6 +17,7 @@ from ...model.errors import ConfigError, EndpointError, UnreachableError
 from .. import btrfs
 from ..runner import LOG, CommandResult
 from .base import Endpoint, check_path
+from .ssh_mux import terminate_masters
 
 if TYPE_CHECKING:
     from typing import Iterable
@@ -357,12 +358,17 @@ class SshConnections:
                 pause(delay)
 
     def close(self) -> None:
+        openers = []
         for endpoint in self._opened.values():  # one master each
             try:
                 endpoint._connected()  # pylint: disable=protected-access
             except Exception:  # pylint: disable=broad-except
                 continue  # its opening failed (raised to the command that waited for it): nothing to close
-            self.runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
+            openers.append(endpoint)
+        # Told over their sockets; where that cannot be (a master elsewhere), `ssh -O exit` tells each.
+        if openers and not (self._dir is not None and terminate_masters(self._dir, len(openers))):
+            for endpoint in openers:
+                self.runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
         if self._dir is not None:
             try:
                 os.rmdir(self._dir)  # the masters took their sockets along
