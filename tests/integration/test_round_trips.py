@@ -22,6 +22,8 @@ import shlex
 import shutil
 import stat
 import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -182,6 +184,31 @@ def test_the_runs_ssh_master_is_told_to_exit_over_its_socket(logged_sshd, make_f
     assert len(folders) == 2 and not any(os.path.exists(f) for f in folders), folders
     running = subprocess.run(["ps", "-eo", "args"], stdout=subprocess.PIPE, text=True, check=True).stdout
     assert not [line for line in running.splitlines() if any(f in line for f in folders)], running
+
+
+def test_the_users_own_connection_sharing_is_left_to_them(logged_sshd, make_fs, subvolume):
+    """`--ssh-opt` with the user's ControlMaster, ControlPath and ControlPersist: the run opens no
+    master of its own and ends none, so the user's master outlives the run and the next run
+    reuses it: one connection for both."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=12)
+    url = server.url(make_fs("dst") / "backups")
+    sockets = Path(tempfile.mkdtemp(prefix="cm-"))  # short: a socket's path has at most 107 bytes
+    mine = ["--ssh-opt", "ControlMaster auto", "--ssh-opt", "ControlPath=%s/%%C" % sockets,
+            "--ssh-opt", "ControlPersist=60"]
+    try:
+        ok(*ssh_args(server), *mine, source, url)
+        commands.take()
+        assert commands.connections == 1 and len(os.listdir(sockets)) == 1  # the user's master stays
+        ok(*ssh_args(server), *mine, source, url)
+        commands.take()
+        assert commands.connections == 0, "the second run went through the user's master"
+        assert len(os.listdir(sockets)) == 1
+    finally:
+        for name in os.listdir(sockets):
+            subprocess.run(["ssh", "-o", "ControlPath=%s" % (sockets / name), "-O", "exit", "x"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        shutil.rmtree(sockets, ignore_errors=True)
 
 
 def test_a_receive_started_before_a_send_that_fails_here_receives_nothing(logged_sshd, make_fs, subvolume):

@@ -554,6 +554,20 @@ def test_endpoints_of_one_host_share_one_opening():
     assert len([c for c in runner.calls if "exit" in c]) == 2, runner.calls
 
 
+@pytest.mark.parametrize("options", [["ControlMaster=auto", "ControlPath=/home/me/.ssh/cm-%C", "ControlPersist=yes"],
+                                     ["ControlMaster=no"], ["controlpath /run/me/%C"]])
+def test_a_master_of_the_users_own_connection_sharing_is_neither_opened_nor_ended(options):
+    """The user's ControlMaster or ControlPath (theirs come first, and ssh keeps the first): the
+    run opens no master, and ends none at its close (theirs may serve their other sessions); a
+    host of the run's own sharing beside it gets both."""
+    runner = _SshG("aes256-ctr")
+    theirs, ours = SshEndpoint("nas", "/b", ssh_options=options), SshEndpoint("backup", "/b")
+    with SshConnections(runner, [theirs, ours]):
+        pass
+    for opened in ("-N", "exit"):
+        assert [c[-1] for c in runner.calls if opened in c] == ["backup"], runner.calls
+
+
 @pytest.mark.parametrize("tmpdir", ["given", "missing", "unset"])
 def test_the_control_folder_is_private_and_removed(tmp_path, monkeypatch, tmpdir):
     """In $TMPDIR, else /tmp (a $TMPDIR that does not exist too), mode 0700; gone after close()."""

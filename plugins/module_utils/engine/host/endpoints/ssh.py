@@ -364,8 +364,9 @@ class SshConnections:
                 endpoint._connected()  # pylint: disable=protected-access
             except Exception:  # pylint: disable=broad-except
                 continue  # its opening failed (raised to the command that waited for it): nothing to close
-            openers.append(endpoint)
-        # Told over their sockets; where that cannot be (a master elsewhere), `ssh -O exit` tells each.
+            if not _user_multiplexing(endpoint):  # the user's own master: their ControlPersist ends it
+                openers.append(endpoint)
+        # Told over their sockets; where that cannot be (one that does not end), `ssh -O exit` tells each.
         if openers and not (self._dir is not None and terminate_masters(self._dir, len(openers))):
             for endpoint in openers:
                 self.runner.run(endpoint.ssh_argv()[:-1] + ["-O", "exit", endpoint.ssh_argv()[-1]])
@@ -404,7 +405,12 @@ def _new_folder_in(parent: str, prefix: str) -> str:
 def _user_multiplexing(endpoint):
     """The user's ssh options decide about connection sharing themselves (ssh keeps the first
     value, and theirs come first)."""
-    return any(o.split("=", 1)[0].strip().lower() in ("controlmaster", "controlpath") for o in endpoint.ssh_options)
+    return any(_option_name(o) in ("controlmaster", "controlpath") for o in endpoint.ssh_options)
+
+
+def _option_name(option: str) -> str:
+    """The lower-case name of an `-o` option, given as `Name=value` or `Name value`."""
+    return re.split(r"[=\s]", option.strip(), 1)[0].lower()
 
 
 def _configured_ciphers(endpoint, runner):

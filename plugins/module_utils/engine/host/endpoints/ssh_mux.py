@@ -36,7 +36,7 @@ def terminate_masters(folder: str, expected: int) -> bool:
         sockets = [os.path.join(folder, name) for name in os.listdir(folder)]
     except OSError:
         return False
-    if len(sockets) != expected:  # a master not listening there (one the user's options share)
+    if len(sockets) != expected:  # a master that is not listening there (yet, or any more)
         return False
     ended = [terminate(path) for path in sockets]  # every one is asked, whatever the others did
     return all(ended)
