@@ -61,6 +61,8 @@ class EndToolsProbe:
         self._samples = {}
         self._ahead = {}  # source id -> the sample of its subvolume's files in flight (sample_ahead)
         self._ahead_trees = {}  # snapshot path -> the TreeSize its sample's walk found (None: not all of it)
+        self._walks = {}  # snapshot path -> its walk (compressibility.walk_subvolume), for its sample and size
+        self._walk_lock = threading.Lock()
         self._no_data_sends = {}  # (source id, snapshot path, parent path) -> its --no-data send read
         self._no_data_lock = threading.Lock()
         self.warned_no_zstd = set()  # ends whose missing zstd was already logged
@@ -73,6 +75,10 @@ class EndToolsProbe:
         if ahead is not None and key not in self._samples:
             self._samples[key], self._ahead_trees[snapshot_path] = ahead.result()
             del self._ahead[source.id]  # only now: tree_size may ask another thread meanwhile
+        if key not in self._samples and parent_path is None:
+            from .compressibility import sample_walked  # at the first send: start-up time
+
+            self._samples[key] = sample_walked(self._walked(snapshot_path))
         if key not in self._samples:
             from .compressibility import sample_stream_data  # at the first send: start-up time
 
@@ -99,9 +105,17 @@ class EndToolsProbe:
         ahead = self._ahead.get(source.id)
         if ahead is not None:
             return ahead.result()[1]
-        from .compressibility import tree_size  # at the first full send: start-up time
+        return self._walked(path).tree
 
-        return tree_size(path)
+    def _walked(self, path: str):
+        """The walk of the snapshot at `path` on this machine, once: a full send's sample (in its
+        own thread) and its size bound (sending.py) may ask at the same time."""
+        with self._walk_lock:
+            if path not in self._walks:
+                from .compressibility import walk_subvolume  # at the first full send: start-up time
+
+                self._walks[path] = walk_subvolume(path)
+            return self._walks[path]
 
     def estimate(self, source, snapshot_path: str, parent_path: str | None = None) -> int | None:
         """The estimated size of the stream of `snapshot_path` (from `parent_path`) at `source`."""

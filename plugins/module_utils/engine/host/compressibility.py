@@ -40,6 +40,9 @@ SNAPSHOT_DATA = "the snapshot's data"
 #: The files of a subvolume that a bounded walk met in full: their bytes (apparent sizes) and how
 #: many entries (files, folders, links, others) it holds.
 TreeSize = collections.namedtuple("TreeSize", "file_bytes entries")
+#: What one walk of a subvolume found: (size, path) of the files to sample, large and small, and
+#: its TreeSize (None: the walk did not meet all of it).
+Walked = collections.namedtuple("Walked", "files small tree")
 
 
 class _Sample:
@@ -86,17 +89,27 @@ def sample_snapshot(root: str) -> tuple[int, int]:
     return _sample_files(files, small)
 
 
+def walk_subvolume(root: str) -> Walked:
+    """One walk of the subvolume at `root` that serves both its sample (sample_walked) and its
+    size (Walked.tree: None when the bounded walk could not meet all of it, more than
+    SIZE_WALK_LIMIT entries or a folder or file it could not look at)."""
+    return Walked(*_walk(root, SIZE_WALK_LIMIT))
+
+
+def sample_walked(walked: Walked) -> tuple[str, int, int]:
+    """A full send's sample (sample_stream_data's answer) of the files a walk found."""
+    return (SNAPSHOT_DATA,) + _sample_files(walked.files, walked.small)
+
+
 def sample_and_size(root: str) -> tuple[tuple[str, int, int], TreeSize | None]:
-    """A full send's sample of the files below `root` (sample_stream_data's answer) and their
-    tree_size, from one walk."""
-    files, small, tree = _walk(root, SIZE_WALK_LIMIT)
-    return (SNAPSHOT_DATA,) + _sample_files(files, small), tree
+    """A full send's sample of the files below `root` and their tree_size, from one walk."""
+    walked = walk_subvolume(root)
+    return sample_walked(walked), walked.tree
 
 
 def tree_size(root: str) -> TreeSize | None:
-    """The TreeSize of the subvolume at `root`; None when the bounded walk could not meet all of
-    it (more than SIZE_WALK_LIMIT entries, or a folder or file it could not look at)."""
-    return _walk(root, SIZE_WALK_LIMIT)[2]
+    """The TreeSize of the subvolume at `root` (walk_subvolume)."""
+    return walk_subvolume(root).tree
 
 
 def _sample_files(files, small):

@@ -209,3 +209,34 @@ def test_a_full_sends_size_comes_from_the_walk_of_its_sample_taken_ahead(tmp_pat
     assert walks == [str(source_folder)]  # once, ahead
     assert ends.tree_size(source, str(other)) == TreeSize(file_bytes(other), 2)
     assert walks == [str(source_folder), str(other)]
+
+
+@pytest.mark.parametrize("sample_first", [True, False])
+def test_a_later_full_sends_sample_and_size_share_one_walk(tmp_path, monkeypatch, sample_first):
+    """Without a sample taken ahead (a full send that is not the run's first), the sample (in
+    its own thread) and the size bound walk the snapshot once between them, in either order and
+    at the same time."""
+    import threading
+
+    from engine.host.capabilities import EndToolsProbe
+    from engine.host.endpoints.local import LocalEndpoint
+
+    snapshot = tmp_path / "snapshot"
+    fill(snapshot, text, [300 * 1024] * 3 + [3000] * 4)
+    expected_sample = ("the snapshot's data",) + sample_snapshot(str(snapshot))
+    walks = []
+    real_walk = compressibility._walk
+    monkeypatch.setattr(compressibility, "_walk", lambda root, limit: walks.append(root) or real_walk(root, limit))
+    ends = EndToolsProbe(runner=None)
+    source = LocalEndpoint(str(tmp_path / "data"))
+    samples = []
+    sampling = threading.Thread(target=lambda: samples.append(ends.sample(source, str(snapshot), None)))
+    if sample_first:
+        sampling.start()
+    size = ends.tree_size(source, str(snapshot))
+    if not sample_first:
+        sampling.start()
+    sampling.join()
+    assert size == TreeSize(file_bytes(snapshot), 3 + 7)
+    assert samples == [expected_sample]
+    assert walks == [str(snapshot)]

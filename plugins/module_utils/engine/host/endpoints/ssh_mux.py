@@ -3,7 +3,7 @@
 # SPDX-License-Identifier: MIT
 """The end of a run's own ssh connection masters, said over their control sockets in ssh's
 connection-sharing protocol (OpenSSH's PROTOCOL.mux): what `ssh -O exit` says, without starting
-an ssh process for it (~6 ms at the end of every run with an ssh end).
+an ssh process for it (~4 ms at the end of every run with an ssh end: 1.1-1.4 ms against 5.1 ms here).
 
 Each message is a uint32 length, then a uint32 type and its fields. The client and the master
 each say hello (type 1, protocol version 4); the client asks the master to terminate (type
