@@ -241,7 +241,9 @@ def _staged_destinations(executor, step):
     `serve` too, through its staging verbs)."""
     stream = executor.options.stream
     candidates = [d for d in step.destinations if d.can_stage]
-    if not candidates or not resumable.estimate_needed(stream.resumable, _full_stream_bound(executor, step)):
+    if not candidates or stream.resumable == "never":  # nothing stages: neither an estimate nor a walk
+        return [], None
+    if not resumable.estimate_needed(stream.resumable, _full_stream_bound(executor, step)):
         return [], None
     ends = executor.probe(step.source)
     estimate = ends.estimate(step.source, step.snapshot.path, step.parent.path if step.parent else None)
