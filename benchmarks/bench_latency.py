@@ -19,6 +19,9 @@ Scenarios, each in paired rounds (the order of the tools alternates from round t
                the source, the backups here): ours against the raw `ssh 'btrfs subvolume snapshot -r
                && btrfs send -p | zstd' | zstd -d | btrfs receive`; with --baseline, also another
                checkout's bin/btrfs-backup (the engine before a change), in the same rotation
+  relay        with --relay, the pulls' backups go back to the far host (`ssh://` to `ssh://`, the
+               stream crossing the link twice): ours against the raw `ssh 'snapshot && send -p |
+               zstd' | ssh 'zstd -d | btrfs receive'`; with --baseline, also the other checkout
 
 A forced command on the server's key logs every remote command before running it, so the report
 gives the remote commands per run next to the times. It prints figures and never says pass or fail.
@@ -329,8 +332,15 @@ class LatencyBench:
         self.samples.pop("pull-setup")
         self.commands.pop("pull-setup")
 
+    @property
+    def pulled(self) -> str:
+        """The pulls' scenario: a pull, or with --relay a relay back to the far host."""
+        return "relay" if self.args.relay else "pull"
+
     def _pull_argv(self, tool: str) -> List[str]:
-        argv = self._ours("-f", self.src / ("pull-%s-snaps" % tool), self._url(self.data), self.dst / ("pull-" + tool))
+        dest = self.dst / ("pull-" + tool)
+        argv = self._ours("-f", self.src / ("pull-%s-snaps" % tool), self._url(self.data),
+                          self._url(dest) if self.args.relay else dest)
         if tool == "baseline":
             argv[argv.index(os.fspath(OURS_SCRIPT))] = os.fspath(self.args.baseline)
         return argv
@@ -344,8 +354,11 @@ class LatencyBench:
             shlex.quote(str(self.data)), shlex.quote(str(snapshot)), send)
         Gate.wait("%s raw" % scenario)
         before = self._remote_commands()
-        m = timed([self._ssh(remote), ["zstd", "-d", "-q"], ["btrfs", "receive", str(folder)]],
-                  label="%s raw" % scenario)
+        if self.args.relay:
+            stages = [self._ssh(remote), self._ssh("zstd -d -q | btrfs receive %s" % shlex.quote(str(folder)))]
+        else:
+            stages = [self._ssh(remote), ["zstd", "-d", "-q"], ["btrfs", "receive", str(folder)]]
+        m = timed(stages, label="%s raw" % scenario)
         self.samples.setdefault(scenario, {}).setdefault("raw", []).append(m.seconds)
         self.commands.setdefault(scenario, {}).setdefault("raw", []).append(self._remote_commands() - before)
         log("  %-11s %-8s %.3fs (%d remote commands)" % (scenario, "raw", m.seconds, self.commands[scenario]["raw"][-1]))
@@ -359,9 +372,9 @@ class LatencyBench:
         shift = rnd % len(self.pull_tools)
         for tool in self.pull_tools[shift:] + self.pull_tools[:shift]:
             if tool == "raw":
-                self._raw_pull("pull", rnd + 1)
+                self._raw_pull(self.pulled, rnd + 1)
                 continue
-            self._measure("pull", tool, [self._pull_argv(tool)])
+            self._measure(self.pulled, tool, [self._pull_argv(tool)])
             folder, snaps = self.dst / ("pull-" + tool), self.src / ("pull-%s-snaps" % tool)
             name = self._newest(folder)
             self._check(folder / name, snaps / name, None)
@@ -401,7 +414,8 @@ class LatencyBench:
         out.append("")
         for scenario, (ours, other), goal in (("full", ("ours", "raw"), 1.03), ("incremental", ("ours", "raw"), 1.1),
                                               ("nothing", ("ours", "0.3.1"), 0.8), ("pull", ("ours", "raw"), 1.1),
-                                              ("pull", ("ours", "baseline"), None)):
+                                              ("pull", ("ours", "baseline"), None), ("relay", ("ours", "raw"), None),
+                                              ("relay", ("ours", "baseline"), None)):
             tools = self.samples.get(scenario, {})
             if ours in tools and other in tools:
                 ratio = statistics.median(tools[ours]) / statistics.median(tools[other])
@@ -430,6 +444,7 @@ def parse_args(argv=None):
     p.add_argument("--only", choices=("all", "push", "pull"), default="all",
                    help="run every scenario, only the pushes (full, incremental, nothing) or only the pulls")
     p.add_argument("--baseline", type=Path, help="another checkout's bin/btrfs-backup, paired with ours in the pulls")
+    p.add_argument("--relay", action="store_true", help="the pulls' backups go to the far host too: a relay")
     p.add_argument("--strace", metavar="DIR", help="run ours under strace -f -ttt, one trace file per run in DIR "
                    "(for where the time goes; the times are then strace's, not ours)")
     args = p.parse_args(argv)

@@ -6,8 +6,10 @@ through a `serve` that says it takes that form (an older one gets a mkdir of its
 source is asked 3 times for a run with something to send (also its first, and one that deletes an
 old snapshot there): its snapshot rides in the send's command; 4 with an after_snapshot hook, which
 runs between them; once for a run with nothing to send. A relay's source, whose stream may be staged
-(resumable), is asked once more: its snapshot rides in the size estimate's `--no-data` pass. A
-snapshot that fails there, and a send cut there, leave nothing here and the next run catches up.
+(resumable), is asked 3 times too: its gated send's command takes the snapshot, estimates the
+stream with a `--no-data` pass and waits for the verdict before the real send (host/gated_send.py).
+A snapshot that fails there, an estimate that fails there, and a send cut there, leave nothing
+here and the next run catches up.
 At a plain ssh host that received the last stream in its shell, the receive starts before the
 survey answers; what it cannot take then reads an empty stream (also at a key now given to serve,
 which declines it without counting a refusal). Counted by a forced command that logs each
@@ -40,10 +42,14 @@ NOTHING_TO_SEND = 1
 #: retention's deletion). With an after_snapshot hook the snapshot is a command of its own.
 PULLED_SOURCE = 3
 PULLED_SOURCE_WITH_AFTER_HOOK = 4
-#: A relay's source with resumable transfers (the default): the snapshot rides in the command of
-#: the `--no-data` pass that estimates the stream's size (staged or not is decided on it before the
-#: first byte), then the send, then the settled lock file.
-RELAYED_SOURCE = 4
+#: A relay's source with resumable transfers (the default): all it must know; the gated send, whose
+#: command writes the lock file, takes the snapshot, estimates the stream's size with a `--no-data`
+#: pass and waits for the verdict (staged or not is decided on it before the first byte) before the
+#: real send (host/gated_send.py); the settled lock file.
+RELAYED_SOURCE = 3
+#: The same with `--resumable always`: the verdict is `stop`, the staged transfer sends the snapshot
+#: in a command of its own (its staging recorded, sent, its record removed) and the settled lock file.
+RELAYED_SOURCE_STAGED = 6
 
 
 def logging_forced_command(server, log, then):
@@ -521,7 +527,7 @@ def test_a_snapshot_that_fails_at_a_pulled_source(logged_sshd, make_fs, subvolum
 
 
 def test_a_snapshot_that_fails_at_a_relayed_source(logged_sshd, sshd, make_fs, subvolume):
-    """A relay's snapshot taken in its size estimate's command fails as one taken apart: the
+    """A relay's snapshot taken in the command of its gated send fails as one taken apart: the
     same clear error, nothing sent, no snapshot and no lock left at the source; the next run
     sends the change incrementally."""
     server, commands = logged_sshd
@@ -541,8 +547,9 @@ def test_a_snapshot_that_fails_at_a_relayed_source(logged_sshd, sshd, make_fs, s
     assert re.match(r"cannot snapshot %s to %s/snapshot/[0-9-]+: ERROR: cannot snapshot '%s': No space left on device$"
                     % (source, source, source), done.result["errors"][0]), done.explain()
     assert done.result["snapshot"] is None, done.result["snapshot"]
-    assert [c for c in taken if "--no-data" in c and "btrfs subvolume snapshot -r" in c], taken
-    assert not [c for c in taken if "btrfs send" in c and "--no-data" not in c], "a send after a failed snapshot"
+    gated = [c for c in taken if "--no-data" in c and "btrfs subvolume snapshot -r" in c]
+    assert len(gated) == 1, taken
+    assert not [c for c in taken if "btrfs send" in c and c not in gated], "a send after a failed snapshot"
     assert sorted(subvolumes(dest)) == before and len(snapshot_names(source / "snapshot")) == 1
     assert live_locks(source / "snapshot") == {}
     logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
@@ -551,6 +558,59 @@ def test_a_snapshot_that_fails_at_a_relayed_source(logged_sshd, sshd, make_fs, s
     assert [t[1:] for t in sent(result, url)] == [("incremental", first)]
     assert_backup(dest, source / "snapshot" / second, parent_name=first)
     assert_same_tree(source / "snapshot" / second, dest / second)
+
+
+#: At the relay's source: the `--no-data` pass fails; or the real send, after the gate, is cut.
+NO_DATA_FAILS = 'if [ "$1 $2" = "send --no-data" ]; then echo "ERROR: no estimate today" >&2; exit 1; fi\n'
+REAL_SEND_IS_CUT = ('if [ "$1" = send ] && [ "$2" != --no-data ]; then "$REAL" "$@" | head -c 300; '
+                    'exit 1; fi\n')
+
+
+def test_a_relayed_source_whose_size_estimate_fails(logged_sshd, sshd, make_fs, subvolume):
+    """The gated command ends before its gate, its snapshot taken: the snapshot is sent without an
+    estimate in a command of its own, incrementally, and arrives whole; no lock is left."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=17)
+    dest = make_fs("dst") / "relayed"
+    dest.mkdir()
+    url = sshd.url(dest)
+    args = ssh_args(server, sshd) + [server.url(source), url]
+    ok(*args)
+    write_mixed_tree(source / "changed", n_small=2, small_size=10240, large_files=[], seed=117)
+    with_btrfs_wrapper(server, commands, NO_DATA_FAILS)
+    commands.take()
+    result = ok(*args).result
+    taken = commands.take()
+    first, second = snapshot_names(source / "snapshot")
+    assert [t[1:] for t in sent(result, url)] == [("incremental", first)]
+    assert len(taken) == RELAYED_SOURCE + 1, taken  # the send, apart from the gated command that ended
+    assert_backup(dest, source / "snapshot" / second, parent_name=first)
+    assert_same_tree(source / "snapshot" / second, dest / second)
+    assert live_locks(source / "snapshot") == {}
+
+
+def test_a_relayed_send_cut_after_its_gate(logged_sshd, sshd, make_fs, subvolume):
+    """The stream that went on from the gate is cut at the source: nothing partial is kept at the
+    destination, the snapshot stays at the source (locked), and the next run sends it."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=18)
+    write_mixed_tree(source / "large", n_small=0, small_size=0, large_files=[2 << 20], seed=118)
+    dest = make_fs("dst") / "relayed"
+    dest.mkdir()
+    url = sshd.url(dest)
+    args = ssh_args(server, sshd) + ["--compress", "no", server.url(source), url]
+    with_btrfs_wrapper(server, commands, REAL_SEND_IS_CUT)
+    done = run_cli(*args)
+    assert done.code != 0, done.explain()
+    assert subvolumes(dest) == {}, subvolumes(dest)
+    (name,) = snapshot_names(source / "snapshot")
+    assert live_locks(source / "snapshot") != {}
+    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    result = ok(*args).result
+    assert [t[1:] for t in sent(result, url)][0] == ("full", None)
+    assert_backup(dest, source / "snapshot" / name)
+    assert_same_tree(source / "snapshot" / name, dest / name)
+    assert live_locks(source / "snapshot") == {}
 
 
 def test_a_send_cut_at_a_pulled_source(logged_sshd, make_fs, subvolume):
@@ -686,12 +746,14 @@ def test_relay_from_one_host_to_another(logged_sshd, sshd, make_fs, subvolume):
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to relay")
 
 
-@pytest.mark.parametrize("resumable, at_most", [("auto", RELAYED_SOURCE), ("never", PULLED_SOURCE)])
+@pytest.mark.parametrize("resumable, at_most", [
+    ("auto", RELAYED_SOURCE), ("never", PULLED_SOURCE), ("always", RELAYED_SOURCE_STAGED)])
 def test_relay_at_its_source(logged_sshd, sshd, make_fs, subvolume, resumable, at_most):
     """A relay's source host. With the default `--resumable auto` a stream of 1 GiB or more to an
-    ssh host is staged, so its size is estimated before the first byte by a `--no-data` pass,
-    whose command also takes the snapshot: one command more than a pull's. Without staging,
-    a pulled source's count: the snapshot rides in the send's command."""
+    ssh host is staged, so its size is estimated before the first byte by a `--no-data` pass; its
+    command also takes the snapshot before it and waits at a gate after it, then sends the stream
+    when the verdict is not to stage it: a pull's count. Without staging, the snapshot rides in the
+    send's command. Always staged: the gate's verdict is `stop`, the staged transfer sends it."""
     server, commands = logged_sshd
     source = small_source(make_fs, subvolume, seed=5)
     dest = make_fs("dst") / "relayed"
@@ -705,7 +767,13 @@ def test_relay_at_its_source(logged_sshd, sshd, make_fs, subvolume, resumable, a
     assert_commands(nothing, NOTHING_TO_SEND, "nothing to relay, at its source")
     snapshots = [c for c in incremental if "btrfs subvolume snapshot -r" in c]
     assert len(snapshots) == 1 and "btrfs send" in snapshots[0], incremental
-    assert ("--no-data" in snapshots[0]) == (resumable == "auto"), snapshots
+    assert ("--no-data" in snapshots[0]) == (resumable != "never"), snapshots
+    assert ('read -r verdict && [ "$verdict" = go ]' in snapshots[0]) == (resumable != "never"), snapshots
+    sends = [c for c in incremental if re.search(r"btrfs send (?!--no-data)", c)]
+    if resumable == "always":  # the gated command ended at its gate: the staged transfer's send is its own
+        assert len(sends) == 2 and sends[0] == snapshots[0], sends
+    else:
+        assert sends == snapshots, sends
     first, second = snapshot_names(source / "snapshot")
     assert_backup(dest, source / "snapshot" / first)
     assert_backup(dest, source / "snapshot" / second, parent_name=first)

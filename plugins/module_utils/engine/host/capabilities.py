@@ -137,17 +137,11 @@ class EndToolsProbe:
                                                              keep_extents=keep_extents)
             return self._no_data_sends[key]
 
-    def no_data_send_after(self, first: str, source, snapshot_path: str, parent_path: str | None = None) -> str:
-        """The `--no-data` pass at a source across a network whose remote line runs `first` before
-        it (a snapshot taken in the same command: host/snapshot_in_send.py), read once as
-        no_data_send() would; returns what the command said on stderr (the snapshot's facts)."""
-        from .stream_size import read_no_data_send_after  # at the first send: start-up time
-
-        key = (source.id, snapshot_path, parent_path)
+    def know_no_data_send(self, source, snapshot_path: str, parent_path: str | None, sizer) -> None:
+        """The `--no-data` pass of that stream, read in another command (host/gated_send.py):
+        no_data_send() answers it (None: it could not be had)."""
         with self._no_data_lock:
-            self._no_data_sends[key], said = read_no_data_send_after(first, source, self.runner, snapshot_path,
-                                                                     parent_path)
-        return said
+            self._no_data_sends[(source.id, snapshot_path, parent_path)] = sizer
 
     def __call__(self, endpoint):
         remote = endpoint is not None and endpoint.crosses_network

@@ -80,7 +80,7 @@ class StreamResult:
         self.source_said = source_said
 
 
-def _stderr_log():
+def stderr_log():
     """A nameless in-memory file for one stage's stderr or answer (read back when the stage has ended)."""
     if hasattr(os, "memfd_create"):
         return os.fdopen(os.memfd_create("btrfs-backup-stderr", os.MFD_CLOEXEC), "w+b")
@@ -120,6 +120,7 @@ class _Started:
     def __init__(self):
         self.procs, self.stages, self.logs, self.tees = [], [], [], {}
         self.answers = {}  # id(stage) -> the file its output goes to (Stage.answers)
+        self.copiers = []  # threads that carry a stage's stream to an early stage (_adopt)
 
     def add(self, stage: Stage, proc: subprocess.Popen, log: object) -> None:
         self.procs.append(proc)
@@ -161,8 +162,8 @@ class EarlyStages:
         import subprocess
 
         read, write = os.pipe()
-        log = _stderr_log()
-        answer = _stderr_log() if stage.answers else None
+        log = stderr_log()
+        answer = stderr_log() if stage.answers else None
         try:
             proc = self.runner.popen(stage.argv, stdin=read, stdout=answer or subprocess.DEVNULL, stderr=log)
         except OSError:
@@ -203,12 +204,13 @@ class EarlyStages:
 
 
 def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None = None,
-               interval: float = 30.0, early: EarlyStages | None = None) -> StreamResult:
+               interval: float = 30.0, early: EarlyStages | None = None, source=None) -> StreamResult:
     """Start every stage of the tree, wait for all, and judge each leaf by the exit status of
     every stage on its way (StreamResult). `on_progress(bytes so far, seconds)` is called every
     `interval` seconds while the stream runs. `early`: leaf stages started already (EarlyStages),
-    taken where a stage of the same argv ends a chain. On any exception (KeyboardInterrupt,
-    SIGTERM) every stage still running is stopped."""
+    taken where a stage of the same argv ends a chain. `source`: the first stage's process
+    started already (host/gated_send.py): (process, stderr file); its stdout is the stream. On any
+    exception (KeyboardInterrupt, SIGTERM) every stage still running is stopped."""
     import subprocess  # here, not at the top: runs with nothing to send never need it (start-up time)
 
     started = _Started()
@@ -216,7 +218,7 @@ def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None =
     done = threading.Event()
     ticker = None
     try:
-        _start(runner, subprocess, root, subprocess.DEVNULL, started, early)
+        _start(runner, subprocess, root, subprocess.DEVNULL, started, early, source)
         if early is not None:
             early.give_up()  # one this stream did not take (its command line changed) ends now
         meter = started.pid_of("meter")
@@ -231,6 +233,8 @@ def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None =
         bytes_sent = written_bytes(meter) if meter is not None else None
         wire_bytes = written_bytes(wire) if wire is not None else None
         codes = dict((id(stage), proc.wait()) for stage, proc in zip(started.stages, started.procs))
+        for copier in started.copiers:
+            copier.join()
     except BaseException:
         _stop(started.procs)
         raise
@@ -278,24 +282,32 @@ def _on_path(node, leaf):
     return any(found == leaf for found, _path in node.leaves())
 
 
-def _start(runner, subprocess, node, stdin, started, early=None):
+def _start(runner, subprocess, node, stdin, started, early=None, source=None):
     """Start a node's stages, then its children; a node with several children gets a tee. A
-    chain's last stage started early (EarlyStages) is taken: the stage before it writes to it."""
+    chain's last stage started early (EarlyStages) is taken: the stage before it writes to it.
+    `source`: the process of the root's first stage, started already (run_stream)."""
     last = len(node.stages) - 1
     for index, stage in enumerate(node.stages):
+        adopted = source if index == 0 else None
         end = index == last and not node.children
         stdout = subprocess.DEVNULL if end else subprocess.PIPE
         if end and stage.answers:
-            stdout = started.answers[id(stage)] = _stderr_log()
+            stdout = started.answers[id(stage)] = stderr_log()
         taken = None
         if early is not None and index == last - 1 and not node.children:
             taken = early.take(node.stages[last])
         if taken is None:
-            stdin = _popen(runner, subprocess, stage, stdin, stdout, started)
+            if adopted:
+                stdin = _adopt(stage, adopted, started)
+            else:
+                stdin = _popen(runner, subprocess, stage, stdin, stdout, started)
             continue
         proc, write, log, answer = taken
         try:
-            _popen(runner, subprocess, stage, stdin, write, started)
+            if adopted:
+                _adopt(stage, adopted, started, into=write)
+            else:
+                _popen(runner, subprocess, stage, stdin, write, started)
         finally:
             os.close(write)  # only the writer may hold it: the reader sees the stream's end
             started.add(node.stages[last], proc, log)
@@ -320,8 +332,42 @@ def _start(runner, subprocess, node, stdin, started, early=None):
             _start(runner, subprocess, child, read, started, early)
 
 
+def _adopt(stage, source, started, into=None):
+    """The first stage's process started already (`source`: process, stderr file): its stdout,
+    or with `into` (an early stage's pipe) None, a thread then copying the stream there (a
+    running process's stdout cannot be given another reader)."""
+    proc, log = source
+    started.add(stage, proc, log)
+    if into is None:
+        return proc.stdout
+    copier = threading.Thread(target=_copy, args=(proc.stdout, os.dup(into)))
+    copier.daemon = True
+    copier.start()
+    started.copiers.append(copier)
+    return None
+
+
+def _copy(read_file, write_fd):
+    """Everything from `read_file` into `write_fd` until its end; a write that fails (the reader
+    has gone) closes both, so that the writer before sees its reader gone too."""
+    source = read_file.fileno()
+    try:
+        while True:
+            data = os.read(source, 1 << 20)
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                view = view[os.write(write_fd, view):]
+    except OSError:
+        pass
+    finally:
+        os.close(write_fd)
+        read_file.close()
+
+
 def _popen(runner, subprocess, stage, stdin, stdout, started, pass_fds=()):
-    log = _stderr_log() if stage.capture_stderr else None
+    log = stderr_log() if stage.capture_stderr else None
     try:
         kwargs = {"pass_fds": pass_fds} if pass_fds else {}
         proc = runner.popen(stage.argv, stdin=stdin, stdout=stdout,

@@ -221,21 +221,13 @@ def read_no_data_send(endpoint, runner, snapshot_path: str, parent_path: str | N
     return _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer(keep_extents))[0]
 
 
-def read_no_data_send_after(first: str, endpoint, runner, snapshot_path: str, parent_path: str | None = None,
-                            timeout: float = 300.0, keep_extents: bool = False) -> tuple:
-    """read_no_data_send() of a send at `endpoint` (across a network) whose remote line runs
-    `first` before it (`FIRST && btrfs send --no-data ...`: a snapshot taken in the same command,
-    snapshot_in_send); returns (the StreamSizer or None, what the command said on stderr)."""
-    return _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer(keep_extents), first)
-
-
-def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, sizer, first=None):
+def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, sizer):
     """(`sizer` once it has read the whole `--no-data` send, else None with the reason logged;
     what the command said on stderr)."""
     import subprocess  # here: runs that estimate nothing never pay for it (start-up time)
 
     send_argv = btrfs.send_argv(snapshot_path, parent_path, no_data=True)
-    argv = endpoint.command(send_argv) if first is None else endpoint.sender(send_argv, first=first)[1]
+    argv = endpoint.command(send_argv)
     deadline = time.monotonic() + timeout
     try:
         proc = runner.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

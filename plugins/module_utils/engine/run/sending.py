@@ -9,7 +9,7 @@ import collections
 import posixpath
 import sys
 
-from ..host import effects, snapshot_in_send
+from ..host import btrfs, effects, snapshot_in_send
 from ..host.listing import find_subvolume, list_folder
 from ..host.overlap import InBackground
 from ..host.staging import StagingRefused
@@ -20,8 +20,8 @@ from ..model.receive_slots import slot_wait
 from ..model.steps import DeletePartialReceives, Send
 from ..model.units import format_size
 from .staged_send import StagedProgress, send_staged
-from .transfer import (arrival_name, is_partial_receive_of, open_receive_early, planned_backup, sample_compressible,
-                       send_stream, verify_received)
+from .transfer import (arrival_name, gated_send_argv, is_partial_receive_of, open_receive_early, planned_backup,
+                       sample_compressible, send_stream, verify_received)
 
 
 class SendOutcome:
@@ -70,11 +70,14 @@ def send(executor, step) -> dict:
 def _send(executor, step, early) -> dict:
     """send() with the receive it may have started already (`early`, or None)."""
     pending = executor.pending_of(step.snapshot)
-    if pending is not None and not _snapshot_rides(executor, step):
-        # Its stream is estimated or named before it starts: the snapshot must exist first.
-        step = Send(source=step.source, snapshot=_take_before_send(executor, step, pending), parent=step.parent,
+    if pending is not None and _named_or_shown_first(executor, step):
+        # An archive is named after it, pv's bar shows its size: it is taken in a command of its own.
+        step = Send(source=step.source, snapshot=executor.take_pending_snapshot(), parent=step.parent,
                     destinations=step.destinations)
         pending = None
+    # Its stream's size is estimated before it starts (a staged transfer's decision): the snapshot
+    # is taken in the command of a gated send, which the estimate's pass precedes.
+    gated = pending is not None and not _snapshot_rides(executor, step)
     snapshot, parent, dests = step.snapshot, step.parent, step.destinations
     parent_name = parent.name if parent else None
     LOG.info("sending %s to %s (%s)", snapshot.name, ", ".join(d.id for d in dests), step.mode)
@@ -86,14 +89,34 @@ def _send(executor, step, early) -> dict:
     # Locked before the first byte moves, so a crash at any point is found by the next run (rule 3).
     for dest in dests:
         executor.locks.hold(snapshot.name, parent_name, dest.id)
+    gate = _GateOfSend(executor, step, pending, sampling.result()) if gated else None
+    try:
+        return _send_after_gate(executor, step, early, pending, sampling, gate)
+    finally:
+        if gate is not None:
+            gate.close()
+
+
+def _send_after_gate(executor, step, early, pending, sampling, gate) -> dict:
+    """_send once its locks are held (and its gated send started: `gate`, or None)."""
+    snapshot, parent, dests = step.snapshot, step.parent, step.destinations
+    gate_line = gate.line if gate is not None else None
+    if gate is not None and not gate.waiting:  # it ended before its gate: the snapshot exists, nothing estimated
+        step = Send(source=step.source, snapshot=gate.taken(), parent=parent, destinations=dests)
+        snapshot, pending, gate_line = step.snapshot, None, None
     staged, estimate = _staged_destinations(executor, step)
-    hold_first = None if staged else _hold_in_send(executor, step.source)
-    if hold_first is None:
+    if gate_line and staged:  # sent by the staged transfer: the gated command ends
+        step = Send(source=step.source, snapshot=gate.taken(), parent=parent, destinations=dests)
+        snapshot, pending, gate_line = step.snapshot, None, None
+    hold_first = None if staged or gate_line else _hold_in_send(executor, step.source)
+    if hold_first is None and gate is None:  # a gated command wrote the lock file before its snapshot
         if pending is not None and step.source.folder_to_create is not None:
             effects.make_folder(step.source, executor.runner, step.source.folder_to_create, parents=True)
             step.source.folder_to_create = None  # the lock file goes there now
         executor.save_locks()
-    if pending is not None:  # `[mkdir &&] WRITE && snapshot && its facts && btrfs send`: rule 3 holds
+    if gate_line:
+        hold_first = gate_line
+    elif pending is not None:  # `[mkdir &&] WRITE && snapshot && its facts && btrfs send`: rule 3 holds
         hold_first = step.source.snapshot_in_send(pending.step.source_path, pending.step.path, hold_first)
     compressible = sampling.result()
     direct = [dest for dest in dests if dest not in staged]
@@ -114,7 +137,8 @@ def _send(executor, step, early) -> dict:
     if direct:
         try:
             stats = send_stream(step.source, direct, snapshot, parent, executor.runner, executor.options,
-                                executor.probe(step.source), estimate, compressible, hold_first, early)
+                                executor.probe(step.source), estimate, compressible, hold_first, early,
+                                gated=gate.command if gate_line else None)
             failures.update(stats.failures)
             arrived.update((dest, _Arrived(stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None,
                                            stats.answers.get(dest)))
@@ -156,25 +180,50 @@ def _named_or_shown_first(executor, step) -> bool:
     return (executor.options.progress and sys.stderr.isatty()) or any(d.holds_archives for d in step.destinations)
 
 
-def _take_before_send(executor, step, pending):
-    """The pending snapshot of `step`, taken before its stream. Where only a staged transfer's
-    size estimate needs it first, in the command of the `--no-data` pass that estimates it
-    (`{ SNAPSHOT && its facts; } >&2 && btrfs send --no-data ...`: one remote command for both);
-    for an archive's name or pv's bar, apart. Fails the run as a snapshot taken apart does."""
-    if _named_or_shown_first(executor, step):
-        return executor.take_pending_snapshot()
-    path = pending.step.path
-    LOG.info("snapshot %s -> %s", pending.step.source_path, path)
-    first = step.source.snapshot_in_send(pending.step.source_path, path)
-    parent_path = step.parent.path if step.parent else None
-    said = executor.probe(step.source).no_data_send_after(first, step.source, path, parent_path)
-    if not snapshot_in_send.was_taken(said):  # nothing sent or locked for it yet
-        pending.not_taken()
-        raise BackupError(snapshot_in_send.not_taken_reason(said, pending.step.source_path, path))
-    snapshot, unverified = _taken_in_send(executor, step, pending, said)
-    if unverified:
-        raise BackupError(unverified)
-    return snapshot
+class _GateOfSend:
+    """The gated send of a Send's pending snapshot at its source, started (host/gated_send.py):
+    its lock file written, its snapshot taken, its `--no-data` stream read (the size estimate,
+    kept by the probe). `line`: the gated line, the `first` of the send that goes on; `command`:
+    the GatedSend; `waiting`: it waits at its gate (else it ended before, its snapshot taken or not)."""
+
+    def __init__(self, executor, step, pending, compressible):
+        from ..host.gated_send import GatedSend, gated_line
+        from ..host.stream_size import StreamSizer
+
+        self.executor, self.step, self.pending = executor, step, pending
+        source, path = step.source, pending.step.path
+        parent_path = step.parent.path if step.parent else None
+        hold = _hold_in_send(executor, source)
+        if hold is None:  # a lock file too long for a command line: written apart first
+            executor.save_locks()
+        LOG.info("snapshot %s -> %s, in the command of its size estimate and send", pending.step.source_path, path)
+        first = source.snapshot_in_send(pending.step.source_path, path, hold)
+        self.line = gated_line(first, source.remote_line(btrfs.send_argv(path, parent_path, no_data=True), True))
+        argv = gated_send_argv(source, step.destinations, step.snapshot, step.parent, executor.options,
+                               executor.probe(source), compressible, self.line)
+        self.command = GatedSend(executor.runner, argv)
+        sizer = None
+        try:
+            sizer = self.command.read_no_data(StreamSizer())
+        except (ValueError, TimeoutError, OSError) as err:  # no estimate, no failure
+            LOG.debug("no size estimate for %s: %s", path, err)
+        executor.probe(source).know_no_data_send(source, path, parent_path, sizer)
+
+    @property
+    def waiting(self) -> bool:
+        return self.command.waiting
+
+    def taken(self):
+        """The snapshot the command took, its command ended (a staged transfer sends it), as its
+        facts on stderr say; fails the run as a snapshot taken apart does."""
+        said = self.command.stop()
+        snapshot, unverified = _taken_in_send(self.executor, self.step, self.pending, said)
+        if unverified:
+            raise BackupError(unverified)
+        return snapshot
+
+    def close(self):
+        self.command.close()
 
 
 def _taken_in_send(executor, step, pending, said: str) -> tuple:

@@ -22,14 +22,16 @@ from ..model.log import LOG
 
 
 def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options, ends,
-                estimate: int | None = None, compressible: bool | None = None, first: tuple | None = None,
-                early: EarlyStages | None = None):
+                estimate: int | None = None, compressible: bool | None = None, first: tuple | str | None = None,
+                early: EarlyStages | None = None, gated=None):
     """One `btrfs send [-p parent]` at the source, fanned out to every destination's receiver
     (streams.plan_stream); returns the pipeline's StreamResult (each destination's verdict).
     `estimate`: the stream's size when the run already has it (not asked again); `compressible`:
     the compressibility sample's verdict (sample_compressible); `first`: a command the source runs
     in the send's own command before it (streams.plan_stream); `early`: the receive opened
-    already (open_receive_early), taken if its command line is still the one the stream needs."""
+    already (open_receive_early), taken if its command line is still the one the stream needs;
+    `gated`: the source's command started already and waiting at its gate (host/gated_send.py,
+    started with gated_send_argv), told to go now."""
     stream = options.stream
     _say_fallbacks(source, destinations, stream, ends)
     progress = False
@@ -39,21 +41,39 @@ def send_stream(source, destinations, snapshot: Subvolume, parent: Subvolume | N
             if estimate is None:
                 estimate = estimate_stream_size(source, runner, snapshot.path, parent.path if parent else None)
             progress = estimate or True
+    root, bound, flags = _plan_send(source, destinations, snapshot, parent, options, ends, progress, compressible, first)
+    if flags:
+        LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
+    started = None
+    if gated is not None:
+        if root.stages[0].argv != gated.argv:  # planned from the same facts: never expected
+            raise BackupError(f"the send of {snapshot.name} at {source.id} is not the command that took its snapshot")
+        started = gated.go()
+    meter = ProgressLog(destinations, source, runner, snapshot, parent, estimate)
+    result = run_stream(runner, root, on_progress=None if progress else meter, early=early, source=started)
+    result.failures = {bound[leaf]: why for leaf, why in result.failures.items()}
+    result.wire_bytes = {bound[leaf]: size for leaf, size in result.wire_bytes.items()}
+    result.answers = {bound[leaf]: text for leaf, text in result.answers.items()}
+    return result
+
+
+def gated_send_argv(source, destinations, snapshot: Subvolume, parent: Subvolume | None, options, ends,
+                    compressible: bool | None, first: str) -> list[str]:
+    """The source's command of send_stream with `first` (a gated line, host/gated_send.py), to
+    start before the stream: the same plan, so send_stream finds it the same."""
+    return _plan_send(source, destinations, snapshot, parent, options, ends, False, compressible, first)[0].stages[0].argv
+
+
+def _plan_send(source, destinations, snapshot, parent, options, ends, progress, compressible, first):
+    """(the stream's root Node, its leaves -> their destinations, the send protocol flags) for send_stream."""
     # An archive store's receiver names the archive of this snapshot: each gets a bound copy.
     bound = {dest.storing(snapshot, parent): dest for dest in destinations}
     # A plain host's receive command also reads what arrived; a backup server's serve says it by itself.
     checked = [leaf for leaf, dest in bound.items() if dest.answers_arrival and ends.is_plain_host(dest)]
     root, _compressed, flags = plan_stream(source, snapshot.path, parent.path if parent else None,
-                                           list(bound), stream, ends, progress,
+                                           list(bound), options.stream, ends, progress,
                                            compressible, checked, first)
-    if flags:
-        LOG.debug("sending %s with %s", snapshot.name, " ".join(flags))
-    meter = ProgressLog(destinations, source, runner, snapshot, parent, estimate)
-    result = run_stream(runner, root, on_progress=None if progress else meter, early=early)
-    result.failures = {bound[leaf]: why for leaf, why in result.failures.items()}
-    result.wire_bytes = {bound[leaf]: size for leaf, size in result.wire_bytes.items()}
-    result.answers = {bound[leaf]: text for leaf, text in result.answers.items()}
-    return result
+    return root, bound, flags
 
 
 def open_receive_early(source, destinations, snapshot: Subvolume, parent: Subvolume | None, runner, options,
