@@ -201,7 +201,10 @@ class _GateOfSend:
         self.line = gated_line(first, source.remote_line(btrfs.send_argv(path, parent_path, no_data=True), True))
         argv = gated_send_argv(source, step.destinations, step.snapshot, step.parent, executor.options,
                                executor.probe(source), compressible, self.line)
-        self.command = GatedSend(executor.runner, argv)
+        try:
+            self.command = GatedSend(executor.runner, argv)
+        except OSError as err:  # nothing ran there: no lock file, no snapshot
+            raise BackupError(f"cannot start {argv[0]} for the send of {path}: {err.strerror}")
         sizer = None
         try:
             sizer = self.command.read_no_data(StreamSizer())
