@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -50,6 +51,37 @@ def _require(tools, what):
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if missing:
         give_up(f"{what} tools not installed: {', '.join(missing)}")
+
+
+# Fixed now: this process's own temporary files (loop images, mount points, sshd folders) stay in
+# the system's folder whatever TMPDIR the runs below are given.
+tempfile.gettempdir()
+
+
+@pytest.fixture(scope="session")
+def runs_tmpdir():
+    """A folder of this session's for the temporary folders of the runs it starts (TMPDIR): short,
+    since an ssh control socket's path has at most 107 bytes. A run killed outright cannot remove
+    its empty ssh control folder; at the end those go (rmdir: only empty ones), then the folder."""
+    folder = tempfile.mkdtemp(prefix="bbt-", dir="/tmp")
+    yield folder
+    for entry in os.scandir(folder):
+        if entry.name.startswith("btrfs-backup-ssh-"):
+            try:
+                os.rmdir(entry.path)
+            except OSError:
+                pass  # not empty: a master of a run still going, left as it is
+    try:
+        os.rmdir(folder)
+    except OSError:
+        pass  # something a run left there stays for a look
+
+
+@pytest.fixture(autouse=True)
+def runs_in_session_tmpdir(runs_tmpdir, monkeypatch):
+    """Every run a test starts (the CLI, ansible and the engine it runs) makes its temporary
+    folders in this session's folder, not in the machine's /tmp."""
+    monkeypatch.setenv("TMPDIR", runs_tmpdir)
 
 
 @pytest.fixture(autouse=True)

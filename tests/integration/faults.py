@@ -265,7 +265,7 @@ class BackgroundCli:
                 os.kill(proc.pid, signal.SIGCONT)
                 os.kill(proc.pid, signal.SIGKILL)
         for folder in self.control_dirs():
-            if folder.startswith(os.path.join(tempfile.gettempdir(), "btrfs-backup-ssh-")):
+            if folder.startswith(os.path.join(os.environ.get("TMPDIR") or tempfile.gettempdir(), "btrfs-backup-ssh-")):
                 shutil.rmtree(folder, ignore_errors=True)
 
 
