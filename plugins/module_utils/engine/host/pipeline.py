@@ -30,13 +30,15 @@ class Stage:
     """One process. `meter`: its output is the whole uncompressed stream (its byte count is the
     transfer's size and its progress); `wire`: its output is what crosses the link compressed;
     `capture_stderr=False` lets it draw on the terminal (pv); `answers`: a leaf's last stage whose
-    output is kept (a receive's answer about what arrived, host/arrival_check.py)."""
+    output is kept (a receive's answer about what arrived, host/arrival_check.py); `remote`: an ssh
+    command, whose output an ssh connection's master may write itself (the ssh process then counts
+    nothing of it): its bytes are counted where a process here reads them, or not at all."""
 
-    __slots__ = ("name", "argv", "capture_stderr", "meter", "wire", "answers")
+    __slots__ = ("name", "argv", "capture_stderr", "meter", "wire", "answers", "remote")
 
-    def __init__(self, name, argv, capture_stderr=True, meter=False, wire=False, answers=False):
+    def __init__(self, name, argv, capture_stderr=True, meter=False, wire=False, answers=False, remote=False):
         self.name, self.argv, self.capture_stderr = name, argv, capture_stderr
-        self.meter, self.wire, self.answers = meter, wire, answers
+        self.meter, self.wire, self.answers, self.remote = meter, wire, answers, remote
 
     def __repr__(self):
         return "Stage(%r)" % (self.name,)
@@ -90,10 +92,19 @@ def stderr_log():
 
 def written_bytes(pid: int) -> int | None:
     """Bytes a process wrote so far (or before it was reaped), from /proc/PID/io; None if unknown."""
+    return _io_count(pid, "wchar:")
+
+
+def read_bytes(pid: int) -> int | None:
+    """Bytes a process read so far (or before it was reaped), from /proc/PID/io; None if unknown."""
+    return _io_count(pid, "rchar:")
+
+
+def _io_count(pid, field):
     try:
         with open("/proc/%d/io" % pid) as handle:
             for line in handle:
-                if line.startswith("wchar:"):
+                if line.startswith(field):
                     return int(line.split()[1])
     except (OSError, ValueError):
         return None
@@ -121,17 +132,30 @@ class _Started:
         self.procs, self.stages, self.logs, self.tees = [], [], [], {}
         self.answers = {}  # id(stage) -> the file its output goes to (Stage.answers)
         self.copiers = []  # threads that carry a stage's stream to an early stage (_adopt)
+        self.readers = {}  # id(stage) -> the process here that reads its output (_Started.count)
+        self.copied = {}  # id(stage) -> [bytes] a copier carried of its output
+
+    def counter(self, flag: str):
+        """(pid to wait for, a function that gives the bytes so far) of the stage with `flag`
+        (meter, wire): its own count, or for an ssh stage (Stage.remote) what the process here that
+        reads its output read (a copier's count); None: no such stage, or nothing here sees it."""
+        for stage, proc in zip(self.stages, self.procs):
+            if not getattr(stage, flag):
+                continue
+            if not stage.remote:
+                return proc.pid, lambda: written_bytes(proc.pid)
+            if id(stage) in self.copied:
+                return None, lambda: self.copied[id(stage)][0]
+            reader = self.readers.get(id(stage))
+            if reader is None or reader[0].remote:
+                return None
+            return reader[1], lambda: read_bytes(reader[1])
+        return None
 
     def add(self, stage: Stage, proc: subprocess.Popen, log: object) -> None:
         self.procs.append(proc)
         self.stages.append(stage)
         self.logs.append(log)
-
-    def pid_of(self, flag: str) -> int | None:
-        for stage, proc in zip(self.stages, self.procs):
-            if getattr(stage, flag):
-                return proc.pid
-        return None
 
 
 class EarlyStages:
@@ -221,20 +245,20 @@ def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None =
         _start(runner, subprocess, root, subprocess.DEVNULL, started, early, source)
         if early is not None:
             early.give_up()  # one this stream did not take (its command line changed) ends now
-        meter = started.pid_of("meter")
+        meter = started.counter("meter")
         if on_progress is not None and meter is not None:
-            ticker = threading.Thread(target=_tick, args=(done, meter, begun, on_progress, interval))
+            ticker = threading.Thread(target=_tick, args=(done, meter[1], begun, on_progress, interval))
             ticker.daemon = True
             ticker.start()
-        wire = started.pid_of("wire")
-        for pid in (meter, wire):
-            if pid is not None:
-                _wait_keep_zombie(pid)
-        bytes_sent = written_bytes(meter) if meter is not None else None
-        wire_bytes = written_bytes(wire) if wire is not None else None
-        codes = dict((id(stage), proc.wait()) for stage, proc in zip(started.stages, started.procs))
+        wire = started.counter("wire")
+        for counted in (meter, wire):
+            if counted is not None and counted[0] is not None:
+                _wait_keep_zombie(counted[0])
         for copier in started.copiers:
             copier.join()
+        bytes_sent = meter[1]() if meter is not None else None
+        wire_bytes = wire[1]() if wire is not None else None
+        codes = dict((id(stage), proc.wait()) for stage, proc in zip(started.stages, started.procs))
     except BaseException:
         _stop(started.procs)
         raise
@@ -248,7 +272,7 @@ def run_stream(runner: CommandRunner, root: Node, on_progress: Callable | None =
         outputs = {key: _read_back(out) for key, out in started.answers.items()}
     failures, compressed, said, answers = {}, {}, {}, {}
     for leaf, path in root.leaves():
-        if wire_bytes is not None and any(stage.wire for stage in path):
+        if any(stage.wire for stage in path):  # None: compressed, but no process here saw its bytes
             compressed[leaf] = wire_bytes
         said[leaf] = "".join(errors.get(id(s), "") for s in path)
         if id(path[-1]) in outputs:
@@ -282,13 +306,15 @@ def _on_path(node, leaf):
     return any(found == leaf for found, _path in node.leaves())
 
 
-def _start(runner, subprocess, node, stdin, started, early=None, source=None):
+def _start(runner, subprocess, node, stdin, started, early=None, source=None, upstream=None):
     """Start a node's stages, then its children; a node with several children gets a tee. A
     chain's last stage started early (EarlyStages) is taken: the stage before it writes to it.
-    `source`: the process of the root's first stage, started already (run_stream)."""
+    `source`: the process of the root's first stage, started already (run_stream); `upstream`:
+    the stage whose output `stdin` is."""
     last = len(node.stages) - 1
     for index, stage in enumerate(node.stages):
         adopted = source if index == 0 else None
+        before = node.stages[index - 1] if index else upstream
         end = index == last and not node.children
         stdout = subprocess.DEVNULL if end else subprocess.PIPE
         if end and stage.answers:
@@ -300,22 +326,23 @@ def _start(runner, subprocess, node, stdin, started, early=None, source=None):
             if adopted:
                 stdin = _adopt(stage, adopted, started)
             else:
-                stdin = _popen(runner, subprocess, stage, stdin, stdout, started)
+                stdin = _popen(runner, subprocess, stage, stdin, stdout, started, upstream=before)
             continue
         proc, write, log, answer = taken
         try:
             if adopted:
                 _adopt(stage, adopted, started, into=write)
             else:
-                _popen(runner, subprocess, stage, stdin, write, started)
+                _popen(runner, subprocess, stage, stdin, write, started, upstream=before)
         finally:
             os.close(write)  # only the writer may hold it: the reader sees the stream's end
             started.add(node.stages[last], proc, log)
+            started.readers[id(stage)] = (node.stages[last], proc.pid)
             if answer is not None:
                 started.answers[id(node.stages[last])] = answer
         break
     if len(node.children) == 1:
-        _start(runner, subprocess, node.children[0], stdin, started, early)
+        _start(runner, subprocess, node.children[0], stdin, started, early, upstream=node.stages[-1])
     elif node.children:
         # tee -p: an output whose reader has gone (a failed destination) is dropped, the others go on.
         pipes = [os.pipe() for _child in node.children[1:]]
@@ -323,13 +350,13 @@ def _start(runner, subprocess, node, stdin, started, early=None, source=None):
         started.tees[id(node)] = tee
         try:
             first = _popen(runner, subprocess, tee, stdin, subprocess.PIPE, started,
-                           pass_fds=tuple(w for _r, w in pipes))
+                           pass_fds=tuple(w for _r, w in pipes), upstream=node.stages[-1])
         finally:
             for _r, w in pipes:
                 os.close(w)
         reads = [first] + [os.fdopen(r, "rb") for r, _w in pipes]
         for child, read in zip(node.children, reads):
-            _start(runner, subprocess, child, read, started, early)
+            _start(runner, subprocess, child, read, started, early, upstream=tee)
 
 
 def _adopt(stage, source, started, into=None):
@@ -340,16 +367,17 @@ def _adopt(stage, source, started, into=None):
     started.add(stage, proc, log)
     if into is None:
         return proc.stdout
-    copier = threading.Thread(target=_copy, args=(proc.stdout, os.dup(into)))
+    started.copied[id(stage)] = copied = [0]
+    copier = threading.Thread(target=_copy, args=(proc.stdout, os.dup(into), copied))
     copier.daemon = True
     copier.start()
     started.copiers.append(copier)
     return None
 
 
-def _copy(read_file, write_fd):
-    """Everything from `read_file` into `write_fd` until its end; a write that fails (the reader
-    has gone) closes both, so that the writer before sees its reader gone too."""
+def _copy(read_file, write_fd, copied):
+    """Everything from `read_file` into `write_fd` until its end, counted in `copied[0]`; a write
+    that fails (the reader has gone) closes both, so that the writer before sees its reader gone too."""
     source = read_file.fileno()
     try:
         while True:
@@ -359,6 +387,7 @@ def _copy(read_file, write_fd):
             view = memoryview(data)
             while view:
                 view = view[os.write(write_fd, view):]
+            copied[0] += len(data)
     except OSError:
         pass
     finally:
@@ -366,7 +395,7 @@ def _copy(read_file, write_fd):
         read_file.close()
 
 
-def _popen(runner, subprocess, stage, stdin, stdout, started, pass_fds=()):
+def _popen(runner, subprocess, stage, stdin, stdout, started, pass_fds=(), upstream=None):
     log = stderr_log() if stage.capture_stderr else None
     try:
         kwargs = {"pass_fds": pass_fds} if pass_fds else {}
@@ -380,12 +409,14 @@ def _popen(runner, subprocess, stage, stdin, stdout, started, pass_fds=()):
         if stdin is not subprocess.DEVNULL:
             stdin.close()  # only this stage may hold the read end
     started.add(stage, proc, log)
+    if upstream is not None:
+        started.readers[id(upstream)] = (stage, proc.pid)
     return proc.stdout
 
 
-def _tick(done, pid, begun, on_progress, interval):
+def _tick(done, count, begun, on_progress, interval):
     while not done.wait(interval):
-        sent = written_bytes(pid)
+        sent = count()
         if sent is not None and not done.is_set():
             try:
                 on_progress(sent, time.monotonic() - begun)

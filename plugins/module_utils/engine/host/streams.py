@@ -89,7 +89,7 @@ def plan_stream(source: Endpoint, snapshot_path: str, parent_path: str | None, d
         return Node(_receiver_stages(dest, compressed, options, arrival if dest in checked else None), leaf=dest)
 
     if compress_at_source:
-        root = Node([Stage(*source.sender(send_argv, _compress_argv(level), first), wire=True)])
+        root = Node([Stage(*source.sender(send_argv, _compress_argv(level), first), wire=True, remote=True)])
         root.children = [leaf(d, True) for d in zstd_dests]
         if plain_dests:
             decompress = Stage("zstd -d", [ZSTD, "-d", "-q", "-c"], meter=True)
@@ -97,7 +97,8 @@ def plan_stream(source: Endpoint, snapshot_path: str, parent_path: str | None, d
                                       [leaf(d, False) for d in plain_dests]))
         return _single_chains(root), True, flags
 
-    root = Node(_with_progress([Stage(*source.sender(send_argv, first=first), meter=True)], progress))
+    root = Node(_with_progress([Stage(*source.sender(send_argv, first=first), meter=True,
+                                      remote=source.crosses_network)], progress))
     root.children = [leaf(d, False) for d in plain_dests]
     if zstd_dests:
         compress = Stage("zstd", _compress_argv(level), wire=True)

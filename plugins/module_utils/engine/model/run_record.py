@@ -37,7 +37,8 @@ def _stream_compressed(done, before) -> bool | None:
     receive before its own sample decides, with the command line this one needed."""
     if not done:
         return before.get("stream_compressed")
-    return bool(done[-1].get("compressed_bytes"))
+    newest = done[-1]
+    return bool(newest.get("compressed") or newest.get("compressed_bytes"))
 
 
 def _receive_in_shell(done, before) -> bool | None:

@@ -252,6 +252,8 @@ class DestinationSync(_DestinationPlans):
                 record["status"] = "planned"
             else:
                 record.update(status="done", bytes=done.bytes_sent, seconds=done.seconds)
+                if done.compressed:
+                    record["compressed"] = True
                 if done.wire_bytes:
                     record["compressed_bytes"] = done.wire_bytes
                 if self._receives_in_shell(item.dest):

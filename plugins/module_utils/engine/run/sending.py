@@ -27,13 +27,16 @@ from .transfer import (arrival_name, gated_send_argv, is_partial_receive_of, ope
 class SendOutcome:
     """What one Send gave one destination: the verified backup (the snapshot, for a stream sink),
     the stream's size (a staged transfer: the bytes this run sent), its compressed size on the link
-    (None: not compressed); `planned`: check mode's stand-in, nothing was sent."""
+    (None: not compressed, or not counted here: `compressed` says which); `planned`: check mode's
+    stand-in, nothing was sent."""
 
-    __slots__ = ("backup", "bytes_sent", "seconds", "wire_bytes", "planned", "resumed_bytes", "slot_wait")
+    __slots__ = ("backup", "bytes_sent", "seconds", "wire_bytes", "planned", "resumed_bytes", "slot_wait", "compressed")
 
     def __init__(self, backup, bytes_sent=None, seconds=None, wire_bytes=None, planned=False, resumed_bytes=None,
-                 slot_wait=None):
+                 slot_wait=None, compressed=None):
         self.backup, self.bytes_sent, self.seconds, self.wire_bytes = backup, bytes_sent, seconds, wire_bytes
+        # Whether the stream crossed compressed (also when no process here counted its bytes).
+        self.compressed = wire_bytes is not None if compressed is None else compressed
         self.planned = planned
         self.resumed_bytes = resumed_bytes  # a staged transfer: the bytes already staged (None: not staged)
         self.slot_wait = slot_wait  # seconds the backup server's receive waited for a slot (None: no wait)
@@ -124,7 +127,8 @@ def _send_after_gate(executor, step, early, pending, sampling, gate) -> dict:
     for dest in staged:
         try:
             done = _send_staged(executor, step, dest, estimate, compressible)
-            arrived[dest] = _Arrived(done.bytes_sent, done.wire_bytes, done.seconds, done.skipped, None)
+            arrived[dest] = _Arrived(done.bytes_sent, done.wire_bytes, done.seconds, done.skipped, None,
+                                     done.wire_bytes is not None)
         except StagingRefused as err:
             LOG.warning("%s; %s is sent directly", err, snapshot.name)
             direct.append(dest)
@@ -141,7 +145,7 @@ def _send_after_gate(executor, step, early, pending, sampling, gate) -> dict:
                                 gated=gate.command if gate_line else None)
             failures.update(stats.failures)
             arrived.update((dest, _Arrived(stats.bytes_sent, stats.wire_bytes.get(dest), stats.seconds, None,
-                                           stats.answers.get(dest)))
+                                           stats.answers.get(dest), dest in stats.wire_bytes))
                            for dest in direct)
             slot_waits = _slot_waits(direct, stats)
         except BackupError as err:  # the stream could not start (a program missing): none got it
@@ -339,7 +343,7 @@ def _send_staged(executor, step, dest, estimate, compressible):
 #: What a send says of one destination: bytes sent, compressed bytes (None: not compressed),
 #: seconds, bytes resumed from staging (None: not staged) and the receive's answer about what
 #: arrived (None: none, host/arrival_check.py).
-_Arrived = collections.namedtuple("_Arrived", "sent wire seconds resumed answer")
+_Arrived = collections.namedtuple("_Arrived", "sent wire seconds resumed answer compressed")
 
 
 def _arrival(executor, dest, snapshot, parent, arrived, failure, claimed=False):
@@ -361,10 +365,17 @@ def _arrival(executor, dest, snapshot, parent, arrived, failure, claimed=False):
             if dest.can_list else None
         return error
     executor.locks.settle(snapshot.name, parent.name if parent else None, dest.id_aliases)
-    LOG.info("%s: %s arrived (%s bytes%s%s in %.1fs)", dest.id, snapshot.name, arrived.sent,
-             f", {arrived.wire} compressed" if arrived.wire else "",
+    LOG.info("%s: %s arrived (%s bytes%s%s in %.1fs)", dest.id, snapshot.name, _counted(arrived.sent),
+             (f", {_counted(arrived.wire)} compressed") if arrived.compressed else "",
              f", {arrived.resumed} resumed from staging" if arrived.resumed else "", arrived.seconds)
-    return SendOutcome(backup, arrived.sent, round(arrived.seconds, 3), arrived.wire, resumed_bytes=arrived.resumed)
+    return SendOutcome(backup, arrived.sent, round(arrived.seconds, 3), arrived.wire, resumed_bytes=arrived.resumed,
+                       compressed=arrived.compressed)
+
+
+def _counted(size):
+    """A byte count for the log; None: no process here saw those bytes (a relay's stream passes from
+    one ssh connection to the other)."""
+    return "uncounted" if size is None else size
 
 
 def _remove_partial_receive(executor, dest, snapshot, claimed=False):

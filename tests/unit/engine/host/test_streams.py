@@ -1,5 +1,7 @@
 """The stream's plan (pure) and the pipeline that runs it (real processes: printf, cat, false)."""
 
+import os
+
 import pytest
 
 from engine.host.capabilities import end_tools_from, progs_version
@@ -246,3 +248,37 @@ def test_the_progress_bar_sits_where_the_plain_stream_flows_here(source, dests, 
     assert [s.name for s in chain][:len(expected)] == expected
     bar = next(s for s in chain if s.name == "pv")
     assert bar.argv == ["pv", "-s", "123456"] and not bar.capture_stderr
+
+
+# An ssh stage through a shared connection writes nothing itself (the master writes to its pipe):
+# played here by a shell that leaves the writing to its child, so its own count is ~0.
+WRITES_THROUGH_A_CHILD = 'cat "$0"; :'
+
+
+@pytest.mark.parametrize("fan_out", [False, True])
+def test_an_ssh_stages_bytes_are_counted_by_the_process_here_that_reads_them(tmp_path, fan_out):
+    data = tmp_path / "stream"
+    data.write_bytes(os.urandom(3 << 20))
+    outs = [tmp_path / "out0", tmp_path / "out1"] if fan_out else [tmp_path / "out0"]
+    leaves = [Node([Stage("receive %d" % i, ["sh", "-c", 'cat > "$0"', str(out)])], leaf=i) for i, out in enumerate(outs)]
+    source = Stage("btrfs send on far", ["sh", "-c", WRITES_THROUGH_A_CHILD, str(data)], meter=True, wire=True,
+                   remote=True)
+    root = Node([source], leaves)  # one leaf: one chain, read by its receive; two: by the tee
+    result = run_stream(CommandRunner(), root)
+    assert result.failures == {}
+    # What the reader read: the stream, and a few KiB its program's loader read at its start.
+    assert 3 << 20 <= result.bytes_sent < (3 << 20) + 64 * 1024
+    assert result.wire_bytes == {i: result.bytes_sent for i in range(len(outs))}
+
+
+def test_an_ssh_stage_read_only_by_another_ssh_stage_is_not_counted(tmp_path):
+    """A relay whose stream passes from one ssh connection straight to the other: compressed, its
+    size unknown here (None), never the ssh clients' own few bytes."""
+    data = tmp_path / "stream"
+    data.write_bytes(os.urandom(1 << 20))
+    out = tmp_path / "out"
+    root = Node([Stage("btrfs send | zstd on far", ["sh", "-c", WRITES_THROUGH_A_CHILD, str(data)], wire=True, remote=True),
+                 Stage("btrfs receive on other", ["sh", "-c", 'cat > "$0"; :', str(out)], remote=True)], leaf="relayed")
+    result = run_stream(CommandRunner(), root)
+    assert result.failures == {} and out.stat().st_size == 1 << 20
+    assert result.bytes_sent is None and result.wire_bytes == {"relayed": None}
