@@ -60,21 +60,26 @@ tempfile.gettempdir()
 
 @pytest.fixture(scope="session")
 def runs_tmpdir():
-    """A folder of this session's for the temporary folders of the runs it starts (TMPDIR): short,
+    """A folder of this session's for the temporary files of the runs it starts (TMPDIR): short,
     since an ssh control socket's path has at most 107 bytes. A run killed outright cannot remove
-    its empty ssh control folder; at the end those go (rmdir: only empty ones), then the folder."""
+    its own (its ssh control folder, a staged transfer's list of chunks): they go at the end."""
     folder = tempfile.mkdtemp(prefix="bbt-", dir="/tmp")
     yield folder
-    for entry in os.scandir(folder):
-        if entry.name.startswith("btrfs-backup-ssh-"):
-            try:
-                os.rmdir(entry.path)
-            except OSError:
-                pass  # not empty: a master of a run still going, left as it is
-    try:
-        os.rmdir(folder)
-    except OSError:
-        pass  # something a run left there stays for a look
+    _remove_never_crossing_mounts(folder)
+
+
+def _remove_never_crossing_mounts(folder):
+    """`folder` and what is in it, except a filesystem mounted below it (and what leads there)."""
+    found = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [name for name in dirs if not os.path.ismount(os.path.join(root, name))]
+        found += [(os.unlink, os.path.join(root, name)) for name in files]
+        found += [(os.rmdir, os.path.join(root, name)) for name in dirs]
+    for remove, path in reversed([(os.rmdir, folder)] + found):  # the deepest first
+        try:
+            remove(path)
+        except OSError:
+            pass  # still in use, or a mount point's way: left as it is
 
 
 @pytest.fixture(autouse=True)
