@@ -8,8 +8,8 @@ old snapshot there): its snapshot rides in the send's command; 4 with an after_s
 runs between them; once for a run with nothing to send. A relay's source, whose stream may be staged
 (resumable), is asked 3 times too: its gated send's command takes the snapshot, estimates the
 stream with a `--no-data` pass and waits for the verdict before the real send (host/gated_send.py).
-A snapshot that fails there, an estimate that fails there, and a send cut there, leave nothing
-here and the next run catches up.
+A snapshot that fails there, an estimate that fails there, a send cut there and a run stopped
+(SIGTERM) while it estimates leave nothing here and the next run catches up.
 At a plain ssh host that received the last stream in its shell, the receive starts before the
 survey answers; what it cannot take then reads an empty stream (also at a key now given to serve,
 which declines it without counting a refusal). Counted by a forced command that logs each
@@ -22,16 +22,19 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import stat
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
-from cli_helpers import (CLI, assert_backup, assert_no_partial, destination, live_locks, ok, run_cli, sent, snapshot_names,
-                         ssh_args, subvolumes)
+from cli_helpers import (CLI, assert_backup, assert_no_partial, destination, live_locks, ok, read_locks, run_cli, sent,
+                         snapshot_names, ssh_args, subvolumes, wait_next_second)
 from cli_helpers import show as show_subvolume
+from faults import start_cli
 from support.sshd import Sshd
 from support.trees import assert_same_tree, write_mixed_tree
 
@@ -610,6 +613,46 @@ def test_a_relayed_send_cut_after_its_gate(logged_sshd, sshd, make_fs, subvolume
     assert [t[1:] for t in sent(result, url)][0] == ("full", None)
     assert_backup(dest, source / "snapshot" / name)
     assert_same_tree(source / "snapshot" / name, dest / name)
+    assert live_locks(source / "snapshot") == {}
+
+
+NO_DATA_STALLS = 'if [ "$1 $2" = "send --no-data" ]; then sleep 10; fi\n'  # ends by itself soon after
+
+
+def test_a_relay_stopped_while_its_source_estimates(logged_sshd, sshd, make_fs, subvolume):
+    """SIGTERM while the gated command's `--no-data` pass runs: the run ends at once and leaves no
+    process; its snapshot, taken at the source, stays locked; the next run sends it and its own."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=19)
+    dest = make_fs("dst") / "relayed"
+    dest.mkdir()
+    url = sshd.url(dest)
+    args = ssh_args(server, sshd) + [server.url(source), url]
+    ok(*args)
+    (source / "more.txt").write_text("more\n")
+    wait_next_second()
+    with_btrfs_wrapper(server, commands, NO_DATA_STALLS)
+    with start_cli(*args) as cli:
+        cli.child("the gated send", lambda p: any('read -r verdict' in a for a in p.argv))
+        deadline = time.monotonic() + 30
+        while len(snapshot_names(source / "snapshot")) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        cli.signal(signal.SIGTERM)
+        stopped = cli.finish(timeout=30)
+        assert stopped.code == 143 and cli.elapsed < 8, (cli.elapsed, stopped.explain())  # not after the stall
+        assert "terminated" in stopped.stderr, stopped.stderr
+        assert cli.strays() == [] and cli.ssh_masters() == [], cli.strays()
+    first, second = snapshot_names(source / "snapshot")
+    assert live_locks(source / "snapshot") == {second: {"locks": [url]}, first: {"parent_locks": [url]}}, \
+        read_locks(source / "snapshot")
+    assert sorted(subvolumes(dest)) == [first]
+    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    result = ok(*args).result
+    names = snapshot_names(source / "snapshot")
+    assert [t[1:] for t in sent(result, url)][0] == ("incremental", first), sent(result, url)
+    for parent, name in zip(names, names[1:]):  # the chain stayed incremental
+        assert_backup(dest, source / "snapshot" / name, parent_name=parent)
+    assert_same_tree(source / "snapshot" / names[-1], dest / names[-1])
     assert live_locks(source / "snapshot") == {}
 
 
