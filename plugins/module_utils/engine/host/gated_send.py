@@ -54,23 +54,13 @@ class GatedSend:
     def read_no_data(self, sizer, timeout: float = 300.0):
         """Feed the `--no-data` stream to `sizer` (stream_size.StreamSizer) up to its end command;
         returns it finished, or None when the command ended first (a lock file, snapshot or send
-        that failed: said on stderr) or the stream is not one (logged by the caller's reason)."""
-        import selectors
+        that failed: said on stderr). A stream that is not one raises ValueError, the time limit
+        TimeoutError."""
+        from .stream_size import read_stream
 
-        deadline = time.monotonic() + timeout
-        fd = self.proc.stdout.fileno()
-        with selectors.DefaultSelector() as selector:
-            selector.register(fd, selectors.EVENT_READ)
-            while not sizer.ended:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no complete --no-data stream after {sizer.stream_bytes} bytes within the time limit")
-                if not selector.select(left):
-                    continue
-                data = os.read(fd, 1 << 20)
-                if not data:
-                    return None
-                sizer.feed(data)
+        read_stream(self.proc, sizer, time.monotonic() + timeout, until_end_command=True)
+        if not sizer.ended:
+            return None
         sizer.finish()
         self.waiting = self.proc.poll() is None
         return sizer

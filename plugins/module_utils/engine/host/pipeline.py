@@ -132,7 +132,7 @@ class _Started:
         self.procs, self.stages, self.logs, self.tees = [], [], [], {}
         self.answers = {}  # id(stage) -> the file its output goes to (Stage.answers)
         self.copiers = []  # threads that carry a stage's stream to an early stage (_adopt)
-        self.readers = {}  # id(stage) -> the process here that reads its output (_Started.count)
+        self.readers = {}  # id(stage) -> (stage, pid) of the process here that reads its output (counter)
         self.copied = {}  # id(stage) -> [bytes] a copier carried of its output
 
     def counter(self, flag: str):

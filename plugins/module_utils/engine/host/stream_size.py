@@ -217,15 +217,11 @@ def read_no_data_send(endpoint, runner, snapshot_path: str, parent_path: str | N
                       timeout: float = 300.0, keep_extents: bool = False) -> StreamSizer | None:
     """The StreamSizer that read the whole `--no-data` twin of `btrfs send [-p parent_path]
     snapshot_path` at `endpoint`: its `estimate`, and with `keep_extents` the file ranges whose
-    data the send carries (`extents`); None as for an estimate. One pass serves both."""
-    return _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, StreamSizer(keep_extents))[0]
-
-
-def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, sizer):
-    """(`sizer` once it has read the whole `--no-data` send, else None with the reason logged;
-    what the command said on stderr)."""
+    data the send carries (`extents`); None as for an estimate, with the reason logged. One pass
+    serves both."""
     import subprocess  # here: runs that estimate nothing never pay for it (start-up time)
 
+    sizer = StreamSizer(keep_extents)
     send_argv = btrfs.send_argv(snapshot_path, parent_path, no_data=True)
     argv = endpoint.command(send_argv)
     deadline = time.monotonic() + timeout
@@ -233,10 +229,10 @@ def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, si
         proc = runner.popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     except OSError as err:
         LOG.debug("no size estimate for %s: cannot start %s: %s", snapshot_path, argv[0], err)
-        return None, ""
-    errors, read = b"", None
+        return None
+    read = None
     try:
-        errors = _read_stream(proc, sizer, deadline)
+        errors = read_stream(proc, sizer, deadline)
         returncode = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
         errors += _waiting_output(proc.stderr)
         if returncode != 0:
@@ -251,22 +247,24 @@ def _read_no_data_send(endpoint, runner, snapshot_path, parent_path, timeout, si
         LOG.debug("no size estimate for %s: %s", snapshot_path, err)
     finally:
         _stop(proc)
-    return read, errors.decode("utf-8", "replace")
+    return read
 
 
-def _read_stream(proc, sizer, deadline):
-    """Feed `proc`'s stdout to `sizer` until it closes; what came on stderr meanwhile (its last
-    64 KiB: a snapshot's facts come before the send's own lines). stderr is read too, so that the
-    process never blocks on it, but its end is not waited for: a background ssh master may hold it
-    open after the command has ended."""
+def read_stream(proc, sizer, deadline, until_end_command=False):
+    """Feed `proc`'s stdout to `sizer` until it closes (or, `until_end_command`, until the stream's
+    end command is read: a command that waits after it, host/gated_send.py); what came on stderr
+    meanwhile, where it is a pipe (its last 64 KiB, for the reason of a failure). stderr is read
+    too, so that the process never blocks on it, but its end is not waited for: a background ssh
+    master may hold it open after the command has ended."""
     import os
     import selectors
 
     errors = b""
     with selectors.DefaultSelector() as selector:
         selector.register(proc.stdout, selectors.EVENT_READ, "stdout")
-        selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
-        while True:
+        if proc.stderr is not None:
+            selector.register(proc.stderr, selectors.EVENT_READ, "stderr")
+        while not (until_end_command and sizer.ended):
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"no complete stream after {sizer.stream_bytes} bytes within the time limit")
@@ -280,6 +278,7 @@ def _read_stream(proc, sizer, deadline):
                     sizer.feed(data)
                 else:
                     return errors
+    return errors
 
 
 def _waiting_output(pipe):
