@@ -103,14 +103,13 @@ def _send(executor, step, early) -> dict:
 def _send_after_gate(executor, step, early, pending, sampling, gate) -> dict:
     """_send once its locks are held (and its gated send started: `gate`, or None)."""
     snapshot, parent, dests = step.snapshot, step.parent, step.destinations
-    gate_line = gate.line if gate is not None else None
-    if gate is not None and not gate.waiting:  # it ended before its gate: the snapshot exists, nothing estimated
-        step = Send(source=step.source, snapshot=gate.taken(), parent=parent, destinations=dests)
-        snapshot, pending, gate_line = step.snapshot, None, None
     staged, estimate = _staged_destinations(executor, step)
-    if gate_line and staged:  # sent by the staged transfer: the gated command ends
+    gate_line = gate.line if gate is not None and gate.waiting and not staged else None
+    if gate is not None and not gate_line:
+        # It ended before its gate (nothing estimated), or the staged transfer sends the snapshot:
+        # the command ends, its snapshot as taken.
         step = Send(source=step.source, snapshot=gate.taken(), parent=parent, destinations=dests)
-        snapshot, pending, gate_line = step.snapshot, None, None
+        snapshot, pending = step.snapshot, None
     hold_first = None if staged or gate_line else _hold_in_send(executor, step.source)
     if hold_first is None and gate is None:  # a gated command wrote the lock file before its snapshot
         if pending is not None and step.source.folder_to_create is not None:
