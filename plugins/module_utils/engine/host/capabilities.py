@@ -97,7 +97,7 @@ class EndToolsProbe:
 
     def tree_size(self, source, path: str):
         """The TreeSize of the subvolume at `path` at `source` (this machine), None when a bounded
-        walk cannot meet all of it (compressibility.tree_size): the walk of the sample started
+        walk cannot meet all of it (compressibility.walk_subvolume): the walk of the sample started
         ahead for that source if there is one (the snapshot of that subvolume holds its files),
         else one now."""
         if path in self._ahead_trees:

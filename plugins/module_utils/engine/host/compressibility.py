@@ -12,7 +12,7 @@ bounded walk, and some small ones); for a local incremental, the changed file ra
 `--no-data` twin names (the pass that also estimates the stream's size), read from the snapshot. A remote source (a pull) is not sampled: that
 would cost a remote command of its own.
 
-The same walk, taken further, also sizes a small subvolume (tree_size): its files' bytes and its entries, which
+The same walk, taken further, also sizes a small subvolume (walk_subvolume, Walked.tree): its files' bytes and its entries, which
 bound what a full send of it can carry (resumable.full_stream_bound).
 """
 
@@ -23,7 +23,7 @@ import os
 import zlib
 
 WALK_LIMIT = 4000     # directory entries looked at for a sample, at most
-# Entries a walk that sizes a subvolume looks at, at most (tree_size): ~5 us each here, against
+# Entries a walk that sizes a subvolume looks at, at most (walk_subvolume): ~5 us each here, against
 # ~35 us each for the `--no-data` pass that it spares a small subvolume's full send.
 SIZE_WALK_LIMIT = 20000
 LARGE_FILES = 24      # the largest files found, sampled at their start
@@ -102,14 +102,9 @@ def sample_walked(walked: Walked) -> tuple[str, int, int]:
 
 
 def sample_and_size(root: str) -> tuple[tuple[str, int, int], TreeSize | None]:
-    """A full send's sample of the files below `root` and their tree_size, from one walk."""
+    """A full send's sample of the files below `root` and their TreeSize, from one walk."""
     walked = walk_subvolume(root)
     return sample_walked(walked), walked.tree
-
-
-def tree_size(root: str) -> TreeSize | None:
-    """The TreeSize of the subvolume at `root` (walk_subvolume)."""
-    return walk_subvolume(root).tree
 
 
 def _sample_files(files, small):

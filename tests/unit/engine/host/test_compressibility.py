@@ -7,8 +7,13 @@ import pytest
 
 from engine.host import compressibility
 from engine.host.compressibility import (EARLY_LOOK, PIECE, SAMPLE_BUDGET, SIZE_WALK_LIMIT, WALK_LIMIT, TreeSize, sample_and_size,
-                                         sample_extents, sample_places, sample_snapshot, tree_size)
+                                         sample_extents, sample_places, sample_snapshot, walk_subvolume)
 from engine.model.compression import judge_sample
+
+
+def tree_size(root):
+    """The TreeSize a walk of `root` found (None: not all of it)."""
+    return walk_subvolume(root).tree
 
 
 def verdict(sample):
