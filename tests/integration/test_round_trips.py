@@ -498,6 +498,22 @@ def pulled_twice_then(server, commands, make_fs, subvolume, seed, body):
     return source, dest, args
 
 
+def relayed_once_then(server, sshd, commands, make_fs, subvolume, seed, body):
+    """A source at `server` relayed once to `sshd` (a full backup there), 20 KiB changed, and
+    the source's btrfs then wrapped by `body` (with_btrfs_wrapper): (source, dest, its url, the
+    relay's arguments)."""
+    source = small_source(make_fs, subvolume, seed=seed)
+    dest = make_fs("dst") / "relayed"
+    dest.mkdir()
+    url = sshd.url(dest)
+    args = ssh_args(server, sshd) + [server.url(source), url]
+    ok(*args)
+    write_mixed_tree(source / "changed", n_small=2, small_size=10240, large_files=[], seed=seed + 100)
+    with_btrfs_wrapper(server, commands, body)
+    commands.take()
+    return source, dest, url, args
+
+
 SNAPSHOT_FAILS = ('if [ "$1 $2" = "subvolume snapshot" ]; then '
                   'echo "ERROR: cannot snapshot \'$4\': No space left on device" >&2; exit 1; fi\n')
 SEND_IS_CUT = 'if [ "$1" = send ]; then "$REAL" "$@" | head -c 300; exit 1; fi\n'
@@ -534,15 +550,7 @@ def test_a_snapshot_that_fails_at_a_relayed_source(logged_sshd, sshd, make_fs, s
     same clear error, nothing sent, no snapshot and no lock left at the source; the next run
     sends the change incrementally."""
     server, commands = logged_sshd
-    source = small_source(make_fs, subvolume, seed=16)
-    dest = make_fs("dst") / "relayed"
-    dest.mkdir()
-    url = sshd.url(dest)
-    args = ssh_args(server, sshd) + [server.url(source), url]
-    ok(*args)
-    write_mixed_tree(source / "changed", n_small=2, small_size=10240, large_files=[], seed=116)
-    with_btrfs_wrapper(server, commands, SNAPSHOT_FAILS)
-    commands.take()
+    source, dest, url, args = relayed_once_then(server, sshd, commands, make_fs, subvolume, 16, SNAPSHOT_FAILS)
     before = sorted(subvolumes(dest))
     done = run_cli(*args)
     taken = commands.take()
@@ -573,15 +581,7 @@ def test_a_relayed_source_whose_size_estimate_fails(logged_sshd, sshd, make_fs, 
     """The gated command ends before its gate, its snapshot taken: the snapshot is sent without an
     estimate in a command of its own, incrementally, and arrives whole; no lock is left."""
     server, commands = logged_sshd
-    source = small_source(make_fs, subvolume, seed=17)
-    dest = make_fs("dst") / "relayed"
-    dest.mkdir()
-    url = sshd.url(dest)
-    args = ssh_args(server, sshd) + [server.url(source), url]
-    ok(*args)
-    write_mixed_tree(source / "changed", n_small=2, small_size=10240, large_files=[], seed=117)
-    with_btrfs_wrapper(server, commands, NO_DATA_FAILS)
-    commands.take()
+    source, dest, url, args = relayed_once_then(server, sshd, commands, make_fs, subvolume, 17, NO_DATA_FAILS)
     result = ok(*args).result
     taken = commands.take()
     first, second = snapshot_names(source / "snapshot")
@@ -623,15 +623,8 @@ def test_a_relay_stopped_while_its_source_estimates(logged_sshd, sshd, make_fs, 
     """SIGTERM while the gated command's `--no-data` pass runs: the run ends at once and leaves no
     process; its snapshot, taken at the source, stays locked; the next run sends it and its own."""
     server, commands = logged_sshd
-    source = small_source(make_fs, subvolume, seed=19)
-    dest = make_fs("dst") / "relayed"
-    dest.mkdir()
-    url = sshd.url(dest)
-    args = ssh_args(server, sshd) + [server.url(source), url]
-    ok(*args)
-    (source / "more.txt").write_text("more\n")
+    source, dest, url, args = relayed_once_then(server, sshd, commands, make_fs, subvolume, 19, NO_DATA_STALLS)
     wait_next_second()
-    with_btrfs_wrapper(server, commands, NO_DATA_STALLS)
     with start_cli(*args) as cli:
         cli.child("the gated send", lambda p: any('read -r verdict' in a for a in p.argv))
         deadline = time.monotonic() + 30
