@@ -25,6 +25,7 @@ import shutil
 import signal
 import stat
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -193,6 +194,48 @@ def test_the_runs_ssh_master_is_told_to_exit_over_its_socket(logged_sshd, make_f
     assert len(folders) == 2 and not any(os.path.exists(f) for f in folders), folders
     running = subprocess.run(["ps", "-eo", "args"], stdout=subprocess.PIPE, text=True, check=True).stdout
     assert not [line for line in running.splitlines() if any(f in line for f in folders)], running
+
+
+def test_ssh_G_is_asked_once_per_ssh_program(logged_sshd, make_fs, subvolume, tmp_path, job_state_dir):
+    """Where no ssh config file sets Ciphers, a run learns from `ssh -G` what the ssh program's
+    own cipher list is, once: the next run offers the same order without asking, and an ssh
+    program that changed is asked again. The user's own Ciphers need no question at all."""
+    module_utils = str(Path(__file__).resolve().parents[2] / "plugins" / "module_utils")
+    if module_utils not in sys.path:
+        sys.path.insert(0, module_utils)
+    from engine.host.endpoints.ssh_ciphers import config_sets_ciphers  # pylint: disable=import-error
+    if config_sets_ciphers() is not False:
+        pytest.skip("this machine's ssh config sets Ciphers (or cannot be read): every run asks ssh -G")
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=13)
+    url = server.url(make_fs("dst") / "backups")
+    shims, log = tmp_path / "logged-bin", tmp_path / "ssh.log"
+    shims.mkdir()
+    shim = shims / "ssh"
+    shim.write_text("#!/bin/sh\nprintf '%%s\\n' \"$*\" >> %s\nexec %s \"$@\"\n" % (shlex.quote(str(log)), shutil.which("ssh")))
+    shim.chmod(0o755)
+    env = {"PATH": "%s:%s" % (shims, os.environ["PATH"])}
+
+    def run_and_calls(*extra):
+        log.write_text("")
+        ok(*ssh_args(server), *extra, source, url, env=env)
+        commands.take()
+        calls = log.read_text().splitlines()
+        masters = [c for c in calls if " -N " in c]
+        assert len(masters) == 1, calls
+        return [c for c in calls if " -G " in c], re.findall(r"Ciphers=(\S+)", masters[0])
+
+    asked, first_ciphers = run_and_calls()
+    assert len(asked) == 1
+    assert (job_state_dir / "ssh-programs.json").exists()
+    asked, ciphers = run_and_calls()
+    assert asked == [] and ciphers == first_ciphers
+    with open(shim, "a", encoding="utf-8") as handle:
+        handle.write("# another version of the program\n")
+    asked, ciphers = run_and_calls()
+    assert len(asked) == 1 and ciphers == first_ciphers
+    asked, ciphers = run_and_calls("--ssh-opt", "Ciphers=aes256-ctr")
+    assert asked == [] and ciphers == ["aes256-ctr"]
 
 
 def test_the_users_own_connection_sharing_is_left_to_them(logged_sshd, make_fs, subvolume):

@@ -14,6 +14,7 @@ import posixpath
 import re
 
 from ...model.errors import ConfigError, EndpointError, UnreachableError
+from ...model.ssh_config import bulk_ciphers_verdict, option_name
 from .. import btrfs
 from ..runner import LOG, CommandResult
 from .base import Endpoint, check_path
@@ -316,7 +317,7 @@ class SshConnections:
 
     def _connect(self, endpoint):
         """ssh's cipher choice for the host, then its shared connection."""
-        endpoint.bulk_ciphers = _configured_ciphers(endpoint, self.runner) == OPENSSH_DEFAULT_CIPHERS
+        endpoint.bulk_ciphers = _bulk_ciphers_fit(endpoint, self.runner)
         # %C is a hash of host, port and user: short enough for a socket path.
         endpoint.control_path = os.path.join(self._dir, "%C")
         self._open_master(endpoint)
@@ -405,12 +406,27 @@ def _new_folder_in(parent: str, prefix: str) -> str:
 def _user_multiplexing(endpoint):
     """The user's ssh options decide about connection sharing themselves (ssh keeps the first
     value, and theirs come first)."""
-    return any(_option_name(o) in ("controlmaster", "controlpath") for o in endpoint.ssh_options)
+    return any(option_name(o) in ("controlmaster", "controlpath") for o in endpoint.ssh_options)
 
 
-def _option_name(option: str) -> str:
-    """The lower-case name of an `-o` option, given as `Name=value` or `Name value`."""
-    return re.split(r"[=\s]", option.strip(), 1)[0].lower()
+def _bulk_ciphers_fit(endpoint, runner) -> bool:
+    """Whether the host's connection may offer BULK_CIPHERS: only where ssh would use its own
+    built-in order (model/ssh_config.py). `ssh -G` is asked unless the config files and the ssh
+    program tell it without a process (host/endpoints/ssh_ciphers.py)."""
+    from . import ssh_ciphers  # a run with an ssh end only
+
+    config_sets = ssh_ciphers.config_sets_ciphers()
+    program = ssh_ciphers.program_path(endpoint.ssh_binary) if config_sets is False else None
+    known = ssh_ciphers.known_default_fits(program) if program else None
+    verdict = bulk_ciphers_verdict(endpoint.ssh_options, config_sets, known)
+    if verdict is not None:
+        return verdict
+    ciphers = _configured_ciphers(endpoint, runner)
+    fits = ciphers == OPENSSH_DEFAULT_CIPHERS
+    if program and ciphers is not None and bulk_ciphers_verdict(endpoint.ssh_options, config_sets, fits) == fits:
+        # Nobody chose ciphers for this host: what ssh -G showed is the program's own list.
+        ssh_ciphers.remember_default_fits(program, fits)
+    return fits
 
 
 def _configured_ciphers(endpoint, runner):
