@@ -42,6 +42,7 @@ import shutil
 import socket
 import statistics
 import subprocess
+import sysconfig
 import sys
 import tempfile
 import threading
@@ -140,6 +141,14 @@ class LatencyBench:
         self.env.pop("PYTHONDONTWRITEBYTECODE", None)
         self.env["PYTHONPYCACHEPREFIX"] = str(self.tmp / "pycache")
         self.env = ours_env(self.env)
+        # The interpreter a managed host runs ours with (the launcher's `python3`), and 0.3.1 too.
+        python_bin = self.tmp / "python-bin"
+        python_bin.mkdir()
+        (python_bin / "python3").symlink_to(self.args.python)
+        self.env["PATH"] = "%s:%s" % (python_bin, self.env["PATH"])
+        self.python_version = subprocess.run([self.args.python, "-c", "import sys; print(sys.version.split()[0])"],
+                                             stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
+        self.env_031 = dict(self.env, PYTHONPATH=sysconfig.get_paths()["purelib"])  # 0.3.1's package
         self.env["BTRFS_BACKUP_STATE_DIR"] = str(self.tmp / "job-state")  # not the machine's
         self.fingerprint = engine_fingerprint()
         self._make_data()
@@ -387,9 +396,9 @@ class LatencyBench:
             if tool == "ours":
                 stages = [self._ours("-S", "-P", "-f", snaps, self.data, self._url(folder))]
             else:
-                stages = [self.netns.prefix + [str(OLD_SCRIPT), "-S", "-q", *flags, "-f", str(snaps), str(self.data),
-                                               self._url(folder)]]
-            self._measure("nothing", tool, stages)
+                stages = [self.netns.prefix + [self.args.python, str(OLD_SCRIPT), "-S", "-q", *flags, "-f", str(snaps),
+                                               str(self.data), self._url(folder)]]
+            self._measure("nothing", tool, stages, env=self.env_031 if tool == "0.3.1" else None)
             if len(subvolumes_in(folder)) != held:
                 raise BenchError("a run with nothing to send changed %s" % folder)
 
@@ -402,6 +411,7 @@ class LatencyBench:
                    self.fingerprint, a.link_rate, 2 * a.delay_ms, a.delay_ms, time.strftime("%Y-%m-%d %H:%M")),
                "Data: stream %.1f MiB (zstd -3: %.1f MiB); %d MiB changed before each incremental run." % (
                    self.stream_mib, self.zstd_mib, a.change_mib),
+               "Ours and btrfs-backup 0.3.1 run by %s (Python %s)." % (a.python, self.python_version),
                "Load average at the start: %s; at the end: %s." % (load_start, _load()), "",
                "| scenario | tool | runs | median s | min s | max s | remote commands per run |",
                "|---|---|---:|---:|---:|---:|---:|"]
@@ -443,6 +453,9 @@ def parse_args(argv=None):
     p.add_argument("--no-gate", action="store_true", help="do not wait for a quiet machine before each run")
     p.add_argument("--only", choices=("all", "push", "pull"), default="all",
                    help="run every scenario, only the pushes (full, incremental, nothing) or only the pulls")
+    p.add_argument("--python", default="/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable,
+                   help="the python3 that runs ours and btrfs-backup 0.3.1 (default: the distribution's "
+                        "/usr/bin/python3, as on a managed host; else this benchmark's)")
     p.add_argument("--baseline", type=Path, help="another checkout's bin/btrfs-backup, paired with ours in the pulls")
     p.add_argument("--relay", action="store_true", help="the pulls' backups go to the far host too: a relay")
     p.add_argument("--strace", metavar="DIR", help="run ours under strace -f -ttt, one trace file per run in DIR "

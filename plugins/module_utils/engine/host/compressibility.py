@@ -35,6 +35,11 @@ PIECE = 32 * 1024  # bytes read at each of the places sampled in an incremental'
 # compress, the rest is not read (a sample must not cost what not compressing saves).
 EARLY_LOOK = 256 * 1024
 PLAINLY_INCOMPRESSIBLE = 0.98
+# An incremental's first look, before its sample: this much at the start of each of the first
+# FIRST_LOOK_PLACES places of the sample (spread over the whole stream). Data that plainly does
+# not compress there is not read further: ~2 ms of zlib here instead of ~9 for EARLY_LOOK.
+FIRST_LOOK_PIECE = 8 * 1024
+FIRST_LOOK_PLACES = 8
 SNAPSHOT_DATA = "the snapshot's data"
 
 #: The files of a subvolume that a bounded walk met in full: their bytes (apparent sizes) and how
@@ -46,16 +51,17 @@ Walked = collections.namedtuple("Walked", "files small tree")
 
 
 class _Sample:
-    """zlib -1 over the data added, in blocks of PIECE or more (each compressed alone, so that what
-    was added so far is measured exactly); `plain` once enough of it plainly does not compress."""
+    """zlib -1 over the data added, in blocks of `block` bytes or more (each compressed alone, so
+    that what was added so far is measured exactly); `plain` once enough of it plainly does not compress."""
 
-    def __init__(self):
+    def __init__(self, block: int = PIECE):
         self.original = self.packed = 0
+        self._block = block
         self._pending = bytearray()
 
     def add(self, data: bytes) -> None:
         self._pending += data
-        if len(self._pending) >= PIECE:
+        if len(self._pending) >= self._block:
             self._pack()
 
     def _pack(self):
@@ -150,9 +156,19 @@ def sample_places(extents: list, budget: int = SAMPLE_BUDGET, piece: int = PIECE
 
 def sample_extents(root: str, extents: list) -> tuple[int, int]:
     """(bytes read, bytes zlib -1 made of them) of the places sample_places picks, read from the
-    files below `root` (the snapshot the stream is sent from)."""
-    sample = _Sample()
-    for path, offset, length in sample_places(extents):
+    files below `root` (the snapshot the stream is sent from); after a first look at the start
+    of the first of them that finds data which plainly does not compress, only that look's."""
+    places = sample_places(extents)
+    first = [(path, offset, min(length, FIRST_LOOK_PIECE)) for path, offset, length in places[:FIRST_LOOK_PLACES]]
+    look = _read_places(root, first, _Sample(FIRST_LOOK_PIECE))
+    original, packed = look.result()
+    if original and packed >= PLAINLY_INCOMPRESSIBLE * original:
+        return original, packed
+    return _read_places(root, places, _Sample()).result()
+
+
+def _read_places(root, places, sample):
+    for path, offset, length in places:
         if sample.plain:
             break
         try:
@@ -166,7 +182,7 @@ def sample_extents(root: str, extents: list) -> tuple[int, int]:
         finally:
             os.close(fd)
         sample.add(data)
-    return sample.result()
+    return sample
 
 
 def _walk(root, limit):

@@ -6,7 +6,7 @@ import random
 import pytest
 
 from engine.host import compressibility
-from engine.host.compressibility import (EARLY_LOOK, PIECE, SAMPLE_BUDGET, SIZE_WALK_LIMIT, WALK_LIMIT, TreeSize, sample_and_size,
+from engine.host.compressibility import (FIRST_LOOK_PIECE, FIRST_LOOK_PLACES, PIECE, SAMPLE_BUDGET, SIZE_WALK_LIMIT, WALK_LIMIT, TreeSize, sample_and_size,
                                          sample_extents, sample_places, sample_snapshot, walk_subvolume)
 from engine.model.compression import judge_sample
 
@@ -98,16 +98,35 @@ def test_the_extents_sample_reads_only_the_changed_ranges(tmp_path, random_file,
     other = "unchanged" if random_file == "changed" else "changed"
     (tmp_path / other).write_bytes(prose(2 * MIB, 1))
     sample = sample_extents(str(tmp_path), [("changed", 0, 2 * MIB)])
-    assert sample[0] == (EARLY_LOOK if random_file == "changed" else SAMPLE_BUDGET)
+    assert sample[0] == (FIRST_LOOK if random_file == "changed" else SAMPLE_BUDGET)
     assert verdict(sample) is compressible
+
+
+FIRST_LOOK = FIRST_LOOK_PIECE * FIRST_LOOK_PLACES
 
 
 def test_random_data_is_read_only_until_it_plainly_does_not_compress(tmp_path):
     (tmp_path / "media").write_bytes(os.urandom(4 * MIB))
     read, _packed = sample_extents(str(tmp_path), [("media", 0, 4 * MIB)])
-    assert read == EARLY_LOOK
+    assert read == FIRST_LOOK
     read, _packed = sample_snapshot(str(tmp_path))
     assert read < SAMPLE_BUDGET
+
+
+def test_the_first_look_spans_the_stream(tmp_path):
+    """Random data at the start of the changes and text after it: the first look's places are
+    spread over all of them, so it is not taken for plainly incompressible."""
+    (tmp_path / "a").write_bytes(os.urandom(MIB) + prose(3 * MIB, 3))
+    sample = sample_extents(str(tmp_path), [("a", 0, 4 * MIB)])
+    assert sample[0] == SAMPLE_BUDGET and verdict(sample) is True
+
+
+def test_repeated_random_blocks_compress_though_each_byte_looks_random(tmp_path):
+    """The first look compresses (zlib finds the repeats), it does not count byte frequencies:
+    a repeated random 2 KiB block is a stream that zstd shrinks."""
+    (tmp_path / "vm").write_bytes(os.urandom(2048) * (2 * MIB // 2048))
+    sample = sample_extents(str(tmp_path), [("vm", 0, 2 * MIB)])
+    assert sample[0] == SAMPLE_BUDGET and verdict(sample) is True
 
 
 def test_names_the_snapshot_no_longer_has_are_passed_over(tmp_path):
