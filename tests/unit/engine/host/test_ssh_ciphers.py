@@ -41,6 +41,22 @@ def test_the_system_config_and_its_wildcard_include(configs):
     assert sets(configs) is True  # relative to the system's folder
 
 
+@pytest.mark.parametrize("pattern, matched", [
+    pytest.param("conf.d/*.conf", ["a.conf", "b.conf"], id="wildcard-in-the-name"),
+    pytest.param("conf.d/.*", [".hidden"], id="a-dot-pattern-matches-dot-names"),
+    pytest.param("c*/b.conf", ["b.conf"], id="wildcard-in-the-folder"),
+    pytest.param("missing.d/*", [], id="no-such-folder"),
+])
+def test_wildcard_includes_match_as_glob_does(configs, pattern, matched):
+    home, system_config = configs
+    folder = system_config.parent / "conf.d"
+    folder.mkdir()
+    for name in ("a.conf", "b.conf", ".hidden", "notes.txt"):
+        (folder / name).write_text("Port 22\n")
+    assert ssh_ciphers._included(pattern, str(system_config.parent), None) == [  # pylint: disable=protected-access
+        str(folder / name) for name in matched]
+
+
 def test_the_users_config_and_its_includes(configs):
     home, _system_config = configs
     (home / ".ssh" / "config").write_text("Include hosts/*\nInclude ~/more.conf\n")

@@ -43,6 +43,10 @@ _SSH_URL_RE = (
     r"^ssh://(?:(?P<user>[^@/]+)@)?(?P<host>\[[^\]/]+\]|[^:/@]+)(?::(?P<port>[^/]*))?(?P<path>/.*)$"
 )
 
+# Seconds a run waits, at most, for the start of an ssh master's process before it goes on (its
+# cipher choice comes first: `ssh -G` when the program is not known yet, ~9 ms).
+MASTER_START_WAIT = 0.25
+
 # OpenSSH's built-in cipher order. When ssh -G shows it unchanged (nobody configured Ciphers),
 # the same ciphers are offered with AES-GCM first: with AES-NI it moves bulk data markedly
 # faster than chacha20-poly1305, and every server that accepted the default still agrees.
@@ -308,28 +312,45 @@ class SshConnections:
         # two masters opened at once for one socket would race, and the loser never ends.
         first = self._opened.setdefault(endpoint.connection_key(), endpoint)
         opening = self._connect if first is endpoint else functools.partial(self._share, first)
-        if getattr(self.runner, "runs_beside", False):
-            from ..overlap import InBackground  # a run with an ssh end only
-            endpoint.connecting = InBackground(opening, endpoint)
-        else:
-            opening(endpoint)
+        if not getattr(self.runner, "runs_beside", False):
+            opening(endpoint, _nothing)
+            return endpoint
+        import threading
+        from ..overlap import InBackground  # a run with an ssh end only
+
+        started = threading.Event()
+
+        def open_then_say_started(endpoint):
+            try:
+                opening(endpoint, started.set)
+            finally:
+                started.set()
+
+        endpoint.connecting = InBackground(open_then_say_started, endpoint)
+        # The run goes on once the master's process has started: the run's work meanwhile (its
+        # imports above all) would hold the interpreter's lock that the opening needs first,
+        # and the handshake's round trips would start 5-10 ms later.
+        started.wait(MASTER_START_WAIT)
         return endpoint
 
-    def _connect(self, endpoint):
-        """ssh's cipher choice for the host, then its shared connection."""
+    def _connect(self, endpoint, starting):
+        """ssh's cipher choice for the host, then its shared connection; `starting()` is called
+        just before its master's process starts."""
         endpoint.bulk_ciphers = _bulk_ciphers_fit(endpoint, self.runner)
         # %C is a hash of host, port and user: short enough for a socket path.
         endpoint.control_path = os.path.join(self._dir, "%C")
-        self._open_master(endpoint)
+        self._open_master(endpoint, starting)
 
     @staticmethod
-    def _share(first, endpoint):
-        """`endpoint` goes through the connection opened for `first` (the same host, as the same user)."""
+    def _share(first, endpoint, starting):
+        """`endpoint` goes through the connection opened for `first` (the same host, as the same
+        user): nothing of its own starts."""
+        starting()
         first._connected()  # pylint: disable=protected-access
         endpoint.bulk_ciphers, endpoint.control_path = first.bulk_ciphers, first.control_path
         endpoint.connect_failure = first.connect_failure
 
-    def _open_master(self, endpoint):
+    def _open_master(self, endpoint, starting):
         """Open the host's shared connection now, trying again while the server turns
         connections away (a fleet whose timers fire together meets sshd's MaxStartups). The
         master runs no command (-N), so a retry never repeats anything; every later command of
@@ -343,6 +364,7 @@ class SshConnections:
         argv = argv[:-1] + ["-N", argv[-1]]
         pause = getattr(self.runner, "pause", None)  # a fake runner does not wait
         failed_try = 0
+        starting()
         while True:
             result = self.runner.run(argv)
             failed_try += 1
@@ -379,6 +401,10 @@ class SshConnections:
                 shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
         self._opened = {}
+
+
+def _nothing():
+    pass
 
 
 def _private_folder(prefix: str) -> str:

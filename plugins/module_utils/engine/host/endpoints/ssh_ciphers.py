@@ -73,10 +73,27 @@ def _included(pattern, folder, home):
         pattern = home + pattern[1:]
     elif not pattern.startswith("/"):
         pattern = os.path.join(folder, pattern)
-    if not any(char in pattern for char in "*?["):
+    if not _wildcard(pattern):
         return [pattern]
-    import glob  # only for a config with a wildcard Include (Debian's /etc/ssh/ssh_config.d/*.conf)
-    return sorted(glob.glob(pattern))
+    folder, name = os.path.split(pattern)
+    if _wildcard(folder):
+        import glob  # wildcards in folders too: rare enough to pay for glob's import
+        return sorted(glob.glob(pattern))
+    # The usual case (Debian's /etc/ssh/ssh_config.d/*.conf): the folder's names, as glob(3)
+    # matches them (a name starting with a dot only by a pattern that does).
+    import fnmatch
+    try:
+        names = os.listdir(folder)
+    except FileNotFoundError:
+        return []
+    except OSError as err:
+        raise _CannotTell from err
+    return [os.path.join(folder, found) for found in sorted(names)
+            if fnmatch.fnmatchcase(found, name) and (name.startswith(".") or not found.startswith("."))]
+
+
+def _wildcard(text):
+    return any(char in text for char in "*?[")
 
 
 def program_path(name: str) -> str | None:
