@@ -14,7 +14,7 @@ Scenarios, each in paired rounds (the order of the tools alternates from round t
   incremental  --change-mib MiB changed (default 10, an hourly run), then ours' run (snapshot,
                incremental send, verification, lock file) against the raw snapshot + `send -p` pipe
   nothing      a run with nothing to send (-S): ours against btrfs-backup 0.3.1, on the same
-               snapshot folder and backups
+               snapshot folder and backups; with --baseline, also another checkout's engine
   pull         --change-mib MiB changed, then an incremental pull from the far source (`ssh://` as
                the source, the backups here): ours against the raw `ssh 'btrfs subvolume snapshot -r
                && btrfs send -p | zstd' | zstd -d | btrfs receive`; with --baseline, also another
@@ -391,10 +391,13 @@ class LatencyBench:
     def nothing(self, rnd: int):
         snaps, folder = self.src / "inc-ours-snaps", self.dst / "inc-ours"
         held = len(subvolumes_in(folder))
-        for tool in (("ours", "0.3.1") if rnd % 2 == 0 else ("0.3.1", "ours")):
+        tools = ("ours", "0.3.1") + (("baseline",) if self.args.baseline else ())
+        for tool in (tools if rnd % 2 == 0 else tools[::-1]):
             flags = [x for o in self.ssh_options for x in ("--ssh-opt", o)]
-            if tool == "ours":
+            if tool in ("ours", "baseline"):
                 stages = [self._ours("-S", "-P", "-f", snaps, self.data, self._url(folder))]
+                if tool == "baseline":
+                    stages[0][stages[0].index(os.fspath(OURS_SCRIPT))] = os.fspath(self.args.baseline)
             else:
                 stages = [self.netns.prefix + [self.args.python, str(OLD_SCRIPT), "-S", "-q", *flags, "-f", str(snaps),
                                                str(self.data), self._url(folder)]]
@@ -423,7 +426,8 @@ class LatencyBench:
                     "/".join(map(str, counts))))
         out.append("")
         for scenario, (ours, other), goal in (("full", ("ours", "raw"), 1.03), ("incremental", ("ours", "raw"), 1.1),
-                                              ("nothing", ("ours", "0.3.1"), 0.8), ("pull", ("ours", "raw"), 1.1),
+                                              ("nothing", ("ours", "0.3.1"), 0.8), ("nothing", ("ours", "baseline"), None),
+                                              ("pull", ("ours", "raw"), 1.1),
                                               ("pull", ("ours", "baseline"), None), ("relay", ("ours", "raw"), None),
                                               ("relay", ("ours", "baseline"), None)):
             tools = self.samples.get(scenario, {})
@@ -456,7 +460,8 @@ def parse_args(argv=None):
     p.add_argument("--python", default="/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable,
                    help="the python3 that runs ours and btrfs-backup 0.3.1 (default: the distribution's "
                         "/usr/bin/python3, as on a managed host; else this benchmark's)")
-    p.add_argument("--baseline", type=Path, help="another checkout's bin/btrfs-backup, paired with ours in the pulls")
+    p.add_argument("--baseline", type=Path, help="another checkout's bin/btrfs-backup, paired with ours in the pulls and the "
+                        "runs with nothing to send")
     p.add_argument("--relay", action="store_true", help="the pulls' backups go to the far host too: a relay")
     p.add_argument("--strace", metavar="DIR", help="run ours under strace -f -ttt, one trace file per run in DIR "
                    "(for where the time goes; the times are then strace's, not ours)")
