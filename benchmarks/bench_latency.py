@@ -460,8 +460,8 @@ def parse_args(argv=None):
     p.add_argument("--python", default="/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable,
                    help="the python3 that runs ours and btrfs-backup 0.3.1 (default: the distribution's "
                         "/usr/bin/python3, as on a managed host; else this benchmark's)")
-    p.add_argument("--baseline", type=Path, help="another checkout's bin/btrfs-backup, paired with ours in the pulls and the "
-                        "runs with nothing to send")
+    p.add_argument("--baseline", type=Path,
+                   help="another checkout's bin/btrfs-backup, paired with ours in the pulls and the runs with nothing to send")
     p.add_argument("--relay", action="store_true", help="the pulls' backups go to the far host too: a relay")
     p.add_argument("--strace", metavar="DIR", help="run ours under strace -f -ttt, one trace file per run in DIR "
                    "(for where the time goes; the times are then strace's, not ours)")
