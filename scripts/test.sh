@@ -8,6 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/install-deps.sh
 ./scripts/install-matrix.sh
+# chromium: the integration test of the fleet report renders it headless (the role's scenario,
+# whose own installer has it too, runs after the integration tests).
+./scripts/apt-install-missing.sh test chromium
 export PYTHONDONTWRITEBYTECODE=1
 # The suite runs with a home folder of its own, so that nothing an earlier run or a user left in
 # the real one (installed collections in ~/.ansible, ansible-lint's caches in ~/.cache) can make
