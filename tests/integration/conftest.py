@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -18,6 +19,7 @@ if _TESTS_DIR not in sys.path:
 from support import archive_stores, btrfs_loop, sshd as sshd_support  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
+from remote_commands import RemoteCommands, logging_forced_command  # noqa: E402
 from support.trees import MiB, write_mixed_tree  # noqa: E402
 
 # A test module shapes the shared fixtures below with FS_SIZE (each filesystem's size) and
@@ -225,3 +227,27 @@ def dst(request, make_fs):
 def restore_fs(request, make_fs):
     """A fresh filesystem to restore backups into."""
     return make_fs("restore", size=_fs_size(request))
+
+
+@pytest.fixture
+def logged_sshd(require_btrfs, tmp_path):
+    """(a test sshd whose key runs what it is asked in a shell, the RemoteCommands it logged)."""
+    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    log = tmp_path / "remote-commands.log"
+    with Sshd(host="127.0.0.6") as server:
+        logging_forced_command(server, log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+        yield server, RemoteCommands(log, server)
+
+
+@pytest.fixture
+def logged_serve(require_btrfs, make_fs, tmp_path):
+    """(a test sshd whose key runs `serve --root` of a new filesystem's web1, the RemoteCommands it
+    logged, that root)."""
+    from cli_helpers import CLI
+    _require(sshd_support.REQUIRED_TOOLS, "sshd")
+    fs = make_fs("server")
+    (fs / "web1").mkdir()
+    log = tmp_path / "remote-commands.log"
+    with Sshd(host="127.0.0.7") as server:
+        logging_forced_command(server, log, f"{shlex.quote(str(CLI))} serve --root {shlex.quote(str(fs / 'web1'))}")
+        yield server, RemoteCommands(log, server), fs / "web1"

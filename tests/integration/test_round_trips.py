@@ -23,7 +23,6 @@ import re
 import shlex
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from cli_helpers import (CLI, assert_backup, assert_no_partial, destination, liv
                          snapshot_names, ssh_args, subvolumes, wait_next_second)
 from cli_helpers import show as show_subvolume
 from faults import start_cli
-from support.sshd import Sshd
+from remote_commands import logging_forced_command
 from support.trees import assert_same_tree, write_mixed_tree
 
 SOMETHING_TO_SEND = 2
@@ -56,62 +55,6 @@ RELAYED_SOURCE = 3
 RELAYED_SOURCE_STAGED = 6
 
 
-def logging_forced_command(server, log, then):
-    """Make every connection of the server's key log the command it asked for (one line,
-    quoted) and then run `then` (a command line that reads $SSH_ORIGINAL_COMMAND)."""
-    script = server.workdir / "log-and-run"
-    script.write_text("#!/bin/sh\n"
-                      f"printf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" | tr '\\n' ' ' >> {shlex.quote(str(log))}\n"
-                      f"printf '\\n' >> {shlex.quote(str(log))}\n"
-                      f"exec {then}\n")
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    key = (server.workdir / "id_ed25519.pub").read_text().strip()
-    (server.workdir / "authorized_keys").write_text(f'command="{script}" {key}\n')
-
-
-class RemoteCommands:
-    """The commands a logging forced command saw, and the connections sshd accepted, since the
-    last `take()`."""
-
-    def __init__(self, log, server):
-        self.log = log
-        self.server = server
-        self.seen = 0
-        self.connections_seen = 0
-        self.take()  # not the server's readiness probe
-
-    def take(self) -> list:
-        lines = self.log.read_text().splitlines() if self.log.exists() else []
-        new, self.seen = lines[self.seen:], len(lines)
-        accepted = self.server.log_file.read_text(errors="replace").count("Accepted publickey")
-        self.connections, self.connections_seen = accepted - self.connections_seen, accepted
-        return new
-
-
-@pytest.fixture
-def logged_sshd(require_btrfs, tmp_path):
-    from conftest import _require  # noqa: PLC0415 - the integration suite's own prerequisite check
-    from support import sshd as sshd_support
-    _require(sshd_support.REQUIRED_TOOLS, "sshd")
-    log = tmp_path / "remote-commands.log"
-    with Sshd(host="127.0.0.6") as server:
-        logging_forced_command(server, log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
-        yield server, RemoteCommands(log, server)
-
-
-@pytest.fixture
-def logged_serve(require_btrfs, make_fs, tmp_path):
-    from conftest import _require  # noqa: PLC0415
-    from support import sshd as sshd_support
-    _require(sshd_support.REQUIRED_TOOLS, "sshd")
-    fs = make_fs("server")
-    (fs / "web1").mkdir()
-    log = tmp_path / "remote-commands.log"
-    with Sshd(host="127.0.0.7") as server:
-        logging_forced_command(server, log, f"{shlex.quote(str(CLI))} serve --root {shlex.quote(str(fs / 'web1'))}")
-        yield server, RemoteCommands(log, server), fs / "web1"
-
-
 def assert_commands(commands, at_most, what):
     assert len(commands) <= at_most, f"{what}: {len(commands)} remote commands:\n" + "\n".join(commands)
 
@@ -128,6 +71,14 @@ def three_runs(args, dest_id, commands, source):
         assert [t[1] for t in sent(result, dest_id)] == ([mode] if mode else []), result
         assert commands.connections == 1, f"{commands.connections} ssh connections in one run"
     return taken
+
+
+def replanned_first(result, dest_id) -> list:
+    """(snapshot, mode) of each transfer to `dest_id` after the first, which was planned on what the
+    job's last run left there and planned again once the host's survey said otherwise."""
+    transfers = destination(result, dest_id)["transfers"]
+    assert transfers and transfers[0]["status"] == "replanned", transfers
+    return [(t["snapshot"], t["mode"]) for t in transfers[1:]]
 
 
 def show(**runs):
@@ -327,10 +278,12 @@ def test_the_receive_starts_before_the_survey_answers(logged_sshd, make_fs, subv
 
 
 def test_a_receive_started_before_a_survey_that_refuses_makes_nothing(logged_sshd, make_fs, subvolume, tmp_path):
-    """The receive started before the survey is the last run's guess: when the survey then says
-    the destination cannot take the snapshot (its folder and that folder's parent are gone), the
-    run stops before the snapshot as always (rule 7), and that receive reads an empty stream: no
-    snapshot taken, nothing created there. With the folder back, the next run sends."""
+    """The receive started before the survey is the last run's guess, and the run planned on what
+    that run left there, so it took its snapshot and sent at once. When the survey then says the
+    destination cannot take the snapshot (its folder and that folder's parent are gone), the
+    receive has refused the stream (its folder is not on the filesystem it was) and the snapshot
+    is deleted again (rule 7): nothing is kept, nothing created there, and the error says why.
+    With the folder back, the next run sends."""
     server, commands = logged_sshd
     source = small_source(make_fs, subvolume, seed=12)
     top = make_fs("dst") / "site"
@@ -345,7 +298,10 @@ def test_a_receive_started_before_a_survey_that_refuses_makes_nothing(logged_ssh
     failed = run_cli(*args)
     taken = commands.take()
     assert failed.code == 1, failed.explain()
-    assert "no snapshot taken, as no destination can take it" in failed.explain(), failed.explain()
+    assert f"no snapshot kept, as no destination can take it: {failed.result['destinations'][0]['transfers'][0]['snapshot']}" \
+        in failed.explain(), failed.explain()
+    assert "does not exist, nor does its parent folder" in failed.result["destinations"][0]["error"], failed.explain()
+    assert failed.result["snapshot"] is None and live_locks(source / "snapshot") == {}, failed.explain()
     assert [c for c in taken if "btrfs receive" in c], f"no receive was started before the survey: {taken}"
     assert not top.exists()
     assert snapshot_names(source / "snapshot") == [one]
@@ -367,7 +323,8 @@ def test_a_receive_started_before_the_survey_into_a_folder_now_missing(logged_ss
     result = ok(*args).result
     taken = commands.take()
     two = result["snapshot"]["name"]
-    assert [t[:2] for t in sent(result, url)] == [(one, "full"), (two, "incremental")], result
+    # Planned on what the last run left, refused by the receive (no folder), planned again.
+    assert replanned_first(result, url) == [(one, "full"), (two, "incremental")], result
     assert any(c.startswith("mkdir -p -- ") for c in taken), taken
     assert sorted(p.name for p in dest.iterdir()) == [one, two]
     assert_backup(dest, source / "snapshot" / two, parent_name=one)
@@ -433,7 +390,7 @@ def test_a_host_whose_key_now_runs_serve(logged_sshd, make_fs, subvolume, tmp_pa
     taken = commands.take()
     two = result["snapshot"]["name"]
     assert [c for c in taken if "btrfs-backup-arrived" in c], f"no plain host's receive was started: {taken}"
-    assert [t[:2] for t in sent(result, url)] == [(two, "incremental")], result
+    assert replanned_first(result, url) == [(two, "incremental")], result
     assert_backup(dest, source / "snapshot" / two, parent_name=one)
     assert_same_tree(source / "snapshot" / two, dest / two)
     assert sorted(p.name for p in dest.iterdir()) == [one, two]

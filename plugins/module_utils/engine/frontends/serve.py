@@ -238,6 +238,7 @@ def _parse_tokens(tokens, root, restore, hosts):
         tokens, shown = _without_arrival_question(tokens, root)
         if shown is None:
             return _parse_receive_making_its_folder(tokens, root)
+        tokens = _without_filesystem_guard(_without_filesystem_question(tokens, posixpath.dirname(shown)))
         request = _parse_receive_making_its_folder(tokens, root) if "&&" in tokens \
             else _parse_tokens(tokens, root, restore, hosts)
         _receive_that_asked_for(shown, request)
@@ -291,6 +292,25 @@ def _without_arrival_question(tokens, root):
     if len(show) != 4 or show[:3] != ["btrfs", "subvolume", "show"]:
         raise Refused("what arrived may only be asked with `btrfs subvolume show`")
     return tokens[:at], confine(show[3], root, below=True)
+
+
+def _without_filesystem_question(tokens, folder):
+    """The tokens before a plain ssh host's question of its folder's filesystem, where the command
+    asks it right before what arrived (SshEndpoint.receiver); `tokens` where it does not."""
+    question = ["&&", "{"] + arrival_check.filesystem_argv(folder) + _ARRIVAL_QUESTION_END
+    return tokens[:-len(question)] if tokens[-len(question):] == question else tokens
+
+
+def _without_filesystem_guard(tokens):
+    """The tokens after a plain ssh host's check of its folder's filesystem, where the command
+    starts with it (arrival_check.filesystem_guard, exactly); `tokens` where it does not."""
+    if tokens[:2] != ["{", "test"] or "&&" not in tokens:
+        return tokens
+    at = tokens.index("&&")
+    match = re.match(r"^\$\(stat -f -c %i -- (.+)\)$", tokens[2]) if len(tokens) > 4 else None
+    if match is None or tokens[:at] != _tokens(arrival_check.filesystem_guard(_tokens(match.group(1))[0], tokens[4])):
+        raise Refused("`&&` may only join a mkdir of the receive's folder to that receive")
+    return tokens[at + 1:]
 
 
 def _receive_that_asked_for(shown, request):

@@ -18,6 +18,10 @@ from .listing import Subvolume
 
 #: The line before the facts (the last one counts: a receive's own output comes before it).
 ARRIVAL_MARKER = "btrfs-backup-arrived"
+#: Before the marker, a plain host's receive command prints this word and its folder's filesystem
+#: id (`stat -f -c %i`): the next run's receive there runs only on that same filesystem
+#: (model/folder_forecast.py).
+FILESYSTEM_MARKER = "btrfs-backup-filesystem"
 #: The lines of `btrfs subvolume show` that an answer carries (serve sends no other).
 ANSWER_FIELDS = ("Name", "UUID", "Parent UUID", "Received UUID", "Subvolume ID", "Flags")
 
@@ -27,6 +31,34 @@ _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f
 def show_argv(path: str) -> list[str]:
     """The command whose output is the answer: the facts of the subvolume at `path`."""
     return ["btrfs", "subvolume", "show", path]
+
+
+def filesystem_argv(folder: str) -> list[str]:
+    """The command that prints the filesystem id of `folder` on a line of its own after the
+    FILESYSTEM_MARKER (a plain host's receive command asks it after the receive)."""
+    return ["stat", "-f", "--printf", "\\n%s %%i\\n" % FILESYSTEM_MARKER, "--", folder]
+
+
+def filesystem_guard(folder: str, expected: str) -> str:
+    """Pure: a remote line that fails, saying why, unless `folder` is on the filesystem `expected`
+    (a receive planned on what the job's last run left there runs after it: rule 8, a stream never
+    lands on another disk than the one that run sent to)."""
+    import shlex
+
+    problem = "%s is not on the filesystem this job's last run sent to (a backup disk not mounted?)" % folder
+    return "{ test \"$(stat -f -c %%i -- %s)\" = %s || { printf '%%s\\n' %s >&2; exit 1; }; }" % (
+        shlex.quote(folder), shlex.quote(expected), shlex.quote(problem))
+
+
+def parse_filesystem_id(stdout: str | None) -> str | None:
+    """Pure: the filesystem id a plain host's receive command printed (its last FILESYSTEM_MARKER
+    line), None when there is none that can be read."""
+    found = None
+    for line in (stdout or "").splitlines():
+        words = line.split()
+        if len(words) == 2 and words[0] == FILESYSTEM_MARKER:
+            found = words[1]
+    return found if found is not None and re.match(r"^[0-9a-f]{1,32}$", found) else None
 
 
 def answer_fields(show_text: str) -> dict:

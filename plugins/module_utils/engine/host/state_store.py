@@ -123,6 +123,34 @@ def save_state(identity: JobIdentity, state: dict) -> None:
     return path
 
 
+def read_forecasts(identity: JobIdentity, name: str) -> dict | None:
+    """A forecast file `name` in the job's state folder (destination id -> what the job's last run
+    left there): {} without one, None when it cannot be read (then every run lists first)."""
+    try:
+        with open(os.path.join(identity.state_dir, name), encoding="utf-8") as handle:
+            recorded = json.load(handle)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError):
+        return None
+    return recorded if isinstance(recorded, dict) else None
+
+
+def update_forecasts(identity: JobIdentity, name: str, entries: dict) -> None:
+    """Set each destination's entry in forecast file `name` (None: removed, the next run there lists
+    first); a file that cannot be read is started anew. Written whole or not at all, readable by root
+    only; raises OSError or ConfigError when it cannot be written."""
+    recorded = read_forecasts(identity, name) or {}
+    for dest_id, entry in entries.items():
+        if entry is None:
+            recorded.pop(dest_id, None)
+        else:
+            recorded[dest_id] = entry
+    os.makedirs(require_trusted_folder(identity.state_dir), mode=0o755, exist_ok=True)
+    write_atomically(os.path.join(identity.state_dir, name), json.dumps(recorded, sort_keys=True) + "\n",
+                     durable=False, mode=0o600)
+
+
 def metrics_path(metrics_dir: str, identity: JobIdentity) -> str:
     return os.path.join(metrics_dir, identity.metrics_file)
 

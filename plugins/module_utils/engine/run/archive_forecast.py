@@ -7,7 +7,6 @@ repository on this machine whose files say nothing was written to it since is no
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -30,9 +29,14 @@ class Forecast:
     for the run's word, `go` only when the listing's holdings equal the forecast's; otherwise
     `abort` (at once, while it still flows), and the store saves nothing (rule 2)."""
 
+    #: Once it agrees, the store's listing is the destination's (a listing beside its own write shows
+    #: nothing of it; an ssh host's survey may predate the run's arrival: folder_forecast.py).
+    keeps_listing = True
+
     def __init__(self, dest, runner, predicted):
         self.dest = dest
         self.predicted = predicted
+        self.arriving = set()  # the snapshots sent on this forecast
         self.in_flight = InBackground(dest.list_backups, runner, True)  # listed beside a write: the stream's
         self.agreed = None  # None: not settled yet; then True or False
         self.real = None  # the store's listing once settled (None: it could not be listed)
@@ -94,20 +98,9 @@ class Forecast:
         return self.agreed
 
 
-def forecast_path(identity) -> str:
-    return os.path.join(identity.state_dir, FORECAST_FILE)
-
-
 def _recorded(identity) -> dict | None:
     """The forecast file's stores (dest id -> entry), {} without one; None when it cannot be read."""
-    try:
-        with open(forecast_path(identity), encoding="utf-8") as handle:
-            recorded = json.load(handle)
-    except FileNotFoundError:
-        return {}
-    except (OSError, ValueError):
-        return None
-    return recorded if isinstance(recorded, dict) else None
+    return state_store.read_forecasts(identity, FORECAST_FILE)
 
 
 def recorded_stores(identity) -> set:
@@ -141,21 +134,9 @@ def save_forecasts(identity, left: dict, states: dict | None = None) -> None:
     None: not known, the next run lists first) and, where it could tell, its repository's state
     after this run's last write (`states`: dest id -> repository_state()); best effort: without it
     the next run lists first."""
+    entries = {dest_id: None if children is None else archives.forecast_entry(children, (states or {}).get(dest_id))
+               for dest_id, children in left.items()}
     try:
-        with open(forecast_path(identity), encoding="utf-8") as handle:
-            recorded = json.load(handle)
-        if not isinstance(recorded, dict):
-            recorded = {}
-    except (OSError, ValueError):
-        recorded = {}
-    for dest_id, children in left.items():
-        if children is None:
-            recorded.pop(dest_id, None)
-        else:
-            recorded[dest_id] = archives.forecast_entry(children, (states or {}).get(dest_id))
-    try:
-        os.makedirs(state_store.require_trusted_folder(identity.state_dir), mode=0o755, exist_ok=True)
-        state_store.write_atomically(forecast_path(identity), json.dumps(recorded, sort_keys=True) + "\n",
-                                     durable=False, mode=0o600)
+        state_store.update_forecasts(identity, FORECAST_FILE, entries)
     except (OSError, BackupError) as err:
         LOG.warning("the archive stores' forecast was not written (%s): the next run lists them first", err)

@@ -36,6 +36,9 @@ class DestinationFolders:
         # the plan's (nothing changes a destination's folder in between but this run's own steps).
         self._listings = {}
         self._missing = {}  # a destination whose folder is missing -> its parent's listing
+        # ssh hosts planned on what the job's last run left there, surveyed beside the stream
+        # (run/folder_forecast.py): usable without asking them first.
+        self.on_forecast = set()
 
     def require_a_usable_one(self, destinations) -> None:
         """Rule 7: if no destination can take a backup (a mistyped path, a disk that is not
@@ -49,7 +52,7 @@ class DestinationFolders:
         for dest in destinations:
             if not dest.can_list:
                 return  # a shell:// sink is only known by trying
-            if self._took_the_last_run(dest):
+            if self._took_the_last_run(dest) or dest.id in self.on_forecast:
                 return
             try:
                 self.listing(dest, create=False)
@@ -148,10 +151,20 @@ class DestinationFolders:
             # tools are asked apart, without that probe (capabilities.py).
             probe.refused_mode_probe(dest)
             return list_folder(dest, self.runner)
-        probe.learn(dest, found.tools, found.mode, found.features)
+        return self._learned(dest, found)
+
+    def _learned(self, dest, found) -> FolderListing:
+        """A survey's answer: the host's tools learned, its folder's listing, or its problem raised."""
+        self.executor.probe(self.source.endpoint).learn(dest, found.tools, found.mode, found.features)
         if found.problem is not None:
             raise found.problem
         return found.listing
+
+    def accept_survey(self, dest, found) -> FolderListing:
+        """A survey's answer read beside a stream planned on a forecast (run/folder_forecast.py): the
+        host's tools learned, and its folder's listing, refused as a listing asked first would be
+        (a missing folder, not btrfs, the source's own filesystem: rule 8)."""
+        return self._refuse_on_source_filesystem(dest, self._learned(dest, found), dest.path)
 
     def _receive_makes_folder(self, dest) -> bool:
         """Whether the receive's own command may create the missing folder at `dest` (a plain ssh

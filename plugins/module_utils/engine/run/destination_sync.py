@@ -8,7 +8,7 @@ from __future__ import annotations
 import posixpath
 
 from ..model import names
-from ..model.errors import BackupError, TransferError
+from ..model.errors import BackupError, TransferError, UnreachableError
 from ..model.log import LOG
 from ..model.planning import plan_destination, stranded_arrivals
 from ..model.result import DestinationResult
@@ -78,7 +78,11 @@ class _DestinationPlans:
     def _listing_or_forecast(self, dest):
         """The destination's listing; for an archive store that is not listed yet, the forecast
         the job's last run left (run/archive_forecast.py) while the store is listed meanwhile. A
-        store with a lock of this job (an unfinished transfer to settle) is listed first."""
+        store with a lock of this job (an unfinished transfer to settle) is listed first. An ssh host
+        the run planned on its forecast while it is surveyed (job.py) gets that forecast."""
+        forecast = self.forecasts.get(dest.id)
+        if forecast is not None and forecast.agreed is None and not forecast.keeps_listing:
+            return forecast.predicted
         if not (dest.holds_archives and getattr(self.executor.runner, "kernel_listing", False)) \
                 or self.executor.check_mode or dest.id in self.forecasts or self.folders.known(dest) \
                 or self.executor.locks.names_locked_by(dest.id_aliases):
@@ -143,8 +147,13 @@ class DestinationSync(_DestinationPlans):
         self.source = source
         self.folders = folders
         self.keep_backups = keep_backups
-        # Archive stores planned on a forecast while they are listed (dest id -> Forecast).
+        # Archive stores and ssh hosts planned on a forecast while they are listed (dest id ->
+        # archive_forecast.Forecast or folder_forecast.FolderForecast).
         self.forecasts = {}
+        # ssh hosts planned on a forecast that cannot take backups, as their survey then found
+        # (dest id -> the error): the run's snapshot was taken for nothing (job.py gives it back).
+        self.refused = {}
+        executor.forecast_holds = self._forecast_holds  # a staged transfer waits for it (sending.py)
 
     def run(self, destinations, snapshots, new_snapshot) -> list:
         """Bring every destination up to date; a failure is recorded, never raised (rule 9).
@@ -214,6 +223,7 @@ class DestinationSync(_DestinationPlans):
         armed = [self.forecasts[i.dest.id] for i in group
                  if i.dest.id in self.forecasts and self.forecasts[i.dest.id].agreed is None]
         for forecast in armed:
+            forecast.arriving.add(snapshot.name)
             forecast.arm()
         try:
             sent = self.executor.carry_out(step)
@@ -235,7 +245,9 @@ class DestinationSync(_DestinationPlans):
         for item in group:
             record, done = records[item.dest.id], sent[item.dest.id]
             if not self._forecast_holds(item.dest) and isinstance(done, TransferError):
-                # Stopped on the run's word: the store saved nothing, and this transfer owes nothing.
+                # Stopped on the run's word, or refused by a receive that checks what it was planned on:
+                # nothing was kept, and this transfer owes nothing.
+                LOG.info("%s: %s", item.dest.id, done.detail or done)
                 record["status"] = "replanned"
                 self.executor.locks.settle(snapshot.name, parent.name if parent else None, item.dest.id_aliases)
                 self.executor.save_locks()
@@ -280,7 +292,8 @@ class DestinationSync(_DestinationPlans):
         if forecast is None or self.folders.known(dest):  # listed, or planned again on its listing
             return True
         if forecast.settle():
-            self.folders.remember(dest, forecast.real)
+            if forecast.keeps_listing:
+                self.folders.remember(dest, forecast.real)
             return True
         return False
 
@@ -288,13 +301,16 @@ class DestinationSync(_DestinationPlans):
         """A destination planned on a wrong forecast, planned again on its listing (listed anew
         when the listing beside the stream failed)."""
         forecast = self.forecasts[item.dest.id]
-        if forecast.real is not None:
+        if forecast.real is not None and forecast.keeps_listing:
             self.folders.remember(item.dest, forecast.real)
+        item.dest.expect_filesystem = None  # listed now: its receive needs no check of its own
         snapshots, new_snapshot = self._planning
         item.outcome.conflicts = []
         try:
             return self._prepare(item.dest, snapshots, new_snapshot, item.outcome)
         except BackupError as err:
+            if not forecast.keeps_listing and not isinstance(err, UnreachableError):  # unreachable: kept for later
+                self.refused[item.dest.id] = err
             self._fail(item.dest, item.outcome, err)
             return _Pending(item.dest, item.outcome, [], item.held)
 

@@ -66,6 +66,8 @@ class Executor:
         # (snapshot name, dest id, EarlyStages): the receive of this run's snapshot started before
         # its destination was surveyed (job.py, transfer.receive_ahead), until its send takes it.
         self.receive_ahead = None
+        # Whether what a destination was planned on holds (DestinationSync: its forecast, waited for).
+        self.forecast_holds = lambda dest: True
         self.steps = []
         self._effects = {
             CreateFolder: self._create_folder, TakeSnapshot: self._take_snapshot,

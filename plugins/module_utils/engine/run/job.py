@@ -247,6 +247,9 @@ class _Run:
                 present_by_dest[dest.id] = self.folders.held_without_sending(dest, snapshots)
         else:
             outcomes = self.sync.run(destinations, snapshots, new_snapshot)
+            if self.sync.refused and len(self.sync.refused) == len(destinations) and new_snapshot is not None \
+                    and self.source.takes_snapshots:
+                self._give_back_snapshot(new_snapshot)
             # Retention matches the new backups to the snapshot by its uuid, known from here on.
             snapshots = self._with_pending_snapshot_taken(snapshots)
             for dest, outcome in zip(destinations, outcomes):
@@ -264,6 +267,8 @@ class _Run:
             self.unsent.count(dest, outcome, remaining)
         if not self.config.check_mode and any(dest.holds_archives for dest, _outcome in synced):
             self._record_archive_forecasts(synced)
+        if not self.config.check_mode and any(dest.answers_arrival for dest, _outcome in synced):
+            self._record_folder_forecasts(synced)
         self.result.locks_after = self.executor.locks.as_dict()
 
     def _with_pending_snapshot_taken(self, snapshots):
@@ -289,14 +294,55 @@ class _Run:
         # Facts that could not be read: its stand-in, which names it without a uuid (no id).
         self.result.snapshot = _run_snapshot(pending.taken if pending.taken is not None else pending.stand_in)
 
+    def _deleted_by_retention(self):
+        """Where -> the names retention deleted there in this run."""
+        deleted = collections.defaultdict(set)
+        for section in self.result.retention:
+            deleted[section.where].update(d["name"] for d in section.deleted)
+        return deleted
+
+    def _give_back_snapshot(self, snapshot):
+        """Rule 7 for a run planned on a forecast: the survey beside the stream found that its one
+        destination cannot take backups (a backup disk that is not mounted, say), and its receive
+        refused the stream. The snapshot taken for it goes again, as if the run had asked first."""
+        from ..model.errors import EndpointError
+        from ..model.steps import Delete
+        self.executor.carry_out(Delete(endpoint=self.source.endpoint, paths=(snapshot.path,), folder=self.source.folder,
+                                       what="snapshot ", where=None, reason="no destination can take it"))
+        self.result.snapshot = None
+        raise EndpointError(f"no snapshot kept, as no destination can take it: {snapshot.name}, taken before "
+                            f"{' and '.join(self.sync.refused)} answered, was deleted again")
+
+    def _record_folder_forecasts(self, synced):
+        """What each plain ssh host's folder holds after this run, for the next run's plan
+        (run/folder_forecast.py): what it held and received, less what retention deleted there,
+        with the host's tools and the folder's filesystem as its receive printed it; not known (the
+        next run surveys first) after a failure there, or where no receive said its filesystem."""
+        from ..model.folder_forecast import forecast_entry
+        from .folder_forecast import recorded_filesystem, save_forecasts
+        probe, deleted, entries = self.executor.ends, self._deleted_by_retention(), {}
+        for dest, outcome in synced:
+            if not dest.answers_arrival:
+                continue
+            # A run that received nothing there keeps the filesystem recorded before: the next
+            # receive checks it anyway, and refuses the stream where it is another.
+            filesystem = dest.filesystem_seen or dest.expect_filesystem or \
+                recorded_filesystem(self.source.identity, dest)
+            known = probe is not None and probe.knows(dest) and probe.is_plain_host(dest)
+            if outcome.status != "ok" or outcome.backups is None or not known or filesystem is None:
+                entries[dest.id] = None
+                continue
+            tools = probe(dest)
+            entries[dest.id] = forecast_entry({name: sub for name, sub in outcome.backups.items()
+                                               if name not in deleted[dest.id]}, filesystem, tools.zstd, tools.proto2)
+        save_forecasts(self.source.identity, entries)
+
     def _record_archive_forecasts(self, synced):
         """What each archive store holds after this run, for the next run's forecast
         (run/archive_forecast.py): what it held and received, less what retention deleted there;
         not known (the next run lists first) after a failure there."""
         from .archive_forecast import save_forecasts
-        deleted = collections.defaultdict(set)
-        for section in self.result.retention:
-            deleted[section.where].update(d["name"] for d in section.deleted)
+        deleted = self._deleted_by_retention()
         left, states = {}, {}
         for dest, outcome in synced:
             if dest.holds_archives:
@@ -358,12 +404,38 @@ class _Run:
         if not may_receive_early(dest, self.executor.options.stream):
             return None
         name, when = self.source.next_snapshot(listing, self.config.now)
+        predicted = self._folder_forecast(dest)
+        if predicted is not None:
+            dest.expect_filesystem = predicted.filesystem  # its receive's command checks it
         started = receive_ahead(dest, name, self.executor.options.stream, self.runner, compressed)
         if started is None:
+            dest.expect_filesystem = None
             return None
+        if predicted is not None:
+            self._plan_on_forecast(dest, predicted)
         self.executor.receive_ahead = (name, dest.id, started)
         InBackground(_load_a_sends_modules)
         return name, when
+
+    def _folder_forecast(self, dest):
+        """What the job's last run left at the folder of `dest` (folder_forecast.Predicted), where
+        this run may plan on it: its snapshot is taken here and sent at once, while the host is
+        surveyed. None: surveyed first (a lock of this job there to settle, a job that requires
+        a destination that answers now, a source at another host, nothing recorded)."""
+        if self.config.require_destination or not self.source.endpoint.on_this_machine \
+                or self.executor.locks.names_locked_by(dest.id_aliases):
+            return None
+        from .folder_forecast import load_forecast
+        return load_forecast(self.source.identity, dest)
+
+    def _plan_on_forecast(self, dest, predicted):
+        """`dest` planned on `predicted`: its tools as recorded (a plain ssh host), its survey begun."""
+        from ..model.server_mode import NOT_SERVE
+        from .folder_forecast import FolderForecast
+        self.executor.probe(self.source.endpoint).learn(dest, predicted.tools, NOT_SERVE)
+        self.sync.forecasts[dest.id] = FolderForecast(dest, self.runner, predicted, self.folders.accept_survey)
+        self.folders.on_forecast.add(dest.id)
+        LOG.info("%s: planned on what this job's last run left there, surveyed beside the stream", dest.id)
 
     def _snapper_snapshot(self, snapshots, locks):
         """A snapper job's newest snapshot is this run's (None: there is none, or --no-snapshot);

@@ -10,6 +10,7 @@ import posixpath
 import sys
 
 from ..host import btrfs, effects, snapshot_in_send
+from ..host.arrival_check import parse_filesystem_id
 from ..host.listing import find_subvolume, list_folder
 from ..host.overlap import InBackground
 from ..host.staging import StagingRefused
@@ -325,6 +326,9 @@ def _full_stream_bound(executor, step) -> int | None:
 
 def _send_staged(executor, step, dest, estimate, compressible):
     """One staged transfer, with its progress lines and the compression sample's verdict of a direct one."""
+    if getattr(dest, "expect_filesystem", None) is not None and not executor.forecast_holds(dest):
+        # Planned on the last run's record: its staging would land before the receive's own check.
+        raise BackupError(f"{dest.id} is not what this job's last run left there")
     if dest.folder_to_create == dest.path:  # its staging lies in the folder: made now, not by the receive
         effects.make_folder(dest, executor.runner, dest.path, parents=True)
         dest.folder_to_create = None
@@ -357,6 +361,8 @@ def _arrival(executor, dest, snapshot, parent, arrived, failure, claimed=False):
         else:
             answer = arrived.answer if arrived else None
             backup = verify_received(dest, executor.runner, snapshot, answer) if dest.can_list else snapshot
+            if answer and dest.answers_arrival:
+                dest.filesystem_seen = parse_filesystem_id(answer) or dest.filesystem_seen  # the next run's check
     except BackupError as err:
         error = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}")
         error.detail = str(err)

@@ -130,10 +130,12 @@ def test_a_trailing_slash_is_the_same_folder():
 
 # -- the receive that creates its own folder: `mkdir -p -- F && [zstd -d -q |] btrfs receive F` --------
 
-def receiver_line(folder, compress=True, sudo=False, debug=False, create=False, arrival=None):
+def receiver_line(folder, compress=True, sudo=False, debug=False, create=False, arrival=None, guarded=None):
     """The exact line SshEndpoint.receiver sends: `create`, when the receive's command creates its
-    folder; `arrival`, when it also asks what arrived under that name (a plain ssh host's)."""
+    folder; `arrival`, when it also asks what arrived under that name (a plain ssh host's);
+    `guarded`, the filesystem id it checks first (a receive planned on the job's last run there)."""
     endpoint = SshEndpoint("nas", folder, sudo=sudo)
+    endpoint.expect_filesystem = guarded
     if create:
         endpoint.create_in_next_command(folder)
     decompress = ["zstd", "-d", "-q"] if compress else None
@@ -227,23 +229,26 @@ def test_a_restore_key_runs_no_receive_that_makes_its_folder():
 # serve declines it: it would hold the root's lock until its stream came, while the source that
 # started it waits for its survey, which needs the same lock.
 
-def asking_line(folder, compress=True, sudo=False, create=False):
+def asking_line(folder, compress=True, sudo=False, create=False, guarded=None):
     """The exact line SshEndpoint.receiver sends to a plain ssh host: a source that last sent to
     one here starts it before it learns that this key runs serve."""
-    return receiver_line(folder, compress, sudo, create=create, arrival="20261205-120000")
+    return receiver_line(folder, compress, sudo, create=create, arrival="20261205-120000", guarded=guarded)
 
 
 @pytest.mark.parametrize("sudo", [False, True], ids=["plain", "ssh-sudo"])
-@pytest.mark.parametrize("compress, create", [
-    pytest.param(True, False, id="compressed"),
-    pytest.param(False, False, id="plain-stream"),
-    pytest.param(True, True, id="compressed-making-its-folder"),
+@pytest.mark.parametrize("compress, create, guarded", [
+    pytest.param(True, False, None, id="compressed"),
+    pytest.param(False, False, None, id="plain-stream"),
+    pytest.param(True, True, None, id="compressed-making-its-folder"),
+    pytest.param(True, False, "a1b2c3d4e5f60718", id="compressed-checking-its-filesystem"),
+    pytest.param(False, False, "a1b2c3d4e5f60718", id="plain-stream-checking-its-filesystem"),
 ])
-def test_a_plain_hosts_receive_is_declined_not_refused(compress, create, sudo):
+def test_a_plain_hosts_receive_is_declined_not_refused(compress, create, guarded, sudo):
     """A source that last sent here through a shell starts it once before its survey says this is
     serve: declined (its own kind, which is logged at info and not counted), never run."""
-    line = asking_line(FOLDER, compress, sudo, create)
+    line = asking_line(FOLDER, compress, sudo, create, guarded)
     assert "btrfs-backup-arrived" in line and line.endswith("|| :; }"), line
+    assert ("{ test " in line) == (guarded is not None) and "btrfs-backup-filesystem" in line, line
     with pytest.raises(Refused) as refused:
         parse_request(line, ROOT)
     assert refused.value.kind == serve_module.SHELL_RECEIVE, refused.value
@@ -272,6 +277,19 @@ ASKING_REFUSED = [
     ("after-staging", "zstd -d -q | btrfs-backup-stage land %s/x %s" % (FOLDER, ASKED % (FOLDER + "/x/n")), "command"),
     ("semicolon-inside", "%s && printf '\\n%%s\\n' btrfs-backup-arrived && { id; btrfs subvolume show %s/n || :; }"
      % (RECEIVE, FOLDER), "command"),
+]
+
+
+GUARDED = asking_line(FOLDER, guarded="a1b2c3d4e5f60718")
+ASKING_REFUSED += [
+    ("guard-of-another-folder", GUARDED.replace("-c %i -- " + FOLDER, "-c %i -- /etc", 1), "command"),
+    ("guard-running-more", GUARDED.replace("exit 1;", "id; exit 1;", 1), "command"),
+    ("guard-with-another-word", GUARDED.replace("last run sent to", "last run sent", 1), "command"),
+    ("guard-after-the-receive", GUARDED.split(" && ", 1)[1].replace(
+        " && {", " && " + GUARDED.split(" && ", 1)[0] + " && {", 1), "command"),
+    ("filesystem-of-another-folder", asking_line(FOLDER).replace("%i\\n' -- " + FOLDER, "%i\\n' -- /etc", 1),
+     "command"),
+    ("filesystem-asked-otherwise", asking_line(FOLDER).replace("--printf", "--format", 1), "command"),
 ]
 
 

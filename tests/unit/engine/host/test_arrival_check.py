@@ -6,7 +6,7 @@ import subprocess
 
 import pytest
 
-from engine.host.arrival_check import ARRIVAL_MARKER, answer_text, parse_arrival
+from engine.host.arrival_check import ARRIVAL_MARKER, answer_text, parse_arrival, parse_filesystem_id
 from engine.host.endpoints.location import parse_location
 
 UUID = "3f1b2c4d-5e6f-4a7b-8c9d-0e1f2a3b4c5d"
@@ -91,3 +91,44 @@ def test_the_folded_command_keeps_the_receive_status(tmp_path, receive_status, s
     assert (found is not None) == answered, done
     if answered:
         assert found.complete and found.received_uuid == RECEIVED
+
+
+@pytest.mark.parametrize("same_filesystem", [True, False], ids=["same-filesystem", "another-filesystem"])
+def test_a_receive_planned_on_the_last_run_checks_its_folders_filesystem(tmp_path, same_filesystem):
+    """A receive planned on what the job's last run left there (expect_filesystem) runs only where
+    its folder is on that filesystem: elsewhere the line fails before `btrfs receive` starts, and
+    says why. Either way the line prints the folder's filesystem id for the next run."""
+    folder = tmp_path / "backups"
+    folder.mkdir()
+    (tmp_path / "btrfs").write_text(FAKE_BTRFS.replace("  receive)", f"  receive) : > {tmp_path}/received;", 1))
+    (tmp_path / "btrfs").chmod(0o755)
+    actual = subprocess.run(["stat", "-f", "-c", "%i", "--", str(folder)], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    dest = parse_location(f"ssh://backup{folder}")
+    dest.expect_filesystem = actual if same_filesystem else "0123456789abcdef"
+    _stage, argv = dest.receiver(False, None, arrival="s2")
+    line = argv[argv.index("--") + 1]
+    env = dict(os.environ, PATH=f"{tmp_path}:{os.environ['PATH']}", RECEIVE_STATUS="0", SHOW_STATUS="0")
+    done = subprocess.run(["/bin/sh", "-c", line], input=b"stream", capture_output=True, env=env, check=False)
+    assert (done.returncode == 0) == same_filesystem, done
+    assert (tmp_path / "received").exists() == same_filesystem, done
+    if same_filesystem:
+        assert parse_filesystem_id(done.stdout.decode()) == actual, done
+        assert parse_arrival(done.stdout.decode(), dest.path, "s2").complete
+    else:
+        assert b"is not on the filesystem this job's last run sent to" in done.stderr, done
+
+
+@pytest.mark.parametrize("stdout, found", [
+    ("\nbtrfs-backup-filesystem 2854bb5e38d30afd\n", "2854bb5e38d30afd"),
+    ("At subvol s2\nbtrfs-backup-filesystem 1\n\nbtrfs-backup-arrived\nName: s2\n", "1"),
+    ("btrfs-backup-filesystem a\nbtrfs-backup-filesystem b\n", "b"),  # the last one counts
+    ("", None),
+    ("btrfs-backup-filesystem \n", None),  # stat failed
+    ("btrfs-backup-filesystem 12 34\n", None),
+    ("btrfs-backup-filesystem XYZ\n", None),
+    ("btrfs-backup-filesystem " + "a" * 33 + "\n", None),
+    ("other-filesystem 1\n", None),
+])
+def test_the_filesystem_id_a_receive_printed(stdout, found):
+    assert parse_filesystem_id(stdout) == found

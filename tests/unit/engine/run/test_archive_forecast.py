@@ -3,6 +3,7 @@ listing planning takes; a stream sent on it gets `go` only when the store's list
 those archives, `abort` otherwise or when the listing failed."""
 
 import json
+import os
 import threading
 
 import pytest
@@ -51,7 +52,7 @@ def test_a_store_the_job_has_not_recorded_is_forecast_empty_and_a_damaged_record
     assert archive_forecast.load_forecast(identity, _borg()).children == {}
     assert archive_forecast.recorded_stores(identity) == set()
     (tmp_path / "state").mkdir()
-    path = archive_forecast.forecast_path(identity)
+    path = os.path.join(identity.state_dir, archive_forecast.FORECAST_FILE)
     (tmp_path / "state" / path.split("/")[-2]).mkdir()
     for damaged in ("{not json", "[]", json.dumps({"borg:/b": {"x": {"uuid": 3, "ref": "r"}}}),
                     json.dumps({"borg:/b": {"x y": {"uuid": A, "ref": "r"}}})):

@@ -96,6 +96,11 @@ class SshEndpoint(Endpoint):
     snapshots_in_send = True
     #: ssh's answer when the run's shared connection could not be opened (SshConnections), or None.
     connect_failure = None
+    # The filesystem id the folder must be on for a receive planned on what the job's last run
+    # left there (run/folder_forecast.py); None: not checked, the run surveyed first.
+    expect_filesystem = None
+    # The folder's filesystem id as this run's receive there printed it (None: no receive said it).
+    filesystem_seen = None
 
     def __init__(self, host, path, user=None, port=None, ssh_options=(), sudo=False,
                  ssh_binary="ssh"):
@@ -263,12 +268,17 @@ class SshEndpoint(Endpoint):
         else:
             argv = self.command_pipeline([(decompress_argv, False), (receive_argv, True)])
         if arrival is not None:
-            from ..arrival_check import ARRIVAL_MARKER, show_argv  # at the first send: start-up time
+            from ..arrival_check import ARRIVAL_MARKER, filesystem_argv, show_argv  # at the first send
 
-            argv[-1] += " && printf '\\n%%s\\n' %s && { %s || :; }" % (
-                ARRIVAL_MARKER, self.remote_line(show_argv(self.join(arrival))))
+            # The folder's filesystem too: the next run's receive checks it (expect_filesystem).
+            argv[-1] += " && { %s || :; } && printf '\\n%%s\\n' %s && { %s || :; }" % (
+                self.remote_line(filesystem_argv(self.path), privileged=False), ARRIVAL_MARKER,
+                self.remote_line(show_argv(self.join(arrival))))
         if self.folder_to_create == self.path:  # `mkdir -p -- F && ... btrfs receive F`: one remote line
             argv = self._after((["mkdir", "-p", "--", self.path], True), argv)
+        elif self.expect_filesystem is not None:
+            from ..arrival_check import filesystem_guard
+            argv = self._after(filesystem_guard(self.path, self.expect_filesystem), argv)
         return "btrfs receive on %s" % self.host, argv
 
     def create_in_next_command(self, folder: str) -> bool:

@@ -1,0 +1,39 @@
+"""A test sshd whose key logs every command a run asks before running it, so a test sees what the
+server saw: the remote commands per run, and the connections sshd accepted."""
+
+from __future__ import annotations
+
+import shlex
+import stat
+
+
+def logging_forced_command(server, log, then):
+    """Make every connection of the server's key log the command it asked for (one line,
+    quoted) and then run `then` (a command line that reads $SSH_ORIGINAL_COMMAND)."""
+    script = server.workdir / "log-and-run"
+    script.write_text("#!/bin/sh\n"
+                      f"printf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" | tr '\\n' ' ' >> {shlex.quote(str(log))}\n"
+                      f"printf '\\n' >> {shlex.quote(str(log))}\n"
+                      f"exec {then}\n")
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    key = (server.workdir / "id_ed25519.pub").read_text().strip()
+    (server.workdir / "authorized_keys").write_text(f'command="{script}" {key}\n')
+
+
+class RemoteCommands:
+    """The commands a logging forced command saw, and the connections sshd accepted, since the
+    last `take()`."""
+
+    def __init__(self, log, server):
+        self.log = log
+        self.server = server
+        self.seen = 0
+        self.connections_seen = 0
+        self.take()  # not the server's readiness probe
+
+    def take(self) -> list:
+        lines = self.log.read_text().splitlines() if self.log.exists() else []
+        new, self.seen = lines[self.seen:], len(lines)
+        accepted = self.server.log_file.read_text(errors="replace").count("Accepted publickey")
+        self.connections, self.connections_seen = accepted - self.connections_seen, accepted
+        return new
