@@ -17,10 +17,10 @@ import subprocess
 import pytest
 
 from cli_helpers import (assert_backup, assert_no_partial, destination, live_locks, ok, run_cli, sent,
-                         snapshot_names, subvolumes, wait_next_second)
+                         snapshot_names, ssh_args, subvolumes, wait_next_second)
 from support.trees import assert_same_tree
 from remote_commands import logging_forced_command
-from test_round_trips import SOMETHING_TO_SEND, assert_commands, pushed_once
+from test_round_trips import SOMETHING_TO_SEND, assert_commands, pushed_once, small_source
 
 PLANNED = "planned on what this job's last run left there"
 
@@ -31,21 +31,29 @@ def forecast_file(job_state_dir):
     return files[0]
 
 
+def survey_waits_for_the_receive_to_end(server, log, workdir, tenths):
+    """The server's key from now on: a survey (the batch that asks for zstd's version) waits up to
+    `tenths` tenths of a second for a receive to end, and writes down whether one did ("yes"/"no"
+    in the returned file)."""
+    done, said = workdir / "receive-done", workdir / "survey-saw"
+    logging_forced_command(server, log, "/bin/sh -c " + shlex.quote(
+        'case "$SSH_ORIGINAL_COMMAND" in\n'
+        f'  *"btrfs receive"*) /bin/sh -c "$SSH_ORIGINAL_COMMAND"; rc=$?; : > {shlex.quote(str(done))}; exit $rc ;;\n'
+        f'  *"zstd --version"*) i=0; while [ ! -e {shlex.quote(str(done))} ] && [ $i -lt {tenths} ]; do\n'
+        '      sleep 0.1; i=$((i + 1)); done\n'
+        f'    if [ -e {shlex.quote(str(done))} ]; then echo yes; else echo no; fi >> {shlex.quote(str(said))} ;;\n'
+        'esac\n'
+        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"'))
+    return said
+
+
 def test_the_stream_does_not_wait_for_the_survey(logged_sshd, make_fs, subvolume, tmp_path):
     """The second run's survey is held at the host until that run's receive has finished: the
     stream went, whole and incremental, before the survey answered. The receive's command checked
     the folder's filesystem first; the run made 2 remote commands, as before."""
     server, commands = logged_sshd
     source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=31)
-    done, said = tmp_path / "receive-done", tmp_path / "survey-saw"
-    logging_forced_command(server, commands.log, "/bin/sh -c " + shlex.quote(
-        'case "$SSH_ORIGINAL_COMMAND" in\n'
-        f'  *"btrfs receive"*) /bin/sh -c "$SSH_ORIGINAL_COMMAND"; rc=$?; : > {shlex.quote(str(done))}; exit $rc ;;\n'
-        f'  *"zstd --version"*) i=0; while [ ! -e {shlex.quote(str(done))} ] && [ $i -lt 100 ]; do\n'
-        '      sleep 0.1; i=$((i + 1)); done\n'
-        f'    if [ -e {shlex.quote(str(done))} ]; then echo yes; else echo no; fi >> {shlex.quote(str(said))} ;;\n'
-        'esac\n'
-        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"'))
+    said = survey_waits_for_the_receive_to_end(server, commands.log, tmp_path, 100)
     (source / "more.txt").write_text("more\n")
     commands.take()
     run = ok(*args)
@@ -60,6 +68,30 @@ def test_the_stream_does_not_wait_for_the_survey(logged_sshd, make_fs, subvolume
     assert_backup(dest, source / "snapshot" / two, parent_name=one)
     assert_same_tree(source / "snapshot" / two, dest / two)
     assert live_locks(source / "snapshot") == {}
+
+
+def test_a_folder_that_holds_more_than_backups_is_surveyed_first(logged_sshd, make_fs, subvolume, tmp_path):
+    """A subvolume there that is no complete backup (here somebody's writable one) might be deleted
+    or renamed before a send: the run plans on the record only once the survey has confirmed it,
+    so its stream waits for the survey (which waits in vain for a receive, 3 s). The other
+    subvolume is left alone, and the backup arrives."""
+    server, commands = logged_sshd
+    source = small_source(make_fs, subvolume, seed=37)
+    dest = make_fs("dst") / "backups"
+    dest.mkdir()
+    subprocess.run(["btrfs", "subvolume", "create", str(dest / "scratch")], check=True, capture_output=True)
+    url = server.url(dest)
+    args = ssh_args(server) + [source, url]
+    one = ok(*args).result["snapshot"]["name"]
+    said = survey_waits_for_the_receive_to_end(server, commands.log, tmp_path, 30)
+    (source / "more.txt").write_text("more\n")
+    run = ok(*args)
+    assert said.read_text() == "no\n", run.explain()
+    assert PLANNED in run.stderr, run.explain()
+    two = run.result["snapshot"]["name"]
+    assert sent(run.result, url) == [(two, "incremental", one)], run.result
+    assert sorted(subvolumes(dest)) == [one, two, "scratch"]
+    assert_backup(dest, source / "snapshot" / two, parent_name=one)
 
 
 def test_a_run_with_nothing_to_send_keeps_the_record(logged_sshd, make_fs, subvolume, job_state_dir):

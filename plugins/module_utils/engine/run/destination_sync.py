@@ -81,8 +81,14 @@ class _DestinationPlans:
         store with a lock of this job (an unfinished transfer to settle) is listed first. An ssh host
         the run planned on its forecast while it is surveyed (job.py) gets that forecast."""
         forecast = self.forecasts.get(dest.id)
-        if forecast is not None and forecast.agreed is None and not forecast.keeps_listing:
-            return forecast.predicted
+        if forecast is not None and not forecast.keeps_listing and not self.folders.known(dest):
+            # A subvolume that is no complete backup may be deleted or renamed before the send:
+            # never on a record alone.
+            if forecast.agreed is None and all(sub.complete for sub in forecast.predicted.children.values()):
+                return forecast.predicted
+            if forecast.settle():
+                return forecast.predicted
+            return self._listing_instead_of(forecast)
         if not (dest.holds_archives and getattr(self.executor.runner, "kernel_listing", False)) \
                 or self.executor.check_mode or dest.id in self.forecasts or self.folders.known(dest) \
                 or self.executor.locks.names_locked_by(dest.id_aliases):
@@ -98,6 +104,18 @@ class _DestinationPlans:
             return predicted
         self.forecasts[dest.id] = archive_forecast.Forecast(dest, self.executor.runner, predicted)
         return predicted
+
+    def _listing_instead_of(self, forecast):
+        """The folder's listing asked now, where the survey contradicted the forecast that `dest` was
+        planned on; a folder that cannot take backups is one the run took its snapshot for in vain."""
+        dest = forecast.dest
+        dest.expect_filesystem = None  # listed now: its receive needs no check of its own
+        try:
+            return self.folders.listing(dest)
+        except BackupError as err:
+            if not isinstance(err, UnreachableError):  # unreachable: the snapshot waits for it
+                self.refused[dest.id] = err
+            raise
 
     def _settle_arrivals(self, dest, snapshots, held, outcome):
         """A backup that arrived under its subvolume's name (snapper's `snapshot`) but was not
@@ -303,14 +321,11 @@ class DestinationSync(_DestinationPlans):
         forecast = self.forecasts[item.dest.id]
         if forecast.real is not None and forecast.keeps_listing:
             self.folders.remember(item.dest, forecast.real)
-        item.dest.expect_filesystem = None  # listed now: its receive needs no check of its own
         snapshots, new_snapshot = self._planning
         item.outcome.conflicts = []
         try:
             return self._prepare(item.dest, snapshots, new_snapshot, item.outcome)
         except BackupError as err:
-            if not forecast.keeps_listing and not isinstance(err, UnreachableError):  # unreachable: kept for later
-                self.refused[item.dest.id] = err
             self._fail(item.dest, item.outcome, err)
             return _Pending(item.dest, item.outcome, [], item.held)
 
