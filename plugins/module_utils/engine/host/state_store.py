@@ -139,13 +139,16 @@ def read_forecasts(identity: JobIdentity, name: str) -> dict | None:
 def update_forecasts(identity: JobIdentity, name: str, entries: dict) -> None:
     """Set each destination's entry in forecast file `name` (None: removed, the next run there lists
     first); a file that cannot be read is started anew. Written whole or not at all, readable by root
-    only; raises OSError or ConfigError when it cannot be written."""
-    recorded = read_forecasts(identity, name) or {}
+    only, and not at all when nothing changed; raises OSError or ConfigError when it cannot be written."""
+    before = read_forecasts(identity, name)
+    recorded = dict(before or {})
     for dest_id, entry in entries.items():
         if entry is None:
             recorded.pop(dest_id, None)
         else:
             recorded[dest_id] = entry
+    if recorded == before:
+        return  # a run that changed nothing there writes nothing
     os.makedirs(require_trusted_folder(identity.state_dir), mode=0o755, exist_ok=True)
     write_atomically(os.path.join(identity.state_dir, name), json.dumps(recorded, sort_keys=True) + "\n",
                      durable=False, mode=0o600)

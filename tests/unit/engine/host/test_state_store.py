@@ -124,3 +124,25 @@ def test_a_state_folder_under_a_folder_another_user_owns_is_refused(tmp_path, mo
     with pytest.raises(ConfigError, match="not safe"):
         job_lock_path(identity("/home", "/home/snapshot"))
     assert list(home.iterdir()) == []  # nothing written there
+
+
+def test_a_forecast_file_is_kept_for_root_alone_rewritten_only_on_a_change_and_never_trusted_damaged(job_state_dir):
+    from engine.host.state_store import read_forecasts, update_forecasts
+
+    home = identity("/home", "/home/snapshot")
+    path = os.path.join(home.state_dir, "x-forecast.json")
+    assert read_forecasts(home, "x-forecast.json") == {}  # none yet: nothing recorded
+    update_forecasts(home, "x-forecast.json", {"a": {"n": 1}, "b": None})
+    assert read_forecasts(home, "x-forecast.json") == {"a": {"n": 1}}
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    os.utime(path, (1, 1))
+    update_forecasts(home, "x-forecast.json", {"a": {"n": 1}, "b": None})  # the same: not written
+    assert os.stat(path).st_mtime == 1
+    update_forecasts(home, "x-forecast.json", {"a": None})
+    assert read_forecasts(home, "x-forecast.json") == {} and os.stat(path).st_mtime != 1
+    for damaged in ("{not json", "[1]"):
+        with open(path, "w") as handle:
+            handle.write(damaged)
+        assert read_forecasts(home, "x-forecast.json") is None
+        update_forecasts(home, "x-forecast.json", {"c": {"n": 2}})  # started anew
+        assert read_forecasts(home, "x-forecast.json") == {"c": {"n": 2}}
