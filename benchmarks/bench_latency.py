@@ -170,8 +170,9 @@ class LatencyBench:
         self.command_log = self.tmp / "remote-commands.log"
         script = self.sshd.workdir / "log-and-run"
         log_file = shlex.quote(str(self.command_log))
-        script.write_text("#!/bin/sh\nprintf '%%s\\n' \"$SSH_ORIGINAL_COMMAND\" | tr '\\n' ' ' >> %s\n"
-                          "printf '\\n' >> %s\nexec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n" % (log_file, log_file))
+        # One write per command: commands that start at once (a survey beside a receive) never mix.
+        script.write_text("#!/bin/sh\nline=$(printf '%%s' \"$SSH_ORIGINAL_COMMAND\" | tr '\\n' ' ')\n"
+                          "printf '%%s\\n' \"$line\" >> %s\nexec /bin/sh -c \"$SSH_ORIGINAL_COMMAND\"\n" % log_file)
         script.chmod(0o755)
         key = (self.sshd.workdir / "id_ed25519.pub").read_text().strip()
         (self.sshd.workdir / "authorized_keys").write_text('command="%s" %s\n' % (script, key))

@@ -11,9 +11,10 @@ def logging_forced_command(server, log, then):
     """Make every connection of the server's key log the command it asked for (one line,
     quoted) and then run `then` (a command line that reads $SSH_ORIGINAL_COMMAND)."""
     script = server.workdir / "log-and-run"
+    # One write per command: commands that start at once (a survey beside a receive) never mix.
     script.write_text("#!/bin/sh\n"
-                      f"printf '%s\\n' \"$SSH_ORIGINAL_COMMAND\" | tr '\\n' ' ' >> {shlex.quote(str(log))}\n"
-                      f"printf '\\n' >> {shlex.quote(str(log))}\n"
+                      "line=$(printf '%s' \"$SSH_ORIGINAL_COMMAND\" | tr '\\n' ' ')\n"
+                      f"printf '%s\\n' \"$line\" >> {shlex.quote(str(log))}\n"
                       f"exec {then}\n")
     script.chmod(script.stat().st_mode | stat.S_IXUSR)
     key = (server.workdir / "id_ed25519.pub").read_text().strip()
