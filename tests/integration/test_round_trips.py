@@ -11,8 +11,9 @@ stream with a `--no-data` pass and waits for the verdict before the real send (h
 A snapshot that fails there, an estimate that fails there, a send cut there and a run stopped
 (SIGTERM) while it estimates leave nothing here and the next run catches up.
 At a plain ssh host that received the last stream in its shell, the receive starts before the
-survey answers; what it cannot take then reads an empty stream (also at a key now given to serve,
-which declines it without counting a refusal). Counted by a forced command that logs each
+survey answers, and where the job's last run there left its record the stream goes at once too
+(test_planned_on_forecast.py); what the host cannot take is refused or planned again (also at a key
+now given to serve, which declines it without counting a refusal). Counted by a forced command that logs each
 command the client sends before running it, so the test sees what the server saw; sshd's log shows
 that each run opened one connection."""
 
