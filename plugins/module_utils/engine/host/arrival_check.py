@@ -14,6 +14,7 @@ from __future__ import annotations
 import posixpath
 import re
 
+from ..model.folder_forecast import is_filesystem_id
 from .listing import Subvolume
 
 #: The line before the facts (the last one counts: a receive's own output comes before it).
@@ -58,7 +59,7 @@ def parse_filesystem_id(stdout: str | None) -> str | None:
         words = line.split()
         if len(words) == 2 and words[0] == FILESYSTEM_MARKER:
             found = words[1]
-    return found if found is not None and re.match(r"^[0-9a-f]{1,32}$", found) else None
+    return found if is_filesystem_id(found) else None
 
 
 def answer_fields(show_text: str) -> dict:

@@ -12,19 +12,16 @@ longer mounted), so a stream planned on an old entry never lands somewhere else 
 from __future__ import annotations
 
 import posixpath
-import re
 
 #: The fields of a subvolume an entry keeps, in host/listing.py Subvolume's order.
 FIELDS = ("name", "path", "id", "uuid", "parent_uuid", "received_uuid", "readonly")
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-#: `stat -f -c %i`: the filesystem id, in hex.
-_FILESYSTEM_ID = re.compile(r"^[0-9a-f]{1,32}$")
+_HEX = frozenset("0123456789abcdef")  # checked without a pattern: none to compile on every run's record
 
 
 def is_filesystem_id(text) -> bool:
-    """Whether `text` is a filesystem id as `stat -f -c %i` prints it."""
-    return isinstance(text, str) and _FILESYSTEM_ID.match(text) is not None
+    """Whether `text` is a filesystem id as `stat -f -c %i` prints it (1 to 32 hex digits)."""
+    return isinstance(text, str) and 0 < len(text) <= 32 and _HEX.issuperset(text)
 
 
 def forecast_entry(children, filesystem: str, zstd: bool, proto2: bool) -> dict:
@@ -70,4 +67,6 @@ def _is_child_name(name) -> bool:
 
 
 def _is_uuid(value) -> bool:
-    return isinstance(value, str) and _UUID.match(value) is not None
+    """Whether `value` is a UUID as btrfs prints it (lower-case hex, 8-4-4-4-12)."""
+    return isinstance(value, str) and [len(part) for part in value.split("-")] == [8, 4, 4, 4, 12] \
+        and _HEX.issuperset(value.replace("-", ""))
