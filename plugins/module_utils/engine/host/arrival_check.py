@@ -12,9 +12,8 @@ cannot be read, is never a success: the check is then asked for separately, as b
 from __future__ import annotations
 
 import posixpath
-import re
 
-from ..model.folder_forecast import is_filesystem_id
+from ..model.folder_forecast import is_filesystem_id, is_uuid
 from .listing import Subvolume
 
 #: The line before the facts (the last one counts: a receive's own output comes before it).
@@ -26,7 +25,6 @@ FILESYSTEM_MARKER = "btrfs-backup-filesystem"
 #: The lines of `btrfs subvolume show` that an answer carries (serve sends no other).
 ANSWER_FIELDS = ("Name", "UUID", "Parent UUID", "Received UUID", "Subvolume ID", "Flags")
 
-_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
 def show_argv(path: str) -> list[str]:
@@ -109,4 +107,4 @@ def _uuid_or_none(value):
     """A UUID as btrfs prints it, None for its "-" (none), False for anything else (unreadable)."""
     if value == "-":
         return None
-    return value if value is not None and _UUID_RE.match(value) else False
+    return value if is_uuid(value) else False

@@ -45,10 +45,10 @@ def read_entry(entry, folder: str) -> dict | None:
     for name, item in sorted(entry["subvolumes"].items()):
         if not _is_child_name(name) or not isinstance(item, dict) or item.get("path") != posixpath.join(folder, name):
             return None
-        if not isinstance(item.get("id"), int) or isinstance(item.get("id"), bool) or not _is_uuid(item.get("uuid")) \
+        if not isinstance(item.get("id"), int) or isinstance(item.get("id"), bool) or not is_uuid(item.get("uuid")) \
                 or not isinstance(item.get("readonly"), bool):
             return None
-        if any(item.get(key) is not None and not _is_uuid(item.get(key)) for key in ("parent_uuid", "received_uuid")):
+        if any(item.get(key) is not None and not is_uuid(item.get(key)) for key in ("parent_uuid", "received_uuid")):
             return None
         subvolumes.append(dict({key: item.get(key) for key in FIELDS[1:]}, name=name))
     return {"filesystem": entry["filesystem"], "zstd": entry["zstd"], "proto2": entry["proto2"],
@@ -66,7 +66,7 @@ def _is_child_name(name) -> bool:
     return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
 
 
-def _is_uuid(value) -> bool:
+def is_uuid(value) -> bool:
     """Whether `value` is a UUID as btrfs prints it (lower-case hex, 8-4-4-4-12)."""
     return isinstance(value, str) and [len(part) for part in value.split("-")] == [8, 4, 4, 4, 12] \
         and _HEX.issuperset(value.replace("-", ""))
