@@ -38,3 +38,21 @@ class RemoteCommands:
         accepted = self.server.log_file.read_text(errors="replace").count("Accepted publickey")
         self.connections, self.connections_seen = accepted - self.connections_seen, accepted
         return new
+
+
+def survey_waits_for_a_receive(server, log, workdir, until, tenths):
+    """The server's key from now on: a survey (the batch that asks for zstd's version) waits up to
+    `tenths` tenths of a second for a receive to `until` ("start" or "end"), and writes down
+    whether one did ("yes"/"no" in the returned file)."""
+    mark, said = workdir / ("receive-" + until), workdir / "survey-saw"
+    receive = (f': > {shlex.quote(str(mark))}' if until == "start" else
+               f'/bin/sh -c "$SSH_ORIGINAL_COMMAND"; rc=$?; : > {shlex.quote(str(mark))}; exit $rc')
+    logging_forced_command(server, log, "/bin/sh -c " + shlex.quote(
+        'case "$SSH_ORIGINAL_COMMAND" in\n'
+        f'  *"btrfs receive"*) {receive} ;;\n'
+        f'  *"zstd --version"*) i=0; while [ ! -e {shlex.quote(str(mark))} ] && [ $i -lt {tenths} ]; do\n'
+        '      sleep 0.1; i=$((i + 1)); done\n'
+        f'    if [ -e {shlex.quote(str(mark))} ]; then echo yes; else echo no; fi >> {shlex.quote(str(said))} ;;\n'
+        'esac\n'
+        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"'))
+    return said

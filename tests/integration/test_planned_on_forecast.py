@@ -11,7 +11,6 @@ the run asked."""
 from __future__ import annotations
 
 import json
-import shlex
 import subprocess
 
 import pytest
@@ -19,7 +18,7 @@ import pytest
 from cli_helpers import (assert_backup, assert_no_partial, destination, live_locks, ok, run_cli, sent,
                          snapshot_names, ssh_args, subvolumes, wait_next_second)
 from support.trees import assert_same_tree
-from remote_commands import logging_forced_command
+from remote_commands import survey_waits_for_a_receive
 from test_round_trips import SOMETHING_TO_SEND, assert_commands, pushed_once, small_source
 
 PLANNED = "planned on what this job's last run left there"
@@ -31,29 +30,13 @@ def forecast_file(job_state_dir):
     return files[0]
 
 
-def survey_waits_for_the_receive_to_end(server, log, workdir, tenths):
-    """The server's key from now on: a survey (the batch that asks for zstd's version) waits up to
-    `tenths` tenths of a second for a receive to end, and writes down whether one did ("yes"/"no"
-    in the returned file)."""
-    done, said = workdir / "receive-done", workdir / "survey-saw"
-    logging_forced_command(server, log, "/bin/sh -c " + shlex.quote(
-        'case "$SSH_ORIGINAL_COMMAND" in\n'
-        f'  *"btrfs receive"*) /bin/sh -c "$SSH_ORIGINAL_COMMAND"; rc=$?; : > {shlex.quote(str(done))}; exit $rc ;;\n'
-        f'  *"zstd --version"*) i=0; while [ ! -e {shlex.quote(str(done))} ] && [ $i -lt {tenths} ]; do\n'
-        '      sleep 0.1; i=$((i + 1)); done\n'
-        f'    if [ -e {shlex.quote(str(done))} ]; then echo yes; else echo no; fi >> {shlex.quote(str(said))} ;;\n'
-        'esac\n'
-        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"'))
-    return said
-
-
 def test_the_stream_does_not_wait_for_the_survey(logged_sshd, make_fs, subvolume, tmp_path):
     """The second run's survey is held at the host until that run's receive has finished: the
     stream went, whole and incremental, before the survey answered. The receive's command checked
     the folder's filesystem first; the run made 2 remote commands, as before."""
     server, commands = logged_sshd
     source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=31)
-    said = survey_waits_for_the_receive_to_end(server, commands.log, tmp_path, 100)
+    said = survey_waits_for_a_receive(server, commands.log, tmp_path, until="end", tenths=100)
     (source / "more.txt").write_text("more\n")
     commands.take()
     run = ok(*args)
@@ -83,7 +66,7 @@ def test_a_folder_that_holds_more_than_backups_is_surveyed_first(logged_sshd, ma
     url = server.url(dest)
     args = ssh_args(server) + [source, url]
     one = ok(*args).result["snapshot"]["name"]
-    said = survey_waits_for_the_receive_to_end(server, commands.log, tmp_path, 30)
+    said = survey_waits_for_a_receive(server, commands.log, tmp_path, until="end", tenths=30)
     (source / "more.txt").write_text("more\n")
     run = ok(*args)
     assert said.read_text() == "no\n", run.explain()
@@ -119,16 +102,24 @@ def test_a_run_with_nothing_to_send_keeps_the_record(logged_sshd, make_fs, subvo
     assert sorted(json.loads(forecast_file(job_state_dir).read_text())[url]["subvolumes"]) == [one, two, three]
 
 
+def two_pushed_one_deleted(server, make_fs, subvolume, seed, first):
+    """A source pushed twice, then the `first` backup (else the second) deleted at the host by hand,
+    and the source changed again: (source, dest, url, the run's arguments, one, two)."""
+    source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=seed)
+    (source / "more.txt").write_text("more\n")
+    two = ok(*args).result["snapshot"]["name"]
+    subprocess.run(["btrfs", "subvolume", "delete", str(dest / (one if first else two))], check=True,
+                   capture_output=True)
+    (source / "again.txt").write_text("again\n")
+    return source, dest, url, args, one, two
+
+
 def test_a_backup_deleted_behind_the_jobs_back(logged_sshd, make_fs, subvolume):
     """An older backup deleted at the host: the stream planned on the record arrives (its parent
     is there), the survey shows the difference, the run lists again and has nothing more to send.
     The run after plans on the record again."""
     server, commands = logged_sshd
-    source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=33)
-    (source / "more.txt").write_text("more\n")
-    two = ok(*args).result["snapshot"]["name"]
-    subprocess.run(["btrfs", "subvolume", "delete", str(dest / one)], check=True, capture_output=True)
-    (source / "again.txt").write_text("again\n")
+    source, dest, url, args, one, two = two_pushed_one_deleted(server, make_fs, subvolume, seed=33, first=True)
     commands.take()
     run = ok(*args)
     taken = commands.take()
@@ -149,11 +140,7 @@ def test_the_parent_deleted_behind_the_jobs_back(logged_sshd, make_fs, subvolume
     makes nothing, the survey says so, and the run plans again on what is there: the missing
     snapshot again from the newest parent left, then the new one on it."""
     server, commands = logged_sshd
-    source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=34)
-    (source / "more.txt").write_text("more\n")
-    two = ok(*args).result["snapshot"]["name"]
-    subprocess.run(["btrfs", "subvolume", "delete", str(dest / two)], check=True, capture_output=True)
-    (source / "again.txt").write_text("again\n")
+    source, dest, url, args, one, two = two_pushed_one_deleted(server, make_fs, subvolume, seed=34, first=False)
     run = ok(*args)
     three = run.result["snapshot"]["name"]
     transfers = destination(run.result, url)["transfers"]

@@ -36,7 +36,7 @@ from cli_helpers import (CLI, assert_backup, assert_no_partial, destination, liv
                          snapshot_names, ssh_args, subvolumes, wait_next_second)
 from cli_helpers import show as show_subvolume
 from faults import start_cli
-from remote_commands import logging_forced_command
+from remote_commands import logging_forced_command, survey_waits_for_a_receive
 from support.trees import assert_same_tree, write_mixed_tree
 
 SOMETHING_TO_SEND = 2
@@ -243,21 +243,6 @@ def test_a_receive_started_before_a_send_that_fails_here_receives_nothing(logged
     assert live_locks(source / "snapshot") == {}
 
 
-def survey_waits_for_the_receive(server, log, workdir):
-    """The server's key from now on: a survey (the batch that asks for zstd's version) waits up to
-    5 s for a receive to start and writes down whether one did ("yes"/"no" in the returned file)."""
-    started, said = workdir / "receive-started", workdir / "receive-before-survey"
-    logging_forced_command(server, log, "/bin/sh -c " + shlex.quote(
-        'case "$SSH_ORIGINAL_COMMAND" in\n'
-        f'  *"btrfs receive"*) : > {shlex.quote(str(started))} ;;\n'
-        f'  *"zstd --version"*) i=0; while [ ! -e {shlex.quote(str(started))} ] && [ $i -lt 50 ]; do\n'
-        '      sleep 0.1; i=$((i + 1)); done\n'
-        f'    if [ -e {shlex.quote(str(started))} ]; then echo yes; else echo no; fi >> {shlex.quote(str(said))} ;;\n'
-        'esac\n'
-        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"'))
-    return said
-
-
 def test_the_receive_starts_before_the_survey_answers(logged_sshd, make_fs, subvolume, tmp_path):
     """A run whose one destination is a plain ssh host that received the last stream in its shell
     starts the receive of its new snapshot before that host's survey answers: the receive's
@@ -265,7 +250,7 @@ def test_the_receive_starts_before_the_survey_answers(logged_sshd, make_fs, subv
     started, which it does only when the run starts it first; the backup is the incremental one."""
     server, commands = logged_sshd
     source, dest, url, args, one = pushed_once(server, make_fs, subvolume, seed=11)
-    said = survey_waits_for_the_receive(server, commands.log, tmp_path)
+    said = survey_waits_for_a_receive(server, commands.log, tmp_path, until="start", tenths=50)
     (source / "more.txt").write_text("more\n")
     commands.take()
     result = ok(*args).result
