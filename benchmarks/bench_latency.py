@@ -53,7 +53,7 @@ from typing import Dict, List
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import (  # noqa: E402
-    KEEP_PIDS, OLD_SCRIPT, BenchError, Gate, become_subreaper, delete_subvolumes, engine_fingerprint,
+    KEEP_PIDS, OLD_SCRIPT, BenchError, Gate, become_subreaper, delete_subvolumes, engine_fingerprint, env_of_031,
     OURS_SCRIPT, children_stopped_on_failure, interrupt_on_signals, log, ours_argv, ours_env, sh, subvol_info,
     run_benchmark, subvolumes_in, syncfs, timed)
 from bench_streams import Netns, StreamBench  # noqa: E402
@@ -148,7 +148,7 @@ class LatencyBench:
         self.env["PATH"] = "%s:%s" % (python_bin, self.env["PATH"])
         self.python_version = subprocess.run([self.args.python, "-c", "import sys; print(sys.version.split()[0])"],
                                              stdout=subprocess.PIPE, text=True, check=True).stdout.strip()
-        self.env_031 = dict(self.env, PYTHONPATH=sysconfig.get_paths()["purelib"])  # 0.3.1's package
+        self.env_031 = env_of_031(dict(self.env, PYTHONPATH=sysconfig.get_paths()["purelib"]), self.tmp)  # its package
         self.env["BTRFS_BACKUP_STATE_DIR"] = str(self.tmp / "job-state")  # not the machine's
         self.fingerprint = engine_fingerprint()
         self._make_data()

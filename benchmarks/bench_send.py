@@ -91,6 +91,15 @@ def ours_argv(*args) -> List[str]:
     return [os.fspath(OURS_SCRIPT), *(os.fspath(a) for a in args)]
 
 
+def env_of_031(env: dict, tmp: Path) -> dict:
+    """`env` for btrfs-backup 0.3.1, with its temporary files in the benchmark's folder `tmp`: its
+    ssh endpoint leaves the sshfs mount point it made in $TMPDIR behind (ours keeps $TMPDIR: its ssh
+    control socket's path must stay short)."""
+    folder = tmp / "tmp-0.3.1"
+    folder.mkdir(exist_ok=True)
+    return dict(env, TMPDIR=str(folder))
+
+
 def ours_env(env: Optional[dict] = None) -> dict:
     """`env` (default: ours) with this benchmark's interpreter folder first on PATH (on a machine where
     python3 on PATH is a pyenv shim, the shim alone adds ~100 ms to every run)."""
@@ -477,6 +486,7 @@ class Bench:
             self.py_env.pop("PYTHONDONTWRITEBYTECODE", None)
             self.py_env["PYTHONPYCACHEPREFIX"] = str(self.tmp / "pycache")
         self.py_env = ours_env(self.py_env)
+        self.env_031 = env_of_031(self.py_env, self.tmp)
         self.btrbk_env = dict(os.environ, PATH="%s:%s" % (wrapper_dir, os.environ.get("PATH", "")))
 
         # The data set.
@@ -684,7 +694,7 @@ class Bench:
             env = self.py_env
         elif tool == "0.3.1":
             stages = [[OLD_SCRIPT, "-S", "-q", "-f", snap.parent, *self._ssh_opt_args(remote), self.data, dest]]
-            env = self.py_env
+            env = self.env_031
         else:
             # 'incremental no': btrbk would otherwise find the base snapshot (a sibling, it has a
             # copy on the target filesystem) and send only a tiny difference instead of a full stream.
@@ -740,7 +750,7 @@ class Bench:
             if tool == "ours":
                 stages, env = [self._ours("-P", "-q", "-f", snap_dir, *self._ssh_opt_args(remote), self.data, dest)], self.py_env
             elif tool == "0.3.1":
-                stages, env = [[OLD_SCRIPT, "-q", "-f", snap_dir, *self._ssh_opt_args(remote), self.data, dest]], self.py_env
+                stages, env = [[OLD_SCRIPT, "-q", "-f", snap_dir, *self._ssh_opt_args(remote), self.data, dest]], self.env_031
             else:
                 conf = self._btrbk_config("inc-%s" % ("s" if remote else "l"), self.src, "data",
                                           "snaps/" + snap_dir.name, self._btrbk_target(folder, remote))
@@ -780,7 +790,7 @@ class Bench:
             if tool == "ours":
                 stages, env = [self._ours("-S", "-P", "-q", "-f", snap_dir, *self._ssh_opt_args(remote), small, dest)], self.py_env
             elif tool == "0.3.1":
-                stages, env = [[OLD_SCRIPT, "-S", "-q", "-f", snap_dir, *self._ssh_opt_args(remote), small, dest]], self.py_env
+                stages, env = [[OLD_SCRIPT, "-S", "-q", "-f", snap_dir, *self._ssh_opt_args(remote), small, dest]], self.env_031
             else:
                 conf = self._btrbk_config("noop-%s" % ("s" if remote else "l"), self.msrc, "small",
                                           "snaps/btrbk", self._btrbk_target(folder, remote))

@@ -55,7 +55,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_send import (  # noqa: E402
-    BTRBK, GCM, KEEP_PIDS, LINGERING, OLD_SCRIPT, OURS_SCRIPT, REPO, BenchError, Gate, Launcher, Measurement,
+    BTRBK, GCM, KEEP_PIDS, LINGERING, OLD_SCRIPT, OURS_SCRIPT, REPO, BenchError, Gate, Launcher, Measurement, env_of_031,
     become_subreaper, cannot_run_here, children_stopped_on_failure, delete_subvolumes, engine_fingerprint, fmt_s, interrupt_on_signals,
     log, ours_argv, ours_env, run_benchmark, sh, subvol_info, subvolumes_in, syncfs, timed, timed_run)
 from support.btrfs_loop import BtrfsPool  # noqa: E402
@@ -689,7 +689,7 @@ class StreamBench:
         elif tool == "0.3.1":
             stages = [link.netns.prefix + [OLD_SCRIPT, "-S", "-q", "-f", snap.parent, *link.ssh_opt_args(),
                                            self.src / "comp", link.url(folder)]]
-            env = self.py_env
+            env = env_of_031(self.py_env, self.tmp)
         else:
             compress = "none" if tool == "ours-none" else "auto"
             stages = [link.netns.prefix + self._ours("--compress", compress, "-f", snap.parent, *link.ssh_opt_args(),
