@@ -26,7 +26,6 @@ FILESYSTEM_MARKER = "btrfs-backup-filesystem"
 ANSWER_FIELDS = ("Name", "UUID", "Parent UUID", "Received UUID", "Subvolume ID", "Flags")
 
 
-
 def show_argv(path: str) -> list[str]:
     """The command whose output is the answer: the facts of the subvolume at `path`."""
     return ["btrfs", "subvolume", "show", path]
