@@ -238,7 +238,8 @@ def _parse_tokens(tokens, root, restore, hosts):
         tokens, shown = _without_arrival_question(tokens, root)
         if shown is None:
             return _parse_receive_making_its_folder(tokens, root)
-        tokens = _without_filesystem_guard(_without_filesystem_question(tokens, posixpath.dirname(shown)))
+        folder = posixpath.dirname(shown)
+        tokens = _without_filesystem_guard(_without_filesystem_question(tokens, folder), folder)
         request = _parse_receive_making_its_folder(tokens, root) if "&&" in tokens \
             else _parse_tokens(tokens, root, restore, hosts)
         _receive_that_asked_for(shown, request)
@@ -301,14 +302,13 @@ def _without_filesystem_question(tokens, folder):
     return tokens[:-len(question)] if tokens[-len(question):] == question else tokens
 
 
-def _without_filesystem_guard(tokens):
+def _without_filesystem_guard(tokens, folder):
     """The tokens after a plain ssh host's check of its folder's filesystem, where the command
-    starts with it (arrival_check.filesystem_guard, exactly); `tokens` where it does not."""
+    starts with it (arrival_check.filesystem_guard of `folder`, exactly); `tokens` where it does not."""
     if tokens[:2] != ["{", "test"] or "&&" not in tokens:
         return tokens
     at = tokens.index("&&")
-    match = re.match(r"^\$\(stat -f -c %i -- (.+)\)$", tokens[2]) if len(tokens) > 4 else None
-    if match is None or tokens[:at] != _tokens(arrival_check.filesystem_guard(_tokens(match.group(1))[0], tokens[4])):
+    if len(tokens) < 5 or tokens[:at] != _tokens(arrival_check.filesystem_guard(folder, tokens[4])):
         raise Refused("`&&` may only join a mkdir of the receive's folder to that receive")
     return tokens[at + 1:]
 

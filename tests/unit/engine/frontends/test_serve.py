@@ -283,6 +283,8 @@ ASKING_REFUSED = [
 GUARDED = asking_line(FOLDER, guarded="a1b2c3d4e5f60718")
 ASKING_REFUSED += [
     ("guard-of-another-folder", GUARDED.replace("-c %i -- " + FOLDER, "-c %i -- /etc", 1), "command"),
+    ("a-whole-guard-of-another-folder", GUARDED.replace(GUARDED.split(" && ", 1)[0], asking_line(
+        ROOT + "/other", guarded="a1b2c3d4e5f60718").split(" && ", 1)[0], 1), "command"),
     ("guard-running-more", GUARDED.replace("exit 1;", "id; exit 1;", 1), "command"),
     ("guard-with-another-word", GUARDED.replace("last run sent to", "last run sent", 1), "command"),
     ("guard-after-the-receive", GUARDED.split(" && ", 1)[1].replace(
