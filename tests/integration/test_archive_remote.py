@@ -1,6 +1,7 @@
 """Archive destinations on remote stores through the CLI: borg over ssh behind an append-only
 forced command, restic over REST (rclone, append-only) and over S3 (moto). Full then incremental
-runs, a send cut mid-stream and the run after it, restore, append-only retention, secrets."""
+runs, a send cut mid-stream and the run after it, restore, a wrong passphrase and a locked
+repository, retention that keeps parents, append-only retention, secrets."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import json
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+import time
 from pathlib import Path
 from typing import Dict, List
 
@@ -211,3 +214,73 @@ def test_rest_credentials_go_in_the_env_file_and_a_url_with_them_is_refused(rest
                                    refused.stderr], metrics)
     assert REST_PASSWORD not in written
     assert len(store.labels()) == 1  # the refused run changed nothing
+
+
+def test_a_wrong_passphrase_is_a_clear_error_that_changes_nothing(store, src, tmp_path):
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("not-the-passphrase\n")
+    refused = run_cli("--archive-key-file", wrong, *store.flags, src, store.destination)
+    assert refused.code != 0 and "is archive_key_file the repository's passphrase?" in refused.stderr, \
+        refused.explain()
+    assert "no snapshot taken" in refused.stderr
+    assert not (src / "snapshot").exists() and store.labels() == []
+    assert "not-the-passphrase" not in refused.stderr + json.dumps(refused.result)
+
+
+def _hold_lock(store: Store, borg_ssh_server) -> subprocess.Popen:
+    """A process that holds the repository's exclusive lock until it is stopped: for borg, the
+    server's owner (`borg with-lock` on the server's own path); for restic, a client's prune,
+    stopped (SIGSTOP) once its lock is in the repository."""
+    if store.kind == "borg":
+        path = borg_ssh_server.repositories[Path(store.repository).name]
+        env = dict(os.environ, BORG_BASE_DIR=str(borg_ssh_server.workdir / "server-borg"))
+        holder = subprocess.Popen(["borg", "with-lock", str(path), "sleep", "120"], env=env,
+                                  stdin=subprocess.DEVNULL)
+        deadline = time.time() + 20
+        while time.time() < deadline and not (path / "lock.exclusive").exists():
+            time.sleep(0.01)
+        return holder
+    holder = subprocess.Popen(["restic", "-r", store.repository, "prune"], env=store.env, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        locks = run(["restic", "-r", store.repository, "list", "locks", "--no-lock"], store.env)
+        if locks.stdout.strip():
+            break
+        time.sleep(0.05)
+    holder.send_signal(signal.SIGSTOP)
+    return holder
+
+
+def test_a_locked_repository_is_a_clear_error_that_changes_nothing(store, src, key_args, request):
+    borg_ssh_server = request.getfixturevalue("borg_ssh_server") if store.kind == "borg" else None
+    holder = _hold_lock(store, borg_ssh_server)
+    try:
+        refused = run_cli(*key_args, *store.flags, src, store.destination)
+    finally:
+        holder.kill()  # a killed prune leaves its lock: the repository is this test's alone
+        holder.wait()
+    assert refused.code != 0 and "the repository is locked" in refused.stderr, refused.explain()
+    assert "no snapshot taken" in refused.stderr
+    assert not (src / "snapshot").exists()
+    if store.kind == "borg":
+        assert store.labels() == []
+
+
+@pytest.mark.parametrize("store", ["borg-ssh", "restic-s3"], indirect=True)
+def test_retention_keeps_every_parent_a_kept_incremental_needs(store, src, key_args):
+    # (The REST server is append-only: it refuses restic's forget, a case of its own.)
+    flags = key_args + store.flags + ["--job-name", "home", "--archive-full-every", "2", "-n", "1"]
+    for day in range(4):
+        wait_next_second()
+        modify_tree(src / "small", 50_000, seed=10 + day, add_files=1, remove_files=1)
+        done = run_cli(*flags, src, store.destination)
+        assert done.code == 0, done.explain()
+    # Runs made a(full) b(<-a) c(full) d(<-c): keeping the newest keeps d and its parent c.
+    labels = store.labels()
+    assert [label["parent"] == "none" for label in labels] == [True, False], labels
+    assert labels[1]["parent"] == labels[0]["uuid"]
+    assert labels[1]["uuid"] == done.result["snapshot"]["uuid"]
+    section = [r for r in done.result["retention"] if r["where"] == store.destination][0]
+    kept = {k["name"]: k["reasons"] for k in section["kept"]}
+    assert any("parent of the kept incremental archive" in " ".join(r) for r in kept.values()), done.result["retention"]
