@@ -12,8 +12,9 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 import pytest
 
@@ -35,6 +36,8 @@ class Store:
         self.env = env
         self.kind = kind
         self.repository = repository
+        # Whether the repository holds a lock, as the server's owner sees it (fast: no key derivation).
+        self.locked: Callable[[], bool] = lambda: False
 
     def labels(self) -> List[Dict[str, str]]:
         """Each archive's label words (key=value), oldest first, read with the store's own client."""
@@ -62,7 +65,9 @@ def _borg_store(borg_ssh_server, archive_key_file, client_dirs, name) -> Store:
         if not option.startswith("IdentityFile="):
             flags += ["--ssh-opt", option]
     env = borg_env(client_dirs / "borg-base", archive_key_file, borg_ssh_server.client_environment(name))
-    return Store(borg_ssh_server.destination(name), flags, env, "borg", borg_ssh_server.url(name))
+    store = Store(borg_ssh_server.destination(name), flags, env, "borg", borg_ssh_server.url(name))
+    store.locked = (borg_ssh_server.repositories[name] / "lock.exclusive").exists
+    return store
 
 
 def _restic_store(repository, archive_key_file, client_dirs, extra_env, tmp_path, destination=None) -> Store:
@@ -77,8 +82,11 @@ def _restic_store(repository, archive_key_file, client_dirs, extra_env, tmp_path
 
 def _rest_store(server, name, archive_key_file, client_dirs, tmp_path) -> Store:
     """A repository on the REST server, its credentials in the job's env file."""
-    return _restic_store(server.repository(name), archive_key_file, client_dirs, server.environment(), tmp_path,
-                         destination=server.plain_repository(name))
+    store = _restic_store(server.repository(name), archive_key_file, client_dirs, server.environment(), tmp_path,
+                          destination=server.plain_repository(name))
+    locks = server.data_dir / name / "locks"
+    store.locked = lambda: locks.is_dir() and any(locks.iterdir())
+    return store
 
 
 @pytest.fixture(params=["borg-ssh", "restic-rest", "restic-s3"])
@@ -91,8 +99,11 @@ def store(request, archive_key_file, archive_client_dirs, tmp_path):
                            archive_client_dirs, tmp_path)
     server = request.getfixturevalue("s3_server")
     bucket = "b-" + tmp_path.name.lower().replace("_", "-")[-40:]
-    return _restic_store(server.repository(bucket), archive_key_file, archive_client_dirs, server.environment(),
-                         tmp_path)
+    store = _restic_store(server.repository(bucket), archive_key_file, archive_client_dirs, server.environment(),
+                          tmp_path)
+    listing = server.repository(bucket)[len("s3:"):] + "?list-type=2&prefix=locks/"
+    store.locked = lambda: b"<Key>locks/" in urllib.request.urlopen(listing, timeout=10).read()  # moto: unsigned
+    return store
 
 
 def cut_send_env(workdir: Path, nbytes: int = 50_000) -> Dict[str, str]:
@@ -230,26 +241,32 @@ def test_a_wrong_passphrase_is_a_clear_error_that_changes_nothing(store, src, tm
 def _hold_lock(store: Store, borg_ssh_server) -> subprocess.Popen:
     """A process that holds the repository's exclusive lock until it is stopped: for borg, the
     server's owner (`borg with-lock` on the server's own path); for restic, a client's prune,
-    stopped (SIGSTOP) once its lock is in the repository."""
+    stopped (SIGSTOP) once its lock is in the repository (tried again if it ended first)."""
     if store.kind == "borg":
         path = borg_ssh_server.repositories[Path(store.repository).name]
         env = dict(os.environ, BORG_BASE_DIR=str(borg_ssh_server.workdir / "server-borg"))
         holder = subprocess.Popen(["borg", "with-lock", str(path), "sleep", "120"], env=env,
                                   stdin=subprocess.DEVNULL)
-        deadline = time.time() + 20
-        while time.time() < deadline and not (path / "lock.exclusive").exists():
-            time.sleep(0.01)
+        _wait_for(store.locked, 20)
         return holder
-    holder = subprocess.Popen(["restic", "-r", store.repository, "prune"], env=store.env, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        locks = run(["restic", "-r", store.repository, "list", "locks", "--no-lock"], store.env)
-        if locks.stdout.strip():
-            break
-        time.sleep(0.05)
-    holder.send_signal(signal.SIGSTOP)
-    return holder
+    for _attempt in range(5):
+        holder = subprocess.Popen(["restic", "-r", store.repository, "prune"], env=store.env,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_for(lambda: store.locked() or holder.poll() is not None, 30)
+        holder.send_signal(signal.SIGSTOP)
+        if store.locked():
+            return holder
+        holder.kill()
+        holder.wait()
+        run(["restic", "-r", store.repository, "unlock"], store.env)
+    raise AssertionError("restic prune never held its lock long enough to be stopped")
+
+
+def _wait_for(condition, seconds):
+    deadline = time.time() + seconds
+    while not condition():
+        assert time.time() < deadline, "timed out"
+        time.sleep(0.002)
 
 
 def test_a_locked_repository_is_a_clear_error_that_changes_nothing(store, src, key_args, request):
@@ -264,6 +281,9 @@ def test_a_locked_repository_is_a_clear_error_that_changes_nothing(store, src, k
     assert "no snapshot taken" in refused.stderr
     assert not (src / "snapshot").exists()
     if store.kind == "borg":
+        assert store.labels() == []
+    else:  # its lock stays (a killed process's): the owner's unlock removes it
+        run(["restic", "-r", store.repository, "unlock", "--remove-all"], store.env)
         assert store.labels() == []
 
 

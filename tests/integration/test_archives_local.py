@@ -158,6 +158,49 @@ def test_a_repository_nothing_wrote_to_since_is_not_listed_and_the_chain_is_exac
     assert [(l["uuid"], l["parent"]) for l in store.labels()] == [(uuids[0], "none"), (uuids[1], uuids[0])]
 
 
+def _snapshot_taken_before(src: Path) -> Path:
+    """A read-only snapshot in the job's snapshot folder, taken before the job runs with -S."""
+    (src / "snapshot").mkdir()
+    taken = src / "snapshot" / "20240101-000000"
+    subprocess.run(["btrfs", "subvolume", "snapshot", "-r", str(src), str(taken)], check=True,
+                   stdout=subprocess.DEVNULL)
+    return taken
+
+
+def test_a_repository_that_holds_no_archive_is_not_opened_to_be_listed(store, src):
+    # Its own files (borg's index maps the manifest alone, restic has no snapshot file) say it
+    # holds nothing: a run that takes no snapshot sends in full at once, the store opened only by
+    # its own write, neither listed first nor beside the stream.
+    taken = _snapshot_taken_before(src)
+    done = ok(*store.args("-v", "debug", "-S"), src, store.location)
+    assert "the repository's own files say it holds no archive" in done.stderr, done.explain()
+    assert "--verdict" not in done.stderr
+    listed = [line for line in done.stderr.splitlines() if " list " in line or " snapshots " in line]
+    assert not [line for line in listed if store.tool in line and ("--json" in line or "--format" in line)], listed
+    assert [(t["snapshot"], t["mode"], t["status"]) for t in done.result["destinations"][0]["transfers"]] == \
+        [(taken.name, "full", "done")]
+    assert [(l["uuid"], l["parent"]) for l in store.labels()] == [(subvolumes(src / "snapshot")[taken.name].uuid,
+                                                                   "none")]
+    # Now it holds one: the next run's files say so, and it is listed (beside the stream).
+    _change(src, 1)
+    second = ok(*store.args("-v", "debug"), src, store.location)
+    assert "holds no archive" not in second.stderr
+    assert [t["mode"] for t in second.result["destinations"][0]["transfers"]] == ["incremental"]
+
+
+def test_a_wrong_passphrase_for_a_repository_not_listed_first_says_so(store, src, tmp_path):
+    _snapshot_taken_before(src)
+    wrong = tmp_path / "wrong.key"
+    wrong.write_text("not-the-passphrase\n")
+    failed = run_cli("--archive-key-file", wrong, "-S", src, store.location)
+    assert failed.code != 0, failed.explain()
+    (error,) = [line for line in failed.stderr.splitlines() if "ERROR" in line]
+    assert "sending 20240101-000000" in error and "is archive_key_file the repository's passphrase?" in error, \
+        failed.explain()
+    assert store.labels() == []
+    assert "not-the-passphrase" not in failed.stderr + json.dumps(failed.result)
+
+
 def test_a_run_sends_on_the_last_runs_forecast_while_the_store_is_listed(store, src, job_state_dir, tmp_path):
     ok(*store.args(), src, store.location)
     store.store_other_archive(tmp_path)  # written to since: listed, and the listing agrees

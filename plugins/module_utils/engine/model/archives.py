@@ -262,3 +262,24 @@ def forecast_records(job: str, entry) -> list | None:
         except ConfigError:
             return None
     return found
+
+
+#: The start of a borg 1.x repository index (index.N): its magic, then how many objects it maps.
+BORG_INDEX_MAGIC = b"BORG_IDX"
+BORG_INDEX_HEADER = len(BORG_INDEX_MAGIC) + 4
+
+
+def borg_holds_no_archive(index_names: Iterable[str], header: bytes, segments: Iterable[str]) -> bool:
+    """Pure: whether a borg repository's files say it holds no archive at all: its one index
+    (index.N, written by every commit) maps one object, the manifest (an archive is at least one
+    object more), and no data segment is newer than that commit (a commit whose index was not
+    written yet). `index_names`: the repository's index.* names; `header`: the index's first bytes;
+    `segments`: the names of the files under data/."""
+    names = list(index_names)
+    if len(names) != 1 or not names[0][len("index."):].isdigit():
+        return False
+    if len(header) < BORG_INDEX_HEADER or not header.startswith(BORG_INDEX_MAGIC):
+        return False
+    objects = int.from_bytes(header[len(BORG_INDEX_MAGIC):BORG_INDEX_HEADER], "little", signed=True)
+    numbers = [int(name) for name in segments if name.isdigit()]
+    return objects == 1 and max(numbers, default=0) <= int(names[0][len("index."):])

@@ -77,7 +77,8 @@ class _DestinationPlans:
 
     def _listing_or_forecast(self, dest):
         """The destination's listing; for an archive store that is not listed yet, the forecast
-        the job's last run left (run/archive_forecast.py) while the store is listed meanwhile. A
+        the job's last run left (run/archive_forecast.py) while the store is listed meanwhile, or
+        none at all where the repository's own files say it holds no archive. A
         store with a lock of this job (an unfinished transfer to settle) is listed first. An ssh host
         the run planned on its forecast while it is surveyed (job.py) gets that forecast."""
         forecast = self.forecasts.get(dest.id)
@@ -93,6 +94,12 @@ class _DestinationPlans:
                 or self.executor.check_mode or dest.id in self.forecasts or self.folders.known(dest) \
                 or self.executor.locks.names_locked_by(dest.id_aliases):
             return self.folders.listing(dest)
+        if dest.holds_no_archive():
+            LOG.info("%s: the repository's own files say it holds no archive: planned on that, "
+                     "without opening it to list it", dest.id)
+            empty = dest.listing_of([])
+            self.folders.remember(dest, empty)
+            return empty
         from . import archive_forecast  # only a run with an archive store needs it
         predicted = archive_forecast.load_forecast(self.source.identity, dest)
         if predicted is None:

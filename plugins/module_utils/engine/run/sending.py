@@ -364,7 +364,7 @@ def _arrival(executor, dest, snapshot, parent, arrived, failure, claimed=False):
             if answer and dest.answers_arrival:
                 dest.filesystem_seen = parse_filesystem_id(answer) or dest.filesystem_seen  # the next run's check
     except BackupError as err:
-        error = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}")
+        error = TransferError(f"sending {snapshot.name} to {dest.id} failed: {err}{dest.failure_hint(str(err))}")
         error.detail = str(err)
         error.partial_receive_deleted = _remove_partial_receive(executor, dest, snapshot, claimed) \
             if dest.can_list else None

@@ -201,3 +201,25 @@ def test_a_stores_error_lines_leave_out_go_stack_frames_and_repeated_retries():
         "blob not removed, server response: 403 Forbidden (403)",
     ]
     assert archives.error_lines("Fatal: wrong password or no key found\n") == ["Fatal: wrong password or no key found"]
+
+
+@pytest.mark.parametrize("indexes, objects, segments, empty", [
+    (["index.1"], 1, ["0", "1"], True),  # borg init: the manifest, committed in segment 1
+    (["index.13"], 1, ["13"], True),  # every archive deleted and compacted
+    (["index.5"], 4, ["0", "1", "3", "5"], False),  # one archive (its metadata, items, a chunk)
+    (["index.5"], 2, ["5"], False),
+    (["index.1"], 1, ["0", "1", "2"], False),  # a commit in segment 2 whose index is not written
+    (["index.1", "index.2"], 1, ["2"], False),  # mid-commit
+    ([], 1, ["0"], False),
+    (["index.x"], 1, ["0"], False),
+    (["index.1"], 0, ["1"], False),  # not even a manifest: not what borg init leaves
+    (["index.1"], 1, ["1", "README"], True),  # names that are no segment are not counted
+])
+def test_a_borg_index_that_maps_the_manifest_alone_holds_no_archive(indexes, objects, segments, empty):
+    header = archives.BORG_INDEX_MAGIC + objects.to_bytes(4, "little") + bytes(6)
+    assert archives.borg_holds_no_archive(indexes, header, segments) is empty
+
+
+@pytest.mark.parametrize("header", [b"", b"BORG_IDX\x01", b"BORG2IDX\x01\x00\x00\x00", b"NOT_AN_INDEX"])
+def test_a_borg_index_that_is_none_borg_1_writes_says_nothing(header):
+    assert archives.borg_holds_no_archive(["index.1"], header, ["1"]) is False

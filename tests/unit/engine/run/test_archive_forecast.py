@@ -122,6 +122,7 @@ def _borg_repository(folder, transaction="5", repo_id="4f1c"):
 
 def _restic_repository(folder, *snapshot_ids):
     (folder / "snapshots").mkdir(parents=True, exist_ok=True)
+    (folder / "config").write_bytes(b"encrypted")
     for old in (folder / "snapshots").iterdir():
         old.unlink()
     for snapshot_id in snapshot_ids:
@@ -168,3 +169,47 @@ def test_a_store_at_another_host_or_unreadable_tells_no_state(tmp_path):
     identity, store = _identity(tmp_path), BorgEndpoint(str(tmp_path / "missing"), settings)
     archive_forecast.save_forecasts(identity, {store.id: {}}, {store.id: None})
     assert archive_forecast.unwritten_since_recorded(identity, store) is False
+
+
+def _borg_index(objects, magic=b"BORG_IDX"):
+    """The first bytes of a borg index that maps `objects` objects (then bucket count, sizes)."""
+    return magic + objects.to_bytes(4, "little") + (1031).to_bytes(4, "little") + bytes([32, 8])
+
+
+@pytest.mark.parametrize("case, empty", [
+    ("a fresh repository", True),  # borg init: the manifest alone
+    ("an archive", False),
+    ("a commit whose index is not written yet", False),
+    ("two index files (mid-commit)", False),
+    ("no data folder", False),
+    ("another index format", False),
+])
+def test_a_borg_repository_here_whose_index_maps_the_manifest_alone_holds_no_archive(tmp_path, case, empty):
+    repo = tmp_path / "repo"
+    _borg_repository(repo, transaction="1")
+    (repo / "index.1").write_bytes(_borg_index(4 if case == "an archive" else 1,
+                                               b"BORG2IDX" if case == "another index format" else b"BORG_IDX"))
+    if case != "no data folder":
+        (repo / "data" / "0").mkdir(parents=True)
+        for segment in ("0", "1", "2") if case.startswith("a commit") else ("0", "1"):
+            (repo / "data" / "0" / segment).write_bytes(b"BORG_SEG")
+    if case.startswith("two index"):
+        (repo / "index.2").write_bytes(_borg_index(1))
+    settings = ArchiveSettings(job="home", key_file="/k")
+    assert BorgEndpoint(str(repo), settings).holds_no_archive() is empty
+    assert BorgEndpoint("ssh://u@host" + str(repo), settings, host="host").holds_no_archive() is False
+
+
+def test_a_restic_repository_here_without_snapshot_files_holds_no_archive(tmp_path):
+    settings = ArchiveSettings(job="home", key_file="/k")
+    repo = tmp_path / "repo"
+    _restic_repository(repo)
+    assert ResticEndpoint(str(repo), settings).holds_no_archive() is True
+    assert ResticEndpoint("local:" + str(repo), settings).holds_no_archive() is True
+    _restic_repository(repo, "aa11")
+    assert ResticEndpoint(str(repo), settings).holds_no_archive() is False
+    (repo / "snapshots" / "aa11").unlink()
+    (repo / "config").unlink()  # not a repository (yet): its own command says so
+    assert ResticEndpoint(str(repo), settings).holds_no_archive() is False
+    assert ResticEndpoint(str(tmp_path / "missing"), settings).holds_no_archive() is False
+    assert ResticEndpoint.from_location("restic:s3:http://127.0.0.1/b", archive=settings).holds_no_archive() is False

@@ -151,20 +151,24 @@ class ArchiveEndpoint(Endpoint):
         """Pure: a failed tool run in one line, with a hint for the failures people meet."""
         lines = [line.strip() for line in archives.error_lines(result.stderr)]
         text = " / ".join(lines[-3:]) or f"exit status {result.returncode}"
+        return text + self.failure_hint(text)
+
+    def failure_hint(self, text: str) -> str:
+        """Pure: the hint for the failures people meet, from what the store's tool said."""
         lowered = text.lower()
         if "403 forbidden" in lowered or "(403)" in lowered:
-            return (f"{text} (the repository refuses deletions: an append-only server; give this destination "
-                    f"no backup retention and prune on the server)")
+            return (" (the repository refuses deletions: an append-only server; give this destination "
+                    "no backup retention and prune on the server)")
         if "passphrase" in lowered or "password" in lowered or "wrong" in lowered and "key" in lowered:
-            return f"{text} (is archive_key_file the repository's passphrase?)"
+            return " (is archive_key_file the repository's passphrase?)"
         if "lock" in lowered:
-            return (f"{text} (the repository is locked: another backup, prune or check is running, "
+            return (" (the repository is locked: another backup, prune or check is running, "
                     f"or one was killed; `{self.tool} ... break-lock`/`unlock` once none runs)")
         if f"{self.tool}: no such file or directory" in lowered:
-            return f"{text} (install {'borgbackup' if self.tool == 'borg' else 'restic'} on this host)"
+            return f" (install {'borgbackup' if self.tool == 'borg' else 'restic'} on this host)"
         if "does not exist" in lowered or "is not a valid repository" in lowered or "unable to open config" in lowered:
-            return f"{text} (create the repository first: {self.tool} init)"
-        return text
+            return f" (create the repository first: {self.tool} init)"
+        return ""
 
     # -- listing, the records planning uses ------------------------------------------------------
 
@@ -192,6 +196,12 @@ class ArchiveEndpoint(Endpoint):
         opening it (no passphrase, no lock, no key derivation): the same after two runs only if
         nothing was written to it between them. None at another host, or when they cannot be read."""
         return None
+
+    def holds_no_archive(self) -> bool:
+        """Whether the files of a repository on this machine say it holds no archive at all, read
+        without opening it (no passphrase, no lock, no key derivation): then its listing is known
+        to be empty. False at another host, or when its files cannot tell."""
+        return False
 
     def mark_unfinished(self, held: dict, locked_names) -> dict:
         """`held` with every archive of a snapshot whose transfer here is still locked counted as
@@ -318,6 +328,22 @@ class BorgEndpoint(ArchiveEndpoint):
             return None  # in the middle of a commit, or not a repository borg 1.x wrote
         return f"borg {ids[0]} transaction {transactions[0]}"
 
+    def holds_no_archive(self) -> bool:
+        """borg: its index maps the manifest alone (model/archives.py borg_holds_no_archive)."""
+        if self.host:
+            return False
+        try:
+            indexes = [n for n in os.listdir(self.repository) if n.startswith("index.")]
+            if len(indexes) != 1:
+                return False
+            with open(os.path.join(self.repository, indexes[0]), "rb") as handle:
+                header = handle.read(archives.BORG_INDEX_HEADER)
+            data = os.path.join(self.repository, "data")
+            segments = [name for folder in os.listdir(data) for name in os.listdir(os.path.join(data, folder))]
+        except OSError:
+            return False
+        return archives.borg_holds_no_archive(indexes, header, segments)
+
     def receiver(self, btrfs_debug=False, decompress_argv=None) -> tuple:
         if decompress_argv is not None:
             raise ValueError("an archive store takes the plain stream")
@@ -413,18 +439,31 @@ class ResticEndpoint(ArchiveEndpoint):
     def id(self) -> str:
         return "restic:" + self.repository
 
-    def repository_state(self) -> str | None:
-        """The names of its snapshot files (restic names each by the hash of its content, and
-        writes a new one for every change to a snapshot: backup, forget, tag), as one digest."""
+    def _snapshot_files(self) -> list | None:
+        """The names in a repository on this machine's snapshots/ folder (restic keeps one file per
+        snapshot there); None at another host, or when it cannot be read."""
         path = self.repository[len("local:"):] if self.repository.startswith("local:") else self.repository
         if not path.startswith("/"):
             return None
         try:
-            names = sorted(os.listdir(os.path.join(path, "snapshots")))
+            if not os.path.isfile(os.path.join(path, "config")):
+                return None  # no repository: the store's own command says so
+            return sorted(os.listdir(os.path.join(path, "snapshots")))
         except OSError:
+            return None
+
+    def repository_state(self) -> str | None:
+        """The names of its snapshot files (restic names each by the hash of its content, and
+        writes a new one for every change to a snapshot: backup, forget, tag), as one digest."""
+        names = self._snapshot_files()
+        if names is None:
             return None
         import hashlib  # only a run with a restic repository on this machine needs it
         return "restic snapshots " + hashlib.sha256("\n".join(names).encode()).hexdigest()
+
+    def holds_no_archive(self) -> bool:
+        """restic: no file in its snapshots/ folder."""
+        return self._snapshot_files() == []
 
     def environment(self) -> list[str]:
         items = ["RESTIC_REPOSITORY=" + self.repository]

@@ -89,6 +89,10 @@ class Endpoint(abc.ABC):
         that needs no login is itself)."""
         return self
 
+    def failure_hint(self, text: str) -> str:
+        """Pure: what to do about a failure here that says `text`, as ` (hint)`; '' for none."""
+        return ""
+
     @abc.abstractmethod
     def lock_store(self, runner: CommandRunner, folder: str):
         """The lock file of its snapshot folder `folder` (host/locks.py)."""
