@@ -73,9 +73,9 @@ def run_raw(*args, env: Optional[dict] = None, timeout: float = 180, program: Pa
                           stderr=subprocess.PIPE, text=True, env=full_env, timeout=timeout, cwd=cwd)
 
 
-def run_cli(*args, env: Optional[dict] = None, timeout: float = 180, cwd=None) -> CliRun:
+def run_cli(*args, env: Optional[dict] = None, timeout: float = 180, cwd=None, program: Path = CLI) -> CliRun:
     """`btrfs-backup --json ARGS...`: (exit status, parsed result, stderr)."""
-    return _parsed(run_raw("--json", *args, env=env, timeout=timeout, cwd=cwd))
+    return _parsed(run_raw("--json", *args, env=env, timeout=timeout, cwd=cwd, program=program))
 
 
 def _parsed(proc: subprocess.CompletedProcess) -> CliRun:
@@ -341,10 +341,10 @@ def assert_restores(backup_path, original, into):
     assert_same_tree(original, restore(backup_path, into))
 
 
-
 # -- the restore and verify subcommands --------------------------------------------------------
 
 
-def run_subcommand(command: str, *args, env: Optional[dict] = None, timeout: float = 180) -> CliRun:
+def run_subcommand(command: str, *args, env: Optional[dict] = None, timeout: float = 180,
+                   program: Path = CLI) -> CliRun:
     """`btrfs-backup COMMAND --json ARGS...` (restore, verify): exit status, result, stderr."""
-    return _parsed(run_raw(command, "--json", *args, env=env, timeout=timeout))
+    return _parsed(run_raw(command, "--json", *args, env=env, timeout=timeout, program=program))

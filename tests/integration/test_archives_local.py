@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -199,6 +200,55 @@ def test_a_wrong_passphrase_for_a_repository_not_listed_first_says_so(store, src
         failed.explain()
     assert store.labels() == []
     assert "not-the-passphrase" not in failed.stderr + json.dumps(failed.result)
+
+
+def _at_host(tmp_path: Path, host: str):
+    """(program, env): the CLI as a run at another host starts it, in a UTS namespace of its own
+    named `host` (borg and restic record that name), with a job state folder of its own."""
+    program = tmp_path / f"at-{host}"
+    program.write_text("#!/bin/sh\nexec unshare --uts sh -c 'hostname \"$0\" && exec \"$@\"' %s %s \"$@\"\n"
+                       % (shlex.quote(host), shlex.quote(str(CLI))))
+    program.chmod(0o755)
+    state = tmp_path / f"{host}-state"
+    state.mkdir()
+    return program, {"BTRFS_BACKUP_STATE_DIR": str(state)}
+
+
+def test_a_job_of_the_same_name_at_another_host_is_another_job(store, src, make_fs, subvolume, restore_fs, tmp_path):
+    # The same role job at two hosts, one shared repository: each host plans on and prunes only the
+    # archives it stored; the other host's are never its own (they once were, and were deleted).
+    other = subvolume(make_fs("other", size="256M") / "data")
+    hosts = {"web1": (src,) + _at_host(tmp_path, "web1"), "web2": (other,) + _at_host(tmp_path, "web2")}
+    for day in range(3):
+        _change(src, day)
+        _change(other, day + 10)
+        for host, (source, program, env) in hosts.items():
+            done = run_cli(*store.args("--job-name", "home", "-n", "1", "--archive-full-every", "2"), source,
+                           store.location, program=program, env=env)
+            assert done.code == 0, done.explain()
+            assert "none of a snapshot still at the source" not in done.stderr, done.explain()
+            if day:  # the chain goes on: an incremental from this host's own last archive
+                assert [t["mode"] for t in done.result["destinations"][0]["transfers"]] == \
+                    ["incremental" if day == 1 else "full"], done.explain()
+    # Each host kept its newest and, where it is an incremental, its parent; none of the other's went.
+    newest = {host: snapshot_names(source / "snapshot")[-1] for host, (source, _p, _e) in hosts.items()}
+    # Day 3 is a full stream at each host (every 2nd), so the older chain went with -n 1.
+    assert sorted(l["uuid"] for l in store.labels()) == \
+        sorted(subvolumes(source / "snapshot")[newest[host]].uuid for host, (source, _p, _e) in hosts.items())
+    # A restore at a host reads its own archives; at a third, it asks which host's.
+    program, env = hosts["web2"][1:]
+    back = run_subcommand("restore", *store.args("--job-name", "home"), store.location, restore_fs / "web2",
+                          program=program, env=env)
+    assert back.code == 0 and back.result["snapshot"] == newest["web2"], back.explain()
+    assert_same_tree(other / "snapshot" / newest["web2"], restore_fs / "web2")
+    vault = _at_host(tmp_path, "vault")
+    asked = run_subcommand("restore", *store.args("--job-name", "home"), store.location, restore_fs / "x",
+                           program=vault[0], env=vault[1])
+    assert asked.code != 0 and "several hosts (web1, web2): give --archive-host" in asked.stderr, asked.explain()
+    chosen = run_subcommand("restore", *store.args("--job-name", "home", "--archive-host", "web1"),
+                            store.location, restore_fs / "web1", program=vault[0], env=vault[1])
+    assert chosen.code == 0 and chosen.result["snapshot"] == newest["web1"], chosen.explain()
+    assert_same_tree(src / "snapshot" / newest["web1"], restore_fs / "web1")
 
 
 def test_a_run_sends_on_the_last_runs_forecast_while_the_store_is_listed(store, src, job_state_dir, tmp_path):

@@ -154,6 +154,9 @@ def _add_archive_options(parser):
                        help="The file that holds the repository's passphrase.")
     group.add_argument("--archive-env-file", default="", metavar="FILE",
                        help="KEY=VALUE lines for the environment of borg or restic (credentials, options).")
+    group.add_argument("--archive-host", default=None, metavar="HOST",
+                       help="Read the archives this host stored, where several hosts stored archives of the "
+                            "job (default: this host's, or the only host's).")
 
 
 def _restore(options) -> dict:
@@ -166,7 +169,8 @@ def _restore(options) -> dict:
                               "--as-source, -f and --snapshots do not apply")
         from ..run.archive_restore import restore_archive
         return restore_archive(options.backups, options.target, key_file=options.archive_key_file,
-                               env_file=options.archive_env_file, job=options.job_name, name=options.snapshot,
+                               env_file=options.archive_env_file, job=options.job_name,
+                               host=options.archive_host, name=options.snapshot,
                                prefix=options.snapshot_prefix, writable=options.writable, force=options.force,
                                check_mode=options.check, ssh_options=options.ssh_opt)
     if not options.as_source:
@@ -360,7 +364,7 @@ def _verify(options, identity) -> dict:
     if is_archive_location(options.backups):
         from ..run.archive_restore import verify_archive
         return verify_archive(options.backups, key_file=options.archive_key_file, env_file=options.archive_env_file,
-                              job=identity.name, name=options.snapshot, prefix=options.snapshot_prefix,
+                              job=identity.name, host=options.archive_host, name=options.snapshot, prefix=options.snapshot_prefix,
                               read_data_subset=options.read_data_subset, ssh_options=options.ssh_opt)
     from ..run.verify import verify
     return verify(options.source, options.backups, options.snapshot_folder, options.snapshot_prefix,

@@ -117,9 +117,10 @@ def parse_label(words: Iterable[str]) -> ArchiveLabel | None:
     return ArchiveLabel(found["job"], found["snapshot"], found["uuid"], parent)
 
 
-def archive_name(job: str, snapshot: str) -> str:
-    """The archive's name (borg) and stdin file name stem (restic): the job, then the snapshot."""
-    return f"{job}-{snapshot}"
+def archive_name(job: str, snapshot: str, host: str | None = None) -> str:
+    """The archive's stream file name stem (borg's --stdin-name, restic's --stdin-filename): the job,
+    then the snapshot; with `host`, borg's archive name (unique in a repository several hosts share)."""
+    return f"{job}-{snapshot}@{host}" if host else f"{job}-{snapshot}"
 
 
 def is_checkpoint(name: str) -> bool:
@@ -127,19 +128,43 @@ def is_checkpoint(name: str) -> bool:
     return bool(re.search(_CHECKPOINT_RE, name))
 
 
-ArchiveRecord = collections.namedtuple("ArchiveRecord", "ref label")
+ArchiveRecord = collections.namedtuple("ArchiveRecord", "ref label host", defaults=(None,))
 ArchiveRecord.__doc__ = ("One archive of ours in a repository: `ref` names it to the store (borg: its "
-                         "name; restic: its snapshot id), `label` what it holds.")
+                         "name; restic: its snapshot id), `label` what it holds, `host` the host that stored "
+                         "it as the store recorded it (None: not known).")
 
 
-def job_archives(records: Iterable[ArchiveRecord], job: str) -> dict:
-    """The job's archives by snapshot name (a snapshot stored twice: its first archive counts, the
-    others are duplicates that retention may delete with it)."""
+def job_archives(records: Iterable[ArchiveRecord], job: str, host: str | None = None) -> dict:
+    """The job's archives by snapshot name: labelled with its name and stored at `host` (None: any).
+    A job of the same name at another host that stores in the same repository is another job: its
+    archives are never this one's to plan on or to delete. An archive whose host is not known
+    counts. A snapshot stored twice: its first archive counts, the others are duplicates that
+    retention may delete with it."""
     found = {}
     for record in records:
-        if record.label.job == job:
+        if record.label.job == job and (host is None or record.host in (None, host)):
             found.setdefault(record.label.snapshot, record)
     return found
+
+
+def job_hosts(records: Iterable[ArchiveRecord], job: str) -> list:
+    """The hosts whose archives of `job` the records hold (those it knows), sorted."""
+    return sorted({r.host for r in records if r.label.job == job and r.host is not None})
+
+
+def restore_host(hosts: Sequence[str], here: str, asked: str | None) -> str | None:
+    """Pure: the host whose archives of a job a restore or verify reads (None: any). `hosts`: the
+    hosts that stored the job's archives; `here`: this host; `asked`: --archive-host. Asked for, that
+    one; the only host, or this one among several; otherwise the user must say."""
+    if asked:
+        if asked not in hosts:
+            raise ConfigError(f"no archive of the job was stored at host {asked} (hosts: {', '.join(hosts) or 'none'})")
+        return asked
+    if len(hosts) <= 1:
+        return None
+    if here in hosts:
+        return here
+    raise ConfigError(f"the job's archives were stored at several hosts ({', '.join(hosts)}): give --archive-host")
 
 
 def chain_depth(archives_by_uuid: Mapping, uuid: str) -> int | None:

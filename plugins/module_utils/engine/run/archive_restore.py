@@ -9,6 +9,7 @@ from __future__ import annotations
 TYPE_CHECKING = False  # typing's flag without importing typing: the CLI starts faster
 
 import datetime
+import os
 import posixpath
 import uuid
 
@@ -31,9 +32,10 @@ if TYPE_CHECKING:
 
 
 def open_store(location: str, *, key_file: str, env_file: str = "", job: str | None = None,
-               ssh_options: Iterable[str] = (), runner=None):
+               host: str | None = None, ssh_options: Iterable[str] = (), runner=None):
     """(the store's endpoint, its archives of the job by uuid, the job's archives by snapshot name).
-    Without `job`: the one job whose archives the repository holds (ConfigError if several)."""
+    Without `job`: the one job whose archives the repository holds (ConfigError if several). Of a
+    job whose archives several hosts stored: `host`'s, else this host's (model/archives.py restore_host)."""
     settings = ArchiveSettings(job=job or "", key_file=key_file, env_file=env_file)
     store = parse_location(location, ssh_options, archive=settings)
     if not store.holds_archives:
@@ -47,13 +49,17 @@ def open_store(location: str, *, key_file: str, env_file: str = "", job: str | N
         settings.job = jobs[0] if jobs else ""
     elif job not in jobs:
         raise BackupError(f"{store.id} holds no archive of job {job} (it holds: {', '.join(jobs) or 'none'})")
-    by_name = archives.job_archives(records, settings.job)
+    try:
+        settings.host = archives.restore_host(archives.job_hosts(records, settings.job), os.uname().nodename, host)
+    except ConfigError as err:
+        raise ConfigError(f"{store.id}: {err}")
+    by_name = archives.job_archives(records, settings.job, settings.host)
     by_uuid = {r.label.uuid: r for r in by_name.values()}
     return store, by_uuid, by_name
 
 
 def restore_archive(location: str, target: str, *, key_file: str, env_file: str = "", job: str | None = None,
-                    name: str | None = None, prefix: str = "", writable: bool = False, force: bool = False,
+                    host: str | None = None, name: str | None = None, prefix: str = "", writable: bool = False, force: bool = False,
                     check_mode: bool = False, ssh_options: Iterable[str] = (), runner: CommandRunner | None = None,
                     now: datetime.datetime | None = None) -> dict:
     """Replay the archives a snapshot needs (the full stream, then each incremental) into btrfs
@@ -64,7 +70,7 @@ def restore_archive(location: str, target: str, *, key_file: str, env_file: str 
     target = check_path(target, "restore target")
     if not target.startswith("/"):
         raise ConfigError(f"restore target {target!r} must be an absolute path")
-    store, by_uuid, by_name = open_store(location, key_file=key_file, env_file=env_file, job=job,
+    store, by_uuid, by_name = open_store(location, key_file=key_file, env_file=env_file, job=job, host=host,
                                          ssh_options=ssh_options, runner=runner)
     listed = {n: archive_subvolume(r) for n, r in by_name.items()}
     backup = choose_backup(listed, prefix, name)
@@ -119,12 +125,12 @@ def restore_archive(location: str, target: str, *, key_file: str, env_file: str 
 
 
 def verify_archive(location: str, *, key_file: str, env_file: str = "", job: str | None = None,
-                   name: str | None = None, prefix: str = "", read_data_subset: str = "5%",
+                   host: str | None = None, name: str | None = None, prefix: str = "", read_data_subset: str = "5%",
                    ssh_options: Iterable[str] = (), runner: CommandRunner | None = None) -> dict:
     """The store's own check (restic reads `read_data_subset` of the data), the snapshot's chain of
     archives complete, and its stream parsed whole by `btrfs receive --dump` (no btrfs target)."""
     runner = runner or CommandRunner()
-    store, by_uuid, by_name = open_store(location, key_file=key_file, env_file=env_file, job=job,
+    store, by_uuid, by_name = open_store(location, key_file=key_file, env_file=env_file, job=job, host=host,
                                          ssh_options=ssh_options, runner=runner)
     listed = {n: archive_subvolume(r) for n, r in by_name.items()}
     backup = choose_backup(listed, prefix, name)

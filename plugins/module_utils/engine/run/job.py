@@ -68,8 +68,9 @@ def _archive_settings(config, job: str):
     """The job's settings for its archive stores (host/endpoints/archive.py, imported only by a job
     that may have one: every other run starts faster)."""
     from ..host.endpoints.archive import ArchiveSettings
+    # The host's name as borg and restic record it (gethostname): the job's archives are this host's.
     return ArchiveSettings(job=job, key_file=config.archive_key_file, env_file=config.archive_env_file,
-                           full_every=config.archive_full_every)
+                           full_every=config.archive_full_every, host=os.uname().nodename)
 
 
 class _Prepared:

@@ -102,25 +102,52 @@ def test_a_bound_receiver_stores_the_labelled_archive():
 
 
 BORG_LIST = "\0".join([
-    "home-a\tbtrfs-backup job=home snapshot=a uuid=%s parent=none" % U1,
-    "home-b.checkpoint\tbtrfs-backup job=home snapshot=b uuid=%s parent=%s" % (U2, U1),
-    "someone-elses\tmy comment",
-    "home-b\tbtrfs-backup job=home snapshot=b uuid=%s parent=%s" % (U2, U1),
+    "home-a\tweb1\tbtrfs-backup job=home snapshot=a uuid=%s parent=none" % U1,
+    "home-b.checkpoint\tweb1\tbtrfs-backup job=home snapshot=b uuid=%s parent=%s" % (U2, U1),
+    "someone-elses\tweb1\tmy comment\twith a tab",
+    "home-b\tweb1\tbtrfs-backup job=home snapshot=b uuid=%s parent=%s" % (U2, U1),
     "",
 ])
 
 
 def test_a_borg_listing_gives_our_archives_and_never_a_checkpoint():
     records = parse_borg_list(BORG_LIST)
-    assert [(r.ref, r.label.snapshot, r.label.parent) for r in records] == [("home-a", "a", None), ("home-b", "b", U1)]
+    assert [(r.ref, r.label.snapshot, r.label.parent, r.host) for r in records] == \
+        [("home-a", "a", None, "web1"), ("home-b", "b", U1, "web1")]
+
+
+def test_a_jobs_archives_are_those_its_own_host_stored():
+    # The same job name at another host, storing in the same repository, is another job: a run
+    # neither plans on its archives nor deletes them.
+    other = "web2-home-c\tweb2\tbtrfs-backup job=home snapshot=c uuid=%s parent=none" % ("3" * 8 + "-3333")
+    listed = BORG_LIST + other + "\0"
+    at = {host: parse_location("borg:/b", archive=ArchiveSettings(job="home", key_file="/k", host=host))
+          for host in ("web1", "web2", None)}
+    assert at["web1"].list_backups(Runner(CommandResult([], 0, listed, ""))).children.keys() == {"a", "b"}
+    assert at["web2"].list_backups(Runner(CommandResult([], 0, listed, ""))).children.keys() == {"c"}
+    assert at[None].list_backups(Runner(CommandResult([], 0, listed, ""))).children.keys() == {"a", "b", "c"}
+    restic = ResticEndpoint("/r", ArchiveSettings(job="home", key_file="/k", host="web1"))
+    entries = [{"id": "e" * 64, "time": "1", "hostname": "web1", "tags": ArchiveLabel("home", "a", U1, None).words()},
+               {"id": "f" * 64, "time": "2", "hostname": "web2", "tags": ArchiveLabel("home", "b", U2, None).words()}]
+    assert restic.list_backups(Runner(CommandResult([], 0, json.dumps(entries), ""))).children.keys() == {"a"}
+    # restic stores the job's host as given, whatever it would take itself (RESTIC_HOST, say).
+    argv = restic.storing(_snapshot("a", U1), None).receiver()[1]
+    assert argv[argv.index("--host") + 1] == "web1"
+    # borg's archive names are unique per host (two hosts' snapshots of one second); the stream's
+    # file in it keeps the job's and snapshot's name, as a restore reads it.
+    bound = at["web1"].storing(_snapshot("a", U1), None)
+    argv = bound.receiver()[1]
+    assert "/b::home-a@web1" in argv and argv[argv.index("--stdin-name") + 1] == "home-a.btrfs"
+    assert bound.arrived(None, _snapshot("a", U1)).path == "home-a@web1"
 
 
 def test_a_restic_listing_gives_our_snapshots_oldest_first():
     entries = [{"id": "f" * 64, "time": "2024-01-02", "tags": ArchiveLabel("home", "b", U2, U1).words()},
                {"id": "e" * 64, "time": "2024-01-01", "tags": ArchiveLabel("home", "a", U1, None).words()},
                {"id": "d" * 64, "time": "2024-01-03", "tags": ["mine"]}]
+    entries[0]["hostname"] = "web1"
     records = parse_restic_snapshots(json.dumps(entries))
-    assert [(r.ref, r.label.snapshot) for r in records] == [("e" * 64, "a"), ("f" * 64, "b")]
+    assert [(r.ref, r.label.snapshot, r.host) for r in records] == [("e" * 64, "a", None), ("f" * 64, "b", "web1")]
     with pytest.raises(EndpointError, match="no JSON"):
         parse_restic_snapshots("oops")
 

@@ -1,6 +1,8 @@
 """engine.model.archives: archive locations, labels read back as written, full streams every N,
 restore chains, and the parents retention must keep (rule 4)."""
 
+import re
+
 import pytest
 
 from engine.model import archives
@@ -72,6 +74,8 @@ def test_borgs_checkpoints_are_known(name, checkpoint):
 
 def test_an_archive_is_named_after_its_job_and_snapshot():
     assert archives.archive_name("home", "20240101-000000") == "home-20240101-000000"
+    assert archives.archive_name("home", "20240101-000000", "web1") == "home-20240101-000000@web1"
+    assert archives.is_checkpoint("home-20240101-000000@web1.checkpoint")
 
 
 def _record(name, uuid, parent, job="home"):
@@ -223,3 +227,35 @@ def test_a_borg_index_that_maps_the_manifest_alone_holds_no_archive(indexes, obj
 @pytest.mark.parametrize("header", [b"", b"BORG_IDX\x01", b"BORG2IDX\x01\x00\x00\x00", b"NOT_AN_INDEX"])
 def test_a_borg_index_that_is_none_borg_1_writes_says_nothing(header):
     assert archives.borg_holds_no_archive(["index.1"], header, ["1"]) is False
+
+
+def _hosted(snapshot, host, job="home"):
+    return ArchiveRecord("ref-" + snapshot, ArchiveLabel(job, snapshot, "1111-" + snapshot, None), host)
+
+
+@pytest.mark.parametrize("host, found", [
+    ("web1", ["a", "c"]),  # c: stored where the host was not recorded (counts)
+    ("web2", ["b", "c"]),
+    (None, ["a", "b", "c"]),  # a restore from the only host, or one that asks for any
+])
+def test_a_jobs_archives_are_its_own_hosts(host, found):
+    records = [_hosted("a", "web1"), _hosted("b", "web2"), _hosted("c", None), _hosted("d", "web1", job="other")]
+    assert sorted(archives.job_archives(records, "home", host)) == found
+    assert archives.job_hosts(records, "home") == ["web1", "web2"]
+
+
+@pytest.mark.parametrize("hosts, here, asked, chosen", [
+    ([], "web1", None, None),
+    (["web1"], "web1", None, None),
+    (["old-name"], "web1", None, None),  # a host rebuilt under another name restores its predecessor's
+    (["web1", "web2"], "web1", None, "web1"),
+    (["web1", "web2"], "vault", "web2", "web2"),
+    (["web1", "web2"], "vault", None, "several hosts (web1, web2): give --archive-host"),
+    (["web1"], "web1", "web3", "no archive of the job was stored at host web3 (hosts: web1)"),
+])
+def test_a_restore_reads_the_archives_of_one_host(hosts, here, asked, chosen):
+    if chosen is not None and " " in chosen:
+        with pytest.raises(ConfigError, match=re.escape(chosen)):
+            archives.restore_host(hosts, here, asked)
+    else:
+        assert archives.restore_host(hosts, here, asked) == chosen

@@ -9,8 +9,8 @@ from engine.model.errors import BackupError, ConfigError
 from engine.run.archive_restore import open_store, restore_archive
 
 U1, U2 = "11111111-1111-1111-1111-111111111111", "22222222-2222-2222-2222-222222222222"
-LISTING = "\0".join(["home-a\t" + ArchiveLabel("home", "a", U1, None).comment(),
-                     "web-a\t" + ArchiveLabel("web", "a", U2, None).comment()])
+LISTING = "\0".join(["home-a\tweb1\t" + ArchiveLabel("home", "a", U1, None).comment(),
+                     "web-a\tweb1\t" + ArchiveLabel("web", "a", U2, None).comment()])
 
 
 class Runner:
@@ -59,3 +59,22 @@ def test_no_key_file_runs_nothing():
     with pytest.raises(ConfigError, match="--archive-key-file"):
         restore_archive("borg:/b", "/t", key_file="", job="home", runner=runner)
     assert runner.argvs == []
+
+
+U3 = "33333333-3333-3333-3333-333333333333"
+
+
+def test_of_a_job_several_hosts_stored_a_restore_reads_one_hosts_archives(key, monkeypatch):
+    # A job of one name at two hosts, in one repository: each host's archives are its own chain.
+    listing = LISTING + "\0" + "home-b\tweb2\t" + ArchiveLabel("home", "b", U3, None).comment()
+    monkeypatch.setattr("os.uname", lambda: type("U", (), {"nodename": "web2"})())
+    _store, by_uuid, by_name = open_store("borg:/b", key_file=key, job="home", runner=Runner(listing))
+    assert list(by_name) == ["b"] and list(by_uuid) == [U3]  # this host's
+    _store, _by_uuid, by_name = open_store("borg:/b", key_file=key, job="home", host="web1", runner=Runner(listing))
+    assert list(by_name) == ["a"]
+    monkeypatch.setattr("os.uname", lambda: type("U", (), {"nodename": "vault"})())
+    with pytest.raises(ConfigError, match=r"borg:/b: the job's archives were stored at several hosts \(web1, web2\): "
+                                          "give --archive-host"):
+        open_store("borg:/b", key_file=key, job="home", runner=Runner(listing))
+    with pytest.raises(ConfigError, match="no archive of the job was stored at host web3"):
+        open_store("borg:/b", key_file=key, job="home", host="web3", runner=Runner(listing))

@@ -25,16 +25,19 @@ if TYPE_CHECKING:
 
 class ArchiveSettings:
     """A job's settings for its archive destinations: the job's name (in every archive's name and
-    label), the passphrase file, the file of KEY=VALUE environment lines, and how many archives a
-    chain holds before a full stream (model/archives.py). The files are checked when a run starts."""
+    label), the passphrase file, the file of KEY=VALUE environment lines, how many archives a
+    chain holds before a full stream (model/archives.py), and the host whose archives are the
+    job's (the one it runs at; None: any, as a restore reads them). The files are checked when a
+    run starts."""
 
-    __slots__ = ("job", "key_file", "env_file", "full_every")
+    __slots__ = ("job", "key_file", "env_file", "full_every", "host")
 
-    def __init__(self, job="", key_file="", env_file="", full_every=archives.DEFAULT_FULL_EVERY):
+    def __init__(self, job="", key_file="", env_file="", full_every=archives.DEFAULT_FULL_EVERY, host=None):
         self.job = job
         self.key_file = key_file or ""
         self.env_file = env_file or ""
         self.full_every = archives.parse_full_every(full_every)
+        self.host = host
 
     def require_files(self, where: str) -> None:
         """Rule 7: an archive store is not asked without a readable passphrase file (nor with an
@@ -178,8 +181,8 @@ class ArchiveEndpoint(Endpoint):
         raise NotImplementedError
 
     def job_records(self, runner: CommandRunner, beside_a_write: bool = False) -> dict:
-        """This job's archives by snapshot name."""
-        return archives.job_archives(self.records(runner, beside_a_write), self.settings.job)
+        """This job's archives by snapshot name (those its own host stored)."""
+        return archives.job_archives(self.records(runner, beside_a_write), self.settings.job, self.settings.host)
 
     def list_backups(self, runner: CommandRunner, beside_a_write: bool = False) -> FolderListing:
         """This job's archives as the records planning takes for received subvolumes: by snapshot
@@ -217,7 +220,7 @@ class ArchiveEndpoint(Endpoint):
 
     def arrival_ref(self, label) -> str:
         """How a just-stored archive is named to the store before it is listed."""
-        return archives.archive_name(label.job, label.snapshot)
+        return archives.archive_name(label.job, label.snapshot, self.settings.host)
 
     def remove_failed(self, runner: CommandRunner, snapshot) -> str | None:
         """After a failed send: delete whatever archive of `snapshot` the store kept (its name, or None)."""
@@ -350,7 +353,7 @@ class BorgEndpoint(ArchiveEndpoint):
         label = self._bound_label()
         name = archives.archive_name(label.job, label.snapshot)
         create = ["borg", "create", "--content-from-command", "--stdin-name", name + ".btrfs",
-                  "--comment", label.comment(), self.archive(name), "--"] + _exec_program() + ["check"] + \
+                  "--comment", label.comment(), self.archive(self.arrival_ref(label)), "--"] + _exec_program() + ["check"] + \
             self.verdict_options()
         return f"borg create at {self.id}", self.tool_argv(create)
 
@@ -361,13 +364,13 @@ class BorgEndpoint(ArchiveEndpoint):
         # create also holds its cache's lock, which list takes when that cache exists: an empty
         # cache folder of its own (list reads no cache).
         if not beside_a_write:
-            return parse_borg_list(self.run_tool(runner, ["borg", "list", "--format", "{name}{TAB}{comment}{NUL}",
+            return parse_borg_list(self.run_tool(runner, ["borg", "list", "--format", BORG_LIST_FORMAT,
                                                           self.repository], "listing the archives").stdout)
         import shutil
         import tempfile
         cache = tempfile.mkdtemp(prefix="btrfs-backup-borg-list-")
         try:
-            result = self.run_tool(runner, ["borg", "list", "--bypass-lock", "--format", "{name}{TAB}{comment}{NUL}",
+            result = self.run_tool(runner, ["borg", "list", "--bypass-lock", "--format", BORG_LIST_FORMAT,
                                             self.repository], "listing the archives", extra=["BORG_CACHE_DIR=" + cache])
         finally:
             shutil.rmtree(cache, ignore_errors=True)
@@ -396,17 +399,22 @@ def borg_rsh(ssh_options) -> str:
     return " ".join(shlex.quote(word) for word in words)
 
 
+#: What a borg listing says of each archive: its name, the host that created it, its comment.
+BORG_LIST_FORMAT = "{name}{TAB}{hostname}{TAB}{comment}{NUL}"
+
+
 def parse_borg_list(text: str) -> list:
-    """Pure: `borg list --format '{name}{TAB}{comment}{NUL}'` as ArchiveRecords (ours only; borg's
+    """Pure: `borg list --format BORG_LIST_FORMAT` as ArchiveRecords (ours only; borg's
     checkpoints of an unfinished create are never a backup)."""
     found = []
     for entry in text.split("\0"):
-        name, _tab, comment = entry.strip("\n").partition("\t")
+        name, _tab, rest = entry.strip("\n").partition("\t")
+        host, _tab, comment = rest.partition("\t")
         if not name or archives.is_checkpoint(name):
             continue
         label = archives.parse_label(comment.split())
         if label is not None:
-            found.append(archives.ArchiveRecord(name, label))
+            found.append(archives.ArchiveRecord(name, label, host or None))
     return found
 
 
@@ -478,6 +486,8 @@ class ResticEndpoint(ArchiveEndpoint):
         name = archives.archive_name(label.job, label.snapshot)
         backup = ["restic", "backup", "--quiet", "--stdin", "--stdin-filename", name + ".btrfs",
                   "--tag", ",".join(label.words())]
+        if self.settings.host:  # what the listing then says, whatever restic would take itself
+            backup += ["--host", self.settings.host]
         return f"restic backup at {self.id}", self.tool_argv(backup, mode="guard")
 
     def records(self, runner, beside_a_write=False) -> list:
@@ -518,7 +528,7 @@ def parse_restic_snapshots(text: str) -> list:
     for entry in sorted(entries, key=lambda e: e.get("time", "")):
         label = archives.parse_label(entry.get("tags") or [])
         if label is not None and entry.get("id"):
-            found.append(archives.ArchiveRecord(entry["id"], label))
+            found.append(archives.ArchiveRecord(entry["id"], label, entry.get("hostname") or None))
     return found
 
 
