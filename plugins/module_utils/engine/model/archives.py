@@ -294,17 +294,21 @@ BORG_INDEX_MAGIC = b"BORG_IDX"
 BORG_INDEX_HEADER = len(BORG_INDEX_MAGIC) + 4
 
 
-def borg_holds_no_archive(index_names: Iterable[str], header: bytes, segments: Iterable[str]) -> bool:
-    """Pure: whether a borg repository's files say it holds no archive at all: its one index
-    (index.N, written by every commit) maps one object, the manifest (an archive is at least one
-    object more), and no data segment is newer than that commit (a commit whose index was not
-    written yet). `index_names`: the repository's index.* names; `header`: the index's first bytes;
-    `segments`: the names of the files under data/."""
-    names = list(index_names)
-    if len(names) != 1 or not names[0][len("index."):].isdigit():
-        return False
+def borg_index_objects(header: bytes) -> int | None:
+    """Pure: how many objects a borg 1.x index maps, from its first bytes (None: no such index)."""
     if len(header) < BORG_INDEX_HEADER or not header.startswith(BORG_INDEX_MAGIC):
+        return None
+    return int.from_bytes(header[len(BORG_INDEX_MAGIC):BORG_INDEX_HEADER], "little", signed=True)
+
+
+def borg_holds_no_archive(index_names: Iterable[str], objects: int | None, segments: Iterable[str]) -> bool:
+    """Pure: whether a borg repository's files say it holds no archive at all: its one index
+    (index.N, written by every commit) maps one object (`objects`), the manifest (an archive is at
+    least one object more), and no data segment is newer than that commit (a commit whose index was
+    not written yet). `index_names`: the repository's index.* names; `segments`: the names of the
+    files under data/."""
+    names = list(index_names)
+    if len(names) != 1 or not names[0][len("index."):].isdigit() or objects != 1:
         return False
-    objects = int.from_bytes(header[len(BORG_INDEX_MAGIC):BORG_INDEX_HEADER], "little", signed=True)
     numbers = [int(name) for name in segments if name.isdigit()]
-    return objects == 1 and max(numbers, default=0) <= int(names[0][len("index."):])
+    return max(numbers, default=0) <= int(names[0][len("index."):])

@@ -221,12 +221,14 @@ def test_a_stores_error_lines_leave_out_go_stack_frames_and_repeated_retries():
 ])
 def test_a_borg_index_that_maps_the_manifest_alone_holds_no_archive(indexes, objects, segments, empty):
     header = archives.BORG_INDEX_MAGIC + objects.to_bytes(4, "little") + bytes(6)
-    assert archives.borg_holds_no_archive(indexes, header, segments) is empty
+    assert archives.borg_index_objects(header) == objects
+    assert archives.borg_holds_no_archive(indexes, objects, segments) is empty
 
 
 @pytest.mark.parametrize("header", [b"", b"BORG_IDX\x01", b"BORG2IDX\x01\x00\x00\x00", b"NOT_AN_INDEX"])
 def test_a_borg_index_that_is_none_borg_1_writes_says_nothing(header):
-    assert archives.borg_holds_no_archive(["index.1"], header, ["1"]) is False
+    assert archives.borg_index_objects(header) is None
+    assert archives.borg_holds_no_archive(["index.1"], archives.borg_index_objects(header), ["1"]) is False
 
 
 def _hosted(snapshot, host, job="home"):

@@ -340,12 +340,14 @@ class BorgEndpoint(ArchiveEndpoint):
             if len(indexes) != 1:
                 return False
             with open(os.path.join(self.repository, indexes[0]), "rb") as handle:
-                header = handle.read(archives.BORG_INDEX_HEADER)
+                objects = archives.borg_index_objects(handle.read(archives.BORG_INDEX_HEADER))
+            if objects != 1:
+                return False  # the usual case: its segments are not listed
             data = os.path.join(self.repository, "data")
             segments = [name for folder in os.listdir(data) for name in os.listdir(os.path.join(data, folder))]
         except OSError:
             return False
-        return archives.borg_holds_no_archive(indexes, header, segments)
+        return archives.borg_holds_no_archive(indexes, objects, segments)
 
     def receiver(self, btrfs_debug=False, decompress_argv=None) -> tuple:
         if decompress_argv is not None:
