@@ -187,6 +187,16 @@ def test_a_failed_tool_says_what_to_do(stderr, hint):
     assert hint in str(raised.value)
 
 
+def test_a_hint_comes_from_what_the_tool_said_not_from_the_repositorys_name():
+    for location in ("borg:/srv/blocks/wrong-key-password", "restic:sftp:vault:/srv/blocks/wrong-key-password"):
+        store = parse_location(location, archive=SETTINGS)
+        cut = (f"btrfs send failed (killed by signal 9); {store.tool} at {store.id} failed (exit status 1): "
+               "the send stream was cut: no archive is stored")
+        assert store.failure_hint(cut) == "", location
+        refused = f"{store.tool} at {store.id} failed (exit status 2): passphrase supplied is incorrect."
+        assert store.failure_hint(refused) == " (is archive_key_file the repository's passphrase?)", location
+
+
 def test_an_unfinished_transfers_archive_counts_as_partial():
     store = parse_location("restic:/r", archive=SETTINGS)
     held = store.list_backups(Runner(CommandResult([], 0, json.dumps([

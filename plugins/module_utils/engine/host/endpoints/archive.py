@@ -157,8 +157,9 @@ class ArchiveEndpoint(Endpoint):
         return text + self.failure_hint(text)
 
     def failure_hint(self, text: str) -> str:
-        """Pure: the hint for the failures people meet, from what the store's tool said."""
-        lowered = text.lower()
+        """Pure: the hint for the failures people meet, from what the store's tool said (not from
+        the repository's name in it: a path such as /srv/blocks is no lock)."""
+        lowered = text.replace(self.id, "").replace(self.repository, "").lower()
         if "403 forbidden" in lowered or "(403)" in lowered:
             return (" (the repository refuses deletions: an append-only server; give this destination "
                     "no backup retention and prune on the server)")
