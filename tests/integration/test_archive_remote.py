@@ -11,7 +11,6 @@ import shlex
 import shutil
 import signal
 import subprocess
-import time
 import urllib.request
 from pathlib import Path
 from typing import Callable, Dict, List
@@ -19,6 +18,7 @@ from typing import Callable, Dict, List
 import pytest
 
 from cli_helpers import job_state_folders, run_cli, run_raw, run_subcommand, wait_next_second
+from faults import wait_for
 from support.archive_stores import (PASSPHRASE, REST_PASSWORD, S3_SECRET_KEY, borg_env, restic_env, run,
                                     write_env_file)
 from support.trees import assert_same_tree, modify_tree
@@ -247,12 +247,12 @@ def _hold_lock(store: Store, borg_ssh_server) -> subprocess.Popen:
         env = dict(os.environ, BORG_BASE_DIR=str(borg_ssh_server.workdir / "server-borg"))
         holder = subprocess.Popen(["borg", "with-lock", str(path), "sleep", "120"], env=env,
                                   stdin=subprocess.DEVNULL)
-        _wait_for(store.locked, 20)
+        wait_for("borg's lock on the server", store.locked, timeout=20)
         return holder
     for _attempt in range(5):
         holder = subprocess.Popen(["restic", "-r", store.repository, "prune"], env=store.env,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_for(lambda: store.locked() or holder.poll() is not None, 30)
+        wait_for("restic prune's lock", lambda: store.locked() or holder.poll() is not None, timeout=30)
         holder.send_signal(signal.SIGSTOP)
         if store.locked():
             return holder
@@ -260,13 +260,6 @@ def _hold_lock(store: Store, borg_ssh_server) -> subprocess.Popen:
         holder.wait()
         run(["restic", "-r", store.repository, "unlock"], store.env)
     raise AssertionError("restic prune never held its lock long enough to be stopped")
-
-
-def _wait_for(condition, seconds):
-    deadline = time.time() + seconds
-    while not condition():
-        assert time.time() < deadline, "timed out"
-        time.sleep(0.002)
 
 
 def test_a_locked_repository_is_a_clear_error_that_changes_nothing(store, src, key_args, request):

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from cli_helpers import CLI, ok, run_cli, run_subcommand, snapshot_names, subvolumes
+from support.btrfs_loop import snapshot
 from support.trees import assert_same_tree
 
 SECRET = "correct-horse-battery-7f3a9c"
@@ -162,10 +163,7 @@ def test_a_repository_nothing_wrote_to_since_is_not_listed_and_the_chain_is_exac
 def _snapshot_taken_before(src: Path) -> Path:
     """A read-only snapshot in the job's snapshot folder, taken before the job runs with -S."""
     (src / "snapshot").mkdir()
-    taken = src / "snapshot" / "20240101-000000"
-    subprocess.run(["btrfs", "subvolume", "snapshot", "-r", str(src), str(taken)], check=True,
-                   stdout=subprocess.DEVNULL)
-    return taken
+    return snapshot(src, src / "snapshot" / "20240101-000000")
 
 
 def test_a_repository_that_holds_no_archive_is_not_opened_to_be_listed(store, src):
