@@ -32,6 +32,8 @@ class Forecast:
     #: Once it agrees, the store's listing is the destination's (a listing beside its own write shows
     #: nothing of it; an ssh host's survey may predate the run's arrival: folder_forecast.py).
     keeps_listing = True
+    #: A listing that failed stops the stream (no word is abort): that stream is always planned again.
+    unanswered = False
 
     def __init__(self, dest, runner, predicted):
         self.dest = dest

@@ -269,7 +269,7 @@ class DestinationSync(_DestinationPlans):
         replanned = []
         for item in group:
             record, done = records[item.dest.id], sent[item.dest.id]
-            if not self._forecast_holds(item.dest) and isinstance(done, TransferError):
+            if isinstance(done, TransferError) and self._planned_wrong(item.dest):
                 # Stopped on the run's word, or refused by a receive that checks what it was planned on:
                 # nothing was kept, and this transfer owes nothing.
                 LOG.info("%s: %s", item.dest.id, done.detail or done)
@@ -309,6 +309,14 @@ class DestinationSync(_DestinationPlans):
             return False
         probe = self.executor.probe(self.source.endpoint)
         return probe.knows(dest) and probe.is_plain_host(dest)
+
+    def _planned_wrong(self, dest) -> bool:
+        """Whether a transfer to `dest` failed for a forecast its listing contradicts. A survey that
+        got no answer contradicts nothing: the connection that failed it failed the stream too, and
+        the transfer fails as it would have after a survey asked first (the next run resends)."""
+        if self._forecast_holds(dest):
+            return False
+        return not self.forecasts[dest.id].unanswered
 
     def _forecast_holds(self, dest) -> bool:
         """Whether what `dest` was planned on is what it holds: its listing, or a forecast that

@@ -14,7 +14,7 @@ from ..host.listing import FolderListing, Subvolume
 from ..host.overlap import InBackground
 from ..host.streams import EndTools
 from ..model import folder_forecast
-from ..model.errors import BackupError
+from ..model.errors import BackupError, UnreachableError
 from ..model.log import LOG
 from ..model.server_mode import NOT_SERVE
 
@@ -77,6 +77,12 @@ class FolderForecast:
         self.real = None  # never remembered as the folder's listing: it may predate this run's arrivals
         self.problem = None  # why the folder cannot take backups, as the survey found
 
+    @property
+    def unanswered(self) -> bool:
+        """Whether the survey failed for the connection, not for what the host said: a stream that
+        failed meanwhile failed for the same reason, not for a wrong forecast."""
+        return isinstance(self.problem, UnreachableError)
+
     def arm(self) -> None:
         """Nothing to arm: the receive's command checks the filesystem itself."""
 
@@ -99,7 +105,10 @@ class FolderForecast:
                 self.problem, self.real = err, None
             self.agreed = same_host and folder_forecast.holdings(self.real.children, self.arriving) == \
                 folder_forecast.holdings(self.predicted.children, self.arriving)
-            if not self.agreed:
+            if self.unanswered:
+                LOG.info("%s: the survey beside the stream got no answer (%s): the forecast is neither "
+                         "confirmed nor contradicted", self.dest.id, self.problem)
+            elif not self.agreed:
                 LOG.info("%s: %s; what was planned on the job's last run there is planned again", self.dest.id,
                          f"the survey found a problem ({self.problem})" if self.problem is not None
                          else "it is not what the last run left (its subvolumes, its tools or what runs there)")

@@ -160,6 +160,7 @@ def test_one_remote_command_over_ssh_answers_everything():
     pytest.param("", 255, "ssh: connect to host backup.example.org port 22: Connection refused", UnreachableError,
                  "Connection refused", id="unreachable"),
     pytest.param(FOLDER + "\nMARK 0\n" + MOUNTINFO, 0, "", EndpointError, "ended early", id="cut-short"),
+    pytest.param(FOLDER + "\nMARK 0\n" + MOUNTINFO, 255, "", UnreachableError, "was lost", id="connection-lost-midway"),
     pytest.param(_whole_answer().replace("MARK 0", "MARK zero", 1), 0, "", EndpointError, "unexpected output",
                  id="garbled-status"),
     pytest.param("", 126, "refused: 'echo btrfs-backup-serve-mode none' is not a command that a backup sends",

@@ -431,11 +431,21 @@ def test_split_batch_output_names_a_refused_key():
     assert "revoked" in str(err.value) and "Permission denied (publickey)" in str(err.value)
 
 
-def test_split_batch_output_connection_lost_midway():
-    result = _batch("a\n" + MARK + " 0\n", 255, "Connection to nas closed by remote host.\n")
+@pytest.mark.parametrize("returncode, stderr, lost", [
+    pytest.param(255, "Connection to nas closed by remote host.\n", True, id="ssh-lost-it"),
+    pytest.param(255, "", True, id="ssh-lost-it-silently"),
+    pytest.param(-9, "", True, id="ssh-killed"),
+    pytest.param(1, "sh: 1: printf: I/O error\n", False, id="the-remote-shell-failed"),
+])
+def test_split_batch_output_connection_lost_midway(returncode, stderr, lost):
+    """A batch cut short by ssh itself is a lost connection (the host said nothing about its
+    commands); one whose remote shell ended early on its own is an answer that cannot be read."""
+    result = _batch("a\n" + MARK + " 0\n", returncode, stderr)
     with pytest.raises(EndpointError) as err:
         split_batch_output(result, MARK, [["true"], ["true"]])
     assert "ended early" in str(err.value)
+    assert isinstance(err.value, UnreachableError) is lost
+    assert ("connection to ssh host was lost" in str(err.value)) is lost
 
 
 def test_split_batch_output_garbled_status():

@@ -9,7 +9,7 @@ from engine.host.destination_survey import Survey
 from engine.host.endpoints.ssh import SshEndpoint
 from engine.host.listing import FolderListing, Subvolume
 from engine.host.streams import EndTools
-from engine.model.errors import EndpointError
+from engine.model.errors import EndpointError, UnreachableError
 from engine.model.folder_forecast import forecast_entry
 from engine.model.job_identity import job_identity
 from engine.model.server_mode import APPEND_ONLY, NOT_SERVE
@@ -97,6 +97,28 @@ def test_the_plan_holds_only_where_the_survey_agrees(monkeypatch, found, holds):
     assert forecast.settle() is holds
     assert forecast.settle() is holds and accepted == [dest]  # settled once
     assert (forecast.problem is not None) == (answer.problem is not None)
+    assert forecast.unanswered is False  # the host answered, whatever it said
+
+
+@pytest.mark.parametrize("error, unanswered", [
+    pytest.param(UnreachableError("cannot reach ssh host: ssh failed"), True, id="no-connection"),
+    pytest.param(UnreachableError("the connection to ssh host was lost: remote commands ended early"), True,
+                 id="connection-lost"),
+    pytest.param(EndpointError("remote commands ended early: no output"), False, id="a-shell-that-ended"),
+    pytest.param(EndpointError("unexpected output from remote host: 'x'"), False, id="garbled"),
+])
+def test_a_survey_without_an_answer_neither_confirms_nor_contradicts(monkeypatch, error, unanswered):
+    """The plan does not hold either way; but a transfer that failed beside a survey that got no
+    answer failed for the connection (destination_sync: it fails, it is not planned again)."""
+    predicted = folder_forecast.Predicted(FolderListing(FOLDER, dict(LEFT), set()), EndTools(), "abc1")
+
+    def failing(endpoint, runner):
+        raise error
+
+    monkeypatch.setattr(folder_forecast, "survey", failing)
+    forecast = folder_forecast.FolderForecast(_dest(), None, predicted, lambda dest, survey: survey.listing)
+    assert forecast.settle() is False and forecast.problem is error
+    assert forecast.unanswered is unanswered
 
 
 def test_a_survey_that_fails_or_is_refused_by_the_run_is_no_agreement(monkeypatch):

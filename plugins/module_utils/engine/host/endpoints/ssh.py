@@ -499,7 +499,11 @@ def split_batch_output(result: CommandResult, marker: str, argvs: list[list[str]
     for argv in argvs:
         head, sep, tail = rest.partition("\n%s " % marker)
         if not sep:
-            raise EndpointError("remote commands ended early: %s" % (result.stderr.strip() or "no output"))
+            said = result.stderr.strip() or "no output"
+            if result.returncode == 255 or result.returncode < 0:
+                # ssh's own failure, or the remote shell killed: the connection was lost, the host said nothing.
+                raise UnreachableError("the connection to ssh host was lost: remote commands ended early: %s" % said)
+            raise EndpointError("remote commands ended early: %s" % said)
         code, _newline, rest = tail.partition("\n")
         try:
             returncode = int(code)
