@@ -269,6 +269,8 @@ class DestinationSync(_DestinationPlans):
         replanned = []
         for item in group:
             record, done = records[item.dest.id], sent[item.dest.id]
+            if isinstance(done, TransferError) and done.partial_receive_deleted:
+                item.outcome.partial_receives_deleted.append(done.partial_receive_deleted)
             if isinstance(done, TransferError) and self._planned_wrong(item.dest):
                 # Stopped on the run's word, or refused by a receive that checks what it was planned on:
                 # nothing was kept, and this transfer owes nothing.
@@ -282,8 +284,6 @@ class DestinationSync(_DestinationPlans):
                 record["error"] = done.detail or str(done)
                 if getattr(done, "resumable", None):
                     record["resumable"] = done.resumable  # staged so far: the next run resumes there
-                if done.partial_receive_deleted:
-                    item.outcome.partial_receives_deleted.append(done.partial_receive_deleted)
                 self._fail(item.dest, item.outcome, done)
             elif done.planned:
                 record["status"] = "planned"
