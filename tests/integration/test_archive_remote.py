@@ -207,9 +207,8 @@ def test_append_only_borg_retention_hides_but_never_destroys(borg_ssh_server, ar
     assert all(after.get(p) == size for p, size in segments.items())
 
 
-def test_rest_credentials_go_in_the_env_file_and_a_url_with_them_is_refused(rest_server, archive_key_file,
-                                                                           archive_client_dirs, src, key_args,
-                                                                           tmp_path):
+def test_rest_credentials_go_in_the_env_file_and_a_url_with_them_is_refused(
+        rest_server, archive_key_file, archive_client_dirs, src, key_args, tmp_path):
     store = _rest_store(rest_server, "credentials", archive_key_file, archive_client_dirs, tmp_path)
     metrics = tmp_path / "metrics"
     metrics.mkdir()

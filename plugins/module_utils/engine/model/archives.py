@@ -123,6 +123,12 @@ def archive_name(job: str, snapshot: str, host: str | None = None) -> str:
     return f"{job}-{snapshot}@{host}" if host else f"{job}-{snapshot}"
 
 
+def stream_file_name(label) -> str:
+    """The one file an archive holds: the stream, named after the job and the snapshot (borg's
+    --stdin-name, restic's --stdin-filename; restore reads it by this name)."""
+    return archive_name(label.job, label.snapshot) + ".btrfs"
+
+
 def is_checkpoint(name: str) -> bool:
     """Whether a borg archive name is one of borg's checkpoints (an unfinished create)."""
     return bool(re.search(_CHECKPOINT_RE, name))

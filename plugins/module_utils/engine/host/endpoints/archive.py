@@ -354,8 +354,7 @@ class BorgEndpoint(ArchiveEndpoint):
         if decompress_argv is not None:
             raise ValueError("an archive store takes the plain stream")
         label = self._bound_label()
-        name = archives.archive_name(label.job, label.snapshot)
-        create = ["borg", "create", "--content-from-command", "--stdin-name", name + ".btrfs",
+        create = ["borg", "create", "--content-from-command", "--stdin-name", archives.stream_file_name(label),
                   "--comment", label.comment(), self.archive(self.arrival_ref(label)), "--"] + _exec_program() + ["check"] + \
             self.verdict_options()
         return f"borg create at {self.id}", self.tool_argv(create)
@@ -486,8 +485,7 @@ class ResticEndpoint(ArchiveEndpoint):
         if decompress_argv is not None:
             raise ValueError("an archive store takes the plain stream")
         label = self._bound_label()
-        name = archives.archive_name(label.job, label.snapshot)
-        backup = ["restic", "backup", "--quiet", "--stdin", "--stdin-filename", name + ".btrfs",
+        backup = ["restic", "backup", "--quiet", "--stdin", "--stdin-filename", archives.stream_file_name(label),
                   "--tag", ",".join(label.words())]
         if self.settings.host:  # what the listing then says, whatever restic would take itself
             backup += ["--host", self.settings.host]
@@ -515,7 +513,7 @@ class ResticEndpoint(ArchiveEndpoint):
         self.run_tool(runner, ["restic", "forget", "--prune"] + refs, "forgetting " + ", ".join(r[:8] for r in refs))
 
     def extract_argv(self, record) -> list[str]:
-        return self.tool_argv(["restic", "dump", record.ref, "/" + stream_file_name(record)])
+        return self.tool_argv(["restic", "dump", record.ref, "/" + archives.stream_file_name(record.label)])
 
     def check_argv(self, subset: str) -> list[str]:
         return self.tool_argv(["restic", "check", "--read-data-subset", subset])
@@ -533,9 +531,3 @@ def parse_restic_snapshots(text: str) -> list:
         if label is not None and entry.get("id"):
             found.append(archives.ArchiveRecord(entry["id"], label, entry.get("hostname") or None))
     return found
-
-
-def stream_file_name(record) -> str:
-    """The file an archive holds: the stream, named after the archive (borg --stdin-name, restic
-    --stdin-filename)."""
-    return archives.archive_name(record.label.job, record.label.snapshot) + ".btrfs"
