@@ -19,7 +19,7 @@ if _TESTS_DIR not in sys.path:
 from support import archive_stores, btrfs_loop, sshd as sshd_support  # noqa: E402
 from support.btrfs_loop import BtrfsPool  # noqa: E402
 from support.sshd import Sshd  # noqa: E402
-from remote_commands import RemoteCommands, logging_forced_command  # noqa: E402
+from remote_commands import AS_ASKED, RemoteCommands, logging_forced_command  # noqa: E402
 from support.trees import MiB, write_mixed_tree  # noqa: E402
 
 # A test module shapes the shared fixtures below with FS_SIZE (each filesystem's size) and
@@ -235,7 +235,7 @@ def logged_sshd(require_btrfs, tmp_path):
     _require(sshd_support.REQUIRED_TOOLS, "sshd")
     log = tmp_path / "remote-commands.log"
     with Sshd(host="127.0.0.6") as server:
-        logging_forced_command(server, log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+        logging_forced_command(server, log, AS_ASKED)
         yield server, RemoteCommands(log, server)
 
 

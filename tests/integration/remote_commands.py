@@ -6,6 +6,9 @@ from __future__ import annotations
 import shlex
 import stat
 
+#: The forced command's `then` that runs what a connection asked, as a plain host's shell would.
+AS_ASKED = '/bin/sh -c "$SSH_ORIGINAL_COMMAND"'
+
 
 def logging_forced_command(server, log, then):
     """Make every connection of the server's key log the command it asked for (one line,
@@ -46,7 +49,7 @@ def survey_waits_for_a_receive(server, log, workdir, until, tenths):
     whether one did ("yes"/"no" in the returned file)."""
     mark, said = workdir / ("receive-" + until), workdir / "survey-saw"
     receive = (f': > {shlex.quote(str(mark))}' if until == "start" else
-               f'/bin/sh -c "$SSH_ORIGINAL_COMMAND"; rc=$?; : > {shlex.quote(str(mark))}; exit $rc')
+               f'{AS_ASKED}; rc=$?; : > {shlex.quote(str(mark))}; exit $rc')
     logging_forced_command(server, log, "/bin/sh -c " + shlex.quote(
         'case "$SSH_ORIGINAL_COMMAND" in\n'
         f'  *"btrfs receive"*) {receive} ;;\n'
@@ -54,5 +57,5 @@ def survey_waits_for_a_receive(server, log, workdir, until, tenths):
         '      sleep 0.1; i=$((i + 1)); done\n'
         f'    if [ -e {shlex.quote(str(mark))} ]; then echo yes; else echo no; fi >> {shlex.quote(str(said))} ;;\n'
         'esac\n'
-        'exec /bin/sh -c "$SSH_ORIGINAL_COMMAND"'))
+        'exec ' + AS_ASKED))
     return said

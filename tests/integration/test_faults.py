@@ -49,7 +49,7 @@ from faults import (
     wait_gone,
     wait_signal_pending,
 )
-from remote_commands import logging_forced_command, survey_waits_for_a_receive
+from remote_commands import AS_ASKED, logging_forced_command, survey_waits_for_a_receive
 from support.btrfs_loop import pipeline, run
 from support.sshd import Sshd, free_port
 from support.trees import write_file, write_mixed_tree
@@ -225,7 +225,7 @@ def test_network_drops_while_the_survey_is_pending(src, dst, logged_sshd, restor
     assert sorted(subvolumes(dest)) == [one]
     assert_locked_for(snaps, two, one, url)
 
-    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')  # surveys answer at once
+    logging_forced_command(server, commands.log, AS_ASKED)  # surveys answer at once
     assert_recovers(src, dest, url, one, two, kept, restore_fs, args)
 
 

@@ -36,7 +36,7 @@ from cli_helpers import (CLI, assert_backup, assert_no_partial, destination, liv
                          snapshot_names, ssh_args, subvolumes, wait_next_second)
 from cli_helpers import show as show_subvolume
 from faults import start_cli
-from remote_commands import logging_forced_command, survey_waits_for_a_receive
+from remote_commands import AS_ASKED, logging_forced_command, survey_waits_for_a_receive
 from support.trees import assert_same_tree, write_mixed_tree
 
 SOMETHING_TO_SEND = 2
@@ -523,7 +523,7 @@ def test_a_snapshot_that_fails_at_a_pulled_source(logged_sshd, make_fs, subvolum
     assert live_locks(source / "snapshot") == {}, "a lock names the snapshot that was not taken"
     assert len(taken) == PULLED_SOURCE and ".outstanding_transfers" in taken[-1], "\n".join(taken)
     assert done.result["locks"] == {}  # the run's record (what `status` reads) counts no lock
-    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    logging_forced_command(server, commands.log, AS_ASKED)
     result = ok(*args).result
     first, second = snapshot_names(source / "snapshot")
     assert [t[1:] for t in sent(result, str(dest))] == [("incremental", first)]
@@ -549,7 +549,7 @@ def test_a_snapshot_that_fails_at_a_relayed_source(logged_sshd, sshd, make_fs, s
     assert not [c for c in taken if "btrfs send" in c and c not in gated], "a send after a failed snapshot"
     assert sorted(subvolumes(dest)) == before and len(snapshot_names(source / "snapshot")) == 1
     assert live_locks(source / "snapshot") == {}
-    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    logging_forced_command(server, commands.log, AS_ASKED)
     result = ok(*args).result
     first, second = snapshot_names(source / "snapshot")
     assert [t[1:] for t in sent(result, url)] == [("incremental", first)]
@@ -594,7 +594,7 @@ def test_a_relayed_send_cut_after_its_gate(logged_sshd, sshd, make_fs, subvolume
     assert subvolumes(dest) == {}, subvolumes(dest)
     (name,) = snapshot_names(source / "snapshot")
     assert live_locks(source / "snapshot") != {}
-    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    logging_forced_command(server, commands.log, AS_ASKED)
     result = ok(*args).result
     assert [t[1:] for t in sent(result, url)][0] == ("full", None)
     assert_backup(dest, source / "snapshot" / name)
@@ -625,7 +625,7 @@ def test_a_relay_stopped_while_its_source_estimates(logged_sshd, sshd, make_fs, 
     assert live_locks(source / "snapshot") == {second: {"locks": [url]}, first: {"parent_locks": [url]}}, \
         read_locks(source / "snapshot")
     assert sorted(subvolumes(dest)) == [first]
-    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    logging_forced_command(server, commands.log, AS_ASKED)
     result = ok(*args).result
     names = snapshot_names(source / "snapshot")
     assert [t[1:] for t in sent(result, url)][0] == ("incremental", first), sent(result, url)
@@ -647,7 +647,7 @@ def test_a_send_cut_at_a_pulled_source(logged_sshd, make_fs, subvolume):
     assert_no_partial(dest)
     assert sorted(subvolumes(dest)) == [first]
     assert live_locks(source / "snapshot") == {first: {"parent_locks": [str(dest)]}, cut: {"locks": [str(dest)]}}
-    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    logging_forced_command(server, commands.log, AS_ASKED)
     (source / "more.txt").write_text("more\n")
     result = ok(*args).result
     newest = snapshot_names(source / "snapshot")[-1]
@@ -686,7 +686,7 @@ def test_snapshot_facts_that_cannot_be_read_at_all_keep_no_backup(logged_sshd, m
     first, second = snapshot_names(source / "snapshot")
     assert sorted(subvolumes(dest)) == [first], "an unverified backup was kept"
     assert live_locks(source / "snapshot")[second] == {"locks": [str(dest)]}
-    logging_forced_command(server, commands.log, '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    logging_forced_command(server, commands.log, AS_ASKED)
     result = ok(*args).result
     assert [t[:2] for t in sent(result, str(dest))][0] == (second, "incremental")
     assert_backup(dest, source / "snapshot" / second, parent_name=first)
@@ -817,8 +817,7 @@ def with_btrfs_wrapper(server, commands, body):
     wrapper = folder / "btrfs"
     wrapper.write_text(f"#!/bin/sh\nREAL={shlex.quote(shutil.which('btrfs'))}\n{body}exec \"$REAL\" \"$@\"\n")
     wrapper.chmod(0o755)
-    logging_forced_command(server, commands.log, f'env PATH={shlex.quote(str(folder))}:"$PATH" '
-                                                 '/bin/sh -c "$SSH_ORIGINAL_COMMAND"')
+    logging_forced_command(server, commands.log, f'env PATH={shlex.quote(str(folder))}:"$PATH" ' + AS_ASKED)
 
 
 def test_an_answer_that_cannot_be_read_gets_the_check_apart(logged_sshd, make_fs, subvolume):

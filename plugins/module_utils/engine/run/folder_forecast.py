@@ -75,7 +75,7 @@ class FolderForecast:
         self.in_flight = InBackground(survey, dest, runner)
         self.agreed = None  # None: not settled yet; then True or False
         self.real = None  # never remembered as the folder's listing: it may predate this run's arrivals
-        self.problem = None  # why the folder cannot take backups, as the survey found
+        self.problem = None  # why the survey failed: what the host said, or its lost connection (unanswered)
 
     @property
     def unanswered(self) -> bool:
